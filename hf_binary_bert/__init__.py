@@ -1,0 +1,57 @@
+"""hf_binary_bert: 1-bit BERT for transformers — binarize, distill with the Trainer, save packed, load with AutoModel.
+
+Importing the package registers `binary_bert` with `AutoConfig`, `AutoModel`, `AutoModelForMaskedLM` and
+`AutoModelForSequenceClassification`.
+"""
+
+from transformers import (
+    AutoConfig,
+    AutoModel,
+    AutoModelForMaskedLM,
+    AutoModelForSequenceClassification,
+)
+
+from .binarization import BinaryLinear, PackedBinaryLinear, binarize_, freeze_, unfreeze_
+from .configuration_binary_bert import BinaryBertConfig
+from .modeling_binary_bert import (
+    BinaryBertForMaskedLM,
+    BinaryBertForSequenceClassification,
+    BinaryBertModel,
+    BinaryBertPreTrainedModel,
+    load_teacher,
+)
+from .size import checkpoint_size_report
+
+__version__ = "0.1.0"
+
+AutoConfig.register("binary_bert", BinaryBertConfig, exist_ok=True)
+AutoModel.register(BinaryBertConfig, BinaryBertModel, exist_ok=True)
+AutoModelForMaskedLM.register(BinaryBertConfig, BinaryBertForMaskedLM, exist_ok=True)
+AutoModelForSequenceClassification.register(BinaryBertConfig, BinaryBertForSequenceClassification, exist_ok=True)
+
+
+def __getattr__(name):
+    # The distillation trainer imports the Trainer stack (accelerate, datasets); load it on first use only.
+    if name in ("DistillationTrainer", "DistillationTrainingArguments"):
+        from . import distillation
+
+        return getattr(distillation, name)
+    raise AttributeError(f"module 'hf_binary_bert' has no attribute {name!r}")
+
+
+__all__ = [
+    "BinaryBertConfig",
+    "BinaryBertForMaskedLM",
+    "BinaryBertForSequenceClassification",
+    "BinaryBertModel",
+    "BinaryBertPreTrainedModel",
+    "BinaryLinear",
+    "DistillationTrainer",
+    "DistillationTrainingArguments",
+    "PackedBinaryLinear",
+    "binarize_",
+    "checkpoint_size_report",
+    "freeze_",
+    "load_teacher",
+    "unfreeze_",
+]

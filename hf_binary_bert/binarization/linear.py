@@ -1,0 +1,259 @@
+"""Binarized Linear layers: the training form (`BinaryLinear`, latent float weights) and the inference form
+(`PackedBinaryLinear`, packed uint8 bits + scales). `BinaryLinear.freeze()` and `PackedBinaryLinear.unfreeze()` convert
+between the two; both compute the same forward.
+
+Weight binarization (per group g of output rows, see `num_groups`):
+    W_q = α_g · B + γ_g,  B = sign(W − γ_g) ∈ {−1, +1}   (sign(0) = +1; γ_g = 0 without an offset)
+- `"mean_abs"`: α_g = ‖W_g‖₁ / n_g, recomputed every forward (XNOR-Net, Rastegari et al. 2016).
+- `"learned"`: α_g is a parameter, α₀ = ‖W_g‖₁ / n_g (XNOR-Net++-style learned scale; the blog series' learned α).
+- `"learned_offset"`: α_g and γ_g are parameters, γ₀ = mean(W_g), α₀ = mean|W_g − γ₀| (the blog series' offset).
+The gradient of sign goes through a straight-through estimator (`ste.py`).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..packing import pack_bits, packed_length, unpack_signs
+from .ste import binary_sign, sign_ste
+
+
+def _check_groups(out_features: int, num_groups: int) -> None:
+    if num_groups < 1 or out_features % num_groups != 0:
+        raise ValueError(f"num_groups ({num_groups}) must divide out_features ({out_features})")
+
+
+def _per_row(values: torch.Tensor, out_features: int) -> torch.Tensor:
+    """[G] per-group values → [out_features, 1], group g covering rows g·out/G … (g+1)·out/G − 1."""
+    return values.repeat_interleave(out_features // values.shape[0]).unsqueeze(1)
+
+
+def initial_scales(weight: torch.Tensor, num_groups: int, with_offset: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Initial (or, for `"mean_abs"`, the per-forward) scale α [G] and offset γ [G] or None of a weight [out, in].
+
+    Without offset: α_g = mean|W_g|. With offset: γ_g = mean(W_g), α_g = mean|W_g − γ_g|.
+    """
+    groups = weight.reshape(num_groups, -1)
+    if not with_offset:
+        return groups.abs().mean(dim=1), None
+    gamma = groups.mean(dim=1)
+    return (groups - gamma.unsqueeze(1)).abs().mean(dim=1), gamma
+
+
+@torch.no_grad()
+def pack_weight(weight: torch.Tensor, alpha: torch.Tensor, gamma: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    """Packed form of a binarized weight: `weight_packed` uint8 [out, ceil(in / 8)] holding B = sign(W − γ),
+    `weight_scale` float32 [G] (α) and, when `gamma` is given, `weight_offset` float32 [G] (γ).
+
+    Args:
+        weight: latent weight W [out, in].
+        alpha: α [G], G dividing `out`.
+        gamma: γ [G] or None.
+    """
+    shifted = weight if gamma is None else weight - _per_row(gamma, weight.shape[0])
+    tensors = {"weight_packed": pack_bits(shifted >= 0), "weight_scale": alpha.detach().float().clone()}
+    if gamma is not None:
+        tensors["weight_offset"] = gamma.detach().float().clone()
+    return tensors
+
+
+class BinaryLinear(nn.Linear):
+    r"""Linear layer with 1-bit weights for quantization-aware training.
+
+    Holds the latent float weight W [out_features, in_features] (trained by the optimizer) and, for the learned
+    schemes, α [num_groups] (`weight_scale`) and γ [num_groups] (`weight_offset`). The forward uses the binarized
+    weight W_q = α·sign(W − γ) + γ (see the module docstring):
+
+        y = x · W_qᵀ + b,  x: [..., in_features] → y: [..., out_features]
+
+    Args:
+        in_features, out_features, bias: as `torch.nn.Linear`.
+        weight_scale: `"mean_abs"`, `"learned"` or `"learned_offset"`.
+        num_groups: how many α/γ: 1 (per tensor), the number of attention heads (per head) or `out_features`
+            (per row); must divide `out_features`.
+        ste: straight-through estimator of sign, `"clipped_identity"` or `"approx_sign"`.
+
+    Raises:
+        ValueError: for an unknown `weight_scale` or a `num_groups` that does not divide `out_features`.
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        bias: bool = True,
+        *,
+        weight_scale: str = "mean_abs",
+        num_groups: int = 1,
+        ste: str = "clipped_identity",
+        device=None,
+        dtype=None,
+    ):
+        if weight_scale not in ("mean_abs", "learned", "learned_offset"):
+            raise ValueError(f"weight_scale must be one of ['mean_abs', 'learned', 'learned_offset'], got {weight_scale!r}")
+        _check_groups(out_features, num_groups)
+        super().__init__(in_features, out_features, bias, device=device, dtype=dtype)
+        self.scale_mode = weight_scale
+        self.num_groups = num_groups
+        self.ste = ste
+        # Slot for an activation quantizer on the input (identity: full-precision activations, W1A32).
+        self.input_quantizer: nn.Module = nn.Identity()
+        if weight_scale != "mean_abs":
+            self.weight_scale = nn.Parameter(torch.ones(num_groups, device=device, dtype=dtype))
+        if weight_scale == "learned_offset":
+            self.weight_offset = nn.Parameter(torch.zeros(num_groups, device=device, dtype=dtype))
+        if self.weight.device.type != "meta":
+            self.reset_scales()
+
+    @property
+    def has_offset(self) -> bool:
+        return self.scale_mode == "learned_offset"
+
+    @torch.no_grad()
+    def reset_scales(self) -> None:
+        """Set the learned α (and γ) to their initial values computed from the current latent weight."""
+        if self.scale_mode == "mean_abs":
+            return
+        alpha, gamma = initial_scales(self.weight, self.num_groups, self.has_offset)
+        self.weight_scale.copy_(alpha)
+        if gamma is not None:
+            self.weight_offset.copy_(gamma)
+
+    def scales(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """α [num_groups] and γ [num_groups] (None without offset) used by the current forward."""
+        if self.scale_mode == "mean_abs":
+            return initial_scales(self.weight, self.num_groups, False)
+        return self.weight_scale, getattr(self, "weight_offset", None)
+
+    def quantized_weight(self) -> torch.Tensor:
+        """W_q = α·B + γ [out_features, in_features], differentiable through the STE."""
+        alpha, gamma = self.scales()
+        if gamma is None:
+            return _per_row(alpha, self.out_features) * sign_ste(self.weight, self.ste)
+        gamma_rows = _per_row(gamma, self.out_features)
+        return _per_row(alpha, self.out_features) * sign_ste(self.weight - gamma_rows, self.ste) + gamma_rows
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        return F.linear(self.input_quantizer(input), self.quantized_weight(), self.bias)
+
+    def packed_tensors(self) -> dict[str, torch.Tensor]:
+        """This layer's binarized weight in packed form (see `pack_weight`); the bias is not included."""
+        return pack_weight(self.weight, *self.scales())
+
+    @torch.no_grad()
+    def freeze(self) -> "PackedBinaryLinear":
+        """The inference form of this layer: packed bits + scales, no latent weight. Same forward."""
+        packed = PackedBinaryLinear(
+            self.in_features,
+            self.out_features,
+            self.bias is not None,
+            num_groups=self.num_groups,
+            has_offset=self.has_offset,
+            device=self.weight.device,
+        )
+        for name, tensor in self.packed_tensors().items():
+            getattr(packed, name).copy_(tensor)
+        if self.bias is not None:
+            packed.bias.copy_(self.bias)
+        packed.input_quantizer = self.input_quantizer
+        return packed
+
+    @classmethod
+    def from_linear(cls, linear: nn.Linear, **kwargs) -> "BinaryLinear":
+        """A `BinaryLinear` sharing `linear`'s weight and bias tensors, with scales initialised from them."""
+        module = cls(linear.in_features, linear.out_features, linear.bias is not None, device="meta", **kwargs)
+        module.weight = linear.weight
+        module.bias = linear.bias
+        for name in ("weight_scale", "weight_offset"):
+            if hasattr(module, name):
+                setattr(module, name, nn.Parameter(torch.ones(module.num_groups, dtype=linear.weight.dtype, device=linear.weight.device)))
+        if linear.weight.device.type != "meta":
+            module.reset_scales()
+        return module
+
+    def extra_repr(self) -> str:
+        return (
+            f"{super().extra_repr()}, weight_scale={self.scale_mode}, num_groups={self.num_groups}, ste={self.ste}"
+        )
+
+
+class PackedBinaryLinear(nn.Module):
+    r"""Inference form of `BinaryLinear`: only the packed sign bits and the scales, no latent weight.
+
+    Buffers: `weight_packed` uint8 [out_features, ceil(in_features / 8)] (layout in `hf_binary_bert.packing`),
+    `weight_scale` float32 [num_groups] (α), `weight_offset` float32 [num_groups] (γ, offset scheme only); parameter
+    `bias` [out_features]. The forward is the pure-PyTorch reference: unpack to ±1, W = α·B + γ, then `F.linear`, so
+    it equals the `BinaryLinear` it was frozen from.
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        bias: bool = True,
+        *,
+        num_groups: int = 1,
+        has_offset: bool = False,
+        device=None,
+        dtype=None,
+    ):
+        super().__init__()
+        _check_groups(out_features, num_groups)
+        self.in_features = in_features
+        self.out_features = out_features
+        self.num_groups = num_groups
+        self.has_offset = has_offset
+        self.input_quantizer: nn.Module = nn.Identity()
+        self.register_buffer(
+            "weight_packed", torch.zeros(out_features, packed_length(in_features), dtype=torch.uint8, device=device)
+        )
+        self.register_buffer("weight_scale", torch.ones(num_groups, dtype=torch.float32, device=device))
+        if has_offset:
+            self.register_buffer("weight_offset", torch.zeros(num_groups, dtype=torch.float32, device=device))
+        self.bias = nn.Parameter(torch.zeros(out_features, device=device, dtype=dtype)) if bias else None
+
+    def dequantized_weight(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """W = α·B + γ [out_features, in_features] in `dtype`."""
+        signs = unpack_signs(self.weight_packed, self.in_features, dtype)
+        weight = _per_row(self.weight_scale.to(dtype), self.out_features) * signs
+        if self.has_offset:
+            weight = weight + _per_row(self.weight_offset.to(dtype), self.out_features)
+        return weight
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        input = self.input_quantizer(input)
+        bias = None if self.bias is None else self.bias.to(input.dtype)
+        return F.linear(input, self.dequantized_weight(input.dtype), bias)
+
+    @torch.no_grad()
+    def unfreeze(self, weight_scale: str, ste: str = "clipped_identity") -> BinaryLinear:
+        """A trainable `BinaryLinear` whose latent weight is α·B + γ (so it binarizes back to the same B)."""
+        module = BinaryLinear(
+            self.in_features,
+            self.out_features,
+            self.bias is not None,
+            weight_scale=weight_scale,
+            num_groups=self.num_groups,
+            ste=ste,
+            device=self.weight_packed.device,
+        )
+        module.weight.copy_(self.dequantized_weight())
+        if self.bias is not None:
+            module.bias.copy_(self.bias)
+        if weight_scale != "mean_abs":
+            module.weight_scale.copy_(self.weight_scale)
+        if module.has_offset:
+            module.weight_offset.copy_(self.weight_offset if self.has_offset else torch.zeros_like(self.weight_scale))
+        module.input_quantizer = self.input_quantizer
+        return module
+
+    def extra_repr(self) -> str:
+        return (
+            f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}, "
+            f"num_groups={self.num_groups}, has_offset={self.has_offset}"
+        )
+
+
+__all__ = ["BinaryLinear", "PackedBinaryLinear", "binary_sign", "initial_scales", "pack_weight"]

@@ -1,0 +1,45 @@
+"""sign(x) with straight-through estimators (STE) for its gradient."""
+
+from __future__ import annotations
+
+import torch
+
+
+def binary_sign(x: torch.Tensor) -> torch.Tensor:
+    """sign(x) with sign(0) = +1, so every value is exactly ±1 (and packs to one bit). Same shape and dtype as x."""
+    return torch.where(x >= 0, 1.0, -1.0).to(x.dtype)
+
+
+class _SignSTE(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, ste: str) -> torch.Tensor:
+        ctx.save_for_backward(x)
+        ctx.ste = ste
+        return binary_sign(x)
+
+    @staticmethod
+    def backward(ctx, grad_output: torch.Tensor):
+        (x,) = ctx.saved_tensors
+        if ctx.ste == "clipped_identity":
+            # Courbariaux et al. 2016 (BinaryConnect / BNN): d sign(x)/dx ≈ 1_{|x| ≤ 1}
+            grad = grad_output * (x.abs() <= 1).to(grad_output.dtype)
+        else:
+            # Bi-Real Net (Liu et al. 2018), ApproxSign: d/dx ≈ 2 − 2|x| for |x| < 1, else 0
+            grad = grad_output * (2.0 - 2.0 * x.abs()).clamp_min(0.0).to(grad_output.dtype)
+        return grad, None
+
+
+def sign_ste(x: torch.Tensor, ste: str = "clipped_identity") -> torch.Tensor:
+    """Forward: `binary_sign(x)`. Backward: the straight-through estimator `ste`.
+
+    Args:
+        x: any shape.
+        ste: `"clipped_identity"` (gradient 1 where |x| ≤ 1, 0 elsewhere) or `"approx_sign"` (Bi-Real Net:
+            2 − 2|x| where |x| < 1, 0 elsewhere).
+
+    Raises:
+        ValueError: for another `ste`.
+    """
+    if ste not in ("clipped_identity", "approx_sign"):
+        raise ValueError(f"ste must be one of ['clipped_identity', 'approx_sign'], got {ste!r}")
+    return _SignSTE.apply(x, ste)

@@ -1,0 +1,102 @@
+"""Checks of a checkpoint's tensors against the model its config describes, before any weight is loaded.
+
+`from_pretrained` on a `BinaryBertPreTrainedModel` calls `validate_checkpoint`, so a malformed packed checkpoint (a
+missing scale, a wrong packed length or dtype, a truncated file, a config that does not match the tensors) raises a
+`ValueError` naming the tensor instead of loading with re-initialised weights.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import torch
+from transformers.utils import SAFE_WEIGHTS_INDEX_NAME, SAFE_WEIGHTS_NAME, cached_file
+
+from .packing import read_safetensors_header, safetensors_dtype_name
+
+_FLOAT_DTYPES = {"F32", "F16", "BF16"}
+# Heads and pooler may be absent from a checkpoint of another head type (as in transformers, they are then newly
+# initialised with a warning); everything else must be there.
+_HEAD_PREFIXES = ("cls.", "classifier.", "pooler.", "bert.pooler.")
+_HUB_KWARGS = ("cache_dir", "force_download", "local_files_only", "token", "revision", "subfolder", "proxies")
+
+
+def resolve_safetensors_files(path: str | os.PathLike, **hub_kwargs) -> list[str]:
+    """Local paths of the safetensors file(s) of a checkpoint (a folder or a Hub id; sharded or not).
+
+    Raises:
+        ValueError: if the checkpoint has no safetensors weights (pickle checkpoints are never loaded).
+    """
+    kwargs = {k: v for k, v in hub_kwargs.items() if k in _HUB_KWARGS and v is not None}
+    single = cached_file(path, SAFE_WEIGHTS_NAME, _raise_exceptions_for_missing_entries=False, **kwargs)
+    if single is not None:
+        return [single]
+    index = cached_file(path, SAFE_WEIGHTS_INDEX_NAME, _raise_exceptions_for_missing_entries=False, **kwargs)
+    if index is None:
+        raise ValueError(f"{path}: no {SAFE_WEIGHTS_NAME} (or sharded index) found; only safetensors checkpoints load")
+    with open(index) as f:
+        shards = sorted(set(json.load(f)["weight_map"].values()))
+    return [cached_file(path, shard, **kwargs) for shard in shards]
+
+
+def read_checkpoint_header(files: list[str]) -> dict:
+    """Merged safetensors headers of all files: `{name: {"dtype", "shape", "data_offsets"}}`."""
+    header: dict = {}
+    for file in files:
+        header.update(read_safetensors_header(file))
+    return header
+
+
+def expected_layout(model: torch.nn.Module) -> dict[str, tuple[torch.dtype, tuple[int, ...]]]:
+    """`{name: (dtype, shape)}` of every tensor a checkpoint of `model` must hold (tied copies left out)."""
+    tied = set(getattr(model, "all_tied_weights_keys", None) or {})
+    return {k: (v.dtype, tuple(v.shape)) for k, v in model.state_dict().items() if k not in tied}
+
+
+def _locate(key: str, header: dict, prefix: str) -> str | None:
+    """The name under which `key` (a model key) is stored: as is, or with/without the base-model prefix."""
+    for candidate in (key, f"{prefix}.{key}", key.removeprefix(f"{prefix}.")):
+        if candidate in header:
+            return candidate
+    return None
+
+
+def validate_checkpoint(model: torch.nn.Module, files: list[str], prefix: str = "bert") -> None:
+    """Check that the safetensors `files` hold exactly the tensors `model` (built from the checkpoint's config,
+    e.g. on the meta device) needs, with the right dtypes and shapes.
+
+    Rules: a packed sign tensor (`*.weight_packed`) must be uint8; scales and offsets (`*.weight_scale`,
+    `*.weight_offset`) float32; other floating tensors any float dtype; shapes must match exactly. Tensors of the
+    base model must all be present, and the base model must not have extra tensors (that means the config does not
+    describe the file); task-head tensors may be absent (newly initialised, as in transformers).
+
+    Raises:
+        ValueError: naming the first offending tensor (and the file when it is truncated).
+    """
+    header = read_checkpoint_header(files)
+    problems = []
+    used = set()
+    for key, (dtype, shape) in expected_layout(model).items():
+        stored = _locate(key, header, prefix)
+        if stored is None:
+            if not key.startswith(_HEAD_PREFIXES):
+                problems.append(f"missing tensor {key!r} ({safetensors_dtype_name(dtype)} {list(shape)})")
+            continue
+        used.add(stored)
+        info = header[stored]
+        want = safetensors_dtype_name(dtype)
+        if key.endswith((".weight_packed", ".weight_scale", ".weight_offset")) or not dtype.is_floating_point:
+            dtype_ok = info["dtype"] == want
+        else:
+            dtype_ok = info["dtype"] in _FLOAT_DTYPES
+        if not dtype_ok:
+            problems.append(f"tensor {stored!r} has dtype {info['dtype']}, expected {want}")
+        if tuple(info["shape"]) != shape:
+            problems.append(f"tensor {stored!r} has shape {info['shape']}, expected {list(shape)} from the config")
+    base_keys = {k for k in header if k not in used and not k.startswith(_HEAD_PREFIXES)}
+    if base_keys:
+        problems.append(f"unexpected tensor {sorted(base_keys)[0]!r} (and {len(base_keys) - 1} more) not described by the config")
+    if problems:
+        more = f" (and {len(problems) - 1} more problem(s))" if len(problems) > 1 else ""
+        raise ValueError(f"Malformed checkpoint {os.path.dirname(files[0]) or files[0]}: {problems[0]}{more}")

@@ -1,0 +1,287 @@
+"""Binarized BERT models: transformers' BERT classes with their Linear layers swapped for binarized ones.
+
+Nothing of `modeling_bert.py` is copied: each class subclasses its transformers twin, runs its `__init__`, swaps the
+Linear layers named in `config.binarized_modules` (`binarization.binarize_`) and ends with `post_init()`.
+On top, `BinaryBertPreTrainedModel` adds the packed checkpoint format (`save_pretrained` / `from_pretrained`),
+the conversion from a full-precision teacher (`from_teacher`) and the switch between the training form and the packed
+inference form of the binarized layers (`freeze` / `unfreeze`).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import torch
+from transformers import (
+    AutoConfig,
+    BertForMaskedLM,
+    BertForSequenceClassification,
+    BertModel,
+    BertPreTrainedModel,
+    PreTrainedModel,
+)
+from transformers import initialization as init
+
+from .binarization import BinaryLinear, PackedBinaryLinear, binarize_, freeze_, initial_scales, pack_weight, unfreeze_
+from .checkpoint import resolve_safetensors_files, validate_checkpoint
+from .configuration_binary_bert import BINARIZABLE_MODULES, BinaryBertConfig
+
+logger = logging.getLogger(__name__)
+
+_KEEP_FLOAT32 = (".weight_scale", ".weight_offset")
+# Config attributes of the teacher that must not be copied into the student config.
+_TEACHER_ONLY_KEYS = ("model_type", "architectures", "transformers_version", "_name_or_path", "dtype", "auto_map")
+
+
+class BinaryBertPreTrainedModel(BertPreTrainedModel):
+    """Base class of the binarized BERT models: packed save/load, teacher conversion, freeze/unfreeze."""
+
+    config_class = BinaryBertConfig
+    config: BinaryBertConfig
+    base_model_prefix = "bert"
+    # The full-precision BERT class whose checkpoint `from_teacher` reads for this head.
+    _teacher_class: type[PreTrainedModel] = BertModel
+
+    def _binarize(self) -> None:
+        replaced = binarize_(self, self.config)
+        if not replaced:
+            raise ValueError(
+                f"BinaryBertConfig.binarized_modules={self.config.binarized_modules} matched no Linear layer of "
+                f"{type(self).__name__}"
+            )
+
+    @torch.no_grad()
+    def _init_weights(self, module):
+        super()._init_weights(module)
+        if isinstance(module, BinaryLinear) and module.scale_mode != "mean_abs":
+            alpha, gamma = initial_scales(module.weight, module.num_groups, module.has_offset)
+            init.copy_(module.weight_scale, alpha)
+            if gamma is not None:
+                init.copy_(module.weight_offset, gamma)
+        elif isinstance(module, PackedBinaryLinear):
+            init.zeros_(module.weight_packed)
+            init.ones_(module.weight_scale)
+            if module.has_offset:
+                init.zeros_(module.weight_offset)
+            if module.bias is not None:
+                init.zeros_(module.bias)
+
+    # ------------------------------------------------------------------------------------------------------------
+    # Training form <-> packed inference form
+
+    def freeze(self):
+        """Swap every `BinaryLinear` for its packed inference form (`PackedBinaryLinear`: uint8 bits + scales, no
+        latent weights) in place; the forward is unchanged. Returns `self`."""
+        freeze_(self)
+        self.config.packed_weights = True
+        return self
+
+    def unfreeze(self):
+        """Swap every `PackedBinaryLinear` back for a trainable `BinaryLinear` (latent weight α·B + γ) in place,
+        e.g. to continue training a model loaded from a packed checkpoint. Returns `self`."""
+        unfreeze_(self, self.config)
+        self.config.packed_weights = False
+        return self
+
+    def binary_modules(self) -> dict[str, torch.nn.Module]:
+        """`{qualified name: module}` of every binarized Linear (training or packed form)."""
+        return {n: m for n, m in self.named_modules() if isinstance(m, (BinaryLinear, PackedBinaryLinear))}
+
+    # ------------------------------------------------------------------------------------------------------------
+    # Packed checkpoints
+
+    def packed_state_dict(self, state_dict: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+        """The tensors of the packed checkpoint (format: docs/checkpoint-format.md).
+
+        Each binarized Linear contributes `<name>.weight_packed` (uint8 [out, ceil(in/8)]), `<name>.weight_scale`
+        (float32 [G]), `<name>.weight_offset` (float32 [G], offset scheme) and `<name>.bias` in `fp_dtype`; every
+        other floating tensor is cast to `config.fp_dtype`.
+
+        Args:
+            state_dict: the training-form tensors to pack (default: `self.state_dict()`), e.g. the one a Trainer
+                gathered.
+        """
+        source = self.state_dict() if state_dict is None else state_dict
+        fp_dtype = getattr(torch, self.config.fp_dtype)
+        modules = self.binary_modules()
+        tied = set(getattr(self, "all_tied_weights_keys", None) or {})  # written once, under the tied-to name
+        packed: dict[str, torch.Tensor] = {}
+        for key, tensor in source.items():
+            if key in tied:
+                continue
+            module_name, _, leaf = key.rpartition(".")
+            module = modules.get(module_name)
+            if isinstance(module, BinaryLinear) and leaf in ("weight", "weight_scale", "weight_offset"):
+                if leaf == "weight":
+                    if module.scale_mode == "mean_abs":
+                        alpha, gamma = initial_scales(tensor, module.num_groups, False)
+                    else:
+                        alpha = source[f"{module_name}.weight_scale"]
+                        gamma = source.get(f"{module_name}.weight_offset")
+                    for name, value in pack_weight(tensor, alpha, gamma).items():
+                        packed[f"{module_name}.{name}"] = value.cpu()
+                continue
+            if tensor.is_floating_point() and not key.endswith(_KEEP_FLOAT32):
+                tensor = tensor.to(fp_dtype)
+            packed[key] = tensor.detach().cpu()
+        return packed
+
+    def save_pretrained(self, save_directory, *args, packed: bool = True, state_dict=None, **kwargs):
+        """Save the config and the weights (safetensors only).
+
+        Args:
+            packed (`bool`, defaults to `True`): write the packed checkpoint (1 bit per binarized weight, scales,
+                full-precision parts in `config.fp_dtype`; the saved config has `packed_weights=True`). With
+                `False`, write the training form (latent float32 weights), e.g. for a resumable Trainer checkpoint.
+            state_dict: tensors to save instead of `self.state_dict()` (packed first when `packed`).
+            *args, **kwargs: passed to `PreTrainedModel.save_pretrained`.
+
+        Raises:
+            ValueError: for `packed=False` on a model that holds packed weights (call `unfreeze()` first).
+        """
+        if kwargs.get("safe_serialization") is False:
+            raise ValueError("hf_binary_bert saves safetensors only (safe_serialization=False is not supported)")
+        if not packed:
+            if self.config.packed_weights:
+                raise ValueError("This model holds packed weights; call model.unfreeze() before save_pretrained(packed=False)")
+            return super().save_pretrained(save_directory, *args, state_dict=state_dict, **kwargs)
+        previous = self.config.packed_weights
+        self.config.packed_weights = True
+        try:
+            return super().save_pretrained(
+                save_directory, *args, state_dict=self.packed_state_dict(state_dict), **kwargs
+            )
+        finally:
+            self.config.packed_weights = previous
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *model_args, **kwargs):
+        """Load a binarized model (packed or training form) from a folder or the Hub, as `PreTrainedModel`.
+
+        Before loading, every tensor of the checkpoint is checked against the model the config describes
+        (`checkpoint.validate_checkpoint`). The model is built in float32 unless `dtype` says otherwise, whatever
+        `fp_dtype` the file was written in.
+
+        Raises:
+            ValueError: naming the tensor, for a missing, extra, wrongly typed or wrongly shaped tensor, or a
+                truncated file; `OSError` from transformers when the folder or repo does not exist.
+        """
+        kwargs.setdefault("dtype", torch.float32)
+        config = kwargs.get("config")
+        if not isinstance(config, BinaryBertConfig):
+            config_kwargs = {k: kwargs[k] for k in ("cache_dir", "force_download", "local_files_only", "token", "revision", "subfolder") if k in kwargs}
+            config = cls.config_class.from_pretrained(pretrained_model_name_or_path, **config_kwargs)
+        files = resolve_safetensors_files(pretrained_model_name_or_path, **kwargs)
+        with torch.device("meta"):
+            skeleton = cls(config)
+        validate_checkpoint(skeleton, files, prefix=cls.base_model_prefix)
+        del skeleton
+        return super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
+
+    # ------------------------------------------------------------------------------------------------------------
+    # Conversion from a full-precision teacher
+
+    @classmethod
+    def from_teacher(cls, teacher: PreTrainedModel | str | os.PathLike, **config_kwargs):
+        """Binarize a full-precision BERT: copy its weights into a new student of this class and initialise the
+        scales (α₀ = mean|W|; with offset γ₀ = mean W, α₀ = mean|W − γ₀|).
+
+        Args:
+            teacher: a `BertModel`, `BertForMaskedLM` or `BertForSequenceClassification` (or any BERT-architecture
+                model), or a Hub id / local folder of such a checkpoint.
+            **config_kwargs: binarization fields of `BinaryBertConfig` (`weight_scale`, `scale_granularity`, …) and
+                any other config attribute to override (e.g. `num_labels`).
+
+        Returns:
+            The student, in training form (latent float32 weights), on the teacher's device.
+
+        Raises:
+            ValueError: if the teacher is not a BERT (`model_type` other than `"bert"`) or a binarization field is
+                invalid.
+        """
+        if isinstance(teacher, (str, os.PathLike)):
+            teacher = load_teacher(teacher, cls._teacher_class, **{k: v for k, v in config_kwargs.items() if k == "num_labels"})
+        model_type = getattr(teacher.config, "model_type", None)
+        if model_type != "bert":
+            raise ValueError(f"teacher must be a BERT (model_type 'bert'), got model_type {model_type!r}")
+        teacher_config = {k: v for k, v in teacher.config.to_dict().items() if k not in _TEACHER_ONLY_KEYS}
+        config = BinaryBertConfig(**{**teacher_config, **config_kwargs})
+        student = cls(config).to(next(teacher.parameters()).device)
+        student_keys = set(student.state_dict())
+        mapped = {}
+        for key, tensor in teacher.state_dict().items():
+            for candidate in (key, f"{cls.base_model_prefix}.{key}", key.removeprefix(f"{cls.base_model_prefix}.")):
+                if candidate in student_keys:
+                    mapped[candidate] = tensor.float()
+                    break
+        missing, _ = student.load_state_dict(mapped, strict=False)
+        for module in student.modules():
+            if isinstance(module, BinaryLinear):
+                module.reset_scales()
+        tied = set(getattr(student, "all_tied_weights_keys", None) or {})
+        fresh = [k for k in missing if not k.endswith(_KEEP_FLOAT32) and k not in tied]
+        if fresh:
+            logger.warning("Student weights not in the teacher, newly initialised: %s", ", ".join(sorted(fresh)))
+        student.tie_weights()
+        return student
+
+
+def load_teacher(path: str | os.PathLike, teacher_class: type[PreTrainedModel] = BertModel, **kwargs) -> PreTrainedModel:
+    """Load a full-precision BERT checkpoint (Hub id or folder) as `teacher_class`, in float32.
+
+    Raises:
+        ValueError: if the checkpoint is not a BERT (`model_type` other than `"bert"`).
+    """
+    config = AutoConfig.from_pretrained(path)
+    if config.model_type != "bert":
+        raise ValueError(f"{path}: teacher must be a BERT checkpoint (model_type 'bert'), got {config.model_type!r}")
+    model, info = teacher_class.from_pretrained(path, dtype=torch.float32, output_loading_info=True, **kwargs)
+    if info["missing_keys"]:
+        logger.warning("%s has no %s; newly initialised", path, ", ".join(sorted(info["missing_keys"])))
+    return model
+
+
+class BinaryBertModel(BinaryBertPreTrainedModel, BertModel):
+    """`transformers.BertModel` with binarized Linear layers. Inputs and outputs as `BertModel`."""
+
+    def __init__(self, config: BinaryBertConfig, add_pooling_layer: bool = True):
+        BertModel.__init__(self, config, add_pooling_layer=add_pooling_layer)
+        self._binarize()
+        self.post_init()
+
+
+class BinaryBertForMaskedLM(BinaryBertPreTrainedModel, BertForMaskedLM):
+    """`transformers.BertForMaskedLM` with a binarized encoder; the prediction head stays full precision and its
+    decoder is tied to the word embeddings. Inputs and outputs (`MaskedLMOutput`, logits [batch, seq, vocab]) as
+    `BertForMaskedLM`."""
+
+    _teacher_class = BertForMaskedLM
+
+    def __init__(self, config: BinaryBertConfig):
+        BertForMaskedLM.__init__(self, config)
+        self._binarize()
+        self.post_init()
+
+
+class BinaryBertForSequenceClassification(BinaryBertPreTrainedModel, BertForSequenceClassification):
+    """`transformers.BertForSequenceClassification` with a binarized encoder (pooler and classifier binarized only
+    when named in `config.binarized_modules`). Inputs and outputs (`SequenceClassifierOutput`, logits
+    [batch, num_labels]) as `BertForSequenceClassification`."""
+
+    _teacher_class = BertForSequenceClassification
+
+    def __init__(self, config: BinaryBertConfig):
+        BertForSequenceClassification.__init__(self, config)
+        self._binarize()
+        self.post_init()
+
+
+__all__ = [
+    "BINARIZABLE_MODULES",
+    "BinaryBertForMaskedLM",
+    "BinaryBertForSequenceClassification",
+    "BinaryBertModel",
+    "BinaryBertPreTrainedModel",
+    "load_teacher",
+]
