@@ -1,0 +1,21 @@
+"""Distillation from a full-precision teacher with the transformers Trainer."""
+
+from .arguments import DistillationTrainingArguments
+from .losses import (
+    attention_distillation_loss,
+    hidden_state_cosine,
+    hidden_state_mse,
+    layer_map,
+    prediction_distillation_loss,
+)
+from .trainer import DistillationTrainer
+
+__all__ = [
+    "DistillationTrainer",
+    "DistillationTrainingArguments",
+    "attention_distillation_loss",
+    "hidden_state_cosine",
+    "hidden_state_mse",
+    "layer_map",
+    "prediction_distillation_loss",
+]

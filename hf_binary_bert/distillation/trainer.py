@@ -1,0 +1,159 @@
+"""`DistillationTrainer`: the transformers `Trainer` with a frozen teacher and distillation losses."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from collections import defaultdict
+
+import torch
+from transformers import PreTrainedModel, Trainer
+
+from .arguments import DistillationTrainingArguments
+from .losses import (
+    attention_distillation_loss,
+    hidden_state_cosine,
+    hidden_state_mse,
+    prediction_distillation_loss,
+)
+
+logger = logging.getLogger(__name__)
+
+
+class DistillationTrainer(Trainer):
+    """Trains a student (typically a `BinaryBert*` model) to match a frozen full-precision teacher.
+
+    The teacher is put in eval mode with `requires_grad_(False)`, placed on the device by accelerate without a
+    DDP/FSDP wrapper (`prepare_model(..., evaluation_mode=True)`) and run under `torch.no_grad()` (optionally in bf16
+    autocast). The loss and its weights are described in `DistillationTrainingArguments`; each component is logged
+    separately as `loss_<component>` (mean over the logging interval and over processes).
+
+    Saving: checkpoints written during training keep the latent float weights (so `resume_from_checkpoint` works);
+    `trainer.save_model()` called by the user writes the packed checkpoint of a binarized student.
+
+    Args:
+        teacher_model: the full-precision teacher, with the same tokenizer/vocabulary as the student and
+            `attn_implementation="eager"` when `attention_loss_weight > 0` (set here if it is not).
+        args: `DistillationTrainingArguments`.
+        **kwargs: as `transformers.Trainer` (`model` is the student).
+
+    Raises:
+        ValueError: without a teacher, or with `args` that are not `DistillationTrainingArguments`.
+    """
+
+    # compute_loss returns a per-micro-batch mean: the Trainer divides it by the accumulation steps.
+    loss_is_scaled_for_ga = False
+
+    def __init__(self, teacher_model: PreTrainedModel | None = None, args: DistillationTrainingArguments | None = None, **kwargs):
+        if teacher_model is None:
+            raise ValueError("DistillationTrainer needs a teacher_model")
+        if not isinstance(args, DistillationTrainingArguments):
+            raise ValueError(f"args must be DistillationTrainingArguments, got {type(args).__name__}")
+        student = kwargs.get("model")
+        if args.attention_loss_weight > 0:
+            for role, model in (("teacher", teacher_model), ("student", student)):
+                if model is not None and model.config._attn_implementation != "eager":
+                    logger.info("attention distillation: switching the %s to eager attention", role)
+                    model.set_attn_implementation("eager")
+        super().__init__(args=args, **kwargs)
+        teacher_model.eval().requires_grad_(False)
+        self.teacher = self.accelerator.prepare_model(teacher_model, evaluation_mode=True)
+        self._loss_sums: dict[str, float] = defaultdict(float)
+        self._loss_steps = 0
+        self._export_packed = False
+
+    # --------------------------------------------------------------------------------------------------------------
+    def _teacher_context(self):
+        if self.args.teacher_bf16:
+            return torch.autocast(device_type=self.args.device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        args = self.args
+        weights = args.loss_weights()
+        need = {}
+        if "hidden" in weights or "cosine" in weights:
+            need["output_hidden_states"] = True
+        if "attention" in weights:
+            need["output_attentions"] = True
+        labels = inputs.get("labels")
+        features = {k: v for k, v in inputs.items() if k != "labels"}
+
+        student_out = model(**(inputs if "task" in weights else features), **need)
+        with torch.no_grad(), self._teacher_context():
+            teacher_out = self.teacher(**features, **need)
+
+        token_mask = features.get("attention_mask")
+        components: dict[str, torch.Tensor] = {}
+        if "task" in weights:
+            if student_out.loss is None:
+                raise ValueError("task_loss_weight > 0 needs `labels` in the batch")
+            components["task"] = student_out.loss
+        if "prediction" in weights:
+            logits = student_out.logits
+            if logits.dim() == 3:  # masked LM: distil where labels are set, else on every real token
+                row_mask = labels.ne(-100) if labels is not None else token_mask
+            else:
+                row_mask = None
+            regression = getattr(self.accelerator.unwrap_model(model).config, "problem_type", None) == "regression" or (
+                logits.dim() == 2 and logits.shape[-1] == 1
+            )
+            components["prediction"] = prediction_distillation_loss(
+                logits, teacher_out.logits.float(), args.temperature, row_mask, regression
+            )
+        if "hidden" in weights:
+            components["hidden"] = hidden_state_mse(
+                student_out.hidden_states, teacher_out.hidden_states, token_mask, args.hidden_layer_weights
+            )
+        if "cosine" in weights:
+            components["cosine"] = hidden_state_cosine(
+                student_out.hidden_states, teacher_out.hidden_states, token_mask, args.hidden_layer_weights
+            )
+        if "attention" in weights:
+            components["attention"] = attention_distillation_loss(
+                student_out.attentions, teacher_out.attentions, token_mask, args.attention_loss
+            )
+        loss = sum(weights[k] * v for k, v in components.items())
+
+        if model.training:
+            for k, v in components.items():
+                self._loss_sums[k] += v.detach().item()
+            self._loss_steps += 1
+        if return_outputs:
+            # Only loss and logits: hidden states / attentions must not be gathered as predictions in evaluation.
+            return loss, type(student_out)(loss=loss, logits=student_out.logits)
+        return loss
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        if "loss" in logs and self._loss_steps:
+            names = sorted(self._loss_sums)
+            means = torch.tensor([self._loss_sums[k] / self._loss_steps for k in names], device=self.args.device)
+            if self.accelerator.num_processes > 1:
+                means = self.accelerator.reduce(means, reduction="mean")
+            logs.update({f"loss_{k}": round(v, 6) for k, v in zip(names, means.tolist())})
+            self._loss_sums.clear()
+            self._loss_steps = 0
+        super().log(logs, start_time)
+
+    # --------------------------------------------------------------------------------------------------------------
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
+        self._export_packed = not _internal_call
+        try:
+            super().save_model(output_dir, _internal_call)
+        finally:
+            self._export_packed = False
+
+    def _save(self, output_dir: str | None = None, state_dict=None) -> None:
+        from ..modeling_binary_bert import BinaryBertPreTrainedModel
+
+        model = self.accelerator.unwrap_model(self.model, keep_torch_compile=False)
+        if not isinstance(model, BinaryBertPreTrainedModel):
+            return super()._save(output_dir, state_dict)
+        if not self.args.should_save:
+            return
+        output_dir = output_dir if output_dir is not None else self.args.output_dir
+        os.makedirs(output_dir, exist_ok=True)
+        model.save_pretrained(output_dir, packed=self._export_packed, state_dict=state_dict)
+        if self.processing_class is not None:
+            self.processing_class.save_pretrained(output_dir)

