@@ -1,0 +1,170 @@
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+import torch.nn.functional as F
+from distill_helpers import tiny_teacher, toy_dataset
+from transformers import AutoModelForSequenceClassification
+
+from hf_binary_bert import BinaryBertForSequenceClassification, DistillationTrainer, DistillationTrainingArguments
+from hf_binary_bert.distillation import (
+    attention_distillation_loss,
+    hidden_state_cosine,
+    hidden_state_mse,
+    layer_map,
+    prediction_distillation_loss,
+)
+
+# ----------------------------------------------------------------------------------------------------------------
+# Losses against hand-written references
+
+
+def test_soft_cross_entropy_with_temperature():
+    torch.manual_seed(0)
+    s, t = torch.randn(5, 7), torch.randn(5, 7)
+    ref = sum(-(F.softmax(t[i] / 2, -1) * F.log_softmax(s[i] / 2, -1)).sum() for i in range(5)) / 5 * 4
+    assert torch.allclose(prediction_distillation_loss(s, t, temperature=2.0), ref)
+    mask = torch.tensor([True, False, True, False, False])
+    ref_masked = (-(F.softmax(t[[0, 2]], -1) * F.log_softmax(s[[0, 2]], -1)).sum(-1)).mean()
+    assert torch.allclose(prediction_distillation_loss(s, t, mask=mask), ref_masked)
+    assert torch.allclose(prediction_distillation_loss(s[:, :1], t[:, :1], regression=True), F.mse_loss(s[:, :1], t[:, :1]))
+
+
+def test_hidden_losses_mask_padding_and_weight_layers():
+    torch.manual_seed(0)
+    hs = tuple(torch.randn(2, 4, 3) for _ in range(3))
+    ht = tuple(torch.randn(2, 4, 3) for _ in range(3))
+    mask = torch.tensor([[1, 1, 1, 0], [1, 1, 0, 0]])
+    real = mask.bool()
+    ref = sum(w * ((a - b)[real] ** 2).mean() for w, a, b in zip([0.5, 1.0, 2.0], hs, ht))
+    assert torch.allclose(hidden_state_mse(hs, ht, mask, [0.5, 1.0, 2.0]), ref)
+    ref_cos = sum((1 - F.cosine_similarity(a[real], b[real], dim=-1)).mean() for a, b in zip(hs, ht))
+    assert torch.allclose(hidden_state_cosine(hs, ht, mask), ref_cos)
+    with pytest.raises(ValueError, match="hidden_layer_weights has 2 entries"):
+        hidden_state_mse(hs, ht, mask, [1.0, 1.0])
+
+
+def test_layer_map_is_uniform():
+    assert layer_map(4, 7) == [0, 2, 4, 6]
+    assert layer_map(7, 7) == list(range(7))
+    with pytest.raises(ValueError, match="cannot map"):
+        layer_map(4, 6)
+
+
+def test_attention_losses():
+    torch.manual_seed(0)
+    a_s = (torch.softmax(torch.randn(1, 2, 3, 3), -1),)
+    a_t = (torch.softmax(torch.randn(1, 2, 3, 3), -1),)
+    assert torch.allclose(attention_distillation_loss(a_s, a_t, kind="mse"), ((a_s[0] - a_t[0]) ** 2).mean())
+    kl = (a_t[0] * (a_t[0].log() - a_s[0].log())).sum(-1).mean()
+    assert torch.allclose(attention_distillation_loss(a_s, a_t, kind="kl"), kl)
+    assert attention_distillation_loss(a_t, a_t, kind="kl").abs() < 1e-6
+    with pytest.raises(ValueError, match="'mse' or 'kl'"):
+        attention_distillation_loss(a_s, a_t, kind="l1")
+
+
+def test_arguments_validate():
+    with pytest.raises(ValueError, match="temperature must be > 0"):
+        DistillationTrainingArguments(output_dir="x", temperature=0, report_to=[])
+    with pytest.raises(ValueError, match="attention_loss must be one of"):
+        DistillationTrainingArguments(output_dir="x", attention_loss="l2", report_to=[])
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The Trainer
+
+
+def _args(tmp_path, **kwargs):
+    defaults = dict(
+        output_dir=str(tmp_path), per_device_train_batch_size=8, learning_rate=1e-2, report_to=[], use_cpu=True,
+        disable_tqdm=True, save_strategy="no", seed=0, optim="sgd", lr_scheduler_type="constant", logging_steps=1,
+        task_loss_weight=1.0, hidden_loss_weight=1.0, attention_loss_weight=1.0, cosine_loss_weight=1.0,
+    )
+    defaults.update(kwargs)
+    return DistillationTrainingArguments(**defaults)
+
+
+def _student(teacher):
+    torch.manual_seed(1)
+    return BinaryBertForSequenceClassification.from_teacher(teacher, weight_scale="learned_offset", scale_granularity="head")
+
+
+def test_teacher_is_frozen_and_every_component_is_logged(tmp_path):
+    teacher = tiny_teacher()
+    before = {k: v.clone() for k, v in teacher.state_dict().items()}
+    trainer = DistillationTrainer(teacher_model=teacher, model=_student(teacher), args=_args(tmp_path, max_steps=3), train_dataset=toy_dataset())
+    trainer.train()
+    assert not trainer.teacher.training and not any(p.requires_grad for p in trainer.teacher.parameters())
+    assert all(torch.equal(before[k], v) for k, v in trainer.teacher.state_dict().items())
+    log = trainer.state.log_history[0]
+    for name in ("task", "prediction", "hidden", "attention", "cosine"):
+        assert f"loss_{name}" in log
+    total = log["loss_task"] + log["loss_prediction"] + log["loss_hidden"] + log["loss_attention"] + log["loss_cosine"]
+    assert log["loss"] == pytest.approx(total, rel=1e-4)
+
+
+def test_gradient_accumulation_equals_the_larger_batch(tmp_path):
+    teacher = tiny_teacher()
+    results = []
+    for batch, accumulation in ((8, 1), (4, 2)):
+        student = _student(teacher)
+        trainer = DistillationTrainer(
+            teacher_model=teacher, model=student,
+            args=_args(tmp_path / f"{batch}", per_device_train_batch_size=batch, gradient_accumulation_steps=accumulation, max_steps=2),
+            train_dataset=toy_dataset(),
+        )
+        trainer.train()
+        results.append({k: v.detach().clone() for k, v in student.state_dict().items()})
+    initial = _student(teacher).state_dict()
+    key = "bert.encoder.layer.0.attention.self.query.weight"
+    assert not torch.equal(results[0][key], initial[key])  # the step did move the weights
+    for k in results[0]:
+        assert torch.allclose(results[0][k], results[1][k], atol=1e-6, rtol=1e-5), k
+
+
+def test_resume_from_checkpoint_matches_the_uninterrupted_run(tmp_path):
+    teacher = tiny_teacher()
+    common = dict(max_steps=6, save_strategy="steps", save_steps=3, optim="adamw_torch", learning_rate=1e-3)
+    straight = _student(teacher)
+    DistillationTrainer(teacher_model=teacher, model=straight, args=_args(tmp_path / "a", **common), train_dataset=toy_dataset()).train()
+    assert sorted(os.listdir(tmp_path / "a")) == ["checkpoint-3", "checkpoint-6"]
+    assert "bert.encoder.layer.0.output.dense.weight" in __import__("safetensors.torch").torch.load_file(tmp_path / "a/checkpoint-3/model.safetensors")
+    resumed = _student(teacher)
+    trainer = DistillationTrainer(teacher_model=teacher, model=resumed, args=_args(tmp_path / "a", **common), train_dataset=toy_dataset())
+    trainer.train(resume_from_checkpoint=str(tmp_path / "a/checkpoint-3"))
+    assert trainer.state.global_step == 6
+    for k, v in straight.state_dict().items():
+        assert torch.allclose(v, resumed.state_dict()[k], atol=1e-6), k
+
+
+def test_save_model_writes_a_packed_checkpoint_that_reloads_equal(tmp_path):
+    teacher = tiny_teacher()
+    student = _student(teacher)
+    trainer = DistillationTrainer(teacher_model=teacher, model=student, args=_args(tmp_path, max_steps=2), train_dataset=toy_dataset())
+    trainer.train()
+    trainer.save_model(str(tmp_path / "final"))
+    assert json.loads((tmp_path / "final/config.json").read_text())["packed_weights"] is True
+    # the attention loss switched the student to eager attention; compare like with like
+    reloaded = AutoModelForSequenceClassification.from_pretrained(tmp_path / "final", attn_implementation="eager").eval()
+    ids = torch.tensor(toy_dataset(4)["input_ids"])
+    with torch.no_grad():
+        assert torch.equal(reloaded(input_ids=ids).logits, student.eval()(input_ids=ids).logits)
+
+
+def test_loss_falls_on_two_processes_and_student_reloads(tmp_path):
+    here = os.path.dirname(__file__)
+    env = {**os.environ, "PYTHONPATH": here + os.pathsep + os.environ.get("PYTHONPATH", ""), "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
+           os.path.join(here, "ddp_distill_script.py"), str(tmp_path)]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads((tmp_path / "result.json").read_text())
+    assert result["world_size"] == 2
+    # soft cross-entropy is bounded below by the teacher's entropy; the hidden-state MSE can go to 0
+    assert result["losses"][-1] < result["losses"][0], result["losses"]
+    assert result["hidden"][-1] < 0.7 * result["hidden"][0], result["hidden"]
+    assert result["reload_equal"]
+    assert result["components"] == ["loss_hidden", "loss_prediction"]
