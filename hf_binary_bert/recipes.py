@@ -120,6 +120,19 @@ def fixed_masks(blocks, tokenizer, seed: int = 0, mlm_probability: float = 0.15,
     return blocks.map(mask, batched=True, batch_size=64, remove_columns=blocks.column_names, desc="Masking eval blocks")
 
 
+class _MaskOnceCollator:
+    """Masks training examples anew at every step; passes through evaluation examples that were masked once
+    (`fixed_masks`, they already carry `labels`). The Trainer has one collator for both."""
+
+    def __init__(self, collator):
+        self.collator = collator
+
+    def __call__(self, features):
+        if "labels" in features[0]:
+            return default_data_collator(features)
+        return self.collator(features)
+
+
 def load_task_data(
     task: str,
     tokenizer,
@@ -153,7 +166,7 @@ def load_task_data(
         return TaskData(
             train=train,
             eval=evals,
-            collator=mlm_collator(tokenizer, whole_word_mask=whole_word_mask),
+            collator=_MaskOnceCollator(mlm_collator(tokenizer, whole_word_mask=whole_word_mask)),
             compute_metrics=mlm_compute_metrics,
             preprocess_logits_for_metrics=mlm_position_stats,
             metric_names=MLM_METRICS,
@@ -380,7 +393,7 @@ def evaluate_model(
     args = TrainingArguments(output_dir=os.path.join(os.environ.get("TMPDIR", "/tmp"), "hf_binary_bert_eval"),
                              per_device_eval_batch_size=batch_size, report_to=[], disable_tqdm=not progress,
                              eval_accumulation_steps=8)
-    trainer = Trainer(model=loaded, args=args, data_collator=data.collator if task != "mlm" else default_data_collator,
+    trainer = Trainer(model=loaded, args=args, data_collator=data.collator,
                       compute_metrics=data.compute_metrics,
                       preprocess_logits_for_metrics=data.preprocess_logits_for_metrics)
     metrics = trainer.evaluate(eval_dataset=data.eval)

@@ -1,0 +1,92 @@
+import json
+import subprocess
+import sys
+
+import pytest
+from conftest import DATA, tiny_bert_config
+from transformers import AutoTokenizer, BertForMaskedLM, BertForSequenceClassification, GPT2Config, GPT2Model
+
+from hf_binary_bert.cli import main
+
+
+def _one_error_line(capsys, code, *needles):
+    captured = capsys.readouterr()
+    lines = [line for line in captured.err.splitlines() if line.strip()]
+    assert code == 2
+    assert len(lines) == 1 and lines[0].startswith("hf-binary-bert"), captured.err
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+
+
+@pytest.fixture(scope="module")
+def tiny_teachers(tmp_path_factory):
+    """Tiny BERTs with the real uncased tokenizer: an SST-2 classifier and a masked LM."""
+    root = tmp_path_factory.mktemp("teachers")
+    tokenizer = AutoTokenizer.from_pretrained(DATA / "tokenizer/bert-base-uncased")
+    config = tiny_bert_config(vocab_size=tokenizer.vocab_size, max_position_embeddings=128, num_labels=2)
+    for name, cls in (("cls", BertForSequenceClassification), ("mlm", BertForMaskedLM)):
+        cls(config).save_pretrained(root / name)
+        tokenizer.save_pretrained(root / name)
+    GPT2Model(GPT2Config(n_layer=1, n_embd=16, n_head=2, vocab_size=50)).save_pretrained(root / "gpt2")
+    return root
+
+
+def test_bad_arguments_exit_2_with_one_line_and_write_nothing(tmp_path, capsys, tiny_teachers):
+    out = tmp_path / "out"
+    base = ["distill", "--output-dir", str(out)]
+    _one_error_line(capsys, main(base + ["--teacher", str(tmp_path / "missing"), "--task", "sst2"]), "--teacher", "no such model folder")
+    _one_error_line(capsys, main(base + ["--teacher", str(tiny_teachers / "cls"), "--task", "squad"]), "--task", "Unknown GLUE task 'squad'")
+    _one_error_line(capsys, main(base + ["--teacher", str(tiny_teachers / "gpt2"), "--task", "sst2"]), "'gpt2'", "not a BERT")
+    _one_error_line(capsys, main(base + ["--teacher", str(tiny_teachers / "mlm"), "--task", "mlm", "--train-files", str(tmp_path / "none.txt")]), "--train-files", "no such file")
+    _one_error_line(capsys, main(base + ["--teacher", str(tiny_teachers / "cls"), "--task", "sst2", "--weight-scale", "median"]), "--weight-scale")
+    _one_error_line(capsys, main(base + ["--teacher", str(tiny_teachers / "cls"), "--task", "sst2", "--temperature", "0"]), "temperature must be > 0")
+    _one_error_line(capsys, main(["finetune", "--task", "rte", "--output-dir", str(out), "--data-dir", str(tmp_path / "nodir")]), "--data-dir")
+    _one_error_line(capsys, main(["size", str(tmp_path)]), "no model.safetensors")
+    assert not out.exists()
+
+
+def test_help_of_every_subcommand():
+    for command in ("finetune", "distill", "evaluate", "size", "demo"):
+        proc = subprocess.run([sys.executable, "-m", "hf_binary_bert.cli", command, "--help"], capture_output=True, text=True)
+        assert proc.returncode == 0 and "usage: hf-binary-bert " + command in proc.stdout
+
+
+def test_distill_then_evaluate_and_size_end_to_end(tmp_path, capsys, tiny_teachers, monkeypatch):
+    monkeypatch.chdir(DATA.parent)  # data/glue/SST-2 is the default data folder
+    out = tmp_path / "student"
+    code = main(["distill", "--teacher", str(tiny_teachers / "cls"), "--task", "SST-2", "--output-dir", str(out),
+                 "--max-steps", "3", "--batch-size", "8", "--max-train-samples", "64", "--max-eval-samples", "32",
+                 "--max-seq-length", "32", "--no-latency", "--no-progress", "--logging-steps", "1"])
+    assert code == 0
+    rows = json.loads((out / "comparison.json").read_text())
+    assert [r["model"] for r in rows] == ["teacher", "student"]
+    assert all(0 <= r["accuracy"] <= 1 for r in rows)
+    assert rows[1]["size_mb"] < rows[0]["size_mb"]
+    assert (out / "comparison.md").read_text().startswith("| model | accuracy | size_mb |")
+    assert (out / "losses.png").read_bytes()[:4] == b"\x89PNG"
+    assert json.loads((out / "config.json").read_text())["packed_weights"] is True
+    capsys.readouterr()
+
+    assert main(["evaluate", "--model", str(out), "--task", "sst2", "--max-eval-samples", "16", "--max-seq-length", "32", "--no-progress"]) == 0
+    table = capsys.readouterr().out
+    assert "latency_ms_b1" in table and "latency_ms_b8" in table
+    assert main(["size", str(out), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["packed_weights"] > 0 and report["total"] == pytest.approx(sum(report[k] for k in ("packed_weights", "scales", "embeddings", "other", "header")))
+
+
+def test_finetune_mlm_then_distill_mlm(tmp_path, capsys, tiny_teachers):
+    text = tmp_path / "train.txt"
+    text.write_text("\n".join((DATA / "text/tiny-shakespeare/input.txt").read_text().splitlines()[:300]))
+    teacher = tmp_path / "teacher"
+    assert main(["finetune", "--model", str(tiny_teachers / "mlm"), "--task", "mlm", "--train-files", str(text),
+                 "--eval-files", str(text), "--output-dir", str(teacher), "--max-steps", "2", "--batch-size", "4",
+                 "--max-seq-length", "32", "--max-eval-samples", "8", "--no-progress"]) == 0
+    metrics = json.loads((teacher / "finetune_results.json").read_text())["metrics"]
+    assert {"eval_cross_entropy", "eval_accuracy", "eval_mrr"} <= set(metrics)
+    student = tmp_path / "student"
+    assert main(["distill", "--teacher", str(teacher), "--task", "mlm", "--train-files", str(text), "--eval-files", str(text),
+                 "--output-dir", str(student), "--max-steps", "2", "--batch-size", "4", "--max-seq-length", "32",
+                 "--max-eval-samples", "8", "--no-progress", "--no-latency", "--whole-word-mask"]) == 0
+    rows = json.loads((student / "comparison.json").read_text())
+    assert {"cross_entropy", "accuracy", "mrr", "size_mb"} <= set(rows[1])
