@@ -249,3 +249,22 @@ def test_binarized_student_is_close_to_but_not_equal_to_teacher(input_ids):
         t, s = teacher(input_ids=input_ids).last_hidden_state, student(input_ids=input_ids).last_hidden_state
     assert not torch.allclose(t, s)
     assert torch.nn.functional.cosine_similarity(t.flatten(), s.flatten(), dim=0) > 0.5
+
+
+def test_documented_format_reads_with_plain_numpy(tmp_path):
+    """docs/checkpoint-format.md: a layer dequantized with safetensors + numpy alone equals the model's weight."""
+    import numpy as np
+    from safetensors.numpy import load_file as load_numpy
+
+    model = BinaryBertForMaskedLM(tiny_config(weight_scale="learned_offset", scale_granularity="head"))
+    model.save_pretrained(tmp_path)
+    t = load_numpy(tmp_path / "model.safetensors")
+    name, n_in = "bert.encoder.layer.1.attention.self.query", 32
+    bits = np.unpackbits(t[f"{name}.weight_packed"], axis=1, bitorder="little")[:, :n_in]
+    B = bits.astype(np.float32) * 2 - 1
+    G = t[f"{name}.weight_scale"].shape[0]
+    alpha = np.repeat(t[f"{name}.weight_scale"], B.shape[0] // G)[:, None]
+    gamma = np.repeat(t.get(f"{name}.weight_offset", np.zeros(G, np.float32)), B.shape[0] // G)[:, None]
+    W = alpha * B + gamma
+    expected = model.get_submodule(name).quantized_weight().detach().numpy()
+    assert G == 4 and np.array_equal(W, expected)
