@@ -112,7 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--teacher-steps", type=int, default=400, help="teacher fine-tuning steps, batch 32 (default 400; 0 = one epoch)")
     p.add_argument("--student-steps", type=int, default=600, help="student distillation steps, batch 32 (default 600; 0 = one epoch)")
     p.add_argument("--max-seq-length", type=int, default=64)
-    p.add_argument("--student-learning-rate", type=float, default=2e-4)
+    p.add_argument("--student-learning-rate", type=float, default=5e-4)
     _add_binarization_args(p)
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--no-progress", action="store_true")

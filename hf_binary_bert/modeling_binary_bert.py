@@ -23,7 +23,16 @@ from transformers import (
 )
 from transformers import initialization as init
 
-from .binarization import BinaryLinear, PackedBinaryLinear, binarize_, freeze_, initial_scales, pack_weight, unfreeze_
+from .binarization import (
+    BinaryLinear,
+    PackedBinaryLinear,
+    binarize_,
+    current_scales,
+    freeze_,
+    initial_scales,
+    pack_weight,
+    unfreeze_,
+)
 from .checkpoint import resolve_safetensors_files, validate_checkpoint
 from .configuration_binary_bert import BINARIZABLE_MODULES, BinaryBertConfig
 
@@ -114,11 +123,10 @@ class BinaryBertPreTrainedModel(BertPreTrainedModel):
             module = modules.get(module_name)
             if isinstance(module, BinaryLinear) and leaf in ("weight", "weight_scale", "weight_offset"):
                 if leaf == "weight":
-                    if module.scale_mode == "mean_abs":
-                        alpha, gamma = initial_scales(tensor, module.num_groups, False)
-                    else:
-                        alpha = source[f"{module_name}.weight_scale"]
-                        gamma = source.get(f"{module_name}.weight_offset")
+                    alpha, gamma = current_scales(
+                        module.scale_mode, module.num_groups, tensor,
+                        source.get(f"{module_name}.weight_scale"), source.get(f"{module_name}.weight_offset"),
+                    )
                     for name, value in pack_weight(tensor, alpha, gamma).items():
                         packed[f"{module_name}.{name}"] = value.cpu()
                 continue

@@ -187,126 +187,127 @@ def load_task_data(
     )
 
 
-def _training_arguments(cls, output_dir, *, max_steps, epochs, batch_size, learning_rate, seed, progress, logging_steps, warmup_ratio, whole_word_mask=False, **extra):
+@dataclass
+class TrainingOptions:
+    """Data and schedule of one training run (`finetune` or `distill`); every other keyword those functions get is
+    passed to `TrainingArguments` / `DistillationTrainingArguments` (e.g. `bf16`, loss weights)."""
+
+    data_dir: str | None = None  # GLUE TSV folder (default data/glue/<TASK>, else the Hub)
+    train_files: list[str] | None = None  # MLM text files
+    eval_files: list[str] | None = None  # MLM text files
+    max_steps: int | None = None  # optimizer steps; None: `epochs`
+    epochs: float = 1.0
+    batch_size: int = 32
+    learning_rate: float | None = None  # None: the recipe's default
+    warmup_ratio: float = 0.1  # linear warm-up over this fraction of the steps, then linear decay
+    max_seq_length: int = 128  # GLUE truncation / MLM block length
+    max_train_samples: int | None = None
+    max_eval_samples: int | None = None
+    whole_word_mask: bool = False
+    seed: int = 42
+    logging_steps: int = 50
+    progress: bool = True
+
+
+def _split_options(kwargs: dict) -> tuple[TrainingOptions, dict]:
+    names = TrainingOptions.__dataclass_fields__
+    return TrainingOptions(**{k: v for k, v in kwargs.items() if k in names}), {k: v for k, v in kwargs.items() if k not in names}
+
+
+def _prepare_training(model: str, task: str, options: TrainingOptions):
+    """Check the model, load its tokenizer and the task's data; the model must be a full-precision BERT."""
+    path = check_model(model, allow_binary=False)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    data = load_task_data(task, tokenizer, data_dir=options.data_dir, train_files=options.train_files,
+                          eval_files=options.eval_files, max_seq_length=options.max_seq_length,
+                          max_train_samples=options.max_train_samples, max_eval_samples=options.max_eval_samples,
+                          whole_word_mask=options.whole_word_mask, seed=options.seed)
+    if data.train is None:
+        raise ValueError(f"training on {task!r} needs training data (--train-files for mlm)")
+    return path, tokenizer, data
+
+
+def _training_arguments(cls, output_dir: str, options: TrainingOptions, learning_rate: float, extra: dict):
     return cls(
         output_dir=output_dir,
-        per_device_train_batch_size=batch_size,
-        per_device_eval_batch_size=max(batch_size, 64),
-        learning_rate=learning_rate,
-        max_steps=max_steps if max_steps else -1,
-        num_train_epochs=epochs,
-        warmup_steps=warmup_ratio,
+        per_device_train_batch_size=options.batch_size,
+        per_device_eval_batch_size=max(options.batch_size, 64),
+        learning_rate=learning_rate if options.learning_rate is None else options.learning_rate,
+        max_steps=options.max_steps if options.max_steps else -1,
+        num_train_epochs=options.epochs,
+        warmup_steps=options.warmup_ratio,  # a float < 1 is a fraction of the steps in transformers 5
         lr_scheduler_type="linear",
         weight_decay=0.0,
-        logging_steps=logging_steps,
+        logging_steps=options.logging_steps,
         save_strategy="no",
         report_to=[],
-        seed=seed,
-        disable_tqdm=not progress,
+        seed=options.seed,
+        disable_tqdm=not options.progress,
         eval_accumulation_steps=8,
         # whole-word masking needs the `offset_mapping` column, which is not a forward() argument
-        remove_unused_columns=not whole_word_mask,
+        remove_unused_columns=not options.whole_word_mask,
         **extra,
     )
 
 
-def finetune(
-    model: str,
-    task: str,
-    output_dir: str,
-    *,
-    data_dir: str | None = None,
-    train_files: list[str] | None = None,
-    eval_files: list[str] | None = None,
-    max_steps: int | None = None,
-    epochs: float = 1.0,
-    batch_size: int = 32,
-    learning_rate: float = 5e-5,
-    warmup_ratio: float = 0.1,
-    max_seq_length: int = 128,
-    max_train_samples: int | None = None,
-    max_eval_samples: int | None = None,
-    whole_word_mask: bool = False,
-    seed: int = 42,
-    logging_steps: int = 50,
-    progress: bool = True,
-    **training_kwargs,
-) -> dict:
+def _train_and_record(trainer, output_dir: str, save, results_name: str) -> dict:
+    start = time.perf_counter()
+    trainer.train()
+    seconds = time.perf_counter() - start
+    save()
+    metrics = trainer.evaluate() if trainer.eval_dataset is not None else {}
+    result = {"metrics": metrics, "log_history": trainer.state.log_history, "train_seconds": seconds}
+    Path(output_dir, results_name).write_text(json.dumps(result, indent=1))
+    return result
+
+
+def finetune(model: str, task: str, output_dir: str, **kwargs) -> dict:
     """Fine-tune a full-precision BERT teacher on `task` (`"mlm"` or GLUE) and save it (safetensors, float32) with its
     tokenizer in `output_dir`. A new task head (MLM head or classifier) is initialised as transformers does.
 
+    Args:
+        **kwargs: `TrainingOptions` fields (default learning rate 5e-5) and further `TrainingArguments`.
+
     Returns:
-        `{"metrics": eval metrics, "log_history": Trainer log, "train_seconds": float}`.
+        `{"metrics": eval metrics, "log_history": Trainer log, "train_seconds": float}`, also written to
+        `finetune_results.json`.
     """
-    path = check_model(model, allow_binary=False)
-    tokenizer = AutoTokenizer.from_pretrained(path)
-    data = load_task_data(task, tokenizer, data_dir=data_dir, train_files=train_files, eval_files=eval_files,
-                          max_seq_length=max_seq_length, max_train_samples=max_train_samples,
-                          max_eval_samples=max_eval_samples, whole_word_mask=whole_word_mask, seed=seed)
-    if data.train is None:
-        raise ValueError("fine-tuning needs training data (--train-files for mlm)")
+    options, extra = _split_options(kwargs)
+    path, tokenizer, data = _prepare_training(model, task, options)
     if task == "mlm":
         teacher = BertForMaskedLM.from_pretrained(path, dtype=torch.float32)
     else:
         teacher = BertForSequenceClassification.from_pretrained(path, dtype=torch.float32, num_labels=data.num_labels)
-    args = _training_arguments(TrainingArguments, output_dir, max_steps=max_steps, epochs=epochs, batch_size=batch_size,
-                               learning_rate=learning_rate, seed=seed, progress=progress, logging_steps=logging_steps,
-                               warmup_ratio=warmup_ratio, whole_word_mask=whole_word_mask, **training_kwargs)
+    args = _training_arguments(TrainingArguments, output_dir, options, 5e-5, extra)
     trainer = Trainer(model=teacher, args=args, train_dataset=data.train, eval_dataset=data.eval,
                       data_collator=data.collator, compute_metrics=data.compute_metrics,
                       preprocess_logits_for_metrics=data.preprocess_logits_for_metrics, processing_class=tokenizer)
-    start = time.perf_counter()
-    trainer.train()
-    seconds = time.perf_counter() - start
-    teacher.save_pretrained(output_dir)
-    tokenizer.save_pretrained(output_dir)
-    metrics = trainer.evaluate() if data.eval is not None else {}
-    result = {"metrics": metrics, "log_history": trainer.state.log_history, "train_seconds": seconds}
-    Path(output_dir, "finetune_results.json").write_text(json.dumps(result, indent=1))
-    return result
+
+    def save():
+        teacher.save_pretrained(output_dir)
+        tokenizer.save_pretrained(output_dir)
+
+    return _train_and_record(trainer, output_dir, save, "finetune_results.json")
 
 
-def distill(
-    teacher: str,
-    task: str,
-    output_dir: str,
-    *,
-    binarization: dict | None = None,
-    data_dir: str | None = None,
-    train_files: list[str] | None = None,
-    eval_files: list[str] | None = None,
-    max_steps: int | None = None,
-    epochs: float = 1.0,
-    batch_size: int = 32,
-    learning_rate: float = 2e-4,
-    warmup_ratio: float = 0.1,
-    max_seq_length: int = 128,
-    max_train_samples: int | None = None,
-    max_eval_samples: int | None = None,
-    whole_word_mask: bool = False,
-    seed: int = 42,
-    logging_steps: int = 50,
-    progress: bool = True,
-    **training_kwargs,
-) -> dict:
+def distill(teacher: str, task: str, output_dir: str, *, binarization: dict | None = None, **kwargs) -> dict:
     """Binarize `teacher` (a fine-tuned full-precision BERT) into a student, distil it on `task` with the
     `DistillationTrainer`, save the packed student (and tokenizer) in `output_dir` and plot its losses
     (`losses.png`).
 
     Args:
         binarization: `BinaryBertConfig` fields (`weight_scale`, `scale_granularity`, `fp_dtype`, …).
-        **training_kwargs: further `DistillationTrainingArguments` (loss weights, temperature, bf16, …).
+        **kwargs: `TrainingOptions` fields (default learning rate 2e-4) and further
+            `DistillationTrainingArguments` (loss weights, temperature, bf16, …).
 
     Returns:
-        `{"metrics", "log_history", "train_seconds"}` as `finetune`.
+        `{"metrics", "log_history", "train_seconds"}` as `finetune`, also written to `distill_results.json`.
+
+    Raises:
+        ValueError: when the teacher's number of labels differs from the task's.
     """
-    path = check_model(teacher, allow_binary=False)
-    tokenizer = AutoTokenizer.from_pretrained(path)
-    data = load_task_data(task, tokenizer, data_dir=data_dir, train_files=train_files, eval_files=eval_files,
-                          max_seq_length=max_seq_length, max_train_samples=max_train_samples,
-                          max_eval_samples=max_eval_samples, whole_word_mask=whole_word_mask, seed=seed)
-    if data.train is None:
-        raise ValueError("distillation needs training data (--train-files for mlm)")
+    options, extra = _split_options(kwargs)
+    path, tokenizer, data = _prepare_training(teacher, task, options)
     teacher_cls, student_cls = (
         (BertForMaskedLM, BinaryBertForMaskedLM) if task == "mlm" else (BertForSequenceClassification, BinaryBertForSequenceClassification)
     )
@@ -314,24 +315,18 @@ def distill(
     if data.num_labels is not None and teacher_model.config.num_labels != data.num_labels:
         raise ValueError(f"teacher {teacher!r} has {teacher_model.config.num_labels} labels, task {task!r} has {data.num_labels}: fine-tune it first")
     student = student_cls.from_teacher(teacher_model, **(binarization or {}))
-    args = _training_arguments(DistillationTrainingArguments, output_dir, max_steps=max_steps, epochs=epochs,
-                               batch_size=batch_size, learning_rate=learning_rate, seed=seed, progress=progress,
-                               logging_steps=logging_steps, warmup_ratio=warmup_ratio,
-                               whole_word_mask=whole_word_mask, **training_kwargs)
+    args = _training_arguments(DistillationTrainingArguments, output_dir, options, 2e-4, extra)
     trainer = DistillationTrainer(teacher_model=teacher_model, model=student, args=args, train_dataset=data.train,
                                   eval_dataset=data.eval, data_collator=data.collator,
                                   compute_metrics=data.compute_metrics,
                                   preprocess_logits_for_metrics=data.preprocess_logits_for_metrics,
                                   processing_class=tokenizer)
-    start = time.perf_counter()
-    trainer.train()
-    seconds = time.perf_counter() - start
-    trainer.save_model(output_dir)
-    plot_losses(trainer.state.log_history, Path(output_dir, "losses.png"))
-    metrics = trainer.evaluate() if data.eval is not None else {}
-    result = {"metrics": metrics, "log_history": trainer.state.log_history, "train_seconds": seconds}
-    Path(output_dir, "distill_results.json").write_text(json.dumps(result, indent=1))
-    return result
+
+    def save():
+        trainer.save_model(output_dir)
+        plot_losses(trainer.state.log_history, Path(output_dir, "losses.png"))
+
+    return _train_and_record(trainer, output_dir, save, "distill_results.json")
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -14,38 +14,30 @@ DATA = REPO / "data"
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
+TINY = dict(
+    vocab_size=99,
+    hidden_size=32,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    intermediate_size=37,
+    max_position_embeddings=64,
+    hidden_dropout_prob=0.0,
+    attention_probs_dropout_prob=0.0,
+)
+
+
 def tiny_config(**kwargs):
+    """A tiny random `BinaryBertConfig` (2 layers, hidden 32, 4 heads, intermediate 37: not a multiple of 8)."""
     from hf_binary_bert import BinaryBertConfig
 
-    defaults = dict(
-        vocab_size=99,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        intermediate_size=37,
-        max_position_embeddings=64,
-        hidden_dropout_prob=0.0,
-        attention_probs_dropout_prob=0.0,
-    )
-    defaults.update(kwargs)
-    return BinaryBertConfig(**defaults)
+    return BinaryBertConfig(**{**TINY, **kwargs})
 
 
 def tiny_bert_config(**kwargs):
+    """The same geometry as a plain `BertConfig` (a full-precision teacher)."""
     from transformers import BertConfig
 
-    defaults = dict(
-        vocab_size=99,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        intermediate_size=37,
-        max_position_embeddings=64,
-        hidden_dropout_prob=0.0,
-        attention_probs_dropout_prob=0.0,
-    )
-    defaults.update(kwargs)
-    return BertConfig(**defaults)
+    return BertConfig(**{**TINY, **kwargs})
 
 
 @pytest.fixture

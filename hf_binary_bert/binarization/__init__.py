@@ -1,6 +1,6 @@
 """Weight binarization: straight-through estimators, binarized Linear layers and the BERT module swap."""
 
-from .linear import BinaryLinear, PackedBinaryLinear, initial_scales, pack_weight
+from .linear import BinaryLinear, PackedBinaryLinear, current_scales, initial_scales, pack_weight
 from .ste import binary_sign, sign_ste
 from .swap import binarize_, binarized_target, freeze_, unfreeze_
 
@@ -10,6 +10,7 @@ __all__ = [
     "binarize_",
     "binarized_target",
     "binary_sign",
+    "current_scales",
     "freeze_",
     "initial_scales",
     "pack_weight",

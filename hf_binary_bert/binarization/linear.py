@@ -42,6 +42,14 @@ def initial_scales(weight: torch.Tensor, num_groups: int, with_offset: bool) -> 
     return (groups - gamma.unsqueeze(1)).abs().mean(dim=1), gamma
 
 
+def current_scales(scale_mode: str, num_groups: int, weight: torch.Tensor, weight_scale=None, weight_offset=None):
+    """α [G] and γ [G] (or None) that a binarized weight uses in its forward: recomputed from `weight` for
+    `"mean_abs"`, the stored parameters otherwise."""
+    if scale_mode == "mean_abs":
+        return initial_scales(weight, num_groups, False)
+    return weight_scale, weight_offset
+
+
 @torch.no_grad()
 def pack_weight(weight: torch.Tensor, alpha: torch.Tensor, gamma: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
     """Packed form of a binarized weight: `weight_packed` uint8 [out, ceil(in / 8)] holding B = sign(W − γ),
@@ -123,9 +131,9 @@ class BinaryLinear(nn.Linear):
 
     def scales(self) -> tuple[torch.Tensor, torch.Tensor | None]:
         """α [num_groups] and γ [num_groups] (None without offset) used by the current forward."""
-        if self.scale_mode == "mean_abs":
-            return initial_scales(self.weight, self.num_groups, False)
-        return self.weight_scale, getattr(self, "weight_offset", None)
+        return current_scales(
+            self.scale_mode, self.num_groups, self.weight, getattr(self, "weight_scale", None), getattr(self, "weight_offset", None)
+        )
 
     def quantized_weight(self) -> torch.Tensor:
         """W_q = α·B + γ [out_features, in_features], differentiable through the STE."""
@@ -256,4 +264,4 @@ class PackedBinaryLinear(nn.Module):
         )
 
 
-__all__ = ["BinaryLinear", "PackedBinaryLinear", "binary_sign", "initial_scales", "pack_weight"]
+__all__ = ["BinaryLinear", "PackedBinaryLinear", "binary_sign", "current_scales", "initial_scales", "pack_weight"]

@@ -71,6 +71,20 @@ def _layer_weights(weights, n: int) -> list[float]:
     return list(weights)
 
 
+def _sum_over_layers(student_hidden, teacher_hidden, mask, layer_weights, per_token) -> torch.Tensor:
+    """Σ_i λ_i · mean over real tokens of `per_token(h_s^i, h_t^{m(i)})` ([B, T, D] × 2 → [B, T])."""
+    mapping = layer_map(len(student_hidden), len(teacher_hidden))
+    lambdas = _layer_weights(layer_weights, len(student_hidden))
+    flat_mask = None if mask is None else mask.reshape(-1)
+    total = student_hidden[0].new_zeros(())
+    for i, (hs, w) in enumerate(zip(student_hidden, lambdas)):
+        if w == 0:
+            continue
+        ht = teacher_hidden[mapping[i]].to(hs.dtype)
+        total = total + w * _masked_mean(per_token(hs, ht).reshape(-1), flat_mask)
+    return total
+
+
 def hidden_state_mse(student_hidden, teacher_hidden, mask=None, layer_weights=None) -> torch.Tensor:
     """Σ_i λ_i · MSE(h_s^i, h_t^{m(i)}) over hidden states (TinyBERT's ℓ_hidn; the blog's hidden-state distillation).
 
@@ -78,34 +92,22 @@ def hidden_state_mse(student_hidden, teacher_hidden, mask=None, layer_weights=No
         student_hidden, teacher_hidden: tuples of [B, T, D] (embedding output first, as `output_hidden_states`).
         mask: [B, T] attention mask (1 = real token); the MSE averages over real tokens and D.
         layer_weights: λ_i per student hidden state (default 1 each).
+
+    Raises:
+        ValueError: when `layer_weights` has the wrong length or the layers cannot be mapped uniformly.
     """
-    mapping = layer_map(len(student_hidden), len(teacher_hidden))
-    lambdas = _layer_weights(layer_weights, len(student_hidden))
-    flat_mask = None if mask is None else mask.reshape(-1)
-    total = student_hidden[0].new_zeros(())
-    for i, (hs, w) in enumerate(zip(student_hidden, lambdas)):
-        if w == 0:
-            continue
-        ht = teacher_hidden[mapping[i]].to(hs.dtype)
-        per_token = (hs - ht).pow(2).mean(-1).reshape(-1)
-        total = total + w * _masked_mean(per_token, flat_mask)
-    return total
+    return _sum_over_layers(
+        student_hidden, teacher_hidden, mask, layer_weights, lambda hs, ht: (hs - ht).pow(2).mean(-1)
+    )
 
 
 def hidden_state_cosine(student_hidden, teacher_hidden, mask=None, layer_weights=None) -> torch.Tensor:
     """Σ_i λ_i · mean over real tokens of 1 − cos(h_s^i, h_t^{m(i)}) (cosine hidden-state loss, as DistilBERT's
-    ℓ_cos but per layer). Shapes as `hidden_state_mse`."""
-    mapping = layer_map(len(student_hidden), len(teacher_hidden))
-    lambdas = _layer_weights(layer_weights, len(student_hidden))
-    flat_mask = None if mask is None else mask.reshape(-1)
-    total = student_hidden[0].new_zeros(())
-    for i, (hs, w) in enumerate(zip(student_hidden, lambdas)):
-        if w == 0:
-            continue
-        ht = teacher_hidden[mapping[i]].to(hs.dtype)
-        per_token = (1 - F.cosine_similarity(hs, ht, dim=-1, eps=1e-8)).reshape(-1)
-        total = total + w * _masked_mean(per_token, flat_mask)
-    return total
+    ℓ_cos but per layer). Shapes and errors as `hidden_state_mse`."""
+    return _sum_over_layers(
+        student_hidden, teacher_hidden, mask, layer_weights,
+        lambda hs, ht: 1 - F.cosine_similarity(hs, ht, dim=-1, eps=1e-8),
+    )
 
 
 def attention_distillation_loss(student_attentions, teacher_attentions, mask=None, kind: str = "mse") -> torch.Tensor:
