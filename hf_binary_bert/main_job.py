@@ -2,7 +2,7 @@
 student (1-bit encoder weights), distil the student with the `DistillationTrainer`, evaluate both on the SST-2 dev set
 (872 sentences), save the packed student and print the teacher-vs-student table (accuracy, size, CPU latency).
 
-The default budget (400 teacher steps, 600 student steps, batch 32, sequences ≤ 64 tokens) finishes in about 15 min
+The default budget (300 teacher steps, 500 student steps, batch 32, sequences ≤ 64 tokens) finishes in about 17 min
 on 2 CPU cores; `--teacher-steps 0 --student-steps 0` trains each for one full epoch of SST-2 train.
 """
 

@@ -3,7 +3,7 @@ import torch
 
 from hf_binary_bert import BinaryLinear, PackedBinaryLinear
 from hf_binary_bert.binarization import sign_ste
-from hf_binary_bert.packing import pack_bits, unpack_bits
+from hf_binary_bert.packing import pack_bits, unpack_bits, unpack_signs
 
 
 def test_pack_unpack_round_trip_and_bit_order():
@@ -75,3 +75,12 @@ def test_freeze_unfreeze_keep_the_forward(scheme, groups):
 def test_invalid_groups_raise():
     with pytest.raises(ValueError, match=r"num_groups \(5\) must divide out_features \(12\)"):
         BinaryLinear(4, 12, num_groups=5)
+
+
+def test_unpack_signs_matches_bits():
+    bits = torch.rand(7, 29, generator=torch.Generator().manual_seed(2)) > 0.5
+    signs = unpack_signs(pack_bits(bits), 29, torch.float64)
+    assert signs.dtype == torch.float64 and signs.shape == (7, 29)
+    assert torch.equal(signs, bits.double() * 2 - 1)
+    with pytest.raises(ValueError, match="must be uint8"):
+        unpack_signs(pack_bits(bits).int(), 29)
