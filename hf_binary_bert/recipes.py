@@ -34,7 +34,7 @@ from .data import get_glue_task, load_glue, load_text_blocks, mlm_collator, toke
 from .distillation import DistillationTrainer, DistillationTrainingArguments
 from .metrics import classification_compute_metrics, mlm_compute_metrics, mlm_position_stats
 from .modeling_binary_bert import BinaryBertForMaskedLM, BinaryBertForSequenceClassification
-from .size import checkpoint_size_report
+from .size import COMPONENTS, checkpoint_size_report
 
 logger = logging.getLogger(__name__)
 
@@ -402,11 +402,13 @@ def evaluate_model(
 
 
 def comparison_rows(results: dict[str, dict]) -> list[dict]:
-    """Flatten `{name: evaluate_model(...)}` into table rows."""
+    """Flatten `{name: evaluate_model(...)}` into table rows: metrics, total size (MB), latency (ms), then the size of
+    each component (MB)."""
     rows = []
     for name, result in results.items():
         row = {"model": name, **result["metrics"], "size_mb": result["size"]["total"]}
         row.update(result.get("latency", {}))
+        row.update({f"{part}_mb": result["size"][part] for part in COMPONENTS})
         rows.append(row)
     return rows
 
