@@ -31,6 +31,7 @@ class _Parser(argparse.ArgumentParser):
 def _add_data_args(p, *, train=True):
     p.add_argument("--task", required=True, help="'mlm' (masked LM on text files) or a GLUE task: sst2, rte, cola, mrpc, stsb, qqp, mnli, qnli, wnli")
     p.add_argument("--data-dir", help="folder with the GLUE task's TSV files (default: data/glue/<TASK> if present, else the Hub's nyu-mll/glue)")
+    p.add_argument("--dataset-name", help="load the GLUE task from this Hub dataset (e.g. nyu-mll/glue) instead of TSV files")
     if train:
         p.add_argument("--train-files", nargs="+", help="text files for --task mlm (training)")
     p.add_argument("--eval-files", nargs="+", help="text files for --task mlm (evaluation)")
@@ -172,7 +173,8 @@ def _train_kwargs(args) -> dict:
                   learning_rate=args.learning_rate, warmup_ratio=args.warmup_ratio, max_seq_length=args.max_seq_length,
                   max_train_samples=args.max_train_samples, max_eval_samples=args.max_eval_samples,
                   whole_word_mask=args.whole_word_mask, seed=args.seed, logging_steps=args.logging_steps,
-                  progress=not args.no_progress, data_dir=args.data_dir, train_files=args.train_files,
+                  progress=not args.no_progress, data_dir=args.data_dir, dataset_name=args.dataset_name,
+                  train_files=args.train_files,
                   eval_files=args.eval_files)
     if args.bf16:
         kwargs["bf16"] = True
@@ -233,8 +235,9 @@ def cmd_distill(args):
 
     distill(args.teacher, args.task, args.output_dir, binarization=binarization, **_train_kwargs(args), **losses)
     rows = _compare({"teacher": args.teacher, "student": args.output_dir}, args.task, latency=not args.no_latency,
-                    progress=not args.no_progress, data_dir=args.data_dir, eval_files=args.eval_files,
-                    max_seq_length=args.max_seq_length, max_eval_samples=args.max_eval_samples, seed=args.seed)
+                    progress=not args.no_progress, data_dir=args.data_dir, dataset_name=args.dataset_name,
+                    eval_files=args.eval_files, max_seq_length=args.max_seq_length,
+                    max_eval_samples=args.max_eval_samples, seed=args.seed)
     _print_table(rows, args.output_dir)
     print(f"losses plot: {os.path.join(args.output_dir, 'losses.png')}")
 
@@ -244,8 +247,8 @@ def cmd_evaluate(args):
     for model in args.model:
         _check_model(model, "--model", allow_binary=True)
     rows = _compare({m: m for m in args.model}, args.task, latency=not args.no_latency, progress=not args.no_progress,
-                    data_dir=args.data_dir, eval_files=args.eval_files, max_seq_length=args.max_seq_length,
-                    max_eval_samples=args.max_eval_samples, seed=args.seed)
+                    data_dir=args.data_dir, dataset_name=args.dataset_name, eval_files=args.eval_files,
+                    max_seq_length=args.max_seq_length, max_eval_samples=args.max_eval_samples, seed=args.seed)
     if args.output_dir:
         _print_table(rows, args.output_dir)
     else:

@@ -138,6 +138,7 @@ def load_task_data(
     tokenizer,
     *,
     data_dir: str | None = None,
+    dataset_name: str | None = None,
     train_files: list[str] | None = None,
     eval_files: list[str] | None = None,
     max_seq_length: int = 128,
@@ -149,8 +150,9 @@ def load_task_data(
     """Tokenized train/eval data, collator and metric functions for `task` (`"mlm"` or a GLUE task name).
 
     MLM: `train_files` / `eval_files` are text files, packed into blocks of `max_seq_length` tokens; training batches
-    are masked anew every step, evaluation blocks once with a fixed seed. GLUE: TSV files in `data_dir` (default
-    `data/glue/<TASK>` when it exists, else the Hub's `nyu-mll/glue`).
+    are masked anew every step, evaluation blocks once with a fixed seed. GLUE: the Hub dataset `dataset_name` (e.g.
+    `nyu-mll/glue`) when given, else TSV files in `data_dir` (default `data/glue/<TASK>` when it exists, else the
+    Hub's `nyu-mll/glue`).
 
     Raises:
         FileNotFoundError / ValueError: from the loaders, naming the file, column or task.
@@ -173,8 +175,9 @@ def load_task_data(
             num_labels=None,
         )
     glue = get_glue_task(task)
-    data_dir = data_dir or default_glue_dir(glue.name)
-    raw = load_glue(glue, data_dir)
+    if dataset_name is None:
+        data_dir = data_dir or default_glue_dir(glue.name)
+    raw = load_glue(glue, None if dataset_name else data_dir, dataset_name=dataset_name)
     data = tokenize_glue(raw, tokenizer, glue, max_seq_length=max_seq_length)
     return TaskData(
         train=_subset(data.get("train"), max_train_samples, seed),
@@ -193,6 +196,7 @@ class TrainingOptions:
     passed to `TrainingArguments` / `DistillationTrainingArguments` (e.g. `bf16`, loss weights)."""
 
     data_dir: str | None = None  # GLUE TSV folder (default data/glue/<TASK>, else the Hub)
+    dataset_name: str | None = None  # GLUE from the Hub (e.g. "nyu-mll/glue") instead of TSV files
     train_files: list[str] | None = None  # MLM text files
     eval_files: list[str] | None = None  # MLM text files
     max_steps: int | None = None  # optimizer steps; None: `epochs`
@@ -218,7 +222,8 @@ def _prepare_training(model: str, task: str, options: TrainingOptions):
     """Check the model, load its tokenizer and the task's data; the model must be a full-precision BERT."""
     path = check_model(model, allow_binary=False)
     tokenizer = AutoTokenizer.from_pretrained(path)
-    data = load_task_data(task, tokenizer, data_dir=options.data_dir, train_files=options.train_files,
+    data = load_task_data(task, tokenizer, data_dir=options.data_dir, dataset_name=options.dataset_name,
+                          train_files=options.train_files,
                           eval_files=options.eval_files, max_seq_length=options.max_seq_length,
                           max_train_samples=options.max_train_samples, max_eval_samples=options.max_eval_samples,
                           whole_word_mask=options.whole_word_mask, seed=options.seed)
@@ -362,6 +367,7 @@ def evaluate_model(
     task: str,
     *,
     data_dir: str | None = None,
+    dataset_name: str | None = None,
     eval_files: list[str] | None = None,
     max_seq_length: int = 128,
     max_eval_samples: int | None = None,
@@ -381,7 +387,8 @@ def evaluate_model(
     tokenizer = AutoTokenizer.from_pretrained(path)
     auto = AutoModelForMaskedLM if task == "mlm" else AutoModelForSequenceClassification
     loaded = auto.from_pretrained(path, dtype=torch.float32).eval()
-    data = load_task_data(task, tokenizer, data_dir=data_dir, eval_files=eval_files, max_seq_length=max_seq_length,
+    data = load_task_data(task, tokenizer, data_dir=data_dir, dataset_name=dataset_name, eval_files=eval_files,
+                          max_seq_length=max_seq_length,
                           max_eval_samples=max_eval_samples, seed=seed)
     if data.eval is None:
         raise ValueError("evaluation needs an evaluation split (--eval-files for mlm)")

@@ -90,3 +90,25 @@ def test_finetune_mlm_then_distill_mlm(tmp_path, capsys, tiny_teachers):
                  "--max-eval-samples", "8", "--no-progress", "--no-latency", "--whole-word-mask"]) == 0
     rows = json.loads((student / "comparison.json").read_text())
     assert {"cross_entropy", "accuracy", "mrr", "size_mb"} <= set(rows[1])
+
+
+def test_dataset_name_loads_glue_from_the_hub_instead_of_files(monkeypatch, tiny_teachers):
+    """--dataset-name goes to datasets.load_dataset (faked here: no network), even when data/glue/SST-2 exists."""
+    import datasets
+
+    import hf_binary_bert.data as data_module
+    from hf_binary_bert.recipes import load_task_data
+
+    calls = []
+
+    def fake_load_dataset(path, name=None, **kwargs):
+        calls.append((path, name))
+        split = datasets.Dataset.from_dict({"sentence": ["a fine film", "dull"], "label": [1, 0], "idx": [0, 1]})
+        return datasets.DatasetDict({"train": split, "validation": split})
+
+    monkeypatch.setattr(data_module.datasets, "load_dataset", fake_load_dataset)
+    monkeypatch.chdir(DATA.parent)
+    tokenizer = AutoTokenizer.from_pretrained(tiny_teachers / "cls")
+    data = load_task_data("sst2", tokenizer, dataset_name="someone/glue")
+    assert calls == [("someone/glue", "sst2")]
+    assert len(data.train) == 2 and data.train["labels"] == [1, 0]
