@@ -37,7 +37,7 @@ def _logits(model, ids):
 def _round_fp_parts(model, dtype):
     """The saved model after rounding its full-precision parts (not the scales) to `dtype`."""
     with torch.no_grad():
-        for name, module in model.named_modules():
+        for module in model.modules():
             for pname, p in module.named_parameters(recurse=False):
                 if isinstance(module, BinaryLinear) and pname in ("weight", "weight_scale", "weight_offset"):
                     continue
