@@ -31,16 +31,20 @@ def pack_bits(positive: torch.Tensor) -> torch.Tensor:
     return (bits * _BIT_WEIGHTS.to(bits.device)).sum(dim=-1, dtype=torch.uint8)
 
 
+def _check_packed(packed: torch.Tensor, n: int) -> None:
+    if packed.dtype != torch.uint8:
+        raise ValueError(f"packed bits must be uint8, got {packed.dtype}")
+    if packed.shape[-1] != packed_length(n):
+        raise ValueError(f"packed bits have last dim {packed.shape[-1]}, expected ceil({n} / 8) = {packed_length(n)}")
+
+
 def unpack_bits(packed: torch.Tensor, n: int) -> torch.Tensor:
     """Inverse of `pack_bits`: uint8 [..., ceil(n / 8)] → bool [..., n].
 
     Raises:
         ValueError: if `packed` is not uint8 or its last dim is not ceil(n / 8).
     """
-    if packed.dtype != torch.uint8:
-        raise ValueError(f"packed bits must be uint8, got {packed.dtype}")
-    if packed.shape[-1] != packed_length(n):
-        raise ValueError(f"packed bits have last dim {packed.shape[-1]}, expected ceil({n} / 8) = {packed_length(n)}")
+    _check_packed(packed, n)
     bits = (packed.unsqueeze(-1) & _BIT_WEIGHTS.to(packed.device)) != 0
     return bits.reshape(*packed.shape[:-1], -1)[..., :n]
 
@@ -58,10 +62,7 @@ def unpack_signs(packed: torch.Tensor, n: int, dtype: torch.dtype = torch.float3
     Raises:
         ValueError: if `packed` is not uint8 or its last dim is not ceil(n / 8).
     """
-    if packed.dtype != torch.uint8:
-        raise ValueError(f"packed bits must be uint8, got {packed.dtype}")
-    if packed.shape[-1] != packed_length(n):
-        raise ValueError(f"packed bits have last dim {packed.shape[-1]}, expected ceil({n} / 8) = {packed_length(n)}")
+    _check_packed(packed, n)
     key = (packed.device, dtype)
     if key not in _sign_tables:
         _sign_tables[key] = _SIGN_TABLE.to(device=packed.device, dtype=dtype)
