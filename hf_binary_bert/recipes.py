@@ -146,6 +146,7 @@ def load_task_data(
     max_eval_samples: int | None = None,
     whole_word_mask: bool = False,
     seed: int = 42,
+    train: bool = True,
 ) -> TaskData:
     """Tokenized train/eval data, collator and metric functions for `task` (`"mlm"` or a GLUE task name).
 
@@ -153,6 +154,8 @@ def load_task_data(
     are masked anew every step, evaluation blocks once with a fixed seed. GLUE: the Hub dataset `dataset_name` (e.g.
     `nyu-mll/glue`) when given, else TSV files in `data_dir` (default `data/glue/<TASK>` when it exists, else the
     Hub's `nyu-mll/glue`).
+
+    With `train=False` only the evaluation split is read (GLUE TSV: only the dev file is tokenized).
 
     Raises:
         FileNotFoundError / ValueError: from the loaders, naming the file, column or task.
@@ -177,10 +180,13 @@ def load_task_data(
     glue = get_glue_task(task)
     if dataset_name is None:
         data_dir = data_dir or default_glue_dir(glue.name)
-    raw = load_glue(glue, None if dataset_name else data_dir, dataset_name=dataset_name)
+    if not train and dataset_name is None and data_dir is not None:
+        raw = load_glue(glue, validation_file=os.path.join(data_dir, glue.validation_file))
+    else:
+        raw = load_glue(glue, None if dataset_name else data_dir, dataset_name=dataset_name)
     data = tokenize_glue(raw, tokenizer, glue, max_seq_length=max_seq_length)
     return TaskData(
-        train=_subset(data.get("train"), max_train_samples, seed),
+        train=_subset(data.get("train"), max_train_samples, seed) if train else None,
         eval=_subset(data.get("validation"), max_eval_samples, seed),
         collator=DataCollatorWithPadding(tokenizer),
         compute_metrics=classification_compute_metrics(glue),
@@ -255,22 +261,23 @@ def _training_arguments(cls, output_dir: str, options: TrainingOptions, learning
     )
 
 
-def _train_and_record(trainer, output_dir: str, save, results_name: str) -> dict:
+def _train_and_record(trainer, output_dir: str, save, results_name: str, evaluate: bool) -> dict:
     start = time.perf_counter()
     trainer.train()
     seconds = time.perf_counter() - start
     save()
-    metrics = trainer.evaluate() if trainer.eval_dataset is not None else {}
+    metrics = trainer.evaluate() if evaluate and trainer.eval_dataset is not None else {}
     result = {"metrics": metrics, "log_history": trainer.state.log_history, "train_seconds": seconds}
     Path(output_dir, results_name).write_text(json.dumps(result, indent=1))
     return result
 
 
-def finetune(model: str, task: str, output_dir: str, **kwargs) -> dict:
+def finetune(model: str, task: str, output_dir: str, *, evaluate: bool = True, **kwargs) -> dict:
     """Fine-tune a full-precision BERT teacher on `task` (`"mlm"` or GLUE) and save it (safetensors, float32) with its
     tokenizer in `output_dir`. A new task head (MLM head or classifier) is initialised as transformers does.
 
     Args:
+        evaluate: score the model on the evaluation split after training (skip it when the caller evaluates).
         **kwargs: `TrainingOptions` fields (default learning rate 5e-5) and further `TrainingArguments`.
 
     Returns:
@@ -292,16 +299,19 @@ def finetune(model: str, task: str, output_dir: str, **kwargs) -> dict:
         teacher.save_pretrained(output_dir)
         tokenizer.save_pretrained(output_dir)
 
-    return _train_and_record(trainer, output_dir, save, "finetune_results.json")
+    return _train_and_record(trainer, output_dir, save, "finetune_results.json", evaluate)
 
 
-def distill(teacher: str, task: str, output_dir: str, *, binarization: dict | None = None, **kwargs) -> dict:
+def distill(
+    teacher: str, task: str, output_dir: str, *, binarization: dict | None = None, evaluate: bool = True, **kwargs
+) -> dict:
     """Binarize `teacher` (a fine-tuned full-precision BERT) into a student, distil it on `task` with the
     `DistillationTrainer`, save the packed student (and tokenizer) in `output_dir` and plot its losses
     (`losses.png`).
 
     Args:
         binarization: `BinaryBertConfig` fields (`weight_scale`, `scale_granularity`, `fp_dtype`, …).
+        evaluate: score the student on the evaluation split after training (skip it when the caller evaluates).
         **kwargs: `TrainingOptions` fields (default learning rate 2e-4) and further
             `DistillationTrainingArguments` (loss weights, temperature, bf16, …).
 
@@ -331,7 +341,7 @@ def distill(teacher: str, task: str, output_dir: str, *, binarization: dict | No
         trainer.save_model(output_dir)
         plot_losses(trainer.state.log_history, Path(output_dir, "losses.png"))
 
-    return _train_and_record(trainer, output_dir, save, "distill_results.json")
+    return _train_and_record(trainer, output_dir, save, "distill_results.json", evaluate)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -388,8 +398,8 @@ def evaluate_model(
     auto = AutoModelForMaskedLM if task == "mlm" else AutoModelForSequenceClassification
     loaded = auto.from_pretrained(path, dtype=torch.float32).eval()
     data = load_task_data(task, tokenizer, data_dir=data_dir, dataset_name=dataset_name, eval_files=eval_files,
-                          max_seq_length=max_seq_length,
-                          max_eval_samples=max_eval_samples, seed=seed)
+                          max_seq_length=max_seq_length, max_eval_samples=max_eval_samples, seed=seed,
+                          train=False)
     if data.eval is None:
         raise ValueError("evaluation needs an evaluation split (--eval-files for mlm)")
     args = TrainingArguments(output_dir=os.path.join(os.environ.get("TMPDIR", "/tmp"), "hf_binary_bert_eval"),
