@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-from collections import defaultdict
 
 import torch
 from transformers import PreTrainedModel, Trainer
@@ -59,7 +58,8 @@ class DistillationTrainer(Trainer):
         super().__init__(args=args, **kwargs)
         teacher_model.eval().requires_grad_(False)
         self.teacher = self.accelerator.prepare_model(teacher_model, evaluation_mode=True)
-        self._loss_sums: dict[str, float] = defaultdict(float)
+        # detached running sums per component; read (one device sync) only when logging
+        self._loss_sums: dict[str, torch.Tensor] = {}
         self._loss_steps = 0
         self._export_packed = False
 
@@ -118,7 +118,7 @@ class DistillationTrainer(Trainer):
 
         if model.training:
             for k, v in components.items():
-                self._loss_sums[k] += v.detach().item()
+                self._loss_sums[k] = self._loss_sums.get(k, 0) + v.detach().float()
             self._loss_steps += 1
         if return_outputs:
             # Only loss and logits: hidden states / attentions must not be gathered as predictions in evaluation.
@@ -128,7 +128,7 @@ class DistillationTrainer(Trainer):
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         if "loss" in logs and self._loss_steps:
             names = sorted(self._loss_sums)
-            means = torch.tensor([self._loss_sums[k] / self._loss_steps for k in names], device=self.args.device)
+            means = torch.stack([self._loss_sums[k] for k in names]).to(self.args.device) / self._loss_steps
             if self.accelerator.num_processes > 1:
                 means = self.accelerator.reduce(means, reduction="mean")
             logs.update({f"loss_{k}": round(v, 6) for k, v in zip(names, means.tolist())})
