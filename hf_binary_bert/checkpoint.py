@@ -16,6 +16,9 @@ from transformers.utils import SAFE_WEIGHTS_INDEX_NAME, SAFE_WEIGHTS_NAME, cache
 from .packing import read_safetensors_header, safetensors_dtype_name
 
 _FLOAT_DTYPES = {"F32", "F16", "BF16"}
+# Tensors that are always stored in float32, whatever `fp_dtype`: weight scales α / offsets γ and the parameters of
+# the activation quantizers (steps, shifts). They are tiny and the forward is sensitive to them.
+FLOAT32_SUFFIXES = (".weight_scale", ".weight_offset", "_quantizer.step", "_quantizer.shift")
 # Heads and pooler may be absent from a checkpoint of another head type (as in transformers, they are then newly
 # initialised with a warning); everything else must be there.
 _HEAD_PREFIXES = ("cls.", "classifier.", "pooler.", "bert.pooler.")
@@ -66,8 +69,8 @@ def validate_checkpoint(model: torch.nn.Module, files: list[str], prefix: str = 
     """Check that the safetensors `files` hold exactly the tensors `model` (built from the checkpoint's config,
     e.g. on the meta device) needs, with the right dtypes and shapes.
 
-    Rules: a packed sign tensor (`*.weight_packed`) must be uint8; scales and offsets (`*.weight_scale`,
-    `*.weight_offset`) float32; other floating tensors any float dtype; shapes must match exactly. Tensors of the
+    Rules: a packed sign tensor (`*.weight_packed`) must be uint8; scales, offsets and quantizer parameters
+    (`FLOAT32_SUFFIXES`) float32; other floating tensors any float dtype; shapes must match exactly. Tensors of the
     base model must all be present, and the base model must not have extra tensors (that means the config does not
     describe the file); task-head tensors may be absent (newly initialised, as in transformers).
 
@@ -86,7 +89,7 @@ def validate_checkpoint(model: torch.nn.Module, files: list[str], prefix: str = 
         used.add(stored)
         info = header[stored]
         want = safetensors_dtype_name(dtype)
-        if key.endswith((".weight_packed", ".weight_scale", ".weight_offset")) or not dtype.is_floating_point:
+        if key.endswith((".weight_packed", *FLOAT32_SUFFIXES)) or not dtype.is_floating_point:
             dtype_ok = info["dtype"] == want
         else:
             dtype_ok = info["dtype"] in _FLOAT_DTYPES

@@ -21,6 +21,11 @@ BINARIZABLE_MODULES = (
     "classifier",  # classifier (sequence-classification head)
 )
 ENCODER_MODULES = BINARIZABLE_MODULES[:6]
+ACTIVATION_BITS = (32, 8, 4, 2, 1)
+ACTIVATION_QUANTIZERS = ("sign", "elastic")
+ATTENTION_TYPES = ("softmax", "bi_attention")
+EMBEDDING_BITS = (32, 16, 1)
+BINARIZABLE_EMBEDDINGS = ("word", "position", "token_type")
 
 
 def _check_choice(field: str, value, allowed: tuple) -> None:
@@ -58,6 +63,30 @@ class BinaryBertConfig(BertConfig):
             dtype in which the full-precision parts (embeddings, LayerNorm, biases, heads) are written by
             `save_pretrained`: `"float32"`, `"float16"` (the blog's fp16 embeddings) or `"bfloat16"`. The model
             always runs in float32 after loading.
+        activation_bits (`int`, *optional*, defaults to 32):
+            Bits of the activations that enter every binarized Linear and the attention matmuls (Q, K, V and the
+            attention probabilities): 32 (full precision, W1A32), 8, 4, 2 or 1 (W1A1, BiBERT). Below 32 the attention
+            runs through this package's registered attention functions (eager path only, no SDPA/flash).
+        activation_quantizer (`str`, *optional*, defaults to `"sign"`):
+            How activations are quantized below 32 bits (`binarization/activation.py`):
+            - `"sign"`: 1 bit: sign(x) ∈ {−1, +1} with the `ste` estimator (BiBERT); non-negative inputs (attention
+              probabilities) become 1[x ≥ 0.5] ∈ {0, 1}. 2–8 bits: uniform quantizer with a learned step (LSQ,
+              Esser et al. 2020), no shift.
+            - `"elastic"`: BiT's elastic binarization (Liu et al. 2022): learned scale α and learned per-channel shift
+              β; signed inputs map to {−α, +α} (1 bit) or α·{−2ᵇ⁻¹ … 2ᵇ⁻¹−1}, non-negative inputs (attention
+              probabilities, the FFN input after ReLU) to {0, α} or α·{0 … 2ᵇ−1}.
+        attention_type (`str`, *optional*, defaults to `"softmax"`):
+            `"softmax"`: softmax attention, its probabilities quantized like a non-negative activation (with
+            `"elastic"` this is BiT's binarized softmax). `"bi_attention"`: BiBERT's Bi-Attention, weights
+            bool(B_Q·B_Kᵀ/√D) ∈ {0, 1} without softmax, multiplied with the quantized V.
+        embedding_bits (`int`, *optional*, defaults to 32):
+            32: embeddings full precision (written in `fp_dtype`); 16: written in float16 whatever `fp_dtype` (the
+            blog's fp16 embeddings; the forward uses the float16-rounded tables); 1: the tables named in
+            `binarized_embeddings` binarized per row, E_v ≈ α_v·sign(E_v − γ_v) + γ_v with the `weight_scale`
+            scheme (BiBERT binarizes the word embeddings), packed 1 bit per value. A masked-LM model with binarized
+            word embeddings needs `tie_word_embeddings=False` (its decoder stays full precision).
+        binarized_embeddings (`list[str]`, *optional*, defaults to `["word"]`):
+            Which tables `embedding_bits=1` binarizes: any of `word`, `position`, `token_type`.
         packed_weights (`bool`, *optional*, defaults to `False`):
             Set by `save_pretrained` in the saved config: the binarized Linears are built in their packed inference
             form (`PackedBinaryLinear`, uint8 bits + scales) instead of the training form with latent weights.
@@ -82,6 +111,11 @@ class BinaryBertConfig(BertConfig):
     binarized_modules: list[str] | None = None
     ste: str = "clipped_identity"
     fp_dtype: str = "float32"
+    activation_bits: int = 32
+    activation_quantizer: str = "sign"
+    attention_type: str = "softmax"
+    embedding_bits: int = 32
+    binarized_embeddings: list[str] | None = None
     packed_weights: bool = False
 
     def __post_init__(self, **kwargs):
@@ -99,6 +133,20 @@ class BinaryBertConfig(BertConfig):
         for name in self.binarized_modules:
             _check_choice("binarized_modules", name, BINARIZABLE_MODULES)
         self.binarized_modules = list(dict.fromkeys(self.binarized_modules))
+        _check_choice("activation_bits", self.activation_bits, ACTIVATION_BITS)
+        _check_choice("activation_quantizer", self.activation_quantizer, ACTIVATION_QUANTIZERS)
+        _check_choice("attention_type", self.attention_type, ATTENTION_TYPES)
+        _check_choice("embedding_bits", self.embedding_bits, EMBEDDING_BITS)
+        if self.binarized_embeddings is None:
+            self.binarized_embeddings = ["word"]
+        if not isinstance(self.binarized_embeddings, (list, tuple)):
+            raise ValueError(
+                f"BinaryBertConfig.binarized_embeddings must be a list of names from {list(BINARIZABLE_EMBEDDINGS)}, "
+                f"got {self.binarized_embeddings!r}"
+            )
+        for name in self.binarized_embeddings:
+            _check_choice("binarized_embeddings", name, BINARIZABLE_EMBEDDINGS)
+        self.binarized_embeddings = list(dict.fromkeys(self.binarized_embeddings))
         if self.scale_granularity == "head" and self.hidden_size % self.num_attention_heads != 0:
             raise ValueError(
                 f"BinaryBertConfig.scale_granularity='head' needs num_attention_heads ({self.num_attention_heads}) "
@@ -115,7 +163,23 @@ class BinaryBertConfig(BertConfig):
             "binarized_modules": list(self.binarized_modules),
             "ste": self.ste,
             "fp_dtype": self.fp_dtype,
+            "activation_bits": self.activation_bits,
+            "activation_quantizer": self.activation_quantizer,
+            "attention_type": self.attention_type,
+            "embedding_bits": self.embedding_bits,
+            "binarized_embeddings": list(self.binarized_embeddings),
         }
+
+    @property
+    def quantized_attention(self) -> str | None:
+        """Name of the registered attention function this config needs (`"bi_attention"` or
+        `"binary_bert_softmax"`), or None when the attention runs in full precision (any transformers
+        implementation)."""
+        if self.attention_type == "bi_attention":
+            return "bi_attention"
+        if self.activation_bits < 32:
+            return "binary_bert_softmax"
+        return None
 
 
 __all__ = ["BinaryBertConfig"]

@@ -23,8 +23,12 @@ from transformers import (
 )
 from transformers import initialization as init
 
+from . import attention as _attention  # noqa: F401  (registers the quantized attention functions)
 from .binarization import (
+    ActivationQuantizer,
+    BinaryEmbedding,
     BinaryLinear,
+    PackedBinaryEmbedding,
     PackedBinaryLinear,
     binarize_,
     current_scales,
@@ -33,12 +37,16 @@ from .binarization import (
     pack_weight,
     unfreeze_,
 )
-from .checkpoint import resolve_safetensors_files, validate_checkpoint
+from .checkpoint import FLOAT32_SUFFIXES, resolve_safetensors_files, validate_checkpoint
 from .configuration_binary_bert import BINARIZABLE_MODULES, BinaryBertConfig
 
 logger = logging.getLogger(__name__)
 
-_KEEP_FLOAT32 = (".weight_scale", ".weight_offset")
+_KEEP_FLOAT32 = FLOAT32_SUFFIXES
+# Student tensors a teacher never has: scales and quantizer state, initialised by the student itself.
+_STUDENT_ONLY = (*FLOAT32_SUFFIXES, "_quantizer.calibrated")
+_BINARY_TYPES = (BinaryLinear, BinaryEmbedding)
+_PACKED_TYPES = (PackedBinaryLinear, PackedBinaryEmbedding)
 # Config attributes of the teacher that must not be copied into the student config.
 _TEACHER_ONLY_KEYS = ("model_type", "architectures", "transformers_version", "_name_or_path", "dtype", "auto_map")
 
@@ -63,18 +71,24 @@ class BinaryBertPreTrainedModel(BertPreTrainedModel):
     @torch.no_grad()
     def _init_weights(self, module):
         super()._init_weights(module)
-        if isinstance(module, BinaryLinear) and module.scale_mode != "mean_abs":
+        if isinstance(module, _BINARY_TYPES) and module.scale_mode != "mean_abs":
             alpha, gamma = initial_scales(module.weight, module.num_groups, module.has_offset)
             init.copy_(module.weight_scale, alpha)
             if gamma is not None:
                 init.copy_(module.weight_offset, gamma)
-        elif isinstance(module, PackedBinaryLinear):
+        elif isinstance(module, _PACKED_TYPES):
             init.zeros_(module.weight_packed)
             init.ones_(module.weight_scale)
             if module.has_offset:
                 init.zeros_(module.weight_offset)
-            if module.bias is not None:
+            if getattr(module, "bias", None) is not None:
                 init.zeros_(module.bias)
+        elif isinstance(module, ActivationQuantizer):
+            if module.has_step:
+                init.ones_(module.step)
+                init.zeros_(module.calibrated)
+            if hasattr(module, "shift"):
+                init.zeros_(module.shift)
 
     # ------------------------------------------------------------------------------------------------------------
     # Training form <-> packed inference form
@@ -94,8 +108,23 @@ class BinaryBertPreTrainedModel(BertPreTrainedModel):
         return self
 
     def binary_modules(self) -> dict[str, torch.nn.Module]:
-        """`{qualified name: module}` of every binarized Linear (training or packed form)."""
-        return {n: m for n, m in self.named_modules() if isinstance(m, (BinaryLinear, PackedBinaryLinear))}
+        """`{qualified name: module}` of every binarized Linear and embedding (training or packed form)."""
+        return {n: m for n, m in self.named_modules() if isinstance(m, (*_BINARY_TYPES, *_PACKED_TYPES))}
+
+    def get_correct_attn_implementation(self, requested_attention: str | None, is_init_check: bool = False) -> str:
+        """Quantized activations or Bi-Attention run through this package's attention functions
+        (`hf_binary_bert.attention`, eager path); requesting `"eager"` (or nothing) gives them, anything else
+        (`"sdpa"`, flash, flex) raises. Full-precision attention: as transformers."""
+        required = self.config.quantized_attention
+        if required is None:
+            return super().get_correct_attn_implementation(requested_attention, is_init_check)
+        if requested_attention not in (None, "eager", required):
+            raise ValueError(
+                f"attn_implementation={requested_attention!r} is not possible with activation_bits="
+                f"{self.config.activation_bits} / attention_type={self.config.attention_type!r}: the quantized "
+                f"attention needs the eager path ({required!r})"
+            )
+        return required
 
     # ------------------------------------------------------------------------------------------------------------
     # Packed checkpoints
@@ -103,9 +132,10 @@ class BinaryBertPreTrainedModel(BertPreTrainedModel):
     def packed_state_dict(self, state_dict: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
         """The tensors of the packed checkpoint (format: docs/checkpoint-format.md).
 
-        Each binarized Linear contributes `<name>.weight_packed` (uint8 [out, ceil(in/8)]), `<name>.weight_scale`
-        (float32 [G]), `<name>.weight_offset` (float32 [G], offset scheme) and `<name>.bias` in `fp_dtype`; every
-        other floating tensor is cast to `config.fp_dtype`.
+        Each binarized Linear (embedding) contributes `<name>.weight_packed` (uint8 [rows, ceil(cols/8)]),
+        `<name>.weight_scale` (float32 [G]), `<name>.weight_offset` (float32 [G], offset scheme) and, for a Linear,
+        `<name>.bias` in `fp_dtype`. Activation-quantizer parameters stay float32; embedding tables are float16
+        with `embedding_bits=16`; every other floating tensor is cast to `config.fp_dtype`.
 
         Args:
             state_dict: the training-form tensors to pack (default: `self.state_dict()`), e.g. the one a Trainer
@@ -121,7 +151,7 @@ class BinaryBertPreTrainedModel(BertPreTrainedModel):
                 continue
             module_name, _, leaf = key.rpartition(".")
             module = modules.get(module_name)
-            if isinstance(module, BinaryLinear) and leaf in ("weight", "weight_scale", "weight_offset"):
+            if isinstance(module, _BINARY_TYPES) and leaf in ("weight", "weight_scale", "weight_offset"):
                 if leaf == "weight":
                     alpha, gamma = current_scales(
                         module.scale_mode, module.num_groups, tensor,
@@ -131,7 +161,8 @@ class BinaryBertPreTrainedModel(BertPreTrainedModel):
                         packed[f"{module_name}.{name}"] = value.cpu()
                 continue
             if tensor.is_floating_point() and not key.endswith(_KEEP_FLOAT32):
-                tensor = tensor.to(fp_dtype)
+                half_embedding = self.config.embedding_bits == 16 and key.endswith("_embeddings.weight")
+                tensor = tensor.to(torch.float16 if half_embedding else fp_dtype)
             packed[key] = tensor.detach().cpu()
         return packed
 
@@ -197,7 +228,9 @@ class BinaryBertPreTrainedModel(BertPreTrainedModel):
 
         Args:
             teacher: a `BertModel`, `BertForMaskedLM` or `BertForSequenceClassification` (or any BERT-architecture
-                model), or a Hub id / local folder of such a checkpoint.
+                model), or a Hub id / local folder of such a checkpoint. A binarized model in training form is
+                accepted too (multi-step distillation: the previous stage's student); its latent weights and learned
+                scales are copied, its activation quantizers are not (the new ones calibrate on the first batch).
             **config_kwargs: binarization fields of `BinaryBertConfig` (`weight_scale`, `scale_granularity`, …) and
                 any other config attribute to override (e.g. `num_labels`).
 
@@ -205,30 +238,35 @@ class BinaryBertPreTrainedModel(BertPreTrainedModel):
             The student, in training form (latent float32 weights), on the teacher's device.
 
         Raises:
-            ValueError: if the teacher is not a BERT (`model_type` other than `"bert"`) or a binarization field is
-                invalid.
+            ValueError: if the teacher is not a BERT (`model_type` other than `"bert"` / `"binary_bert"`), is a
+                packed binarized model, or a binarization field is invalid.
         """
         if isinstance(teacher, (str, os.PathLike)):
             teacher = load_teacher(teacher, cls._teacher_class, **{k: v for k, v in config_kwargs.items() if k == "num_labels"})
         model_type = getattr(teacher.config, "model_type", None)
-        if model_type != "bert":
-            raise ValueError(f"teacher must be a BERT (model_type 'bert'), got model_type {model_type!r}")
+        if model_type not in ("bert", "binary_bert"):
+            raise ValueError(f"teacher must be a BERT (model_type 'bert' or 'binary_bert'), got model_type {model_type!r}")
+        if model_type == "binary_bert" and teacher.config.packed_weights:
+            raise ValueError("a packed binary_bert teacher has no latent weights to start from: call teacher.unfreeze() first")
         teacher_config = {k: v for k, v in teacher.config.to_dict().items() if k not in _TEACHER_ONLY_KEYS}
-        config = BinaryBertConfig(**{**teacher_config, **config_kwargs})
+        config = BinaryBertConfig(**{**teacher_config, "packed_weights": False, **config_kwargs})
         student = cls(config).to(next(teacher.parameters()).device)
         student_keys = set(student.state_dict())
+        student_shapes = {k: v.shape for k, v in student.state_dict().items()}
         mapped = {}
         for key, tensor in teacher.state_dict().items():
+            if "_quantizer." in key:  # activation quantizers start afresh (other bits, other statistics)
+                continue
             for candidate in (key, f"{cls.base_model_prefix}.{key}", key.removeprefix(f"{cls.base_model_prefix}.")):
-                if candidate in student_keys:
+                if candidate in student_keys and student_shapes[candidate] == tensor.shape:
                     mapped[candidate] = tensor.float()
                     break
         missing, _ = student.load_state_dict(mapped, strict=False)
-        for module in student.modules():
-            if isinstance(module, BinaryLinear):
+        for name, module in student.named_modules():
+            if isinstance(module, _BINARY_TYPES) and f"{name}.weight_scale" not in mapped:
                 module.reset_scales()
         tied = set(getattr(student, "all_tied_weights_keys", None) or {})
-        fresh = [k for k in missing if not k.endswith(_KEEP_FLOAT32) and k not in tied]
+        fresh = [k for k in missing if not k.endswith(_STUDENT_ONLY) and k not in tied]
         if fresh:
             logger.warning("Student weights not in the teacher, newly initialised: %s", ", ".join(sorted(fresh)))
         student.tie_weights()
@@ -267,6 +305,12 @@ class BinaryBertForMaskedLM(BinaryBertPreTrainedModel, BertForMaskedLM):
     _teacher_class = BertForMaskedLM
 
     def __init__(self, config: BinaryBertConfig):
+        if config.embedding_bits == 1 and "word" in config.binarized_embeddings and config.tie_word_embeddings:
+            raise ValueError(
+                "BinaryBertConfig.embedding_bits=1 binarizes the word embeddings, which tie_word_embeddings=True would "
+                "share with the masked-LM decoder: set tie_word_embeddings=False (the decoder then stays full "
+                "precision) or leave 'word' out of binarized_embeddings"
+            )
         BertForMaskedLM.__init__(self, config)
         self._binarize()
         self.post_init()

@@ -1,10 +1,17 @@
-"""Weight binarization: straight-through estimators, binarized Linear layers and the BERT module swap."""
+"""Binarization of weights, embeddings and activations: straight-through estimators, binarized Linear layers and the BERT module swap."""
 
-from .linear import BinaryLinear, PackedBinaryLinear, current_scales, initial_scales, pack_weight
+from .activation import ActivationQuantizer, make_activation_quantizer
+from .embedding import BinaryEmbedding, PackedBinaryEmbedding
+from .linear import BinaryLinear, PackedBinaryLinear, current_scales, dequantize, initial_scales, pack_weight
 from .ste import binary_sign, sign_ste
 from .swap import binarize_, binarized_target, freeze_, unfreeze_
 
 __all__ = [
+    "ActivationQuantizer",
+    "BinaryEmbedding",
+    "PackedBinaryEmbedding",
+    "dequantize",
+    "make_activation_quantizer",
     "BinaryLinear",
     "PackedBinaryLinear",
     "binarize_",

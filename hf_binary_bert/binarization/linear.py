@@ -67,7 +67,80 @@ def pack_weight(weight: torch.Tensor, alpha: torch.Tensor, gamma: torch.Tensor |
     return tensors
 
 
-class BinaryLinear(nn.Linear):
+def dequantize(packed: torch.Tensor, n: int, alpha: torch.Tensor, gamma: torch.Tensor | None, dtype=torch.float32):
+    """W = α·B + γ [rows, n] from packed signs uint8 [rows, ceil(n / 8)] and α, γ [G] (G dividing rows)."""
+    rows = packed.shape[0]
+    weight = _per_row(alpha.to(dtype), rows) * unpack_signs(packed, n, dtype)
+    if gamma is not None:
+        weight = weight + _per_row(gamma.to(dtype), rows)
+    return weight
+
+
+class BinarizedWeightMixin:
+    """The binarization of a latent weight W [rows, cols] shared by `BinaryLinear` and `BinaryEmbedding`:
+    α [num_groups] (`weight_scale`) and γ [num_groups] (`weight_offset`) parameters per scheme, their
+    initialisation, W_q = α·sign_STE(W − γ) + γ and the packed form."""
+
+    weight: torch.Tensor
+    scale_mode: str
+    num_groups: int
+    ste: str
+
+    def _init_binarization(self, weight_scale: str, num_groups: int, ste: str, device=None, dtype=None) -> None:
+        if weight_scale not in ("mean_abs", "learned", "learned_offset"):
+            raise ValueError(f"weight_scale must be one of ['mean_abs', 'learned', 'learned_offset'], got {weight_scale!r}")
+        self.scale_mode = weight_scale
+        self.num_groups = num_groups
+        self.ste = ste
+        if weight_scale != "mean_abs":
+            self.weight_scale = nn.Parameter(torch.ones(num_groups, device=device, dtype=dtype))
+        if weight_scale == "learned_offset":
+            self.weight_offset = nn.Parameter(torch.zeros(num_groups, device=device, dtype=dtype))
+
+    @property
+    def has_offset(self) -> bool:
+        return self.scale_mode == "learned_offset"
+
+    @torch.no_grad()
+    def reset_scales(self) -> None:
+        """Set the learned α (and γ) to their initial values computed from the current latent weight."""
+        if self.scale_mode == "mean_abs":
+            return
+        alpha, gamma = initial_scales(self.weight, self.num_groups, self.has_offset)
+        self.weight_scale.copy_(alpha)
+        if gamma is not None:
+            self.weight_offset.copy_(gamma)
+
+    def _share_weight(self, weight: nn.Parameter) -> None:
+        """Use `weight` as the latent weight and (re)create the scales on its device, initialised from it."""
+        self.weight = weight
+        for name in ("weight_scale", "weight_offset"):
+            if hasattr(self, name):
+                setattr(self, name, nn.Parameter(torch.ones(self.num_groups, dtype=weight.dtype, device=weight.device)))
+        if weight.device.type != "meta":
+            self.reset_scales()
+
+    def scales(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """α [num_groups] and γ [num_groups] (None without offset) used by the current forward."""
+        return current_scales(
+            self.scale_mode, self.num_groups, self.weight, getattr(self, "weight_scale", None), getattr(self, "weight_offset", None)
+        )
+
+    def quantized_weight(self) -> torch.Tensor:
+        """W_q = α·B + γ [rows, cols], differentiable through the STE."""
+        alpha, gamma = self.scales()
+        rows = self.weight.shape[0]
+        if gamma is None:
+            return _per_row(alpha, rows) * sign_ste(self.weight, self.ste)
+        gamma_rows = _per_row(gamma, rows)
+        return _per_row(alpha, rows) * sign_ste(self.weight - gamma_rows, self.ste) + gamma_rows
+
+    def packed_tensors(self) -> dict[str, torch.Tensor]:
+        """This layer's binarized weight in packed form (see `pack_weight`); the bias is not included."""
+        return pack_weight(self.weight, *self.scales())
+
+
+class BinaryLinear(BinarizedWeightMixin, nn.Linear):
     r"""Linear layer with 1-bit weights for quantization-aware training.
 
     Holds the latent float weight W [out_features, in_features] (trained by the optimizer) and, for the learned
@@ -99,56 +172,16 @@ class BinaryLinear(nn.Linear):
         device=None,
         dtype=None,
     ):
-        if weight_scale not in ("mean_abs", "learned", "learned_offset"):
-            raise ValueError(f"weight_scale must be one of ['mean_abs', 'learned', 'learned_offset'], got {weight_scale!r}")
         _check_groups(out_features, num_groups)
         super().__init__(in_features, out_features, bias, device=device, dtype=dtype)
-        self.scale_mode = weight_scale
-        self.num_groups = num_groups
-        self.ste = ste
+        self._init_binarization(weight_scale, num_groups, ste, device, dtype)
         # Slot for an activation quantizer on the input (identity: full-precision activations, W1A32).
         self.input_quantizer: nn.Module = nn.Identity()
-        if weight_scale != "mean_abs":
-            self.weight_scale = nn.Parameter(torch.ones(num_groups, device=device, dtype=dtype))
-        if weight_scale == "learned_offset":
-            self.weight_offset = nn.Parameter(torch.zeros(num_groups, device=device, dtype=dtype))
         if self.weight.device.type != "meta":
             self.reset_scales()
 
-    @property
-    def has_offset(self) -> bool:
-        return self.scale_mode == "learned_offset"
-
-    @torch.no_grad()
-    def reset_scales(self) -> None:
-        """Set the learned α (and γ) to their initial values computed from the current latent weight."""
-        if self.scale_mode == "mean_abs":
-            return
-        alpha, gamma = initial_scales(self.weight, self.num_groups, self.has_offset)
-        self.weight_scale.copy_(alpha)
-        if gamma is not None:
-            self.weight_offset.copy_(gamma)
-
-    def scales(self) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """α [num_groups] and γ [num_groups] (None without offset) used by the current forward."""
-        return current_scales(
-            self.scale_mode, self.num_groups, self.weight, getattr(self, "weight_scale", None), getattr(self, "weight_offset", None)
-        )
-
-    def quantized_weight(self) -> torch.Tensor:
-        """W_q = α·B + γ [out_features, in_features], differentiable through the STE."""
-        alpha, gamma = self.scales()
-        if gamma is None:
-            return _per_row(alpha, self.out_features) * sign_ste(self.weight, self.ste)
-        gamma_rows = _per_row(gamma, self.out_features)
-        return _per_row(alpha, self.out_features) * sign_ste(self.weight - gamma_rows, self.ste) + gamma_rows
-
     def forward(self, input: torch.Tensor) -> torch.Tensor:
         return F.linear(self.input_quantizer(input), self.quantized_weight(), self.bias)
-
-    def packed_tensors(self) -> dict[str, torch.Tensor]:
-        """This layer's binarized weight in packed form (see `pack_weight`); the bias is not included."""
-        return pack_weight(self.weight, *self.scales())
 
     @torch.no_grad()
     def freeze(self) -> "PackedBinaryLinear":
@@ -172,13 +205,8 @@ class BinaryLinear(nn.Linear):
     def from_linear(cls, linear: nn.Linear, **kwargs) -> "BinaryLinear":
         """A `BinaryLinear` sharing `linear`'s weight and bias tensors, with scales initialised from them."""
         module = cls(linear.in_features, linear.out_features, linear.bias is not None, device="meta", **kwargs)
-        module.weight = linear.weight
         module.bias = linear.bias
-        for name in ("weight_scale", "weight_offset"):
-            if hasattr(module, name):
-                setattr(module, name, nn.Parameter(torch.ones(module.num_groups, dtype=linear.weight.dtype, device=linear.weight.device)))
-        if linear.weight.device.type != "meta":
-            module.reset_scales()
+        module._share_weight(linear.weight)
         return module
 
     def extra_repr(self) -> str:
@@ -224,11 +252,8 @@ class PackedBinaryLinear(nn.Module):
 
     def dequantized_weight(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         """W = α·B + γ [out_features, in_features] in `dtype`."""
-        signs = unpack_signs(self.weight_packed, self.in_features, dtype)
-        weight = _per_row(self.weight_scale.to(dtype), self.out_features) * signs
-        if self.has_offset:
-            weight = weight + _per_row(self.weight_offset.to(dtype), self.out_features)
-        return weight
+        return dequantize(self.weight_packed, self.in_features, self.weight_scale,
+                          self.weight_offset if self.has_offset else None, dtype)
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
         input = self.input_quantizer(input)
@@ -264,4 +289,4 @@ class PackedBinaryLinear(nn.Module):
         )
 
 
-__all__ = ["BinaryLinear", "PackedBinaryLinear", "binary_sign", "current_scales", "initial_scales", "pack_weight"]
+__all__ = ["BinarizedWeightMixin", "BinaryLinear", "PackedBinaryLinear", "dequantize", "binary_sign", "current_scales", "initial_scales", "pack_weight"]

@@ -5,7 +5,10 @@ from __future__ import annotations
 import re
 
 from torch import nn
+from transformers.models.bert.modeling_bert import BertEmbeddings, BertSelfAttention
 
+from .activation import make_activation_quantizer
+from .embedding import BinaryEmbedding, PackedBinaryEmbedding
 from .linear import BinaryLinear, PackedBinaryLinear
 
 # binarizable name -> pattern on the module's qualified name inside a BERT (`bert.` prefix optional)
@@ -44,12 +47,25 @@ def _set_module(model: nn.Module, name: str, module: nn.Module) -> None:
     setattr(model.get_submodule(parent_name) if parent_name else model, child, module)
 
 
+def _linear_input_signed(config, target: str) -> bool:
+    # BiT: the FFN output Linear sees non-negative inputs after ReLU; everything else can be negative.
+    return not (config.activation_quantizer == "elastic" and target == "output" and config.hidden_act == "relu")
+
+
 def binarize_(model: nn.Module, config) -> list[str]:
-    """Replace, in place, every `nn.Linear` of `model` named in `config.binarized_modules` by a `BinaryLinear`
-    (sharing its weight and bias) or, when `config.packed_weights`, by an empty `PackedBinaryLinear`.
+    """Binarize a transformers BERT in place, as `config` says:
+
+    - every `nn.Linear` named in `config.binarized_modules` becomes a `BinaryLinear` (sharing its weight and bias)
+      or, when `config.packed_weights`, an empty `PackedBinaryLinear`; below 32 activation bits each gets an
+      `input_quantizer` (`activation.make_activation_quantizer`);
+    - below 32 activation bits every `BertSelfAttention` gets `query_quantizer`, `key_quantizer`,
+      `value_quantizer` (signed, shift per head channel) and, for softmax attention, `probs_quantizer` (unsigned),
+      used by the attention functions of `hf_binary_bert.attention`;
+    - with `embedding_bits=1` the tables named in `config.binarized_embeddings` become `BinaryEmbedding` (or empty
+      `PackedBinaryEmbedding`).
 
     Returns:
-        The qualified names of the replaced modules.
+        The qualified names of the replaced Linear and embedding modules.
     """
     replaced = []
     for name, module in list(model.named_modules()):
@@ -71,22 +87,45 @@ def binarize_(model: nn.Module, config) -> list[str]:
             )
         else:
             new = BinaryLinear.from_linear(module, weight_scale=config.weight_scale, num_groups=groups, ste=config.ste)
+        new.input_quantizer = make_activation_quantizer(
+            config, signed=_linear_input_signed(config, target), shift_shape=(module.in_features,)
+        )
         _set_module(model, name, new)
         replaced.append(name)
+    for name, module in list(model.named_modules()):
+        if isinstance(module, BertSelfAttention) and config.activation_bits < 32:
+            head_shape = (module.num_attention_heads, 1, module.attention_head_size)
+            for part in ("query", "key", "value"):
+                setattr(module, f"{part}_quantizer", make_activation_quantizer(config, shift_shape=head_shape))
+            if config.attention_type == "softmax":
+                module.probs_quantizer = make_activation_quantizer(config, signed=False)
+        if isinstance(module, BertEmbeddings) and config.embedding_bits == 1:
+            for table in config.binarized_embeddings:
+                embedding = getattr(module, f"{table}_embeddings")
+                if config.packed_weights:
+                    new = PackedBinaryEmbedding(embedding.num_embeddings, embedding.embedding_dim,
+                                                has_offset=config.weight_scale == "learned_offset",
+                                                device=embedding.weight.device)
+                else:
+                    new = BinaryEmbedding.from_embedding(embedding, weight_scale=config.weight_scale, ste=config.ste)
+                setattr(module, f"{table}_embeddings", new)
+                replaced.append(f"{name}.{table}_embeddings" if name else f"{table}_embeddings")
     return replaced
 
 
 def freeze_(model: nn.Module) -> int:
-    """Replace every `BinaryLinear` by its packed inference form (`PackedBinaryLinear`). Returns how many."""
-    frozen = [(n, m) for n, m in model.named_modules() if isinstance(m, BinaryLinear)]
+    """Replace every `BinaryLinear` / `BinaryEmbedding` by its packed inference form (`PackedBinaryLinear` /
+    `PackedBinaryEmbedding`). Returns how many."""
+    frozen = [(n, m) for n, m in model.named_modules() if isinstance(m, (BinaryLinear, BinaryEmbedding))]
     for name, module in frozen:
         _set_module(model, name, module.freeze())
     return len(frozen)
 
 
 def unfreeze_(model: nn.Module, config) -> int:
-    """Replace every `PackedBinaryLinear` by a trainable `BinaryLinear` with latent weight α·B + γ. Returns how many."""
-    packed = [(n, m) for n, m in model.named_modules() if isinstance(m, PackedBinaryLinear)]
+    """Replace every `PackedBinaryLinear` / `PackedBinaryEmbedding` by its trainable form with latent weight
+    α·B + γ. Returns how many."""
+    packed = [(n, m) for n, m in model.named_modules() if isinstance(m, (PackedBinaryLinear, PackedBinaryEmbedding))]
     for name, module in packed:
         _set_module(model, name, module.unfreeze(config.weight_scale, config.ste))
     return len(packed)

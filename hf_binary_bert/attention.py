@@ -1,0 +1,80 @@
+"""Quantized attention for transformers' own `BertSelfAttention`, through the attention interface.
+
+BERT's attention module computes Q, K, V with its (binarized) Linears and calls
+`ALL_ATTENTION_FUNCTIONS[config._attn_implementation]`; this module registers two functions there, which quantize the
+matmul operands with the quantizers `binarize_` attached to the attention module (`query_quantizer`,
+`key_quantizer`, `value_quantizer`, `probs_quantizer`):
+
+- `"binary_bert_softmax"`: A = softmax(Q̂·K̂ᵀ/√D + M), Â = quantize_unsigned(A), O = Â·V̂. With the elastic quantizer this
+  is BiT's binarized softmax (Liu et al., NeurIPS 2022: Â ∈ {0, α}).
+- `"bi_attention"`: BiBERT's Bi-Attention (Qin et al., ICLR 2022, eq. 9–10): A = bool(B_Q·B_Kᵀ/√D + M) ∈ {0, 1},
+  no softmax, O = A·B_V. bool(x) = 1[x > 0] with the clipped-identity STE.
+
+Both need the full attention matrix, i.e. the eager path (no SDPA / flash / flex kernels); their masks are transformers'
+eager masks (additive, −inf-like on padding, so padding keys get weight 0). Shapes: query/key/value [B, H, T, d],
+mask [B, 1, T, T] or None → output [B, T, H, d] and weights [B, H, T, T].
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from transformers import AttentionInterface
+from transformers.masking_utils import AttentionMaskInterface, eager_mask
+
+SOFTMAX_ATTENTION = "binary_bert_softmax"
+BI_ATTENTION = "bi_attention"
+
+
+def _quantize(module: nn.Module, name: str, x: torch.Tensor) -> torch.Tensor:
+    quantizer = getattr(module, name, None)
+    return x if quantizer is None else quantizer(x)
+
+
+def heaviside_ste(x: torch.Tensor) -> torch.Tensor:
+    """bool(x) = 1[x > 0] ∈ {0, 1} (same shape and dtype); gradient 1 where |x| ≤ 1 (BiBERT's ZMeanBinaryQuantizer)."""
+    hard = (x > 0).to(x.dtype)
+    soft = x.clamp(-1, 1)
+    return hard + (soft - soft.detach())
+
+
+def binary_softmax_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
+    """Softmax attention with quantized Q, K, V and quantized probabilities (see module docstring)."""
+    if scaling is None:
+        scaling = query.size(-1) ** -0.5
+    query, key, value = (_quantize(module, f"{n}_quantizer", t) for n, t in (("query", query), ("key", key), ("value", value)))
+    scores = torch.matmul(query, key.transpose(2, 3)) * scaling
+    if attention_mask is not None:
+        scores = scores + attention_mask
+    probs = _quantize(module, "probs_quantizer", nn.functional.softmax(scores, dim=-1))
+    probs = nn.functional.dropout(probs, p=dropout, training=module.training)
+    output = torch.matmul(probs, value).transpose(1, 2).contiguous()
+    return output, probs
+
+
+def bi_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
+    """BiBERT's Bi-Attention: boolean attention weights, no softmax (see module docstring)."""
+    if scaling is None:
+        scaling = query.size(-1) ** -0.5
+    query, key, value = (_quantize(module, f"{n}_quantizer", t) for n, t in (("query", query), ("key", key), ("value", value)))
+    scores = torch.matmul(query, key.transpose(2, 3)) * scaling
+    if attention_mask is not None:
+        scores = scores + attention_mask
+    weights = heaviside_ste(scores)
+    weights = nn.functional.dropout(weights, p=dropout, training=module.training)
+    output = torch.matmul(weights, value).transpose(1, 2).contiguous()
+    return output, weights
+
+
+def register_attention_functions() -> None:
+    """Register both functions (and transformers' eager mask for them) with transformers; idempotent."""
+    AttentionInterface.register(SOFTMAX_ATTENTION, binary_softmax_attention)
+    AttentionInterface.register(BI_ATTENTION, bi_attention)
+    AttentionMaskInterface.register(SOFTMAX_ATTENTION, eager_mask)
+    AttentionMaskInterface.register(BI_ATTENTION, eager_mask)
+
+
+register_attention_functions()
+
+__all__ = ["BI_ATTENTION", "SOFTMAX_ATTENTION", "bi_attention", "binary_softmax_attention", "heaviside_ste",
+           "register_attention_functions"]

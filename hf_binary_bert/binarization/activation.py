@@ -1,0 +1,135 @@
+"""Activation quantizers: what turns the inputs of binarized Linears and of the attention matmuls into 1–8-bit values.
+
+Two schemes (`BinaryBertConfig.activation_quantizer`), each with a signed form (inputs that can be negative: Q/K/V,
+the inputs of the Linears) and an unsigned form (non-negative inputs: attention probabilities, the FFN input after
+ReLU):
+
+- `"sign"`:
+  - 1 bit, signed: x̂ = sign(x) ∈ {−1, +1}, gradient by the configured STE (BiBERT, Qin et al. ICLR 2022).
+  - 1 bit, unsigned: x̂ = 1[x ≥ ½] ∈ {0, 1} (direct binarization of a probability; the baseline Bi-Attention fixes).
+  - b ∈ {2, 4, 8} bits: LSQ (Esser et al., ICLR 2020): x̂ = s·round(clip(x / s, Q_n, Q_p)) with a learned step s,
+    signed Q_n = −2ᵇ⁻¹, Q_p = 2ᵇ⁻¹ − 1, unsigned Q_n = 0, Q_p = 2ᵇ − 1; ∂/∂s scaled by g = 1/√(N·Q_p).
+- `"elastic"` (BiT, Liu et al. NeurIPS 2022, eq. 3–5): a learned per-channel shift β first, then
+  - 1 bit, signed: x̂ = α·sign(x − β) ∈ {−α, +α}; ∂x̂/∂α = sign(x − β) (scaled by g), ∂x̂/∂x = 1[|x − β| ≤ α].
+  - 1 bit, unsigned and b bits: x̂ = α·round(clip((x − β) / α, Q_n, Q_p)) (LSQ gradients), e.g. {0, α}.
+
+Learned steps start from the first batch seen (LSQ / BiT initialisation): s₀ = 2·mean|x − β| / √Q_p for signed and
+4·mean|x − β| / √Q_p for unsigned inputs, averaged over processes under `torch.distributed`. The `calibrated` buffer
+records that this happened, so a loaded checkpoint keeps its trained step.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from .ste import sign_ste
+
+ACTIVATION_SCHEMES = ("sign", "elastic")
+
+
+def _grad_scale(x: torch.Tensor, scale: float) -> torch.Tensor:
+    """Forward: x. Backward: gradient × `scale` (LSQ's step-gradient scaling)."""
+    return (x - x * scale).detach() + x * scale
+
+
+def _round_ste(x: torch.Tensor) -> torch.Tensor:
+    """Forward: round(x). Backward: identity."""
+    return (x.round() - x).detach() + x
+
+
+def quantization_range(bits: int, signed: bool) -> tuple[int, int]:
+    """(Q_n, Q_p): the integer levels of a `bits`-bit quantizer; 1-bit signed is sign(·), i.e. (−1, 1)."""
+    if signed:
+        return (-1, 1) if bits == 1 else (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1)
+    return 0, 2**bits - 1
+
+
+class ActivationQuantizer(nn.Module):
+    r"""Quantizes an activation tensor to `bits` bits (see the module docstring for the formulas).
+
+    Parameters (when the scheme has them): `step` [] (s or α, float32), `shift` [`shift_shape`] (β, elastic only);
+    buffer `calibrated` uint8 [] (1 once the step was initialised from data). Shapes: x [..., *shift_shape] →
+    x̂ same shape and dtype.
+
+    Args:
+        bits: 1, 2, 4 or 8.
+        signed: whether the input can be negative (signed value set) or not (unsigned).
+        scheme: `"sign"` or `"elastic"`.
+        shift_shape: shape of the elastic shift β, broadcast against the trailing dims of x (e.g. `(in_features,)`
+            for a Linear input, `(heads, 1, head_dim)` for Q/K/V); None: no shift (attention probabilities).
+        ste: straight-through estimator of the 1-bit `"sign"` scheme.
+
+    Raises:
+        ValueError: for bits outside {1, 2, 4, 8} or an unknown scheme.
+    """
+
+    def __init__(self, bits: int, *, signed: bool = True, scheme: str = "sign", shift_shape: tuple[int, ...] | None = None,
+                 ste: str = "clipped_identity"):
+        super().__init__()
+        if bits not in (1, 2, 4, 8):
+            raise ValueError(f"activation bits must be one of [1, 2, 4, 8], got {bits!r}")
+        if scheme not in ACTIVATION_SCHEMES:
+            raise ValueError(f"activation scheme must be one of {list(ACTIVATION_SCHEMES)}, got {scheme!r}")
+        self.bits = bits
+        self.signed = signed
+        self.scheme = scheme
+        self.ste = ste
+        self.q_n, self.q_p = quantization_range(bits, signed)
+        if self.has_step:
+            self.step = nn.Parameter(torch.ones(()))
+            self.register_buffer("calibrated", torch.zeros((), dtype=torch.uint8))
+            self._seen_calibrated = False  # caches `calibrated` == 1 to avoid a device sync per forward
+        if scheme == "elastic" and shift_shape is not None:
+            self.shift = nn.Parameter(torch.zeros(shift_shape))
+
+    @property
+    def has_step(self) -> bool:
+        return self.scheme == "elastic" or self.bits > 1
+
+    @torch.no_grad()
+    def calibrate(self, x: torch.Tensor) -> None:
+        """Initialise the step from a batch x (LSQ / BiT rule in the module docstring) and mark it calibrated."""
+        value = x.detach().float().abs().mean() * (2.0 if self.signed else 4.0) / math.sqrt(max(self.q_p, 1))
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.all_reduce(value)
+            value /= torch.distributed.get_world_size()
+        self.step.copy_(value.clamp_min(1e-5))
+        self.calibrated.fill_(1)
+        self._seen_calibrated = True
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if hasattr(self, "shift"):
+            x = x - self.shift.to(x.dtype)
+        if not self.has_step:  # 1-bit "sign"
+            if self.signed:
+                return sign_ste(x, self.ste)
+            return (sign_ste(x - 0.5, self.ste) + 1) / 2
+        if not self._seen_calibrated:
+            if self.calibrated.item():
+                self._seen_calibrated = True
+            else:
+                self.calibrate(x)
+        step = _grad_scale(self.step.clamp_min(1e-5), 1.0 / math.sqrt(x.numel() * max(self.q_p, 1))).to(x.dtype)
+        if self.bits == 1 and self.signed:
+            # BiT: the STE window is |x| ≤ α and ∂/∂α = sign(x)
+            return sign_ste(x / step.detach(), "clipped_identity") * step
+        return _round_ste((x / step).clamp(self.q_n, self.q_p)) * step
+
+    def extra_repr(self) -> str:
+        shift = f", shift={list(self.shift.shape)}" if hasattr(self, "shift") else ""
+        return f"bits={self.bits}, signed={self.signed}, scheme={self.scheme}{shift}"
+
+
+def make_activation_quantizer(config, *, signed: bool = True, shift_shape: tuple[int, ...] | None = None) -> nn.Module:
+    """The quantizer `config` asks for (`activation_bits`, `activation_quantizer`, `ste`), or `nn.Identity()` at 32
+    bits."""
+    if config.activation_bits >= 32:
+        return nn.Identity()
+    return ActivationQuantizer(config.activation_bits, signed=signed, scheme=config.activation_quantizer,
+                               shift_shape=shift_shape, ste=config.ste)
+
+
+__all__ = ["ACTIVATION_SCHEMES", "ActivationQuantizer", "make_activation_quantizer", "quantization_range"]
