@@ -55,7 +55,19 @@ def _add_train_args(p, *, learning_rate):
 
 
 def _add_binarization_args(p):
-    from .configuration_binary_bert import BINARIZABLE_MODULES, ENCODER_MODULES, FP_DTYPES, SCALE_GRANULARITIES, STES, WEIGHT_SCALES
+    from .configuration_binary_bert import (
+        ACTIVATION_BITS,
+        ACTIVATION_QUANTIZERS,
+        ATTENTION_TYPES,
+        BINARIZABLE_EMBEDDINGS,
+        BINARIZABLE_MODULES,
+        EMBEDDING_BITS,
+        ENCODER_MODULES,
+        FP_DTYPES,
+        SCALE_GRANULARITIES,
+        STES,
+        WEIGHT_SCALES,
+    )
 
     p.add_argument("--weight-scale", default="learned_offset", choices=WEIGHT_SCALES, help="α (and γ) scheme (default learned_offset)")
     p.add_argument("--scale-granularity", default="head", choices=SCALE_GRANULARITIES, help="one α per tensor, attention head or row (default head)")
@@ -63,6 +75,17 @@ def _add_binarization_args(p):
                    help=f"Linear layers to binarize (default: the six encoder Linears); any of {list(BINARIZABLE_MODULES)}")
     p.add_argument("--ste", default="clipped_identity", choices=STES)
     p.add_argument("--fp-dtype", default="float16", choices=FP_DTYPES, help="dtype of the full-precision parts on disk (default float16)")
+    p.add_argument("--activation-bits", type=int, default=32, choices=ACTIVATION_BITS,
+                   help="bits of the activations entering binarized Linears and attention matmuls (default 32; 1 = W1A1)")
+    p.add_argument("--activation-quantizer", default="sign", choices=ACTIVATION_QUANTIZERS,
+                   help="'sign' (BiBERT sign / LSQ) or 'elastic' (BiT: learned scale and shift) (default sign)")
+    p.add_argument("--attention-type", default="softmax", choices=ATTENTION_TYPES,
+                   help="'softmax' (quantized probabilities) or 'bi_attention' (BiBERT) (default softmax)")
+    p.add_argument("--embedding-bits", type=int, default=32, choices=EMBEDDING_BITS, help="32, 16 or 1 (default 32)")
+    p.add_argument("--binarized-embeddings", nargs="+", default=["word"], choices=BINARIZABLE_EMBEDDINGS, metavar="TABLE",
+                   help="tables binarized with --embedding-bits 1 (default: word)")
+    p.add_argument("--hidden-act", default=None, choices=("gelu", "relu"),
+                   help="FFN activation of the student (default: the teacher's; BiT uses relu)")
 
 
 def _add_distill_loss_args(p):
@@ -74,6 +97,12 @@ def _add_distill_loss_args(p):
     p.add_argument("--attention-loss-weight", type=float, default=0.0)
     p.add_argument("--attention-loss", default="mse", choices=("mse", "kl"))
     p.add_argument("--cosine-loss-weight", type=float, default=0.0)
+    p.add_argument("--dmd-loss-weight", type=float, default=0.0, help="BiBERT direction-matching distillation weight (default 0)")
+    p.add_argument("--dmd-targets", nargs="+", default=["query", "key", "value"], choices=("query", "key", "value"))
+    p.add_argument("--two-stage", action="store_true", help="intermediate-layer losses first, prediction losses second")
+    p.add_argument("--intermediate-stage-ratio", type=float, default=0.5, help="fraction of steps in the first stage (default 0.5)")
+    p.add_argument("--multi-step", default=None, metavar="SCHEDULE",
+                   help="BiT multi-step distillation, e.g. W1A4,W1A2,W1A1: one stage per entry, each taught by the previous")
     p.add_argument("--teacher-bf16", action="store_true", help="run the teacher in bf16 autocast")
 
 
@@ -155,13 +184,20 @@ def _check_model(name, flag, *, allow_binary):
         raise UsageError(f"{flag}: {err}") from None
 
 
-def _binarization(args) -> dict:
+def _binarization(args, stage_bits=()) -> dict:
+    """The binarization fields of the arguments, validated (for every multi-step stage's activation bits)."""
     from .configuration_binary_bert import BinaryBertConfig
 
     fields = {"weight_scale": args.weight_scale, "scale_granularity": args.scale_granularity,
-              "binarized_modules": args.binarize, "ste": args.ste, "fp_dtype": args.fp_dtype}
+              "binarized_modules": args.binarize, "ste": args.ste, "fp_dtype": args.fp_dtype,
+              "activation_bits": args.activation_bits, "activation_quantizer": args.activation_quantizer,
+              "attention_type": args.attention_type, "embedding_bits": args.embedding_bits,
+              "binarized_embeddings": args.binarized_embeddings}
+    if args.hidden_act:
+        fields["hidden_act"] = args.hidden_act
     try:
-        BinaryBertConfig(**fields)
+        for bits in stage_bits or (fields["activation_bits"],):
+            BinaryBertConfig(**{**fields, "activation_bits": bits})
     except ValueError as err:
         raise UsageError(str(err)) from None
     return fields
@@ -189,7 +225,8 @@ def _loss_kwargs(args) -> dict:
                   temperature=args.temperature, hidden_loss_weight=args.hidden_loss_weight,
                   hidden_layer_weights=args.hidden_layer_weights, attention_loss_weight=args.attention_loss_weight,
                   attention_loss=args.attention_loss, cosine_loss_weight=args.cosine_loss_weight,
-                  teacher_bf16=args.teacher_bf16)
+                  dmd_loss_weight=args.dmd_loss_weight, dmd_targets=args.dmd_targets, two_stage=args.two_stage,
+                  intermediate_stage_ratio=args.intermediate_stage_ratio, teacher_bf16=args.teacher_bf16)
     try:
         DistillationTrainingArguments(output_dir=os.devnull, report_to=[], **kwargs)
     except ValueError as err:
@@ -228,12 +265,17 @@ def cmd_finetune(args):
 def cmd_distill(args):
     _check_task(args)
     _check_model(args.teacher, "--teacher", allow_binary=False)
-    binarization = _binarization(args)
-    losses = _loss_kwargs(args)
-    from .recipes import distill
+    from .recipes import distill, parse_schedule
 
+    try:
+        stage_bits = parse_schedule(args.multi_step)
+    except ValueError as err:
+        raise UsageError(f"--multi-step: {err}") from None
+    binarization = _binarization(args, stage_bits)
+    losses = _loss_kwargs(args)
     # the comparison below scores teacher and student; no separate evaluation after training
-    distill(args.teacher, args.task, args.output_dir, binarization=binarization, evaluate=False, **_train_kwargs(args), **losses)
+    distill(args.teacher, args.task, args.output_dir, binarization=binarization, schedule=args.multi_step,
+            evaluate=False, **_train_kwargs(args), **losses)
     rows = _compare({"teacher": args.teacher, "student": args.output_dir}, args.task, latency=not args.no_latency,
                     progress=not args.no_progress, data_dir=args.data_dir, dataset_name=args.dataset_name,
                     eval_files=args.eval_files, max_seq_length=args.max_seq_length,

@@ -93,7 +93,8 @@ class BinaryBertConfig(BertConfig):
 
     Raises:
         ValueError: at construction, for an unknown value of any field above (naming the field and the allowed
-            values), or for `scale_granularity="head"` when `num_attention_heads` does not divide `hidden_size`.
+            values), for `scale_granularity="head"` when `num_attention_heads` does not divide `hidden_size`, or for
+            `attention_type="bi_attention"` with `activation_bits=32`.
 
     Example:
 
@@ -137,6 +138,10 @@ class BinaryBertConfig(BertConfig):
         _check_choice("activation_quantizer", self.activation_quantizer, ACTIVATION_QUANTIZERS)
         _check_choice("attention_type", self.attention_type, ATTENTION_TYPES)
         _check_choice("embedding_bits", self.embedding_bits, EMBEDDING_BITS)
+        if self.attention_type == "bi_attention" and self.activation_bits == 32:
+            raise ValueError(
+                "BinaryBertConfig.attention_type='bi_attention' binarizes Q, K and V: it needs activation_bits < 32"
+            )
         if self.binarized_embeddings is None:
             self.binarized_embeddings = ["word"]
         if not isinstance(self.binarized_embeddings, (list, tuple)):

@@ -1,6 +1,6 @@
 """Analytic operation count and packed-checkpoint size of a (binarized) BERT, from its config alone.
 
-Operations follow BiBERT (Qin et al., ICLR 2022, Table 1: BERT-base 22.5 GFLOPs at full precision → 0.4 G at W1A1)
+Operations follow BiBERT (Qin et al., ICLR 2022, results table: BERT-base 22.5 GFLOPs at full precision → 0.4 G at W1A1)
 and BinaryBERT (Bai et al., ACL 2021: 1.5 G at W1A4): a matmul [M, K] x [K, N] costs 2·M·K·N operations; a binarized
 Linear fed b-bit activations (b < 32) does them as bit operations, b per MAC (bit-serial), and 64 bit operations
 count as one FLOP. Sizes use MB = 10⁶ bytes, split like `size.py` (`COMPONENTS`, `component_of`).
@@ -23,7 +23,7 @@ _EMBEDDINGS = {"word": "vocab_size", "position": "max_position_embeddings", "tok
 def _check(head, seq_len: int = 1) -> None:
     if head not in HEADS:
         raise ValueError(f"head must be one of {list(HEADS)}, got {head!r}")
-    if not isinstance(seq_len, int) or seq_len < 1:
+    if isinstance(seq_len, bool) or not isinstance(seq_len, int) or seq_len < 1:
         raise ValueError(f"seq_len must be an integer >= 1, got {seq_len!r}")
 
 
@@ -103,13 +103,23 @@ def _tensors(config, head, num_labels) -> list[tuple[str, int]]:
     fp = _DTYPE_BYTES[getattr(config, "fp_dtype", "float32")]
     binarized = set(getattr(config, "binarized_modules", None) or ())
     offset = getattr(config, "weight_scale", None) == "learned_offset"
+    bits, scheme = getattr(config, "activation_bits", 32), getattr(config, "activation_quantizer", "sign")
     d, out = config.hidden_size, []
+
+    def quantizer(name: str, channels: int = 0) -> None:  # step + calibrated flag (not 1-bit sign), elastic shift
+        if bits < 32 and (scheme == "elastic" or bits > 1):
+            out.extend([(f"{name}.step", 4), (f"{name}.calibrated", 1)])
+        if bits < 32 and scheme == "elastic" and channels:
+            out.append((f"{name}.shift", 4 * channels))
+
+    def packed(name: str, rows: int, cols: int, groups: int) -> None:  # bits, α (and γ) per group
+        out.extend([(f"{name}.weight_packed", rows * -(-cols // 8)), (f"{name}.weight_scale", 4 * groups)])
+        out.extend([(f"{name}.weight_offset", 4 * groups)] if offset else [])
 
     def linear(name: str, target: str | None, n_in: int, n_out: int) -> None:
         if target in binarized:
-            groups = num_scale_groups(config, target, n_out)
-            out.extend([(f"{name}.weight_packed", n_out * -(-n_in // 8)), (f"{name}.weight_scale", 4 * groups)])
-            out.extend([(f"{name}.weight_offset", 4 * groups)] if offset else [])
+            packed(name, n_out, n_in, num_scale_groups(config, target, n_out))
+            quantizer(f"{name}.input_quantizer", n_in)
         else:
             out.append((f"{name}.weight", n_in * n_out * fp))
         out.append((f"{name}.bias", n_out * fp))
@@ -122,8 +132,7 @@ def _tensors(config, head, num_labels) -> list[tuple[str, int]]:
     for table, size_field in _EMBEDDINGS.items():
         rows, name = getattr(config, size_field), f"bert.embeddings.{table}_embeddings"
         if table in binarized_tables:
-            out.extend([(f"{name}.weight_packed", rows * -(-d // 8)), (f"{name}.weight_scale", 4 * rows)])
-            out.extend([(f"{name}.weight_offset", 4 * rows)] if offset else [])
+            packed(name, rows, d, rows)
         else:
             out.append((f"{name}.weight", rows * d * (2 if emb_bits == 16 else fp)))
     layer_norm("bert.embeddings")
@@ -131,6 +140,10 @@ def _tensors(config, head, num_labels) -> list[tuple[str, int]]:
         prefix = f"bert.encoder.layer.{n}"
         for target, n_in, n_out in _encoder_linears(config):
             linear(f"{prefix}.{_ENCODER_PATHS[target]}", target, n_in, n_out)
+        for part in ("query", "key", "value"):
+            quantizer(f"{prefix}.attention.self.{part}_quantizer", d)
+        if getattr(config, "attention_type", "softmax") == "softmax":
+            quantizer(f"{prefix}.attention.self.probs_quantizer")
         layer_norm(f"{prefix}.attention.output")
         layer_norm(f"{prefix}.output")
     if head == "sequence_classification":
@@ -140,8 +153,11 @@ def _tensors(config, head, num_labels) -> list[tuple[str, int]]:
         linear("cls.predictions.transform.dense", None, d, d)
         layer_norm("cls.predictions.transform")
         out.append(("cls.predictions.bias", config.vocab_size * fp))
-        if "word" in binarized_tables or not getattr(config, "tie_word_embeddings", True):
-            out.append(("cls.predictions.decoder.weight", config.vocab_size * d * fp))
+        if not getattr(config, "tie_word_embeddings", True):
+            linear("cls.predictions.decoder", None, d, config.vocab_size)
+        elif "word" in binarized_tables:
+            raise ValueError("a binarized word table cannot be tied to the masked-LM decoder: "
+                             "set tie_word_embeddings=False")
     return out
 
 
@@ -152,10 +168,11 @@ def estimate_packed_size(config, head: str | None = "sequence_classification",
     Binarized Linear: out·ceil(in/8) bytes of bits + 4 bytes per α group (+4 per γ group under `learned_offset`) +
     bias in `fp_dtype`; every other Linear, LayerNorm and bias in `fp_dtype`. Embedding tables: `fp_dtype` at
     `embedding_bits` 32, float16 at 16; at 1 each table in `binarized_embeddings` is rows·ceil(D/8) bytes + 4 per row
-    (+4 per row with γ), counted under the names `<table>.weight_packed`/`.weight_scale`/`.weight_offset`. The tied
-    MLM decoder weight is not written (it is when the word table is binarized or `tie_word_embeddings` is False).
-    Left out: the JSON header and the activation-quantizer parameters (a few float32 per layer, < 0.1 MB).
-    A plain `BertConfig` counts as float32 with nothing binarized.
+    (+4 per row with γ), named `<table>.weight_packed` / `.weight_scale` / `.weight_offset` (so they count under
+    "packed_weights" / "scales"). The MLM decoder weight is written only when `tie_word_embeddings` is False.
+    Activation quantizers (activation_bits < 32) add 4 + 1 bytes per quantizer (step, calibrated flag; none for 1-bit
+    "sign") and, for "elastic", 4 bytes per input channel (BERT-base W1A1 elastic: 0.44 MB, under "other").
+    Left out: the JSON header (~35 kB for BERT-base). A plain `BertConfig` counts as float32, nothing binarized.
 
     Args:
         config: a `BinaryBertConfig` or a plain `transformers.BertConfig`.
@@ -167,7 +184,7 @@ def estimate_packed_size(config, head: str | None = "sequence_classification",
         `{"packed_weights", "scales", "embeddings", "other", "total"}` in MB (10⁶ bytes).
 
     Raises:
-        ValueError: for an unknown head.
+        ValueError: for an unknown head, or a binarized word table tied to the masked-LM decoder.
     """
     _check(head)
     sizes = dict.fromkeys(COMPONENTS, 0)

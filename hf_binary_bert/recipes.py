@@ -302,25 +302,59 @@ def finetune(model: str, task: str, output_dir: str, *, evaluate: bool = True, *
     return _train_and_record(trainer, output_dir, save, "finetune_results.json", evaluate)
 
 
+def parse_schedule(schedule: str | list | tuple | None) -> list[int]:
+    """A multi-step schedule → activation bits per stage: `"W1A4,W1A2,W1A1"` (or `[4, 2, 1]`) → `[4, 2, 1]`.
+
+    Raises:
+        ValueError: for a stage that is not `W1A<bits>` with bits in {32, 8, 4, 2, 1}.
+    """
+    if schedule is None or schedule == "":
+        return []
+    items = schedule.split(",") if isinstance(schedule, str) else list(schedule)
+    bits = []
+    for item in items:
+        text = str(item).strip().upper()
+        value = text.removeprefix("W1A") if text.startswith("W1A") else text
+        if not value.isdigit() or int(value) not in (32, 8, 4, 2, 1):
+            raise ValueError(f"multi-step stage {item!r} is not one of W1A32, W1A8, W1A4, W1A2, W1A1")
+        bits.append(int(value))
+    return bits
+
+
 def distill(
-    teacher: str, task: str, output_dir: str, *, binarization: dict | None = None, evaluate: bool = True, **kwargs
+    teacher: str,
+    task: str,
+    output_dir: str,
+    *,
+    binarization: dict | None = None,
+    schedule: str | list | None = None,
+    evaluate: bool = True,
+    **kwargs,
 ) -> dict:
     """Binarize `teacher` (a fine-tuned full-precision BERT) into a student, distil it on `task` with the
     `DistillationTrainer`, save the packed student (and tokenizer) in `output_dir` and plot its losses
     (`losses.png`).
 
+    With a `schedule` (BiT's multi-step distillation, Liu et al. NeurIPS 2022), e.g. `"W1A4,W1A2,W1A1"`, one
+    student is distilled per stage with that many activation bits; each stage starts from the previous stage's
+    student (latent weights and scales) and is taught by it, the first by `teacher`. Stage k is saved in
+    `output_dir/stage<k>-W1A<bits>` and the last one also in `output_dir`.
+
     Args:
-        binarization: `BinaryBertConfig` fields (`weight_scale`, `scale_granularity`, `fp_dtype`, …).
+        binarization: `BinaryBertConfig` fields (`weight_scale`, `scale_granularity`, `activation_bits`, …).
+        schedule: the multi-step stages (a string or a list of activation bits); None: one stage.
         evaluate: score the student on the evaluation split after training (skip it when the caller evaluates).
-        **kwargs: `TrainingOptions` fields (default learning rate 2e-4) and further
-            `DistillationTrainingArguments` (loss weights, temperature, bf16, …).
+        **kwargs: `TrainingOptions` fields (default learning rate 2e-4; `max_steps` / `epochs` per stage) and
+            further `DistillationTrainingArguments` (loss weights, temperature, bf16, …).
 
     Returns:
-        `{"metrics", "log_history", "train_seconds"}` as `finetune`, also written to `distill_results.json`.
+        `{"metrics", "log_history", "train_seconds"}` as `finetune` (of the last stage; with a schedule also
+        `"stages"`: the same per stage), also written to `distill_results.json`.
 
     Raises:
-        ValueError: when the teacher's number of labels differs from the task's.
+        ValueError: when the teacher's number of labels differs from the task's, or for a bad schedule.
     """
+    stage_bits = parse_schedule(schedule)
     options, extra = _split_options(kwargs)
     path, tokenizer, data = _prepare_training(teacher, task, options)
     teacher_cls, student_cls = (
@@ -329,19 +363,37 @@ def distill(
     teacher_model = teacher_cls.from_pretrained(path, dtype=torch.float32)
     if data.num_labels is not None and teacher_model.config.num_labels != data.num_labels:
         raise ValueError(f"teacher {teacher!r} has {teacher_model.config.num_labels} labels, task {task!r} has {data.num_labels}: fine-tune it first")
-    student = student_cls.from_teacher(teacher_model, **(binarization or {}))
-    args = _training_arguments(DistillationTrainingArguments, output_dir, options, 2e-4, extra)
-    trainer = DistillationTrainer(teacher_model=teacher_model, model=student, args=args, train_dataset=data.train,
-                                  eval_dataset=data.eval, data_collator=data.collator,
-                                  compute_metrics=data.compute_metrics,
-                                  preprocess_logits_for_metrics=data.preprocess_logits_for_metrics,
-                                  processing_class=tokenizer)
+    binarization = dict(binarization or {})
+    if not stage_bits:
+        stages = [(output_dir, binarization)]
+    else:
+        stages = [(os.path.join(output_dir, f"stage{i + 1}-W1A{bits}"), {**binarization, "activation_bits": bits})
+                  for i, bits in enumerate(stage_bits)]
+    results = []
+    for i, (stage_dir, stage_binarization) in enumerate(stages):
+        student = student_cls.from_teacher(teacher_model, **stage_binarization)
+        args = _training_arguments(DistillationTrainingArguments, stage_dir, options, 2e-4, extra)
+        trainer = DistillationTrainer(teacher_model=teacher_model, model=student, args=args, train_dataset=data.train,
+                                      eval_dataset=data.eval, data_collator=data.collator,
+                                      compute_metrics=data.compute_metrics,
+                                      preprocess_logits_for_metrics=data.preprocess_logits_for_metrics,
+                                      processing_class=tokenizer)
+        last = i == len(stages) - 1
 
-    def save():
-        trainer.save_model(output_dir)
-        plot_losses(trainer.state.log_history, Path(output_dir, "losses.png"))
+        def save(trainer=trainer, stage_dir=stage_dir, last=last):
+            trainer.save_model(stage_dir)
+            plot_losses(trainer.state.log_history, Path(stage_dir, "losses.png"))
+            if last and stage_dir != output_dir:
+                trainer.save_model(output_dir)
+                plot_losses(trainer.state.log_history, Path(output_dir, "losses.png"))
 
-    return _train_and_record(trainer, output_dir, save, "distill_results.json", evaluate)
+        results.append(_train_and_record(trainer, stage_dir, save, "distill_results.json", evaluate and last))
+        teacher_model = student
+    result = dict(results[-1])
+    if stage_bits:
+        result["stages"] = [{"activation_bits": b, **r} for b, r in zip(stage_bits, results)]
+        Path(output_dir, "distill_results.json").write_text(json.dumps(result, indent=1))
+    return result
 
 
 # ----------------------------------------------------------------------------------------------------------------

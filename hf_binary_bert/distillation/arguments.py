@@ -6,6 +6,9 @@ from dataclasses import dataclass, field
 
 from transformers import TrainingArguments
 
+INTERMEDIATE_LOSSES = ("hidden", "cosine", "attention", "dmd")
+PREDICTION_LOSSES = ("prediction", "task")
+
 
 @dataclass
 class DistillationTrainingArguments(TrainingArguments):
@@ -13,10 +16,19 @@ class DistillationTrainingArguments(TrainingArguments):
 
     The training loss is
         ℓ = w_task·ℓ_task + w_pred·ℓ_pred(τ) + w_hid·Σ_i λ_i ℓ_hid^i + w_att·ℓ_att + w_cos·Σ_i λ_i ℓ_cos^i
+            + w_dmd·Σ_{X ∈ dmd_targets} ℓ_DMD(X)
     (losses in `hf_binary_bert.distillation.losses`); a weight of 0 skips that term (and its teacher outputs).
+    BiBERT's recipe is ℓ = ℓ_DMD + ℓ_hid + ℓ_pred: `dmd_loss_weight=1, hidden_loss_weight=1,
+    prediction_loss_weight=1`.
+
+    With `two_stage=True` (TinyBERT / TernaryBERT / BinaryBERT's two-stage distillation) the first
+    `intermediate_stage_ratio` of the optimizer steps use only the intermediate-layer terms (hidden, cosine,
+    attention, DMD) and the rest only the prediction-layer terms (prediction, task).
 
     Raises:
-        ValueError: for a negative weight, a non-positive temperature or an unknown `attention_loss`.
+        ValueError: for a negative weight, a non-positive temperature, an unknown `attention_loss` or
+            `dmd_targets` entry, an `intermediate_stage_ratio` outside (0, 1), or a two-stage setting without
+            terms for one of its stages.
     """
 
     task_loss_weight: float = field(default=0.0, metadata={"help": "Weight of the hard-label task loss of the student."})
@@ -34,10 +46,23 @@ class DistillationTrainingArguments(TrainingArguments):
     )
     attention_loss: str = field(default="mse", metadata={"help": "Attention loss: 'mse' or 'kl'."})
     cosine_loss_weight: float = field(default=0.0, metadata={"help": "Weight of the hidden-state cosine loss."})
+    dmd_loss_weight: float = field(
+        default=0.0, metadata={"help": "Weight of BiBERT's direction-matching distillation on Q/K/V similarity patterns."}
+    )
+    dmd_targets: list[str] = field(
+        default_factory=lambda: ["query", "key", "value"], metadata={"help": "Which of query/key/value DMD matches."}
+    )
+    two_stage: bool = field(
+        default=False, metadata={"help": "Intermediate-layer losses first, prediction-layer losses second."}
+    )
+    intermediate_stage_ratio: float = field(
+        default=0.5, metadata={"help": "Fraction of the optimizer steps spent in the first (intermediate) stage."}
+    )
     teacher_bf16: bool = field(default=False, metadata={"help": "Run the teacher forward under bf16 autocast."})
 
     def __post_init__(self):
-        for name in ("task_loss_weight", "prediction_loss_weight", "hidden_loss_weight", "attention_loss_weight", "cosine_loss_weight"):
+        for name in ("task_loss_weight", "prediction_loss_weight", "hidden_loss_weight", "attention_loss_weight",
+                     "cosine_loss_weight", "dmd_loss_weight"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.temperature <= 0:
@@ -46,15 +71,31 @@ class DistillationTrainingArguments(TrainingArguments):
             raise ValueError(f"attention_loss must be one of ['mse', 'kl'], got {self.attention_loss!r}")
         if self.hidden_layer_weights is not None and any(w < 0 for w in self.hidden_layer_weights):
             raise ValueError(f"hidden_layer_weights must be >= 0, got {self.hidden_layer_weights}")
+        bad = [t for t in self.dmd_targets if t not in ("query", "key", "value")]
+        if bad or not self.dmd_targets:
+            raise ValueError(f"dmd_targets must be a non-empty list from ['query', 'key', 'value'], got {self.dmd_targets!r}")
+        if not 0 < self.intermediate_stage_ratio < 1:
+            raise ValueError(f"intermediate_stage_ratio must be in (0, 1), got {self.intermediate_stage_ratio}")
+        if self.two_stage:
+            weights = self.loss_weights()
+            for stage, names in (("first", INTERMEDIATE_LOSSES), ("second", PREDICTION_LOSSES)):
+                if not any(n in weights for n in names):
+                    raise ValueError(f"two_stage=True but the {stage} stage has no loss: give one of {list(names)} a weight > 0")
         super().__post_init__()
 
-    def loss_weights(self) -> dict[str, float]:
-        """`{component: weight}` for the components in use (weight > 0)."""
+    def loss_weights(self, step: int | None = None, max_steps: int | None = None) -> dict[str, float]:
+        """`{component: weight}` for the components in use (weight > 0); with `two_stage` and a `step` of
+        `max_steps`, only those of the stage that step belongs to."""
         weights = {
             "task": self.task_loss_weight,
             "prediction": self.prediction_loss_weight,
             "hidden": self.hidden_loss_weight,
             "attention": self.attention_loss_weight,
             "cosine": self.cosine_loss_weight,
+            "dmd": self.dmd_loss_weight,
         }
-        return {k: v for k, v in weights.items() if v > 0}
+        weights = {k: v for k, v in weights.items() if v > 0}
+        if self.two_stage and step is not None and max_steps:
+            stage = INTERMEDIATE_LOSSES if step < self.intermediate_stage_ratio * max_steps else PREDICTION_LOSSES
+            weights = {k: v for k, v in weights.items() if k in stage}
+        return weights

@@ -146,3 +146,54 @@ def attention_distillation_loss(student_attentions, teacher_attentions, mask=Non
             per_row = (a_t * (torch.log(a_t.clamp_min(1e-12)) - torch.log(a_s.clamp_min(1e-12)))).sum(-1)
         total = total + _masked_mean(per_row.reshape(-1), row_mask)
     return total / len(student_attentions)
+
+
+def similarity_pattern(x: torch.Tensor, num_heads: int, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """BiBERT's similarity pattern matrix per head: P = X·Xᵀ / ‖X·Xᵀ‖_F, with padding rows/columns zeroed.
+
+    Args:
+        x: [B, T, D] (Q, K or V before binarization, heads concatenated).
+        num_heads: H, dividing D.
+        mask: [B, T] attention mask (1 = real token) or None.
+
+    Returns:
+        [B, H, T, T], each [T, T] matrix of unit Frobenius norm (or 0).
+    """
+    batch, length, dim = x.shape
+    heads = x.float().reshape(batch, length, num_heads, dim // num_heads).transpose(1, 2)  # [B, H, T, d]
+    if mask is not None:
+        heads = heads * mask[:, None, :, None].to(heads.dtype)
+    pattern = heads @ heads.transpose(-1, -2)
+    norm = pattern.flatten(2).norm(dim=-1).clamp_min(1e-12)[..., None, None]
+    return pattern / norm
+
+
+def direction_matching_loss(student_states, teacher_states, num_heads: int, mask=None, teacher_num_heads: int | None = None) -> torch.Tensor:
+    """Direction-Matching Distillation (BiBERT, Qin et al. ICLR 2022, eq. 12–13) for one of Q, K or V:
+    Σ_l mean over (batch, head) of ‖P̂_s^l − P̂_t^{m(l)}‖_F, with P̂ from `similarity_pattern`.
+
+    Differences from the reference code, both so that the loss does not depend on batch composition: the norm is
+    taken per sample and head (BiBERT divides by the norm of the whole batch tensor), and padding is masked out of
+    both patterns. Layers map uniformly (student layer l ↦ teacher layer l·L_t/L_s, the last of each block).
+
+    Args:
+        student_states, teacher_states: sequences of [B, T, D_s] / [B, T, D_t], one per layer.
+        num_heads / teacher_num_heads: heads of the student / teacher (same when None); when they differ, each
+            model's whole Q (K, V) is compared as one head.
+        mask: [B, T] attention mask.
+
+    Raises:
+        ValueError: when there are no states, or the layers cannot be mapped uniformly.
+    """
+    if not student_states or not teacher_states:
+        raise ValueError("direction-matching distillation needs the query/key/value outputs of both models")
+    teacher_num_heads = num_heads if teacher_num_heads is None else teacher_num_heads
+    if teacher_num_heads != num_heads:
+        num_heads = teacher_num_heads = 1
+    mapping = layer_map(len(student_states) + 1, len(teacher_states) + 1)[1:]
+    total = student_states[0].new_zeros((), dtype=torch.float32)
+    for i, x_s in enumerate(student_states):
+        p_s = similarity_pattern(x_s, num_heads, mask)
+        p_t = similarity_pattern(teacher_states[mapping[i] - 1], teacher_num_heads, mask)
+        total = total + (p_s - p_t).flatten(2).norm(dim=-1).mean()
+    return total

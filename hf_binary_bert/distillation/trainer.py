@@ -10,14 +10,40 @@ import torch
 from transformers import PreTrainedModel, Trainer
 
 from .arguments import DistillationTrainingArguments
+from ..binarization.swap import binarized_target
 from .losses import (
     attention_distillation_loss,
+    direction_matching_loss,
     hidden_state_cosine,
     hidden_state_mse,
     prediction_distillation_loss,
 )
 
 logger = logging.getLogger(__name__)
+
+
+@contextlib.contextmanager
+def capture_qkv(model: torch.nn.Module, targets=("query", "key", "value")):
+    """Record the outputs of every layer's query/key/value Linear (before any activation quantization) while the
+    context is open: yields `{"query": [[B, T, D] per layer], "key": [...], "value": [...]}`, filled by forward
+    hooks on the modules `encoder.layer.N.attention.self.{query,key,value}` of transformers' BERT (full-precision
+    or binarized)."""
+    captured: dict[str, dict[str, torch.Tensor]] = {t: {} for t in targets}
+    handles = []
+    for name, module in model.named_modules():
+        target = binarized_target(name)
+        if target in captured:
+            def hook(mod, args, output, _name=name, _target=target):
+                captured[_target][_name] = output
+            handles.append(module.register_forward_hook(hook))
+    result: dict[str, list[torch.Tensor]] = {t: [] for t in targets}
+    try:
+        yield result
+    finally:
+        for handle in handles:
+            handle.remove()
+    for t in targets:  # layer order = module registration order
+        result[t].extend(captured[t].values())
 
 
 class DistillationTrainer(Trainer):
@@ -60,7 +86,7 @@ class DistillationTrainer(Trainer):
         self.teacher = self.accelerator.prepare_model(teacher_model, evaluation_mode=True)
         # detached running sums per component; read (one device sync) only when logging
         self._loss_sums: dict[str, torch.Tensor] = {}
-        self._loss_steps = 0
+        self._loss_counts: dict[str, int] = {}
         self._export_packed = False
 
     # --------------------------------------------------------------------------------------------------------------
@@ -71,7 +97,10 @@ class DistillationTrainer(Trainer):
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         args = self.args
-        weights = args.loss_weights()
+        if model.training:
+            weights = args.loss_weights(self.state.global_step, self.state.max_steps)
+        else:
+            weights = args.loss_weights()
         need = {}
         if "hidden" in weights or "cosine" in weights:
             need["output_hidden_states"] = True
@@ -80,8 +109,11 @@ class DistillationTrainer(Trainer):
         labels = inputs.get("labels")
         features = {k: v for k, v in inputs.items() if k != "labels"}
 
-        student_out = model(**(inputs if "task" in weights else features), **need)
-        with torch.no_grad(), self._teacher_context():
+        dmd_targets = tuple(args.dmd_targets) if "dmd" in weights else ()
+        unwrapped = self.accelerator.unwrap_model(model)
+        with capture_qkv(unwrapped, dmd_targets) as student_qkv:
+            student_out = model(**(inputs if "task" in weights else features), **need)
+        with torch.no_grad(), self._teacher_context(), capture_qkv(self.accelerator.unwrap_model(self.teacher), dmd_targets) as teacher_qkv:
             teacher_out = self.teacher(**features, **need)
 
         token_mask = features.get("attention_mask")
@@ -114,26 +146,33 @@ class DistillationTrainer(Trainer):
             components["attention"] = attention_distillation_loss(
                 student_out.attentions, teacher_out.attentions, token_mask, args.attention_loss
             )
+        if "dmd" in weights:
+            teacher_heads = self.accelerator.unwrap_model(self.teacher).config.num_attention_heads
+            components["dmd"] = sum(
+                direction_matching_loss(student_qkv[t], teacher_qkv[t], unwrapped.config.num_attention_heads,
+                                        token_mask, teacher_heads)
+                for t in dmd_targets
+            )
         loss = sum(weights[k] * v for k, v in components.items())
 
         if model.training:
             for k, v in components.items():
                 self._loss_sums[k] = self._loss_sums.get(k, 0) + v.detach().float()
-            self._loss_steps += 1
+                self._loss_counts[k] = self._loss_counts.get(k, 0) + 1
         if return_outputs:
             # Only loss and logits: hidden states / attentions must not be gathered as predictions in evaluation.
             return loss, type(student_out)(loss=loss, logits=student_out.logits)
         return loss
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
-        if "loss" in logs and self._loss_steps:
+        if "loss" in logs and self._loss_sums:
             names = sorted(self._loss_sums)
-            means = torch.stack([self._loss_sums[k] for k in names]).to(self.args.device) / self._loss_steps
+            means = torch.stack([self._loss_sums[k] / self._loss_counts[k] for k in names]).to(self.args.device)
             if self.accelerator.num_processes > 1:
                 means = self.accelerator.reduce(means, reduction="mean")
             logs.update({f"loss_{k}": round(v, 6) for k, v in zip(names, means.tolist())})
             self._loss_sums.clear()
-            self._loss_steps = 0
+            self._loss_counts.clear()
         super().log(logs, start_time)
 
     # --------------------------------------------------------------------------------------------------------------
