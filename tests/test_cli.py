@@ -112,3 +112,30 @@ def test_dataset_name_loads_glue_from_the_hub_instead_of_files(monkeypatch, tiny
     data = load_task_data("sst2", tokenizer, dataset_name="someone/glue")
     assert calls == [("someone/glue", "sst2")]
     assert len(data.train) == 2 and data.train["labels"] == [1, 0]
+
+
+def test_multi_step_distillation_saves_every_stage(tmp_path, capsys, tiny_teachers, monkeypatch):
+    """BiT-style W1A2 → W1A1 with Bi-Attention, 1-bit embeddings, DMD and two stages, through the CLI."""
+    monkeypatch.chdir(DATA.parent)
+    out = tmp_path / "student"
+    code = main(["distill", "--teacher", str(tiny_teachers / "cls"), "--task", "sst2", "--output-dir", str(out),
+                 "--max-steps", "2", "--batch-size", "8", "--max-train-samples", "32", "--max-eval-samples", "16",
+                 "--max-seq-length", "32", "--no-latency", "--no-progress", "--multi-step", "W1A2,W1A1",
+                 "--attention-type", "bi_attention", "--embedding-bits", "1", "--dmd-loss-weight", "1", "--two-stage",
+                 "--logging-steps", "1"])
+    assert code == 0
+    configs = {name: json.loads((out / name / "config.json").read_text()) for name in ("stage1-W1A2", "stage2-W1A1", ".")}
+    assert [configs[n]["activation_bits"] for n in ("stage1-W1A2", "stage2-W1A1", ".")] == [2, 1, 1]
+    assert all(c["attention_type"] == "bi_attention" and c["embedding_bits"] == 1 and c["packed_weights"] for c in configs.values())
+    results = json.loads((out / "distill_results.json").read_text())
+    assert [s["activation_bits"] for s in results["stages"]] == [2, 1]
+    logged = [k for s in results["stages"] for e in s["log_history"] for k in e if k.startswith("loss_")]
+    assert {"loss_dmd", "loss_hidden", "loss_prediction"} <= set(logged)
+    rows = json.loads((out / "comparison.json").read_text())
+    assert rows[1]["size_mb"] < rows[0]["size_mb"]
+    capsys.readouterr()
+    base = ["distill", "--teacher", str(tiny_teachers / "cls"), "--task", "sst2", "--output-dir", str(tmp_path / "bad")]
+    _one_error_line(capsys, main(base + ["--multi-step", "W1A4,W1A3"]), "--multi-step", "W1A3")
+    _one_error_line(capsys, main(base + ["--attention-type", "bi_attention"]), "activation_bits < 32")
+    _one_error_line(capsys, main(base + ["--dmd-targets", "output"]), "--dmd-targets")
+    assert not (tmp_path / "bad").exists()
