@@ -81,7 +81,7 @@ class BinaryBertConfig(BertConfig):
             bool(B_Q·B_Kᵀ/√D) ∈ {0, 1} without softmax, multiplied with the quantized V.
         embedding_bits (`int`, *optional*, defaults to 32):
             32: embeddings full precision (written in `fp_dtype`); 16: written in float16 whatever `fp_dtype` (the
-            blog's fp16 embeddings; the forward uses the float16-rounded tables); 1: the tables named in
+            blog's fp16 embeddings; a reloaded model runs on the float16-rounded tables); 1: the tables named in
             `binarized_embeddings` binarized per row, E_v ≈ α_v·sign(E_v − γ_v) + γ_v with the `weight_scale`
             scheme (BiBERT binarizes the word embeddings), packed 1 bit per value. A masked-LM model with binarized
             word embeddings needs `tie_word_embeddings=False` (its decoder stays full precision).

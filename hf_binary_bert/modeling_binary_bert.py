@@ -263,7 +263,10 @@ class BinaryBertPreTrainedModel(BertPreTrainedModel):
                     break
         missing, _ = student.load_state_dict(mapped, strict=False)
         for name, module in student.named_modules():
-            if isinstance(module, _BINARY_TYPES) and f"{name}.weight_scale" not in mapped:
+            # a scale the teacher lacks (another scheme, e.g. learned -> learned_offset) re-initialises all of this
+            # module's scales from the copied latent weight, not from the student's random initialisation
+            scale_keys = [f"{name}.{p}" for p in ("weight_scale", "weight_offset") if hasattr(module, p)]
+            if isinstance(module, _BINARY_TYPES) and any(k not in mapped for k in scale_keys):
                 module.reset_scales()
         tied = set(getattr(student, "all_tied_weights_keys", None) or {})
         fresh = [k for k in missing if not k.endswith(_STUDENT_ONLY) and k not in tied]
