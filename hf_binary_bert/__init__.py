@@ -11,7 +11,17 @@ from transformers import (
     AutoModelForSequenceClassification,
 )
 
-from .binarization import BinaryLinear, PackedBinaryLinear, binarize_, freeze_, unfreeze_
+from .binarization import (
+    ActivationQuantizer,
+    BinaryEmbedding,
+    BinaryLinear,
+    PackedBinaryEmbedding,
+    PackedBinaryLinear,
+    binarize_,
+    freeze_,
+    unfreeze_,
+)
+from .flops import count_operations, estimate_packed_size
 from .configuration_binary_bert import BinaryBertConfig
 from .modeling_binary_bert import (
     BinaryBertForMaskedLM,
@@ -40,6 +50,11 @@ def __getattr__(name):
 
 
 __all__ = [
+    "ActivationQuantizer",
+    "BinaryEmbedding",
+    "PackedBinaryEmbedding",
+    "count_operations",
+    "estimate_packed_size",
     "BinaryBertConfig",
     "BinaryBertForMaskedLM",
     "BinaryBertForSequenceClassification",
