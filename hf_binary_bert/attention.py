@@ -38,14 +38,20 @@ def heaviside_ste(x: torch.Tensor) -> torch.Tensor:
     return hard + (soft - soft.detach())
 
 
-def binary_softmax_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
-    """Softmax attention with quantized Q, K, V and quantized probabilities (see module docstring)."""
+def _scores(module, query, key, value, attention_mask, scaling):
+    """Q̂·K̂ᵀ·scaling + M [B, H, T, T] and V̂, with Q, K, V quantized by the module's quantizers."""
     if scaling is None:
         scaling = query.size(-1) ** -0.5
     query, key, value = (_quantize(module, f"{n}_quantizer", t) for n, t in (("query", query), ("key", key), ("value", value)))
     scores = torch.matmul(query, key.transpose(2, 3)) * scaling
     if attention_mask is not None:
         scores = scores + attention_mask
+    return scores, value
+
+
+def binary_softmax_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
+    """Softmax attention with quantized Q, K, V and quantized probabilities (see module docstring)."""
+    scores, value = _scores(module, query, key, value, attention_mask, scaling)
     probs = _quantize(module, "probs_quantizer", nn.functional.softmax(scores, dim=-1))
     probs = nn.functional.dropout(probs, p=dropout, training=module.training)
     output = torch.matmul(probs, value).transpose(1, 2).contiguous()
@@ -54,12 +60,7 @@ def binary_softmax_attention(module, query, key, value, attention_mask, scaling=
 
 def bi_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
     """BiBERT's Bi-Attention: boolean attention weights, no softmax (see module docstring)."""
-    if scaling is None:
-        scaling = query.size(-1) ** -0.5
-    query, key, value = (_quantize(module, f"{n}_quantizer", t) for n, t in (("query", query), ("key", key), ("value", value)))
-    scores = torch.matmul(query, key.transpose(2, 3)) * scaling
-    if attention_mask is not None:
-        scores = scores + attention_mask
+    scores, value = _scores(module, query, key, value, attention_mask, scaling)
     weights = heaviside_ste(scores)
     weights = nn.functional.dropout(weights, p=dropout, training=module.training)
     output = torch.matmul(weights, value).transpose(1, 2).contiguous()

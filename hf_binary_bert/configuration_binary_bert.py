@@ -33,6 +33,15 @@ def _check_choice(field: str, value, allowed: tuple) -> None:
         raise ValueError(f"BinaryBertConfig.{field} must be one of {list(allowed)}, got {value!r}")
 
 
+def _check_names(field: str, names, allowed: tuple) -> list[str]:
+    """A list of names from `allowed`, duplicates dropped (order kept)."""
+    if not isinstance(names, (list, tuple)):
+        raise ValueError(f"BinaryBertConfig.{field} must be a list of names from {list(allowed)}, got {names!r}")
+    for name in names:
+        _check_choice(field, name, allowed)
+    return list(dict.fromkeys(names))
+
+
 @strict
 class BinaryBertConfig(BertConfig):
     r"""
@@ -126,14 +135,7 @@ class BinaryBertConfig(BertConfig):
         _check_choice("scale_granularity", self.scale_granularity, SCALE_GRANULARITIES)
         _check_choice("ste", self.ste, STES)
         _check_choice("fp_dtype", self.fp_dtype, FP_DTYPES)
-        if not isinstance(self.binarized_modules, (list, tuple)):
-            raise ValueError(
-                f"BinaryBertConfig.binarized_modules must be a list of names from {list(BINARIZABLE_MODULES)}, "
-                f"got {self.binarized_modules!r}"
-            )
-        for name in self.binarized_modules:
-            _check_choice("binarized_modules", name, BINARIZABLE_MODULES)
-        self.binarized_modules = list(dict.fromkeys(self.binarized_modules))
+        self.binarized_modules = _check_names("binarized_modules", self.binarized_modules, BINARIZABLE_MODULES)
         _check_choice("activation_bits", self.activation_bits, ACTIVATION_BITS)
         _check_choice("activation_quantizer", self.activation_quantizer, ACTIVATION_QUANTIZERS)
         _check_choice("attention_type", self.attention_type, ATTENTION_TYPES)
@@ -144,14 +146,7 @@ class BinaryBertConfig(BertConfig):
             )
         if self.binarized_embeddings is None:
             self.binarized_embeddings = ["word"]
-        if not isinstance(self.binarized_embeddings, (list, tuple)):
-            raise ValueError(
-                f"BinaryBertConfig.binarized_embeddings must be a list of names from {list(BINARIZABLE_EMBEDDINGS)}, "
-                f"got {self.binarized_embeddings!r}"
-            )
-        for name in self.binarized_embeddings:
-            _check_choice("binarized_embeddings", name, BINARIZABLE_EMBEDDINGS)
-        self.binarized_embeddings = list(dict.fromkeys(self.binarized_embeddings))
+        self.binarized_embeddings = _check_names("binarized_embeddings", self.binarized_embeddings, BINARIZABLE_EMBEDDINGS)
         if self.scale_granularity == "head" and self.hidden_size % self.num_attention_heads != 0:
             raise ValueError(
                 f"BinaryBertConfig.scale_granularity='head' needs num_attention_heads ({self.num_attention_heads}) "
