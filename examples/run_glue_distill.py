@@ -72,7 +72,7 @@ from hf_binary_bert.configuration_binary_bert import (
     STES,
     WEIGHT_SCALES,
 )
-from hf_binary_bert.data import GLUE_TASKS, GlueTask, get_glue_task, load_glue, tokenize_glue, tsv_quoting
+from hf_binary_bert.data import GLUE_TASKS, GlueTask, get_glue_task, load_glue, select_glue_columns, tokenize_glue, tsv_quoting
 from hf_binary_bert.distillation import DistillationTrainer, DistillationTrainingArguments
 from hf_binary_bert.flops import count_operations, estimate_packed_size, format_operations
 from hf_binary_bert.metrics import classification_compute_metrics
@@ -277,26 +277,6 @@ def _infer_task(split: datasets.Dataset, source: str) -> tuple[GlueTask, dict | 
     return task, {label: i for i, label in enumerate(labels)}
 
 
-def _select_columns(split: datasets.Dataset, task: GlueTask, label_to_id: dict | None, source: str) -> datasets.Dataset:
-    """Keep the task's text fields and `label` (int64 class ids; float32 for a regression)."""
-    keep = [f for f in task.text_fields if f is not None] + ["label"]
-    missing = [c for c in keep if c not in split.column_names]
-    if missing:
-        raise ValueError(f"{source} has no column {missing[0]!r}, needed by task {task.name!r} "
-                         f"(expected columns {keep}, found {split.column_names}).")
-    split = split.remove_columns([c for c in split.column_names if c not in keep])
-    if task.is_regression:
-        return split.cast_column("label", datasets.Value("float32"))
-    if label_to_id is None and split.features["label"].dtype in ("string", "large_string"):
-        label_to_id = {name: i for i, name in enumerate(task.label_names)}
-    if label_to_id is not None:
-        unknown = sorted(set(split.unique("label")) - set(label_to_id), key=str)
-        if unknown:
-            raise ValueError(f"{source}: labels {unknown} are not among the task's labels {list(label_to_id)}.")
-        split = split.map(lambda batch: {"label": [label_to_id[x] for x in batch["label"]]}, batched=True)
-    return split.cast_column("label", datasets.Value("int64"))
-
-
 def load_raw_datasets(data_args: DataTrainingArguments, cache_dir: str | None = None):
     """The raw `DatasetDict` (`train` / `validation`, text fields + `label`) and the `GlueTask` describing it.
 
@@ -322,7 +302,7 @@ def load_raw_datasets(data_args: DataTrainingArguments, cache_dir: str | None = 
         task, label_to_id = _infer_task(raw.get("train", raw.get("validation")), files.get("train", files.get("validation")))
         logger.info("columns %s, %d label(s), metrics %s", task.text_fields, task.num_labels, task.metrics)
     return datasets.DatasetDict(
-        {name: _select_columns(split, task, label_to_id, files[name]) for name, split in raw.items()}
+        {name: select_glue_columns(split, task, files[name], label_to_id) for name, split in raw.items()}
     ), task
 
 

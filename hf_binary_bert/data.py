@@ -40,6 +40,7 @@ __all__ = [
     "load_glue",
     "load_text_blocks",
     "mlm_collator",
+    "select_glue_columns",
     "tokenize_glue",
     "tsv_quoting",
 ]
@@ -178,11 +179,17 @@ def _read_table(path: PathLike, quoting: int | None = None) -> datasets.Dataset:
     return datasets.load_dataset("csv", data_files={"split": path}, keep_default_na=False, **reader_kwargs)["split"]
 
 
-def _select_glue_columns(dataset: datasets.Dataset, task: GlueTask, source: str) -> datasets.Dataset:
-    """Keep the task's text fields + `label`; labels as int64 class ids (float32 for STS-B).
+def select_glue_columns(
+    dataset: datasets.Dataset, task: GlueTask, source: str, label_ids: dict | None = None
+) -> datasets.Dataset:
+    """Keep the task's text fields + `label`; labels as int64 class ids (float32 for STS-B / a regression).
+
+    Args:
+        label_ids: label value → class id (e.g. for a task inferred from files); by default word labels map
+            through `task.label_names` and numeric labels are taken as class ids.
 
     Raises:
-        ValueError: a text field or `label` is missing, or a label is a word not in `task.label_names`.
+        ValueError: a text field or `label` is missing, or a label is not in `label_ids` / `task.label_names`.
     """
     keep = [f for f in task.text_fields if f is not None] + ["label"]
     for column in keep:
@@ -195,15 +202,16 @@ def _select_glue_columns(dataset: datasets.Dataset, task: GlueTask, source: str)
     label_feature = dataset.features["label"]
     if task.is_regression:
         return dataset.cast_column("label", datasets.Value("float32"))
-    if isinstance(label_feature, datasets.ClassLabel):
+    if label_ids is None and isinstance(label_feature, datasets.ClassLabel):
         return dataset
-    if label_feature.dtype in ("string", "large_string"):
+    if label_ids is None and label_feature.dtype in ("string", "large_string"):
         label_ids = {name: i for i, name in enumerate(task.label_names)}
-        unknown = sorted(set(dataset.unique("label")) - set(label_ids))
+    if label_ids is not None:
+        unknown = sorted(set(dataset.unique("label")) - set(label_ids), key=str)
         if unknown:
             raise ValueError(
                 f"{source}: labels {unknown} are not class ids nor class names of GLUE task {task.name!r} "
-                f"({list(task.label_names)})."
+                f"({list(label_ids)})."
             )
         dataset = dataset.map(lambda batch: {"label": [label_ids[x] for x in batch["label"]]}, batched=True)
     return dataset.cast_column("label", datasets.Value("int64"))
@@ -245,7 +253,7 @@ def load_glue(
         splits = {"train": hub["train"], "validation": hub[validation_split]}
         source = f"{dataset_name or 'nyu-mll/glue'} ({task.hub_config})"
         return datasets.DatasetDict(
-            {name: _select_glue_columns(split, task, f"{source} split {name!r}") for name, split in splits.items()}
+            {name: select_glue_columns(split, task, f"{source} split {name!r}") for name, split in splits.items()}
         )
 
     files = {
@@ -254,7 +262,7 @@ def load_glue(
     }
     return datasets.DatasetDict(
         {
-            name: _select_glue_columns(_read_table(path, quoting), task, os.fspath(path))
+            name: select_glue_columns(_read_table(path, quoting), task, os.fspath(path))
             for name, path in files.items()
             if path is not None
         }
