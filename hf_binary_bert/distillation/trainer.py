@@ -28,6 +28,10 @@ def capture_qkv(model: torch.nn.Module, targets=("query", "key", "value")):
     context is open: yields `{"query": [[B, T, D] per layer], "key": [...], "value": [...]}`, filled by forward
     hooks on the modules `encoder.layer.N.attention.self.{query,key,value}` of transformers' BERT (full-precision
     or binarized)."""
+    result: dict[str, list[torch.Tensor]] = {t: [] for t in targets}
+    if not targets:  # nothing to record: no module walk on the training hot path
+        yield result
+        return
     captured: dict[str, dict[str, torch.Tensor]] = {t: {} for t in targets}
     handles = []
     for name, module in model.named_modules():
@@ -36,7 +40,6 @@ def capture_qkv(model: torch.nn.Module, targets=("query", "key", "value")):
             def hook(mod, args, output, _name=name, _target=target):
                 captured[_target][_name] = output
             handles.append(module.register_forward_hook(hook))
-    result: dict[str, list[torch.Tensor]] = {t: [] for t in targets}
     try:
         yield result
     finally:
