@@ -42,7 +42,6 @@ from .configuration_binary_bert import BINARIZABLE_MODULES, BinaryBertConfig
 
 logger = logging.getLogger(__name__)
 
-_KEEP_FLOAT32 = FLOAT32_SUFFIXES
 # Student tensors a teacher never has: scales and quantizer state, initialised by the student itself.
 _STUDENT_ONLY = (*FLOAT32_SUFFIXES, "_quantizer.calibrated")
 _BINARY_TYPES = (BinaryLinear, BinaryEmbedding)
@@ -160,7 +159,7 @@ class BinaryBertPreTrainedModel(BertPreTrainedModel):
                     for name, value in pack_weight(tensor, alpha, gamma).items():
                         packed[f"{module_name}.{name}"] = value.cpu()
                 continue
-            if tensor.is_floating_point() and not key.endswith(_KEEP_FLOAT32):
+            if tensor.is_floating_point() and not key.endswith(FLOAT32_SUFFIXES):
                 half_embedding = self.config.embedding_bits == 16 and key.endswith("_embeddings.weight")
                 tensor = tensor.to(torch.float16 if half_embedding else fp_dtype)
             packed[key] = tensor.detach().cpu()
@@ -251,14 +250,13 @@ class BinaryBertPreTrainedModel(BertPreTrainedModel):
         teacher_config = {k: v for k, v in teacher.config.to_dict().items() if k not in _TEACHER_ONLY_KEYS}
         config = BinaryBertConfig(**{**teacher_config, "packed_weights": False, **config_kwargs})
         student = cls(config).to(next(teacher.parameters()).device)
-        student_keys = set(student.state_dict())
         student_shapes = {k: v.shape for k, v in student.state_dict().items()}
         mapped = {}
         for key, tensor in teacher.state_dict().items():
             if "_quantizer." in key:  # activation quantizers start afresh (other bits, other statistics)
                 continue
             for candidate in (key, f"{cls.base_model_prefix}.{key}", key.removeprefix(f"{cls.base_model_prefix}.")):
-                if candidate in student_keys and student_shapes[candidate] == tensor.shape:
+                if student_shapes.get(candidate) == tensor.shape:
                     mapped[candidate] = tensor.float()
                     break
         missing, _ = student.load_state_dict(mapped, strict=False)

@@ -12,8 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..packing import packed_length, unpack_signs
-from .linear import BinarizedWeightMixin
+from ..packing import packed_length
+from .linear import BinarizedWeightMixin, dequantize
 
 
 class BinaryEmbedding(BinarizedWeightMixin, nn.Embedding):
@@ -79,9 +79,8 @@ class PackedBinaryEmbedding(nn.Module):
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
         flat = input.reshape(-1)
-        vectors = unpack_signs(self.weight_packed[flat], self.embedding_dim) * self.weight_scale[flat, None]
-        if self.has_offset:
-            vectors = vectors + self.weight_offset[flat, None]
+        offset = self.weight_offset[flat] if self.has_offset else None
+        vectors = dequantize(self.weight_packed[flat], self.embedding_dim, self.weight_scale[flat], offset)
         return vectors.reshape(*input.shape, self.embedding_dim)
 
     @torch.no_grad()
@@ -91,10 +90,7 @@ class PackedBinaryEmbedding(nn.Module):
                                  device=self.weight_packed.device)
         rows = torch.arange(self.num_embeddings, device=self.weight_packed.device)
         module.weight.copy_(self(rows))
-        if weight_scale != "mean_abs":
-            module.weight_scale.copy_(self.weight_scale)
-        if module.has_offset:
-            module.weight_offset.copy_(self.weight_offset if self.has_offset else torch.zeros_like(self.weight_scale))
+        module.copy_scales_from(self)
         return module
 
     def extra_repr(self) -> str:

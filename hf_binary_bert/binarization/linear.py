@@ -139,6 +139,14 @@ class BinarizedWeightMixin:
         """This layer's binarized weight in packed form (see `pack_weight`); the bias is not included."""
         return pack_weight(self.weight, *self.scales())
 
+    @torch.no_grad()
+    def copy_scales_from(self, packed: nn.Module) -> None:
+        """Take α (and γ; 0 when `packed` has none) from a packed module, for the learned schemes."""
+        if self.scale_mode != "mean_abs":
+            self.weight_scale.copy_(packed.weight_scale)
+        if self.has_offset:
+            self.weight_offset.copy_(packed.weight_offset if packed.has_offset else torch.zeros_like(packed.weight_scale))
+
 
 class BinaryLinear(BinarizedWeightMixin, nn.Linear):
     r"""Linear layer with 1-bit weights for quantization-aware training.
@@ -275,10 +283,7 @@ class PackedBinaryLinear(nn.Module):
         module.weight.copy_(self.dequantized_weight())
         if self.bias is not None:
             module.bias.copy_(self.bias)
-        if weight_scale != "mean_abs":
-            module.weight_scale.copy_(self.weight_scale)
-        if module.has_offset:
-            module.weight_offset.copy_(self.weight_offset if self.has_offset else torch.zeros_like(self.weight_scale))
+        module.copy_scales_from(self)
         module.input_quantizer = self.input_quantizer
         return module
 
