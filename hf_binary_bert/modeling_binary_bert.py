@@ -106,6 +106,37 @@ class BinaryBertPreTrainedModel(BertPreTrainedModel):
         self.config.packed_weights = False
         return self
 
+    def set_inference_kernel(self, kernel: str = "auto", float_activations: str | None = None):
+        """Choose how the packed binarized Linears compute in eval mode on the CPU.
+
+        Args:
+            kernel: `"auto"` (default on load): the bitwise kernels of `hf_binary_bert.kernels` wherever they apply
+                (eval mode, CPU, float32, no gradient needed); `"reference"`: always the pure-PyTorch forward.
+            float_activations: for layers without an input quantizer (W1A32): `"float32"` (default: the exact
+                reference forward) or `"int8"` (dynamic per-row int8 activations on the W1 × int8 kernel, an
+                approximation); None leaves it unchanged.
+
+        Returns:
+            `self`.
+
+        Raises:
+            ValueError: for another `kernel` or `float_activations`, or a model in training form (call `freeze()`).
+        """
+        from .kernels.linear import FLOAT_ACTIVATIONS, INFERENCE_KERNELS
+
+        if kernel not in INFERENCE_KERNELS:
+            raise ValueError(f"kernel must be one of {list(INFERENCE_KERNELS)}, got {kernel!r}")
+        if float_activations is not None and float_activations not in FLOAT_ACTIVATIONS:
+            raise ValueError(f"float_activations must be one of {list(FLOAT_ACTIVATIONS)}, got {float_activations!r}")
+        layers = [m for m in self.modules() if isinstance(m, PackedBinaryLinear)]
+        if not layers and any(isinstance(m, BinaryLinear) for m in self.modules()):
+            raise ValueError("this model is in training form (latent float weights): call model.freeze() first")
+        for layer in layers:
+            layer.inference_kernel = kernel
+            if float_activations is not None:
+                layer.float_activations = float_activations
+        return self
+
     def binary_modules(self) -> dict[str, torch.nn.Module]:
         """`{qualified name: module}` of every binarized Linear and embedding (training or packed form)."""
         return {n: m for n, m in self.named_modules() if isinstance(m, (*_BINARY_TYPES, *_PACKED_TYPES))}

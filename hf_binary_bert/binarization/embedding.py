@@ -46,7 +46,7 @@ class BinaryEmbedding(BinarizedWeightMixin, nn.Embedding):
                                        device=self.weight.device)
         for name, tensor in self.packed_tensors().items():
             getattr(packed, name).copy_(tensor)
-        return packed
+        return packed.train(self.training)
 
     @classmethod
     def from_embedding(cls, embedding: nn.Embedding, **kwargs) -> "BinaryEmbedding":
@@ -91,7 +91,7 @@ class PackedBinaryEmbedding(nn.Module):
         rows = torch.arange(self.num_embeddings, device=self.weight_packed.device)
         module.weight.copy_(self(rows))
         module.copy_scales_from(self)
-        return module
+        return module.train(self.training)
 
     def extra_repr(self) -> str:
         return f"{self.num_embeddings}, {self.embedding_dim}, has_offset={self.has_offset}"

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..kernels.linear import kernel_applies, kernel_forward
 from ..packing import pack_bits, packed_length, unpack_signs
 from .ste import binary_sign, sign_ste
 
@@ -207,7 +208,7 @@ class BinaryLinear(BinarizedWeightMixin, nn.Linear):
         if self.bias is not None:
             packed.bias.copy_(self.bias)
         packed.input_quantizer = self.input_quantizer
-        return packed
+        return packed.train(self.training)
 
     @classmethod
     def from_linear(cls, linear: nn.Linear, **kwargs) -> "BinaryLinear":
@@ -228,9 +229,19 @@ class PackedBinaryLinear(nn.Module):
 
     Buffers: `weight_packed` uint8 [out_features, ceil(in_features / 8)] (layout in `hf_binary_bert.packing`),
     `weight_scale` float32 [num_groups] (α), `weight_offset` float32 [num_groups] (γ, offset scheme only); parameter
-    `bias` [out_features]. The forward is the pure-PyTorch reference: unpack to ±1, W = α·B + γ, then `F.linear`, so
-    it equals the `BinaryLinear` it was frozen from.
+    `bias` [out_features].
+
+    Two forwards, equal up to float rounding (exactly equal integer dot products):
+    - in eval mode on the CPU, when no gradient is needed (`torch.inference_mode()` / `torch.no_grad()`), the bitwise
+      kernels of `hf_binary_bert.kernels` (input quantization fused in; see `kernels.linear` for which quantizer
+      maps to which kernel). `inference_kernel="reference"` turns them off; `float_activations="int8"` lets a layer
+      without input quantizer (W1A32) quantize its input dynamically per row to int8 (an approximation);
+    - otherwise the pure-PyTorch reference: unpack to ±1, W = α·B + γ, then `F.linear`, equal to the
+      `BinaryLinear` it was frozen from.
     """
+
+    inference_kernel: str = "auto"  # "auto" (kernels where they apply) or "reference"
+    float_activations: str = "float32"  # W1A32 layers on the kernels: "float32" (reference) or "int8" (dynamic)
 
     def __init__(
         self,
@@ -264,6 +275,8 @@ class PackedBinaryLinear(nn.Module):
                           self.weight_offset if self.has_offset else None, dtype)
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
+        if kernel_applies(self, input):
+            return kernel_forward(self, input)
         input = self.input_quantizer(input)
         bias = None if self.bias is None else self.bias.to(input.dtype)
         return F.linear(input, self.dequantized_weight(input.dtype), bias)
@@ -285,7 +298,7 @@ class PackedBinaryLinear(nn.Module):
             module.bias.copy_(self.bias)
         module.copy_scales_from(self)
         module.input_quantizer = self.input_quantizer
-        return module
+        return module.train(self.training)
 
     def extra_repr(self) -> str:
         return (

@@ -1,0 +1,753 @@
+// Bitwise kernels of hf_binary_bert: y = x · W_qᵀ + b for a Linear whose weight is W_q = α·B + γ, B ∈ {−1,+1}^{N×K}
+// held as packed bits (the checkpoint layout: uint8 [N, ceil(K/8)], bit j of byte k of row n = B[n, 8k+j] = +1,
+// least significant bit first, padding bits 0). That layout is already "packed along the reduction dimension", so
+// the kernels read the checkpoint buffer as it is: no repacking, no second copy of the weights.
+//
+// Two fused operations, each quantizing its float input itself into a reused per-thread scratch buffer:
+//   w1a1_linear: input bits a (sign of x − β, or 1[x ≥ ½] / 1[(x − β)/s > ½] for non-negative inputs), then
+//                XNOR-popcount (±1 inputs: a·b = K − 2·popcount(a XOR b)) or AND-popcount ({0,1} inputs:
+//                a·b = 2·popcount(a AND b) − popcount(a)).
+//   w1a8_linear: input integers q = round(clip((x − β)/s, Q_n, Q_p)) (LSQ / BiT), or per-row dynamic
+//                s_m = max|x_m| / 127, stored as u8 u = q + z; then Σ_k u_k·b_k − z·Σ_k b_k (VNNI vpdpbusd with the
+//                ±1 bytes blended from the weight bits).
+// Epilogue (fused): y[m,n] = s_m · (α_n · dot[m,n] + γ_n · Σ_k q[m,k]) + bias_n.
+//
+// Instruction sets are chosen at run time from the CPU (cpu_features()):
+//   avx512_vpopcnt (VPOPCNTDQ), avx512 (AVX-512BW: nibble-table popcount, VNNI when present), avx2, portable (C).
+// Threads: OpenMP, with the count given by the caller (torch.get_num_threads()). Built by the package's own
+// setup.py; it includes no torch header (it sees raw pointers only).
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include <immintrin.h>
+#include <omp.h>
+
+#include <algorithm>
+#include <type_traits>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <vector>
+
+namespace {
+
+enum Isa { PORTABLE = 0, AVX2 = 1, AVX512 = 2, AVX512_VPOPCNT = 3 };
+const char* kIsaNames[] = {"portable", "avx2", "avx512", "avx512_vpopcnt"};
+
+struct Features {
+  bool avx2, avx512bw, avx512vl, vpopcntdq, vnni, bf16;
+};
+
+Features detect() {
+  __builtin_cpu_init();
+  Features f;
+  f.avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("popcnt");
+  f.avx512bw = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw");
+  f.avx512vl = __builtin_cpu_supports("avx512vl");
+  f.vpopcntdq = __builtin_cpu_supports("avx512vpopcntdq");
+  f.vnni = __builtin_cpu_supports("avx512vnni");
+  f.bf16 = __builtin_cpu_supports("avx512bf16");
+  return f;
+}
+
+const Features kFeatures = detect();
+
+int best_isa() {
+  if (kFeatures.avx512bw && kFeatures.vpopcntdq) return AVX512_VPOPCNT;
+  if (kFeatures.avx512bw) return AVX512;
+  if (kFeatures.avx2) return AVX2;
+  return PORTABLE;
+}
+
+int g_isa = best_isa();
+
+// ------------------------------------------------------------------------------------------------------------------
+// Scratch buffers, one per thread, grown on demand and never shrunk (no per-call malloc/free of large blocks).
+
+uint8_t* scratch(size_t bytes) {
+  static thread_local std::vector<uint64_t> buffer;  // 8-byte aligned
+  if (buffer.size() * 8 < bytes) buffer.resize(bytes / 8 + 512);
+  return reinterpret_cast<uint8_t*>(buffer.data());
+}
+
+inline uint64_t load_u64(const uint8_t* p, int64_t avail) {
+  uint64_t v = 0;
+  std::memcpy(&v, p, avail >= 8 ? 8 : (size_t)avail);
+  return v;
+}
+
+// ------------------------------------------------------------------------------------------------------------------
+// Kernel layouts of the weight bits, made once per Linear from the checkpoint layout (repack_* below):
+//
+//   bits (w1a1): uint64 [ceil(N/8)][Kw][8], Kw = ceil(K/64): word w of the 8 rows 8g … 8g+7 side by side, so one
+//                512-bit load holds a 64-bit slice of 8 output rows and each 64-bit lane accumulates one output
+//                (no horizontal reductions; the input word is broadcast).
+//   nib  (w1a8): uint64 [ceil(N/16)][ceil(K/4)], bit 4r+t = B[16g+r][4s+t]: 4 reduction steps of 16 rows, which a
+//                mask blend turns into the ±1 bytes of one vpdpbusd (16 int32 lanes = 16 output rows).
+// Rows past N and bits past K are 0.
+
+constexpr int64_t kBitsGroup = 8, kNibGroup = 16;
+
+void repack_bits(const uint8_t* w, int64_t N, int64_t K, uint64_t* out) {
+  const int64_t ld = (K + 7) / 8, kw = (K + 63) / 64, groups = (N + kBitsGroup - 1) / kBitsGroup;
+  std::memset(out, 0, (size_t)(groups * kw * kBitsGroup * 8));
+  for (int64_t n = 0; n < N; ++n)
+    for (int64_t word = 0; word < kw; ++word)
+      out[(n / kBitsGroup * kw + word) * kBitsGroup + n % kBitsGroup] = load_u64(w + n * ld + word * 8, ld - word * 8);
+}
+
+void repack_nib(const uint8_t* w, int64_t N, int64_t K, uint64_t* out) {
+  const int64_t ld = (K + 7) / 8, steps = (K + 3) / 4, groups = (N + kNibGroup - 1) / kNibGroup;
+  std::memset(out, 0, (size_t)(groups * steps * 8));
+  for (int64_t n = 0; n < N; ++n)
+    for (int64_t k = 0; k < K; ++k)
+      if ((w[n * ld + k / 8] >> (k % 8)) & 1)
+        out[n / kNibGroup * steps + k / 4] |= 1ULL << ((n % kNibGroup) * 4 + k % 4);
+}
+
+// ------------------------------------------------------------------------------------------------------------------
+// Micro-kernels. Each computes an MR × (NG·group) tile of raw integer results into out[MR][NG·group] (int32):
+//   bits: popcount(a_m OP w_n) over Kw words (OP 0 = XOR, 1 = AND);  u8: Σ_k u[m,k]·B[n,k].
+// `a` are MR row pointers, `w` the first of NG groups (`gstride` words apart), `steps` words (bits) or 4-byte
+// steps (u8) per row.
+
+template <int OP>
+inline uint64_t combine(uint64_t x, uint64_t y) {
+  return OP == 0 ? x ^ y : x & y;
+}
+
+struct BitsPortable {
+  static constexpr int MR = 1, NG = 1;
+  template <int R, int G, int OP>
+  static void tile(const uint64_t* const* a, const uint64_t* w, int64_t gstride, int64_t kw, int32_t* out) {
+    for (int i = 0; i < R; ++i)
+      for (int j = 0; j < G; ++j)
+        for (int r = 0; r < kBitsGroup; ++r) {
+          int64_t c = 0;
+          for (int64_t k = 0; k < kw; ++k) c += __builtin_popcountll(combine<OP>(a[i][k], w[j * gstride + k * kBitsGroup + r]));
+          out[i * G * kBitsGroup + j * kBitsGroup + r] = (int32_t)c;
+        }
+  }
+};
+
+struct BitsAvx2 {  // 4 rows per ymm, nibble-table popcount (vpshufb) into byte counters, vpsadbw every 31 words
+  static constexpr int MR = 2, NG = 1;
+  template <int R, int G, int OP>
+  __attribute__((target("avx2"))) static void tile(const uint64_t* const* a, const uint64_t* w, int64_t gstride,
+                                                   int64_t kw, int32_t* out) {
+    const __m256i lut = _mm256_setr_epi8(0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4, 0, 1, 1, 2, 1, 2, 2, 3, 1, 2,
+                                         2, 3, 2, 3, 3, 4);
+    const __m256i low = _mm256_set1_epi8(0x0f);
+    __m256i acc[R][2 * G];
+    for (int i = 0; i < R; ++i)
+      for (int j = 0; j < 2 * G; ++j) acc[i][j] = _mm256_setzero_si256();
+    for (int64_t k0 = 0; k0 < kw; k0 += 31) {
+      const int64_t k1 = std::min(kw, k0 + 31);
+      __m256i bytes[R][2 * G];
+      for (int i = 0; i < R; ++i)
+        for (int j = 0; j < 2 * G; ++j) bytes[i][j] = _mm256_setzero_si256();
+      for (int64_t k = k0; k < k1; ++k) {
+        __m256i vw[2 * G];
+        for (int j = 0; j < 2 * G; ++j)
+          vw[j] = _mm256_loadu_si256((const __m256i*)(w + (j / 2) * gstride + k * kBitsGroup + (j % 2) * 4));
+        for (int i = 0; i < R; ++i) {
+          const __m256i va = _mm256_set1_epi64x((long long)a[i][k]);
+          for (int j = 0; j < 2 * G; ++j) {
+            __m256i v = OP == 0 ? _mm256_xor_si256(va, vw[j]) : _mm256_and_si256(va, vw[j]);
+            __m256i lo = _mm256_shuffle_epi8(lut, _mm256_and_si256(v, low));
+            __m256i hi = _mm256_shuffle_epi8(lut, _mm256_and_si256(_mm256_srli_epi16(v, 4), low));
+            bytes[i][j] = _mm256_add_epi8(bytes[i][j], _mm256_add_epi8(lo, hi));
+          }
+        }
+      }
+      for (int i = 0; i < R; ++i)
+        for (int j = 0; j < 2 * G; ++j)
+          acc[i][j] = _mm256_add_epi64(acc[i][j], _mm256_sad_epu8(bytes[i][j], _mm256_setzero_si256()));
+    }
+    for (int i = 0; i < R; ++i)
+      for (int j = 0; j < 2 * G; ++j) {
+        alignas(32) int64_t lanes[4];
+        _mm256_store_si256((__m256i*)lanes, acc[i][j]);
+        for (int t = 0; t < 4; ++t) out[i * G * kBitsGroup + j * 4 + t] = (int32_t)lanes[t];
+      }
+  }
+};
+
+struct BitsAvx512 {  // 8 rows per zmm, vpshufb nibble popcount, byte counters flushed with vpsadbw every 31 words
+  static constexpr int MR = 4, NG = 2;
+  template <int R, int G, int OP>
+  __attribute__((target("avx512f,avx512bw"))) static void tile(const uint64_t* const* a, const uint64_t* w,
+                                                                int64_t gstride, int64_t kw, int32_t* out) {
+    const __m512i lut = _mm512_broadcast_i32x4(_mm_setr_epi8(0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4));
+    const __m512i low = _mm512_set1_epi8(0x0f);
+    __m512i acc[R][G];
+#pragma GCC unroll 4
+    for (int i = 0; i < R; ++i)
+#pragma GCC unroll 4
+      for (int j = 0; j < G; ++j) acc[i][j] = _mm512_setzero_si512();
+    for (int64_t k0 = 0; k0 < kw; k0 += 31) {
+      const int64_t k1 = std::min(kw, k0 + 31);
+      __m512i bytes[R][G];
+#pragma GCC unroll 4
+      for (int i = 0; i < R; ++i)
+#pragma GCC unroll 4
+        for (int j = 0; j < G; ++j) bytes[i][j] = _mm512_setzero_si512();
+      for (int64_t k = k0; k < k1; ++k) {
+        __m512i vw[G];
+#pragma GCC unroll 4
+        for (int j = 0; j < G; ++j) vw[j] = _mm512_loadu_si512(w + j * gstride + k * kBitsGroup);
+#pragma GCC unroll 4
+        for (int i = 0; i < R; ++i) {
+          const __m512i va = _mm512_set1_epi64((long long)a[i][k]);
+#pragma GCC unroll 4
+          for (int j = 0; j < G; ++j) {
+            __m512i v = OP == 0 ? _mm512_xor_si512(va, vw[j]) : _mm512_and_si512(va, vw[j]);
+            __m512i lo = _mm512_shuffle_epi8(lut, _mm512_and_si512(v, low));
+            __m512i hi = _mm512_shuffle_epi8(lut, _mm512_and_si512(_mm512_srli_epi16(v, 4), low));
+            bytes[i][j] = _mm512_add_epi8(bytes[i][j], _mm512_add_epi8(lo, hi));
+          }
+        }
+      }
+#pragma GCC unroll 4
+      for (int i = 0; i < R; ++i)
+#pragma GCC unroll 4
+        for (int j = 0; j < G; ++j)
+          acc[i][j] = _mm512_add_epi64(acc[i][j], _mm512_sad_epu8(bytes[i][j], _mm512_setzero_si512()));
+    }
+    for (int i = 0; i < R; ++i)
+      for (int j = 0; j < G; ++j)
+        _mm256_storeu_si256((__m256i*)(out + i * G * kBitsGroup + j * kBitsGroup), _mm512_cvtepi64_epi32(acc[i][j]));
+  }
+};
+
+struct BitsVpopcnt {  // 8 rows per zmm, vpopcntq straight into 64-bit lane counters
+  static constexpr int MR = 4, NG = 4;
+  template <int R, int G, int OP>
+  __attribute__((target("avx512f,avx512bw,avx512vpopcntdq"))) static void tile(const uint64_t* const* a,
+                                                                                 const uint64_t* w, int64_t gstride,
+                                                                                 int64_t kw, int32_t* out) {
+    __m512i acc[R][G];
+#pragma GCC unroll 4
+    for (int i = 0; i < R; ++i)
+#pragma GCC unroll 4
+      for (int j = 0; j < G; ++j) acc[i][j] = _mm512_setzero_si512();
+    for (int64_t k = 0; k < kw; ++k) {
+      __m512i vw[G];
+#pragma GCC unroll 4
+      for (int j = 0; j < G; ++j) vw[j] = _mm512_loadu_si512(w + j * gstride + k * kBitsGroup);
+#pragma GCC unroll 4
+      for (int i = 0; i < R; ++i) {
+        const __m512i va = _mm512_set1_epi64((long long)a[i][k]);
+#pragma GCC unroll 4
+        for (int j = 0; j < G; ++j) {
+          __m512i v = OP == 0 ? _mm512_xor_si512(va, vw[j]) : _mm512_and_si512(va, vw[j]);
+          acc[i][j] = _mm512_add_epi64(acc[i][j], _mm512_popcnt_epi64(v));
+        }
+      }
+    }
+    for (int i = 0; i < R; ++i)
+      for (int j = 0; j < G; ++j)
+        _mm256_storeu_si256((__m256i*)(out + i * G * kBitsGroup + j * kBitsGroup), _mm512_cvtepi64_epi32(acc[i][j]));
+  }
+};
+
+struct NibPortable {
+  static constexpr int MR = 1, NG = 1;
+  template <int R, int G>
+  static void tile(const uint8_t* const* u, const uint64_t* w, int64_t gstride, int64_t steps, int32_t* out) {
+    for (int i = 0; i < R; ++i)
+      for (int j = 0; j < G; ++j)
+        for (int r = 0; r < kNibGroup; ++r) {
+          int64_t d = 0;
+          for (int64_t s = 0; s < steps; ++s) {
+            const uint64_t bits = w[j * gstride + s] >> (4 * r);
+            for (int t = 0; t < 4; ++t) d += (int64_t)u[i][4 * s + t] * ((bits >> t) & 1 ? 1 : -1);
+          }
+          out[i * G * kNibGroup + j * kNibGroup + r] = (int32_t)d;
+        }
+  }
+};
+
+struct NibAvx2 {  // 8 rows × 4 steps per ymm: ±1 bytes from 32 bits by byte shuffle + bit test
+  static constexpr int MR = 2, NG = 1;
+  template <int R, int G>
+  __attribute__((target("avx2"))) static void tile(const uint8_t* const* u, const uint64_t* w, int64_t gstride,
+                                                   int64_t steps, int32_t* out) {
+    const __m256i select = _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 2, 2, 3,
+                                            3, 3, 3, 3, 3, 3, 3);
+    const __m256i bit = _mm256_set1_epi64x((long long)0x8040201008040201ULL);
+    const __m256i two = _mm256_set1_epi8(2), one = _mm256_set1_epi8(1), ones16 = _mm256_set1_epi16(1);
+    __m256i acc[R][2 * G];
+    for (int i = 0; i < R; ++i)
+      for (int j = 0; j < 2 * G; ++j) acc[i][j] = _mm256_setzero_si256();
+    for (int64_t s = 0; s < steps; ++s) {
+      __m256i vw[2 * G];
+      for (int j = 0; j < 2 * G; ++j) {
+        const uint32_t half = (uint32_t)(w[(j / 2) * gstride + s] >> (32 * (j % 2)));
+        __m256i v = _mm256_shuffle_epi8(_mm256_set1_epi32((int)half), select);
+        __m256i on = _mm256_cmpeq_epi8(_mm256_and_si256(v, bit), bit);  // 0xFF where +1
+        vw[j] = _mm256_sub_epi8(_mm256_and_si256(on, two), one);       // +1 / −1
+      }
+      for (int i = 0; i < R; ++i) {
+        int32_t quad;
+        std::memcpy(&quad, u[i] + 4 * s, 4);
+        const __m256i vu = _mm256_set1_epi32(quad);
+        for (int j = 0; j < 2 * G; ++j)  // u8 × s8 pairs → s16 (|·| ≤ 510, no saturation) → s32
+          acc[i][j] = _mm256_add_epi32(acc[i][j], _mm256_madd_epi16(_mm256_maddubs_epi16(vu, vw[j]), ones16));
+      }
+    }
+    for (int i = 0; i < R; ++i)
+      for (int j = 0; j < 2 * G; ++j) _mm256_storeu_si256((__m256i*)(out + i * G * kNibGroup + j * 8), acc[i][j]);
+  }
+};
+
+#define HBB_NIB_AVX512(NAME, TARGET, ACCUMULATE)                                                                 \
+  struct NAME {                                                                                                  \
+    static constexpr int MR = 4, NG = 4;                                                                         \
+    template <int R, int G>                                                                                      \
+    __attribute__((target(TARGET))) static void tile(const uint8_t* const* u, const uint64_t* w, int64_t gstride, \
+                                                     int64_t steps, int32_t* out) {                              \
+      const __m512i plus = _mm512_set1_epi8(1), minus = _mm512_set1_epi8(-1), ones16 = _mm512_set1_epi16(1);     \
+      (void)ones16;                                                                                              \
+      __m512i acc[R][G];                                                                                         \
+      _Pragma("GCC unroll 4") for (int i = 0; i < R; ++i) _Pragma("GCC unroll 4") for (int j = 0; j < G; ++j)    \
+          acc[i][j] = _mm512_setzero_si512();                                                                    \
+      for (int64_t s = 0; s < steps; ++s) {                                                                      \
+        __m512i vw[G];                                                                                           \
+        _Pragma("GCC unroll 4") for (int j = 0; j < G; ++j) vw[j] =                                              \
+            _mm512_mask_blend_epi8((__mmask64)w[j * gstride + s], minus, plus);                                  \
+        _Pragma("GCC unroll 4") for (int i = 0; i < R; ++i) {                                                    \
+          int32_t quad;                                                                                          \
+          std::memcpy(&quad, u[i] + 4 * s, 4);                                                                   \
+          const __m512i vu = _mm512_set1_epi32(quad);                                                            \
+          _Pragma("GCC unroll 4") for (int j = 0; j < G; ++j) acc[i][j] = ACCUMULATE;                            \
+        }                                                                                                        \
+      }                                                                                                          \
+      for (int i = 0; i < R; ++i)                                                                                \
+        for (int j = 0; j < G; ++j) _mm512_storeu_si512(out + i * G * kNibGroup + j * kNibGroup, acc[i][j]);     \
+    }                                                                                                            \
+  };
+
+// VNNI: vpdpbusd (u8 × s8, four products summed into each int32 lane); AVX-512BW: vpmaddubsw + vpmaddwd.
+HBB_NIB_AVX512(NibVnni, "avx512f,avx512bw,avx512vnni", _mm512_dpbusd_epi32(acc[i][j], vu, vw[j]))
+HBB_NIB_AVX512(NibAvx512, "avx512f,avx512bw",
+               _mm512_add_epi32(acc[i][j], _mm512_madd_epi16(_mm512_maddubs_epi16(vu, vw[j]), ones16)))
+#undef HBB_NIB_AVX512
+
+// ------------------------------------------------------------------------------------------------------------------
+// Tiled, threaded driver with the fused epilogue:
+//   dot[m,n] = mul·raw[m,n] + add_m[m] + add_n[n]     (bits: K − 2c or 2c − pop_m;  u8: d − z·Σ_k B[n,k])
+//   y[m,n]   = s_m · (α_n · dot + γ_n · xsum_m) + bias_n
+
+struct Epilogue {
+  int64_t mul;
+  const int64_t* add_m;   // [M] or null
+  const int32_t* add_n;   // [N] or null
+  const float* alpha;     // [N]
+  const float* gamma;     // [N] or null
+  const float* bias;      // [N] or null
+  const float* in_scale;  // [M] (s_m) or null (= scale)
+  float scale;
+  const int64_t* xsum;    // [M] Σ_k q[m,k] (for γ)
+  float* out;             // [M, ldo]
+  int64_t ldo, N;
+};
+
+// Branch-free over n (absent γ / bias / add_n read as zeros from `zeros`), so it vectorizes; compiled twice.
+__attribute__((always_inline)) inline void finish_loop(const Epilogue& e, int64_t m, int64_t n0, int64_t count,
+                                                       const int32_t* raw, const float* zeros, const int32_t* izeros) {
+  const float s = e.in_scale ? e.in_scale[m] : e.scale;
+  const float gx = e.gamma ? (float)e.xsum[m] : 0.0f;
+  const int32_t am = e.add_m ? (int32_t)e.add_m[m] : 0, mul = (int32_t)e.mul;
+  const float* alpha = e.alpha + n0;
+  const float* gamma = e.gamma ? e.gamma + n0 : zeros;
+  const float* bias = e.bias ? e.bias + n0 : zeros;
+  const int32_t* add_n = e.add_n ? e.add_n + n0 : izeros;
+  float* y = e.out + m * e.ldo + n0;
+  for (int64_t j = 0; j < count; ++j)
+    y[j] = s * (alpha[j] * (float)(mul * raw[j] + am + add_n[j]) + gamma[j] * gx) + bias[j];
+}
+
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512dq"))) void finish_row_avx512(
+    const Epilogue& e, int64_t m, int64_t n0, int64_t count, const int32_t* raw, const float* zeros,
+    const int32_t* izeros) {
+  finish_loop(e, m, n0, count, raw, zeros, izeros);
+}
+
+void finish_row_default(const Epilogue& e, int64_t m, int64_t n0, int64_t count, const int32_t* raw,
+                        const float* zeros, const int32_t* izeros) {
+  finish_loop(e, m, n0, count, raw, zeros, izeros);
+}
+
+inline void finish_row(const Epilogue& e, int64_t m, int64_t n0, int64_t count, const int32_t* raw) {
+  alignas(64) static const float zeros[64] = {};
+  alignas(64) static const int32_t izeros[64] = {};
+  if (kFeatures.avx512bw && g_isa >= AVX512)
+    finish_row_avx512(e, m, n0, count, raw, zeros, izeros);
+  else
+    finish_row_default(e, m, n0, count, raw, zeros, izeros);
+}
+
+// A: MR row pointers of type T (uint64 words or u8); W: kernel layout with `gstride` words per group of `group` rows.
+template <class Kern, int GROUP, class T, class Tile>
+void drive(int64_t M, int64_t N, const T* a, int64_t lda, const uint64_t* w, int64_t gstride, const Epilogue& e,
+           int nthreads, Tile tile_fn) {
+  constexpr int MR = Kern::MR, NG = Kern::NG;
+  // Work items: MC input rows × NC output columns (NC a multiple of the tile width, at least 64 columns), so each
+  // item writes whole 256-byte stretches of output rows and the weight slice it reads stays in L1.
+  constexpr int64_t TILE_COLS = NG * GROUP, NC = TILE_COLS >= 64 ? TILE_COLS : 64, MC = 64;
+  const int64_t groups = (N + GROUP - 1) / GROUP;
+  const int64_t nchunks = (N + NC - 1) / NC, mchunks = (M + MC - 1) / MC, items = nchunks * mchunks;
+#pragma omp parallel for schedule(static) num_threads(nthreads) if (nthreads > 1 && items > 1 && M * N > 4096)
+  for (int64_t item = 0; item < items; ++item) {
+    alignas(64) int32_t raw[MR * NG * GROUP];
+    const int64_t nc = item % nchunks, m_begin = item / nchunks * MC, m_end = std::min(M, m_begin + MC);
+    const int64_t cg0 = nc * (NC / GROUP), cg1 = std::min(groups, cg0 + NC / GROUP);
+    auto emit = [&](int rows, int64_t m, int64_t g, int ng) {
+      for (int i = 0; i < rows; ++i)
+        for (int j = 0; j < ng; ++j) {
+          const int64_t n0 = (g + j) * GROUP;
+          finish_row(e, m + i, n0, std::min<int64_t>(GROUP, N - n0), raw + i * ng * GROUP + j * GROUP);
+        }
+    };
+    auto run_rows = [&](auto rows, int64_t m) {
+      constexpr int R = decltype(rows)::value;
+      const T* ar[R];
+      for (int i = 0; i < R; ++i) ar[i] = a + (m + i) * lda;
+      int64_t g = cg0;
+      for (; g + NG <= cg1; g += NG) {
+        tile_fn(rows, std::integral_constant<int, NG>(), ar, w + g * gstride, raw);
+        emit(R, m, g, NG);
+      }
+      for (; g < cg1; ++g) {
+        tile_fn(rows, std::integral_constant<int, 1>(), ar, w + g * gstride, raw);
+        emit(R, m, g, 1);
+      }
+    };
+    int64_t m = m_begin;
+    for (; m + MR <= m_end; m += MR) run_rows(std::integral_constant<int, MR>(), m);
+    for (; m < m_end; ++m) run_rows(std::integral_constant<int, 1>(), m);
+  }
+}
+
+template <class Kern, int OP>
+void bits_gemm_with(int64_t M, int64_t N, const uint64_t* a, int64_t kw, const uint64_t* w, const Epilogue& e,
+                    int nthreads) {
+  drive<Kern, kBitsGroup>(M, N, a, kw, w, kw * kBitsGroup, e, nthreads,
+                          [&](auto r, auto g, const uint64_t* const* ar, const uint64_t* wg, int32_t* raw) {
+                            Kern::template tile<decltype(r)::value, decltype(g)::value, OP>(ar, wg, kw * kBitsGroup, kw, raw);
+                          });
+}
+
+template <int OP>
+void bits_gemm(int isa, int64_t M, int64_t N, const uint64_t* a, int64_t kw, const uint64_t* w, const Epilogue& e,
+               int nthreads) {
+  switch (isa) {
+    case AVX512_VPOPCNT: bits_gemm_with<BitsVpopcnt, OP>(M, N, a, kw, w, e, nthreads); break;
+    case AVX512: bits_gemm_with<BitsAvx512, OP>(M, N, a, kw, w, e, nthreads); break;
+    case AVX2: bits_gemm_with<BitsAvx2, OP>(M, N, a, kw, w, e, nthreads); break;
+    default: bits_gemm_with<BitsPortable, OP>(M, N, a, kw, w, e, nthreads); break;
+  }
+}
+
+template <class Kern>
+void nib_gemm_with(int64_t M, int64_t N, const uint8_t* u, int64_t lu, int64_t steps, const uint64_t* w,
+                   const Epilogue& e, int nthreads) {
+  drive<Kern, kNibGroup>(M, N, u, lu, w, steps, e, nthreads,
+                         [&](auto r, auto g, const uint8_t* const* ur, const uint64_t* wg, int32_t* raw) {
+                           Kern::template tile<decltype(r)::value, decltype(g)::value>(ur, wg, steps, steps, raw);
+                         });
+}
+
+void nib_gemm(int isa, int64_t M, int64_t N, const uint8_t* u, int64_t lu, int64_t steps, const uint64_t* w,
+              const Epilogue& e, int nthreads) {
+  if (isa >= AVX512 && kFeatures.vnni)
+    nib_gemm_with<NibVnni>(M, N, u, lu, steps, w, e, nthreads);
+  else if (isa >= AVX512)
+    nib_gemm_with<NibAvx512>(M, N, u, lu, steps, w, e, nthreads);
+  else if (isa == AVX2)
+    nib_gemm_with<NibAvx2>(M, N, u, lu, steps, w, e, nthreads);
+  else
+    nib_gemm_with<NibPortable>(M, N, u, lu, steps, w, e, nthreads);
+}
+
+// ------------------------------------------------------------------------------------------------------------------
+// Input quantization into scratch.
+
+enum BitMode { SIGNED = 0, UNSIGNED_GE = 1, UNSIGNED_GT = 2 };
+
+// bits[m, k] = 1 iff  SIGNED: x − β ≥ 0;  UNSIGNED_GE: x − β ≥ thr;  UNSIGNED_GT: (x − β)/s > thr.
+// Returns the popcount of the row. Scalar version (and the tail of the vector one).
+inline bool bit_of(float x, const float* shift, int64_t k, float s, float thr, int mode) {
+  float v = shift ? x - shift[k] : x;
+  return mode == SIGNED ? v >= 0.0f : mode == UNSIGNED_GE ? v >= thr : v / s > thr;
+}
+
+int64_t pack_row_scalar(const float* row, int64_t from, int64_t K, const float* shift, float s, float thr, int mode,
+                        uint8_t* out) {
+  int64_t count = 0;
+  for (int64_t k = from; k < K; ++k) {
+    bool on = bit_of(row[k], shift, k, s, thr, mode);
+    out[k >> 3] |= (uint8_t)on << (k & 7);
+    count += on;
+  }
+  return count;
+}
+
+__attribute__((target("avx512f,avx512bw"))) int64_t pack_row_avx512(const float* row, int64_t K, const float* shift,
+                                                                     float s, float thr, int mode, uint8_t* out) {
+  const __m512 vthr = _mm512_set1_ps(mode == SIGNED ? 0.0f : thr), vs = _mm512_set1_ps(s);
+  int64_t count = 0, k = 0;
+  for (; k + 16 <= K; k += 16) {
+    __m512 v = _mm512_loadu_ps(row + k);
+    if (shift) v = _mm512_sub_ps(v, _mm512_loadu_ps(shift + k));
+    __mmask16 bits = mode == UNSIGNED_GT ? _mm512_cmp_ps_mask(_mm512_div_ps(v, vs), vthr, _CMP_GT_OQ)
+                                         : _mm512_cmp_ps_mask(v, vthr, _CMP_GE_OQ);
+    std::memcpy(out + k / 8, &bits, 2);  // k is a multiple of 16: two whole bytes, LSB first
+    count += __builtin_popcount(bits);
+  }
+  return count + pack_row_scalar(row, k, K, shift, s, thr, mode, out);
+}
+
+void pack_rows(int isa, const float* x, int64_t M, int64_t K, int64_t ldx, const float* shift, float s, float thr,
+               int mode, uint8_t* bits, int64_t ld, int64_t* pop, int nthreads) {
+#pragma omp parallel for schedule(static) num_threads(nthreads) if (nthreads > 1 && M * K > 65536)
+  for (int64_t m = 0; m < M; ++m) {
+    uint8_t* out = bits + m * ld;
+    std::memset(out, 0, (size_t)ld);
+    pop[m] = isa >= AVX512 ? pack_row_avx512(x + m * ldx, K, shift, s, thr, mode, out)
+                           : pack_row_scalar(x + m * ldx, 0, K, shift, s, thr, mode, out);
+  }
+}
+
+// u[m, k] = round(clip((x − β)/s, qn, qp)) + z (round half to even, as torch.round), rows zero-padded to lu bytes;
+// returns Σ_k q. Scalar version (and the tail of the vector one).
+int64_t quantize_row_scalar(const float* row, int64_t from, int64_t K, const float* shift, float step, int qn, int qp,
+                            int z, uint8_t* out) {
+  int64_t total = 0;
+  for (int64_t k = from; k < K; ++k) {
+    float v = shift ? row[k] - shift[k] : row[k];
+    float q = std::nearbyint(std::min(std::max(v / step, (float)qn), (float)qp));
+    total += (int64_t)q;
+    out[k] = (uint8_t)((int)q + z);
+  }
+  return total;
+}
+
+__attribute__((target("avx512f,avx512bw"))) int64_t quantize_row_avx512(const float* row, int64_t K,
+                                                                         const float* shift, float step, int qn,
+                                                                         int qp, int z, uint8_t* out) {
+  const __m512 vs = _mm512_set1_ps(step), lo = _mm512_set1_ps((float)qn), hi = _mm512_set1_ps((float)qp);
+  const __m512i vz = _mm512_set1_epi32(z);
+  __m512i total = _mm512_setzero_si512();
+  int64_t k = 0;
+  for (; k + 16 <= K; k += 16) {
+    __m512 v = _mm512_loadu_ps(row + k);
+    if (shift) v = _mm512_sub_ps(v, _mm512_loadu_ps(shift + k));
+    v = _mm512_min_ps(_mm512_max_ps(_mm512_div_ps(v, vs), lo), hi);
+    __m512i q = _mm512_cvtps_epi32(_mm512_roundscale_ps(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+    total = _mm512_add_epi32(total, q);
+    _mm_storeu_si128((__m128i*)(out + k), _mm512_cvtepi32_epi8(_mm512_add_epi32(q, vz)));
+  }
+  return _mm512_reduce_add_epi32(total) + quantize_row_scalar(row, k, K, shift, step, qn, qp, z, out);
+}
+
+// dynamic: s_m = max_k |x[m,k] − β_k| / 127 (1 when the row is 0), qn = −127, qp = 127, z = 128; s_m → scales.
+void quantize_rows(int isa, const float* x, int64_t M, int64_t K, int64_t ldx, const float* shift, float s, int qn,
+                   int qp, int z, bool dynamic, uint8_t* u, int64_t lu, int64_t* qsum, float* scales, int nthreads) {
+#pragma omp parallel for schedule(static) num_threads(nthreads) if (nthreads > 1 && M * K > 65536)
+  for (int64_t m = 0; m < M; ++m) {
+    const float* row = x + m * ldx;
+    uint8_t* out = u + m * lu;
+    float step = s;
+    if (dynamic) {
+      float amax = 0.0f;
+      for (int64_t k = 0; k < K; ++k) amax = std::max(amax, std::fabs(shift ? row[k] - shift[k] : row[k]));
+      step = amax > 0.0f ? amax / 127.0f : 1.0f;
+      scales[m] = step;
+    }
+    qsum[m] = isa >= AVX512 ? quantize_row_avx512(row, K, shift, step, qn, qp, z, out)
+                            : quantize_row_scalar(row, 0, K, shift, step, qn, qp, z, out);
+    std::memset(out + K, 0, (size_t)(lu - K));
+  }
+}
+
+// ------------------------------------------------------------------------------------------------------------------
+// Python bindings (pointers are passed as integers: tensor.data_ptr(); 0 = absent).
+
+template <class T>
+T* ptr(unsigned long long p) {
+  return reinterpret_cast<T*>((uintptr_t)p);
+}
+
+PyObject* py_w1a1_linear(PyObject*, PyObject* args) {
+  unsigned long long x, shift, w, alpha, gamma, bias, out;
+  long long M, K, ldx, N, ldo;
+  float s, thr, scale;
+  int mode, nthreads;
+  if (!PyArg_ParseTuple(args, "KLLLKffiKLKKfKKLi", &x, &M, &K, &ldx, &shift, &s, &thr, &mode, &w, &N, &alpha, &gamma,
+                        &scale, &bias, &out, &ldo, &nthreads))
+    return nullptr;
+  const int64_t kw = (K + 63) / 64;
+  const int isa = g_isa;
+  Py_BEGIN_ALLOW_THREADS;
+  uint8_t* buf = scratch((size_t)(M * kw * 8 + M * 24));
+  uint64_t* bits = reinterpret_cast<uint64_t*>(buf);
+  int64_t* pop = reinterpret_cast<int64_t*>(buf + M * kw * 8);
+  int64_t* add_m = pop + M;
+  int64_t* xsum = add_m + M;
+  pack_rows(isa, ptr<const float>(x), M, K, ldx, ptr<const float>(shift), s, thr, mode, buf, kw * 8, pop, nthreads);
+  // ±1 inputs: a·b = K − 2·popcount(a XOR b), Σq = 2·pop − K;  {0,1} inputs: a·b = 2·popcount(a AND b) − pop, Σq = pop
+  for (int64_t m = 0; m < M; ++m) {
+    add_m[m] = mode == SIGNED ? K : -pop[m];
+    xsum[m] = mode == SIGNED ? 2 * pop[m] - K : pop[m];
+  }
+  Epilogue e{mode == SIGNED ? -2 : 2, add_m, nullptr, ptr<const float>(alpha), ptr<const float>(gamma),
+             ptr<const float>(bias), nullptr, scale, xsum, ptr<float>(out), ldo, N};
+  if (mode == SIGNED)
+    bits_gemm<0>(isa, M, N, bits, kw, ptr<const uint64_t>(w), e, nthreads);
+  else
+    bits_gemm<1>(isa, M, N, bits, kw, ptr<const uint64_t>(w), e, nthreads);
+  Py_END_ALLOW_THREADS;
+  Py_RETURN_NONE;
+}
+
+PyObject* py_w1a8_linear(PyObject*, PyObject* args) {
+  unsigned long long x, shift, w, wsum, alpha, gamma, bias, out;
+  long long M, K, ldx, N, ldo;
+  float s;
+  int qn, qp, dynamic, nthreads;
+  if (!PyArg_ParseTuple(args, "KLLLKfiipKLKKKKKLi", &x, &M, &K, &ldx, &shift, &s, &qn, &qp, &dynamic, &w, &N, &wsum,
+                        &alpha, &gamma, &bias, &out, &ldo, &nthreads))
+    return nullptr;
+  if (dynamic) qn = -127, qp = 127;
+  if (qn < -128 || qp > 255 || qp - qn > 255) {
+    PyErr_Format(PyExc_ValueError, "w1a8_linear: levels [%d, %d] do not fit in 8 bits", qn, qp);
+    return nullptr;
+  }
+  const int z = qn < 0 ? 128 : 0;  // u = q + z ∈ [0, 255]
+  const int64_t lu = (K + 63) / 64 * 64, steps = (K + 3) / 4;
+  const int isa = g_isa;
+  Py_BEGIN_ALLOW_THREADS;
+  uint8_t* buf = scratch((size_t)(M * lu + M * 12 + N * 4));
+  uint8_t* u = buf;
+  int64_t* qsum = reinterpret_cast<int64_t*>(buf + M * lu);
+  int32_t* add_n = reinterpret_cast<int32_t*>(buf + M * lu + M * 8);
+  float* scales = reinterpret_cast<float*>(buf + M * lu + M * 8 + N * 4);
+  quantize_rows(isa, ptr<const float>(x), M, K, ldx, ptr<const float>(shift), s, qn, qp, z, dynamic, u, lu, qsum,
+                scales, nthreads);
+  const int32_t* bs = ptr<const int32_t>(wsum);
+  for (int64_t n = 0; n < N; ++n) add_n[n] = -z * bs[n];  // Σ_k (q + z)·b − z·Σ_k b = Σ_k q·b
+  Epilogue e{1, nullptr, add_n, ptr<const float>(alpha), ptr<const float>(gamma), ptr<const float>(bias),
+             dynamic ? scales : nullptr, s, qsum, ptr<float>(out), ldo, N};
+  nib_gemm(isa, M, N, u, lu, steps, ptr<const uint64_t>(w), e, nthreads);
+  Py_END_ALLOW_THREADS;
+  Py_RETURN_NONE;
+}
+
+// Kernel layouts (see repack_bits / repack_nib): sizes in uint64 words, and the repacking itself.
+PyObject* py_layout_words(PyObject*, PyObject* args) {
+  const char* kind;
+  long long N, K;
+  if (!PyArg_ParseTuple(args, "sLL", &kind, &N, &K)) return nullptr;
+  if (std::strcmp(kind, "bits") == 0) return PyLong_FromLongLong((N + kBitsGroup - 1) / kBitsGroup * ((K + 63) / 64) * kBitsGroup);
+  if (std::strcmp(kind, "nib") == 0) return PyLong_FromLongLong((N + kNibGroup - 1) / kNibGroup * ((K + 3) / 4));
+  PyErr_Format(PyExc_ValueError, "unknown kernel layout %s (bits, nib)", kind);
+  return nullptr;
+}
+
+PyObject* py_repack(PyObject*, PyObject* args) {
+  const char* kind;
+  unsigned long long w, out;
+  long long N, K;
+  if (!PyArg_ParseTuple(args, "sKLLK", &kind, &w, &N, &K, &out)) return nullptr;
+  if (std::strcmp(kind, "bits") == 0)
+    repack_bits(ptr<const uint8_t>(w), N, K, ptr<uint64_t>(out));
+  else if (std::strcmp(kind, "nib") == 0)
+    repack_nib(ptr<const uint8_t>(w), N, K, ptr<uint64_t>(out));
+  else {
+    PyErr_Format(PyExc_ValueError, "unknown kernel layout %s (bits, nib)", kind);
+    return nullptr;
+  }
+  Py_RETURN_NONE;
+}
+
+// Σ_k b[n,k] (b = ±1) of each weight row: 2·popcount(row) − K.
+PyObject* py_row_sums(PyObject*, PyObject* args) {
+  unsigned long long w, out;
+  long long N, K;
+  if (!PyArg_ParseTuple(args, "KLLK", &w, &N, &K, &out)) return nullptr;
+  const int64_t ld = (K + 7) / 8;
+  const uint8_t* b = ptr<const uint8_t>(w);
+  int32_t* o = ptr<int32_t>(out);
+  for (int64_t n = 0; n < N; ++n) {
+    int64_t c = 0;
+    for (int64_t i = 0; i < ld; i += 8) c += __builtin_popcountll(load_u64(b + n * ld + i, ld - i));
+    o[n] = (int32_t)(2 * c - K);
+  }
+  Py_RETURN_NONE;
+}
+
+PyObject* py_cpu_features(PyObject*, PyObject*) {
+  return Py_BuildValue("{s:O,s:O,s:O,s:O,s:O,s:O}", "avx2", kFeatures.avx2 ? Py_True : Py_False, "avx512bw",
+                       kFeatures.avx512bw ? Py_True : Py_False, "avx512vl", kFeatures.avx512vl ? Py_True : Py_False,
+                       "avx512_vpopcntdq", kFeatures.vpopcntdq ? Py_True : Py_False, "avx512_vnni",
+                       kFeatures.vnni ? Py_True : Py_False, "avx512_bf16", kFeatures.bf16 ? Py_True : Py_False);
+}
+
+bool isa_supported(int isa) {
+  switch (isa) {
+    case AVX512_VPOPCNT: return kFeatures.avx512bw && kFeatures.vpopcntdq;
+    case AVX512: return kFeatures.avx512bw;
+    case AVX2: return kFeatures.avx2;
+    default: return true;
+  }
+}
+
+PyObject* py_supported_isas(PyObject*, PyObject*) {
+  PyObject* list = PyList_New(0);
+  for (int i = 0; i < 4; ++i)
+    if (isa_supported(i)) {
+      PyObject* s = PyUnicode_FromString(kIsaNames[i]);
+      PyList_Append(list, s);
+      Py_DECREF(s);
+    }
+  return list;
+}
+
+PyObject* py_get_isa(PyObject*, PyObject*) { return PyUnicode_FromString(kIsaNames[g_isa]); }
+
+PyObject* py_set_isa(PyObject*, PyObject* args) {
+  const char* name;
+  if (!PyArg_ParseTuple(args, "s", &name)) return nullptr;
+  for (int i = 0; i < 4; ++i)
+    if (std::strcmp(name, kIsaNames[i]) == 0) {
+      if (!isa_supported(i)) {
+        PyErr_Format(PyExc_ValueError, "instruction set %s is not supported by this CPU", name);
+        return nullptr;
+      }
+      g_isa = i;
+      Py_RETURN_NONE;
+    }
+  PyErr_Format(PyExc_ValueError, "unknown instruction set %s (portable, avx2, avx512, avx512_vpopcnt)", name);
+  return nullptr;
+}
+
+PyMethodDef kMethods[] = {
+    {"w1a1_linear", py_w1a1_linear, METH_VARARGS, "Fused input binarization + XNOR/AND-popcount GEMM + epilogue."},
+    {"w1a8_linear", py_w1a8_linear, METH_VARARGS, "Fused input quantization to u8 + W1×u8 GEMM + epilogue."},
+    {"row_sums", py_row_sums, METH_VARARGS, "Σ_k b[n,k] of ±1 weight rows from their bits."},
+    {"layout_words", py_layout_words, METH_VARARGS, "Size in uint64 words of a kernel layout (bits, nib)."},
+    {"repack", py_repack, METH_VARARGS, "Checkpoint layout → kernel layout (bits, nib)."},
+    {"cpu_features", py_cpu_features, METH_NOARGS, "CPU features the kernels use."},
+    {"supported_isas", py_supported_isas, METH_NOARGS, "Instruction sets this CPU runs, slowest first."},
+    {"get_isa", py_get_isa, METH_NOARGS, "Instruction set in use."},
+    {"set_isa", py_set_isa, METH_VARARGS, "Use another supported instruction set."},
+    {nullptr, nullptr, 0, nullptr}};
+
+PyModuleDef kModule = {PyModuleDef_HEAD_INIT, "_bitgemm", "hf_binary_bert bitwise CPU kernels", -1, kMethods};
+
+}  // namespace
+
+PyMODINIT_FUNC PyInit__bitgemm(void) { return PyModule_Create(&kModule); }

@@ -1,0 +1,192 @@
+"""The kernels as PyTorch custom operators (`torch.library`), so eager mode, `torch.compile` and `torch.export` all
+see one op per binarized Linear: `torch.ops.hf_binary_bert.w1a1_linear` and `torch.ops.hf_binary_bert.w1a8_linear`.
+
+Each op runs the compiled kernel (`_bitgemm`, built by the package's setup.py) when it is importable, else its
+pure-PyTorch twin in `reference.py` after a one-time warning. Arguments and formulas: `reference.w1a1_linear` /
+`reference.w1a8_linear`. Inputs: x float32 [..., K] on the CPU; outputs float32 [..., N].
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import torch
+
+from . import reference
+
+try:
+    from . import _bitgemm
+except ImportError as err:  # no compiler at install time, or not x86-64
+    _bitgemm = None
+    _IMPORT_ERROR = err
+else:
+    _IMPORT_ERROR = None
+
+_warned = False
+
+
+def available() -> bool:
+    """Whether the compiled kernels are importable (otherwise the ops run `reference.py`)."""
+    return _bitgemm is not None
+
+
+def _use_reference() -> bool:
+    global _warned
+    if _bitgemm is not None:
+        return False
+    if not _warned:
+        warnings.warn(
+            f"hf_binary_bert: compiled kernels unavailable ({_IMPORT_ERROR}); using the pure-PyTorch reference "
+            "kernels (correct, slow). Reinstall with a C++ compiler on x86-64 to build them.",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+        _warned = True
+    return True
+
+
+def _ptr(t: torch.Tensor | None) -> int:
+    return 0 if t is None else t.data_ptr()
+
+
+def _check(x: torch.Tensor, weight_packed: torch.Tensor, k: int, n: int, **vectors: torch.Tensor | None) -> None:
+    if x.dtype != torch.float32 or x.device.type != "cpu":
+        raise ValueError(f"input must be a float32 CPU tensor, got {x.dtype} on {x.device}")
+    if weight_packed.dtype != torch.uint8 or weight_packed.shape != (n, (k + 7) // 8):
+        raise ValueError(f"weight_packed must be uint8 [N, ceil({k} / 8)], got {weight_packed.dtype} {list(weight_packed.shape)}")
+    for name, t in vectors.items():
+        if t is not None and (t.dtype != torch.float32 or t.shape != ((k,) if name == "shift" else (n,))):
+            raise ValueError(f"{name} must be float32 [{k if name == 'shift' else n}], got {t.dtype} {list(t.shape)}")
+
+
+def repack_weight(weight_packed: torch.Tensor, in_features: int, layout: str) -> torch.Tensor:
+    """Kernel layout (int64 words) of packed weight bits uint8 [N, ceil(in_features / 8)]: `"bits"` (interleaved
+    groups of 8 rows, for `w1a1_linear`) or `"nib"` (4 reduction steps × 16 rows per word, for `w1a8_linear`); see
+    csrc/bitgemm.cpp. Made once per Linear at load. Empty without the compiled kernels (the reference ignores it).
+
+    Raises:
+        ValueError: for another layout name or a `weight_packed` that is not uint8 [N, ceil(in_features / 8)].
+    """
+    if layout not in ("bits", "nib"):
+        raise ValueError(f"layout must be 'bits' or 'nib', got {layout!r}")
+    if weight_packed.dtype != torch.uint8 or weight_packed.dim() != 2 or weight_packed.shape[1] != (in_features + 7) // 8:
+        raise ValueError(f"weight_packed must be uint8 [N, ceil({in_features} / 8)], got {weight_packed.dtype} "
+                         f"{list(weight_packed.shape)}")
+    if _bitgemm is None:
+        return torch.zeros(0, dtype=torch.int64)
+    packed = weight_packed.detach().cpu().contiguous()
+    n = packed.shape[0]
+    out = torch.empty(_bitgemm.layout_words(layout, n, in_features), dtype=torch.int64)
+    _bitgemm.repack(layout, packed.data_ptr(), n, in_features, out.data_ptr())
+    return out
+
+
+def _check_kernel_weight(weight_kernel: torch.Tensor, layout: str, n: int, k: int) -> None:
+    words = _bitgemm.layout_words(layout, n, k)
+    if weight_kernel.dtype != torch.int64 or weight_kernel.shape != (words,):
+        raise ValueError(f"weight_kernel must be the {layout!r} layout of weight_packed (int64 [{words}], "
+                         f"repack_weight), got {weight_kernel.dtype} {list(weight_kernel.shape)}")
+
+
+def w1a1_linear_impl(x: torch.Tensor, weight_packed: torch.Tensor, weight_kernel: torch.Tensor, alpha: torch.Tensor,
+                gamma: torch.Tensor | None, bias: torch.Tensor | None, shift: torch.Tensor | None, step: float,
+                threshold: float, mode: int, scale: float) -> torch.Tensor:
+    """Binary-input, binary-weight Linear: fused input binarization + XNOR/AND-popcount GEMM + epilogue
+    (`reference.w1a1_linear` gives the arguments and the formula). `weight_kernel` is
+    `repack_weight(weight_packed, K, "bits")`."""
+    if _use_reference():
+        return reference.w1a1_linear(x, weight_packed, alpha, gamma, bias, shift, step, threshold, mode, scale)
+    k, n = x.shape[-1], weight_packed.shape[0]
+    _check(x, weight_packed, k, n, alpha=alpha, gamma=gamma, bias=bias, shift=shift)
+    _check_kernel_weight(weight_kernel, "bits", n, k)
+    x2 = x.reshape(-1, k).contiguous()
+    out = x2.new_empty(x2.shape[0], n)
+    _bitgemm.w1a1_linear(x2.data_ptr(), x2.shape[0], k, k, _ptr(shift), step, threshold, mode,
+                         weight_kernel.data_ptr(), n, alpha.data_ptr(), _ptr(gamma), scale, _ptr(bias),
+                         out.data_ptr(), n, torch.get_num_threads())
+    return out.reshape(*x.shape[:-1], n)
+
+
+w1a1_linear = torch.library.custom_op("hf_binary_bert::w1a1_linear", w1a1_linear_impl, mutates_args=(),
+                                      device_types="cpu")
+
+
+@w1a1_linear.register_fake
+def _(x, weight_packed, weight_kernel, alpha, gamma, bias, shift, step, threshold, mode, scale):
+    return x.new_empty(*x.shape[:-1], weight_packed.shape[0])
+
+
+def w1a8_linear_impl(x: torch.Tensor, weight_packed: torch.Tensor, weight_kernel: torch.Tensor, weight_sums: torch.Tensor,
+                alpha: torch.Tensor,
+                gamma: torch.Tensor | None, bias: torch.Tensor | None, shift: torch.Tensor | None, step: float,
+                q_min: int, q_max: int, dynamic: bool) -> torch.Tensor:
+    """Binary-weight Linear with 2–8-bit inputs: fused input quantization to u8 + W1×u8 GEMM (VNNI where the CPU has
+    it) + epilogue (`reference.w1a8_linear`). `weight_kernel` is `repack_weight(weight_packed, K, "nib")`,
+    `weight_sums` int32 [N], Σ_k B[n, k] (`row_sums`)."""
+    if _use_reference():
+        return reference.w1a8_linear(x, weight_packed, alpha, gamma, bias, shift, step, q_min, q_max, dynamic)
+    k, n = x.shape[-1], weight_packed.shape[0]
+    _check(x, weight_packed, k, n, alpha=alpha, gamma=gamma, bias=bias, shift=shift)
+    _check_kernel_weight(weight_kernel, "nib", n, k)
+    if weight_sums.dtype != torch.int32 or weight_sums.shape != (n,):
+        raise ValueError(f"weight_sums must be int32 [{n}] (row_sums), got {weight_sums.dtype} {list(weight_sums.shape)}")
+    x2 = x.reshape(-1, k).contiguous()
+    out = x2.new_empty(x2.shape[0], n)
+    _bitgemm.w1a8_linear(x2.data_ptr(), x2.shape[0], k, k, _ptr(shift), step, q_min, q_max, dynamic,
+                         weight_kernel.data_ptr(), n, weight_sums.data_ptr(), alpha.data_ptr(),
+                         _ptr(gamma), _ptr(bias), out.data_ptr(), n, torch.get_num_threads())
+    return out.reshape(*x.shape[:-1], n)
+
+
+w1a8_linear = torch.library.custom_op("hf_binary_bert::w1a8_linear", w1a8_linear_impl, mutates_args=(),
+                                      device_types="cpu")
+
+
+@w1a8_linear.register_fake
+def _(x, weight_packed, weight_kernel, weight_sums, alpha, gamma, bias, shift, step, q_min, q_max, dynamic):
+    return x.new_empty(*x.shape[:-1], weight_packed.shape[0])
+
+
+def row_sums(weight_packed: torch.Tensor, k: int) -> torch.Tensor:
+    """Σ_k B[n, k] of each ±1 weight row, int32 [N] (the zero-point correction of `w1a8_linear`)."""
+    if _bitgemm is None:
+        return reference.row_sums(weight_packed, k)
+    packed = weight_packed.contiguous()
+    out = torch.empty(packed.shape[0], dtype=torch.int32)
+    _bitgemm.row_sums(packed.data_ptr(), packed.shape[0], k, out.data_ptr())
+    return out
+
+
+def cpu_features() -> dict[str, bool]:
+    """The CPU features the kernels look for (all False without the compiled kernels)."""
+    if _bitgemm is None:
+        return dict.fromkeys(("avx2", "avx512bw", "avx512vl", "avx512_vpopcntdq", "avx512_vnni", "avx512_bf16"), False)
+    return _bitgemm.cpu_features()
+
+
+def supported_isas() -> list[str]:
+    """Instruction-set paths this CPU can run, slowest first (`["reference"]` without the compiled kernels)."""
+    return ["reference"] if _bitgemm is None else _bitgemm.supported_isas()
+
+
+def get_isa() -> str:
+    """The instruction-set path in use: `"avx512_vpopcnt"`, `"avx512"`, `"avx2"`, `"portable"` or `"reference"`."""
+    return "reference" if _bitgemm is None else _bitgemm.get_isa()
+
+
+def set_isa(name: str) -> str:
+    """Use another path (e.g. to test or benchmark the fallbacks); returns the previous one.
+
+    Raises:
+        ValueError: for a path this CPU (or this build) cannot run.
+    """
+    previous = get_isa()
+    if name != previous:
+        if _bitgemm is None:
+            raise ValueError(f"instruction set {name} is not available: the compiled kernels are not built")
+        _bitgemm.set_isa(name)
+    return previous
+
+
+__all__ = ["available", "cpu_features", "get_isa", "repack_weight", "row_sums", "set_isa", "supported_isas", "w1a1_linear",
+           "w1a1_linear_impl", "w1a8_linear", "w1a8_linear_impl"]

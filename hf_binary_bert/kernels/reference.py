@@ -1,0 +1,99 @@
+"""Pure-PyTorch reference twins of the compiled kernels (`csrc/bitgemm.cpp`), argument for argument.
+
+They are what the custom ops run when the compiled extension is unavailable, and what the tests compare every
+instruction-set path against, for bitwise equality: the integer part (the ±1 / {0,1} / u8 dot products) is computed
+in float64, exact for K < 2⁵³, and the epilogue is the same float32 operations in the same order as the kernel's
+(which is compiled with -ffp-contract=off, so no fused multiply-add changes a rounding):
+
+    y[m, n] = ((α_n · dot[m, n] + γ_n · Σ_k q[m, k]) · s_m) + bias_n
+
+with W_q = α·B + γ (B = ±1 from the packed bits, `hf_binary_bert.packing`) and the input x̂ = s·q.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..packing import unpack_signs
+
+# Input binarization modes of `w1a1_linear` (mirrors `BitMode` in bitgemm.cpp).
+SIGNED = 0  # q = sign(x − β) ∈ {−1, +1}, sign(0) = +1            (BiBERT sign, BiT elastic signed)
+UNSIGNED_GE = 1  # q = 1[x − β ≥ threshold] ∈ {0, 1}                  (sign scheme on non-negative inputs, ½)
+UNSIGNED_GT = 2  # q = 1[(x − β) / step > threshold] ∈ {0, 1}         (round(clip(·, 0, 1)), half to even)
+
+
+def _epilogue(dot, qsum, alpha, gamma, bias, scale):
+    out = alpha * dot.float()  # |dot| < 2²⁴: exact in float32
+    if gamma is not None:
+        out = out + gamma * qsum.float().unsqueeze(-1)
+    out = out * scale
+    return out if bias is None else out + bias
+
+
+def w1a1_linear(x: torch.Tensor, weight_packed: torch.Tensor, alpha: torch.Tensor, gamma: torch.Tensor | None,
+                bias: torch.Tensor | None, shift: torch.Tensor | None, step: float, threshold: float, mode: int,
+                scale: float) -> torch.Tensor:
+    """Binary-input Linear: q = binarize(x) (per `mode`), y = scale · (α·(q·Bᵀ) + γ·Σq) + bias.
+
+    Args:
+        x: float32 [..., K].
+        weight_packed: uint8 [N, ceil(K / 8)], the packed signs B.
+        alpha, gamma, bias: float32 [N] (per output row; gamma and bias may be None).
+        shift: β float32 [K] or None.
+        step: divisor of the `UNSIGNED_GT` test. threshold: its threshold (`UNSIGNED_GE` / `UNSIGNED_GT`).
+        mode: `SIGNED`, `UNSIGNED_GE` or `UNSIGNED_GT`.
+        scale: the input scale s (x̂ = s·q).
+
+    Returns:
+        float32 [..., N].
+    """
+    k = x.shape[-1]
+    xs = x if shift is None else x - shift
+    if mode == SIGNED:
+        q = torch.where(xs >= 0, 1.0, -1.0)
+    elif mode == UNSIGNED_GE:
+        q = (xs >= threshold).float()
+    else:
+        q = (xs / step > threshold).float()
+    signs = unpack_signs(weight_packed, k, torch.float64)
+    q = q.double()
+    return _epilogue(q @ signs.T, q.sum(-1), alpha, gamma, bias, torch.tensor(scale, dtype=torch.float32))
+
+
+def quantize_levels(x: torch.Tensor, shift: torch.Tensor | None, step: float, q_min: int, q_max: int,
+                    dynamic: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Integer levels q = round(clip((x − β) / s, q_min, q_max)) [..., K] (float32 holding integers) and the step
+    s (a 0-d tensor, or [...] per row when `dynamic`: s_m = max|x_m| / 127, levels ±127)."""
+    xs = x if shift is None else x - shift
+    if dynamic:
+        amax = xs.abs().amax(-1, keepdim=True)
+        s = torch.where(amax > 0, amax / 127.0, torch.ones_like(amax))
+        return torch.round(torch.clamp(xs / s, -127, 127)), s.squeeze(-1)
+    s = torch.tensor(step, dtype=x.dtype)
+    return torch.round(torch.clamp(xs / s, q_min, q_max)), s
+
+
+def w1a8_linear(x: torch.Tensor, weight_packed: torch.Tensor, alpha: torch.Tensor, gamma: torch.Tensor | None,
+                bias: torch.Tensor | None, shift: torch.Tensor | None, step: float, q_min: int, q_max: int,
+                dynamic: bool) -> torch.Tensor:
+    """Multi-bit-input Linear: q = round(clip((x − β)/s, q_min, q_max)) (LSQ / BiT; `dynamic`: per-row absmax int8),
+    y = s · (α·(q·Bᵀ) + γ·Σq) + bias. Shapes as `w1a1_linear`; levels must fit 8 bits (q_max − q_min ≤ 255).
+
+    Raises:
+        ValueError: when the levels do not fit 8 bits.
+    """
+    if not dynamic and (q_min < -128 or q_max > 255 or q_max - q_min > 255):
+        raise ValueError(f"w1a8_linear: levels [{q_min}, {q_max}] do not fit in 8 bits")
+    q, s = quantize_levels(x, shift, step, q_min, q_max, dynamic)
+    signs = unpack_signs(weight_packed, x.shape[-1], torch.float64)
+    q = q.double()
+    scale = s.unsqueeze(-1) if dynamic else torch.tensor(step, dtype=torch.float32)
+    return _epilogue(q @ signs.T, q.sum(-1), alpha, gamma, bias, scale)
+
+
+def row_sums(weight_packed: torch.Tensor, k: int) -> torch.Tensor:
+    """Σ_k B[n, k] of each ±1 weight row, int32 [N]."""
+    return unpack_signs(weight_packed, k, torch.float32).sum(-1).to(torch.int32)
+
+
+__all__ = ["SIGNED", "UNSIGNED_GE", "UNSIGNED_GT", "quantize_levels", "row_sums", "w1a1_linear", "w1a8_linear"]
