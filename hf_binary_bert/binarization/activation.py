@@ -25,7 +25,7 @@ import math
 import torch
 from torch import nn
 
-from .ste import sign_ste
+from .ste import binary_sign, sign_ste
 
 ACTIVATION_SCHEMES = ("sign", "elastic")
 
@@ -113,9 +113,13 @@ class ActivationQuantizer(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if hasattr(self, "shift"):
             x = x - self.shift.to(x.dtype)
+        # Without autograd (inference): the same values with fewer tensor ops (no STE bookkeeping).
+        no_grad = not torch.is_grad_enabled()
         if not self.has_step:  # 1-bit "sign"
             if self.signed:
-                return sign_ste(x, self.ste)
+                return binary_sign(x) if no_grad else sign_ste(x, self.ste)
+            if no_grad:
+                return (x >= 0.5).to(x.dtype)  # = (sign(x − ½) + 1) / 2: x − ½ ≥ 0 ⟺ x ≥ ½ exactly
             return (sign_ste(x - 0.5, self.ste) + 1) / 2
         if not self._seen_calibrated:
             if self.calibrated.item():
@@ -125,7 +129,11 @@ class ActivationQuantizer(nn.Module):
         step = _grad_scale(self.step.clamp_min(1e-5), 1.0 / math.sqrt(x.numel() * max(self.q_p, 1))).to(x.dtype)
         if self.bits == 1 and self.signed:
             # BiT: the STE window is |x| ≤ α and ∂/∂α = sign(x)
+            if no_grad:
+                return binary_sign(x / step).mul_(step)
             return sign_ste(x / step.detach(), "clipped_identity") * step
+        if no_grad:
+            return (x / step).clamp_(self.q_n, self.q_p).round_().mul_(step)
         return _round_ste((x / step).clamp(self.q_n, self.q_p)) * step
 
     def extra_repr(self) -> str:

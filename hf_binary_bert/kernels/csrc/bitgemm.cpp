@@ -80,7 +80,7 @@ inline uint64_t load_u64(const uint8_t* p, int64_t avail) {
 // ------------------------------------------------------------------------------------------------------------------
 // Kernel layouts of the weight bits, made once per Linear from the checkpoint layout (repack_* below):
 //
-//   bits (w1a1): uint64 [ceil(N/8)][Kw][8], Kw = ceil(K/64): word w of the 8 rows 8g … 8g+7 side by side, so one
+//   bits (w1a1): uint64 [ceil(N/8)][Kw][8], Kw = ceil(K/256)·4: word w of the 8 rows 8g … 8g+7 side by side, so one
 //                512-bit load holds a 64-bit slice of 8 output rows and each 64-bit lane accumulates one output
 //                (no horizontal reductions; the input word is broadcast).
 //   nib  (w1a8): uint64 [ceil(N/16)][ceil(K/4)], bit 4r+t = B[16g+r][4s+t]: 4 reduction steps of 16 rows, which a
@@ -89,11 +89,15 @@ inline uint64_t load_u64(const uint8_t* p, int64_t avail) {
 
 constexpr int64_t kBitsGroup = 8, kNibGroup = 16;
 
+// Words per row in the bits layout: ceil(K / 64) rounded up to a multiple of 4 (the carry-save block; the padding
+// words are 0 in weights and inputs, so they add nothing to XOR or AND counts).
+inline int64_t bits_words(int64_t K) { return (K + 255) / 256 * 4; }
+
 void repack_bits(const uint8_t* w, int64_t N, int64_t K, uint64_t* out) {
-  const int64_t ld = (K + 7) / 8, kw = (K + 63) / 64, groups = (N + kBitsGroup - 1) / kBitsGroup;
+  const int64_t ld = (K + 7) / 8, kw = bits_words(K), groups = (N + kBitsGroup - 1) / kBitsGroup;
   std::memset(out, 0, (size_t)(groups * kw * kBitsGroup * 8));
   for (int64_t n = 0; n < N; ++n)
-    for (int64_t word = 0; word < kw; ++word)
+    for (int64_t word = 0; word * 8 < ld; ++word)
       out[(n / kBitsGroup * kw + word) * kBitsGroup + n % kBitsGroup] = load_u64(w + n * ld + word * 8, ld - word * 8);
 }
 
@@ -120,13 +124,13 @@ inline uint64_t combine(uint64_t x, uint64_t y) {
 struct BitsPortable {
   static constexpr int MR = 1, NG = 1;
   template <int R, int G, int OP>
-  static void tile(const uint64_t* const* a, const uint64_t* w, int64_t gstride, int64_t kw, int32_t* out) {
+  static void tile(const uint64_t* const* a, const uint64_t* w, int64_t gstride, int64_t kw, int32_t* out, int64_t ldo) {
     for (int i = 0; i < R; ++i)
       for (int j = 0; j < G; ++j)
         for (int r = 0; r < kBitsGroup; ++r) {
           int64_t c = 0;
           for (int64_t k = 0; k < kw; ++k) c += __builtin_popcountll(combine<OP>(a[i][k], w[j * gstride + k * kBitsGroup + r]));
-          out[i * G * kBitsGroup + j * kBitsGroup + r] = (int32_t)c;
+          out[i * ldo + j * kBitsGroup + r] = (int32_t)c;
         }
   }
 };
@@ -135,7 +139,7 @@ struct BitsAvx2 {  // 4 rows per ymm, nibble-table popcount (vpshufb) into byte 
   static constexpr int MR = 2, NG = 1;
   template <int R, int G, int OP>
   __attribute__((target("avx2"))) static void tile(const uint64_t* const* a, const uint64_t* w, int64_t gstride,
-                                                   int64_t kw, int32_t* out) {
+                                                   int64_t kw, int32_t* out, int64_t ldo) {
     const __m256i lut = _mm256_setr_epi8(0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4, 0, 1, 1, 2, 1, 2, 2, 3, 1, 2,
                                          2, 3, 2, 3, 3, 4);
     const __m256i low = _mm256_set1_epi8(0x0f);
@@ -169,55 +173,80 @@ struct BitsAvx2 {  // 4 rows per ymm, nibble-table popcount (vpshufb) into byte 
       for (int j = 0; j < 2 * G; ++j) {
         alignas(32) int64_t lanes[4];
         _mm256_store_si256((__m256i*)lanes, acc[i][j]);
-        for (int t = 0; t < 4; ++t) out[i * G * kBitsGroup + j * 4 + t] = (int32_t)lanes[t];
+        for (int t = 0; t < 4; ++t) out[i * ldo + j * 4 + t] = (int32_t)lanes[t];
       }
   }
 };
 
-struct BitsAvx512 {  // 8 rows per zmm, vpshufb nibble popcount, byte counters flushed with vpsadbw every 31 words
-  static constexpr int MR = 4, NG = 2;
+struct BitsAvx512 {
+  // 8 rows per zmm. Without VPOPCNTDQ a popcount costs 6 ops (vpshufb nibble table), so the words are first summed
+  // with carry-save adders (Harley & Seal; Muła, Kurz & Lemire, "Faster population counts using AVX2
+  // instructions", 2018): per block of 4 words, two CSAs into `ones` and `twos` and one into `fours`, whose
+  // popcount (weight 4) goes to byte counters, flushed with vpsadbw every 31 blocks; at the end
+  // count = 4·Σ popcount(fours) + 2·popcount(twos) + popcount(ones). 17 ops per 4 words instead of 32.
+  static constexpr int MR = 2, NG = 2;
+
+  __attribute__((target("avx512f,avx512bw"), always_inline)) static inline __m512i popcnt_bytes(__m512i v, __m512i lut,
+                                                                                              __m512i low) {
+    const __m512i lo = _mm512_shuffle_epi8(lut, _mm512_and_si512(v, low));
+    const __m512i hi = _mm512_shuffle_epi8(lut, _mm512_and_si512(_mm512_srli_epi16(v, 4), low));
+    return _mm512_add_epi8(lo, hi);
+  }
+
   template <int R, int G, int OP>
   __attribute__((target("avx512f,avx512bw"))) static void tile(const uint64_t* const* a, const uint64_t* w,
-                                                                int64_t gstride, int64_t kw, int32_t* out) {
+                                                                int64_t gstride, int64_t kw, int32_t* out, int64_t ldo) {
     const __m512i lut = _mm512_broadcast_i32x4(_mm_setr_epi8(0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4));
     const __m512i low = _mm512_set1_epi8(0x0f);
-    __m512i acc[R][G];
+    __m512i ones[R][G], twos[R][G], total[R][G];
 #pragma GCC unroll 4
     for (int i = 0; i < R; ++i)
 #pragma GCC unroll 4
-      for (int j = 0; j < G; ++j) acc[i][j] = _mm512_setzero_si512();
-    for (int64_t k0 = 0; k0 < kw; k0 += 31) {
-      const int64_t k1 = std::min(kw, k0 + 31);
-      __m512i bytes[R][G];
+      for (int j = 0; j < G; ++j) ones[i][j] = twos[i][j] = total[i][j] = _mm512_setzero_si512();
+    for (int64_t k0 = 0; k0 < kw; k0 += 4 * 31) {
+      const int64_t k1 = std::min(kw, k0 + 4 * 31);
+      __m512i fours_bytes[R][G];
 #pragma GCC unroll 4
       for (int i = 0; i < R; ++i)
 #pragma GCC unroll 4
-        for (int j = 0; j < G; ++j) bytes[i][j] = _mm512_setzero_si512();
-      for (int64_t k = k0; k < k1; ++k) {
-        __m512i vw[G];
+        for (int j = 0; j < G; ++j) fours_bytes[i][j] = _mm512_setzero_si512();
+      for (int64_t k = k0; k < k1; k += 4) {
 #pragma GCC unroll 4
-        for (int j = 0; j < G; ++j) vw[j] = _mm512_loadu_si512(w + j * gstride + k * kBitsGroup);
-#pragma GCC unroll 4
-        for (int i = 0; i < R; ++i) {
-          const __m512i va = _mm512_set1_epi64((long long)a[i][k]);
+        for (int i = 0; i < R; ++i)
 #pragma GCC unroll 4
           for (int j = 0; j < G; ++j) {
-            __m512i v = OP == 0 ? _mm512_xor_si512(va, vw[j]) : _mm512_and_si512(va, vw[j]);
-            __m512i lo = _mm512_shuffle_epi8(lut, _mm512_and_si512(v, low));
-            __m512i hi = _mm512_shuffle_epi8(lut, _mm512_and_si512(_mm512_srli_epi16(v, 4), low));
-            bytes[i][j] = _mm512_add_epi8(bytes[i][j], _mm512_add_epi8(lo, hi));
+            const uint64_t* wj = w + j * gstride + k * kBitsGroup;
+            __m512i v[4];
+#pragma GCC unroll 4
+            for (int t = 0; t < 4; ++t) {
+              const __m512i va = _mm512_set1_epi64((long long)a[i][k + t]);
+              const __m512i vw = _mm512_loadu_si512(wj + t * kBitsGroup);
+              v[t] = OP == 0 ? _mm512_xor_si512(va, vw) : _mm512_and_si512(va, vw);
+            }
+            // CSA(h, l) of (x, y, z): l = x ^ y ^ z (ternlog 0x96), h = majority(x, y, z) (0xE8)
+            const __m512i twos_a = _mm512_ternarylogic_epi64(ones[i][j], v[0], v[1], 0xE8);
+            const __m512i ones_a = _mm512_ternarylogic_epi64(ones[i][j], v[0], v[1], 0x96);
+            const __m512i twos_b = _mm512_ternarylogic_epi64(ones_a, v[2], v[3], 0xE8);
+            ones[i][j] = _mm512_ternarylogic_epi64(ones_a, v[2], v[3], 0x96);
+            const __m512i fours = _mm512_ternarylogic_epi64(twos[i][j], twos_a, twos_b, 0xE8);
+            twos[i][j] = _mm512_ternarylogic_epi64(twos[i][j], twos_a, twos_b, 0x96);
+            fours_bytes[i][j] = _mm512_add_epi8(fours_bytes[i][j], popcnt_bytes(fours, lut, low));
           }
-        }
       }
 #pragma GCC unroll 4
       for (int i = 0; i < R; ++i)
 #pragma GCC unroll 4
         for (int j = 0; j < G; ++j)
-          acc[i][j] = _mm512_add_epi64(acc[i][j], _mm512_sad_epu8(bytes[i][j], _mm512_setzero_si512()));
+          total[i][j] = _mm512_add_epi64(total[i][j], _mm512_sad_epu8(fours_bytes[i][j], _mm512_setzero_si512()));
     }
+    const __m512i zero = _mm512_setzero_si512();
     for (int i = 0; i < R; ++i)
-      for (int j = 0; j < G; ++j)
-        _mm256_storeu_si256((__m256i*)(out + i * G * kBitsGroup + j * kBitsGroup), _mm512_cvtepi64_epi32(acc[i][j]));
+      for (int j = 0; j < G; ++j) {
+        __m512i c = _mm512_slli_epi64(total[i][j], 2);
+        c = _mm512_add_epi64(c, _mm512_slli_epi64(_mm512_sad_epu8(popcnt_bytes(twos[i][j], lut, low), zero), 1));
+        c = _mm512_add_epi64(c, _mm512_sad_epu8(popcnt_bytes(ones[i][j], lut, low), zero));
+        _mm256_storeu_si256((__m256i*)(out + i * ldo + j * kBitsGroup), _mm512_cvtepi64_epi32(c));
+      }
   }
 };
 
@@ -226,7 +255,7 @@ struct BitsVpopcnt {  // 8 rows per zmm, vpopcntq straight into 64-bit lane coun
   template <int R, int G, int OP>
   __attribute__((target("avx512f,avx512bw,avx512vpopcntdq"))) static void tile(const uint64_t* const* a,
                                                                                  const uint64_t* w, int64_t gstride,
-                                                                                 int64_t kw, int32_t* out) {
+                                                                                 int64_t kw, int32_t* out, int64_t ldo) {
     __m512i acc[R][G];
 #pragma GCC unroll 4
     for (int i = 0; i < R; ++i)
@@ -248,14 +277,14 @@ struct BitsVpopcnt {  // 8 rows per zmm, vpopcntq straight into 64-bit lane coun
     }
     for (int i = 0; i < R; ++i)
       for (int j = 0; j < G; ++j)
-        _mm256_storeu_si256((__m256i*)(out + i * G * kBitsGroup + j * kBitsGroup), _mm512_cvtepi64_epi32(acc[i][j]));
+        _mm256_storeu_si256((__m256i*)(out + i * ldo + j * kBitsGroup), _mm512_cvtepi64_epi32(acc[i][j]));
   }
 };
 
 struct NibPortable {
   static constexpr int MR = 1, NG = 1;
   template <int R, int G>
-  static void tile(const uint8_t* const* u, const uint64_t* w, int64_t gstride, int64_t steps, int32_t* out) {
+  static void tile(const uint8_t* const* u, const uint64_t* w, int64_t gstride, int64_t steps, int32_t* out, int64_t ldo) {
     for (int i = 0; i < R; ++i)
       for (int j = 0; j < G; ++j)
         for (int r = 0; r < kNibGroup; ++r) {
@@ -264,7 +293,7 @@ struct NibPortable {
             const uint64_t bits = w[j * gstride + s] >> (4 * r);
             for (int t = 0; t < 4; ++t) d += (int64_t)u[i][4 * s + t] * ((bits >> t) & 1 ? 1 : -1);
           }
-          out[i * G * kNibGroup + j * kNibGroup + r] = (int32_t)d;
+          out[i * ldo + j * kNibGroup + r] = (int32_t)d;
         }
   }
 };
@@ -273,7 +302,7 @@ struct NibAvx2 {  // 8 rows × 4 steps per ymm: ±1 bytes from 32 bits by byte s
   static constexpr int MR = 2, NG = 1;
   template <int R, int G>
   __attribute__((target("avx2"))) static void tile(const uint8_t* const* u, const uint64_t* w, int64_t gstride,
-                                                   int64_t steps, int32_t* out) {
+                                                   int64_t steps, int32_t* out, int64_t ldo) {
     const __m256i select = _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 2, 2, 3,
                                             3, 3, 3, 3, 3, 3, 3);
     const __m256i bit = _mm256_set1_epi64x((long long)0x8040201008040201ULL);
@@ -298,42 +327,51 @@ struct NibAvx2 {  // 8 rows × 4 steps per ymm: ±1 bytes from 32 bits by byte s
       }
     }
     for (int i = 0; i < R; ++i)
-      for (int j = 0; j < 2 * G; ++j) _mm256_storeu_si256((__m256i*)(out + i * G * kNibGroup + j * 8), acc[i][j]);
+      for (int j = 0; j < 2 * G; ++j) _mm256_storeu_si256((__m256i*)(out + i * ldo + j * 8), acc[i][j]);
   }
 };
 
-#define HBB_NIB_AVX512(NAME, TARGET, ACCUMULATE)                                                                 \
-  struct NAME {                                                                                                  \
-    static constexpr int MR = 4, NG = 4;                                                                         \
-    template <int R, int G>                                                                                      \
-    __attribute__((target(TARGET))) static void tile(const uint8_t* const* u, const uint64_t* w, int64_t gstride, \
-                                                     int64_t steps, int32_t* out) {                              \
-      const __m512i plus = _mm512_set1_epi8(1), minus = _mm512_set1_epi8(-1), ones16 = _mm512_set1_epi16(1);     \
-      (void)ones16;                                                                                              \
-      __m512i acc[R][G];                                                                                         \
-      _Pragma("GCC unroll 4") for (int i = 0; i < R; ++i) _Pragma("GCC unroll 4") for (int j = 0; j < G; ++j)    \
-          acc[i][j] = _mm512_setzero_si512();                                                                    \
-      for (int64_t s = 0; s < steps; ++s) {                                                                      \
-        __m512i vw[G];                                                                                           \
-        _Pragma("GCC unroll 4") for (int j = 0; j < G; ++j) vw[j] =                                              \
-            _mm512_mask_blend_epi8((__mmask64)w[j * gstride + s], minus, plus);                                  \
-        _Pragma("GCC unroll 4") for (int i = 0; i < R; ++i) {                                                    \
-          int32_t quad;                                                                                          \
-          std::memcpy(&quad, u[i] + 4 * s, 4);                                                                   \
-          const __m512i vu = _mm512_set1_epi32(quad);                                                            \
-          _Pragma("GCC unroll 4") for (int j = 0; j < G; ++j) acc[i][j] = ACCUMULATE;                            \
-        }                                                                                                        \
-      }                                                                                                          \
-      for (int i = 0; i < R; ++i)                                                                                \
-        for (int j = 0; j < G; ++j) _mm512_storeu_si512(out + i * G * kNibGroup + j * kNibGroup, acc[i][j]);     \
-    }                                                                                                            \
-  };
-
-// VNNI: vpdpbusd (u8 × s8, four products summed into each int32 lane); AVX-512BW: vpmaddubsw + vpmaddwd.
-HBB_NIB_AVX512(NibVnni, "avx512f,avx512bw,avx512vnni", _mm512_dpbusd_epi32(acc[i][j], vu, vw[j]))
-HBB_NIB_AVX512(NibAvx512, "avx512f,avx512bw",
-               _mm512_add_epi32(acc[i][j], _mm512_madd_epi16(_mm512_maddubs_epi16(vu, vw[j]), ones16)))
-#undef HBB_NIB_AVX512
+// 16 rows per zmm: the ±1 bytes of 4 steps × 16 rows are blended from one 64-bit word of the nib layout; the 4 input
+// bytes are broadcast. VNNI: vpdpbusd (u8 × s8, four products summed into each int32 lane). Without VNNI:
+// vpmaddubsw + vpmaddwd (the function is compiled with the VNNI target either way but only issues VNNI
+// instructions when VNNI is true).
+template <bool VNNI>
+struct NibAvx512 {
+  static constexpr int MR = 4, NG = 4;
+  template <int R, int G>
+  __attribute__((target("avx512f,avx512bw,avx512vnni"))) static void tile(const uint8_t* const* u, const uint64_t* w,
+                                                                           int64_t gstride, int64_t steps,
+                                                                           int32_t* out, int64_t ldo) {
+    const __m512i plus = _mm512_set1_epi8(1), minus = _mm512_set1_epi8(-1), ones16 = _mm512_set1_epi16(1);
+    __m512i acc[R][G];
+#pragma GCC unroll 4
+    for (int i = 0; i < R; ++i)
+#pragma GCC unroll 4
+      for (int j = 0; j < G; ++j) acc[i][j] = _mm512_setzero_si512();
+    for (int64_t s = 0; s < steps; ++s) {
+      __m512i vw[G];
+#pragma GCC unroll 4
+      for (int j = 0; j < G; ++j) vw[j] = _mm512_mask_blend_epi8((__mmask64)w[j * gstride + s], minus, plus);
+#pragma GCC unroll 4
+      for (int i = 0; i < R; ++i) {
+        int32_t quad;
+        std::memcpy(&quad, u[i] + 4 * s, 4);
+        const __m512i vu = _mm512_set1_epi32(quad);
+#pragma GCC unroll 4
+        for (int j = 0; j < G; ++j) {
+          if constexpr (VNNI)
+            acc[i][j] = _mm512_dpbusd_epi32(acc[i][j], vu, vw[j]);
+          else
+            acc[i][j] = _mm512_add_epi32(acc[i][j], _mm512_madd_epi16(_mm512_maddubs_epi16(vu, vw[j]), ones16));
+        }
+      }
+    }
+#pragma GCC unroll 4
+    for (int i = 0; i < R; ++i)
+#pragma GCC unroll 4
+      for (int j = 0; j < G; ++j) _mm512_storeu_si512(out + i * ldo + j * kNibGroup, acc[i][j]);
+  }
+};
 
 // ------------------------------------------------------------------------------------------------------------------
 // Tiled, threaded driver with the fused epilogue:
@@ -401,29 +439,20 @@ void drive(int64_t M, int64_t N, const T* a, int64_t lda, const uint64_t* w, int
   const int64_t nchunks = (N + NC - 1) / NC, mchunks = (M + MC - 1) / MC, items = nchunks * mchunks;
 #pragma omp parallel for schedule(static) num_threads(nthreads) if (nthreads > 1 && items > 1 && M * N > 4096)
   for (int64_t item = 0; item < items; ++item) {
-    alignas(64) int32_t raw[MR * NG * GROUP];
+    alignas(64) int32_t raw[MR * NC];  // MR rows × this chunk's columns
     const int64_t nc = item % nchunks, m_begin = item / nchunks * MC, m_end = std::min(M, m_begin + MC);
-    const int64_t cg0 = nc * (NC / GROUP), cg1 = std::min(groups, cg0 + NC / GROUP);
-    auto emit = [&](int rows, int64_t m, int64_t g, int ng) {
-      for (int i = 0; i < rows; ++i)
-        for (int j = 0; j < ng; ++j) {
-          const int64_t n0 = (g + j) * GROUP;
-          finish_row(e, m + i, n0, std::min<int64_t>(GROUP, N - n0), raw + i * ng * GROUP + j * GROUP);
-        }
-    };
+    const int64_t cg0 = nc * (NC / GROUP), cg1 = std::min(groups, cg0 + NC / GROUP), n0 = cg0 * GROUP;
+    const int64_t count = std::min(N, cg1 * GROUP) - n0;
     auto run_rows = [&](auto rows, int64_t m) {
       constexpr int R = decltype(rows)::value;
       const T* ar[R];
       for (int i = 0; i < R; ++i) ar[i] = a + (m + i) * lda;
       int64_t g = cg0;
-      for (; g + NG <= cg1; g += NG) {
-        tile_fn(rows, std::integral_constant<int, NG>(), ar, w + g * gstride, raw);
-        emit(R, m, g, NG);
-      }
-      for (; g < cg1; ++g) {
-        tile_fn(rows, std::integral_constant<int, 1>(), ar, w + g * gstride, raw);
-        emit(R, m, g, 1);
-      }
+      for (; g + NG <= cg1; g += NG)
+        tile_fn(rows, std::integral_constant<int, NG>(), ar, w + g * gstride, raw + (g - cg0) * GROUP, NC);
+      for (; g < cg1; ++g)
+        tile_fn(rows, std::integral_constant<int, 1>(), ar, w + g * gstride, raw + (g - cg0) * GROUP, NC);
+      for (int i = 0; i < R; ++i) finish_row(e, m + i, n0, count, raw + i * NC);
     };
     int64_t m = m_begin;
     for (; m + MR <= m_end; m += MR) run_rows(std::integral_constant<int, MR>(), m);
@@ -435,8 +464,8 @@ template <class Kern, int OP>
 void bits_gemm_with(int64_t M, int64_t N, const uint64_t* a, int64_t kw, const uint64_t* w, const Epilogue& e,
                     int nthreads) {
   drive<Kern, kBitsGroup>(M, N, a, kw, w, kw * kBitsGroup, e, nthreads,
-                          [&](auto r, auto g, const uint64_t* const* ar, const uint64_t* wg, int32_t* raw) {
-                            Kern::template tile<decltype(r)::value, decltype(g)::value, OP>(ar, wg, kw * kBitsGroup, kw, raw);
+                          [&](auto r, auto g, const uint64_t* const* ar, const uint64_t* wg, int32_t* raw, int64_t ldo) {
+                            Kern::template tile<decltype(r)::value, decltype(g)::value, OP>(ar, wg, kw * kBitsGroup, kw, raw, ldo);
                           });
 }
 
@@ -455,17 +484,17 @@ template <class Kern>
 void nib_gemm_with(int64_t M, int64_t N, const uint8_t* u, int64_t lu, int64_t steps, const uint64_t* w,
                    const Epilogue& e, int nthreads) {
   drive<Kern, kNibGroup>(M, N, u, lu, w, steps, e, nthreads,
-                         [&](auto r, auto g, const uint8_t* const* ur, const uint64_t* wg, int32_t* raw) {
-                           Kern::template tile<decltype(r)::value, decltype(g)::value>(ur, wg, steps, steps, raw);
+                         [&](auto r, auto g, const uint8_t* const* ur, const uint64_t* wg, int32_t* raw, int64_t ldo) {
+                           Kern::template tile<decltype(r)::value, decltype(g)::value>(ur, wg, steps, steps, raw, ldo);
                          });
 }
 
 void nib_gemm(int isa, int64_t M, int64_t N, const uint8_t* u, int64_t lu, int64_t steps, const uint64_t* w,
               const Epilogue& e, int nthreads) {
   if (isa >= AVX512 && kFeatures.vnni)
-    nib_gemm_with<NibVnni>(M, N, u, lu, steps, w, e, nthreads);
+    nib_gemm_with<NibAvx512<true>>(M, N, u, lu, steps, w, e, nthreads);
   else if (isa >= AVX512)
-    nib_gemm_with<NibAvx512>(M, N, u, lu, steps, w, e, nthreads);
+    nib_gemm_with<NibAvx512<false>>(M, N, u, lu, steps, w, e, nthreads);
   else if (isa == AVX2)
     nib_gemm_with<NibAvx2>(M, N, u, lu, steps, w, e, nthreads);
   else
@@ -589,7 +618,7 @@ PyObject* py_w1a1_linear(PyObject*, PyObject* args) {
   if (!PyArg_ParseTuple(args, "KLLLKffiKLKKfKKLi", &x, &M, &K, &ldx, &shift, &s, &thr, &mode, &w, &N, &alpha, &gamma,
                         &scale, &bias, &out, &ldo, &nthreads))
     return nullptr;
-  const int64_t kw = (K + 63) / 64;
+  const int64_t kw = bits_words(K);
   const int isa = g_isa;
   Py_BEGIN_ALLOW_THREADS;
   uint8_t* buf = scratch((size_t)(M * kw * 8 + M * 24));
@@ -651,7 +680,7 @@ PyObject* py_layout_words(PyObject*, PyObject* args) {
   const char* kind;
   long long N, K;
   if (!PyArg_ParseTuple(args, "sLL", &kind, &N, &K)) return nullptr;
-  if (std::strcmp(kind, "bits") == 0) return PyLong_FromLongLong((N + kBitsGroup - 1) / kBitsGroup * ((K + 63) / 64) * kBitsGroup);
+  if (std::strcmp(kind, "bits") == 0) return PyLong_FromLongLong((N + kBitsGroup - 1) / kBitsGroup * bits_words(K) * kBitsGroup);
   if (std::strcmp(kind, "nib") == 0) return PyLong_FromLongLong((N + kNibGroup - 1) / kNibGroup * ((K + 3) / 4));
   PyErr_Format(PyExc_ValueError, "unknown kernel layout %s (bits, nib)", kind);
   return nullptr;
