@@ -587,7 +587,9 @@ def test_packed_checkpoint_round_trip_is_exact(tmp_path, input_ids, combo):
     assert loaded_quantizers.keys() == saved_quantizers.keys()
     for key, value in saved_quantizers.items():
         assert torch.equal(loaded_quantizers[key], value), key
-    assert torch.equal(_eval_logits(loaded, input_ids), expected)
+    # the checkpoint round trip is exact on the reference forward; the bitwise kernels (the default in eval mode)
+    # agree with it layer by layer up to float rounding (tests/test_kernels.py)
+    assert torch.equal(_eval_logits(loaded.set_inference_kernel("reference"), input_ids), expected)
     # still equal after that first forward (no recalibration on the loaded model)
     for key, value in _quantizer_state(loaded).items():
         assert torch.equal(value, saved_quantizers[key]), key

@@ -100,15 +100,15 @@ class ActivationQuantizer(nn.Module):
         self.calibrated.fill_(1)
         self._seen_calibrated = True
 
-    def kernel_step(self, x: torch.Tensor) -> float:
+    def kernel_step(self, x: torch.Tensor) -> torch.Tensor:
         """The step s (α) as the forward would use it on input x, for the packed kernels: calibrates first when
-        this quantizer has not seen data yet (as `forward` does), then returns max(s, 1e-5) as a float."""
+        this quantizer has not seen data yet (as `forward` does), then returns max(s, 1e-5) (float32, 0-d, detached)."""
         if not self._seen_calibrated:
             if self.calibrated.item():
                 self._seen_calibrated = True
             else:
                 self.calibrate(x - self.shift.to(x.dtype) if hasattr(self, "shift") else x)
-        return float(self.step.detach().clamp_min(1e-5))
+        return self.step.detach().clamp_min(1e-5).float()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if hasattr(self, "shift"):

@@ -43,7 +43,10 @@ def kernel_applies(module: nn.Module, x: torch.Tensor) -> bool:
 
 
 def _cached(module: nn.Module, name: str, sources: tuple[torch.Tensor, ...], make):
-    """`make()`, recomputed only when one of `sources` changed (in place or replaced) since the last call."""
+    """`make()`, recomputed only when one of `sources` changed (in place or replaced) since the last call. Not cached
+    while compiling (torch.compile / torch.export trace `make` into the graph instead)."""
+    if torch.compiler.is_compiling():
+        return make()
     key = tuple((t._version, t.data_ptr()) for t in sources)
     cache = module.__dict__.setdefault("_kernel_cache", {})
     hit = cache.get(name)
@@ -62,6 +65,9 @@ def _per_row(module: nn.Module, name: str) -> torch.Tensor | None:
                    lambda: values.detach().float().repeat_interleave(rows // values.shape[0]).contiguous())
 
 
+_ONE = torch.ones(())
+
+
 def kernel_forward(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """The forward of a `PackedBinaryLinear` on the kernels (see the module docstring), x [..., in] → [..., out]."""
     quantizer = module.input_quantizer
@@ -72,18 +78,18 @@ def kernel_forward(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
     compiling = torch.compiler.is_compiling()
     if isinstance(quantizer, ActivationQuantizer):
         shift = quantizer.shift.detach().reshape(-1) if hasattr(quantizer, "shift") else None
-        step = quantizer.kernel_step(x) if quantizer.has_step else 1.0
+        step = quantizer.kernel_step(x) if quantizer.has_step else _ONE
         if quantizer.bits == 1:
             if not quantizer.has_step:  # sign scheme: ±1, or 1[x ≥ ½]
-                mode, threshold, scale = (SIGNED, 0.0, 1.0) if quantizer.signed else (UNSIGNED_GE, 0.5, 1.0)
+                mode, threshold = (SIGNED, 0.0) if quantizer.signed else (UNSIGNED_GE, 0.5)
             else:  # elastic: α·sign(x − β), or α·round(clip((x − β)/α, 0, 1)) (round half to even: > ½)
-                mode, threshold, scale = (SIGNED, 0.0, step) if quantizer.signed else (UNSIGNED_GT, 0.5, step)
+                mode, threshold = (SIGNED, 0.0) if quantizer.signed else (UNSIGNED_GT, 0.5)
             weight = _cached(module, "bits", (packed,), lambda: ops.repack_weight(packed, k, "bits"))
-            args = (x, packed, weight, alpha, gamma, bias, shift, step, threshold, mode, scale)
+            args = (x, packed, weight, alpha, gamma, bias, shift, step, threshold, mode, quantizer.has_step)
             return torch.ops.hf_binary_bert.w1a1_linear(*args) if compiling else ops.w1a1_linear_impl(*args)
         q_min, q_max, dynamic = quantizer.q_n, quantizer.q_p, False
     else:  # full-precision activations, dynamic int8
-        shift, step, q_min, q_max, dynamic = None, 1.0, -127, 127, True
+        shift, step, q_min, q_max, dynamic = None, _ONE, -127, 127, True
     weight = _cached(module, "nib", (packed,), lambda: ops.repack_weight(packed, k, "nib"))
     sums = _cached(module, "sums", (packed,), lambda: ops.row_sums(packed, k))
     args = (x, packed, weight, sums, alpha, gamma, bias, shift, step, q_min, q_max, dynamic)

@@ -62,7 +62,8 @@ def _check(x: torch.Tensor, weight_packed: torch.Tensor, k: int, n: int, **vecto
 def repack_weight(weight_packed: torch.Tensor, in_features: int, layout: str) -> torch.Tensor:
     """Kernel layout (int64 words) of packed weight bits uint8 [N, ceil(in_features / 8)]: `"bits"` (interleaved
     groups of 8 rows, for `w1a1_linear`) or `"nib"` (4 reduction steps × 16 rows per word, for `w1a8_linear`); see
-    csrc/bitgemm.cpp. Made once per Linear at load. Empty without the compiled kernels (the reference ignores it).
+    csrc/bitgemm.cpp. Made once per Linear, by the C++ code (or by `reference.repack_weight`, the same layout with
+    tensor ops, when compiling / without the extension).
 
     Raises:
         ValueError: for another layout name or a `weight_packed` that is not uint8 [N, ceil(in_features / 8)].
@@ -72,8 +73,8 @@ def repack_weight(weight_packed: torch.Tensor, in_features: int, layout: str) ->
     if weight_packed.dtype != torch.uint8 or weight_packed.dim() != 2 or weight_packed.shape[1] != (in_features + 7) // 8:
         raise ValueError(f"weight_packed must be uint8 [N, ceil({in_features} / 8)], got {weight_packed.dtype} "
                          f"{list(weight_packed.shape)}")
-    if _bitgemm is None:
-        return torch.zeros(0, dtype=torch.int64)
+    if _bitgemm is None or torch.compiler.is_compiling():
+        return reference.repack_weight(weight_packed, in_features, layout)
     packed = weight_packed.detach().cpu().contiguous()
     n = packed.shape[0]
     out = torch.empty(_bitgemm.layout_words(layout, n, in_features), dtype=torch.int64)
@@ -89,20 +90,21 @@ def _check_kernel_weight(weight_kernel: torch.Tensor, layout: str, n: int, k: in
 
 
 def w1a1_linear_impl(x: torch.Tensor, weight_packed: torch.Tensor, weight_kernel: torch.Tensor, alpha: torch.Tensor,
-                gamma: torch.Tensor | None, bias: torch.Tensor | None, shift: torch.Tensor | None, step: float,
-                threshold: float, mode: int, scale: float) -> torch.Tensor:
+                     gamma: torch.Tensor | None, bias: torch.Tensor | None, shift: torch.Tensor | None,
+                     step: torch.Tensor, threshold: float, mode: int, scale_by_step: bool) -> torch.Tensor:
     """Binary-input, binary-weight Linear: fused input binarization + XNOR/AND-popcount GEMM + epilogue
     (`reference.w1a1_linear` gives the arguments and the formula). `weight_kernel` is
     `repack_weight(weight_packed, K, "bits")`."""
     if _use_reference():
-        return reference.w1a1_linear(x, weight_packed, alpha, gamma, bias, shift, step, threshold, mode, scale)
+        return reference.w1a1_linear(x, weight_packed, alpha, gamma, bias, shift, step, threshold, mode, scale_by_step)
     k, n = x.shape[-1], weight_packed.shape[0]
     _check(x, weight_packed, k, n, alpha=alpha, gamma=gamma, bias=bias, shift=shift)
     _check_kernel_weight(weight_kernel, "bits", n, k)
     x2 = x.reshape(-1, k).contiguous()
     out = x2.new_empty(x2.shape[0], n)
-    _bitgemm.w1a1_linear(x2.data_ptr(), x2.shape[0], k, k, _ptr(shift), step, threshold, mode,
-                         weight_kernel.data_ptr(), n, alpha.data_ptr(), _ptr(gamma), scale, _ptr(bias),
+    s = float(step)
+    _bitgemm.w1a1_linear(x2.data_ptr(), x2.shape[0], k, k, _ptr(shift), s, threshold, mode,
+                         weight_kernel.data_ptr(), n, alpha.data_ptr(), _ptr(gamma), s if scale_by_step else 1.0, _ptr(bias),
                          out.data_ptr(), n, torch.get_num_threads())
     return out.reshape(*x.shape[:-1], n)
 
@@ -112,14 +114,14 @@ w1a1_linear = torch.library.custom_op("hf_binary_bert::w1a1_linear", w1a1_linear
 
 
 @w1a1_linear.register_fake
-def _(x, weight_packed, weight_kernel, alpha, gamma, bias, shift, step, threshold, mode, scale):
+def _(x, weight_packed, weight_kernel, alpha, gamma, bias, shift, step, threshold, mode, scale_by_step):
     return x.new_empty(*x.shape[:-1], weight_packed.shape[0])
 
 
-def w1a8_linear_impl(x: torch.Tensor, weight_packed: torch.Tensor, weight_kernel: torch.Tensor, weight_sums: torch.Tensor,
-                alpha: torch.Tensor,
-                gamma: torch.Tensor | None, bias: torch.Tensor | None, shift: torch.Tensor | None, step: float,
-                q_min: int, q_max: int, dynamic: bool) -> torch.Tensor:
+def w1a8_linear_impl(x: torch.Tensor, weight_packed: torch.Tensor, weight_kernel: torch.Tensor,
+                     weight_sums: torch.Tensor, alpha: torch.Tensor, gamma: torch.Tensor | None,
+                     bias: torch.Tensor | None, shift: torch.Tensor | None, step: torch.Tensor, q_min: int, q_max: int,
+                     dynamic: bool) -> torch.Tensor:
     """Binary-weight Linear with 2–8-bit inputs: fused input quantization to u8 + W1×u8 GEMM (VNNI where the CPU has
     it) + epilogue (`reference.w1a8_linear`). `weight_kernel` is `repack_weight(weight_packed, K, "nib")`,
     `weight_sums` int32 [N], Σ_k B[n, k] (`row_sums`)."""
@@ -132,7 +134,7 @@ def w1a8_linear_impl(x: torch.Tensor, weight_packed: torch.Tensor, weight_kernel
         raise ValueError(f"weight_sums must be int32 [{n}] (row_sums), got {weight_sums.dtype} {list(weight_sums.shape)}")
     x2 = x.reshape(-1, k).contiguous()
     out = x2.new_empty(x2.shape[0], n)
-    _bitgemm.w1a8_linear(x2.data_ptr(), x2.shape[0], k, k, _ptr(shift), step, q_min, q_max, dynamic,
+    _bitgemm.w1a8_linear(x2.data_ptr(), x2.shape[0], k, k, _ptr(shift), float(step), q_min, q_max, dynamic,
                          weight_kernel.data_ptr(), n, weight_sums.data_ptr(), alpha.data_ptr(),
                          _ptr(gamma), _ptr(bias), out.data_ptr(), n, torch.get_num_threads())
     return out.reshape(*x.shape[:-1], n)
@@ -149,7 +151,7 @@ def _(x, weight_packed, weight_kernel, weight_sums, alpha, gamma, bias, shift, s
 
 def row_sums(weight_packed: torch.Tensor, k: int) -> torch.Tensor:
     """Σ_k B[n, k] of each ±1 weight row, int32 [N] (the zero-point correction of `w1a8_linear`)."""
-    if _bitgemm is None:
+    if _bitgemm is None or torch.compiler.is_compiling():
         return reference.row_sums(weight_packed, k)
     packed = weight_packed.contiguous()
     out = torch.empty(packed.shape[0], dtype=torch.int32)

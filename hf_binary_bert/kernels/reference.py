@@ -13,8 +13,9 @@ with W_q = α·B + γ (B = ±1 from the packed bits, `hf_binary_bert.packing`) a
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
-from ..packing import unpack_signs
+from ..packing import pack_bits, unpack_bits, unpack_signs
 
 # Input binarization modes of `w1a1_linear` (mirrors `BitMode` in bitgemm.cpp).
 SIGNED = 0  # q = sign(x − β) ∈ {−1, +1}, sign(0) = +1            (BiBERT sign, BiT elastic signed)
@@ -31,18 +32,20 @@ def _epilogue(dot, qsum, alpha, gamma, bias, scale):
 
 
 def w1a1_linear(x: torch.Tensor, weight_packed: torch.Tensor, alpha: torch.Tensor, gamma: torch.Tensor | None,
-                bias: torch.Tensor | None, shift: torch.Tensor | None, step: float, threshold: float, mode: int,
-                scale: float) -> torch.Tensor:
-    """Binary-input Linear: q = binarize(x) (per `mode`), y = scale · (α·(q·Bᵀ) + γ·Σq) + bias.
+                bias: torch.Tensor | None, shift: torch.Tensor | None, step: torch.Tensor, threshold: float, mode: int,
+                scale_by_step: bool) -> torch.Tensor:
+    """Binary-input Linear: q = binarize(x) (per `mode`), y = s · (α·(q·Bᵀ) + γ·Σq) + bias with s = step when
+    `scale_by_step`, else 1.
 
     Args:
         x: float32 [..., K].
         weight_packed: uint8 [N, ceil(K / 8)], the packed signs B.
         alpha, gamma, bias: float32 [N] (per output row; gamma and bias may be None).
         shift: β float32 [K] or None.
-        step: divisor of the `UNSIGNED_GT` test. threshold: its threshold (`UNSIGNED_GE` / `UNSIGNED_GT`).
+        step: float32 0-d tensor, the divisor of the `UNSIGNED_GT` test and (`scale_by_step`) the input scale.
+        threshold: the threshold of `UNSIGNED_GE` / `UNSIGNED_GT`.
         mode: `SIGNED`, `UNSIGNED_GE` or `UNSIGNED_GT`.
-        scale: the input scale s (x̂ = s·q).
+        scale_by_step: whether x̂ = step·q (elastic) or x̂ = q (sign).
 
     Returns:
         float32 [..., N].
@@ -57,10 +60,11 @@ def w1a1_linear(x: torch.Tensor, weight_packed: torch.Tensor, alpha: torch.Tenso
         q = (xs / step > threshold).float()
     signs = unpack_signs(weight_packed, k, torch.float64)
     q = q.double()
-    return _epilogue(q @ signs.T, q.sum(-1), alpha, gamma, bias, torch.tensor(scale, dtype=torch.float32))
+    scale = step if scale_by_step else torch.ones((), dtype=torch.float32)
+    return _epilogue(q @ signs.T, q.sum(-1), alpha, gamma, bias, scale)
 
 
-def quantize_levels(x: torch.Tensor, shift: torch.Tensor | None, step: float, q_min: int, q_max: int,
+def quantize_levels(x: torch.Tensor, shift: torch.Tensor | None, step: torch.Tensor, q_min: int, q_max: int,
                     dynamic: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """Integer levels q = round(clip((x − β) / s, q_min, q_max)) [..., K] (float32 holding integers) and the step
     s (a 0-d tensor, or [...] per row when `dynamic`: s_m = max|x_m| / 127, levels ±127)."""
@@ -69,15 +73,15 @@ def quantize_levels(x: torch.Tensor, shift: torch.Tensor | None, step: float, q_
         amax = xs.abs().amax(-1, keepdim=True)
         s = torch.where(amax > 0, amax / 127.0, torch.ones_like(amax))
         return torch.round(torch.clamp(xs / s, -127, 127)), s.squeeze(-1)
-    s = torch.tensor(step, dtype=x.dtype)
-    return torch.round(torch.clamp(xs / s, q_min, q_max)), s
+    return torch.round(torch.clamp(xs / step, q_min, q_max)), step
 
 
 def w1a8_linear(x: torch.Tensor, weight_packed: torch.Tensor, alpha: torch.Tensor, gamma: torch.Tensor | None,
-                bias: torch.Tensor | None, shift: torch.Tensor | None, step: float, q_min: int, q_max: int,
+                bias: torch.Tensor | None, shift: torch.Tensor | None, step: torch.Tensor, q_min: int, q_max: int,
                 dynamic: bool) -> torch.Tensor:
-    """Multi-bit-input Linear: q = round(clip((x − β)/s, q_min, q_max)) (LSQ / BiT; `dynamic`: per-row absmax int8),
-    y = s · (α·(q·Bᵀ) + γ·Σq) + bias. Shapes as `w1a1_linear`; levels must fit 8 bits (q_max − q_min ≤ 255).
+    """Multi-bit-input Linear: q = round(clip((x − β)/s, q_min, q_max)) (LSQ / BiT, s = `step`, a float32 0-d tensor;
+    `dynamic`: per-row absmax int8, `step` unused), y = s · (α·(q·Bᵀ) + γ·Σq) + bias. Shapes as `w1a1_linear`; levels
+    must fit 8 bits (q_max − q_min ≤ 255).
 
     Raises:
         ValueError: when the levels do not fit 8 bits.
@@ -87,8 +91,26 @@ def w1a8_linear(x: torch.Tensor, weight_packed: torch.Tensor, alpha: torch.Tenso
     q, s = quantize_levels(x, shift, step, q_min, q_max, dynamic)
     signs = unpack_signs(weight_packed, x.shape[-1], torch.float64)
     q = q.double()
-    scale = s.unsqueeze(-1) if dynamic else torch.tensor(step, dtype=torch.float32)
+    scale = s.unsqueeze(-1) if dynamic else step
     return _epilogue(q @ signs.T, q.sum(-1), alpha, gamma, bias, scale)
+
+
+def repack_weight(weight_packed: torch.Tensor, k: int, layout: str) -> torch.Tensor:
+    """Kernel layout of packed bits uint8 [N, ceil(k / 8)] as int64 words (see csrc/bitgemm.cpp), with tensor ops
+    only (so `torch.compile` / `torch.export` can trace it):
+
+    - `"bits"`: [ceil(N/8)][Kw][8] with Kw = ceil(k/256)·4: word w of the 8 rows of a group side by side;
+    - `"nib"`: [ceil(N/16)][ceil(k/4)], bit 4r + t of word s = B[16g + r][4s + t].
+    """
+    n, cols = weight_packed.shape
+    if layout == "bits":
+        kw, groups = (k + 255) // 256 * 4, (n + 7) // 8
+        padded = F.pad(weight_packed, (0, kw * 8 - cols, 0, groups * 8 - n))
+        return padded.view(torch.int64).reshape(groups, 8, kw).transpose(1, 2).reshape(-1)
+    steps, groups = (k + 3) // 4, (n + 15) // 16
+    bits = F.pad(unpack_bits(weight_packed, k).to(torch.uint8), (0, steps * 4 - k, 0, groups * 16 - n))
+    bits = bits.reshape(groups, 16, steps, 4).permute(0, 2, 1, 3).reshape(groups, steps, 64)
+    return pack_bits(bits.bool()).view(torch.int64).reshape(-1)
 
 
 def row_sums(weight_packed: torch.Tensor, k: int) -> torch.Tensor:
@@ -96,4 +118,4 @@ def row_sums(weight_packed: torch.Tensor, k: int) -> torch.Tensor:
     return unpack_signs(weight_packed, k, torch.float32).sum(-1).to(torch.int32)
 
 
-__all__ = ["SIGNED", "UNSIGNED_GE", "UNSIGNED_GT", "quantize_levels", "row_sums", "w1a1_linear", "w1a8_linear"]
+__all__ = ["SIGNED", "UNSIGNED_GE", "UNSIGNED_GT", "quantize_levels", "repack_weight", "row_sums", "w1a1_linear", "w1a8_linear"]

@@ -1,0 +1,337 @@
+"""The packed inference kernels: every instruction-set path against the pure-PyTorch reference (bit for bit), the
+integer part against an exact integer matmul, the custom ops under opcheck / torch.compile / torch.export, the
+fallback when the extension is missing, and the models' kernel path against their reference path."""
+
+import pytest
+import torch
+from conftest import tiny_config
+from torch import nn
+
+from hf_binary_bert import BinaryBertForMaskedLM, BinaryBertModel, PackedBinaryLinear
+from hf_binary_bert import kernels
+from hf_binary_bert.kernels import ops, reference
+from hf_binary_bert.kernels.reference import SIGNED, UNSIGNED_GE, UNSIGNED_GT
+from hf_binary_bert.packing import pack_bits, unpack_signs
+
+ISAS = kernels.supported_isas()
+SHAPES = [(1, 768, 64), (7, 100, 13), (70, 300, 37), (5, 2100, 40), (3, 8, 1), (130, 64, 130)]  # (M, K, N)
+
+pytestmark = pytest.mark.skipif(not kernels.available(), reason="compiled kernels not built")
+
+
+@pytest.fixture(params=ISAS)
+def isa(request):
+    previous = kernels.set_isa(request.param)
+    yield request.param
+    kernels.set_isa(previous)
+
+
+def _problem(m, k, n, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(m, k, generator=g)
+    packed = pack_bits(torch.randn(n, k, generator=g) >= 0)
+    alpha = torch.rand(n, generator=g) + 0.5
+    gamma = 0.1 * torch.randn(n, generator=g)
+    bias = torch.randn(n, generator=g)
+    shift = 0.1 * torch.randn(k, generator=g)
+    return x, packed, alpha, gamma, bias, shift
+
+
+W1A1_MODES = [(SIGNED, 0.0, 0.3), (UNSIGNED_GE, 0.5, 0.3), (UNSIGNED_GT, 0.5, 0.7)]
+
+
+def t(value):
+    return torch.tensor(value, dtype=torch.float32)
+
+
+@pytest.mark.parametrize("m,k,n", SHAPES)
+@pytest.mark.parametrize("mode,threshold,step", W1A1_MODES)
+@pytest.mark.parametrize("with_extras", [False, True])
+def test_w1a1_equals_reference_bit_for_bit(isa, m, k, n, mode, threshold, step, with_extras):
+    x, packed, alpha, gamma, bias, shift = _problem(m, k, n)
+    if not with_extras:
+        gamma = bias = shift = None
+    weight = kernels.repack_weight(packed, k, "bits")
+    for scale_by_step in (False, True):
+        args = (x, packed, alpha, gamma, bias, shift, t(step), threshold, mode, scale_by_step)
+        out = kernels.w1a1_linear(x, packed, weight, *args[2:])
+        assert out.shape == (m, n)
+        assert torch.equal(out, reference.w1a1_linear(*args))
+
+
+@pytest.mark.parametrize("m,k,n", SHAPES)
+@pytest.mark.parametrize("q_min,q_max,dynamic", [(-128, 127, False), (0, 255, False), (-2, 1, False), (0, 15, False),
+                                                 (0, 0, True)])
+def test_w1a8_equals_reference_bit_for_bit(isa, m, k, n, q_min, q_max, dynamic):
+    x, packed, alpha, gamma, bias, shift = _problem(m, k, n, seed=1)
+    weight = kernels.repack_weight(packed, k, "nib")
+    sums = kernels.row_sums(packed, k)
+    assert torch.equal(sums, reference.row_sums(packed, k))
+    out = kernels.w1a8_linear(x, packed, weight, sums, alpha, gamma, bias, shift, t(0.05), q_min, q_max, dynamic)
+    assert torch.equal(out, reference.w1a8_linear(x, packed, alpha, gamma, bias, shift, t(0.05), q_min, q_max, dynamic))
+
+
+@pytest.mark.parametrize("n,k", [(1, 8), (13, 100), (40, 2100), (37, 300)])
+def test_compiled_repack_equals_the_tensor_op_repack(n, k):
+    packed = pack_bits(torch.randn(n, k, generator=torch.Generator().manual_seed(n)) >= 0)
+    for layout in ("bits", "nib"):
+        assert torch.equal(kernels.repack_weight(packed, k, layout), reference.repack_weight(packed, k, layout))
+
+
+def test_integer_part_is_the_exact_popcount_dot_product(isa):
+    """α = 1, no γ / bias / shift, scale 1: the output is the integer ±1·±1 (and {0,1}·±1) dot product itself."""
+    m, k, n = 9, 1000, 21
+    x, packed, *_ = _problem(m, k, n, seed=2)
+    signs = unpack_signs(packed, k, torch.float64).long()
+    weight = kernels.repack_weight(packed, k, "bits")
+    ones = torch.ones(n)
+    q = torch.where(x >= 0, 1, -1)
+    out = kernels.w1a1_linear(x, packed, weight, ones, None, None, None, t(1.0), 0.0, SIGNED, False)
+    assert torch.equal(out.long(), q @ signs.T)
+    q01 = (x >= 0.5).long()
+    out = kernels.w1a1_linear(x, packed, weight, ones, None, None, None, t(1.0), 0.5, UNSIGNED_GE, False)
+    assert torch.equal(out.long(), q01 @ signs.T)
+    levels = torch.round(torch.clamp(x / 0.05, -128, 127)).long()
+    out = kernels.w1a8_linear(x, packed, kernels.repack_weight(packed, k, "nib"), kernels.row_sums(packed, k), ones,
+                              None, None, None, t(0.05), -128, 127, False)
+    assert torch.equal(out, (0.05 * (levels @ signs.T).float()))
+
+
+def test_results_do_not_depend_on_the_thread_count():
+    x, packed, alpha, gamma, bias, shift = _problem(64, 768, 96)
+    weight = kernels.repack_weight(packed, 768, "bits")
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = kernels.w1a1_linear(x, packed, weight, alpha, gamma, bias, shift, t(0.3), 0.0, SIGNED, True)
+        torch.set_num_threads(2)
+        two = kernels.w1a1_linear(x, packed, weight, alpha, gamma, bias, shift, t(0.3), 0.0, SIGNED, True)
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(one, two)
+
+
+def test_batched_inputs_keep_their_leading_dims():
+    x, packed, alpha, gamma, bias, shift = _problem(6, 40, 10)
+    weight = kernels.repack_weight(packed, 40, "bits")
+    out = kernels.w1a1_linear(x.reshape(2, 3, 40), packed, weight, alpha, None, None, None, t(1.0), 0.0, SIGNED, False)
+    assert out.shape == (2, 3, 10)
+    flat = kernels.w1a1_linear(x, packed, weight, alpha, None, None, None, t(1.0), 0.0, SIGNED, False)
+    assert torch.equal(out.reshape(6, 10), flat)
+
+
+def test_bad_arguments_raise_naming_the_tensor():
+    x, packed, alpha, gamma, bias, shift = _problem(4, 40, 10)
+    weight = kernels.repack_weight(packed, 40, "bits")
+    with pytest.raises(ValueError, match="weight_kernel"):
+        kernels.w1a1_linear(x, packed, weight[:-1], alpha, None, None, None, t(1.0), 0.0, SIGNED, False)
+    with pytest.raises(ValueError, match="alpha"):
+        kernels.w1a1_linear(x, packed, weight, alpha[:3], None, None, None, t(1.0), 0.0, SIGNED, False)
+    with pytest.raises(ValueError, match="shift"):
+        kernels.w1a1_linear(x, packed, weight, alpha, None, None, shift[:5], t(1.0), 0.0, SIGNED, False)
+    with pytest.raises(ValueError, match="weight_packed"):
+        kernels.w1a1_linear(x[:, :32], packed, weight, alpha, None, None, None, t(1.0), 0.0, SIGNED, False)
+    with pytest.raises(ValueError, match="float32"):
+        kernels.w1a1_linear(x.double(), packed, weight, alpha, None, None, None, t(1.0), 0.0, SIGNED, False)
+    with pytest.raises(ValueError, match="8 bits"):
+        kernels.w1a8_linear(x, packed, kernels.repack_weight(packed, 40, "nib"), kernels.row_sums(packed, 40), alpha,
+                            None, None, None, t(1.0), -300, 300, False)
+    with pytest.raises(ValueError, match="layout"):
+        kernels.repack_weight(packed, 40, "columns")
+    with pytest.raises(ValueError, match="weight_packed"):
+        kernels.repack_weight(packed, 41 + 8, "bits")
+    with pytest.raises(ValueError, match="not supported|unknown"):
+        kernels.set_isa("sse9")
+
+
+def test_cpu_features_and_isa_selection():
+    features = kernels.cpu_features()
+    assert set(features) >= {"avx2", "avx512bw", "avx512_vpopcntdq", "avx512_vnni"}
+    assert ISAS[0] == "portable" and kernels.get_isa() == ISAS[-1]  # the fastest supported path by default
+    assert ("avx512" in ISAS) == features["avx512bw"]
+
+
+def test_opcheck_both_ops():
+    x, packed, alpha, gamma, bias, shift = _problem(5, 100, 13)
+    torch.library.opcheck(torch.ops.hf_binary_bert.w1a1_linear.default,
+                          (x, packed, kernels.repack_weight(packed, 100, "bits"), alpha, gamma, bias, shift, t(0.3),
+                           0.0, SIGNED, True))
+    torch.library.opcheck(torch.ops.hf_binary_bert.w1a8_linear.default,
+                          (x, packed, kernels.repack_weight(packed, 100, "nib"), kernels.row_sums(packed, 100), alpha,
+                           gamma, bias, shift, t(0.05), -128, 127, False))
+
+
+def _packed_layer(config_kwargs, in_features=48, out_features=40):
+    """A PackedBinaryLinear (offset scheme, random bits and scales) with the input quantizer of a tiny config."""
+    from hf_binary_bert.binarization.activation import make_activation_quantizer
+
+    layer = PackedBinaryLinear(in_features, out_features, num_groups=4, has_offset=True)
+    g = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        layer.weight_packed.copy_(pack_bits(torch.randn(out_features, in_features, generator=g) >= 0))
+        layer.weight_scale.copy_(torch.rand(4, generator=g) + 0.5)
+        layer.weight_offset.copy_(0.1 * torch.randn(4, generator=g))
+        layer.bias.copy_(torch.randn(out_features, generator=g))
+    layer.input_quantizer = make_activation_quantizer(tiny_config(**config_kwargs), shift_shape=(in_features,))
+    layer(torch.randn(8, in_features, generator=g))  # calibrates the quantizer (training mode)
+    if hasattr(layer.input_quantizer, "shift"):
+        with torch.no_grad():
+            layer.input_quantizer.shift.copy_(0.05 * torch.randn(in_features, generator=g))
+    return layer.eval()
+
+
+QUANTIZERS = {
+    "A1-sign": dict(activation_bits=1),
+    "A1-elastic": dict(activation_bits=1, activation_quantizer="elastic"),
+    "A8-sign": dict(activation_bits=8),
+    "A2-elastic": dict(activation_bits=2, activation_quantizer="elastic"),
+}
+
+
+@pytest.mark.parametrize("name", list(QUANTIZERS))
+def test_packed_linear_kernel_path_matches_its_reference_path(name):
+    layer = _packed_layer(QUANTIZERS[name])
+    x = torch.randn(2, 9, 48, generator=torch.Generator().manual_seed(4))
+    calls = []
+    original = ops.w1a1_linear_impl, ops.w1a8_linear_impl
+    with torch.inference_mode():
+        expected = layer.train()(x)  # training-mode forward: the reference (dequantize + F.linear)
+        layer.eval()
+        try:
+            ops.w1a1_linear_impl = lambda *a: calls.append(1) or original[0](*a)
+            ops.w1a8_linear_impl = lambda *a: calls.append(8) or original[1](*a)
+            out = layer(x)
+        finally:
+            ops.w1a1_linear_impl, ops.w1a8_linear_impl = original
+    assert calls == [1 if QUANTIZERS[name]["activation_bits"] == 1 else 8]
+    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_kernel_path_only_without_autograd_in_eval_mode():
+    layer = _packed_layer(QUANTIZERS["A1-sign"])
+    x = torch.randn(3, 48)
+    layer.eval()
+    y = layer(x)  # grad mode with a trainable bias: the reference path, which autograd can differentiate
+    assert y.grad_fn is not None
+    with torch.no_grad():
+        assert layer(x).grad_fn is None
+
+
+def test_torch_compile_and_export_see_one_op_per_layer():
+    layer = _packed_layer(QUANTIZERS["A1-elastic"]).requires_grad_(False)
+    x = torch.randn(4, 48)
+    with torch.no_grad():
+        eager = layer(x)
+        compiled = torch.compile(layer, backend="eager", fullgraph=True)(x)
+    torch.testing.assert_close(compiled, eager, rtol=0, atol=0)
+    with torch.no_grad():
+        exported = torch.export.export(layer, (x,))
+    targets = [str(n.target) for n in exported.graph.nodes if n.op == "call_function"]
+    assert targets.count("hf_binary_bert.w1a1_linear.default") == 1, targets
+    torch.testing.assert_close(exported.module()(x), eager, rtol=0, atol=0)
+
+
+def test_missing_extension_falls_back_to_reference_with_one_warning(monkeypatch):
+    x, packed, alpha, gamma, bias, shift = _problem(5, 100, 13)
+    expected = reference.w1a1_linear(x, packed, alpha, gamma, bias, shift, t(0.3), 0.0, SIGNED, True)
+    monkeypatch.setattr(ops, "_bitgemm", None)
+    monkeypatch.setattr(ops, "_warned", False)
+    empty = torch.zeros(0, dtype=torch.int64)
+    with pytest.warns(RuntimeWarning, match="reference"):
+        out = ops.w1a1_linear_impl(x, packed, empty, alpha, gamma, bias, shift, t(0.3), 0.0, SIGNED, True)
+    assert torch.equal(out, expected)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ops.w1a1_linear_impl(x, packed, empty, alpha, gamma, bias, shift, t(0.3), 0.0, SIGNED, True)
+    assert ops.supported_isas() == ["reference"]
+
+
+MODEL_COMBOS = {
+    "W1A1-sign-softmax": dict(activation_bits=1),
+    "W1A1-bi_attention": dict(activation_bits=1, attention_type="bi_attention"),
+    "W1A1-elastic-relu-E1": dict(activation_bits=1, activation_quantizer="elastic", hidden_act="relu", embedding_bits=1,
+                                 binarized_embeddings=["word", "position", "token_type"]),
+    "W1A4-elastic": dict(activation_bits=4, activation_quantizer="elastic"),
+    "W1A8-sign": dict(activation_bits=8),
+}
+
+
+def _calibrated_packed(combo):
+    torch.manual_seed(0)
+    model = BinaryBertModel(tiny_config(weight_scale="learned_offset", scale_granularity="head", **combo))
+    ids = torch.randint(1, 99, (3, 11))
+    model.train()(input_ids=ids)  # calibrates the activation quantizers
+    return model.eval().freeze(), ids
+
+
+@pytest.mark.parametrize("combo", list(MODEL_COMBOS))
+def test_every_binarized_linear_of_a_model_matches_its_reference(combo):
+    """Layer by layer (on the same inputs): with 1-bit activations, whole-model outputs may differ where rounding
+    flips the sign of a pre-activation that is within rounding of its threshold (ties are common in binarized
+    attention), so the equivalence is checked per Linear."""
+    model, ids = _calibrated_packed(MODEL_COMBOS[combo])
+    checked = []
+
+    def hook(module, inputs, output):
+        module.inference_kernel = "reference"
+        expected = module.forward(inputs[0])
+        module.inference_kernel = "auto"
+        torch.testing.assert_close(output, expected, rtol=1e-5, atol=1e-5)
+        checked.append(module)
+
+    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, PackedBinaryLinear)]
+    with torch.inference_mode():
+        model(input_ids=ids)
+    for handle in handles:
+        handle.remove()
+    assert len(checked) == 12  # 2 layers × (Q, K, V, attention output, intermediate, output)
+
+
+@pytest.mark.parametrize("combo", ["W1A4-elastic", "W1A8-sign"])
+def test_multi_bit_models_match_the_reference_end_to_end(combo):
+    model, ids = _calibrated_packed(MODEL_COMBOS[combo])
+    with torch.inference_mode():
+        fast = model(input_ids=ids).last_hidden_state
+        slow = model.set_inference_kernel("reference")(input_ids=ids).last_hidden_state
+    torch.testing.assert_close(fast, slow, rtol=1e-4, atol=1e-4)
+
+
+def test_loaded_packed_checkpoint_runs_the_kernels_by_default(tmp_path):
+    model, ids = _calibrated_packed(MODEL_COMBOS["W1A8-sign"])
+    model.save_pretrained(tmp_path)
+    loaded = BinaryBertModel.from_pretrained(tmp_path)
+    assert not loaded.training
+    layers = [m for m in loaded.modules() if isinstance(m, PackedBinaryLinear)]
+    assert layers and all(m.inference_kernel == "auto" for m in layers)
+    with torch.inference_mode():
+        x = torch.randn(2, 5, 32)
+        from hf_binary_bert.kernels.linear import kernel_applies
+
+        assert all(kernel_applies(m, x if m.in_features == 32 else torch.randn(2, 5, m.in_features)) for m in layers)
+        torch.testing.assert_close(loaded(input_ids=ids).last_hidden_state, model(input_ids=ids).last_hidden_state)
+
+
+def test_float_activations_int8_for_w1a32_layers():
+    model, ids = _calibrated_packed({})
+    layers = [m for m in model.modules() if isinstance(m, PackedBinaryLinear)]
+    assert all(isinstance(m.input_quantizer, nn.Identity) for m in layers)
+    with torch.inference_mode():
+        exact = model(input_ids=ids).last_hidden_state  # default "float32": the exact reference forward
+        approx = model.set_inference_kernel(float_activations="int8")(input_ids=ids).last_hidden_state
+    assert all(m.float_activations == "int8" for m in layers)
+    assert not torch.equal(approx, exact)
+    assert (approx - exact).norm() / exact.norm() < 0.05  # per-row int8 activations: a small approximation
+
+
+def test_set_inference_kernel_validates_its_arguments():
+    model = BinaryBertForMaskedLM(tiny_config())
+    with pytest.raises(ValueError, match="freeze"):
+        model.set_inference_kernel("auto")
+    model.freeze()
+    with pytest.raises(ValueError, match="kernel must be one of"):
+        model.set_inference_kernel("fast")
+    with pytest.raises(ValueError, match="float_activations"):
+        model.set_inference_kernel("auto", float_activations="bf16")
+    assert model.set_inference_kernel("reference") is model
