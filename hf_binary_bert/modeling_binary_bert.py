@@ -106,8 +106,9 @@ class BinaryBertPreTrainedModel(BertPreTrainedModel):
         self.config.packed_weights = False
         return self
 
-    def set_inference_kernel(self, kernel: str = "auto", float_activations: str | None = None):
-        """Choose how the packed binarized Linears compute in eval mode on the CPU.
+    def set_inference_kernel(self, kernel: str = "auto", float_activations: str | None = None,
+                             mlm_head: str | None = None):
+        """Choose how the packed binarized Linears (and the masked-LM decoder) compute in eval mode on the CPU.
 
         Args:
             kernel: `"auto"` (default on load): the bitwise kernels of `hf_binary_bert.kernels` wherever they apply
@@ -115,19 +116,34 @@ class BinaryBertPreTrainedModel(BertPreTrainedModel):
             float_activations: for layers without an input quantizer (W1A32): `"float32"` (default: the exact
                 reference forward) or `"int8"` (dynamic per-row int8 activations on the W1 × int8 kernel, an
                 approximation); None leaves it unchanged.
+            mlm_head: masked-LM models only: the full-precision decoder (hidden → vocabulary, the largest GEMM of
+                a binarized BERT) in `"float32"` (default, `nn.Linear`) or `"int8"` (`kernels.linear.Int8HeadLinear`:
+                per-row int8 weights × 7-bit dynamic activations; same Parameters, so saving and tying are
+                unaffected); None leaves it unchanged.
 
         Returns:
             `self`.
 
         Raises:
-            ValueError: for another `kernel` or `float_activations`, or a model in training form (call `freeze()`).
+            ValueError: for another `kernel`, `float_activations` or `mlm_head`, `mlm_head` on a model without a
+                masked-LM head, or a model in training form (call `freeze()`).
         """
-        from .kernels.linear import FLOAT_ACTIVATIONS, INFERENCE_KERNELS
+        from .kernels.linear import FLOAT_ACTIVATIONS, INFERENCE_KERNELS, MLM_HEADS, Int8HeadLinear
 
         if kernel not in INFERENCE_KERNELS:
             raise ValueError(f"kernel must be one of {list(INFERENCE_KERNELS)}, got {kernel!r}")
         if float_activations is not None and float_activations not in FLOAT_ACTIVATIONS:
             raise ValueError(f"float_activations must be one of {list(FLOAT_ACTIVATIONS)}, got {float_activations!r}")
+        if mlm_head is not None:
+            if mlm_head not in MLM_HEADS:
+                raise ValueError(f"mlm_head must be one of {list(MLM_HEADS)}, got {mlm_head!r}")
+            head = getattr(getattr(self, "cls", None), "predictions", None)
+            if head is None:
+                raise ValueError(f"mlm_head applies to masked-LM models, not {type(self).__name__}")
+            if mlm_head == "int8" and not isinstance(head.decoder, Int8HeadLinear):
+                head.decoder = Int8HeadLinear.from_linear(head.decoder)
+            elif mlm_head == "float32" and isinstance(head.decoder, Int8HeadLinear):
+                head.decoder = head.decoder.to_linear()
         layers = [m for m in self.modules() if isinstance(m, PackedBinaryLinear)]
         if not layers and any(isinstance(m, BinaryLinear) for m in self.modules()):
             raise ValueError("this model is in training form (latent float weights): call model.freeze() first")

@@ -61,7 +61,8 @@ def test_w1a1_equals_reference_bit_for_bit(isa, m, k, n, mode, threshold, step, 
 
 @pytest.mark.parametrize("m,k,n", SHAPES)
 @pytest.mark.parametrize("q_min,q_max,dynamic", [(-128, 127, False), (0, 255, False), (-2, 1, False), (0, 15, False),
-                                                 (0, 0, True)])
+                                                 (-63, 63, True),
+                                                 (-127, 127, True)])
 def test_w1a8_equals_reference_bit_for_bit(isa, m, k, n, q_min, q_max, dynamic):
     x, packed, alpha, gamma, bias, shift = _problem(m, k, n, seed=1)
     weight = kernels.repack_weight(packed, k, "nib")
@@ -335,3 +336,41 @@ def test_set_inference_kernel_validates_its_arguments():
     with pytest.raises(ValueError, match="float_activations"):
         model.set_inference_kernel("auto", float_activations="bf16")
     assert model.set_inference_kernel("reference") is model
+
+
+@pytest.mark.parametrize("m,k,n", [(5, 768, 100), (1, 40, 17), (70, 300, 37)])
+def test_int8_head_kernel_equals_reference_bit_for_bit(isa, m, k, n):
+    g = torch.Generator().manual_seed(5)
+    x, weight, bias = torch.randn(m, k, generator=g), torch.randn(n, k, generator=g), torch.randn(n, generator=g)
+    w8, scale = reference.quantize_weight_int8(weight)
+    assert w8.dtype == torch.int8 and int(w8.abs().max()) == 127
+    out = kernels.w8a8_linear(x, w8, reference.repack_int8(w8), w8.sum(-1, dtype=torch.int32), scale, bias)
+    assert torch.equal(out, reference.w8a8_linear(x, w8, scale, bias))
+    exact = x @ weight.T + bias
+    assert (out - exact).norm() / exact.norm() < 0.03  # 7-bit activations × per-row int8 weights
+
+
+def test_int8_mlm_head_keeps_parameters_ties_and_checkpoint(tmp_path):
+    model = BinaryBertForMaskedLM(tiny_config()).eval().freeze()
+    ids = torch.randint(1, 99, (2, 7), generator=torch.Generator().manual_seed(6))
+    decoder = model.cls.predictions.decoder
+    keys = set(model.state_dict())
+    with torch.inference_mode():
+        exact = model(input_ids=ids).logits
+        model.set_inference_kernel(mlm_head="int8")
+        approx = model(input_ids=ids).logits
+    head = model.cls.predictions.decoder
+    assert type(head).__name__ == "Int8HeadLinear" and head.weight is decoder.weight and head.bias is decoder.bias
+    assert head.weight is model.bert.embeddings.word_embeddings.weight  # still tied
+    assert set(model.state_dict()) == keys
+    assert not torch.equal(approx, exact) and (approx - exact).norm() / exact.norm() < 0.05
+    model.save_pretrained(tmp_path)
+    reloaded = BinaryBertForMaskedLM.from_pretrained(tmp_path)
+    with torch.inference_mode():
+        torch.testing.assert_close(reloaded(input_ids=ids).logits, exact)
+        assert torch.equal(model.set_inference_kernel(mlm_head="float32")(input_ids=ids).logits, exact)
+    assert type(model.cls.predictions.decoder) is nn.Linear
+    with pytest.raises(ValueError, match="masked-LM"):
+        BinaryBertModel(tiny_config()).freeze().set_inference_kernel(mlm_head="int8")
+    with pytest.raises(ValueError, match="mlm_head must be one of"):
+        model.set_inference_kernel(mlm_head="int4")

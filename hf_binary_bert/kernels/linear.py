@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from ..binarization.activation import ActivationQuantizer
-from . import ops
+from . import ops, reference
 from .reference import SIGNED, UNSIGNED_GE, UNSIGNED_GT
 
 INFERENCE_KERNELS = ("auto", "reference")
@@ -96,4 +96,41 @@ def kernel_forward(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return torch.ops.hf_binary_bert.w1a8_linear(*args) if compiling else ops.w1a8_linear_impl(*args)
 
 
-__all__ = ["FLOAT_ACTIVATIONS", "INFERENCE_KERNELS", "kernel_applies", "kernel_forward"]
+MLM_HEADS = ("float32", "int8")
+
+
+class Int8HeadLinear(nn.Linear):
+    """The masked-LM decoder (hidden → vocabulary) with an int8 inference path (`ops.w8a8_linear`).
+
+    It holds the same `weight` and `bias` Parameters as the `nn.Linear` it replaces (`from_linear`), so state-dict
+    keys and weight tying are unchanged; the int8 copy (per-row int8 weights, their scales and kernel layout, about
+    N·K bytes) is derived from `weight` and cached, not saved. Eval mode on the CPU without autograd: int8 (7-bit
+    dynamic activations × per-row int8 weights, an approximation, about 2 % relative error on random data);
+    otherwise `F.linear` as `nn.Linear`.
+    """
+
+    @classmethod
+    def from_linear(cls, linear: nn.Linear) -> "Int8HeadLinear":
+        module = cls(linear.in_features, linear.out_features, linear.bias is not None, device="meta")
+        module.weight, module.bias = linear.weight, linear.bias
+        return module.train(linear.training)
+
+    def to_linear(self) -> nn.Linear:
+        """The plain `nn.Linear` with the same Parameters."""
+        linear = nn.Linear(self.in_features, self.out_features, self.bias is not None, device="meta")
+        linear.weight, linear.bias = self.weight, self.bias
+        return linear.train(self.training)
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        needs_grad = torch.is_grad_enabled() and (input.requires_grad or self.weight.requires_grad)
+        if self.training or needs_grad or input.device.type != "cpu" or input.dtype != torch.float32:
+            return super().forward(input)
+        weight_int8, scale = _cached(self, "int8", (self.weight,), lambda: reference.quantize_weight_int8(self.weight))
+        kernel = _cached(self, "i8", (self.weight,), lambda: reference.repack_int8(weight_int8))
+        sums = _cached(self, "i8_sums", (self.weight,), lambda: weight_int8.sum(-1, dtype=torch.int32))
+        bias = None if self.bias is None else self.bias.detach()
+        args = (input, weight_int8, kernel, sums, scale, bias)
+        return torch.ops.hf_binary_bert.w8a8_linear(*args) if torch.compiler.is_compiling() else ops.w8a8_linear_impl(*args)
+
+
+__all__ = ["FLOAT_ACTIVATIONS", "INFERENCE_KERNELS", "MLM_HEADS", "Int8HeadLinear", "kernel_applies", "kernel_forward"]

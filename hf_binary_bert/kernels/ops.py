@@ -125,6 +125,7 @@ def w1a8_linear_impl(x: torch.Tensor, weight_packed: torch.Tensor, weight_kernel
     """Binary-weight Linear with 2–8-bit inputs: fused input quantization to u8 + W1×u8 GEMM (VNNI where the CPU has
     it) + epilogue (`reference.w1a8_linear`). `weight_kernel` is `repack_weight(weight_packed, K, "nib")`,
     `weight_sums` int32 [N], Σ_k B[n, k] (`row_sums`)."""
+    reference.check_levels(q_min, q_max, dynamic)
     if _use_reference():
         return reference.w1a8_linear(x, weight_packed, alpha, gamma, bias, shift, step, q_min, q_max, dynamic)
     k, n = x.shape[-1], weight_packed.shape[0]
@@ -147,6 +148,37 @@ w1a8_linear = torch.library.custom_op("hf_binary_bert::w1a8_linear", w1a8_linear
 @w1a8_linear.register_fake
 def _(x, weight_packed, weight_kernel, weight_sums, alpha, gamma, bias, shift, step, q_min, q_max, dynamic):
     return x.new_empty(*x.shape[:-1], weight_packed.shape[0])
+
+
+def w8a8_linear_impl(x: torch.Tensor, weight_int8: torch.Tensor, weight_kernel: torch.Tensor,
+                     weight_sums: torch.Tensor, weight_scale: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """int8 Linear for the masked-LM head (`reference.w8a8_linear`): dynamic 7-bit activations × per-row int8
+    weights on the same VNNI driver. `weight_kernel` is `reference.repack_int8(weight_int8)`, `weight_sums` int32 [N]
+    the row sums of `weight_int8`."""
+    if _use_reference():
+        return reference.w8a8_linear(x, weight_int8, weight_scale, bias)
+    n, k = weight_int8.shape
+    if x.dtype != torch.float32 or x.device.type != "cpu" or x.shape[-1] != k:
+        raise ValueError(f"input must be a float32 CPU tensor [..., {k}], got {x.dtype} {list(x.shape)} on {x.device}")
+    if weight_int8.dtype != torch.int8 or weight_kernel.dtype != torch.int64 or weight_kernel.numel() * 8 != (n + 15) // 16 * 16 * ((k + 3) // 4 * 4):
+        raise ValueError("weight_int8 must be int8 [N, K] and weight_kernel its i8 layout (reference.repack_int8)")
+    _check(x, torch.empty(n, (k + 7) // 8, dtype=torch.uint8), k, n, weight_scale=weight_scale, bias=bias)
+    x2 = x.reshape(-1, k).contiguous()
+    out = x2.new_empty(x2.shape[0], n)
+    levels = reference.INT8_HEAD_LEVELS
+    _bitgemm.w1a8_linear(x2.data_ptr(), x2.shape[0], k, k, 0, 1.0, -levels, levels, True, weight_kernel.data_ptr(), n,
+                         weight_sums.data_ptr(), weight_scale.data_ptr(), 0, _ptr(bias), out.data_ptr(), n,
+                         torch.get_num_threads(), True)
+    return out.reshape(*x.shape[:-1], n)
+
+
+w8a8_linear = torch.library.custom_op("hf_binary_bert::w8a8_linear", w8a8_linear_impl, mutates_args=(),
+                                      device_types="cpu")
+
+
+@w8a8_linear.register_fake
+def _(x, weight_int8, weight_kernel, weight_sums, weight_scale, bias):
+    return x.new_empty(*x.shape[:-1], weight_int8.shape[0])
 
 
 def row_sums(weight_packed: torch.Tensor, k: int) -> torch.Tensor:
@@ -191,4 +223,4 @@ def set_isa(name: str) -> str:
 
 
 __all__ = ["available", "cpu_features", "get_isa", "repack_weight", "row_sums", "set_isa", "supported_isas", "w1a1_linear",
-           "w1a1_linear_impl", "w1a8_linear", "w1a8_linear_impl"]
+           "w1a1_linear_impl", "w1a8_linear", "w1a8_linear_impl", "w8a8_linear", "w8a8_linear_impl"]

@@ -64,15 +64,22 @@ def w1a1_linear(x: torch.Tensor, weight_packed: torch.Tensor, alpha: torch.Tenso
     return _epilogue(q @ signs.T, q.sum(-1), alpha, gamma, bias, scale)
 
 
+def check_levels(q_min: int, q_max: int, dynamic: bool, bits: int = 8) -> None:
+    """Raises ValueError unless q_min ≤ 0 < q_max and q_max − q_min < 2^bits (symmetric when `dynamic`)."""
+    if q_min > 0 or q_max < 1 or q_max - q_min > 2**bits - 1 or (dynamic and q_min != -q_max):
+        raise ValueError(f"w1a8_linear: levels [{q_min}, {q_max}] do not fit in {bits} bits"
+                         + (" (dynamic levels must be symmetric)" if dynamic else ""))
+
+
 def quantize_levels(x: torch.Tensor, shift: torch.Tensor | None, step: torch.Tensor, q_min: int, q_max: int,
                     dynamic: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """Integer levels q = round(clip((x − β) / s, q_min, q_max)) [..., K] (float32 holding integers) and the step
-    s (a 0-d tensor, or [...] per row when `dynamic`: s_m = max|x_m| / 127, levels ±127)."""
+    s (a 0-d tensor, or [...] per row when `dynamic`: s_m = max|x_m − β| / q_max, levels ±q_max)."""
     xs = x if shift is None else x - shift
     if dynamic:
         amax = xs.abs().amax(-1, keepdim=True)
-        s = torch.where(amax > 0, amax / 127.0, torch.ones_like(amax))
-        return torch.round(torch.clamp(xs / s, -127, 127)), s.squeeze(-1)
+        s = torch.where(amax > 0, amax / float(q_max), torch.ones_like(amax))
+        return torch.round(torch.clamp(xs / s, -q_max, q_max)), s.squeeze(-1)
     return torch.round(torch.clamp(xs / step, q_min, q_max)), step
 
 
@@ -86,13 +93,42 @@ def w1a8_linear(x: torch.Tensor, weight_packed: torch.Tensor, alpha: torch.Tenso
     Raises:
         ValueError: when the levels do not fit 8 bits.
     """
-    if not dynamic and (q_min < -128 or q_max > 255 or q_max - q_min > 255):
-        raise ValueError(f"w1a8_linear: levels [{q_min}, {q_max}] do not fit in 8 bits")
+    check_levels(q_min, q_max, dynamic)
     q, s = quantize_levels(x, shift, step, q_min, q_max, dynamic)
     signs = unpack_signs(weight_packed, x.shape[-1], torch.float64)
     q = q.double()
     scale = s.unsqueeze(-1) if dynamic else step
     return _epilogue(q @ signs.T, q.sum(-1), alpha, gamma, bias, scale)
+
+
+INT8_HEAD_LEVELS = 63  # 7-bit activations: vpmaddubsw (non-VNNI paths) cannot saturate with int8 weights
+
+
+def quantize_weight_int8(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-row symmetric int8 weights: s_n = max|W_n| / 127 (1 for a zero row), W8 = round(W / s_n) ∈ [−127, 127].
+    weight float [N, K] → (int8 [N, K], float32 [N])."""
+    weight = weight.detach().float()
+    amax = weight.abs().amax(-1, keepdim=True)
+    scale = torch.where(amax > 0, amax / 127.0, torch.ones_like(amax))
+    return torch.round(weight / scale).clamp_(-127, 127).to(torch.int8), scale.squeeze(-1)
+
+
+def w8a8_linear(x: torch.Tensor, weight_int8: torch.Tensor, weight_scale: torch.Tensor,
+                bias: torch.Tensor | None) -> torch.Tensor:
+    """int8 Linear for the masked-LM head: per-row dynamic 7-bit activations (levels ±63, s_m = max|x_m| / 63) times
+    per-row int8 weights (`quantize_weight_int8`), y = s_m · (s_n · (q·W8ᵀ)) + bias. x float32 [..., K] →
+    float32 [..., N]."""
+    q, s = quantize_levels(x, None, None, -INT8_HEAD_LEVELS, INT8_HEAD_LEVELS, True)
+    dot = q.double() @ weight_int8.double().T
+    return _epilogue(dot, q.sum(-1), weight_scale, None, bias, s.unsqueeze(-1))
+
+
+def repack_int8(weight_int8: torch.Tensor) -> torch.Tensor:
+    """The i8 kernel layout of int8 weights [N, K]: int64 words of [ceil(N/16)][ceil(K/4)][16 rows × 4 bytes]."""
+    n, k = weight_int8.shape
+    steps, groups = (k + 3) // 4, (n + 15) // 16
+    padded = F.pad(weight_int8, (0, steps * 4 - k, 0, groups * 16 - n))
+    return padded.reshape(groups, 16, steps, 4).permute(0, 2, 1, 3).reshape(groups, steps, 64).view(torch.int64).reshape(-1)
 
 
 def repack_weight(weight_packed: torch.Tensor, k: int, layout: str) -> torch.Tensor:
@@ -118,4 +154,5 @@ def row_sums(weight_packed: torch.Tensor, k: int) -> torch.Tensor:
     return unpack_signs(weight_packed, k, torch.float32).sum(-1).to(torch.int32)
 
 
-__all__ = ["SIGNED", "UNSIGNED_GE", "UNSIGNED_GT", "quantize_levels", "repack_weight", "row_sums", "w1a1_linear", "w1a8_linear"]
+__all__ = ["INT8_HEAD_LEVELS", "SIGNED", "UNSIGNED_GE", "UNSIGNED_GT", "check_levels", "quantize_levels",
+           "quantize_weight_int8", "repack_int8", "repack_weight", "row_sums", "w8a8_linear", "w1a1_linear", "w1a8_linear"]

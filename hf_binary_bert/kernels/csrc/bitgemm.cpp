@@ -281,6 +281,9 @@ struct BitsVpopcnt {  // 8 rows per zmm, vpopcntq straight into 64-bit lane coun
   }
 };
 
+// BYTES = false: ±1 weights from the nib layout (one word per step); BYTES = true: int8 weights, the i8 layout
+// ([ceil(N/16)][ceil(K/4)][16 rows × 4 bytes], 8 words per step), for the int8 masked-LM head.
+template <bool BYTES>
 struct NibPortable {
   static constexpr int MR = 1, NG = 1;
   template <int R, int G>
@@ -290,6 +293,11 @@ struct NibPortable {
         for (int r = 0; r < kNibGroup; ++r) {
           int64_t d = 0;
           for (int64_t s = 0; s < steps; ++s) {
+            if (BYTES) {
+              const int8_t* wb = reinterpret_cast<const int8_t*>(w + j * gstride + s * 8) + 4 * r;
+              for (int t = 0; t < 4; ++t) d += (int64_t)u[i][4 * s + t] * wb[t];
+              continue;
+            }
             const uint64_t bits = w[j * gstride + s] >> (4 * r);
             for (int t = 0; t < 4; ++t) d += (int64_t)u[i][4 * s + t] * ((bits >> t) & 1 ? 1 : -1);
           }
@@ -298,7 +306,8 @@ struct NibPortable {
   }
 };
 
-struct NibAvx2 {  // 8 rows × 4 steps per ymm: ±1 bytes from 32 bits by byte shuffle + bit test
+template <bool BYTES>
+struct NibAvx2 {  // 8 rows × 4 steps per ymm: ±1 bytes from 32 bits by byte shuffle + bit test (or int8 loads)
   static constexpr int MR = 2, NG = 1;
   template <int R, int G>
   __attribute__((target("avx2"))) static void tile(const uint8_t* const* u, const uint64_t* w, int64_t gstride,
@@ -313,6 +322,10 @@ struct NibAvx2 {  // 8 rows × 4 steps per ymm: ±1 bytes from 32 bits by byte s
     for (int64_t s = 0; s < steps; ++s) {
       __m256i vw[2 * G];
       for (int j = 0; j < 2 * G; ++j) {
+        if (BYTES) {
+          vw[j] = _mm256_loadu_si256((const __m256i*)(w + (j / 2) * gstride + s * 8 + (j % 2) * 4));
+          continue;
+        }
         const uint32_t half = (uint32_t)(w[(j / 2) * gstride + s] >> (32 * (j % 2)));
         __m256i v = _mm256_shuffle_epi8(_mm256_set1_epi32((int)half), select);
         __m256i on = _mm256_cmpeq_epi8(_mm256_and_si256(v, bit), bit);  // 0xFF where +1
@@ -322,7 +335,9 @@ struct NibAvx2 {  // 8 rows × 4 steps per ymm: ±1 bytes from 32 bits by byte s
         int32_t quad;
         std::memcpy(&quad, u[i] + 4 * s, 4);
         const __m256i vu = _mm256_set1_epi32(quad);
-        for (int j = 0; j < 2 * G; ++j)  // u8 × s8 pairs → s16 (|·| ≤ 510, no saturation) → s32
+        // u8 × s8 pairs → s16 (vpmaddubsw saturates at ±32767: fine for ±1 weights, |·| ≤ 510; int8 weights need
+        // u ≤ 127, i.e. 7-bit activations, 2·127·127 < 32767, which the int8 head uses on every path) → s32
+        for (int j = 0; j < 2 * G; ++j)
           acc[i][j] = _mm256_add_epi32(acc[i][j], _mm256_madd_epi16(_mm256_maddubs_epi16(vu, vw[j]), ones16));
       }
     }
@@ -335,7 +350,7 @@ struct NibAvx2 {  // 8 rows × 4 steps per ymm: ±1 bytes from 32 bits by byte s
 // bytes are broadcast. VNNI: vpdpbusd (u8 × s8, four products summed into each int32 lane). Without VNNI:
 // vpmaddubsw + vpmaddwd (the function is compiled with the VNNI target either way but only issues VNNI
 // instructions when VNNI is true).
-template <bool VNNI>
+template <bool VNNI, bool BYTES>
 struct NibAvx512 {
   static constexpr int MR = 4, NG = 4;
   template <int R, int G>
@@ -351,7 +366,9 @@ struct NibAvx512 {
     for (int64_t s = 0; s < steps; ++s) {
       __m512i vw[G];
 #pragma GCC unroll 4
-      for (int j = 0; j < G; ++j) vw[j] = _mm512_mask_blend_epi8((__mmask64)w[j * gstride + s], minus, plus);
+      for (int j = 0; j < G; ++j)
+        vw[j] = BYTES ? _mm512_loadu_si512(w + j * gstride + s * 8)
+                      : _mm512_mask_blend_epi8((__mmask64)w[j * gstride + s], minus, plus);
 #pragma GCC unroll 4
       for (int i = 0; i < R; ++i) {
         int32_t quad;
@@ -481,24 +498,26 @@ void bits_gemm(int isa, int64_t M, int64_t N, const uint64_t* a, int64_t kw, con
 }
 
 template <class Kern>
-void nib_gemm_with(int64_t M, int64_t N, const uint8_t* u, int64_t lu, int64_t steps, const uint64_t* w,
-                   const Epilogue& e, int nthreads) {
-  drive<Kern, kNibGroup>(M, N, u, lu, w, steps, e, nthreads,
+void nib_gemm_with(int64_t M, int64_t N, const uint8_t* u, int64_t lu, int64_t steps, int64_t gstride,
+                   const uint64_t* w, const Epilogue& e, int nthreads) {
+  drive<Kern, kNibGroup>(M, N, u, lu, w, gstride, e, nthreads,
                          [&](auto r, auto g, const uint8_t* const* ur, const uint64_t* wg, int32_t* raw, int64_t ldo) {
-                           Kern::template tile<decltype(r)::value, decltype(g)::value>(ur, wg, steps, steps, raw, ldo);
+                           Kern::template tile<decltype(r)::value, decltype(g)::value>(ur, wg, gstride, steps, raw, ldo);
                          });
 }
 
+template <bool BYTES>
 void nib_gemm(int isa, int64_t M, int64_t N, const uint8_t* u, int64_t lu, int64_t steps, const uint64_t* w,
               const Epilogue& e, int nthreads) {
+  const int64_t gstride = BYTES ? steps * 8 : steps;  // words per 16-row group
   if (isa >= AVX512 && kFeatures.vnni)
-    nib_gemm_with<NibAvx512<true>>(M, N, u, lu, steps, w, e, nthreads);
+    nib_gemm_with<NibAvx512<true, BYTES>>(M, N, u, lu, steps, gstride, w, e, nthreads);
   else if (isa >= AVX512)
-    nib_gemm_with<NibAvx512<false>>(M, N, u, lu, steps, w, e, nthreads);
+    nib_gemm_with<NibAvx512<false, BYTES>>(M, N, u, lu, steps, gstride, w, e, nthreads);
   else if (isa == AVX2)
-    nib_gemm_with<NibAvx2>(M, N, u, lu, steps, w, e, nthreads);
+    nib_gemm_with<NibAvx2<BYTES>>(M, N, u, lu, steps, gstride, w, e, nthreads);
   else
-    nib_gemm_with<NibPortable>(M, N, u, lu, steps, w, e, nthreads);
+    nib_gemm_with<NibPortable<BYTES>>(M, N, u, lu, steps, gstride, w, e, nthreads);
 }
 
 // ------------------------------------------------------------------------------------------------------------------
@@ -582,7 +601,7 @@ __attribute__((target("avx512f,avx512bw"))) int64_t quantize_row_avx512(const fl
   return _mm512_reduce_add_epi32(total) + quantize_row_scalar(row, k, K, shift, step, qn, qp, z, out);
 }
 
-// dynamic: s_m = max_k |x[m,k] − β_k| / 127 (1 when the row is 0), qn = −127, qp = 127, z = 128; s_m → scales.
+// dynamic: s_m = max_k |x[m,k] − β_k| / qp (1 when the row is 0), levels ±qp; s_m → scales.
 void quantize_rows(int isa, const float* x, int64_t M, int64_t K, int64_t ldx, const float* shift, float s, int qn,
                    int qp, int z, bool dynamic, uint8_t* u, int64_t lu, int64_t* qsum, float* scales, int nthreads) {
 #pragma omp parallel for schedule(static) num_threads(nthreads) if (nthreads > 1 && M * K > 65536)
@@ -593,7 +612,7 @@ void quantize_rows(int isa, const float* x, int64_t M, int64_t K, int64_t ldx, c
     if (dynamic) {
       float amax = 0.0f;
       for (int64_t k = 0; k < K; ++k) amax = std::max(amax, std::fabs(shift ? row[k] - shift[k] : row[k]));
-      step = amax > 0.0f ? amax / 127.0f : 1.0f;
+      step = amax > 0.0f ? amax / (float)qp : 1.0f;
       scales[m] = step;
     }
     qsum[m] = isa >= AVX512 ? quantize_row_avx512(row, K, shift, step, qn, qp, z, out)
@@ -646,16 +665,16 @@ PyObject* py_w1a8_linear(PyObject*, PyObject* args) {
   unsigned long long x, shift, w, wsum, alpha, gamma, bias, out;
   long long M, K, ldx, N, ldo;
   float s;
-  int qn, qp, dynamic, nthreads;
-  if (!PyArg_ParseTuple(args, "KLLLKfiipKLKKKKKLi", &x, &M, &K, &ldx, &shift, &s, &qn, &qp, &dynamic, &w, &N, &wsum,
-                        &alpha, &gamma, &bias, &out, &ldo, &nthreads))
+  int qn, qp, dynamic, nthreads, bytes = 0;
+  if (!PyArg_ParseTuple(args, "KLLLKfiipKLKKKKKLi|p", &x, &M, &K, &ldx, &shift, &s, &qn, &qp, &dynamic, &w, &N, &wsum,
+                        &alpha, &gamma, &bias, &out, &ldo, &nthreads, &bytes))
     return nullptr;
-  if (dynamic) qn = -127, qp = 127;
-  if (qn < -128 || qp > 255 || qp - qn > 255) {
-    PyErr_Format(PyExc_ValueError, "w1a8_linear: levels [%d, %d] do not fit in 8 bits", qn, qp);
+  if (qn > 0 || qp < 1 || qp - qn > 255 || (dynamic && qn != -qp) || (bytes && qp - qn > 127)) {
+    PyErr_Format(PyExc_ValueError, "w1a8_linear: levels [%d, %d] do not fit in %d bits%s", qn, qp, bytes ? 7 : 8,
+                 dynamic ? " (dynamic levels must be symmetric)" : "");
     return nullptr;
   }
-  const int z = qn < 0 ? 128 : 0;  // u = q + z ∈ [0, 255]
+  const int z = -qn;  // u = q + z ∈ [0, qp − qn]
   const int64_t lu = (K + 63) / 64 * 64, steps = (K + 3) / 4;
   const int isa = g_isa;
   Py_BEGIN_ALLOW_THREADS;
@@ -670,7 +689,10 @@ PyObject* py_w1a8_linear(PyObject*, PyObject* args) {
   for (int64_t n = 0; n < N; ++n) add_n[n] = -z * bs[n];  // Σ_k (q + z)·b − z·Σ_k b = Σ_k q·b
   Epilogue e{1, nullptr, add_n, ptr<const float>(alpha), ptr<const float>(gamma), ptr<const float>(bias),
              dynamic ? scales : nullptr, s, qsum, ptr<float>(out), ldo, N};
-  nib_gemm(isa, M, N, u, lu, steps, ptr<const uint64_t>(w), e, nthreads);
+  if (bytes)
+    nib_gemm<true>(isa, M, N, u, lu, steps, ptr<const uint64_t>(w), e, nthreads);
+  else
+    nib_gemm<false>(isa, M, N, u, lu, steps, ptr<const uint64_t>(w), e, nthreads);
   Py_END_ALLOW_THREADS;
   Py_RETURN_NONE;
 }
