@@ -194,18 +194,34 @@ def test_packed_linear_kernel_path_matches_its_reference_path(name):
     layer = _packed_layer(QUANTIZERS[name])
     x = torch.randn(2, 9, 48, generator=torch.Generator().manual_seed(4))
     calls = []
-    original = ops.w1a1_linear_impl, ops.w1a8_linear_impl
+    original = ops.bind_w1a1, ops.bind_w1a8
     with torch.inference_mode():
         expected = layer.train()(x)  # training-mode forward: the reference (dequantize + F.linear)
         layer.eval()
         try:
-            ops.w1a1_linear_impl = lambda *a: calls.append(1) or original[0](*a)
-            ops.w1a8_linear_impl = lambda *a: calls.append(8) or original[1](*a)
+            ops.bind_w1a1 = lambda *a: calls.append(1) or original[0](*a)
+            ops.bind_w1a8 = lambda *a: calls.append(8) or original[1](*a)
             out = layer(x)
+            again = layer(x)  # bound once, reused
         finally:
-            ops.w1a1_linear_impl, ops.w1a8_linear_impl = original
+            ops.bind_w1a1, ops.bind_w1a8 = original
+    assert torch.equal(out, again)
     assert calls == [1 if QUANTIZERS[name]["activation_bits"] == 1 else 8]
     torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_bound_kernel_call_follows_changed_tensors():
+    layer = _packed_layer(QUANTIZERS["A1-elastic"])
+    x = torch.randn(4, 48)
+    with torch.inference_mode():
+        before = layer(x)
+        with torch.no_grad():
+            layer.weight_scale.mul_(2)  # an in-place edit (as load_state_dict does)
+        after = layer(x)
+        layer.inference_kernel = "reference"
+        expected = layer(x)
+    assert not torch.equal(before, after)
+    torch.testing.assert_close(after, expected, rtol=1e-5, atol=1e-5)
 
 
 def test_kernel_path_only_without_autograd_in_eval_mode():

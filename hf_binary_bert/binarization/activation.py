@@ -108,7 +108,7 @@ class ActivationQuantizer(nn.Module):
                 self._seen_calibrated = True
             else:
                 self.calibrate(x - self.shift.to(x.dtype) if hasattr(self, "shift") else x)
-        return self.step.detach().clamp_min(1e-5).float()
+        return self.step.detach().clamp_min(1e-5).to(x.dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if hasattr(self, "shift"):
@@ -126,14 +126,15 @@ class ActivationQuantizer(nn.Module):
                 self._seen_calibrated = True
             else:
                 self.calibrate(x)
+        if no_grad:  # the step as `kernel_step` gives it (the gradient scaling below can move it by an ulp)
+            step = self.step.clamp_min(1e-5).to(x.dtype)
+            if self.bits == 1 and self.signed:
+                return binary_sign(x / step).mul_(step)
+            return (x / step).clamp_(self.q_n, self.q_p).round_().mul_(step)
         step = _grad_scale(self.step.clamp_min(1e-5), 1.0 / math.sqrt(x.numel() * max(self.q_p, 1))).to(x.dtype)
         if self.bits == 1 and self.signed:
             # BiT: the STE window is |x| ≤ α and ∂/∂α = sign(x)
-            if no_grad:
-                return binary_sign(x / step).mul_(step)
             return sign_ste(x / step.detach(), "clipped_identity") * step
-        if no_grad:
-            return (x / step).clamp_(self.q_n, self.q_p).round_().mul_(step)
         return _round_ste((x / step).clamp(self.q_n, self.q_p)) * step
 
     def extra_repr(self) -> str:

@@ -68,14 +68,22 @@ def _per_row(module: nn.Module, name: str) -> torch.Tensor | None:
 _ONE = torch.ones(())
 
 
-def kernel_forward(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """The forward of a `PackedBinaryLinear` on the kernels (see the module docstring), x [..., in] → [..., out]."""
+def _plan_key(module: nn.Module) -> tuple:
+    """What a bound kernel call depends on: the identity and version of every tensor it reads."""
+    quantizer = module.input_quantizer
+    tensors = [module.weight_packed, module.weight_scale, getattr(module, "weight_offset", None), module.bias,
+               getattr(quantizer, "shift", None), getattr(quantizer, "step", None)]
+    return (id(quantizer), module.float_activations,
+            *((t.data_ptr(), t._version) for t in tensors if t is not None))
+
+
+def _kernel_args(module: nn.Module, x: torch.Tensor) -> tuple[str, tuple]:
+    """The op (`"w1a1"` or `"w1a8"`) and its arguments after x for `module` (input x calibrates a fresh quantizer)."""
     quantizer = module.input_quantizer
     k = module.in_features
     packed = module.weight_packed
     alpha, gamma = _per_row(module, "weight_scale"), _per_row(module, "weight_offset")
     bias = None if module.bias is None else module.bias.detach()
-    compiling = torch.compiler.is_compiling()
     if isinstance(quantizer, ActivationQuantizer):
         shift = quantizer.shift.detach().reshape(-1) if hasattr(quantizer, "shift") else None
         step = quantizer.kernel_step(x) if quantizer.has_step else _ONE
@@ -85,15 +93,32 @@ def kernel_forward(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
             else:  # elastic: α·sign(x − β), or α·round(clip((x − β)/α, 0, 1)) (round half to even: > ½)
                 mode, threshold = (SIGNED, 0.0) if quantizer.signed else (UNSIGNED_GT, 0.5)
             weight = _cached(module, "bits", (packed,), lambda: ops.repack_weight(packed, k, "bits"))
-            args = (x, packed, weight, alpha, gamma, bias, shift, step, threshold, mode, quantizer.has_step)
-            return torch.ops.hf_binary_bert.w1a1_linear(*args) if compiling else ops.w1a1_linear_impl(*args)
+            return "w1a1", (packed, weight, alpha, gamma, bias, shift, step, threshold, mode, quantizer.has_step)
         q_min, q_max, dynamic = quantizer.q_n, quantizer.q_p, False
     else:  # full-precision activations, dynamic int8
         shift, step, q_min, q_max, dynamic = None, _ONE, -127, 127, True
     weight = _cached(module, "nib", (packed,), lambda: ops.repack_weight(packed, k, "nib"))
     sums = _cached(module, "sums", (packed,), lambda: ops.row_sums(packed, k))
-    args = (x, packed, weight, sums, alpha, gamma, bias, shift, step, q_min, q_max, dynamic)
-    return torch.ops.hf_binary_bert.w1a8_linear(*args) if compiling else ops.w1a8_linear_impl(*args)
+    return "w1a8", (packed, weight, sums, alpha, gamma, bias, shift, step, q_min, q_max, dynamic)
+
+
+def kernel_forward(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The forward of a `PackedBinaryLinear` on the kernels (see the module docstring), x [..., in] → [..., out].
+
+    Eager mode: the call is bound once (`ops.bind_w1a1` / `bind_w1a8`) and bound again only when one of the tensors
+    it reads changes (a load, a calibration, an edit). Compiling: `torch.ops.hf_binary_bert.*` with the arguments
+    traced."""
+    if torch.compiler.is_compiling():
+        op, args = _kernel_args(module, x)
+        return getattr(torch.ops.hf_binary_bert, f"{op}_linear")(x, *args)
+    plan = module.__dict__.get("_kernel_plan")
+    key = _plan_key(module)
+    if plan is None or plan[0] != key:
+        op, args = _kernel_args(module, x)
+        bind = ops.bind_w1a1 if op == "w1a1" else ops.bind_w1a8
+        plan = (_plan_key(module), bind(module.in_features, *args))  # key again: calibration may have changed it
+        module.__dict__["_kernel_plan"] = plan
+    return plan[1](x)
 
 
 MLM_HEADS = ("float32", "int8")

@@ -181,6 +181,55 @@ def _(x, weight_int8, weight_kernel, weight_sums, weight_scale, bias):
     return x.new_empty(*x.shape[:-1], weight_int8.shape[0])
 
 
+def _bound(k: int, n: int, call):
+    """`run(x)`: x float32 CPU [..., k] → [..., n] through `call(x2d, out)` (the C kernel with every other argument
+    already fixed)."""
+
+    def run(x: torch.Tensor) -> torch.Tensor:
+        if x.dtype != torch.float32 or x.device.type != "cpu" or x.shape[-1] != k:
+            raise ValueError(f"input must be a float32 CPU tensor [..., {k}], got {x.dtype} {list(x.shape)} on {x.device}")
+        x2 = x.reshape(-1, k)
+        if not x2.is_contiguous():
+            x2 = x2.contiguous()
+        out = torch.empty(x2.shape[0], n)
+        call(x2, out)  # writes every element of out
+        return out.view(*x.shape[:-1], n)
+
+    return run
+
+
+def bind_w1a1(k, weight_packed, weight_kernel, alpha, gamma, bias, shift, step, threshold, mode, scale_by_step):
+    """`w1a1_linear` for inputs [..., k] with every other argument fixed and checked once: returns `run(x)`. The
+    tensors must not change while `run` is in use (`kernels.linear` binds again when one does). This saves the
+    per-call argument checks, about 50 µs of Python, several times the kernel itself at batch 1."""
+    if _bitgemm is None:
+        return lambda x: w1a1_linear_impl(x, weight_packed, weight_kernel, alpha, gamma, bias, shift, step, threshold,
+                                          mode, scale_by_step)
+    n = weight_packed.shape[0]
+    _check(torch.empty(0, k), weight_packed, k, n, alpha=alpha, gamma=gamma, bias=bias, shift=shift)
+    _check_kernel_weight(weight_kernel, "bits", n, k)
+    s = float(step)
+    fixed = (_ptr(shift), s, threshold, mode, weight_kernel.data_ptr(), n, alpha.data_ptr(), _ptr(gamma),
+             s if scale_by_step else 1.0, _ptr(bias))
+    return _bound(k, n, lambda x2, out: _bitgemm.w1a1_linear(x2.data_ptr(), x2.shape[0], k, k, *fixed, out.data_ptr(),
+                                                             n, torch.get_num_threads()))
+
+
+def bind_w1a8(k, weight_packed, weight_kernel, weight_sums, alpha, gamma, bias, shift, step, q_min, q_max, dynamic):
+    """`w1a8_linear` for inputs [..., k] with every other argument fixed and checked once (see `bind_w1a1`)."""
+    reference.check_levels(q_min, q_max, dynamic)
+    if _bitgemm is None:
+        return lambda x: w1a8_linear_impl(x, weight_packed, weight_kernel, weight_sums, alpha, gamma, bias, shift, step,
+                                          q_min, q_max, dynamic)
+    n = weight_packed.shape[0]
+    _check(torch.empty(0, k), weight_packed, k, n, alpha=alpha, gamma=gamma, bias=bias, shift=shift)
+    _check_kernel_weight(weight_kernel, "nib", n, k)
+    fixed = (_ptr(shift), float(step), q_min, q_max, dynamic, weight_kernel.data_ptr(), n, weight_sums.data_ptr(),
+             alpha.data_ptr(), _ptr(gamma), _ptr(bias))
+    return _bound(k, n, lambda x2, out: _bitgemm.w1a8_linear(x2.data_ptr(), x2.shape[0], k, k, *fixed, out.data_ptr(),
+                                                             n, torch.get_num_threads()))
+
+
 def row_sums(weight_packed: torch.Tensor, k: int) -> torch.Tensor:
     """Σ_k B[n, k] of each ±1 weight row, int32 [N] (the zero-point correction of `w1a8_linear`)."""
     if _bitgemm is None or torch.compiler.is_compiling():
@@ -222,5 +271,5 @@ def set_isa(name: str) -> str:
     return previous
 
 
-__all__ = ["available", "cpu_features", "get_isa", "repack_weight", "row_sums", "set_isa", "supported_isas", "w1a1_linear",
+__all__ = ["available", "cpu_features", "get_isa", "repack_weight", "row_sums", "set_isa", "supported_isas", "bind_w1a1", "bind_w1a8", "w1a1_linear",
            "w1a1_linear_impl", "w1a8_linear", "w1a8_linear_impl", "w8a8_linear", "w8a8_linear_impl"]

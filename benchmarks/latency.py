@@ -1,0 +1,391 @@
+"""CPU latency and memory of the binarized BERT against the usual CPU baselines, in one process.
+
+For each model head (`encoder` = `BertModel`-style, `mlm` = `...ForMaskedLM`) and each batch size it times one forward
+pass (token ids of length `--seq-len`, attention mask of ones) of these variants:
+
+    torch-fp32            transformers `BertModel` / `BertForMaskedLM`, eval, sdpa attention
+    torch-bf16-autocast   the same under `torch.autocast("cpu", dtype=torch.bfloat16)`
+    torch-int8-dynamic    `torch.ao.quantization.quantize_dynamic` of the nn.Linear layers (int8 weights and activations)
+    ort-fp32              the FP32 model exported with `torch.onnx.export(dynamo=True)`, run by ONNX Runtime (CPU EP)
+    ort-int8              that ONNX model after `onnxruntime.quantization.quantize_dynamic` (QInt8 weights)
+    ours-W1A1             hf_binary_bert packed checkpoint, 1-bit weights, 1-bit activations, 1-bit embeddings
+    ours-W1A8             1-bit weights, 8-bit activations, 1-bit embeddings
+    ours-W1A32-int8       1-bit weights, float activations run as int8 (`float_activations="int8"`), 16-bit embeddings
+    ours-W1A1-reference   W1A1 on the pure-PyTorch reference kernels (slow; `--reference-runs` timed runs)
+
+Our masked-LM rows run the decoder (hidden → 30522-token vocabulary, full precision in the checkpoint) on the int8
+kernel (`set_inference_kernel(mlm_head="int8")`), except the reference row, which keeps it in float32.
+
+All models have random weights (the geometry is what matters for latency): BERT-base by default, a tiny one with
+`--small`. Each forward is timed with `time.perf_counter` under `torch.inference_mode()` after `--warmup` untimed
+runs, in interleaved rounds (one forward of every variant per round, so a drift of the machine's speed hits all rows
+alike); the table shows the median of `--runs` timed runs, the speed-up over torch-fp32 and over ort-int8 (the ratio
+of the medians). Unless `--skip-memory`, every variant is loaded again in a fresh subprocess that reports its resident
+memory (VmRSS, and the peak VmHWM) above the RSS right after `import torch, transformers`: after loading the saved model
+the way a user would, and after one batch-1 forward. A variant whose optional package (or kernel) is missing is shown as
+"skipped: <reason>". ONNX rows need the `bench` extra: `pip install -e ".[bench]"`.
+
+    python benchmarks/latency.py                                   # the real benchmark (minutes; run on a quiet machine)
+    python benchmarks/latency.py --small --runs 3 --warmup 1       # quick check of the script
+    python benchmarks/latency.py --heads encoder --batch-sizes 1 --variants torch-fp32,ours-W1A1 --json out.json
+"""
+
+import argparse
+import contextlib
+import gc
+import io
+import json
+import logging
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+
+import torch
+import transformers
+
+VARIANTS = ["torch-fp32", "torch-bf16-autocast", "torch-int8-dynamic", "ort-fp32", "ort-int8",
+            "ours-W1A1", "ours-W1A8", "ours-W1A32-int8", "ours-W1A1-reference"]
+# ours variant -> (activation_bits, embedding_bits, set_inference_kernel positional and keyword arguments or None)
+OURS = {
+    "ours-W1A1": (1, 1, None),
+    "ours-W1A8": (8, 1, None),
+    "ours-W1A32-int8": (32, 16, (("auto",), {"float_activations": "int8"})),
+    "ours-W1A1-reference": (1, 1, (("reference",), {})),
+}
+GEOMETRY_KEYS = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size")
+BASE = dict(zip(GEOMETRY_KEYS, (30522, 768, 12, 12, 3072)))
+SMALL = dict(zip(GEOMETRY_KEYS, (1000, 128, 2, 2, 512)))
+CPU_FLAGS = ["avx2", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "avx512_bf16", "avx512_vpopcntdq", "amx_bf16",
+             "amx_int8"]
+
+
+def geometry(small):
+    return dict(SMALL if small else BASE, max_position_embeddings=512)
+
+
+def artifact_key(variant):
+    """Which saved file a variant loads (several variants share one)."""
+    if variant in OURS:
+        return "ours-A{}-E{}".format(*OURS[variant][:2])
+    return {"ort-fp32": "onnx-fp32", "ort-int8": "onnx-int8"}.get(variant, "torch")
+
+
+def torch_classes(head):
+    from transformers import BertForMaskedLM, BertModel
+
+    return BertModel if head == "encoder" else BertForMaskedLM
+
+
+def ours_classes(head):
+    from hf_binary_bert import BinaryBertForMaskedLM, BinaryBertModel
+
+    return BinaryBertModel if head == "encoder" else BinaryBertForMaskedLM
+
+
+# ----------------------------------------------------------------------------------------------- building artifacts
+def build_artifact(key, head, geo, seq_len, folder, done):
+    """Save one model to `folder`, the way it will be loaded (torch dir, .onnx file, packed hf_binary_bert dir)."""
+    path = os.path.join(folder, head, key)
+    torch.manual_seed(0)
+    if key == "torch":
+        from transformers import BertConfig
+
+        torch_classes(head)(BertConfig(**geo)).eval().save_pretrained(path)
+    elif key == "onnx-fp32":
+        model = torch_classes(head).from_pretrained(done["torch"], attn_implementation="sdpa").eval()
+        ids = torch.randint(0, geo["vocab_size"], (2, seq_len))
+        batch, seq = torch.export.Dim("batch"), torch.export.Dim("seq", max=geo["max_position_embeddings"])
+        path += ".onnx"
+        # torch >= 2.9 exports with torch.export + onnxscript (dynamo=True is the default; the legacy TorchScript
+        # exporter still exists behind dynamo=False but is deprecated and fails on transformers 5's BertModel).
+        with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            logging.getLogger("torch.onnx").setLevel(logging.ERROR)  # "torchvision is not installed" notes
+            torch.onnx.export(model, (), path, kwargs={"input_ids": ids, "attention_mask": torch.ones_like(ids)},
+                              input_names=["input_ids", "attention_mask"], dynamo=True, external_data=False,
+                              dynamic_shapes={"input_ids": {0: batch, 1: seq}, "attention_mask": {0: batch, 1: seq}})
+    elif key == "onnx-int8":
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+
+        path += ".onnx"
+        # (ORT's recommended quant_pre_process fails on dynamo-exported graphs: incomplete symbolic shape inference)
+        logging.getLogger().setLevel(logging.ERROR)  # its "consider pre-processing" warning
+        quantize_dynamic(done["onnx-fp32"], path, weight_type=QuantType.QInt8)
+    else:  # ours-A{a}-E{e}
+        from hf_binary_bert import BinaryBertConfig
+
+        a, e = (int(part[1:]) for part in key.split("-")[1:])
+        cfg = BinaryBertConfig(**geo, weight_scale="learned_offset", scale_granularity="head", activation_bits=a,
+                               activation_quantizer="elastic", embedding_bits=e, tie_word_embeddings=False,
+                               binarized_embeddings=["word", "position", "token_type"])
+        ours_classes(head)(cfg).save_pretrained(path)  # the packed checkpoint, 1 bit per binarized weight
+    return path
+
+
+def build_artifacts(variants, head, geo, seq_len, folder):
+    """{key: path or Exception}; a failed key (missing package, API not there yet) skips the variants that need it."""
+    depends = {"onnx-int8": "onnx-fp32", "onnx-fp32": "torch"}
+    needed = {artifact_key(v) for v in variants}
+    for key in ("onnx-int8", "onnx-fp32"):
+        if key in needed:
+            needed.add(depends[key])
+    done = {}
+    for key in sorted(needed, key=lambda k: (k != "torch", k != "onnx-fp32", k)):  # dependencies first
+        try:
+            if isinstance(done.get(depends.get(key)), Exception):
+                raise done[depends[key]]
+            done[key] = build_artifact(key, head, geo, seq_len, folder, done)
+        except Exception as exc:  # noqa: BLE001 - any failure just skips the rows
+            done[key] = exc
+    return done
+
+
+# ----------------------------------------------------------------------------------------------- loading and running
+def load(variant, head, path, threads):
+    """Load a saved variant as a user would and return `forward(input_ids, attention_mask)`."""
+    if variant.startswith("ort"):
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
+        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        session = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
+        return lambda ids, mask: session.run(None, {"input_ids": ids.numpy(), "attention_mask": mask.numpy()})
+    if variant in OURS:
+        model = ours_classes(head).from_pretrained(path).eval()  # default attention: the model picks its own
+        if OURS[variant][2] is not None:
+            args, kwargs = OURS[variant][2]
+            model.set_inference_kernel(*args, **kwargs)
+        if head == "mlm" and variant != "ours-W1A1-reference":
+            model.set_inference_kernel(mlm_head="int8")  # the 30k-vocabulary decoder on the int8 kernel
+        return lambda ids, mask: model(input_ids=ids, attention_mask=mask)
+    model = torch_classes(head).from_pretrained(path, attn_implementation="sdpa").eval()
+    if variant == "torch-bf16-autocast":
+        def forward(ids, mask):
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                return model(input_ids=ids, attention_mask=mask)
+
+        return forward
+    if variant == "torch-int8-dynamic":
+        # torch 2.13 still ships torch.ao.quantization.quantize_dynamic (x86/fbgemm engine) but marks it deprecated in
+        # favour of torchao's `quantize_(model, Int8DynamicActivationInt8WeightConfig())`; we use the torch one so the
+        # baseline needs no extra package.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            model = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+    return lambda ids, mask: model(input_ids=ids, attention_mask=mask)
+
+
+def make_inputs(batch, seq_len, vocab_size):
+    generator = torch.Generator().manual_seed(batch)
+    ids = torch.randint(0, vocab_size, (batch, seq_len), generator=generator)
+    return ids, torch.ones_like(ids)
+
+
+# ----------------------------------------------------------------------------------------------- memory (subprocess)
+def proc_status_mb():
+    fields = {}
+    with open("/proc/self/status") as status:
+        for line in status:
+            name, _, value = line.partition(":")
+            if name in ("VmRSS", "VmHWM"):
+                fields[name] = int(value.split()[0]) * 1024 / 1e6  # kB -> MB (10^6 bytes)
+    return fields
+
+
+def import_libraries(variant):
+    """Import what loading `variant` needs (transformers' model classes are imported lazily)."""
+    if variant.startswith("ort"):
+        import onnxruntime  # noqa: F401
+    elif variant in OURS:
+        ours_classes("encoder")
+    else:
+        torch_classes("encoder")
+
+
+def memory_child(spec):
+    """Runs in a fresh interpreter: `torch` and `transformers` are imported (module top), nothing else yet."""
+    base = proc_status_mb()
+    torch.set_num_threads(spec["threads"])
+    import_libraries(spec["variant"])
+    imported = proc_status_mb()
+    forward = load(spec["variant"], spec["head"], spec["path"], spec["threads"])
+    loaded = proc_status_mb()
+    with torch.inference_mode():
+        forward(*make_inputs(1, spec["seq_len"], spec["vocab_size"]))
+    after = proc_status_mb()
+    print(json.dumps({"baseline_mb": base["VmRSS"], "imports_mb": imported["VmRSS"] - base["VmRSS"],
+                      "load_mb": loaded["VmRSS"] - base["VmRSS"], "forward_mb": after["VmRSS"] - base["VmRSS"],
+                      "peak_mb": after["VmHWM"] - base["VmRSS"]}))
+
+
+def measure_memory(spec):
+    proc = subprocess.run([sys.executable, os.path.abspath(__file__), "--memory-child", json.dumps(spec)],
+                          check=False, capture_output=True, text=True)
+    if proc.returncode != 0:
+        lines = proc.stderr.strip().splitlines() or [f"exit code {proc.returncode}"]
+        return {"skipped": lines[-1]}
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+# ----------------------------------------------------------------------------------------------- reporting
+def environment(threads):
+    info = {"python": platform.python_version(), "torch": torch.__version__, "transformers": transformers.__version__,
+            "threads": threads, "torch_cpu_capability": torch.backends.cpu.get_cpu_capability()}
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            text = cpuinfo.read()
+        info["cpu"] = next(line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("model name"))
+        flags = set(next(line for line in text.splitlines() if line.startswith("flags")).split(":", 1)[1].split())
+        info["cpu_flags"] = {flag: flag in flags for flag in CPU_FLAGS}
+    except (OSError, StopIteration):
+        info["cpu"] = platform.processor() or "unknown"
+    for package in ("onnxruntime", "onnxscript", "hf_binary_bert"):
+        try:
+            info[package] = __import__(package).__version__
+        except Exception as exc:  # noqa: BLE001
+            info[package] = f"unavailable ({type(exc).__name__})"
+    try:
+        from hf_binary_bert.kernels import cpu_features
+
+        info["hf_binary_bert_cpu_features"] = cpu_features()
+    except Exception as exc:  # noqa: BLE001 - the kernels module may not exist yet
+        info["hf_binary_bert_cpu_features"] = f"unavailable ({type(exc).__name__}: {exc})"
+    return info
+
+
+def skip_reason(exc):
+    return f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0]}"[:160]
+
+
+def print_table(title, columns, rows):
+    """Markdown table; `columns` maps a header to a row key (numbers print with 2 decimals, a skipped row its reason)."""
+    print(f"\n{title}\n\n| " + " | ".join(columns) + " |\n|" + "---|" * len(columns))
+    for row in rows:
+        cells = [f"{row[k]:.2f}" if isinstance(row.get(k), float) else str(row.get(k, "")) for k in columns.values()]
+        if "skipped" in row:
+            first = next(i for i, k in enumerate(columns.values()) if k not in ("head", "batch", "variant"))
+            cells = cells[:first] + [f"skipped: {row['skipped']}"] + [""] * (len(cells) - first - 1)
+        print("| " + " | ".join(cells) + " |")
+
+
+def time_head(head, variants, artifacts, batch_sizes, geo, args):
+    """Latency rows of one head: every variant is loaded once, then, per batch size, warmed up and timed in
+    interleaved rounds (one forward of each variant per round), so that drifts of the machine's speed hit all rows
+    alike; then the ratios of the medians."""
+    rows, forwards = [], {}
+    for variant in variants:
+        path = artifacts[artifact_key(variant)]
+        try:
+            if isinstance(path, Exception):
+                raise path
+            forwards[variant] = load(variant, head, path, args.threads)
+        except Exception as exc:  # noqa: BLE001 - a missing package or API skips the rows
+            rows += [{"head": head, "batch": b, "variant": variant, "skipped": skip_reason(exc)} for b in batch_sizes]
+            print(f"{head} {variant}: skipped: {skip_reason(exc)}", flush=True)
+    for batch in batch_sizes:
+        inputs = make_inputs(batch, args.seq_len, geo["vocab_size"])
+        times, failed = {v: [] for v in forwards}, {}
+        with torch.inference_mode():
+            for variant, forward in forwards.items():
+                try:
+                    for _ in range(min(args.warmup, 1) if variant.endswith("reference") else args.warmup):
+                        forward(*inputs)
+                except Exception as exc:  # noqa: BLE001
+                    failed[variant] = skip_reason(exc)
+            for round_ in range(args.runs):
+                for variant, forward in forwards.items():
+                    if variant in failed or (variant.endswith("reference") and round_ >= args.reference_runs):
+                        continue
+                    start = time.perf_counter()
+                    forward(*inputs)
+                    times[variant].append((time.perf_counter() - start) * 1e3)
+        for variant in forwards:
+            row = {"head": head, "batch": batch, "variant": variant}
+            if variant in failed:
+                row["skipped"] = failed[variant]
+            else:
+                row.update(runs=len(times[variant]), median_ms=statistics.median(times[variant]),
+                           times_ms=times[variant])
+            rows.append(row)
+            print(f"{head} b={batch} {variant}: " + (f"skipped: {row['skipped']}" if "skipped" in row else
+                                                     f"{row['median_ms']:.2f} ms"), flush=True)
+    forwards.clear()
+    gc.collect()
+    for row in rows:
+        medians = {r["variant"]: r.get("median_ms") for r in rows if r["batch"] == row["batch"]}
+        for base, key in (("torch-fp32", "speedup_vs_torch_fp32"), ("ort-int8", "speedup_vs_ort_int8")):
+            if medians.get(base) and row.get("median_ms"):
+                row[key] = medians[base] / row["median_ms"]
+    return rows
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--small", action="store_true", help="tiny geometry for a quick check (not BERT-base)")
+    parser.add_argument("--seq-len", type=int, default=128)
+    parser.add_argument("--batch-sizes", default="1,8")
+    parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads and ORT intra_op_num_threads")
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--runs", type=int, default=10)
+    parser.add_argument("--reference-runs", type=int, default=3, help="timed runs of the slow reference kernels")
+    parser.add_argument("--heads", default="encoder,mlm")
+    parser.add_argument("--variants", default=",".join(VARIANTS))
+    parser.add_argument("--json", metavar="PATH", help="also write environment and results as JSON")
+    parser.add_argument("--skip-memory", action="store_true")
+    parser.add_argument("--memory-child", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    transformers.logging.set_verbosity_error()
+    transformers.logging.disable_progress_bar()
+    if args.memory_child:
+        return memory_child(json.loads(args.memory_child))
+
+    heads, variants = args.heads.split(","), args.variants.split(",")
+    batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
+    unknown = [h for h in heads if h not in ("encoder", "mlm")] + [v for v in variants if v not in VARIANTS]
+    if unknown:
+        parser.error(f"unknown heads/variants: {unknown}; variants are {VARIANTS}")
+    torch.set_num_threads(args.threads)
+    geo = geometry(args.small)
+    env = environment(args.threads)
+    for key, value in env.items():
+        if key == "cpu_flags":
+            value = " ".join(flag if present else f"no-{flag}" for flag, present in value.items())
+        print(f"{key}: {value}")
+    print(f"geometry: {geo}, seq_len {args.seq_len}, batch sizes {batch_sizes}, warmup {args.warmup}, runs {args.runs}")
+
+    latency, memory = [], []
+    with tempfile.TemporaryDirectory(prefix="hf_binary_bert_bench_") as folder:
+        for head in heads:
+            artifacts = build_artifacts(variants, head, geo, args.seq_len, folder)
+            latency += time_head(head, variants, artifacts, batch_sizes, geo, args)
+            if not args.skip_memory:
+                for variant in variants:
+                    path = artifacts[artifact_key(variant)]
+                    result = {"skipped": skip_reason(path)} if isinstance(path, Exception) else \
+                        measure_memory({"variant": variant, "head": head, "path": path, "threads": args.threads,
+                                        "seq_len": args.seq_len, "vocab_size": geo["vocab_size"]})
+                    memory.append({"head": head, "variant": variant, **result})
+                    print(f"{head} {variant} memory: {result}", flush=True)
+
+    print_table("Median ms per forward; xN = speed-up (ratio of the medians)",
+                {"head": "head", "batch": "batch", "variant": "variant", "median ms": "median_ms",
+                 "x vs torch-fp32": "speedup_vs_torch_fp32", "x vs ort-int8": "speedup_vs_ort_int8", "runs": "runs"},
+                latency)
+    if memory:
+        print_table("MB (10^6 bytes) of RSS above the RSS right after `import torch, transformers`, fresh process",
+                    {"head": "head", "variant": "variant", "imports": "imports_mb", "after load": "load_mb",
+                     "after forward (batch 1)": "forward_mb", "peak (VmHWM)": "peak_mb"}, memory)
+    if args.json:
+        with open(args.json, "w") as out:
+            json.dump({"environment": env, "geometry": geo, "args": vars(args), "latency": latency, "memory": memory},
+                      out, indent=2, default=str)
+
+
+if __name__ == "__main__":
+    main()
