@@ -19,7 +19,7 @@ kernel (`set_inference_kernel(mlm_head="int8")`), except the reference row, whic
 All models have random weights (the geometry is what matters for latency): BERT-base by default, a tiny one with
 `--small`. Each forward is timed with `time.perf_counter` under `torch.inference_mode()` after `--warmup` untimed
 runs, in interleaved rounds (one forward of every variant per round, so a drift of the machine's speed hits all rows
-alike); the table shows the median of `--runs` timed runs, the speed-up over torch-fp32 and over ort-int8 (the ratio
+alike; 50 ms of sleep before each timed forward let the previous row's spinning worker threads go idle); the table shows the median of `--runs` timed runs, the speed-up over torch-fp32 and over ort-int8 (the ratio
 of the medians). Unless `--skip-memory`, every variant is loaded again in a fresh subprocess that reports its resident
 memory (VmRSS, and the peak VmHWM) above the RSS right after `import torch, transformers`: after loading the saved model
 the way a user would, and after one batch-1 forward. A variant whose optional package (or kernel) is missing is shown as
@@ -302,6 +302,7 @@ def time_head(head, variants, artifacts, batch_sizes, geo, args):
                 for variant, forward in forwards.items():
                     if variant in failed or (variant.endswith("reference") and round_ >= args.reference_runs):
                         continue
+                    time.sleep(0.05)  # let the previous row's worker threads (ONNX Runtime spins) go idle first
                     start = time.perf_counter()
                     forward(*inputs)
                     times[variant].append((time.perf_counter() - start) * 1e3)

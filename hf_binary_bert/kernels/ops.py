@@ -258,7 +258,9 @@ def get_isa() -> str:
 
 
 def set_isa(name: str) -> str:
-    """Use another path (e.g. to test or benchmark the fallbacks); returns the previous one.
+    """Use another path (e.g. to test or benchmark the fallbacks); returns the previous one. Besides
+    `supported_isas()`, `"avx512_vpopcnt_emulated"` (on AVX-512BW CPUs) runs the VPOPCNTDQ path's tiling with an
+    emulated vpopcntq, for testing it on CPUs without VPOPCNTDQ.
 
     Raises:
         ValueError: for a path this CPU (or this build) cannot run.

@@ -32,8 +32,11 @@
 
 namespace {
 
-enum Isa { PORTABLE = 0, AVX2 = 1, AVX512 = 2, AVX512_VPOPCNT = 3 };
-const char* kIsaNames[] = {"portable", "avx2", "avx512", "avx512_vpopcnt"};
+// AVX512_VPOPCNT_EMULATED is the VPOPCNTDQ path with vpopcntq replaced by a nibble-table popcount, so that its
+// tiling can be tested on CPUs without VPOPCNTDQ; never chosen automatically and not listed by supported_isas().
+enum Isa { PORTABLE = 0, AVX2 = 1, AVX512 = 2, AVX512_VPOPCNT = 3, AVX512_VPOPCNT_EMULATED = 4 };
+const char* kIsaNames[] = {"portable", "avx2", "avx512", "avx512_vpopcnt", "avx512_vpopcnt_emulated"};
+constexpr int kIsaCount = 5, kListedIsas = 4;
 
 struct Features {
   bool avx2, avx512bw, avx512vl, vpopcntdq, vnni, bf16;
@@ -250,6 +253,23 @@ struct BitsAvx512 {
   }
 };
 
+struct PopcntNative {
+  __attribute__((target("avx512f,avx512bw,avx512vpopcntdq"), always_inline)) static inline __m512i count(__m512i v) {
+    return _mm512_popcnt_epi64(v);
+  }
+};
+
+struct PopcntEmulated {  // the same 64-bit lane counts without VPOPCNTDQ (nibble table + vpsadbw), for testing
+  __attribute__((target("avx512f,avx512bw"), always_inline)) static inline __m512i count(__m512i v) {
+    return _mm512_sad_epu8(BitsAvx512::popcnt_bytes(v, _mm512_broadcast_i32x4(_mm_setr_epi8(0, 1, 1, 2, 1, 2, 2, 3, 1,
+                                                                                              2, 2, 3, 2, 3, 3, 4)),
+                                                      _mm512_set1_epi8(0x0f)),
+                           _mm512_setzero_si512());
+  }
+};
+
+// The tile is compiled for VPOPCNTDQ in both instantiations; with PopcntEmulated it issues no VPOPCNTDQ instruction.
+template <class Popcnt>
 struct BitsVpopcnt {  // 8 rows per zmm, vpopcntq straight into 64-bit lane counters
   static constexpr int MR = 4, NG = 4;
   template <int R, int G, int OP>
@@ -271,7 +291,7 @@ struct BitsVpopcnt {  // 8 rows per zmm, vpopcntq straight into 64-bit lane coun
 #pragma GCC unroll 4
         for (int j = 0; j < G; ++j) {
           __m512i v = OP == 0 ? _mm512_xor_si512(va, vw[j]) : _mm512_and_si512(va, vw[j]);
-          acc[i][j] = _mm512_add_epi64(acc[i][j], _mm512_popcnt_epi64(v));
+          acc[i][j] = _mm512_add_epi64(acc[i][j], Popcnt::count(v));
         }
       }
     }
@@ -490,7 +510,8 @@ template <int OP>
 void bits_gemm(int isa, int64_t M, int64_t N, const uint64_t* a, int64_t kw, const uint64_t* w, const Epilogue& e,
                int nthreads) {
   switch (isa) {
-    case AVX512_VPOPCNT: bits_gemm_with<BitsVpopcnt, OP>(M, N, a, kw, w, e, nthreads); break;
+    case AVX512_VPOPCNT: bits_gemm_with<BitsVpopcnt<PopcntNative>, OP>(M, N, a, kw, w, e, nthreads); break;
+    case AVX512_VPOPCNT_EMULATED: bits_gemm_with<BitsVpopcnt<PopcntEmulated>, OP>(M, N, a, kw, w, e, nthreads); break;
     case AVX512: bits_gemm_with<BitsAvx512, OP>(M, N, a, kw, w, e, nthreads); break;
     case AVX2: bits_gemm_with<BitsAvx2, OP>(M, N, a, kw, w, e, nthreads); break;
     default: bits_gemm_with<BitsPortable, OP>(M, N, a, kw, w, e, nthreads); break;
@@ -750,6 +771,7 @@ PyObject* py_cpu_features(PyObject*, PyObject*) {
 bool isa_supported(int isa) {
   switch (isa) {
     case AVX512_VPOPCNT: return kFeatures.avx512bw && kFeatures.vpopcntdq;
+    case AVX512_VPOPCNT_EMULATED: return kFeatures.avx512bw;
     case AVX512: return kFeatures.avx512bw;
     case AVX2: return kFeatures.avx2;
     default: return true;
@@ -758,7 +780,7 @@ bool isa_supported(int isa) {
 
 PyObject* py_supported_isas(PyObject*, PyObject*) {
   PyObject* list = PyList_New(0);
-  for (int i = 0; i < 4; ++i)
+  for (int i = 0; i < kListedIsas; ++i)
     if (isa_supported(i)) {
       PyObject* s = PyUnicode_FromString(kIsaNames[i]);
       PyList_Append(list, s);
@@ -772,7 +794,7 @@ PyObject* py_get_isa(PyObject*, PyObject*) { return PyUnicode_FromString(kIsaNam
 PyObject* py_set_isa(PyObject*, PyObject* args) {
   const char* name;
   if (!PyArg_ParseTuple(args, "s", &name)) return nullptr;
-  for (int i = 0; i < 4; ++i)
+  for (int i = 0; i < kIsaCount; ++i)
     if (std::strcmp(name, kIsaNames[i]) == 0) {
       if (!isa_supported(i)) {
         PyErr_Format(PyExc_ValueError, "instruction set %s is not supported by this CPU", name);
@@ -781,7 +803,7 @@ PyObject* py_set_isa(PyObject*, PyObject* args) {
       g_isa = i;
       Py_RETURN_NONE;
     }
-  PyErr_Format(PyExc_ValueError, "unknown instruction set %s (portable, avx2, avx512, avx512_vpopcnt)", name);
+  PyErr_Format(PyExc_ValueError, "unknown instruction set %s (portable, avx2, avx512, avx512_vpopcnt, avx512_vpopcnt_emulated)", name);
   return nullptr;
 }
 
