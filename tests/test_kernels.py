@@ -130,6 +130,10 @@ def test_bad_arguments_raise_naming_the_tensor():
         kernels.w1a1_linear(x, packed, weight[:-1], alpha, None, None, None, t(1.0), 0.0, SIGNED, False)
     with pytest.raises(ValueError, match="alpha"):
         kernels.w1a1_linear(x, packed, weight, alpha[:3], None, None, None, t(1.0), 0.0, SIGNED, False)
+    with pytest.raises(ValueError, match="bias must be a contiguous"):
+        ops.bind_w1a1(40, packed, weight, alpha, None, torch.randn(20)[::2], None, t(1.0), 0.0, SIGNED, False)
+    with pytest.raises(ValueError, match="float32 CPU tensor"):
+        ops.bind_w1a1(40, packed, weight, alpha, None, None, None, t(1.0), 0.0, SIGNED, False)(x[:, :39])
     with pytest.raises(ValueError, match="shift"):
         kernels.w1a1_linear(x, packed, weight, alpha, None, None, shift[:5], t(1.0), 0.0, SIGNED, False)
     with pytest.raises(ValueError, match="weight_packed"):

@@ -1,9 +1,12 @@
-"""The kernels as PyTorch custom operators (`torch.library`), so eager mode, `torch.compile` and `torch.export` all
-see one op per binarized Linear: `torch.ops.hf_binary_bert.w1a1_linear` and `torch.ops.hf_binary_bert.w1a8_linear`.
+"""The kernels as PyTorch custom operators (`torch.library`), so `torch.compile` and `torch.export` see one op per
+Linear: `torch.ops.hf_binary_bert.w1a1_linear`, `w1a8_linear` and `w8a8_linear` (the int8 masked-LM head).
 
 Each op runs the compiled kernel (`_bitgemm`, built by the package's setup.py) when it is importable, else its
-pure-PyTorch twin in `reference.py` after a one-time warning. Arguments and formulas: `reference.w1a1_linear` /
-`reference.w1a8_linear`. Inputs: x float32 [..., K] on the CPU; outputs float32 [..., N].
+pure-PyTorch twin in `reference.py` after a one-time warning. Arguments and formulas: `reference.w1a1_linear`,
+`reference.w1a8_linear`, `reference.w8a8_linear`. Inputs: x float32 [..., K] on the CPU; outputs float32 [..., N].
+`bind_w1a1` / `bind_w1a8` fix every argument but the input once (what `PackedBinaryLinear` calls in eager mode).
+
+Raises (every op): `ValueError` naming the tensor for a wrong dtype, shape, device or a non-contiguous vector.
 """
 
 from __future__ import annotations
@@ -55,8 +58,10 @@ def _check(x: torch.Tensor, weight_packed: torch.Tensor, k: int, n: int, **vecto
     if weight_packed.dtype != torch.uint8 or weight_packed.shape != (n, (k + 7) // 8):
         raise ValueError(f"weight_packed must be uint8 [N, ceil({k} / 8)], got {weight_packed.dtype} {list(weight_packed.shape)}")
     for name, t in vectors.items():
-        if t is not None and (t.dtype != torch.float32 or t.shape != ((k,) if name == "shift" else (n,))):
-            raise ValueError(f"{name} must be float32 [{k if name == 'shift' else n}], got {t.dtype} {list(t.shape)}")
+        size = k if name == "shift" else n
+        if t is not None and (t.dtype != torch.float32 or t.shape != (size,) or not t.is_contiguous()):
+            raise ValueError(f"{name} must be a contiguous float32 [{size}] tensor, got {t.dtype} {list(t.shape)}"
+                             f"{'' if t.is_contiguous() else ' (not contiguous)'}")
 
 
 def repack_weight(weight_packed: torch.Tensor, in_features: int, layout: str) -> torch.Tensor:
@@ -84,7 +89,7 @@ def repack_weight(weight_packed: torch.Tensor, in_features: int, layout: str) ->
 
 def _check_kernel_weight(weight_kernel: torch.Tensor, layout: str, n: int, k: int) -> None:
     words = _bitgemm.layout_words(layout, n, k)
-    if weight_kernel.dtype != torch.int64 or weight_kernel.shape != (words,):
+    if weight_kernel.dtype != torch.int64 or weight_kernel.shape != (words,) or not weight_kernel.is_contiguous():
         raise ValueError(f"weight_kernel must be the {layout!r} layout of weight_packed (int64 [{words}], "
                          f"repack_weight), got {weight_kernel.dtype} {list(weight_kernel.shape)}")
 
@@ -131,8 +136,9 @@ def w1a8_linear_impl(x: torch.Tensor, weight_packed: torch.Tensor, weight_kernel
     k, n = x.shape[-1], weight_packed.shape[0]
     _check(x, weight_packed, k, n, alpha=alpha, gamma=gamma, bias=bias, shift=shift)
     _check_kernel_weight(weight_kernel, "nib", n, k)
-    if weight_sums.dtype != torch.int32 or weight_sums.shape != (n,):
-        raise ValueError(f"weight_sums must be int32 [{n}] (row_sums), got {weight_sums.dtype} {list(weight_sums.shape)}")
+    if weight_sums.dtype != torch.int32 or weight_sums.shape != (n,) or not weight_sums.is_contiguous():
+        raise ValueError(f"weight_sums must be contiguous int32 [{n}] (row_sums), got {weight_sums.dtype} "
+                         f"{list(weight_sums.shape)}")
     x2 = x.reshape(-1, k).contiguous()
     out = x2.new_empty(x2.shape[0], n)
     _bitgemm.w1a8_linear(x2.data_ptr(), x2.shape[0], k, k, _ptr(shift), float(step), q_min, q_max, dynamic,
@@ -160,8 +166,12 @@ def w8a8_linear_impl(x: torch.Tensor, weight_int8: torch.Tensor, weight_kernel: 
     n, k = weight_int8.shape
     if x.dtype != torch.float32 or x.device.type != "cpu" or x.shape[-1] != k:
         raise ValueError(f"input must be a float32 CPU tensor [..., {k}], got {x.dtype} {list(x.shape)} on {x.device}")
-    if weight_int8.dtype != torch.int8 or weight_kernel.dtype != torch.int64 or weight_kernel.numel() * 8 != (n + 15) // 16 * 16 * ((k + 3) // 4 * 4):
+    words = (n + 15) // 16 * 16 * ((k + 3) // 4 * 4) // 8
+    if (weight_int8.dtype != torch.int8 or weight_kernel.dtype != torch.int64 or weight_kernel.shape != (words,)
+            or not weight_kernel.is_contiguous()):
         raise ValueError("weight_int8 must be int8 [N, K] and weight_kernel its i8 layout (reference.repack_int8)")
+    if weight_sums.dtype != torch.int32 or weight_sums.shape != (n,) or not weight_sums.is_contiguous():
+        raise ValueError(f"weight_sums must be contiguous int32 [{n}] (row sums of weight_int8)")
     _check(x, torch.empty(n, (k + 7) // 8, dtype=torch.uint8), k, n, weight_scale=weight_scale, bias=bias)
     x2 = x.reshape(-1, k).contiguous()
     out = x2.new_empty(x2.shape[0], n)
@@ -224,6 +234,8 @@ def bind_w1a8(k, weight_packed, weight_kernel, weight_sums, alpha, gamma, bias, 
     n = weight_packed.shape[0]
     _check(torch.empty(0, k), weight_packed, k, n, alpha=alpha, gamma=gamma, bias=bias, shift=shift)
     _check_kernel_weight(weight_kernel, "nib", n, k)
+    if weight_sums.dtype != torch.int32 or weight_sums.shape != (n,) or not weight_sums.is_contiguous():
+        raise ValueError(f"weight_sums must be contiguous int32 [{n}] (row_sums)")
     fixed = (_ptr(shift), float(step), q_min, q_max, dynamic, weight_kernel.data_ptr(), n, weight_sums.data_ptr(),
              alpha.data_ptr(), _ptr(gamma), _ptr(bias))
     return _bound(k, n, lambda x2, out: _bitgemm.w1a8_linear(x2.data_ptr(), x2.shape[0], k, k, *fixed, out.data_ptr(),
