@@ -7,8 +7,7 @@ import torch
 from conftest import tiny_config
 from torch import nn
 
-from hf_binary_bert import BinaryBertForMaskedLM, BinaryBertModel, PackedBinaryLinear
-from hf_binary_bert import kernels
+from hf_binary_bert import BinaryBertForMaskedLM, BinaryBertModel, PackedBinaryLinear, kernels
 from hf_binary_bert.kernels import ops, reference
 from hf_binary_bert.kernels.reference import SIGNED, UNSIGNED_GE, UNSIGNED_GT
 from hf_binary_bert.packing import pack_bits, unpack_signs
@@ -115,7 +114,7 @@ def test_results_do_not_depend_on_the_thread_count():
 
 
 def test_batched_inputs_keep_their_leading_dims():
-    x, packed, alpha, gamma, bias, shift = _problem(6, 40, 10)
+    x, packed, alpha, *_ = _problem(6, 40, 10)
     weight = kernels.repack_weight(packed, 40, "bits")
     out = kernels.w1a1_linear(x.reshape(2, 3, 40), packed, weight, alpha, None, None, None, t(1.0), 0.0, SIGNED, False)
     assert out.shape == (2, 3, 10)
@@ -124,7 +123,7 @@ def test_batched_inputs_keep_their_leading_dims():
 
 
 def test_bad_arguments_raise_naming_the_tensor():
-    x, packed, alpha, gamma, bias, shift = _problem(4, 40, 10)
+    x, packed, alpha, _, _, shift = _problem(4, 40, 10)
     weight = kernels.repack_weight(packed, 40, "bits")
     with pytest.raises(ValueError, match="weight_kernel"):
         kernels.w1a1_linear(x, packed, weight[:-1], alpha, None, None, None, t(1.0), 0.0, SIGNED, False)

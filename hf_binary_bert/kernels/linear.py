@@ -11,9 +11,10 @@ quantizer. Used in eval mode on the CPU when no gradient is needed (`kernel_appl
 | none (W1A32), `float_activations="int8"`           | `w1a8_linear` | dynamic per-row int8 (s_m = max|x_m|/127)   |
 | none (W1A32), `float_activations="float32"`        | —             | reference (dequantize, `F.linear`): exact   |
 
-In eager mode the op's CPU implementation is called directly: through the dispatcher a call costs ≈ 35 µs more
-(measured on the 2-core benchmark machine), more than the whole kernel at batch 1. Under `torch.compile` /
-`torch.export` the module calls `torch.ops.hf_binary_bert.*`, so the graph holds one op per binarized Linear.
+In eager mode the call is bound once per layer (`ops.bind_w1a1` / `bind_w1a8`) instead of going through the
+dispatcher (≈ 35 µs more per call, measured on the 2-core benchmark machine, more than the whole kernel at batch 1).
+Under `torch.compile` / `torch.export` the module calls `torch.ops.hf_binary_bert.*`, so the graph holds one op per
+binarized Linear. The masked-LM decoder's int8 path is `Int8HeadLinear`.
 """
 
 from __future__ import annotations
@@ -135,7 +136,7 @@ class Int8HeadLinear(nn.Linear):
     """
 
     @classmethod
-    def from_linear(cls, linear: nn.Linear) -> "Int8HeadLinear":
+    def from_linear(cls, linear: nn.Linear) -> Int8HeadLinear:
         module = cls(linear.in_features, linear.out_features, linear.bias is not None, device="meta")
         module.weight, module.bias = linear.weight, linear.bias
         return module.train(linear.training)

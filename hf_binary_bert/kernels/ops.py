@@ -285,5 +285,20 @@ def set_isa(name: str) -> str:
     return previous
 
 
-__all__ = ["available", "cpu_features", "get_isa", "repack_weight", "row_sums", "set_isa", "supported_isas", "bind_w1a1", "bind_w1a8", "w1a1_linear",
-           "w1a1_linear_impl", "w1a8_linear", "w1a8_linear_impl", "w8a8_linear", "w8a8_linear_impl"]
+__all__ = [
+    "available",
+    "bind_w1a1",
+    "bind_w1a8",
+    "cpu_features",
+    "get_isa",
+    "repack_weight",
+    "row_sums",
+    "set_isa",
+    "supported_isas",
+    "w1a1_linear",
+    "w1a1_linear_impl",
+    "w1a8_linear",
+    "w1a8_linear_impl",
+    "w8a8_linear",
+    "w8a8_linear_impl",
+]

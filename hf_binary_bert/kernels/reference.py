@@ -154,5 +154,18 @@ def row_sums(weight_packed: torch.Tensor, k: int) -> torch.Tensor:
     return unpack_signs(weight_packed, k, torch.float32).sum(-1).to(torch.int32)
 
 
-__all__ = ["INT8_HEAD_LEVELS", "SIGNED", "UNSIGNED_GE", "UNSIGNED_GT", "check_levels", "quantize_levels",
-           "quantize_weight_int8", "repack_int8", "repack_weight", "row_sums", "w8a8_linear", "w1a1_linear", "w1a8_linear"]
+__all__ = [
+    "INT8_HEAD_LEVELS",
+    "SIGNED",
+    "UNSIGNED_GE",
+    "UNSIGNED_GT",
+    "check_levels",
+    "quantize_levels",
+    "quantize_weight_int8",
+    "repack_int8",
+    "repack_weight",
+    "row_sums",
+    "w1a1_linear",
+    "w1a8_linear",
+    "w8a8_linear",
+]
