@@ -8,7 +8,8 @@ matmul operands with the quantizers `binarize_` attached to the attention module
 - `"binary_bert_softmax"`: A = softmax(Q̂·K̂ᵀ/√D + M), Â = quantize_unsigned(A), O = Â·V̂. With the elastic quantizer this
   is BiT's binarized softmax (Liu et al., NeurIPS 2022: Â ∈ {0, α}).
 - `"bi_attention"`: BiBERT's Bi-Attention (Qin et al., ICLR 2022, eq. 9–10): A = bool(B_Q·B_Kᵀ/√D + M) ∈ {0, 1},
-  no softmax, O = A·B_V. bool(x) = 1[x > 0] with the clipped-identity STE.
+  no softmax, O = A·B_V. bool(x) = 1[x > 0] with the clipped-identity STE. In eval mode without autograd and with
+  1-bit Q/K/V it runs bitwise (`torch.ops.hf_binary_bert.bi_attention`) on exact integer dot products.
 
 Both need the full attention matrix, i.e. the eager path (no SDPA / flash / flex kernels); their masks are transformers'
 eager masks (additive, −inf-like on padding, so padding keys get weight 0). Shapes: query/key/value [B, H, T, d],
@@ -58,8 +59,39 @@ def binary_softmax_attention(module, query, key, value, attention_mask, scaling=
     return output, probs
 
 
+def _bitwise_bi_attention_applies(module, query, attention_mask) -> bool:
+    """Eval mode, no gradient, float32 CPU tensors and 1-bit signed quantizers on Q, K and V: the bitwise kernel."""
+    from .binarization.activation import ActivationQuantizer
+
+    if module.training or torch.is_grad_enabled() or query.device.type != "cpu" or query.dtype != torch.float32:
+        return False
+    if getattr(module, "inference_kernel", "auto") != "auto":
+        return False
+    if attention_mask is not None and attention_mask.dtype != torch.float32:
+        return False
+    quantizers = [getattr(module, f"{n}_quantizer", None) for n in ("query", "key", "value")]
+    return all(isinstance(q, ActivationQuantizer) and q.bits == 1 and q.signed for q in quantizers)
+
+
 def bi_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
-    """BiBERT's Bi-Attention: boolean attention weights, no softmax (see module docstring)."""
+    """BiBERT's Bi-Attention: boolean attention weights, no softmax (see module docstring).
+
+    In eval mode without autograd, with 1-bit Q/K/V quantizers, it runs bitwise (`hf_binary_bert.kernels`: XNOR-popcount
+    scores, AND-popcount weights × V) on exact integer dot products; otherwise as the formula with float matmuls.
+    """
+    if _bitwise_bi_attention_applies(module, query, attention_mask):
+        from .kernels import ops
+
+        if scaling is None:
+            scaling = query.size(-1) ** -0.5
+        shifts, steps = [], []
+        for name, x in (("query", query), ("key", key), ("value", value)):
+            quantizer = getattr(module, f"{name}_quantizer")
+            shifts.append(quantizer.shift.detach() if hasattr(quantizer, "shift") else None)
+            steps.append(quantizer.kernel_step(x) if quantizer.has_step else torch.ones(()))
+        scale = steps[0] * steps[1] * scaling
+        args = (query, key, value, *shifts, *steps, scale, attention_mask)
+        return ops.bi_attention(*args) if torch.compiler.is_compiling() else ops.bi_attention_impl(*args)
     scores, value = _scores(module, query, key, value, attention_mask, scaling)
     weights = heaviside_ste(scores)
     weights = nn.functional.dropout(weights, p=dropout, training=module.training)

@@ -112,7 +112,8 @@ class BinaryBertPreTrainedModel(BertPreTrainedModel):
 
         Args:
             kernel: `"auto"` (default on load): the bitwise kernels of `hf_binary_bert.kernels` wherever they apply
-                (eval mode, CPU, float32, no gradient needed); `"reference"`: always the pure-PyTorch forward.
+                (eval mode, CPU, float32, no gradient needed; the Linears and, with 1-bit Q/K/V, Bi-Attention);
+                `"reference"`: always the pure-PyTorch forward.
             float_activations: for layers without an input quantizer (W1A32): `"float32"` (default: the exact
                 reference forward) or `"int8"` (dynamic per-row int8 activations on the W1 × int8 kernel, an
                 approximation); None leaves it unchanged.
@@ -151,6 +152,9 @@ class BinaryBertPreTrainedModel(BertPreTrainedModel):
             layer.inference_kernel = kernel
             if float_activations is not None:
                 layer.float_activations = float_activations
+        for module in self.modules():  # the attention modules with quantizers (bitwise Bi-Attention)
+            if hasattr(module, "query_quantizer"):
+                module.inference_kernel = kernel
         return self
 
     def binary_modules(self) -> dict[str, torch.nn.Module]:

@@ -395,3 +395,50 @@ def test_int8_mlm_head_keeps_parameters_ties_and_checkpoint(tmp_path):
         BinaryBertModel(tiny_config()).freeze().set_inference_kernel(mlm_head="int8")
     with pytest.raises(ValueError, match="mlm_head must be one of"):
         model.set_inference_kernel(mlm_head="int4")
+
+
+@pytest.mark.parametrize("b,h,seq,d", [(2, 3, 11, 16), (1, 4, 70, 100), (1, 2, 130, 64)])
+@pytest.mark.parametrize("elastic", [False, True])
+def test_bitwise_bi_attention_equals_reference_bit_for_bit(isa, b, h, seq, d, elastic):
+    g = torch.Generator().manual_seed(7)
+    q, k, v = (torch.randn(b, seq, h, d, generator=g).transpose(1, 2) for _ in range(3))  # as BertSelfAttention
+    shifts = tuple(0.1 * torch.randn(h, 1, d, generator=g) for _ in range(3)) if elastic else (None,) * 3
+    steps = (t(0.7), t(1.3), t(0.9)) if elastic else (t(1.0),) * 3
+    scale = steps[0] * steps[1] * d**-0.5
+    mask = torch.zeros(b, 1, seq, seq)
+    mask[0, :, :, seq - 3:] = torch.finfo(torch.float32).min  # padded keys
+    for m in (mask, None):
+        out, weights = ops.bi_attention_impl(q, k, v, *shifts, *steps, scale, m)
+        ref_out, ref_weights = reference.bi_attention(q, k, v, shifts, steps, scale, m)
+        assert out.shape == (b, seq, h, d) and weights.shape == (b, h, seq, seq)
+        assert torch.equal(weights, ref_weights) and torch.equal(out, ref_out)
+    assert weights[0, :, :, seq - 3:].sum() > 0 and mask is not None  # without the mask, padded keys take part
+    out, weights = ops.bi_attention_impl(q, k, v, *shifts, *steps, scale, mask)
+    assert weights[0, :, :, seq - 3:].sum() == 0
+
+
+def test_bi_attention_op_opcheck():
+    g = torch.Generator().manual_seed(8)
+    q, k, v = (torch.randn(2, 3, 9, 16, generator=g) for _ in range(3))
+    shifts = tuple(0.1 * torch.randn(3, 1, 16, generator=g) for _ in range(3))
+    torch.library.opcheck(torch.ops.hf_binary_bert.bi_attention.default,
+                          (q, k, v, *shifts, t(0.7), t(1.3), t(0.9), t(0.7 * 1.3 / 4), torch.zeros(2, 1, 9, 9)))
+
+
+def test_models_with_bi_attention_use_the_bitwise_kernel_in_eval():
+    model, ids = _calibrated_packed(MODEL_COMBOS["W1A1-bi_attention"])
+    calls = []
+    original = ops.bi_attention_impl
+    try:
+        ops.bi_attention_impl = lambda *a: calls.append(1) or original(*a)
+        with torch.inference_mode():
+            fast = model(input_ids=ids, output_attentions=True)
+            model.set_inference_kernel("reference")
+            slow = model(input_ids=ids, output_attentions=True)
+    finally:
+        ops.bi_attention_impl = original
+    assert len(calls) == 2  # one per layer, only on the kernel path
+    for a, r in zip(fast.attentions, slow.attentions):
+        assert a.shape == r.shape and set(a.unique().tolist()) <= {0.0, 1.0}
+        # the float matmul of the reference path decides ties (Q·K = 0) by rounding; the kernel's integer is exact
+        assert (a != r).float().mean() < 0.2

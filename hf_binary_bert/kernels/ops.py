@@ -242,6 +242,53 @@ def bind_w1a8(k, weight_packed, weight_kernel, weight_sums, alpha, gamma, bias, 
                                                              n, torch.get_num_threads()))
 
 
+def bi_attention_impl(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, q_shift: torch.Tensor | None,
+                      k_shift: torch.Tensor | None, v_shift: torch.Tensor | None, q_step: torch.Tensor,
+                      k_step: torch.Tensor, v_step: torch.Tensor, scale: torch.Tensor,
+                      attention_mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Bitwise Bi-Attention (`reference.bi_attention` gives the formula; same arguments, shifts [H, 1, D]):
+    XNOR-popcount scores, boolean weights, AND-popcount weights × V. Returns out [B, T, H, D] and weights
+    [B, H, T, T], equal to the reference bit for bit."""
+    shifts, steps = (q_shift, k_shift, v_shift), (q_step, k_step, v_step)
+    if _use_reference():
+        return reference.bi_attention(query, key, value, shifts, steps, scale, attention_mask)
+    b, h, t, d = query.shape
+    for name, x in (("query", query), ("key", key), ("value", value)):
+        if x.dtype != torch.float32 or x.device.type != "cpu" or x.shape != (b, h, t, d) or x.stride(-1) != 1:
+            raise ValueError(f"{name} must be a float32 CPU [B, H, T, D] tensor with unit stride on D, like query "
+                             f"{list(query.shape)}; got {x.dtype} {list(x.shape)}")
+    flat = []
+    for name, shift in zip(("q_shift", "k_shift", "v_shift"), shifts):
+        if shift is not None and (shift.dtype != torch.float32 or shift.numel() != h * d):
+            raise ValueError(f"{name} must be float32 [{h}, 1, {d}], got {shift.dtype} {list(shift.shape)}")
+        flat.append(None if shift is None else shift.reshape(-1).contiguous())
+    mask_strides = (0, 0, 0, 0)
+    if attention_mask is not None:
+        if attention_mask.dtype != torch.float32 or attention_mask.dim() != 4:
+            raise ValueError(f"attention_mask must be an additive float32 [B, 1|H, T, T] mask, got "
+                             f"{attention_mask.dtype} {list(attention_mask.shape)}")
+        attention_mask = attention_mask.expand(b, h, t, t)
+        mask_strides = tuple(attention_mask.stride())
+    out = torch.empty(b, t, h, d)
+    weights = torch.empty(b, h, t, t)
+    strides = [s for x in (query, key, value) for s in x.stride()[:3]]
+    _bitgemm.bi_attention(query.data_ptr(), key.data_ptr(), value.data_ptr(), b, h, t, d, *strides,
+                          *(_ptr(f) for f in flat), float(q_step), float(k_step), float(v_step), float(scale),
+                          float(v_step), _ptr(attention_mask), mask_strides, out.data_ptr(), weights.data_ptr(),
+                          torch.get_num_threads())
+    return out, weights
+
+
+bi_attention = torch.library.custom_op("hf_binary_bert::bi_attention", bi_attention_impl, mutates_args=(),
+                                       device_types="cpu")
+
+
+@bi_attention.register_fake
+def _(query, key, value, q_shift, k_shift, v_shift, q_step, k_step, v_step, scale, attention_mask):
+    b, h, t, d = query.shape
+    return query.new_empty(b, t, h, d), query.new_empty(b, h, t, t)
+
+
 def row_sums(weight_packed: torch.Tensor, k: int) -> torch.Tensor:
     """Σ_k B[n, k] of each ±1 weight row, int32 [N] (the zero-point correction of `w1a8_linear`)."""
     if _bitgemm is None or torch.compiler.is_compiling():
@@ -286,6 +333,8 @@ def set_isa(name: str) -> str:
 
 
 __all__ = [
+    "bi_attention",
+    "bi_attention_impl",
     "available",
     "bind_w1a1",
     "bind_w1a8",

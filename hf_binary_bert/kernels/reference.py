@@ -149,6 +149,35 @@ def repack_weight(weight_packed: torch.Tensor, k: int, layout: str) -> torch.Ten
     return pack_bits(bits.bool()).view(torch.int64).reshape(-1)
 
 
+def bi_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, shifts: tuple, steps: tuple,
+                 scale: torch.Tensor, attention_mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """BiBERT's Bi-Attention on 1-bit Q, K, V, exactly (integer dot products):
+
+        q̂ = sign((q − β_q)/α_q) (likewise k̂, v̂), A = 1[(q̂·k̂ᵀ)·c + M > 0], out = α_v · (A·v̂)
+
+    Args:
+        query, key, value: float32 [B, H, T, D].
+        shifts: β_q, β_k, β_v, each [H, 1, D] or None. steps: α_q, α_k, α_v, float32 0-d tensors (1 for the sign
+            scheme).
+        scale: c = α_q·α_k·scaling, a float32 0-d tensor.
+        attention_mask: additive float32 mask broadcastable to [B, H, T, T], or None.
+
+    Returns:
+        out float32 [B, T, H, D] (heads after tokens, as the attention interface returns it) and the boolean
+        attention weights A as float32 [B, H, T, T].
+    """
+    signs = []
+    for x, shift, step in zip((query, key, value), shifts, steps):
+        x = x if shift is None else x - shift
+        signs.append(torch.where(x / step >= 0, 1.0, -1.0).double())
+    scores = (signs[0] @ signs[1].transpose(-1, -2)).float() * scale
+    if attention_mask is not None:
+        scores = scores + attention_mask
+    weights = (scores > 0).float()
+    out = steps[2] * (weights.double() @ signs[2]).float()
+    return out.transpose(1, 2).contiguous(), weights
+
+
 def row_sums(weight_packed: torch.Tensor, k: int) -> torch.Tensor:
     """Σ_k B[n, k] of each ±1 weight row, int32 [N]."""
     return unpack_signs(weight_packed, k, torch.float32).sum(-1).to(torch.int32)

@@ -642,13 +642,162 @@ void quantize_rows(int isa, const float* x, int64_t M, int64_t K, int64_t ldx, c
   }
 }
 
-// ------------------------------------------------------------------------------------------------------------------
-// Python bindings (pointers are passed as integers: tensor.data_ptr(); 0 = absent).
-
 template <class T>
 T* ptr(unsigned long long p) {
   return reinterpret_cast<T*>((uintptr_t)p);
 }
+
+// ------------------------------------------------------------------------------------------------------------------
+// Bi-Attention (BiBERT, Qin et al. ICLR 2022, eq. 9–10) with 1-bit Q, K, V, all bitwise:
+//   q̂ = sign((q − β_q)/α_q) (likewise k̂, v̂; sign(0) = +1), dot_ij = Σ_d q̂_id k̂_jd = D − 2·popcount(q_i XOR k_j),
+//   A_ij = 1[dot_ij · c + mask_ij > 0] (c = α_q·α_k·scaling, float32 as given),
+//   out_id = α_v · Σ_j A_ij v̂_jd = α_v · (2·popcount(A_i AND V⁺_d) − popcount(A_i)),
+// with V⁺_d the bits over keys j of v̂_jd = +1. One (batch, head) per work item.
+
+struct AttnTensor {  // a float32 [B, H, T, D] view with unit stride on D
+  const float* p;
+  int64_t sb, sh, st;
+  const float* shift;  // [H·D] or null
+  float step;
+};
+
+struct AttnArgs {
+  AttnTensor q, k, v;
+  int64_t T, D;
+  float c, alpha_v;
+  const float* mask;  // additive, element (b, h, i, j) at b·ms[0] + h·ms[1] + i·ms[2] + j·ms[3]; or null
+  int64_t ms[4];
+};
+
+// Sign bits of one row x[b, h, t, 0:D] of an AttnTensor, 64 per word: bit d = ((x − β)/α ≥ 0).
+template <bool AVX512>
+inline void pack_attn_row(const AttnTensor& x, int64_t b, int64_t h, int64_t t, int64_t D, uint64_t* words) {
+  const float* row = x.p + b * x.sb + h * x.sh + t * x.st;
+  const float* shift = x.shift ? x.shift + h * D : nullptr;
+  int64_t d = 0;
+  if constexpr (AVX512) {
+    const __m512 step = _mm512_set1_ps(x.step), zero = _mm512_setzero_ps();
+    for (; d + 16 <= D; d += 16) {
+      __m512 v = _mm512_loadu_ps(row + d);
+      if (shift) v = _mm512_sub_ps(v, _mm512_loadu_ps(shift + d));
+      const uint64_t m = _mm512_cmp_ps_mask(_mm512_div_ps(v, step), zero, _CMP_GE_OQ);
+      words[d / 64] |= m << (d % 64);
+    }
+  }
+  for (; d < D; ++d) {
+    float v = shift ? row[d] - shift[d] : row[d];
+    words[d / 64] |= (uint64_t)(v / x.step >= 0.0f) << (d % 64);
+  }
+}
+
+template <bool AVX512>
+__attribute__((always_inline)) inline void bi_attention_head_body(const AttnArgs& g, int64_t b, int64_t h,
+                                                                   uint64_t* work, float* out, int64_t out_stride,
+                                                                   float* weights) {
+  const int64_t T = g.T, D = g.D, dw = (D + 63) / 64, tw = (T + 63) / 64;
+  uint64_t *qb = work, *kb = qb + T * dw, *vb = kb + T * dw, *vt = vb + T * dw, *row = vt + D * tw;
+  std::memset(work, 0, (size_t)(3 * T * dw + D * tw) * 8);
+  for (int64_t t = 0; t < T; ++t) {
+    pack_attn_row<AVX512>(g.q, b, h, t, D, qb + t * dw);
+    pack_attn_row<AVX512>(g.k, b, h, t, D, kb + t * dw);
+    pack_attn_row<AVX512>(g.v, b, h, t, D, vb + t * dw);
+  }
+  for (int64_t d = 0; d < D; ++d)  // V⁺ transposed: bit t of word (d, t/64) = v̂[t, d] is +1
+    for (int64_t w = 0; w < tw; ++w) {
+      uint64_t word = 0;
+      for (int64_t t = w * 64; t < std::min(T, w * 64 + 64); ++t) word |= ((vb[t * dw + d / 64] >> (d % 64)) & 1) << (t % 64);
+      vt[d * tw + w] = word;
+    }
+  const float c = g.c, alpha_v = g.alpha_v;
+  for (int64_t i = 0; i < T; ++i) {
+    const float* mask = g.mask ? g.mask + b * g.ms[0] + h * g.ms[1] + i * g.ms[2] : nullptr;
+    const int64_t mj = g.ms[3];
+    int64_t selected = 0;
+    for (int64_t w = 0; w < tw; ++w) {
+      uint64_t word = 0;
+      for (int64_t j = w * 64; j < std::min(T, w * 64 + 64); ++j) {
+        int64_t ones = 0;
+        for (int64_t x = 0; x < dw; ++x) ones += __builtin_popcountll(qb[i * dw + x] ^ kb[j * dw + x]);
+        float score = (float)(D - 2 * ones) * c;
+        if (mask) score += mask[j * mj];
+        word |= (uint64_t)(score > 0.0f) << (j % 64);
+      }
+      row[w] = word;
+      selected += __builtin_popcountll(word);
+    }
+    float* o = out + i * out_stride;
+    for (int64_t d = 0; d < D; ++d) {
+      int64_t agree = 0;
+      for (int64_t w = 0; w < tw; ++w) agree += __builtin_popcountll(row[w] & vt[d * tw + w]);
+      o[d] = alpha_v * (float)(2 * agree - selected);
+    }
+    float* wr = weights + i * T;
+    for (int64_t j = 0; j < T; ++j) wr[j] = (float)((row[j / 64] >> (j % 64)) & 1);
+  }
+}
+
+__attribute__((target("avx512f,avx512bw,popcnt"))) void bi_attention_head_avx512(const AttnArgs& g, int64_t b,
+                                                                                   int64_t h, uint64_t* work,
+                                                                                   float* out, int64_t out_stride,
+                                                                                   float* weights) {
+  bi_attention_head_body<true>(g, b, h, work, out, out_stride, weights);
+}
+
+__attribute__((target("popcnt"))) void bi_attention_head_popcnt(const AttnArgs& g, int64_t b, int64_t h,
+                                                                 uint64_t* work, float* out, int64_t out_stride,
+                                                                 float* weights) {
+  bi_attention_head_body<false>(g, b, h, work, out, out_stride, weights);
+}
+
+void bi_attention_head_portable(const AttnArgs& g, int64_t b, int64_t h, uint64_t* work, float* out,
+                                int64_t out_stride, float* weights) {
+  bi_attention_head_body<false>(g, b, h, work, out, out_stride, weights);
+}
+
+PyObject* py_bi_attention(PyObject*, PyObject* args) {
+  AttnArgs g;
+  unsigned long long q, k, v, qs, ks, vs, mask, out, weights;
+  long long B, H, T, D, s[9], ms[4];
+  float cq, ck, cv, c, alpha_v;
+  int nthreads;
+  if (!PyArg_ParseTuple(args, "KKKLLLLLLLLLLLLLKKKfffffK(LLLL)KKi", &q, &k, &v, &B, &H, &T, &D, &s[0], &s[1], &s[2],
+                        &s[3], &s[4], &s[5], &s[6], &s[7], &s[8], &qs, &ks, &vs, &cq, &ck, &cv, &c, &alpha_v, &mask,
+                        &ms[0], &ms[1], &ms[2], &ms[3], &out, &weights, &nthreads))
+    return nullptr;
+  g.q = {ptr<const float>(q), s[0], s[1], s[2], ptr<const float>(qs), cq};
+  g.k = {ptr<const float>(k), s[3], s[4], s[5], ptr<const float>(ks), ck};
+  g.v = {ptr<const float>(v), s[6], s[7], s[8], ptr<const float>(vs), cv};
+  g.T = T, g.D = D, g.c = c, g.alpha_v = alpha_v, g.mask = ptr<const float>(mask);
+  for (int i = 0; i < 4; ++i) g.ms[i] = ms[i];
+  const int64_t words = 3 * T * ((D + 63) / 64) + D * ((T + 63) / 64) + (T + 63) / 64;
+  const bool popcnt = __builtin_cpu_supports("popcnt") && g_isa != PORTABLE;
+  const bool avx512 = popcnt && kFeatures.avx512bw && g_isa >= AVX512;
+  float* o = ptr<float>(out);  // [B, T, H, D]
+  float* wts = ptr<float>(weights);  // [B, H, T, T]
+  Py_BEGIN_ALLOW_THREADS;
+#pragma omp parallel num_threads(nthreads) if (nthreads > 1 && B * H > 1)
+  {
+    uint64_t* work = reinterpret_cast<uint64_t*>(scratch((size_t)words * 8));
+#pragma omp for schedule(static)
+    for (int64_t bh = 0; bh < B * H; ++bh) {
+      const int64_t b = bh / H, h = bh % H;
+      float* ob = o + (b * T * H + h) * D;  // row t at ob + t·H·D
+      float* wb = wts + bh * T * T;
+      if (avx512)
+        bi_attention_head_avx512(g, b, h, work, ob, H * D, wb);
+      else if (popcnt)
+        bi_attention_head_popcnt(g, b, h, work, ob, H * D, wb);
+      else
+        bi_attention_head_portable(g, b, h, work, ob, H * D, wb);
+    }
+  }
+  Py_END_ALLOW_THREADS;
+  Py_RETURN_NONE;
+}
+
+// ------------------------------------------------------------------------------------------------------------------
+// Python bindings (pointers are passed as integers: tensor.data_ptr(); 0 = absent).
+
 
 PyObject* py_w1a1_linear(PyObject*, PyObject* args) {
   unsigned long long x, shift, w, alpha, gamma, bias, out;
@@ -811,6 +960,7 @@ PyMethodDef kMethods[] = {
     {"w1a1_linear", py_w1a1_linear, METH_VARARGS, "Fused input binarization + XNOR/AND-popcount GEMM + epilogue."},
     {"w1a8_linear", py_w1a8_linear, METH_VARARGS, "Fused input quantization to u8 + W1×u8 GEMM + epilogue."},
     {"row_sums", py_row_sums, METH_VARARGS, "Σ_k b[n,k] of ±1 weight rows from their bits."},
+    {"bi_attention", py_bi_attention, METH_VARARGS, "Bitwise Bi-Attention with 1-bit Q, K, V."},
     {"layout_words", py_layout_words, METH_VARARGS, "Size in uint64 words of a kernel layout (bits, nib)."},
     {"repack", py_repack, METH_VARARGS, "Checkpoint layout → kernel layout (bits, nib)."},
     {"cpu_features", py_cpu_features, METH_NOARGS, "CPU features the kernels use."},
