@@ -669,25 +669,39 @@ struct AttnArgs {
   int64_t ms[4];
 };
 
-// Sign bits of one row x[b, h, t, 0:D] of an AttnTensor, 64 per word: bit d = ((x − β)/α ≥ 0).
-template <bool AVX512>
-inline void pack_attn_row(const AttnTensor& x, int64_t b, int64_t h, int64_t t, int64_t D, uint64_t* words) {
+// Sign bits of one row x[b, h, t, 0:D] of an AttnTensor, 64 per word: bit d = ((x − β)/α ≥ 0). `from`: the first
+// d not yet packed (the AVX-512 version packs 16 at a time and leaves the tail to the scalar one).
+inline void pack_attn_row_scalar(const AttnTensor& x, int64_t b, int64_t h, int64_t t, int64_t D, int64_t from,
+                                 uint64_t* words) {
   const float* row = x.p + b * x.sb + h * x.sh + t * x.st;
   const float* shift = x.shift ? x.shift + h * D : nullptr;
-  int64_t d = 0;
-  if constexpr (AVX512) {
-    const __m512 step = _mm512_set1_ps(x.step), zero = _mm512_setzero_ps();
-    for (; d + 16 <= D; d += 16) {
-      __m512 v = _mm512_loadu_ps(row + d);
-      if (shift) v = _mm512_sub_ps(v, _mm512_loadu_ps(shift + d));
-      const uint64_t m = _mm512_cmp_ps_mask(_mm512_div_ps(v, step), zero, _CMP_GE_OQ);
-      words[d / 64] |= m << (d % 64);
-    }
-  }
-  for (; d < D; ++d) {
+  for (int64_t d = from; d < D; ++d) {
     float v = shift ? row[d] - shift[d] : row[d];
     words[d / 64] |= (uint64_t)(v / x.step >= 0.0f) << (d % 64);
   }
+}
+
+__attribute__((target("avx512f,avx512bw"))) void pack_attn_row_avx512(const AttnTensor& x, int64_t b, int64_t h,
+                                                                       int64_t t, int64_t D, uint64_t* words) {
+  const float* row = x.p + b * x.sb + h * x.sh + t * x.st;
+  const float* shift = x.shift ? x.shift + h * D : nullptr;
+  const __m512 step = _mm512_set1_ps(x.step), zero = _mm512_setzero_ps();
+  int64_t d = 0;
+  for (; d + 16 <= D; d += 16) {
+    __m512 v = _mm512_loadu_ps(row + d);
+    if (shift) v = _mm512_sub_ps(v, _mm512_loadu_ps(shift + d));
+    const uint64_t m = _mm512_cmp_ps_mask(_mm512_div_ps(v, step), zero, _CMP_GE_OQ);
+    words[d / 64] |= m << (d % 64);
+  }
+  pack_attn_row_scalar(x, b, h, t, D, d, words);
+}
+
+template <bool AVX512>
+inline void pack_attn_row(const AttnTensor& x, int64_t b, int64_t h, int64_t t, int64_t D, uint64_t* words) {
+  if constexpr (AVX512)
+    pack_attn_row_avx512(x, b, h, t, D, words);
+  else
+    pack_attn_row_scalar(x, b, h, t, D, 0, words);
 }
 
 template <bool AVX512>
