@@ -15,6 +15,7 @@ import os
 import torch
 from transformers import (
     AutoConfig,
+    BertConfig,
     BertForMaskedLM,
     BertForSequenceClassification,
     BertModel,
@@ -56,8 +57,12 @@ class BinaryBertPreTrainedModel(BertPreTrainedModel):
     config_class = BinaryBertConfig
     config: BinaryBertConfig
     base_model_prefix = "bert"
-    # The full-precision BERT class whose checkpoint `from_teacher` reads for this head.
+    # The full-precision BERT class whose checkpoint `from_teacher` reads for this head, and that `to_bert` exports to.
     _teacher_class: type[PreTrainedModel] = BertModel
+
+    @property
+    def _plain_class(self) -> type[PreTrainedModel]:
+        return self._teacher_class
 
     def _binarize(self) -> None:
         replaced = binarize_(self, self.config)
@@ -269,6 +274,54 @@ class BinaryBertPreTrainedModel(BertPreTrainedModel):
         return super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
 
     # ------------------------------------------------------------------------------------------------------------
+    # Export to a plain transformers BERT
+
+    @torch.no_grad()
+    def to_bert(self) -> PreTrainedModel:
+        """A plain transformers BERT of the matching head (`BertModel`, `BertForMaskedLM`,
+        `BertForSequenceClassification`) whose weights are the dequantized binarized ones, W = α·B + γ (1-bit
+        embeddings likewise, per row), for tools that do not know this package. Its outputs equal this model's
+        (up to float rounding) because, at full-precision activations, the binarized model is exactly a BERT with
+        those weights. The export is float32; the weights still take only two values per scale group, but the file is a
+        plain 32-bit one.
+
+        Returns:
+            The new model, on CPU, in this model's train/eval mode.
+
+        Raises:
+            ValueError: when activations are quantized (`activation_bits` < 32) or attention is Bi-Attention: a
+                plain BERT has no place for activation quantizers, so its outputs would differ.
+        """
+        if self.config.activation_bits < 32 or self.config.quantized_attention is not None:
+            raise ValueError(
+                f"to_bert() needs full-precision activations and softmax attention; this model has activation_bits="
+                f"{self.config.activation_bits}, attention_type={self.config.attention_type!r}, which a plain BERT "
+                "cannot compute"
+            )
+        binary = self.binary_modules()
+        state = {}
+        for key, tensor in self.state_dict().items():
+            module_name, _, leaf = key.rpartition(".")
+            module = binary.get(module_name)
+            if module is None:
+                state[key] = tensor.detach().float().cpu()
+            elif leaf in ("weight", "weight_packed"):
+                state[f"{module_name}.weight"] = _dequantized_weight(module).float().cpu()
+            elif leaf == "bias":
+                state[key] = tensor.detach().float().cpu()
+        fields = {k: v for k, v in self.config.to_dict().items()
+                  if k not in (*self.config.binarization, "packed_weights", "model_type", "architectures", "auto_map",
+                               "transformers_version", "_name_or_path", "dtype")}
+        bert = self._plain_class(BertConfig(**fields))
+        missing, unexpected = bert.load_state_dict(state, strict=False)
+        tied = set(getattr(bert, "all_tied_weights_keys", None) or {})
+        if unexpected or [k for k in missing if k not in tied]:
+            raise ValueError(f"to_bert(): tensors do not match {type(bert).__name__}: missing {missing}, "
+                             f"unexpected {unexpected}")
+        bert.tie_weights()
+        return bert.train(self.training)
+
+    # ------------------------------------------------------------------------------------------------------------
     # Conversion from a full-precision teacher
 
     @classmethod
@@ -323,6 +376,16 @@ class BinaryBertPreTrainedModel(BertPreTrainedModel):
             logger.warning("Student weights not in the teacher, newly initialised: %s", ", ".join(sorted(fresh)))
         student.tie_weights()
         return student
+
+
+def _dequantized_weight(module: torch.nn.Module) -> torch.Tensor:
+    """W = α·B + γ of a binarized Linear / embedding, training or packed form."""
+    if isinstance(module, _BINARY_TYPES):
+        return module.quantized_weight().detach()
+    if isinstance(module, PackedBinaryLinear):
+        return module.dequantized_weight()
+    rows = torch.arange(module.num_embeddings, device=module.weight_packed.device)
+    return module(rows)  # PackedBinaryEmbedding: every row dequantized
 
 
 def load_teacher(path: str | os.PathLike, teacher_class: type[PreTrainedModel] = BertModel, **kwargs) -> PreTrainedModel:
