@@ -57,12 +57,8 @@ class BinaryBertPreTrainedModel(BertPreTrainedModel):
     config_class = BinaryBertConfig
     config: BinaryBertConfig
     base_model_prefix = "bert"
-    # The full-precision BERT class whose checkpoint `from_teacher` reads for this head, and that `to_bert` exports to.
+    # The full-precision BERT class whose checkpoint `from_teacher` reads for this head and `to_bert` exports to.
     _teacher_class: type[PreTrainedModel] = BertModel
-
-    @property
-    def _plain_class(self) -> type[PreTrainedModel]:
-        return self._teacher_class
 
     def _binarize(self) -> None:
         replaced = binarize_(self, self.config)
@@ -303,16 +299,13 @@ class BinaryBertPreTrainedModel(BertPreTrainedModel):
         for key, tensor in self.state_dict().items():
             module_name, _, leaf = key.rpartition(".")
             module = binary.get(module_name)
-            if module is None:
+            if module is None or leaf == "bias":
                 state[key] = tensor.detach().float().cpu()
-            elif leaf in ("weight", "weight_packed"):
+            elif leaf in ("weight", "weight_packed"):  # scales and offsets are folded into the weight
                 state[f"{module_name}.weight"] = _dequantized_weight(module).float().cpu()
-            elif leaf == "bias":
-                state[key] = tensor.detach().float().cpu()
         fields = {k: v for k, v in self.config.to_dict().items()
-                  if k not in (*self.config.binarization, "packed_weights", "model_type", "architectures", "auto_map",
-                               "transformers_version", "_name_or_path", "dtype")}
-        bert = self._plain_class(BertConfig(**fields))
+                  if k not in (*self.config.binarization, "packed_weights", *_TEACHER_ONLY_KEYS)}
+        bert = self._teacher_class(BertConfig(**fields))
         missing, unexpected = bert.load_state_dict(state, strict=False)
         tied = set(getattr(bert, "all_tied_weights_keys", None) or {})
         if unexpected or [k for k in missing if k not in tied]:
@@ -382,10 +375,7 @@ def _dequantized_weight(module: torch.nn.Module) -> torch.Tensor:
     """W = α·B + γ of a binarized Linear / embedding, training or packed form."""
     if isinstance(module, _BINARY_TYPES):
         return module.quantized_weight().detach()
-    if isinstance(module, PackedBinaryLinear):
-        return module.dequantized_weight()
-    rows = torch.arange(module.num_embeddings, device=module.weight_packed.device)
-    return module(rows)  # PackedBinaryEmbedding: every row dequantized
+    return module.dequantized_weight()
 
 
 def load_teacher(path: str | os.PathLike, teacher_class: type[PreTrainedModel] = BertModel, **kwargs) -> PreTrainedModel:

@@ -100,15 +100,23 @@ class ActivationQuantizer(nn.Module):
         self.calibrated.fill_(1)
         self._seen_calibrated = True
 
-    def kernel_step(self, x: torch.Tensor) -> torch.Tensor:
-        """The step s (α) as the forward would use it on input x, for the packed kernels: calibrates first when
-        this quantizer has not seen data yet (as `forward` does), then returns max(s, 1e-5) (float32, 0-d, detached)."""
+    def _calibrate_once(self, x: torch.Tensor) -> None:
+        """Calibrate on x (already shifted) unless this quantizer has seen data or was loaded calibrated."""
         if not self._seen_calibrated:
             if self.calibrated.item():
                 self._seen_calibrated = True
             else:
-                self.calibrate(x - self.shift.to(x.dtype) if hasattr(self, "shift") else x)
-        return self.step.detach().clamp_min(1e-5).to(x.dtype)
+                self.calibrate(x)
+
+    def _inference_step(self, dtype: torch.dtype) -> torch.Tensor:
+        """max(s, 1e-5) as the no-grad forward and the packed kernels use it (0-d, detached, in `dtype`)."""
+        return self.step.detach().clamp_min(1e-5).to(dtype)
+
+    def kernel_step(self, x: torch.Tensor) -> torch.Tensor:
+        """The step s (α) as the no-grad forward would use it on input x, for the packed kernels: calibrates first
+        when this quantizer has not seen data yet (as `forward` does), then returns max(s, 1e-5) (0-d, detached)."""
+        self._calibrate_once(x - self.shift.to(x.dtype) if hasattr(self, "shift") else x)
+        return self._inference_step(x.dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if hasattr(self, "shift"):
@@ -121,13 +129,9 @@ class ActivationQuantizer(nn.Module):
             if no_grad:
                 return (x >= 0.5).to(x.dtype)  # = (sign(x − ½) + 1) / 2: x − ½ ≥ 0 ⟺ x ≥ ½ exactly
             return (sign_ste(x - 0.5, self.ste) + 1) / 2
-        if not self._seen_calibrated:
-            if self.calibrated.item():
-                self._seen_calibrated = True
-            else:
-                self.calibrate(x)
+        self._calibrate_once(x)
         if no_grad:  # the step as `kernel_step` gives it (the gradient scaling below can move it by an ulp)
-            step = self.step.clamp_min(1e-5).to(x.dtype)
+            step = self._inference_step(x.dtype)
             if self.bits == 1 and self.signed:
                 return binary_sign(x / step).mul_(step)
             return (x / step).clamp_(self.q_n, self.q_p).round_().mul_(step)

@@ -77,6 +77,11 @@ class PackedBinaryEmbedding(nn.Module):
         if has_offset:
             self.register_buffer("weight_offset", torch.zeros(num_embeddings, dtype=torch.float32, device=device))
 
+    def dequantized_weight(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """The whole table E = α·B + γ [num_embeddings, embedding_dim] in `dtype`."""
+        return dequantize(self.weight_packed, self.embedding_dim, self.weight_scale,
+                          self.weight_offset if self.has_offset else None, dtype)
+
     def forward(self, input: torch.Tensor) -> torch.Tensor:
         flat = input.reshape(-1)
         offset = self.weight_offset[flat] if self.has_offset else None
@@ -88,8 +93,7 @@ class PackedBinaryEmbedding(nn.Module):
         """A trainable `BinaryEmbedding` whose latent table is α·B + γ (so it binarizes back to the same B)."""
         module = BinaryEmbedding(self.num_embeddings, self.embedding_dim, weight_scale=weight_scale, ste=ste,
                                  device=self.weight_packed.device)
-        rows = torch.arange(self.num_embeddings, device=self.weight_packed.device)
-        module.weight.copy_(self(rows))
+        module.weight.copy_(self.dequantized_weight())
         module.copy_scales_from(self)
         return module.train(self.training)
 

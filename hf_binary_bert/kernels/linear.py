@@ -58,7 +58,7 @@ def _cached(module: nn.Module, name: str, sources: tuple[torch.Tensor, ...], mak
 
 
 def _per_row(module: nn.Module, name: str) -> torch.Tensor | None:
-    values = getattr(module, name, None) if (name != "weight_offset" or module.has_offset) else None
+    values = getattr(module, name, None)  # weight_offset exists only with the offset scheme
     if values is None:
         return None
     rows = module.out_features
@@ -147,13 +147,16 @@ class Int8HeadLinear(nn.Linear):
         linear.weight, linear.bias = self.weight, self.bias
         return linear.train(self.training)
 
+    def _int8_weight(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """int8 weights [N, K], their i8 kernel layout, row sums int32 [N] and per-row scales float32 [N]."""
+        weight_int8, scale = reference.quantize_weight_int8(self.weight)
+        return weight_int8, reference.repack_int8(weight_int8), weight_int8.sum(-1, dtype=torch.int32), scale
+
     def forward(self, input: torch.Tensor) -> torch.Tensor:
         needs_grad = torch.is_grad_enabled() and (input.requires_grad or self.weight.requires_grad)
         if self.training or needs_grad or input.device.type != "cpu" or input.dtype != torch.float32:
             return super().forward(input)
-        weight_int8, scale = _cached(self, "int8", (self.weight,), lambda: reference.quantize_weight_int8(self.weight))
-        kernel = _cached(self, "i8", (self.weight,), lambda: reference.repack_int8(weight_int8))
-        sums = _cached(self, "i8_sums", (self.weight,), lambda: weight_int8.sum(-1, dtype=torch.int32))
+        weight_int8, kernel, sums, scale = _cached(self, "int8", (self.weight,), self._int8_weight)
         bias = None if self.bias is None else self.bias.detach()
         args = (input, weight_int8, kernel, sums, scale, bias)
         return torch.ops.hf_binary_bert.w8a8_linear(*args) if torch.compiler.is_compiling() else ops.w8a8_linear_impl(*args)

@@ -87,6 +87,12 @@ def repack_weight(weight_packed: torch.Tensor, in_features: int, layout: str) ->
     return out
 
 
+def _check_sums(weight_sums: torch.Tensor, n: int) -> None:
+    if weight_sums.dtype != torch.int32 or weight_sums.shape != (n,) or not weight_sums.is_contiguous():
+        raise ValueError(f"weight_sums must be contiguous int32 [{n}] (the weight rows' sums), got "
+                         f"{weight_sums.dtype} {list(weight_sums.shape)}")
+
+
 def _check_kernel_weight(weight_kernel: torch.Tensor, layout: str, n: int, k: int) -> None:
     words = _bitgemm.layout_words(layout, n, k)
     if weight_kernel.dtype != torch.int64 or weight_kernel.shape != (words,) or not weight_kernel.is_contiguous():
@@ -100,18 +106,8 @@ def w1a1_linear_impl(x: torch.Tensor, weight_packed: torch.Tensor, weight_kernel
     """Binary-input, binary-weight Linear: fused input binarization + XNOR/AND-popcount GEMM + epilogue
     (`reference.w1a1_linear` gives the arguments and the formula). `weight_kernel` is
     `repack_weight(weight_packed, K, "bits")`."""
-    if _use_reference():
-        return reference.w1a1_linear(x, weight_packed, alpha, gamma, bias, shift, step, threshold, mode, scale_by_step)
-    k, n = x.shape[-1], weight_packed.shape[0]
-    _check(x, weight_packed, k, n, alpha=alpha, gamma=gamma, bias=bias, shift=shift)
-    _check_kernel_weight(weight_kernel, "bits", n, k)
-    x2 = x.reshape(-1, k).contiguous()
-    out = x2.new_empty(x2.shape[0], n)
-    s = float(step)
-    _bitgemm.w1a1_linear(x2.data_ptr(), x2.shape[0], k, k, _ptr(shift), s, threshold, mode,
-                         weight_kernel.data_ptr(), n, alpha.data_ptr(), _ptr(gamma), s if scale_by_step else 1.0, _ptr(bias),
-                         out.data_ptr(), n, torch.get_num_threads())
-    return out.reshape(*x.shape[:-1], n)
+    return bind_w1a1(x.shape[-1], weight_packed, weight_kernel, alpha, gamma, bias, shift, step, threshold, mode,
+                     scale_by_step)(x)
 
 
 w1a1_linear = torch.library.custom_op("hf_binary_bert::w1a1_linear", w1a1_linear_impl, mutates_args=(),
@@ -130,21 +126,8 @@ def w1a8_linear_impl(x: torch.Tensor, weight_packed: torch.Tensor, weight_kernel
     """Binary-weight Linear with 2–8-bit inputs: fused input quantization to u8 + W1×u8 GEMM (VNNI where the CPU has
     it) + epilogue (`reference.w1a8_linear`). `weight_kernel` is `repack_weight(weight_packed, K, "nib")`,
     `weight_sums` int32 [N], Σ_k B[n, k] (`row_sums`)."""
-    reference.check_levels(q_min, q_max, dynamic)
-    if _use_reference():
-        return reference.w1a8_linear(x, weight_packed, alpha, gamma, bias, shift, step, q_min, q_max, dynamic)
-    k, n = x.shape[-1], weight_packed.shape[0]
-    _check(x, weight_packed, k, n, alpha=alpha, gamma=gamma, bias=bias, shift=shift)
-    _check_kernel_weight(weight_kernel, "nib", n, k)
-    if weight_sums.dtype != torch.int32 or weight_sums.shape != (n,) or not weight_sums.is_contiguous():
-        raise ValueError(f"weight_sums must be contiguous int32 [{n}] (row_sums), got {weight_sums.dtype} "
-                         f"{list(weight_sums.shape)}")
-    x2 = x.reshape(-1, k).contiguous()
-    out = x2.new_empty(x2.shape[0], n)
-    _bitgemm.w1a8_linear(x2.data_ptr(), x2.shape[0], k, k, _ptr(shift), float(step), q_min, q_max, dynamic,
-                         weight_kernel.data_ptr(), n, weight_sums.data_ptr(), alpha.data_ptr(),
-                         _ptr(gamma), _ptr(bias), out.data_ptr(), n, torch.get_num_threads())
-    return out.reshape(*x.shape[:-1], n)
+    return bind_w1a8(x.shape[-1], weight_packed, weight_kernel, weight_sums, alpha, gamma, bias, shift, step, q_min,
+                     q_max, dynamic)(x)
 
 
 w1a8_linear = torch.library.custom_op("hf_binary_bert::w1a8_linear", w1a8_linear_impl, mutates_args=(),
@@ -170,8 +153,7 @@ def w8a8_linear_impl(x: torch.Tensor, weight_int8: torch.Tensor, weight_kernel: 
     if (weight_int8.dtype != torch.int8 or weight_kernel.dtype != torch.int64 or weight_kernel.shape != (words,)
             or not weight_kernel.is_contiguous()):
         raise ValueError("weight_int8 must be int8 [N, K] and weight_kernel its i8 layout (reference.repack_int8)")
-    if weight_sums.dtype != torch.int32 or weight_sums.shape != (n,) or not weight_sums.is_contiguous():
-        raise ValueError(f"weight_sums must be contiguous int32 [{n}] (row sums of weight_int8)")
+    _check_sums(weight_sums, n)
     _check(x, torch.empty(n, (k + 7) // 8, dtype=torch.uint8), k, n, weight_scale=weight_scale, bias=bias)
     x2 = x.reshape(-1, k).contiguous()
     out = x2.new_empty(x2.shape[0], n)
@@ -211,10 +193,11 @@ def _bound(k: int, n: int, call):
 def bind_w1a1(k, weight_packed, weight_kernel, alpha, gamma, bias, shift, step, threshold, mode, scale_by_step):
     """`w1a1_linear` for inputs [..., k] with every other argument fixed and checked once: returns `run(x)`. The
     tensors must not change while `run` is in use (`kernels.linear` binds again when one does). This saves the
-    per-call argument checks, about 50 µs of Python, several times the kernel itself at batch 1."""
-    if _bitgemm is None:
-        return lambda x: w1a1_linear_impl(x, weight_packed, weight_kernel, alpha, gamma, bias, shift, step, threshold,
-                                          mode, scale_by_step)
+    per-call argument checks, about 50 µs of Python, several times the kernel itself at batch 1. Without the
+    compiled kernels, `run` is the reference (after the one-time warning)."""
+    if _use_reference():
+        return lambda x: reference.w1a1_linear(x, weight_packed, alpha, gamma, bias, shift, step, threshold, mode,
+                                               scale_by_step)
     n = weight_packed.shape[0]
     _check(torch.empty(0, k), weight_packed, k, n, alpha=alpha, gamma=gamma, bias=bias, shift=shift)
     _check_kernel_weight(weight_kernel, "bits", n, k)
@@ -228,14 +211,13 @@ def bind_w1a1(k, weight_packed, weight_kernel, alpha, gamma, bias, shift, step, 
 def bind_w1a8(k, weight_packed, weight_kernel, weight_sums, alpha, gamma, bias, shift, step, q_min, q_max, dynamic):
     """`w1a8_linear` for inputs [..., k] with every other argument fixed and checked once (see `bind_w1a1`)."""
     reference.check_levels(q_min, q_max, dynamic)
-    if _bitgemm is None:
-        return lambda x: w1a8_linear_impl(x, weight_packed, weight_kernel, weight_sums, alpha, gamma, bias, shift, step,
-                                          q_min, q_max, dynamic)
+    if _use_reference():
+        return lambda x: reference.w1a8_linear(x, weight_packed, alpha, gamma, bias, shift, step, q_min, q_max,
+                                               dynamic)
     n = weight_packed.shape[0]
     _check(torch.empty(0, k), weight_packed, k, n, alpha=alpha, gamma=gamma, bias=bias, shift=shift)
     _check_kernel_weight(weight_kernel, "nib", n, k)
-    if weight_sums.dtype != torch.int32 or weight_sums.shape != (n,) or not weight_sums.is_contiguous():
-        raise ValueError(f"weight_sums must be contiguous int32 [{n}] (row_sums)")
+    _check_sums(weight_sums, n)
     fixed = (_ptr(shift), float(step), q_min, q_max, dynamic, weight_kernel.data_ptr(), n, weight_sums.data_ptr(),
              alpha.data_ptr(), _ptr(gamma), _ptr(bias))
     return _bound(k, n, lambda x2, out: _bitgemm.w1a8_linear(x2.data_ptr(), x2.shape[0], k, k, *fixed, out.data_ptr(),

@@ -426,7 +426,7 @@ struct Epilogue {
   float scale;
   const int64_t* xsum;    // [M] Σ_k q[m,k] (for γ)
   float* out;             // [M, ldo]
-  int64_t ldo, N;
+  int64_t ldo;
 };
 
 // Branch-free over n (absent γ / bias / add_n read as zeros from `zeros`), so it vectorizes; compiled twice.
@@ -836,7 +836,7 @@ PyObject* py_w1a1_linear(PyObject*, PyObject* args) {
     xsum[m] = mode == SIGNED ? 2 * pop[m] - K : pop[m];
   }
   Epilogue e{mode == SIGNED ? -2 : 2, add_m, nullptr, ptr<const float>(alpha), ptr<const float>(gamma),
-             ptr<const float>(bias), nullptr, scale, xsum, ptr<float>(out), ldo, N};
+             ptr<const float>(bias), nullptr, scale, xsum, ptr<float>(out), ldo};
   if (mode == SIGNED)
     bits_gemm<0>(isa, M, N, bits, kw, ptr<const uint64_t>(w), e, nthreads);
   else
@@ -872,7 +872,7 @@ PyObject* py_w1a8_linear(PyObject*, PyObject* args) {
   const int32_t* bs = ptr<const int32_t>(wsum);
   for (int64_t n = 0; n < N; ++n) add_n[n] = -z * bs[n];  // Σ_k (q + z)·b − z·Σ_k b = Σ_k q·b
   Epilogue e{1, nullptr, add_n, ptr<const float>(alpha), ptr<const float>(gamma), ptr<const float>(bias),
-             dynamic ? scales : nullptr, s, qsum, ptr<float>(out), ldo, N};
+             dynamic ? scales : nullptr, s, qsum, ptr<float>(out), ldo};
   if (bytes)
     nib_gemm<true>(isa, M, N, u, lu, steps, ptr<const uint64_t>(w), e, nthreads);
   else
