@@ -264,14 +264,18 @@ def skip_reason(exc):
 
 
 def print_table(title, columns, rows):
-    """Markdown table; `columns` maps a header to a row key (numbers print with 2 decimals, a skipped row its reason)."""
-    print(f"\n{title}\n\n| " + " | ".join(columns) + " |\n|" + "---|" * len(columns))
+    """Print and return a markdown table; `columns` maps a header to a row key (numbers print with 2 decimals, a
+    skipped row its reason)."""
+    lines = [f"{title}", "", "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     for row in rows:
         cells = [f"{row[k]:.2f}" if isinstance(row.get(k), float) else str(row.get(k, "")) for k in columns.values()]
         if "skipped" in row:
             first = next(i for i, k in enumerate(columns.values()) if k not in ("head", "batch", "variant"))
             cells = cells[:first] + [f"skipped: {row['skipped']}"] + [""] * (len(cells) - first - 1)
-        print("| " + " | ".join(cells) + " |")
+        lines.append("| " + " | ".join(cells) + " |")
+    table = "\n".join(lines) + "\n"
+    print("\n" + table)
+    return table
 
 
 def time_head(head, variants, artifacts, batch_sizes, geo, args):
@@ -320,7 +324,8 @@ def time_head(head, variants, artifacts, batch_sizes, geo, args):
     gc.collect()
     for row in rows:
         medians = {r["variant"]: r.get("median_ms") for r in rows if r["batch"] == row["batch"]}
-        for base, key in (("torch-fp32", "speedup_vs_torch_fp32"), ("ort-int8", "speedup_vs_ort_int8")):
+        for base, key in (("torch-fp32", "speedup_vs_torch_fp32"), ("ort-int8", "speedup_vs_ort_int8"),
+                          ("torch-int8-dynamic", "speedup_vs_torch_int8")):
             if medians.get(base) and row.get("median_ms"):
                 row[key] = medians[base] / row["median_ms"]
     return rows
@@ -338,6 +343,8 @@ def main(argv=None):
     parser.add_argument("--heads", default="encoder,mlm")
     parser.add_argument("--variants", default=",".join(VARIANTS))
     parser.add_argument("--json", metavar="PATH", help="also write environment and results as JSON")
+    parser.add_argument("--markdown", metavar="PATH", help="also write the environment and the tables as markdown "
+                                                           "(docs/benchmarks.md includes such a file)")
     parser.add_argument("--skip-memory", action="store_true")
     parser.add_argument("--memory-child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -354,11 +361,14 @@ def main(argv=None):
     torch.set_num_threads(args.threads)
     geo = geometry(args.small)
     env = environment(args.threads)
+    header = []
     for key, value in env.items():
         if key == "cpu_flags":
             value = " ".join(flag if present else f"no-{flag}" for flag, present in value.items())
-        print(f"{key}: {value}")
-    print(f"geometry: {geo}, seq_len {args.seq_len}, batch sizes {batch_sizes}, warmup {args.warmup}, runs {args.runs}")
+        header.append(f"{key}: {value}")
+    header.append(f"geometry: {geo}, seq_len {args.seq_len}, batch sizes {batch_sizes}, warmup {args.warmup}, "
+                  f"runs {args.runs}")
+    print("\n".join(header))
 
     latency, memory = [], []
     with tempfile.TemporaryDirectory(prefix="hf_binary_bert_bench_") as folder:
@@ -374,14 +384,19 @@ def main(argv=None):
                     memory.append({"head": head, "variant": variant, **result})
                     print(f"{head} {variant} memory: {result}", flush=True)
 
-    print_table("Median ms per forward; xN = speed-up (ratio of the medians)",
-                {"head": "head", "batch": "batch", "variant": "variant", "median ms": "median_ms",
-                 "x vs torch-fp32": "speedup_vs_torch_fp32", "x vs ort-int8": "speedup_vs_ort_int8", "runs": "runs"},
-                latency)
+    tables = [print_table("Median ms per forward; x = speed-up (ratio of the medians)",
+                          {"head": "head", "batch": "batch", "variant": "variant", "median ms": "median_ms",
+                           "x vs torch-fp32": "speedup_vs_torch_fp32", "x vs ort-int8": "speedup_vs_ort_int8",
+                           "x vs torch-int8-dynamic": "speedup_vs_torch_int8", "runs": "runs"}, latency)]
     if memory:
-        print_table("MB (10^6 bytes) of RSS above the RSS right after `import torch, transformers`, fresh process",
-                    {"head": "head", "variant": "variant", "imports": "imports_mb", "after load": "load_mb",
-                     "after forward (batch 1)": "forward_mb", "peak (VmHWM)": "peak_mb"}, memory)
+        tables.append(print_table(
+            "MB (10^6 bytes) of RSS above the RSS right after `import torch, transformers`, fresh process",
+            {"head": "head", "variant": "variant", "imports": "imports_mb", "after load": "load_mb",
+             "after forward (batch 1)": "forward_mb", "peak (VmHWM)": "peak_mb"}, memory))
+    if args.markdown:
+        command = "python benchmarks/latency.py " + " ".join(argv if argv is not None else sys.argv[1:])
+        with open(args.markdown, "w") as out:
+            out.write(f"`{command}`\n\n```text\n" + "\n".join(header) + "\n```\n\n" + "\n".join(tables))
     if args.json:
         with open(args.json, "w") as out:
             json.dump({"environment": env, "geometry": geo, "args": vars(args), "latency": latency, "memory": memory},

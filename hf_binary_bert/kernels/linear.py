@@ -12,7 +12,7 @@ quantizer. Used in eval mode on the CPU when no gradient is needed (`kernel_appl
 | none (W1A32), `float_activations="float32"`        | —             | reference (dequantize, `F.linear`): exact   |
 
 In eager mode the call is bound once per layer (`ops.bind_w1a1` / `bind_w1a8`) instead of going through the
-dispatcher (≈ 35 µs more per call, measured on the 2-core benchmark machine, more than the whole kernel at batch 1).
+dispatcher (whose overhead is more than the whole kernel at batch 1; `benchmarks/linear_kernels.py` measures both).
 Under `torch.compile` / `torch.export` the module calls `torch.ops.hf_binary_bert.*`, so the graph holds one op per
 binarized Linear. The masked-LM decoder's int8 path is `Int8HeadLinear`.
 """
@@ -131,7 +131,7 @@ class Int8HeadLinear(nn.Linear):
     It holds the same `weight` and `bias` Parameters as the `nn.Linear` it replaces (`from_linear`), so state-dict
     keys and weight tying are unchanged; the int8 copy (per-row int8 weights, their scales and kernel layout, about
     N·K bytes) is derived from `weight` and cached, not saved. Eval mode on the CPU without autograd: int8 (7-bit
-    dynamic activations × per-row int8 weights, an approximation, about 2 % relative error on random data);
+    dynamic activations × per-row int8 weights, an approximation: within 3 % of FP32 on random data, tested);
     otherwise `F.linear` as `nn.Linear`.
     """
 

@@ -193,7 +193,7 @@ def _bound(k: int, n: int, call):
 def bind_w1a1(k, weight_packed, weight_kernel, alpha, gamma, bias, shift, step, threshold, mode, scale_by_step):
     """`w1a1_linear` for inputs [..., k] with every other argument fixed and checked once: returns `run(x)`. The
     tensors must not change while `run` is in use (`kernels.linear` binds again when one does). This saves the
-    per-call argument checks, about 50 µs of Python, several times the kernel itself at batch 1. Without the
+    per-call argument checks, Python that takes longer than the kernel itself at batch 1. Without the
     compiled kernels, `run` is the reference (after the one-time warning)."""
     if _use_reference():
         return lambda x: reference.w1a1_linear(x, weight_packed, alpha, gamma, bias, shift, step, threshold, mode,

@@ -11,12 +11,17 @@ process, interleaved round by round (median of `--runs`):
 on every instruction-set path this CPU runs (`--isas`), with the same bound calls the models use (no dispatcher in
 the loop). It prints milliseconds and speed-ups over torch-fp32. Whole-model numbers: benchmarks/latency.py.
 
-    python benchmarks/kernels.py                   # 2 threads, M = 1, 8, 128, 1024
-    python benchmarks/kernels.py --threads 1 --m 128
+    python benchmarks/linear_kernels.py            # 2 threads, M = 1, 8, 128, 1024
+    python benchmarks/linear_kernels.py --threads 1 --m 128
+
+It also times one layer's call through the dispatcher against the bound call the model layers make. (The file is
+not named kernels.py: transformers imports a `kernels` package when there is one, and a script's folder is on
+sys.path.)
 """
 
 import argparse
 import statistics
+import sys
 import time
 import warnings
 
@@ -52,11 +57,13 @@ def main(argv=None):
     parser.add_argument("--m", default="1,8,128,1024", help="comma list of rows (batch × tokens)")
     parser.add_argument("--runs", type=int, default=20)
     parser.add_argument("--isas", default=",".join(kernels.supported_isas()))
+    parser.add_argument("--markdown", metavar="PATH", help="also write the table (with the command) as markdown")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    print(f"threads {args.threads}, cpu_features {kernels.cpu_features()}")
-    print("| in → out | M | isa | torch-fp32 ms | torch-int8-dynamic ms | ours-w1a1 ms (x fp32) | ours-w1a8 ms (x fp32) |")
-    print("|---|---|---|---|---|---|---|")
+    lines = [f"threads {args.threads}, cpu_features {kernels.cpu_features()}", "",
+             "| in → out | M | isa | torch-fp32 ms | torch-int8-dynamic ms | ours-w1a1 ms (x fp32) | ours-w1a8 ms (x fp32) |",
+             "|---|---|---|---|---|---|---|"]
+    print("\n".join(lines))
     generator = torch.Generator().manual_seed(0)
     for k, n in SHAPES:
         calls = bound_calls(k, n, generator)
@@ -76,9 +83,33 @@ def main(argv=None):
                 kernels.set_isa(previous)
                 med = {name: statistics.median(t) for name, t in times.items()}
                 fp32 = med["torch-fp32"]
-                print(f"| {k} → {n} | {m} | {isa} | {fp32:.3f} | {med['torch-int8-dynamic']:.3f} | "
-                      f"{med['ours-w1a1']:.3f} ({fp32 / med['ours-w1a1']:.1f}x) | "
-                      f"{med['ours-w1a8']:.3f} ({fp32 / med['ours-w1a8']:.1f}x) |", flush=True)
+                lines.append(f"| {k} → {n} | {m} | {isa} | {fp32:.3f} | {med['torch-int8-dynamic']:.3f} | "
+                             f"{med['ours-w1a1']:.3f} ({fp32 / med['ours-w1a1']:.1f}x) | "
+                             f"{med['ours-w1a8']:.3f} ({fp32 / med['ours-w1a8']:.1f}x) |")
+                print(lines[-1], flush=True)
+    # what the model layers avoid by binding their call once: the same kernel through the dispatcher
+    k, n = SHAPES[0]
+    x = torch.randn(1, k, generator=generator)
+    packed = pack_bits(torch.randn(n, k, generator=generator) >= 0)
+    args_op = (x, packed, ops.repack_weight(packed, k, "bits"), torch.rand(n, generator=generator), None, None, None,
+               torch.tensor(1.0), 0.0, 0, False)
+    bound = ops.bind_w1a1(k, *args_op[1:])
+    times = {"dispatcher": [], "bound": []}
+    with torch.inference_mode():
+        for _ in range(args.runs * 10):
+            for name, call in (("dispatcher", lambda: torch.ops.hf_binary_bert.w1a1_linear(*args_op)),
+                               ("bound", lambda: bound(x))):
+                start = time.perf_counter()
+                call()
+                times[name].append((time.perf_counter() - start) * 1e6)
+    lines += ["", (f"w1a1 {k} → {n}, M = 1: {statistics.median(times['dispatcher']):.1f} µs through the dispatcher "
+                   f"(`torch.ops.hf_binary_bert.w1a1_linear`), {statistics.median(times['bound']):.1f} µs as the bound "
+                   "call the layers make in eager mode (medians)")]
+    print(lines[-1])
+    if args.markdown:
+        command = "python benchmarks/linear_kernels.py " + " ".join(argv if argv is not None else sys.argv[1:])
+        with open(args.markdown, "w") as out:
+            out.write(f"`{command}`\n\n" + "\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":
