@@ -1,4 +1,4 @@
-"""`hf-binary-bert`: fine-tune a teacher, distil a binarized student, evaluate, report sizes, run the main job.
+"""`hf-binary-bert`: fine-tune a teacher, distil a binarized student, evaluate, report sizes, push, run the main job.
 
 Bad arguments (a missing file, an unknown task, a teacher that is not a BERT, an invalid binarization setting) print
 one line, `hf-binary-bert: error: ...`, and exit with code 2 before anything is written.
@@ -133,6 +133,18 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("size", help="size of a checkpoint on disk per component (MB = 10^6 bytes)")
     p.add_argument("model", help="Hub id or local folder")
     p.add_argument("--json", action="store_true", help="print JSON")
+
+    p = sub.add_parser("push", help="upload a saved binarized model (packed weights, config, code, tokenizer, model card) to the Hub")
+    p.add_argument("model", help="folder of a saved binarized model, e.g. the --output-dir of distill")
+    p.add_argument("repo_id", help="Hub repository, 'user/name' (created when missing)")
+    p.add_argument("--private", action="store_true", help="create the repository private")
+    p.add_argument("--revision", help="branch to push to (created from the default branch when missing)")
+    p.add_argument("--token", help="Hub token with write access (default: HF_TOKEN or the stored `hf auth login`)")
+    p.add_argument("--commit-message")
+    p.add_argument("--create-pr", action="store_true", help="open a pull request instead of committing")
+    p.add_argument("--base-model", help="Hub id of the teacher for the card (default: the config's teacher_name_or_path when it is a Hub id)")
+    p.add_argument("--task", help="what the metrics of MODEL/comparison.json were measured on (default: the task in MODEL/distill_results.json)")
+    p.add_argument("--license", help="Hub license id for the card, e.g. apache-2.0")
 
     p = sub.add_parser("demo", help="the main job: fine-tune MiniLM on SST-2, distil a W1 student, compare (≈ 20 min on 2 CPU cores)")
     p.add_argument("--output-dir", default="outputs/main_job")
@@ -310,6 +322,62 @@ def cmd_size(args):
     print(json.dumps(report, indent=1) if args.json else format_size_report(report))
 
 
+def _card_inputs(folder: str, task: str | None) -> dict:
+    """Model-card keywords from what `distill` left in `folder`: the student's and teacher's rows of
+    `comparison.json` (metrics, latency) and the task of `distill_results.json`."""
+    card: dict = {}
+    results = os.path.join(folder, "distill_results.json")
+    if task is None and os.path.isfile(results):
+        with open(results) as f:
+            task = json.load(f).get("task")
+    comparison = os.path.join(folder, "comparison.json")
+    rows = {}
+    if os.path.isfile(comparison):
+        with open(comparison) as f:
+            rows = {row.get("model"): row for row in json.load(f)}
+    for prefix, name in (("", "student"), ("teacher_", "teacher")):
+        row = rows.get(name, {})
+        metrics = {k: v for k, v in row.items() if k != "model" and not k.endswith("_mb") and not k.startswith("latency_ms_b")}
+        latency = {int(k.removeprefix("latency_ms_b")): v for k, v in row.items() if k.startswith("latency_ms_b")}
+        if metrics and task is not None:
+            card[f"{prefix}metrics"] = metrics
+        if latency:
+            card[f"{prefix}latency_ms"] = latency
+    if "metrics" in card:
+        card["task"] = task
+    return card
+
+
+def cmd_push(args):
+    from transformers import AutoConfig, AutoTokenizer
+
+    from . import modeling_binary_bert
+    from .hub import PushToHubError
+
+    if not os.path.isfile(os.path.join(args.model, "config.json")):
+        raise UsageError(f"model: {args.model} is not a folder with a saved model (no config.json)")
+    if args.task is not None:
+        _check_task(argparse.Namespace(task=args.task, data_dir=None))
+    config = AutoConfig.from_pretrained(args.model)
+    architecture = (config.architectures or ["BinaryBertModel"])[0]
+    if config.model_type != "binary_bert" or not hasattr(modeling_binary_bert, architecture):
+        raise UsageError(f"model: {args.model} is not a binarized BERT (model_type {config.model_type!r}); distill one first")
+    try:
+        model = getattr(modeling_binary_bert, architecture).from_pretrained(args.model)
+    except ValueError as err:
+        raise UsageError(f"model: {str(err).splitlines()[0]}") from None
+    has_tokenizer = any(os.path.isfile(os.path.join(args.model, f)) for f in ("tokenizer.json", "vocab.txt"))
+    tokenizer = AutoTokenizer.from_pretrained(args.model) if has_tokenizer else None
+    card = _card_inputs(args.model, args.task)
+    try:
+        commit = model.push_to_hub(args.repo_id, private=args.private or None, token=args.token, revision=args.revision,
+                                   commit_message=args.commit_message, create_pr=args.create_pr, tokenizer=tokenizer,
+                                   base_model=args.base_model, license=args.license, **card)
+    except PushToHubError as err:
+        raise UsageError(str(err)) from None
+    print(f"pushed {args.model} to {args.repo_id}: {commit.commit_url} (revision {commit.oid})")
+
+
 def cmd_demo(args):
     from .main_job import run_main_job
 
@@ -319,7 +387,8 @@ def cmd_demo(args):
     run_main_job(args, _binarization(args))
 
 
-COMMANDS = {"finetune": cmd_finetune, "distill": cmd_distill, "evaluate": cmd_evaluate, "size": cmd_size, "demo": cmd_demo}
+COMMANDS = {"finetune": cmd_finetune, "distill": cmd_distill, "evaluate": cmd_evaluate, "size": cmd_size, "push": cmd_push,
+            "demo": cmd_demo}
 
 
 def main(argv: list[str] | None = None) -> int:

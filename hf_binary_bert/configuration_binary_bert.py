@@ -99,6 +99,10 @@ class BinaryBertConfig(BertConfig):
         packed_weights (`bool`, *optional*, defaults to `False`):
             Set by `save_pretrained` in the saved config: the binarized Linears are built in their packed inference
             form (`PackedBinaryLinear`, uint8 bits + scales) instead of the training form with latent weights.
+        teacher_name_or_path (`str`, *optional*):
+            The full-precision BERT this model was binarized from (Hub id or local folder), set by `from_teacher`
+            (after multi-step distillation, the first stage's teacher). The generated model card names it as the
+            base model. Informational only.
 
     Raises:
         ValueError: at construction, for an unknown value of any field above (naming the field and the allowed
@@ -127,6 +131,7 @@ class BinaryBertConfig(BertConfig):
     embedding_bits: int = 32
     binarized_embeddings: list[str] | None = None
     packed_weights: bool = False
+    teacher_name_or_path: str | None = None
 
     def __post_init__(self, **kwargs):
         if self.binarized_modules is None:
@@ -169,6 +174,13 @@ class BinaryBertConfig(BertConfig):
             "embedding_bits": self.embedding_bits,
             "binarized_embeddings": list(self.binarized_embeddings),
         }
+
+    def to_bert_config(self) -> BertConfig:
+        """The plain `BertConfig` of the same architecture (binarization fields and this package's bookkeeping
+        dropped): the teacher's shape, used by `to_bert()` and the model card's size comparison."""
+        dropped = (*self.binarization, "packed_weights", "teacher_name_or_path", "model_type", "architectures",
+                   "transformers_version", "_name_or_path", "dtype", "auto_map")
+        return BertConfig(**{k: v for k, v in self.to_dict().items() if k not in dropped})
 
     @property
     def quantized_attention(self) -> str | None:

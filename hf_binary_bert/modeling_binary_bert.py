@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import logging
 import os
+import tempfile
 
 import torch
 from transformers import (
     AutoConfig,
-    BertConfig,
     BertForMaskedLM,
     BertForSequenceClassification,
     BertModel,
@@ -217,33 +217,107 @@ class BinaryBertPreTrainedModel(BertPreTrainedModel):
             packed[key] = tensor.detach().cpu()
         return packed
 
-    def save_pretrained(self, save_directory, *args, packed: bool = True, state_dict=None, **kwargs):
-        """Save the config and the weights (safetensors only).
+    def save_pretrained(self, save_directory, *args, packed: bool = True, state_dict=None, push_to_hub: bool = False,
+                        **kwargs):
+        """Save the config, the weights (safetensors only) and the standalone modeling code.
+
+        The code (`remote_code.write_remote_code`: a flat copy of this package's modeling files) and the config's
+        `auto_map` (`AutoConfig`, `AutoModel`, `AutoModelForMaskedLM`, `AutoModelForSequenceClassification`) let
+        the checkpoint load with `trust_remote_code=True` where `hf_binary_bert` is not installed.
 
         Args:
             packed (`bool`, defaults to `True`): write the packed checkpoint (1 bit per binarized weight, scales,
                 full-precision parts in `config.fp_dtype`; the saved config has `packed_weights=True`). With
                 `False`, write the training form (latent float32 weights), e.g. for a resumable Trainer checkpoint.
             state_dict: tensors to save instead of `self.state_dict()` (packed first when `packed`).
+            push_to_hub (`bool`, defaults to `False`): then upload the saved folder as it is (no model card; see
+                `push_to_hub`) to `repo_id` (keyword, default: the folder name), with `token`, `private`,
+                `revision`, `commit_message`, `create_pr` taken from `kwargs`.
             *args, **kwargs: passed to `PreTrainedModel.save_pretrained`.
 
         Raises:
             ValueError: for `packed=False` on a model that holds packed weights (call `unfreeze()` first).
+            hub.PushToHubError: with `push_to_hub`, as `push_to_hub`.
         """
+        from .remote_code import AUTO_MAP, write_remote_code
+
         if kwargs.get("safe_serialization") is False:
             raise ValueError("hf_binary_bert saves safetensors only (safe_serialization=False is not supported)")
-        if not packed:
-            if self.config.packed_weights:
-                raise ValueError("This model holds packed weights; call model.unfreeze() before save_pretrained(packed=False)")
-            return super().save_pretrained(save_directory, *args, state_dict=state_dict, **kwargs)
+        if not packed and self.config.packed_weights:
+            raise ValueError("This model holds packed weights; call model.unfreeze() before save_pretrained(packed=False)")
+        upload = {k: kwargs.pop(k) for k in ("repo_id", "token", "private", "revision", "commit_message",
+                                             "commit_description", "create_pr") if k in kwargs}
         previous = self.config.packed_weights
-        self.config.packed_weights = True
+        self.config.packed_weights = packed or previous
+        self.config.auto_map = dict(AUTO_MAP)
         try:
-            return super().save_pretrained(
-                save_directory, *args, state_dict=self.packed_state_dict(state_dict), **kwargs
+            saved = super().save_pretrained(
+                save_directory, *args, state_dict=self.packed_state_dict(state_dict) if packed else state_dict, **kwargs
             )
         finally:
             self.config.packed_weights = previous
+        write_remote_code(save_directory)
+        if push_to_hub:
+            from .hub import upload_checkpoint
+
+            repo_id = upload.pop("repo_id", os.path.basename(os.path.normpath(save_directory)))
+            upload_checkpoint(save_directory, repo_id, **upload)
+        return saved
+
+    def push_to_hub(
+        self,
+        repo_id: str,
+        *,
+        commit_message: str | None = None,
+        commit_description: str | None = None,
+        private: bool | None = None,
+        token: bool | str | None = None,
+        revision: str | None = None,
+        create_pr: bool = False,
+        max_shard_size: int | str | None = "50GB",
+        tags: list[str] | None = None,
+        tokenizer=None,
+        model_card=None,
+        **card_kwargs,
+    ):
+        """Upload the packed checkpoint, its config and standalone code, the tokenizer and a generated model card
+        to the Hub in one commit.
+
+        Everything is first written to a temporary folder (`save_pretrained`, `tokenizer.save_pretrained`,
+        `README.md`), which is removed afterwards whether the upload worked or not; then `hub.upload_checkpoint`
+        creates the repository if needed and commits the folder.
+
+        Args:
+            repo_id, commit_message, commit_description, private, token, revision, create_pr, max_shard_size: as
+                `PreTrainedModel.push_to_hub` (`revision`: a branch, created when missing).
+            tags: extra model-card tags.
+            tokenizer: uploaded with the model when given (any `PreTrainedTokenizerBase`).
+            model_card: a `huggingface_hub.ModelCard` to upload instead of the generated one.
+            **card_kwargs: for the generated card, `model_card.create_model_card`'s keywords: `base_model`,
+                `task` with `metrics` / `teacher_metrics` (become `model-index` results), `dataset`,
+                `latency_ms` / `teacher_latency_ms`, `latency_note`, `license`.
+
+        Returns:
+            The `huggingface_hub.CommitInfo` of the commit (`.oid`: the revision to pin).
+
+        Raises:
+            hub.PushToHubError: for an authentication failure, a missing repository / namespace or revision, or
+                another HTTP error, naming the repository and status.
+            ValueError: from `create_model_card` (`metrics` without `task`, an unknown task).
+        """
+        from .hub import upload_checkpoint
+        from .model_card import create_model_card
+
+        with tempfile.TemporaryDirectory(prefix="hf_binary_bert_push_") as folder:
+            self.save_pretrained(folder, max_shard_size=max_shard_size)
+            if tokenizer is not None:
+                tokenizer.save_pretrained(folder)
+            if model_card is None:
+                model_card = create_model_card(self, folder, repo_id=repo_id, tags=tags, **card_kwargs)
+            model_card.save(os.path.join(folder, "README.md"))
+            return upload_checkpoint(folder, repo_id, token=token, private=private, revision=revision,
+                                     commit_message=commit_message, commit_description=commit_description,
+                                     create_pr=create_pr)
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *model_args, **kwargs):
@@ -303,9 +377,7 @@ class BinaryBertPreTrainedModel(BertPreTrainedModel):
                 state[key] = tensor.detach().float().cpu()
             elif leaf in ("weight", "weight_packed"):  # scales and offsets are folded into the weight
                 state[f"{module_name}.weight"] = _dequantized_weight(module).float().cpu()
-        fields = {k: v for k, v in self.config.to_dict().items()
-                  if k not in (*self.config.binarization, "packed_weights", *_TEACHER_ONLY_KEYS)}
-        bert = self._teacher_class(BertConfig(**fields))
+        bert = self._teacher_class(self.config.to_bert_config())
         missing, unexpected = bert.load_state_dict(state, strict=False)
         tied = set(getattr(bert, "all_tied_weights_keys", None) or {})
         if unexpected or [k for k in missing if k not in tied]:
@@ -337,6 +409,7 @@ class BinaryBertPreTrainedModel(BertPreTrainedModel):
             ValueError: if the teacher is not a BERT (`model_type` other than `"bert"` / `"binary_bert"`), is a
                 packed binarized model, or a binarization field is invalid.
         """
+        teacher_name = str(teacher) if isinstance(teacher, (str, os.PathLike)) else None
         if isinstance(teacher, (str, os.PathLike)):
             teacher = load_teacher(teacher, cls._teacher_class, **{k: v for k, v in config_kwargs.items() if k == "num_labels"})
         model_type = getattr(teacher.config, "model_type", None)
@@ -345,6 +418,8 @@ class BinaryBertPreTrainedModel(BertPreTrainedModel):
         if model_type == "binary_bert" and teacher.config.packed_weights:
             raise ValueError("a packed binary_bert teacher has no latent weights to start from: call teacher.unfreeze() first")
         teacher_config = {k: v for k, v in teacher.config.to_dict().items() if k not in _TEACHER_ONLY_KEYS}
+        if model_type == "bert":  # a binarized teacher (multi-step) passes on its own teacher_name_or_path
+            teacher_config["teacher_name_or_path"] = teacher_name or teacher.config.name_or_path or None
         config = BinaryBertConfig(**{**teacher_config, "packed_weights": False, **config_kwargs})
         student = cls(config).to(next(teacher.parameters()).device)
         student_shapes = {k: v.shape for k, v in student.state_dict().items()}

@@ -348,8 +348,8 @@ def distill(
             further `DistillationTrainingArguments` (loss weights, temperature, bf16, …).
 
     Returns:
-        `{"metrics", "log_history", "train_seconds"}` as `finetune` (of the last stage; with a schedule also
-        `"stages"`: the same per stage), also written to `distill_results.json`.
+        `{"task", "metrics", "log_history", "train_seconds"}` as `finetune` (of the last stage; with a schedule
+        also `"stages"`: the same per stage), also written to `distill_results.json`.
 
     Raises:
         ValueError: when the teacher's number of labels differs from the task's, or for a bad schedule.
@@ -389,10 +389,10 @@ def distill(
 
         results.append(_train_and_record(trainer, stage_dir, save, "distill_results.json", evaluate and last))
         teacher_model = student
-    result = dict(results[-1])
+    result = {"task": task, **results[-1]}
     if stage_bits:
         result["stages"] = [{"activation_bits": b, **r} for b, r in zip(stage_bits, results)]
-        Path(output_dir, "distill_results.json").write_text(json.dumps(result, indent=1))
+    Path(output_dir, "distill_results.json").write_text(json.dumps(result, indent=1))
     return result
 
 

@@ -111,7 +111,7 @@ def kernel_forward(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
     traced."""
     if torch.compiler.is_compiling():
         op, args = _kernel_args(module, x)
-        return getattr(torch.ops.hf_binary_bert, f"{op}_linear")(x, *args)
+        return getattr(ops, f"{op}_linear")(x, *args)
     plan = module.__dict__.get("_kernel_plan")
     key = _plan_key(module)
     if plan is None or plan[0] != key:
@@ -159,7 +159,7 @@ class Int8HeadLinear(nn.Linear):
         weight_int8, kernel, sums, scale = _cached(self, "int8", (self.weight,), self._int8_weight)
         bias = None if self.bias is None else self.bias.detach()
         args = (input, weight_int8, kernel, sums, scale, bias)
-        return torch.ops.hf_binary_bert.w8a8_linear(*args) if torch.compiler.is_compiling() else ops.w8a8_linear_impl(*args)
+        return ops.w8a8_linear(*args) if torch.compiler.is_compiling() else ops.w8a8_linear_impl(*args)
 
 
 __all__ = ["FLOAT_ACTIVATIONS", "INFERENCE_KERNELS", "MLM_HEADS", "Int8HeadLinear", "kernel_applies", "kernel_forward"]

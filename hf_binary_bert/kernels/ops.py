@@ -11,6 +11,7 @@ Raises (every op): `ValueError` naming the tensor for a wrong dtype, shape, devi
 
 from __future__ import annotations
 
+import hashlib
 import warnings
 
 import torch
@@ -26,6 +27,11 @@ else:
     _IMPORT_ERROR = None
 
 _warned = False
+# Namespace of the ops: `torch.ops.hf_binary_bert`. The standalone copy of this file that a checkpoint carries for
+# `trust_remote_code` loading (`hf_binary_bert.remote_code`) registers under a namespace of its own, so that it can
+# be imported next to the package, or twice from two checkpoints, without a clash.
+NAMESPACE = ("hf_binary_bert" if __name__ == "hf_binary_bert.kernels.ops"
+             else "hf_binary_bert_" + hashlib.sha1(__name__.encode()).hexdigest()[:16])
 
 
 def available() -> bool:
@@ -40,7 +46,7 @@ def _use_reference() -> bool:
     if not _warned:
         warnings.warn(
             f"hf_binary_bert: compiled kernels unavailable ({_IMPORT_ERROR}); using the pure-PyTorch reference "
-            "kernels (correct, slow). Reinstall with a C++ compiler on x86-64 to build them.",
+            "kernels (correct, slow). Install hf-binary-bert with a C++ compiler on x86-64 to build them.",
             RuntimeWarning,
             stacklevel=3,
         )
@@ -110,7 +116,7 @@ def w1a1_linear_impl(x: torch.Tensor, weight_packed: torch.Tensor, weight_kernel
                      scale_by_step)(x)
 
 
-w1a1_linear = torch.library.custom_op("hf_binary_bert::w1a1_linear", w1a1_linear_impl, mutates_args=(),
+w1a1_linear = torch.library.custom_op(f"{NAMESPACE}::w1a1_linear", w1a1_linear_impl, mutates_args=(),
                                       device_types="cpu")
 
 
@@ -130,7 +136,7 @@ def w1a8_linear_impl(x: torch.Tensor, weight_packed: torch.Tensor, weight_kernel
                      q_max, dynamic)(x)
 
 
-w1a8_linear = torch.library.custom_op("hf_binary_bert::w1a8_linear", w1a8_linear_impl, mutates_args=(),
+w1a8_linear = torch.library.custom_op(f"{NAMESPACE}::w1a8_linear", w1a8_linear_impl, mutates_args=(),
                                       device_types="cpu")
 
 
@@ -164,7 +170,7 @@ def w8a8_linear_impl(x: torch.Tensor, weight_int8: torch.Tensor, weight_kernel: 
     return out.reshape(*x.shape[:-1], n)
 
 
-w8a8_linear = torch.library.custom_op("hf_binary_bert::w8a8_linear", w8a8_linear_impl, mutates_args=(),
+w8a8_linear = torch.library.custom_op(f"{NAMESPACE}::w8a8_linear", w8a8_linear_impl, mutates_args=(),
                                       device_types="cpu")
 
 
@@ -261,7 +267,7 @@ def bi_attention_impl(query: torch.Tensor, key: torch.Tensor, value: torch.Tenso
     return out, weights
 
 
-bi_attention = torch.library.custom_op("hf_binary_bert::bi_attention", bi_attention_impl, mutates_args=(),
+bi_attention = torch.library.custom_op(f"{NAMESPACE}::bi_attention", bi_attention_impl, mutates_args=(),
                                        device_types="cpu")
 
 

@@ -1,0 +1,95 @@
+"""The generated model card (issue 5, §1): metadata through huggingface_hub's ModelCardData, sizes read from the
+saved checkpoint, metrics as model-index results."""
+
+import pytest
+import torch
+from conftest import tiny_bert_config, tiny_config
+from huggingface_hub import ModelCard
+from transformers import BertForMaskedLM, BertForSequenceClassification
+
+from hf_binary_bert import BinaryBertForMaskedLM, BinaryBertForSequenceClassification, checkpoint_size_report
+from hf_binary_bert.model_card import create_model_card, eval_results_for_task, float32_size_report, is_hub_id
+
+
+def _saved(model, path):
+    model.save_pretrained(path)
+    return path
+
+
+def test_card_metadata_and_sections_round_trip(tmp_path):
+    teacher = BertForSequenceClassification(tiny_bert_config(num_labels=2))
+    model = BinaryBertForSequenceClassification.from_teacher(teacher, weight_scale="learned_offset",
+                                                             activation_bits=1, activation_quantizer="elastic")
+    _saved(model, tmp_path / "m")
+    card = create_model_card(model, tmp_path / "m", repo_id="alice/tiny-w1a1", base_model="google-bert/bert-base-uncased",
+                             task="SST-2", metrics={"accuracy": 0.78899, "size_mb": 1.0},
+                             teacher_metrics={"accuracy": 0.899}, latency_ms={1: 4.0, 8: 20.0},
+                             teacher_latency_ms={1: 10.0, 8: 50.0}, license="apache-2.0", tags=["sst2"])
+    card.save(tmp_path / "README.md")
+    loaded = ModelCard.load(tmp_path / "README.md")
+    data = loaded.data
+    assert data.base_model == "google-bert/bert-base-uncased"
+    assert data.pipeline_tag == "text-classification" and data.library_name == "transformers"
+    assert data.license == "apache-2.0" and data.datasets == ["nyu-mll/glue"]
+    assert {"hf_binary_bert", "binarized", "w1a1", "sst2"} <= set(data.tags)
+    (result,) = data.eval_results  # size_mb is not a metric
+    assert (result.task_type, result.dataset_type, result.dataset_config, result.dataset_split) == (
+        "text-classification", "nyu-mll/glue", "sst2", "validation")
+    assert (result.metric_type, result.metric_value) == ("accuracy", 0.789)
+    text = loaded.text
+    assert "| bits (W-E-A) | 1-32-1 |" in text
+    assert "elastic (BiT)" in text and "W ≈ α·sign(W − γ) + γ" in text
+    assert "| 1 | 4.0 | 10.0 | 2.50× |" in text and "| SST-2 | Accuracy | 0.7890 | 0.8990 |" in text
+    assert 'AutoModelForSequenceClassification.from_pretrained("alice/tiny-w1a1", trust_remote_code=True)' in text
+
+
+def test_size_table_matches_the_checkpoint_and_a_saved_float32_bert(tmp_path):
+    """The card's numbers: the binarized side is the saved file's header, the float32 side equals the tensor bytes
+    of the teacher architecture saved by transformers."""
+    torch.manual_seed(0)
+    model = BinaryBertForMaskedLM(tiny_config())
+    _saved(model, tmp_path / "binary")
+    BertForMaskedLM(tiny_bert_config()).save_pretrained(tmp_path / "fp32")
+    fp32 = float32_size_report(model)
+    saved_fp32 = checkpoint_size_report(tmp_path / "fp32")
+    assert fp32["total"] == pytest.approx(sum(saved_fp32[p] for p in ("packed_weights", "scales", "embeddings", "other")))
+    assert fp32["embeddings"] == pytest.approx(saved_fp32["embeddings"])
+    d, i = 32, 37  # six encoder Linears per layer, 2 layers, float32
+    assert fp32["packed_weights"] == pytest.approx(2 * (4 * d * d + 2 * d * i) * 4 / 1e6)
+    student = checkpoint_size_report(tmp_path / "binary")
+    card = create_model_card(model, tmp_path / "binary")
+    row = next(line for line in card.text.splitlines() if line.startswith("| binarized weights"))
+    assert row == (f"| binarized weights | {student['packed_weights']:.3f} | {fp32['packed_weights']:.3f} | "
+                   f"{fp32['packed_weights'] / student['packed_weights']:.1f}× |")
+    assert card.data.pipeline_tag == "fill-mask" and card.data.eval_results is None
+
+
+def test_base_model_only_when_it_is_a_hub_id(tmp_path):
+    teacher_dir = tmp_path / "my-teacher"
+    BertForSequenceClassification(tiny_bert_config(num_labels=2)).save_pretrained(teacher_dir)
+    model = BinaryBertForSequenceClassification.from_teacher(str(teacher_dir))
+    assert model.config.teacher_name_or_path == str(teacher_dir)
+    _saved(model, tmp_path / "m")
+    card = create_model_card(model, tmp_path / "m")
+    assert card.data.base_model is None and "`my-teacher`" in card.text
+    assert is_hub_id("sentence-transformers/all-MiniLM-L6-v2") and not is_hub_id(str(teacher_dir))
+    # a multi-step stage keeps the first teacher
+    assert BinaryBertForSequenceClassification.from_teacher(model).config.teacher_name_or_path == str(teacher_dir)
+
+
+def test_eval_results_and_errors():
+    (mcc,) = eval_results_for_task("cola", {"matthews_correlation": 0.5})
+    assert (mcc.dataset_config, mcc.metric_type) == ("cola", "matthews_correlation")
+    assert eval_results_for_task("mnli", {"accuracy": 0.8})[0].dataset_split == "validation_matched"
+    assert eval_results_for_task("mlm", {"accuracy": 0.5}) == []
+    (mrr,) = eval_results_for_task("mlm", {"mrr": 0.6}, {"type": "wikitext", "config": "wikitext-2-raw-v1", "split": "test"})
+    assert (mrr.task_type, mrr.dataset_type) == ("fill-mask", "wikitext")
+    with pytest.raises(ValueError, match="GLUE"):
+        eval_results_for_task("imdb", {"accuracy": 0.5})
+
+
+def test_metrics_need_a_task(tmp_path):
+    model = BinaryBertForSequenceClassification(tiny_config(num_labels=2))
+    _saved(model, tmp_path)
+    with pytest.raises(ValueError, match="needs task="):
+        create_model_card(model, tmp_path, metrics={"accuracy": 0.5})

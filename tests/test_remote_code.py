@@ -1,0 +1,143 @@
+"""Loading a saved checkpoint with `trust_remote_code=True` in a Python where `hf_binary_bert` cannot be imported
+(issue 5, §2): the flat copy of the modeling code that `save_pretrained` writes, and the config's `auto_map`."""
+
+import json
+import os
+import re
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+from conftest import tiny_config
+from transformers.dynamic_module_utils import check_imports, get_relative_import_files
+
+from hf_binary_bert import BinaryBertForMaskedLM, BinaryBertForSequenceClassification, BinaryBertModel
+from hf_binary_bert.remote_code import AUTO_MAP, remote_code_files
+
+# Run first in every child process: `import hf_binary_bert` (and any submodule) fails as if it were not installed.
+HIDE_PACKAGE = textwrap.dedent("""
+    import importlib.abc, sys
+
+    class _Hidden(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path=None, target=None):
+            if name == "hf_binary_bert" or name.startswith("hf_binary_bert."):
+                raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+
+    sys.meta_path.insert(0, _Hidden())
+    try:
+        import hf_binary_bert
+    except ModuleNotFoundError:
+        pass
+    else:
+        raise SystemExit("hf_binary_bert is still importable")
+""")
+
+
+def run_without_package(script: str, tmp_path, env: dict | None = None) -> str:
+    """Run `script` in a fresh Python with the package hidden, from an empty folder (so the repository is not on
+    sys.path) and with its own transformers module cache; returns stdout, fails the test with stderr."""
+    workdir = tmp_path / "child"
+    workdir.mkdir(exist_ok=True)
+    env = {**os.environ, "HF_MODULES_CACHE": str(tmp_path / "modules"), "PYTHONPATH": "", **(env or {})}
+    result = subprocess.run([sys.executable, "-c", HIDE_PACKAGE + textwrap.dedent(script)], cwd=workdir, env=env,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-4000:]
+    return result.stdout
+
+
+def test_the_copy_is_flat_and_complete_for_the_dynamic_module_loader(tmp_path):
+    files = remote_code_files()
+    for name, source in files.items():
+        (tmp_path / name).write_text(source)
+    assert "modeling_binary_bert.py" in files and "configuration_binary_bert.py" in files
+    # transformers fetches exactly the files its regex finds, recursively: they must all be there, and be all
+    needed = {os.path.basename(f) for entry in ("modeling_binary_bert.py", "configuration_binary_bert.py")
+              for f in get_relative_import_files(str(tmp_path / entry))}
+    assert needed | {"modeling_binary_bert.py", "configuration_binary_bert.py"} == set(files)
+    for name, source in files.items():
+        assert not re.search(r"^\s*(from|import)\s+hf_binary_bert", source, flags=re.M), name
+        assert not re.search(r"^\s*from\s+\.\w+\.", source, flags=re.M), f"{name}: nested relative import"
+        check_imports(str(tmp_path / name))  # only torch / transformers / huggingface_hub / the standard library
+    # tooling that needs the package (datasets, the card template) is not copied
+    assert not {"hub.py", "model_card.py", "data.py", "size.py"} & set(files)
+
+
+def test_saved_config_has_an_auto_map_for_every_head(tmp_path):
+    BinaryBertModel(tiny_config()).save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert config["auto_map"] == AUTO_MAP
+    assert set(AUTO_MAP) == {"AutoConfig", "AutoModel", "AutoModelForMaskedLM", "AutoModelForSequenceClassification"}
+    for reference in AUTO_MAP.values():
+        module, cls = reference.split(".")
+        assert f"class {cls}(" in (tmp_path / f"{module}.py").read_text()
+
+
+LOAD_AND_COMPARE = """
+    import torch, transformers
+    from transformers import AutoConfig, AutoModel, {auto}
+    reference = torch.load({ref!r})
+    model = {auto}.from_pretrained({path!r}, trust_remote_code=True).eval()
+    assert type(model).__module__.startswith("transformers_modules."), type(model).__module__
+    assert type(model).__name__ == {cls!r}
+    assert AutoConfig.from_pretrained({path!r}, trust_remote_code=True).model_type == "binary_bert"
+    with torch.inference_mode():
+        out = model(reference["ids"]).logits
+    print("max_abs_diff", (out - reference["logits"]).abs().max().item())
+    model.save_pretrained({resaved!r})  # a re-save carries the same code
+    again = AutoModel.from_pretrained({resaved!r}, trust_remote_code=True)
+    print("resaved", type(again).__name__)
+    try:
+        model.push_to_hub("someone/x")
+    except ImportError as err:
+        print("push:", err)
+"""
+
+
+@pytest.mark.parametrize("head, auto, kwargs", [
+    (BinaryBertForMaskedLM, "AutoModelForMaskedLM", dict(weight_scale="learned", scale_granularity="row")),
+    (BinaryBertForSequenceClassification, "AutoModelForSequenceClassification",
+     dict(weight_scale="learned_offset", scale_granularity="head", activation_bits=1, activation_quantizer="elastic",
+          embedding_bits=1, num_labels=3)),
+    (BinaryBertForSequenceClassification, "AutoModelForSequenceClassification",
+     dict(activation_bits=1, attention_type="bi_attention", num_labels=2)),
+])
+def test_trust_remote_code_loads_without_the_package(tmp_path, input_ids, head, auto, kwargs):
+    torch.manual_seed(0)
+    model = head(tiny_config(**kwargs))
+    model.train()(input_ids)  # calibrates the activation quantizers
+    model.eval().save_pretrained(tmp_path / "model")
+    with torch.inference_mode():  # the compiled kernels here; the copy runs their reference twins, bit for bit equal
+        logits = head.from_pretrained(tmp_path / "model")(input_ids).logits
+    torch.save({"ids": input_ids, "logits": logits}, tmp_path / "reference.pt")
+    out = run_without_package(LOAD_AND_COMPARE.format(
+        auto=auto, cls=head.__name__, path=str(tmp_path / "model"), ref=str(tmp_path / "reference.pt"),
+        resaved=str(tmp_path / "resaved")), tmp_path)
+    assert float(re.search(r"max_abs_diff (\S+)", out).group(1)) == 0.0
+    assert "resaved BinaryBertModel" in out
+    assert "push: hf_binary_bert.hub is part of the hf_binary_bert package" in out
+    assert sorted(os.listdir(tmp_path / "resaved")) == sorted(os.listdir(tmp_path / "model"))
+
+
+def test_remote_copy_and_package_live_in_one_process(tmp_path, input_ids):
+    """The copy imported next to the package registers its ops under its own namespace (no clash), and runs the
+    same numbers; with the package installed, the Auto classes pick the package's classes."""
+    from transformers import AutoModelForSequenceClassification
+    from transformers.dynamic_module_utils import get_class_from_dynamic_module
+
+    import hf_binary_bert.kernels.ops as package_ops
+
+    model = BinaryBertForSequenceClassification(tiny_config(activation_bits=1)).eval()
+    model.save_pretrained(tmp_path)
+    remote_class = get_class_from_dynamic_module(AUTO_MAP["AutoModelForSequenceClassification"], str(tmp_path))
+    assert remote_class is not BinaryBertForSequenceClassification
+    remote = remote_class.from_pretrained(tmp_path).eval()
+    remote_ops = sys.modules[remote_class.__module__.rsplit(".", 1)[0] + ".kernels_ops"]
+    assert package_ops.NAMESPACE == "hf_binary_bert" and remote_ops.NAMESPACE.startswith("hf_binary_bert_")
+    with torch.inference_mode():
+        expected = BinaryBertForSequenceClassification.from_pretrained(tmp_path)(input_ids).logits
+        torch.testing.assert_close(remote(input_ids).logits, expected, rtol=0, atol=0)
+    for trust in (None, True):
+        loaded = AutoModelForSequenceClassification.from_pretrained(tmp_path, trust_remote_code=trust)
+        assert type(loaded) is BinaryBertForSequenceClassification
