@@ -339,7 +339,10 @@ def _card_inputs(folder: str, task: str | None) -> dict:
         row = rows.get(name, {})
         metrics = {k: v for k, v in row.items() if k != "model" and not k.endswith("_mb") and not k.startswith("latency_ms_b")}
         latency = {int(k.removeprefix("latency_ms_b")): v for k, v in row.items() if k.startswith("latency_ms_b")}
-        if metrics and task is not None:
+        if metrics and task is None:
+            print(f"note: the {name}'s metrics in {comparison} are left out of the model card: pass --task",
+                  file=sys.stderr)
+        elif metrics:
             card[f"{prefix}metrics"] = metrics
         if latency:
             card[f"{prefix}latency_ms"] = latency

@@ -14,7 +14,8 @@ from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError, Revi
 _ADVICE = {
     401: "authentication failed: pass a valid write token (token=... / --token, the HF_TOKEN variable or `hf auth "
          "login`)",
-    403: "the token may not write to this repository or namespace: use a token with write access to it",
+    403: "the token may not write to this repository, or may not create it (a missing repository, or a namespace "
+         "that does not exist or is not yours): check the name, or use a token with write access",
     404: "the repository (or its namespace) does not exist and could not be created",
 }
 

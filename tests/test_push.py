@@ -111,9 +111,9 @@ def test_push_errors_are_one_clear_error_and_leave_nothing(fake_hub, tokenizer, 
     before = push_temp_folders()
     with pytest.raises(PushToHubError, match=r"'alice/x'.*HTTP 401.*authentication failed"):
         model.push_to_hub(f"{USER}/x", token="hf_not_a_token", tokenizer=tokenizer)
-    with pytest.raises(PushToHubError, match=r"HTTP 403.*write access"):  # bob may not write in alice's namespace
+    with pytest.raises(PushToHubError, match=r"HTTP 403.*may not write"):  # bob may not write in alice's namespace
         model.push_to_hub(f"{USER}/x", token=OTHER_TOKEN)
-    with pytest.raises(PushToHubError, match=r"HTTP 403"):
+    with pytest.raises(PushToHubError, match=r"'no-such-org/x'.*HTTP 403.*missing repository"):
         model.push_to_hub("no-such-org/x", token=WRITE_TOKEN)
     assert push_temp_folders() == before and os.listdir(tmp_path / "work") == []
     assert not [r for r in fake_hub.requests if "/commit/" in r.path]  # nothing was uploaded either
@@ -145,6 +145,12 @@ def test_cli_push_from_a_distill_folder(fake_hub, tokenizer, tmp_path, capsys):
     assert card.data.pipeline_tag == "fill-mask" and card.data.license == "mit" and fake_hub.is_private(repo)
     assert [(r.dataset_config, r.metric_value) for r in card.data.eval_results] == [("sst2", 0.789)]
     assert "| 1 | 4.5 | 9.0 | 2.00× |" in card.text and "| SST2 | Accuracy | 0.7890 | 0.8990 |" in card.text
+
+    (folder / "distill_results.json").unlink()  # the task is unknown: metrics stay out of the card, with a note
+    assert cli.main(["push", str(folder), f"{repo}-2", "--token", WRITE_TOKEN]) == 0
+    assert "pass --task" in capsys.readouterr().err
+    card = ModelCard(fake_hub.files(f"{repo}-2")["README.md"].decode())
+    assert card.data.eval_results is None and "| 8 | 20.0 | 40.0 | 2.00× |" in card.text
 
     assert cli.main(["push", str(folder), repo, "--token", "hf_not_a_token"]) == cli.EXIT_USAGE
     err = capsys.readouterr().err.strip().splitlines()  # progress bars of the load and save, then the error

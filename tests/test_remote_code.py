@@ -118,6 +118,8 @@ def test_trust_remote_code_loads_without_the_package(tmp_path, input_ids, head, 
     assert "resaved BinaryBertModel" in out
     assert "push: hf_binary_bert.hub is part of the hf_binary_bert package" in out
     assert sorted(os.listdir(tmp_path / "resaved")) == sorted(os.listdir(tmp_path / "model"))
+    for name in remote_code_files():  # the copy re-saves itself unchanged
+        assert (tmp_path / "resaved" / name).read_text() == (tmp_path / "model" / name).read_text()
 
 
 def test_remote_copy_and_package_live_in_one_process(tmp_path, input_ids):
