@@ -145,6 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--base-model", help="Hub id of the teacher for the card (default: the config's teacher_name_or_path when it is a Hub id)")
     p.add_argument("--task", help="what the metrics of MODEL/comparison.json were measured on (default: the task in MODEL/distill_results.json)")
     p.add_argument("--license", help="Hub license id for the card, e.g. apache-2.0")
+    p.add_argument("--dry-run", metavar="DIR", help="write the files that would be uploaded (model card included) into DIR instead of pushing")
 
     p = sub.add_parser("demo", help="the main job: fine-tune MiniLM on SST-2, distil a W1 student, compare (≈ 20 min on 2 CPU cores)")
     p.add_argument("--output-dir", default="outputs/main_job")
@@ -371,11 +372,17 @@ def cmd_push(args):
         raise UsageError(f"model: {str(err).splitlines()[0]}") from None
     has_tokenizer = any(os.path.isfile(os.path.join(args.model, f)) for f in ("tokenizer.json", "vocab.txt"))
     tokenizer = AutoTokenizer.from_pretrained(args.model) if has_tokenizer else None
-    card = _card_inputs(args.model, args.task)
+    card = {**_card_inputs(args.model, args.task), "tokenizer": tokenizer, "base_model": args.base_model,
+            "license": args.license}
+    if args.dry_run:
+        if os.path.exists(args.dry_run) and os.listdir(args.dry_run):
+            raise UsageError(f"--dry-run: {args.dry_run} is not empty")
+        model.save_for_hub(args.dry_run, repo_id=args.repo_id, **card)
+        print(f"wrote what would be pushed to {args.repo_id} into {args.dry_run}: {', '.join(sorted(os.listdir(args.dry_run)))}")
+        return
     try:
         commit = model.push_to_hub(args.repo_id, private=args.private or None, token=args.token, revision=args.revision,
-                                   commit_message=args.commit_message, create_pr=args.create_pr, tokenizer=tokenizer,
-                                   base_model=args.base_model, license=args.license, **card)
+                                   commit_message=args.commit_message, create_pr=args.create_pr, **card)
     except PushToHubError as err:
         raise UsageError(str(err)) from None
     print(f"pushed {args.model} to {args.repo_id}: {commit.commit_url} (revision {commit.oid})")

@@ -137,15 +137,20 @@ def _settings(config) -> list[tuple[str, str]]:
 
 
 def _methods(config) -> list[str]:
-    lines = ["1-bit weights with straight-through training and hidden-state / attention distillation from the teacher "
-             "(the hf_binary_bert blog recipe; XNOR-Net scale α, Rastegari et al. 2016)"]
-    if config.activation_quantizer == "elastic" and config.activation_bits < 32:
+    """The sources of what this config does (the training losses are not recorded in it, so not named)."""
+    a = config.activation_bits
+    lines = ["1-bit weights W ≈ α·B + γ trained through a straight-through estimator (scale α: XNOR-Net, Rastegari "
+             "et al. 2016; learned offset γ: the hf_binary_bert blog series)"]
+    if a < 32 and config.activation_quantizer == "elastic":
         lines.append("elastic activation binarization (BiT, Liu et al., NeurIPS 2022)")
-    if config.attention_type == "bi_attention" or config.embedding_bits == 1 or (
-            config.activation_bits == 1 and config.activation_quantizer == "sign"):
-        lines.append("full binarization, Bi-Attention and direction-matching distillation (BiBERT, Qin et al., ICLR 2022)")
-    if 1 < config.activation_bits < 32 and config.activation_quantizer == "sign":
+    elif a == 1:
+        lines.append("sign activation binarization (BiBERT, Qin et al., ICLR 2022)")
+    elif a < 32:
         lines.append("learned step size activation quantization (LSQ, Esser et al., ICLR 2020)")
+    if config.attention_type == "bi_attention":
+        lines.append("Bi-Attention: boolean attention weights (BiBERT, Qin et al., ICLR 2022)")
+    if config.embedding_bits == 1:
+        lines.append("1-bit embeddings (BiBERT, Qin et al., ICLR 2022)")
     return lines
 
 

@@ -146,6 +146,15 @@ def test_cli_push_from_a_distill_folder(fake_hub, tokenizer, tmp_path, capsys):
     assert [(r.dataset_config, r.metric_value) for r in card.data.eval_results] == [("sst2", 0.789)]
     assert "| 1 | 4.5 | 9.0 | 2.00× |" in card.text and "| SST2 | Accuracy | 0.7890 | 0.8990 |" in card.text
 
+    requests = len(fake_hub.requests)  # --dry-run writes exactly the pushed files and talks to no Hub
+    assert cli.main(["push", str(folder), repo, "--dry-run", str(tmp_path / "dry"), "--license", "mit",
+                     "--base-model", "sentence-transformers/all-MiniLM-L6-v2"]) == 0
+    dry = {p.name: p.read_bytes() for p in (tmp_path / "dry").iterdir()}
+    assert set(dry) == set(files) - {".gitattributes"} and dry["README.md"] == files["README.md"]
+    assert len(fake_hub.requests) == requests
+    assert cli.main(["push", str(folder), repo, "--dry-run", str(tmp_path / "dry")]) == cli.EXIT_USAGE
+    assert "not empty" in capsys.readouterr().err
+
     (folder / "distill_results.json").unlink()  # the task is unknown: metrics stay out of the card, with a note
     assert cli.main(["push", str(folder), f"{repo}-2", "--token", WRITE_TOKEN]) == 0
     assert "pass --task" in capsys.readouterr().err
