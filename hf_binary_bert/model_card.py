@@ -40,7 +40,7 @@ _METRICS = {"accuracy": ("accuracy", "Accuracy"), "f1": ("f1", "F1"),
             "matthews_correlation": ("matthews_correlation", "Matthews correlation"),
             "pearson": ("pearsonr", "Pearson r"), "spearmanr": ("spearmanr", "Spearman ρ"),
             "mrr": ("mrr", "Mean reciprocal rank"), "perplexity": ("perplexity", "Perplexity"),
-            "loss": ("loss", "Cross-entropy")}
+            "cross_entropy": ("cross_entropy", "Cross-entropy (nats)")}
 
 
 def is_hub_id(name: str | os.PathLike | None) -> bool:

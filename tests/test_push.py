@@ -191,3 +191,28 @@ def test_trust_remote_code_from_the_hub_without_the_package(fake_hub, tokenizer,
     assert re.search(r"^transformers_modules\.\S+\.modeling_binary_bert$", out, flags=re.M) and float(re.search(r"max_abs_diff (\S+)", out).group(1)) == 0.0
     fetched = {r.path.rsplit("/", 1)[-1] for r in fake_hub.requests if r.method == "GET" and r.path.endswith(".py")}
     assert fetched == set(remote_code_files())
+
+
+def test_distillation_trainer_pushes_the_packed_student_with_its_card(fake_hub, tmp_path):
+    from distill_helpers import tiny_teacher, toy_dataset
+
+    from hf_binary_bert import DistillationTrainer, DistillationTrainingArguments
+
+    teacher = tiny_teacher()
+    student = BinaryBertForSequenceClassification.from_teacher(teacher, weight_scale="learned_offset")
+    args = DistillationTrainingArguments(
+        output_dir=str(tmp_path / "out"), max_steps=2, per_device_train_batch_size=8, report_to=[], use_cpu=True,
+        disable_tqdm=True, save_strategy="no", hub_model_id=f"{USER}/trained", hub_token=WRITE_TOKEN,
+        hidden_loss_weight=1.0)
+    trainer = DistillationTrainer(teacher_model=teacher, model=student, args=args, train_dataset=toy_dataset(),
+                                  eval_dataset=toy_dataset(8), compute_metrics=lambda p: {
+                                      "accuracy": float((p.predictions.argmax(-1) == p.label_ids).mean())})
+    trainer.train()
+    accuracy = trainer.evaluate()["eval_accuracy"]
+    trainer.push_to_hub(task="sst2", license="apache-2.0")
+    files = fake_hub.files(f"{USER}/trained")
+    assert json.loads(files["config.json"])["packed_weights"] is True  # the packed student, not the training form
+    assert set(remote_code_files()) <= set(files)
+    card = ModelCard(files["README.md"].decode())
+    assert "hf_binary_bert" in card.data.tags and card.data.license == "apache-2.0"
+    assert [(r.metric_type, r.metric_value) for r in card.data.eval_results] == [("accuracy", round(accuracy, 4))]

@@ -180,11 +180,53 @@ class DistillationTrainer(Trainer):
 
     # --------------------------------------------------------------------------------------------------------------
     def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
-        self._export_packed = not _internal_call
+        # the Trainer's own saves (checkpoints) keep the training form so that training can resume; a final save
+        # (`save_model()` by the user, or inside `push_to_hub`) writes the packed checkpoint
+        self._export_packed = not _internal_call or getattr(self, "_pushing", False)
         try:
             super().save_model(output_dir, _internal_call)
         finally:
             self._export_packed = False
+
+    def push_to_hub(self, *args, **kwargs):
+        """`Trainer.push_to_hub`, uploading the packed student (not its training form) and this package's model
+        card (`create_model_card`). Keywords other than the Trainer's go to `create_model_card`."""
+        self._pushing = True
+        try:
+            return super().push_to_hub(*args, **kwargs)
+        finally:
+            self._pushing = False
+
+    def create_model_card(self, language=None, license=None, tags=None, model_name=None, finetuned_from=None,
+                          tasks=None, dataset_tags=None, dataset=None, dataset_args=None, **card_kwargs) -> None:
+        """Write `README.md` in `args.output_dir`: the student's card from `hf_binary_bert.model_card`
+        (binarization, sizes against float32 BERT, how to load) instead of the Trainer's generic one.
+
+        Args:
+            license, tags: as `Trainer.create_model_card`; `finetuned_from` becomes the card's `base_model` (default:
+                the student config's `teacher_name_or_path` when it is a Hub id); `model_name` the name when
+                `hub_model_id` is unset. `language`, `tasks`, `dataset_tags`, `dataset`, `dataset_args` are not used.
+            **card_kwargs: `model_card.create_model_card`'s keywords (`task`, `metrics`, `latency_ms`, …). With
+                `task` and no `metrics`, the last evaluation in the log history gives the metrics.
+        """
+        from ..model_card import create_model_card
+        from ..modeling_binary_bert import BinaryBertPreTrainedModel
+
+        if not self.is_world_process_zero():
+            return
+        model = self.accelerator.unwrap_model(self.model, keep_torch_compile=False)
+        if not isinstance(model, BinaryBertPreTrainedModel):
+            return super().create_model_card(language, license, tags, model_name, finetuned_from, tasks, dataset_tags,
+                                             dataset, dataset_args)
+        if card_kwargs.get("task") is not None and card_kwargs.get("metrics") is None:
+            evaluations = [entry for entry in self.state.log_history if any(k.startswith("eval_") for k in entry)]
+            if evaluations:
+                card_kwargs["metrics"] = {k.removeprefix("eval_"): v for k, v in evaluations[-1].items()
+                                          if k.startswith("eval_")}
+        card = create_model_card(model, self.args.output_dir, repo_id=self.hub_model_id or model_name,
+                                 base_model=finetuned_from, license=license,
+                                 tags=[tags] if isinstance(tags, str) else tags, **card_kwargs)
+        card.save(os.path.join(self.args.output_dir, "README.md"))
 
     def _save(self, output_dir: str | None = None, state_dict=None) -> None:
         from ..modeling_binary_bert import BinaryBertPreTrainedModel
