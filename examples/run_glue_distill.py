@@ -458,6 +458,14 @@ def main(argv: list[str] | None = None) -> dict:
         trainer.log_metrics("eval", metrics)
         trainer.save_metrics("eval", metrics)
         results["eval"] = metrics
+    if training_args.do_train:  # as run_glue: push the student, or write its model card next to it
+        card = {"finetuned_from": model_args.teacher_model_name_or_path}
+        if data_args.task_name is not None:
+            card["task"] = data_args.task_name
+        if training_args.push_to_hub:
+            trainer.push_to_hub(**card)
+        else:
+            trainer.create_model_card(**card)
     if not multi_step:
         results.pop("stages", None)
     return results

@@ -7,6 +7,7 @@ import sys
 
 import pytest
 from conftest import DATA, REPO, tiny_bert_config
+from huggingface_hub import ModelCard
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, BertForSequenceClassification
 
 import hf_binary_bert  # noqa: F401  (registers binary_bert with the Auto classes)
@@ -60,6 +61,9 @@ def test_sst2_w1a1_train_eval_packed_checkpoint_and_flops(script, teacher, tmp_p
     assert flops["packed_size_mb"]["total"] < flops["teacher_size_mb"]
     assert results["eval"]["eval_accuracy"] == evaluation["eval_accuracy"]
     assert "W1A1 student:" in capsys.readouterr().out
+    card = ModelCard.load(out / "README.md")  # this package's card, as run_glue writes the Trainer's
+    assert "| bits (W-E-A) | 1-32-1 |" in card.text and "Bi-Attention" in card.text
+    assert card.data.eval_results[0].metric_value == round(evaluation["eval_accuracy"], 4)
 
 
 def test_csv_files_without_task_name(script, teacher, tmp_path):
