@@ -48,11 +48,10 @@ class _SourceTree:
     def file(self, module: str) -> Path | None:
         """`a.b` → `root/a/b.py` or `root/a/b/__init__.py`; None when there is no such source file (e.g. the
         compiled extension)."""
-        base = self.root.joinpath(*module.split(".")) if module else self.root
-        for candidate in (base.with_suffix(".py"), base / "__init__.py"):
-            if module and candidate.is_file():
-                return candidate
-        return None
+        if not module:
+            return None
+        base = self.root.joinpath(*module.split("."))
+        return next((c for c in (base.with_suffix(".py"), base / "__init__.py") if c.is_file()), None)
 
     def is_extension(self, module: str) -> bool:
         """Whether `module` is a compiled extension (`name.<abi tag>.so` / `.pyd`), which the copy leaves out."""
@@ -122,10 +121,9 @@ def remote_code_files() -> dict[str, str]:
     files are returned unchanged, so a re-saved checkpoint carries the same code.
     """
     here = Path(__file__).resolve().parent
-    if __package__ != PACKAGE:  # already flat: copy the files the loader fetched
-        tree = _SourceTree(here)
-        return {f"{m}.py": tree.file(m).read_text(encoding="utf-8") for m in _closure(tree)}
     tree = _SourceTree(here)
+    if __package__ != PACKAGE:  # already flat: copy the files the loader fetched
+        return {f"{m}.py": tree.file(m).read_text(encoding="utf-8") for m in _closure(tree)}
     files = {}
     pending, seen = list(ENTRY_MODULES), set()
     while pending:
