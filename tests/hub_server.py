@@ -960,15 +960,22 @@ def use_endpoint(monkeypatch, endpoint: str, home: str | os.PathLike, *, isolate
         # reset it so that it is rebuilt with the patched endpoint, and restored afterwards.
         monkeypatch.setattr(tf_hub, "_hf_api", None)
     if tf_hub is not None and isolate_modules:
-        # trust_remote_code copies the downloaded *.py to HF_MODULES_CACHE (computed at import from HF_HOME)
-        # and puts it on sys.path: use a per-test folder, and restore sys.path afterwards.
-        modules = home / "modules"
-        modules.mkdir(exist_ok=True)
-        (modules / "__init__.py").touch()
-        monkeypatch.setattr(tf_hub, "HF_MODULES_CACHE", str(modules))
-        monkeypatch.setattr(tf_dmu, "HF_MODULES_CACHE", str(modules))
-        monkeypatch.syspath_prepend(str(modules))  # saves sys.path, restored at teardown
+        isolate_modules_cache(monkeypatch, home / "modules")
     return cache
+
+
+def isolate_modules_cache(monkeypatch, modules: str | os.PathLike) -> None:
+    """trust_remote_code copies the model's *.py files to transformers' HF_MODULES_CACHE (computed at import from
+    HF_HOME) and puts it on sys.path: use `modules` for one test instead, and restore sys.path afterwards."""
+    import transformers.dynamic_module_utils as tf_dmu
+    import transformers.utils.hub as tf_hub
+
+    modules = Path(modules)
+    modules.mkdir(parents=True, exist_ok=True)
+    (modules / "__init__.py").touch()
+    monkeypatch.setattr(tf_hub, "HF_MODULES_CACHE", str(modules))
+    monkeypatch.setattr(tf_dmu, "HF_MODULES_CACHE", str(modules))
+    monkeypatch.syspath_prepend(str(modules))  # saves sys.path, restored at teardown
 
 
 @pytest.fixture

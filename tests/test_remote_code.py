@@ -11,6 +11,7 @@ import textwrap
 import pytest
 import torch
 from conftest import tiny_config
+from hub_server import isolate_modules_cache
 from transformers.dynamic_module_utils import check_imports, get_relative_import_files
 
 from hf_binary_bert import BinaryBertForMaskedLM, BinaryBertForSequenceClassification, BinaryBertModel
@@ -122,7 +123,7 @@ def test_trust_remote_code_loads_without_the_package(tmp_path, input_ids, head, 
         assert (tmp_path / "resaved" / name).read_text() == (tmp_path / "model" / name).read_text()
 
 
-def test_remote_copy_and_package_live_in_one_process(tmp_path, input_ids):
+def test_remote_copy_and_package_live_in_one_process(tmp_path, input_ids, monkeypatch):
     """The copy imported next to the package registers its ops under its own namespace (no clash), and runs the
     same numbers; with the package installed, the Auto classes pick the package's classes."""
     from transformers import AutoModelForSequenceClassification
@@ -130,16 +131,17 @@ def test_remote_copy_and_package_live_in_one_process(tmp_path, input_ids):
 
     import hf_binary_bert.kernels.ops as package_ops
 
+    isolate_modules_cache(monkeypatch, tmp_path / "modules")
     model = BinaryBertForSequenceClassification(tiny_config(activation_bits=1)).eval()
-    model.save_pretrained(tmp_path)
-    remote_class = get_class_from_dynamic_module(AUTO_MAP["AutoModelForSequenceClassification"], str(tmp_path))
+    model.save_pretrained(tmp_path / "model")
+    remote_class = get_class_from_dynamic_module(AUTO_MAP["AutoModelForSequenceClassification"], str(tmp_path / "model"))
     assert remote_class is not BinaryBertForSequenceClassification
-    remote = remote_class.from_pretrained(tmp_path).eval()
+    remote = remote_class.from_pretrained(tmp_path / "model").eval()
     remote_ops = sys.modules[remote_class.__module__.rsplit(".", 1)[0] + ".kernels_ops"]
     assert package_ops.NAMESPACE == "hf_binary_bert" and remote_ops.NAMESPACE.startswith("hf_binary_bert_")
     with torch.inference_mode():
-        expected = BinaryBertForSequenceClassification.from_pretrained(tmp_path)(input_ids).logits
+        expected = BinaryBertForSequenceClassification.from_pretrained(tmp_path / "model")(input_ids).logits
         torch.testing.assert_close(remote(input_ids).logits, expected, rtol=0, atol=0)
     for trust in (None, True):
-        loaded = AutoModelForSequenceClassification.from_pretrained(tmp_path, trust_remote_code=trust)
+        loaded = AutoModelForSequenceClassification.from_pretrained(tmp_path / "model", trust_remote_code=trust)
         assert type(loaded) is BinaryBertForSequenceClassification
