@@ -11,6 +11,7 @@ import pytest
 import torch
 from conftest import DATA, tiny_config
 from huggingface_hub import ModelCard
+from safetensors.torch import save_file
 from transformers import AutoModelForMaskedLM, AutoModelForSequenceClassification, AutoTokenizer
 
 from hf_binary_bert import BinaryBertForMaskedLM, BinaryBertForSequenceClassification, cli
@@ -174,9 +175,10 @@ def test_trust_remote_code_from_the_hub_without_the_package(fake_hub, tokenizer,
     repo = f"{USER}/remote"
     oid = model.push_to_hub(repo, token=WRITE_TOKEN, private=True, tokenizer=tokenizer).oid
     expected = logits(BinaryBertForSequenceClassification.from_pretrained(repo, token=WRITE_TOKEN), tokenizer)
-    torch.save(expected, tmp_path / "expected.pt")
+    save_file({"logits": expected}, tmp_path / "expected.safetensors")
     out = run_without_package(f"""
         import torch
+        from safetensors.torch import load_file
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
         repo, token = {repo!r}, {WRITE_TOKEN!r}
         model = AutoModelForSequenceClassification.from_pretrained(repo, token=token, revision={oid!r},
@@ -185,7 +187,7 @@ def test_trust_remote_code_from_the_hub_without_the_package(fake_hub, tokenizer,
         with torch.inference_mode():
             out = model(**tokenizer({TEXT!r}, padding=True, return_tensors="pt")).logits
         print(type(model).__module__)
-        print("max_abs_diff", (out - torch.load({str(tmp_path / "expected.pt")!r})).abs().max().item())
+        print("max_abs_diff", (out - load_file({str(tmp_path / "expected.safetensors")!r})["logits"]).abs().max().item())
     """, tmp_path)
     assert "[y/N]" not in out  # transformers did not have to ask
     assert re.search(r"^transformers_modules\.\S+\.modeling_binary_bert$", out, flags=re.M) and float(re.search(r"max_abs_diff (\S+)", out).group(1)) == 0.0

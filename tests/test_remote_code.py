@@ -12,6 +12,7 @@ import pytest
 import torch
 from conftest import tiny_config
 from hub_server import isolate_modules_cache
+from safetensors.torch import save_file
 from transformers.dynamic_module_utils import check_imports, get_relative_import_files
 
 from hf_binary_bert import BinaryBertForMaskedLM, BinaryBertForSequenceClassification, BinaryBertModel
@@ -76,9 +77,10 @@ def test_saved_config_has_an_auto_map_for_every_head(tmp_path):
 
 
 LOAD_AND_COMPARE = """
-    import torch, transformers
+    import torch
+    from safetensors.torch import load_file
     from transformers import AutoConfig, AutoModel, {auto}
-    reference = torch.load({ref!r})
+    reference = load_file({ref!r})
     model = {auto}.from_pretrained({path!r}, trust_remote_code=True).eval()
     assert type(model).__module__.startswith("transformers_modules."), type(model).__module__
     assert type(model).__name__ == {cls!r}
@@ -111,9 +113,9 @@ def test_trust_remote_code_loads_without_the_package(tmp_path, input_ids, head, 
     model.eval().save_pretrained(tmp_path / "model")
     with torch.inference_mode():  # the compiled kernels here; the copy runs their reference twins, bit for bit equal
         logits = head.from_pretrained(tmp_path / "model")(input_ids).logits
-    torch.save({"ids": input_ids, "logits": logits}, tmp_path / "reference.pt")
+    save_file({"ids": input_ids, "logits": logits}, tmp_path / "reference.safetensors")
     out = run_without_package(LOAD_AND_COMPARE.format(
-        auto=auto, cls=head.__name__, path=str(tmp_path / "model"), ref=str(tmp_path / "reference.pt"),
+        auto=auto, cls=head.__name__, path=str(tmp_path / "model"), ref=str(tmp_path / "reference.safetensors"),
         resaved=str(tmp_path / "resaved")), tmp_path)
     assert float(re.search(r"max_abs_diff (\S+)", out).group(1)) == 0.0
     assert "resaved BinaryBertModel" in out
