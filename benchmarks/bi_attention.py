@@ -7,12 +7,12 @@ kernels in both rows), timed in interleaved rounds in one process (medians, ms p
 
 import argparse
 import statistics
-import sys
 import time
 
 import torch
 
 from hf_binary_bert import BinaryBertConfig, BinaryBertModel
+from markdown_output import write_markdown  # benchmarks/, on sys.path as the script's folder
 
 
 def main(argv=None):
@@ -48,9 +48,7 @@ def main(argv=None):
         lines.append(f"| {batch} | {bitwise:.1f} | {eager:.1f} | {eager / bitwise:.2f} |")
         print(lines[-1], flush=True)
     if args.markdown:
-        command = "python benchmarks/bi_attention.py " + " ".join(argv if argv is not None else sys.argv[1:])
-        with open(args.markdown, "w") as out:
-            out.write(f"`{command}`\n\n" + "\n".join(lines) + "\n")
+        write_markdown(args.markdown, __file__, argv, "\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":

@@ -12,7 +12,6 @@ the median over the rounds.
 
 import argparse
 import statistics
-import sys
 import time
 
 import torch
@@ -20,6 +19,7 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 import hf_binary_bert  # noqa: F401  (registers binary_bert)
 from hf_binary_bert.data import get_glue_task, load_glue
+from markdown_output import write_markdown  # benchmarks/, on sys.path as the script's folder
 
 
 def predict(model, tokenizer, texts, batch_size, max_length):
@@ -68,9 +68,7 @@ def main(argv=None):
     lines += ["", f"The two paths predict the same label for {100 * agreement:.2f} % of the examples."]
     print("\n".join(lines))
     if args.markdown:
-        command = "python benchmarks/kernel_vs_reference.py " + " ".join(argv if argv is not None else sys.argv[1:])
-        with open(args.markdown, "w") as out:
-            out.write(f"`{command}`\n\n" + "\n".join(lines) + "\n")
+        write_markdown(args.markdown, __file__, argv, "\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":

@@ -47,6 +47,7 @@ import warnings
 
 import torch
 import transformers
+from markdown_output import write_markdown  # benchmarks/, on sys.path as the script's folder
 
 VARIANTS = ["torch-fp32", "torch-bf16-autocast", "torch-int8-dynamic", "ort-fp32", "ort-int8",
             "ours-W1A1", "ours-W1A8", "ours-W1A32-int8", "ours-W1A1-reference"]
@@ -394,9 +395,7 @@ def main(argv=None):
             {"head": "head", "variant": "variant", "imports": "imports_mb", "after load": "load_mb",
              "after forward (batch 1)": "forward_mb", "peak (VmHWM)": "peak_mb"}, memory))
     if args.markdown:
-        command = "python benchmarks/latency.py " + " ".join(argv if argv is not None else sys.argv[1:])
-        with open(args.markdown, "w") as out:
-            out.write(f"`{command}`\n\n```text\n" + "\n".join(header) + "\n```\n\n" + "\n".join(tables))
+        write_markdown(args.markdown, __file__, argv, "```text\n" + "\n".join(header) + "\n```\n\n" + "\n".join(tables))
     if args.json:
         with open(args.json, "w") as out:
             json.dump({"environment": env, "geometry": geo, "args": vars(args), "latency": latency, "memory": memory},

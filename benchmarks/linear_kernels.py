@@ -21,7 +21,6 @@ sys.path.)
 
 import argparse
 import statistics
-import sys
 import time
 import warnings
 
@@ -30,6 +29,7 @@ import torch
 from hf_binary_bert import kernels
 from hf_binary_bert.kernels import ops
 from hf_binary_bert.packing import pack_bits
+from markdown_output import write_markdown  # benchmarks/, on sys.path as the script's folder
 
 SHAPES = [(768, 768), (768, 3072), (3072, 768)]  # (in_features, out_features)
 
@@ -107,9 +107,7 @@ def main(argv=None):
                    "call the layers make in eager mode (medians)")]
     print(lines[-1])
     if args.markdown:
-        command = "python benchmarks/linear_kernels.py " + " ".join(argv if argv is not None else sys.argv[1:])
-        with open(args.markdown, "w") as out:
-            out.write(f"`{command}`\n\n" + "\n".join(lines) + "\n")
+        write_markdown(args.markdown, __file__, argv, "\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":
