@@ -171,14 +171,21 @@ def _check_files(paths, what):
             raise UsageError(f"{what}: no such file: {path}")
 
 
-def _check_task(args):
+def _task_name(task: str) -> str:
+    """`"mlm"`, or the canonical name of a GLUE task (`"SST-2"` → `"sst2"`)."""
     from .data import get_glue_task
 
+    if task == "mlm":
+        return task
+    try:
+        return get_glue_task(task).name
+    except ValueError as err:
+        raise UsageError(f"--task: {err}") from None
+
+
+def _check_task(args):
+    args.task = _task_name(args.task)
     if args.task != "mlm":
-        try:
-            args.task = get_glue_task(args.task).name
-        except ValueError as err:
-            raise UsageError(f"--task: {err}") from None
         if args.data_dir is not None and not os.path.isdir(args.data_dir):
             raise UsageError(f"--data-dir: no such folder: {args.data_dir}")
     else:
@@ -361,7 +368,7 @@ def cmd_push(args):
     if not os.path.isfile(os.path.join(args.model, "config.json")):
         raise UsageError(f"model: {args.model} is not a folder with a saved model (no config.json)")
     if args.task is not None:
-        _check_task(argparse.Namespace(task=args.task, data_dir=None))
+        args.task = _task_name(args.task)
     config = AutoConfig.from_pretrained(args.model)
     architecture = (config.architectures or ["BinaryBertModel"])[0]
     if config.model_type != "binary_bert" or not hasattr(modeling_binary_bert, architecture):

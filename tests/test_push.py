@@ -155,6 +155,12 @@ def test_cli_push_from_a_distill_folder(fake_hub, tokenizer, tmp_path, capsys):
     assert len(fake_hub.requests) == requests
     assert cli.main(["push", str(folder), repo, "--dry-run", str(tmp_path / "dry")]) == cli.EXIT_USAGE
     assert "not empty" in capsys.readouterr().err
+    assert cli.main(["push", str(folder), repo, "--task", "imdb", "--dry-run", str(tmp_path / "dry2")]) == cli.EXIT_USAGE
+    assert "--task: " in capsys.readouterr().err
+    # masked-LM metrics without a dataset: in the card's table, not in model-index
+    assert cli.main(["push", str(folder), repo, "--task", "mlm", "--dry-run", str(tmp_path / "dry3")]) == 0
+    card = ModelCard.load(tmp_path / "dry3" / "README.md")
+    assert card.data.eval_results is None and "| masked LM | Accuracy | 0.7890 | 0.8990 |" in card.text
 
     (folder / "distill_results.json").unlink()  # the task is unknown: metrics stay out of the card, with a note
     assert cli.main(["push", str(folder), f"{repo}-2", "--token", WRITE_TOKEN]) == 0
