@@ -5,6 +5,8 @@ from __future__ import annotations
 from huggingface_hub.dataclasses import strict
 from transformers import BertConfig
 
+from .layer_sizes import check_layer_sizes
+
 WEIGHT_SCALES = ("mean_abs", "learned", "learned_offset")
 SCALE_GRANULARITIES = ("tensor", "head", "row")
 STES = ("clipped_identity", "approx_sign")
@@ -103,6 +105,11 @@ class BinaryBertConfig(BertConfig):
             The full-precision BERT this model was binarized from (Hub id or local folder), set by `from_teacher`
             (after multi-step distillation, the first stage's teacher). The generated model card names it as the
             base model. Informational only.
+        layer_num_attention_heads (`list[int]`, *optional*):
+            Set by block-structured pruning (`hf_binary_bert.pruning`): attention heads kept in each encoder layer
+            (one entry per layer, each in [1, num_attention_heads]); None: all. See `layer_sizes.py`.
+        layer_intermediate_sizes (`list[int]`, *optional*):
+            Set by pruning: FFN width kept in each encoder layer (each in [1, intermediate_size]); None: all.
 
     Raises:
         ValueError: at construction, for an unknown value of any field above (naming the field and the allowed
@@ -132,6 +139,8 @@ class BinaryBertConfig(BertConfig):
     binarized_embeddings: list[str] | None = None
     packed_weights: bool = False
     teacher_name_or_path: str | None = None
+    layer_num_attention_heads: list[int] | None = None
+    layer_intermediate_sizes: list[int] | None = None
 
     def __post_init__(self, **kwargs):
         if self.binarized_modules is None:
@@ -157,6 +166,7 @@ class BinaryBertConfig(BertConfig):
                 f"BinaryBertConfig.scale_granularity='head' needs num_attention_heads ({self.num_attention_heads}) "
                 f"to divide hidden_size ({self.hidden_size}); use one of ['tensor', 'row'] instead"
             )
+        check_layer_sizes(self, "BinaryBertConfig")
         super().__post_init__(**kwargs)
 
     @property

@@ -40,6 +40,7 @@ from .binarization import (
 )
 from .checkpoint import FLOAT32_SUFFIXES, resolve_safetensors_files, validate_checkpoint
 from .configuration_binary_bert import BINARIZABLE_MODULES, BinaryBertConfig
+from .layer_sizes import apply_layer_sizes, is_pruned, pruned_class
 
 logger = logging.getLogger(__name__)
 
@@ -61,6 +62,7 @@ class BinaryBertPreTrainedModel(BertPreTrainedModel):
     _teacher_class: type[PreTrainedModel] = BertModel
 
     def _binarize(self) -> None:
+        apply_layer_sizes(self, self.config)  # a pruned model: per-layer head count / FFN width (layer_sizes.py)
         replaced = binarize_(self, self.config)
         if not replaced:
             raise ValueError(
@@ -384,6 +386,7 @@ class BinaryBertPreTrainedModel(BertPreTrainedModel):
             elif leaf in ("weight", "weight_packed"):  # scales and offsets are folded into the weight
                 state[f"{module_name}.weight"] = _dequantized_weight(module).float().cpu()
         bert = self._teacher_class(self.config.to_bert_config())
+        apply_layer_sizes(bert, bert.config)
         missing, unexpected = bert.load_state_dict(state, strict=False)
         tied = set(getattr(bert, "all_tied_weights_keys", None) or {})
         if unexpected or [k for k in missing if k not in tied]:
@@ -468,6 +471,8 @@ def load_teacher(path: str | os.PathLike, teacher_class: type[PreTrainedModel] =
     config = AutoConfig.from_pretrained(path)
     if config.model_type != "bert":
         raise ValueError(f"{path}: teacher must be a BERT checkpoint (model_type 'bert'), got {config.model_type!r}")
+    if is_pruned(config):  # per-layer sizes (a pruned teacher): a subclass that builds those shapes
+        teacher_class = pruned_class(teacher_class)
     model, info = teacher_class.from_pretrained(path, dtype=torch.float32, output_loading_info=True, **kwargs)
     if info["missing_keys"]:
         logger.warning("%s has no %s; newly initialised", path, ", ".join(sorted(info["missing_keys"])))

@@ -37,8 +37,8 @@ def num_scale_groups(config, target: str, out_features: int) -> int:
     """How many α/γ a binarized layer gets under `config.scale_granularity`."""
     if config.scale_granularity == "row":
         return out_features
-    if config.scale_granularity == "head" and target in _HEAD_GROUPED:
-        return config.num_attention_heads
+    if config.scale_granularity == "head" and target in _HEAD_GROUPED:  # heads of this layer (fewer once pruned)
+        return out_features // (config.hidden_size // config.num_attention_heads)
     return 1
 
 

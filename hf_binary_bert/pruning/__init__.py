@@ -1,0 +1,36 @@
+"""Knowledge-guided block-structured pruning: a group-lasso (+ θ(1 − θ)) penalty during training or distillation,
+thresholding at ε, and physical removal of the FFN neurons and attention heads that end up zero (docs/pruning.md).
+
+- `config.py`: `BlockPruningConfig` (λ₁, λ₂, K, rows / columns / both, modules, ε, when to threshold).
+- `penalty.py`: group norms and the penalty as loss components.
+- `gates.py`: the gated form of the θ(1 − θ) term.
+- `structure.py`: threshold, dead heads / neurons, removal, per-layer sizes, loading a pruned plain BERT.
+- `trainer.py`: `BlockPruningTrainer` / `BlockPruningDistillationTrainer` (the penalty as a logged loss component).
+- `report.py`: the sparsity report (table and PNG heat map).
+"""
+
+from .config import BlockPruningConfig
+from .gates import BlockGates
+from .penalty import block_pruning_penalty, group_norms
+from .trainer import BlockPruningDistillationTrainer, BlockPruningMixin, BlockPruningTrainer
+from .report import checkpoint_sparsity_report, sparsity_report, write_sparsity_report
+from .structure import dead_structures, kept_sizes, load_pruned_bert, prune_, pruned_class, threshold_
+
+__all__ = [
+    "BlockGates",
+    "BlockPruningDistillationTrainer",
+    "BlockPruningMixin",
+    "BlockPruningTrainer",
+    "BlockPruningConfig",
+    "block_pruning_penalty",
+    "checkpoint_sparsity_report",
+    "dead_structures",
+    "group_norms",
+    "kept_sizes",
+    "load_pruned_bert",
+    "prune_",
+    "pruned_class",
+    "sparsity_report",
+    "threshold_",
+    "write_sparsity_report",
+]

@@ -1,0 +1,90 @@
+"""`BlockPruningConfig`: the settings of knowledge-guided block-structured pruning (the penalty, the threshold, when
+to apply it), validated at construction."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..configuration_binary_bert import ENCODER_MODULES
+
+DIRECTIONS = ("row", "column", "both")
+PENALTY_FORMS = ("weight", "gate")
+
+
+def _fail(name: str, message: str) -> None:
+    raise ValueError(f"BlockPruningConfig.{name} {message}")
+
+
+@dataclass
+class BlockPruningConfig:
+    r"""Block-structured pruning with a group-lasso penalty (Li et al., "Efficient Transformer-based Large Scale
+    Language Representations using Hardware-friendly Block Structured Pruning", Findings of EMNLP 2020; the
+    knowledge-guided variant distils from a teacher meanwhile). Formulas in `hf_binary_bert.pruning.penalty` and
+    docs/pruning.md.
+
+    Every weight matrix θ_i [out, in] of the modules in `modules` is divided into K = `num_blocks` blocks, and the
+    training loss gets
+
+        λ₁ Σ_i Σ_j Σ_p ‖[θ_ij]_{p,:}‖₂   (row groups; `direction="row"`: blocks split the input axis)
+        λ₁ Σ_i Σ_j Σ_q ‖[θ_ij]_{:,q}‖₂   (column groups; `direction="column"`: blocks split the output axis)
+      + λ₂ Σ_i Σ_j θ_ij (1 − θ_ij)      (`penalty_form="weight"`, the seed's form, on every weight) or
+      + λ₂ Σ_g g (1 − g)                 (`penalty_form="gate"`, on one gate g ∈ [0, 1] per group, see `gates.py`).
+
+    After training (and every `threshold_every` steps), every group whose L2 norm is ≤ ε is set to zero; with
+    `remove=True` the structures that are then entirely zero (FFN neurons, attention heads) are physically removed
+    (`hf_binary_bert.pruning.structure.prune_`).
+
+    Args:
+        group_lasso_weight (λ₁, `float`, defaults to 1e-4): weight of the group-lasso term, ≥ 0.
+        binarizing_weight (λ₂, `float`, defaults to 0.0): weight of the θ(1 − θ) term, ≥ 0.
+        num_blocks (K, `int`, defaults to 1): blocks per matrix; must divide the split axis of every pruned matrix
+            (checked by `check_model`).
+        direction (`str`, defaults to `"row"`): `"row"`, `"column"` or `"both"` (both sums).
+        modules (`list[str]`, defaults to the six encoder Linears): any of `query`, `key`, `value`,
+            `attention_output`, `intermediate`, `output`.
+        epsilon (ε, `float`, defaults to 1e-2): groups with L2 norm ≤ ε are zeroed by the threshold, ≥ 0.
+        penalty_form (`str`, defaults to `"weight"`): where θ(1 − θ) applies: `"weight"` or `"gate"`.
+        threshold_every (`int`, defaults to 0): also threshold (zero, not remove) every this many optimizer
+            steps during training; 0: only at the end.
+        remove (`bool`, defaults to `True`): at the end of training, remove the zero structures physically.
+
+    Raises:
+        ValueError: naming the field, for a negative λ₁, λ₂ or ε, K < 1, an unknown direction, module or form, or a
+            negative `threshold_every`.
+    """
+
+    group_lasso_weight: float = field(default=1e-4, metadata={"help": "λ₁: weight of the group-lasso term."})
+    binarizing_weight: float = field(default=0.0, metadata={"help": "λ₂: weight of the θ(1−θ) term."})
+    num_blocks: int = field(default=1, metadata={"help": "K: blocks per weight matrix."})
+    direction: str = field(default="row", metadata={"help": "Group lasso over block rows, columns or both."})
+    modules: list[str] = field(default_factory=lambda: list(ENCODER_MODULES),
+                               metadata={"help": "Encoder Linears the penalty applies to."})
+    epsilon: float = field(default=1e-2, metadata={"help": "ε: groups with L2 norm ≤ ε are zeroed."})
+    penalty_form: str = field(default="weight", metadata={"help": "θ(1−θ) on the weights or on per-group gates."})
+    threshold_every: int = field(default=0, metadata={"help": "Also zero groups ≤ ε every N steps (0: end only)."})
+    remove: bool = field(default=True, metadata={"help": "Physically remove zero heads / FFN neurons at the end."})
+
+    def __post_init__(self):
+        for name in ("group_lasso_weight", "binarizing_weight", "epsilon"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or value < 0:
+                _fail(name, f"must be a number >= 0, got {value!r}")
+        if not isinstance(self.num_blocks, int) or self.num_blocks < 1:
+            _fail("num_blocks", f"must be an integer >= 1, got {self.num_blocks!r}")
+        if self.direction not in DIRECTIONS:
+            _fail("direction", f"must be one of {list(DIRECTIONS)}, got {self.direction!r}")
+        if self.penalty_form not in PENALTY_FORMS:
+            _fail("penalty_form", f"must be one of {list(PENALTY_FORMS)}, got {self.penalty_form!r}")
+        if not isinstance(self.modules, (list, tuple)) or not self.modules:
+            _fail("modules", f"must be a non-empty list from {list(ENCODER_MODULES)}, got {self.modules!r}")
+        bad = [m for m in self.modules if m not in ENCODER_MODULES]
+        if bad:
+            _fail("modules", f"must be names from {list(ENCODER_MODULES)}, got {bad[0]!r}")
+        self.modules = list(dict.fromkeys(self.modules))
+        if not isinstance(self.threshold_every, int) or self.threshold_every < 0:
+            _fail("threshold_every", f"must be an integer >= 0, got {self.threshold_every!r}")
+
+    @property
+    def directions(self) -> tuple[str, ...]:
+        """`("row",)`, `("column",)` or `("row", "column")`."""
+        return ("row", "column") if self.direction == "both" else (self.direction,)

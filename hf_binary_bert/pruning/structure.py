@@ -1,0 +1,248 @@
+"""Thresholding at ε and physical removal of the structures that are then zero: FFN neurons and attention heads.
+
+After the threshold, a structure whose weights are all zero computes a constant, which is folded into the next
+bias, and it is removed from the matrices (transformers 5 dropped `prune_heads`; this is its replacement, generalised
+to FFN neurons and per-layer sizes):
+
+- FFN neuron p of layer i: row p of `intermediate.dense` zero → the neuron outputs act(b_p), a constant:
+  `output.dense.bias += W_out[:, p]·act(b_p)`; or column p of `output.dense` zero → it contributes nothing.
+  Removed: row p of `intermediate.dense` (and its bias), column p of `output.dense`.
+- head h: its rows of `value` zero → its output is Σ_j a_ij·b_V = b_V (attention weights sum to 1), folded as
+  `attention.output.dense.bias += W_O[:, head h]·b_V[head h]`; or its columns of `attention.output.dense` zero.
+  Removed: the head's rows of query/key/value, its columns of the attention output.
+
+Zero rows of query/key (single head dimensions, which would need unequal Q/K and V head sizes) and zero rows/columns
+on the hidden (residual) axis cannot shrink a dense matrix: they stay zero. The folding is exact for full-precision
+Linears with full-precision activations; on a binarized student the removed latent weights were not zero in the
+binarized forward (α·sign(θ − γ) + γ ≠ 0), so the removal there changes the function (see docs/pruning.md).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..binarization.linear import BinaryLinear
+from ..layer_sizes import encoder_layers, pruned_class
+from .config import BlockPruningConfig
+from .penalty import check_model, group_mask, group_norms
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Threshold
+
+
+@torch.no_grad()
+def threshold_masks(model: nn.Module, config: BlockPruningConfig, gates=None) -> dict[str, torch.Tensor]:
+    """`{Linear name: keep mask [out, in] (0/1)}`: 0 on every group whose L2 norm (gated: g·‖θ_group‖) is ≤ ε,
+    for each direction of `config.direction` (a weight stays when no group containing it is under ε)."""
+    masks = {}
+    for name, module in check_model(model, config).items():
+        weight = module.weight.detach()
+        keep = torch.ones_like(weight)
+        for direction in config.directions:
+            norms = group_norms(weight, config.num_blocks, direction)
+            if gates is not None:
+                norms = norms * gates.gate(name, direction).detach()
+            keep *= group_mask((norms > config.epsilon).to(weight.dtype), weight.shape, direction)
+        masks[name] = keep
+    return masks
+
+
+@torch.no_grad()
+def threshold_(model: nn.Module, config: BlockPruningConfig, gates=None) -> int:
+    """Zero every group whose L2 norm is ≤ ε, in place (the seed's thresholding step; blocks stay in place, so
+    "concatenating them back" is a no-op). Returns the number of weights zeroed."""
+    zeroed = 0
+    modules = dict(model.named_modules())
+    for name, mask in threshold_masks(model, config, gates).items():
+        weight = modules[name].weight
+        zeroed += int(((mask == 0) & (weight != 0)).sum())
+        weight.mul_(mask)
+    return zeroed
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Which structures are dead
+
+
+def _zero(weight: torch.Tensor, dim: int) -> torch.Tensor:
+    """Bool per row (dim=1 reduced) / per column (dim=0 reduced): all entries zero."""
+    return weight.detach().eq(0).all(dim=dim)
+
+
+@torch.no_grad()
+def dead_structures(model: nn.Module, masks: dict[str, torch.Tensor] | None = None) -> list[dict]:
+    """Per encoder layer: `{"heads": bool [H] (removable), "heads_by_value": bool [H] (its V rows are zero: fold
+    b_V), "neurons": bool [I], "neurons_by_input": bool [I] (its intermediate row is zero: fold act(b))}` for the
+    weights as they are, or as they would be after applying `masks` (from `threshold_masks`)."""
+    masks = masks or {}
+    names = {id(m): n for n, m in model.named_modules()}
+
+    def weight(module):
+        mask = masks.get(names[id(module)])
+        return module.weight if mask is None else module.weight * mask
+
+    result = []
+    for layer in encoder_layers(model):
+        attention = layer.attention.self
+        d = attention.attention_head_size
+        output = layer.attention.output.dense
+        for module in (attention.query, attention.key, attention.value, output, layer.intermediate.dense,
+                       layer.output.dense):
+            if not isinstance(module, nn.Linear):
+                raise ValueError(f"pruning needs the training form (latent weights), found {type(module).__name__}: "
+                                 "call model.unfreeze() first")
+        by_value = _zero(weight(attention.value).reshape(-1, d * attention.value.in_features), 1)  # [H]
+        by_output = _zero(weight(output).reshape(output.out_features, -1, d).transpose(0, 1).flatten(1), 1)  # [H]
+        by_input = _zero(weight(layer.intermediate.dense), 1)
+        by_out = _zero(weight(layer.output.dense), 0)
+        result.append({"heads": by_value | by_output, "heads_by_value": by_value & ~by_output,
+                       "neurons": by_input | by_out, "neurons_by_input": by_input & ~by_out})
+    return result
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Removal
+
+
+def _effective_weight(module: nn.Module) -> torch.Tensor:
+    return module.quantized_weight().detach() if isinstance(module, BinaryLinear) else module.weight.detach()
+
+
+@torch.no_grad()
+def _select_(module: nn.Module, index: torch.Tensor, dim: int) -> None:
+    """Keep rows (dim=0) or columns (dim=1) `index` of a Linear (full precision or `BinaryLinear`) in place, with
+    its bias, per-row / per-head scales and the elastic input shift."""
+    old_out = module.weight.shape[0]
+    module.weight = nn.Parameter(module.weight.index_select(dim, index).clone(),
+                                 requires_grad=module.weight.requires_grad)
+    if dim == 0:
+        module.out_features = len(index)
+        if module.bias is not None:
+            module.bias = nn.Parameter(module.bias[index].clone(), requires_grad=module.bias.requires_grad)
+        groups = getattr(module, "num_groups", 1)
+        if groups > 1:
+            per_group = old_out // groups
+            kept_groups = torch.unique(index // per_group)
+            if len(kept_groups) * per_group != len(index):
+                raise ValueError("rows to keep must be whole scale groups (heads)")
+            for name in ("weight_scale", "weight_offset"):
+                if hasattr(module, name):
+                    p = getattr(module, name)
+                    setattr(module, name, nn.Parameter(p[kept_groups].clone(), requires_grad=p.requires_grad))
+            module.num_groups = len(kept_groups)
+    else:
+        module.in_features = len(index)
+        quantizer = getattr(module, "input_quantizer", None)
+        shift = getattr(quantizer, "shift", None)
+        if shift is not None and shift.dim() == 1:  # elastic per-input-channel shift β [in]
+            quantizer.shift = nn.Parameter(shift[index].clone(), requires_grad=shift.requires_grad)
+
+
+@torch.no_grad()
+def _remove_heads_(layer: nn.Module, keep: torch.Tensor, fold_value: torch.Tensor) -> None:
+    attention = layer.attention.self
+    out = layer.attention.output.dense
+    d = attention.attention_head_size
+    if fold_value.any() and attention.value.bias is not None:
+        rows = (fold_value.repeat_interleave(d)).nonzero().flatten()
+        out.bias += _effective_weight(out)[:, rows] @ attention.value.bias[rows]
+    index = torch.arange(attention.num_attention_heads * d, device=keep.device).reshape(-1, d)[keep].flatten()
+    for part in ("query", "key", "value"):
+        _select_(getattr(attention, part), index, 0)
+        quantizer = getattr(attention, f"{part}_quantizer", None)
+        shift = getattr(quantizer, "shift", None)
+        if shift is not None:
+            quantizer.shift = nn.Parameter(shift[keep.nonzero().flatten()].clone(), requires_grad=shift.requires_grad)
+    _select_(out, index, 1)
+    attention.num_attention_heads = int(keep.sum())
+    attention.all_head_size = len(index)
+
+
+@torch.no_grad()
+def _remove_neurons_(layer: nn.Module, keep: torch.Tensor, fold_input: torch.Tensor) -> None:
+    inter, out = layer.intermediate.dense, layer.output.dense
+    if fold_input.any() and inter.bias is not None and out.bias is not None:
+        rows = fold_input.nonzero().flatten()
+        out.bias += _effective_weight(out)[:, rows] @ layer.intermediate.intermediate_act_fn(inter.bias[rows])
+    index = keep.nonzero().flatten()
+    _select_(inter, index, 0)
+    _select_(out, index, 1)
+
+
+def kept_sizes(model: nn.Module) -> dict[str, list[int]]:
+    """`{"layer_num_attention_heads": [...], "layer_intermediate_sizes": [...]}` read from the modules' shapes."""
+    heads, widths = [], []
+    for layer in encoder_layers(model):
+        attention = layer.attention.self
+        heads.append(attention.query.out_features // attention.attention_head_size)
+        widths.append(layer.intermediate.dense.out_features)
+    return {"layer_num_attention_heads": heads, "layer_intermediate_sizes": widths}
+
+
+@torch.no_grad()
+def prune_(model: nn.Module, config: BlockPruningConfig | None = None, gates=None) -> dict[str, list[int]]:
+    """Threshold (when `config` is given: zero every group ≤ ε; with `gates`, fold them first) and physically
+    remove every FFN neuron and attention head that is then zero, folding their constant outputs into the next
+    bias; write the kept sizes into `model.config` (`layer_num_attention_heads`, `layer_intermediate_sizes`) so
+    that `save_pretrained` / `from_pretrained` (or `load_pruned_bert` for a plain BERT) rebuild the shapes.
+
+    Works on a full-precision BERT and on a binarized one in training form (latent weights).
+
+    Returns:
+        The kept sizes, as written into the config.
+
+    Raises:
+        ValueError: before anything changes, when the threshold would remove every head or every FFN neuron of a
+            layer (naming `BlockPruningConfig.epsilon` and the layer), or for a packed model.
+    """
+    if gates is not None:
+        gates.fold_(model)
+    masks = threshold_masks(model, config) if config is not None else {}
+    dead = dead_structures(model, masks)
+    for i, layer in enumerate(dead):
+        for key, what in (("heads", "attention head"), ("neurons", "FFN neuron")):
+            if bool(layer[key].all()):
+                cause = (f"BlockPruningConfig.epsilon={config.epsilon} would remove" if config is not None
+                         else "pruning would remove")
+                raise ValueError(f"{cause} every {what} of layer {i} ({len(layer[key])} of {len(layer[key])}); "
+                                 "lower epsilon or the group-lasso weight")
+    if config is not None:
+        threshold_(model, config)
+    for layer, plan in zip(encoder_layers(model), dead):
+        if plan["heads"].any():
+            _remove_heads_(layer, ~plan["heads"], plan["heads_by_value"])
+        if plan["neurons"].any():
+            _remove_neurons_(layer, ~plan["neurons"], plan["neurons_by_input"])
+    sizes = kept_sizes(model)
+    full = (model.config.num_attention_heads, model.config.intermediate_size)
+    for (name, values), limit in zip(sizes.items(), full):
+        setattr(model.config, name, None if all(v == limit for v in values) else values)
+    return sizes
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Plain transformers BERT with per-layer sizes
+
+
+def load_pruned_bert(path, model_class: type | None = None, **kwargs) -> nn.Module:
+    """Load a (pruned or not) full-precision BERT checkpoint, in float32.
+
+    Args:
+        path: folder or Hub id.
+        model_class: a transformers BERT class; default: the config's first `architectures` entry.
+        **kwargs: passed to `from_pretrained`.
+    """
+    import transformers
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(path)
+    if model_class is None:
+        model_class = getattr(transformers, (config.architectures or ["BertModel"])[0])
+    kwargs.setdefault("dtype", torch.float32)
+    return pruned_class(model_class).from_pretrained(path, **kwargs)
+
+
+__all__ = ["dead_structures", "kept_sizes", "load_pruned_bert", "prune_", "pruned_class", "threshold_",
+           "threshold_masks"]

@@ -1,0 +1,301 @@
+"""Block-structured pruning: penalty numbers against hand-computed references, thresholding, physical removal with
+equal outputs, save/load round trips (plain BERT, binarized packed), the trainers' logged components, bad input."""
+
+import copy
+import json
+
+import pytest
+import torch
+from transformers import BertForSequenceClassification, TrainingArguments
+
+from conftest import tiny_bert_config
+from distill_helpers import tiny_teacher, toy_dataset
+from hf_binary_bert import BinaryBertConfig, BinaryBertForSequenceClassification, DistillationTrainingArguments
+from hf_binary_bert.pruning import (
+    BlockGates,
+    BlockPruningConfig,
+    BlockPruningDistillationTrainer,
+    BlockPruningTrainer,
+    block_pruning_penalty,
+    checkpoint_sparsity_report,
+    group_norms,
+    load_pruned_bert,
+    prune_,
+    sparsity_report,
+    threshold_,
+    write_sparsity_report,
+)
+
+torch.set_num_threads(1)
+
+
+def _inputs():
+    ids = torch.randint(1, 99, (2, 9), generator=torch.Generator().manual_seed(3))
+    mask = torch.ones_like(ids)
+    mask[1, 6:] = 0
+    return {"input_ids": ids, "attention_mask": mask}
+
+
+def _kill_structures(model):
+    """Zero FFN neurons 0–9 of layer 0 (intermediate rows: constant act(b) folded), FFN columns 20–24 of layer 1,
+    head 1 of layer 1 (V rows: b_V folded) and head 0 of layer 0 (attention-output columns)."""
+    layers = model.base_model.encoder.layer
+    with torch.no_grad():
+        layers[0].intermediate.dense.weight[:10] = 0
+        layers[1].output.dense.weight[:, 20:25] = 0
+        layers[1].attention.self.value.weight[8:16] = 0
+        layers[0].attention.output.dense.weight[:, 0:8] = 0
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Config and bad input
+
+
+@pytest.mark.parametrize("field, value", [("group_lasso_weight", -1.0), ("binarizing_weight", -0.1), ("epsilon", -1e-3),
+                                          ("num_blocks", 0), ("direction", "diagonal"), ("modules", ["embeddings"]),
+                                          ("penalty_form", "l0"), ("threshold_every", -2)])
+def test_bad_config_names_the_field(field, value):
+    with pytest.raises(ValueError, match=f"BlockPruningConfig.{field}"):
+        BlockPruningConfig(**{field: value})
+
+
+def test_blocks_must_divide_the_axis():
+    with pytest.raises(ValueError, match="num_blocks=3 must divide in_features"):
+        group_norms(torch.ones(4, 8), 3, "row")
+    model = BertForSequenceClassification(tiny_bert_config())  # intermediate 37: no K = 2 on its output axis
+    with pytest.raises(ValueError, match="num_blocks=2.*intermediate"):
+        BlockPruningTrainer(model=model, args=TrainingArguments("/tmp/unused", report_to=[], use_cpu=True),
+                            pruning=BlockPruningConfig(num_blocks=2, direction="column"))
+
+
+def test_bad_layer_sizes_name_the_field():
+    with pytest.raises(ValueError, match=r"BinaryBertConfig.layer_num_attention_heads\[1\]"):
+        BinaryBertConfig(**{**tiny_bert_config().to_dict(), "layer_num_attention_heads": [4, 5]})
+    with pytest.raises(ValueError, match="BinaryBertConfig.layer_intermediate_sizes must be a list of 2"):
+        BinaryBertConfig(layer_intermediate_sizes=[3], num_hidden_layers=2)
+
+
+def test_removing_every_head_is_refused_and_changes_nothing():
+    model = tiny_teacher()
+    with torch.no_grad():
+        model.bert.encoder.layer[1].attention.self.value.weight.mul_(1e-3)  # every V row far under ε
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(ValueError, match="epsilon=0.01 would remove every attention head of layer 1"):
+        prune_(model, BlockPruningConfig(epsilon=0.01))
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_packed_model_must_be_unfrozen():
+    student = BinaryBertForSequenceClassification.from_teacher(tiny_teacher()).freeze()
+    with pytest.raises(ValueError, match="matched no trainable Linear"):
+        prune_(student, BlockPruningConfig())
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Penalty and threshold
+
+
+def test_group_norms_match_a_loop():
+    w = torch.randn(6, 8)
+    rows = group_norms(w, 2, "row")  # blocks cut the 8 input columns in 2
+    cols = group_norms(w, 3, "column")  # blocks cut the 6 output rows in 3
+    assert rows.shape == (2, 6) and cols.shape == (3, 8)
+    for j in range(2):
+        for p in range(6):
+            assert rows[j, p] == pytest.approx(float(w[p, 4 * j:4 * j + 4].norm()), rel=1e-6)
+    for j in range(3):
+        for q in range(8):
+            assert cols[j, q] == pytest.approx(float(w[2 * j:2 * j + 2, q].norm()), rel=1e-6)
+
+
+def test_penalty_components_against_reference():
+    model = tiny_teacher()
+    config = BlockPruningConfig(group_lasso_weight=0.3, binarizing_weight=0.7, num_blocks=2, direction="row",
+                                modules=["value", "intermediate"])
+    components = block_pruning_penalty(model, config)
+    lasso, binarizing = 0.0, 0.0
+    for layer in model.bert.encoder.layer:
+        for w in (layer.attention.self.value.weight.detach().double(), layer.intermediate.dense.weight.detach().double()):
+            lasso += sum(float(w[p, j * 16:(j + 1) * 16].norm()) for j in range(2) for p in range(w.shape[0]))
+            binarizing += float((w * (1 - w)).sum())
+    assert set(components) == {"group_lasso", "binarizing"}
+    assert components["group_lasso"].item() == pytest.approx(0.3 * lasso, rel=1e-5)
+    assert components["binarizing"].item() == pytest.approx(0.7 * binarizing, rel=1e-5)
+    both = BlockPruningConfig(group_lasso_weight=0.3, num_blocks=2, direction="both", modules=["value"])
+    expected = 0.0
+    for layer in model.bert.encoder.layer:
+        w = layer.attention.self.value.weight.detach().double()
+        expected += sum(float(w[p, j * 16:(j + 1) * 16].norm()) for j in range(2) for p in range(32))
+        expected += sum(float(w[j * 16:(j + 1) * 16, q].norm()) for j in range(2) for q in range(32))
+    components = block_pruning_penalty(model, both)
+    assert float(components["group_lasso"]) == pytest.approx(0.3 * expected, rel=1e-5)
+    assert "binarizing" not in components
+
+
+def test_threshold_zeroes_exactly_the_groups_under_epsilon():
+    model = tiny_teacher()
+    w = model.bert.encoder.layer[0].intermediate.dense.weight
+    with torch.no_grad():
+        w[3, :16] *= 0.01  # block 0 of row 3 → norm ≪ ε
+    norms = group_norms(w.detach(), 2, "row")
+    config = BlockPruningConfig(epsilon=float(norms.median()), num_blocks=2, modules=["intermediate"])
+    expected = w.detach().clone()
+    for j in range(2):
+        for p in range(w.shape[0]):
+            if norms[j, p] <= config.epsilon:
+                expected[p, 16 * j:16 * (j + 1)] = 0
+    zeroed = threshold_(model, config)
+    assert torch.equal(w.detach(), expected)
+    all_zeros = sum(int(layer.intermediate.dense.weight.eq(0).sum()) for layer in model.bert.encoder.layer)
+    assert zeroed == all_zeros and all_zeros > int((expected == 0).sum())  # layer 1 is thresholded too
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Physical removal and round trips
+
+
+def test_removal_keeps_outputs_and_round_trips_as_plain_bert(tmp_path):
+    model = tiny_teacher()
+    _kill_structures(model)
+    x = _inputs()
+    reference = model(**x).logits
+    sizes = prune_(model)
+    assert sizes == {"layer_num_attention_heads": [3, 3], "layer_intermediate_sizes": [27, 32]}
+    assert model.bert.encoder.layer[0].intermediate.dense.weight.shape == (27, 32)
+    assert model.bert.encoder.layer[1].attention.self.query.weight.shape == (24, 32)
+    assert model.config.layer_intermediate_sizes == [27, 32]
+    torch.testing.assert_close(model(**x).logits, reference, atol=1e-5, rtol=1e-5)
+    model.save_pretrained(tmp_path)
+    assert json.loads((tmp_path / "config.json").read_text())["layer_num_attention_heads"] == [3, 3]
+    loaded = load_pruned_bert(tmp_path).eval()
+    assert isinstance(loaded, BertForSequenceClassification)
+    torch.testing.assert_close(loaded(**x).logits, reference, atol=1e-5, rtol=1e-5)
+
+
+def test_pruned_teacher_to_binarized_packed_student_round_trip(tmp_path):
+    teacher = tiny_teacher()
+    _kill_structures(teacher)
+    prune_(teacher)
+    teacher.save_pretrained(tmp_path / "teacher")
+    student = BinaryBertForSequenceClassification.from_teacher(str(tmp_path / "teacher"), weight_scale="learned_offset",
+                                                               scale_granularity="head").eval()
+    assert student.config.layer_num_attention_heads == [3, 3]
+    assert student.bert.encoder.layer[0].attention.self.query.num_groups == 3  # one α per kept head
+    x = _inputs()
+    expected = student(**x).logits
+    student.save_pretrained(tmp_path / "student")
+    loaded = BinaryBertForSequenceClassification.from_pretrained(tmp_path / "student").eval()
+    assert loaded.config.packed_weights
+    assert loaded.bert.encoder.layer[0].intermediate.dense.weight_packed.shape == (27, 4)
+    torch.testing.assert_close(loaded(**x).logits, expected, atol=1e-4, rtol=1e-4)
+    # the validator knows the kept sizes: a config claiming the full FFN does not describe the file
+    config = json.loads((tmp_path / "student/config.json").read_text())
+    config["layer_intermediate_sizes"] = None
+    (tmp_path / "student/config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match=r"Malformed checkpoint .*layer.0.intermediate.dense.* has shape \[27\], expected \[37\]"):
+        BinaryBertForSequenceClassification.from_pretrained(tmp_path / "student")
+
+
+def test_prune_binarized_student_in_training_form(tmp_path):
+    teacher = tiny_teacher()
+    student = BinaryBertForSequenceClassification.from_teacher(
+        teacher, weight_scale="learned_offset", scale_granularity="head", activation_bits=1,
+        activation_quantizer="elastic", hidden_act="relu")
+    _kill_structures(student)
+    sizes = prune_(student)
+    layer = student.bert.encoder.layer[1]
+    assert sizes["layer_num_attention_heads"] == [3, 3]
+    assert layer.attention.self.value.weight_scale.shape == (3,)
+    assert layer.attention.self.value_quantizer.shift.shape[0] == 3
+    assert layer.output.dense.input_quantizer.shift.shape == (32,)
+    x = _inputs()
+    student.eval()
+    student(**x)  # calibrates the quantizers
+    expected = student(**x).logits
+    student.save_pretrained(tmp_path)
+    loaded = BinaryBertForSequenceClassification.from_pretrained(tmp_path).eval()
+    torch.testing.assert_close(loaded(**x).logits, expected, atol=1e-4, rtol=1e-4)
+    rows = checkpoint_sparsity_report(tmp_path)
+    assert [r["heads"] for r in rows] == ["3/4", "3/4"] and rows[1]["ffn_width"] == "32/37"
+
+
+def test_to_bert_of_a_pruned_student_has_equal_outputs():
+    teacher = tiny_teacher()
+    _kill_structures(teacher)
+    prune_(teacher)
+    student = BinaryBertForSequenceClassification.from_teacher(teacher).eval()
+    bert = student.to_bert().eval()
+    x = _inputs()
+    torch.testing.assert_close(bert(**x).logits, student(**x).logits, atol=1e-5, rtol=1e-5)
+    assert bert.config.layer_intermediate_sizes == [27, 32]
+
+
+def test_sparsity_report_table_and_heat_map(tmp_path):
+    model = tiny_teacher()
+    _kill_structures(model)
+    prune_(model)
+    rows = sparsity_report(model)
+    assert rows[0]["heads"] == "3/4" and rows[0]["ffn_width"] == "27/37"
+    assert rows[0]["intermediate_kept"] == pytest.approx(27 / 37)
+    full = 4 * 32 * 32 + 2 * 37 * 32
+    assert rows[1]["weights_kept"] == pytest.approx((4 * 24 * 32 + 2 * 32 * 32) / full)
+    table = write_sparsity_report(rows, tmp_path)
+    assert "| 0 | 3/4 | 27/37 |" in table
+    assert (tmp_path / "sparsity.png").read_bytes()[:4] == b"\x89PNG"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Trainers
+
+
+def _args(tmp_path, cls=TrainingArguments, **kwargs):
+    return cls(output_dir=str(tmp_path), per_device_train_batch_size=8, learning_rate=1e-3, report_to=[],
+               use_cpu=True, disable_tqdm=True, save_strategy="no", seed=0, optim="adamw_torch",
+               lr_scheduler_type="constant", logging_steps=1, max_steps=3, **kwargs)
+
+
+def test_fine_tuning_logs_the_penalty_and_prunes_at_the_end(tmp_path):
+    model = tiny_teacher().train()
+    config = BlockPruningConfig(group_lasso_weight=1e-3, binarizing_weight=1e-3, epsilon=0.05)
+    trainer = BlockPruningTrainer(model=model, args=_args(tmp_path), train_dataset=toy_dataset(), pruning=config)
+    with torch.no_grad():  # some groups certainly under ε: they must be gone after train()
+        model.bert.encoder.layer[0].intermediate.dense.weight[:5] *= 1e-3
+    trainer.train()
+    log = trainer.state.log_history[0]
+    assert log["loss_group_lasso"] > 0 and "loss_binarizing" in log
+    assert trainer.pruned_sizes["layer_intermediate_sizes"][0] <= 32
+    assert model.config.layer_intermediate_sizes == trainer.pruned_sizes["layer_intermediate_sizes"]
+    assert model.bert.encoder.layer[0].intermediate.dense.out_features == model.config.layer_intermediate_sizes[0]
+
+
+def test_distillation_loss_is_the_sum_of_its_components(tmp_path):
+    teacher = tiny_teacher()
+    student = BinaryBertForSequenceClassification.from_teacher(teacher, weight_scale="learned_offset")
+    args = _args(tmp_path, DistillationTrainingArguments, task_loss_weight=1.0, hidden_loss_weight=1.0)
+    config = BlockPruningConfig(group_lasso_weight=1e-3, binarizing_weight=1e-4, epsilon=0.0, remove=False)
+    trainer = BlockPruningDistillationTrainer(teacher_model=teacher, model=student, args=args,
+                                              train_dataset=toy_dataset(), pruning=config)
+    trainer.train()
+    log = trainer.state.log_history[0]
+    total = sum(log[f"loss_{k}"] for k in ("task", "prediction", "hidden", "group_lasso", "binarizing"))
+    assert log["loss"] == pytest.approx(total, rel=1e-3)
+
+
+def test_gates_start_neutral_and_fold_exactly():
+    model = tiny_teacher()
+    x = _inputs()
+    reference = model(**x).logits
+    config = BlockPruningConfig(penalty_form="gate", num_blocks=2, modules=["query", "value", "attention_output"])
+    gates = BlockGates(model, config)
+    gates.attach(model)
+    torch.testing.assert_close(model(**x).logits, reference)
+    with torch.no_grad():
+        for g in gates.parameters():
+            g.uniform_(0, 1)
+    gated = model(**x).logits
+    penalty = block_pruning_penalty(model, BlockPruningConfig(penalty_form="gate", binarizing_weight=1.0,
+                                                              num_blocks=2, modules=config.modules), gates)
+    assert float(penalty["binarizing"]) == pytest.approx(float(sum((g * (1 - g)).sum() for g in gates.parameters())))
+    gates.fold_(model)
+    assert "forward" not in vars(model.bert.encoder.layer[0].attention.self.query)
+    torch.testing.assert_close(model(**x).logits, gated, atol=1e-5, rtol=1e-5)
