@@ -106,6 +106,39 @@ def _add_distill_loss_args(p):
     p.add_argument("--teacher-bf16", action="store_true", help="run the teacher in bf16 autocast")
 
 
+def _add_pruning_args(p, *, flag: bool):
+    from .configuration_binary_bert import ENCODER_MODULES
+
+    if flag:
+        p.add_argument("--prune", action="store_true",
+                       help="knowledge-guided block-structured pruning during distillation (docs/pruning.md)")
+    p.add_argument("--group-lasso-weight", type=float, default=1e-4, help="λ₁ of the group lasso (default 1e-4)")
+    p.add_argument("--binarizing-weight", type=float, default=0.0, help="λ₂ of the θ(1−θ) term (default 0)")
+    p.add_argument("--num-blocks", type=int, default=1, help="K blocks per weight matrix (default 1)")
+    p.add_argument("--direction", default="row", choices=("row", "column", "both"), help="group rows, columns or both")
+    p.add_argument("--prune-modules", nargs="+", default=list(ENCODER_MODULES), choices=ENCODER_MODULES,
+                   metavar="MODULE", help="encoder Linears the penalty applies to (default: all six)")
+    p.add_argument("--epsilon", type=float, default=1e-2, help="groups with L2 norm ≤ ε are zeroed (default 1e-2)")
+    p.add_argument("--penalty-form", default="weight", choices=("weight", "gate"),
+                   help="θ(1−θ) on the weights (the seed) or on per-group gates (default weight)")
+    p.add_argument("--threshold-every", type=int, default=0, help="also zero groups ≤ ε every N steps (default 0)")
+
+
+def _pruning(args):
+    """The `BlockPruningConfig` of the arguments (validated), or None without --prune."""
+    if hasattr(args, "prune") and not args.prune:
+        return None
+    from .pruning import BlockPruningConfig
+
+    try:
+        return BlockPruningConfig(group_lasso_weight=args.group_lasso_weight, binarizing_weight=args.binarizing_weight,
+                                  num_blocks=args.num_blocks, direction=args.direction, modules=args.prune_modules,
+                                  epsilon=args.epsilon, penalty_form=args.penalty_form,
+                                  threshold_every=args.threshold_every)
+    except ValueError as err:
+        raise UsageError(str(err)) from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="hf-binary-bert", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -121,6 +154,15 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train_args(p, learning_rate=2e-4)
     _add_binarization_args(p)
     _add_distill_loss_args(p)
+    p.add_argument("--no-latency", action="store_true", help="skip the latency columns of the final table")
+    _add_pruning_args(p, flag=True)
+
+    p = sub.add_parser("prune", help="block-structured pruning of a fine-tuned full-precision BERT (heads, FFN neurons)")
+    p.add_argument("--model", required=True, help="Hub id or local folder of the fine-tuned full-precision BERT")
+    _add_data_args(p)
+    _add_train_args(p, learning_rate=5e-5)
+    _add_distill_loss_args(p)
+    _add_pruning_args(p, flag=False)
     p.add_argument("--no-latency", action="store_true", help="skip the latency columns of the final table")
 
     p = sub.add_parser("evaluate", help="task metric, size per component and CPU latency of one or more models")
@@ -294,14 +336,45 @@ def cmd_distill(args):
     binarization = _binarization(args, stage_bits)
     losses = _loss_kwargs(args)
     # the comparison below scores teacher and student; no separate evaluation after training
-    distill(args.teacher, args.task, args.output_dir, binarization=binarization, schedule=args.multi_step,
-            evaluate=False, **_train_kwargs(args), **losses)
+    pruning = _pruning(args)
+    try:
+        distill(args.teacher, args.task, args.output_dir, binarization=binarization, schedule=args.multi_step,
+                evaluate=False, pruning=pruning, **_train_kwargs(args), **losses)
+    except ValueError as err:
+        if pruning is None:
+            raise
+        raise UsageError(str(err)) from None  # e.g. ε would remove every head of a layer (nothing saved)
     rows = _compare({"teacher": args.teacher, "student": args.output_dir}, args.task, latency=not args.no_latency,
                     progress=not args.no_progress, data_dir=args.data_dir, dataset_name=args.dataset_name,
                     eval_files=args.eval_files, max_seq_length=args.max_seq_length,
                     max_eval_samples=args.max_eval_samples, seed=args.seed)
     _print_table(rows, args.output_dir)
     print(f"losses plot: {os.path.join(args.output_dir, 'losses.png')}")
+
+
+def cmd_prune(args):
+    _check_task(args)
+    _check_model(args.model, "--model", allow_binary=False)
+    if args.multi_step:
+        raise UsageError("--multi-step: prune distils one full-precision model; use distill --prune for a student")
+    pruning = _pruning(args)
+    losses = _loss_kwargs(args)
+    from .pruning.recipe import prune
+
+    try:
+        result = prune(args.model, args.task, args.output_dir, pruning=pruning, evaluate=False, **_train_kwargs(args),
+                       **losses)
+    except ValueError as err:
+        raise UsageError(str(err)) from None
+    from .pruning.report import markdown_table
+
+    print("\n" + markdown_table(result["sparsity"]))
+    print(f"\n(sparsity report: {os.path.join(args.output_dir, 'sparsity.md')} and sparsity.png)")
+    rows = _compare({"dense": args.model, "pruned": args.output_dir}, args.task, latency=not args.no_latency,
+                    progress=not args.no_progress, data_dir=args.data_dir, dataset_name=args.dataset_name,
+                    eval_files=args.eval_files, max_seq_length=args.max_seq_length,
+                    max_eval_samples=args.max_eval_samples, seed=args.seed)
+    _print_table(rows, args.output_dir)
 
 
 def cmd_evaluate(args):
@@ -327,7 +400,15 @@ def cmd_size(args):
         report = checkpoint_size_report(resolve_model(args.model))
     except (OSError, ValueError) as err:
         raise UsageError(f"{args.model}: {str(err).splitlines()[0]}") from None
-    print(json.dumps(report, indent=1) if args.json else format_size_report(report))
+    from .pruning.report import checkpoint_sparsity_report, markdown_table
+
+    sparsity = checkpoint_sparsity_report(resolve_model(args.model))  # None unless pruned
+    if args.json:
+        print(json.dumps({**report, "sparsity": sparsity} if sparsity else report, indent=1))
+        return
+    print(format_size_report(report))
+    if sparsity:
+        print("\npruned (heads, FFN width and encoder weights kept per layer):\n" + markdown_table(sparsity))
 
 
 def _card_inputs(folder: str, task: str | None) -> dict:
@@ -404,7 +485,7 @@ def cmd_demo(args):
     run_main_job(args, _binarization(args))
 
 
-COMMANDS = {"finetune": cmd_finetune, "distill": cmd_distill, "evaluate": cmd_evaluate, "size": cmd_size, "push": cmd_push,
+COMMANDS = {"finetune": cmd_finetune, "distill": cmd_distill, "prune": cmd_prune, "evaluate": cmd_evaluate, "size": cmd_size, "push": cmd_push,
             "demo": cmd_demo}
 
 

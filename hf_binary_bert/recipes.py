@@ -13,7 +13,7 @@ import math
 import os
 import statistics
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -33,6 +33,7 @@ from transformers import (
 from .data import get_glue_task, load_glue, load_text_blocks, mlm_collator, tokenize_glue
 from .distillation import DistillationTrainer, DistillationTrainingArguments
 from .metrics import classification_compute_metrics, mlm_compute_metrics, mlm_position_stats
+from .layer_sizes import is_pruned, pruned_class
 from .modeling_binary_bert import BinaryBertForMaskedLM, BinaryBertForSequenceClassification
 from .size import COMPONENTS, checkpoint_size_report
 
@@ -329,6 +330,7 @@ def distill(
     binarization: dict | None = None,
     schedule: str | list | None = None,
     evaluate: bool = True,
+    pruning=None,
     **kwargs,
 ) -> dict:
     """Binarize `teacher` (a fine-tuned full-precision BERT) into a student, distil it on `task` with the
@@ -343,6 +345,8 @@ def distill(
     Args:
         binarization: `BinaryBertConfig` fields (`weight_scale`, `scale_granularity`, `activation_bits`, …).
         schedule: the multi-step stages (a string or a list of activation bits); None: one stage.
+        pruning: a `pruning.BlockPruningConfig`: every stage adds its penalty (on the latent weights), the last one
+            thresholds and removes the zero heads / FFN neurons (`sparsity.md` / `.png` written); None: no pruning.
         evaluate: score the student on the evaluation split after training (skip it when the caller evaluates).
         **kwargs: `TrainingOptions` fields (default learning rate 2e-4; `max_steps` / `epochs` per stage) and
             further `DistillationTrainingArguments` (loss weights, temperature, bf16, …).
@@ -360,7 +364,7 @@ def distill(
     teacher_cls, student_cls = (
         (BertForMaskedLM, BinaryBertForMaskedLM) if task == "mlm" else (BertForSequenceClassification, BinaryBertForSequenceClassification)
     )
-    teacher_model = teacher_cls.from_pretrained(path, dtype=torch.float32)
+    teacher_model = pruned_class(teacher_cls).from_pretrained(path, dtype=torch.float32)  # a pruned teacher too
     if data.num_labels is not None and teacher_model.config.num_labels != data.num_labels:
         raise ValueError(f"teacher {teacher!r} has {teacher_model.config.num_labels} labels, task {task!r} has {data.num_labels}: fine-tune it first")
     binarization = dict(binarization or {})
@@ -373,16 +377,28 @@ def distill(
     for i, (stage_dir, stage_binarization) in enumerate(stages):
         student = student_cls.from_teacher(teacher_model, **stage_binarization)
         args = _training_arguments(DistillationTrainingArguments, stage_dir, options, 2e-4, extra)
-        trainer = DistillationTrainer(teacher_model=teacher_model, model=student, args=args, train_dataset=data.train,
+        last = i == len(stages) - 1
+        prune_kwargs = {}
+        if pruning is not None:  # knowledge-guided block pruning (hf_binary_bert.pruning); removal after the last
+            from .pruning import BlockPruningDistillationTrainer as trainer_class
+
+            prune_kwargs = {"pruning": pruning if last else replace(pruning, remove=False, epsilon=0.0)}
+        else:
+            trainer_class = DistillationTrainer
+        trainer = trainer_class(teacher_model=teacher_model, model=student, args=args, train_dataset=data.train,
                                       eval_dataset=data.eval, data_collator=data.collator,
                                       compute_metrics=data.compute_metrics,
                                       preprocess_logits_for_metrics=data.preprocess_logits_for_metrics,
-                                      processing_class=tokenizer)
-        last = i == len(stages) - 1
+                                      processing_class=tokenizer, **prune_kwargs)
 
         def save(trainer=trainer, stage_dir=stage_dir, last=last):
             trainer.save_model(stage_dir)
             plot_losses(trainer.state.log_history, Path(stage_dir, "losses.png"))
+            if last and pruning is not None:
+                from .pruning import sparsity_report, write_sparsity_report
+
+                for folder in {stage_dir, output_dir}:
+                    write_sparsity_report(sparsity_report(trainer.model, count_zeros=False), folder)
             if last and stage_dir != output_dir:
                 trainer.save_model(output_dir)
                 plot_losses(trainer.state.log_history, Path(output_dir, "losses.png"))
@@ -448,6 +464,9 @@ def evaluate_model(
     path = check_model(model)
     tokenizer = AutoTokenizer.from_pretrained(path)
     auto = AutoModelForMaskedLM if task == "mlm" else AutoModelForSequenceClassification
+    config = AutoConfig.from_pretrained(path)
+    if config.model_type == "bert" and is_pruned(config):  # a pruned full-precision BERT: per-layer sizes
+        auto = pruned_class(BertForMaskedLM if task == "mlm" else BertForSequenceClassification)
     loaded = auto.from_pretrained(path, dtype=torch.float32).eval()
     data = load_task_data(task, tokenizer, data_dir=data_dir, dataset_name=dataset_name, eval_files=eval_files,
                           max_seq_length=max_seq_length, max_eval_samples=max_eval_samples, seed=seed,

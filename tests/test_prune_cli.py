@@ -1,0 +1,77 @@
+"""`hf-binary-bert prune`, `distill --prune` and `size` on a pruned checkpoint, end to end on tiny models."""
+
+import json
+
+import pytest
+from conftest import DATA, tiny_bert_config
+from transformers import AutoTokenizer, BertForSequenceClassification
+
+from hf_binary_bert.cli import main
+
+SMALL_RUN = ["--task", "sst2", "--max-steps", "2", "--batch-size", "8", "--max-train-samples", "32",
+             "--max-eval-samples", "32", "--max-seq-length", "32", "--no-latency", "--no-progress"]
+
+
+@pytest.fixture(scope="module")
+def tiny_teacher_dir(tmp_path_factory):
+    import torch
+
+    torch.manual_seed(0)
+    root = tmp_path_factory.mktemp("teacher")
+    tokenizer = AutoTokenizer.from_pretrained(DATA / "tokenizer/bert-base-uncased")
+    config = tiny_bert_config(vocab_size=tokenizer.vocab_size, max_position_embeddings=128, num_labels=2)
+    BertForSequenceClassification(config).save_pretrained(root)
+    tokenizer.save_pretrained(root)
+    return root
+
+
+def _error_line(capsys, code, *needles):
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("hf-binary-bert")]
+    assert code == 2 and len(err) == 1, err
+    for needle in needles:
+        assert needle in err[0], err[0]
+
+
+def test_bad_pruning_arguments_exit_2_and_write_nothing(tmp_path, capsys, tiny_teacher_dir, monkeypatch):
+    monkeypatch.chdir(DATA.parent)
+    out = tmp_path / "out"
+    base = ["prune", "--model", str(tiny_teacher_dir), "--output-dir", str(out), *SMALL_RUN]
+    _error_line(capsys, main(base + ["--epsilon", "-1"]), "BlockPruningConfig.epsilon")
+    _error_line(capsys, main(base + ["--group-lasso-weight", "-0.5"]), "BlockPruningConfig.group_lasso_weight")
+    _error_line(capsys, main(base + ["--num-blocks", "3"]), "num_blocks=3 must divide")
+    _error_line(capsys, main(base + ["--epsilon", "100"]), "epsilon=100.0 would remove every attention head of layer 0")
+    distill = ["distill", "--teacher", str(tiny_teacher_dir), "--output-dir", str(out), *SMALL_RUN, "--prune"]
+    _error_line(capsys, main(distill + ["--binarizing-weight", "-1"]), "BlockPruningConfig.binarizing_weight")
+    assert not (out / "model.safetensors").exists() and not (out / "config.json").exists()
+
+
+def test_prune_then_size_evaluate_and_distill_a_pruned_student(tmp_path, capsys, tiny_teacher_dir, monkeypatch):
+    monkeypatch.chdir(DATA.parent)
+    pruned = tmp_path / "pruned"
+    # intermediate rows have L2 norm ≈ 0.02·√32 ≈ 0.11 at initialisation: ε = 0.11 removes about half the FFN
+    code = main(["prune", "--model", str(tiny_teacher_dir), "--output-dir", str(pruned), *SMALL_RUN,
+                 "--prune-modules", "intermediate", "--epsilon", "0.11", "--logging-steps", "1"])
+    assert code == 0
+    out = capsys.readouterr().out
+    config = json.loads((pruned / "config.json").read_text())
+    widths = config["layer_intermediate_sizes"]
+    assert all(1 <= w < 37 for w in widths) and config.get("layer_num_attention_heads") is None
+    assert f"| 0 | 4/4 | {widths[0]}/37 |" in out
+    assert (pruned / "sparsity.png").read_bytes()[:4] == b"\x89PNG"
+    rows = json.loads((pruned / "comparison.json").read_text())
+    assert [r["model"] for r in rows] == ["dense", "pruned"]
+    log = json.loads((pruned / "prune_results.json").read_text())["log_history"][0]
+    assert log["loss_group_lasso"] > 0 and "loss_prediction" in log
+
+    assert main(["size", str(pruned)]) == 0
+    assert f"| 1 | 4/4 | {widths[1]}/37 |" in capsys.readouterr().out
+    assert main(["size", str(pruned), "--json"]) == 0
+    assert [r["ffn_width"] for r in json.loads(capsys.readouterr().out)["sparsity"]] == [f"{w}/37" for w in widths]
+
+    student = tmp_path / "student"  # a pruned teacher, binarized, distilled with the penalty and pruned further
+    code = main(["distill", "--teacher", str(pruned), "--output-dir", str(student), *SMALL_RUN, "--prune",
+                 "--prune-modules", "intermediate", "--epsilon", "0.0"])
+    assert code == 0
+    saved = json.loads((student / "config.json").read_text())
+    assert saved["packed_weights"] and saved["layer_intermediate_sizes"] == widths
+    assert (student / "sparsity.md").read_text().startswith("| layer | heads | FFN width |")
