@@ -29,11 +29,13 @@ def group_norms(weight: torch.Tensor, num_blocks: int, direction: str) -> torch.
     out_features, in_features = weight.shape
     if direction == "row":
         if in_features % num_blocks:
-            raise ValueError(f"BlockPruningConfig.num_blocks={num_blocks} must divide in_features ({in_features}) for row groups")
+            raise ValueError(f"BlockPruningConfig.num_blocks={num_blocks} must divide in_features ({in_features}) "
+                             "for row groups")
         return torch.linalg.vector_norm(weight.reshape(out_features, num_blocks, -1), dim=2).t()
     if direction == "column":
         if out_features % num_blocks:
-            raise ValueError(f"BlockPruningConfig.num_blocks={num_blocks} must divide out_features ({out_features}) for column groups")
+            raise ValueError(f"BlockPruningConfig.num_blocks={num_blocks} must divide out_features ({out_features}) "
+                             "for column groups")
         return torch.linalg.vector_norm(weight.reshape(num_blocks, -1, in_features), dim=1)
     raise ValueError(f"direction must be 'row' or 'column', got {direction!r}")
 

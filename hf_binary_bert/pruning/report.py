@@ -73,13 +73,14 @@ def checkpoint_sparsity_report(path: str | os.PathLike, **hub_kwargs) -> list[di
     if not is_pruned(config):
         return None
     d = config.hidden_size // config.num_attention_heads
-    heads = getattr(config, "layer_num_attention_heads", None) or [config.num_attention_heads] * config.num_hidden_layers
-    widths = getattr(config, "layer_intermediate_sizes", None) or [config.intermediate_size] * config.num_hidden_layers
+    layers = config.num_hidden_layers
+    heads = getattr(config, "layer_num_attention_heads", None) or [config.num_attention_heads] * layers
+    widths = getattr(config, "layer_intermediate_sizes", None) or [config.intermediate_size] * layers
     rows = []
     for i, (h, w) in enumerate(zip(heads, widths)):
         hidden = config.hidden_size
-        kept = {"query": h * d * hidden, "key": h * d * hidden, "value": h * d * hidden, "attention_output": h * d * hidden,
-                "intermediate": w * hidden, "output": w * hidden, "heads": h, "ffn": w}
+        kept = {name: h * d * hidden for name in ("query", "key", "value", "attention_output")}
+        kept.update({"intermediate": w * hidden, "output": w * hidden, "heads": h, "ffn": w})
         rows.append(_row(i, config, kept))
     return rows
 
