@@ -65,7 +65,7 @@ def _bitwise_bi_attention_applies(module, query, attention_mask) -> bool:
 
     if module.training or torch.is_grad_enabled() or query.device.type != "cpu" or query.dtype != torch.float32:
         return False
-    if getattr(module, "inference_kernel", "auto") != "auto":
+    if getattr(module, "inference_kernel", "auto") == "reference":
         return False
     if attention_mask is not None and attention_mask.dtype != torch.float32:
         return False

@@ -40,6 +40,7 @@ from .binarization import (
 )
 from .checkpoint import FLOAT32_SUFFIXES, resolve_safetensors_files, validate_checkpoint
 from .configuration_binary_bert import BINARIZABLE_MODULES, BinaryBertConfig
+from .runtime import BinaryBertEncoder, use_native_encoder
 from .layer_sizes import apply_layer_sizes, is_pruned, pruned_class
 
 logger = logging.getLogger(__name__)
@@ -69,6 +70,7 @@ class BinaryBertPreTrainedModel(BertPreTrainedModel):
                 f"BinaryBertConfig.binarized_modules={self.config.binarized_modules} matched no Linear layer of "
                 f"{type(self).__name__}"
             )
+        use_native_encoder(self)  # the encoder runs on the native runtime where it can (runtime.py)
 
     @torch.no_grad()
     def _init_weights(self, module):
@@ -114,9 +116,11 @@ class BinaryBertPreTrainedModel(BertPreTrainedModel):
         """Choose how the packed binarized Linears (and the masked-LM decoder) compute in eval mode on the CPU.
 
         Args:
-            kernel: `"auto"` (default on load): the bitwise kernels of `hf_binary_bert.kernels` wherever they apply
-                (eval mode, CPU, float32, no gradient needed; the Linears and, with 1-bit Q/K/V, Bi-Attention);
-                `"reference"`: always the pure-PyTorch forward.
+            kernel: `"auto"` (default on load): the native encoder runtime (`hf_binary_bert.runtime`: every
+                encoder layer in one native call) where it applies, else the bitwise kernels of
+                `hf_binary_bert.kernels` wherever they apply (eval mode, CPU, float32, no gradient needed; the
+                Linears and, with 1-bit Q/K/V, Bi-Attention); `"eager"`: those kernels called layer by layer from
+                PyTorch's eager forward, without the native runtime; `"reference"`: always the pure-PyTorch forward.
             float_activations: for layers without an input quantizer (W1A32): `"float32"` (default: the exact
                 reference forward) or `"int8"` (dynamic per-row int8 activations on the W1 × int8 kernel, an
                 approximation); None leaves it unchanged.
@@ -155,8 +159,8 @@ class BinaryBertPreTrainedModel(BertPreTrainedModel):
             layer.inference_kernel = kernel
             if float_activations is not None:
                 layer.float_activations = float_activations
-        for module in self.modules():  # the attention modules with quantizers (bitwise Bi-Attention)
-            if hasattr(module, "query_quantizer"):
+        for module in self.modules():  # the attention modules with quantizers (bitwise Bi-Attention), the encoder
+            if hasattr(module, "query_quantizer") or isinstance(module, BinaryBertEncoder):
                 module.inference_kernel = kernel
         return self
 

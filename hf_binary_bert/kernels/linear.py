@@ -26,14 +26,16 @@ from ..binarization.activation import ActivationQuantizer
 from . import ops, reference
 from .reference import SIGNED, UNSIGNED_GE, UNSIGNED_GT
 
-INFERENCE_KERNELS = ("auto", "reference")
+# "auto": the native encoder runtime (runtime.py) where it applies, else the per-module kernels; "eager": the
+# per-module kernels called from PyTorch's eager forward (no native runtime); "reference": pure PyTorch.
+INFERENCE_KERNELS = ("auto", "eager", "reference")
 FLOAT_ACTIVATIONS = ("float32", "int8")
 
 
 def kernel_applies(module: nn.Module, x: torch.Tensor) -> bool:
-    """Whether `module` (a `PackedBinaryLinear`) runs its forward on the kernels for input `x`: kernel `"auto"`,
+    """Whether `module` (a `PackedBinaryLinear`) runs its forward on the kernels for input `x`: kernel `"auto"` or `"eager"`,
     eval mode, float32 CPU input, no gradient needed, and a kernel for its input quantizer."""
-    if module.inference_kernel != "auto" or module.training or x.device.type != "cpu" or x.dtype != torch.float32:
+    if module.inference_kernel == "reference" or module.training or x.device.type != "cpu" or x.dtype != torch.float32:
         return False
     if torch.is_grad_enabled() and (x.requires_grad or (module.bias is not None and module.bias.requires_grad)):
         return False

@@ -809,9 +809,56 @@ PyObject* py_bi_attention(PyObject*, PyObject* args) {
   Py_RETURN_NONE;
 }
 
+// The two fused Linears as plain C++ calls (the Python bindings below and the encoder runtime, encoder.h, use them).
+// Arguments as the bindings' (reference.w1a1_linear / w1a8_linear); scratch() of the calling thread holds the
+// quantized input.
+void run_w1a1(const float* x, int64_t M, int64_t K, int64_t ldx, const float* shift, float s, float thr, int mode,
+              const uint64_t* w, int64_t N, const float* alpha, const float* gamma, float scale, const float* bias,
+              float* out, int64_t ldo, int nthreads) {
+  const int64_t kw = bits_words(K);
+  const int isa = g_isa;
+  uint8_t* buf = scratch((size_t)(M * kw * 8 + M * 24));
+  uint64_t* bits = reinterpret_cast<uint64_t*>(buf);
+  int64_t* pop = reinterpret_cast<int64_t*>(buf + M * kw * 8);
+  int64_t* add_m = pop + M;
+  int64_t* xsum = add_m + M;
+  pack_rows(isa, x, M, K, ldx, shift, s, thr, mode, buf, kw * 8, pop, nthreads);
+  // ±1 inputs: a·b = K − 2·popcount(a XOR b), Σq = 2·pop − K;  {0,1} inputs: a·b = 2·popcount(a AND b) − pop, Σq = pop
+  for (int64_t m = 0; m < M; ++m) {
+    add_m[m] = mode == SIGNED ? K : -pop[m];
+    xsum[m] = mode == SIGNED ? 2 * pop[m] - K : pop[m];
+  }
+  Epilogue e{mode == SIGNED ? -2 : 2, add_m, nullptr, alpha, gamma, bias, nullptr, scale, xsum, out, ldo};
+  if (mode == SIGNED)
+    bits_gemm<0>(isa, M, N, bits, kw, w, e, nthreads);
+  else
+    bits_gemm<1>(isa, M, N, bits, kw, w, e, nthreads);
+}
+
+void run_w1a8(const float* x, int64_t M, int64_t K, int64_t ldx, const float* shift, float s, int qn, int qp,
+              bool dynamic, const uint64_t* w, int64_t N, const int32_t* wsum, const float* alpha, const float* gamma,
+              const float* bias, float* out, int64_t ldo, int nthreads, bool bytes) {
+  const int z = -qn;  // u = q + z ∈ [0, qp − qn]
+  const int64_t lu = (K + 63) / 64 * 64, steps = (K + 3) / 4;
+  const int isa = g_isa;
+  uint8_t* buf = scratch((size_t)(M * lu + M * 12 + N * 4));
+  uint8_t* u = buf;
+  int64_t* qsum = reinterpret_cast<int64_t*>(buf + M * lu);
+  int32_t* add_n = reinterpret_cast<int32_t*>(buf + M * lu + M * 8);
+  float* scales = reinterpret_cast<float*>(buf + M * lu + M * 8 + N * 4);
+  quantize_rows(isa, x, M, K, ldx, shift, s, qn, qp, z, dynamic, u, lu, qsum, scales, nthreads);
+  for (int64_t n = 0; n < N; ++n) add_n[n] = -z * wsum[n];  // Σ_k (q + z)·b − z·Σ_k b = Σ_k q·b
+  Epilogue e{1, nullptr, add_n, alpha, gamma, bias, dynamic ? scales : nullptr, s, qsum, out, ldo};
+  if (bytes)
+    nib_gemm<true>(isa, M, N, u, lu, steps, w, e, nthreads);
+  else
+    nib_gemm<false>(isa, M, N, u, lu, steps, w, e, nthreads);
+}
+
+#include "encoder.h"
+
 // ------------------------------------------------------------------------------------------------------------------
 // Python bindings (pointers are passed as integers: tensor.data_ptr(); 0 = absent).
-
 
 PyObject* py_w1a1_linear(PyObject*, PyObject* args) {
   unsigned long long x, shift, w, alpha, gamma, bias, out;
@@ -821,26 +868,10 @@ PyObject* py_w1a1_linear(PyObject*, PyObject* args) {
   if (!PyArg_ParseTuple(args, "KLLLKffiKLKKfKKLi", &x, &M, &K, &ldx, &shift, &s, &thr, &mode, &w, &N, &alpha, &gamma,
                         &scale, &bias, &out, &ldo, &nthreads))
     return nullptr;
-  const int64_t kw = bits_words(K);
-  const int isa = g_isa;
   Py_BEGIN_ALLOW_THREADS;
-  uint8_t* buf = scratch((size_t)(M * kw * 8 + M * 24));
-  uint64_t* bits = reinterpret_cast<uint64_t*>(buf);
-  int64_t* pop = reinterpret_cast<int64_t*>(buf + M * kw * 8);
-  int64_t* add_m = pop + M;
-  int64_t* xsum = add_m + M;
-  pack_rows(isa, ptr<const float>(x), M, K, ldx, ptr<const float>(shift), s, thr, mode, buf, kw * 8, pop, nthreads);
-  // ±1 inputs: a·b = K − 2·popcount(a XOR b), Σq = 2·pop − K;  {0,1} inputs: a·b = 2·popcount(a AND b) − pop, Σq = pop
-  for (int64_t m = 0; m < M; ++m) {
-    add_m[m] = mode == SIGNED ? K : -pop[m];
-    xsum[m] = mode == SIGNED ? 2 * pop[m] - K : pop[m];
-  }
-  Epilogue e{mode == SIGNED ? -2 : 2, add_m, nullptr, ptr<const float>(alpha), ptr<const float>(gamma),
-             ptr<const float>(bias), nullptr, scale, xsum, ptr<float>(out), ldo};
-  if (mode == SIGNED)
-    bits_gemm<0>(isa, M, N, bits, kw, ptr<const uint64_t>(w), e, nthreads);
-  else
-    bits_gemm<1>(isa, M, N, bits, kw, ptr<const uint64_t>(w), e, nthreads);
+  run_w1a1(ptr<const float>(x), M, K, ldx, ptr<const float>(shift), s, thr, mode, ptr<const uint64_t>(w), N,
+           ptr<const float>(alpha), ptr<const float>(gamma), scale, ptr<const float>(bias), ptr<float>(out), ldo,
+           nthreads);
   Py_END_ALLOW_THREADS;
   Py_RETURN_NONE;
 }
@@ -858,25 +889,10 @@ PyObject* py_w1a8_linear(PyObject*, PyObject* args) {
                  dynamic ? " (dynamic levels must be symmetric)" : "");
     return nullptr;
   }
-  const int z = -qn;  // u = q + z ∈ [0, qp − qn]
-  const int64_t lu = (K + 63) / 64 * 64, steps = (K + 3) / 4;
-  const int isa = g_isa;
   Py_BEGIN_ALLOW_THREADS;
-  uint8_t* buf = scratch((size_t)(M * lu + M * 12 + N * 4));
-  uint8_t* u = buf;
-  int64_t* qsum = reinterpret_cast<int64_t*>(buf + M * lu);
-  int32_t* add_n = reinterpret_cast<int32_t*>(buf + M * lu + M * 8);
-  float* scales = reinterpret_cast<float*>(buf + M * lu + M * 8 + N * 4);
-  quantize_rows(isa, ptr<const float>(x), M, K, ldx, ptr<const float>(shift), s, qn, qp, z, dynamic, u, lu, qsum,
-                scales, nthreads);
-  const int32_t* bs = ptr<const int32_t>(wsum);
-  for (int64_t n = 0; n < N; ++n) add_n[n] = -z * bs[n];  // Σ_k (q + z)·b − z·Σ_k b = Σ_k q·b
-  Epilogue e{1, nullptr, add_n, ptr<const float>(alpha), ptr<const float>(gamma), ptr<const float>(bias),
-             dynamic ? scales : nullptr, s, qsum, ptr<float>(out), ldo};
-  if (bytes)
-    nib_gemm<true>(isa, M, N, u, lu, steps, ptr<const uint64_t>(w), e, nthreads);
-  else
-    nib_gemm<false>(isa, M, N, u, lu, steps, ptr<const uint64_t>(w), e, nthreads);
+  run_w1a8(ptr<const float>(x), M, K, ldx, ptr<const float>(shift), s, qn, qp, dynamic, ptr<const uint64_t>(w), N,
+           ptr<const int32_t>(wsum), ptr<const float>(alpha), ptr<const float>(gamma), ptr<const float>(bias),
+           ptr<float>(out), ldo, nthreads, bytes);
   Py_END_ALLOW_THREADS;
   Py_RETURN_NONE;
 }
@@ -975,6 +991,9 @@ PyMethodDef kMethods[] = {
     {"w1a8_linear", py_w1a8_linear, METH_VARARGS, "Fused input quantization to u8 + W1×u8 GEMM + epilogue."},
     {"row_sums", py_row_sums, METH_VARARGS, "Σ_k b[n,k] of ±1 weight rows from their bits."},
     {"bi_attention", py_bi_attention, METH_VARARGS, "Bitwise Bi-Attention with 1-bit Q, K, V."},
+    {"encoder_forward", py_encoder_forward, METH_VARARGS, "Every layer of a packed binarized encoder (encoder.h)."},
+    {"encoder_work_floats", py_encoder_work_floats, METH_VARARGS, "Work space of encoder_forward, in floats."},
+    {"encoder_layout", py_encoder_layout, METH_NOARGS, "Word counts and offsets of the encoder plan layout."},
     {"layout_words", py_layout_words, METH_VARARGS, "Size in uint64 words of a kernel layout (bits, nib)."},
     {"repack", py_repack, METH_VARARGS, "Checkpoint layout → kernel layout (bits, nib)."},
     {"cpu_features", py_cpu_features, METH_NOARGS, "CPU features the kernels use."},

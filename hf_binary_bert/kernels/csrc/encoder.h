@@ -1,0 +1,548 @@
+// The native encoder runtime: every layer of a packed binarized BERT encoder in one call
+// (`hf_binary_bert.runtime.EncoderRuntime` builds the plan and calls `encoder_forward`).
+//
+// Included once by bitgemm.cpp, inside its anonymous namespace (one translation unit: the runtime calls the fused
+// Linears `run_w1a1` / `run_w1a8` directly, with no Python between them).
+//
+// Data: the hidden states of the batch's real tokens only, packed row after row (padding removed, as
+// FasterTransformer's "remove padding"): x float32 [M, H], sequence b = rows cu[b] … cu[b+1]−1. Each layer computes,
+// as transformers' BertLayer does (post-LayerNorm BERT):
+//   q, k, v = Linear_q(x), Linear_k(x), Linear_v(x)                       (binarized, input quantizer fused)
+//   ctx     = attention(q, k, v) per sequence and head                      (quantized operands, see below)
+//   x1      = LayerNorm(Linear_ao(ctx) + x)
+//   x       = LayerNorm(Linear_o(act(Linear_i(x1))) + x1)                   (act: exact-erf GELU or ReLU)
+// Attention operands are quantized by the attention module's quantizers (QuantSpec): 1-bit signed Q and K give the
+// scores by XNOR-popcount, 1-bit probabilities and 1-bit signed V give A·V by AND-popcount; other bit widths run a
+// small float GEMM on the integer levels (exact: |Σ| < 2²⁴), float attention (W1A32) on the values.
+//
+// The plan is a flat int64 array, one block of kLayerWords per layer (offsets below; floats stored as their bits),
+// written by hf_binary_bert/runtime.py (`_layer_words`). It holds raw pointers into the module tree's tensors, which
+// the Python plan keeps alive and rebuilds when one of them changes.
+
+// ---- plan layout (mirrored in hf_binary_bert/runtime.py) ----
+constexpr int kLinWords = 16;  // one binarized Linear
+enum LinField { L_KIND, L_K, L_N, L_W, L_WSUM, L_ALPHA, L_GAMMA, L_BIAS, L_SHIFT, L_STEP, L_THR, L_MODE, L_SCALE, L_QN,
+                L_QP, L_DYNAMIC };
+constexpr int kQuantWords = 6;  // one attention-operand quantizer
+enum QuantField { Q_KIND, Q_SHIFT, Q_STEP, Q_QN, Q_QP, Q_UNUSED };
+enum QuantKind { QK_FLOAT = 0, QK_SIGN = 1, QK_SIGN_UNSIGNED = 2, QK_ELASTIC_SIGN = 3, QK_LEVELS = 4 };
+enum LayerField { F_HIDDEN, F_HEADS, F_HEAD_DIM, F_INTER, F_ACT, F_ATTN, F_SCALING, F_BI_SCALE, F_LN1_W, F_LN1_B,
+                  F_LN1_EPS, F_LN2_W, F_LN2_B, F_LN2_EPS, F_QUANT };
+constexpr int F_LINEAR = F_QUANT + 4 * kQuantWords;  // q, k, v, attention output, intermediate, output
+constexpr int kLayerWords = F_LINEAR + 6 * kLinWords;
+enum Act { ACT_GELU = 0, ACT_RELU = 1 };
+enum Attn { ATTN_SOFTMAX = 0, ATTN_BI = 1 };
+
+inline float as_float(int64_t v) {
+  const uint32_t bits = (uint32_t)(uint64_t)v;
+  float f;
+  std::memcpy(&f, &bits, 4);
+  return f;
+}
+
+template <class T>
+inline T* as_ptr(int64_t v) {
+  return reinterpret_cast<T*>((uintptr_t)v);
+}
+
+void run_linear(const int64_t* L, const float* x, int64_t M, float* out, int nthreads) {
+  const int64_t K = L[L_K], N = L[L_N];
+  if (L[L_KIND] == 0)
+    run_w1a1(x, M, K, K, as_ptr<const float>(L[L_SHIFT]), as_float(L[L_STEP]), as_float(L[L_THR]), (int)L[L_MODE],
+             as_ptr<const uint64_t>(L[L_W]), N, as_ptr<const float>(L[L_ALPHA]), as_ptr<const float>(L[L_GAMMA]),
+             as_float(L[L_SCALE]), as_ptr<const float>(L[L_BIAS]), out, N, nthreads);
+  else
+    run_w1a8(x, M, K, K, as_ptr<const float>(L[L_SHIFT]), as_float(L[L_STEP]), (int)L[L_QN], (int)L[L_QP],
+             L[L_DYNAMIC] != 0, as_ptr<const uint64_t>(L[L_W]), N, as_ptr<const int32_t>(L[L_WSUM]),
+             as_ptr<const float>(L[L_ALPHA]), as_ptr<const float>(L[L_GAMMA]), as_ptr<const float>(L[L_BIAS]), out, N,
+             nthreads, false);
+}
+
+// ------------------------------------------------------------------------------------------------------------------
+// Vector math: exp (Cephes' expf: range reduction by ln 2 in two parts, degree-6 polynomial; ≈ 1 ulp on
+// [−87, 88]), erf as PyTorch's CPU GELU computes it (Abramowitz & Stegun 7.1.26 with that exp), and a small
+// float GEMM. AVX2 + FMA versions and portable ones.
+
+__attribute__((target("avx2,fma"))) inline __m256 exp_avx2(__m256 x) {
+  x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-87.33654f)), _mm256_set1_ps(88.3762626647949f));
+  __m256 fx = _mm256_fmadd_ps(x, _mm256_set1_ps(1.44269504088896341f), _mm256_set1_ps(0.5f));
+  fx = _mm256_floor_ps(fx);
+  x = _mm256_fnmadd_ps(fx, _mm256_set1_ps(0.693359375f), x);
+  x = _mm256_fnmadd_ps(fx, _mm256_set1_ps(-2.12194440e-4f), x);
+  __m256 y = _mm256_set1_ps(1.9875691500E-4f);
+  y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(1.3981999507E-3f));
+  y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(8.3334519073E-3f));
+  y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(4.1665795894E-2f));
+  y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(1.6666665459E-1f));
+  y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(5.0000001201E-1f));
+  y = _mm256_fmadd_ps(y, _mm256_mul_ps(x, x), _mm256_add_ps(x, _mm256_set1_ps(1.0f)));
+  const __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvttps_epi32(fx), _mm256_set1_epi32(127)), 23);
+  return _mm256_mul_ps(y, _mm256_castsi256_ps(e));
+}
+
+__attribute__((target("avx2,fma"))) inline __m256 erf_avx2(__m256 x) {
+  const __m256 sign = _mm256_and_ps(_mm256_set1_ps(-0.0f), x), a = _mm256_xor_ps(sign, x), one = _mm256_set1_ps(1.0f);
+  const __m256 t = _mm256_div_ps(one, _mm256_fmadd_ps(_mm256_set1_ps(0.3275911f), a, one));
+  __m256 r = _mm256_fmadd_ps(_mm256_set1_ps(1.061405429f), t, _mm256_set1_ps(-1.453152027f));
+  r = _mm256_fmadd_ps(r, t, _mm256_set1_ps(1.421413741f));
+  r = _mm256_fmadd_ps(r, t, _mm256_set1_ps(-0.284496736f));
+  r = _mm256_fmadd_ps(r, t, _mm256_set1_ps(0.254829592f));
+  const __m256 e = exp_avx2(_mm256_xor_ps(_mm256_set1_ps(-0.0f), _mm256_mul_ps(x, x)));
+  const __m256 v = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_xor_ps(_mm256_set1_ps(-0.0f), e), t), r, one);
+  return _mm256_xor_ps(sign, v);
+}
+
+inline float erf_scalar(float x) {  // the same formula, scalar
+  const float a = std::fabs(x), t = 1.0f / (0.3275911f * a + 1.0f);
+  const float r = (((1.061405429f * t - 1.453152027f) * t + 1.421413741f) * t - 0.284496736f) * t + 0.254829592f;
+  return std::copysign(1.0f - r * t * std::exp(-x * x), x);
+}
+
+inline bool use_avx2() { return kFeatures.avx2 && g_isa != PORTABLE; }
+
+__attribute__((target("avx2,fma"))) void gelu_avx2(float* x, int64_t n) {
+  int64_t i = 0;
+  const __m256 half = _mm256_set1_ps(0.5f), one = _mm256_set1_ps(1.0f), alpha = _mm256_set1_ps(0.70710678118654752f);
+  for (; i + 8 <= n; i += 8) {
+    const __m256 v = _mm256_loadu_ps(x + i);
+    _mm256_storeu_ps(x + i, _mm256_mul_ps(_mm256_mul_ps(v, half), _mm256_add_ps(one, erf_avx2(_mm256_mul_ps(v, alpha)))));
+  }
+  for (; i < n; ++i) x[i] = x[i] * 0.5f * (1.0f + erf_scalar(x[i] * 0.70710678118654752f));
+}
+
+void activation(int act, float* x, int64_t n, int nthreads) {
+  const int64_t chunk = 4096, chunks = (n + chunk - 1) / chunk;
+#pragma omp parallel for schedule(static) num_threads(nthreads) if (nthreads > 1 && chunks > 1)
+  for (int64_t c = 0; c < chunks; ++c) {
+    float* p = x + c * chunk;
+    const int64_t len = std::min(chunk, n - c * chunk);
+    if (act == ACT_RELU) {
+      for (int64_t i = 0; i < len; ++i) p[i] = p[i] > 0.0f ? p[i] : 0.0f;
+    } else if (use_avx2()) {
+      gelu_avx2(p, len);
+    } else {
+      for (int64_t i = 0; i < len; ++i) p[i] = p[i] * 0.5f * (1.0f + erf_scalar(p[i] * 0.70710678118654752f));
+    }
+  }
+}
+
+// x[m] = LayerNorm(x[m] + r[m]) over H features: y = (v·rstd − mean·rstd)·w + b, rstd = 1/√(var + eps), var biased
+// (the order of PyTorch's CPU LayerNorm kernel); the statistics are summed in double.
+void add_layer_norm(float* x, const float* r, int64_t M, int64_t H, const float* w, const float* b, float eps,
+                    int nthreads) {
+#pragma omp parallel for schedule(static) num_threads(nthreads) if (nthreads > 1 && M > 16)
+  for (int64_t m = 0; m < M; ++m) {
+    float* row = x + m * H;
+    const float* res = r + m * H;
+    double sum = 0.0;
+    for (int64_t h = 0; h < H; ++h) {
+      row[h] = row[h] + res[h];
+      sum += row[h];
+    }
+    const double mean = sum / (double)H;
+    double sq = 0.0;
+    for (int64_t h = 0; h < H; ++h) {
+      const double d = row[h] - mean;
+      sq += d * d;
+    }
+    const float rstd = (float)(1.0 / std::sqrt(sq / (double)H + (double)eps));
+    const float shift = -(float)mean * rstd;
+    for (int64_t h = 0; h < H; ++h) row[h] = (row[h] * rstd + shift) * w[h] + b[h];
+  }
+}
+
+// C[M×N] = A[M×K] · B[K×N], row-major (lda, ldb, ldc); M a multiple of 4, N of 16 (callers pad with zeros).
+__attribute__((target("avx2,fma"))) void sgemm_avx2(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda,
+                                                     const float* B, int64_t ldb, float* C, int64_t ldc) {
+  for (int64_t m = 0; m < M; m += 4)
+    for (int64_t n = 0; n < N; n += 16) {
+      __m256 acc[4][2];
+      for (int i = 0; i < 4; ++i) acc[i][0] = acc[i][1] = _mm256_setzero_ps();
+      for (int64_t k = 0; k < K; ++k) {
+        const __m256 b0 = _mm256_loadu_ps(B + k * ldb + n), b1 = _mm256_loadu_ps(B + k * ldb + n + 8);
+        for (int i = 0; i < 4; ++i) {
+          const __m256 a = _mm256_broadcast_ss(A + (m + i) * lda + k);
+          acc[i][0] = _mm256_fmadd_ps(a, b0, acc[i][0]);
+          acc[i][1] = _mm256_fmadd_ps(a, b1, acc[i][1]);
+        }
+      }
+      for (int i = 0; i < 4; ++i) {
+        _mm256_storeu_ps(C + (m + i) * ldc + n, acc[i][0]);
+        _mm256_storeu_ps(C + (m + i) * ldc + n + 8, acc[i][1]);
+      }
+    }
+}
+
+void sgemm(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const float* B, int64_t ldb, float* C,
+           int64_t ldc) {
+  if (use_avx2()) return sgemm_avx2(M, N, K, A, lda, B, ldb, C, ldc);
+  for (int64_t m = 0; m < M; ++m) {
+    float* c = C + m * ldc;
+    for (int64_t n = 0; n < N; ++n) c[n] = 0.0f;
+    for (int64_t k = 0; k < K; ++k) {
+      const float a = A[m * lda + k];
+      const float* b = B + k * ldb;
+      for (int64_t n = 0; n < N; ++n) c[n] += a * b[n];
+    }
+  }
+}
+
+// ------------------------------------------------------------------------------------------------------------------
+// Attention operand quantizers (binarization/activation.py, no-grad forward): the integer level q of x and its
+// scale s (value = s·q):
+//   QK_FLOAT: q = x − β, s = 1;  QK_SIGN: q = sign(x) (sign(0) = +1);  QK_SIGN_UNSIGNED: q = 1[x ≥ ½];
+//   QK_ELASTIC_SIGN: q = sign((x − β)/s);  QK_LEVELS: q = round(clip((x − β)/s, Q_n, Q_p)) (half to even).
+// One-bit kinds (QK_SIGN, QK_ELASTIC_SIGN; QK_SIGN_UNSIGNED and QK_LEVELS with Q_n = 0, Q_p = 1) are packed as bits
+// (1 = +1, or 1 = level 1 for the unsigned ones).
+struct QuantSpec {
+  int kind;
+  const float* shift;  // [heads·D] or null
+  float step;
+  float qn, qp;
+  bool one_bit_signed() const { return kind == QK_SIGN || kind == QK_ELASTIC_SIGN; }
+  bool one_bit_unsigned() const { return kind == QK_SIGN_UNSIGNED || (kind == QK_LEVELS && qn == 0.0f && qp == 1.0f); }
+  float scale() const { return kind == QK_FLOAT || kind == QK_SIGN || kind == QK_SIGN_UNSIGNED ? 1.0f : step; }
+  float level(float x, const float* sh, int64_t c) const {
+    const float v = sh ? x - sh[c] : x;
+    switch (kind) {
+      case QK_FLOAT: return v;
+      case QK_SIGN: return v >= 0.0f ? 1.0f : -1.0f;
+      case QK_SIGN_UNSIGNED: return v >= 0.5f ? 1.0f : 0.0f;
+      case QK_ELASTIC_SIGN: return v / step >= 0.0f ? 1.0f : -1.0f;
+      default: return std::nearbyint(std::min(std::max(v / step, qn), qp));
+    }
+  }
+};
+
+QuantSpec quant_spec(const int64_t* w) {
+  return {(int)w[Q_KIND], as_ptr<const float>(w[Q_SHIFT]), as_float(w[Q_STEP]), (float)w[Q_QN], (float)w[Q_QP]};
+}
+
+inline int64_t round_up(int64_t v, int64_t to) { return (v + to - 1) / to * to; }
+
+// Row helpers, each in an AVX2 version (AVX = true: compiled for avx2, fma, popcnt) and a portable one.
+// levels_row: out[c] = level of x[c] (c < n); bits_row: words |= bit c for 1-bit kinds (words zeroed by the caller).
+__attribute__((target("avx2,fma"))) int64_t levels_row_avx2(const QuantSpec& s, const float* x, const float* sh,
+                                                            int64_t n, float* out) {
+  int64_t c = 0;
+  {
+    const __m256 step = _mm256_set1_ps(s.step), lo = _mm256_set1_ps(s.qn), hi = _mm256_set1_ps(s.qp);
+    const __m256 one = _mm256_set1_ps(1.0f), half = _mm256_set1_ps(0.5f), zero = _mm256_setzero_ps();
+    for (; c + 8 <= n; c += 8) {
+      __m256 v = _mm256_loadu_ps(x + c);
+      if (sh) v = _mm256_sub_ps(v, _mm256_loadu_ps(sh + c));
+      switch (s.kind) {
+        case QK_FLOAT: break;
+        case QK_SIGN: v = _mm256_blendv_ps(_mm256_sub_ps(zero, one), one, _mm256_cmp_ps(v, zero, _CMP_GE_OQ)); break;
+        case QK_SIGN_UNSIGNED: v = _mm256_and_ps(one, _mm256_cmp_ps(v, half, _CMP_GE_OQ)); break;
+        case QK_ELASTIC_SIGN:
+          v = _mm256_blendv_ps(_mm256_sub_ps(zero, one), one, _mm256_cmp_ps(_mm256_div_ps(v, step), zero, _CMP_GE_OQ));
+          break;
+        default:
+          v = _mm256_round_ps(_mm256_min_ps(_mm256_max_ps(_mm256_div_ps(v, step), lo), hi),
+                              _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+      }
+      _mm256_storeu_ps(out + c, v);
+    }
+  }
+  return c;
+}
+
+template <bool AVX>
+inline void levels_row(const QuantSpec& s, const float* x, const float* sh, int64_t n, float* out) {
+  int64_t c = 0;
+  if constexpr (AVX) c = levels_row_avx2(s, x, sh, n, out);
+  for (; c < n; ++c) out[c] = s.level(x[c], sh, c);
+}
+
+__attribute__((target("avx2,fma"))) int64_t bits_row_avx2(const QuantSpec& s, const float* x, const float* sh,
+                                                          int64_t n, uint64_t* words) {
+  int64_t c = 0;
+  {
+    const __m256 step = _mm256_set1_ps(s.step), half = _mm256_set1_ps(0.5f), zero = _mm256_setzero_ps();
+    for (; c + 8 <= n; c += 8) {
+      __m256 v = _mm256_loadu_ps(x + c), on;
+      if (sh) v = _mm256_sub_ps(v, _mm256_loadu_ps(sh + c));
+      switch (s.kind) {
+        case QK_SIGN: on = _mm256_cmp_ps(v, zero, _CMP_GE_OQ); break;
+        case QK_SIGN_UNSIGNED: on = _mm256_cmp_ps(v, half, _CMP_GE_OQ); break;
+        case QK_ELASTIC_SIGN: on = _mm256_cmp_ps(_mm256_div_ps(v, step), zero, _CMP_GE_OQ); break;
+        default: on = _mm256_cmp_ps(_mm256_div_ps(v, step), half, _CMP_GT_OQ);  // round(clip(·, 0, 1)) = 1
+      }
+      words[c / 64] |= (uint64_t)(unsigned)_mm256_movemask_ps(on) << (c % 64);
+    }
+  }
+  return c;
+}
+
+template <bool AVX>
+inline void bits_row(const QuantSpec& s, const float* x, const float* sh, int64_t n, uint64_t* words) {
+  int64_t c = 0;
+  if constexpr (AVX) c = bits_row_avx2(s, x, sh, n, words);
+  for (; c < n; ++c) words[c / 64] |= (uint64_t)(s.level(x[c], sh, c) > 0.0f) << (c % 64);
+}
+
+// row[j] ← softmax(row[j]·mul) over n values: exp(v − max) · (1 / Σ)
+__attribute__((target("avx2,fma"))) void scaled_softmax_avx2(float* row, int64_t n, float mul) {
+  int64_t j = 0;
+  float mx = -INFINITY, sum = 0.0f;
+  const __m256 vmul = _mm256_set1_ps(mul);
+  __m256 vmx = _mm256_set1_ps(-INFINITY);
+  for (; j + 8 <= n; j += 8) {
+    const __m256 v = _mm256_mul_ps(_mm256_loadu_ps(row + j), vmul);
+    _mm256_storeu_ps(row + j, v);
+    vmx = _mm256_max_ps(vmx, v);
+  }
+  alignas(32) float lanes[8];
+  _mm256_store_ps(lanes, vmx);
+  for (int i = 0; i < 8; ++i) mx = std::max(mx, lanes[i]);
+  for (int64_t t = j; t < n; ++t) mx = std::max(mx, row[t] *= mul);
+  vmx = _mm256_set1_ps(mx);
+  __m256 acc = _mm256_setzero_ps();
+  for (j = 0; j + 8 <= n; j += 8) {
+    const __m256 e = exp_avx2(_mm256_sub_ps(_mm256_loadu_ps(row + j), vmx));
+    _mm256_storeu_ps(row + j, e);
+    acc = _mm256_add_ps(acc, e);
+  }
+  _mm256_store_ps(lanes, acc);
+  for (int i = 0; i < 8; ++i) sum += lanes[i];
+  for (; j < n; ++j) {
+    row[j] = std::exp(row[j] - mx);
+    sum += row[j];
+  }
+  const __m256 vinv = _mm256_set1_ps(1.0f / sum);
+  for (j = 0; j + 8 <= n; j += 8) _mm256_storeu_ps(row + j, _mm256_mul_ps(_mm256_loadu_ps(row + j), vinv));
+  for (; j < n; ++j) row[j] *= 1.0f / sum;
+}
+
+template <bool AVX>
+inline void scaled_softmax(float* row, int64_t n, float mul) {
+  if constexpr (AVX) return scaled_softmax_avx2(row, n, mul);
+  float mx = -INFINITY, sum = 0.0f;
+  for (int64_t t = 0; t < n; ++t) mx = std::max(mx, row[t] *= mul);
+  for (int64_t j = 0; j < n; ++j) {
+    row[j] = std::exp(row[j] - mx);
+    sum += row[j];
+  }
+  const float inv = 1.0f / sum;
+  for (int64_t j = 0; j < n; ++j) row[j] *= inv;
+}
+
+// Per-thread work space of one (sequence, head) of attention, in floats: see attention_head_body.
+int64_t attention_work_floats(int64_t T, int64_t D) {
+  const int64_t Tp = round_up(T, 16), Dp = round_up(D, 16), dw = (D + 63) / 64, tw = (T + 63) / 64;
+  const int64_t words = 2 * Tp * dw + Dp * tw + tw;  // the bit rows (uint64, two floats each)
+  return round_up(3 * Tp * Dp + 2 * Tp * Tp + 2 * words, 16);
+}
+
+// One sequence (T tokens), one head: ctx[t, h·D : (h+1)·D] for t < T. q/k/v rows have stride ld (= heads·D).
+template <bool AVX>
+__attribute__((always_inline)) inline void attention_head_body(const int64_t* L, const float* q, const float* k,
+                                                               const float* v, float* ctx, int64_t T, int64_t h,
+                                                               int64_t ld, float* work) {
+  const int64_t D = L[F_HEAD_DIM], attn = L[F_ATTN];
+  const QuantSpec sq = quant_spec(L + F_QUANT), sk = quant_spec(L + F_QUANT + kQuantWords),
+                  sv = quant_spec(L + F_QUANT + 2 * kQuantWords), sp = quant_spec(L + F_QUANT + 3 * kQuantWords);
+  const float scaling = as_float(L[F_SCALING]);
+  const int64_t Tp = round_up(T, 16), Dp = round_up(D, 16), dw = (D + 63) / 64, tw = (T + 63) / 64;
+  float* S = work;                 // scores / probabilities [Tp × Tp]
+  float* P = S + Tp * Tp;          // probability levels [Tp × Tp]
+  float* Qf = P + Tp * Tp;         // Q levels [Tp × Dp] (and the output of P·V)
+  float* Kt = Qf + Tp * Dp;        // K levels transposed [Dp × Tp]
+  float* Vf = Kt + Dp * Tp;        // V levels [Tp × Dp]
+  uint64_t* qb = reinterpret_cast<uint64_t*>(Vf + Tp * Dp);  // Q bits [T × dw], K bits, V⁺ transposed [D × tw]
+  uint64_t* kb = qb + Tp * dw;
+  uint64_t* vt = kb + Tp * dw;
+  uint64_t* arow = vt + Dp * tw;  // one row of probability bits [tw]
+  const float* shq = sq.shift ? sq.shift + h * D : nullptr;
+  const float* shk = sk.shift ? sk.shift + h * D : nullptr;
+  const float* shv = sv.shift ? sv.shift + h * D : nullptr;
+  const bool bit_scores = sq.one_bit_signed() && sk.one_bit_signed();
+  const bool bit_probs = attn == ATTN_BI || sp.one_bit_unsigned();
+  const bool bit_values = sv.one_bit_signed() && bit_probs;
+  const float c = as_float(L[F_BI_SCALE]), qk = sq.scale() * sk.scale() * scaling;
+  const float pv = (attn == ATTN_BI ? 1.0f : sp.scale()) * sv.scale();
+
+  // scores S[i][j]: the integer dot products of the levels (XNOR-popcount for 1-bit Q and K)
+  if (bit_scores) {
+    std::memset(qb, 0, (size_t)(2 * Tp * dw) * 8);
+    for (int64_t t = 0; t < T; ++t) {
+      bits_row<AVX>(sq, q + t * ld + h * D, shq, D, qb + t * dw);
+      bits_row<AVX>(sk, k + t * ld + h * D, shk, D, kb + t * dw);
+    }
+    for (int64_t i = 0; i < T; ++i) {
+      float* row = S + i * Tp;
+      const uint64_t* qi = qb + i * dw;
+      if (dw == 1) {
+        const uint64_t q0 = qi[0];
+        for (int64_t j = 0; j < T; ++j) row[j] = (float)(D - 2 * (int64_t)__builtin_popcountll(q0 ^ kb[j]));
+      } else {
+        for (int64_t j = 0; j < T; ++j) {
+          int64_t ones = 0;
+          for (int64_t x = 0; x < dw; ++x) ones += __builtin_popcountll(qi[x] ^ kb[j * dw + x]);
+          row[j] = (float)(D - 2 * ones);
+        }
+      }
+    }
+  } else {
+    std::memset(Qf, 0, (size_t)(Tp * Dp + Dp * Tp) * 4);
+    float* tmp = Vf;  // one row of K levels, before V is quantized
+    for (int64_t t = 0; t < T; ++t) {
+      levels_row<AVX>(sq, q + t * ld + h * D, shq, D, Qf + t * Dp);
+      levels_row<AVX>(sk, k + t * ld + h * D, shk, D, tmp);
+      for (int64_t d = 0; d < D; ++d) Kt[d * Tp + t] = tmp[d];
+    }
+    sgemm(Tp, Tp, Dp, Qf, Dp, Kt, Tp, S, Tp);
+  }
+
+  // the values: V⁺ bits transposed (keys along the words) for A·V by AND-popcount, or levels
+  if (bit_values) {
+    std::memset(vt, 0, (size_t)(Dp * tw) * 8);
+    for (int64_t t = 0; t < T; ++t) {
+      uint64_t dst[4] = {0, 0, 0, 0};  // D ≤ 256 (runtime.py checks)
+      bits_row<AVX>(sv, v + t * ld + h * D, shv, D, dst);
+      for (int64_t d = 0; d < D; ++d) vt[d * tw + t / 64] |= ((dst[d / 64] >> (d % 64)) & 1) << (t % 64);
+    }
+  } else {
+    std::memset(Vf, 0, (size_t)(Tp * Dp) * 4);
+    for (int64_t t = 0; t < T; ++t) levels_row<AVX>(sv, v + t * ld + h * D, shv, D, Vf + t * Dp);
+  }
+
+  // weights per query row: Bi-Attention's 1[dot·c > 0] (c = s_q·s_k·scaling, as attention.py computes it), or the
+  // softmax of dot·(s_q·s_k·scaling) and the probability quantizer; then the output row
+  for (int64_t i = 0; i < T; ++i) {
+    float* row = S + i * Tp;
+    if (attn == ATTN_BI) {
+      for (int64_t j = 0; j < T; ++j) row[j] = row[j] * c > 0.0f ? 1.0f : 0.0f;
+    } else {
+      scaled_softmax<AVX>(row, T, qk);
+    }
+    if (bit_values) {
+      std::memset(arow, 0, (size_t)tw * 8);
+      if (attn == ATTN_BI) {
+        for (int64_t j = 0; j < T; ++j) arow[j / 64] |= (uint64_t)(row[j] != 0.0f) << (j % 64);
+      } else {
+        bits_row<AVX>(sp, row, nullptr, T, arow);
+      }
+      int64_t selected = 0;
+      for (int64_t w = 0; w < tw; ++w) selected += __builtin_popcountll(arow[w]);
+      float* o = ctx + i * ld + h * D;
+      for (int64_t d = 0; d < D; ++d) {  // Σ_j A_ij V̂_jd = 2·popcount(A_i AND V⁺_d) − popcount(A_i)
+        int64_t agree = 0;
+        for (int64_t w = 0; w < tw; ++w) agree += __builtin_popcountll(arow[w] & vt[d * tw + w]);
+        o[d] = pv * (float)(2 * agree - selected);
+      }
+    } else {
+      float* prow = P + i * Tp;
+      if (attn == ATTN_BI || sp.kind == QK_FLOAT) {
+        std::memcpy(prow, row, (size_t)T * 4);
+      } else {
+        levels_row<AVX>(sp, row, nullptr, T, prow);
+      }
+      for (int64_t j = T; j < Tp; ++j) prow[j] = 0.0f;
+    }
+  }
+  if (bit_values) return;
+  for (int64_t i = T; i < Tp; ++i) std::memset(P + i * Tp, 0, (size_t)Tp * 4);
+  sgemm(Tp, Dp, Tp, P, Tp, Vf, Dp, Qf, Dp);  // Qf reused as the output [Tp × Dp]
+  for (int64_t i = 0; i < T; ++i)
+    for (int64_t d = 0; d < D; ++d) ctx[i * ld + h * D + d] = pv * Qf[i * Dp + d];
+}
+
+__attribute__((target("avx2,fma,popcnt"))) void attention_head_avx2(const int64_t* L, const float* q, const float* k,
+                                                                  const float* v, float* ctx, int64_t T, int64_t h,
+                                                                  int64_t ld, float* work) {
+  attention_head_body<true>(L, q, k, v, ctx, T, h, ld, work);
+}
+
+void attention_head_portable(const int64_t* L, const float* q, const float* k, const float* v, float* ctx, int64_t T,
+                             int64_t h, int64_t ld, float* work) {
+  attention_head_body<false>(L, q, k, v, ctx, T, h, ld, work);
+}
+
+// Work space of one forward, in floats (see layer_forward); the Python plan allocates it.
+int64_t encoder_work_floats(const int64_t* plan, int64_t layers, int64_t M, int64_t max_len, int nthreads) {
+  int64_t need = 0;
+  for (int64_t l = 0; l < layers; ++l) {
+    const int64_t* L = plan + l * kLayerWords;
+    const int64_t H = L[F_HIDDEN], HD = L[F_HEADS] * L[F_HEAD_DIM], I = L[F_INTER];
+    need = std::max(need, M * (4 * HD + H + I) + nthreads * attention_work_floats(max_len, L[F_HEAD_DIM]));
+  }
+  return need;
+}
+
+void layer_forward(const int64_t* L, float* x, int64_t M, const int64_t* cu, int64_t B, float* work, int nthreads) {
+  const int64_t H = L[F_HIDDEN], heads = L[F_HEADS], D = L[F_HEAD_DIM], HD = heads * D, I = L[F_INTER];
+  float *q = work, *k = q + M * HD, *v = k + M * HD, *ctx = v + M * HD, *x1 = ctx + M * HD, *inter = x1 + M * H;
+  float* attn_work = inter + M * I;
+  const int64_t* lin = L + F_LINEAR;
+  run_linear(lin + 0 * kLinWords, x, M, q, nthreads);
+  run_linear(lin + 1 * kLinWords, x, M, k, nthreads);
+  run_linear(lin + 2 * kLinWords, x, M, v, nthreads);
+  int64_t max_len = 0;
+  for (int64_t b = 0; b < B; ++b) max_len = std::max(max_len, cu[b + 1] - cu[b]);
+  const int64_t per_thread = attention_work_floats(max_len, D);
+  const bool avx2 = use_avx2();
+#pragma omp parallel num_threads(nthreads) if (nthreads > 1 && B * heads > 1)
+  {
+    float* mine = attn_work + (int64_t)omp_get_thread_num() * per_thread;
+#pragma omp for schedule(dynamic)
+    for (int64_t bh = 0; bh < B * heads; ++bh) {
+      const int64_t b = bh / heads, h = bh % heads, r0 = cu[b], T = cu[b + 1] - cu[b];
+      if (T == 0) continue;
+      if (avx2)
+        attention_head_avx2(L, q + r0 * HD, k + r0 * HD, v + r0 * HD, ctx + r0 * HD, T, h, HD, mine);
+      else
+        attention_head_portable(L, q + r0 * HD, k + r0 * HD, v + r0 * HD, ctx + r0 * HD, T, h, HD, mine);
+    }
+  }
+  run_linear(lin + 3 * kLinWords, ctx, M, x1, nthreads);
+  add_layer_norm(x1, x, M, H, as_ptr<const float>(L[F_LN1_W]), as_ptr<const float>(L[F_LN1_B]), as_float(L[F_LN1_EPS]),
+                 nthreads);
+  run_linear(lin + 4 * kLinWords, x1, M, inter, nthreads);
+  activation((int)L[F_ACT], inter, M * I, nthreads);
+  run_linear(lin + 5 * kLinWords, inter, M, x, nthreads);
+  add_layer_norm(x, x1, M, H, as_ptr<const float>(L[F_LN2_W]), as_ptr<const float>(L[F_LN2_B]), as_float(L[F_LN2_EPS]),
+                 nthreads);
+}
+
+// encoder_forward(plan, layers, x, M, cu, B, work, work_floats, nthreads): x float32 [M, H] in place.
+PyObject* py_encoder_forward(PyObject*, PyObject* args) {
+  unsigned long long plan, x, cu, work;
+  long long layers, M, B, work_floats;
+  int nthreads;
+  if (!PyArg_ParseTuple(args, "KLKLKLKLi", &plan, &layers, &x, &M, &cu, &B, &work, &work_floats, &nthreads))
+    return nullptr;
+  const int64_t* p = ptr<const int64_t>(plan);
+  const int64_t* offsets = ptr<const int64_t>(cu);
+  int64_t max_len = 0;
+  for (int64_t b = 0; b < B; ++b) max_len = std::max(max_len, offsets[b + 1] - offsets[b]);
+  if (offsets[0] != 0 || offsets[B] != M) {
+    PyErr_SetString(PyExc_ValueError, "encoder_forward: cu_seqlens must start at 0 and end at the number of rows");
+    return nullptr;
+  }
+  const int64_t need = encoder_work_floats(p, layers, M, max_len, nthreads);
+  if (work_floats < need) {
+    PyErr_Format(PyExc_ValueError, "encoder_forward: work space of %lld floats, %lld needed", work_floats,
+                 (long long)need);
+    return nullptr;
+  }
+  Py_BEGIN_ALLOW_THREADS;
+  for (int64_t l = 0; l < layers; ++l)
+    layer_forward(p + l * kLayerWords, ptr<float>(x), M, offsets, B, ptr<float>(work), nthreads);
+  Py_END_ALLOW_THREADS;
+  Py_RETURN_NONE;
+}
+
+PyObject* py_encoder_work_floats(PyObject*, PyObject* args) {
+  unsigned long long plan;
+  long long layers, M, max_len;
+  int nthreads;
+  if (!PyArg_ParseTuple(args, "KLLLi", &plan, &layers, &M, &max_len, &nthreads)) return nullptr;
+  return PyLong_FromLongLong(encoder_work_floats(ptr<const int64_t>(plan), layers, M, max_len, nthreads));
+}
+
+PyObject* py_encoder_layout(PyObject*, PyObject*) {
+  return Py_BuildValue("{s:i,s:i,s:i,s:i,s:i}", "layer_words", kLayerWords, "linear_words", kLinWords, "quant_words",
+                       kQuantWords, "quant_offset", F_QUANT, "linear_offset", F_LINEAR);
+}

@@ -1,0 +1,325 @@
+"""The native encoder runtime: a packed binarized BERT runs all its encoder layers in one native call.
+
+`BinaryBertEncoder` is transformers' `BertEncoder` with one more path: in eval mode on the CPU, without autograd,
+when every encoder Linear is a `PackedBinaryLinear` that the bitwise kernels can run, its forward hands the
+embeddings' output to `encoder_forward` (kernels/csrc/encoder.h), which computes every layer — the binarized Linears
+with their input quantizers fused, attention, GELU/ReLU, the residuals and LayerNorms — in preallocated buffers, and
+returns the last hidden states to transformers (pooler, classifier, masked-LM head run as before). Otherwise, and
+with `set_inference_kernel("reference")`, it is `BertEncoder.forward` unchanged.
+
+Padding is not computed: the batch's real tokens are packed row after row (FasterTransformer's "remove padding") and
+each sequence attends over its own tokens only, which is what the padding mask gives the eager path. The hidden
+states at padding positions are returned as 0 (the eager path computes values there that no head reads).
+
+What the runtime reads: each Linear's packed bits in the kernels' layout (made once per Linear and shared with the
+per-Linear kernel path, `kernels.linear`), its scales, bias and input quantizer, the attention quantizers and the
+LayerNorms — the module tree's own tensors, by address; the plan (`EncoderRuntime`) keeps them alive and is rebuilt
+when one of them changes (a load, `.to()`, an edit). Attention per scheme:
+
+| attention quantizers                  | scores Q̂·K̂ᵀ                 | weights                      | weights · V̂             |
+|---------------------------------------|------------------------------|------------------------------|--------------------------|
+| 1-bit signed Q, K (BiBERT sign, BiT)  | XNOR-popcount                | softmax → probs quantizer    | AND-popcount (1-bit A, V)|
+| Bi-Attention (1-bit Q, K, V)          | XNOR-popcount                | 1[dot · c > 0]               | AND-popcount             |
+| 2–8-bit                               | float GEMM on integer levels | softmax → probs quantizer    | float GEMM on levels     |
+| none (W1A32, `float_activations="int8"`) | float GEMM                | softmax                      | float GEMM               |
+
+Falls back to the eager path (per call) when: training, autograd needed, not float32 CPU, `torch.compile`,
+`output_hidden_states` / `output_attentions` requested (their hooks sit on the eager layers), a decoder / cache /
+cross-attention, an activation other than GELU / ReLU, an uncalibrated quantizer, a Linear that is not packed or has
+no kernel (W1A32 with `float_activations="float32"`), or no compiled extension.
+
+Agreement with the eager path: the binarized Linears are the same kernels on the same inputs; LayerNorm, softmax and
+GELU are computed in native float32 code (GELU by the same erf formula as PyTorch's CPU kernel), so values differ
+from the eager path by float rounding, and a quantizer downstream may flip a sign where an input sits within that
+rounding of its threshold. tests/test_runtime.py bounds both; docs/inference.md reports them on trained models.
+"""
+
+from __future__ import annotations
+
+import struct
+
+import torch
+from transformers.models.bert.modeling_bert import BertEncoder
+from transformers.modeling_outputs import BaseModelOutputWithPastAndCrossAttentions
+
+from .binarization.activation import ActivationQuantizer
+from .binarization.linear import PackedBinaryLinear
+from .kernels import ops
+from .kernels.linear import _kernel_args
+
+try:  # transformers' output-capturing context (output_hidden_states / output_attentions hooks)
+    from transformers.utils.output_capturing import _active_collector
+except ImportError:  # pragma: no cover - other transformers versions
+    _active_collector = None
+
+# Plan layout, mirrored from kernels/csrc/encoder.h (checked against the extension's encoder_layout() when built).
+LINEAR_WORDS, QUANT_WORDS = 16, 6
+QUANT_OFFSET = 14
+LINEAR_OFFSET = QUANT_OFFSET + 4 * QUANT_WORDS
+LAYER_WORDS = LINEAR_OFFSET + 6 * LINEAR_WORDS
+_QK_FLOAT, _QK_SIGN, _QK_SIGN_UNSIGNED, _QK_ELASTIC_SIGN, _QK_LEVELS = range(5)
+_ACTIVATIONS = {"gelu": 0, "relu": 1}
+_LINEARS = ("attention.self.query", "attention.self.key", "attention.self.value", "attention.output.dense",
+            "intermediate.dense", "output.dense")
+
+
+def _f32(value: float) -> int:
+    """A float as the int of its float32 bits (how the plan stores floats)."""
+    return struct.unpack("<i", struct.pack("<f", float(value)))[0]
+
+
+def _ptr(t: torch.Tensor | None) -> int:
+    return 0 if t is None else t.data_ptr()
+
+
+def _as_float32_vector(t: torch.Tensor, name: str) -> torch.Tensor:
+    if t.dtype != torch.float32 or t.device.type != "cpu" or not t.is_contiguous():
+        raise ValueError(f"{name} must be a contiguous float32 CPU tensor for the native runtime, got {t.dtype} on "
+                         f"{t.device}")
+    return t
+
+
+class _Unsupported(Exception):
+    """Why the runtime cannot run a model (the eager path runs instead)."""
+
+
+def _quantizer_calibrated(quantizer: torch.nn.Module) -> bool:
+    return not isinstance(quantizer, ActivationQuantizer) or not quantizer.has_step or bool(quantizer.calibrated.item())
+
+
+def _linear_words(module: torch.nn.Module, name: str, keep: list) -> list[int]:
+    if not isinstance(module, PackedBinaryLinear):
+        raise _Unsupported(f"{name} is not a packed binarized Linear ({type(module).__name__})")
+    quantizer = module.input_quantizer
+    if not isinstance(quantizer, ActivationQuantizer) and module.float_activations != "int8":
+        raise _Unsupported(f"{name} has float activations (W1A32 with float_activations='float32' runs the exact "
+                           "reference path)")
+    if not _quantizer_calibrated(quantizer):
+        raise _Unsupported(f"{name}.input_quantizer is not calibrated")
+    op, args = _kernel_args(module, torch.empty(0, module.in_features))
+    keep.extend(a for a in args if isinstance(a, torch.Tensor))
+    if op == "w1a1":
+        _, weight, alpha, gamma, bias, shift, step, threshold, mode, scale_by_step = args
+        s = float(step)
+        words = [0, module.in_features, module.out_features, _ptr(weight), 0, _ptr(alpha), _ptr(gamma), _ptr(bias),
+                 _ptr(shift), _f32(s), _f32(threshold), mode, _f32(s if scale_by_step else 1.0), 0, 0, 0]
+    else:
+        _, weight, sums, alpha, gamma, bias, shift, step, q_min, q_max, dynamic = args
+        words = [1, module.in_features, module.out_features, _ptr(weight), _ptr(sums), _ptr(alpha), _ptr(gamma),
+                 _ptr(bias), _ptr(shift), _f32(float(step)), 0, 0, 0, q_min, q_max, int(dynamic)]
+    for tensor, what in ((alpha, "weight_scale"), (gamma, "weight_offset"), (bias, "bias"), (shift, "input shift")):
+        if tensor is not None:
+            _as_float32_vector(tensor, f"{name} {what}")
+    return words
+
+
+def _quant_words(quantizer: torch.nn.Module | None, name: str, keep: list) -> tuple[list[int], float]:
+    """The QuantSpec words of an attention operand quantizer and its inference step (1 without one)."""
+    if quantizer is None:
+        return [_QK_FLOAT, 0, _f32(1.0), 0, 0, 0], 1.0
+    if not isinstance(quantizer, ActivationQuantizer):
+        raise _Unsupported(f"{name} is a {type(quantizer).__name__}")
+    if not _quantizer_calibrated(quantizer):
+        raise _Unsupported(f"{name} is not calibrated")
+    shift = quantizer.shift.detach().reshape(-1) if hasattr(quantizer, "shift") else None
+    if shift is not None:
+        keep.append(_as_float32_vector(shift, f"{name}.shift"))
+    if not quantizer.has_step:
+        kind, step = (_QK_SIGN if quantizer.signed else _QK_SIGN_UNSIGNED), torch.ones(())
+    else:
+        step = quantizer._inference_step(torch.float32)
+        kind = _QK_ELASTIC_SIGN if quantizer.bits == 1 and quantizer.signed else _QK_LEVELS
+    return [kind, _ptr(shift), _f32(float(step)), quantizer.q_n, quantizer.q_p, 0], step
+
+
+def _layer_words(layer: torch.nn.Module, index: int, config, keep: list) -> list[int]:
+    attention = layer.attention.self
+    prefix = f"encoder.layer.{index}"
+    if getattr(layer, "crossattention", None) is not None or getattr(attention, "is_causal", False):
+        raise _Unsupported(f"{prefix} has cross-attention or causal attention")
+    act = config.hidden_act if isinstance(config.hidden_act, str) else None
+    if act not in _ACTIVATIONS:
+        raise _Unsupported(f"hidden_act={config.hidden_act!r} (the runtime has {list(_ACTIVATIONS)})")
+    if not 0 < attention.attention_head_size <= 256 or attention.num_attention_heads < 1:
+        raise _Unsupported(f"{prefix}: {attention.num_attention_heads} heads of size {attention.attention_head_size} "
+                           "(the runtime takes 1 or more heads of at most 256)")
+    bi_attention = config.attention_type == "bi_attention"
+    quants, steps = [], []
+    for part in ("query", "key", "value", "probs"):
+        words, step = _quant_words(getattr(attention, f"{part}_quantizer", None), f"{prefix}.attention.self.{part}_"
+                                   "quantizer", keep)
+        quants += words
+        steps.append(step)
+    if bi_attention and not all(quants[i * QUANT_WORDS] in (_QK_SIGN, _QK_ELASTIC_SIGN) for i in range(3)):
+        raise _Unsupported("Bi-Attention with multi-bit Q/K/V")
+    scaling = attention.scaling
+    bi_scale = steps[0] * steps[1] * scaling  # as attention.bi_attention computes it (float32)
+    lns = []
+    for norm, name in ((layer.attention.output.LayerNorm, "attention.output.LayerNorm"),
+                       (layer.output.LayerNorm, "output.LayerNorm")):
+        for tensor, what in ((norm.weight, "weight"), (norm.bias, "bias")):
+            keep.append(_as_float32_vector(tensor.detach(), f"{prefix}.{name}.{what}"))
+        lns += [_ptr(norm.weight), _ptr(norm.bias), _f32(norm.eps)]
+    intermediate = layer.intermediate.dense
+    words = [layer.attention.output.dense.out_features, attention.num_attention_heads, attention.attention_head_size,
+             intermediate.out_features, _ACTIVATIONS[act], int(bi_attention), _f32(scaling), _f32(float(bi_scale)),
+             *lns, *quants]
+    for path in _LINEARS:
+        words += _linear_words(layer.get_submodule(path), f"{prefix}.{path}", keep)
+    if len(words) != LAYER_WORDS:
+        raise AssertionError(f"plan layout: {len(words)} words, expected {LAYER_WORDS}")
+    return words
+
+
+class EncoderRuntime:
+    """The native runtime's plan for one `BinaryBertEncoder`: the int64 plan (encoder.h's layout), the tensors it
+    points into, and a grow-only work buffer.
+
+    Args:
+        encoder: the encoder (its `layer` list and `config`).
+    """
+
+    def __init__(self, encoder: BertEncoder):
+        self.encoder = encoder
+        self._key = None
+        self._plan: torch.Tensor | None = None
+        self._keep: list[torch.Tensor] = []
+        self._reason: str | None = None
+        self._work = torch.empty(0, dtype=torch.float32)
+
+    def _tensor_key(self) -> tuple:
+        """Identity and version of every tensor of the encoder (parameters and buffers), and the kernel settings."""
+        items = []
+        for module in self.encoder.modules():
+            for t in (*module._parameters.values(), *module._buffers.values()):
+                if t is not None:
+                    items.append((t.data_ptr(), t._version))
+            if isinstance(module, PackedBinaryLinear):
+                items.append((module.float_activations, id(module.input_quantizer)))
+        return tuple(items)
+
+    def plan(self) -> torch.Tensor | None:
+        """The current plan, rebuilt when a tensor changed; None when the model has no runtime path
+        (`unsupported_reason` says why)."""
+        key = self._tensor_key()
+        if key != self._key:
+            keep: list[torch.Tensor] = []
+            try:
+                config = self.encoder.config
+                words = [w for i, layer in enumerate(self.encoder.layer) for w in _layer_words(layer, i, config, keep)]
+                self._plan, self._reason = torch.tensor(words, dtype=torch.int64), None
+            except _Unsupported as exc:
+                self._plan, self._reason = None, str(exc)
+            self._keep, self._key = keep, self._tensor_key()  # a calibration or repack may have bumped versions
+        return self._plan
+
+    @property
+    def unsupported_reason(self) -> str | None:
+        """Why the last `plan()` found no runtime path (None when there is one)."""
+        return self._reason
+
+    @torch.no_grad()
+    def forward(self, hidden_states: torch.Tensor, valid: torch.Tensor | None) -> torch.Tensor:
+        """Run every layer natively.
+
+        Args:
+            hidden_states: float32 [B, T, H], the embeddings' output.
+            valid: bool [B, T], True for real tokens (None: all).
+
+        Returns:
+            float32 [B, T, H]: the last layer's hidden states (0 at padding positions).
+        """
+        plan = self.plan()
+        batch, seq, hidden = hidden_states.shape
+        if valid is None or bool(valid.all()):
+            rows = hidden_states.reshape(batch * seq, hidden).clone()
+            lengths = torch.full((batch,), seq, dtype=torch.int64)
+            index = None
+        else:
+            index = valid.reshape(-1).nonzero().squeeze(1)
+            rows = hidden_states.reshape(batch * seq, hidden).index_select(0, index)
+            lengths = valid.sum(1, dtype=torch.int64)
+        cu = torch.zeros(batch + 1, dtype=torch.int64)
+        torch.cumsum(lengths, 0, out=cu[1:])
+        m, threads, layers = rows.shape[0], torch.get_num_threads(), len(self.encoder.layer)
+        if m:
+            need = ops._bitgemm.encoder_work_floats(plan.data_ptr(), layers, m, int(lengths.max()), threads)
+            if self._work.numel() < need:
+                self._work = torch.empty(need, dtype=torch.float32)
+            ops._bitgemm.encoder_forward(plan.data_ptr(), layers, rows.data_ptr(), m, cu.data_ptr(), batch,
+                                         self._work.data_ptr(), self._work.numel(), threads)
+        if index is None:
+            return rows.view(batch, seq, hidden)
+        out = hidden_states.new_zeros(batch * seq, hidden)
+        out.index_copy_(0, index, rows)
+        return out.view(batch, seq, hidden)
+
+
+def _key_padding(attention_mask: torch.Tensor | None, batch: int, seq: int) -> torch.Tensor | None | bool:
+    """bool [B, T] of real tokens from the 4-D mask the encoder receives (None: no mask), or False when the mask is
+    not a padding mask (some query row differs from the others)."""
+    if attention_mask is None:
+        return None
+    if attention_mask.dim() != 4 or attention_mask.shape[-1] != seq or attention_mask.shape[0] not in (1, batch):
+        return False
+    mask = attention_mask[:, 0]
+    if mask.shape[-2] > 1 and not bool((mask == mask[:, :1]).all()):
+        return False
+    row = mask[:, 0]
+    valid = row if row.dtype == torch.bool else row == 0
+    return valid.expand(batch, seq)
+
+
+class BinaryBertEncoder(BertEncoder):
+    """transformers' `BertEncoder` whose forward runs on the native runtime when it can (module docstring).
+
+    The class of a binarized model's encoder is switched to this one after construction (it adds no parameters or
+    buffers: the state dict is unchanged). `inference_kernel` ("auto", "eager" or "reference", set by
+    `BinaryBertPreTrainedModel.set_inference_kernel`): only "auto" runs the native runtime.
+    """
+
+    inference_kernel: str = "auto"
+
+    def runtime(self) -> EncoderRuntime:
+        """This encoder's `EncoderRuntime` (created on first use)."""
+        runtime = self.__dict__.get("_native_runtime")
+        if runtime is None:
+            runtime = self.__dict__["_native_runtime"] = EncoderRuntime(self)
+        return runtime
+
+    def runtime_applies(self, hidden_states: torch.Tensor, attention_mask, kwargs: dict) -> bool:
+        """Whether this call can run natively (see the module docstring for the conditions)."""
+        if (self.inference_kernel != "auto" or self.training or not ops.available() or torch.compiler.is_compiling()
+                or hidden_states.device.type != "cpu" or hidden_states.dtype != torch.float32):
+            return False
+        if torch.is_grad_enabled() and (hidden_states.requires_grad or
+                                        any(p.requires_grad for p in self.parameters())):
+            return False
+        if kwargs.get("encoder_hidden_states") is not None or kwargs.get("cache") is not None or self.config.is_decoder:
+            return False
+        if any(kwargs.get(k) or getattr(self.config, k, False) for k in ("output_attentions", "output_hidden_states")):
+            return False
+        if _active_collector is not None and _active_collector.get():
+            return False
+        return self.runtime().plan() is not None
+
+    def forward(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None = None, *args, **kwargs):
+        if not self.runtime_applies(hidden_states, attention_mask, kwargs):
+            return super().forward(hidden_states, attention_mask, *args, **kwargs)
+        valid = _key_padding(attention_mask, *hidden_states.shape[:2])
+        if valid is False:
+            return super().forward(hidden_states, attention_mask, *args, **kwargs)
+        return BaseModelOutputWithPastAndCrossAttentions(last_hidden_state=self.runtime().forward(hidden_states, valid))
+
+
+def use_native_encoder(model: torch.nn.Module) -> int:
+    """Switch every `BertEncoder` of `model` to `BinaryBertEncoder` in place (no new tensors). Returns how many."""
+    count = 0
+    for module in model.modules():
+        if type(module) is BertEncoder:
+            module.__class__ = BinaryBertEncoder
+            count += 1
+    return count
+
+
+__all__ = ["BinaryBertEncoder", "EncoderRuntime", "use_native_encoder"]

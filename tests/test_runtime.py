@@ -1,0 +1,222 @@
+"""The native encoder runtime (hf_binary_bert/runtime.py, kernels/csrc/encoder.h): when it runs, that it agrees with
+the eager kernel path, padding removal, its fall-backs, plan rebuilding, and bad input."""
+
+import pytest
+import torch
+from conftest import tiny_config
+
+from hf_binary_bert import (
+    BinaryBertForMaskedLM,
+    BinaryBertForSequenceClassification,
+    BinaryBertModel,
+    PackedBinaryLinear,
+    kernels,
+)
+from hf_binary_bert.runtime import BinaryBertEncoder
+
+pytestmark = pytest.mark.skipif(not kernels.available(), reason="compiled kernels not built")
+
+# configurations whose every operation is exact up to float rounding of LayerNorm / GELU (no quantizer threshold
+# downstream of a softmax that native code computes with other roundings)
+EXACT_COMBOS = {
+    "W1A1-sign-bi_attention": dict(activation_bits=1, attention_type="bi_attention"),
+    "W1A1-elastic-bi_attention-E1": dict(activation_bits=1, activation_quantizer="elastic", attention_type="bi_attention",
+                                         embedding_bits=1),
+    "W1A8-elastic": dict(activation_bits=8, activation_quantizer="elastic"),
+    "W1A4-sign": dict(activation_bits=4),
+    "W1A2-elastic-relu": dict(activation_bits=2, activation_quantizer="elastic", hidden_act="relu"),
+}
+# 1-bit probabilities after a softmax: a probability within rounding of the quantizer's threshold may flip
+SOFTMAX_1BIT_COMBOS = {
+    "W1A1-sign": dict(activation_bits=1),
+    "W1A1-elastic (BiT)": dict(activation_bits=1, activation_quantizer="elastic"),
+    "W1A1-elastic-relu": dict(activation_bits=1, activation_quantizer="elastic", hidden_act="relu"),
+}
+
+
+def _model(combo, cls=BinaryBertModel, layers=2, seed=0, **extra):
+    torch.manual_seed(seed)
+    model = cls(tiny_config(weight_scale="learned_offset", scale_granularity="head", num_hidden_layers=layers,
+                            **combo, **extra))
+    ids = torch.randint(1, 99, (4, 13), generator=torch.Generator().manual_seed(seed))
+    model.train()(input_ids=ids)  # calibrates the activation quantizers
+    return model.eval().freeze()
+
+
+def _inputs(seed=1, lengths=(13, 9, 1, 5)):
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(1, 99, (len(lengths), max(lengths)), generator=g)
+    mask = torch.zeros_like(ids)
+    for b, n in enumerate(lengths):
+        mask[b, :n] = 1
+    return ids, mask
+
+
+def _linear_calls(model):
+    calls = []
+    handles = [m.register_forward_hook(lambda *a: calls.append(1)) for m in model.modules()
+               if isinstance(m, PackedBinaryLinear)]
+    return calls, handles
+
+
+def _hidden(model, ids, mask, kernel):
+    model.set_inference_kernel(kernel)
+    with torch.inference_mode():
+        out = model(input_ids=ids, attention_mask=mask)
+    model.set_inference_kernel("auto")
+    return out
+
+
+@pytest.mark.parametrize("combo", list(EXACT_COMBOS))
+def test_runtime_runs_and_equals_the_eager_kernel_path(combo):
+    model = _model(EXACT_COMBOS[combo])
+    ids, mask = _inputs()
+    calls, handles = _linear_calls(model)
+    native = _hidden(model, ids, mask, "auto").last_hidden_state
+    assert not calls, "the native runtime ran no PyTorch Linear"
+    eager = _hidden(model, ids, mask, "eager").last_hidden_state
+    assert len(calls) == 12  # 2 layers × 6 Linears on the eager path
+    for h in handles:
+        h.remove()
+    valid = mask.bool()
+    torch.testing.assert_close(native[valid], eager[valid], rtol=0, atol=2e-5)
+    assert torch.equal(native[~valid], torch.zeros_like(native[~valid]))  # padding is not computed
+
+
+@pytest.mark.parametrize("combo", list(SOFTMAX_1BIT_COMBOS))
+def test_one_bit_softmax_attention_agrees_within_rounding(combo):
+    """One layer, so a flipped probability bit cannot cascade: nearly every value equal, none far off."""
+    model = _model(SOFTMAX_1BIT_COMBOS[combo], layers=1)
+    ids, mask = _inputs()
+    native = _hidden(model, ids, mask, "auto").last_hidden_state[mask.bool()]
+    eager = _hidden(model, ids, mask, "eager").last_hidden_state[mask.bool()]
+    close = (native - eager).abs() <= 1e-4
+    assert close.float().mean() >= 0.95, f"only {close.float().mean():.3f} of the values agree"
+    assert (native - eager).abs().max() < 1.0
+
+
+def test_w1a32_int8_runs_natively_with_float_attention():
+    model = _model(dict(activation_bits=32)).set_inference_kernel("auto", float_activations="int8")
+    ids, mask = _inputs()
+    calls, handles = _linear_calls(model)
+    with torch.inference_mode():
+        native = model(input_ids=ids, attention_mask=mask).last_hidden_state
+    assert not calls
+    model.set_inference_kernel("eager")
+    with torch.inference_mode():
+        eager = model(input_ids=ids, attention_mask=mask).last_hidden_state
+    for h in handles:
+        h.remove()
+    torch.testing.assert_close(native[mask.bool()], eager[mask.bool()], rtol=0, atol=1e-4)
+    model.set_inference_kernel("auto", float_activations="float32")  # the exact reference: no runtime
+    assert model.encoder.runtime().plan() is None
+    assert "float_activations" in model.encoder.runtime().unsupported_reason
+
+
+def test_padding_is_removed_and_each_sequence_equals_itself_alone():
+    model = _model(EXACT_COMBOS["W1A1-elastic-bi_attention-E1"])
+    ids, mask = _inputs(lengths=(13, 4, 7))
+    with torch.inference_mode():
+        batch = model(input_ids=ids, attention_mask=mask).last_hidden_state
+        for b in range(3):
+            n = int(mask[b].sum())
+            alone = model(input_ids=ids[b:b + 1, :n]).last_hidden_state
+            assert torch.equal(batch[b, :n], alone[0])  # the same rows, bit for bit
+
+
+@pytest.mark.parametrize("cls", [BinaryBertForSequenceClassification, BinaryBertForMaskedLM])
+def test_heads_run_on_the_runtime(cls):
+    extra = {"tie_word_embeddings": False} if cls is BinaryBertForMaskedLM else {}
+    model = _model(EXACT_COMBOS["W1A8-elastic"], cls=cls, **extra)
+    ids, mask = _inputs()
+    native = _hidden(model, ids, mask, "auto").logits
+    eager = _hidden(model, ids, mask, "eager").logits
+    if cls is BinaryBertForMaskedLM:
+        native, eager = native[mask.bool()], eager[mask.bool()]
+    torch.testing.assert_close(native, eager, rtol=0, atol=1e-4)
+
+
+def test_falls_back_to_the_eager_path():
+    model = _model(EXACT_COMBOS["W1A4-sign"])
+    ids, mask = _inputs()
+    calls, handles = _linear_calls(model)
+    with torch.inference_mode():
+        out = model(input_ids=ids, attention_mask=mask, output_hidden_states=True, output_attentions=True)
+    assert len(calls) == 12 and len(out.hidden_states) == 3 and len(out.attentions) == 2
+    calls.clear()
+    with torch.no_grad():
+        model.train()(input_ids=ids, attention_mask=mask)  # training mode
+    assert len(calls) == 12
+    calls.clear()
+    model.eval()(input_ids=ids, attention_mask=mask)  # autograd on
+    assert len(calls) == 12
+    calls.clear()
+    _hidden(model, ids, mask, "reference")
+    assert len(calls) == 12
+    for h in handles:
+        h.remove()
+    assert isinstance(model.encoder, BinaryBertEncoder)
+
+
+def test_uncalibrated_quantizers_do_not_run_natively():
+    torch.manual_seed(0)
+    model = BinaryBertModel(tiny_config(activation_bits=1, activation_quantizer="elastic")).eval().freeze()
+    assert model.encoder.runtime().plan() is None
+    assert "not calibrated" in model.encoder.runtime().unsupported_reason
+
+
+def test_plan_follows_changed_tensors(tmp_path):
+    model = _model(EXACT_COMBOS["W1A8-elastic"])
+    other = _model(EXACT_COMBOS["W1A8-elastic"], seed=1)
+    ids, mask = _inputs()
+    before = _hidden(model, ids, mask, "auto").last_hidden_state
+    model.load_state_dict(other.state_dict())
+    after = _hidden(model, ids, mask, "auto").last_hidden_state
+    expected = _hidden(other, ids, mask, "auto").last_hidden_state
+    assert not torch.equal(before, after)
+    assert torch.equal(after, expected)
+
+
+def test_loaded_checkpoint_runs_natively_and_under_float64_default(tmp_path):
+    model = _model(EXACT_COMBOS["W1A1-sign-bi_attention"], cls=BinaryBertForSequenceClassification)
+    model.save_pretrained(tmp_path)
+    loaded = BinaryBertForSequenceClassification.from_pretrained(tmp_path).eval()
+    ids, mask = _inputs()
+    assert loaded.bert.encoder.runtime().plan() is not None
+    expected = _hidden(model, ids, mask, "auto").logits
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)  # the runtime's buffers are float32 whatever the default
+    try:
+        got = _hidden(loaded, ids, mask, "auto").logits
+    finally:
+        torch.set_default_dtype(previous)
+    assert got.dtype == torch.float32
+    torch.testing.assert_close(got, expected, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("isa", [i for i in kernels.supported_isas() if i != kernels.get_isa()])
+def test_other_instruction_sets_agree(isa):
+    model = _model(EXACT_COMBOS["W1A1-elastic-bi_attention-E1"])
+    ids, mask = _inputs()
+    expected = _hidden(model, ids, mask, "auto").last_hidden_state
+    previous = kernels.set_isa(isa)
+    try:
+        got = _hidden(model, ids, mask, "auto").last_hidden_state
+    finally:
+        kernels.set_isa(previous)
+    torch.testing.assert_close(got, expected, rtol=0, atol=2e-5)
+
+
+def test_bad_work_space_and_offsets_raise():
+    from hf_binary_bert.kernels import ops
+
+    model = _model(EXACT_COMBOS["W1A4-sign"])
+    runtime = model.encoder.runtime()
+    plan = runtime.plan()
+    x = torch.randn(5, 32)
+    cu = torch.tensor([0, 5], dtype=torch.int64)
+    with pytest.raises(ValueError, match="work space"):
+        ops._bitgemm.encoder_forward(plan.data_ptr(), 2, x.data_ptr(), 5, cu.data_ptr(), 1, x.data_ptr(), 1, 1)
+    bad = torch.tensor([0, 4], dtype=torch.int64)
+    with pytest.raises(ValueError, match="cu_seqlens"):
+        ops._bitgemm.encoder_forward(plan.data_ptr(), 2, x.data_ptr(), 5, bad.data_ptr(), 1, x.data_ptr(), 1, 1)
