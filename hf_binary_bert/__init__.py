@@ -21,6 +21,7 @@ from .binarization import (
     freeze_,
     unfreeze_,
 )
+from .calibration import Calibration, NotCalibratedError, calibrate
 from .flops import count_operations, estimate_packed_size
 from .configuration_binary_bert import BinaryBertConfig
 from .modeling_binary_bert import (
@@ -52,6 +53,8 @@ def __getattr__(name):
 __all__ = [
     "ActivationQuantizer",
     "BinaryEmbedding",
+    "Calibration",
+    "NotCalibratedError",
     "PackedBinaryEmbedding",
     "count_operations",
     "estimate_packed_size",
@@ -65,6 +68,7 @@ __all__ = [
     "DistillationTrainingArguments",
     "PackedBinaryLinear",
     "binarize_",
+    "calibrate",
     "checkpoint_size_report",
     "freeze_",
     "load_teacher",

@@ -70,6 +70,9 @@ class BinaryBertPreTrainedModel(BertPreTrainedModel):
                 f"BinaryBertConfig.binarized_modules={self.config.binarized_modules} matched no Linear layer of "
                 f"{type(self).__name__}"
             )
+        for name, module in self.named_modules():  # named in their errors (e.g. NotCalibratedError)
+            if isinstance(module, ActivationQuantizer):
+                module.qualified_name = name
         use_native_encoder(self)  # the encoder runs on the native runtime where it can (runtime.py)
 
     @torch.no_grad()

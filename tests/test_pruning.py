@@ -10,7 +10,7 @@ from transformers import BertForSequenceClassification, TrainingArguments
 
 from conftest import tiny_bert_config
 from distill_helpers import tiny_teacher, toy_dataset
-from hf_binary_bert import BinaryBertConfig, BinaryBertForSequenceClassification, DistillationTrainingArguments
+from hf_binary_bert import BinaryBertConfig, BinaryBertForSequenceClassification, DistillationTrainingArguments, calibrate
 from hf_binary_bert.pruning import (
     BlockGates,
     BlockPruningConfig,
@@ -211,7 +211,7 @@ def test_prune_binarized_student_in_training_form(tmp_path):
     assert layer.output.dense.input_quantizer.shift.shape == (32,)
     x = _inputs()
     student.eval()
-    student(**x)  # calibrates the quantizers
+    calibrate(student, [x])  # eval mode: explicit calibration
     expected = student(**x).logits
     student.save_pretrained(tmp_path)
     loaded = BinaryBertForSequenceClassification.from_pretrained(tmp_path).eval()

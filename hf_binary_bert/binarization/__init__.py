@@ -1,6 +1,6 @@
 """Binarization of weights, embeddings and activations: straight-through estimators, binarized Linear layers and the BERT module swap."""
 
-from .activation import ActivationQuantizer, make_activation_quantizer
+from .activation import ActivationQuantizer, NotCalibratedError, make_activation_quantizer
 from .embedding import BinaryEmbedding, PackedBinaryEmbedding
 from .linear import BinaryLinear, PackedBinaryLinear, current_scales, dequantize, initial_scales, pack_weight
 from .ste import binary_sign, sign_ste
@@ -8,6 +8,7 @@ from .swap import binarize_, binarized_target, freeze_, unfreeze_
 
 __all__ = [
     "ActivationQuantizer",
+    "NotCalibratedError",
     "BinaryEmbedding",
     "PackedBinaryEmbedding",
     "dequantize",

@@ -13,9 +13,14 @@ ReLU):
   - 1 bit, signed: x̂ = α·sign(x − β) ∈ {−α, +α}; ∂x̂/∂α = sign(x − β) (scaled by g), ∂x̂/∂x = 1[|x − β| ≤ α].
   - 1 bit, unsigned and b bits: x̂ = α·round(clip((x − β) / α, Q_n, Q_p)) (LSQ gradients), e.g. {0, α}.
 
-Learned steps start from the first batch seen (LSQ / BiT initialisation): s₀ = 2·mean|x − β| / √Q_p for signed and
-4·mean|x − β| / √Q_p for unsigned inputs, averaged over processes under `torch.distributed`. The `calibrated` buffer
-records that this happened, so a loaded checkpoint keeps its trained step.
+Learned steps start from data (LSQ / BiT initialisation): s₀ = 2·mean|x − β| / √Q_p for signed and
+4·mean|x − β| / √Q_p for unsigned inputs, averaged over processes under `torch.distributed`. When that happens:
+- in training mode, on the first batch the quantizer sees (as LSQ and BiT do);
+- explicitly, inside `hf_binary_bert.Calibration` / `hf_binary_bert.calibrate(model, batches)` (any mode): s₀ is
+  then the mean of the rule over the calibration batches.
+Never in eval mode otherwise: a quantizer with a step that has not been calibrated raises `NotCalibratedError` there
+(instead of calibrating on whatever inference input comes first). The `calibrated` buffer records calibration and
+is saved, so a loaded checkpoint keeps its trained step.
 """
 
 from __future__ import annotations
@@ -47,6 +52,10 @@ def quantization_range(bits: int, signed: bool) -> tuple[int, int]:
     return 0, 2**bits - 1
 
 
+class NotCalibratedError(RuntimeError):
+    """An activation quantizer whose step was never set from data ran in eval mode (see the module docstring)."""
+
+
 class ActivationQuantizer(nn.Module):
     r"""Quantizes an activation tensor to `bits` bits (see the module docstring for the formulas).
 
@@ -64,7 +73,14 @@ class ActivationQuantizer(nn.Module):
 
     Raises:
         ValueError: for bits outside {1, 2, 4, 8} or an unknown scheme.
+        NotCalibratedError: (forward, `kernel_step`) in eval mode, outside `Calibration`, while the step has not
+            been calibrated.
     """
+
+    # Set by `hf_binary_bert.Calibration`: None outside it, else how many calibration batches this quantizer has
+    # averaged so far. `qualified_name`: its name in the model (set by the model classes), for error messages.
+    _calibration_batches: int | None = None
+    qualified_name: str | None = None
 
     def __init__(self, bits: int, *, signed: bool = True, scheme: str = "sign", shift_shape: tuple[int, ...] | None = None,
                  ste: str = "clipped_identity"):
@@ -90,23 +106,41 @@ class ActivationQuantizer(nn.Module):
         return self.scheme == "elastic" or self.bits > 1
 
     @torch.no_grad()
-    def calibrate(self, x: torch.Tensor) -> None:
-        """Initialise the step from a batch x (LSQ / BiT rule in the module docstring) and mark it calibrated."""
+    def calibrate(self, x: torch.Tensor, previous_batches: int = 0) -> None:
+        """Initialise the step from a batch x (already shifted; LSQ / BiT rule in the module docstring) and mark it
+        calibrated. With `previous_batches` = n > 0, the step becomes the mean of the rule over n + 1 batches: (n·s +
+        rule(x)) / (n + 1), s the current step."""
         value = x.detach().float().abs().mean() * (2.0 if self.signed else 4.0) / math.sqrt(max(self.q_p, 1))
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             torch.distributed.all_reduce(value)
             value /= torch.distributed.get_world_size()
+        if previous_batches:
+            value = (self.step.detach().float() * previous_batches + value) / (previous_batches + 1)
         self.step.copy_(value.clamp_min(1e-5))
         self.calibrated.fill_(1)
         self._seen_calibrated = True
 
     def _calibrate_once(self, x: torch.Tensor) -> None:
-        """Calibrate on x (already shifted) unless this quantizer has seen data or was loaded calibrated."""
+        """Calibrate on x (already shifted) inside `Calibration`, or in training mode unless this quantizer has seen
+        data or was loaded calibrated; in eval mode, refuse to run uncalibrated."""
+        if self._calibration_batches is not None:
+            self.calibrate(x, self._calibration_batches)
+            self._calibration_batches += 1
+            return
         if not self._seen_calibrated:
             if self.calibrated.item():
                 self._seen_calibrated = True
-            else:
+            elif self.training:
                 self.calibrate(x)
+            else:
+                name = f" {self.qualified_name!r}" if self.qualified_name else ""
+                raise NotCalibratedError(
+                    f"activation quantizer{name} ({self.bits}-bit {self.scheme}) has no calibrated step: it was "
+                    "never run on data, and in eval mode it does not calibrate on inference inputs. Calibrate the "
+                    "model first with hf_binary_bert.calibrate(model, batches) on a few representative batches (or "
+                    "`with hf_binary_bert.Calibration(model): model(**batch)`), or train it (a training-mode "
+                    "forward calibrates on its first batch)."
+                )
 
     def _inference_step(self, dtype: torch.dtype) -> torch.Tensor:
         """max(s, 1e-5) as the no-grad forward and the packed kernels use it (0-d, detached, in `dtype`)."""
@@ -114,7 +148,11 @@ class ActivationQuantizer(nn.Module):
 
     def kernel_step(self, x: torch.Tensor) -> torch.Tensor:
         """The step s (α) as the no-grad forward would use it on input x, for the packed kernels: calibrates first
-        when this quantizer has not seen data yet (as `forward` does), then returns max(s, 1e-5) (0-d, detached)."""
+        where `forward` would (inside `Calibration`, or training mode before any data), then returns max(s, 1e-5)
+        (0-d, detached).
+
+        Raises:
+            NotCalibratedError: in eval mode outside `Calibration` when the step was never calibrated."""
         self._calibrate_once(x - self.shift.to(x.dtype) if hasattr(self, "shift") else x)
         return self._inference_step(x.dtype)
 
@@ -155,4 +193,4 @@ def make_activation_quantizer(config, *, signed: bool = True, shift_shape: tuple
                                shift_shape=shift_shape, ste=config.ste)
 
 
-__all__ = ["ACTIVATION_SCHEMES", "ActivationQuantizer", "make_activation_quantizer", "quantization_range"]
+__all__ = ["ACTIVATION_SCHEMES", "ActivationQuantizer", "NotCalibratedError", "make_activation_quantizer", "quantization_range"]

@@ -34,14 +34,15 @@ FLOAT_ACTIVATIONS = ("float32", "int8")
 
 def kernel_applies(module: nn.Module, x: torch.Tensor) -> bool:
     """Whether `module` (a `PackedBinaryLinear`) runs its forward on the kernels for input `x`: kernel `"auto"` or `"eager"`,
-    eval mode, float32 CPU input, no gradient needed, and a kernel for its input quantizer."""
+    eval mode, float32 CPU input, no gradient needed, and a kernel for its input quantizer (not while it calibrates:
+    the bound kernel call does not read the input's statistics)."""
     if module.inference_kernel == "reference" or module.training or x.device.type != "cpu" or x.dtype != torch.float32:
         return False
     if torch.is_grad_enabled() and (x.requires_grad or (module.bias is not None and module.bias.requires_grad)):
         return False
     quantizer = module.input_quantizer
-    if isinstance(quantizer, ActivationQuantizer):
-        return True
+    if isinstance(quantizer, ActivationQuantizer):  # calibrating (`hf_binary_bert.Calibration`): the reference path
+        return quantizer._calibration_batches is None
     return isinstance(quantizer, nn.Identity) and module.float_activations == "int8"
 
 
