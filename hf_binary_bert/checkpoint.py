@@ -11,6 +11,7 @@ import json
 import os
 
 import torch
+from safetensors import safe_open
 from transformers.utils import SAFE_WEIGHTS_INDEX_NAME, SAFE_WEIGHTS_NAME, cached_file
 
 from .packing import read_safetensors_header, safetensors_dtype_name
@@ -72,10 +73,12 @@ def validate_checkpoint(model: torch.nn.Module, files: list[str], prefix: str = 
     Rules: a packed sign tensor (`*.weight_packed`) must be uint8; scales, offsets and quantizer parameters
     (`FLOAT32_SUFFIXES`) float32; other floating tensors any float dtype; shapes must match exactly. Tensors of the
     base model must all be present, and the base model must not have extra tensors (that means the config does not
-    describe the file); task-head tensors may be absent (newly initialised, as in transformers).
+    describe the file); task-head tensors may be absent (newly initialised, as in transformers). When the layout is
+    right, the values are checked too (`value_problems`: no NaN / inf, no negative `mean_abs` α, 0/1 flags).
 
     Raises:
-        ValueError: naming the first offending tensor (and the file when it is truncated).
+        ValueError: naming the first offending tensor (and the file when it is truncated or its header's data
+            offsets overlap).
     """
     header = read_checkpoint_header(files)
     problems = []
@@ -100,6 +103,39 @@ def validate_checkpoint(model: torch.nn.Module, files: list[str], prefix: str = 
     base_keys = {k for k in header if k not in used and not k.startswith(_HEAD_PREFIXES)}
     if base_keys:
         problems.append(f"unexpected tensor {sorted(base_keys)[0]!r} (and {len(base_keys) - 1} more) not described by the config")
+    if not problems:
+        problems = value_problems(files, getattr(getattr(model, "config", None), "weight_scale", None))
     if problems:
         more = f" (and {len(problems) - 1} more problem(s))" if len(problems) > 1 else ""
         raise ValueError(f"Malformed checkpoint {os.path.dirname(files[0]) or files[0]}: {problems[0]}{more}")
+
+
+def value_problems(files: list[str], weight_scale: str | None = None) -> list[str]:
+    """What is wrong with the values (not the layout) of a checkpoint's tensors, one message per tensor:
+
+    - any floating tensor with a NaN or ±inf (scales α, offsets γ, quantizer steps and shifts, but also biases,
+      embeddings, LayerNorm: each would make every output NaN);
+    - a negative α (`*.weight_scale`) under `weight_scale="mean_abs"`, where α = mean|W − γ| cannot be negative
+      (the learned schemes may hold any finite α: a learned scale is free to change sign; a quantizer step ≤ 0 is
+      used as max(s, 1e-5), as in training, so it is not refused either);
+    - a `calibrated` flag other than 0 or 1.
+
+    Call it after the layout checks of `validate_checkpoint` (which it assumes: known dtypes, matching shapes).
+    """
+    problems = []
+    for file in files:
+        with safe_open(file, framework="pt") as f:
+            for name in f.keys():
+                tensor = f.get_tensor(name)
+                if tensor.is_floating_point():
+                    bad = ~torch.isfinite(tensor)
+                    if bad.any():
+                        value = tensor.reshape(-1)[bad.reshape(-1)][0].item()
+                        problems.append(f"tensor {name!r} has {int(bad.sum())} non-finite value(s) (e.g. {value})")
+                        continue
+                if name.endswith(".weight_scale") and weight_scale == "mean_abs" and (tensor < 0).any():
+                    problems.append(f"tensor {name!r} has a negative scale α ({tensor.min().item()}); "
+                                    "weight_scale='mean_abs' stores α = mean|W| ≥ 0")
+                elif name.endswith("_quantizer.calibrated") and (tensor.numel() != 1 or tensor.item() not in (0, 1)):
+                    problems.append(f"tensor {name!r} (a flag) must be 0 or 1, got {tensor.tolist()}")
+    return problems

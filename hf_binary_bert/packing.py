@@ -88,6 +88,45 @@ def safetensors_dtype_name(dtype: torch.dtype) -> str:
     return _SAFETENSORS_DTYPES.get(dtype, str(dtype))
 
 
+_ITEM_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1, "BOOL": 1}
+
+
+def _check_layout(path, header: dict) -> None:
+    """Each entry has a dtype, a shape and [begin, end] data offsets whose length is numel × item size, and the
+    entries tile the data section without gap or overlap (what the safetensors format requires).
+
+    Raises:
+        ValueError: naming the file and the first offending tensor.
+    """
+    spans = []
+    for name, info in header.items():
+        try:
+            dtype, shape, (begin, end) = info["dtype"], list(info["shape"]), info["data_offsets"]
+            numel = 1
+            for d in shape:
+                if not isinstance(d, int) or d < 0:
+                    raise ValueError
+                numel *= d
+            if not (isinstance(begin, int) and isinstance(end, int)):
+                raise ValueError
+        except (KeyError, TypeError, ValueError):
+            raise ValueError(f"{path}: malformed safetensors header entry for tensor {name!r}: {info!r}") from None
+        size = _ITEM_BYTES.get(dtype)
+        if size is None:
+            raise ValueError(f"{path}: tensor {name!r} has unsupported dtype {dtype!r}")
+        if begin < 0 or end - begin != numel * size:
+            raise ValueError(f"{path}: tensor {name!r} has data offsets [{begin}, {end}], which do not hold "
+                             f"{numel} {dtype} values ({numel * size} bytes)")
+        spans.append((begin, end, name))
+    position, previous = 0, None
+    for begin, end, name in sorted(spans):
+        if begin != position:
+            where = "overlaps" if begin < position else "leaves a gap after"
+            other = f"tensor {previous!r}" if previous is not None else "the start of the data"
+            raise ValueError(f"{path}: tensor {name!r} (data offsets [{begin}, {end}]) {where} {other}")
+        position, previous = end, name
+
+
 def read_safetensors_header(path: str | os.PathLike) -> dict:
     """Read and check the header of a safetensors file without loading its tensors.
 
@@ -96,8 +135,9 @@ def read_safetensors_header(path: str | os.PathLike) -> dict:
         is dropped).
 
     Raises:
-        ValueError: naming the file if the header is unreadable or the file is shorter than its header says
-            (a truncated download or copy).
+        ValueError: naming the file if the header is unreadable, an entry's data offsets do not match its dtype
+            and shape or overlap another's (naming the tensor), or the file is shorter than its header says (a
+            truncated download or copy).
     """
     size = os.path.getsize(path)
     with open(path, "rb") as f:
@@ -111,7 +151,10 @@ def read_safetensors_header(path: str | os.PathLike) -> dict:
             header = json.loads(f.read(n))
         except (UnicodeDecodeError, json.JSONDecodeError) as err:
             raise ValueError(f"{path}: unreadable safetensors header ({err})") from None
+    if not isinstance(header, dict):
+        raise ValueError(f"{path}: unreadable safetensors header (not a JSON object)")
     header.pop("__metadata__", None)
+    _check_layout(path, header)
     data_end = max((t["data_offsets"][1] for t in header.values()), default=0)
     if 8 + n + data_end > size:
         last = max(header, key=lambda k: header[k]["data_offsets"][1])
