@@ -14,7 +14,7 @@ ext_modules = [
     Extension(
         "hf_binary_bert.kernels._bitgemm",
         sources=["hf_binary_bert/kernels/csrc/bitgemm.cpp"],
-        depends=["hf_binary_bert/kernels/csrc/encoder.h"],  # included by bitgemm.cpp (one translation unit)
+        depends=["hf_binary_bert/kernels/csrc/encoder.h", "hf_binary_bert/kernels/csrc/popcount_rate.h"],  # included
         language="c++",
         # -ffp-contract=off: no fused multiply-adds, so the epilogue rounds exactly as kernels/reference.py
         extra_compile_args=["-O3", "-std=c++17", "-fopenmp", "-ffp-contract=off", "-Wno-uninitialized"],

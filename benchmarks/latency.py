@@ -8,26 +8,35 @@ pass (token ids of length `--seq-len`, attention mask of ones) of these variants
     torch-int8-dynamic    `torch.ao.quantization.quantize_dynamic` of the nn.Linear layers (int8 weights and activations)
     ort-fp32              the FP32 model exported with `torch.onnx.export(dynamo=True)`, run by ONNX Runtime (CPU EP)
     ort-int8              that ONNX model after `onnxruntime.quantization.quantize_dynamic` (QInt8 weights)
-    ours-W1A1             hf_binary_bert packed checkpoint, 1-bit weights, 1-bit activations, 1-bit embeddings
-    ours-W1A8             1-bit weights, 8-bit activations, 1-bit embeddings
-    ours-W1A32-int8       1-bit weights, float activations run as int8 (`float_activations="int8"`), 16-bit embeddings
+    ours-W1A1             hf_binary_bert packed checkpoint, 1-bit weights, 1-bit activations (BiT elastic, binarized
+                          softmax), 1-bit embeddings, on the native encoder runtime (`hf_binary_bert.runtime`)
+    ours-W1A1-biattn      the same with BiBERT's Bi-Attention, on the native runtime
+    ours-W1A8             1-bit weights, 8-bit activations, 1-bit embeddings, on the native runtime
+    ours-W1A32-int8       1-bit weights, float activations run as int8 (`float_activations="int8"`), 16-bit embeddings,
+                          on the native runtime
+    ours-W1A1-eager       ours-W1A1 on the per-Linear kernels called from PyTorch's eager forward
+                          (`set_inference_kernel("eager")`: the path before the native runtime)
     ours-W1A1-reference   W1A1 on the pure-PyTorch reference kernels (slow; `--reference-runs` timed runs)
 
 Our masked-LM rows run the decoder (hidden → 30522-token vocabulary, full precision in the checkpoint) on the int8
 kernel (`set_inference_kernel(mlm_head="int8")`), except the reference row, which keeps it in float32.
 
-All models have random weights (the geometry is what matters for latency): BERT-base by default, a tiny one with
-`--small`. Each forward is timed with `time.perf_counter` under `torch.inference_mode()` after `--warmup` untimed
+All models have random weights (the geometry is what matters for latency; our activation quantizers are calibrated
+on one random batch before saving): BERT-base by default, a tiny one with `--small`. Input shapes (`--shapes`):
+`BxT` is B sequences of T tokens; `BxTm` is B sequences of mixed lengths spread evenly from 8 to T tokens, padded to
+T (half the tokens padding at B=8, T=128: our runtime does not compute them). A line per shape compares our W1A1
+Linears' binary multiply-accumulates per second with the machine's XOR + popcount rate measured on L1-resident
+data (`hf_binary_bert.kernels.popcount_rate`). Each forward is timed with `time.perf_counter` under `torch.inference_mode()` after `--warmup` untimed
 runs, in interleaved rounds (one forward of every variant per round, so a drift of the machine's speed hits all rows
 alike; 50 ms of sleep before each timed forward let the previous row's spinning worker threads go idle); the table shows the median of `--runs` timed runs, the speed-up over torch-fp32 and over ort-int8 (the ratio
 of the medians). Unless `--skip-memory`, every variant is loaded again in a fresh subprocess that reports its resident
 memory (VmRSS, and the peak VmHWM) above the RSS right after `import torch, transformers`: after loading the saved model
-the way a user would, and after one batch-1 forward. A variant whose optional package (or kernel) is missing is shown as
+the way a user would, after one batch-1 forward, and the peak after a batch-8 forward. A variant whose optional package (or kernel) is missing is shown as
 "skipped: <reason>". ONNX rows need the `bench` extra: `pip install -e ".[bench]"`.
 
     python benchmarks/latency.py                                   # the real benchmark (minutes; run on a quiet machine)
     python benchmarks/latency.py --small --runs 3 --warmup 1       # quick check of the script
-    python benchmarks/latency.py --heads encoder --batch-sizes 1 --variants torch-fp32,ours-W1A1 --json out.json
+    python benchmarks/latency.py --heads encoder --shapes 1x128 --variants torch-fp32,ours-W1A1 --json out.json
 """
 
 import argparse
@@ -50,13 +59,16 @@ import transformers
 from markdown_output import write_markdown  # benchmarks/, on sys.path as the script's folder
 
 VARIANTS = ["torch-fp32", "torch-bf16-autocast", "torch-int8-dynamic", "ort-fp32", "ort-int8",
-            "ours-W1A1", "ours-W1A8", "ours-W1A32-int8", "ours-W1A1-reference"]
-# ours variant -> (activation_bits, embedding_bits, set_inference_kernel positional and keyword arguments or None)
+            "ours-W1A1", "ours-W1A1-biattn", "ours-W1A8", "ours-W1A32-int8", "ours-W1A1-eager", "ours-W1A1-reference"]
+# ours variant -> (activation_bits, embedding_bits, attention_type, set_inference_kernel positional and keyword
+# arguments or None)
 OURS = {
-    "ours-W1A1": (1, 1, None),
-    "ours-W1A8": (8, 1, None),
-    "ours-W1A32-int8": (32, 16, (("auto",), {"float_activations": "int8"})),
-    "ours-W1A1-reference": (1, 1, (("reference",), {})),
+    "ours-W1A1": (1, 1, "softmax", None),
+    "ours-W1A1-biattn": (1, 1, "bi_attention", None),
+    "ours-W1A8": (8, 1, "softmax", None),
+    "ours-W1A32-int8": (32, 16, "softmax", (("auto",), {"float_activations": "int8"})),
+    "ours-W1A1-eager": (1, 1, "softmax", (("eager",), {})),
+    "ours-W1A1-reference": (1, 1, "softmax", (("reference",), {})),
 }
 GEOMETRY_KEYS = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size")
 BASE = dict(zip(GEOMETRY_KEYS, (30522, 768, 12, 12, 3072)))
@@ -72,7 +84,7 @@ def geometry(small):
 def artifact_key(variant):
     """Which saved file a variant loads (several variants share one)."""
     if variant in OURS:
-        return "ours-A{}-E{}".format(*OURS[variant][:2])
+        return "ours-A{}-E{}-{}".format(*OURS[variant][:3])
     return {"ort-fp32": "onnx-fp32", "ort-int8": "onnx-int8"}.get(variant, "torch")
 
 
@@ -117,14 +129,18 @@ def build_artifact(key, head, geo, seq_len, folder, done):
         # (ORT's recommended quant_pre_process fails on dynamo-exported graphs: incomplete symbolic shape inference)
         logging.getLogger().setLevel(logging.ERROR)  # its "consider pre-processing" warning
         quantize_dynamic(done["onnx-fp32"], path, weight_type=QuantType.QInt8)
-    else:  # ours-A{a}-E{e}
+    else:  # ours-A{a}-E{e}-{attention}
         from hf_binary_bert import BinaryBertConfig
 
-        a, e = (int(part[1:]) for part in key.split("-")[1:])
-        cfg = BinaryBertConfig(**geo, weight_scale="learned_offset", scale_granularity="head", activation_bits=a,
-                               activation_quantizer="elastic", embedding_bits=e, tie_word_embeddings=False,
+        _, a, e, attention = key.split("-")
+        cfg = BinaryBertConfig(**geo, weight_scale="learned_offset", scale_granularity="head",
+                               activation_bits=int(a[1:]), activation_quantizer="elastic", embedding_bits=int(e[1:]),
+                               attention_type=attention, tie_word_embeddings=False,
                                binarized_embeddings=["word", "position", "token_type"])
-        ours_classes(head)(cfg).save_pretrained(path)  # the packed checkpoint, 1 bit per binarized weight
+        model = ours_classes(head)(cfg)
+        calibration = torch.randint(0, geo["vocab_size"], (2, seq_len))
+        model.train()(input_ids=calibration)  # a training-mode forward calibrates the activation quantizers
+        model.eval().save_pretrained(path)  # the packed checkpoint, 1 bit per binarized weight
     return path
 
 
@@ -159,8 +175,8 @@ def load(variant, head, path, threads):
         return lambda ids, mask: session.run(None, {"input_ids": ids.numpy(), "attention_mask": mask.numpy()})
     if variant in OURS:
         model = ours_classes(head).from_pretrained(path).eval()  # default attention: the model picks its own
-        if OURS[variant][2] is not None:
-            args, kwargs = OURS[variant][2]
+        if OURS[variant][3] is not None:
+            args, kwargs = OURS[variant][3]
             model.set_inference_kernel(*args, **kwargs)
         if head == "mlm" and variant != "ours-W1A1-reference":
             model.set_inference_kernel(mlm_head="int8")  # the 30k-vocabulary decoder on the int8 kernel
@@ -182,10 +198,27 @@ def load(variant, head, path, threads):
     return lambda ids, mask: model(input_ids=ids, attention_mask=mask)
 
 
-def make_inputs(batch, seq_len, vocab_size):
+def parse_shape(spec):
+    """"BxT" or "BxTm" (mixed lengths) → (batch, seq_len, mixed)."""
+    batch, _, rest = spec.partition("x")
+    return int(batch), int(rest.rstrip("m")), rest.endswith("m")
+
+
+def make_inputs(batch, seq_len, vocab_size, mixed=False):
+    """Token ids [batch, seq_len] and the attention mask; `mixed`: lengths spread evenly from min(8, T) to T."""
     generator = torch.Generator().manual_seed(batch)
     ids = torch.randint(0, vocab_size, (batch, seq_len), generator=generator)
-    return ids, torch.ones_like(ids)
+    mask = torch.ones_like(ids)
+    if mixed:
+        lengths = torch.linspace(min(8, seq_len), seq_len, batch).round().long()
+        mask = (torch.arange(seq_len) < lengths.unsqueeze(1)).long()
+    return ids, mask
+
+
+def linear_macs(geo, tokens):
+    """Binary multiply-accumulates of the encoder's binarized Linears for `tokens` real tokens."""
+    h, i = geo["hidden_size"], geo["intermediate_size"]
+    return tokens * geo["num_hidden_layers"] * (4 * h * h + 2 * h * i)
 
 
 # ----------------------------------------------------------------------------------------------- memory (subprocess)
@@ -220,9 +253,12 @@ def memory_child(spec):
     with torch.inference_mode():
         forward(*make_inputs(1, spec["seq_len"], spec["vocab_size"]))
     after = proc_status_mb()
+    with torch.inference_mode():
+        forward(*make_inputs(8, spec["seq_len"], spec["vocab_size"]))
+    after_b8 = proc_status_mb()
     print(json.dumps({"baseline_mb": base["VmRSS"], "imports_mb": imported["VmRSS"] - base["VmRSS"],
                       "load_mb": loaded["VmRSS"] - base["VmRSS"], "forward_mb": after["VmRSS"] - base["VmRSS"],
-                      "peak_mb": after["VmHWM"] - base["VmRSS"]}))
+                      "peak_mb": after["VmHWM"] - base["VmRSS"], "peak_b8_mb": after_b8["VmHWM"] - base["VmRSS"]}))
 
 
 def measure_memory(spec):
@@ -279,8 +315,8 @@ def print_table(title, columns, rows):
     return table
 
 
-def time_head(head, variants, artifacts, batch_sizes, geo, args):
-    """Latency rows of one head: every variant is loaded once, then, per batch size, warmed up and timed in
+def time_head(head, variants, artifacts, shapes, geo, args):
+    """Latency rows of one head: every variant is loaded once, then, per input shape, warmed up and timed in
     interleaved rounds (one forward of each variant per round), so that drifts of the machine's speed hit all rows
     alike; then the ratios of the medians."""
     rows, forwards = [], {}
@@ -291,10 +327,10 @@ def time_head(head, variants, artifacts, batch_sizes, geo, args):
                 raise path
             forwards[variant] = load(variant, head, path, args.threads)
         except Exception as exc:  # noqa: BLE001 - a missing package or API skips the rows
-            rows += [{"head": head, "batch": b, "variant": variant, "skipped": skip_reason(exc)} for b in batch_sizes]
+            rows += [{"head": head, "batch": b, "variant": variant, "skipped": skip_reason(exc)} for b in shapes]
             print(f"{head} {variant}: skipped: {skip_reason(exc)}", flush=True)
-    for batch in batch_sizes:
-        inputs = make_inputs(batch, args.seq_len, geo["vocab_size"])
+    for batch in shapes:
+        inputs = make_inputs(*parse_shape(batch)[:2], geo["vocab_size"], parse_shape(batch)[2])
         times, failed = {v: [] for v in forwards}, {}
         with torch.inference_mode():
             for variant, forward in forwards.items():
@@ -332,11 +368,36 @@ def time_head(head, variants, artifacts, batch_sizes, geo, args):
     return rows
 
 
+def rate_lines(rows, geo, popcount_rate):
+    """Lines comparing our W1A1 rows' Linear multiply-accumulate rate with the measured XOR + popcount rate, and the
+    mixed-length shapes' time with the padded shape's."""
+    lines = []
+    for row in rows:
+        if row["variant"] in ("ours-W1A1", "ours-W1A1-biattn") and row.get("median_ms"):
+            batch, seq, mixed = parse_shape(row["batch"])
+            tokens = int(make_inputs(batch, seq, geo["vocab_size"], mixed)[1].sum())
+            rate = linear_macs(geo, tokens) / row["median_ms"] / 1e6  # G MAC/s over the whole forward
+            line = (f"{row['head']} {row['batch']} {row['variant']}: the binarized Linears' {linear_macs(geo, tokens) / 1e9:.2f} "
+                    f"G binary MACs at {rate:.1f} G MAC/s over the whole forward")
+            if popcount_rate:
+                line += (f" = {rate / popcount_rate:.2f} of the machine's XOR+popcount rate ({popcount_rate:.0f} G bit "
+                         f"ops/s, L1-resident, all threads): the Linears alone could take {linear_macs(geo, tokens) / popcount_rate / 1e6:.1f} ms at that rate")
+            lines.append(line)
+    for row in rows:
+        batch, seq, mixed = parse_shape(row["batch"])
+        padded = next((r for r in rows if r["head"] == row["head"] and r["variant"] == row["variant"]
+                       and r["batch"] == f"{batch}x{seq}"), None)
+        if mixed and padded and row.get("median_ms") and padded.get("median_ms"):
+            lines.append(f"{row['head']} {row['variant']}: mixed lengths {row['batch']} take "
+                         f"{row['median_ms'] / padded['median_ms']:.2f}x the padded {padded['batch']} time")
+    return lines
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--small", action="store_true", help="tiny geometry for a quick check (not BERT-base)")
-    parser.add_argument("--seq-len", type=int, default=128)
-    parser.add_argument("--batch-sizes", default="1,8")
+    parser.add_argument("--shapes", default="1x128,8x128,1x32,8x128m",
+                        help="input shapes: BxT (B sequences of T tokens) or BxTm (mixed lengths from 8 to T)")
     parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads and ORT intra_op_num_threads")
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--runs", type=int, default=10)
@@ -355,7 +416,13 @@ def main(argv=None):
         return memory_child(json.loads(args.memory_child))
 
     heads, variants = args.heads.split(","), args.variants.split(",")
-    batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
+    shapes = args.shapes.split(",")
+    for shape in shapes:
+        try:
+            parse_shape(shape)
+        except ValueError:
+            parser.error(f"bad shape {shape!r}: use BxT or BxTm, e.g. 8x128m")
+    seq_len = max(parse_shape(shape)[1] for shape in shapes)
     unknown = [h for h in heads if h not in ("encoder", "mlm")] + [v for v in variants if v not in VARIANTS]
     if unknown:
         parser.error(f"unknown heads/variants: {unknown}; variants are {VARIANTS}")
@@ -367,21 +434,30 @@ def main(argv=None):
         if key == "cpu_flags":
             value = " ".join(flag if present else f"no-{flag}" for flag, present in value.items())
         header.append(f"{key}: {value}")
-    header.append(f"geometry: {geo}, seq_len {args.seq_len}, batch sizes {batch_sizes}, warmup {args.warmup}, "
+    try:
+        from hf_binary_bert.kernels import get_isa, popcount_rate
+
+        popcount = popcount_rate(args.threads)
+        header.append(f"hf_binary_bert instruction set: {get_isa()}; XOR+popcount rate: {popcount:.0f} G bit ops/s "
+                      f"({args.threads} threads, L1-resident data)")
+    except Exception as exc:  # noqa: BLE001 - an older build without popcount_rate
+        popcount = None
+        header.append(f"hf_binary_bert instruction set / popcount rate unavailable ({skip_reason(exc)})")
+    header.append(f"geometry: {geo}, shapes {shapes}, warmup {args.warmup}, "
                   f"runs {args.runs}")
     print("\n".join(header))
 
     latency, memory = [], []
     with tempfile.TemporaryDirectory(prefix="hf_binary_bert_bench_") as folder:
         for head in heads:
-            artifacts = build_artifacts(variants, head, geo, args.seq_len, folder)
-            latency += time_head(head, variants, artifacts, batch_sizes, geo, args)
+            artifacts = build_artifacts(variants, head, geo, seq_len, folder)
+            latency += time_head(head, variants, artifacts, shapes, geo, args)
             if not args.skip_memory:
                 for variant in variants:
                     path = artifacts[artifact_key(variant)]
                     result = {"skipped": skip_reason(path)} if isinstance(path, Exception) else \
                         measure_memory({"variant": variant, "head": head, "path": path, "threads": args.threads,
-                                        "seq_len": args.seq_len, "vocab_size": geo["vocab_size"]})
+                                        "seq_len": seq_len, "vocab_size": geo["vocab_size"]})
                     memory.append({"head": head, "variant": variant, **result})
                     print(f"{head} {variant} memory: {result}", flush=True)
 
@@ -389,11 +465,16 @@ def main(argv=None):
                           {"head": "head", "batch": "batch", "variant": "variant", "median ms": "median_ms",
                            "x vs torch-fp32": "speedup_vs_torch_fp32", "x vs ort-int8": "speedup_vs_ort_int8",
                            "x vs torch-int8-dynamic": "speedup_vs_torch_int8", "runs": "runs"}, latency)]
+    lines = rate_lines(latency, geo, popcount)
+    if lines:
+        print("\n".join(lines))
+        tables.append("\n".join(f"- {line}" for line in lines) + "\n")
     if memory:
         tables.append(print_table(
             "MB (10^6 bytes) of RSS above the RSS right after `import torch, transformers`, fresh process",
             {"head": "head", "variant": "variant", "imports": "imports_mb", "after load": "load_mb",
-             "after forward (batch 1)": "forward_mb", "peak (VmHWM)": "peak_mb"}, memory))
+             "after forward (batch 1)": "forward_mb", "peak (VmHWM) batch 1": "peak_mb",
+             "peak (VmHWM) after batch 8": "peak_b8_mb"}, memory))
     if args.markdown:
         write_markdown(args.markdown, __file__, argv, "```text\n" + "\n".join(header) + "\n```\n\n" + "\n".join(tables))
     if args.json:

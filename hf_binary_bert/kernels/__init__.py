@@ -13,6 +13,7 @@ from .ops import (
     available,
     cpu_features,
     get_isa,
+    popcount_rate,
     repack_weight,
     row_sums,
     set_isa,
@@ -22,5 +23,5 @@ from .ops import (
     w8a8_linear,
 )
 
-__all__ = ["available", "cpu_features", "get_isa", "reference", "repack_weight", "row_sums", "set_isa", "supported_isas",
+__all__ = ["available", "cpu_features", "get_isa", "popcount_rate", "reference", "repack_weight", "row_sums", "set_isa", "supported_isas",
            "w1a1_linear", "w1a8_linear", "w8a8_linear"]

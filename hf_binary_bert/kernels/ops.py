@@ -287,6 +287,20 @@ def row_sums(weight_packed: torch.Tensor, k: int) -> torch.Tensor:
     return out
 
 
+def popcount_rate(threads: int | None = None, seconds: float = 0.3) -> float:
+    """The machine's XOR + popcount rate in G bit operations per second (10⁹/s), all `threads` together (default
+    `torch.get_num_threads()`): popcount(a XOR b) over L1-resident words for `seconds`, with the fastest popcount
+    of the instruction set in use (see csrc/popcount_rate.h). The binary GEMMs' floor: one bit operation per binary
+    multiply-accumulate.
+
+    Raises:
+        RuntimeError: without the compiled kernels.
+    """
+    if _bitgemm is None:
+        raise RuntimeError("popcount_rate needs the compiled kernels")
+    return _bitgemm.popcount_rate(threads or torch.get_num_threads(), float(seconds))
+
+
 def cpu_features() -> dict[str, bool]:
     """The CPU features the kernels look for (all False without the compiled kernels)."""
     if _bitgemm is None:
@@ -328,6 +342,7 @@ __all__ = [
     "bind_w1a8",
     "cpu_features",
     "get_isa",
+    "popcount_rate",
     "repack_weight",
     "row_sums",
     "set_isa",

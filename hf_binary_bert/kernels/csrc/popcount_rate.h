@@ -1,0 +1,121 @@
+// The machine's XOR + popcount rate: the physical floor the benchmarks compare the binary GEMMs with
+// (benchmarks/latency.py, benchmarks/linear_kernels.py). Included once by bitgemm.cpp, inside its anonymous namespace.
+//
+// Every thread counts popcount(a XOR b) over the same 4 KiB of 64-bit words (L1-resident) again and again, with
+// the fastest popcount this CPU has: vpopcntq (AVX-512 VPOPCNTDQ), Harley–Seal carry-save adders over 16 vectors
+// with one nibble-table popcount (vpshufb) per 16 (AVX2; Muła, Kurz & Lemire, "Faster population counts using AVX2
+// instructions", Computer Journal 2018), or the popcnt instruction. The result is bit operations (= binary
+// multiply-accumulates of an XNOR-popcount dot product) per second, all threads together.
+
+constexpr int64_t kRateWords = 512;  // 4 KiB: a and b, 2 KiB each
+
+__attribute__((target("avx2"))) inline __m256i popcount256_avx2(__m256i v) {
+  const __m256i lut = _mm256_setr_epi8(0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4, 0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2,
+                                       3, 2, 3, 3, 4);
+  const __m256i low = _mm256_set1_epi8(0x0f);
+  const __m256i lo = _mm256_shuffle_epi8(lut, _mm256_and_si256(v, low));
+  const __m256i hi = _mm256_shuffle_epi8(lut, _mm256_and_si256(_mm256_srli_epi16(v, 4), low));
+  return _mm256_sad_epu8(_mm256_add_epi8(lo, hi), _mm256_setzero_si256());
+}
+
+__attribute__((target("avx2"))) inline void csa_avx2(__m256i& h, __m256i& l, __m256i a, __m256i b, __m256i c) {
+  const __m256i u = _mm256_xor_si256(a, b);
+  h = _mm256_or_si256(_mm256_and_si256(a, b), _mm256_and_si256(u, c));
+  l = _mm256_xor_si256(u, c);
+}
+
+// Σ popcount(a[i] XOR b[i]) over n words (n a multiple of 64), Harley–Seal over 16 vectors.
+__attribute__((target("avx2"))) uint64_t xor_popcount_avx2(const uint64_t* a, const uint64_t* b, int64_t n) {
+  __m256i total = _mm256_setzero_si256(), ones = total, twos = total, fours = total, eights = total, sixteens;
+  __m256i twos_a, twos_b, fours_a, fours_b, eights_a, eights_b;
+#define v(i) _mm256_xor_si256(_mm256_loadu_si256((const __m256i*)(a + 4 * (i))), \
+                             _mm256_loadu_si256((const __m256i*)(b + 4 * (i))))
+  for (int64_t i = 0; i < n / 4; i += 16) {
+    csa_avx2(twos_a, ones, ones, v(i), v(i + 1));
+    csa_avx2(twos_b, ones, ones, v(i + 2), v(i + 3));
+    csa_avx2(fours_a, twos, twos, twos_a, twos_b);
+    csa_avx2(twos_a, ones, ones, v(i + 4), v(i + 5));
+    csa_avx2(twos_b, ones, ones, v(i + 6), v(i + 7));
+    csa_avx2(fours_b, twos, twos, twos_a, twos_b);
+    csa_avx2(eights_a, fours, fours, fours_a, fours_b);
+    csa_avx2(twos_a, ones, ones, v(i + 8), v(i + 9));
+    csa_avx2(twos_b, ones, ones, v(i + 10), v(i + 11));
+    csa_avx2(fours_a, twos, twos, twos_a, twos_b);
+    csa_avx2(twos_a, ones, ones, v(i + 12), v(i + 13));
+    csa_avx2(twos_b, ones, ones, v(i + 14), v(i + 15));
+    csa_avx2(fours_b, twos, twos, twos_a, twos_b);
+    csa_avx2(eights_b, fours, fours, fours_a, fours_b);
+    csa_avx2(sixteens, eights, eights, eights_a, eights_b);
+    total = _mm256_add_epi64(total, popcount256_avx2(sixteens));
+  }
+#undef v
+  total = _mm256_slli_epi64(total, 4);
+  total = _mm256_add_epi64(total, _mm256_slli_epi64(popcount256_avx2(eights), 3));
+  total = _mm256_add_epi64(total, _mm256_slli_epi64(popcount256_avx2(fours), 2));
+  total = _mm256_add_epi64(total, _mm256_slli_epi64(popcount256_avx2(twos), 1));
+  total = _mm256_add_epi64(total, popcount256_avx2(ones));
+  alignas(32) uint64_t lanes[4];
+  _mm256_store_si256((__m256i*)lanes, total);
+  return lanes[0] + lanes[1] + lanes[2] + lanes[3];
+}
+
+__attribute__((target("avx512f,avx512bw,avx512vpopcntdq"))) uint64_t xor_popcount_vpopcnt(const uint64_t* a,
+                                                                                          const uint64_t* b,
+                                                                                          int64_t n) {
+  __m512i acc[4] = {_mm512_setzero_si512(), _mm512_setzero_si512(), _mm512_setzero_si512(), _mm512_setzero_si512()};
+  for (int64_t i = 0; i < n; i += 32)
+    for (int j = 0; j < 4; ++j)
+      acc[j] = _mm512_add_epi64(acc[j], _mm512_popcnt_epi64(_mm512_xor_si512(
+                                            _mm512_loadu_si512(a + i + 8 * j), _mm512_loadu_si512(b + i + 8 * j))));
+  return (uint64_t)_mm512_reduce_add_epi64(_mm512_add_epi64(_mm512_add_epi64(acc[0], acc[1]),
+                                                            _mm512_add_epi64(acc[2], acc[3])));
+}
+
+__attribute__((target("popcnt"))) uint64_t xor_popcount_popcnt(const uint64_t* a, const uint64_t* b, int64_t n) {
+  uint64_t c0 = 0, c1 = 0, c2 = 0, c3 = 0;
+  for (int64_t i = 0; i < n; i += 4) {
+    c0 += __builtin_popcountll(a[i] ^ b[i]);
+    c1 += __builtin_popcountll(a[i + 1] ^ b[i + 1]);
+    c2 += __builtin_popcountll(a[i + 2] ^ b[i + 2]);
+    c3 += __builtin_popcountll(a[i + 3] ^ b[i + 3]);
+  }
+  return c0 + c1 + c2 + c3;
+}
+
+// popcount_rate(nthreads, seconds) → G bit operations per second (all threads together).
+PyObject* py_popcount_rate(PyObject*, PyObject* args) {
+  int nthreads;
+  double seconds;
+  if (!PyArg_ParseTuple(args, "id", &nthreads, &seconds)) return nullptr;
+  const int isa = g_isa;
+  double total_bits = 0.0, elapsed = 0.0;
+  uint64_t sink = 0;
+  Py_BEGIN_ALLOW_THREADS;
+  const double start = omp_get_wtime();
+#pragma omp parallel num_threads(nthreads) reduction(+ : total_bits) reduction(^ : sink)
+  {
+    alignas(64) uint64_t a[kRateWords / 2], b[kRateWords / 2];
+    for (int64_t i = 0; i < kRateWords / 2; ++i) {
+      a[i] = 0x9E3779B97F4A7C15ULL * (uint64_t)(i + 1 + omp_get_thread_num());
+      b[i] = a[i] * 0xBF58476D1CE4E5B9ULL;
+    }
+    int64_t rounds = 0;
+    while (omp_get_wtime() - start < seconds) {
+      for (int r = 0; r < 256; ++r) {
+        if (isa == AVX512_VPOPCNT)
+          sink ^= xor_popcount_vpopcnt(a, b, kRateWords / 2);
+        else if (isa >= AVX2 && kFeatures.avx2)
+          sink ^= xor_popcount_avx2(a, b, kRateWords / 2);
+        else
+          sink ^= xor_popcount_popcnt(a, b, kRateWords / 2);
+        a[r % (kRateWords / 2)] += sink & 1;  // a data dependence, so no call is hoisted out of the loop
+      }
+      rounds += 256;
+    }
+    total_bits += (double)rounds * (kRateWords / 2) * 64.0;
+  }
+  elapsed = omp_get_wtime() - start;
+  Py_END_ALLOW_THREADS;
+  (void)sink;
+  return PyFloat_FromDouble(total_bits / elapsed / 1e9);
+}
