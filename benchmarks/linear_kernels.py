@@ -43,10 +43,11 @@ def bound_calls(k, n, generator):
         warnings.simplefilter("ignore")  # torch.ao.quantization is deprecated in favour of torchao
         dynamic = torch.ao.quantization.quantize_dynamic(torch.nn.Sequential(torch.nn.Linear(k, n)),
                                                          {torch.nn.Linear}, dtype=torch.qint8)[0]
-    w1a1 = ops.bind_w1a1(k, packed, ops.repack_weight(packed, k, "bits"), alpha, None, bias, None, torch.tensor(1.0),
-                         0.0, 0, False)
-    w1a8 = ops.bind_w1a8(k, packed, ops.repack_weight(packed, k, "nib"), ops.row_sums(packed, k), alpha, None, bias,
-                         None, step, -128, 127, False)
+    # the bound calls hold only data pointers: the kernel-layout weights (and sums) are kept alive with them
+    bits, nib, sums = ops.repack_weight(packed, k, "bits"), ops.repack_weight(packed, k, "nib"), ops.row_sums(packed, k)
+    w1a1 = ops.bind_w1a1(k, packed, bits, alpha, None, bias, None, torch.tensor(1.0), 0.0, 0, False)
+    w1a8 = ops.bind_w1a8(k, packed, nib, sums, alpha, None, bias, None, step, -128, 127, False)
+    w1a1.tensors, w1a8.tensors = (bits,), (nib, sums)
     return {"torch-fp32": lambda x: torch.nn.functional.linear(x, weight, bias), "torch-int8-dynamic": dynamic,
             "ours-w1a1": w1a1, "ours-w1a8": w1a8}
 

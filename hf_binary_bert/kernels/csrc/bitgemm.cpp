@@ -450,6 +450,11 @@ __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq"))) void finish_row_av
   finish_loop(e, m, n0, count, raw, zeros, izeros);
 }
 
+__attribute__((target("avx2"))) void finish_row_avx2(const Epilogue& e, int64_t m, int64_t n0, int64_t count,
+                                                     const int32_t* raw, const float* zeros, const int32_t* izeros) {
+  finish_loop(e, m, n0, count, raw, zeros, izeros);
+}
+
 void finish_row_default(const Epilogue& e, int64_t m, int64_t n0, int64_t count, const int32_t* raw,
                         const float* zeros, const int32_t* izeros) {
   finish_loop(e, m, n0, count, raw, zeros, izeros);
@@ -460,6 +465,8 @@ inline void finish_row(const Epilogue& e, int64_t m, int64_t n0, int64_t count, 
   alignas(64) static const int32_t izeros[64] = {};
   if (kFeatures.avx512bw && g_isa >= AVX512)
     finish_row_avx512(e, m, n0, count, raw, zeros, izeros);
+  else if (kFeatures.avx2 && g_isa >= AVX2)
+    finish_row_avx2(e, m, n0, count, raw, zeros, izeros);
   else
     finish_row_default(e, m, n0, count, raw, zeros, izeros);
 }
@@ -506,6 +513,236 @@ void bits_gemm_with(int64_t M, int64_t N, const uint64_t* a, int64_t kw, const u
                           });
 }
 
+// AVX2 nibble-table XNOR/AND-popcount ("table" path of bits_gemm, for M ≥ kTableMinRows).
+// AVX2 has no vector popcount, and the nibble-table popcount of the other paths costs 8 vector ops per 256 bit-MACs
+// (combine, shift, 2 masks, 2 vpshufb, 2 adds). Here the combine and the popcount are one vpshufb: for an input
+// nibble v, the 16-byte table T_v[x] = popcount(v OP x) is looked up with 32 weight nibbles (one byte each, the
+// same nibble position of 32 output rows), so one vpshufb + one vpaddb count 32 rows × 4 bits: 4 ops per 256
+// bit-MACs, the table fetched once per (input row, nibble) and reused for every 32-row block of the tile.
+//   weights: per call, the bits layout is transposed into nibble-index blocks wi[ceil(N/32)][S][32] (S = 16·Kw
+//            nibble steps; byte r of step s = nibble s of row 32b + r), O(N·K), both threads;
+//   inputs:  per row, the byte offsets of their tables (4·nibble: the table of nibble v is at tables + 32·v).
+// Byte counters take ≤ 4 per step: flushed every 63 steps to u16 (stack), which hold up to 2^16 − 1 bits
+// (kw ≤ kTableMaxWords).
+constexpr int64_t kTableMinRows = 8, kTableMaxWords = 1020;  // 1020·64 = 65280 bits
+
+struct NibbleTables {
+  alignas(32) uint8_t t[2][16][32];  // [OP][input nibble v][x]: popcount(v OP (x mod 16)), both 128-bit lanes
+  NibbleTables() {
+    for (int op = 0; op < 2; ++op)
+      for (int v = 0; v < 16; ++v)
+        for (int x = 0; x < 32; ++x) t[op][v][x] = (uint8_t)__builtin_popcount(op == 0 ? v ^ (x & 15) : v & (x & 15));
+  }
+};
+const NibbleTables kNibbleTables;
+
+// 32 rows (4 groups of the bits layout, zeros past `groups`) × Kw words → out[S][32] nibble bytes. Per word: an
+// in-lane transpose of the 32 × 8 bytes (rows 0–15 in the low lanes, 16–31 in the high lanes), then lo / hi nibbles.
+__attribute__((target("avx2"))) void nibble_block(const uint64_t* w, int64_t kw, int64_t groups, int64_t block,
+                                                  uint8_t* out) {
+  const __m256i pairs = _mm256_setr_epi8(0, 8, 1, 9, 2, 10, 3, 11, 4, 12, 5, 13, 6, 14, 7, 15, 0, 8, 1, 9, 2, 10, 3,
+                                         11, 4, 12, 5, 13, 6, 14, 7, 15);
+  const __m256i low = _mm256_set1_epi8(0x0f);
+  for (int64_t k = 0; k < kw; ++k) {
+    __m256i y[8];  // y[q]: rows 4q, 4q+1 (low lane), 4q+2, 4q+3 (high lane)
+    for (int q = 0; q < 8; ++q) {
+      const int64_t g = block * 4 + q / 2;
+      y[q] = g < groups ? _mm256_loadu_si256((const __m256i*)(w + (g * kw + k) * kBitsGroup + (q % 2) * 4))
+                        : _mm256_setzero_si256();
+    }
+    __m256i p[8];  // p[t]: rows 2t, 2t+1 (low lane) and 2t+16, 2t+17 (high lane), then byte pairs (b of 2t, b of 2t+1)
+    for (int q = 0; q < 4; ++q) {
+      p[2 * q] = _mm256_shuffle_epi8(_mm256_permute2x128_si256(y[q], y[q + 4], 0x20), pairs);
+      p[2 * q + 1] = _mm256_shuffle_epi8(_mm256_permute2x128_si256(y[q], y[q + 4], 0x31), pairs);
+    }
+    __m256i lo4[4], hi4[4];  // rows 4r..4r+3 of bytes 0–3 / 4–7, one dword per byte position
+    for (int r = 0; r < 4; ++r) {
+      lo4[r] = _mm256_unpacklo_epi16(p[2 * r], p[2 * r + 1]);
+      hi4[r] = _mm256_unpackhi_epi16(p[2 * r], p[2 * r + 1]);
+    }
+    __m256i rows8[2][4];  // [rows 0–7 / 8–15][byte pair 01, 23, 45, 67]: one qword (8 rows) per byte position
+    for (int h = 0; h < 2; ++h) {
+      rows8[h][0] = _mm256_unpacklo_epi32(lo4[2 * h], lo4[2 * h + 1]);
+      rows8[h][1] = _mm256_unpackhi_epi32(lo4[2 * h], lo4[2 * h + 1]);
+      rows8[h][2] = _mm256_unpacklo_epi32(hi4[2 * h], hi4[2 * h + 1]);
+      rows8[h][3] = _mm256_unpackhi_epi32(hi4[2 * h], hi4[2 * h + 1]);
+    }
+    uint8_t* o = out + k * 16 * 32;
+    for (int pr = 0; pr < 4; ++pr)
+      for (int odd = 0; odd < 2; ++odd) {
+        const int b = 2 * pr + odd;  // byte b of the word: nibbles 2b (bits 8b..8b+3) and 2b+1
+        const __m256i bytes = odd ? _mm256_unpackhi_epi64(rows8[0][pr], rows8[1][pr])
+                                  : _mm256_unpacklo_epi64(rows8[0][pr], rows8[1][pr]);
+        _mm256_store_si256((__m256i*)(o + (2 * b) * 32), _mm256_and_si256(bytes, low));
+        _mm256_store_si256((__m256i*)(o + (2 * b + 1) * 32), _mm256_and_si256(_mm256_srli_epi16(bytes, 4), low));
+      }
+  }
+}
+
+// Four input rows' Kw words (rows ≥ `rows` read as 0) → their table offsets interleaved: out[s][r] = 4·nibble s of
+// row r (nibble j of word k is step 16k + j).
+__attribute__((target("avx2"))) void nibble_offsets4(const uint64_t* a, int64_t kw, int rows, uint8_t* out) {
+  const __m128i low = _mm_set1_epi8(0x0f);
+  for (int64_t k = 0; k < kw; k += 2) {  // kw is a multiple of 4
+    __m128i o[2][4];  // [steps 16k.. / 16k+16..][row]
+    for (int r = 0; r < 4; ++r) {
+      const __m128i v = r < rows ? _mm_loadu_si128((const __m128i*)(a + r * kw + k)) : _mm_setzero_si128();
+      const __m128i lo = _mm_and_si128(v, low), hi = _mm_and_si128(_mm_srli_epi16(v, 4), low);
+      o[0][r] = _mm_slli_epi16(_mm_unpacklo_epi8(lo, hi), 2);
+      o[1][r] = _mm_slli_epi16(_mm_unpackhi_epi8(lo, hi), 2);
+    }
+    for (int h = 0; h < 2; ++h) {
+      const __m128i x0 = _mm_unpacklo_epi8(o[h][0], o[h][1]), y0 = _mm_unpacklo_epi8(o[h][2], o[h][3]);
+      const __m128i x1 = _mm_unpackhi_epi8(o[h][0], o[h][1]), y1 = _mm_unpackhi_epi8(o[h][2], o[h][3]);
+      __m128i* dst = (__m128i*)(out + (16 * k + 16 * h) * 4);
+      _mm_storeu_si128(dst, _mm_unpacklo_epi16(x0, y0));
+      _mm_storeu_si128(dst + 1, _mm_unpackhi_epi16(x0, y0));
+      _mm_storeu_si128(dst + 2, _mm_unpacklo_epi16(x1, y1));
+      _mm_storeu_si128(dst + 3, _mm_unpackhi_epi16(x1, y1));
+    }
+  }
+}
+
+struct BitsAvx2Table {
+  static constexpr int MR = 4, NB = 2;  // MR input rows × NB blocks of 32 output rows
+  // out[i][32j + r] = Σ_s T_{ao[s][i]}[wi[j][s][r]]: ao holds the R rows' offsets interleaved, [S][R]
+  template <int R, int G>
+  __attribute__((target("avx2"))) static void tile(const uint8_t* ao, const uint8_t* wi, int64_t bstride,
+                                                   int64_t steps, const uint8_t* tables, int32_t* out, int64_t ldo) {
+    alignas(32) uint16_t wide[R][G][32];
+    for (int i = 0; i < R; ++i)
+      for (int j = 0; j < G; ++j) std::memset(wide[i][j], 0, sizeof(wide[i][j]));
+    const __m256i zero = _mm256_setzero_si256();
+    for (int64_t s0 = 0; s0 < steps; s0 += 63) {
+      const int64_t s1 = std::min(steps, s0 + 63);
+      __m256i acc[R][G];
+#pragma GCC unroll 8
+      for (int i = 0; i < R; ++i)
+#pragma GCC unroll 8
+        for (int j = 0; j < G; ++j) acc[i][j] = zero;
+      const uint8_t* ap = ao + s0 * R;
+      const uint8_t* wp = wi + s0 * 32;
+      if constexpr (R == 4 && G == 2) {
+        // GCC's schedule of the loop below copies every accumulator once per step: the same loop in assembly
+        // (4 offsets, 2 index vectors, 4 tables, 8 vpshufb + 8 vpaddb per step; 16 ymm, the tables of two rows
+        // and four products in flight)
+        const uint8_t* const aend = ao + s1 * R;
+        asm volatile(
+            "1:\n\t"
+            "movzbl (%[ap]), %%eax\n\t"
+            "movzbl 1(%[ap]), %%edx\n\t"
+            "movzbl 2(%[ap]), %%r8d\n\t"
+            "movzbl 3(%[ap]), %%r9d\n\t"
+            "vmovdqa (%[wp]), %%ymm12\n\t"
+            "vmovdqa (%[wp],%[bs]), %%ymm13\n\t"
+            "vmovdqa (%[tb],%%rax,8), %%ymm14\n\t"
+            "vmovdqa (%[tb],%%rdx,8), %%ymm15\n\t"
+            "vpshufb %%ymm12, %%ymm14, %%ymm8\n\t"
+            "vpshufb %%ymm13, %%ymm14, %%ymm9\n\t"
+            "vpshufb %%ymm12, %%ymm15, %%ymm10\n\t"
+            "vpshufb %%ymm13, %%ymm15, %%ymm11\n\t"
+            "vmovdqa (%[tb],%%r8,8), %%ymm14\n\t"
+            "vmovdqa (%[tb],%%r9,8), %%ymm15\n\t"
+            "vpaddb %%ymm8, %[a00], %[a00]\n\t"
+            "vpaddb %%ymm9, %[a01], %[a01]\n\t"
+            "vpaddb %%ymm10, %[a10], %[a10]\n\t"
+            "vpaddb %%ymm11, %[a11], %[a11]\n\t"
+            "vpshufb %%ymm12, %%ymm14, %%ymm8\n\t"
+            "vpshufb %%ymm13, %%ymm14, %%ymm9\n\t"
+            "vpshufb %%ymm12, %%ymm15, %%ymm10\n\t"
+            "vpshufb %%ymm13, %%ymm15, %%ymm11\n\t"
+            "vpaddb %%ymm8, %[a20], %[a20]\n\t"
+            "vpaddb %%ymm9, %[a21], %[a21]\n\t"
+            "vpaddb %%ymm10, %[a30], %[a30]\n\t"
+            "vpaddb %%ymm11, %[a31], %[a31]\n\t"
+            "addq $4, %[ap]\n\t"
+            "addq $32, %[wp]\n\t"
+            "cmpq %[ae], %[ap]\n\t"
+            "jb 1b\n\t"
+            : [a00] "+x"(acc[0][0]), [a01] "+x"(acc[0][1]), [a10] "+x"(acc[1][0]), [a11] "+x"(acc[1][1]),
+              [a20] "+x"(acc[2][0]), [a21] "+x"(acc[2][1]), [a30] "+x"(acc[3][0]), [a31] "+x"(acc[3][1]),
+              [ap] "+r"(ap), [wp] "+r"(wp)
+            : [ae] "r"(aend), [bs] "r"(bstride), [tb] "r"(tables)
+            : "rax", "rdx", "r8", "r9", "xmm8", "xmm9", "xmm10", "xmm11", "xmm12", "xmm13", "xmm14", "xmm15", "memory",
+              "cc");
+      } else {
+        for (int64_t s = s0; s < s1; ++s, ap += R, wp += 32) {
+#pragma GCC unroll 8
+          for (int i = 0; i < R; ++i) {
+            const __m256i t = _mm256_load_si256((const __m256i*)(tables + (size_t)ap[i] * 8));
+#pragma GCC unroll 8
+            for (int j = 0; j < G; ++j)
+              acc[i][j] = _mm256_add_epi8(
+                  _mm256_shuffle_epi8(t, _mm256_load_si256((const __m256i*)(wp + j * bstride))), acc[i][j]);
+          }
+        }
+      }
+      // bytes → u16, in-lane: wide[0..15] = rows 0–7, 16–23; wide[16..31] = rows 8–15, 24–31
+      for (int i = 0; i < R; ++i)
+        for (int j = 0; j < G; ++j) {
+          __m256i* wv = (__m256i*)wide[i][j];
+          wv[0] = _mm256_add_epi16(wv[0], _mm256_unpacklo_epi8(acc[i][j], zero));
+          wv[1] = _mm256_add_epi16(wv[1], _mm256_unpackhi_epi8(acc[i][j], zero));
+        }
+    }
+    for (int i = 0; i < R; ++i)
+      for (int j = 0; j < G; ++j) {
+        const __m256i lo = _mm256_load_si256((const __m256i*)wide[i][j]);
+        const __m256i hi = _mm256_load_si256((const __m256i*)wide[i][j] + 1);
+        int32_t* o = out + i * ldo + j * 32;
+        _mm256_storeu_si256((__m256i*)o, _mm256_cvtepu16_epi32(_mm256_castsi256_si128(lo)));
+        _mm256_storeu_si256((__m256i*)(o + 8), _mm256_cvtepu16_epi32(_mm256_castsi256_si128(hi)));
+        _mm256_storeu_si256((__m256i*)(o + 16), _mm256_cvtepu16_epi32(_mm256_extracti128_si256(lo, 1)));
+        _mm256_storeu_si256((__m256i*)(o + 24), _mm256_cvtepu16_epi32(_mm256_extracti128_si256(hi, 1)));
+      }
+  }
+};
+
+template <int OP>
+void bits_gemm_table(int64_t M, int64_t N, const uint64_t* a, int64_t kw, const uint64_t* w, const Epilogue& e,
+                     int nthreads) {
+  using Kern = BitsAvx2Table;
+  constexpr int MR = Kern::MR, NB = Kern::NB;
+  static_assert(MR == 4, "nibble_offsets4 interleaves 4 rows");
+  constexpr int64_t NC = NB * 32, MC = 64;
+  // rows padded to MR (offset 0) and 32-row blocks to NB (zero blocks): one tile shape; the padding is not stored.
+  // Work items: MC rows × NC columns, column chunk major, so that a thread transposes the weights of a chunk once
+  // into its own (L1/L2-resident) buffer and sweeps the rows with them.
+  const int64_t steps = 16 * kw, bstride = steps * 32, groups = (N + kBitsGroup - 1) / kBitsGroup;
+  const int64_t nchunks = (N + NC - 1) / NC, mtiles = (M + MR - 1) / MR;
+  static thread_local std::vector<uint64_t> buffer;  // the caller's scratch() holds `a`: a buffer of its own
+  const size_t bytes = (size_t)(mtiles * MR * steps) + 64;
+  if (buffer.size() * 8 < bytes) buffer.resize(bytes / 8 + 1);
+  uint8_t* ao = reinterpret_cast<uint8_t*>(buffer.data());
+  const uint8_t* tables = &kNibbleTables.t[OP][0][0];
+  const int64_t mchunks = (M + MC - 1) / MC, items = nchunks * mchunks;
+#pragma omp parallel num_threads(nthreads) if (nthreads > 1 && items > 1)
+  {
+#pragma omp for schedule(static)
+    for (int64_t t = 0; t < mtiles; ++t)
+      nibble_offsets4(a + t * MR * kw, kw, (int)std::min<int64_t>(MR, M - t * MR), ao + t * MR * steps);
+    static thread_local std::vector<uint64_t> chunk_buffer;
+    const size_t chunk_bytes = (size_t)(NB * bstride) + 32;
+    if (chunk_buffer.size() * 8 < chunk_bytes) chunk_buffer.resize(chunk_bytes / 8 + 1);
+    uint8_t* wi = reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(chunk_buffer.data()) + 31) & ~(uintptr_t)31);
+    int64_t have = -1;
+#pragma omp for schedule(static)
+    for (int64_t item = 0; item < items; ++item) {
+      alignas(64) int32_t raw[MR * NC];
+      const int64_t nc = item / mchunks, m_begin = item % mchunks * MC, m_end = std::min(M, m_begin + MC);
+      const int64_t n0 = nc * NC, count = std::min(N - n0, NC);
+      if (nc != have) {
+        for (int j = 0; j < NB; ++j) nibble_block(w, kw, groups, nc * NB + j, wi + j * bstride);
+        have = nc;
+      }
+      for (int64_t m = m_begin; m < m_end; m += MR) {
+        Kern::tile<MR, NB>(ao + m * steps, wi, bstride, steps, tables, raw, NC);
+        for (int64_t i = 0; i < std::min<int64_t>(MR, m_end - m); ++i) finish_row(e, m + i, n0, count, raw + i * NC);
+      }
+    }
+  }
+}
+
 template <int OP>
 void bits_gemm(int isa, int64_t M, int64_t N, const uint64_t* a, int64_t kw, const uint64_t* w, const Epilogue& e,
                int nthreads) {
@@ -513,7 +750,12 @@ void bits_gemm(int isa, int64_t M, int64_t N, const uint64_t* a, int64_t kw, con
     case AVX512_VPOPCNT: bits_gemm_with<BitsVpopcnt<PopcntNative>, OP>(M, N, a, kw, w, e, nthreads); break;
     case AVX512_VPOPCNT_EMULATED: bits_gemm_with<BitsVpopcnt<PopcntEmulated>, OP>(M, N, a, kw, w, e, nthreads); break;
     case AVX512: bits_gemm_with<BitsAvx512, OP>(M, N, a, kw, w, e, nthreads); break;
-    case AVX2: bits_gemm_with<BitsAvx2, OP>(M, N, a, kw, w, e, nthreads); break;
+    case AVX2:
+      if (M >= kTableMinRows && kw <= kTableMaxWords)
+        bits_gemm_table<OP>(M, N, a, kw, w, e, nthreads);
+      else
+        bits_gemm_with<BitsAvx2, OP>(M, N, a, kw, w, e, nthreads);
+      break;
     default: bits_gemm_with<BitsPortable, OP>(M, N, a, kw, w, e, nthreads); break;
   }
 }
@@ -579,6 +821,21 @@ __attribute__((target("avx512f,avx512bw"))) int64_t pack_row_avx512(const float*
   return count + pack_row_scalar(row, k, K, shift, s, thr, mode, out);
 }
 
+__attribute__((target("avx2"))) int64_t pack_row_avx2(const float* row, int64_t K, const float* shift, float s,
+                                                       float thr, int mode, uint8_t* out) {
+  const __m256 vthr = _mm256_set1_ps(mode == SIGNED ? 0.0f : thr), vs = _mm256_set1_ps(s);
+  int64_t count = 0, k = 0;
+  for (; k + 8 <= K; k += 8) {
+    __m256 v = _mm256_loadu_ps(row + k);
+    if (shift) v = _mm256_sub_ps(v, _mm256_loadu_ps(shift + k));
+    const int bits = _mm256_movemask_ps(mode == UNSIGNED_GT ? _mm256_cmp_ps(_mm256_div_ps(v, vs), vthr, _CMP_GT_OQ)
+                                                            : _mm256_cmp_ps(v, vthr, _CMP_GE_OQ));
+    out[k / 8] = (uint8_t)bits;  // k is a multiple of 8: one whole byte, LSB first
+    count += __builtin_popcount((unsigned)bits);
+  }
+  return count + pack_row_scalar(row, k, K, shift, s, thr, mode, out);
+}
+
 void pack_rows(int isa, const float* x, int64_t M, int64_t K, int64_t ldx, const float* shift, float s, float thr,
                int mode, uint8_t* bits, int64_t ld, int64_t* pop, int nthreads) {
 #pragma omp parallel for schedule(static) num_threads(nthreads) if (nthreads > 1 && M * K > 65536)
@@ -586,6 +843,7 @@ void pack_rows(int isa, const float* x, int64_t M, int64_t K, int64_t ldx, const
     uint8_t* out = bits + m * ld;
     std::memset(out, 0, (size_t)ld);
     pop[m] = isa >= AVX512 ? pack_row_avx512(x + m * ldx, K, shift, s, thr, mode, out)
+             : isa == AVX2 ? pack_row_avx2(x + m * ldx, K, shift, s, thr, mode, out)
                            : pack_row_scalar(x + m * ldx, 0, K, shift, s, thr, mode, out);
   }
 }
@@ -856,7 +1114,6 @@ void run_w1a8(const float* x, int64_t M, int64_t K, int64_t ldx, const float* sh
 }
 
 #include "encoder.h"
-#include "popcount_rate.h"
 
 // ------------------------------------------------------------------------------------------------------------------
 // Python bindings (pointers are passed as integers: tensor.data_ptr(); 0 = absent).
@@ -995,7 +1252,6 @@ PyMethodDef kMethods[] = {
     {"encoder_forward", py_encoder_forward, METH_VARARGS, "Every layer of a packed binarized encoder (encoder.h)."},
     {"encoder_work_floats", py_encoder_work_floats, METH_VARARGS, "Work space of encoder_forward, in floats."},
     {"encoder_layout", py_encoder_layout, METH_NOARGS, "Word counts and offsets of the encoder plan layout."},
-    {"popcount_rate", py_popcount_rate, METH_VARARGS, "XOR+popcount rate of this machine, G bit ops/s."},
     {"layout_words", py_layout_words, METH_VARARGS, "Size in uint64 words of a kernel layout (bits, nib)."},
     {"repack", py_repack, METH_VARARGS, "Checkpoint layout → kernel layout (bits, nib)."},
     {"cpu_features", py_cpu_features, METH_NOARGS, "CPU features the kernels use."},
