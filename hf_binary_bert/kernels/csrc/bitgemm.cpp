@@ -1114,6 +1114,7 @@ void run_w1a8(const float* x, int64_t M, int64_t K, int64_t ldx, const float* sh
 }
 
 #include "encoder.h"
+#include "popcount_rate.h"
 
 // ------------------------------------------------------------------------------------------------------------------
 // Python bindings (pointers are passed as integers: tensor.data_ptr(); 0 = absent).
@@ -1252,6 +1253,7 @@ PyMethodDef kMethods[] = {
     {"encoder_forward", py_encoder_forward, METH_VARARGS, "Every layer of a packed binarized encoder (encoder.h)."},
     {"encoder_work_floats", py_encoder_work_floats, METH_VARARGS, "Work space of encoder_forward, in floats."},
     {"encoder_layout", py_encoder_layout, METH_NOARGS, "Word counts and offsets of the encoder plan layout."},
+    {"popcount_rate", py_popcount_rate, METH_VARARGS, "XOR+popcount rate of this machine, G bit ops/s."},
     {"layout_words", py_layout_words, METH_VARARGS, "Size in uint64 words of a kernel layout (bits, nib)."},
     {"repack", py_repack, METH_VARARGS, "Checkpoint layout → kernel layout (bits, nib)."},
     {"cpu_features", py_cpu_features, METH_NOARGS, "CPU features the kernels use."},
