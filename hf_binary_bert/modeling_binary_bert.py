@@ -165,6 +165,8 @@ class BinaryBertPreTrainedModel(BertPreTrainedModel):
         for module in self.modules():  # the attention modules with quantizers (bitwise Bi-Attention), the encoder
             if hasattr(module, "query_quantizer") or isinstance(module, BinaryBertEncoder):
                 module.inference_kernel = kernel
+            if isinstance(module, BinaryBertEncoder):
+                module.runtime().invalidate()
         return self
 
     def binary_modules(self) -> dict[str, torch.nn.Module]:

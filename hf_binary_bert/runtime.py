@@ -181,28 +181,45 @@ class EncoderRuntime:
 
     def __init__(self, encoder: BertEncoder):
         self.encoder = encoder
-        self._key = None
         self._plan: torch.Tensor | None = None
         self._keep: list[torch.Tensor] = []
         self._reason: str | None = None
+        self._entries: list = []  # (owner dict, name, object) of every child module, parameter and buffer
+        self._versions: tuple = ()
+        self._valid = False
         self._work = torch.empty(0, dtype=torch.float32)
 
-    def _tensor_key(self) -> tuple:
-        """Identity and version of every tensor of the encoder (parameters and buffers), and the kernel settings."""
-        items = []
+    def _snapshot(self) -> None:
+        """Record the encoder's structure (every `_modules` / `_parameters` / `_buffers` entry) and tensor versions."""
+        entries = []
         for module in self.encoder.modules():
-            for t in (*module._parameters.values(), *module._buffers.values()):
-                if t is not None:
-                    items.append((t.data_ptr(), t._version))
-            if isinstance(module, PackedBinaryLinear):
-                items.append((module.float_activations, id(module.input_quantizer)))
-        return tuple(items)
+            for table in (module._modules, module._parameters, module._buffers):
+                entries += [(table, name, value) for name, value in table.items() if value is not None]
+        self._entries = entries
+        self._versions = self._current_versions()
+
+    def _current_versions(self) -> tuple:
+        return tuple(v._version for _, _, v in self._entries if isinstance(v, torch.Tensor))
+
+    def _still_valid(self) -> bool:
+        """Whether nothing the plan read changed: no module, parameter or buffer of the encoder replaced (the owner
+        dicts still hold the same objects) and no tensor changed in place (versions)."""
+        if not self._valid:
+            return False
+        for table, name, value in self._entries:
+            if table.get(name) is not value:
+                return False
+        return self._current_versions() == self._versions
+
+    def invalidate(self) -> None:
+        """Rebuild the plan at the next call, after a change `plan()` cannot see: a module attribute such as
+        `float_activations` (`set_inference_kernel` calls this)."""
+        self._valid = False
 
     def plan(self) -> torch.Tensor | None:
-        """The current plan, rebuilt when a tensor changed; None when the model has no runtime path
+        """The current plan, rebuilt when the encoder changed; None when the model has no runtime path
         (`unsupported_reason` says why)."""
-        key = self._tensor_key()
-        if key != self._key:
+        if not self._still_valid():
             keep: list[torch.Tensor] = []
             try:
                 config = self.encoder.config
@@ -210,7 +227,9 @@ class EncoderRuntime:
                 self._plan, self._reason = torch.tensor(words, dtype=torch.int64), None
             except _Unsupported as exc:
                 self._plan, self._reason = None, str(exc)
-            self._keep, self._key = keep, self._tensor_key()  # a calibration or repack may have bumped versions
+            self._keep = keep  # the tensors the plan points into stay alive as long as the plan
+            self._snapshot()  # after building: a repack or a calibration may have bumped versions
+            self._valid = True
         return self._plan
 
     @property
@@ -219,17 +238,20 @@ class EncoderRuntime:
         return self._reason
 
     @torch.no_grad()
-    def forward(self, hidden_states: torch.Tensor, valid: torch.Tensor | None) -> torch.Tensor:
+    def forward(self, hidden_states: torch.Tensor, valid: torch.Tensor | None, *, checked: bool = False) -> torch.Tensor:
         """Run every layer natively.
 
         Args:
             hidden_states: float32 [B, T, H], the embeddings' output.
             valid: bool [B, T], True for real tokens (None: all).
+            checked: the caller has just called `plan()` (skips checking the encoder again).
 
         Returns:
             float32 [B, T, H]: the last layer's hidden states (0 at padding positions).
         """
-        plan = self.plan()
+        plan = self._plan if checked else self.plan()
+        if plan is None:
+            raise ValueError(f"the native runtime cannot run this encoder: {self._reason}")
         batch, seq, hidden = hidden_states.shape
         if valid is None or bool(valid.all()):
             rows = hidden_states.reshape(batch * seq, hidden).clone()
@@ -287,7 +309,7 @@ class BinaryBertEncoder(BertEncoder):
             runtime = self.__dict__["_native_runtime"] = EncoderRuntime(self)
         return runtime
 
-    def runtime_applies(self, hidden_states: torch.Tensor, attention_mask, kwargs: dict) -> bool:
+    def runtime_applies(self, hidden_states: torch.Tensor, kwargs: dict) -> bool:
         """Whether this call can run natively (see the module docstring for the conditions)."""
         if (self.inference_kernel != "auto" or self.training or not ops.available() or torch.compiler.is_compiling()
                 or hidden_states.device.type != "cpu" or hidden_states.dtype != torch.float32):
@@ -304,12 +326,13 @@ class BinaryBertEncoder(BertEncoder):
         return self.runtime().plan() is not None
 
     def forward(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None = None, *args, **kwargs):
-        if not self.runtime_applies(hidden_states, attention_mask, kwargs):
+        if not self.runtime_applies(hidden_states, kwargs):
             return super().forward(hidden_states, attention_mask, *args, **kwargs)
         valid = _key_padding(attention_mask, *hidden_states.shape[:2])
         if valid is False:
             return super().forward(hidden_states, attention_mask, *args, **kwargs)
-        return BaseModelOutputWithPastAndCrossAttentions(last_hidden_state=self.runtime().forward(hidden_states, valid))
+        hidden = self.runtime().forward(hidden_states, valid, checked=True)  # runtime_applies checked the plan
+        return BaseModelOutputWithPastAndCrossAttentions(last_hidden_state=hidden)
 
 
 def use_native_encoder(model: torch.nn.Module) -> int:
