@@ -4,7 +4,12 @@ Linear: `torch.ops.hf_binary_bert.w1a1_linear`, `w1a8_linear` and `w8a8_linear` 
 Each op runs the compiled kernel (`_bitgemm`, built by the package's setup.py) when it is importable, else its
 pure-PyTorch twin in `reference.py` after a one-time warning. Arguments and formulas: `reference.w1a1_linear`,
 `reference.w1a8_linear`, `reference.w8a8_linear`. Inputs: x float32 [..., K] on the CPU; outputs float32 [..., N].
-`bind_w1a1` / `bind_w1a8` fix every argument but the input once (what `PackedBinaryLinear` calls in eager mode).
+`bind_w1a1` / `bind_w1a8` fix every argument but the input once (what `PackedBinaryLinear` calls in eager mode); the
+function they return holds references to the tensors it reads, so they stay alive as long as it does.
+
+Memory: the C code reads and writes raw addresses, so every tensor is checked before an address is taken (dtype,
+shape, CPU device, contiguity), and every output is allocated here as float32 (what the C code writes), whatever
+`torch.get_default_dtype()` is. The kernel tests also run under AddressSanitizer (`.ci/asan-kernels`).
 
 Raises (every op): `ValueError` naming the tensor for a wrong dtype, shape, device or a non-contiguous vector.
 """
@@ -58,14 +63,38 @@ def _ptr(t: torch.Tensor | None) -> int:
     return 0 if t is None else t.data_ptr()
 
 
+def _is_tensor(name: str, t) -> None:
+    if not isinstance(t, torch.Tensor):
+        raise ValueError(f"{name} must be a tensor, got {type(t).__name__}")
+
+
+def _check_cpu(name: str, t: torch.Tensor) -> None:
+    _is_tensor(name, t)
+    if t.device.type != "cpu":
+        raise ValueError(f"{name} must be on the CPU, got {t.device}")
+
+
+def _check_step(name: str, step) -> None:
+    """A step is read once as a Python float: a one-element tensor on the CPU (any float dtype)."""
+    _check_cpu(name, step)
+    if step.numel() != 1 or not step.is_floating_point():
+        raise ValueError(f"{name} must be a one-element float tensor, got {step.dtype} {list(step.shape)}")
+
+
 def _check(x: torch.Tensor, weight_packed: torch.Tensor, k: int, n: int, **vectors: torch.Tensor | None) -> None:
-    if x.dtype != torch.float32 or x.device.type != "cpu":
+    _check_cpu("input", x)
+    if x.dtype != torch.float32:
         raise ValueError(f"input must be a float32 CPU tensor, got {x.dtype} on {x.device}")
+    _check_cpu("weight_packed", weight_packed)
     if weight_packed.dtype != torch.uint8 or weight_packed.shape != (n, (k + 7) // 8):
-        raise ValueError(f"weight_packed must be uint8 [N, ceil({k} / 8)], got {weight_packed.dtype} {list(weight_packed.shape)}")
+        raise ValueError(f"weight_packed must be uint8 [N, ceil(K / 8)] for an input [..., K = {k}], got "
+                         f"{weight_packed.dtype} {list(weight_packed.shape)}")
     for name, t in vectors.items():
+        if t is None:
+            continue
+        _check_cpu(name, t)
         size = k if name == "shift" else n
-        if t is not None and (t.dtype != torch.float32 or t.shape != (size,) or not t.is_contiguous()):
+        if t.dtype != torch.float32 or t.shape != (size,) or not t.is_contiguous():
             raise ValueError(f"{name} must be a contiguous float32 [{size}] tensor, got {t.dtype} {list(t.shape)}"
                              f"{'' if t.is_contiguous() else ' (not contiguous)'}")
 
@@ -81,6 +110,7 @@ def repack_weight(weight_packed: torch.Tensor, in_features: int, layout: str) ->
     """
     if layout not in ("bits", "nib"):
         raise ValueError(f"layout must be 'bits' or 'nib', got {layout!r}")
+    _is_tensor("weight_packed", weight_packed)
     if weight_packed.dtype != torch.uint8 or weight_packed.dim() != 2 or weight_packed.shape[1] != (in_features + 7) // 8:
         raise ValueError(f"weight_packed must be uint8 [N, ceil({in_features} / 8)], got {weight_packed.dtype} "
                          f"{list(weight_packed.shape)}")
@@ -94,12 +124,14 @@ def repack_weight(weight_packed: torch.Tensor, in_features: int, layout: str) ->
 
 
 def _check_sums(weight_sums: torch.Tensor, n: int) -> None:
+    _check_cpu("weight_sums", weight_sums)
     if weight_sums.dtype != torch.int32 or weight_sums.shape != (n,) or not weight_sums.is_contiguous():
         raise ValueError(f"weight_sums must be contiguous int32 [{n}] (the weight rows' sums), got "
                          f"{weight_sums.dtype} {list(weight_sums.shape)}")
 
 
 def _check_kernel_weight(weight_kernel: torch.Tensor, layout: str, n: int, k: int) -> None:
+    _check_cpu("weight_kernel", weight_kernel)
     words = _bitgemm.layout_words(layout, n, k)
     if weight_kernel.dtype != torch.int64 or weight_kernel.shape != (words,) or not weight_kernel.is_contiguous():
         raise ValueError(f"weight_kernel must be the {layout!r} layout of weight_packed (int64 [{words}], "
@@ -150,19 +182,24 @@ def w8a8_linear_impl(x: torch.Tensor, weight_int8: torch.Tensor, weight_kernel: 
     """int8 Linear for the masked-LM head (`reference.w8a8_linear`): dynamic 7-bit activations × per-row int8
     weights on the same VNNI driver. `weight_kernel` is `reference.repack_int8(weight_int8)`, `weight_sums` int32 [N]
     the row sums of `weight_int8`."""
+    _check_cpu("weight_int8", weight_int8)
+    if weight_int8.dtype != torch.int8 or weight_int8.dim() != 2:
+        raise ValueError(f"weight_int8 must be int8 [N, K], got {weight_int8.dtype} {list(weight_int8.shape)}")
+    n, k = weight_int8.shape
+    _check_cpu("input", x)
+    if x.dtype != torch.float32 or x.shape[-1] != k:
+        raise ValueError(f"input must be a float32 CPU tensor [..., {k}], got {x.dtype} {list(x.shape)} on {x.device}")
+    _check(x, torch.empty(n, (k + 7) // 8, dtype=torch.uint8), k, n, weight_scale=weight_scale, bias=bias)
     if _use_reference():
         return reference.w8a8_linear(x, weight_int8, weight_scale, bias)
-    n, k = weight_int8.shape
-    if x.dtype != torch.float32 or x.device.type != "cpu" or x.shape[-1] != k:
-        raise ValueError(f"input must be a float32 CPU tensor [..., {k}], got {x.dtype} {list(x.shape)} on {x.device}")
+    _check_cpu("weight_kernel", weight_kernel)
     words = (n + 15) // 16 * 16 * ((k + 3) // 4 * 4) // 8
-    if (weight_int8.dtype != torch.int8 or weight_kernel.dtype != torch.int64 or weight_kernel.shape != (words,)
-            or not weight_kernel.is_contiguous()):
-        raise ValueError("weight_int8 must be int8 [N, K] and weight_kernel its i8 layout (reference.repack_int8)")
+    if weight_kernel.dtype != torch.int64 or weight_kernel.shape != (words,) or not weight_kernel.is_contiguous():
+        raise ValueError(f"weight_kernel must be the i8 layout of weight_int8 (int64 [{words}], reference.repack_int8), "
+                         f"got {weight_kernel.dtype} {list(weight_kernel.shape)}")
     _check_sums(weight_sums, n)
-    _check(x, torch.empty(n, (k + 7) // 8, dtype=torch.uint8), k, n, weight_scale=weight_scale, bias=bias)
     x2 = x.reshape(-1, k).contiguous()
-    out = x2.new_empty(x2.shape[0], n)
+    out = torch.empty(x2.shape[0], n, dtype=torch.float32)
     levels = reference.INT8_HEAD_LEVELS
     _bitgemm.w1a8_linear(x2.data_ptr(), x2.shape[0], k, k, 0, 1.0, -levels, levels, True, weight_kernel.data_ptr(), n,
                          weight_sums.data_ptr(), weight_scale.data_ptr(), 0, _ptr(bias), out.data_ptr(), n,
@@ -179,55 +216,74 @@ def _(x, weight_int8, weight_kernel, weight_sums, weight_scale, bias):
     return x.new_empty(*x.shape[:-1], weight_int8.shape[0])
 
 
-def _bound(k: int, n: int, call):
-    """`run(x)`: x float32 CPU [..., k] → [..., n] through `call(x2d, out)` (the C kernel with every other argument
-    already fixed)."""
+def _bound(k: int, n: int, call, tensors: tuple):
+    """`run(x)`: x float32 CPU [..., k] → float32 [..., n] through `call(x2d, out)` (the C kernel with every other
+    argument already fixed, as raw addresses). `run.tensors` holds `tensors`, the tensors behind those addresses,
+    so that they live as long as `run` does (a caller may have passed temporaries)."""
 
     def run(x: torch.Tensor) -> torch.Tensor:
-        if x.dtype != torch.float32 or x.device.type != "cpu" or x.shape[-1] != k:
-            raise ValueError(f"input must be a float32 CPU tensor [..., {k}], got {x.dtype} {list(x.shape)} on {x.device}")
+        if not isinstance(x, torch.Tensor) or x.dtype != torch.float32 or x.device.type != "cpu" or x.shape[-1] != k:
+            got = f"{x.dtype} {list(x.shape)} on {x.device}" if isinstance(x, torch.Tensor) else type(x).__name__
+            raise ValueError(f"input must be a float32 CPU tensor [..., {k}], got {got}")
         x2 = x.reshape(-1, k)
         if not x2.is_contiguous():
             x2 = x2.contiguous()
-        out = torch.empty(x2.shape[0], n)
+        out = torch.empty(x2.shape[0], n, dtype=torch.float32)  # what the C code writes, whatever the default dtype
         call(x2, out)  # writes every element of out
         return out.view(*x.shape[:-1], n)
 
+    run.tensors = tensors
     return run
 
 
 def bind_w1a1(k, weight_packed, weight_kernel, alpha, gamma, bias, shift, step, threshold, mode, scale_by_step):
-    """`w1a1_linear` for inputs [..., k] with every other argument fixed and checked once: returns `run(x)`. The
-    tensors must not change while `run` is in use (`kernels.linear` binds again when one does). This saves the
-    per-call argument checks, Python that takes longer than the kernel itself at batch 1. Without the
-    compiled kernels, `run` is the reference (after the one-time warning)."""
+    """`w1a1_linear` for inputs [..., k] with every other argument fixed and checked once: returns `run(x)`, x
+    float32 CPU [..., k] → float32 [..., N]. `run` keeps references to the tensors it reads (`run.tensors`), so
+    passing temporaries is safe; their values must not change in place while `run` is in use (`kernels.linear`
+    binds again when one does). This saves the per-call argument checks, Python that takes longer than the kernel
+    itself at batch 1. Without the compiled kernels, `run` is the reference (after the one-time warning).
+
+    Raises:
+        ValueError: naming the tensor, for a wrong dtype, shape or device (and, from `run`, a wrong input)."""
+    _check_cpu("weight_packed", weight_packed)
+    n = weight_packed.shape[0]
+    _check(torch.empty(0, k, dtype=torch.float32), weight_packed, k, n, alpha=alpha, gamma=gamma, bias=bias,
+           shift=shift)
+    _check_step("step", step)
     if _use_reference():
         return lambda x: reference.w1a1_linear(x, weight_packed, alpha, gamma, bias, shift, step, threshold, mode,
                                                scale_by_step)
-    n = weight_packed.shape[0]
-    _check(torch.empty(0, k), weight_packed, k, n, alpha=alpha, gamma=gamma, bias=bias, shift=shift)
     _check_kernel_weight(weight_kernel, "bits", n, k)
     s = float(step)
     fixed = (_ptr(shift), s, threshold, mode, weight_kernel.data_ptr(), n, alpha.data_ptr(), _ptr(gamma),
              s if scale_by_step else 1.0, _ptr(bias))
     return _bound(k, n, lambda x2, out: _bitgemm.w1a1_linear(x2.data_ptr(), x2.shape[0], k, k, *fixed, out.data_ptr(),
-                                                             n, torch.get_num_threads()))
+                                                             n, torch.get_num_threads()),
+                  (weight_kernel, alpha, gamma, bias, shift))
 
 
 def bind_w1a8(k, weight_packed, weight_kernel, weight_sums, alpha, gamma, bias, shift, step, q_min, q_max, dynamic):
-    """`w1a8_linear` for inputs [..., k] with every other argument fixed and checked once (see `bind_w1a1`)."""
+    """`w1a8_linear` for inputs [..., k] with every other argument fixed and checked once (see `bind_w1a1`: `run`
+    keeps the tensors it reads alive and returns float32 [..., N]).
+
+    Raises:
+        ValueError: naming the tensor, for a wrong dtype, shape or device, or levels outside the u8 range."""
     reference.check_levels(q_min, q_max, dynamic)
+    _check_cpu("weight_packed", weight_packed)
+    n = weight_packed.shape[0]
+    _check(torch.empty(0, k, dtype=torch.float32), weight_packed, k, n, alpha=alpha, gamma=gamma, bias=bias,
+           shift=shift)
+    _check_step("step", step)
     if _use_reference():
         return lambda x: reference.w1a8_linear(x, weight_packed, alpha, gamma, bias, shift, step, q_min, q_max,
                                                dynamic)
-    n = weight_packed.shape[0]
-    _check(torch.empty(0, k), weight_packed, k, n, alpha=alpha, gamma=gamma, bias=bias, shift=shift)
     _check_kernel_weight(weight_kernel, "nib", n, k)
     _check_sums(weight_sums, n)
     fixed = (_ptr(shift), float(step), q_min, q_max, dynamic, weight_kernel.data_ptr(), n, weight_sums.data_ptr(),
              alpha.data_ptr(), _ptr(gamma), _ptr(bias))
     return _bound(k, n, lambda x2, out: _bitgemm.w1a8_linear(x2.data_ptr(), x2.shape[0], k, k, *fixed, out.data_ptr(),
-                                                             n, torch.get_num_threads()))
+                                                             n, torch.get_num_threads()),
+                  (weight_kernel, weight_sums, alpha, gamma, bias, shift))
 
 
 def bi_attention_impl(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, q_shift: torch.Tensor | None,
@@ -238,27 +294,38 @@ def bi_attention_impl(query: torch.Tensor, key: torch.Tensor, value: torch.Tenso
     XNOR-popcount scores, boolean weights, AND-popcount weights × V. Returns out [B, T, H, D] and weights
     [B, H, T, T], equal to the reference bit for bit."""
     shifts, steps = (q_shift, k_shift, v_shift), (q_step, k_step, v_step)
-    if _use_reference():
-        return reference.bi_attention(query, key, value, shifts, steps, scale, attention_mask)
+    _check_cpu("query", query)
+    if query.dim() != 4:
+        raise ValueError(f"query must be a float32 CPU [B, H, T, D] tensor, got {query.dtype} {list(query.shape)}")
     b, h, t, d = query.shape
     for name, x in (("query", query), ("key", key), ("value", value)):
-        if x.dtype != torch.float32 or x.device.type != "cpu" or x.shape != (b, h, t, d) or x.stride(-1) != 1:
+        _check_cpu(name, x)
+        if x.dtype != torch.float32 or x.shape != (b, h, t, d) or x.stride(-1) != 1:
             raise ValueError(f"{name} must be a float32 CPU [B, H, T, D] tensor with unit stride on D, like query "
                              f"{list(query.shape)}; got {x.dtype} {list(x.shape)}")
-    flat = []
     for name, shift in zip(("q_shift", "k_shift", "v_shift"), shifts):
-        if shift is not None and (shift.dtype != torch.float32 or shift.numel() != h * d):
-            raise ValueError(f"{name} must be float32 [{h}, 1, {d}], got {shift.dtype} {list(shift.shape)}")
-        flat.append(None if shift is None else shift.reshape(-1).contiguous())
-    mask_strides = (0, 0, 0, 0)
+        if shift is not None:
+            _check_cpu(name, shift)
+            if shift.dtype != torch.float32 or shift.numel() != h * d:
+                raise ValueError(f"{name} must be float32 [{h}, 1, {d}], got {shift.dtype} {list(shift.shape)}")
+    for name, step in zip(("q_step", "k_step", "v_step", "scale"), (*steps, scale)):
+        _check_step(name, step)
     if attention_mask is not None:
+        _check_cpu("attention_mask", attention_mask)
         if attention_mask.dtype != torch.float32 or attention_mask.dim() != 4:
             raise ValueError(f"attention_mask must be an additive float32 [B, 1|H, T, T] mask, got "
                              f"{attention_mask.dtype} {list(attention_mask.shape)}")
-        attention_mask = attention_mask.expand(b, h, t, t)
-        mask_strides = tuple(attention_mask.stride())
-    out = torch.empty(b, t, h, d)
-    weights = torch.empty(b, h, t, t)
+        try:
+            attention_mask = attention_mask.expand(b, h, t, t)
+        except RuntimeError:
+            raise ValueError(f"attention_mask must broadcast to [B, H, T, T] = {[b, h, t, t]}, got "
+                             f"{list(attention_mask.shape)}") from None
+    if _use_reference():
+        return reference.bi_attention(query, key, value, shifts, steps, scale, attention_mask)
+    flat = [None if shift is None else shift.reshape(-1).contiguous() for shift in shifts]
+    mask_strides = (0, 0, 0, 0) if attention_mask is None else tuple(attention_mask.stride())
+    out = torch.empty(b, t, h, d, dtype=torch.float32)  # what the C code writes, whatever the default dtype
+    weights = torch.empty(b, h, t, t, dtype=torch.float32)
     strides = [s for x in (query, key, value) for s in x.stride()[:3]]
     _bitgemm.bi_attention(query.data_ptr(), key.data_ptr(), value.data_ptr(), b, h, t, d, *strides,
                           *(_ptr(f) for f in flat), float(q_step), float(k_step), float(v_step), float(scale),
@@ -278,7 +345,15 @@ def _(query, key, value, q_shift, k_shift, v_shift, q_step, k_step, v_step, scal
 
 
 def row_sums(weight_packed: torch.Tensor, k: int) -> torch.Tensor:
-    """Σ_k B[n, k] of each ±1 weight row, int32 [N] (the zero-point correction of `w1a8_linear`)."""
+    """Σ_k B[n, k] of each ±1 weight row, int32 [N] (the zero-point correction of `w1a8_linear`) of packed bits
+    uint8 [N, ceil(k / 8)].
+
+    Raises:
+        ValueError: for a `weight_packed` that is not a uint8 CPU tensor [N, ceil(k / 8)]."""
+    _check_cpu("weight_packed", weight_packed)
+    if weight_packed.dtype != torch.uint8 or weight_packed.dim() != 2 or weight_packed.shape[1] != (k + 7) // 8:
+        raise ValueError(f"weight_packed must be uint8 [N, ceil({k} / 8)], got {weight_packed.dtype} "
+                         f"{list(weight_packed.shape)}")
     if _bitgemm is None or torch.compiler.is_compiling():
         return reference.row_sums(weight_packed, k)
     packed = weight_packed.contiguous()
