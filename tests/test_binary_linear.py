@@ -50,11 +50,24 @@ def test_learned_offset_initialisation():
     assert torch.allclose(wq, layer.weight_scale[:, None].detach() * torch.where(w >= gamma[:, None], 1.0, -1.0) + gamma[:, None])
 
 
-def test_learned_scale_and_offset_receive_gradients():
+def test_learned_scale_and_offset_receive_their_gradients():
+    """L = Σ y, y = x·(α·B + γ)ᵀ + b with B = sign_STE(W − γ) (clipped identity: 1[|W − γ| ≤ 1]):
+    ∂L/∂α = Σ_n Σ_k c_k B[n, k], ∂L/∂W[n, k] = α·c_k·1[|W − γ| ≤ 1], ∂L/∂γ = Σ_n Σ_k c_k (1 − α·1[|W − γ| ≤ 1]),
+    with c_k = Σ_m x[m, k]."""
+    torch.manual_seed(0)
     layer = BinaryLinear(8, 4, weight_scale="learned_offset")
-    layer(torch.randn(2, 8)).sum().backward()
-    assert layer.weight_scale.grad is not None and layer.weight_scale.grad.abs().sum() > 0
-    assert layer.weight_offset.grad is not None and layer.weight.grad.abs().sum() > 0
+    with torch.no_grad():
+        layer.weight[0, :3] += 2.0  # outside the STE window
+    x = torch.randn(2, 8)
+    layer(x).sum().backward()
+    alpha, gamma, w = layer.weight_scale.detach(), layer.weight_offset.detach(), layer.weight.detach()
+    c = x.sum(0)
+    signs = torch.where(w - gamma >= 0, 1.0, -1.0)
+    window = ((w - gamma).abs() <= 1).float()
+    assert 0 < window.sum() < window.numel()
+    torch.testing.assert_close(layer.weight_scale.grad, (signs * c).sum().reshape(1))
+    torch.testing.assert_close(layer.weight.grad, alpha * c * window)
+    torch.testing.assert_close(layer.weight_offset.grad, (c * (1 - alpha * window)).sum().reshape(1))
 
 
 @pytest.mark.parametrize("scheme", ["mean_abs", "learned", "learned_offset"])

@@ -36,7 +36,8 @@ def test_glue_metrics_by_hand():
     assert glue_metrics("qqp", np.array(PREDICTIONS), np.array(REFERENCES))["f1"] == pytest.approx(F1)
     assert glue_metrics(GLUE_TASKS["cola"], PREDICTIONS, REFERENCES) == pytest.approx({"matthews_correlation": MCC})
     assert glue_metrics("mnli", [0, 1, 2, 2], [0, 1, 1, 2]) == pytest.approx({"accuracy": 0.75})
-    assert all(isinstance(v, float) for v in glue_metrics("mrpc", PREDICTIONS, REFERENCES).values())
+    # plain Python floats (JSON-serializable), not numpy scalars (np.float64 is a float subclass: `type`, not isinstance)
+    assert all(type(v) is float for v in glue_metrics("mrpc", PREDICTIONS, REFERENCES).values())
 
 
 def test_glue_metrics_stsb():
