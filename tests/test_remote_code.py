@@ -127,14 +127,19 @@ def test_trust_remote_code_loads_without_the_package(tmp_path, input_ids, head, 
         assert (tmp_path / "resaved" / name).read_text() == (tmp_path / "model" / name).read_text()
 
 
-def test_remote_copy_and_package_live_in_one_process(tmp_path, input_ids, monkeypatch):
+def test_remote_copy_and_package_live_in_one_process(tmp_path, input_ids, monkeypatch, request):
     """The copy imported next to the package registers its ops under its own namespace (no clash), and runs the
     same numbers; with the package installed, the Auto classes pick the package's classes."""
     from transformers import AutoModelForSequenceClassification
     from transformers.dynamic_module_utils import get_class_from_dynamic_module
 
     import hf_binary_bert.kernels.ops as package_ops
+    from hf_binary_bert.attention import register_attention_functions
 
+    # importing the copy registers its attention functions under the same global names: the package's again after
+    # this test, or later tests in this process would run the copy's Bi-Attention (which does not know the package's
+    # quantizer class, so never takes the bitwise kernel: test_runtime's Bi-Attention comparison then fails)
+    request.addfinalizer(register_attention_functions)
     isolate_modules_cache(monkeypatch, tmp_path / "modules")
     model = BinaryBertForSequenceClassification(tiny_config(activation_bits=1)).eval()
     model.save_pretrained(tmp_path / "model")
