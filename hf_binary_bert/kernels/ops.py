@@ -25,7 +25,7 @@ from . import reference
 
 try:
     from . import _bitgemm
-except ImportError as err:  # no compiler at install time, or not x86-64
+except ImportError as err:  # no compiler at install time (or MSVC), or neither x86-64 nor aarch64
     _bitgemm = None
     _IMPORT_ERROR = err
 else:
@@ -51,7 +51,8 @@ def _use_reference() -> bool:
     if not _warned:
         warnings.warn(
             f"hf_binary_bert: compiled kernels unavailable ({_IMPORT_ERROR}); using the pure-PyTorch reference "
-            "kernels (correct, slow). Install hf-binary-bert with a C++ compiler on x86-64 to build them.",
+            "kernels (correct, slow). Install hf-binary-bert with a C++ compiler (GCC or Clang) on x86-64 or aarch64 "
+            "to build them.",
             RuntimeWarning,
             stacklevel=3,
         )
@@ -379,7 +380,8 @@ def popcount_rate(threads: int | None = None, seconds: float = 0.3) -> float:
 def cpu_features() -> dict[str, bool]:
     """The CPU features the kernels look for (all False without the compiled kernels)."""
     if _bitgemm is None:
-        return dict.fromkeys(("avx2", "avx512bw", "avx512vl", "avx512_vpopcntdq", "avx512_vnni", "avx512_bf16"), False)
+        return dict.fromkeys(("neon", "avx2", "avx512bw", "avx512vl", "avx512_vpopcntdq", "avx512_vnni", "avx512_bf16"),
+                             False)
     return _bitgemm.cpu_features()
 
 
@@ -389,7 +391,8 @@ def supported_isas() -> list[str]:
 
 
 def get_isa() -> str:
-    """The instruction-set path in use: `"avx512_vpopcnt"`, `"avx512"`, `"avx2"`, `"portable"` or `"reference"`."""
+    """The instruction-set path in use: `"avx512_vpopcnt"`, `"avx512"`, `"avx2"` (x86-64), `"neon"` (aarch64),
+    `"portable"` or `"reference"`."""
     return "reference" if _bitgemm is None else _bitgemm.get_isa()
 
 

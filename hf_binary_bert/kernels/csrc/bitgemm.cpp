@@ -17,11 +17,32 @@
 // Threads: OpenMP, with the count given by the caller (torch.get_num_threads()). Built by the package's own
 // setup.py; it includes no torch header (it sees raw pointers only).
 
+// Platforms: x86-64 (the AVX2 / AVX-512 paths below, each under `#if defined(__x86_64__) || defined(_M_X64)`) and
+// aarch64 (NEON paths, ISA "neon", under `#if defined(__aarch64__)`); elsewhere the portable C paths only. OpenMP
+// is optional (without it every call runs on the calling thread). HF_BITGEMM_NO_PYTHON compiles the kernel core
+// without the Python bindings (tests/native/test_kernels_main.cpp includes this file that way).
+
+#ifndef HF_BITGEMM_NO_PYTHON
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#endif
 
+#if defined(__x86_64__) || defined(_M_X64)
 #include <immintrin.h>
+#endif
+#if defined(__aarch64__)
+#include <arm_neon.h>
+#endif
+#ifdef _OPENMP
 #include <omp.h>
+#else  // no OpenMP: the `#pragma omp` lines are ignored and every call runs on the calling thread
+#pragma GCC diagnostic ignored "-Wunknown-pragmas"
+#include <chrono>
+inline int omp_get_thread_num() { return 0; }
+inline double omp_get_wtime() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+#endif
 
 #include <algorithm>
 #include <type_traits>
@@ -34,14 +55,18 @@ namespace {
 
 // AVX512_VPOPCNT_EMULATED is the VPOPCNTDQ path with vpopcntq replaced by a nibble-table popcount, so that its
 // tiling can be tested on CPUs without VPOPCNTDQ; never chosen automatically and not listed by supported_isas().
-enum Isa { PORTABLE = 0, AVX2 = 1, AVX512 = 2, AVX512_VPOPCNT = 3, AVX512_VPOPCNT_EMULATED = 4 };
-const char* kIsaNames[] = {"portable", "avx2", "avx512", "avx512_vpopcnt", "avx512_vpopcnt_emulated"};
-constexpr int kIsaCount = 5, kListedIsas = 4;
+// NEON (aarch64 Advanced SIMD, present on every aarch64 CPU) is listed after the x86 sets; no x86 path runs on
+// aarch64 and no NEON path on x86-64 (isa_supported).
+enum Isa { PORTABLE = 0, AVX2 = 1, AVX512 = 2, AVX512_VPOPCNT = 3, AVX512_VPOPCNT_EMULATED = 4, NEON = 5 };
+const char* kIsaNames[] = {"portable", "avx2", "avx512", "avx512_vpopcnt", "avx512_vpopcnt_emulated", "neon"};
+constexpr int kIsaCount = 6, kListedIsas = 4;
 
 struct Features {
   bool avx2, avx512bw, avx512vl, vpopcntdq, vnni, bf16;
+  bool neon;
 };
 
+#if defined(__x86_64__) || defined(_M_X64)
 Features detect() {
   __builtin_cpu_init();
   Features f;
@@ -51,8 +76,18 @@ Features detect() {
   f.vpopcntdq = __builtin_cpu_supports("avx512vpopcntdq");
   f.vnni = __builtin_cpu_supports("avx512vnni");
   f.bf16 = __builtin_cpu_supports("avx512bf16");
+  f.neon = false;
   return f;
 }
+#else
+Features detect() {
+  Features f{};
+#if defined(__aarch64__)
+  f.neon = true;  // Advanced SIMD is mandatory on aarch64
+#endif
+  return f;
+}
+#endif
 
 const Features kFeatures = detect();
 
@@ -60,6 +95,7 @@ int best_isa() {
   if (kFeatures.avx512bw && kFeatures.vpopcntdq) return AVX512_VPOPCNT;
   if (kFeatures.avx512bw) return AVX512;
   if (kFeatures.avx2) return AVX2;
+  if (kFeatures.neon) return NEON;
   return PORTABLE;
 }
 
@@ -138,6 +174,7 @@ struct BitsPortable {
   }
 };
 
+#if defined(__x86_64__) || defined(_M_X64)
 struct BitsAvx2 {  // 4 rows per ymm, nibble-table popcount (vpshufb) into byte counters, vpsadbw every 31 words
   static constexpr int MR = 2, NG = 1;
   template <int R, int G, int OP>
@@ -300,6 +337,47 @@ struct BitsVpopcnt {  // 8 rows per zmm, vpopcntq straight into 64-bit lane coun
         _mm256_storeu_si256((__m256i*)(out + i * ldo + j * kBitsGroup), _mm512_cvtepi64_epi32(acc[i][j]));
   }
 };
+#endif
+
+#if defined(__aarch64__)
+// NEON: 2 rows per 128-bit register (the 8 rows of a group in 4 registers), the input word broadcast; vcntq_u8
+// counts the bits of each byte and vpadalq_u8 adds byte pairs into u16 lanes (≤ 16 per word: flushed to 32-bit
+// counters every 4095 words), each 64-bit lane summed at the end (one lane = one output row).
+struct BitsNeon {
+  static constexpr int MR = 4, NG = 1;
+  template <int R, int G, int OP>
+  static void tile(const uint64_t* const* a, const uint64_t* w, int64_t gstride, int64_t kw, int32_t* out, int64_t ldo) {
+    uint32x4_t total[R][4 * G];
+    for (int i = 0; i < R; ++i)
+      for (int j = 0; j < 4 * G; ++j) total[i][j] = vdupq_n_u32(0);
+    for (int64_t k0 = 0; k0 < kw; k0 += 4095) {
+      const int64_t k1 = std::min(kw, k0 + 4095);
+      uint16x8_t acc[R][4 * G];
+      for (int i = 0; i < R; ++i)
+        for (int j = 0; j < 4 * G; ++j) acc[i][j] = vdupq_n_u16(0);
+      for (int64_t k = k0; k < k1; ++k) {
+        uint8x16_t vw[4 * G];
+        for (int j = 0; j < 4 * G; ++j)
+          vw[j] = vreinterpretq_u8_u64(vld1q_u64(w + (j / 4) * gstride + k * kBitsGroup + (j % 4) * 2));
+        for (int i = 0; i < R; ++i) {
+          const uint8x16_t va = vreinterpretq_u8_u64(vdupq_n_u64(a[i][k]));
+          for (int j = 0; j < 4 * G; ++j)
+            acc[i][j] = vpadalq_u8(acc[i][j], vcntq_u8(OP == 0 ? veorq_u8(va, vw[j]) : vandq_u8(va, vw[j])));
+        }
+      }
+      for (int i = 0; i < R; ++i)
+        for (int j = 0; j < 4 * G; ++j) total[i][j] = vpadalq_u16(total[i][j], acc[i][j]);
+    }
+    for (int i = 0; i < R; ++i)
+      for (int j = 0; j < 4 * G; ++j) {
+        const uint64x2_t c = vpaddlq_u32(total[i][j]);
+        int32_t* o = out + i * ldo + (j / 4) * kBitsGroup + (j % 4) * 2;
+        o[0] = (int32_t)vgetq_lane_u64(c, 0);
+        o[1] = (int32_t)vgetq_lane_u64(c, 1);
+      }
+  }
+};
+#endif
 
 // BYTES = false: ±1 weights from the nib layout (one word per step); BYTES = true: int8 weights, the i8 layout
 // ([ceil(N/16)][ceil(K/4)][16 rows × 4 bytes], 8 words per step), for the int8 masked-LM head.
@@ -326,6 +404,7 @@ struct NibPortable {
   }
 };
 
+#if defined(__x86_64__) || defined(_M_X64)
 template <bool BYTES>
 struct NibAvx2 {  // 8 rows × 4 steps per ymm: ±1 bytes from 32 bits by byte shuffle + bit test (or int8 loads)
   static constexpr int MR = 2, NG = 1;
@@ -409,6 +488,66 @@ struct NibAvx512 {
       for (int j = 0; j < G; ++j) _mm512_storeu_si512(out + i * ldo + j * kNibGroup, acc[i][j]);
   }
 };
+#endif
+
+#if defined(__aarch64__)
+// NEON, ±1 weights (the nib layout): Σ_k u_k·b_k = 2·Σ_{b_k = +1} u_k − Σ_k u_k. Per step, one word of a group
+// (16 rows × 4 steps) is spread to 64 byte masks (vqtbl1q_u8 + vtstq_u8: byte 4r + t = 0xFF iff B[r][4s + t] = +1),
+// ANDed with the row's 4 input bytes (broadcast) and added pairwise into u16 lanes (vpadalq_u8, ≤ 510 per step:
+// flushed every 128 steps into 32-bit lanes by vpadalq_u16, which then hold row 4q + lane of register q).
+struct NibNeon {
+  static constexpr int MR = 2, NG = 1;
+  template <int R, int G>
+  static void tile(const uint8_t* const* u, const uint64_t* w, int64_t gstride, int64_t steps, int32_t* out, int64_t ldo) {
+    static const uint8_t kBitSel[16] = {1, 2, 4, 8, 16, 32, 64, 128, 1, 2, 4, 8, 16, 32, 64, 128};
+    static const uint8_t kSpread[4][16] = {{0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1},
+                                           {2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3},
+                                           {4, 4, 4, 4, 4, 4, 4, 4, 5, 5, 5, 5, 5, 5, 5, 5},
+                                           {6, 6, 6, 6, 6, 6, 6, 6, 7, 7, 7, 7, 7, 7, 7, 7}};
+    const uint8x16_t bitsel = vld1q_u8(kBitSel);
+    uint8x16_t spread[4];
+    for (int q = 0; q < 4; ++q) spread[q] = vld1q_u8(kSpread[q]);
+    uint32x4_t total[R][4 * G], usum[R];
+    for (int i = 0; i < R; ++i) {
+      usum[i] = vdupq_n_u32(0);
+      for (int j = 0; j < 4 * G; ++j) total[i][j] = vdupq_n_u32(0);
+    }
+    for (int64_t s0 = 0; s0 < steps; s0 += 128) {
+      const int64_t s1 = std::min(steps, s0 + 128);
+      uint16x8_t acc[R][4 * G], uacc[R];
+      for (int i = 0; i < R; ++i) {
+        uacc[i] = vdupq_n_u16(0);
+        for (int j = 0; j < 4 * G; ++j) acc[i][j] = vdupq_n_u16(0);
+      }
+      for (int64_t s = s0; s < s1; ++s) {
+        uint8x16_t mask[4 * G];
+        for (int g = 0; g < G; ++g) {
+          const uint8x16_t word = vreinterpretq_u8_u64(vdupq_n_u64(w[g * gstride + s]));
+          for (int q = 0; q < 4; ++q) mask[4 * g + q] = vtstq_u8(vqtbl1q_u8(word, spread[q]), bitsel);
+        }
+        for (int i = 0; i < R; ++i) {
+          uint32_t quad;
+          std::memcpy(&quad, u[i] + 4 * s, 4);
+          const uint8x16_t vu = vreinterpretq_u8_u32(vdupq_n_u32(quad));
+          uacc[i] = vpadalq_u8(uacc[i], vu);  // 4 × Σ u
+          for (int j = 0; j < 4 * G; ++j) acc[i][j] = vpadalq_u8(acc[i][j], vandq_u8(vu, mask[j]));
+        }
+      }
+      for (int i = 0; i < R; ++i) {
+        usum[i] = vpadalq_u16(usum[i], uacc[i]);
+        for (int j = 0; j < 4 * G; ++j) total[i][j] = vpadalq_u16(total[i][j], acc[i][j]);
+      }
+    }
+    for (int i = 0; i < R; ++i) {
+      const int32_t all = (int32_t)(vaddvq_u32(usum[i]) / 4);
+      for (int j = 0; j < 4 * G; ++j) {
+        const int32x4_t d = vsubq_s32(vshlq_n_s32(vreinterpretq_s32_u32(total[i][j]), 1), vdupq_n_s32(all));
+        vst1q_s32(out + i * ldo + (j / 4) * kNibGroup + (j % 4) * 4, d);
+      }
+    }
+  }
+};
+#endif
 
 // ------------------------------------------------------------------------------------------------------------------
 // Tiled, threaded driver with the fused epilogue:
@@ -444,6 +583,7 @@ __attribute__((always_inline)) inline void finish_loop(const Epilogue& e, int64_
     y[j] = s * (alpha[j] * (float)(mul * raw[j] + am + add_n[j]) + gamma[j] * gx) + bias[j];
 }
 
+#if defined(__x86_64__) || defined(_M_X64)
 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq"))) void finish_row_avx512(
     const Epilogue& e, int64_t m, int64_t n0, int64_t count, const int32_t* raw, const float* zeros,
     const int32_t* izeros) {
@@ -454,6 +594,7 @@ __attribute__((target("avx2"))) void finish_row_avx2(const Epilogue& e, int64_t 
                                                      const int32_t* raw, const float* zeros, const int32_t* izeros) {
   finish_loop(e, m, n0, count, raw, zeros, izeros);
 }
+#endif
 
 void finish_row_default(const Epilogue& e, int64_t m, int64_t n0, int64_t count, const int32_t* raw,
                         const float* zeros, const int32_t* izeros) {
@@ -463,11 +604,13 @@ void finish_row_default(const Epilogue& e, int64_t m, int64_t n0, int64_t count,
 inline void finish_row(const Epilogue& e, int64_t m, int64_t n0, int64_t count, const int32_t* raw) {
   alignas(64) static const float zeros[64] = {};
   alignas(64) static const int32_t izeros[64] = {};
+#if defined(__x86_64__) || defined(_M_X64)
   if (kFeatures.avx512bw && g_isa >= AVX512)
     finish_row_avx512(e, m, n0, count, raw, zeros, izeros);
   else if (kFeatures.avx2 && g_isa >= AVX2)
     finish_row_avx2(e, m, n0, count, raw, zeros, izeros);
   else
+#endif
     finish_row_default(e, m, n0, count, raw, zeros, izeros);
 }
 
@@ -513,6 +656,7 @@ void bits_gemm_with(int64_t M, int64_t N, const uint64_t* a, int64_t kw, const u
                           });
 }
 
+#if defined(__x86_64__) || defined(_M_X64)
 // AVX2 nibble-table XNOR/AND-popcount ("table" path of bits_gemm, for M ≥ kTableMinRows).
 // AVX2 has no vector popcount, and the nibble-table popcount of the other paths costs 8 vector ops per 256 bit-MACs
 // (combine, shift, 2 masks, 2 vpshufb, 2 adds). Here the combine and the popcount are one vpshufb: for an input
@@ -742,11 +886,13 @@ void bits_gemm_table(int64_t M, int64_t N, const uint64_t* a, int64_t kw, const 
     }
   }
 }
+#endif
 
 template <int OP>
 void bits_gemm(int isa, int64_t M, int64_t N, const uint64_t* a, int64_t kw, const uint64_t* w, const Epilogue& e,
                int nthreads) {
   switch (isa) {
+#if defined(__x86_64__) || defined(_M_X64)
     case AVX512_VPOPCNT: bits_gemm_with<BitsVpopcnt<PopcntNative>, OP>(M, N, a, kw, w, e, nthreads); break;
     case AVX512_VPOPCNT_EMULATED: bits_gemm_with<BitsVpopcnt<PopcntEmulated>, OP>(M, N, a, kw, w, e, nthreads); break;
     case AVX512: bits_gemm_with<BitsAvx512, OP>(M, N, a, kw, w, e, nthreads); break;
@@ -756,6 +902,10 @@ void bits_gemm(int isa, int64_t M, int64_t N, const uint64_t* a, int64_t kw, con
       else
         bits_gemm_with<BitsAvx2, OP>(M, N, a, kw, w, e, nthreads);
       break;
+#endif
+#if defined(__aarch64__)
+    case NEON: bits_gemm_with<BitsNeon, OP>(M, N, a, kw, w, e, nthreads); break;
+#endif
     default: bits_gemm_with<BitsPortable, OP>(M, N, a, kw, w, e, nthreads); break;
   }
 }
@@ -773,6 +923,10 @@ template <bool BYTES>
 void nib_gemm(int isa, int64_t M, int64_t N, const uint8_t* u, int64_t lu, int64_t steps, const uint64_t* w,
               const Epilogue& e, int nthreads) {
   const int64_t gstride = BYTES ? steps * 8 : steps;  // words per 16-row group
+#if defined(__aarch64__)
+  if (isa == NEON && !BYTES) return nib_gemm_with<NibNeon>(M, N, u, lu, steps, gstride, w, e, nthreads);
+#endif
+#if defined(__x86_64__) || defined(_M_X64)
   if (isa >= AVX512 && kFeatures.vnni)
     nib_gemm_with<NibAvx512<true, BYTES>>(M, N, u, lu, steps, gstride, w, e, nthreads);
   else if (isa >= AVX512)
@@ -780,6 +934,7 @@ void nib_gemm(int isa, int64_t M, int64_t N, const uint8_t* u, int64_t lu, int64
   else if (isa == AVX2)
     nib_gemm_with<NibAvx2<BYTES>>(M, N, u, lu, steps, gstride, w, e, nthreads);
   else
+#endif
     nib_gemm_with<NibPortable<BYTES>>(M, N, u, lu, steps, gstride, w, e, nthreads);
 }
 
@@ -806,6 +961,7 @@ int64_t pack_row_scalar(const float* row, int64_t from, int64_t K, const float* 
   return count;
 }
 
+#if defined(__x86_64__) || defined(_M_X64)
 __attribute__((target("avx512f,avx512bw"))) int64_t pack_row_avx512(const float* row, int64_t K, const float* shift,
                                                                      float s, float thr, int mode, uint8_t* out) {
   const __m512 vthr = _mm512_set1_ps(mode == SIGNED ? 0.0f : thr), vs = _mm512_set1_ps(s);
@@ -835,6 +991,37 @@ __attribute__((target("avx2"))) int64_t pack_row_avx2(const float* row, int64_t 
   }
   return count + pack_row_scalar(row, k, K, shift, s, thr, mode, out);
 }
+#endif
+
+#if defined(__aarch64__)
+// 8 inputs per step: the two compare masks (all ones where the bit is set) weighted 1, 2, 4, 8 and 16, 32, 64, 128,
+// summed across lanes into one byte (the same float subtraction, division and comparison as bit_of).
+int64_t pack_row_neon(const float* row, int64_t K, const float* shift, float s, float thr, int mode, uint8_t* out) {
+  static const uint32_t kLow[4] = {1, 2, 4, 8}, kHigh[4] = {16, 32, 64, 128};
+  const float32x4_t vthr = vdupq_n_f32(mode == SIGNED ? 0.0f : thr), vs = vdupq_n_f32(s);
+  const uint32x4_t low = vld1q_u32(kLow), high = vld1q_u32(kHigh);
+  int64_t count = 0, k = 0;
+  for (; k + 8 <= K; k += 8) {
+    float32x4_t v0 = vld1q_f32(row + k), v1 = vld1q_f32(row + k + 4);
+    if (shift) {
+      v0 = vsubq_f32(v0, vld1q_f32(shift + k));
+      v1 = vsubq_f32(v1, vld1q_f32(shift + k + 4));
+    }
+    uint32x4_t m0, m1;
+    if (mode == UNSIGNED_GT) {
+      m0 = vcgtq_f32(vdivq_f32(v0, vs), vthr);
+      m1 = vcgtq_f32(vdivq_f32(v1, vs), vthr);
+    } else {
+      m0 = vcgeq_f32(v0, vthr);
+      m1 = vcgeq_f32(v1, vthr);
+    }
+    const uint32_t bits = vaddvq_u32(vorrq_u32(vandq_u32(m0, low), vandq_u32(m1, high)));
+    out[k / 8] = (uint8_t)bits;  // k is a multiple of 8: one whole byte, LSB first
+    count += __builtin_popcount(bits);
+  }
+  return count + pack_row_scalar(row, k, K, shift, s, thr, mode, out);
+}
+#endif
 
 void pack_rows(int isa, const float* x, int64_t M, int64_t K, int64_t ldx, const float* shift, float s, float thr,
                int mode, uint8_t* bits, int64_t ld, int64_t* pop, int nthreads) {
@@ -842,9 +1029,16 @@ void pack_rows(int isa, const float* x, int64_t M, int64_t K, int64_t ldx, const
   for (int64_t m = 0; m < M; ++m) {
     uint8_t* out = bits + m * ld;
     std::memset(out, 0, (size_t)ld);
+#if defined(__x86_64__) || defined(_M_X64)
     pop[m] = isa >= AVX512 ? pack_row_avx512(x + m * ldx, K, shift, s, thr, mode, out)
              : isa == AVX2 ? pack_row_avx2(x + m * ldx, K, shift, s, thr, mode, out)
                            : pack_row_scalar(x + m * ldx, 0, K, shift, s, thr, mode, out);
+#elif defined(__aarch64__)
+    pop[m] = isa == NEON ? pack_row_neon(x + m * ldx, K, shift, s, thr, mode, out)
+                         : pack_row_scalar(x + m * ldx, 0, K, shift, s, thr, mode, out);
+#else
+    pop[m] = pack_row_scalar(x + m * ldx, 0, K, shift, s, thr, mode, out);
+#endif
   }
 }
 
@@ -862,6 +1056,7 @@ int64_t quantize_row_scalar(const float* row, int64_t from, int64_t K, const flo
   return total;
 }
 
+#if defined(__x86_64__) || defined(_M_X64)
 __attribute__((target("avx512f,avx512bw"))) int64_t quantize_row_avx512(const float* row, int64_t K,
                                                                          const float* shift, float step, int qn,
                                                                          int qp, int z, uint8_t* out) {
@@ -879,6 +1074,31 @@ __attribute__((target("avx512f,avx512bw"))) int64_t quantize_row_avx512(const fl
   }
   return _mm512_reduce_add_epi32(total) + quantize_row_scalar(row, k, K, shift, step, qn, qp, z, out);
 }
+#endif
+
+#if defined(__aarch64__)
+// 8 inputs per step: the same division and clip as the scalar version, vcvtnq (round half to even), narrowed to u8.
+int64_t quantize_row_neon(const float* row, int64_t K, const float* shift, float step, int qn, int qp, int z,
+                          uint8_t* out) {
+  const float32x4_t vs = vdupq_n_f32(step), lo = vdupq_n_f32((float)qn), hi = vdupq_n_f32((float)qp);
+  const int16x8_t vz = vdupq_n_s16((int16_t)z);
+  int64x2_t total = vdupq_n_s64(0);
+  int64_t k = 0;
+  for (; k + 8 <= K; k += 8) {
+    float32x4_t v0 = vld1q_f32(row + k), v1 = vld1q_f32(row + k + 4);
+    if (shift) {
+      v0 = vsubq_f32(v0, vld1q_f32(shift + k));
+      v1 = vsubq_f32(v1, vld1q_f32(shift + k + 4));
+    }
+    const int32x4_t q0 = vcvtnq_s32_f32(vminq_f32(vmaxq_f32(vdivq_f32(v0, vs), lo), hi));
+    const int32x4_t q1 = vcvtnq_s32_f32(vminq_f32(vmaxq_f32(vdivq_f32(v1, vs), lo), hi));
+    total = vpadalq_s32(vpadalq_s32(total, q0), q1);
+    const int16x8_t q = vaddq_s16(vcombine_s16(vmovn_s32(q0), vmovn_s32(q1)), vz);  // q + z ∈ [0, 255]
+    vst1_u8(out + k, vmovn_u16(vreinterpretq_u16_s16(q)));
+  }
+  return vaddvq_s64(total) + quantize_row_scalar(row, k, K, shift, step, qn, qp, z, out);
+}
+#endif
 
 // dynamic: s_m = max_k |x[m,k] − β_k| / qp (1 when the row is 0), levels ±qp; s_m → scales.
 void quantize_rows(int isa, const float* x, int64_t M, int64_t K, int64_t ldx, const float* shift, float s, int qn,
@@ -894,8 +1114,15 @@ void quantize_rows(int isa, const float* x, int64_t M, int64_t K, int64_t ldx, c
       step = amax > 0.0f ? amax / (float)qp : 1.0f;
       scales[m] = step;
     }
+#if defined(__x86_64__) || defined(_M_X64)
     qsum[m] = isa >= AVX512 ? quantize_row_avx512(row, K, shift, step, qn, qp, z, out)
                             : quantize_row_scalar(row, 0, K, shift, step, qn, qp, z, out);
+#elif defined(__aarch64__)
+    qsum[m] = isa == NEON ? quantize_row_neon(row, K, shift, step, qn, qp, z, out)
+                          : quantize_row_scalar(row, 0, K, shift, step, qn, qp, z, out);
+#else
+    qsum[m] = quantize_row_scalar(row, 0, K, shift, step, qn, qp, z, out);
+#endif
     std::memset(out + K, 0, (size_t)(lu - K));
   }
 }
@@ -939,6 +1166,7 @@ inline void pack_attn_row_scalar(const AttnTensor& x, int64_t b, int64_t h, int6
   }
 }
 
+#if defined(__x86_64__) || defined(_M_X64)
 __attribute__((target("avx512f,avx512bw"))) void pack_attn_row_avx512(const AttnTensor& x, int64_t b, int64_t h,
                                                                        int64_t t, int64_t D, uint64_t* words) {
   const float* row = x.p + b * x.sb + h * x.sh + t * x.st;
@@ -953,12 +1181,15 @@ __attribute__((target("avx512f,avx512bw"))) void pack_attn_row_avx512(const Attn
   }
   pack_attn_row_scalar(x, b, h, t, D, d, words);
 }
+#endif
 
 template <bool AVX512>
 inline void pack_attn_row(const AttnTensor& x, int64_t b, int64_t h, int64_t t, int64_t D, uint64_t* words) {
+#if defined(__x86_64__) || defined(_M_X64)
   if constexpr (AVX512)
     pack_attn_row_avx512(x, b, h, t, D, words);
   else
+#endif
     pack_attn_row_scalar(x, b, h, t, D, 0, words);
 }
 
@@ -1008,6 +1239,7 @@ __attribute__((always_inline)) inline void bi_attention_head_body(const AttnArgs
   }
 }
 
+#if defined(__x86_64__) || defined(_M_X64)
 __attribute__((target("avx512f,avx512bw,popcnt"))) void bi_attention_head_avx512(const AttnArgs& g, int64_t b,
                                                                                    int64_t h, uint64_t* work,
                                                                                    float* out, int64_t out_stride,
@@ -1020,12 +1252,14 @@ __attribute__((target("popcnt"))) void bi_attention_head_popcnt(const AttnArgs& 
                                                                  float* weights) {
   bi_attention_head_body<false>(g, b, h, work, out, out_stride, weights);
 }
+#endif
 
 void bi_attention_head_portable(const AttnArgs& g, int64_t b, int64_t h, uint64_t* work, float* out,
                                 int64_t out_stride, float* weights) {
   bi_attention_head_body<false>(g, b, h, work, out, out_stride, weights);
 }
 
+#ifndef HF_BITGEMM_NO_PYTHON
 PyObject* py_bi_attention(PyObject*, PyObject* args) {
   AttnArgs g;
   unsigned long long q, k, v, qs, ks, vs, mask, out, weights;
@@ -1042,8 +1276,10 @@ PyObject* py_bi_attention(PyObject*, PyObject* args) {
   g.T = T, g.D = D, g.c = c, g.alpha_v = alpha_v, g.mask = ptr<const float>(mask);
   for (int i = 0; i < 4; ++i) g.ms[i] = ms[i];
   const int64_t words = 3 * T * ((D + 63) / 64) + D * ((T + 63) / 64) + (T + 63) / 64;
+#if defined(__x86_64__) || defined(_M_X64)
   const bool popcnt = __builtin_cpu_supports("popcnt") && g_isa != PORTABLE;
   const bool avx512 = popcnt && kFeatures.avx512bw && g_isa >= AVX512;
+#endif
   float* o = ptr<float>(out);  // [B, T, H, D]
   float* wts = ptr<float>(weights);  // [B, H, T, T]
   Py_BEGIN_ALLOW_THREADS;
@@ -1055,17 +1291,20 @@ PyObject* py_bi_attention(PyObject*, PyObject* args) {
       const int64_t b = bh / H, h = bh % H;
       float* ob = o + (b * T * H + h) * D;  // row t at ob + t·H·D
       float* wb = wts + bh * T * T;
+#if defined(__x86_64__) || defined(_M_X64)
       if (avx512)
         bi_attention_head_avx512(g, b, h, work, ob, H * D, wb);
       else if (popcnt)
         bi_attention_head_popcnt(g, b, h, work, ob, H * D, wb);
       else
+#endif
         bi_attention_head_portable(g, b, h, work, ob, H * D, wb);
     }
   }
   Py_END_ALLOW_THREADS;
   Py_RETURN_NONE;
 }
+#endif  // HF_BITGEMM_NO_PYTHON
 
 // The two fused Linears as plain C++ calls (the Python bindings below and the encoder runtime, encoder.h, use them).
 // Arguments as the bindings' (reference.w1a1_linear / w1a8_linear); scratch() of the calling thread holds the
@@ -1116,6 +1355,19 @@ void run_w1a8(const float* x, int64_t M, int64_t K, int64_t ldx, const float* sh
 #include "encoder.h"
 #include "popcount_rate.h"
 
+// Which instruction sets this CPU (and this build) runs; used by set_isa and the C-level test.
+bool isa_supported(int isa) {
+  switch (isa) {
+    case AVX512_VPOPCNT: return kFeatures.avx512bw && kFeatures.vpopcntdq;
+    case AVX512_VPOPCNT_EMULATED: return kFeatures.avx512bw;
+    case AVX512: return kFeatures.avx512bw;
+    case AVX2: return kFeatures.avx2;
+    case NEON: return kFeatures.neon;
+    default: return true;
+  }
+}
+
+#ifndef HF_BITGEMM_NO_PYTHON
 // ------------------------------------------------------------------------------------------------------------------
 // Python bindings (pointers are passed as integers: tensor.data_ptr(); 0 = absent).
 
@@ -1200,26 +1452,16 @@ PyObject* py_row_sums(PyObject*, PyObject* args) {
 }
 
 PyObject* py_cpu_features(PyObject*, PyObject*) {
-  return Py_BuildValue("{s:O,s:O,s:O,s:O,s:O,s:O}", "avx2", kFeatures.avx2 ? Py_True : Py_False, "avx512bw",
+  return Py_BuildValue("{s:O,s:O,s:O,s:O,s:O,s:O,s:O}", "neon", kFeatures.neon ? Py_True : Py_False, "avx2", kFeatures.avx2 ? Py_True : Py_False, "avx512bw",
                        kFeatures.avx512bw ? Py_True : Py_False, "avx512vl", kFeatures.avx512vl ? Py_True : Py_False,
                        "avx512_vpopcntdq", kFeatures.vpopcntdq ? Py_True : Py_False, "avx512_vnni",
                        kFeatures.vnni ? Py_True : Py_False, "avx512_bf16", kFeatures.bf16 ? Py_True : Py_False);
 }
 
-bool isa_supported(int isa) {
-  switch (isa) {
-    case AVX512_VPOPCNT: return kFeatures.avx512bw && kFeatures.vpopcntdq;
-    case AVX512_VPOPCNT_EMULATED: return kFeatures.avx512bw;
-    case AVX512: return kFeatures.avx512bw;
-    case AVX2: return kFeatures.avx2;
-    default: return true;
-  }
-}
-
 PyObject* py_supported_isas(PyObject*, PyObject*) {
   PyObject* list = PyList_New(0);
-  for (int i = 0; i < kListedIsas; ++i)
-    if (isa_supported(i)) {
+  for (int i = 0; i < kIsaCount; ++i)
+    if ((i < kListedIsas || i == NEON) && isa_supported(i)) {
       PyObject* s = PyUnicode_FromString(kIsaNames[i]);
       PyList_Append(list, s);
       Py_DECREF(s);
@@ -1241,7 +1483,7 @@ PyObject* py_set_isa(PyObject*, PyObject* args) {
       g_isa = i;
       Py_RETURN_NONE;
     }
-  PyErr_Format(PyExc_ValueError, "unknown instruction set %s (portable, avx2, avx512, avx512_vpopcnt, avx512_vpopcnt_emulated)", name);
+  PyErr_Format(PyExc_ValueError, "unknown instruction set %s (portable, avx2, avx512, avx512_vpopcnt, avx512_vpopcnt_emulated, neon)", name);
   return nullptr;
 }
 
@@ -1264,6 +1506,10 @@ PyMethodDef kMethods[] = {
 
 PyModuleDef kModule = {PyModuleDef_HEAD_INIT, "_bitgemm", "hf_binary_bert bitwise CPU kernels", -1, kMethods};
 
+#endif  // HF_BITGEMM_NO_PYTHON
+
 }  // namespace
 
+#ifndef HF_BITGEMM_NO_PYTHON
 PyMODINIT_FUNC PyInit__bitgemm(void) { return PyModule_Create(&kModule); }
+#endif

@@ -63,6 +63,7 @@ void run_linear(const int64_t* L, const float* x, int64_t M, float* out, int nth
 // [−87, 88]), erf as PyTorch's CPU GELU computes it (Abramowitz & Stegun 7.1.26 with that exp), and a small
 // float GEMM. AVX2 + FMA versions and portable ones.
 
+#if defined(__x86_64__) || defined(_M_X64)
 __attribute__((target("avx2,fma"))) inline __m256 exp_avx2(__m256 x) {
   x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-87.33654f)), _mm256_set1_ps(88.3762626647949f));
   __m256 fx = _mm256_fmadd_ps(x, _mm256_set1_ps(1.44269504088896341f), _mm256_set1_ps(0.5f));
@@ -91,6 +92,7 @@ __attribute__((target("avx2,fma"))) inline __m256 erf_avx2(__m256 x) {
   const __m256 v = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_xor_ps(_mm256_set1_ps(-0.0f), e), t), r, one);
   return _mm256_xor_ps(sign, v);
 }
+#endif
 
 inline float erf_scalar(float x) {  // the same formula, scalar
   const float a = std::fabs(x), t = 1.0f / (0.3275911f * a + 1.0f);
@@ -100,6 +102,7 @@ inline float erf_scalar(float x) {  // the same formula, scalar
 
 inline bool use_avx2() { return kFeatures.avx2 && g_isa != PORTABLE; }
 
+#if defined(__x86_64__) || defined(_M_X64)
 __attribute__((target("avx2,fma"))) void gelu_avx2(float* x, int64_t n) {
   int64_t i = 0;
   const __m256 half = _mm256_set1_ps(0.5f), one = _mm256_set1_ps(1.0f), alpha = _mm256_set1_ps(0.70710678118654752f);
@@ -109,6 +112,7 @@ __attribute__((target("avx2,fma"))) void gelu_avx2(float* x, int64_t n) {
   }
   for (; i < n; ++i) x[i] = x[i] * 0.5f * (1.0f + erf_scalar(x[i] * 0.70710678118654752f));
 }
+#endif
 
 void activation(int act, float* x, int64_t n, int nthreads) {
   const int64_t chunk = 4096, chunks = (n + chunk - 1) / chunk;
@@ -118,8 +122,10 @@ void activation(int act, float* x, int64_t n, int nthreads) {
     const int64_t len = std::min(chunk, n - c * chunk);
     if (act == ACT_RELU) {
       for (int64_t i = 0; i < len; ++i) p[i] = p[i] > 0.0f ? p[i] : 0.0f;
+#if defined(__x86_64__) || defined(_M_X64)
     } else if (use_avx2()) {
       gelu_avx2(p, len);
+#endif
     } else {
       for (int64_t i = 0; i < len; ++i) p[i] = p[i] * 0.5f * (1.0f + erf_scalar(p[i] * 0.70710678118654752f));
     }
@@ -128,6 +134,7 @@ void activation(int act, float* x, int64_t n, int nthreads) {
 
 // x[m] = LayerNorm(x[m] + r[m]) over H features: y = (v·rstd − mean·rstd)·w + b, rstd = 1/√(var + eps), var biased
 // (the order of PyTorch's CPU LayerNorm kernel). Statistics: 8 float partial sums per row, added in double.
+#if defined(__x86_64__) || defined(_M_X64)
 __attribute__((target("avx2,fma"))) void add_layer_norm_row_avx2(float* row, const float* res, int64_t H,
                                                                 const float* w, const float* b, float eps) {
   __m256 acc = _mm256_setzero_ps();
@@ -161,6 +168,7 @@ __attribute__((target("avx2,fma"))) void add_layer_norm_row_avx2(float* row, con
   }
   for (; h < H; ++h) row[h] = (row[h] * rstd + shift) * w[h] + b[h];
 }
+#endif
 
 void add_layer_norm_row(float* row, const float* res, int64_t H, const float* w, const float* b, float eps) {
   double sum = 0.0;
@@ -174,17 +182,22 @@ void add_layer_norm_row(float* row, const float* res, int64_t H, const float* w,
 
 void add_layer_norm(float* x, const float* r, int64_t M, int64_t H, const float* w, const float* b, float eps,
                     int nthreads) {
+#if defined(__x86_64__) || defined(_M_X64)
   const bool avx2 = use_avx2();
+#endif
 #pragma omp parallel for schedule(static) num_threads(nthreads) if (nthreads > 1 && M > 16)
   for (int64_t m = 0; m < M; ++m) {
+#if defined(__x86_64__) || defined(_M_X64)
     if (avx2)
       add_layer_norm_row_avx2(x + m * H, r + m * H, H, w, b, eps);
     else
+#endif
       add_layer_norm_row(x + m * H, r + m * H, H, w, b, eps);
   }
 }
 
 // C[M×N] = A[M×K] · B[K×N], row-major (lda, ldb, ldc); M a multiple of 4, N of 16 (callers pad with zeros).
+#if defined(__x86_64__) || defined(_M_X64)
 __attribute__((target("avx2,fma"))) void sgemm_avx2(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda,
                                                      const float* B, int64_t ldb, float* C, int64_t ldc) {
   for (int64_t m = 0; m < M; m += 4)
@@ -205,10 +218,13 @@ __attribute__((target("avx2,fma"))) void sgemm_avx2(int64_t M, int64_t N, int64_
       }
     }
 }
+#endif
 
 void sgemm(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const float* B, int64_t ldb, float* C,
            int64_t ldc) {
+#if defined(__x86_64__) || defined(_M_X64)
   if (use_avx2()) return sgemm_avx2(M, N, K, A, lda, B, ldb, C, ldc);
+#endif
   for (int64_t m = 0; m < M; ++m) {
     float* c = C + m * ldc;
     for (int64_t n = 0; n < N; ++n) c[n] = 0.0f;
@@ -255,6 +271,7 @@ inline int64_t round_up(int64_t v, int64_t to) { return (v + to - 1) / to * to; 
 
 // Row helpers, each in an AVX2 version (AVX = true: compiled for avx2, fma, popcnt) and a portable one.
 // levels_row: out[c] = level of x[c] (c < n); bits_row: words |= bit c for 1-bit kinds (words zeroed by the caller).
+#if defined(__x86_64__) || defined(_M_X64)
 __attribute__((target("avx2,fma"))) int64_t levels_row_avx2(const QuantSpec& s, const float* x, const float* sh,
                                                             int64_t n, float* out) {
   int64_t c = 0;
@@ -280,14 +297,18 @@ __attribute__((target("avx2,fma"))) int64_t levels_row_avx2(const QuantSpec& s, 
   }
   return c;
 }
+#endif
 
 template <bool AVX>
 inline void levels_row(const QuantSpec& s, const float* x, const float* sh, int64_t n, float* out) {
   int64_t c = 0;
+#if defined(__x86_64__) || defined(_M_X64)
   if constexpr (AVX) c = levels_row_avx2(s, x, sh, n, out);
+#endif
   for (; c < n; ++c) out[c] = s.level(x[c], sh, c);
 }
 
+#if defined(__x86_64__) || defined(_M_X64)
 __attribute__((target("avx2,fma"))) int64_t bits_row_avx2(const QuantSpec& s, const float* x, const float* sh,
                                                           int64_t n, uint64_t* words) {
   int64_t c = 0;
@@ -307,15 +328,19 @@ __attribute__((target("avx2,fma"))) int64_t bits_row_avx2(const QuantSpec& s, co
   }
   return c;
 }
+#endif
 
 template <bool AVX>
 inline void bits_row(const QuantSpec& s, const float* x, const float* sh, int64_t n, uint64_t* words) {
   int64_t c = 0;
+#if defined(__x86_64__) || defined(_M_X64)
   if constexpr (AVX) c = bits_row_avx2(s, x, sh, n, words);
+#endif
   for (; c < n; ++c) words[c / 64] |= (uint64_t)(s.level(x[c], sh, c) > 0.0f) << (c % 64);
 }
 
 // row[j] ← softmax(row[j]·mul) over n values: exp(v − max) · (1 / Σ)
+#if defined(__x86_64__) || defined(_M_X64)
 __attribute__((target("avx2,fma"))) void scaled_softmax_avx2(float* row, int64_t n, float mul) {
   int64_t j = 0;
   float mx = -INFINITY, sum = 0.0f;
@@ -347,10 +372,13 @@ __attribute__((target("avx2,fma"))) void scaled_softmax_avx2(float* row, int64_t
   for (j = 0; j + 8 <= n; j += 8) _mm256_storeu_ps(row + j, _mm256_mul_ps(_mm256_loadu_ps(row + j), vinv));
   for (; j < n; ++j) row[j] *= 1.0f / sum;
 }
+#endif
 
 template <bool AVX>
 inline void scaled_softmax(float* row, int64_t n, float mul) {
+#if defined(__x86_64__) || defined(_M_X64)
   if constexpr (AVX) return scaled_softmax_avx2(row, n, mul);
+#endif
   float mx = -INFINITY, sum = 0.0f;
   for (int64_t t = 0; t < n; ++t) mx = std::max(mx, row[t] *= mul);
   for (int64_t j = 0; j < n; ++j) {
@@ -482,11 +510,13 @@ __attribute__((always_inline)) inline void attention_head_body(const int64_t* L,
     for (int64_t d = 0; d < D; ++d) ctx[i * ld + h * D + d] = pv * Qf[i * Dp + d];
 }
 
+#if defined(__x86_64__) || defined(_M_X64)
 __attribute__((target("avx2,fma,popcnt"))) void attention_head_avx2(const int64_t* L, const float* q, const float* k,
                                                                   const float* v, float* ctx, int64_t T, int64_t h,
                                                                   int64_t ld, float* work) {
   attention_head_body<true>(L, q, k, v, ctx, T, h, ld, work);
 }
+#endif
 
 void attention_head_portable(const int64_t* L, const float* q, const float* k, const float* v, float* ctx, int64_t T,
                              int64_t h, int64_t ld, float* work) {
@@ -515,7 +545,9 @@ void layer_forward(const int64_t* L, float* x, int64_t M, const int64_t* cu, int
   int64_t max_len = 0;
   for (int64_t b = 0; b < B; ++b) max_len = std::max(max_len, cu[b + 1] - cu[b]);
   const int64_t per_thread = attention_work_floats(max_len, D);
+#if defined(__x86_64__) || defined(_M_X64)
   const bool avx2 = use_avx2();
+#endif
 #pragma omp parallel num_threads(nthreads) if (nthreads > 1 && B * heads > 1)
   {
     float* mine = attn_work + (int64_t)omp_get_thread_num() * per_thread;
@@ -523,9 +555,11 @@ void layer_forward(const int64_t* L, float* x, int64_t M, const int64_t* cu, int
     for (int64_t bh = 0; bh < B * heads; ++bh) {
       const int64_t b = bh / heads, h = bh % heads, r0 = cu[b], T = cu[b + 1] - cu[b];
       if (T == 0) continue;
+#if defined(__x86_64__) || defined(_M_X64)
       if (avx2)
         attention_head_avx2(L, q + r0 * HD, k + r0 * HD, v + r0 * HD, ctx + r0 * HD, T, h, HD, mine);
       else
+#endif
         attention_head_portable(L, q + r0 * HD, k + r0 * HD, v + r0 * HD, ctx + r0 * HD, T, h, HD, mine);
     }
   }
@@ -539,6 +573,7 @@ void layer_forward(const int64_t* L, float* x, int64_t M, const int64_t* cu, int
                  nthreads);
 }
 
+#ifndef HF_BITGEMM_NO_PYTHON
 // encoder_forward(plan, layers, x, M, cu, B, work, work_floats, nthreads): x float32 [M, H] in place.
 PyObject* py_encoder_forward(PyObject*, PyObject* args) {
   unsigned long long plan, x, cu, work;
@@ -579,3 +614,4 @@ PyObject* py_encoder_layout(PyObject*, PyObject*) {
   return Py_BuildValue("{s:i,s:i,s:i,s:i,s:i}", "layer_words", kLayerWords, "linear_words", kLinWords, "quant_words",
                        kQuantWords, "quant_offset", F_QUANT, "linear_offset", F_LINEAR);
 }
+#endif  // HF_BITGEMM_NO_PYTHON

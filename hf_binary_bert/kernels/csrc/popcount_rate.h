@@ -9,6 +9,7 @@
 
 constexpr int64_t kRateWords = 512;  // 4 KiB: a and b, 2 KiB each
 
+#if defined(__x86_64__) || defined(_M_X64)
 __attribute__((target("avx2"))) inline __m256i popcount256_avx2(__m256i v) {
   const __m256i lut = _mm256_setr_epi8(0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4, 0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2,
                                        3, 2, 3, 3, 4);
@@ -72,6 +73,20 @@ __attribute__((target("avx512f,avx512bw,avx512vpopcntdq"))) uint64_t xor_popcoun
 }
 
 __attribute__((target("popcnt"))) uint64_t xor_popcount_popcnt(const uint64_t* a, const uint64_t* b, int64_t n) {
+#else
+#if defined(__aarch64__)
+// NEON: vcntq_u8 of 4 registers per step into byte pairs (vpadalq_u8; ≤ 16 per step, n ≤ 512 words here)
+uint64_t xor_popcount_neon(const uint64_t* a, const uint64_t* b, int64_t n) {
+  uint16x8_t acc[4] = {vdupq_n_u16(0), vdupq_n_u16(0), vdupq_n_u16(0), vdupq_n_u16(0)};
+  for (int64_t i = 0; i < n; i += 8)
+    for (int j = 0; j < 4; ++j)
+      acc[j] = vpadalq_u8(acc[j], vcntq_u8(veorq_u8(vreinterpretq_u8_u64(vld1q_u64(a + i + 2 * j)),
+                                                    vreinterpretq_u8_u64(vld1q_u64(b + i + 2 * j)))));
+  return vaddlvq_u16(acc[0]) + vaddlvq_u16(acc[1]) + vaddlvq_u16(acc[2]) + vaddlvq_u16(acc[3]);
+}
+#endif
+uint64_t xor_popcount_popcnt(const uint64_t* a, const uint64_t* b, int64_t n) {
+#endif
   uint64_t c0 = 0, c1 = 0, c2 = 0, c3 = 0;
   for (int64_t i = 0; i < n; i += 4) {
     c0 += __builtin_popcountll(a[i] ^ b[i]);
@@ -82,6 +97,7 @@ __attribute__((target("popcnt"))) uint64_t xor_popcount_popcnt(const uint64_t* a
   return c0 + c1 + c2 + c3;
 }
 
+#ifndef HF_BITGEMM_NO_PYTHON
 // popcount_rate(nthreads, seconds) → G bit operations per second (all threads together).
 PyObject* py_popcount_rate(PyObject*, PyObject* args) {
   int nthreads;
@@ -102,11 +118,17 @@ PyObject* py_popcount_rate(PyObject*, PyObject* args) {
     int64_t rounds = 0;
     while (omp_get_wtime() - start < seconds) {
       for (int r = 0; r < 256; ++r) {
+#if defined(__x86_64__) || defined(_M_X64)
         if (isa == AVX512_VPOPCNT)
           sink ^= xor_popcount_vpopcnt(a, b, kRateWords / 2);
         else if (isa >= AVX2 && kFeatures.avx2)
           sink ^= xor_popcount_avx2(a, b, kRateWords / 2);
         else
+#elif defined(__aarch64__)
+        if (isa == NEON)
+          sink ^= xor_popcount_neon(a, b, kRateWords / 2);
+        else
+#endif
           sink ^= xor_popcount_popcnt(a, b, kRateWords / 2);
         a[r % (kRateWords / 2)] += sink & 1;  // a data dependence, so no call is hoisted out of the loop
       }
@@ -119,3 +141,4 @@ PyObject* py_popcount_rate(PyObject*, PyObject* args) {
   (void)sink;
   return PyFloat_FromDouble(total_bits / elapsed / 1e9);
 }
+#endif  // HF_BITGEMM_NO_PYTHON

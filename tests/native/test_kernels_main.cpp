@@ -1,0 +1,163 @@
+// C-level test of the kernel core (hf_binary_bert/kernels/csrc/bitgemm.cpp without its Python bindings): every
+// instruction set this CPU runs (portable, and avx2 / avx512 / ... on x86-64 or neon on aarch64) must reproduce the
+// outputs of the pure-PyTorch reference twins stored in tests/native/vectors.bin (written by make_vectors.py) bit for
+// bit, with 1 and 2 threads; and each vector ISA must equal the portable path on problems too large to store
+// (counter flushes of the NEON kernels: > 4095 words per row, > 128 u8 steps).
+//
+//   g++ -std=c++17 -O2 -ffp-contract=off [-fopenmp] -I hf_binary_bert/kernels/csrc tests/native/test_kernels_main.cpp
+//   ./a.out tests/native/vectors.bin            (tests/native/run_aarch64.sh: cross-compiled, under qemu-aarch64)
+#define HF_BITGEMM_NO_PYTHON
+#pragma GCC diagnostic ignored "-Wunused-function"  // the Python-facing helpers this test does not call
+#include "bitgemm.cpp"
+
+#include <cstdio>
+#include <cstdlib>
+#include <random>
+#include <string>
+
+namespace {
+
+struct Case {
+  int kind, M, K, N, a, b, dynamic, flags;
+  float step, thr;
+  std::vector<float> x, alpha, gamma, bias, shift, expected;
+  std::vector<uint8_t> packed;
+};
+
+template <class T>
+bool read(FILE* f, std::vector<T>& v, size_t n) {
+  v.resize(n);
+  return std::fread(v.data(), sizeof(T), n, f) == n;
+}
+
+bool load(const char* path, std::vector<Case>& cases) {
+  FILE* f = std::fopen(path, "rb");
+  if (!f) return false;
+  char magic[8];
+  int32_t count = 0;
+  bool ok = std::fread(magic, 1, 8, f) == 8 && std::memcmp(magic, "HFBV0001", 8) == 0 && std::fread(&count, 4, 1, f) == 1;
+  for (int i = 0; ok && i < count; ++i) {
+    Case c;
+    int32_t head[8];
+    float fl[2];
+    ok = std::fread(head, 4, 8, f) == 8 && std::fread(fl, 4, 2, f) == 2;
+    if (!ok) break;
+    c.kind = head[0], c.M = head[1], c.K = head[2], c.N = head[3], c.a = head[4], c.b = head[5];
+    c.dynamic = head[6], c.flags = head[7], c.step = fl[0], c.thr = fl[1];
+    ok = read(f, c.x, (size_t)c.M * c.K) && read(f, c.packed, (size_t)c.N * ((c.K + 7) / 8)) && read(f, c.alpha, c.N) &&
+         (!(c.flags & 2) || read(f, c.gamma, c.N)) && (!(c.flags & 4) || read(f, c.bias, c.N)) &&
+         (!(c.flags & 1) || read(f, c.shift, c.K)) && read(f, c.expected, (size_t)c.M * c.N);
+    cases.push_back(std::move(c));
+  }
+  std::fclose(f);
+  return ok;
+}
+
+const float* opt(const std::vector<float>& v) { return v.empty() ? nullptr : v.data(); }
+
+std::vector<int32_t> weight_sums(const std::vector<uint8_t>& packed, int64_t N, int64_t K) {  // as py_row_sums
+  const int64_t ld = (K + 7) / 8;
+  std::vector<int32_t> out(N);
+  for (int64_t n = 0; n < N; ++n) {
+    int64_t c = 0;
+    for (int64_t i = 0; i < ld; i += 8) c += __builtin_popcountll(load_u64(packed.data() + n * ld + i, ld - i));
+    out[n] = (int32_t)(2 * c - K);
+  }
+  return out;
+}
+
+// y of one case on the current g_isa (the Python bindings' arguments: ops.bind_w1a1 / bind_w1a8)
+std::vector<float> run_case(const Case& c, int nthreads) {
+  std::vector<float> y((size_t)c.M * c.N, NAN);
+  if (c.kind == 0) {
+    std::vector<uint64_t> w((c.N + kBitsGroup - 1) / kBitsGroup * bits_words(c.K) * kBitsGroup);
+    repack_bits(c.packed.data(), c.N, c.K, w.data());
+    run_w1a1(c.x.data(), c.M, c.K, c.K, opt(c.shift), c.step, c.thr, c.a, w.data(), c.N, c.alpha.data(), opt(c.gamma),
+             c.b ? c.step : 1.0f, opt(c.bias), y.data(), c.N, nthreads);
+  } else {
+    std::vector<uint64_t> w((c.N + kNibGroup - 1) / kNibGroup * ((c.K + 3) / 4));
+    repack_nib(c.packed.data(), c.N, c.K, w.data());
+    const std::vector<int32_t> sums = weight_sums(c.packed, c.N, c.K);
+    run_w1a8(c.x.data(), c.M, c.K, c.K, opt(c.shift), c.step, c.a, c.b, c.dynamic != 0, w.data(), c.N, sums.data(),
+             c.alpha.data(), opt(c.gamma), opt(c.bias), y.data(), c.N, nthreads, false);
+  }
+  return y;
+}
+
+int compare(const std::string& what, const std::vector<float>& got, const std::vector<float>& want) {
+  int bad = 0;
+  for (size_t i = 0; i < want.size(); ++i)
+    if (std::memcmp(&got[i], &want[i], 4) != 0 && bad++ < 3)
+      std::printf("  MISMATCH %s at %zu: got %.9g want %.9g\n", what.c_str(), i, got[i], want[i]);
+  return bad;
+}
+
+// A random problem too large to store: each vector ISA against the portable path.
+int large_case(int kind, int64_t M, int64_t K, int64_t N, const std::vector<int>& isas) {
+  std::mt19937 rng(7);
+  std::normal_distribution<float> normal;
+  Case c;
+  c.kind = kind, c.M = (int)M, c.K = (int)K, c.N = (int)N, c.a = kind == 0 ? SIGNED : 0, c.b = kind == 0 ? 1 : 255;
+  c.dynamic = 0, c.flags = 0, c.step = kind == 0 ? 0.5f : 0.03125f, c.thr = 0.0f;
+  c.x.resize(M * K);
+  for (float& v : c.x) v = kind == 0 ? normal(rng) : std::fabs(normal(rng)) * 2.0f;
+  c.packed.resize(N * ((K + 7) / 8));
+  for (uint8_t& v : c.packed) v = (uint8_t)rng();
+  if (K % 8) for (int64_t n = 0; n < N; ++n) c.packed[n * ((K + 7) / 8) + K / 8] &= (uint8_t)((1 << (K % 8)) - 1);
+  c.alpha.assign(N, 0.75f);
+  c.gamma.assign(N, 0.125f);
+  g_isa = PORTABLE;
+  const std::vector<float> want = run_case(c, 1);
+  int bad = 0;
+  for (int isa : isas) {
+    if (isa == PORTABLE) continue;
+    g_isa = isa;
+    const std::string what = std::string(kind == 0 ? "w1a1" : "w1a8") + " large K=" + std::to_string(K) + " isa=" + kIsaNames[isa];
+    const int b = compare(what, run_case(c, 1), want);
+    std::printf("%s %s\n", b ? "FAIL" : "ok  ", what.c_str());
+    bad += b;
+  }
+  return bad;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const char* path = argc > 1 ? argv[1] : "tests/native/vectors.bin";
+  std::vector<Case> cases;
+  if (!load(path, cases)) {
+    std::printf("cannot read test vectors %s\n", path);
+    return 2;
+  }
+  std::vector<int> isas;
+  for (int i = 0; i < kIsaCount; ++i)
+    if (isa_supported(i)) isas.push_back(i);
+#if defined(_OPENMP)
+  const char* omp = "OpenMP";
+#else
+  const char* omp = "no OpenMP";
+#endif
+  std::printf("%zu cases from %s; default isa %s; %s; isas:", cases.size(), path, kIsaNames[best_isa()], omp);
+  for (int i : isas) std::printf(" %s", kIsaNames[i]);
+  std::printf("\n");
+  int failures = 0, checked = 0;
+  for (int isa : isas) {
+    g_isa = isa;
+    for (size_t i = 0; i < cases.size(); ++i)
+      for (int threads : {1, 2}) {
+        const Case& c = cases[i];
+        char what[160];
+        std::snprintf(what, sizeof what, "%s case %zu (M=%d K=%d N=%d) isa=%s threads=%d", c.kind ? "w1a8" : "w1a1", i,
+                      c.M, c.K, c.N, kIsaNames[isa], threads);
+        const int bad = compare(what, run_case(c, threads), c.expected);
+        if (bad) std::printf("FAIL %s: %d of %zu outputs differ\n", what, bad, c.expected.size());
+        failures += bad != 0;
+        ++checked;
+      }
+  }
+  std::printf("%d of %d (case, isa, threads) runs equal the reference bit for bit\n", checked - failures, checked);
+  failures += large_case(0, 3, 4100 * 64 + 5, 9, isas) != 0;  // 4101 words per row: the u16 counters flush once
+  failures += large_case(1, 3, 4 * 300 + 3, 37, isas) != 0;   // 301 u8 steps: flushes at 128 and 256
+  std::printf("%s\n", failures ? "FAILED" : "PASSED");
+  return failures ? 1 : 0;
+}
