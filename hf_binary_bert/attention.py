@@ -23,6 +23,8 @@ from torch import nn
 from transformers import AttentionInterface
 from transformers.masking_utils import AttentionMaskInterface, eager_mask
 
+from .binarization.activation import ActivationQuantizer
+
 SOFTMAX_ATTENTION = "binary_bert_softmax"
 BI_ATTENTION = "bi_attention"
 
@@ -50,8 +52,30 @@ def _scores(module, query, key, value, attention_mask, scaling):
     return scores, value
 
 
+def _factored_softmax_attention(module, query, key, value, attention_mask, scaling):
+    """The no-grad forward of `binary_softmax_attention` in factored form: integer levels multiplied exactly, each
+    product scaled once — scores = (q_Q·q_Kᵀ)·(s_Q·s_K·scaling) + M, out = (q_A·q_V)·(s_A·s_V) — the order the
+    native runtime (kernels/csrc/encoder.h) uses. Equal in exact arithmetic to quantizing the values first; in
+    float32 it avoids the rounding of sums of s_A·s_V products, whose sign decides the next binarization where the
+    exact sum is 0."""
+    if scaling is None:
+        scaling = query.size(-1) ** -0.5
+    (q_q, s_q), (q_k, s_k), (q_v, s_v) = (getattr(module, f"{n}_quantizer").levels(t) for n, t in
+                                          (("query", query), ("key", key), ("value", value)))
+    scores = torch.matmul(q_q, q_k.transpose(2, 3)) * (s_q * s_k * scaling)
+    if attention_mask is not None:
+        scores = scores + attention_mask
+    q_p, s_p = module.probs_quantizer.levels(nn.functional.softmax(scores, dim=-1))
+    output = (torch.matmul(q_p, q_v) * (s_p * s_v)).transpose(1, 2).contiguous()
+    return output, q_p * s_p
+
+
 def binary_softmax_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
-    """Softmax attention with quantized Q, K, V and quantized probabilities (see module docstring)."""
+    """Softmax attention with quantized Q, K, V and quantized probabilities (see module docstring). Without
+    autograd (inference) it computes in factored form (`_factored_softmax_attention`)."""
+    if not torch.is_grad_enabled() and all(isinstance(getattr(module, f"{n}_quantizer", None), ActivationQuantizer)
+                                           for n in ("query", "key", "value", "probs")):
+        return _factored_softmax_attention(module, query, key, value, attention_mask, scaling)
     scores, value = _scores(module, query, key, value, attention_mask, scaling)
     probs = _quantize(module, "probs_quantizer", nn.functional.softmax(scores, dim=-1))
     probs = nn.functional.dropout(probs, p=dropout, training=module.training)
@@ -61,8 +85,6 @@ def binary_softmax_attention(module, query, key, value, attention_mask, scaling=
 
 def _bitwise_bi_attention_applies(module, query, attention_mask) -> bool:
     """Eval mode, no gradient, float32 CPU tensors and 1-bit signed quantizers on Q, K and V: the bitwise kernel."""
-    from .binarization.activation import ActivationQuantizer
-
     if module.training or torch.is_grad_enabled() or query.device.type != "cpu" or query.dtype != torch.float32:
         return False
     if getattr(module, "inference_kernel", "auto") == "reference":

@@ -156,6 +156,26 @@ class ActivationQuantizer(nn.Module):
         self._calibrate_once(x - self.shift.to(x.dtype) if hasattr(self, "shift") else x)
         return self._inference_step(x.dtype)
 
+    @torch.no_grad()
+    def levels(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The no-grad forward in factored form: integer levels q (same shape and dtype as x, holding integers) and
+        the scale s (a 0-d tensor; 1 for the 1-bit sign scheme), with q·s = forward(x) without autograd. Products of
+        levels (attention's Q̂·K̂ᵀ, Â·V̂) are then exact integers in float32 (|Σ| < 2²⁴), scaled once, as the native
+        runtime computes them.
+
+        Raises:
+            NotCalibratedError: as `forward`."""
+        if hasattr(self, "shift"):
+            x = x - self.shift.to(x.dtype)
+        one = torch.ones((), dtype=x.dtype)
+        if not self.has_step:
+            return (binary_sign(x) if self.signed else (x >= 0.5).to(x.dtype)), one
+        self._calibrate_once(x)
+        step = self._inference_step(x.dtype)
+        if self.bits == 1 and self.signed:
+            return binary_sign(x / step), step
+        return (x / step).clamp_(self.q_n, self.q_p).round_(), step
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if hasattr(self, "shift"):
             x = x - self.shift.to(x.dtype)
