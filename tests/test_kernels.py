@@ -21,6 +21,9 @@ SHAPES = [(1, 768, 64), (7, 100, 13), (70, 300, 37), (5, 2100, 40), (3, 8, 1), (
 # w1a1 also at the AVX2 nibble-table path's edges (M ≥ 16): M not a multiple of its 4-row tile, N not of its 64-column
 # chunk, K exactly 256 and 3072 bits, ragged K, a BERT-base shape
 W1A1_SHAPES = SHAPES + [(16, 256, 64), (33, 3072, 100), (17, 100, 13), (66, 256, 96), (128, 768, 768)]
+# w1a8 also at the AVX2 lookup-table path's edges (M ≥ 4): M around its 4-row items, N not a multiple of its
+# 32-row blocks / 128-column tiles, K over several 64-step chunks (ragged and exact)
+W1A8_SHAPES = SHAPES + [(4, 256, 128), (6, 1028, 161), (9, 3072, 100), (64, 768, 96)]
 
 pytestmark = pytest.mark.skipif(not kernels.available(), reason="compiled kernels not built")
 
@@ -65,7 +68,7 @@ def test_w1a1_equals_reference_bit_for_bit(isa, m, k, n, mode, threshold, step, 
         assert torch.equal(out, reference.w1a1_linear(*args))
 
 
-@pytest.mark.parametrize("m,k,n", SHAPES)
+@pytest.mark.parametrize("m,k,n", W1A8_SHAPES)
 @pytest.mark.parametrize("q_min,q_max,dynamic", [(-128, 127, False), (0, 255, False), (-2, 1, False), (0, 15, False),
                                                  (-63, 63, True),
                                                  (-127, 127, True)])
@@ -76,6 +79,17 @@ def test_w1a8_equals_reference_bit_for_bit(isa, m, k, n, q_min, q_max, dynamic):
     assert torch.equal(sums, reference.row_sums(packed, k))
     out = kernels.w1a8_linear(x, packed, weight, sums, alpha, gamma, bias, shift, t(0.05), q_min, q_max, dynamic)
     assert torch.equal(out, reference.w1a8_linear(x, packed, alpha, gamma, bias, shift, t(0.05), q_min, q_max, dynamic))
+
+
+def test_w1a8_largest_sums_are_exact(isa):
+    """Every input at the top level (u = 255) against all-(+1) and all-(−1) rows, K = 3072: the largest partial sums
+    the kernels hold (the lookup-table path's 16-bit sums reach 64 · 1020 = 65280 per chunk)."""
+    m, k = 5, 3072
+    packed = pack_bits(torch.tensor([[True] * k, [False] * k] * 20))
+    x = torch.full((m, k), 300.0)  # clipped to the top level 255
+    out = kernels.w1a8_linear(x, packed, kernels.repack_weight(packed, k, "nib"), kernels.row_sums(packed, k),
+                              torch.ones(40), None, None, None, t(1.0), 0, 255, False)
+    assert torch.equal(out, torch.tensor([255.0 * k, -255.0 * k] * 20).expand(m, 40))
 
 
 @pytest.mark.parametrize("n,k", [(1, 8), (13, 100), (40, 2100), (37, 300)])

@@ -9,7 +9,7 @@
 //                a·b = 2·popcount(a AND b) − popcount(a)).
 //   w1a8_linear: input integers q = round(clip((x − β)/s, Q_n, Q_p)) (LSQ / BiT), or per-row dynamic
 //                s_m = max|x_m| / 127, stored as u8 u = q + z; then Σ_k u_k·b_k − z·Σ_k b_k (VNNI vpdpbusd with the
-//                ±1 bytes blended from the weight bits).
+//                ±1 bytes blended from the weight bits; on AVX2, 4-bit lookup tables of input sums, lut_gemm.h).
 // Epilogue (fused): y[m,n] = s_m · (α_n · dot[m,n] + γ_n · Σ_k q[m,k]) + bias_n.
 //
 // Instruction sets are chosen at run time from the CPU (cpu_features()):
@@ -910,6 +910,9 @@ void bits_gemm(int isa, int64_t M, int64_t N, const uint64_t* a, int64_t kw, con
   }
 }
 
+// AVX2 W1 × u8 by 4-bit lookup tables (run_w1a8's AVX2 path for M ≥ kLutMinRows); needs Epilogue / finish_row.
+#include "lut_gemm.h"
+
 template <class Kern>
 void nib_gemm_with(int64_t M, int64_t N, const uint8_t* u, int64_t lu, int64_t steps, int64_t gstride,
                    const uint64_t* w, const Epilogue& e, int nthreads) {
@@ -1110,12 +1113,18 @@ void quantize_rows(int isa, const float* x, int64_t M, int64_t K, int64_t ldx, c
     float step = s;
     if (dynamic) {
       float amax = 0.0f;
-      for (int64_t k = 0; k < K; ++k) amax = std::max(amax, std::fabs(shift ? row[k] - shift[k] : row[k]));
+#if defined(__x86_64__) || defined(_M_X64)
+      if (isa == AVX2)
+        amax = abs_max_avx2(row, K, shift);
+      else
+#endif
+        for (int64_t k = 0; k < K; ++k) amax = std::max(amax, std::fabs(shift ? row[k] - shift[k] : row[k]));
       step = amax > 0.0f ? amax / (float)qp : 1.0f;
       scales[m] = step;
     }
 #if defined(__x86_64__) || defined(_M_X64)
     qsum[m] = isa >= AVX512 ? quantize_row_avx512(row, K, shift, step, qn, qp, z, out)
+              : isa == AVX2 ? quantize_row_avx2(row, K, shift, step, qn, qp, z, out)
                             : quantize_row_scalar(row, 0, K, shift, step, qn, qp, z, out);
 #elif defined(__aarch64__)
     qsum[m] = isa == NEON ? quantize_row_neon(row, K, shift, step, qn, qp, z, out)
@@ -1346,6 +1355,11 @@ void run_w1a8(const float* x, int64_t M, int64_t K, int64_t ldx, const float* sh
   quantize_rows(isa, x, M, K, ldx, shift, s, qn, qp, z, dynamic, u, lu, qsum, scales, nthreads);
   for (int64_t n = 0; n < N; ++n) add_n[n] = -z * wsum[n];  // Σ_k (q + z)·b − z·Σ_k b = Σ_k q·b
   Epilogue e{1, nullptr, add_n, alpha, gamma, bias, dynamic ? scales : nullptr, s, qsum, out, ldo};
+#if defined(__x86_64__) || defined(_M_X64)
+  if (!bytes && isa == AVX2 && M >= kLutMinRows)
+    lut_w1a8(M, N, u, lu, steps, K, z, w, e, nthreads);
+  else
+#endif
   if (bytes)
     nib_gemm<true>(isa, M, N, u, lu, steps, w, e, nthreads);
   else
