@@ -170,6 +170,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_args(p, train=False)
     p.add_argument("--output-dir", help="also write comparison.json / comparison.md here")
     p.add_argument("--no-latency", action="store_true", help="skip the latency measurement")
+    p.add_argument("--float-activations", choices=["float32", "int8"],
+                   help="binarized models with float activations (W1A32): run them on dynamic int8 activations "
+                        "(the native runtime) or float32 (exact); default: the model's own setting (float32)")
     p.add_argument("--no-progress", action="store_true")
 
     p = sub.add_parser("size", help="size of a checkpoint on disk per component (MB = 10^6 bytes)")
@@ -308,10 +311,17 @@ def _print_table(rows, output_dir):
     print(f"\n(written to {os.path.join(output_dir, 'comparison.md')} and comparison.json)")
 
 
-def _compare(named_models: dict, task, *, latency, progress, **data) -> list[dict]:
+def _compare(named_models: dict, task, *, latency, progress, float_activations=None, **data) -> list[dict]:
+    from transformers import AutoConfig
+
+    from .configuration_binary_bert import BinaryBertConfig
     from .recipes import comparison_rows, evaluate_model
 
-    results = {name: evaluate_model(path, task, latency=latency, progress=progress, **data) for name, path in named_models.items()}
+    results = {}
+    for name, path in named_models.items():
+        binary = float_activations and isinstance(AutoConfig.from_pretrained(path), BinaryBertConfig)
+        results[name] = evaluate_model(path, task, latency=latency, progress=progress,
+                                       float_activations=float_activations if binary else None, **data)
     return comparison_rows(results)
 
 
@@ -382,7 +392,7 @@ def cmd_evaluate(args):
     for model in args.model:
         _check_model(model, "--model", allow_binary=True)
     rows = _compare({m: m for m in args.model}, args.task, latency=not args.no_latency, progress=not args.no_progress,
-                    data_dir=args.data_dir, dataset_name=args.dataset_name, eval_files=args.eval_files,
+                    float_activations=args.float_activations, data_dir=args.data_dir, dataset_name=args.dataset_name, eval_files=args.eval_files,
                     max_seq_length=args.max_seq_length, max_eval_samples=args.max_eval_samples, seed=args.seed)
     if args.output_dir:
         _print_table(rows, args.output_dir)

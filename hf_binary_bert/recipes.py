@@ -454,12 +454,21 @@ def evaluate_model(
     latency_runs: int = 10,
     seed: int = 42,
     progress: bool = True,
+    float_activations: str | None = None,
 ) -> dict:
     """Task metrics on the evaluation split, size on disk per component (MB = 10⁶ bytes) and CPU latency (ms, batch
     1 and 8, sequence 128) of a saved model (full-precision BERT or binarized).
 
+    Args:
+        float_activations: binarized models only: `"int8"` runs the layers without an activation quantizer (W1A32)
+            on dynamic int8 activations, so that they run on the native runtime (`set_inference_kernel`); metrics
+            and latency are both measured on that path. None or `"float32"`: the exact float path.
+
     Returns:
         `{"model", "metrics", "size", "latency"}`.
+
+    Raises:
+        ValueError: for `float_activations` on a full-precision model, or another value.
     """
     path = check_model(model)
     tokenizer = AutoTokenizer.from_pretrained(path)
@@ -468,6 +477,10 @@ def evaluate_model(
     if config.model_type == "bert" and is_pruned(config):  # a pruned full-precision BERT: per-layer sizes
         auto = pruned_class(BertForMaskedLM if task == "mlm" else BertForSequenceClassification)
     loaded = auto.from_pretrained(path, dtype=torch.float32).eval()
+    if float_activations is not None:
+        if not hasattr(loaded, "set_inference_kernel"):
+            raise ValueError(f"float_activations applies to binarized models, not {type(loaded).__name__} ({model})")
+        loaded.set_inference_kernel("auto", float_activations=float_activations)
     data = load_task_data(task, tokenizer, data_dir=data_dir, dataset_name=dataset_name, eval_files=eval_files,
                           max_seq_length=max_seq_length, max_eval_samples=max_eval_samples, seed=seed,
                           train=False)
