@@ -33,8 +33,8 @@ def read_sst2(path, limit):
     return [r["sentence"] for r in rows], torch.tensor([int(r["label"]) for r in rows])
 
 
-def logits_of(model, batches, kernel):
-    model.set_inference_kernel(kernel)
+def logits_of(model, batches, kernel, float_activations):
+    model.set_inference_kernel(kernel, float_activations=float_activations)
     start = time.perf_counter()
     with torch.inference_mode():
         out = torch.cat([model(**batch).logits for batch in batches])
@@ -49,7 +49,7 @@ def layer_flips(model, batches):
     plan = runtime.plan()
     layers = len(encoder.layer)
     flips, counts = torch.zeros(layers - 1), torch.zeros(layers - 1)
-    model.set_inference_kernel("eager")
+    model.set_inference_kernel("eager")  # (float_activations as set by the caller)
     with torch.inference_mode():
         for batch in batches:
             eager = model.bert(**batch, output_hidden_states=True).hidden_states  # (embeddings, layer 1, …)
@@ -82,12 +82,15 @@ def main(argv=None):
     parser.add_argument("--max-samples", type=int, default=0, help="first N dev sentences (0: all 872)")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--float-activations", choices=["float32", "int8"],
+                        help="W1A32 models: run their float activations as dynamic int8 on both paths (the runtime "
+                             "needs int8 for them)")
     parser.add_argument("--markdown", metavar="PATH")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     sentences, labels = read_sst2(f"{args.data_dir}/dev.tsv", args.max_samples)
-    lines = [f"instruction set: {get_isa()}, {args.threads} threads, {len(sentences)} SST-2 dev sentences, batch "
-             f"{args.batch_size} (dynamic padding)", ""]
+    lines = [(f"instruction set: {get_isa()}, {args.threads} threads, {len(sentences)} SST-2 dev sentences, batch "
+              f"{args.batch_size} (dynamic padding)"), ""]
     table = ["| model | agreement | max abs logit diff | accuracy native | accuracy eager | native s | eager s |",
              "|---|---|---|---|---|---|---|"]
     flip_lines = []
@@ -96,16 +99,20 @@ def main(argv=None):
         model = AutoModelForSequenceClassification.from_pretrained(path).eval()
         batches = [tokenizer(sentences[i:i + args.batch_size], padding=True, return_tensors="pt")
                    for i in range(0, len(sentences), args.batch_size)]
+        model.set_inference_kernel("auto", float_activations=args.float_activations)
         if model.bert.encoder.runtime().plan() is None:
             table.append(f"| {path} | native runtime does not apply: {model.bert.encoder.runtime().unsupported_reason} "
                          "| | | | | |")
             continue
-        native, native_s = logits_of(model, batches, "auto")
-        eager, eager_s = logits_of(model, batches, "eager")
+        native, native_s = logits_of(model, batches, "auto", args.float_activations)
+        eager, eager_s = logits_of(model, batches, "eager", args.float_activations)
         agree = (native.argmax(-1) == eager.argmax(-1)).float().mean().item()
         acc = [(x.argmax(-1) == labels).float().mean().item() for x in (native, eager)]
         table.append(f"| {path} | {agree:.4%} | {(native - eager).abs().max().item():.3g} | {acc[0]:.4f} | "
                      f"{acc[1]:.4f} | {native_s:.2f} | {eager_s:.2f} |")
+        if not hasattr(model.bert.encoder.layer[1].attention.self.query.input_quantizer, "has_step"):
+            flip_lines.append(f"- {path}: float activations (no binarized activations to flip)")
+            continue
         shares = layer_flips(model, batches)
         flip_lines.append(f"- {path}: share of binarized activations that flip, after layer 1 … {len(shares)}: "
                           + ", ".join(f"{s:.2e}" for s in shares.tolist()))

@@ -39,8 +39,8 @@ from __future__ import annotations
 import struct
 
 import torch
-from transformers.models.bert.modeling_bert import BertEncoder
 from transformers.modeling_outputs import BaseModelOutputWithPastAndCrossAttentions
+from transformers.models.bert.modeling_bert import BertEncoder
 
 from .binarization.activation import ActivationQuantizer
 from .binarization.linear import PackedBinaryLinear
