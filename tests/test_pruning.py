@@ -26,7 +26,14 @@ from hf_binary_bert.pruning import (
     write_sparsity_report,
 )
 
-torch.set_num_threads(1)
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """One thread in this module's tests, restored after each: a module-level set_num_threads would change every test
+    collected after this file (e.g. the thread count a subprocess comparison assumes)."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
 
 
 def _inputs():

@@ -80,6 +80,7 @@ LOAD_AND_COMPARE = """
     import torch
     from safetensors.torch import load_file
     from transformers import AutoConfig, AutoModel, {auto}
+    torch.set_num_threads({threads})  # as the parent computed the reference (float GEMMs round by thread split)
     reference = load_file({ref!r})
     model = {auto}.from_pretrained({path!r}, trust_remote_code=True).eval()
     assert type(model).__module__.startswith("transformers_modules."), type(model).__module__
@@ -118,7 +119,7 @@ def test_trust_remote_code_loads_without_the_package(tmp_path, input_ids, head, 
     save_file({"ids": input_ids, "logits": logits}, tmp_path / "reference.safetensors")
     out = run_without_package(LOAD_AND_COMPARE.format(
         auto=auto, cls=head.__name__, path=str(tmp_path / "model"), ref=str(tmp_path / "reference.safetensors"),
-        resaved=str(tmp_path / "resaved")), tmp_path)
+        resaved=str(tmp_path / "resaved"), threads=torch.get_num_threads()), tmp_path)
     assert float(re.search(r"max_abs_diff (\S+)", out).group(1)) == 0.0
     assert "resaved BinaryBertModel" in out
     assert "push: hf_binary_bert.hub is part of the hf_binary_bert package" in out
