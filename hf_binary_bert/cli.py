@@ -52,6 +52,10 @@ def _add_train_args(p, *, learning_rate):
     p.add_argument("--fp16", action="store_true", help="fp16 mixed precision (Trainer's --fp16; needs a GPU)")
     p.add_argument("--logging-steps", type=int, default=50)
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--save-steps", type=int, help="save a resumable checkpoint every N steps in OUTPUT_DIR.partial "
+                   "(the run's working folder, renamed to OUTPUT_DIR when everything is written)")
+    p.add_argument("--resume-from-checkpoint", metavar="CHECKPOINT",
+                   help="continue a killed run: a checkpoint folder, or 'last' (the newest in OUTPUT_DIR.partial)")
 
 
 def _add_binarization_args(p):
@@ -275,7 +279,22 @@ def _train_kwargs(args) -> dict:
                   whole_word_mask=args.whole_word_mask, seed=args.seed, logging_steps=args.logging_steps,
                   progress=not args.no_progress, data_dir=args.data_dir, dataset_name=args.dataset_name,
                   train_files=args.train_files,
-                  eval_files=args.eval_files)
+                  eval_files=args.eval_files, save_steps=args.save_steps,
+                  resume_from_checkpoint=args.resume_from_checkpoint)
+    if args.save_steps is not None and args.save_steps <= 0:
+        raise UsageError(f"--save-steps must be a positive number of steps, got {args.save_steps}")
+    if args.resume_from_checkpoint is not None and getattr(args, "multi_step", None):
+        if args.resume_from_checkpoint.lower() != "last":
+            raise UsageError("--resume-from-checkpoint: with --multi-step only 'last' (each stage resumes from its "
+                             f"own newest checkpoint), not {args.resume_from_checkpoint}")
+    elif args.resume_from_checkpoint is not None:
+        from .recipes import TrainingOptions, _resume_checkpoint, partial_dir
+
+        try:
+            _resume_checkpoint(TrainingOptions(resume_from_checkpoint=args.resume_from_checkpoint),
+                               partial_dir(args.output_dir))
+        except ValueError as err:
+            raise UsageError("--resume-from-checkpoint" + str(err).removeprefix("resume_from_checkpoint")) from None
     if args.bf16:
         kwargs["bf16"] = True
     if args.fp16:
@@ -363,6 +382,8 @@ def cmd_distill(args):
 
 
 def cmd_prune(args):
+    if args.resume_from_checkpoint is not None:
+        raise UsageError("--resume-from-checkpoint: prune does not resume (finetune and distill do)")
     _check_task(args)
     _check_model(args.model, "--model", allow_binary=False)
     if args.multi_step:

@@ -11,6 +11,7 @@ import json
 import logging
 import math
 import os
+import shutil
 import statistics
 import time
 from dataclasses import dataclass, replace
@@ -218,6 +219,9 @@ class TrainingOptions:
     seed: int = 42
     logging_steps: int = 50
     progress: bool = True
+    save_steps: int | None = None  # a resumable checkpoint (training form) every this many steps; None: none
+    # a checkpoint folder to resume from, or "last" / True: the newest in the run's working folder (`partial_dir`)
+    resume_from_checkpoint: str | bool | None = None
 
 
 def _split_options(kwargs: dict) -> tuple[TrainingOptions, dict]:
@@ -251,7 +255,8 @@ def _training_arguments(cls, output_dir: str, options: TrainingOptions, learning
         lr_scheduler_type="linear",
         weight_decay=0.0,
         logging_steps=options.logging_steps,
-        save_strategy="no",
+        save_strategy="steps" if options.save_steps else "no",
+        save_steps=options.save_steps or 500,
         report_to=[],
         seed=options.seed,
         disable_tqdm=not options.progress,
@@ -262,9 +267,52 @@ def _training_arguments(cls, output_dir: str, options: TrainingOptions, learning
     )
 
 
-def _train_and_record(trainer, output_dir: str, save, results_name: str, evaluate: bool) -> dict:
+def partial_dir(output_dir: str | os.PathLike) -> str:
+    """The working folder of a training run writing `output_dir`: `<output_dir>.partial`. Checkpoints and the
+    final model are written there; it is renamed to `output_dir` only when everything is written, so a killed run
+    leaves `<output_dir>.partial` (resumable with `resume_from_checkpoint`), never a half-written `output_dir`."""
+    return os.path.normpath(os.fspath(output_dir)) + ".partial"
+
+
+def _resume_checkpoint(options: TrainingOptions, work_dir: str) -> str | None:
+    """The checkpoint folder `trainer.train` resumes from (None: start afresh).
+
+    Raises:
+        ValueError: naming `resume_from_checkpoint` when the folder (or, for "last", any checkpoint) is missing.
+    """
+    from transformers.trainer_utils import get_last_checkpoint
+
+    value = options.resume_from_checkpoint
+    if value is None or value is False:
+        return None
+    if value is True or str(value).lower() == "last":
+        last = get_last_checkpoint(work_dir) if os.path.isdir(work_dir) else None
+        if last is None:
+            raise ValueError(f"resume_from_checkpoint: no checkpoint-<step> folder in {work_dir} (the interrupted "
+                             "run's working folder; it saves checkpoints with save_steps)")
+        return last
+    if not os.path.isfile(os.path.join(value, "trainer_state.json")):
+        raise ValueError(f"resume_from_checkpoint: {value} is not a Trainer checkpoint (no trainer_state.json)")
+    return str(value)
+
+
+def _publish(work_dir: str, output_dir: str) -> None:
+    """Rename the finished working folder to `output_dir` (replacing a previous `output_dir` only after the new one
+    is complete)."""
+    output_dir = os.path.normpath(output_dir)
+    old = None
+    if os.path.exists(output_dir):
+        old = f"{output_dir}.old-{os.getpid()}"
+        os.rename(output_dir, old)
+    os.rename(work_dir, output_dir)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _train_and_record(trainer, output_dir: str, save, results_name: str, evaluate: bool,
+                      resume_from_checkpoint: str | None = None) -> dict:
     start = time.perf_counter()
-    trainer.train()
+    trainer.train(resume_from_checkpoint=resume_from_checkpoint)
     seconds = time.perf_counter() - start
     save()
     metrics = trainer.evaluate() if evaluate and trainer.eval_dataset is not None else {}
@@ -281,26 +329,33 @@ def finetune(model: str, task: str, output_dir: str, *, evaluate: bool = True, *
         evaluate: score the model on the evaluation split after training (skip it when the caller evaluates).
         **kwargs: `TrainingOptions` fields (default learning rate 5e-5) and further `TrainingArguments`.
 
+    Everything (checkpoints with `save_steps`, then the model) is written in `partial_dir(output_dir)`, renamed to
+    `output_dir` at the end; `resume_from_checkpoint` continues a killed run from one of its checkpoints.
+
     Returns:
         `{"metrics": eval metrics, "log_history": Trainer log, "train_seconds": float}`, also written to
         `finetune_results.json`.
     """
     options, extra = _split_options(kwargs)
+    work_dir = partial_dir(output_dir)
+    resume = _resume_checkpoint(options, work_dir)
     path, tokenizer, data = _prepare_training(model, task, options)
     if task == "mlm":
         teacher = BertForMaskedLM.from_pretrained(path, dtype=torch.float32)
     else:
         teacher = BertForSequenceClassification.from_pretrained(path, dtype=torch.float32, num_labels=data.num_labels)
-    args = _training_arguments(TrainingArguments, output_dir, options, 5e-5, extra)
+    args = _training_arguments(TrainingArguments, work_dir, options, 5e-5, extra)
     trainer = Trainer(model=teacher, args=args, train_dataset=data.train, eval_dataset=data.eval,
                       data_collator=data.collator, compute_metrics=data.compute_metrics,
                       preprocess_logits_for_metrics=data.preprocess_logits_for_metrics, processing_class=tokenizer)
 
     def save():
-        teacher.save_pretrained(output_dir)
-        tokenizer.save_pretrained(output_dir)
+        teacher.save_pretrained(work_dir)
+        tokenizer.save_pretrained(work_dir)
 
-    return _train_and_record(trainer, output_dir, save, "finetune_results.json", evaluate)
+    result = _train_and_record(trainer, work_dir, save, "finetune_results.json", evaluate, resume)
+    _publish(work_dir, output_dir)
+    return result
 
 
 def parse_schedule(schedule: str | list | tuple | None) -> list[int]:
@@ -351,6 +406,11 @@ def distill(
         **kwargs: `TrainingOptions` fields (default learning rate 2e-4; `max_steps` / `epochs` per stage) and
             further `DistillationTrainingArguments` (loss weights, temperature, bf16, …).
 
+    Everything is written in `partial_dir(output_dir)` and renamed to `output_dir` at the end, as in `finetune`
+    (checkpoints every `save_steps` steps; `resume_from_checkpoint` continues a killed run: a checkpoint folder,
+    or "last" / True for the newest one; with a schedule only "last" / True, each stage from its own newest
+    checkpoint).
+
     Returns:
         `{"task", "metrics", "log_history", "train_seconds"}` as `finetune` (of the last stage; with a schedule
         also `"stages"`: the same per stage), also written to `distill_results.json`.
@@ -360,6 +420,13 @@ def distill(
     """
     stage_bits = parse_schedule(schedule)
     options, extra = _split_options(kwargs)
+    final_dir, output_dir = output_dir, partial_dir(output_dir)
+    resume = options.resume_from_checkpoint
+    if stage_bits and resume not in (None, False, True) and str(resume).lower() != "last":
+        raise ValueError("resume_from_checkpoint: with a multi-step schedule only 'last' (each stage resumes from "
+                         f"its own newest checkpoint), not a folder ({resume})")
+    if not stage_bits:
+        resume = _resume_checkpoint(options, output_dir)
     path, tokenizer, data = _prepare_training(teacher, task, options)
     teacher_cls, student_cls = (
         (BertForMaskedLM, BinaryBertForMaskedLM) if task == "mlm" else (BertForSequenceClassification, BinaryBertForSequenceClassification)
@@ -403,12 +470,19 @@ def distill(
                 trainer.save_model(output_dir)
                 plot_losses(trainer.state.log_history, Path(output_dir, "losses.png"))
 
-        results.append(_train_and_record(trainer, stage_dir, save, "distill_results.json", evaluate and last))
+        stage_resume = resume
+        if stage_bits and resume:  # each stage from its newest checkpoint; a stage without one starts afresh
+            from transformers.trainer_utils import get_last_checkpoint
+
+            stage_resume = get_last_checkpoint(stage_dir) if os.path.isdir(stage_dir) else None
+        results.append(_train_and_record(trainer, stage_dir, save, "distill_results.json", evaluate and last,
+                                         stage_resume))
         teacher_model = student
     result = {"task": task, **results[-1]}
     if stage_bits:
         result["stages"] = [{"activation_bits": b, **r} for b, r in zip(stage_bits, results)]
     Path(output_dir, "distill_results.json").write_text(json.dumps(result, indent=1))
+    _publish(output_dir, final_dir)
     return result
 
 
