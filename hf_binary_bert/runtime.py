@@ -37,6 +37,7 @@ rounding of its threshold. tests/test_runtime.py bounds both; docs/inference.md 
 from __future__ import annotations
 
 import struct
+import threading
 
 import torch
 from transformers.modeling_outputs import BaseModelOutputWithPastAndCrossAttentions
@@ -173,7 +174,12 @@ def _layer_words(layer: torch.nn.Module, index: int, config, keep: list) -> list
 
 class EncoderRuntime:
     """The native runtime's plan for one `BinaryBertEncoder`: the int64 plan (encoder.h's layout), the tensors it
-    points into, and a grow-only work buffer.
+    points into, and a grow-only work buffer per calling thread.
+
+    Thread safety: the native call releases the GIL, so several Python threads may run one model at once. Each
+    thread gets its own work buffer (a shared one would be written by both calls, and grown — freed — under the
+    other), and building the plan is serialized by a lock; each call keeps the plan and the tensors it points into
+    alive until it returns.
 
     Args:
         encoder: the encoder (its `layer` list and `config`).
@@ -187,7 +193,15 @@ class EncoderRuntime:
         self._entries: list = []  # (owner dict, name, object) of every child module, parameter and buffer
         self._versions: tuple = ()
         self._valid = False
-        self._work = torch.empty(0, dtype=torch.float32)
+        self._local = threading.local()  # .work: this thread's grow-only work buffer
+        self._lock = threading.Lock()  # plan building
+
+    def _work(self, need: int) -> torch.Tensor:
+        """This thread's work buffer, grown to at least `need` floats."""
+        work = getattr(self._local, "work", None)
+        if work is None or work.numel() < need:
+            work = self._local.work = torch.empty(need, dtype=torch.float32)
+        return work
 
     def _snapshot(self) -> None:
         """Record the encoder's structure (every `_modules` / `_parameters` / `_buffers` entry) and tensor versions."""
@@ -219,7 +233,13 @@ class EncoderRuntime:
     def plan(self) -> torch.Tensor | None:
         """The current plan, rebuilt when the encoder changed; None when the model has no runtime path
         (`unsupported_reason` says why)."""
-        if not self._still_valid():
+        if self._still_valid():
+            return self._plan
+        with self._lock:
+            return self._build()
+
+    def _build(self) -> torch.Tensor | None:
+        if not self._still_valid():  # another thread may have built it while this one waited
             keep: list[torch.Tensor] = []
             try:
                 config = self.encoder.config
@@ -250,6 +270,7 @@ class EncoderRuntime:
             float32 [B, T, H]: the last layer's hidden states (0 at padding positions).
         """
         plan = self._plan if checked else self.plan()
+        keep = self._keep  # the tensors the plan points into, alive until this call returns
         if plan is None:
             raise ValueError(f"the native runtime cannot run this encoder: {self._reason}")
         batch, seq, hidden = hidden_states.shape
@@ -266,10 +287,10 @@ class EncoderRuntime:
         m, threads, layers = rows.shape[0], torch.get_num_threads(), len(self.encoder.layer)
         if m:
             need = ops._bitgemm.encoder_work_floats(plan.data_ptr(), layers, m, int(lengths.max()), threads)
-            if self._work.numel() < need:
-                self._work = torch.empty(need, dtype=torch.float32)
+            work = self._work(need)
             ops._bitgemm.encoder_forward(plan.data_ptr(), layers, rows.data_ptr(), m, cu.data_ptr(), batch,
-                                         self._work.data_ptr(), self._work.numel(), threads)
+                                         work.data_ptr(), work.numel(), threads)
+        del keep
         if index is None:
             return rows.view(batch, seq, hidden)
         out = hidden_states.new_zeros(batch * seq, hidden)
