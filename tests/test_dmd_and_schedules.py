@@ -1,5 +1,7 @@
 """Direction-matching distillation, two-stage distillation and the DistillationTrainer with a 1-1-1 student."""
 
+from copy import deepcopy
+
 import pytest
 import torch
 from distill_helpers import tiny_teacher, toy_dataset
@@ -79,11 +81,35 @@ def test_bibert_loss_is_dmd_plus_hidden_plus_prediction_and_each_is_logged(tmp_p
     teacher = tiny_teacher()
     student = BinaryBertForSequenceClassification.from_teacher(teacher, activation_bits=1, attention_type="bi_attention", embedding_bits=1)
     args = _args(tmp_path, max_steps=3, dmd_loss_weight=1.0, hidden_loss_weight=1.0, prediction_loss_weight=1.0)
-    trainer = DistillationTrainer(teacher_model=teacher, model=student, args=args, train_dataset=toy_dataset())
+    data = toy_dataset(n=8)  # one batch of 8: step 1 sees all of it (the loss is a mean over samples: order-free)
+    # ℓ_DMD of step 1 from the formula, independently: Q/K/V outputs by our own hooks on a copy of the student (its
+    # first training forward calibrates it on the same batch, as step 1 does), patterns by explicit loops
+    # (_reference_pattern), student layer l ↦ teacher layer l (2 and 2 layers), Σ over Q, K, V and layers of the
+    # mean over (sample, head) of ‖P_s − P_t‖_F
+    batch = {k: torch.tensor(data[k]) for k in ("input_ids", "attention_mask")}
+    states = {}
+
+    def record(model, tag):
+        return [getattr(layer.attention.self, t).register_forward_hook(
+            lambda m, a, out, key=(tag, t, i): states.__setitem__(key, out.detach()))
+            for i, layer in enumerate(model.bert.encoder.layer) for t in ("query", "key", "value")]
+
+    copy = deepcopy(student).train()
+    hooks = record(copy, "s") + record(teacher, "t")
+    with torch.no_grad():
+        copy(**batch)
+        teacher(**batch)
+    for h in hooks:
+        h.remove()
+    heads, mask = teacher.config.num_attention_heads, batch["attention_mask"]
+    expected = sum(float((_reference_pattern(states["s", t, i], heads, mask)
+                          - _reference_pattern(states["t", t, i], heads, mask)).flatten(2).norm(dim=-1).mean())
+                   for t in ("query", "key", "value") for i in range(2))
+    trainer = DistillationTrainer(teacher_model=teacher, model=student, args=args, train_dataset=data)
     trainer.train()
     log = trainer.state.log_history[0]
     assert log["loss"] == pytest.approx(log["loss_dmd"] + log["loss_hidden"] + log["loss_prediction"], rel=1e-4)
-    assert log["loss_dmd"] > 0
+    assert log["loss_dmd"] == pytest.approx(expected, rel=1e-4, abs=1e-6)  # logged rounded to 6 decimals
 
 
 def test_two_stage_runs_intermediate_losses_then_prediction_losses(tmp_path):

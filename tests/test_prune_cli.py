@@ -4,6 +4,7 @@ import json
 
 import pytest
 from conftest import DATA, tiny_bert_config
+from safetensors.torch import load_file
 from transformers import AutoTokenizer, BertForSequenceClassification
 
 from hf_binary_bert.cli import main
@@ -61,7 +62,13 @@ def test_prune_then_size_evaluate_and_distill_a_pruned_student(tmp_path, capsys,
     rows = json.loads((pruned / "comparison.json").read_text())
     assert [r["model"] for r in rows] == ["dense", "pruned"]
     log = json.loads((pruned / "prune_results.json").read_text())["log_history"][0]
-    assert log["loss_group_lasso"] > 0 and "loss_prediction" in log
+    # step 1 penalises the teacher's own weights (the pruned model starts as its copy): λ₁ = 1e-4 (the default) times
+    # the sum of the L2 norms of the rows of each layer's intermediate.dense (--prune-modules intermediate, K = 1)
+    weights = load_file(tiny_teacher_dir / "model.safetensors")
+    rows = [row for name, w in weights.items() if name.endswith("intermediate.dense.weight") for row in w]
+    assert len(rows) == 2 * 37
+    expected = 1e-4 * sum(float(row.double().pow(2).sum().sqrt()) for row in rows)
+    assert log["loss_group_lasso"] == pytest.approx(expected, abs=1e-6) and "loss_prediction" in log  # 6 decimals
 
     assert main(["size", str(pruned)]) == 0
     assert f"| 1 | 4/4 | {widths[1]}/37 |" in capsys.readouterr().out

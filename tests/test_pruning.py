@@ -268,9 +268,15 @@ def test_fine_tuning_logs_the_penalty_and_prunes_at_the_end(tmp_path):
     trainer = BlockPruningTrainer(model=model, args=_args(tmp_path), train_dataset=toy_dataset(), pruning=config)
     with torch.no_grad():  # some groups certainly under ε: they must be gone after train()
         model.bert.encoder.layer[0].intermediate.dense.weight[:5] *= 1e-3
+    # step 1's penalty on these weights, from the formula: λ₁ Σ over the six encoder Linears of every layer of the
+    # L2 norms of their rows (K = 1, row groups), each norm by hand as √(Σ w²)
+    linears = [m for layer in model.bert.encoder.layer
+               for m in (layer.attention.self.query, layer.attention.self.key, layer.attention.self.value,
+                         layer.attention.output.dense, layer.intermediate.dense, layer.output.dense)]
+    expected = 1e-3 * sum(float(row.double().pow(2).sum().sqrt()) for m in linears for row in m.weight.detach())
     trainer.train()
     log = trainer.state.log_history[0]
-    assert log["loss_group_lasso"] > 0 and "loss_binarizing" in log
+    assert log["loss_group_lasso"] == pytest.approx(expected, abs=1e-6) and "loss_binarizing" in log  # 6 decimals
     assert trainer.pruned_sizes["layer_intermediate_sizes"][0] <= 32
     assert model.config.layer_intermediate_sizes == trainer.pruned_sizes["layer_intermediate_sizes"]
     assert model.bert.encoder.layer[0].intermediate.dense.out_features == model.config.layer_intermediate_sizes[0]

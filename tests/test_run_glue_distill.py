@@ -56,7 +56,9 @@ def test_sst2_w1a1_train_eval_packed_checkpoint_and_flops(script, teacher, tmp_p
     assert train["train_samples"] == 32
     assert json.loads((out / "trainer_state.json").read_text())["global_step"] == 2
     flops = json.loads((out / "flops.json").read_text())
-    assert flops["seq_len"] == 128 and flops["binary_ops"] > 0
+    # W1A1, hidden 32, FFN 37, 2 layers, T = 128, by hand: per layer the six Linears 2·T·(4·32·32 + 2·32·37) =
+    # 1 654 784 and the two attention matmuls 2·(2·T²·32)·1·1 = 2 097 152 bit operations
+    assert flops["seq_len"] == 128 and flops["binary_ops"] == 2 * (1_654_784 + 2_097_152) == 7_503_872
     assert flops["flops"] < flops["teacher_flops"]
     assert flops["packed_size_mb"]["total"] < flops["teacher_size_mb"]
     assert results["eval"]["eval_accuracy"] == evaluation["eval_accuracy"]
