@@ -11,9 +11,9 @@ from conftest import tiny_config
 from hf_binary_bert import BinaryBertForSequenceClassification, kernels
 
 THREADS, CALLS = 4, 6
-SCHEMES = {"W1A1-elastic": dict(activation_bits=1, activation_quantizer="elastic"),
-           "W1A8-elastic": dict(activation_bits=8, activation_quantizer="elastic"),
-           "W1A1-bi_attention": dict(activation_bits=1, attention_type="bi_attention")}
+SCHEMES = {"W1A1-elastic": {"activation_bits": 1, "activation_quantizer": "elastic"},
+           "W1A8-elastic": {"activation_bits": 8, "activation_quantizer": "elastic"},
+           "W1A1-bi_attention": {"activation_bits": 1, "attention_type": "bi_attention"}}
 
 
 def _model(scheme):
