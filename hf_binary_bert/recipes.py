@@ -297,16 +297,27 @@ def _resume_checkpoint(options: TrainingOptions, work_dir: str) -> str | None:
 
 
 def _publish(work_dir: str, output_dir: str) -> None:
-    """Rename the finished working folder to `output_dir` (replacing a previous `output_dir` only after the new one
-    is complete)."""
+    """Move the finished working folder to `output_dir`: one rename when `output_dir` is absent or empty; into an
+    existing folder (which may hold the user's other files) entry by entry, each entry replaced by one rename, the
+    model's config and weights last, so that a complete config never sits beside old or missing weights."""
     output_dir = os.path.normpath(output_dir)
-    old = None
-    if os.path.exists(output_dir):
-        old = f"{output_dir}.old-{os.getpid()}"
-        os.rename(output_dir, old)
-    os.rename(work_dir, output_dir)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+    if not os.path.isdir(output_dir) or not os.listdir(output_dir):
+        if os.path.isdir(output_dir):
+            os.rmdir(output_dir)
+        os.rename(work_dir, output_dir)
+        return
+    last = ("config.json",)
+    names = sorted(os.listdir(work_dir), key=lambda n: (n in last, n.endswith(".safetensors"), n))
+    for name in names:
+        src, dst = os.path.join(work_dir, name), os.path.join(output_dir, name)
+        if os.path.isdir(dst) and not os.path.islink(dst):
+            old = f"{dst}.old-{os.getpid()}"
+            os.rename(dst, old)
+            os.rename(src, dst)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(src, dst)
+    shutil.rmtree(work_dir, ignore_errors=True)
 
 
 def _train_and_record(trainer, output_dir: str, save, results_name: str, evaluate: bool,

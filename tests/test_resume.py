@@ -5,6 +5,7 @@ import os
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -86,3 +87,30 @@ def test_bad_resume_arguments_name_the_flag(tmp_path, teacher, capsys):
     assert main(_args(teacher, out)[:-6] + ["--save-steps", "0", "--no-latency"]) == 2
     assert "--save-steps" in capsys.readouterr().err
     assert not out.exists() and not (tmp_path / "out.partial").exists()
+
+
+def test_publish_renames_into_a_missing_or_empty_folder_and_keeps_other_files(tmp_path):
+    from hf_binary_bert.recipes import _publish, partial_dir
+
+    for existing in (None, []):
+        out = tmp_path / f"out{existing is None}"
+        if existing is not None:
+            out.mkdir()
+        work = partial_dir(out)
+        os.makedirs(os.path.join(work, "checkpoint-2"))
+        Path(work, "model.safetensors").write_text("new")
+        _publish(work, str(out))
+        assert not os.path.exists(work) and (out / "model.safetensors").read_text() == "new"
+        assert (out / "checkpoint-2").is_dir()
+    out = tmp_path / "mine"  # a folder with the user's own files and an older model
+    (out / "checkpoint-2").mkdir(parents=True)
+    (out / "checkpoint-2" / "stale").write_text("old")
+    (out / "notes.txt").write_text("keep")
+    (out / "model.safetensors").write_text("old")
+    work = partial_dir(out)
+    os.makedirs(os.path.join(work, "checkpoint-2"))
+    Path(work, "model.safetensors").write_text("new")
+    _publish(work, str(out))
+    assert (out / "notes.txt").read_text() == "keep" and (out / "model.safetensors").read_text() == "new"
+    assert os.listdir(out / "checkpoint-2") == [] and not os.path.exists(work)
+    assert sorted(os.listdir(tmp_path / "mine")) == ["checkpoint-2", "model.safetensors", "notes.txt"]
