@@ -68,6 +68,11 @@ class GlueTask:
         label_names (`tuple[str, ...]`): class names in label-id order (the Hub `ClassLabel` names); empty for STS-B.
             Used to read TSV files whose labels are written as words (e.g. `entailment`).
         train_file / validation_file (`str`): file names of the splits inside a GLUE task folder.
+        extra_validation_files: `(split name, file name)` of further dev sets read when present (MNLI mismatched).
+        release_columns: `(column in the GLUE release file, column here)`, as transformers' legacy GLUE processors
+            (`transformers/data/processors/glue.py`) read them: e.g. MRPC `#1 String` → `sentence1`, `Quality` →
+            `label`; used when a file lacks the column here.
+        headerless_columns: column names of a release file without a header line (CoLA).
     """
 
     name: str
@@ -79,11 +84,24 @@ class GlueTask:
     label_names: tuple[str, ...] = ()
     train_file: str = "train.tsv"
     validation_file: str = "dev.tsv"
+    extra_validation_files: tuple[tuple[str, str], ...] = ()
+    release_columns: tuple[tuple[str, str], ...] = ()
+    headerless_columns: tuple[str, ...] = ()
 
     @property
     def is_regression(self) -> bool:
         """True for STS-B (one float target per pair), False for the classification tasks."""
         return self.num_labels == 1
+
+    @property
+    def id2label(self) -> dict[int, str]:
+        """Class id → name for a model's config (`{0: "negative", 1: "positive"}`); STS-B: `{0: "score"}`."""
+        return dict(enumerate(self.label_names)) if self.label_names else {0: "score"}
+
+    @property
+    def label2id(self) -> dict[str, int]:
+        """Name → class id, the inverse of [`id2label`]."""
+        return {name: i for i, name in self.id2label.items()}
 
 
 def _task(name, text_fields, metrics, label_names=(), **kwargs) -> GlueTask:
@@ -102,17 +120,37 @@ def _task(name, text_fields, metrics, label_names=(), **kwargs) -> GlueTask:
 GLUE_TASKS: dict[str, GlueTask] = {
     t.name: t
     for t in (
-        _task("cola", ("sentence", None), ("matthews_correlation",), ("unacceptable", "acceptable")),
+        _task(
+            "cola",
+            ("sentence", None),
+            ("matthews_correlation",),
+            ("unacceptable", "acceptable"),
+            headerless_columns=("source", "label", "original_label", "sentence"),
+        ),
         _task("sst2", ("sentence", None), ("accuracy",), ("negative", "positive")),
-        _task("mrpc", ("sentence1", "sentence2"), ("accuracy", "f1"), ("not_equivalent", "equivalent")),
-        _task("stsb", ("sentence1", "sentence2"), ("pearson", "spearmanr")),
-        _task("qqp", ("question1", "question2"), ("accuracy", "f1"), ("not_duplicate", "duplicate")),
+        _task(
+            "mrpc",
+            ("sentence1", "sentence2"),
+            ("accuracy", "f1"),
+            ("not_equivalent", "equivalent"),
+            release_columns=(("#1 String", "sentence1"), ("#2 String", "sentence2"), ("Quality", "label")),
+        ),
+        _task("stsb", ("sentence1", "sentence2"), ("pearson", "spearmanr"), release_columns=(("score", "label"),)),
+        _task(
+            "qqp",
+            ("question1", "question2"),
+            ("accuracy", "f1"),
+            ("not_duplicate", "duplicate"),
+            release_columns=(("is_duplicate", "label"),),
+        ),
         _task(
             "mnli",
             ("premise", "hypothesis"),
             ("accuracy",),
             ("entailment", "neutral", "contradiction"),
             validation_file="dev_matched.tsv",
+            extra_validation_files=(("validation_mismatched", "dev_mismatched.tsv"),),
+            release_columns=(("sentence1", "premise"), ("sentence2", "hypothesis"), ("gold_label", "label")),
         ),
         _task("qnli", ("question", "sentence"), ("accuracy",), ("entailment", "not_entailment")),
         _task("rte", ("sentence1", "sentence2"), ("accuracy",), ("entailment", "not_entailment")),
@@ -160,7 +198,7 @@ def tsv_quoting(path: PathLike) -> int:
     return csv.QUOTE_MINIMAL if quoted else csv.QUOTE_NONE
 
 
-def _read_table(path: PathLike, quoting: int | None = None) -> datasets.Dataset:
+def _read_table(path: PathLike, quoting: int | None = None, task: GlueTask | None = None) -> datasets.Dataset:
     """One GLUE split file as a `Dataset`: `.csv` with the CSV reader, anything else as TSV with `quoting` (default:
     [`tsv_quoting`] of the file).
 
@@ -172,11 +210,23 @@ def _read_table(path: PathLike, quoting: int | None = None) -> datasets.Dataset:
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"GLUE data file not found: {path}")
+    if path.endswith((".json", ".jsonl")):
+        return datasets.load_dataset("json", data_files={"split": path})["split"]
     if path.endswith(".csv"):
         reader_kwargs = {}
     else:
         reader_kwargs = {"delimiter": "\t", "quoting": tsv_quoting(path) if quoting is None else quoting}
+        if task is not None and task.headerless_columns and _is_headerless(path, task):
+            reader_kwargs["column_names"] = list(task.headerless_columns)
     return datasets.load_dataset("csv", data_files={"split": path}, keep_default_na=False, **reader_kwargs)["split"]
+
+
+def _is_headerless(path: str, task: GlueTask) -> bool:
+    """True when the first line of `path` is a row of the headerless release format (CoLA: its fields do not name the
+    task's text column and there are as many as `task.headerless_columns`)."""
+    with open(path, encoding="utf-8") as f:
+        first = f.readline().rstrip("\r\n").split("\t")
+    return len(first) == len(task.headerless_columns) and task.text_fields[0] not in first
 
 
 def select_glue_columns(
@@ -192,10 +242,20 @@ def select_glue_columns(
         ValueError: a text field or `label` is missing, or a label is not in `label_ids` / `task.label_names`.
     """
     keep = [f for f in task.text_fields if f is not None] + ["label"]
+    renames = {
+        release: ours
+        for release, ours in task.release_columns
+        if ours not in dataset.column_names and release in dataset.column_names
+    }
+    if renames:  # a GLUE release file (MRPC's MSR format, STS-B `score`, QQP `is_duplicate`, MNLI `gold_label`)
+        dataset = dataset.remove_columns([c for c in renames.values() if c in dataset.column_names])
+        dataset = dataset.rename_columns(renames)
     for column in keep:
         if column not in dataset.column_names:
+            release = [r for r, ours in task.release_columns if ours == column]
+            alias = f" or {release[0]!r} (GLUE release)" if release else ""
             raise ValueError(
-                f"{source} has no column {column!r}, needed by GLUE task {task.name!r} "
+                f"{source} has no column {column!r}{alias}, needed by GLUE task {task.name!r} "
                 f"(expected columns {keep}, found {dataset.column_names})."
             )
     dataset = dataset.remove_columns([c for c in dataset.column_names if c not in keep])
@@ -231,10 +291,13 @@ def load_glue(
     From files when `data_dir`, `train_file` or `validation_file` is given: the task's standard file names inside
     `data_dir` (`train.tsv`, `dev.tsv`; MNLI `dev_matched.tsv`), or the explicit files (which take precedence). A split
     with no file (only `validation_file` given, no `data_dir`) is left out. Files are read with
-    `datasets.load_dataset("csv", ...)`: `.csv` files as CSV, others as TSV with `quoting` (a `csv.QUOTE_*`
+    `datasets.load_dataset("csv", ...)`: `.json`/`.jsonl` files as JSON lines, `.csv` files as CSV, others as TSV with `quoting` (a `csv.QUOTE_*`
     constant); by default each TSV gets [`tsv_quoting`]: `csv.QUOTE_NONE` (as transformers' GLUE processors, for the
     raw GLUE release) unless the file is CSV-quoted. The header must name the task's text fields (see
-    [`GLUE_TASKS`]) and `label` (ids, or class names such as `entailment`).
+    [`GLUE_TASKS`]) and `label` (ids, or class names such as `entailment`), or be the GLUE release's own file,
+    read by column as transformers' legacy GLUE processors do: MRPC's MSR paraphrase format (`Quality`, `#1 String`,
+    `#2 String`), STS-B `score`, QQP `is_duplicate`, MNLI `sentence1` / `sentence2` / `gold_label` (and
+    `dev_mismatched.tsv` as split `"validation_mismatched"` when present), CoLA without a header line.
 
     Otherwise from the Hub: `datasets.load_dataset(dataset_name or "nyu-mll/glue", task.hub_config)` (MNLI's
     `validation_matched` becomes `"validation"`).
@@ -251,6 +314,8 @@ def load_glue(
         hub = datasets.load_dataset(dataset_name or "nyu-mll/glue", task.hub_config)
         validation_split = "validation_matched" if task.name == "mnli" else "validation"
         splits = {"train": hub["train"], "validation": hub[validation_split]}
+        if "validation_mismatched" in hub and task.name == "mnli":
+            splits["validation_mismatched"] = hub["validation_mismatched"]
         source = f"{dataset_name or 'nyu-mll/glue'} ({task.hub_config})"
         return datasets.DatasetDict(
             {name: select_glue_columns(split, task, f"{source} split {name!r}") for name, split in splits.items()}
@@ -260,9 +325,13 @@ def load_glue(
         "train": train_file if train_file is not None else _join(data_dir, task.train_file),
         "validation": validation_file if validation_file is not None else _join(data_dir, task.validation_file),
     }
+    if data_dir is not None and validation_file is None:
+        for split, file_name in task.extra_validation_files:  # MNLI dev_mismatched.tsv, when the folder has it
+            if os.path.isfile(os.path.join(data_dir, file_name)):
+                files[split] = os.path.join(data_dir, file_name)
     return datasets.DatasetDict(
         {
-            name: select_glue_columns(_read_table(path, quoting), task, os.fspath(path))
+            name: select_glue_columns(_read_table(path, quoting, task), task, os.fspath(path))
             for name, path in files.items()
             if path is not None
         }

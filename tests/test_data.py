@@ -198,7 +198,7 @@ def test_load_glue_from_hub_uses_nyu_glue(monkeypatch):
     monkeypatch.setattr(data_module.datasets, "load_dataset", fake_load_dataset)
     mnli = load_glue("MNLI")
     assert calls == [("nyu-mll/glue", "mnli")]
-    assert set(mnli) == {"train", "validation"}
+    assert set(mnli) == {"train", "validation", "validation_mismatched"}  # matched and mismatched dev sets
     assert mnli["validation"].column_names == ["premise", "hypothesis", "label"]
     load_glue("mnli", dataset_name="my/glue-copy")
     assert calls[-1] == ("my/glue-copy", "mnli")
