@@ -97,6 +97,20 @@ class TaskData:
     num_labels: int | None
 
 
+def task_label_config(task: str) -> dict:
+    """`{"id2label", "label2id"}` with a GLUE task's label names (SST-2 negative/positive, RTE entailment/
+    not_entailment, …), for a model's config, so that pipelines print names instead of `LABEL_0`; `{}` for `mlm`."""
+    if task == "mlm":
+        return {}
+    glue = get_glue_task(task)
+    return {"id2label": glue.id2label, "label2id": glue.label2id}
+
+
+def _has_default_labels(config) -> bool:
+    """True when `config.id2label` holds only transformers' placeholders `LABEL_0`, `LABEL_1`, …"""
+    return all(name == f"LABEL_{i}" for i, name in config.id2label.items())
+
+
 def default_glue_dir(task: str) -> str | None:
     """`data/glue/<GLUE name>` under the working directory when it exists (the repository ships SST-2 and RTE)."""
     folder = Path("data/glue") / GLUE_DIRS[get_glue_task(task).name]
@@ -354,7 +368,8 @@ def finetune(model: str, task: str, output_dir: str, *, evaluate: bool = True, *
     if task == "mlm":
         teacher = BertForMaskedLM.from_pretrained(path, dtype=torch.float32)
     else:
-        teacher = BertForSequenceClassification.from_pretrained(path, dtype=torch.float32, num_labels=data.num_labels)
+        teacher = BertForSequenceClassification.from_pretrained(path, dtype=torch.float32, num_labels=data.num_labels,
+                                                                **task_label_config(task))
     args = _training_arguments(TrainingArguments, work_dir, options, 5e-5, extra)
     trainer = Trainer(model=teacher, args=args, train_dataset=data.train, eval_dataset=data.eval,
                       data_collator=data.collator, compute_metrics=data.compute_metrics,
@@ -445,6 +460,8 @@ def distill(
     teacher_model = pruned_class(teacher_cls).from_pretrained(path, dtype=torch.float32)  # a pruned teacher too
     if data.num_labels is not None and teacher_model.config.num_labels != data.num_labels:
         raise ValueError(f"teacher {teacher!r} has {teacher_model.config.num_labels} labels, task {task!r} has {data.num_labels}: fine-tune it first")
+    if task != "mlm" and _has_default_labels(teacher_model.config):  # the student (from_teacher) inherits the names
+        teacher_model.config.update(task_label_config(task))
     binarization = dict(binarization or {})
     if not stage_bits:
         stages = [(output_dir, binarization)]
