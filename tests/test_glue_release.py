@@ -78,14 +78,14 @@ RELEASE = {
     "mnli": (
         {
             name: [
-                "index\tpromptID\tpairID\tgenre\tsentence1_binary_parse\tsentence2_binary_parse\tsentence1_parse"
-                "\tsentence2_parse\tsentence1\tsentence2\tlabel1\tgold_label",
-                f"0\t31193\t31193n\tgovernment\t( ( x ) )\t( ( y ) )\t(ROOT x)\t(ROOT y)\tConceptually cream {name}."
-                "\tProduct and geography are what make cream skimming work. \tneutral\tneutral",
-                f"1\t101457\t101457e\ttelephone\t( x )\t( y )\t(ROOT x)\t(ROOT y)\tyou know {name}\tYou lose the things.\t"
-                "entailment\tentailment",
-                f"2\t134793\t134793c\tfiction\t( x )\t( y )\t(ROOT x)\t(ROOT y)\tOne of {name}\tA member of my team.\t"
-                "contradiction\tcontradiction",
+                ("index\tpromptID\tpairID\tgenre\tsentence1_binary_parse\tsentence2_binary_parse\tsentence1_parse"
+                "\tsentence2_parse\tsentence1\tsentence2\tlabel1\tgold_label"),
+                (f"0\t31193\t31193n\tgovernment\t( ( x ) )\t( ( y ) )\t(ROOT x)\t(ROOT y)\tConceptually cream {name}."
+                "\tProduct and geography are what make cream skimming work. \tneutral\tneutral"),
+                (f"1\t101457\t101457e\ttelephone\t( x )\t( y )\t(ROOT x)\t(ROOT y)\tyou know {name}\tYou lose the things.\t"
+                "entailment\tentailment"),
+                (f"2\t134793\t134793c\tfiction\t( x )\t( y )\t(ROOT x)\t(ROOT y)\tOne of {name}\tA member of my team.\t"
+                "contradiction\tcontradiction"),
             ]
             for name in ("train.tsv", "dev_matched.tsv", "dev_mismatched.tsv")
         },
