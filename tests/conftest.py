@@ -40,6 +40,18 @@ def tiny_bert_config(**kwargs):
     return BertConfig(**{**TINY, **kwargs})
 
 
+def save_tiny_sst2_teacher(path):
+    """Save a tiny random BERT classifier (2 labels, `tiny_bert_config` geometry) with the real uncased tokenizer to
+    `path` (a teacher for the command-line and script tests); returns `path`."""
+    from transformers import AutoTokenizer, BertForSequenceClassification
+
+    tokenizer = AutoTokenizer.from_pretrained(DATA / "tokenizer/bert-base-uncased")
+    config = tiny_bert_config(vocab_size=tokenizer.vocab_size, max_position_embeddings=128, num_labels=2)
+    BertForSequenceClassification(config).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
 @pytest.fixture
 def input_ids():
     return torch.randint(1, 99, (3, 11), generator=torch.Generator().manual_seed(0))

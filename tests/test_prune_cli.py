@@ -3,9 +3,8 @@
 import json
 
 import pytest
-from conftest import DATA, tiny_bert_config
+from conftest import DATA, save_tiny_sst2_teacher
 from safetensors.torch import load_file
-from transformers import AutoTokenizer, BertForSequenceClassification
 
 from hf_binary_bert.cli import main
 
@@ -18,12 +17,7 @@ def tiny_teacher_dir(tmp_path_factory):
     import torch
 
     torch.manual_seed(0)
-    root = tmp_path_factory.mktemp("teacher")
-    tokenizer = AutoTokenizer.from_pretrained(DATA / "tokenizer/bert-base-uncased")
-    config = tiny_bert_config(vocab_size=tokenizer.vocab_size, max_position_embeddings=128, num_labels=2)
-    BertForSequenceClassification(config).save_pretrained(root)
-    tokenizer.save_pretrained(root)
-    return root
+    return save_tiny_sst2_teacher(tmp_path_factory.mktemp("teacher"))
 
 
 def _error_line(capsys, code, *needles):

@@ -6,9 +6,9 @@ import json
 import sys
 
 import pytest
-from conftest import DATA, REPO, tiny_bert_config
+from conftest import DATA, REPO, save_tiny_sst2_teacher
 from huggingface_hub import ModelCard
-from transformers import AutoModelForSequenceClassification, AutoTokenizer, BertForSequenceClassification
+from transformers import AutoModelForSequenceClassification
 
 import hf_binary_bert  # noqa: F401  (registers binary_bert with the Auto classes)
 
@@ -31,12 +31,7 @@ def script():
 @pytest.fixture(scope="module")
 def teacher(tmp_path_factory):
     """A tiny random SST-2 BERT classifier with the real uncased tokenizer."""
-    path = tmp_path_factory.mktemp("teacher")
-    tokenizer = AutoTokenizer.from_pretrained(DATA / "tokenizer/bert-base-uncased")
-    config = tiny_bert_config(vocab_size=tokenizer.vocab_size, max_position_embeddings=128, num_labels=2)
-    BertForSequenceClassification(config).save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return path
+    return save_tiny_sst2_teacher(tmp_path_factory.mktemp("teacher"))
 
 
 def test_sst2_w1a1_train_eval_packed_checkpoint_and_flops(script, teacher, tmp_path, capsys):
