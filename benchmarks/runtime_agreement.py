@@ -23,7 +23,7 @@ from markdown_output import write_markdown  # benchmarks/, on sys.path as the sc
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 import hf_binary_bert  # noqa: F401  (registers binary_bert with the Auto classes)
-from hf_binary_bert.kernels import get_isa, ops
+from hf_binary_bert.kernels import get_isa
 
 
 def read_sst2(path, limit):
@@ -46,7 +46,6 @@ def layer_flips(model, batches):
     quantizer differs between the native hidden states after l+1 layers and the eager ones."""
     encoder = model.bert.encoder
     runtime = encoder.runtime()
-    plan = runtime.plan()
     layers = len(encoder.layer)
     flips, counts = torch.zeros(layers - 1), torch.zeros(layers - 1)
     model.set_inference_kernel("eager")  # (float_activations as set by the caller)
@@ -54,20 +53,12 @@ def layer_flips(model, batches):
         for batch in batches:
             eager = model.bert(**batch, output_hidden_states=True).hidden_states  # (embeddings, layer 1, …)
             valid = batch["attention_mask"].bool()
-            rows = eager[0][valid].contiguous()
-            lengths = valid.sum(1)
-            cu = torch.zeros(len(lengths) + 1, dtype=torch.int64)
-            torch.cumsum(lengths, 0, out=cu[1:])
-            work = torch.empty(ops._bitgemm.encoder_work_floats(plan.data_ptr(), layers, rows.shape[0],
-                                                                int(lengths.max()), torch.get_num_threads()))
             for upto in range(1, layers):
-                x = rows.clone()
-                ops._bitgemm.encoder_forward(plan.data_ptr(), upto, x.data_ptr(), x.shape[0], cu.data_ptr(),
-                                             len(lengths), work.data_ptr(), work.numel(), torch.get_num_threads())
+                native = runtime.forward(eager[0], valid, layers=upto)[valid]
                 quantizer = encoder.layer[upto].attention.self.query.input_quantizer
                 shift = quantizer.shift.detach() if hasattr(quantizer, "shift") else 0.0
                 step = quantizer._inference_step(torch.float32) if quantizer.has_step else 1.0
-                native_bits = (x - shift) / step >= 0
+                native_bits = (native - shift) / step >= 0
                 eager_bits = (eager[upto][valid] - shift) / step >= 0
                 flips[upto - 1] += (native_bits != eager_bits).sum()
                 counts[upto - 1] += native_bits.numel()

@@ -258,16 +258,21 @@ class EncoderRuntime:
         return self._reason
 
     @torch.no_grad()
-    def forward(self, hidden_states: torch.Tensor, valid: torch.Tensor | None, *, checked: bool = False) -> torch.Tensor:
-        """Run every layer natively.
+    def forward(self, hidden_states: torch.Tensor, valid: torch.Tensor | None, *, checked: bool = False,
+                layers: int | None = None) -> torch.Tensor:
+        """Run every layer (or the first `layers`) natively.
 
         Args:
             hidden_states: float32 [B, T, H], the embeddings' output.
             valid: bool [B, T], True for real tokens (None: all).
             checked: the caller has just called `plan()` (skips checking the encoder again).
+            layers: run only the first `layers` layers (default: all), e.g. to compare per layer with the eager path.
 
         Returns:
-            float32 [B, T, H]: the last layer's hidden states (0 at padding positions).
+            float32 [B, T, H]: the hidden states after the last layer run (0 at padding positions).
+
+        Raises:
+            ValueError: when the encoder has no runtime path, or `layers` is not in 1 … number of layers.
         """
         plan = self._plan if checked else self.plan()
         keep = self._keep  # the tensors the plan points into, alive until this call returns
@@ -284,7 +289,11 @@ class EncoderRuntime:
             lengths = valid.sum(1, dtype=torch.int64)
         cu = torch.zeros(batch + 1, dtype=torch.int64)
         torch.cumsum(lengths, 0, out=cu[1:])
-        m, threads, layers = rows.shape[0], torch.get_num_threads(), len(self.encoder.layer)
+        total = len(self.encoder.layer)
+        layers = total if layers is None else layers
+        if not 1 <= layers <= total:
+            raise ValueError(f"layers must be in 1 … {total}, got {layers}")
+        m, threads = rows.shape[0], torch.get_num_threads()
         if m:
             need = ops._bitgemm.encoder_work_floats(plan.data_ptr(), layers, m, int(lengths.max()), threads)
             work = self._work(need)
