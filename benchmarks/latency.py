@@ -1,6 +1,9 @@
 """CPU latency and memory of the binarized BERT against the usual CPU baselines, in one process.
 
-For each model head (`encoder` = `BertModel`-style, `mlm` = `...ForMaskedLM`) and each batch size it times one forward
+For each model head (`encoder` = `BertModel`-style, `mlm` = `...ForMaskedLM`; `mlm-masked` = the same masked-LM models
+where ours compute the vocabulary logits at one masked position per sequence only, `logits_positions` as the
+`BinaryBertFillMaskPipeline` passes them, while the baselines compute every position as transformers' fill-mask
+pipeline and exported graphs do) and each batch size it times one forward
 pass (token ids of length `--seq-len`, attention mask of ones) of these variants:
 
     torch-fp32            transformers `BertModel` / `BertForMaskedLM`, eval, sdpa attention
@@ -178,8 +181,15 @@ def load(variant, head, path, threads):
         if OURS[variant][3] is not None:
             args, kwargs = OURS[variant][3]
             model.set_inference_kernel(*args, **kwargs)
-        if head == "mlm" and variant != "ours-W1A1-reference":
+        if head in ("mlm", "mlm-masked") and variant != "ours-W1A1-reference":
             model.set_inference_kernel(mlm_head="int8")  # the 30k-vocabulary decoder on the int8 kernel
+        if head == "mlm-masked":
+            def forward_masked(ids, mask):  # one [MASK] per sequence, in the middle
+                positions = torch.zeros(ids.shape, dtype=torch.bool)
+                positions[:, ids.shape[1] // 2] = True
+                return model(input_ids=ids, attention_mask=mask, logits_positions=positions)
+
+            return forward_masked
         return lambda ids, mask: model(input_ids=ids, attention_mask=mask)
     model = torch_classes(head).from_pretrained(path, attn_implementation="sdpa").eval()
     if variant == "torch-bf16-autocast":
@@ -423,7 +433,7 @@ def main(argv=None):
         except ValueError:
             parser.error(f"bad shape {shape!r}: use BxT or BxTm, e.g. 8x128m")
     seq_len = max(parse_shape(shape)[1] for shape in shapes)
-    unknown = [h for h in heads if h not in ("encoder", "mlm")] + [v for v in variants if v not in VARIANTS]
+    unknown = [h for h in heads if h not in ("encoder", "mlm", "mlm-masked")] + [v for v in variants if v not in VARIANTS]
     if unknown:
         parser.error(f"unknown heads/variants: {unknown}; variants are {VARIANTS}")
     torch.set_num_threads(args.threads)
@@ -450,9 +460,9 @@ def main(argv=None):
     latency, memory = [], []
     with tempfile.TemporaryDirectory(prefix="hf_binary_bert_bench_") as folder:
         for head in heads:
-            artifacts = build_artifacts(variants, head, geo, seq_len, folder)
+            artifacts = build_artifacts(variants, "mlm" if head == "mlm-masked" else head, geo, seq_len, folder)
             latency += time_head(head, variants, artifacts, shapes, geo, args)
-            if not args.skip_memory:
+            if not args.skip_memory and head != "mlm-masked":  # the same models as the mlm head
                 for variant in variants:
                     path = artifacts[artifact_key(variant)]
                     result = {"skipped": skip_reason(path)} if isinstance(path, Exception) else \

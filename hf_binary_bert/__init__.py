@@ -47,11 +47,16 @@ def __getattr__(name):
         from . import distillation
 
         return getattr(distillation, name)
+    if name == "BinaryBertFillMaskPipeline":  # transformers' pipelines stack, likewise on first use
+        from .fill_mask import BinaryBertFillMaskPipeline
+
+        return BinaryBertFillMaskPipeline
     raise AttributeError(f"module 'hf_binary_bert' has no attribute {name!r}")
 
 
 __all__ = [
     "ActivationQuantizer",
+    "BinaryBertFillMaskPipeline",
     "BinaryEmbedding",
     "Calibration",
     "NotCalibratedError",

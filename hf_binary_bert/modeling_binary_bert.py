@@ -23,6 +23,7 @@ from transformers import (
     PreTrainedModel,
 )
 from transformers import initialization as init
+from transformers.modeling_outputs import MaskedLMOutput
 
 from . import attention as _attention  # noqa: F401  (registers the quantized attention functions)
 from .binarization import (
@@ -514,6 +515,45 @@ class BinaryBertForMaskedLM(BinaryBertPreTrainedModel, BertForMaskedLM):
         BertForMaskedLM.__init__(self, config)
         self._binarize()
         self.post_init()
+
+    def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, position_ids=None, inputs_embeds=None,
+                encoder_hidden_states=None, encoder_attention_mask=None, labels=None,
+                logits_positions: torch.Tensor | None = None, **kwargs) -> MaskedLMOutput:
+        """`BertForMaskedLM.forward`, plus `logits_positions` to compute the vocabulary logits (the largest GEMM of
+        a small BERT: hidden × vocabulary per position) only where they are needed, such as the masked tokens of the
+        fill-mask pipeline (`hf_binary_bert.BinaryBertFillMaskPipeline` passes them).
+
+        Args:
+            logits_positions: bool [batch, seq]: the positions to predict; None: every position (as `BertForMaskedLM`).
+                With it, `logits` is [n, vocab] for the n True positions in row-major order (as
+                `logits_positions.nonzero()` lists them), and `labels` (if given) are read at those positions only.
+
+        Raises:
+            ValueError: when `logits_positions` is not a bool tensor of the inputs' [batch, seq] shape.
+        """
+        if logits_positions is None:
+            return super().forward(input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids,
+                                   position_ids=position_ids, inputs_embeds=inputs_embeds,
+                                   encoder_hidden_states=encoder_hidden_states,
+                                   encoder_attention_mask=encoder_attention_mask, labels=labels, **kwargs)
+        shape = tuple(input_ids.shape if input_ids is not None else inputs_embeds.shape[:2])
+        if not isinstance(logits_positions, torch.Tensor) or logits_positions.dtype != torch.bool \
+                or tuple(logits_positions.shape) != shape:
+            got = (f"{logits_positions.dtype} {tuple(logits_positions.shape)}" if isinstance(logits_positions, torch.Tensor)
+                   else type(logits_positions).__name__)
+            raise ValueError(f"logits_positions must be a bool tensor of shape {shape} (batch, seq), got {got}")
+        return_dict = kwargs.pop("return_dict", None)
+        outputs = self.bert(input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids,
+                            position_ids=position_ids, inputs_embeds=inputs_embeds,
+                            encoder_hidden_states=encoder_hidden_states, encoder_attention_mask=encoder_attention_mask,
+                            return_dict=True, **kwargs)
+        logits = self.cls(outputs[0][logits_positions.to(outputs[0].device)])  # [n, vocab]
+        loss = None
+        if labels is not None:
+            loss = torch.nn.functional.cross_entropy(logits, labels[logits_positions].to(logits.device))
+        output = MaskedLMOutput(loss=loss, logits=logits, hidden_states=outputs.hidden_states,
+                                attentions=outputs.attentions)
+        return output.to_tuple() if return_dict is False else output
 
 
 class BinaryBertForSequenceClassification(BinaryBertPreTrainedModel, BertForSequenceClassification):
