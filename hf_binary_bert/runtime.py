@@ -32,6 +32,9 @@ Agreement with the eager path: the binarized Linears are the same kernels on the
 GELU are computed in native float32 code (GELU by the same erf formula as PyTorch's CPU kernel), so values differ
 from the eager path by float rounding, and a quantizer downstream may flip a sign where an input sits within that
 rounding of its threshold. tests/test_runtime.py bounds both; docs/inference.md reports them on trained models.
+Where a GELU feeds a 1-bit sign quantizer (the output Linear of W1A1 models), it is not computed at all: the
+quantizer's β becomes two thresholds per channel on the GELU's input (`gelu_sign_thresholds`, found with PyTorch's
+own `F.gelu`), which gives the eager path's bits exactly.
 """
 
 from __future__ import annotations
@@ -60,6 +63,8 @@ LINEAR_OFFSET = QUANT_OFFSET + 4 * QUANT_WORDS
 LAYER_WORDS = LINEAR_OFFSET + 6 * LINEAR_WORDS
 _QK_FLOAT, _QK_SIGN, _QK_SIGN_UNSIGNED, _QK_ELASTIC_SIGN, _QK_LEVELS = range(5)
 _ACTIVATIONS = {"gelu": 0, "relu": 1}
+_ACT_GELU_FOLDED = 2  # GELU folded into the output Linear's 1-bit input quantizer (encoder.h)
+_MODE_SIGNED, _MODE_SIGNED_GELU = 0, 3  # kernels' BitMode (bitgemm.cpp)
 _LINEARS = ("attention.self.query", "attention.self.key", "attention.self.value", "attention.output.dense",
             "intermediate.dense", "output.dense")
 
@@ -112,6 +117,76 @@ def _linear_words(module: torch.nn.Module, name: str, keep: list) -> list[int]:
         if tensor is not None:
             _as_float32_vector(tensor, f"{name} {what}")
     return words
+
+
+def _float32_keys(x: torch.Tensor) -> torch.Tensor:
+    """float32 → int64 keys in the order of the values (−0 and +0 share key 0)."""
+    bits = x.contiguous().view(torch.int32).to(torch.int64)
+    return torch.where(bits < 0, -(bits & 0x7FFFFFFF), bits)
+
+
+def _float32_of_keys(keys: torch.Tensor) -> torch.Tensor:
+    bits = torch.where(keys < 0, (-keys) | 0x80000000, keys)
+    return torch.where(bits >= 2**31, bits - 2**32, bits).to(torch.int32).view(torch.float32)
+
+
+# Folding GELU into the thresholds of a following 1-bit quantizer (`gelu_sign_thresholds`) is exact where float32
+# GELU is monotonic; near its flat minimum (β between GELU_MIN and about −0.15) float32 rounding makes it wiggle by
+# an ulp, and dense sampling found mismatches. A layer is folded only when every β of the output Linear's input
+# quantizer is ≥ GELU_FOLD_SAFE_SHIFT (measured: none in 600k samples dense around each threshold) or ≤ GELU_MIN
+# (every input gives +1); otherwise it keeps the GELU pass. Trained students' β sit within ±0.02.
+GELU_FOLD_SAFE_SHIFT, GELU_MIN = -0.1, -0.17
+
+
+def gelu_sign_thresholds(shift: torch.Tensor | None, channels: int) -> torch.Tensor:
+    """Fold the exact GELU into a following 1-bit sign quantizer: per channel, the float32 thresholds lo ≤ hi with
+    `GELU(x) − β ≥ 0  ⇔  x ≤ lo or x ≥ hi` for float32 x, GELU being PyTorch's float32 exact-erf `F.gelu` (what
+    transformers' `hidden_act="gelu"` runs).
+
+    GELU falls from 0 (x → −∞) to its minimum ≈ −0.170 at x ≈ −0.752, then rises without bound, so {GELU(x) ≥ β} is
+    (−∞, lo] ∪ [hi, ∞): lo is NaN (an empty lower part) when β > 0 … GELU(−∞), and +∞ when β ≤ min GELU. Each bound
+    is found by bisection over the ordered float32 values, evaluating `F.gelu` itself, so the bits equal those of
+    GELU-then-sign wherever float32 `F.gelu` is monotonic on each side of its minimum (tests/test_runtime.py checks
+    dense samples around every threshold).
+
+    Args:
+        shift: the quantizer's β, float32 [channels] (None: 0).
+        channels: the number of channels (the intermediate size).
+
+    Returns:
+        float32 [2, channels]: row 0 = lo, row 1 = hi.
+    """
+    beta = torch.zeros(channels, dtype=torch.float32) if shift is None else shift.detach().reshape(-1).to(torch.float32)
+    gelu = torch.nn.functional.gelu
+
+    def holds(keys):  # GELU(x) − β ≥ 0, computed as the eager path does
+        return (gelu(_float32_of_keys(keys)) - beta) >= 0
+
+    def full(value):
+        return torch.full((channels,), value, dtype=torch.int64)
+
+    x_min = torch.tensor(-0.7517915, dtype=torch.float32)  # the minimum of GELU
+    f32 = torch.float32
+    k_min, k_inf = _float32_keys(x_min), _float32_keys(torch.tensor(float("inf"), dtype=f32))
+    k_lowest = _float32_keys(torch.tensor(torch.finfo(f32).min, dtype=f32))
+    all_true = holds(full(int(k_min)))
+    # upper part: the smallest x ≥ x_min with GELU(x) ≥ β (at +∞ it holds)
+    a, b = full(int(k_min)), full(int(k_inf))
+    while bool(((b - a) > 1).any()):
+        m = (a + b) // 2
+        ok = holds(m)
+        a, b = torch.where(ok, a, m), torch.where(ok, m, b)
+    hi = _float32_of_keys(b)
+    # lower part: the largest x < x_min with GELU(x) ≥ β, if the most negative finite x has it
+    has_lower = holds(full(int(k_lowest)))
+    a, b = full(int(k_lowest)), full(int(k_min))
+    while bool(((b - a) > 1).any()):
+        m = (a + b) // 2
+        ok = holds(m)
+        a, b = torch.where(ok, m, a), torch.where(ok, b, m)
+    lo = torch.where(has_lower, _float32_of_keys(a), torch.tensor(float("nan"), dtype=f32))
+    lo = torch.where(all_true, torch.tensor(float("inf"), dtype=f32), lo)
+    return torch.stack([lo, hi]).contiguous()
 
 
 def _quant_words(quantizer: torch.nn.Module | None, name: str, keep: list) -> tuple[list[int], float]:
@@ -167,6 +242,15 @@ def _layer_words(layer: torch.nn.Module, index: int, config, keep: list) -> list
              *lns, *quants]
     for path in _LINEARS:
         words += _linear_words(layer.get_submodule(path), f"{prefix}.{path}", keep)
+    out = LINEAR_OFFSET + 5 * LINEAR_WORDS  # the output Linear's words: kind 0 = W1A1, word 11 = its bit mode
+    if act == "gelu" and words[out] == 0 and words[out + 11] == _MODE_SIGNED:
+        output = layer.output.dense
+        shift = getattr(output.input_quantizer, "shift", None)
+        if shift is None or bool(((shift >= GELU_FOLD_SAFE_SHIFT) | (shift <= GELU_MIN)).all()):
+            thresholds = gelu_sign_thresholds(shift, output.in_features)
+            keep.append(thresholds)
+            words[out + 8], words[out + 11] = _ptr(thresholds), _MODE_SIGNED_GELU
+            words[4] = _ACT_GELU_FOLDED
     if len(words) != LAYER_WORDS:
         raise AssertionError(f"plan layout: {len(words)} words, expected {LAYER_WORDS}")
     return words

@@ -206,3 +206,41 @@ def test_bad_work_space_and_offsets_raise():
     bad = torch.tensor([0, 4], dtype=torch.int64)
     with pytest.raises(ValueError, match="cu_seqlens"):
         ops._bitgemm.encoder_forward(plan.data_ptr(), 2, x.data_ptr(), 5, bad.data_ptr(), 1, x.data_ptr(), 1, 1)
+
+
+@pytest.mark.parametrize("beta", [0.0, 0.3, 1.7, 5.0, 1e-6, -1e-6, -0.01, -0.05, -0.1, -0.17, -0.5])
+def test_gelu_folded_into_sign_thresholds_gives_the_eager_bits(beta):
+    """GELU(x) − β ≥ 0 ⇔ x ≤ lo or x ≥ hi, on random x and on every float32 within 3000 ulps of each threshold."""
+    from hf_binary_bert.runtime import _float32_keys, _float32_of_keys, gelu_sign_thresholds
+
+    shift = torch.tensor([beta, 0.02], dtype=torch.float32)
+    lo, hi = gelu_sign_thresholds(shift, 2)
+    g = torch.Generator().manual_seed(0)
+    xs = [torch.randn(100_000, generator=g) * 3, torch.tensor([0.0, -0.0, 1e-40, -1e-40, 3e38, -3e38])]
+    for t in (lo[0], hi[0]):
+        if torch.isfinite(t):
+            xs.append(_float32_of_keys(_float32_keys(t.reshape(1)) + torch.arange(-3000, 3001)))
+    x = torch.cat(xs)
+    eager = (torch.nn.functional.gelu(x) - shift[0]) >= 0
+    assert torch.equal((x <= lo[0]) | (x >= hi[0]), eager)
+    assert hi[0] >= -0.7518 and (torch.isnan(lo[0]) or lo[0] <= -0.7517 or lo[0] == float("inf"))
+
+
+def test_gelu_is_folded_only_for_one_bit_sign_inputs_away_from_its_minimum():
+    from hf_binary_bert import runtime
+
+    act = 4  # the layer's activation word (encoder.h F_ACT)
+    folded = _model(COMBOS["W1A1-elastic (BiT)"], layers=2)
+    plan = folded.encoder.runtime().plan().view(-1, runtime.LAYER_WORDS)
+    assert plan[:, act].tolist() == [runtime._ACT_GELU_FOLDED] * 2
+    for combo in ("W1A8-elastic", "W1A1-elastic-relu-E1"):  # multi-bit input, or ReLU: nothing to fold
+        plan = _model(COMBOS[combo], layers=2).encoder.runtime().plan().view(-1, runtime.LAYER_WORDS)
+        assert runtime._ACT_GELU_FOLDED not in plan[:, act].tolist()
+    with torch.no_grad():  # a β on GELU's flat minimum, where float32 GELU is not monotonic: layer 1 keeps its GELU
+        folded.encoder.layer[1].output.dense.input_quantizer.shift[..., 3] = -0.16
+    plan = folded.encoder.runtime().plan().view(-1, runtime.LAYER_WORDS)
+    assert plan[:, act].tolist() == [runtime._ACT_GELU_FOLDED, runtime._ACTIVATIONS["gelu"]]
+    ids, mask = _inputs()
+    native = _hidden(folded, ids, mask, "auto").last_hidden_state
+    eager = _hidden(folded, ids, mask, "eager").last_hidden_state
+    torch.testing.assert_close(native[mask.bool()], eager[mask.bool()], rtol=0, atol=2e-5)

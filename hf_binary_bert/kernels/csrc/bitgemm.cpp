@@ -944,11 +944,15 @@ void nib_gemm(int isa, int64_t M, int64_t N, const uint8_t* u, int64_t lu, int64
 // ------------------------------------------------------------------------------------------------------------------
 // Input quantization into scratch.
 
-enum BitMode { SIGNED = 0, UNSIGNED_GE = 1, UNSIGNED_GT = 2 };
+enum BitMode { SIGNED = 0, UNSIGNED_GE = 1, UNSIGNED_GT = 2, SIGNED_GELU = 3 };
 
-// bits[m, k] = 1 iff  SIGNED: x − β ≥ 0;  UNSIGNED_GE: x − β ≥ thr;  UNSIGNED_GT: (x − β)/s > thr.
+// bits[m, k] = 1 iff  SIGNED: x − β ≥ 0;  UNSIGNED_GE: x − β ≥ thr;  UNSIGNED_GT: (x − β)/s > thr;
+//   SIGNED_GELU (the encoder runtime only, `shift` = the two threshold rows [lo; hi] of length K each):
+//   x ≤ lo_k or x ≥ hi_k, which is GELU(x) − β ≥ 0 with the GELU folded into the thresholds (runtime.py,
+//   `gelu_sign_thresholds`); a ±1 input like SIGNED everywhere else.
 // Returns the popcount of the row. Scalar version (and the tail of the vector one).
-inline bool bit_of(float x, const float* shift, int64_t k, float s, float thr, int mode) {
+inline bool bit_of(float x, const float* shift, int64_t k, float s, float thr, int mode, int64_t K) {
+  if (mode == SIGNED_GELU) return x <= shift[k] || x >= shift[K + k];
   float v = shift ? x - shift[k] : x;
   return mode == SIGNED ? v >= 0.0f : mode == UNSIGNED_GE ? v >= thr : v / s > thr;
 }
@@ -957,7 +961,7 @@ int64_t pack_row_scalar(const float* row, int64_t from, int64_t K, const float* 
                         uint8_t* out) {
   int64_t count = 0;
   for (int64_t k = from; k < K; ++k) {
-    bool on = bit_of(row[k], shift, k, s, thr, mode);
+    bool on = bit_of(row[k], shift, k, s, thr, mode, K);
     out[k >> 3] |= (uint8_t)on << (k & 7);
     count += on;
   }
@@ -967,6 +971,7 @@ int64_t pack_row_scalar(const float* row, int64_t from, int64_t K, const float* 
 #if defined(__x86_64__) || defined(_M_X64)
 __attribute__((target("avx512f,avx512bw"))) int64_t pack_row_avx512(const float* row, int64_t K, const float* shift,
                                                                      float s, float thr, int mode, uint8_t* out) {
+  if (mode == SIGNED_GELU) return pack_row_scalar(row, 0, K, shift, s, thr, mode, out);
   const __m512 vthr = _mm512_set1_ps(mode == SIGNED ? 0.0f : thr), vs = _mm512_set1_ps(s);
   int64_t count = 0, k = 0;
   for (; k + 16 <= K; k += 16) {
@@ -984,6 +989,16 @@ __attribute__((target("avx2"))) int64_t pack_row_avx2(const float* row, int64_t 
                                                        float thr, int mode, uint8_t* out) {
   const __m256 vthr = _mm256_set1_ps(mode == SIGNED ? 0.0f : thr), vs = _mm256_set1_ps(s);
   int64_t count = 0, k = 0;
+  if (mode == SIGNED_GELU) {
+    for (; k + 8 <= K; k += 8) {
+      const __m256 v = _mm256_loadu_ps(row + k);
+      const int bits = _mm256_movemask_ps(_mm256_or_ps(_mm256_cmp_ps(v, _mm256_loadu_ps(shift + k), _CMP_LE_OQ),
+                                                       _mm256_cmp_ps(v, _mm256_loadu_ps(shift + K + k), _CMP_GE_OQ)));
+      out[k / 8] = (uint8_t)bits;
+      count += __builtin_popcount((unsigned)bits);
+    }
+    return count + pack_row_scalar(row, k, K, shift, s, thr, mode, out);
+  }
   for (; k + 8 <= K; k += 8) {
     __m256 v = _mm256_loadu_ps(row + k);
     if (shift) v = _mm256_sub_ps(v, _mm256_loadu_ps(shift + k));
@@ -1000,6 +1015,7 @@ __attribute__((target("avx2"))) int64_t pack_row_avx2(const float* row, int64_t 
 // 8 inputs per step: the two compare masks (all ones where the bit is set) weighted 1, 2, 4, 8 and 16, 32, 64, 128,
 // summed across lanes into one byte (the same float subtraction, division and comparison as bit_of).
 int64_t pack_row_neon(const float* row, int64_t K, const float* shift, float s, float thr, int mode, uint8_t* out) {
+  if (mode == SIGNED_GELU) return pack_row_scalar(row, 0, K, shift, s, thr, mode, out);
   static const uint32_t kLow[4] = {1, 2, 4, 8}, kHigh[4] = {16, 32, 64, 128};
   const float32x4_t vthr = vdupq_n_f32(mode == SIGNED ? 0.0f : thr), vs = vdupq_n_f32(s);
   const uint32x4_t low = vld1q_u32(kLow), high = vld1q_u32(kHigh);
@@ -1329,13 +1345,14 @@ void run_w1a1(const float* x, int64_t M, int64_t K, int64_t ldx, const float* sh
   int64_t* add_m = pop + M;
   int64_t* xsum = add_m + M;
   pack_rows(isa, x, M, K, ldx, shift, s, thr, mode, buf, kw * 8, pop, nthreads);
+  const bool is_signed = mode == SIGNED || mode == SIGNED_GELU;
   // ±1 inputs: a·b = K − 2·popcount(a XOR b), Σq = 2·pop − K;  {0,1} inputs: a·b = 2·popcount(a AND b) − pop, Σq = pop
   for (int64_t m = 0; m < M; ++m) {
-    add_m[m] = mode == SIGNED ? K : -pop[m];
-    xsum[m] = mode == SIGNED ? 2 * pop[m] - K : pop[m];
+    add_m[m] = is_signed ? K : -pop[m];
+    xsum[m] = is_signed ? 2 * pop[m] - K : pop[m];
   }
-  Epilogue e{mode == SIGNED ? -2 : 2, add_m, nullptr, alpha, gamma, bias, nullptr, scale, xsum, out, ldo};
-  if (mode == SIGNED)
+  Epilogue e{is_signed ? -2 : 2, add_m, nullptr, alpha, gamma, bias, nullptr, scale, xsum, out, ldo};
+  if (is_signed)
     bits_gemm<0>(isa, M, N, bits, kw, w, e, nthreads);
   else
     bits_gemm<1>(isa, M, N, bits, kw, w, e, nthreads);
@@ -1393,6 +1410,10 @@ PyObject* py_w1a1_linear(PyObject*, PyObject* args) {
   if (!PyArg_ParseTuple(args, "KLLLKffiKLKKfKKLi", &x, &M, &K, &ldx, &shift, &s, &thr, &mode, &w, &N, &alpha, &gamma,
                         &scale, &bias, &out, &ldo, &nthreads))
     return nullptr;
+  if (mode < SIGNED || mode > UNSIGNED_GT) {  // SIGNED_GELU is the encoder runtime's own
+    PyErr_Format(PyExc_ValueError, "w1a1_linear: mode must be 0, 1 or 2, got %d", mode);
+    return nullptr;
+  }
   Py_BEGIN_ALLOW_THREADS;
   run_w1a1(ptr<const float>(x), M, K, ldx, ptr<const float>(shift), s, thr, mode, ptr<const uint64_t>(w), N,
            ptr<const float>(alpha), ptr<const float>(gamma), scale, ptr<const float>(bias), ptr<float>(out), ldo,

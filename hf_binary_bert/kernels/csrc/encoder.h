@@ -10,7 +10,9 @@
 //   q, k, v = Linear_q(x), Linear_k(x), Linear_v(x)                       (binarized, input quantizer fused)
 //   ctx     = attention(q, k, v) per sequence and head                      (quantized operands, see below)
 //   x1      = LayerNorm(Linear_ao(ctx) + x)
-//   x       = LayerNorm(Linear_o(act(Linear_i(x1))) + x1)                   (act: exact-erf GELU or ReLU)
+//   x       = LayerNorm(Linear_o(act(Linear_i(x1))) + x1)                   (act: exact-erf GELU or ReLU; a GELU
+//                                                                              before a 1-bit Linear_o is folded
+//                                                                              into its input thresholds)
 // Attention operands are quantized by the attention module's quantizers (QuantSpec): 1-bit signed Q and K give the
 // scores by XNOR-popcount, 1-bit probabilities and 1-bit signed V give A·V by AND-popcount; other bit widths run a
 // small float GEMM on the integer levels (exact: |Σ| < 2²⁴), float attention (W1A32) on the values.
@@ -30,7 +32,9 @@ enum LayerField { F_HIDDEN, F_HEADS, F_HEAD_DIM, F_INTER, F_ACT, F_ATTN, F_SCALI
                   F_LN1_EPS, F_LN2_W, F_LN2_B, F_LN2_EPS, F_QUANT };
 constexpr int F_LINEAR = F_QUANT + 4 * kQuantWords;  // q, k, v, attention output, intermediate, output
 constexpr int kLayerWords = F_LINEAR + 6 * kLinWords;
-enum Act { ACT_GELU = 0, ACT_RELU = 1 };
+// ACT_GELU_FOLDED: GELU folded into the output Linear's 1-bit input quantizer (its plan words carry mode SIGNED_GELU
+// and the thresholds), so no activation pass runs.
+enum Act { ACT_GELU = 0, ACT_RELU = 1, ACT_GELU_FOLDED = 2 };
 enum Attn { ATTN_SOFTMAX = 0, ATTN_BI = 1 };
 
 inline float as_float(int64_t v) {
@@ -567,7 +571,7 @@ void layer_forward(const int64_t* L, float* x, int64_t M, const int64_t* cu, int
   add_layer_norm(x1, x, M, H, as_ptr<const float>(L[F_LN1_W]), as_ptr<const float>(L[F_LN1_B]), as_float(L[F_LN1_EPS]),
                  nthreads);
   run_linear(lin + 4 * kLinWords, x1, M, inter, nthreads);
-  activation((int)L[F_ACT], inter, M * I, nthreads);
+  if (L[F_ACT] != ACT_GELU_FOLDED) activation((int)L[F_ACT], inter, M * I, nthreads);
   run_linear(lin + 5 * kLinWords, inter, M, x, nthreads);
   add_layer_norm(x, x1, M, H, as_ptr<const float>(L[F_LN2_W]), as_ptr<const float>(L[F_LN2_B]), as_float(L[F_LN2_EPS]),
                  nthreads);
