@@ -196,6 +196,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--license", help="Hub license id for the card, e.g. apache-2.0")
     p.add_argument("--dry-run", metavar="DIR", help="write the files that would be uploaded (model card included) into DIR instead of pushing")
 
+    p = sub.add_parser("serve", help="a local web page: type a sentence, see a teacher's and its binarized student's "
+                       "predictions, latency and size side by side (needs the serve extra: Gradio)")
+    p.add_argument("teacher", help="folder of the full-precision model (a saved BERT with a classification or QA head)")
+    p.add_argument("student", help="folder of the binarized student (same kind of head)")
+    p.add_argument("--host", default="127.0.0.1", help="address the server listens on (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, help="port (default: Gradio's, the first free one from 7860)")
+    p.add_argument("--max-chars", type=int, default=2000, help="longest input per field in characters; longer requests get a message on the page (default 2000)")
+
     p = sub.add_parser("demo", help="the main job: fine-tune MiniLM on SST-2, distil a W1 student, compare (≈ 20 min on 2 CPU cores)")
     p.add_argument("--output-dir", default="outputs/main_job")
     p.add_argument("--teacher-model", default="minilm", help="full-precision BERT to fine-tune (default: all-MiniLM-L6-v2 from the demo extra)")
@@ -507,6 +515,28 @@ def cmd_push(args):
     print(f"pushed {args.model} to {args.repo_id}: {commit.commit_url} (revision {commit.oid})")
 
 
+def cmd_serve(args):
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    try:
+        import gradio  # noqa: F401
+    except ImportError:
+        raise UsageError("serve needs Gradio: pip install 'hf-binary-bert[serve]'") from None
+    from .serve import serve
+
+    for name in ("teacher", "student"):
+        _check_model(getattr(args, name), name, allow_binary=True)
+    if args.port is not None and not 0 < args.port < 65536:
+        raise UsageError(f"--port: {args.port} is not a TCP port (1-65535)")
+    if args.max_chars < 1:
+        raise UsageError(f"--max-chars: must be at least 1, got {args.max_chars}")
+    try:
+        serve(args.teacher, args.student, host=args.host, port=args.port, max_chars=args.max_chars)
+    except ValueError as err:  # a model the page cannot serve (its head, its files): before the server starts
+        raise UsageError(str(err).splitlines()[0]) from None
+    except OSError as err:  # the address is taken or cannot be bound
+        raise UsageError(f"--host/--port: {str(err).splitlines()[0]}") from None
+
+
 def cmd_demo(args):
     from .main_job import run_main_job
 
@@ -517,7 +547,7 @@ def cmd_demo(args):
 
 
 COMMANDS = {"finetune": cmd_finetune, "distill": cmd_distill, "prune": cmd_prune, "evaluate": cmd_evaluate, "size": cmd_size, "push": cmd_push,
-            "demo": cmd_demo}
+            "serve": cmd_serve, "demo": cmd_demo}
 
 
 def main(argv: list[str] | None = None) -> int:
