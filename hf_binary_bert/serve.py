@@ -179,7 +179,6 @@ class SideBySide:
                              + self.models["teacher"].task + " (the two models need the same kind of head)")
         self.task = tasks.pop()
         self.max_chars = max_chars
-        self.max_tokens = min(m.max_tokens for m in self.models.values())
         warm_up = {"question-answering": ("What is this?", "This is a warm-up.")}.get(self.task, ("A warm-up.", ""))
         self.predict(*warm_up)  # the first call of a model is slower (allocations, kernel layouts): not a request's
         for served in self.models.values():
@@ -211,8 +210,8 @@ class SideBySide:
                 n = len(served.tokenizer(text)["input_ids"])
                 limit, what = served.max_tokens // 2, "question"
             else:
-                n = len(served.tokenizer(text, second or None)["input_ids"])
-                limit, what = served.max_tokens, first_name if not second else "text pair"
+                n = len(served.tokenizer(text, second if second.strip() else None)["input_ids"])
+                limit, what = served.max_tokens, "text pair" if second.strip() else first_name
             if n > limit:
                 raise InputError(f"The {what} is {n} tokens long; the {served.role} takes at most {limit} tokens.")
 

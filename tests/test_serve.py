@@ -123,7 +123,7 @@ def test_page_outputs_of_a_good_request(side):
         assert latency.endswith(" ms") and float(latency.removesuffix(" ms")) > 0
 
 
-def test_question_answering_models_get_question_and_context(tmp_path):
+def test_question_answering_models_get_question_and_context(tmp_path, models):
     tokenizer = AutoTokenizer.from_pretrained(DATA / "tokenizer/bert-base-uncased")
     config = tiny_bert_config(vocab_size=tokenizer.vocab_size, max_position_embeddings=128)
     for name in ("teacher", "student"):  # a full-precision pair: the page's QA path does not depend on the head's class
@@ -143,6 +143,8 @@ def test_question_answering_models_get_question_and_context(tmp_path):
         qa.predict("", context)
     ids = {block.elem_id for block in build_app(qa).blocks.values()}
     assert {"text", "second", "teacher-prediction", "student-latency", "status"} <= ids
+    with pytest.raises(ValueError, match="student: serves question-answering but the teacher serves text-classification"):
+        SideBySide(models[0], str(tmp_path / "student"))
 
 
 def test_answer_question_matches_a_brute_force_search_over_windows(tmp_path):
