@@ -28,7 +28,7 @@ import torch
 
 from hf_binary_bert import kernels
 from hf_binary_bert.kernels import ops
-from hf_binary_bert.packing import pack_bits
+from hf_binary_bert.format import pack_bits
 from markdown_output import write_markdown  # benchmarks/, on sys.path as the script's folder
 
 SHAPES = [(768, 768), (768, 3072), (3072, 768)]  # (in_features, out_features)

@@ -31,7 +31,7 @@ from .modeling_binary_bert import (
     BinaryBertPreTrainedModel,
     load_teacher,
 )
-from .size import checkpoint_size_report
+from .format import checkpoint_size_report
 
 __version__ = "0.1.0"
 

@@ -433,7 +433,7 @@ def cmd_evaluate(args):
 
 def cmd_size(args):
     from .recipes import resolve_model
-    from .size import checkpoint_size_report, format_size_report
+    from .format import checkpoint_size_report, format_size_report
 
     try:
         report = checkpoint_size_report(resolve_model(args.model))

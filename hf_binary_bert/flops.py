@@ -3,13 +3,13 @@
 Operations follow BiBERT (Qin et al., ICLR 2022, results table: BERT-base 22.5 GFLOPs at full precision → 0.4 G at W1A1)
 and BinaryBERT (Bai et al., ACL 2021: 1.5 G at W1A4): a matmul [M, K] x [K, N] costs 2·M·K·N operations; a binarized
 Linear fed b-bit activations (b < 32) does them as bit operations, b per MAC (bit-serial), and 64 bit operations
-count as one FLOP. Sizes use MB = 10⁶ bytes, split like `size.py` (`COMPONENTS`, `component_of`).
+count as one FLOP. Sizes use MB = 10⁶ bytes, split like `format.py` (`COMPONENTS`, `component_of`).
 """
 
 from __future__ import annotations
 
 from .binarization.swap import num_scale_groups
-from .size import COMPONENTS, component_of
+from .format import COMPONENTS, component_of
 
 HEADS = ("sequence_classification", "masked_lm", None)
 # binarizable name -> module path inside `bert.encoder.layer.N`

@@ -17,7 +17,7 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from huggingface_hub.errors import HFValidationError
 from huggingface_hub.utils import validate_repo_id
 
-from .size import COMPONENTS, checkpoint_size_report, component_of
+from .format import COMPONENTS, checkpoint_size_report, component_of
 
 TEMPLATE_PATH = Path(__file__).with_name("model_card_template.md")
 _HEADS = {  # model class -> (Auto class, pipeline tag)

@@ -33,21 +33,17 @@ from .binarization import (
     PackedBinaryEmbedding,
     PackedBinaryLinear,
     binarize_,
-    current_scales,
     freeze_,
     initial_scales,
-    pack_weight,
     unfreeze_,
 )
-from .checkpoint import FLOAT32_SUFFIXES, resolve_safetensors_files, validate_checkpoint
 from .configuration_binary_bert import BINARIZABLE_MODULES, BinaryBertConfig
-from .runtime import BinaryBertEncoder, use_native_encoder
+from .format import STUDENT_ONLY_SUFFIXES, packed_state_dict, resolve_safetensors_files, validate_checkpoint
 from .layer_sizes import apply_layer_sizes, is_pruned, pruned_class
+from .runtime import BinaryBertEncoder, use_native_encoder
 
 logger = logging.getLogger(__name__)
 
-# Student tensors a teacher never has: scales and quantizer state, initialised by the student itself.
-_STUDENT_ONLY = (*FLOAT32_SUFFIXES, "_quantizer.calibrated")
 _BINARY_TYPES = (BinaryLinear, BinaryEmbedding)
 _PACKED_TYPES = (PackedBinaryLinear, PackedBinaryEmbedding)
 # Config attributes of the teacher that must not be copied into the student config.
@@ -193,41 +189,13 @@ class BinaryBertPreTrainedModel(BertPreTrainedModel):
     # Packed checkpoints
 
     def packed_state_dict(self, state_dict: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
-        """The tensors of the packed checkpoint (format: docs/checkpoint-format.md).
-
-        Each binarized Linear (embedding) contributes `<name>.weight_packed` (uint8 [rows, ceil(cols/8)]),
-        `<name>.weight_scale` (float32 [G]), `<name>.weight_offset` (float32 [G], offset scheme) and, for a Linear,
-        `<name>.bias` in `fp_dtype`. Activation-quantizer parameters stay float32; embedding tables are float16
-        with `embedding_bits=16`; every other floating tensor is cast to `config.fp_dtype`.
+        """The tensors of the packed checkpoint (`format.packed_state_dict`; docs/checkpoint-format.md).
 
         Args:
             state_dict: the training-form tensors to pack (default: `self.state_dict()`), e.g. the one a Trainer
                 gathered.
         """
-        source = self.state_dict() if state_dict is None else state_dict
-        fp_dtype = getattr(torch, self.config.fp_dtype)
-        modules = self.binary_modules()
-        tied = set(getattr(self, "all_tied_weights_keys", None) or {})  # written once, under the tied-to name
-        packed: dict[str, torch.Tensor] = {}
-        for key, tensor in source.items():
-            if key in tied:
-                continue
-            module_name, _, leaf = key.rpartition(".")
-            module = modules.get(module_name)
-            if isinstance(module, _BINARY_TYPES) and leaf in ("weight", "weight_scale", "weight_offset"):
-                if leaf == "weight":
-                    alpha, gamma = current_scales(
-                        module.scale_mode, module.num_groups, tensor,
-                        source.get(f"{module_name}.weight_scale"), source.get(f"{module_name}.weight_offset"),
-                    )
-                    for name, value in pack_weight(tensor, alpha, gamma).items():
-                        packed[f"{module_name}.{name}"] = value.cpu()
-                continue
-            if tensor.is_floating_point() and not key.endswith(FLOAT32_SUFFIXES):
-                half_embedding = self.config.embedding_bits == 16 and key.endswith("_embeddings.weight")
-                tensor = tensor.to(torch.float16 if half_embedding else fp_dtype)
-            packed[key] = tensor.detach().cpu()
-        return packed
+        return packed_state_dict(self, state_dict)
 
     def save_pretrained(self, save_directory, *args, packed: bool = True, state_dict=None, push_to_hub: bool = False,
                         **kwargs):
@@ -342,7 +310,7 @@ class BinaryBertPreTrainedModel(BertPreTrainedModel):
         """Load a binarized model (packed or training form) from a folder or the Hub, as `PreTrainedModel`.
 
         Before loading, every tensor of the checkpoint is checked against the model the config describes
-        (`checkpoint.validate_checkpoint`). The model is built in float32 unless `dtype` says otherwise, whatever
+        (`format.validate_checkpoint`). The model is built in float32 unless `dtype` says otherwise, whatever
         `fp_dtype` the file was written in.
 
         Raises:
@@ -458,7 +426,7 @@ class BinaryBertPreTrainedModel(BertPreTrainedModel):
             if isinstance(module, _BINARY_TYPES) and any(k not in mapped for k in scale_keys):
                 module.reset_scales()
         tied = set(getattr(student, "all_tied_weights_keys", None) or {})
-        fresh = [k for k in missing if not k.endswith(_STUDENT_ONLY) and k not in tied]
+        fresh = [k for k in missing if not k.endswith(STUDENT_ONLY_SUFFIXES) and k not in tied]
         if fresh:
             logger.warning("Student weights not in the teacher, newly initialised: %s", ", ".join(sorted(fresh)))
         student.tie_weights()

@@ -36,7 +36,7 @@ from .distillation import DistillationTrainer, DistillationTrainingArguments
 from .metrics import classification_compute_metrics, mlm_compute_metrics, mlm_position_stats
 from .layer_sizes import is_pruned, pruned_class
 from .modeling_binary_bert import BinaryBertForMaskedLM, BinaryBertForSequenceClassification
-from .size import COMPONENTS, checkpoint_size_report
+from .format import COMPONENTS, checkpoint_size_report
 
 logger = logging.getLogger(__name__)
 

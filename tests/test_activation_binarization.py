@@ -18,7 +18,7 @@ from hf_binary_bert import BinaryBertConfig, BinaryBertForMaskedLM, BinaryBertFo
 from hf_binary_bert.attention import bi_attention, binary_softmax_attention, heaviside_ste
 from hf_binary_bert.binarization import BinaryEmbedding, PackedBinaryEmbedding, binarized_target
 from hf_binary_bert.binarization.activation import ActivationQuantizer, make_activation_quantizer, quantization_range
-from hf_binary_bert.packing import read_safetensors_header
+from hf_binary_bert.format import read_safetensors_header
 
 NEG = torch.finfo(torch.float32).min
 
@@ -498,7 +498,7 @@ def test_binary_embedding_freeze_unfreeze_round_trip(scheme):
 def test_packed_binary_embedding_gathers_rows():
     packed = PackedBinaryEmbedding(7, 10)
     signs = torch.randint(0, 2, (7, 10), generator=_gen(16)).bool()
-    from hf_binary_bert.packing import pack_bits
+    from hf_binary_bert.format import pack_bits
 
     with torch.no_grad():
         packed.weight_packed.copy_(pack_bits(signs))

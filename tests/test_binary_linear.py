@@ -3,7 +3,7 @@ import torch
 
 from hf_binary_bert import BinaryLinear, PackedBinaryLinear
 from hf_binary_bert.binarization import sign_ste
-from hf_binary_bert.packing import pack_bits, unpack_bits, unpack_signs
+from hf_binary_bert.format import pack_bits, unpack_bits, unpack_signs
 
 
 def test_pack_unpack_round_trip_and_bit_order():

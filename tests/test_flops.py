@@ -6,8 +6,7 @@ from transformers import BertConfig, BertForSequenceClassification
 
 from hf_binary_bert import BinaryBertConfig, BinaryBertForMaskedLM, BinaryBertForSequenceClassification
 from hf_binary_bert.flops import count_operations, estimate_packed_size, format_operations
-from hf_binary_bert.packing import read_safetensors_header
-from hf_binary_bert.size import COMPONENTS, component_of
+from hf_binary_bert.format import COMPONENTS, component_of, read_safetensors_header
 
 # BERT-base geometry at T = 128 tokens, encoder only, computed by hand.
 T, D, I, L, V, P = 128, 768, 3072, 12, 30522, 512
@@ -82,7 +81,7 @@ def _file_bytes(directory) -> dict[str, int]:
     header = read_safetensors_header(directory / "model.safetensors")
     sizes = dict.fromkeys(COMPONENTS, 0)
     for name, info in header.items():
-        sizes[component_of(name)] += info["data_offsets"][1] - info["data_offsets"][0]
+        sizes[component_of(name)] += info["nbytes"]
     return sizes
 
 

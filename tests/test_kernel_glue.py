@@ -14,7 +14,7 @@ import torch
 
 from hf_binary_bert.kernels import ops, reference
 from hf_binary_bert.kernels.reference import SIGNED, UNSIGNED_GT
-from hf_binary_bert.packing import pack_bits
+from hf_binary_bert.format import pack_bits
 
 M, K, N = 5, 100, 13
 

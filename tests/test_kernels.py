@@ -12,7 +12,7 @@ from hf_binary_bert import BinaryBertForMaskedLM, BinaryBertModel, PackedBinaryL
 from hf_binary_bert.kernels import ops, reference
 from hf_binary_bert.kernels.linear import kernel_forward
 from hf_binary_bert.kernels.reference import SIGNED, UNSIGNED_GE, UNSIGNED_GT
-from hf_binary_bert.packing import pack_bits, unpack_signs
+from hf_binary_bert.format import pack_bits, unpack_signs
 
 ISAS = kernels.supported_isas()
 # the VPOPCNTDQ path's tiling with an emulated vpopcntq, so it is tested on CPUs without VPOPCNTDQ too

@@ -17,10 +17,10 @@ from safetensors.torch import load as load_bytes
 from safetensors.torch import save as save_bytes
 
 from hf_binary_bert import BinaryBertForSequenceClassification, BinaryLinear, PackedBinaryLinear, calibrate, kernels
-from hf_binary_bert.binarization.linear import dequantize, pack_weight
+from hf_binary_bert.format import dequantize, pack_weight
 from hf_binary_bert.kernels import ops, reference
 from hf_binary_bert.kernels.reference import SIGNED, UNSIGNED_GE, UNSIGNED_GT
-from hf_binary_bert.packing import pack_bits, unpack_bits, unpack_signs
+from hf_binary_bert.format import pack_bits, unpack_bits, unpack_signs
 
 CASES = settings(max_examples=1000, deadline=None, derandomize=True, database=None,
                  suppress_health_check=[HealthCheck.too_slow])

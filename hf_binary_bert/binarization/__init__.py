@@ -1,8 +1,9 @@
 """Binarization of weights, embeddings and activations: straight-through estimators, binarized Linear layers and the BERT module swap."""
 
+from ..format import dequantize, pack_weight  # re-exported: the packed form lives in hf_binary_bert.format
 from .activation import ActivationQuantizer, NotCalibratedError, make_activation_quantizer
 from .embedding import BinaryEmbedding, PackedBinaryEmbedding
-from .linear import BinaryLinear, PackedBinaryLinear, current_scales, dequantize, initial_scales, pack_weight
+from .linear import BinaryLinear, PackedBinaryLinear, current_scales, initial_scales
 from .ste import binary_sign, sign_ste
 from .swap import binarize_, binarized_target, freeze_, unfreeze_
 

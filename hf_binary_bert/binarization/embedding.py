@@ -12,8 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..packing import packed_length
-from .linear import BinarizedWeightMixin, dequantize
+from ..format import dequantize, packed_length
+from .linear import BinarizedWeightMixin
 
 
 class BinaryEmbedding(BinarizedWeightMixin, nn.Embedding):

@@ -16,19 +16,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..format import dequantize, pack_weight, packed_length, per_row
 from ..kernels.linear import kernel_applies, kernel_forward
-from ..packing import pack_bits, packed_length, unpack_signs
 from .ste import binary_sign, sign_ste
 
 
 def _check_groups(out_features: int, num_groups: int) -> None:
     if num_groups < 1 or out_features % num_groups != 0:
         raise ValueError(f"num_groups ({num_groups}) must divide out_features ({out_features})")
-
-
-def _per_row(values: torch.Tensor, out_features: int) -> torch.Tensor:
-    """[G] per-group values → [out_features, 1], group g covering rows g·out/G … (g+1)·out/G − 1."""
-    return values.repeat_interleave(out_features // values.shape[0]).unsqueeze(1)
 
 
 def initial_scales(weight: torch.Tensor, num_groups: int, with_offset: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -49,32 +44,6 @@ def current_scales(scale_mode: str, num_groups: int, weight: torch.Tensor, weigh
     if scale_mode == "mean_abs":
         return initial_scales(weight, num_groups, False)
     return weight_scale, weight_offset
-
-
-@torch.no_grad()
-def pack_weight(weight: torch.Tensor, alpha: torch.Tensor, gamma: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-    """Packed form of a binarized weight: `weight_packed` uint8 [out, ceil(in / 8)] holding B = sign(W − γ),
-    `weight_scale` float32 [G] (α) and, when `gamma` is given, `weight_offset` float32 [G] (γ).
-
-    Args:
-        weight: latent weight W [out, in].
-        alpha: α [G], G dividing `out`.
-        gamma: γ [G] or None.
-    """
-    shifted = weight if gamma is None else weight - _per_row(gamma, weight.shape[0])
-    tensors = {"weight_packed": pack_bits(shifted >= 0), "weight_scale": alpha.detach().float().clone()}
-    if gamma is not None:
-        tensors["weight_offset"] = gamma.detach().float().clone()
-    return tensors
-
-
-def dequantize(packed: torch.Tensor, n: int, alpha: torch.Tensor, gamma: torch.Tensor | None, dtype=torch.float32):
-    """W = α·B + γ [rows, n] from packed signs uint8 [rows, ceil(n / 8)] and α, γ [G] (G dividing rows)."""
-    rows = packed.shape[0]
-    weight = _per_row(alpha.to(dtype), rows) * unpack_signs(packed, n, dtype)
-    if gamma is not None:
-        weight = weight + _per_row(gamma.to(dtype), rows)
-    return weight
 
 
 class BinarizedWeightMixin:
@@ -132,13 +101,23 @@ class BinarizedWeightMixin:
         alpha, gamma = self.scales()
         rows = self.weight.shape[0]
         if gamma is None:
-            return _per_row(alpha, rows) * sign_ste(self.weight, self.ste)
-        gamma_rows = _per_row(gamma, rows)
-        return _per_row(alpha, rows) * sign_ste(self.weight - gamma_rows, self.ste) + gamma_rows
+            return per_row(alpha, rows) * sign_ste(self.weight, self.ste)
+        gamma_rows = per_row(gamma, rows)
+        return per_row(alpha, rows) * sign_ste(self.weight - gamma_rows, self.ste) + gamma_rows
 
-    def packed_tensors(self) -> dict[str, torch.Tensor]:
-        """This layer's binarized weight in packed form (see `pack_weight`); the bias is not included."""
-        return pack_weight(self.weight, *self.scales())
+    def packed_tensors(self, state: dict[str, torch.Tensor | None] | None = None) -> dict[str, torch.Tensor]:
+        """This layer's binarized weight in packed form (`format.pack_weight`); the bias is not included. The one
+        packing path: `freeze` and the packed checkpoint (`format.packed_state_dict`) both call it.
+
+        Args:
+            state: `{"weight", "weight_scale", "weight_offset"}` of this layer to pack instead of its own tensors
+                (e.g. from a state dict a Trainer gathered; absent scales are None).
+        """
+        if state is None:
+            state = {name: getattr(self, name, None) for name in ("weight", "weight_scale", "weight_offset")}
+        alpha, gamma = current_scales(self.scale_mode, self.num_groups, state["weight"], state.get("weight_scale"),
+                                      state.get("weight_offset"))
+        return pack_weight(state["weight"], alpha, gamma)
 
     @torch.no_grad()
     def copy_scales_from(self, packed: nn.Module) -> None:
@@ -227,7 +206,7 @@ class BinaryLinear(BinarizedWeightMixin, nn.Linear):
 class PackedBinaryLinear(nn.Module):
     r"""Inference form of `BinaryLinear`: only the packed sign bits and the scales, no latent weight.
 
-    Buffers: `weight_packed` uint8 [out_features, ceil(in_features / 8)] (layout in `hf_binary_bert.packing`),
+    Buffers: `weight_packed` uint8 [out_features, ceil(in_features / 8)] (layout in `hf_binary_bert.format`),
     `weight_scale` float32 [num_groups] (α), `weight_offset` float32 [num_groups] (γ, offset scheme only); parameter
     `bias` [out_features].
 
@@ -307,4 +286,4 @@ class PackedBinaryLinear(nn.Module):
         )
 
 
-__all__ = ["BinarizedWeightMixin", "BinaryLinear", "PackedBinaryLinear", "dequantize", "binary_sign", "current_scales", "initial_scales", "pack_weight"]
+__all__ = ["BinarizedWeightMixin", "BinaryLinear", "PackedBinaryLinear", "binary_sign", "current_scales", "initial_scales"]

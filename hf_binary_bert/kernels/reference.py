@@ -7,7 +7,7 @@ in float64, exact for K < 2⁵³, and the epilogue is the same float32 operation
 
     y[m, n] = ((α_n · dot[m, n] + γ_n · Σ_k q[m, k]) · s_m) + bias_n
 
-with W_q = α·B + γ (B = ±1 from the packed bits, `hf_binary_bert.packing`) and the input x̂ = s·q.
+with W_q = α·B + γ (B = ±1 from the packed bits, `hf_binary_bert.format`) and the input x̂ = s·q.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ..packing import pack_bits, unpack_bits, unpack_signs
+from ..format import pack_bits, unpack_bits, unpack_signs
 
 # Input binarization modes of `w1a1_linear` (mirrors `BitMode` in bitgemm.cpp).
 SIGNED = 0  # q = sign(x − β) ∈ {−1, +1}, sign(0) = +1            (BiBERT sign, BiT elastic signed)

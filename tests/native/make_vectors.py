@@ -22,7 +22,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from hf_binary_bert.kernels import reference  # noqa: E402
-from hf_binary_bert.packing import pack_bits  # noqa: E402
+from hf_binary_bert.format import pack_bits  # noqa: E402
 
 OUT = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(__file__).with_name("vectors.bin")
 SIGNED, UNSIGNED_GE, UNSIGNED_GT = reference.SIGNED, reference.UNSIGNED_GE, reference.UNSIGNED_GT

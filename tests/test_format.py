@@ -1,0 +1,52 @@
+"""The packed checkpoint format module (`hf_binary_bert/format.py`): the one packing path shared by `freeze` and the
+packed checkpoint, header reading through safetensors, and the size report of a Hub repo read without downloading."""
+
+import os
+
+import torch
+from conftest import tiny_config
+from hub_server import USER, WRITE_TOKEN, fake_hub  # noqa: F401
+from safetensors.torch import load_file
+
+import hf_binary_bert as hb
+from hf_binary_bert.format import checkpoint_size_report, packed_state_dict, read_safetensors_header
+
+
+def test_freeze_and_the_packed_checkpoint_hold_the_same_tensors(tmp_path):
+    torch.manual_seed(0)
+    model = hb.BinaryBertForSequenceClassification(tiny_config(weight_scale="learned_offset", scale_granularity="row"))
+    packed = packed_state_dict(model)
+    frozen = model.freeze().state_dict()
+    binarized = [k for k in packed if k.endswith(".weight_packed")]
+    assert len(binarized) == 12  # six Linears per layer, two layers
+    for key in binarized:
+        prefix = key.removesuffix("weight_packed")
+        for leaf in ("weight_packed", "weight_scale", "weight_offset", "bias"):
+            assert torch.equal(packed[prefix + leaf], frozen[prefix + leaf]), prefix + leaf
+
+
+def test_header_through_safe_open_matches_the_tensors(tmp_path):
+    model = hb.BinaryBertForMaskedLM(tiny_config(fp_dtype="float16")).freeze()
+    model.save_pretrained(tmp_path)
+    header, tensors = read_safetensors_header(tmp_path / "model.safetensors"), load_file(tmp_path / "model.safetensors")
+    assert header.keys() == tensors.keys()
+    names = {torch.float16: "F16", torch.float32: "F32", torch.uint8: "U8"}
+    for name, tensor in tensors.items():
+        assert header[name] == {"dtype": names[tensor.dtype], "shape": list(tensor.shape),
+                                "nbytes": tensor.numel() * tensor.element_size()}, name
+
+
+def test_size_report_of_a_hub_repo_reads_no_weights(fake_hub, tmp_path, monkeypatch):
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", False)
+    model = hb.BinaryBertForSequenceClassification(tiny_config(num_labels=2)).freeze()
+    model.save_pretrained(tmp_path / "local")
+    repo = f"{USER}/tiny-size"
+    model.push_to_hub(repo, token=WRITE_TOKEN)
+    fake_hub.requests.clear()
+    remote = checkpoint_size_report(repo, token=WRITE_TOKEN)
+    assert remote == checkpoint_size_report(tmp_path / "local")
+    assert remote["total"] * 1e6 == os.path.getsize(tmp_path / "local" / "model.safetensors")
+    # the header is read with ranged requests, never the whole file
+    downloads = [r for r in fake_hub.requests if r.method == "GET" and r.path.endswith("model.safetensors")]
+    assert downloads and all(r.headers.get("range", "").startswith("bytes=0-") for r in downloads)
+    assert not os.path.exists(fake_hub.cache_dir / f"models--{USER}--tiny-size")
