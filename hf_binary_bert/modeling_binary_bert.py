@@ -201,8 +201,8 @@ class BinaryBertPreTrainedModel(BertPreTrainedModel):
                         **kwargs):
         """Save the config, the weights (safetensors only) and the standalone modeling code.
 
-        The code (`remote_code.write_remote_code`: a flat copy of this package's modeling files) and the config's
-        `auto_map` (`AutoConfig`, `AutoModel`, `AutoModelForMaskedLM`, `AutoModelForSequenceClassification`) let
+        The code (`remote_code.write_remote_code`: `configuration_binary_bert.py` and `modeling_binary_bert.py`,
+        generated from this package's sources) and the config's `auto_map` (`AutoConfig`, `AutoModel`, `AutoModelForMaskedLM`, `AutoModelForSequenceClassification`) let
         the checkpoint load with `trust_remote_code=True` where `hf_binary_bert` is not installed.
 
         Args:

@@ -49,21 +49,25 @@ def run_without_package(script: str, tmp_path, env: dict | None = None) -> str:
     return result.stdout
 
 
-def test_the_copy_is_flat_and_complete_for_the_dynamic_module_loader(tmp_path):
+def test_the_copy_is_two_files_complete_for_the_dynamic_module_loader(tmp_path):
     files = remote_code_files()
     for name, source in files.items():
         (tmp_path / name).write_text(source)
-    assert "modeling_binary_bert.py" in files and "configuration_binary_bert.py" in files
-    # transformers fetches exactly the files its regex finds, recursively: they must all be there, and be all
-    needed = {os.path.basename(f) for entry in ("modeling_binary_bert.py", "configuration_binary_bert.py")
-              for f in get_relative_import_files(str(tmp_path / entry))}
-    assert needed | {"modeling_binary_bert.py", "configuration_binary_bert.py"} == set(files)
+    assert set(files) == {"modeling_binary_bert.py", "configuration_binary_bert.py"}  # transformers' convention
+    # transformers fetches exactly the files its regex finds, recursively: the configuration, nothing else
+    needed = {os.path.basename(f) for entry in files for f in get_relative_import_files(str(tmp_path / entry))}
+    assert needed == {"configuration_binary_bert.py"}
     for name, source in files.items():
-        assert not re.search(r"^\s*(from|import)\s+hf_binary_bert", source, flags=re.M), name
-        assert not re.search(r"^\s*from\s+\.\w+\.", source, flags=re.M), f"{name}: nested relative import"
+        assert not re.search(r"^\s*(from|import)\s+hf_binary_bert", source, flags=re.MULTILINE), name
         check_imports(str(tmp_path / name))  # only torch / transformers / huggingface_hub / the standard library
-    # tooling that needs the package (datasets, the card template) is not copied
-    assert not {"hub.py", "model_card.py", "data.py", "size.py"} & set(files)
+    # every module the models import is in the copy, verbatim; tooling that needs the package (datasets, the card
+    # template) is not
+    modeling = files["modeling_binary_bert.py"]
+    for module in ("format", "binarization.linear", "kernels.ops", "runtime", "modeling_binary_bert"):
+        assert f"    {module!r}: (" in modeling, module
+    assert "    'layer_sizes': (" in files["configuration_binary_bert.py"]
+    for module in ("hub", "model_card", "data", "cli", "recipes"):
+        assert f"    {module!r}: (" not in modeling, module
 
 
 def test_saved_config_has_an_auto_map_for_every_head(tmp_path):
@@ -124,6 +128,8 @@ def test_trust_remote_code_loads_without_the_package(tmp_path, input_ids, head, 
     assert "resaved BinaryBertModel" in out
     assert "push: hf_binary_bert.hub is part of the hf_binary_bert package" in out
     assert sorted(os.listdir(tmp_path / "resaved")) == sorted(os.listdir(tmp_path / "model"))
+    assert sorted(n for n in os.listdir(tmp_path / "model") if n.endswith(".py")) == [
+        "configuration_binary_bert.py", "modeling_binary_bert.py"]
     for name in remote_code_files():  # the copy re-saves itself unchanged
         assert (tmp_path / "resaved" / name).read_text() == (tmp_path / "model" / name).read_text()
 
@@ -147,7 +153,7 @@ def test_remote_copy_and_package_live_in_one_process(tmp_path, input_ids, monkey
     remote_class = get_class_from_dynamic_module(AUTO_MAP["AutoModelForSequenceClassification"], str(tmp_path / "model"))
     assert remote_class is not BinaryBertForSequenceClassification
     remote = remote_class.from_pretrained(tmp_path / "model").eval()
-    remote_ops = sys.modules[remote_class.__module__.rsplit(".", 1)[0] + ".kernels_ops"]
+    remote_ops = sys.modules[remote_class.__module__.rsplit(".", 1)[0] + ".kernels.ops"]
     assert package_ops.NAMESPACE == "hf_binary_bert" and remote_ops.NAMESPACE.startswith("hf_binary_bert_")
     with torch.inference_mode():
         expected = BinaryBertForSequenceClassification.from_pretrained(tmp_path / "model").set_inference_kernel(
