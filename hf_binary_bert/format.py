@@ -306,7 +306,7 @@ def _locate(key: str, header: dict, prefix: str) -> str | None:
 
 def validate_checkpoint(model: torch.nn.Module, files: list[str], prefix: str = "bert") -> None:
     """Check that the safetensors `files` hold exactly the tensors `model` (built from the checkpoint's config,
-    e.g. on the meta device) needs, with the right dtypes and shapes.
+    e.g. on the meta device, in any dtype) needs, with the right dtypes and shapes.
 
     Rules: a packed sign tensor (`*.weight_packed`) must be uint8; scales, offsets and quantizer parameters
     (`FLOAT32_SUFFIXES`) float32; other floating tensors any float dtype; shapes must match exactly. Tensors of the
@@ -318,6 +318,10 @@ def validate_checkpoint(model: torch.nn.Module, files: list[str], prefix: str = 
         ValueError: naming the first offending tensor (and the file when it is truncated or its header's data
             offsets overlap).
     """
+    pickled = [f for f in files if not str(f).endswith(".safetensors")]
+    if pickled:
+        raise ValueError(f"{os.path.dirname(pickled[0]) or pickled[0]}: no {SAFE_WEIGHTS_NAME} (or sharded index) "
+                         "found; only safetensors checkpoints load")
     header = read_checkpoint_header(files)
     problems = []
     used = set()
@@ -329,7 +333,8 @@ def validate_checkpoint(model: torch.nn.Module, files: list[str], prefix: str = 
             continue
         used.add(stored)
         info = header[stored]
-        want = safetensors_dtype_name(dtype)
+        want = "U8" if key.endswith(".weight_packed") else "F32" if key.endswith(FLOAT32_SUFFIXES) else \
+            safetensors_dtype_name(dtype)
         if key.endswith((".weight_packed", *FLOAT32_SUFFIXES)) or not dtype.is_floating_point:
             dtype_ok = info["dtype"] == want
         else:

@@ -38,7 +38,7 @@ from .binarization import (
     unfreeze_,
 )
 from .configuration_binary_bert import BINARIZABLE_MODULES, BinaryBertConfig
-from .format import STUDENT_ONLY_SUFFIXES, packed_state_dict, resolve_safetensors_files, validate_checkpoint
+from .format import STUDENT_ONLY_SUFFIXES, packed_state_dict, validate_checkpoint
 from .layer_sizes import apply_layer_sizes, is_pruned, pruned_class
 from .runtime import BinaryBertEncoder, use_native_encoder
 
@@ -100,15 +100,21 @@ class BinaryBertPreTrainedModel(BertPreTrainedModel):
     def freeze(self):
         """Swap every `BinaryLinear` for its packed inference form (`PackedBinaryLinear`: uint8 bits + scales, no
         latent weights) in place; the forward is unchanged. Returns `self`."""
-        freeze_(self)
-        self.config.packed_weights = True
-        return self
+        return self._set_form(packed=True)
 
     def unfreeze(self):
         """Swap every `PackedBinaryLinear` back for a trainable `BinaryLinear` (latent weight α·B + γ) in place,
         e.g. to continue training a model loaded from a packed checkpoint. Returns `self`."""
-        unfreeze_(self, self.config)
-        self.config.packed_weights = False
+        return self._set_form(packed=False)
+
+    def _set_form(self, packed: bool):
+        """The one writer of `config.packed_weights` (which form the binarized layers are built in): swaps the
+        layers and records the form. `save_pretrained` writes the form of the file into a copy of the config."""
+        if packed:
+            freeze_(self)
+        else:
+            unfreeze_(self, self.config)
+        self.config.packed_weights = packed
         return self
 
     def set_inference_kernel(self, kernel: str = "auto", float_activations: str | None = None,
@@ -227,15 +233,16 @@ class BinaryBertPreTrainedModel(BertPreTrainedModel):
             raise ValueError("This model holds packed weights; call model.unfreeze() before save_pretrained(packed=False)")
         upload = {k: kwargs.pop(k) for k in ("repo_id", "token", "private", "revision", "commit_message",
                                              "commit_description", "create_pr") if k in kwargs}
-        previous = self.config.packed_weights
-        self.config.packed_weights = packed or previous
         self.config.auto_map = dict(AUTO_MAP)
+        live = self.config
+        if packed and not live.packed_weights:  # the saved config describes the file: a copy, the model unchanged
+            self.config = type(live).from_dict({**live.to_dict(), "packed_weights": True})
         try:
             saved = super().save_pretrained(
                 save_directory, *args, state_dict=self.packed_state_dict(state_dict) if packed else state_dict, **kwargs
             )
         finally:
-            self.config.packed_weights = previous
+            self.config = live
         write_remote_code(save_directory)
         if push_to_hub:
             from .hub import upload_checkpoint
@@ -309,8 +316,8 @@ class BinaryBertPreTrainedModel(BertPreTrainedModel):
     def from_pretrained(cls, pretrained_model_name_or_path, *model_args, **kwargs):
         """Load a binarized model (packed or training form) from a folder or the Hub, as `PreTrainedModel`.
 
-        Before loading, every tensor of the checkpoint is checked against the model the config describes
-        (`format.validate_checkpoint`). The model is built in float32 unless `dtype` says otherwise, whatever
+        Before loading, every tensor of the checkpoint is checked against the model the config describes, as
+        transformers built it (`format.validate_checkpoint`, from `_load_pretrained_model`). The model is built in float32 unless `dtype` says otherwise, whatever
         `fp_dtype` the file was written in.
 
         Raises:
@@ -318,16 +325,16 @@ class BinaryBertPreTrainedModel(BertPreTrainedModel):
                 truncated file; `OSError` from transformers when the folder or repo does not exist.
         """
         kwargs.setdefault("dtype", torch.float32)
-        config = kwargs.get("config")
-        if not isinstance(config, BinaryBertConfig):
-            config_kwargs = {k: kwargs[k] for k in ("cache_dir", "force_download", "local_files_only", "token", "revision", "subfolder") if k in kwargs}
-            config = cls.config_class.from_pretrained(pretrained_model_name_or_path, **config_kwargs)
-        files = resolve_safetensors_files(pretrained_model_name_or_path, **kwargs)
-        with torch.device("meta"):
-            skeleton = cls(config)
-        validate_checkpoint(skeleton, files, prefix=cls.base_model_prefix)
-        del skeleton
         return super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
+
+    @staticmethod
+    def _load_pretrained_model(model, state_dict, checkpoint_files, load_config, *args, **kwargs):
+        """transformers' loading step, called on the model `from_pretrained` built (once, on the meta device) before
+        any weight is read: the checkpoint files are first checked against it (`format.validate_checkpoint`)."""
+        if checkpoint_files is not None:
+            validate_checkpoint(model, checkpoint_files, prefix=model.base_model_prefix)
+        return BertPreTrainedModel._load_pretrained_model(model, state_dict, checkpoint_files, load_config, *args,
+                                                          **kwargs)
 
     # ------------------------------------------------------------------------------------------------------------
     # Export to a plain transformers BERT

@@ -36,7 +36,7 @@ def test_header_through_safe_open_matches_the_tensors(tmp_path):
                                 "nbytes": tensor.numel() * tensor.element_size()}, name
 
 
-def test_size_report_of_a_hub_repo_reads_no_weights(fake_hub, tmp_path, monkeypatch):
+def test_size_report_of_a_hub_repo_reads_no_weights(fake_hub, tmp_path, monkeypatch):  # noqa: F811
     monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", False)
     model = hb.BinaryBertForSequenceClassification(tiny_config(num_labels=2)).freeze()
     model.save_pretrained(tmp_path / "local")
@@ -50,3 +50,26 @@ def test_size_report_of_a_hub_repo_reads_no_weights(fake_hub, tmp_path, monkeypa
     downloads = [r for r in fake_hub.requests if r.method == "GET" and r.path.endswith("model.safetensors")]
     assert downloads and all(r.headers.get("range", "").startswith("bytes=0-") for r in downloads)
     assert not os.path.exists(fake_hub.cache_dir / f"models--{USER}--tiny-size")
+
+
+def test_from_pretrained_builds_the_model_once_and_validates_it(tmp_path, monkeypatch):
+    """The checkpoint is checked against the model transformers builds for loading (no second, meta skeleton)."""
+    import hf_binary_bert.modeling_binary_bert as modeling
+
+    hb.BinaryBertForMaskedLM(tiny_config()).save_pretrained(tmp_path)
+    built, validated = [], []
+    original_binarize, original_validate = modeling.BinaryBertPreTrainedModel._binarize, modeling.validate_checkpoint
+    monkeypatch.setattr(modeling.BinaryBertPreTrainedModel, "_binarize",
+                        lambda self: built.append(self) or original_binarize(self))
+    monkeypatch.setattr(modeling, "validate_checkpoint",
+                        lambda model, *a, **k: validated.append(model) or original_validate(model, *a, **k))
+    loaded = hb.BinaryBertForMaskedLM.from_pretrained(tmp_path)
+    assert built == [loaded] and validated == [loaded]
+
+
+def test_saving_packed_leaves_the_live_config_alone(tmp_path):
+    model = hb.BinaryBertForSequenceClassification(tiny_config())
+    config = model.config
+    model.save_pretrained(tmp_path)
+    assert model.config is config and not config.packed_weights
+    assert hb.BinaryBertConfig.from_pretrained(tmp_path).packed_weights
