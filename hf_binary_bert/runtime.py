@@ -12,7 +12,7 @@ each sequence attends over its own tokens only, which is what the padding mask g
 states at padding positions are returned as 0 (the eager path computes values there that no head reads).
 
 What the runtime reads: each Linear's packed bits in the kernels' layout (made once per Linear and shared with the
-per-Linear kernel path, `kernels.linear`), its scales, bias and input quantizer, the attention quantizers and the
+per-Linear kernel path, `binarization.kernel_dispatch`), its scales, bias and input quantizer, the attention quantizers and the
 LayerNorms — the module tree's own tensors, by address; the plan (`EncoderRuntime`) keeps them alive and is rebuilt
 when one of them changes (a load, `.to()`, an edit). Attention per scheme:
 
@@ -47,9 +47,9 @@ from transformers.modeling_outputs import BaseModelOutputWithPastAndCrossAttenti
 from transformers.models.bert.modeling_bert import BertEncoder
 
 from .binarization.activation import ActivationQuantizer
+from .binarization.kernel_dispatch import _kernel_args
 from .binarization.linear import PackedBinaryLinear
 from .kernels import ops
-from .kernels.linear import _kernel_args
 
 try:  # transformers' output-capturing context (output_hidden_states / output_attentions hooks)
     from transformers.utils.output_capturing import _active_collector

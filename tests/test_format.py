@@ -73,3 +73,25 @@ def test_saving_packed_leaves_the_live_config_alone(tmp_path):
     model.save_pretrained(tmp_path)
     assert model.config is config and not config.packed_weights
     assert hb.BinaryBertConfig.from_pretrained(tmp_path).packed_weights
+
+
+def test_imports_run_one_way():
+    """format.py imports nothing of the package; kernels/ nothing of binarization/ (or anything above it)."""
+    import ast
+    from pathlib import Path
+
+    root = Path(hb.__file__).parent
+
+    def package_imports(path: Path) -> set[str]:
+        names = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level:
+                base = ".".join(path.relative_to(root).parent.parts[: len(path.relative_to(root).parent.parts)
+                                                                  - (node.level - 1)])
+                names.add(".".join(p for p in (base, node.module or "") if p))
+        return names
+
+    assert package_imports(root / "format.py") == set()
+    for path in (root / "kernels").glob("*.py"):
+        outside = {name for name in package_imports(path) if name != "format" and name.split(".")[0] != "kernels"}
+        assert not outside, (path.name, outside)

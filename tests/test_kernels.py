@@ -9,10 +9,10 @@ from conftest import tiny_config
 from torch import nn
 
 from hf_binary_bert import BinaryBertForMaskedLM, BinaryBertModel, PackedBinaryLinear, kernels
-from hf_binary_bert.kernels import ops, reference
-from hf_binary_bert.kernels.linear import kernel_forward
-from hf_binary_bert.kernels.reference import SIGNED, UNSIGNED_GE, UNSIGNED_GT
+from hf_binary_bert.binarization.kernel_dispatch import kernel_forward
 from hf_binary_bert.format import pack_bits, unpack_signs
+from hf_binary_bert.kernels import ops, reference
+from hf_binary_bert.kernels.reference import SIGNED, UNSIGNED_GE, UNSIGNED_GT
 
 ISAS = kernels.supported_isas()
 # the VPOPCNTDQ path's tiling with an emulated vpopcntq, so it is tested on CPUs without VPOPCNTDQ too
@@ -344,7 +344,7 @@ def test_loaded_packed_checkpoint_runs_the_kernels_by_default(tmp_path):
     assert layers and all(m.inference_kernel == "auto" for m in layers)
     with torch.inference_mode():
         x = torch.randn(2, 5, 32)
-        from hf_binary_bert.kernels.linear import kernel_applies
+        from hf_binary_bert.binarization.kernel_dispatch import kernel_applies
 
         assert all(kernel_applies(m, x if m.in_features == 32 else torch.randn(2, 5, m.in_features)) for m in layers)
         torch.testing.assert_close(loaded(input_ids=ids).last_hidden_state, model(input_ids=ids).last_hidden_state)

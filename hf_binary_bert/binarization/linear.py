@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..format import dequantize, pack_weight, packed_length, per_row
-from ..kernels.linear import kernel_applies, kernel_forward
+from .kernel_dispatch import kernel_applies, kernel_forward
 from .ste import binary_sign, sign_ste
 
 
@@ -212,7 +212,7 @@ class PackedBinaryLinear(nn.Module):
 
     Two forwards, equal up to float rounding (exactly equal integer dot products):
     - in eval mode on the CPU, when no gradient is needed (`torch.inference_mode()` / `torch.no_grad()`), the bitwise
-      kernels of `hf_binary_bert.kernels` (input quantization fused in; see `kernels.linear` for which quantizer
+      kernels of `hf_binary_bert.kernels` (input quantization fused in; see `binarization.kernel_dispatch` for which quantizer
       maps to which kernel). `inference_kernel="reference"` turns them off; `float_activations="int8"` lets a layer
       without input quantizer (W1A32) quantize its input dynamically per row to int8 (an approximation);
     - otherwise the pure-PyTorch reference: unpack to ±1, W = α·B + γ, then `F.linear`, equal to the

@@ -240,8 +240,8 @@ def _bound(k: int, n: int, call, tensors: tuple):
 def bind_w1a1(k, weight_packed, weight_kernel, alpha, gamma, bias, shift, step, threshold, mode, scale_by_step):
     """`w1a1_linear` for inputs [..., k] with every other argument fixed and checked once: returns `run(x)`, x
     float32 CPU [..., k] → float32 [..., N]. `run` keeps references to the tensors it reads (`run.tensors`), so
-    passing temporaries is safe; their values must not change in place while `run` is in use (`kernels.linear`
-    binds again when one does). This saves the per-call argument checks, Python that takes longer than the kernel
+    passing temporaries is safe; their values must not change in place while `run` is in use
+    (`binarization.kernel_dispatch` binds again when one does). This saves the per-call argument checks, Python that takes longer than the kernel
     itself at batch 1. Without the compiled kernels, `run` is the reference (after the one-time warning).
 
     Raises:
