@@ -25,11 +25,12 @@ import time
 import warnings
 
 import torch
+from markdown_output import write_markdown  # benchmarks/, on sys.path as the script's folder
+from torch.utils.benchmark import Timer
 
 from hf_binary_bert import kernels
-from hf_binary_bert.kernels import ops
 from hf_binary_bert.format import pack_bits
-from markdown_output import write_markdown  # benchmarks/, on sys.path as the script's folder
+from hf_binary_bert.kernels import ops
 
 SHAPES = [(768, 768), (768, 3072), (3072, 768)]  # (in_features, out_features)
 
@@ -95,17 +96,15 @@ def main(argv=None):
     args_op = (x, packed, ops.repack_weight(packed, k, "bits"), torch.rand(n, generator=generator), None, None, None,
                torch.tensor(1.0), 0.0, 0, False)
     bound = ops.bind_w1a1(k, *args_op[1:])
-    times = {"dispatcher": [], "bound": []}
-    with torch.inference_mode():
-        for _ in range(args.runs * 10):
-            for name, call in (("dispatcher", lambda: torch.ops.hf_binary_bert.w1a1_linear(*args_op)),
-                               ("bound", lambda: bound(x))):
-                start = time.perf_counter()
-                call()
-                times[name].append((time.perf_counter() - start) * 1e6)
-    lines += ["", (f"w1a1 {k} → {n}, M = 1: {statistics.median(times['dispatcher']):.1f} µs through the dispatcher "
-                   f"(`torch.ops.hf_binary_bert.w1a1_linear`), {statistics.median(times['bound']):.1f} µs as the bound "
-                   "call the layers make in eager mode (medians)")]
+    times = {}
+    with torch.inference_mode():  # microseconds per call: torch.utils.benchmark.Timer picks the number of calls per block
+        for name, stmt in (("dispatcher", "torch.ops.hf_binary_bert.w1a1_linear(*args_op)"), ("bound", "bound(x)")):
+            timer = Timer(stmt, globals={"torch": torch, "args_op": args_op, "bound": bound, "x": x},
+                          num_threads=torch.get_num_threads())
+            times[name] = timer.blocked_autorange(min_run_time=0.2).median * 1e6
+    lines += ["", (f"w1a1 {k} → {n}, M = 1: {times['dispatcher']:.1f} µs through the dispatcher "
+                   f"(`torch.ops.hf_binary_bert.w1a1_linear`), {times['bound']:.1f} µs as the bound "
+                   "call the layers make in eager mode (medians of torch.utils.benchmark.Timer blocks)")]
     print(lines[-1])
     if args.markdown:
         write_markdown(args.markdown, __file__, argv, "\n".join(lines) + "\n")
