@@ -136,6 +136,8 @@ def mlm_position_stats(logits: torch.Tensor | tuple, labels: torch.Tensor) -> to
         `[batch, seq, 3]` float32 on `logits.device`: (cross-entropy, correct, reciprocal rank), NaN where
         `labels == -100`. Reduce with [`mlm_compute_metrics`]. Memory: one float32 `[n_masked, vocab]` copy.
     """
+    from .mrr.mrr import reciprocal_ranks  # the rank rule of the MRR `evaluate` module (imports `evaluate`)
+
     if isinstance(logits, (tuple, list)):
         logits = logits[0]
     if logits.shape[:-1] != labels.shape:
@@ -148,8 +150,8 @@ def mlm_position_stats(logits: torch.Tensor | tuple, labels: torch.Tensor) -> to
         true_score = scores.gather(-1, targets)  # [n_scored, 1]
         cross_entropy = torch.logsumexp(scores, dim=-1) - true_score.squeeze(-1)
         correct = (scores.argmax(dim=-1) == targets.squeeze(-1)).float()
-        rank = 1 + (scores > true_score).sum(dim=-1)
-        stats[scored] = torch.stack([cross_entropy, correct, 1.0 / rank.float()], dim=-1)
+        reciprocal_rank = reciprocal_ranks(scores, true_score).float()  # the MRR module's rank rule
+        stats[scored] = torch.stack([cross_entropy, correct, reciprocal_rank], dim=-1)
     return stats
 
 

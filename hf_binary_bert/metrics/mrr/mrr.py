@@ -51,6 +51,13 @@ _CITATION = """
 """
 
 
+def reciprocal_ranks(scores, true_scores):
+    """1 / rank of the true candidate in each row, rank = 1 + #{k : scores[k] > true score} (ties count in its
+    favour): scores [n, K] and true_scores [n, 1], numpy arrays or torch tensors → [n] (float). The one definition
+    of the rank, also used by `hf_binary_bert.metrics.mlm_position_stats`."""
+    return 1.0 / (1 + (scores > true_scores).sum(-1))
+
+
 @evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
 class Mrr(evaluate.Metric):
     """Mean reciprocal rank of the correct candidate."""
@@ -70,11 +77,10 @@ class Mrr(evaluate.Metric):
         )
 
     def _compute(self, predictions, references):
-        reciprocal_ranks = []
+        ranks = []
         for i, (scores, correct) in enumerate(zip(predictions, references)):
             scores = np.asarray(scores, dtype=np.float32)
             if not 0 <= correct < len(scores):
                 raise ValueError(f"references[{i}] = {correct} is not an index into its {len(scores)} candidates.")
-            rank = 1 + int(np.sum(scores > scores[correct]))
-            reciprocal_ranks.append(1.0 / rank)
-        return {"mrr": float(np.mean(reciprocal_ranks)) if reciprocal_ranks else float("nan")}
+            ranks.append(float(reciprocal_ranks(scores[None], scores[None, correct : correct + 1])[0]))
+        return {"mrr": float(np.mean(ranks)) if ranks else float("nan")}

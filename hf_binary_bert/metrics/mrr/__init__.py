@@ -1,0 +1,1 @@
+"""The MRR `evaluate` module (`mrr.py`); `reciprocal_ranks` is its rank rule."""
