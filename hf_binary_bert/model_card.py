@@ -3,19 +3,26 @@ config and saved checkpoint (template: `model_card_template.md`).
 
 Metadata: base model (the teacher), tags, pipeline tag, license, datasets and the task metrics as `model-index`
 evaluation results (`huggingface_hub.EvalResult`). Body: the binarization settings, the size of each checkpoint
-component against a float32 BERT of the same shape, metrics and latency where measured, and how to load the model
-with and without this package.
+component against a float32 BERT of the same shape, metrics and latency where measured, the training run (its
+hyperparameters, datasets, steps and final losses) and how to load the model with and without this package.
+
+The training run is recorded while it happens, as setfit fills its card: `ModelCardCallback` (which
+`DistillationTrainer` adds) fills a `TrainingRecord` on the model, `save_pretrained` writes it next to the weights
+(`training_record.json`) and the card reads it from the model or from that file.
 """
 
 from __future__ import annotations
 
+import json
 import os
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from huggingface_hub.errors import HFValidationError
 from huggingface_hub.utils import validate_repo_id
+from transformers import TrainerCallback
 
 from .format import COMPONENTS, checkpoint_size_report, component_of
 
@@ -41,6 +48,78 @@ _METRICS = {"accuracy": ("accuracy", "Accuracy"), "f1": ("f1", "F1"),
             "pearson": ("pearsonr", "Pearson r"), "spearmanr": ("spearmanr", "Spearman ρ"),
             "mrr": ("mrr", "Mean reciprocal rank"), "perplexity": ("perplexity", "Perplexity"),
             "cross_entropy": ("cross_entropy", "Cross-entropy (nats)")}
+
+
+@dataclass
+class TrainingRecord:
+    """What the training run of a model was, for its card: `hyperparameters` (transformers'
+    `extract_hyperparameters_from_trainer` plus the distillation loss weights), `datasets` (names of the training
+    data), `steps` (optimizer steps done), `epochs` and `final_losses` (the last logged value of `loss`, of each
+    distillation component `loss_<name>` and the run's mean `train_loss`)."""
+
+    hyperparameters: dict = field(default_factory=dict)
+    datasets: list[str] = field(default_factory=list)
+    steps: int = 0
+    epochs: float | None = None
+    final_losses: dict[str, float] = field(default_factory=dict)
+
+    FILE_NAME = "training_record.json"
+
+    def save(self, folder: str | os.PathLike) -> None:
+        Path(folder, self.FILE_NAME).write_text(json.dumps(asdict(self), indent=1, default=str))
+
+    @classmethod
+    def load(cls, folder: str | os.PathLike) -> TrainingRecord | None:
+        """The record saved in `folder`, or None when there is none."""
+        path = Path(folder, cls.FILE_NAME)
+        return cls(**json.loads(path.read_text())) if path.is_file() else None
+
+
+class ModelCardCallback(TrainerCallback):
+    """Fills the `TrainingRecord` of the trained model during training (`model.training_record`).
+
+    Args:
+        trainer: the `Trainer` it is added to (its hyperparameters and training data are read at the start).
+        datasets: names of the training data (default: the training dataset's own name, when it has one).
+    """
+
+    def __init__(self, trainer, datasets: list[str] | None = None):
+        self.trainer = trainer
+        self.datasets = datasets
+        self.record = TrainingRecord()
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        from transformers.modelcard import extract_hyperparameters_from_trainer
+
+        hyperparameters = extract_hyperparameters_from_trainer(self.trainer)
+        if hasattr(args, "loss_weights"):  # DistillationTrainingArguments
+            hyperparameters.update({f"{name}_loss_weight": w for name, w in args.loss_weights().items()})
+            hyperparameters.update(temperature=args.temperature, two_stage=args.two_stage)
+        datasets = self.datasets
+        if datasets is None:
+            name = getattr(getattr(self.trainer.train_dataset, "info", None), "dataset_name", None)
+            datasets = [name] if name and name not in ("csv", "json", "text", "generator") else []
+        self.record = TrainingRecord(hyperparameters=hyperparameters, datasets=list(datasets))
+        model = self.trainer.accelerator.unwrap_model(self.trainer.model)
+        model.training_record = self.record
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        for key, value in (logs or {}).items():
+            if key in ("loss", "train_loss") or key.startswith("loss_"):
+                self.record.final_losses[key] = value
+
+    def on_train_end(self, args, state, control, **kwargs):
+        self.record.steps, self.record.epochs = state.global_step, state.epoch
+
+
+def _training_rows(record: TrainingRecord | None) -> dict | None:
+    if record is None:
+        return None
+    return {"hyperparameters": [(k, _number(v) if isinstance(v, float) else v)
+                                for k, v in record.hyperparameters.items()],
+            "datasets": record.datasets, "steps": record.steps,
+            "epochs": _number(record.epochs, 2) if record.epochs is not None else None,
+            "losses": [(k, _number(v, 4)) for k, v in record.final_losses.items()]}
 
 
 def is_hub_id(name: str | os.PathLike | None) -> bool:
@@ -173,6 +252,7 @@ def create_model_card(
     latency_note: str | None = None,
     license: str | None = None,
     tags: list[str] | None = None,
+    training: TrainingRecord | None = None,
 ) -> ModelCard:
     """The model card of `model`, saved (packed) in `checkpoint_dir`.
 
@@ -188,6 +268,8 @@ def create_model_card(
         latency_ms / teacher_latency_ms: `{batch size: median ms}`; `latency_note`: where they were measured.
         license: an SPDX-like Hub license id (e.g. `"apache-2.0"`).
         tags: extra tags.
+        training: the training run (default: `model.training_record`, else `training_record.json` in
+            `checkpoint_dir`); its datasets join the card's `datasets` metadata.
 
     Returns:
         A `huggingface_hub.ModelCard` (`.save(path)`, `.push_to_hub(repo_id)`).
@@ -206,13 +288,15 @@ def create_model_card(
     else:
         base_line = f"the full-precision BERT `{os.path.basename(os.path.normpath(teacher))}`" if teacher else None
     eval_results = eval_results_for_task(task, metrics, dataset) if metrics else []
+    if training is None:
+        training = getattr(model, "training_record", None) or TrainingRecord.load(checkpoint_dir)
     name = repo_id.split("/")[-1] if repo_id else os.path.basename(os.path.normpath(checkpoint_dir))
     card_data = ModelCardData(
         base_model=hub_teacher,
         library_name="transformers",
         pipeline_tag=pipeline_tag,
         license=license,
-        datasets=sorted({r.dataset_type for r in eval_results}) or None,
+        datasets=sorted({r.dataset_type for r in eval_results} | set(training.datasets if training else ())) or None,
         tags=list(dict.fromkeys(["hf_binary_bert", "binary_bert", "bert", "binarized", "1-bit",
                                  f"w1a{config.activation_bits}", *(tags or [])])),
         model_name=name,
@@ -250,7 +334,9 @@ def create_model_card(
         repo_id=repo_id or name,
         pipeline_tag=pipeline_tag if pipeline_tag != "feature-extraction" else None,
         methods=_methods(config),
+        training=_training_rows(training),
     )
 
 
-__all__ = ["create_model_card", "eval_results_for_task", "float32_size_report", "is_hub_id"]
+__all__ = ["ModelCardCallback", "TrainingRecord", "create_model_card", "eval_results_for_task", "float32_size_report",
+           "is_hub_id"]

@@ -244,6 +244,8 @@ class BinaryBertPreTrainedModel(BertPreTrainedModel):
         finally:
             self.config = live
         write_remote_code(save_directory)
+        if getattr(self, "training_record", None) is not None:  # filled during training (model_card.py)
+            self.training_record.save(save_directory)
         if push_to_hub:
             from .hub import upload_checkpoint
 

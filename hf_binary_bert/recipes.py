@@ -256,6 +256,14 @@ def _prepare_training(model: str, task: str, options: TrainingOptions):
     return path, tokenizer, data
 
 
+def _dataset_names(task: str, options: TrainingOptions) -> list[str]:
+    """What a run trained on, for the model card: the Hub dataset, the GLUE task's folder, or the text files."""
+    if task == "mlm":
+        return [os.path.basename(f) for f in options.train_files or ()]
+    source = options.dataset_name or options.data_dir or default_glue_dir(task) or "nyu-mll/glue"
+    return [f"{task} ({source})"]
+
+
 def _training_arguments(cls, output_dir: str, options: TrainingOptions, learning_rate: float, extra: dict):
     return cls(
         output_dir=output_dir,
@@ -483,7 +491,8 @@ def distill(
                                       eval_dataset=data.eval, data_collator=data.collator,
                                       compute_metrics=data.compute_metrics,
                                       preprocess_logits_for_metrics=data.preprocess_logits_for_metrics,
-                                      processing_class=tokenizer, **prune_kwargs)
+                                      processing_class=tokenizer, model_card_datasets=_dataset_names(task, options),
+                                      **prune_kwargs)
 
         def save(trainer=trainer, stage_dir=stage_dir, last=last):
             trainer.save_model(stage_dir)

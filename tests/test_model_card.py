@@ -93,3 +93,41 @@ def test_metrics_need_a_task(tmp_path):
     _saved(model, tmp_path)
     with pytest.raises(ValueError, match="needs task="):
         create_model_card(model, tmp_path, metrics={"accuracy": 0.5})
+
+
+def test_the_card_records_the_training_run(tmp_path):
+    """ModelCardCallback (added by DistillationTrainer) fills the record during training; the card renders it, from
+    the model or, for a model loaded from the folder, from training_record.json."""
+    from distill_helpers import tiny_teacher, toy_dataset
+
+    from hf_binary_bert import DistillationTrainer, DistillationTrainingArguments
+    from hf_binary_bert.model_card import TrainingRecord
+
+    teacher = tiny_teacher()
+    student = BinaryBertForSequenceClassification.from_teacher(teacher, weight_scale="learned")
+    args = DistillationTrainingArguments(output_dir=str(tmp_path / "run"), max_steps=3, per_device_train_batch_size=8,
+                                         learning_rate=1e-3, logging_steps=1, report_to=[], use_cpu=True,
+                                         disable_tqdm=True, save_strategy="no", dmd_loss_weight=0.5)
+    trainer = DistillationTrainer(teacher_model=teacher, model=student, args=args, train_dataset=toy_dataset(),
+                                  model_card_datasets=["toy (64 random sequences)"])
+    trainer.train()
+    record = student.training_record
+    last = [entry for entry in trainer.state.log_history if "loss" in entry][-1]
+    assert record.steps == 3 and record.datasets == ["toy (64 random sequences)"]
+    assert record.hyperparameters["learning_rate"] == 1e-3 and record.hyperparameters["train_batch_size"] == 8
+    assert record.hyperparameters["dmd_loss_weight"] == 0.5 and record.hyperparameters["training_steps"] == 3
+    assert {k: record.final_losses[k] for k in last if k.startswith("loss")} == {
+        k: v for k, v in last.items() if k.startswith("loss")}
+    assert record.final_losses["train_loss"] == trainer.state.log_history[-1]["train_loss"]
+
+    student.save_pretrained(tmp_path / "student")
+    assert TrainingRecord.load(tmp_path / "student") == record
+    loaded = BinaryBertForSequenceClassification.from_pretrained(tmp_path / "student")
+    card = create_model_card(loaded, tmp_path / "student")
+    assert "toy (64 random sequences)" in card.data.datasets
+    assert "## Training" in card.text and "3 optimizer steps" in card.text
+    assert "| learning_rate | 0.0010 |" in card.text and "| dmd_loss_weight | 0.5000 |" in card.text
+    assert f"| loss_dmd | {record.final_losses['loss_dmd']:.4f} |" in card.text
+    untrained = BinaryBertForSequenceClassification(tiny_config())
+    untrained.save_pretrained(tmp_path / "untrained")
+    assert "## Training" not in create_model_card(untrained, tmp_path / "untrained").text

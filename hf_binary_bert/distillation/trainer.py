@@ -64,6 +64,8 @@ class DistillationTrainer(Trainer):
         teacher_model: the full-precision teacher, with the same tokenizer/vocabulary as the student and
             `attn_implementation="eager"` when `attention_loss_weight > 0` (set here if it is not).
         args: `DistillationTrainingArguments`.
+        model_card_datasets: names of the training data for the student's model card (`ModelCardCallback`,
+            which records the run's hyperparameters, steps and final losses on the student).
         **kwargs: as `transformers.Trainer` (`model` is the student).
 
     Raises:
@@ -73,7 +75,8 @@ class DistillationTrainer(Trainer):
     # compute_loss returns a per-micro-batch mean: the Trainer divides it by the accumulation steps.
     loss_is_scaled_for_ga = False
 
-    def __init__(self, teacher_model: PreTrainedModel | None = None, args: DistillationTrainingArguments | None = None, **kwargs):
+    def __init__(self, teacher_model: PreTrainedModel | None = None, args: DistillationTrainingArguments | None = None,
+                 model_card_datasets: list[str] | None = None, **kwargs):
         if teacher_model is None:
             raise ValueError("DistillationTrainer needs a teacher_model")
         if not isinstance(args, DistillationTrainingArguments):
@@ -91,6 +94,9 @@ class DistillationTrainer(Trainer):
         self._loss_sums: dict[str, torch.Tensor] = {}
         self._loss_counts: dict[str, int] = {}
         self._export_packed = False
+        from ..model_card import ModelCardCallback  # the student's card records this run (hyperparameters, losses)
+
+        self.add_callback(ModelCardCallback(self, datasets=model_card_datasets))
 
     # --------------------------------------------------------------------------------------------------------------
     def _teacher_context(self):
