@@ -58,25 +58,12 @@ from transformers import (
     set_seed,
 )
 
-from hf_binary_bert import BinaryBertConfig, BinaryBertForSequenceClassification
-from hf_binary_bert.configuration_binary_bert import (
-    ACTIVATION_BITS,
-    ACTIVATION_QUANTIZERS,
-    ATTENTION_TYPES,
-    BINARIZABLE_EMBEDDINGS,
-    BINARIZABLE_MODULES,
-    EMBEDDING_BITS,
-    ENCODER_MODULES,
-    FP_DTYPES,
-    SCALE_GRANULARITIES,
-    STES,
-    WEIGHT_SCALES,
-)
+from hf_binary_bert import BinaryBertForSequenceClassification
 from hf_binary_bert.data import GLUE_TASKS, GlueTask, get_glue_task, load_glue, select_glue_columns, tokenize_glue, tsv_quoting
-from hf_binary_bert.distillation import DistillationTrainer, DistillationTrainingArguments
+from hf_binary_bert.distillation import BinarizationArguments, DistillationTrainer, DistillationTrainingArguments
 from hf_binary_bert.flops import count_operations, estimate_packed_size, format_operations
 from hf_binary_bert.metrics import classification_compute_metrics
-from hf_binary_bert.recipes import check_model, default_glue_dir, parse_schedule
+from hf_binary_bert.recipes import check_model, default_glue_dir
 
 logger = logging.getLogger(__name__)
 
@@ -88,9 +75,10 @@ FLOPS_SEQ_LEN = 128  # operation counts are for one 128-token sequence, as in Bi
 # Arguments
 
 
-@dataclass
-class ModelArguments:
-    """The teacher, and how the student is binarized (the `BinaryBertConfig` fields, with the CLI's defaults)."""
+@dataclass(kw_only=True)
+class ModelArguments(BinarizationArguments):
+    """The teacher, and how the student is binarized (`BinarizationArguments`: the `BinaryBertConfig` fields with the
+    CLI's defaults, and the multi-step schedule)."""
 
     teacher_model_name_or_path: str = field(
         metadata={"help": "Fine-tuned full-precision BERT teacher: Hub id or local folder ('minilm': all-MiniLM-L6-v2 "
@@ -99,78 +87,6 @@ class ModelArguments:
     cache_dir: str | None = field(
         default=None, metadata={"help": "Where to store the models (and JSON data files) downloaded from the Hub."}
     )
-    weight_scale: str = field(
-        default="learned_offset", metadata={"help": "α (and γ) scheme of the binarized weights.", "choices": WEIGHT_SCALES}
-    )
-    scale_granularity: str = field(
-        default="head", metadata={"help": "One α per tensor, attention head or row.", "choices": SCALE_GRANULARITIES}
-    )
-    binarized_modules: list[str] = field(
-        default_factory=lambda: list(ENCODER_MODULES),
-        metadata={"help": "Linear layers to binarize (default: the six encoder Linears).", "choices": BINARIZABLE_MODULES},
-    )
-    ste: str = field(default="clipped_identity", metadata={"help": "Straight-through estimator of sign().", "choices": STES})
-    fp_dtype: str = field(
-        default="float16", metadata={"help": "dtype of the full-precision parts on disk.", "choices": FP_DTYPES}
-    )
-    activation_bits: int = field(
-        default=32,
-        metadata={"help": "Bits of the activations entering binarized Linears and attention matmuls (1 = W1A1).",
-                  "choices": ACTIVATION_BITS},
-    )
-    activation_quantizer: str = field(
-        default="sign",
-        metadata={"help": "'sign' (BiBERT sign / LSQ) or 'elastic' (BiT: learned scale and shift).",
-                  "choices": ACTIVATION_QUANTIZERS},
-    )
-    attention_type: str = field(
-        default="softmax",
-        metadata={"help": "'softmax' (quantized probabilities) or 'bi_attention' (BiBERT).", "choices": ATTENTION_TYPES},
-    )
-    embedding_bits: int = field(
-        default=32, metadata={"help": "Bits of the embedding tables: 32, 16 or 1.", "choices": EMBEDDING_BITS}
-    )
-    binarized_embeddings: list[str] = field(
-        default_factory=lambda: ["word"],
-        metadata={"help": "Tables binarized with --embedding_bits 1.", "choices": BINARIZABLE_EMBEDDINGS},
-    )
-    hidden_act: str | None = field(
-        default=None,
-        metadata={"help": "FFN activation of the student (default: the teacher's; BiT uses relu).",
-                  "choices": ("gelu", "relu")},
-    )
-    multi_step: str | None = field(
-        default=None,
-        metadata={"help": "BiT multi-step distillation, e.g. W1A4,W1A2,W1A1: one stage per entry (overrides "
-                          "--activation_bits), each stage's student taught by the previous one."},
-    )
-
-    def binarization(self, activation_bits: int | None = None) -> dict:
-        """The `BinaryBertConfig` keyword arguments of the student (of one multi-step stage)."""
-        fields = {
-            "weight_scale": self.weight_scale,
-            "scale_granularity": self.scale_granularity,
-            "binarized_modules": list(self.binarized_modules),
-            "ste": self.ste,
-            "fp_dtype": self.fp_dtype,
-            "activation_bits": self.activation_bits if activation_bits is None else activation_bits,
-            "activation_quantizer": self.activation_quantizer,
-            "attention_type": self.attention_type,
-            "embedding_bits": self.embedding_bits,
-            "binarized_embeddings": list(self.binarized_embeddings),
-        }
-        if self.hidden_act is not None:
-            fields["hidden_act"] = self.hidden_act
-        return fields
-
-    def stage_bits(self) -> list[int]:
-        """Activation bits per stage: the `multi_step` schedule, or `[activation_bits]`."""
-        return parse_schedule(self.multi_step) or [self.activation_bits]
-
-    def __post_init__(self):
-        stages = self.stage_bits()  # ValueError for a bad schedule
-        for bits in stages:  # ValueError, naming the field, for an invalid combination
-            BinaryBertConfig(**self.binarization(bits))
 
 
 @dataclass

@@ -7,9 +7,14 @@ one line, `hf-binary-bert: error: ...`, and exit with code 2 before anything is 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
+
+from transformers import HfArgumentParser
+
+from .distillation.arguments import BinarizationArguments, DistillationArguments
 
 EXIT_USAGE = 2
 
@@ -18,7 +23,14 @@ class UsageError(Exception):
     """A bad command-line argument: reported in one line with exit code 2."""
 
 
-class _Parser(argparse.ArgumentParser):
+class _Parser(HfArgumentParser):
+    """`HfArgumentParser` (a subcommand's `dataclass_types` become its flags, with `-` and `_` spellings) whose
+    errors are one line."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", argparse.HelpFormatter)
+        super().__init__(*args, **kwargs)
+
     def error(self, message):  # one line instead of usage + error
         raise UsageError(f"{self.prog}: {message}")
 
@@ -56,58 +68,6 @@ def _add_train_args(p, *, learning_rate):
                    "(the run's working folder, renamed to OUTPUT_DIR when everything is written)")
     p.add_argument("--resume-from-checkpoint", metavar="CHECKPOINT",
                    help="continue a killed run: a checkpoint folder, or 'last' (the newest in OUTPUT_DIR.partial)")
-
-
-def _add_binarization_args(p):
-    from .configuration_binary_bert import (
-        ACTIVATION_BITS,
-        ACTIVATION_QUANTIZERS,
-        ATTENTION_TYPES,
-        BINARIZABLE_EMBEDDINGS,
-        BINARIZABLE_MODULES,
-        EMBEDDING_BITS,
-        ENCODER_MODULES,
-        FP_DTYPES,
-        SCALE_GRANULARITIES,
-        STES,
-        WEIGHT_SCALES,
-    )
-
-    p.add_argument("--weight-scale", default="learned_offset", choices=WEIGHT_SCALES, help="α (and γ) scheme (default learned_offset)")
-    p.add_argument("--scale-granularity", default="head", choices=SCALE_GRANULARITIES, help="one α per tensor, attention head or row (default head)")
-    p.add_argument("--binarize", nargs="+", default=list(ENCODER_MODULES), choices=BINARIZABLE_MODULES, metavar="MODULE",
-                   help=f"Linear layers to binarize (default: the six encoder Linears); any of {list(BINARIZABLE_MODULES)}")
-    p.add_argument("--ste", default="clipped_identity", choices=STES)
-    p.add_argument("--fp-dtype", default="float16", choices=FP_DTYPES, help="dtype of the full-precision parts on disk (default float16)")
-    p.add_argument("--activation-bits", type=int, default=32, choices=ACTIVATION_BITS,
-                   help="bits of the activations entering binarized Linears and attention matmuls (default 32; 1 = W1A1)")
-    p.add_argument("--activation-quantizer", default="sign", choices=ACTIVATION_QUANTIZERS,
-                   help="'sign' (BiBERT sign / LSQ) or 'elastic' (BiT: learned scale and shift) (default sign)")
-    p.add_argument("--attention-type", default="softmax", choices=ATTENTION_TYPES,
-                   help="'softmax' (quantized probabilities) or 'bi_attention' (BiBERT) (default softmax)")
-    p.add_argument("--embedding-bits", type=int, default=32, choices=EMBEDDING_BITS, help="32, 16 or 1 (default 32)")
-    p.add_argument("--binarized-embeddings", nargs="+", default=["word"], choices=BINARIZABLE_EMBEDDINGS, metavar="TABLE",
-                   help="tables binarized with --embedding-bits 1 (default: word)")
-    p.add_argument("--hidden-act", default=None, choices=("gelu", "relu"),
-                   help="FFN activation of the student (default: the teacher's; BiT uses relu)")
-
-
-def _add_distill_loss_args(p):
-    p.add_argument("--task-loss-weight", type=float, default=0.0, help="hard-label loss weight (default 0)")
-    p.add_argument("--prediction-loss-weight", type=float, default=1.0, help="logit KD weight (default 1)")
-    p.add_argument("--temperature", type=float, default=1.0)
-    p.add_argument("--hidden-loss-weight", type=float, default=1.0, help="hidden-state MSE weight (default 1)")
-    p.add_argument("--hidden-layer-weights", type=float, nargs="+", help="λ per hidden state, embedding output first")
-    p.add_argument("--attention-loss-weight", type=float, default=0.0)
-    p.add_argument("--attention-loss", default="mse", choices=("mse", "kl"))
-    p.add_argument("--cosine-loss-weight", type=float, default=0.0)
-    p.add_argument("--dmd-loss-weight", type=float, default=0.0, help="BiBERT direction-matching distillation weight (default 0)")
-    p.add_argument("--dmd-targets", nargs="+", default=["query", "key", "value"], choices=("query", "key", "value"))
-    p.add_argument("--two-stage", action="store_true", help="intermediate-layer losses first, prediction losses second")
-    p.add_argument("--intermediate-stage-ratio", type=float, default=0.5, help="fraction of steps in the first stage (default 0.5)")
-    p.add_argument("--multi-step", default=None, metavar="SCHEDULE",
-                   help="BiT multi-step distillation, e.g. W1A4,W1A2,W1A1: one stage per entry, each taught by the previous")
-    p.add_argument("--teacher-bf16", action="store_true", help="run the teacher in bf16 autocast")
 
 
 def _add_pruning_args(p, *, flag: bool):
@@ -152,20 +112,20 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_args(p)
     _add_train_args(p, learning_rate=5e-5)
 
-    p = sub.add_parser("distill", help="binarize a fine-tuned teacher and distil the student")
+    p = sub.add_parser("distill", help="binarize a fine-tuned teacher and distil the student",
+                       dataclass_types=[BinarizationArguments, DistillationArguments])
     p.add_argument("--teacher", required=True, help="Hub id or local folder of the fine-tuned full-precision BERT")
     _add_data_args(p)
     _add_train_args(p, learning_rate=2e-4)
-    _add_binarization_args(p)
-    _add_distill_loss_args(p)
     p.add_argument("--no-latency", action="store_true", help="skip the latency columns of the final table")
     _add_pruning_args(p, flag=True)
 
-    p = sub.add_parser("prune", help="block-structured pruning of a fine-tuned full-precision BERT (heads, FFN neurons)")
+    p = sub.add_parser("prune", help="block-structured pruning of a fine-tuned full-precision BERT (heads, FFN neurons)",
+                       dataclass_types=[DistillationArguments])
     p.add_argument("--model", required=True, help="Hub id or local folder of the fine-tuned full-precision BERT")
     _add_data_args(p)
     _add_train_args(p, learning_rate=5e-5)
-    _add_distill_loss_args(p)
+    p.add_argument("--multi-step", default=None, metavar="SCHEDULE", help="not for prune (distill --multi-step)")
     _add_pruning_args(p, flag=False)
     p.add_argument("--no-latency", action="store_true", help="skip the latency columns of the final table")
 
@@ -204,7 +164,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, help="port (default: Gradio's, the first free one from 7860)")
     p.add_argument("--max-chars", type=int, default=2000, help="longest input per field in characters; longer requests get a message on the page (default 2000)")
 
-    p = sub.add_parser("demo", help="the main job: fine-tune MiniLM on SST-2, distil a W1 student, compare (≈ 20 min on 2 CPU cores)")
+    p = sub.add_parser("demo", help="the main job: fine-tune MiniLM on SST-2, distil a W1 student, compare (≈ 20 min on 2 CPU cores)",
+                       dataclass_types=[BinarizationArguments])
     p.add_argument("--output-dir", default="outputs/main_job")
     p.add_argument("--teacher-model", default="minilm", help="full-precision BERT to fine-tune (default: all-MiniLM-L6-v2 from the demo extra)")
     p.add_argument("--data-dir", default="data/glue/SST-2")
@@ -212,7 +173,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--student-steps", type=int, default=500, help="student distillation steps, batch 32 (default 500; 0 = one epoch)")
     p.add_argument("--max-seq-length", type=int, default=64)
     p.add_argument("--student-learning-rate", type=float, default=5e-4)
-    _add_binarization_args(p)
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--no-progress", action="store_true")
     return parser
@@ -261,23 +221,21 @@ def _check_model(name, flag, *, allow_binary):
         raise UsageError(f"{flag}: {err}") from None
 
 
-def _binarization(args, stage_bits=()) -> dict:
-    """The binarization fields of the arguments, validated (for every multi-step stage's activation bits)."""
-    from .configuration_binary_bert import BinaryBertConfig
+def _from_args(cls, args):
+    """The `cls` dataclass of the parsed arguments."""
+    return cls(**{f.name: getattr(args, f.name) for f in dataclasses.fields(cls)})
 
-    fields = {"weight_scale": args.weight_scale, "scale_granularity": args.scale_granularity,
-              "binarized_modules": args.binarize, "ste": args.ste, "fp_dtype": args.fp_dtype,
-              "activation_bits": args.activation_bits, "activation_quantizer": args.activation_quantizer,
-              "attention_type": args.attention_type, "embedding_bits": args.embedding_bits,
-              "binarized_embeddings": args.binarized_embeddings}
-    if args.hidden_act:
-        fields["hidden_act"] = args.hidden_act
+
+def _binarization(args) -> tuple[dict, list[int]]:
+    """The binarization fields of the arguments and the activation bits of each stage, validated
+    (`BinarizationArguments`, for every multi-step stage's activation bits)."""
     try:
-        for bits in stage_bits or (fields["activation_bits"],):
-            BinaryBertConfig(**{**fields, "activation_bits": bits})
+        binarization = _from_args(BinarizationArguments, args)
     except ValueError as err:
-        raise UsageError(str(err)) from None
-    return fields
+        message = str(err)
+        raise UsageError("--multi-step" + message.removeprefix("multi_step") if message.startswith("multi_step")
+                         else message) from None
+    return binarization.binarization(), binarization.stage_bits()
 
 
 def _train_kwargs(args) -> dict:
@@ -311,19 +269,10 @@ def _train_kwargs(args) -> dict:
 
 
 def _loss_kwargs(args) -> dict:
-    from .distillation import DistillationTrainingArguments
-
-    kwargs = dict(task_loss_weight=args.task_loss_weight, prediction_loss_weight=args.prediction_loss_weight,
-                  temperature=args.temperature, hidden_loss_weight=args.hidden_loss_weight,
-                  hidden_layer_weights=args.hidden_layer_weights, attention_loss_weight=args.attention_loss_weight,
-                  attention_loss=args.attention_loss, cosine_loss_weight=args.cosine_loss_weight,
-                  dmd_loss_weight=args.dmd_loss_weight, dmd_targets=args.dmd_targets, two_stage=args.two_stage,
-                  intermediate_stage_ratio=args.intermediate_stage_ratio, teacher_bf16=args.teacher_bf16)
     try:
-        DistillationTrainingArguments(output_dir=os.devnull, report_to=[], **kwargs)
+        return dataclasses.asdict(_from_args(DistillationArguments, args))
     except ValueError as err:
         raise UsageError(str(err)) from None
-    return kwargs
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -364,13 +313,9 @@ def cmd_finetune(args):
 def cmd_distill(args):
     _check_task(args)
     _check_model(args.teacher, "--teacher", allow_binary=False)
-    from .recipes import distill, parse_schedule
+    from .recipes import distill
 
-    try:
-        stage_bits = parse_schedule(args.multi_step)
-    except ValueError as err:
-        raise UsageError(f"--multi-step: {err}") from None
-    binarization = _binarization(args, stage_bits)
+    binarization, _ = _binarization(args)
     losses = _loss_kwargs(args)
     # the comparison below scores teacher and student; no separate evaluation after training
     pruning = _pruning(args)
@@ -432,8 +377,8 @@ def cmd_evaluate(args):
 
 
 def cmd_size(args):
-    from .recipes import resolve_model
     from .format import checkpoint_size_report, format_size_report
+    from .recipes import resolve_model
 
     try:
         report = checkpoint_size_report(resolve_model(args.model))
@@ -543,7 +488,9 @@ def cmd_demo(args):
     if not os.path.isdir(args.data_dir):
         raise UsageError(f"--data-dir: no such folder: {args.data_dir} (run from the repository root)")
     _check_model(args.teacher_model, "--teacher-model", allow_binary=False)
-    run_main_job(args, _binarization(args))
+    if args.multi_step:
+        raise UsageError("--multi-step: the demo distils one W1 student; use distill --multi-step")
+    run_main_job(args, _binarization(args)[0])
 
 
 COMMANDS = {"finetune": cmd_finetune, "distill": cmd_distill, "prune": cmd_prune, "evaluate": cmd_evaluate, "size": cmd_size, "push": cmd_push,

@@ -32,6 +32,7 @@ from transformers import (
 
 from .data import get_glue_task, load_glue, load_text_blocks, mlm_collator, tokenize_glue
 from .distillation import DistillationTrainer, DistillationTrainingArguments
+from .distillation.arguments import parse_schedule  # re-exported: the multi-step schedule is an argument
 from .format import COMPONENTS, checkpoint_size_report
 from .layer_sizes import is_pruned, pruned_class
 from .metrics import classification_compute_metrics, mlm_compute_metrics, mlm_position_stats
@@ -389,25 +390,6 @@ def finetune(model: str, task: str, output_dir: str, *, evaluate: bool = True, *
     result = _train_and_record(trainer, work_dir, save, "finetune_results.json", evaluate, resume)
     _publish(work_dir, output_dir)
     return result
-
-
-def parse_schedule(schedule: str | list | tuple | None) -> list[int]:
-    """A multi-step schedule → activation bits per stage: `"W1A4,W1A2,W1A1"` (or `[4, 2, 1]`) → `[4, 2, 1]`.
-
-    Raises:
-        ValueError: for a stage that is not `W1A<bits>` with bits in {32, 8, 4, 2, 1}.
-    """
-    if schedule is None or schedule == "":
-        return []
-    items = schedule.split(",") if isinstance(schedule, str) else list(schedule)
-    bits = []
-    for item in items:
-        text = str(item).strip().upper()
-        value = text.removeprefix("W1A") if text.startswith("W1A") else text
-        if not value.isdigit() or int(value) not in (32, 8, 4, 2, 1):
-            raise ValueError(f"multi-step stage {item!r} is not one of W1A32, W1A8, W1A4, W1A2, W1A1")
-        bits.append(int(value))
-    return bits
 
 
 def distill(

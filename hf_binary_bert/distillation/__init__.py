@@ -1,6 +1,6 @@
 """Distillation from a full-precision teacher with the transformers Trainer."""
 
-from .arguments import DistillationTrainingArguments
+from .arguments import BinarizationArguments, DistillationArguments, DistillationTrainingArguments
 from .losses import (
     attention_distillation_loss,
     hidden_state_cosine,
@@ -11,6 +11,8 @@ from .losses import (
 from .trainer import DistillationTrainer
 
 __all__ = [
+    "BinarizationArguments",
+    "DistillationArguments",
     "DistillationTrainer",
     "DistillationTrainingArguments",
     "attention_distillation_loss",

@@ -1,4 +1,14 @@
-"""`DistillationTrainingArguments`: `TrainingArguments` plus the weights of each distillation loss."""
+"""The argument schema of binarization and distillation, as dataclasses that `HfArgumentParser` reads: one
+definition for the command line (`hf-binary-bert distill` / `prune` / `demo`, `cli.py`), the example scripts
+(`examples/run_glue_distill.py`) and `DistillationTrainingArguments`.
+
+- `BinarizationArguments`: how the student is binarized (the `BinaryBertConfig` fields, with the command line's
+  defaults) and the BiT multi-step schedule;
+- `DistillationArguments`: the weight of each distillation loss and its schedule;
+- `DistillationTrainingArguments`: `TrainingArguments` plus `DistillationArguments`.
+
+`HfArgumentParser` gives every field both spellings (`--weight_scale` and `--weight-scale`).
+"""
 
 from __future__ import annotations
 
@@ -6,13 +16,138 @@ from dataclasses import dataclass, field
 
 from transformers import TrainingArguments
 
+from ..configuration_binary_bert import (
+    ACTIVATION_BITS,
+    ACTIVATION_QUANTIZERS,
+    ATTENTION_TYPES,
+    BINARIZABLE_EMBEDDINGS,
+    BINARIZABLE_MODULES,
+    EMBEDDING_BITS,
+    ENCODER_MODULES,
+    FP_DTYPES,
+    SCALE_GRANULARITIES,
+    STES,
+    WEIGHT_SCALES,
+)
+
 INTERMEDIATE_LOSSES = ("hidden", "cosine", "attention", "dmd")
 PREDICTION_LOSSES = ("prediction", "task")
+QKV = ("query", "key", "value")
 
 
 @dataclass
-class DistillationTrainingArguments(TrainingArguments):
-    """`transformers.TrainingArguments` with the distillation settings of `DistillationTrainer`.
+class BinarizationArguments:
+    """How the student is binarized: the `BinaryBertConfig` fields (defaults: the command line's, BiBERT / the blog
+    series' learned offset per head, fp16 on disk) and BiT's multi-step schedule.
+
+    Raises:
+        ValueError: naming the field, for a `multi_step` stage that is not `W1A<bits>` or a combination
+            `BinaryBertConfig` refuses (for any stage's activation bits).
+    """
+
+    weight_scale: str = field(
+        default="learned_offset", metadata={"help": "α (and γ) scheme of the binarized weights.", "choices": WEIGHT_SCALES}
+    )
+    scale_granularity: str = field(
+        default="head", metadata={"help": "One α per tensor, attention head or row.", "choices": SCALE_GRANULARITIES}
+    )
+    binarized_modules: list[str] = field(
+        default_factory=lambda: list(ENCODER_MODULES),
+        metadata={"help": f"Linear layers to binarize (default: the six encoder Linears); any of "
+                          f"{list(BINARIZABLE_MODULES)}.", "choices": BINARIZABLE_MODULES, "aliases": ["--binarize"],
+                  "metavar": "MODULE"},
+    )
+    ste: str = field(default="clipped_identity", metadata={"help": "Straight-through estimator of sign().", "choices": STES})
+    fp_dtype: str = field(
+        default="float16", metadata={"help": "dtype of the full-precision parts on disk.", "choices": FP_DTYPES}
+    )
+    activation_bits: int = field(
+        default=32,
+        metadata={"help": "Bits of the activations entering binarized Linears and attention matmuls (1 = W1A1).",
+                  "choices": ACTIVATION_BITS},
+    )
+    activation_quantizer: str = field(
+        default="sign",
+        metadata={"help": "'sign' (BiBERT sign / LSQ) or 'elastic' (BiT: learned scale and shift).",
+                  "choices": ACTIVATION_QUANTIZERS},
+    )
+    attention_type: str = field(
+        default="softmax",
+        metadata={"help": "'softmax' (quantized probabilities) or 'bi_attention' (BiBERT).", "choices": ATTENTION_TYPES},
+    )
+    embedding_bits: int = field(
+        default=32, metadata={"help": "Bits of the embedding tables: 32, 16 or 1.", "choices": EMBEDDING_BITS}
+    )
+    binarized_embeddings: list[str] = field(
+        default_factory=lambda: ["word"],
+        metadata={"help": "Tables binarized with embedding_bits 1.", "choices": BINARIZABLE_EMBEDDINGS,
+                  "metavar": "TABLE"},
+    )
+    hidden_act: str | None = field(
+        default=None,
+        metadata={"help": "FFN activation of the student (default: the teacher's; BiT uses relu).",
+                  "choices": ("gelu", "relu")},
+    )
+    multi_step: str | None = field(
+        default=None,
+        metadata={"help": "BiT multi-step distillation, e.g. W1A4,W1A2,W1A1: one stage per entry (overrides "
+                          "activation_bits), each stage's student taught by the previous one.", "metavar": "SCHEDULE"},
+    )
+
+    def binarization(self, activation_bits: int | None = None) -> dict:
+        """The `BinaryBertConfig` keyword arguments of the student (of one multi-step stage)."""
+        fields = {
+            "weight_scale": self.weight_scale,
+            "scale_granularity": self.scale_granularity,
+            "binarized_modules": list(self.binarized_modules),
+            "ste": self.ste,
+            "fp_dtype": self.fp_dtype,
+            "activation_bits": self.activation_bits if activation_bits is None else activation_bits,
+            "activation_quantizer": self.activation_quantizer,
+            "attention_type": self.attention_type,
+            "embedding_bits": self.embedding_bits,
+            "binarized_embeddings": list(self.binarized_embeddings),
+        }
+        if self.hidden_act is not None:
+            fields["hidden_act"] = self.hidden_act
+        return fields
+
+    def stage_bits(self) -> list[int]:
+        """Activation bits per stage: the `multi_step` schedule, or `[activation_bits]`."""
+        try:
+            return parse_schedule(self.multi_step) or [self.activation_bits]
+        except ValueError as err:
+            raise ValueError(f"multi_step: {err}") from None
+
+    def __post_init__(self):
+        from ..configuration_binary_bert import BinaryBertConfig
+
+        for bits in self.stage_bits():  # ValueError, naming the field, for an invalid combination
+            BinaryBertConfig(**self.binarization(bits))
+
+
+def parse_schedule(schedule: str | list | tuple | None) -> list[int]:
+    """A multi-step schedule → activation bits per stage: `"W1A4,W1A2,W1A1"` (or `[4, 2, 1]`) → `[4, 2, 1]`.
+
+    Raises:
+        ValueError: for a stage that is not `W1A<bits>` with bits in {32, 8, 4, 2, 1}.
+    """
+    if schedule is None or schedule == "":
+        return []
+    items = schedule.split(",") if isinstance(schedule, str) else list(schedule)
+    bits = []
+    for item in items:
+        text = str(item).strip().upper()
+        value = text.removeprefix("W1A") if text.startswith("W1A") else text
+        if not value.isdigit() or int(value) not in (32, 8, 4, 2, 1):
+            raise ValueError(f"multi-step stage {item!r} is not one of W1A32, W1A8, W1A4, W1A2, W1A1")
+        bits.append(int(value))
+    return bits
+
+
+@dataclass
+class DistillationArguments:
+    """The distillation settings of `DistillationTrainer`: the weight of each loss and their schedule.
 
     The training loss is
         ℓ = w_task·ℓ_task + w_pred·ℓ_pred(τ) + w_hid·Σ_i λ_i ℓ_hid^i + w_att·ℓ_att + w_cos·Σ_i λ_i ℓ_cos^i
@@ -44,13 +179,13 @@ class DistillationTrainingArguments(TrainingArguments):
     attention_loss_weight: float = field(
         default=0.0, metadata={"help": "Weight of the attention-probability loss (needs eager attention)."}
     )
-    attention_loss: str = field(default="mse", metadata={"help": "Attention loss: 'mse' or 'kl'."})
+    attention_loss: str = field(default="mse", metadata={"help": "Attention loss: 'mse' or 'kl'.", "choices": ("mse", "kl")})
     cosine_loss_weight: float = field(default=0.0, metadata={"help": "Weight of the hidden-state cosine loss."})
     dmd_loss_weight: float = field(
         default=0.0, metadata={"help": "Weight of BiBERT's direction-matching distillation on Q/K/V similarity patterns."}
     )
     dmd_targets: list[str] = field(
-        default_factory=lambda: ["query", "key", "value"], metadata={"help": "Which of query/key/value DMD matches."}
+        default_factory=lambda: list(QKV), metadata={"help": "Which of query/key/value DMD matches.", "choices": QKV}
     )
     two_stage: bool = field(
         default=False, metadata={"help": "Intermediate-layer losses first, prediction-layer losses second."}
@@ -61,6 +196,10 @@ class DistillationTrainingArguments(TrainingArguments):
     teacher_bf16: bool = field(default=False, metadata={"help": "Run the teacher forward under bf16 autocast."})
 
     def __post_init__(self):
+        self.check_distillation()
+
+    def check_distillation(self) -> None:
+        """The checks of the class docstring (`ValueError` naming the field)."""
         for name in ("task_loss_weight", "prediction_loss_weight", "hidden_loss_weight", "attention_loss_weight",
                      "cosine_loss_weight", "dmd_loss_weight"):
             if getattr(self, name) < 0:
@@ -81,7 +220,6 @@ class DistillationTrainingArguments(TrainingArguments):
             for stage, names in (("first", INTERMEDIATE_LOSSES), ("second", PREDICTION_LOSSES)):
                 if not any(n in weights for n in names):
                     raise ValueError(f"two_stage=True but the {stage} stage has no loss: give one of {list(names)} a weight > 0")
-        super().__post_init__()
 
     def loss_weights(self, step: int | None = None, max_steps: int | None = None) -> dict[str, float]:
         """`{component: weight}` for the components in use (weight > 0); with `two_stage` and a `step` of
@@ -99,3 +237,17 @@ class DistillationTrainingArguments(TrainingArguments):
             stage = INTERMEDIATE_LOSSES if step < self.intermediate_stage_ratio * max_steps else PREDICTION_LOSSES
             weights = {k: v for k, v in weights.items() if k in stage}
         return weights
+
+
+@dataclass
+class DistillationTrainingArguments(DistillationArguments, TrainingArguments):
+    """`transformers.TrainingArguments` with the distillation settings of `DistillationTrainer`
+    (`DistillationArguments`; the loss formula and the checks are there).
+
+    Raises:
+        ValueError: as `DistillationArguments`, and as `TrainingArguments`.
+    """
+
+    def __post_init__(self):
+        self.check_distillation()
+        TrainingArguments.__post_init__(self)
