@@ -24,6 +24,7 @@ from transformers import AttentionInterface
 from transformers.masking_utils import AttentionMaskInterface, eager_mask
 
 from .binarization.activation import ActivationQuantizer
+from .kernels.linear import plan_of
 
 SOFTMAX_ATTENTION = "binary_bert_softmax"
 BI_ATTENTION = "bi_attention"
@@ -87,7 +88,7 @@ def _bitwise_bi_attention_applies(module, query, attention_mask) -> bool:
     """Eval mode, no gradient, float32 CPU tensors and 1-bit signed quantizers on Q, K and V: the bitwise kernel."""
     if module.training or torch.is_grad_enabled() or query.device.type != "cpu" or query.dtype != torch.float32:
         return False
-    if getattr(module, "inference_kernel", "auto") == "reference":
+    if plan_of(module).kernel == "reference":  # the model's inference plan
         return False
     if attention_mask is not None and attention_mask.dtype != torch.float32:
         return False

@@ -59,9 +59,9 @@ class Calibration:
                 quantizer._calibration_batches = 0
         for module in self.model.modules():  # the native runtime does not calibrate: eager path while calibrating
             if isinstance(module, BinaryBertEncoder):
-                self._encoders.append((module, module.__dict__.get("inference_kernel")))
-                if module.inference_kernel == "auto":
-                    module.inference_kernel = "eager"
+                self._encoders.append((module, module.__dict__.get("inference_plan")))
+                if module.inference_plan.kernel == "auto":
+                    module.inference_plan = module.inference_plan.replace(kernel="eager")
         return self
 
     def __exit__(self, *exc) -> None:
@@ -69,9 +69,9 @@ class Calibration:
             quantizer.__dict__.pop("_calibration_batches", None)
         for module, previous in self._encoders:
             if previous is None:
-                module.__dict__.pop("inference_kernel", None)
+                module.__dict__.pop("inference_plan", None)
             else:
-                module.inference_kernel = previous
+                module.inference_plan = previous
         self._encoders.clear()
 
 

@@ -39,6 +39,7 @@ from .binarization import (
 )
 from .configuration_binary_bert import BINARIZABLE_MODULES, BinaryBertConfig
 from .format import STUDENT_ONLY_SUFFIXES, packed_state_dict, validate_checkpoint
+from .kernels.linear import DEFAULT_PLAN, InferencePlan
 from .layer_sizes import apply_layer_sizes, is_pruned, pruned_class
 from .runtime import BinaryBertEncoder, use_native_encoder
 
@@ -58,6 +59,8 @@ class BinaryBertPreTrainedModel(BertPreTrainedModel):
     base_model_prefix = "bert"
     # The full-precision BERT class whose checkpoint `from_teacher` reads for this head and `to_bert` exports to.
     _teacher_class: type[PreTrainedModel] = BertModel
+    # How the packed model computes in eval mode (`set_inference_kernel`; kernels/linear.py): the default plan
+    inference_plan: InferencePlan = DEFAULT_PLAN
 
     def _binarize(self) -> None:
         apply_layer_sizes(self, self.config)  # a pruned model: per-layer head count / FFN width (layer_sizes.py)
@@ -115,6 +118,8 @@ class BinaryBertPreTrainedModel(BertPreTrainedModel):
         else:
             unfreeze_(self, self.config)
         self.config.packed_weights = packed
+        if packed:  # the new packed Linears compute under the model's plan
+            self._apply_plan(self.inference_plan)
         return self
 
     def set_inference_kernel(self, kernel: str = "auto", float_activations: str | None = None,
@@ -141,16 +146,15 @@ class BinaryBertPreTrainedModel(BertPreTrainedModel):
         Raises:
             ValueError: for another `kernel`, `float_activations` or `mlm_head`, `mlm_head` on a model without a
                 masked-LM head, or a model in training form (call `freeze()`).
-        """
-        from .kernels.linear import FLOAT_ACTIVATIONS, INFERENCE_KERNELS, MLM_HEADS, Int8HeadLinear
 
-        if kernel not in INFERENCE_KERNELS:
-            raise ValueError(f"kernel must be one of {list(INFERENCE_KERNELS)}, got {kernel!r}")
-        if float_activations is not None and float_activations not in FLOAT_ACTIVATIONS:
-            raise ValueError(f"float_activations must be one of {list(FLOAT_ACTIVATIONS)}, got {float_activations!r}")
+        The choice is one object, the model's `inference_plan` (`kernels.linear.InferencePlan`), shared by every
+        packed Linear, quantized attention module and the encoder's native runtime.
+        """
+        from .kernels.linear import Int8HeadLinear
+
+        current = self.inference_plan
+        plan = InferencePlan(kernel, float_activations or current.float_activations, mlm_head or current.mlm_head)
         if mlm_head is not None:
-            if mlm_head not in MLM_HEADS:
-                raise ValueError(f"mlm_head must be one of {list(MLM_HEADS)}, got {mlm_head!r}")
             head = getattr(getattr(self, "cls", None), "predictions", None)
             if head is None:
                 raise ValueError(f"mlm_head applies to masked-LM models, not {type(self).__name__}")
@@ -158,19 +162,21 @@ class BinaryBertPreTrainedModel(BertPreTrainedModel):
                 head.decoder = Int8HeadLinear.from_linear(head.decoder)
             elif mlm_head == "float32" and isinstance(head.decoder, Int8HeadLinear):
                 head.decoder = head.decoder.to_linear()
-        layers = [m for m in self.modules() if isinstance(m, PackedBinaryLinear)]
-        if not layers and any(isinstance(m, BinaryLinear) for m in self.modules()):
+        if not any(isinstance(m, PackedBinaryLinear) for m in self.modules()) and \
+                any(isinstance(m, BinaryLinear) for m in self.modules()):
             raise ValueError("this model is in training form (latent float weights): call model.freeze() first")
-        for layer in layers:
-            layer.inference_kernel = kernel
-            if float_activations is not None:
-                layer.float_activations = float_activations
-        for module in self.modules():  # the attention modules with quantizers (bitwise Bi-Attention), the encoder
-            if hasattr(module, "query_quantizer") or isinstance(module, BinaryBertEncoder):
-                module.inference_kernel = kernel
+        self._apply_plan(plan)
+        return self
+
+    def _apply_plan(self, plan) -> None:
+        """Make `plan` the model's inference plan, read by every packed Linear, quantized attention module and the
+        encoder (whose native runtime is rebuilt on its next call)."""
+        self.inference_plan = plan
+        for module in self.modules():
+            if isinstance(module, (PackedBinaryLinear, BinaryBertEncoder)) or hasattr(module, "query_quantizer"):
+                module.inference_plan = plan
             if isinstance(module, BinaryBertEncoder):
                 module.runtime().invalidate()
-        return self
 
     def binary_modules(self) -> dict[str, torch.nn.Module]:
         """`{qualified name: module}` of every binarized Linear and embedding (training or packed form)."""

@@ -50,6 +50,7 @@ from .binarization.activation import ActivationQuantizer
 from .binarization.kernel_dispatch import _kernel_args
 from .binarization.linear import PackedBinaryLinear
 from .kernels import ops
+from .kernels.linear import InferencePlanReader
 
 try:  # transformers' output-capturing context (output_hidden_states / output_attentions hooks)
     from transformers.utils.output_capturing import _active_collector
@@ -406,15 +407,13 @@ def _key_padding(attention_mask: torch.Tensor | None, batch: int, seq: int) -> t
     return valid.expand(batch, seq)
 
 
-class BinaryBertEncoder(BertEncoder):
+class BinaryBertEncoder(InferencePlanReader, BertEncoder):
     """transformers' `BertEncoder` whose forward runs on the native runtime when it can (module docstring).
 
     The class of a binarized model's encoder is switched to this one after construction (it adds no parameters or
-    buffers: the state dict is unchanged). `inference_kernel` ("auto", "eager" or "reference", set by
-    `BinaryBertPreTrainedModel.set_inference_kernel`): only "auto" runs the native runtime.
+    buffers: the state dict is unchanged). It reads the model's inference plan (`inference_plan`, set by
+    `BinaryBertPreTrainedModel.set_inference_kernel`): only kernel "auto" runs the native runtime.
     """
-
-    inference_kernel: str = "auto"
 
     def runtime(self) -> EncoderRuntime:
         """This encoder's `EncoderRuntime` (created on first use)."""

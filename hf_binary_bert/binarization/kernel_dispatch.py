@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from ..kernels import ops
-from ..kernels.linear import cached
+from ..kernels.linear import cached, plan_of
 from ..kernels.reference import SIGNED, UNSIGNED_GE, UNSIGNED_GT
 from .activation import ActivationQuantizer
 
@@ -32,14 +32,14 @@ def kernel_applies(module: nn.Module, x: torch.Tensor) -> bool:
     """Whether `module` (a `PackedBinaryLinear`) runs its forward on the kernels for input `x`: kernel `"auto"` or `"eager"`,
     eval mode, float32 CPU input, no gradient needed, and a kernel for its input quantizer (not while it calibrates:
     the bound kernel call does not read the input's statistics)."""
-    if module.inference_kernel == "reference" or module.training or x.device.type != "cpu" or x.dtype != torch.float32:
+    if plan_of(module).kernel == "reference" or module.training or x.device.type != "cpu" or x.dtype != torch.float32:
         return False
     if torch.is_grad_enabled() and (x.requires_grad or (module.bias is not None and module.bias.requires_grad)):
         return False
     quantizer = module.input_quantizer
     if isinstance(quantizer, ActivationQuantizer):  # calibrating (`hf_binary_bert.Calibration`): the reference path
         return quantizer._calibration_batches is None
-    return isinstance(quantizer, nn.Identity) and module.float_activations == "int8"
+    return isinstance(quantizer, nn.Identity) and plan_of(module).float_activations == "int8"
 
 
 def _per_row(module: nn.Module, name: str) -> torch.Tensor | None:
@@ -59,7 +59,7 @@ def _plan_key(module: nn.Module) -> tuple:
     quantizer = module.input_quantizer
     tensors = [module.weight_packed, module.weight_scale, getattr(module, "weight_offset", None), module.bias,
                getattr(quantizer, "shift", None), getattr(quantizer, "step", None)]
-    return (id(quantizer), module.float_activations,
+    return (id(quantizer), plan_of(module).float_activations,
             *((t.data_ptr(), t._version) for t in tensors if t is not None))
 
 
@@ -97,13 +97,14 @@ def kernel_forward(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
     if torch.compiler.is_compiling():
         op, args = _kernel_args(module, x)
         return getattr(ops, f"{op}_linear")(x, *args)
-    plan = module.__dict__.get("_kernel_plan")
+    cache = plan_of(module).cache_of(module)  # the model's inference plan holds the bound call
+    plan = cache.get("bound")
     key = _plan_key(module)
     if plan is None or plan[0] != key:
         op, args = _kernel_args(module, x)
         bind = ops.bind_w1a1 if op == "w1a1" else ops.bind_w1a8
         plan = (_plan_key(module), bind(module.in_features, *args))  # key again: calibration may have changed it
-        module.__dict__["_kernel_plan"] = plan
+        cache["bound"] = plan
     return plan[1](x)
 
 

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..format import dequantize, pack_weight, packed_length, per_row
+from ..kernels.linear import InferencePlanReader
 from .kernel_dispatch import kernel_applies, kernel_forward
 from .ste import binary_sign, sign_ste
 
@@ -203,7 +204,7 @@ class BinaryLinear(BinarizedWeightMixin, nn.Linear):
         )
 
 
-class PackedBinaryLinear(nn.Module):
+class PackedBinaryLinear(InferencePlanReader, nn.Module):
     r"""Inference form of `BinaryLinear`: only the packed sign bits and the scales, no latent weight.
 
     Buffers: `weight_packed` uint8 [out_features, ceil(in_features / 8)] (layout in `hf_binary_bert.format`),
@@ -213,14 +214,12 @@ class PackedBinaryLinear(nn.Module):
     Two forwards, equal up to float rounding (exactly equal integer dot products):
     - in eval mode on the CPU, when no gradient is needed (`torch.inference_mode()` / `torch.no_grad()`), the bitwise
       kernels of `hf_binary_bert.kernels` (input quantization fused in; see `binarization.kernel_dispatch` for which quantizer
-      maps to which kernel). `inference_kernel="reference"` turns them off; `float_activations="int8"` lets a layer
-      without input quantizer (W1A32) quantize its input dynamically per row to int8 (an approximation);
+      maps to which kernel), as the model's inference plan (`inference_plan`, `kernels.linear.InferencePlan`) says:
+      kernel `"reference"` turns them off; `float_activations="int8"` lets a layer without input quantizer (W1A32)
+      quantize its input dynamically per row to int8 (an approximation);
     - otherwise the pure-PyTorch reference: unpack to ±1, W = α·B + γ, then `F.linear`, equal to the
       `BinaryLinear` it was frozen from.
     """
-
-    inference_kernel: str = "auto"  # "auto" (kernels where they apply) or "reference"
-    float_activations: str = "float32"  # W1A32 layers on the kernels: "float32" (reference) or "int8" (dynamic)
 
     def __init__(
         self,
