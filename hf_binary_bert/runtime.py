@@ -12,8 +12,8 @@ each sequence attends over its own tokens only, which is what the padding mask g
 states at padding positions are returned as 0 (the eager path computes values there that no head reads).
 
 What the runtime reads: each Linear's packed bits in the kernels' layout (made once per Linear and shared with the
-per-Linear kernel path, `binarization.kernel_dispatch`), its scales, bias and input quantizer, the attention quantizers and the
-LayerNorms — the module tree's own tensors, by address; the plan (`EncoderRuntime`) keeps them alive and is rebuilt
+per-Linear kernel path, `binarization.kernel_dispatch`), its scales, bias and input quantizer, the attention quantizers
+and the LayerNorms — the module tree's own tensors, by address; the plan (`EncoderRuntime`) keeps them alive and is rebuilt
 when one of them changes (a load, `.to()`, an edit). Attention per scheme:
 
 | attention quantizers                  | scores Q̂·K̂ᵀ                 | weights                      | weights · V̂             |
