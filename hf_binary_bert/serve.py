@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .size import checkpoint_size_report
+from .format import checkpoint_size_report
 
 ARCHITECTURE_TASKS = {
     "ForSequenceClassification": "text-classification",

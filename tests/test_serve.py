@@ -67,8 +67,8 @@ def test_predict_gives_each_models_pipeline_label_and_a_latency(side, models):
 
 
 def test_student_runs_on_the_native_runtime_and_sizes_are_from_disk(side, models):
+    from hf_binary_bert.format import checkpoint_size_report
     from hf_binary_bert.kernels import available
-    from hf_binary_bert.size import checkpoint_size_report
 
     student = side.models["student"]
     assert student.model.training is False and side.models["teacher"].model.training is False
