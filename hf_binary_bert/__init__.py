@@ -1,14 +1,18 @@
 """hf_binary_bert: 1-bit BERT for transformers — binarize, distill with the Trainer, save packed, load with AutoModel.
 
-Importing the package registers `binary_bert` with `AutoConfig`, `AutoModel`, `AutoModelForMaskedLM` and
-`AutoModelForSequenceClassification`.
+Importing the package registers `binary_bert` with `AutoConfig`, `AutoModel`, `AutoModelForMaskedLM`,
+`AutoModelForSequenceClassification`, `AutoModelForQuestionAnswering`, `AutoModelForTokenClassification` and
+`AutoModelForMultipleChoice`.
 """
 
 from transformers import (
     AutoConfig,
     AutoModel,
     AutoModelForMaskedLM,
+    AutoModelForMultipleChoice,
+    AutoModelForQuestionAnswering,
     AutoModelForSequenceClassification,
+    AutoModelForTokenClassification,
 )
 
 from .binarization import (
@@ -26,7 +30,10 @@ from .flops import count_operations, estimate_packed_size
 from .configuration_binary_bert import BinaryBertConfig
 from .modeling_binary_bert import (
     BinaryBertForMaskedLM,
+    BinaryBertForMultipleChoice,
+    BinaryBertForQuestionAnswering,
     BinaryBertForSequenceClassification,
+    BinaryBertForTokenClassification,
     BinaryBertModel,
     BinaryBertPreTrainedModel,
     load_teacher,
@@ -39,6 +46,9 @@ AutoConfig.register("binary_bert", BinaryBertConfig, exist_ok=True)
 AutoModel.register(BinaryBertConfig, BinaryBertModel, exist_ok=True)
 AutoModelForMaskedLM.register(BinaryBertConfig, BinaryBertForMaskedLM, exist_ok=True)
 AutoModelForSequenceClassification.register(BinaryBertConfig, BinaryBertForSequenceClassification, exist_ok=True)
+AutoModelForQuestionAnswering.register(BinaryBertConfig, BinaryBertForQuestionAnswering, exist_ok=True)
+AutoModelForTokenClassification.register(BinaryBertConfig, BinaryBertForTokenClassification, exist_ok=True)
+AutoModelForMultipleChoice.register(BinaryBertConfig, BinaryBertForMultipleChoice, exist_ok=True)
 
 
 def __getattr__(name):
@@ -65,7 +75,10 @@ __all__ = [
     "estimate_packed_size",
     "BinaryBertConfig",
     "BinaryBertForMaskedLM",
+    "BinaryBertForMultipleChoice",
+    "BinaryBertForQuestionAnswering",
     "BinaryBertForSequenceClassification",
+    "BinaryBertForTokenClassification",
     "BinaryBertModel",
     "BinaryBertPreTrainedModel",
     "BinaryLinear",

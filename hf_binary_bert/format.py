@@ -124,7 +124,7 @@ FLOAT32_SUFFIXES = (".weight_scale", ".weight_offset", "_quantizer.step", "_quan
 STUDENT_ONLY_SUFFIXES = (*FLOAT32_SUFFIXES, "_quantizer.calibrated")
 # Heads and pooler may be absent from a checkpoint of another head type (as in transformers, they are then newly
 # initialised with a warning); everything else must be there.
-HEAD_PREFIXES = ("cls.", "classifier.", "pooler.", "bert.pooler.")
+HEAD_PREFIXES = ("cls.", "classifier.", "qa_outputs.", "pooler.", "bert.pooler.")
 _FLOAT_DTYPES = {"F32", "F16", "BF16"}
 
 

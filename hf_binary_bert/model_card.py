@@ -31,7 +31,12 @@ _HEADS = {  # model class -> (Auto class, pipeline tag)
     "BinaryBertModel": ("AutoModel", "feature-extraction"),
     "BinaryBertForMaskedLM": ("AutoModelForMaskedLM", "fill-mask"),
     "BinaryBertForSequenceClassification": ("AutoModelForSequenceClassification", "text-classification"),
+    "BinaryBertForQuestionAnswering": ("AutoModelForQuestionAnswering", "question-answering"),
+    "BinaryBertForTokenClassification": ("AutoModelForTokenClassification", "token-classification"),
+    "BinaryBertForMultipleChoice": ("AutoModelForMultipleChoice", "multiple-choice"),
 }
+# Pipeline tags transformers 5 has a `pipeline()` for; the card shows the one-line pipeline example only for these.
+_TRANSFORMERS_PIPELINES = ("fill-mask", "text-classification", "token-classification")
 _COMPONENT_LABELS = {"packed_weights": "binarized weights", "scales": "scales α (and offsets γ)",
                      "embeddings": "embeddings (full precision)", "other": "other (LayerNorm, biases, heads)"}
 _WEIGHT_SCHEMES = {
@@ -332,7 +337,8 @@ def create_model_card(
         latency_note=latency_note,
         auto_class=auto_class,
         repo_id=repo_id or name,
-        pipeline_tag=pipeline_tag if pipeline_tag != "feature-extraction" else None,
+        # the Hub's tag in the card metadata, but no transformers 5 pipeline ("question-answering" was removed in 5.0)
+        pipeline_tag=pipeline_tag if pipeline_tag in _TRANSFORMERS_PIPELINES else None,
         methods=_methods(config),
         training=_training_rows(training),
     )

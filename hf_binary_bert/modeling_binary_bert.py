@@ -17,7 +17,10 @@ import torch
 from transformers import (
     AutoConfig,
     BertForMaskedLM,
+    BertForMultipleChoice,
+    BertForQuestionAnswering,
     BertForSequenceClassification,
+    BertForTokenClassification,
     BertModel,
     BertPreTrainedModel,
     PreTrainedModel,
@@ -214,7 +217,8 @@ class BinaryBertPreTrainedModel(BertPreTrainedModel):
         """Save the config, the weights (safetensors only) and the standalone modeling code.
 
         The code (`remote_code.write_remote_code`: `configuration_binary_bert.py` and `modeling_binary_bert.py`,
-        generated from this package's sources) and the config's `auto_map` (`AutoConfig`, `AutoModel`, `AutoModelForMaskedLM`, `AutoModelForSequenceClassification`) let
+        generated from this package's sources) and the config's `auto_map` (`AutoConfig` and every Auto model class
+        this package registers: `remote_code.AUTO_MAP`) let
         the checkpoint load with `trust_remote_code=True` where `hf_binary_bert` is not installed.
 
         Args:
@@ -350,7 +354,8 @@ class BinaryBertPreTrainedModel(BertPreTrainedModel):
     @torch.no_grad()
     def to_bert(self) -> PreTrainedModel:
         """A plain transformers BERT of the matching head (`BertModel`, `BertForMaskedLM`,
-        `BertForSequenceClassification`) whose weights are the dequantized binarized ones, W = α·B + γ (1-bit
+        `BertForSequenceClassification`, `BertForQuestionAnswering`, `BertForTokenClassification`,
+        `BertForMultipleChoice`) whose weights are the dequantized binarized ones, W = α·B + γ (1-bit
         embeddings likewise, per row), for tools that do not know this package. Its outputs equal this model's
         (up to float rounding) because, at full-precision activations, the binarized model is exactly a BERT with
         those weights. The export is float32; the weights still take only two values per scale group, but the file is a
@@ -397,8 +402,8 @@ class BinaryBertPreTrainedModel(BertPreTrainedModel):
         scales (α₀ = mean|W|; with offset γ₀ = mean W, α₀ = mean|W − γ₀|).
 
         Args:
-            teacher: a `BertModel`, `BertForMaskedLM` or `BertForSequenceClassification` (or any BERT-architecture
-                model), or a Hub id / local folder of such a checkpoint. A binarized model in training form is
+            teacher: a `BertModel`, `BertForMaskedLM`, `BertForSequenceClassification`, `BertForQuestionAnswering`,
+                `BertForTokenClassification` or `BertForMultipleChoice` (or any BERT-architecture model), or a Hub id / local folder of such a checkpoint. A binarized model in training form is
                 accepted too (multi-step distillation: the previous stage's student); its latent weights and learned
                 scales are copied, its activation quantizers are not (the new ones calibrate on the first batch).
             **config_kwargs: binarization fields of `BinaryBertConfig` (`weight_scale`, `scale_granularity`, …) and
@@ -552,10 +557,57 @@ class BinaryBertForSequenceClassification(BinaryBertPreTrainedModel, BertForSequ
         self.post_init()
 
 
+class BinaryBertForQuestionAnswering(BinaryBertPreTrainedModel, BertForQuestionAnswering):
+    """`transformers.BertForQuestionAnswering` with a binarized encoder (extractive QA, e.g. SQuAD); the span
+    classifier `qa_outputs` (hidden → 2) stays full precision unless named in `config.binarized_modules`. Inputs and
+    outputs (`QuestionAnsweringModelOutput`: `start_logits`, `end_logits` [batch, seq]; with `start_positions` /
+    `end_positions` [batch], the mean of the two cross-entropies as `loss`) as `BertForQuestionAnswering`."""
+
+    _teacher_class = BertForQuestionAnswering
+
+    def __init__(self, config: BinaryBertConfig):
+        if config.num_labels != 2:
+            raise ValueError(f"BinaryBertForQuestionAnswering scores span starts and ends: config.num_labels must be 2, "
+                             f"got {config.num_labels}")
+        BertForQuestionAnswering.__init__(self, config)
+        self._binarize()
+        self.post_init()
+
+
+class BinaryBertForTokenClassification(BinaryBertPreTrainedModel, BertForTokenClassification):
+    """`transformers.BertForTokenClassification` with a binarized encoder (NER, POS tagging); the classifier
+    (hidden → num_labels) stays full precision unless named in `config.binarized_modules`. Inputs and outputs
+    (`TokenClassifierOutput`, logits [batch, seq, num_labels]) as `BertForTokenClassification`."""
+
+    _teacher_class = BertForTokenClassification
+
+    def __init__(self, config: BinaryBertConfig):
+        BertForTokenClassification.__init__(self, config)
+        self._binarize()
+        self.post_init()
+
+
+class BinaryBertForMultipleChoice(BinaryBertPreTrainedModel, BertForMultipleChoice):
+    """`transformers.BertForMultipleChoice` with a binarized encoder (SWAG, RACE): each choice is encoded as its own
+    sequence and scored by the pooled output; pooler and classifier (hidden → 1) binarized only when named in
+    `config.binarized_modules`. Inputs `input_ids` [batch, num_choices, seq] and outputs (`MultipleChoiceModelOutput`,
+    logits [batch, num_choices]) as `BertForMultipleChoice`."""
+
+    _teacher_class = BertForMultipleChoice
+
+    def __init__(self, config: BinaryBertConfig):
+        BertForMultipleChoice.__init__(self, config)
+        self._binarize()
+        self.post_init()
+
+
 __all__ = [
     "BINARIZABLE_MODULES",
     "BinaryBertForMaskedLM",
+    "BinaryBertForMultipleChoice",
+    "BinaryBertForQuestionAnswering",
     "BinaryBertForSequenceClassification",
+    "BinaryBertForTokenClassification",
     "BinaryBertModel",
     "BinaryBertPreTrainedModel",
     "load_teacher",

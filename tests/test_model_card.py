@@ -3,10 +3,11 @@ saved checkpoint, metrics as model-index results."""
 
 import pytest
 import torch
-from conftest import tiny_bert_config, tiny_config
+from conftest import HEADS, tiny_bert_config, tiny_config
 from huggingface_hub import ModelCard
 from transformers import BertForMaskedLM, BertForSequenceClassification
 
+import hf_binary_bert as hb
 from hf_binary_bert import BinaryBertForMaskedLM, BinaryBertForSequenceClassification, checkpoint_size_report
 from hf_binary_bert.model_card import create_model_card, eval_results_for_task, float32_size_report, is_hub_id
 
@@ -131,3 +132,20 @@ def test_the_card_records_the_training_run(tmp_path):
     untrained = BinaryBertForSequenceClassification(tiny_config())
     untrained.save_pretrained(tmp_path / "untrained")
     assert "## Training" not in create_model_card(untrained, tmp_path / "untrained").text
+
+
+@pytest.mark.parametrize("head, tag, has_pipeline", [
+    ("BinaryBertForMaskedLM", "fill-mask", True),
+    ("BinaryBertForSequenceClassification", "text-classification", True),
+    ("BinaryBertForQuestionAnswering", "question-answering", False),  # transformers 5 removed that pipeline
+    ("BinaryBertForTokenClassification", "token-classification", True),
+    ("BinaryBertForMultipleChoice", "multiple-choice", False),
+])
+def test_every_head_has_its_auto_class_and_pipeline_tag(tmp_path, head, tag, has_pipeline):
+    auto, _, kwargs = HEADS[head]
+    model = getattr(hb, head)(tiny_config(**kwargs))
+    _saved(model, tmp_path)
+    card = create_model_card(model, tmp_path, repo_id="alice/m")
+    assert card.data.pipeline_tag == tag
+    assert f'{auto}.from_pretrained("alice/m", trust_remote_code=True)' in card.text
+    assert (f'pipeline("{tag}", model="alice/m")' in card.text) is has_pipeline

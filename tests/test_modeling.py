@@ -3,7 +3,8 @@ import struct
 
 import pytest
 import torch
-from conftest import tiny_bert_config, tiny_config
+import transformers
+from conftest import HEADS, head_inputs, head_output, tiny_bert_config, tiny_config
 from safetensors.torch import load_file, save_file
 from transformers import (
     AutoModel,
@@ -83,6 +84,30 @@ def test_packed_save_then_auto_reload_is_exact(tmp_path, input_ids, scheme, gran
     assert isinstance(loaded.bert.encoder.layer[1].output.dense, PackedBinaryLinear)
     assert torch.equal(_logits(loaded, input_ids), expected)
     assert not model.config.packed_weights  # saving does not change the model in memory
+
+
+@pytest.mark.parametrize("head", list(HEADS))
+def test_every_head_packed_save_then_auto_reload_is_exact(tmp_path, input_ids, head):
+    """Each head (W1A1 BiT, learned offsets per head) saves packed and reloads through its Auto class with equal
+    outputs; the head's own layers (classifier, qa_outputs) are in the file in full precision."""
+    auto, _, kwargs = HEADS[head]
+    torch.manual_seed(0)
+    model = getattr(hb, head)(tiny_config(weight_scale="learned_offset", scale_granularity="head", activation_bits=1,
+                                          activation_quantizer="elastic", **kwargs))
+    inputs = head_inputs(head, input_ids)
+    model.train()(**inputs)  # calibrates the activation quantizers
+    expected = head_output(model.eval()(**inputs))
+    model.save_pretrained(tmp_path)
+    loaded = getattr(transformers, auto).from_pretrained(tmp_path)
+    assert type(loaded) is getattr(hb, head) and loaded.config.packed_weights
+    assert isinstance(loaded.bert.encoder.layer[1].output.dense, PackedBinaryLinear)
+    with torch.no_grad():  # the packed reference forward: equal up to float rounding of α·B + γ
+        torch.testing.assert_close(head_output(loaded.eval().set_inference_kernel("reference")(**inputs)), expected,
+                                   rtol=0, atol=1e-6)
+    saved = load_file(tmp_path / "model.safetensors")
+    head_keys = {k for k in saved if not k.startswith("bert.")}
+    own = {name for name, _ in model.named_parameters() if not name.startswith("bert.")}
+    assert head_keys == own and own  # MLM: cls.predictions.*, others: classifier / qa_outputs
 
 
 @pytest.mark.parametrize("fp_dtype, torch_dtype, stored", [("float16", torch.float16, "F16"), ("bfloat16", torch.bfloat16, "BF16")])
@@ -208,7 +233,8 @@ def test_pickle_checkpoints_are_refused(tmp_path):
 # Conversion from a teacher
 
 
-@pytest.mark.parametrize("teacher_cls, student_cls", [(BertModel, BinaryBertModel), (BertForMaskedLM, BinaryBertForMaskedLM), (BertForSequenceClassification, BinaryBertForSequenceClassification)])
+@pytest.mark.parametrize("teacher_cls, student_cls", [(BertModel, BinaryBertModel)] + [
+    (getattr(transformers, twin), getattr(hb, head)) for head, (_, twin, _) in HEADS.items()])
 def test_from_teacher_copies_weights_and_initialises_scales(teacher_cls, student_cls):
     torch.manual_seed(0)
     teacher = teacher_cls(tiny_bert_config(num_labels=2))
@@ -222,8 +248,10 @@ def test_from_teacher_copies_weights_and_initialises_scales(teacher_cls, student
     assert torch.allclose(q.weight_offset, gamma) and torch.allclose(q.weight_scale, (w.reshape(4, -1) - gamma[:, None]).abs().mean(1))
     emb = student.get_submodule(f"{prefix}embeddings.word_embeddings").weight
     assert torch.equal(emb, t_state[f"{prefix}embeddings.word_embeddings.weight"])
-    if teacher_cls is BertForSequenceClassification:
-        assert torch.equal(student.classifier.weight, teacher.classifier.weight)
+    for head_layer in ("classifier", "qa_outputs"):  # every head but masked LM's: copied as it is
+        if hasattr(teacher, head_layer):
+            assert torch.equal(getattr(student, head_layer).weight, getattr(teacher, head_layer).weight)
+            assert torch.equal(getattr(student, head_layer).bias, getattr(teacher, head_layer).bias)
     if teacher_cls is BertForMaskedLM:
         assert student.cls.predictions.decoder.weight is student.bert.embeddings.word_embeddings.weight
 

@@ -9,11 +9,13 @@ import tempfile
 
 import pytest
 import torch
-from conftest import DATA, tiny_config
+import transformers
+from conftest import DATA, HEADS, head_inputs, head_output, tiny_config
 from huggingface_hub import ModelCard
 from safetensors.torch import save_file
 from transformers import AutoModelForMaskedLM, AutoModelForSequenceClassification, AutoTokenizer
 
+import hf_binary_bert as hb
 from hf_binary_bert import BinaryBertForMaskedLM, BinaryBertForSequenceClassification, cli
 from hf_binary_bert.hub import PushToHubError
 from hf_binary_bert.remote_code import remote_code_files
@@ -74,6 +76,28 @@ def test_push_then_load_from_a_fresh_cache(fake_hub, tokenizer, tmp_path):
     # files without it, tolerating the 401: `tokenization_utils_base`, not this package)
     reads = [r for r in fake_hub.requests if f"/{repo}/resolve/" in r.path]
     assert reads and all(r.headers.get("authorization") == f"Bearer {WRITE_TOKEN}" for r in reads)
+
+
+@pytest.mark.parametrize("head", list(HEADS))
+def test_every_head_pushes_and_loads_through_its_auto_class(fake_hub, tokenizer, tmp_path, head):
+    auto, _, kwargs = HEADS[head]
+    torch.manual_seed(0)
+    model = getattr(hb, head)(tiny_config(vocab_size=tokenizer.vocab_size, activation_bits=1,
+                                          activation_quantizer="elastic", **kwargs))
+    encoded = tokenizer(TEXT, padding=True, return_tensors="pt")
+    inputs = head_inputs(head, encoded.input_ids, encoded.attention_mask)
+    model.train()(**inputs)  # calibrates the activation quantizers
+    repo = f"{USER}/{head.lower()}"
+    commit = model.eval().push_to_hub(repo, token=WRITE_TOKEN, tokenizer=tokenizer)
+    loaded = getattr(transformers, auto).from_pretrained(repo, revision=commit.oid, cache_dir=tmp_path / "cache")
+    assert type(loaded) is getattr(hb, head) and loaded.config.packed_weights
+    model.save_pretrained(tmp_path / "local")
+    saved = getattr(hb, head).from_pretrained(tmp_path / "local").eval()
+    with torch.inference_mode():
+        torch.testing.assert_close(head_output(loaded.eval()(**inputs)), head_output(saved(**inputs)), rtol=0, atol=0)
+    card = ModelCard(fake_hub.files(repo)["README.md"].decode())
+    assert f'{auto}.from_pretrained("{repo}")' in card.text
+    assert json.loads(fake_hub.files(repo)["config.json"])["auto_map"][auto] == f"modeling_binary_bert.{head}"
 
 
 def test_private_repository_without_the_token_and_a_missing_one(fake_hub, tokenizer, tmp_path):

@@ -10,12 +10,13 @@ import textwrap
 
 import pytest
 import torch
-from conftest import tiny_config
+from conftest import HEADS, head_inputs, head_output, tiny_config
 from hub_server import isolate_modules_cache
 from safetensors.torch import save_file
 from transformers.dynamic_module_utils import check_imports, get_relative_import_files
 
-from hf_binary_bert import BinaryBertForMaskedLM, BinaryBertForSequenceClassification, BinaryBertModel
+import hf_binary_bert as hb
+from hf_binary_bert import BinaryBertForSequenceClassification, BinaryBertModel
 from hf_binary_bert.remote_code import AUTO_MAP, remote_code_files
 
 # Run first in every child process: `import hf_binary_bert` (and any submodule) fails as if it were not installed.
@@ -74,7 +75,7 @@ def test_saved_config_has_an_auto_map_for_every_head(tmp_path):
     BinaryBertModel(tiny_config()).save_pretrained(tmp_path)
     config = json.loads((tmp_path / "config.json").read_text())
     assert config["auto_map"] == AUTO_MAP
-    assert set(AUTO_MAP) == {"AutoConfig", "AutoModel", "AutoModelForMaskedLM", "AutoModelForSequenceClassification"}
+    assert set(AUTO_MAP) == {"AutoConfig", "AutoModel", *(auto for auto, _, _ in HEADS.values())}
     for reference in AUTO_MAP.values():
         module, cls = reference.split(".")
         assert f"class {cls}(" in (tmp_path / f"{module}.py").read_text()
@@ -91,7 +92,8 @@ LOAD_AND_COMPARE = """
     assert type(model).__name__ == {cls!r}
     assert AutoConfig.from_pretrained({path!r}, trust_remote_code=True).model_type == "binary_bert"
     with torch.inference_mode():
-        out = model(reference["ids"]).logits
+        out = model(reference["ids"])
+        out = torch.stack([out.start_logits, out.end_logits], -1) if "start_logits" in out else out.logits
     print("max_abs_diff", (out - reference["logits"]).abs().max().item())
     model.save_pretrained({resaved!r})  # a re-save carries the same code
     again = AutoModel.from_pretrained({resaved!r}, trust_remote_code=True)
@@ -103,15 +105,20 @@ LOAD_AND_COMPARE = """
 """
 
 
-@pytest.mark.parametrize("head, auto, kwargs", [
-    (BinaryBertForMaskedLM, "AutoModelForMaskedLM", dict(weight_scale="learned", scale_granularity="row")),
-    (BinaryBertForSequenceClassification, "AutoModelForSequenceClassification",
+_BIT = {"activation_bits": 1, "activation_quantizer": "elastic", "weight_scale": "learned_offset"}
+
+
+@pytest.mark.parametrize("head, kwargs", [
+    ("BinaryBertForMaskedLM", dict(weight_scale="learned", scale_granularity="row")),
+    ("BinaryBertForSequenceClassification",
      dict(weight_scale="learned_offset", scale_granularity="head", activation_bits=1, activation_quantizer="elastic",
           embedding_bits=1, num_labels=3)),
-    (BinaryBertForSequenceClassification, "AutoModelForSequenceClassification",
-     dict(activation_bits=1, attention_type="bi_attention", num_labels=2)),
+    ("BinaryBertForSequenceClassification", dict(activation_bits=1, attention_type="bi_attention", num_labels=2)),
+    *[(head, {**_BIT, **kwargs}) for head, (_, _, kwargs) in HEADS.items()
+      if head not in ("BinaryBertForMaskedLM", "BinaryBertForSequenceClassification")],
 ])
-def test_trust_remote_code_loads_without_the_package(tmp_path, input_ids, head, auto, kwargs):
+def test_trust_remote_code_loads_without_the_package(tmp_path, input_ids, head, kwargs):
+    auto, head, input_ids = HEADS[head][0], getattr(hb, head), head_inputs(head, input_ids)["input_ids"]
     torch.manual_seed(0)
     model = head(tiny_config(**kwargs))
     model.train()(input_ids)  # calibrates the activation quantizers
@@ -119,7 +126,7 @@ def test_trust_remote_code_loads_without_the_package(tmp_path, input_ids, head, 
     # the compiled kernels here, layer by layer ("eager"; the native runtime rounds LayerNorm / GELU / softmax its own
     # way); the copy runs their reference twins, bit for bit equal
     with torch.inference_mode():
-        logits = head.from_pretrained(tmp_path / "model").set_inference_kernel("eager")(input_ids).logits
+        logits = head_output(head.from_pretrained(tmp_path / "model").set_inference_kernel("eager")(input_ids))
     save_file({"ids": input_ids, "logits": logits}, tmp_path / "reference.safetensors")
     out = run_without_package(LOAD_AND_COMPARE.format(
         auto=auto, cls=head.__name__, path=str(tmp_path / "model"), ref=str(tmp_path / "reference.safetensors"),

@@ -3,8 +3,9 @@ the eager kernel path, padding removal, its fall-backs, plan rebuilding, and bad
 
 import pytest
 import torch
-from conftest import tiny_config
+from conftest import HEADS, head_inputs, head_output, tiny_config
 
+import hf_binary_bert as hb
 from hf_binary_bert import (
     BinaryBertForMaskedLM,
     BinaryBertForSequenceClassification,
@@ -37,7 +38,7 @@ def _model(combo, cls=BinaryBertModel, layers=2, seed=0, **extra):
     model = cls(tiny_config(weight_scale="learned_offset", scale_granularity="head", num_hidden_layers=layers,
                             **combo, **extra))
     ids = torch.randint(1, 99, (4, 13), generator=torch.Generator().manual_seed(seed))
-    model.train()(input_ids=ids)  # calibrates the activation quantizers
+    model.train()(**head_inputs(cls.__name__, ids))  # calibrates the activation quantizers
     return model.eval().freeze()
 
 
@@ -110,14 +111,21 @@ def test_padding_is_removed_and_each_sequence_equals_itself_alone():
             assert torch.equal(batch[b, :n], alone[0])  # the same rows, bit for bit
 
 
-@pytest.mark.parametrize("cls", [BinaryBertForSequenceClassification, BinaryBertForMaskedLM])
-def test_heads_run_on_the_runtime(cls):
+@pytest.mark.parametrize("head", list(HEADS))
+def test_heads_run_on_the_runtime(head):
+    cls, kwargs = getattr(hb, head), HEADS[head][2]
     extra = {"tie_word_embeddings": False} if cls is BinaryBertForMaskedLM else {}
-    model = _model(COMBOS["W1A1-elastic (BiT)"], cls=cls, **extra)
+    model = _model(COMBOS["W1A1-elastic (BiT)"], cls=cls, **extra, **kwargs)
     ids, mask = _inputs()
-    native = _hidden(model, ids, mask, "auto").logits
-    eager = _hidden(model, ids, mask, "eager").logits
-    if cls is BinaryBertForMaskedLM:
+    inputs = head_inputs(head, ids, mask)
+    calls, handles = _linear_calls(model)
+    native = head_output(_hidden(model, inputs["input_ids"], inputs["attention_mask"], "auto"))
+    assert not calls, "the native runtime ran no PyTorch Linear"
+    eager = head_output(_hidden(model, inputs["input_ids"], inputs["attention_mask"], "eager"))
+    assert calls
+    for h in handles:
+        h.remove()
+    if native.dim() > 2 and head != "BinaryBertForMultipleChoice":  # per-token scores: padding is not compared
         native, eager = native[mask.bool()], eager[mask.bool()]
     torch.testing.assert_close(native, eager, rtol=0, atol=1e-4)
 
