@@ -40,13 +40,15 @@ class _Parser(HfArgumentParser):
 
 
 def _add_data_args(p, *, train=True):
-    p.add_argument("--task", required=True, help="'mlm' (masked LM on text files) or a GLUE task: sst2, rte, cola, mrpc, stsb, qqp, mnli, qnli, wnli")
+    p.add_argument("--task", required=True, help="'mlm' (masked LM on text files), 'squad' (SQuAD v1.1 extractive QA on SQuAD JSON files) or a GLUE task: sst2, rte, cola, mrpc, stsb, qqp, mnli, qnli, wnli")
     p.add_argument("--data-dir", help="folder with the GLUE task's TSV files (default: data/glue/<TASK> if present, else the Hub's nyu-mll/glue)")
     p.add_argument("--dataset-name", help="load the GLUE task from this Hub dataset (e.g. nyu-mll/glue) instead of TSV files")
     if train:
-        p.add_argument("--train-files", nargs="+", help="text files for --task mlm (training)")
-    p.add_argument("--eval-files", nargs="+", help="text files for --task mlm (evaluation)")
-    p.add_argument("--max-seq-length", type=int, default=128, help="tokens per sequence / MLM block (default 128)")
+        p.add_argument("--train-files", nargs="+", help="text files for --task mlm, SQuAD JSON files for --task squad (training)")
+    p.add_argument("--eval-files", nargs="+", help="text files for --task mlm, SQuAD JSON files for --task squad (evaluation)")
+    p.add_argument("--max-seq-length", type=int, help="tokens per sequence / MLM block / SQuAD window (default 128; squad: 384)")
+    p.add_argument("--doc-stride", type=int, help="squad: overlap in tokens of the windows of a long context (default min(128, window / 2))")
+    p.add_argument("--max-answer-length", type=int, help="squad: longest answer decoded, in tokens (default 30)")
     p.add_argument("--max-eval-samples", type=int, help="evaluate on a random subset of this size")
     p.add_argument("--seed", type=int, default=42)
 
@@ -107,7 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="hf-binary-bert", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    p = sub.add_parser("finetune", help="fine-tune a full-precision BERT teacher (masked LM or GLUE)")
+    p = sub.add_parser("finetune", help="fine-tune a full-precision BERT teacher (masked LM, SQuAD or GLUE)")
     p.add_argument("--model", default="minilm", help="Hub id or local folder of a BERT ('minilm': all-MiniLM-L6-v2 from the demo extra)")
     _add_data_args(p)
     _add_train_args(p, learning_rate=5e-5)
@@ -189,11 +191,11 @@ def _check_files(paths, what):
 
 
 def _task_name(task: str) -> str:
-    """`"mlm"`, or the canonical name of a GLUE task (`"SST-2"` → `"sst2"`)."""
+    """`"mlm"`, `"squad"`, or the canonical name of a GLUE task (`"SST-2"` → `"sst2"`)."""
     from .data import get_glue_task
 
-    if task == "mlm":
-        return task
+    if task.lower() in ("mlm", "squad"):
+        return task.lower()
     try:
         return get_glue_task(task).name
     except ValueError as err:
@@ -202,14 +204,32 @@ def _task_name(task: str) -> str:
 
 def _check_task(args):
     args.task = _task_name(args.task)
-    if args.task != "mlm":
+    if args.max_seq_length is None:
+        args.max_seq_length = 384 if args.task == "squad" else 128
+    if args.task not in ("mlm", "squad"):
         if args.data_dir is not None and not os.path.isdir(args.data_dir):
             raise UsageError(f"--data-dir: no such folder: {args.data_dir}")
     else:
         _check_files(getattr(args, "train_files", None), "--train-files")
         _check_files(args.eval_files, "--eval-files")
         if not getattr(args, "train_files", None) and not args.eval_files:
-            raise UsageError("--task mlm needs --train-files and/or --eval-files")
+            raise UsageError(f"--task {args.task} needs --train-files and/or --eval-files")
+        if args.task == "squad":  # a file that is not SQuAD JSON stops here, before anything is trained or written
+            from .squad import load_squad
+
+            for flag, files in (("--train-files", getattr(args, "train_files", None)), ("--eval-files", args.eval_files)):
+                for path in files or ():
+                    try:
+                        load_squad(path)
+                    except ValueError as err:
+                        raise UsageError(f"{flag}: {err}") from None
+    if args.task != "squad" and (args.doc_stride is not None or args.max_answer_length is not None):
+        raise UsageError("--doc-stride / --max-answer-length apply to --task squad only")
+    if args.doc_stride is not None and not 0 < args.doc_stride < args.max_seq_length // 2 + 1:
+        raise UsageError(f"--doc-stride must be between 1 and half of --max-seq-length ({args.max_seq_length}), "
+                         f"got {args.doc_stride}")
+    if args.max_answer_length is not None and args.max_answer_length < 1:
+        raise UsageError(f"--max-answer-length must be a positive number of tokens, got {args.max_answer_length}")
 
 
 def _check_model(name, flag, *, allow_binary):
@@ -244,7 +264,7 @@ def _train_kwargs(args) -> dict:
                   max_train_samples=args.max_train_samples, max_eval_samples=args.max_eval_samples,
                   whole_word_mask=args.whole_word_mask, seed=args.seed, logging_steps=args.logging_steps,
                   progress=not args.no_progress, data_dir=args.data_dir, dataset_name=args.dataset_name,
-                  train_files=args.train_files,
+                  train_files=args.train_files, doc_stride=args.doc_stride, max_answer_length=args.max_answer_length,
                   eval_files=args.eval_files, save_steps=args.save_steps,
                   resume_from_checkpoint=args.resume_from_checkpoint)
     if args.save_steps is not None and args.save_steps <= 0:
@@ -329,7 +349,8 @@ def cmd_distill(args):
     rows = _compare({"teacher": args.teacher, "student": args.output_dir}, args.task, latency=not args.no_latency,
                     progress=not args.no_progress, data_dir=args.data_dir, dataset_name=args.dataset_name,
                     eval_files=args.eval_files, max_seq_length=args.max_seq_length,
-                    max_eval_samples=args.max_eval_samples, seed=args.seed)
+                    max_eval_samples=args.max_eval_samples, seed=args.seed,
+                    doc_stride=args.doc_stride, max_answer_length=args.max_answer_length)
     _print_table(rows, args.output_dir)
     print(f"losses plot: {os.path.join(args.output_dir, 'losses.png')}")
 
@@ -338,6 +359,8 @@ def cmd_prune(args):
     if args.resume_from_checkpoint is not None:
         raise UsageError("--resume-from-checkpoint: prune does not resume (finetune and distill do)")
     _check_task(args)
+    if args.task == "squad":
+        raise UsageError("--task squad: prune works on masked LM and GLUE tasks")
     _check_model(args.model, "--model", allow_binary=False)
     if args.multi_step:
         raise UsageError("--multi-step: prune distils one full-precision model; use distill --prune for a student")
@@ -357,7 +380,8 @@ def cmd_prune(args):
     rows = _compare({"dense": args.model, "pruned": args.output_dir}, args.task, latency=not args.no_latency,
                     progress=not args.no_progress, data_dir=args.data_dir, dataset_name=args.dataset_name,
                     eval_files=args.eval_files, max_seq_length=args.max_seq_length,
-                    max_eval_samples=args.max_eval_samples, seed=args.seed)
+                    max_eval_samples=args.max_eval_samples, seed=args.seed,
+                    doc_stride=args.doc_stride, max_answer_length=args.max_answer_length)
     _print_table(rows, args.output_dir)
 
 
@@ -367,7 +391,8 @@ def cmd_evaluate(args):
         _check_model(model, "--model", allow_binary=True)
     rows = _compare({m: m for m in args.model}, args.task, latency=not args.no_latency, progress=not args.no_progress,
                     float_activations=args.float_activations, data_dir=args.data_dir, dataset_name=args.dataset_name, eval_files=args.eval_files,
-                    max_seq_length=args.max_seq_length, max_eval_samples=args.max_eval_samples, seed=args.seed)
+                    max_seq_length=args.max_seq_length, max_eval_samples=args.max_eval_samples, seed=args.seed,
+                    doc_stride=args.doc_stride, max_answer_length=args.max_answer_length)
     if args.output_dir:
         _print_table(rows, args.output_dir)
     else:

@@ -48,7 +48,7 @@ _GRANULARITY = {"tensor": "one α per weight matrix", "row": "one α per output 
                 "head": "one α per attention head on query/key/value, one per matrix elsewhere"}
 _STES = {"clipped_identity": "clipped identity (Courbariaux et al. 2016)", "approx_sign": "ApproxSign (Bi-Real Net)"}
 # metric name as `evaluate_model` reports it -> (model-index metric type, display name)
-_METRICS = {"accuracy": ("accuracy", "Accuracy"), "f1": ("f1", "F1"),
+_METRICS = {"accuracy": ("accuracy", "Accuracy"), "f1": ("f1", "F1"), "exact_match": ("exact_match", "Exact match"),
             "matthews_correlation": ("matthews_correlation", "Matthews correlation"),
             "pearson": ("pearsonr", "Pearson r"), "spearmanr": ("spearmanr", "Spearman ρ"),
             "mrr": ("mrr", "Mean reciprocal rank"), "perplexity": ("perplexity", "Perplexity"),
@@ -162,7 +162,8 @@ def eval_results_for_task(task: str, metrics: dict[str, float], dataset: dict | 
     """`model-index` results for `metrics` (`{name: value}` as `recipes.evaluate_model` reports them) on `task`.
 
     Args:
-        task: a GLUE task name (`"sst2"`, `"RTE"`, …; dataset `nyu-mll/glue`, validation split) or `"mlm"`.
+        task: a GLUE task name (`"sst2"`, `"RTE"`, …; dataset `nyu-mll/glue`, validation split), `"squad"`
+            (dataset `rajpurkar/squad`, no split unless `dataset` names it) or `"mlm"`.
         dataset: `{"type": Hub id, "name": display name, "config": ..., "split": ...}`; required for `"mlm"`
             (whose evaluation text is the caller's), optional override otherwise.
 
@@ -170,12 +171,15 @@ def eval_results_for_task(task: str, metrics: dict[str, float], dataset: dict | 
         One `EvalResult` per known metric (unknown names are skipped); [] for `"mlm"` without `dataset`.
 
     Raises:
-        ValueError: for a task that is neither `"mlm"` nor a GLUE task.
+        ValueError: for a task that is neither `"mlm"`, `"squad"` nor a GLUE task.
     """
     if task == "mlm":
         if dataset is None:
             return []
         task_type, task_name = "fill-mask", "Masked language modeling"
+    elif task == "squad":  # EM / F1 in percent; the split is the caller's (e.g. a part of the dev set)
+        task_type, task_name = "question-answering", "Extractive question answering"
+        dataset = {"type": "rajpurkar/squad", "name": "SQuAD v1.1", **(dataset or {})}
     else:
         from .data import get_glue_task
 
@@ -315,7 +319,7 @@ def create_model_card(
         ratio = f"{fp32[part] / model_mb:.1f}×" if model_mb and fp32[part] else "—"
         sizes.append({"component": _COMPONENT_LABELS.get(part, "**total**"), "model": _number(model_mb, 3),
                       "teacher": _number(fp32[part], 3), "ratio": ratio})
-    eval_rows = [{"task": task.upper() if task != "mlm" else "masked LM", "metric": _METRICS[k][1],
+    eval_rows = [{"task": {"mlm": "masked LM", "squad": "SQuAD v1.1"}.get(task, task.upper()), "metric": _METRICS[k][1],
                   "value": _number(v), "teacher": _number((teacher_metrics or {}).get(k))}
                  for k, v in (metrics or {}).items() if k in _METRICS]
     latency_rows = [{"batch": b, "model": _number(ms, 1), "teacher": _number((teacher_latency_ms or {}).get(b), 1),

@@ -20,9 +20,11 @@ import torch
 from transformers import (
     AutoConfig,
     AutoModelForMaskedLM,
+    AutoModelForQuestionAnswering,
     AutoModelForSequenceClassification,
     AutoTokenizer,
     BertForMaskedLM,
+    BertForQuestionAnswering,
     BertForSequenceClassification,
     DataCollatorWithPadding,
     Trainer,
@@ -36,7 +38,11 @@ from .distillation.arguments import parse_schedule  # re-exported: the multi-ste
 from .format import COMPONENTS, checkpoint_size_report
 from .layer_sizes import is_pruned, pruned_class
 from .metrics import classification_compute_metrics, mlm_compute_metrics, mlm_position_stats
-from .modeling_binary_bert import BinaryBertForMaskedLM, BinaryBertForSequenceClassification
+from .modeling_binary_bert import (
+    BinaryBertForMaskedLM,
+    BinaryBertForQuestionAnswering,
+    BinaryBertForSequenceClassification,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +51,18 @@ MINILM_ALIASES = ("minilm", "all-minilm-l6-v2", "sentence-transformers/all-minil
 GLUE_DIRS = {"cola": "CoLA", "sst2": "SST-2", "mrpc": "MRPC", "stsb": "STS-B", "qqp": "QQP", "mnli": "MNLI",
              "qnli": "QNLI", "rte": "RTE", "wnli": "WNLI"}
 MLM_METRICS = ("cross_entropy", "accuracy", "mrr")
+SQUAD_METRICS = ("exact_match", "f1")
+# Tasks besides GLUE: masked LM on text files, SQuAD v1.1 extractive QA on SQuAD JSON files.
+OTHER_TASKS = ("mlm", "squad")
+# task -> (full-precision head, binarized head); GLUE tasks use sequence classification.
+_HEAD_CLASSES = {"mlm": (BertForMaskedLM, BinaryBertForMaskedLM),
+                 "squad": (BertForQuestionAnswering, BinaryBertForQuestionAnswering)}
+
+
+def head_classes(task: str):
+    """`(transformers BERT head, binarized head)` of a task: masked LM, question answering (`squad`) or sequence
+    classification (GLUE)."""
+    return _HEAD_CLASSES.get(task, (BertForSequenceClassification, BinaryBertForSequenceClassification))
 
 
 def resolve_model(name: str | os.PathLike) -> str:
@@ -95,12 +113,15 @@ class TaskData:
     preprocess_logits_for_metrics: object | None
     metric_names: tuple[str, ...]
     num_labels: int | None
+    # a task the Trainer's evaluate() cannot score (SQuAD: spans decoded over windows): model -> metrics
+    evaluate_fn: object | None = None
 
 
 def task_label_config(task: str) -> dict:
     """`{"id2label", "label2id"}` with a GLUE task's label names (SST-2 negative/positive, RTE entailment/
-    not_entailment, …), for a model's config, so that pipelines print names instead of `LABEL_0`; `{}` for `mlm`."""
-    if task == "mlm":
+    not_entailment, …), for a model's config, so that pipelines print names instead of `LABEL_0`; `{}` for `mlm` and
+    `squad`."""
+    if task in OTHER_TASKS:
         return {}
     glue = get_glue_task(task)
     return {"id2label": glue.id2label, "label2id": glue.label2id}
@@ -163,13 +184,20 @@ def load_task_data(
     whole_word_mask: bool = False,
     seed: int = 42,
     train: bool = True,
+    doc_stride: int | None = None,
+    max_answer_length: int | None = None,
 ) -> TaskData:
-    """Tokenized train/eval data, collator and metric functions for `task` (`"mlm"` or a GLUE task name).
+    """Tokenized train/eval data, collator and metric functions for `task` (`"mlm"`, `"squad"` or a GLUE task name).
 
     MLM: `train_files` / `eval_files` are text files, packed into blocks of `max_seq_length` tokens; training batches
     are masked anew every step, evaluation blocks once with a fixed seed. GLUE: the Hub dataset `dataset_name` (e.g.
     `nyu-mll/glue`) when given, else TSV files in `data_dir` (default `data/glue/<TASK>` when it exists, else the
     Hub's `nyu-mll/glue`).
+
+    SQuAD v1.1: `train_files` / `eval_files` are SQuAD JSON files (`squad.load_squad`), cut into windows of
+    `max_seq_length` tokens overlapping by `doc_stride` (`squad.prepare_train_features`); the evaluation questions are
+    scored by `evaluate_fn` (EM / F1 of the decoded spans, answers at most `max_answer_length` tokens), not by the
+    Trainer (`eval` is None).
 
     With `train=False` only the evaluation split is read (GLUE TSV: only the dev file is tokenized).
 
@@ -193,6 +221,10 @@ def load_task_data(
             metric_names=MLM_METRICS,
             num_labels=None,
         )
+    if task == "squad":
+        return _squad_task_data(tokenizer, train_files if train else None, eval_files, max_seq_length=max_seq_length,
+                                doc_stride=doc_stride, max_answer_length=max_answer_length,
+                                max_train_samples=max_train_samples, max_eval_samples=max_eval_samples, seed=seed)
     glue = get_glue_task(task)
     if dataset_name is None:
         data_dir = data_dir or default_glue_dir(glue.name)
@@ -212,6 +244,43 @@ def load_task_data(
     )
 
 
+def _squad_task_data(tokenizer, train_files, eval_files, *, max_seq_length, doc_stride, max_answer_length,
+                     max_train_samples, max_eval_samples, seed) -> TaskData:
+    import datasets
+
+    from . import squad
+
+    if not train_files and not eval_files:
+        raise ValueError("task 'squad' needs --train-files and/or --eval-files (SQuAD v1.1 JSON files)")
+    if doc_stride is None:  # run_qa.py's 128, at most half the window (which must also hold the question)
+        doc_stride = min(squad.DEFAULT_DOC_STRIDE, max_seq_length // 2)
+    max_answer_length = squad.DEFAULT_MAX_ANSWER_LENGTH if max_answer_length is None else max_answer_length
+    sizes = {"tokenizer": tokenizer, "max_seq_length": max_seq_length, "doc_stride": doc_stride}
+
+    def read(files):
+        return datasets.concatenate_datasets([squad.load_squad(f) for f in files])
+
+    train = None
+    if train_files:  # whole questions are sampled, then cut into windows
+        rows = _subset(read(train_files), max_train_samples, seed)
+        train = rows.map(squad.prepare_train_features, batched=True, remove_columns=rows.column_names,
+                         fn_kwargs=sizes, desc="SQuAD train features")
+    evaluate_fn = None
+    if eval_files:
+        examples = _subset(read(eval_files), max_eval_samples, seed)
+        features = examples.map(squad.prepare_eval_features, batched=True, remove_columns=examples.column_names,
+                                fn_kwargs=sizes, desc="SQuAD eval features")
+
+        def evaluate_fn(model, batch_size: int = 64):
+            result = squad.evaluate_squad(model, tokenizer, examples, features=features, batch_size=batch_size,
+                                          max_answer_length=max_answer_length)
+            return {k: result[k] for k in SQUAD_METRICS}
+
+    return TaskData(train=train, eval=None, collator=DataCollatorWithPadding(tokenizer), compute_metrics=None,
+                    preprocess_logits_for_metrics=None, metric_names=SQUAD_METRICS, num_labels=None,
+                    evaluate_fn=evaluate_fn)
+
+
 @dataclass
 class TrainingOptions:
     """Data and schedule of one training run (`finetune` or `distill`); every other keyword those functions get is
@@ -226,7 +295,9 @@ class TrainingOptions:
     batch_size: int = 32
     learning_rate: float | None = None  # None: the recipe's default
     warmup_ratio: float = 0.1  # linear warm-up over this fraction of the steps, then linear decay
-    max_seq_length: int = 128  # GLUE truncation / MLM block length
+    max_seq_length: int = 128  # GLUE truncation / MLM block length / SQuAD window
+    doc_stride: int | None = None  # SQuAD: overlap of a context's windows, tokens (None: min(128, window / 2))
+    max_answer_length: int | None = None  # SQuAD: longest decoded answer, tokens (None: 30)
     max_train_samples: int | None = None
     max_eval_samples: int | None = None
     whole_word_mask: bool = False
@@ -251,9 +322,10 @@ def _prepare_training(model: str, task: str, options: TrainingOptions):
                           train_files=options.train_files,
                           eval_files=options.eval_files, max_seq_length=options.max_seq_length,
                           max_train_samples=options.max_train_samples, max_eval_samples=options.max_eval_samples,
-                          whole_word_mask=options.whole_word_mask, seed=options.seed)
+                          whole_word_mask=options.whole_word_mask, seed=options.seed, doc_stride=options.doc_stride,
+                          max_answer_length=options.max_answer_length)
     if data.train is None:
-        raise ValueError(f"training on {task!r} needs training data (--train-files for mlm)")
+        raise ValueError(f"training on {task!r} needs training data (--train-files for mlm and squad)")
     return path, tokenizer, data
 
 
@@ -343,20 +415,24 @@ def _publish(work_dir: str, output_dir: str) -> None:
 
 
 def _train_and_record(trainer, output_dir: str, save, results_name: str, evaluate: bool,
-                      resume_from_checkpoint: str | None = None) -> dict:
+                      resume_from_checkpoint: str | None = None, evaluate_fn=None) -> dict:
     start = time.perf_counter()
     trainer.train(resume_from_checkpoint=resume_from_checkpoint)
     seconds = time.perf_counter() - start
     save()
-    metrics = trainer.evaluate() if evaluate and trainer.eval_dataset is not None else {}
+    if evaluate and evaluate_fn is not None:
+        metrics = {f"eval_{k}": v for k, v in evaluate_fn(trainer.model).items()}
+    else:
+        metrics = trainer.evaluate() if evaluate and trainer.eval_dataset is not None else {}
     result = {"metrics": metrics, "log_history": trainer.state.log_history, "train_seconds": seconds}
     Path(output_dir, results_name).write_text(json.dumps(result, indent=1))
     return result
 
 
 def finetune(model: str, task: str, output_dir: str, *, evaluate: bool = True, **kwargs) -> dict:
-    """Fine-tune a full-precision BERT teacher on `task` (`"mlm"` or GLUE) and save it (safetensors, float32) with its
-    tokenizer in `output_dir`. A new task head (MLM head or classifier) is initialised as transformers does.
+    """Fine-tune a full-precision BERT teacher on `task` (`"mlm"`, `"squad"` or GLUE) and save it (safetensors,
+    float32) with its tokenizer in `output_dir`. A new task head (MLM head, span classifier or classifier) is
+    initialised as transformers does.
 
     Args:
         evaluate: score the model on the evaluation split after training (skip it when the caller evaluates).
@@ -373,8 +449,8 @@ def finetune(model: str, task: str, output_dir: str, *, evaluate: bool = True, *
     work_dir = partial_dir(output_dir)
     resume = _resume_checkpoint(options, work_dir)
     path, tokenizer, data = _prepare_training(model, task, options)
-    if task == "mlm":
-        teacher = BertForMaskedLM.from_pretrained(path, dtype=torch.float32)
+    if task in OTHER_TASKS:
+        teacher = head_classes(task)[0].from_pretrained(path, dtype=torch.float32)
     else:
         teacher = BertForSequenceClassification.from_pretrained(path, dtype=torch.float32, num_labels=data.num_labels,
                                                                 **task_label_config(task))
@@ -387,7 +463,7 @@ def finetune(model: str, task: str, output_dir: str, *, evaluate: bool = True, *
         teacher.save_pretrained(work_dir)
         tokenizer.save_pretrained(work_dir)
 
-    result = _train_and_record(trainer, work_dir, save, "finetune_results.json", evaluate, resume)
+    result = _train_and_record(trainer, work_dir, save, "finetune_results.json", evaluate, resume, data.evaluate_fn)
     _publish(work_dir, output_dir)
     return result
 
@@ -443,13 +519,11 @@ def distill(
     if not stage_bits:
         resume = _resume_checkpoint(options, output_dir)
     path, tokenizer, data = _prepare_training(teacher, task, options)
-    teacher_cls, student_cls = (
-        (BertForMaskedLM, BinaryBertForMaskedLM) if task == "mlm" else (BertForSequenceClassification, BinaryBertForSequenceClassification)
-    )
+    teacher_cls, student_cls = head_classes(task)
     teacher_model = pruned_class(teacher_cls).from_pretrained(path, dtype=torch.float32)  # a pruned teacher too
     if data.num_labels is not None and teacher_model.config.num_labels != data.num_labels:
         raise ValueError(f"teacher {teacher!r} has {teacher_model.config.num_labels} labels, task {task!r} has {data.num_labels}: fine-tune it first")
-    if task != "mlm" and _has_default_labels(teacher_model.config):  # the student (from_teacher) inherits the names
+    if task not in OTHER_TASKS and _has_default_labels(teacher_model.config):  # the student (from_teacher) inherits the names
         teacher_model.config.update(task_label_config(task))
     binarization = dict(binarization or {})
     if not stage_bits:
@@ -494,7 +568,7 @@ def distill(
 
             stage_resume = get_last_checkpoint(stage_dir) if os.path.isdir(stage_dir) else None
         results.append(_train_and_record(trainer, stage_dir, save, "distill_results.json", evaluate and last,
-                                         stage_resume))
+                                         stage_resume, data.evaluate_fn))
         teacher_model = student
     result = {"task": task, **results[-1]}
     if stage_bits:
@@ -547,11 +621,14 @@ def evaluate_model(
     seed: int = 42,
     progress: bool = True,
     float_activations: str | None = None,
+    doc_stride: int | None = None,
+    max_answer_length: int | None = None,
 ) -> dict:
     """Task metrics on the evaluation split, size on disk per component (MB = 10⁶ bytes) and CPU latency (ms, batch
     1 and 8, sequence 128) of a saved model (full-precision BERT or binarized).
 
     Args:
+        doc_stride, max_answer_length: SQuAD only (see `load_task_data`); SQuAD's metrics are EM and F1 in percent.
         float_activations: binarized models only: `"int8"` runs the layers without an activation quantizer (W1A32)
             on dynamic int8 activations, so that they run on the native runtime (`set_inference_kernel`); metrics
             and latency are both measured on that path. None or `"float32"`: the exact float path.
@@ -564,10 +641,11 @@ def evaluate_model(
     """
     path = check_model(model)
     tokenizer = AutoTokenizer.from_pretrained(path)
-    auto = AutoModelForMaskedLM if task == "mlm" else AutoModelForSequenceClassification
+    auto = {"mlm": AutoModelForMaskedLM, "squad": AutoModelForQuestionAnswering}.get(
+        task, AutoModelForSequenceClassification)
     config = AutoConfig.from_pretrained(path)
     if config.model_type == "bert" and is_pruned(config):  # a pruned full-precision BERT: per-layer sizes
-        auto = pruned_class(BertForMaskedLM if task == "mlm" else BertForSequenceClassification)
+        auto = pruned_class(head_classes(task)[0])
     loaded = auto.from_pretrained(path, dtype=torch.float32).eval()
     if float_activations is not None:
         if not hasattr(loaded, "set_inference_kernel"):
@@ -575,7 +653,11 @@ def evaluate_model(
         loaded.set_inference_kernel("auto", float_activations=float_activations)
     data = load_task_data(task, tokenizer, data_dir=data_dir, dataset_name=dataset_name, eval_files=eval_files,
                           max_seq_length=max_seq_length, max_eval_samples=max_eval_samples, seed=seed,
-                          train=False)
+                          train=False, doc_stride=doc_stride, max_answer_length=max_answer_length)
+    if data.evaluate_fn is not None:
+        metrics = data.evaluate_fn(loaded, batch_size=batch_size)
+        timing = measure_latency(loaded, runs=latency_runs) if latency else {}
+        return {"model": str(model), "metrics": metrics, "size": checkpoint_size_report(path), "latency": timing}
     if data.eval is None:
         raise ValueError("evaluation needs an evaluation split (--eval-files for mlm)")
     args = TrainingArguments(output_dir=os.path.join(os.environ.get("TMPDIR", "/tmp"), "hf_binary_bert_eval"),

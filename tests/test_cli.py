@@ -35,7 +35,7 @@ def test_bad_arguments_exit_2_with_one_line_and_write_nothing(tmp_path, capsys, 
     out = tmp_path / "out"
     base = ["distill", "--output-dir", str(out)]
     _one_error_line(capsys, main(base + ["--teacher", str(tmp_path / "missing"), "--task", "sst2"]), "--teacher", "no such model folder")
-    _one_error_line(capsys, main(base + ["--teacher", str(tiny_teachers / "cls"), "--task", "squad"]), "--task", "Unknown GLUE task 'squad'")
+    _one_error_line(capsys, main(base + ["--teacher", str(tiny_teachers / "cls"), "--task", "imdb"]), "--task", "Unknown GLUE task 'imdb'")
     _one_error_line(capsys, main(base + ["--teacher", str(tiny_teachers / "gpt2"), "--task", "sst2"]), "'gpt2'", "not a BERT")
     _one_error_line(capsys, main(base + ["--teacher", str(tiny_teachers / "mlm"), "--task", "mlm", "--train-files", str(tmp_path / "none.txt")]), "--train-files", "no such file")
     _one_error_line(capsys, main(base + ["--teacher", str(tiny_teachers / "cls"), "--task", "sst2", "--weight-scale", "median"]), "--weight-scale")

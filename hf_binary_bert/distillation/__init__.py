@@ -7,6 +7,7 @@ from .losses import (
     hidden_state_mse,
     layer_map,
     prediction_distillation_loss,
+    span_distillation_loss,
 )
 from .trainer import DistillationTrainer
 
@@ -20,4 +21,5 @@ __all__ = [
     "hidden_state_mse",
     "layer_map",
     "prediction_distillation_loss",
+    "span_distillation_loss",
 ]

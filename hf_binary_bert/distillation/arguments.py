@@ -168,7 +168,8 @@ class DistillationArguments:
 
     task_loss_weight: float = field(default=0.0, metadata={"help": "Weight of the hard-label task loss of the student."})
     prediction_loss_weight: float = field(
-        default=1.0, metadata={"help": "Weight of prediction-layer KD (soft cross-entropy on logits; MSE for regression)."}
+        default=1.0, metadata={"help": "Weight of prediction-layer KD (soft cross-entropy on logits; MSE for "
+                                       "regression; question answering: on the start and end distributions)."}
     )
     temperature: float = field(default=1.0, metadata={"help": "Softmax temperature τ of prediction-layer KD."})
     hidden_loss_weight: float = field(default=1.0, metadata={"help": "Weight of the per-layer hidden-state MSE."})

@@ -52,6 +52,33 @@ def prediction_distillation_loss(
     return _masked_mean(soft_ce, flat_mask) * temperature**2
 
 
+def span_distillation_loss(
+    student_start: torch.Tensor,
+    student_end: torch.Tensor,
+    teacher_start: torch.Tensor,
+    teacher_end: torch.Tensor,
+    temperature: float = 1.0,
+    mask: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Prediction-layer distillation for extractive question answering: the mean of the soft cross-entropies of the
+    start and of the end distributions over the sequence, −Σ_t softmax(z_t / τ) · log softmax(z_s / τ) per window,
+    averaged over the windows, times τ² (Hinton et al. 2015; as DistilBERT / TinyBERT distil SQuAD's span logits).
+
+    Args:
+        student_start, student_end, teacher_start, teacher_end: [B, T] logits over the tokens of each window.
+        temperature: τ > 0.
+        mask: [B, T] attention mask; padding positions (0) are left out of both softmaxes. None = all positions.
+    """
+    if mask is not None:
+        pad = ~mask.bool()
+        fill = torch.finfo(student_start.dtype).min
+        student_start, student_end = student_start.masked_fill(pad, fill), student_end.masked_fill(pad, fill)
+        teacher_start, teacher_end = teacher_start.masked_fill(pad, fill), teacher_end.masked_fill(pad, fill)
+    start = prediction_distillation_loss(student_start, teacher_start, temperature)
+    end = prediction_distillation_loss(student_end, teacher_end, temperature)
+    return (start + end) / 2
+
+
 def layer_map(num_student: int, num_teacher: int) -> list[int]:
     """Teacher index for each of the student's hidden states (embedding output + layers), uniform as TinyBERT:
     student state i ↦ teacher state i · L_t / L_s."""

@@ -17,9 +17,12 @@ from .losses import (
     hidden_state_cosine,
     hidden_state_mse,
     prediction_distillation_loss,
+    span_distillation_loss,
 )
 
 logger = logging.getLogger(__name__)
+# Batch keys that are targets, not model inputs: the teacher never sees them, the student only for the task loss.
+_TARGET_KEYS = ("labels", "start_positions", "end_positions")
 
 
 @contextlib.contextmanager
@@ -55,7 +58,10 @@ class DistillationTrainer(Trainer):
     The teacher is put in eval mode with `requires_grad_(False)`, placed on the device by accelerate without a
     DDP/FSDP wrapper (`prepare_model(..., evaluation_mode=True)`) and run under `torch.no_grad()` (optionally in bf16
     autocast). The loss and its weights are described in `DistillationTrainingArguments`; each component is logged
-    separately as `loss_<component>` (mean over the logging interval and over processes).
+    separately as `loss_<component>` (mean over the logging interval and over processes). A question-answering
+    student (`start_logits` / `end_logits`) distils its start and end distributions over the tokens
+    (`losses.span_distillation_loss`); the span targets (`start_positions`, `end_positions`), like `labels`, reach
+    the student only for the task loss and never the teacher.
 
     Saving: checkpoints written during training keep the latent float weights (so `resume_from_checkpoint` works);
     `trainer.save_model()` called by the user writes the packed checkpoint of a binarized student.
@@ -116,7 +122,8 @@ class DistillationTrainer(Trainer):
         if "attention" in weights:
             need["output_attentions"] = True
         labels = inputs.get("labels")
-        features = {k: v for k, v in inputs.items() if k != "labels"}
+        # the targets (classification labels, question-answering spans) go to the student only with the task loss
+        features = {k: v for k, v in inputs.items() if k not in _TARGET_KEYS}
 
         dmd_targets = tuple(args.dmd_targets) if "dmd" in weights else ()
         unwrapped = self.accelerator.unwrap_model(model)
@@ -131,7 +138,11 @@ class DistillationTrainer(Trainer):
             if student_out.loss is None:
                 raise ValueError("task_loss_weight > 0 needs `labels` in the batch")
             components["task"] = student_out.loss
-        if "prediction" in weights:
+        if "prediction" in weights and "start_logits" in student_out:  # extractive QA: start/end distributions
+            components["prediction"] = span_distillation_loss(
+                student_out.start_logits, student_out.end_logits, teacher_out.start_logits.float(),
+                teacher_out.end_logits.float(), args.temperature, token_mask)
+        elif "prediction" in weights:
             logits = student_out.logits
             if logits.dim() == 3:  # masked LM: distil where labels are set, else on every real token
                 row_mask = labels.ne(-100) if labels is not None else token_mask
@@ -170,6 +181,9 @@ class DistillationTrainer(Trainer):
                 self._loss_counts[k] = self._loss_counts.get(k, 0) + 1
         if return_outputs:
             # Only loss and logits: hidden states / attentions must not be gathered as predictions in evaluation.
+            if "start_logits" in student_out:
+                return loss, type(student_out)(loss=loss, start_logits=student_out.start_logits,
+                                               end_logits=student_out.end_logits)
             return loss, type(student_out)(loss=loss, logits=student_out.logits)
         return loss
 
