@@ -330,8 +330,9 @@ def _prepare_training(model: str, task: str, options: TrainingOptions):
 
 
 def _dataset_names(task: str, options: TrainingOptions) -> list[str]:
-    """What a run trained on, for the model card: the Hub dataset, the GLUE task's folder, or the text files."""
-    if task == "mlm":
+    """What a run trained on, for the model card: the Hub dataset, the GLUE task's folder, or the text (mlm) or SQuAD
+    JSON (squad) files."""
+    if task in OTHER_TASKS:
         return [os.path.basename(f) for f in options.train_files or ()]
     source = options.dataset_name or options.data_dir or default_glue_dir(task) or "nyu-mll/glue"
     return [f"{task} ({source})"]
