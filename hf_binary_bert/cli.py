@@ -55,7 +55,7 @@ def _add_data_args(p, *, train=True):
 
 def _add_train_args(p, *, learning_rate):
     p.add_argument("--output-dir", required=True, help="where the model, tokenizer and reports are written")
-    p.add_argument("--max-steps", type=int, help="optimizer steps (overrides --epochs)")
+    p.add_argument("--max-steps", type=int, help="optimizer steps (overrides --epochs; with --multi-step the total)")
     p.add_argument("--epochs", type=float, default=1.0)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--learning-rate", type=float, default=learning_rate)
@@ -70,6 +70,22 @@ def _add_train_args(p, *, learning_rate):
                    "(the run's working folder, renamed to OUTPUT_DIR when everything is written)")
     p.add_argument("--resume-from-checkpoint", metavar="CHECKPOINT",
                    help="continue a killed run: a checkpoint folder, or 'last' (the newest in OUTPUT_DIR.partial)")
+
+
+def _add_schedule_args(p):
+    """distill's multi-step budget and collapse handling (the schedule itself is `--multi-step`)."""
+    p.add_argument("--stage-budget", default=None, metavar="SHARES",
+                   help="--multi-step: how the total --max-steps / --epochs is shared, 'even' or relative shares per "
+                        "stage such as 2,1,1 (default: see docs/distillation.md)")
+    p.add_argument("--steps-per-stage", type=int, nargs="+", metavar="N",
+                   help="--multi-step: optimizer steps of each stage (one number for all, or one per stage) instead "
+                        "of a total --max-steps")
+    p.add_argument("--on-collapse", default="original_teacher", choices=("original_teacher", "stop", "continue"),
+                   help="--multi-step: when a stage collapses (no better than a constant answer against the original "
+                        "teacher), the next stage restarts from the last healthy model taught by the original teacher "
+                        "(default), the run stops, or it continues as BiT does")
+    p.add_argument("--collapse-threshold", type=float, default=None,
+                   help="skill against the original teacher below which a stage counts as collapsed (default 0.1)")
 
 
 def _add_pruning_args(p, *, flag: bool):
@@ -120,6 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_args(p)
     _add_train_args(p, learning_rate=2e-4)
     p.add_argument("--no-latency", action="store_true", help="skip the latency columns of the final table")
+    _add_schedule_args(p)
     _add_pruning_args(p, flag=True)
 
     p = sub.add_parser("prune", help="block-structured pruning of a fine-tuned full-precision BERT (heads, FFN neurons)",
@@ -288,6 +305,26 @@ def _train_kwargs(args) -> dict:
     return kwargs
 
 
+def _schedule_kwargs(args, stage_bits) -> dict:
+    """`distill`'s multi-step keywords, validated (the budget split is computed once here to check it)."""
+    if not stage_bits:
+        for flag, value in (("--stage-budget", args.stage_budget), ("--steps-per-stage", args.steps_per_stage)):
+            if value is not None:
+                raise UsageError(f"{flag} needs --multi-step")
+        return {"collapse_threshold": args.collapse_threshold}
+    from .recipes import stage_steps
+
+    steps = args.steps_per_stage
+    steps = steps[0] if steps is not None and len(steps) == 1 else steps
+    try:
+        stage_steps(len(stage_bits), max_steps=args.max_steps, epochs=args.epochs, stage_budget=args.stage_budget,
+                    steps_per_stage=steps)
+    except ValueError as err:
+        raise UsageError(f"--multi-step budget: {err}") from None
+    return {"stage_budget": args.stage_budget, "steps_per_stage": steps, "on_collapse": args.on_collapse,
+            "collapse_threshold": args.collapse_threshold}
+
+
 def _loss_kwargs(args) -> dict:
     try:
         return dataclasses.asdict(_from_args(DistillationArguments, args))
@@ -333,19 +370,32 @@ def cmd_finetune(args):
 def cmd_distill(args):
     _check_task(args)
     _check_model(args.teacher, "--teacher", allow_binary=False)
-    from .recipes import distill
+    from .recipes import distill, parse_schedule
 
     binarization, _ = _binarization(args)
     losses = _loss_kwargs(args)
+    schedule_kwargs = _schedule_kwargs(args, parse_schedule(args.multi_step))
     # the comparison below scores teacher and student; no separate evaluation after training
     pruning = _pruning(args)
+    from .distillation.stages import StageCollapseError
+
     try:
-        distill(args.teacher, args.task, args.output_dir, binarization=binarization, schedule=args.multi_step,
-                evaluate=False, pruning=pruning, **_train_kwargs(args), **losses)
+        result = distill(args.teacher, args.task, args.output_dir, binarization=binarization,
+                         schedule=args.multi_step, evaluate=False, pruning=pruning, **schedule_kwargs,
+                         **_train_kwargs(args), **losses)
+    except StageCollapseError as err:
+        print(f"hf-binary-bert: error: {err}", file=sys.stderr)
+        return 1
     except ValueError as err:
         if pruning is None:
             raise
         raise UsageError(str(err)) from None  # e.g. ε would remove every head of a layer (nothing saved)
+    if os.path.isfile(os.path.join(args.output_dir, "stages.md")):
+        with open(os.path.join(args.output_dir, "stages.md")) as f:
+            print("\nstages, each measured against the original teacher on the evaluation split:\n" + f.read())
+    for row in result.get("stages", []):
+        if row.get("collapsed"):
+            print(f"WARNING: stage {row['stage']} collapsed: {row['collapse_reason']}")
     rows = _compare({"teacher": args.teacher, "student": args.output_dir}, args.task, latency=not args.no_latency,
                     progress=not args.no_progress, data_dir=args.data_dir, dataset_name=args.dataset_name,
                     eval_files=args.eval_files, max_seq_length=args.max_seq_length,
@@ -526,12 +576,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
-        COMMANDS[args.command](args)
+        code = COMMANDS[args.command](args)
     except UsageError as err:
         message = str(err)
         print(message if message.startswith("hf-binary-bert") else f"hf-binary-bert: error: {message}", file=sys.stderr)
         return EXIT_USAGE
-    return 0
+    return code or 0
 
 
 if __name__ == "__main__":

@@ -43,6 +43,7 @@ __all__ = [
     "select_glue_columns",
     "tokenize_glue",
     "tsv_quoting",
+    "write_holdout_split",
 ]
 
 PathLike = str | os.PathLike
@@ -336,6 +337,55 @@ def load_glue(
             if path is not None
         }
     )
+
+
+def write_holdout_split(
+    task: str | GlueTask, source_dir: PathLike, output_dir: PathLike, *, fraction: float = 0.1, seed: int = 0
+) -> dict[str, int]:
+    """Hold out a fixed, seeded part of a GLUE task's training file as its validation split, for tasks whose dev set
+    is not at hand (e.g. only the release's STS-B `train.tsv`).
+
+    The lines of `source_dir/<train file>` (after the header) are shuffled with `random.Random(seed)`; the first
+    `round(fraction · N)` go to `output_dir/<validation file>` (`dev.tsv`), the rest to `output_dir/<train file>`,
+    each with the original header and bytes, so that `load_glue(task, output_dir)` reads them as the release. Files
+    are written to temporary names and renamed, so a folder never holds a half-written split.
+
+    Returns:
+        `{"train": lines, "validation": lines}` written.
+
+    Raises:
+        FileNotFoundError: naming the training file when it is missing.
+        ValueError: when `fraction` is not in (0, 1), or either part would be empty.
+    """
+    import random
+
+    task = get_glue_task(task)
+    if not 0 < fraction < 1:
+        raise ValueError(f"fraction must be in (0, 1), got {fraction}")
+    source = os.path.join(source_dir, task.train_file)
+    if not os.path.isfile(source):
+        raise FileNotFoundError(f"GLUE training file not found: {source}")
+    with open(source, encoding="utf-8", newline="") as f:
+        lines = f.readlines()
+    header, rows = lines[0], lines[1:]
+    if task.headerless_columns and _is_headerless(source, task):
+        header, rows = "", lines
+    rows = [r if r.endswith("\n") else r + "\n" for r in rows if r.strip()]
+    order = list(range(len(rows)))
+    random.Random(seed).shuffle(order)
+    n_val = round(fraction * len(rows))
+    if n_val == 0 or n_val == len(rows):
+        raise ValueError(f"{source}: holding out {fraction} of {len(rows)} rows leaves an empty split")
+    held = sorted(order[:n_val])
+    kept = sorted(order[n_val:])
+    os.makedirs(output_dir, exist_ok=True)
+    for name, indices in ((task.validation_file, held), (task.train_file, kept)):
+        path = os.path.join(output_dir, name)
+        with open(path + ".tmp", "w", encoding="utf-8", newline="") as f:
+            f.write(header)
+            f.writelines(rows[i] for i in indices)
+        os.replace(path + ".tmp", path)
+    return {"train": len(kept), "validation": len(held)}
 
 
 def _join(data_dir: PathLike | None, file_name: str) -> str | None:

@@ -469,6 +469,42 @@ def finetune(model: str, task: str, output_dir: str, *, evaluate: bool = True, *
     return result
 
 
+DEFAULT_STAGE_BUDGET = "even"
+"""How `distill` shares a total budget over the stages of a schedule when `stage_budget` is not given (see
+docs/distillation.md for the measurements behind it)."""
+ON_COLLAPSE = ("original_teacher", "stop", "continue")
+
+
+def stage_steps(schedule_len: int, *, max_steps: int | None = None, epochs: float = 1.0,
+                stage_budget: str | list | None = None, steps_per_stage: int | list | None = None) -> list[dict]:
+    """The budget of each stage of a multi-step schedule: `[{"max_steps": n} or {"epochs": e}]`.
+
+    `max_steps` (or else `epochs`) is the total over all stages, shared by `stage_budget` (`"even"`, or relative
+    shares such as `"2,1,1"`; default `DEFAULT_STAGE_BUDGET`); `steps_per_stage` (one number for every stage, or
+    one per stage) gives each stage its own steps instead.
+
+    Raises:
+        ValueError: when both `max_steps` and `steps_per_stage` are given, for a number of entries that is not the
+            number of stages, a non-positive count, or a total smaller than the number of stages.
+    """
+    from .distillation.stages import parse_stage_budget, split_budget
+
+    if steps_per_stage is not None:
+        if max_steps is not None:
+            raise ValueError("give max_steps (the total, shared by the stages) or steps_per_stage, not both")
+        if stage_budget is not None:
+            raise ValueError("stage_budget shares a total budget; with steps_per_stage each stage has its own")
+        per = list(steps_per_stage) if isinstance(steps_per_stage, (list, tuple)) else [steps_per_stage] * schedule_len
+        if len(per) != schedule_len or any(int(n) != n or n <= 0 for n in per):
+            raise ValueError(f"steps_per_stage {steps_per_stage!r}: one positive step count, or one per each of "
+                             f"the {schedule_len} stages")
+        return [{"max_steps": int(n)} for n in per]
+    shares = parse_stage_budget(DEFAULT_STAGE_BUDGET if stage_budget is None else stage_budget, schedule_len)
+    if max_steps:
+        return [{"max_steps": n} for n in split_budget(int(max_steps), shares)]
+    return [{"epochs": epochs * share} for share in shares]
+
+
 def distill(
     teacher: str,
     task: str,
@@ -476,6 +512,10 @@ def distill(
     *,
     binarization: dict | None = None,
     schedule: str | list | None = None,
+    stage_budget: str | list | None = None,
+    steps_per_stage: int | list | None = None,
+    on_collapse: str = "original_teacher",
+    collapse_threshold: float | None = None,
     evaluate: bool = True,
     pruning=None,
     **kwargs,
@@ -487,16 +527,33 @@ def distill(
     With a `schedule` (BiT's multi-step distillation, Liu et al. NeurIPS 2022), e.g. `"W1A4,W1A2,W1A1"`, one
     student is distilled per stage with that many activation bits; each stage starts from the previous stage's
     student (latent weights and scales) and is taught by it, the first by `teacher`. Stage k is saved in
-    `output_dir/stage<k>-W1A<bits>` and the last one also in `output_dir`.
+    `output_dir/stage<k>-W1A<bits>` and the last one also in `output_dir`. `max_steps` (or `epochs`) is the
+    budget of the whole schedule, shared by the stages as `stage_steps` says.
+
+    Every stage of a GLUE task is then measured on the evaluation split against the original `teacher`
+    (`distillation.stages.stage_diagnostics`: task metric, prediction loss against the original teacher and
+    against the stage's own teacher, skill against the best constant answer); training also logs
+    `loss_prediction_original` when a stage's teacher is an earlier student. The table of all stages is written to
+    `stages.md` / `stages.json`. A stage whose skill is below `collapse_threshold` counts as collapsed and is
+    logged as a warning; with a schedule, `on_collapse` decides what the next stage does:
+
+    - `"original_teacher"` (default): the next stage starts from the last stage that did not collapse (the
+      teacher when none did) and is taught by the original teacher, so a collapse is not handed on;
+    - `"stop"`: raise `StageCollapseError` (the stages done stay in `partial_dir(output_dir)`);
+    - `"continue"`: hand it on as BiT does (the table still marks it).
 
     Args:
         binarization: `BinaryBertConfig` fields (`weight_scale`, `scale_granularity`, `activation_bits`, …).
         schedule: the multi-step stages (a string or a list of activation bits); None: one stage.
+        stage_budget, steps_per_stage: see `stage_steps`.
+        on_collapse: see above.
+        collapse_threshold: skill below which a stage counts as collapsed (default
+            `distillation.stages.COLLAPSE_THRESHOLD`).
         pruning: a `pruning.BlockPruningConfig`: every stage adds its penalty (on the latent weights), the last one
             thresholds and removes the zero heads / FFN neurons (`sparsity.md` / `.png` written); None: no pruning.
         evaluate: score the student on the evaluation split after training (skip it when the caller evaluates).
-        **kwargs: `TrainingOptions` fields (default learning rate 2e-4; `max_steps` / `epochs` per stage) and
-            further `DistillationTrainingArguments` (loss weights, temperature, bf16, …).
+        **kwargs: `TrainingOptions` fields (default learning rate 2e-4) and further `DistillationTrainingArguments`
+            (loss weights, temperature, bf16, …).
 
     Everything is written in `partial_dir(output_dir)` and renamed to `output_dir` at the end, as in `finetune`
     (checkpoints every `save_steps` steps; `resume_from_checkpoint` continues a killed run: a checkpoint folder,
@@ -504,14 +561,34 @@ def distill(
     checkpoint).
 
     Returns:
-        `{"task", "metrics", "log_history", "train_seconds"}` as `finetune` (of the last stage; with a schedule
-        also `"stages"`: the same per stage), also written to `distill_results.json`.
+        `{"task", "metrics", "log_history", "train_seconds"}` as `finetune` (of the last stage), `"stages"`: the
+        table's rows (each with its `log_history`; with a schedule also `activation_bits`), and `"collapsed"`:
+        whether the saved student collapsed; also written to `distill_results.json`.
 
     Raises:
-        ValueError: when the teacher's number of labels differs from the task's, or for a bad schedule.
+        ValueError: when the teacher's number of labels differs from the task's, for a bad schedule or budget.
+        StageCollapseError: with `on_collapse="stop"`, naming the stage that collapsed.
     """
+    from .distillation.stages import (
+        COLLAPSE_THRESHOLD,
+        StageCollapseError,
+        prediction_logits,
+        stage_diagnostics,
+        stages_markdown,
+    )
+
     stage_bits = parse_schedule(schedule)
+    if on_collapse not in ON_COLLAPSE:
+        raise ValueError(f"on_collapse must be one of {list(ON_COLLAPSE)}, got {on_collapse!r}")
+    threshold = COLLAPSE_THRESHOLD if collapse_threshold is None else collapse_threshold
     options, extra = _split_options(kwargs)
+    if stage_bits:
+        budgets = stage_steps(len(stage_bits), max_steps=options.max_steps, epochs=options.epochs,
+                              stage_budget=stage_budget, steps_per_stage=steps_per_stage)
+    elif stage_budget is not None or steps_per_stage is not None:
+        raise ValueError("stage_budget / steps_per_stage need a multi-step schedule")
+    else:
+        budgets = [{}]
     final_dir, output_dir = output_dir, partial_dir(output_dir)
     resume = options.resume_from_checkpoint
     if stage_bits and resume not in (None, False, True) and str(resume).lower() != "last":
@@ -532,10 +609,38 @@ def distill(
     else:
         stages = [(os.path.join(output_dir, f"stage{i + 1}-W1A{bits}"), {**binarization, "activation_bits": bits})
                   for i, bits in enumerate(stage_bits)]
-    results = []
+    # per-stage measurement: GLUE tasks (one prediction per example); masked LM and SQuAD spans are not compared
+    measure = task not in OTHER_TASKS and data.eval is not None
+    regression = measure and get_glue_task(task).is_regression
+    eval_batch = max(options.batch_size, 64)
+    original_model = teacher_model
+    rows, results = [], []
+    if measure:
+        from transformers import EvalPrediction
+
+        original_logits, eval_labels = prediction_logits(original_model, data.eval, data.collator, eval_batch)
+
+        def task_metrics(logits):
+            return data.compute_metrics(EvalPrediction(predictions=logits.numpy(), label_ids=eval_labels.numpy()))
+
+        rows.append({"stage": "teacher", "steps": None, "taught_by": None, "metrics": task_metrics(original_logits),
+                     "loss_vs_original": 0.0, "skill": 1.0,
+                     **{k: v for k, v in stage_diagnostics(original_logits, original_logits, regression=regression,
+                                                           temperature=extra.get("temperature", 1.0)).items()
+                        if k.endswith(("std", "share"))}})
+    start_model, stage_teacher, teacher_logits = original_model, original_model, original_logits if measure else None
+    teacher_name, last_healthy = "original teacher", (original_model, original_logits if measure else None)
+
+    def write_stage_table():
+        table = stages_markdown(rows)
+        Path(output_dir, "stages.md").write_text(table + "\n")
+        Path(output_dir, "stages.json").write_text(json.dumps(rows, indent=1))
+        return table
+
     for i, (stage_dir, stage_binarization) in enumerate(stages):
-        student = student_cls.from_teacher(teacher_model, **stage_binarization)
-        args = _training_arguments(DistillationTrainingArguments, stage_dir, options, 2e-4, extra)
+        stage_options = replace(options, **budgets[i])
+        student = student_cls.from_teacher(start_model, **stage_binarization)
+        args = _training_arguments(DistillationTrainingArguments, stage_dir, stage_options, 2e-4, extra)
         last = i == len(stages) - 1
         prune_kwargs = {}
         if pruning is not None:  # knowledge-guided block pruning (hf_binary_bert.pruning); removal after the last
@@ -544,12 +649,12 @@ def distill(
             prune_kwargs = {"pruning": pruning if last else replace(pruning, remove=False, epsilon=0.0)}
         else:
             trainer_class = DistillationTrainer
-        trainer = trainer_class(teacher_model=teacher_model, model=student, args=args, train_dataset=data.train,
-                                      eval_dataset=data.eval, data_collator=data.collator,
-                                      compute_metrics=data.compute_metrics,
-                                      preprocess_logits_for_metrics=data.preprocess_logits_for_metrics,
-                                      processing_class=tokenizer, model_card_datasets=_dataset_names(task, options),
-                                      **prune_kwargs)
+        trainer = trainer_class(teacher_model=stage_teacher, model=student, args=args, train_dataset=data.train,
+                                eval_dataset=data.eval, data_collator=data.collator,
+                                compute_metrics=data.compute_metrics,
+                                preprocess_logits_for_metrics=data.preprocess_logits_for_metrics,
+                                processing_class=tokenizer, original_teacher_model=original_model,
+                                model_card_datasets=_dataset_names(task, options), **prune_kwargs)
 
         def save(trainer=trainer, stage_dir=stage_dir, last=last):
             trainer.save_model(stage_dir)
@@ -568,12 +673,47 @@ def distill(
             from transformers.trainer_utils import get_last_checkpoint
 
             stage_resume = get_last_checkpoint(stage_dir) if os.path.isdir(stage_dir) else None
-        results.append(_train_and_record(trainer, stage_dir, save, "distill_results.json", evaluate and last,
-                                         stage_resume, data.evaluate_fn))
-        teacher_model = student
-    result = {"task": task, **results[-1]}
-    if stage_bits:
-        result["stages"] = [{"activation_bits": b, **r} for b, r in zip(stage_bits, results)]
+        result = _train_and_record(trainer, stage_dir, save, "distill_results.json", evaluate and last, stage_resume,
+                                   data.evaluate_fn)
+        results.append(result)
+        name = f"{i + 1}: W1A{stage_bits[i]}" if stage_bits else f"W1A{stage_binarization.get('activation_bits', 32)}"
+        row = {"stage": name, "steps": trainer.state.global_step, "taught_by": teacher_name}
+        if stage_bits:
+            row["activation_bits"] = stage_bits[i]
+        collapsed = False
+        if measure:
+            student_logits, _ = prediction_logits(trainer.model, data.eval, data.collator, eval_batch)
+            diagnostics = stage_diagnostics(student_logits, original_logits,
+                                            teacher_logits if stage_teacher is not original_model else None,
+                                            regression=regression, temperature=args.temperature, threshold=threshold)
+            if stage_teacher is original_model:
+                diagnostics["loss_vs_stage_teacher"] = diagnostics["loss_vs_original"]
+            row.update(metrics=task_metrics(student_logits), **diagnostics)
+            collapsed = diagnostics["collapsed"]
+        rows.append(row)
+        write_stage_table()
+        if collapsed:
+            logger.warning("stage %s COLLAPSED: %s", name, row["collapse_reason"])
+        if collapsed and not last:
+            if on_collapse == "stop":
+                raise StageCollapseError(
+                    f"multi-step stage {name} collapsed: {row['collapse_reason']}; stopped (the stages so far and "
+                    f"their table stages.md are in {output_dir})")
+            if on_collapse == "original_teacher":
+                start_model, teacher_logits = last_healthy
+                stage_teacher, teacher_name = original_model, "original teacher"
+                logger.warning("stage %d starts from %s and is taught by the original teacher", i + 2,
+                               "the teacher" if start_model is original_model else "the last stage that did not collapse")
+                continue
+        if not collapsed and measure:
+            last_healthy = (student, student_logits)
+        start_model, stage_teacher = student, student
+        teacher_logits = student_logits if measure else None
+        teacher_name = f"stage {i + 1}"
+    result = {"task": task, **results[-1], "collapsed": bool(rows and rows[-1].get("collapsed"))}
+    stage_rows = rows[1:] if measure else rows
+    result["stages"] = [{**row, "log_history": r["log_history"], "train_seconds": r["train_seconds"]}
+                        for row, r in zip(stage_rows, results)]
     Path(output_dir, "distill_results.json").write_text(json.dumps(result, indent=1))
     _publish(output_dir, final_dir)
     return result

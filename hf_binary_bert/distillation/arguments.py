@@ -91,7 +91,8 @@ class BinarizationArguments:
     multi_step: str | None = field(
         default=None,
         metadata={"help": "BiT multi-step distillation, e.g. W1A4,W1A2,W1A1: one stage per entry (overrides "
-                          "activation_bits), each stage's student taught by the previous one.", "metavar": "SCHEDULE"},
+                          "activation_bits), each stage's student taught by the previous one; max_steps / epochs is the total of all "
+                          "stages (distill's stage_budget / steps_per_stage).", "metavar": "SCHEDULE"},
     )
 
     def binarization(self, activation_bits: int | None = None) -> dict:

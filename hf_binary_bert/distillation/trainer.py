@@ -72,6 +72,9 @@ class DistillationTrainer(Trainer):
         args: `DistillationTrainingArguments`.
         model_card_datasets: names of the training data for the student's model card (`ModelCardCallback`,
             which records the run's hyperparameters, steps and final losses on the student).
+        original_teacher_model: optional, the full-precision model at the start of a multi-step schedule when
+            `teacher_model` is an earlier stage's student: each training step also runs it (under `no_grad`, logits
+            only) and logs the student's prediction loss against it as `loss_prediction_original`, outside the loss.
         **kwargs: as `transformers.Trainer` (`model` is the student).
 
     Raises:
@@ -82,7 +85,8 @@ class DistillationTrainer(Trainer):
     loss_is_scaled_for_ga = False
 
     def __init__(self, teacher_model: PreTrainedModel | None = None, args: DistillationTrainingArguments | None = None,
-                 model_card_datasets: list[str] | None = None, **kwargs):
+                 model_card_datasets: list[str] | None = None, original_teacher_model: PreTrainedModel | None = None,
+                 **kwargs):
         if teacher_model is None:
             raise ValueError("DistillationTrainer needs a teacher_model")
         if not isinstance(args, DistillationTrainingArguments):
@@ -96,6 +100,10 @@ class DistillationTrainer(Trainer):
         super().__init__(args=args, **kwargs)
         teacher_model.eval().requires_grad_(False)
         self.teacher = self.accelerator.prepare_model(teacher_model, evaluation_mode=True)
+        self.original_teacher = None
+        if original_teacher_model is not None and original_teacher_model is not teacher_model:
+            original_teacher_model.eval().requires_grad_(False)
+            self.original_teacher = self.accelerator.prepare_model(original_teacher_model, evaluation_mode=True)
         # detached running sums per component; read (one device sync) only when logging
         self._loss_sums: dict[str, torch.Tensor] = {}
         self._loss_counts: dict[str, int] = {}
@@ -174,6 +182,14 @@ class DistillationTrainer(Trainer):
                 for t in dmd_targets
             )
         loss = sum(weights[k] * v for k, v in components.items())
+
+        if model.training and self.original_teacher is not None and student_out.logits.dim() == 2:
+            with torch.no_grad(), self._teacher_context():  # logged only: logits, no hidden states
+                original_logits = self.original_teacher(**features).logits.float()
+                regression = student_out.logits.shape[-1] == 1 or getattr(
+                    self.accelerator.unwrap_model(model).config, "problem_type", None) == "regression"
+                components["prediction_original"] = prediction_distillation_loss(
+                    student_out.logits.detach(), original_logits, args.temperature, None, regression)
 
         if model.training:
             for k, v in components.items():

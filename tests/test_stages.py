@@ -1,0 +1,201 @@
+"""Multi-step distillation (issue 16): every stage measured against the original teacher, collapse detection, how
+a total budget is shared by the stages, the held-out validation split."""
+
+import json
+
+import pytest
+import torch
+from conftest import DATA, tiny_bert_config
+from transformers import AutoTokenizer, BertForSequenceClassification
+
+from hf_binary_bert import BinaryBertForSequenceClassification
+from hf_binary_bert.data import load_glue, write_holdout_split
+from hf_binary_bert.distillation.stages import (
+    StageCollapseError,
+    parse_stage_budget,
+    split_budget,
+    stage_diagnostics,
+    stages_markdown,
+)
+from hf_binary_bert.recipes import distill, stage_steps
+
+STSB_HEADER = "index\tgenre\tfilename\tyear\told_index\tsource1\tsource2\tsentence1\tsentence2\tscore\n"
+WORDS = ["a", "man", "woman", "dog", "cat", "plays", "runs", "the", "guitar", "ball", "on", "in", "park", "street", "car",
+         "is", "eating", "food", "red", "blue"]
+
+
+def _stsb_folder(path, n=48, seed=0):
+    """An STS-B folder in the release's format: `train.tsv` with `n` made-up pairs, then a seeded 25 % held out."""
+    g = torch.Generator().manual_seed(seed)
+    source = path / "release"
+    source.mkdir()
+    lines = [STSB_HEADER]
+    for i in range(n):
+        a, b = (" ".join(WORDS[j] for j in torch.randint(0, len(WORDS), (6,), generator=g)) for _ in range(2))
+        lines.append(f"{i}\tmain-captions\tMSRvid\t2012test\t{i:04d}\tnone\tnone\t{a}.\t{b}.\t{5 * i / n:.3f}\n")
+    (source / "train.tsv").write_text("".join(lines))
+    counts = write_holdout_split("stsb", source, path / "split", fraction=0.25, seed=0)
+    return source, path / "split", counts
+
+
+def test_holdout_split_is_seeded_disjoint_and_complete(tmp_path):
+    source, split, counts = _stsb_folder(tmp_path)
+    assert counts == {"train": 36, "validation": 12}
+    data = load_glue("stsb", split)
+    full = load_glue("stsb", split.parent / "release", validation_file=source / "train.tsv")["validation"]
+
+    def pairs(d):
+        return [(a, b, round(s, 3)) for a, b, s in zip(d["sentence1"], d["sentence2"], d["label"])]
+
+    assert sorted(pairs(data["train"]) + pairs(data["validation"])) == sorted(pairs(full))
+    assert not set(pairs(data["train"])) & set(pairs(data["validation"]))
+    again = write_holdout_split("stsb", source, tmp_path / "again", fraction=0.25, seed=0)
+    assert again == counts and (tmp_path / "again/dev.tsv").read_bytes() == (split / "dev.tsv").read_bytes()
+    write_holdout_split("stsb", source, tmp_path / "other", fraction=0.25, seed=1)
+    assert (tmp_path / "other/dev.tsv").read_bytes() != (split / "dev.tsv").read_bytes()
+    with pytest.raises(ValueError, match="fraction"):
+        write_holdout_split("stsb", source, tmp_path / "bad", fraction=1.0)
+    with pytest.raises(FileNotFoundError, match="train.tsv"):
+        write_holdout_split("stsb", tmp_path / "nowhere", tmp_path / "bad")
+
+
+def test_diagnostics_regression_constant_copy_and_noise():
+    teacher = torch.linspace(0, 5, 200).reshape(-1, 1)
+    copy = stage_diagnostics(teacher.clone(), teacher, regression=True)
+    assert copy["skill"] == pytest.approx(1.0) and copy["loss_vs_original"] == 0 and not copy["collapsed"]
+    mean = torch.full_like(teacher, float(teacher.mean()))
+    const = stage_diagnostics(mean, teacher, teacher, regression=True)
+    assert const["skill"] == pytest.approx(0.0, abs=1e-6) and const["collapsed"]
+    assert const["loss_vs_original"] == pytest.approx(float(teacher.var(unbiased=False)), rel=1e-5)
+    assert const["prediction_std"] == 0 and "R²" in const["collapse_reason"]
+    # a collapsed stage teacher: the stage's own loss looks perfect, the loss against the original does not
+    fooled = stage_diagnostics(mean + 0.01, teacher, mean, regression=True)
+    assert fooled["loss_vs_stage_teacher"] == pytest.approx(1e-4, rel=1e-3) and fooled["collapsed"]
+    half = stage_diagnostics(teacher * 0.5 + 1.25, teacher, regression=True)  # R² = 1 - 0.25 = 0.75
+    assert half["skill"] == pytest.approx(0.75, abs=1e-5) and not half["collapsed"]
+    with pytest.raises(ValueError, match="same, non-empty shape"):
+        stage_diagnostics(teacher[:5], teacher, regression=True)
+
+
+def test_diagnostics_classification_majority_baseline():
+    g = torch.Generator().manual_seed(0)
+    teacher = torch.randn(100, 2, generator=g)
+    classes = teacher.argmax(-1)
+    majority = float(torch.bincount(classes).max()) / 100
+    constant = torch.zeros(100, 2)
+    constant[:, int(torch.bincount(classes).argmax())] = 3.0  # always the teacher's most frequent class
+    d = stage_diagnostics(constant, teacher, regression=False)
+    assert d["collapsed"] and d["skill"] == pytest.approx(0.0, abs=1e-6) and d["majority_share"] == 1.0
+    assert d["teacher_majority_share"] == pytest.approx(majority)
+    # a sharp student that is right on 90 % of the examples: not collapsed, whatever its soft cross-entropy
+    sharp = torch.nn.functional.one_hot(classes, 2).float() * 20
+    sharp[:10] = sharp[:10].flip(-1)
+    d = stage_diagnostics(sharp, teacher, regression=False)
+    assert d["skill"] == pytest.approx((0.9 - majority) / (1 - majority)) and not d["collapsed"]
+
+
+def test_budget_shares_and_steps():
+    assert parse_stage_budget(None, 3) == [1 / 3] * 3
+    assert parse_stage_budget("2,1,1", 3) == [0.5, 0.25, 0.25]
+    assert split_budget(180, [1 / 3] * 3) == [60, 60, 60]
+    assert split_budget(100, [1 / 3] * 3) == [34, 33, 33]
+    assert split_budget(10, [0.5, 0.25, 0.25]) == [5, 3, 2] or split_budget(10, [0.5, 0.25, 0.25]) == [5, 2, 3]
+    assert sum(split_budget(7, [0.9, 0.05, 0.05])) == 7 and min(split_budget(7, [0.9, 0.05, 0.05])) >= 1
+    assert stage_steps(3, max_steps=90, stage_budget="even") == [{"max_steps": 30}] * 3
+    assert stage_steps(2, epochs=3.0, stage_budget="2,1") == [{"epochs": 2.0}, {"epochs": 1.0}]
+    assert stage_steps(3, steps_per_stage=5) == [{"max_steps": 5}] * 3
+    assert stage_steps(2, steps_per_stage=[4, 6]) == [{"max_steps": 4}, {"max_steps": 6}]
+    for kwargs, match in (({"max_steps": 9, "steps_per_stage": 3}, "not both"), ({"steps_per_stage": [1, 2]}, "per each"),
+                          ({"stage_budget": "1,1"}, "2 shares for 3"), ({"stage_budget": "1,0,1"}, "positive"),
+                          ({"max_steps": 2}, "cannot give")):
+        with pytest.raises(ValueError, match=match):
+            stage_steps(3, **kwargs)
+
+
+@pytest.fixture
+def stsb_teacher(tmp_path):
+    tokenizer = AutoTokenizer.from_pretrained(DATA / "tokenizer/bert-base-uncased")
+    config = tiny_bert_config(vocab_size=tokenizer.vocab_size, max_position_embeddings=128, num_labels=1)
+    torch.manual_seed(0)
+    teacher = BertForSequenceClassification(config)
+    with torch.no_grad():  # a random tiny BERT's pooled output hardly varies: widen the head so that its scores do
+        torch.nn.init.normal_(teacher.bert.pooler.dense.weight, std=1.0)
+        torch.nn.init.normal_(teacher.classifier.weight, std=30.0)
+        teacher.classifier.bias.fill_(2.5)
+    teacher.save_pretrained(tmp_path / "teacher")
+    tokenizer.save_pretrained(tmp_path / "teacher")
+    return tmp_path / "teacher", _stsb_folder(tmp_path)[1]
+
+
+def _collapse_stage(monkeypatch, bits):
+    """Students with `activation_bits == bits` get a head whose output is a constant (a forward hook); records the
+    class of the model each student starts from."""
+    starts = []
+    original = BinaryBertForSequenceClassification.from_teacher.__func__
+
+    def from_teacher(cls, teacher, **kwargs):
+        starts.append(type(teacher).__name__)
+        student = original(cls, teacher, **kwargs)
+        if kwargs.get("activation_bits") == bits:
+            student.classifier.register_forward_hook(lambda mod, args, out: out * 0 + 2.5)
+        return student
+
+    monkeypatch.setattr(BinaryBertForSequenceClassification, "from_teacher", classmethod(from_teacher))
+    return starts
+
+
+KW = {"max_steps": 4, "batch_size": 8, "max_seq_length": 32, "logging_steps": 1, "progress": False,
+      "learning_rate": 1e-3}
+
+
+def test_collapsed_stage_is_reported_and_not_handed_on(tmp_path, monkeypatch, stsb_teacher):
+    teacher, data_dir = stsb_teacher
+    starts = _collapse_stage(monkeypatch, bits=2)
+    out = tmp_path / "student"
+    result = distill(str(teacher), "stsb", str(out), data_dir=str(data_dir), schedule="W1A2,W1A1", evaluate=False,
+                     binarization={"activation_quantizer": "elastic"}, **KW)
+    rows = json.loads((out / "stages.json").read_text())
+    assert [r["stage"] for r in rows] == ["teacher", "1: W1A2", "2: W1A1"]
+    assert [r["steps"] for r in rows[1:]] == [2, 2]  # max_steps is the total of the schedule
+    first, second = rows[1], rows[2]
+    assert first["collapsed"] and first["prediction_std"] == 0 and "R²" in first["collapse_reason"]
+    assert first["skill"] < 0.1 and first["loss_vs_original"] > 0
+    # default on_collapse: the next stage starts from the teacher again and is taught by the original teacher
+    assert starts == ["BertForSequenceClassification", "BertForSequenceClassification"]
+    assert second["taught_by"] == "original teacher" and second["prediction_std"] > 0
+    assert set(rows[0]["metrics"]) == {"pearson", "spearmanr"} and set(second["metrics"]) == {"pearson", "spearmanr"}
+    table = (out / "stages.md").read_text()
+    assert table.count("\n") == 5 and "**COLLAPSED**" in table.splitlines()[3]
+    assert [s["stage"] for s in result["stages"]] == ["1: W1A2", "2: W1A1"]
+    assert result["collapsed"] == second["collapsed"]
+
+
+def test_continue_logs_loss_against_original_teacher_and_stop_raises(tmp_path, monkeypatch, stsb_teacher):
+    teacher, data_dir = stsb_teacher
+    starts = _collapse_stage(monkeypatch, bits=4)
+    out = tmp_path / "continued"
+    result = distill(str(teacher), "stsb", str(out), data_dir=str(data_dir), schedule="W1A4,W1A2", evaluate=False,
+                     on_collapse="continue", steps_per_stage=[2, 3], **{**KW, "max_steps": None})
+    assert starts == ["BertForSequenceClassification", "BinaryBertForSequenceClassification"]
+    first, second = result["stages"]
+    assert first["collapsed"] and second["taught_by"] == "stage 1" and second["steps"] == 3
+    # stage 2 is measured against both teachers: its own (the constant 2.5) and the original
+    assert second["loss_vs_stage_teacher"] != pytest.approx(second["loss_vs_original"], rel=1e-3)
+    logged = [e["loss_prediction_original"] for e in second["log_history"] if "loss_prediction_original" in e]
+    assert len(logged) == 3 and all(v > 0 for v in logged)
+    assert not any("loss_prediction_original" in e for e in first["log_history"])  # stage 1: its teacher is the original
+    with pytest.raises(StageCollapseError, match="stage 1: W1A4 collapsed"):
+        distill(str(teacher), "stsb", str(tmp_path / "stopped"), data_dir=str(data_dir), schedule="W1A4,W1A2",
+                evaluate=False, on_collapse="stop", **KW)
+    assert not (tmp_path / "stopped").exists() and (tmp_path / "stopped.partial/stages.md").is_file()
+
+
+def test_markdown_marks_collapse():
+    rows = [{"stage": "teacher", "metrics": {"pearson": 0.8}, "loss_vs_original": 0.0, "skill": 1.0,
+             "prediction_std": 1.2, "teacher_prediction_std": 1.2},
+            {"stage": "1: W1A4", "steps": 60, "taught_by": "original teacher", "metrics": {"pearson": 0.1},
+             "loss_vs_original": 1.5, "loss_vs_stage_teacher": 1.5, "skill": 0.01, "prediction_std": 0.05,
+             "teacher_prediction_std": 1.2, "collapsed": True}]
+    lines = stages_markdown(rows).splitlines()
+    assert lines[0].startswith("| stage | steps | taught by | pearson | loss vs original")
+    assert "**COLLAPSED**" in lines[3] and "0.05 (1.2)" in lines[3] and "**COLLAPSED**" not in lines[2]
