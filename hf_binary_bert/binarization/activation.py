@@ -40,9 +40,52 @@ def _grad_scale(x: torch.Tensor, scale: float) -> torch.Tensor:
     return (x - x * scale).detach() + x * scale
 
 
-def _round_ste(x: torch.Tensor) -> torch.Tensor:
-    """Forward: round(x). Backward: identity."""
-    return (x.round() - x).detach() + x
+class _ScaledSignSTE(torch.autograd.Function):
+    """BiT's 1-bit elastic forward α·sign(x / α) with its gradients, saving two bool tensors (the STE window
+    1[|x/α| ≤ 1] and the sign) instead of the float quotient and the float sign that autograd would keep. Same
+    values and the same gradient arithmetic as `sign_ste(x / α.detach()) * α`: ∂/∂x = (g·α)·1[|x/α| ≤ 1] / α,
+    ∂/∂α = Σ g·sign(x / α)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, step: torch.Tensor) -> torch.Tensor:
+        u = x / step.detach()
+        positive = u >= 0
+        ctx.save_for_backward(u.abs_() <= 1, positive, step.detach())
+        return torch.where(positive, step, -step).to(x.dtype)  # = binary_sign(u)·α exactly (sign(0) = +1)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        window, positive, step = ctx.saved_tensors
+        grad_x = (grad * step) * window.to(grad.dtype) / step if ctx.needs_input_grad[0] else None
+        grad_step = None
+        if ctx.needs_input_grad[1]:
+            signed = torch.where(positive, grad, -grad)
+            grad_step = signed.sum().reshape(step.shape)
+        return grad_x, grad_step
+
+
+class _LSQRound(torch.autograd.Function):
+    """LSQ's forward α·round(clip(x / α, Q_n, Q_p)) with its gradients (Esser et al. 2020), saving only the quotient
+    u = x/α (one float tensor instead of the three autograd keeps): ∂/∂x = 1[Q_n ≤ u ≤ Q_p],
+    ∂/∂α = Σ g·(round(clip(u)) − u·1[Q_n ≤ u ≤ Q_p])."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, step: torch.Tensor, q_n: int, q_p: int) -> torch.Tensor:
+        u = x / step
+        ctx.save_for_backward(u, step.detach())
+        ctx.q_n, ctx.q_p = q_n, q_p
+        return u.clamp(q_n, q_p).round_().mul_(step)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        u, step = ctx.saved_tensors
+        inside = (u >= ctx.q_n) & (u <= ctx.q_p)
+        grad_x = grad_step = None
+        if ctx.needs_input_grad[0]:
+            grad_x = (grad * step) * inside.to(grad.dtype) / step
+        if ctx.needs_input_grad[1]:
+            grad_step = (grad * (u.clamp(ctx.q_n, ctx.q_p).round() - u * inside.to(u.dtype))).sum().reshape(step.shape)
+        return grad_x, grad_step, None, None
 
 
 def quantization_range(bits: int, signed: bool) -> tuple[int, int]:
@@ -196,8 +239,8 @@ class ActivationQuantizer(nn.Module):
         step = _grad_scale(self.step.clamp_min(1e-5), 1.0 / math.sqrt(x.numel() * max(self.q_p, 1))).to(x.dtype)
         if self.bits == 1 and self.signed:
             # BiT: the STE window is |x| ≤ α and ∂/∂α = sign(x)
-            return sign_ste(x / step.detach(), "clipped_identity") * step
-        return _round_ste((x / step).clamp(self.q_n, self.q_p)) * step
+            return _ScaledSignSTE.apply(x, step)
+        return _LSQRound.apply(x, step, self.q_n, self.q_p)
 
     def extra_repr(self) -> str:
         shift = f", shift={list(self.shift.shape)}" if hasattr(self, "shift") else ""

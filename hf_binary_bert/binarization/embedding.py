@@ -14,6 +14,7 @@ from torch import nn
 
 from ..format import dequantize, packed_length
 from .linear import BinarizedWeightMixin
+from .ste import sign_ste
 
 
 class BinaryEmbedding(BinarizedWeightMixin, nn.Embedding):
@@ -37,7 +38,16 @@ class BinaryEmbedding(BinarizedWeightMixin, nn.Embedding):
             self.reset_scales()
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
-        return F.embedding(input, self.quantized_weight(), self.padding_idx)
+        # Binarize only the rows looked up (each row has its own α, γ): the same values and gradients as
+        # F.embedding(input, self.quantized_weight()), without a binarized copy of the whole table per forward.
+        rows = F.embedding(input, self.weight, self.padding_idx)
+        if self.scale_mode == "mean_abs":
+            return rows.abs().mean(-1, keepdim=True) * sign_ste(rows, self.ste)
+        alpha = F.embedding(input, self.weight_scale.unsqueeze(1), self.padding_idx)
+        if not self.has_offset:
+            return alpha * sign_ste(rows, self.ste)
+        gamma = F.embedding(input, self.weight_offset.unsqueeze(1), self.padding_idx)
+        return alpha * sign_ste(rows - gamma, self.ste) + gamma
 
     @torch.no_grad()
     def freeze(self) -> "PackedBinaryEmbedding":

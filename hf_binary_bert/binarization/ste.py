@@ -17,17 +17,20 @@ def binary_sign(x: torch.Tensor) -> torch.Tensor:
 class _SignSTE(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: torch.Tensor, ste: str) -> torch.Tensor:
-        ctx.save_for_backward(x)
+        # the clipped identity needs only the window 1[|x| ≤ 1]: saved as bool (1 byte a value instead of 4)
+        ctx.save_for_backward(x.abs() <= 1 if ste == "clipped_identity" and x.requires_grad else x)
         ctx.ste = ste
         return binary_sign(x)
 
     @staticmethod
     def backward(ctx, grad_output: torch.Tensor):
-        (x,) = ctx.saved_tensors
+        (saved,) = ctx.saved_tensors
         if ctx.ste == "clipped_identity":
             # Courbariaux et al. 2016 (BinaryConnect / BNN): d sign(x)/dx ≈ 1_{|x| ≤ 1}
-            grad = grad_output * (x.abs() <= 1).to(grad_output.dtype)
+            window = saved if saved.dtype == torch.bool else saved.abs() <= 1
+            grad = grad_output * window.to(grad_output.dtype)
         else:
+            x = saved
             # Bi-Real Net (Liu et al. 2018), ApproxSign: d/dx ≈ 2 − 2|x| for |x| < 1, else 0
             grad = grad_output * (2.0 - 2.0 * x.abs()).clamp_min(0.0).to(grad_output.dtype)
         return grad, None

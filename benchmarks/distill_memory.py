@@ -1,0 +1,153 @@
+"""Peak resident memory and step time of a W1A1 distillation step against the teacher's own fine-tuning step.
+
+Each mode runs in a fresh subprocess (so that its peak is its own) a few optimizer steps of the real training loop on
+one fixed batch shape, `--batch-size` sequences of `--seq-len` tokens (random token ids, no padding):
+
+    teacher-finetune   transformers `Trainer` fine-tuning the full-precision teacher (`BertForSequenceClassification`)
+    distill-w1a1       `DistillationTrainer`: the teacher under no_grad and a BiT W1A1 student (elastic activation
+                       quantizer, learned α/γ per head, 1-bit embeddings), loss = hidden-state MSE + prediction KD
+                       (the CLI's defaults), or the losses given with `--losses`
+
+Reported per mode: the peak resident set size of the process (`resource.getrusage(RUSAGE_SELF).ru_maxrss`, MiB =
+2²⁰ bytes), the RSS after the models are built (before the first step), and the median wall time of the steps after
+the first (`--steps` − 1 of them; `time.perf_counter` around each `training_step` through a `TrainerCallback`).
+With `--profile`, one more subprocess records one distillation step with `torch.profiler` (`profile_memory=True`)
+and prints the operators that allocate the most CPU memory.
+
+    python benchmarks/distill_memory.py --teacher ../shared/teachers/minilm-sst2
+    python benchmarks/distill_memory.py --teacher ../shared/teachers/minilm-sst2 --steps 3 --profile
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+MODES = ("teacher-finetune", "distill-w1a1")
+
+
+def _rss_mib() -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def _run_mode(args) -> dict:
+    import datasets
+    import torch
+    from transformers import BertForSequenceClassification, Trainer, TrainerCallback, TrainingArguments
+
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    teacher = BertForSequenceClassification.from_pretrained(args.teacher, dtype=torch.float32)
+    g = torch.Generator().manual_seed(0)
+    n = args.batch_size * args.steps
+    ids = torch.randint(1000, 20000, (n, args.seq_len), generator=g)
+    data = datasets.Dataset.from_dict({"input_ids": ids.tolist(), "attention_mask": [[1] * args.seq_len] * n,
+                                       "labels": torch.randint(0, teacher.config.num_labels, (n,), generator=g).tolist()})
+    times: list[float] = []
+
+    class Timer(TrainerCallback):
+        def on_step_begin(self, *a, **k):
+            self.start = time.perf_counter()
+
+        def on_step_end(self, *a, **k):
+            times.append(time.perf_counter() - self.start)
+
+    common = {"output_dir": os.path.join(args.work_dir, args.mode), "per_device_train_batch_size": args.batch_size,
+              "max_steps": args.steps, "report_to": [], "save_strategy": "no", "disable_tqdm": True,
+              "logging_steps": 10**6, "dataloader_num_workers": 0, "use_cpu": True}
+    if args.mode == "teacher-finetune":
+        trainer = Trainer(model=teacher, args=TrainingArguments(learning_rate=5e-5, **common), train_dataset=data,
+                          callbacks=[Timer()])
+    else:
+        from hf_binary_bert import BinaryBertForSequenceClassification
+        from hf_binary_bert.distillation import DistillationTrainer, DistillationTrainingArguments
+
+        student = BinaryBertForSequenceClassification.from_teacher(
+            teacher, weight_scale="learned_offset", scale_granularity="head", activation_bits=1,
+            activation_quantizer="elastic", embedding_bits=1)
+        weights = {f"{k}_loss_weight": 0.0 for k in ("prediction", "hidden", "attention", "cosine", "dmd")}
+        weights.update({f"{k}_loss_weight": 1.0 for k in args.losses})
+        trainer = DistillationTrainer(teacher_model=teacher, model=student,
+                                      args=DistillationTrainingArguments(learning_rate=2e-4, **weights, **common),
+                                      train_dataset=data, callbacks=[Timer()])
+    rss_built = _rss_mib()
+    if args.profile:
+        from torch.profiler import ProfilerActivity, profile
+
+        trainer.args.max_steps = 1
+        with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+            trainer.train()
+        print(prof.key_averages().table(sort_by="self_cpu_memory_usage", row_limit=args.profile_rows))
+    else:
+        trainer.train()
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    return {"mode": args.mode, "peak_rss_mib": peak, "rss_after_build_mib": rss_built,
+            "step_seconds_median": statistics.median(times[1:]) if len(times) > 1 else float("nan"),
+            "steps_timed": max(len(times) - 1, 0)}
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--teacher", required=True, help="a fine-tuned BertForSequenceClassification folder")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--seq-len", type=int, default=128)
+    parser.add_argument("--steps", type=int, default=4, help="optimizer steps per mode (the first is not timed)")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    parser.add_argument("--losses", nargs="+", default=["prediction", "hidden"],
+                        choices=("prediction", "hidden", "attention", "cosine", "dmd"))
+    parser.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES)
+    parser.add_argument("--profile", action="store_true", help="also print torch.profiler's memory view of one step")
+    parser.add_argument("--profile-rows", type=int, default=15)
+    parser.add_argument("--work-dir", default=os.path.join(os.environ.get("TMPDIR", "/tmp"), "distill_memory"))
+    parser.add_argument("--markdown", help="write the table to this file (docs/measurements/)")
+    parser.add_argument("--mode", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.mode:  # the subprocess
+        print("RESULT " + json.dumps(_run_mode(args)))
+        return
+    base = [sys.executable, os.path.abspath(__file__), "--teacher", args.teacher, "--batch-size", str(args.batch_size),
+            "--seq-len", str(args.seq_len), "--steps", str(args.steps), "--threads", str(args.threads),
+            "--work-dir", args.work_dir, "--losses", *args.losses]
+    rows = []
+    for mode in args.modes:
+        out = subprocess.run([*base, "--mode", mode], capture_output=True, text=True)
+        lines = [line for line in out.stdout.splitlines() if line.startswith("RESULT ")]
+        if out.returncode or not lines:
+            sys.exit(f"{mode} failed:\n{out.stderr[-3000:]}")
+        rows.append(json.loads(lines[-1].removeprefix("RESULT ")))
+    if args.profile:
+        out = subprocess.run([*base, "--mode", "distill-w1a1", "--profile", "--profile-rows", str(args.profile_rows)],
+                             capture_output=True, text=True)
+        print(out.stdout if out.returncode == 0 else out.stderr[-3000:])
+    teacher_step = next((r["step_seconds_median"] for r in rows if r["mode"] == "teacher-finetune"), None)
+    lines = ["| mode | peak RSS (MiB) | RSS after build (MiB) | step (s, median) | step / teacher step |",
+             "|---|---|---|---|---|"]
+    for r in rows:
+        ratio = r["step_seconds_median"] / teacher_step if teacher_step else float("nan")
+        lines.append(f"| {r['mode']} | {r['peak_rss_mib']:.0f} | {r['rss_after_build_mib']:.0f} | "
+                     f"{r['step_seconds_median']:.2f} | {ratio:.2f} |")
+    cpu = platform.processor() or platform.machine()
+    body = (f"Batch {args.batch_size} × {args.seq_len} tokens, {args.steps} steps per mode ({args.steps - 1} timed), "
+            f"{args.threads} torch thread(s), losses {' + '.join(args.losses)}; CPU: {cpu}, {os.cpu_count()} cores.\n\n"
+            + "\n".join(lines) + "\n")
+    print(body)
+    if args.markdown:
+        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+        from markdown_output import write_markdown
+
+        write_markdown(args.markdown, __file__, None, body)
+
+
+if __name__ == "__main__":
+    main()
