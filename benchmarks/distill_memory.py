@@ -7,6 +7,8 @@ one fixed batch shape, `--batch-size` sequences of `--seq-len` tokens (random to
     distill-w1a1       `DistillationTrainer`: the teacher under no_grad and a BiT W1A1 student (elastic activation
                        quantizer, learned α/γ per head, 1-bit embeddings), loss = hidden-state MSE + prediction KD
                        (the CLI's defaults), or the losses given with `--losses`
+    distill-w1a1-checkpointing   the same with `gradient_checkpointing=True` (transformers' activation
+                       checkpointing per layer: each layer's forward is run again in the backward pass)
 
 Reported per mode: the peak resident set size of the process (`resource.getrusage(RUSAGE_SELF).ru_maxrss`, MiB =
 2²⁰ bytes), the RSS after the models are built (before the first step), and the median wall time of the steps after
@@ -30,7 +32,7 @@ import subprocess
 import sys
 import time
 
-MODES = ("teacher-finetune", "distill-w1a1")
+MODES = ("teacher-finetune", "distill-w1a1", "distill-w1a1-checkpointing")
 
 
 def _rss_mib() -> float:
@@ -78,6 +80,8 @@ def _run_mode(args) -> dict:
             activation_quantizer="elastic", embedding_bits=1)
         weights = {f"{k}_loss_weight": 0.0 for k in ("prediction", "hidden", "attention", "cosine", "dmd")}
         weights.update({f"{k}_loss_weight": 1.0 for k in args.losses})
+        if args.mode.endswith("checkpointing"):
+            common["gradient_checkpointing"] = True
         trainer = DistillationTrainer(teacher_model=teacher, model=student,
                                       args=DistillationTrainingArguments(learning_rate=2e-4, **weights, **common),
                                       train_dataset=data, callbacks=[Timer()])
@@ -107,6 +111,8 @@ def main(argv=None):
     parser.add_argument("--losses", nargs="+", default=["prediction", "hidden"],
                         choices=("prediction", "hidden", "attention", "cosine", "dmd"))
     parser.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES)
+    parser.add_argument("--limit-heap-growth", action="store_true",
+                        help="call hf_binary_bert.cli.limit_heap_growth() first, as the training commands do")
     parser.add_argument("--profile", action="store_true", help="also print torch.profiler's memory view of one step")
     parser.add_argument("--profile-rows", type=int, default=15)
     parser.add_argument("--work-dir", default=os.path.join(os.environ.get("TMPDIR", "/tmp"), "distill_memory"))
@@ -114,21 +120,26 @@ def main(argv=None):
     parser.add_argument("--mode", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.mode:  # the subprocess
+        if args.limit_heap_growth:
+            from hf_binary_bert.cli import limit_heap_growth
+
+            limit_heap_growth()
         print("RESULT " + json.dumps(_run_mode(args)))
         return
     base = [sys.executable, os.path.abspath(__file__), "--teacher", args.teacher, "--batch-size", str(args.batch_size),
             "--seq-len", str(args.seq_len), "--steps", str(args.steps), "--threads", str(args.threads),
-            "--work-dir", args.work_dir, "--losses", *args.losses]
+            "--work-dir", args.work_dir, *(["--limit-heap-growth"] if args.limit_heap_growth else []),
+            "--losses", *args.losses]
     rows = []
     for mode in args.modes:
-        out = subprocess.run([*base, "--mode", mode], capture_output=True, text=True)
+        out = subprocess.run([*base, "--mode", mode], capture_output=True, text=True, check=False)
         lines = [line for line in out.stdout.splitlines() if line.startswith("RESULT ")]
         if out.returncode or not lines:
             sys.exit(f"{mode} failed:\n{out.stderr[-3000:]}")
         rows.append(json.loads(lines[-1].removeprefix("RESULT ")))
     if args.profile:
         out = subprocess.run([*base, "--mode", "distill-w1a1", "--profile", "--profile-rows", str(args.profile_rows)],
-                             capture_output=True, text=True)
+                             capture_output=True, text=True, check=False)
         print(out.stdout if out.returncode == 0 else out.stderr[-3000:])
     teacher_step = next((r["step_seconds_median"] for r in rows if r["mode"] == "teacher-finetune"), None)
     lines = ["| mode | peak RSS (MiB) | RSS after build (MiB) | step (s, median) | step / teacher step |",
@@ -139,7 +150,9 @@ def main(argv=None):
                      f"{r['step_seconds_median']:.2f} | {ratio:.2f} |")
     cpu = platform.processor() or platform.machine()
     body = (f"Batch {args.batch_size} × {args.seq_len} tokens, {args.steps} steps per mode ({args.steps - 1} timed), "
-            f"{args.threads} torch thread(s), losses {' + '.join(args.losses)}; CPU: {cpu}, {os.cpu_count()} cores.\n\n"
+            f"{args.threads} torch thread(s), losses {' + '.join(args.losses)}, "
+            f"{'mmap threshold 128 KiB (limit_heap_growth)' if args.limit_heap_growth else 'glibc malloc defaults'}; "
+            f"CPU: {cpu}, {os.cpu_count()} cores.\n\n"
             + "\n".join(lines) + "\n")
     print(body)
     if args.markdown:

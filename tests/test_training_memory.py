@@ -87,3 +87,15 @@ def test_binary_embedding_binarizes_only_the_rows_looked_up(scheme):
     if scheme != "mean_abs":
         assert grads["weight_scale"][0] == 0 and grads["weight_scale"][[5, 10]].abs().sum() == 0  # padding, unused
     assert saved < ref_saved / 4  # 8 rows instead of the 50-row table
+
+
+def test_limit_heap_growth_sets_the_mmap_threshold_unless_the_environment_does(monkeypatch):
+    from hf_binary_bert.cli import limit_heap_growth
+
+    monkeypatch.setenv("MALLOC_MMAP_THRESHOLD_", "65536")
+    assert limit_heap_growth() is False  # the user's setting wins
+    monkeypatch.delenv("MALLOC_MMAP_THRESHOLD_")
+    import platform
+
+    if platform.libc_ver()[0] == "glibc":
+        assert limit_heap_growth() is True

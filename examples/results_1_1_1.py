@@ -1,0 +1,140 @@
+"""The 1-1-1 result tables (issue 16 §4): SST-2, RTE and STS-B, 3 seeds each, mean ± standard deviation.
+
+One command regenerates everything, through the `hf-binary-bert` command line (each command is printed before it
+runs and kept in `OUT/commands.txt`):
+
+    python examples/results_1_1_1.py --out runs/results_1_1_1                  # everything (hours on a CPU)
+    python examples/results_1_1_1.py --out runs/r --tasks stsb --seeds 42      # one task, one seed
+    python examples/results_1_1_1.py --out runs/r --dry-run                    # print the commands only
+
+Per task:
+1. data: SST-2 and RTE from `data/glue/<TASK>` (official dev as evaluation split); STS-B from the GLUE release's
+   `train.tsv` (`--stsb-release`, default `../shared/data/glue/STS-B`) with a fixed 10 % held out as validation
+   (`hf_binary_bert.data.write_holdout_split`, seed 0) — the release's dev split is not shared.
+2. teacher: all-MiniLM-L6-v2 (`minilm`) fine-tuned once (seed 42), or `--teacher TASK=FOLDER` for one already there.
+3. students, one per seed: W1A1 BiT (elastic activations, 1-bit embeddings, learned α/γ per head) through the
+   multi-step schedule W1A4,W1A2,W1A1 with the total budget of `BUDGETS` and W1A8 in one stage, as
+   `hf-binary-bert distill`, which scores teacher and student on the evaluation split (`comparison.json`) and
+   every stage against the original teacher (`stages.json`).
+4. `OUT/results.md`: per task and model the metric's mean ± sample standard deviation over the seeds, the share of
+   the teacher's, the student's size on disk, whether any saved student collapsed; and the commands.
+
+Runs already finished (their `comparison.json` exists) are not run again, so an interrupted call continues.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+# budgets of issue 16's goals: batch 32; SST-2 1000 steps at 64 tokens; STS-B and RTE 3 epochs at 128 tokens
+BUDGETS = {
+    "sst2": {"data_dir": "data/glue/SST-2", "metric": "accuracy", "teacher_args": ["--epochs", "1", "--max-seq-length", "64"],
+             "student_args": ["--max-steps", "1000", "--max-seq-length", "64"]},
+    "rte": {"data_dir": "data/glue/RTE", "metric": "accuracy", "teacher_args": ["--epochs", "3", "--max-seq-length", "128"],
+            "student_args": ["--epochs", "3", "--max-seq-length", "128"]},
+    "stsb": {"data_dir": None, "metric": "pearson", "teacher_args": ["--epochs", "3", "--max-seq-length", "128"],
+             "student_args": ["--epochs", "3", "--max-seq-length", "128"]},
+}
+BIT = ["--weight-scale", "learned_offset", "--scale-granularity", "head", "--embedding-bits", "1",
+       "--activation-quantizer", "elastic", "--batch-size", "32", "--learning-rate", "5e-4"]
+STUDENTS = {"W1A1": ["--activation-bits", "1", "--multi-step", "W1A4,W1A2,W1A1"], "W1A8": ["--activation-bits", "8"]}
+
+
+def _run(command: list[str], log: Path, args, done: bool = False) -> None:
+    """Print and record `command` (with `python -m` for the interpreter); run it unless `done` or a dry run."""
+    line = " ".join(["python", *(shlex.quote(c) for c in command[1:])])
+    print(("# done: " if done else "") + line, flush=True)
+    with open(Path(args.out) / "commands.txt", "a") as f:
+        f.write(line + "\n")
+    if args.dry_run or done:
+        return
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "w") as out:
+        code = subprocess.run(command, stdout=out, stderr=subprocess.STDOUT, check=False).returncode
+    if code:
+        sys.exit(f"failed (exit {code}), see {log}: {line}")
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--tasks", nargs="+", default=list(BUDGETS), choices=list(BUDGETS))
+    parser.add_argument("--seeds", nargs="+", type=int, default=[42, 43, 44])
+    parser.add_argument("--students", nargs="+", default=list(STUDENTS), choices=list(STUDENTS))
+    parser.add_argument("--teacher", action="append", default=[], metavar="TASK=FOLDER",
+                        help="use this fine-tuned teacher for TASK instead of fine-tuning one")
+    parser.add_argument("--stsb-release", default="../shared/data/glue/STS-B")
+    parser.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
+    args = parser.parse_args(argv)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "commands.txt").write_text("")
+    cli = [sys.executable, "-m", "hf_binary_bert.cli"]
+    given = dict(item.split("=", 1) for item in args.teacher)
+    sections = []
+    for task in args.tasks:
+        budget = BUDGETS[task]
+        data_dir = budget["data_dir"]
+        if task == "stsb":
+            data_dir = str(out / "data" / "STS-B")
+            print(f"# STS-B: 10 % of {args.stsb_release}/train.tsv held out (seed 0) into {data_dir}")
+            if not args.dry_run:
+                from hf_binary_bert.data import write_holdout_split
+
+                write_holdout_split("stsb", args.stsb_release, data_dir, fraction=0.1, seed=0)
+        teacher = given.get(task, str(out / task / "teacher"))
+        if task not in given:
+            _run([*cli, "finetune", "--model", "minilm", "--task", task, "--data-dir", data_dir, "--output-dir",
+                  teacher, "--batch-size", "32", "--learning-rate", "5e-5", "--seed", "42", "--no-progress",
+                  *budget["teacher_args"]], out / task / "teacher.log", args,
+                 done=(Path(teacher) / "config.json").exists())
+        rows = {}
+        for name in args.students:
+            for seed in args.seeds:
+                run_dir = out / task / f"{name}-seed{seed}"
+                _run([*cli, "distill", "--teacher", teacher, "--task", task, "--data-dir", data_dir,
+                      "--output-dir", str(run_dir), "--seed", str(seed), "--no-progress", "--no-latency",
+                      *BIT, *STUDENTS[name], *budget["student_args"]], out / task / f"{name}-seed{seed}.log", args,
+                     done=(run_dir / "comparison.json").exists())
+                if args.dry_run:
+                    continue
+                teacher_row, student_row = json.loads((run_dir / "comparison.json").read_text())
+                result = json.loads((run_dir / "distill_results.json").read_text())
+                rows.setdefault("teacher", []).append((teacher_row, False))
+                rows.setdefault(name, []).append((student_row, result.get("collapsed", False)))
+        if rows:
+            sections.append(_section(task, budget["metric"], rows))
+    if sections:
+        commands = (out / "commands.txt").read_text()
+        text = "\n\n".join(sections) + "\n\nCommands:\n\n```\n" + commands + "```\n"
+        (out / "results.md").write_text(text)
+        print(text)
+
+
+def _section(task: str, metric: str, rows: dict) -> str:
+    teacher_values = [r[metric] for r, _ in rows["teacher"]]
+    teacher_mean = statistics.mean(teacher_values)
+    lines = [f"### {task}", "", f"| model | {metric} (mean ± std) | seeds | % of teacher | size (MB) | collapsed |",
+             "|---|---|---|---|---|---|"]
+    for name, entries in rows.items():
+        values = [r[metric] for r, _ in entries]
+        if name == "teacher":  # the same teacher scored once per run: one value
+            values = values[:1]
+        std = statistics.stdev(values) if len(values) > 1 else float("nan")
+        collapsed = sum(c for _, c in entries)
+        lines.append(f"| {name} | {statistics.mean(values):.4f} ± {std:.4f} | {len(values)} | "
+                     f"{100 * statistics.mean(values) / teacher_mean:.1f} | {entries[0][0]['size_mb']:.2f} | "
+                     f"{collapsed} of {len(entries)} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    main()
