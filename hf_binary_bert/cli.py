@@ -64,6 +64,9 @@ def _add_train_args(p, *, learning_rate):
     p.add_argument("--whole-word-mask", action="store_true", help="MLM: mask whole words")
     p.add_argument("--bf16", action="store_true", help="bf16 mixed precision (Trainer's --bf16)")
     p.add_argument("--fp16", action="store_true", help="fp16 mixed precision (Trainer's --fp16; needs a GPU)")
+    p.add_argument("--gradient-checkpointing", action="store_true",
+                   help="recompute each layer's forward in the backward pass (Trainer's gradient_checkpointing): "
+                        "less memory, more time")
     p.add_argument("--logging-steps", type=int, default=50)
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--save-steps", type=int, help="save a resumable checkpoint every N steps in OUTPUT_DIR.partial "
@@ -298,6 +301,8 @@ def _train_kwargs(args) -> dict:
                                partial_dir(args.output_dir))
         except ValueError as err:
             raise UsageError("--resume-from-checkpoint" + str(err).removeprefix("resume_from_checkpoint")) from None
+    if args.gradient_checkpointing:
+        kwargs["gradient_checkpointing"] = True
     if args.bf16:
         kwargs["bf16"] = True
     if args.fp16:

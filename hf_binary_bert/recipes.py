@@ -629,7 +629,7 @@ def distill(
                                                            temperature=extra.get("temperature", 1.0)).items()
                         if k.endswith(("std", "share"))}})
     start_model, stage_teacher, teacher_logits = original_model, original_model, original_logits if measure else None
-    teacher_name, last_healthy = "original teacher", (original_model, original_logits if measure else None)
+    teacher_name, last_healthy = "original teacher", original_model
 
     def write_stage_table():
         table = stages_markdown(rows)
@@ -700,13 +700,13 @@ def distill(
                     f"multi-step stage {name} collapsed: {row['collapse_reason']}; stopped (the stages so far and "
                     f"their table stages.md are in {output_dir})")
             if on_collapse == "original_teacher":
-                start_model, teacher_logits = last_healthy
-                stage_teacher, teacher_name = original_model, "original teacher"
+                start_model, stage_teacher, teacher_name = last_healthy, original_model, "original teacher"
+                teacher_logits = original_logits
                 logger.warning("stage %d starts from %s and is taught by the original teacher", i + 2,
                                "the teacher" if start_model is original_model else "the last stage that did not collapse")
                 continue
-        if not collapsed and measure:
-            last_healthy = (student, student_logits)
+        if not collapsed:
+            last_healthy = student
         start_model, stage_teacher = student, student
         teacher_logits = student_logits if measure else None
         teacher_name = f"stage {i + 1}"

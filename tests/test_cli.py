@@ -119,7 +119,7 @@ def test_multi_step_distillation_saves_every_stage(tmp_path, capsys, tiny_teache
     monkeypatch.chdir(DATA.parent)
     out = tmp_path / "student"
     code = main(["distill", "--teacher", str(tiny_teachers / "cls"), "--task", "sst2", "--output-dir", str(out),
-                 "--max-steps", "2", "--batch-size", "8", "--max-train-samples", "32", "--max-eval-samples", "16",
+                 "--steps-per-stage", "2", "--batch-size", "8", "--max-train-samples", "32", "--max-eval-samples", "16",
                  "--max-seq-length", "32", "--no-latency", "--no-progress", "--multi-step", "W1A2,W1A1",
                  "--attention-type", "bi_attention", "--embedding-bits", "1", "--dmd-loss-weight", "1", "--two-stage",
                  "--logging-steps", "1"])
@@ -129,6 +129,8 @@ def test_multi_step_distillation_saves_every_stage(tmp_path, capsys, tiny_teache
     assert all(c["attention_type"] == "bi_attention" and c["embedding_bits"] == 1 and c["packed_weights"] for c in configs.values())
     results = json.loads((out / "distill_results.json").read_text())
     assert [s["activation_bits"] for s in results["stages"]] == [2, 1]
+    assert [s["steps"] for s in results["stages"]] == [2, 2]
+    assert "stages, each measured against the original teacher" in capsys.readouterr().out
     logged = [k for s in results["stages"] for e in s["log_history"] for k in e if k.startswith("loss_")]
     assert {"loss_dmd", "loss_hidden", "loss_prediction"} <= set(logged)
     rows = json.loads((out / "comparison.json").read_text())

@@ -199,3 +199,28 @@ def test_markdown_marks_collapse():
     lines = stages_markdown(rows).splitlines()
     assert lines[0].startswith("| stage | steps | taught by | pearson | loss vs original")
     assert "**COLLAPSED**" in lines[3] and "0.05 (1.2)" in lines[3] and "**COLLAPSED**" not in lines[2]
+
+
+def test_cli_budget_flags_are_checked_before_anything_is_written(tmp_path, capsys, stsb_teacher):
+    from hf_binary_bert.cli import main
+
+    teacher, data_dir = stsb_teacher
+    capsys.readouterr()  # the fixture's progress bars
+    out = tmp_path / "never"
+    base = ["distill", "--teacher", str(teacher), "--task", "stsb", "--data-dir", str(data_dir), "--output-dir", str(out)]
+    for extra, needle in ((["--multi-step", "W1A4,W1A2,W1A1", "--stage-budget", "1,1"], "2 shares for 3 stages"),
+                          (["--multi-step", "W1A4,W1A1", "--max-steps", "10", "--steps-per-stage", "5"], "not both"),
+                          (["--multi-step", "W1A4,W1A1", "--steps-per-stage", "5", "6", "7"], "per each"),
+                          (["--stage-budget", "2,1"], "--stage-budget needs --multi-step")):
+        assert main(base + extra) == 2
+        err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+        assert len(err) == 1 and needle in err[0], err
+    assert not out.exists() and not (tmp_path / "never.partial").exists()
+
+
+def test_cli_gradient_checkpointing_reaches_the_training_arguments():
+    from hf_binary_bert.cli import _train_kwargs, build_parser
+
+    base = ["distill", "--teacher", "t", "--task", "stsb", "--output-dir", "o"]
+    assert _train_kwargs(build_parser().parse_args(base + ["--gradient-checkpointing"]))["gradient_checkpointing"]
+    assert "gradient_checkpointing" not in _train_kwargs(build_parser().parse_args(base))
