@@ -48,7 +48,9 @@ for seed in $seeds; do
       fi
       mkdir -p "$(dirname "$dir")"
       echo "== $task $row W1A$bits seed $seed: ${flags[*]} ($n steps per stage)"
-      hf-binary-bert distill --teacher "$teacher" --task "$task" --output-dir "$dir" --max-steps "$n" \
+      budget=(--max-steps "$n")  # with --multi-step, --max-steps is the total: give each stage its n steps
+      [[ " ${flags[*]} " == *" --multi-step "* ]] && budget=(--steps-per-stage "$n")
+      hf-binary-bert distill --teacher "$teacher" --task "$task" --output-dir "$dir" "${budget[@]}" \
         --learning-rate "$lr" --seed "$seed" --no-latency --no-progress --logging-steps 25 "${flags[@]}" "$@" \
         > "$dir.log" 2>&1 || { echo "FAILED: see $dir.log"; tail -5 "$dir.log"; }
     done
