@@ -4,7 +4,9 @@ config and saved checkpoint (template: `model_card_template.md`).
 Metadata: base model (the teacher), tags, pipeline tag, license, datasets and the task metrics as `model-index`
 evaluation results (`huggingface_hub.EvalResult`). Body: the binarization settings, the size of each checkpoint
 component against a float32 BERT of the same shape, metrics and latency where measured, the training run (its
-hyperparameters, datasets, steps and final losses) and how to load the model with and without this package.
+hyperparameters, datasets, steps and final losses), for a pruned model its sparsity (heads kept, FFN width and share
+of the encoder Linears' weights kept, per layer: `pruning.report.config_sparsity_report`) and how to load the model
+with and without this package.
 
 The training run is recorded while it happens, as setfit fills its card: `ModelCardCallback` (which
 `DistillationTrainer` adds) fills a `TrainingRecord` on the model, `save_pretrained` writes it next to the weights
@@ -25,6 +27,7 @@ from huggingface_hub.utils import validate_repo_id
 from transformers import TrainerCallback
 
 from .format import COMPONENTS, checkpoint_size_report, component_of
+from .layer_sizes import is_pruned
 
 TEMPLATE_PATH = Path(__file__).with_name("model_card_template.md")
 _HEADS = {  # model class -> (Auto class, pipeline tag)
@@ -239,7 +242,27 @@ def _methods(config) -> list[str]:
         lines.append("Bi-Attention: boolean attention weights (BiBERT, Qin et al., ICLR 2022)")
     if config.embedding_bits == 1:
         lines.append("1-bit embeddings (BiBERT, Qin et al., ICLR 2022)")
+    if is_pruned(config):
+        lines.append("block-structured pruning: group lasso on blocks of the weight matrices, thresholded, zero heads "
+                     "and FFN neurons removed (Li et al., Findings of EMNLP 2020; knowledge-guided, after Jha et al.)")
     return lines
+
+
+def _pruning_rows(config) -> dict | None:
+    """The card's sparsity section from the config's per-layer sizes; None for an unpruned model."""
+    from .pruning.report import config_sparsity_report  # lazy: the pruning package imports the trainers
+
+    rows = config_sparsity_report(config)
+    if rows is None:
+        return None
+    layers = len(rows)
+    heads = sum(round(r["heads_kept"] * config.num_attention_heads) for r in rows)
+    neurons = sum(round(r["ffn_kept"] * config.intermediate_size) for r in rows)
+    return {"layers": [{"layer": r["layer"], "heads": r["heads"], "ffn_width": r["ffn_width"],
+                        "weights_kept": f"{100 * r['weights_kept']:.1f} %"} for r in rows],
+            "heads": f"{heads}/{layers * config.num_attention_heads}",
+            "neurons": f"{neurons}/{layers * config.intermediate_size}",
+            "weights_kept": f"{100 * sum(r['weights_kept'] for r in rows) / layers:.1f} %"}
 
 
 def _number(value, digits: int = 4) -> str:
@@ -307,7 +330,8 @@ def create_model_card(
         license=license,
         datasets=sorted({r.dataset_type for r in eval_results} | set(training.datasets if training else ())) or None,
         tags=list(dict.fromkeys(["hf_binary_bert", "binary_bert", "bert", "binarized", "1-bit",
-                                 f"w1a{config.activation_bits}", *(tags or [])])),
+                                 f"w1a{config.activation_bits}", *(["pruned"] if is_pruned(config) else []),
+                                 *(tags or [])])),
         model_name=name,
         eval_results=eval_results or None,
     )
@@ -326,6 +350,7 @@ def create_model_card(
                      "speedup": f"{teacher_latency_ms[b] / ms:.2f}×" if (teacher_latency_ms or {}).get(b) else "—"}
                     for b, ms in sorted((latency_ms or {}).items())]
     a, e = config.activation_bits, config.embedding_bits
+    pruning = _pruning_rows(config)
     return ModelCard.from_template(
         card_data,
         template_path=str(TEMPLATE_PATH),
@@ -345,6 +370,7 @@ def create_model_card(
         pipeline_tag=pipeline_tag if pipeline_tag in _TRANSFORMERS_PIPELINES else None,
         methods=_methods(config),
         training=_training_rows(training),
+        pruning=pruning,
     )
 
 

@@ -149,3 +149,30 @@ def test_every_head_has_its_auto_class_and_pipeline_tag(tmp_path, head, tag, has
     assert card.data.pipeline_tag == tag
     assert f'{auto}.from_pretrained("alice/m", trust_remote_code=True)' in card.text
     assert (f'pipeline("{tag}", model="alice/m")' in card.text) is has_pipeline
+
+
+def test_card_of_a_pruned_student_states_its_sparsity(tmp_path):
+    """What `push_to_hub` uploads (`save_for_hub`): the card of a pruned student gives heads kept and FFN width per
+    layer and the share of the encoder Linears' weights kept, from the per-layer sizes of its config."""
+    from hf_binary_bert.pruning import prune_
+
+    torch.manual_seed(0)
+    teacher = BertForSequenceClassification(tiny_bert_config(num_labels=2)).eval()
+    with torch.no_grad():  # head 1 of layer 1 (V rows), FFN neurons 0–9 of layer 0 (intermediate rows)
+        teacher.bert.encoder.layer[1].attention.self.value.weight[8:16] = 0
+        teacher.bert.encoder.layer[0].intermediate.dense.weight[:10] = 0
+    prune_(teacher)
+    model = BinaryBertForSequenceClassification.from_teacher(teacher)
+    model.save_for_hub(tmp_path / "hub", repo_id="alice/pruned")
+    card = ModelCard.load(tmp_path / "hub" / "README.md")
+    assert "pruned" in card.data.tags
+    d, i = 32, 37  # layer 0: 4 heads, 27 neurons; layer 1: 3 heads, 37 neurons; per layer 4·d·d + 2·d·i weights
+    kept = [(4 * d * d + 2 * d * 27) / (4 * d * d + 2 * d * i), (4 * 24 * d + 2 * d * i) / (4 * d * d + 2 * d * i)]
+    assert f"| 0 | 4/4 | 27/37 | {100 * kept[0]:.1f} % |" in card.text
+    assert f"| 1 | 3/4 | 37/37 | {100 * kept[1]:.1f} % |" in card.text
+    assert (f"keeps 7/8 attention heads, 64/74 FFN neurons and {100 * sum(kept) / 2:.1f} %" in
+            " ".join(card.text.split()))
+    unpruned = BinaryBertForSequenceClassification.from_teacher(BertForSequenceClassification(tiny_bert_config()))
+    unpruned.save_for_hub(tmp_path / "dense")
+    text = (tmp_path / "dense" / "README.md").read_text()
+    assert "## Sparsity" not in text and "pruned" not in ModelCard.load(tmp_path / "dense" / "README.md").data.tags

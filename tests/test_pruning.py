@@ -1,16 +1,20 @@
 """Block-structured pruning: penalty numbers against hand-computed references, thresholding, physical removal with
 equal outputs, save/load round trips (plain BERT, binarized packed), the trainers' logged components, bad input."""
 
-import copy
 import json
 
 import pytest
 import torch
-from transformers import BertForSequenceClassification, TrainingArguments
-
 from conftest import tiny_bert_config
 from distill_helpers import tiny_teacher, toy_dataset
-from hf_binary_bert import BinaryBertConfig, BinaryBertForSequenceClassification, DistillationTrainingArguments, calibrate
+from transformers import BertForSequenceClassification, TrainingArguments
+
+from hf_binary_bert import (
+    BinaryBertConfig,
+    BinaryBertForSequenceClassification,
+    DistillationTrainingArguments,
+    calibrate,
+)
 from hf_binary_bert.pruning import (
     BlockGates,
     BlockPruningConfig,
@@ -25,6 +29,7 @@ from hf_binary_bert.pruning import (
     threshold_,
     write_sparsity_report,
 )
+
 
 @pytest.fixture(autouse=True)
 def _one_thread():
@@ -313,3 +318,38 @@ def test_gates_start_neutral_and_fold_exactly():
     gates.fold_(model)
     assert "forward" not in vars(model.bert.encoder.layer[0].attention.self.query)
     torch.testing.assert_close(model(**x).logits, gated, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.skipif(not __import__("hf_binary_bert").kernels.available(), reason="compiled kernels not built")
+@pytest.mark.parametrize("combo", [
+    {"activation_bits": 1, "activation_quantizer": "elastic"},
+    {"activation_bits": 1, "attention_type": "bi_attention", "embedding_bits": 1},
+    {"activation_bits": 8, "activation_quantizer": "elastic"}])
+def test_pruned_packed_student_runs_natively_and_equals_the_eager_path(tmp_path, combo):
+    """A binarized student with different head counts and FFN widths per layer, saved packed and loaded through the
+    Auto class: the native encoder runtime runs it (per-layer shapes) and equals the eager kernel path."""
+    from transformers import AutoModelForSequenceClassification
+
+    teacher = tiny_teacher()
+    _kill_structures(teacher)  # layer 0: 3 heads, 27 neurons
+    with torch.no_grad():
+        teacher.bert.encoder.layer[1].attention.self.value.weight[16:24] = 0  # with head 1: 2 heads in layer 1
+        teacher.bert.encoder.layer[1].intermediate.dense.weight[:30] = 0
+    assert prune_(teacher) == {"layer_num_attention_heads": [3, 2], "layer_intermediate_sizes": [27, 7]}
+    student = BinaryBertForSequenceClassification.from_teacher(teacher, weight_scale="learned_offset",
+                                                               scale_granularity="head", **combo)
+    student.train()(**_inputs())  # calibrates the activation quantizers
+    student.eval().save_pretrained(tmp_path)
+    loaded = AutoModelForSequenceClassification.from_pretrained(tmp_path).eval()
+    assert isinstance(loaded, BinaryBertForSequenceClassification)
+    assert loaded.bert.encoder.layer[1].intermediate.dense.weight_packed.shape[0] == 7
+    runtime = loaded.bert.encoder.runtime()
+    assert runtime.plan() is not None, runtime.unsupported_reason
+    x = _inputs()
+    with torch.inference_mode():
+        native = loaded(**x).logits
+        loaded.set_inference_kernel("eager")
+        eager = loaded(**x).logits
+    torch.testing.assert_close(native, eager, rtol=0, atol=1e-5)
+    rows = checkpoint_sparsity_report(tmp_path)
+    assert [(r["heads"], r["ffn_width"]) for r in rows] == [("3/4", "27/37"), ("2/4", "7/37")]

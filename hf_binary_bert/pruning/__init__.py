@@ -12,18 +12,19 @@ thresholding at ε, and physical removal of the FFN neurons and attention heads 
 from .config import BlockPruningConfig
 from .gates import BlockGates
 from .penalty import block_pruning_penalty, group_norms
-from .trainer import BlockPruningDistillationTrainer, BlockPruningMixin, BlockPruningTrainer
-from .report import checkpoint_sparsity_report, sparsity_report, write_sparsity_report
+from .report import checkpoint_sparsity_report, config_sparsity_report, sparsity_report, write_sparsity_report
 from .structure import dead_structures, kept_sizes, load_pruned_bert, prune_, pruned_class, threshold_
+from .trainer import BlockPruningDistillationTrainer, BlockPruningMixin, BlockPruningTrainer
 
 __all__ = [
     "BlockGates",
+    "BlockPruningConfig",
     "BlockPruningDistillationTrainer",
     "BlockPruningMixin",
     "BlockPruningTrainer",
-    "BlockPruningConfig",
     "block_pruning_penalty",
     "checkpoint_sparsity_report",
+    "config_sparsity_report",
     "dead_structures",
     "group_norms",
     "kept_sizes",

@@ -62,14 +62,12 @@ def sparsity_report(model: torch.nn.Module, count_zeros: bool = True) -> list[di
     return rows
 
 
-def checkpoint_sparsity_report(path: str | os.PathLike, **hub_kwargs) -> list[dict] | None:
-    """Rows as `sparsity_report`, read from a saved checkpoint's config and tensor shapes (weights present count as
-    kept); None when the checkpoint is not pruned (its config has no per-layer sizes)."""
-    from transformers import AutoConfig
-
+def config_sparsity_report(config) -> list[dict] | None:
+    """Rows as `sparsity_report`, from a config's per-layer sizes alone (every weight of a kept head or neuron
+    counts as kept); None when the config is not pruned (no `layer_num_attention_heads` /
+    `layer_intermediate_sizes`)."""
     from ..layer_sizes import is_pruned
 
-    config = AutoConfig.from_pretrained(path, **hub_kwargs)
     if not is_pruned(config):
         return None
     d = config.hidden_size // config.num_attention_heads
@@ -83,6 +81,14 @@ def checkpoint_sparsity_report(path: str | os.PathLike, **hub_kwargs) -> list[di
         kept.update({"intermediate": w * hidden, "output": w * hidden, "heads": h, "ffn": w})
         rows.append(_row(i, config, kept))
     return rows
+
+
+def checkpoint_sparsity_report(path: str | os.PathLike, **hub_kwargs) -> list[dict] | None:
+    """Rows as `sparsity_report`, read from a saved checkpoint's config (`config_sparsity_report`: the per-layer
+    sizes, which the checkpoint validation holds the tensor shapes to); None when the checkpoint is not pruned."""
+    from transformers import AutoConfig
+
+    return config_sparsity_report(AutoConfig.from_pretrained(path, **hub_kwargs))
 
 
 def markdown_table(rows: list[dict]) -> str:
@@ -135,4 +141,4 @@ def write_sparsity_report(rows: list[dict], output_dir: str | os.PathLike) -> st
     return table
 
 
-__all__ = ["checkpoint_sparsity_report", "markdown_table", "plot_heat_map", "sparsity_report", "write_sparsity_report"]
+__all__ = ["checkpoint_sparsity_report", "config_sparsity_report", "markdown_table", "plot_heat_map", "sparsity_report", "write_sparsity_report"]

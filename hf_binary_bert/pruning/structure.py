@@ -27,7 +27,6 @@ from ..layer_sizes import encoder_layers, pruned_class
 from .config import BlockPruningConfig
 from .penalty import check_model, group_mask, group_norms
 
-
 # ----------------------------------------------------------------------------------------------------------------
 # Threshold
 
