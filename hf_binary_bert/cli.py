@@ -96,7 +96,8 @@ def _add_pruning_args(p, *, flag: bool):
 
     if flag:
         p.add_argument("--prune", action="store_true",
-                       help="knowledge-guided block-structured pruning during distillation (docs/pruning.md)")
+                       help="block-structured pruning during training: the group-lasso penalty, then the zero heads and "
+                       "FFN neurons removed (docs/pruning.md)")
     p.add_argument("--group-lasso-weight", type=float, default=1e-4, help="λ₁ of the group lasso (default 1e-4)")
     p.add_argument("--binarizing-weight", type=float, default=0.0, help="λ₂ of the θ(1−θ) term (default 0)")
     p.add_argument("--num-blocks", type=int, default=1, help="K blocks per weight matrix (default 1)")
@@ -132,6 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default="minilm", help="Hub id or local folder of a BERT ('minilm': all-MiniLM-L6-v2 from the demo extra)")
     _add_data_args(p)
     _add_train_args(p, learning_rate=5e-5)
+    _add_pruning_args(p, flag=True)
 
     p = sub.add_parser("distill", help="binarize a fine-tuned teacher and distil the student",
                        dataclass_types=[BinarizationArguments, DistillationArguments])
@@ -368,8 +370,19 @@ def cmd_finetune(args):
     _check_model(args.model, "--model", allow_binary=False)
     from .recipes import finetune
 
-    result = finetune(args.model, args.task, args.output_dir, **_train_kwargs(args))
+    pruning = _pruning(args)
+    try:
+        result = finetune(args.model, args.task, args.output_dir, pruning=pruning, **_train_kwargs(args))
+    except ValueError as err:
+        if pruning is None:
+            raise
+        raise UsageError(str(err)) from None  # e.g. ε would remove every head of a layer (nothing published)
     print(json.dumps(result["metrics"], indent=1))
+    if pruning is not None:
+        from .pruning.report import markdown_table
+
+        with open(os.path.join(args.output_dir, "sparsity.json")) as f:
+            print("\npruned (heads, FFN width and encoder weights kept per layer):\n" + markdown_table(json.load(f)))
 
 
 def cmd_distill(args):

@@ -430,13 +430,16 @@ def _train_and_record(trainer, output_dir: str, save, results_name: str, evaluat
     return result
 
 
-def finetune(model: str, task: str, output_dir: str, *, evaluate: bool = True, **kwargs) -> dict:
+def finetune(model: str, task: str, output_dir: str, *, evaluate: bool = True, pruning=None, **kwargs) -> dict:
     """Fine-tune a full-precision BERT teacher on `task` (`"mlm"`, `"squad"` or GLUE) and save it (safetensors,
     float32) with its tokenizer in `output_dir`. A new task head (MLM head, span classifier or classifier) is
     initialised as transformers does.
 
     Args:
         evaluate: score the model on the evaluation split after training (skip it when the caller evaluates).
+        pruning: a `pruning.BlockPruningConfig`: the task loss gets its penalty (`BlockPruningTrainer`), and at the
+            end the groups under ε are zeroed and the zero heads / FFN neurons removed (per-layer sizes in
+            `config.json`, `sparsity.md` / `.json` / `.png` written); None: plain fine-tuning.
         **kwargs: `TrainingOptions` fields (default learning rate 5e-5) and further `TrainingArguments`.
 
     Everything (checkpoints with `save_steps`, then the model) is written in `partial_dir(output_dir)`, renamed to
@@ -450,19 +453,29 @@ def finetune(model: str, task: str, output_dir: str, *, evaluate: bool = True, *
     work_dir = partial_dir(output_dir)
     resume = _resume_checkpoint(options, work_dir)
     path, tokenizer, data = _prepare_training(model, task, options)
-    if task in OTHER_TASKS:
-        teacher = head_classes(task)[0].from_pretrained(path, dtype=torch.float32)
+    if task in OTHER_TASKS:  # pruned_class: a pruned BERT's per-layer sizes (a no-op without them)
+        teacher = pruned_class(head_classes(task)[0]).from_pretrained(path, dtype=torch.float32)
     else:
-        teacher = BertForSequenceClassification.from_pretrained(path, dtype=torch.float32, num_labels=data.num_labels,
-                                                                **task_label_config(task))
+        teacher = pruned_class(BertForSequenceClassification).from_pretrained(
+            path, dtype=torch.float32, num_labels=data.num_labels, **task_label_config(task))
     args = _training_arguments(TrainingArguments, work_dir, options, 5e-5, extra)
-    trainer = Trainer(model=teacher, args=args, train_dataset=data.train, eval_dataset=data.eval,
-                      data_collator=data.collator, compute_metrics=data.compute_metrics,
-                      preprocess_logits_for_metrics=data.preprocess_logits_for_metrics, processing_class=tokenizer)
+    trainer_class, prune_kwargs = Trainer, {}
+    if pruning is not None:  # block-structured pruning during fine-tuning (hf_binary_bert.pruning)
+        from .pruning import BlockPruningTrainer as trainer_class
+
+        prune_kwargs = {"pruning": pruning}
+    trainer = trainer_class(model=teacher, args=args, train_dataset=data.train, eval_dataset=data.eval,
+                            data_collator=data.collator, compute_metrics=data.compute_metrics,
+                            preprocess_logits_for_metrics=data.preprocess_logits_for_metrics,
+                            processing_class=tokenizer, **prune_kwargs)
 
     def save():
         teacher.save_pretrained(work_dir)
         tokenizer.save_pretrained(work_dir)
+        if pruning is not None:
+            from .pruning import sparsity_report, write_sparsity_report
+
+            write_sparsity_report(sparsity_report(teacher), work_dir)
 
     result = _train_and_record(trainer, work_dir, save, "finetune_results.json", evaluate, resume, data.evaluate_fn)
     _publish(work_dir, output_dir)

@@ -76,3 +76,27 @@ def test_prune_then_size_evaluate_and_distill_a_pruned_student(tmp_path, capsys,
     saved = json.loads((student / "config.json").read_text())
     assert saved["packed_weights"] and saved["layer_intermediate_sizes"] == widths
     assert (student / "sparsity.md").read_text().startswith("| layer | heads | FFN width |")
+
+
+def test_finetune_prune_removes_ffn_neurons_and_refuses_a_layer_emptied(tmp_path, capsys, tiny_teacher_dir,
+                                                                        monkeypatch):
+    """`finetune --prune`: plain fine-tuning (task loss) with the penalty, then the removal; the kept sizes are in
+    config.json and the pruned BERT loads back with those shapes. ε that would empty a layer: exit 2, nothing
+    published."""
+    from hf_binary_bert.pruning import load_pruned_bert
+
+    monkeypatch.chdir(DATA.parent)
+    out = tmp_path / "ft"
+    base = ["finetune", "--model", str(tiny_teacher_dir), "--output-dir", str(out), *SMALL_RUN[:-2], "--prune",
+            "--prune-modules", "intermediate", "--logging-steps", "1"]
+    _error_line(capsys, main(base + ["--epsilon", "100"]), "epsilon=100.0 would remove every FFN neuron of layer 0")
+    assert not out.exists()
+    assert main(base + ["--epsilon", "0.11"]) == 0  # about half the intermediate rows (norm ≈ 0.02·√32 ≈ 0.11)
+    printed = capsys.readouterr().out
+    widths = json.loads((out / "config.json").read_text())["layer_intermediate_sizes"]
+    assert all(1 <= w < 37 for w in widths)
+    assert f"| 0 | 4/4 | {widths[0]}/37 |" in printed and (out / "sparsity.png").exists()
+    log = json.loads((out / "finetune_results.json").read_text())["log_history"][0]
+    assert "loss_group_lasso" in log and "loss_prediction" not in log  # the task loss only, no teacher
+    model = load_pruned_bert(out)
+    assert [layer.intermediate.dense.out_features for layer in model.bert.encoder.layer] == widths
