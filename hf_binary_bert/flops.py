@@ -3,7 +3,8 @@
 Operations follow BiBERT (Qin et al., ICLR 2022, results table: BERT-base 22.5 GFLOPs at full precision → 0.4 G at W1A1)
 and BinaryBERT (Bai et al., ACL 2021: 1.5 G at W1A4): a matmul [M, K] x [K, N] costs 2·M·K·N operations; a binarized
 Linear fed b-bit activations (b < 32) does them as bit operations, b per MAC (bit-serial), and 64 bit operations
-count as one FLOP. Sizes use MB = 10⁶ bytes, split like `format.py` (`COMPONENTS`, `component_of`).
+count as one FLOP. Sizes use MB = 10⁶ bytes, split like `format.py` (`COMPONENTS`, `component_of`). A pruned config's
+per-layer sizes (`layer_num_attention_heads`, `layer_intermediate_sizes`; `layer_sizes.py`) set each layer's shapes.
 """
 
 from __future__ import annotations
@@ -27,10 +28,20 @@ def _check(head, seq_len: int = 1) -> None:
         raise ValueError(f"seq_len must be an integer >= 1, got {seq_len!r}")
 
 
-def _encoder_linears(config) -> list[tuple[str, int, int]]:
-    """(binarizable name, in_features, out_features) of one encoder layer."""
-    d, i = config.hidden_size, config.intermediate_size
-    return [("query", d, d), ("key", d, d), ("value", d, d), ("attention_output", d, d), ("intermediate", d, i),
+def _layer_widths(config, layer: int) -> tuple[int, int]:
+    """(attention width h_n·d_head, FFN width) of encoder layer `layer`, from the per-layer sizes of a pruned config
+    (`layer_num_attention_heads`, `layer_intermediate_sizes`; absent: the full geometry)."""
+    heads = getattr(config, "layer_num_attention_heads", None)
+    widths = getattr(config, "layer_intermediate_sizes", None)
+    head_size = config.hidden_size // config.num_attention_heads
+    return ((heads[layer] if heads else config.num_attention_heads) * head_size,
+            widths[layer] if widths else config.intermediate_size)
+
+
+def _encoder_linears(config, layer: int) -> list[tuple[str, int, int]]:
+    """(binarizable name, in_features, out_features) of encoder layer `layer` (per-layer sizes when pruned)."""
+    d, (a, i) = config.hidden_size, _layer_widths(config, layer)
+    return [("query", d, a), ("key", d, a), ("value", d, a), ("attention_output", a, d), ("intermediate", d, i),
             ("output", i, d)]
 
 
@@ -72,10 +83,10 @@ def count_operations(config, seq_len: int = 128, head: str | None = "sequence_cl
         else:
             totals[part][0] += ops
 
-    for _ in range(config.num_hidden_layers):
-        for name, n_in, n_out in _encoder_linears(config):
+    for n in range(config.num_hidden_layers):
+        for name, n_in, n_out in _encoder_linears(config, n):
             linear("linear", name, t, n_in, n_out)
-        matmuls = 2 * (2 * t * t * d)  # Q·Kᵀ and probs·V
+        matmuls = 2 * (2 * t * t * _layer_widths(config, n)[0])  # Q·Kᵀ and probs·V over the layer's kept heads
         if bits < 32:
             totals["attention"][1] += matmuls * bits * bits
         else:
@@ -138,10 +149,10 @@ def _tensors(config, head, num_labels) -> list[tuple[str, int]]:
     layer_norm("bert.embeddings")
     for n in range(config.num_hidden_layers):
         prefix = f"bert.encoder.layer.{n}"
-        for target, n_in, n_out in _encoder_linears(config):
+        for target, n_in, n_out in _encoder_linears(config, n):
             linear(f"{prefix}.{_ENCODER_PATHS[target]}", target, n_in, n_out)
         for part in ("query", "key", "value"):
-            quantizer(f"{prefix}.attention.self.{part}_quantizer", d)
+            quantizer(f"{prefix}.attention.self.{part}_quantizer", _layer_widths(config, n)[0])
         if getattr(config, "attention_type", "softmax") == "softmax":
             quantizer(f"{prefix}.attention.self.probs_quantizer")
         layer_norm(f"{prefix}.attention.output")

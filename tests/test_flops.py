@@ -108,6 +108,11 @@ def _file_bytes(directory) -> dict[str, int]:
           "weight_scale": "learned_offset", "fp_dtype": "float16"}),
         (BinaryBertForSequenceClassification, "sequence_classification", {"embedding_bits": 16, "fp_dtype": "bfloat16"}),
         (BinaryBertForMaskedLM, "masked_lm", {"embedding_bits": 1, "tie_word_embeddings": False, "activation_bits": 1}),
+        # pruned: per-layer heads and FFN widths (per-head α, elastic shifts over the kept heads' channels)
+        (BinaryBertForSequenceClassification, "sequence_classification",
+         {"layer_num_attention_heads": [3, 1], "layer_intermediate_sizes": [17, 37], "weight_scale": "learned_offset",
+          "scale_granularity": "head", "activation_bits": 1, "activation_quantizer": "elastic"}),
+        (BinaryBertForMaskedLM, "masked_lm", {"layer_intermediate_sizes": [5, 20], "activation_bits": 4}),
     ],
 )
 def test_estimate_matches_saved_checkpoint(tmp_path, model_class, head, kwargs):
@@ -177,3 +182,14 @@ def test_bert_base_elastic_quantizer_size():
     assert per_layer * L == 442_968
     assert elastic["other"] - base["other"] == pytest.approx(442_968 / 1e6)
     assert elastic["total"] - base["total"] == pytest.approx(442_968 / 1e6)
+
+
+def test_operations_of_a_pruned_config_follow_its_per_layer_sizes():
+    """Layer n with h_n heads (width a_n = h_n·d/H) and FFN width I_n: 2·T·(3·d·a_n + a_n·d + 2·d·I_n) for its Linears
+    and 2·2·T²·a_n for Q·Kᵀ and probs·V, full precision."""
+    config = tiny_bert_config(layer_num_attention_heads=[3, 1], layer_intermediate_sizes=[17, 37])
+    t, d = 10, 32
+    expected_linear = sum(2 * t * (4 * d * a + 2 * d * i) for a, i in ((24, 17), (8, 37)))
+    report = count_operations(config, seq_len=t, head=None)
+    assert report["parts"]["linear"] == expected_linear
+    assert report["parts"]["attention"] == sum(4 * t * t * a for a in (24, 8))
