@@ -164,28 +164,26 @@ def gelu_sign_thresholds(shift: torch.Tensor | None, channels: int) -> torch.Ten
         return (gelu(_float32_of_keys(keys)) - beta) >= 0
 
     def full(value):
-        return torch.full((channels,), value, dtype=torch.int64)
+        return torch.full((channels,), int(value), dtype=torch.int64)
 
-    x_min = torch.tensor(-0.7517915, dtype=torch.float32)  # the minimum of GELU
+    def narrow(a, b, flips):  # keys a < b with flips(a) false and flips(b) true → adjacent keys
+        while bool(((b - a) > 1).any()):
+            m = (a + b) // 2
+            ok = flips(m)
+            a, b = torch.where(ok, a, m), torch.where(ok, m, b)
+        return a, b
+
     f32 = torch.float32
-    k_min, k_inf = _float32_keys(x_min), _float32_keys(torch.tensor(float("inf"), dtype=f32))
+    k_min = _float32_keys(torch.tensor(-0.7517915, dtype=f32))  # the minimum of GELU
+    k_inf = _float32_keys(torch.tensor(float("inf"), dtype=f32))
     k_lowest = _float32_keys(torch.tensor(torch.finfo(f32).min, dtype=f32))
-    all_true = holds(full(int(k_min)))
+    all_true = holds(full(k_min))
     # upper part: the smallest x ≥ x_min with GELU(x) ≥ β (at +∞ it holds)
-    a, b = full(int(k_min)), full(int(k_inf))
-    while bool(((b - a) > 1).any()):
-        m = (a + b) // 2
-        ok = holds(m)
-        a, b = torch.where(ok, a, m), torch.where(ok, m, b)
-    hi = _float32_of_keys(b)
+    hi = _float32_of_keys(narrow(full(k_min), full(k_inf), holds)[1])
     # lower part: the largest x < x_min with GELU(x) ≥ β, if the most negative finite x has it
-    has_lower = holds(full(int(k_lowest)))
-    a, b = full(int(k_lowest)), full(int(k_min))
-    while bool(((b - a) > 1).any()):
-        m = (a + b) // 2
-        ok = holds(m)
-        a, b = torch.where(ok, m, a), torch.where(ok, b, m)
-    lo = torch.where(has_lower, _float32_of_keys(a), torch.tensor(float("nan"), dtype=f32))
+    has_lower = holds(full(k_lowest))
+    lo = _float32_of_keys(narrow(full(k_lowest), full(k_min), lambda keys: ~holds(keys))[0])
+    lo = torch.where(has_lower, lo, torch.tensor(float("nan"), dtype=f32))
     lo = torch.where(all_true, torch.tensor(float("inf"), dtype=f32), lo)
     return torch.stack([lo, hi]).contiguous()
 
