@@ -123,14 +123,20 @@ def test_page_outputs_of_a_good_request(side):
         assert latency.endswith(" ms") and float(latency.removesuffix(" ms")) > 0
 
 
-def test_question_answering_models_get_question_and_context(tmp_path, models):
+def _full_precision_pair(tmp_path, model_class, **config_kwargs):
+    """A teacher and a "student" of one full-precision head class (the page's QA / NER paths do not depend on the
+    head's class), saved with the BERT tokenizer; returns the page's SideBySide of the two."""
     tokenizer = AutoTokenizer.from_pretrained(DATA / "tokenizer/bert-base-uncased")
-    config = tiny_bert_config(vocab_size=tokenizer.vocab_size, max_position_embeddings=128)
-    for name in ("teacher", "student"):  # a full-precision pair: the page's QA path does not depend on the head's class
+    config = tiny_bert_config(vocab_size=tokenizer.vocab_size, max_position_embeddings=128, **config_kwargs)
+    for name in ("teacher", "student"):
         torch.manual_seed(0)
-        BertForQuestionAnswering(config).save_pretrained(tmp_path / name)
+        model_class(config).save_pretrained(tmp_path / name)
         tokenizer.save_pretrained(tmp_path / name)
-    qa = SideBySide(str(tmp_path / "teacher"), str(tmp_path / "student"))
+    return SideBySide(str(tmp_path / "teacher"), str(tmp_path / "student"))
+
+
+def test_question_answering_models_get_question_and_context(tmp_path, models):
+    qa = _full_precision_pair(tmp_path, BertForQuestionAnswering)
     assert qa.task == "question-answering"
     context = "The binarized student was distilled from a MiniLM teacher on SST-2."
     results = qa.predict("What was the student distilled from?", context)
@@ -179,15 +185,9 @@ def test_answer_question_matches_a_brute_force_search_over_windows(tmp_path):
 def test_token_classification_models_get_entities(tmp_path):
     from transformers import BertForTokenClassification
 
-    tokenizer = AutoTokenizer.from_pretrained(DATA / "tokenizer/bert-base-uncased")
     names = {0: "O", 1: "B-PER", 2: "I-PER"}
-    config = tiny_bert_config(vocab_size=tokenizer.vocab_size, max_position_embeddings=128, id2label=names,
-                              label2id={v: k for k, v in names.items()})
-    for name in ("teacher", "student"):
-        torch.manual_seed(0)
-        BertForTokenClassification(config).save_pretrained(tmp_path / name)
-        tokenizer.save_pretrained(tmp_path / name)
-    ner = SideBySide(str(tmp_path / "teacher"), str(tmp_path / "student"))
+    ner = _full_precision_pair(tmp_path, BertForTokenClassification, id2label=names,
+                               label2id={v: k for k, v in names.items()})
     assert ner.task == "token-classification"
     text = "Ada Lovelace met Charles Babbage in London"
     reference = pipeline("token-classification", model=str(tmp_path / "teacher"), aggregation_strategy="simple")(text)
