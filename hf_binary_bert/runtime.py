@@ -39,6 +39,7 @@ own `F.gelu`), which gives the eager path's bits exactly.
 
 from __future__ import annotations
 
+import operator
 import struct
 import threading
 
@@ -68,6 +69,9 @@ _ACT_GELU_FOLDED = 2  # GELU folded into the output Linear's 1-bit input quantiz
 _MODE_SIGNED, _MODE_SIGNED_GELU = 0, 3  # kernels' BitMode (bitgemm.cpp)
 _LINEARS = ("attention.self.query", "attention.self.key", "attention.self.value", "attention.output.dense",
             "intermediate.dense", "output.dense")
+
+
+_version_of = operator.attrgetter("_version")
 
 
 def _f32(value: float) -> int:
@@ -273,8 +277,10 @@ class EncoderRuntime:
         self._plan: torch.Tensor | None = None
         self._keep: list[torch.Tensor] = []
         self._reason: str | None = None
-        self._entries: list = []  # (owner dict, name, object) of every child module, parameter and buffer
-        self._versions: tuple = ()
+        # (owner dicts, names, objects) of every child module, parameter and buffer; their tensors and versions
+        self._entries: tuple = ([], [], [])
+        self._tensors: list[torch.Tensor] = []
+        self._versions: list[int] = []
         self._valid = False
         self._local = threading.local()  # .work: this thread's grow-only work buffer
         self._lock = threading.Lock()  # plan building
@@ -288,24 +294,30 @@ class EncoderRuntime:
 
     def _snapshot(self) -> None:
         """Record the encoder's structure (every `_modules` / `_parameters` / `_buffers` entry) and tensor versions."""
-        entries = []
+        tables, names, values = [], [], []
         for module in self.encoder.modules():
             for table in (module._modules, module._parameters, module._buffers):
-                entries += [(table, name, value) for name, value in table.items() if value is not None]
-        self._entries = entries
+                for name, value in table.items():
+                    if value is not None:
+                        tables.append(table)
+                        names.append(name)
+                        values.append(value)
+        self._entries = (tables, names, values)
+        self._tensors = [v for v in values if isinstance(v, torch.Tensor)]
         self._versions = self._current_versions()
 
-    def _current_versions(self) -> tuple:
-        return tuple(v._version for _, _, v in self._entries if isinstance(v, torch.Tensor))
+    def _current_versions(self) -> list[int]:
+        return list(map(_version_of, self._tensors))
 
     def _still_valid(self) -> bool:
         """Whether nothing the plan read changed: no module, parameter or buffer of the encoder replaced (the owner
-        dicts still hold the same objects) and no tensor changed in place (versions)."""
+        dicts still hold the same objects) and no tensor changed in place (versions). Runs on every forward, so it
+        iterates in C (`map`): about 40 µs for a 6-layer model."""
         if not self._valid:
             return False
-        for table, name, value in self._entries:
-            if table.get(name) is not value:
-                return False
+        tables, names, values = self._entries
+        if not all(map(operator.is_, map(dict.get, tables, names), values)):
+            return False
         return self._current_versions() == self._versions
 
     def invalidate(self) -> None:

@@ -82,12 +82,21 @@ def test_runtime_runs_and_equals_the_eager_kernel_path(combo):
     assert torch.equal(native[~valid], torch.zeros_like(native[~valid]))  # padding is not computed
 
 
-def test_w1a32_int8_runs_natively_with_float_attention():
+# Q, K and V share one input quantizer here (dynamic int8, no shift): the runtime quantizes x once and, on AVX2, builds
+# each row's lookup tables once for all three (run_w1a8_shared); 6 rows take its per-operand fall-back (too few rows
+# to share between 2 threads), 28 rows the shared path.
+@pytest.mark.parametrize("lengths,threads", [((13, 9, 1, 5), 1), ((13, 9, 1, 5), 2), ((4, 2), 2)])
+def test_w1a32_int8_runs_natively_with_float_attention(lengths, threads):
     model = _model(dict(activation_bits=32)).set_inference_kernel("auto", float_activations="int8")
-    ids, mask = _inputs()
+    ids, mask = _inputs(lengths=lengths)
     calls, handles = _linear_calls(model)
-    with torch.inference_mode():
-        native = model(input_ids=ids, attention_mask=mask).last_hidden_state
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        with torch.inference_mode():
+            native = model(input_ids=ids, attention_mask=mask).last_hidden_state
+    finally:
+        torch.set_num_threads(previous)
     assert not calls
     model.set_inference_kernel("eager")
     with torch.inference_mode():

@@ -1358,29 +1358,58 @@ void run_w1a1(const float* x, int64_t M, int64_t K, int64_t ldx, const float* sh
     bits_gemm<1>(isa, M, N, bits, kw, w, e, nthreads);
 }
 
-void run_w1a8(const float* x, int64_t M, int64_t K, int64_t ldx, const float* shift, float s, int qn, int qp,
-              bool dynamic, const uint64_t* w, int64_t N, const int32_t* wsum, const float* alpha, const float* gamma,
-              const float* bias, float* out, int64_t ldo, int nthreads, bool bytes) {
+// One output of run_w1a8_shared: a W1 Linear's nib-layout weights (N rows), Σ_k B_nk, scales, bias and output.
+struct W1A8Output {
+  const uint64_t* w;
+  int64_t N;
+  const int32_t* wsum;
+  const float *alpha, *gamma, *bias;
+  float* out;
+  int64_t ldo;
+};
+
+// Several W1 × u8 Linears on one input x [M, K] with one input quantizer (Q, K and V of a layer whose three
+// quantizers are the same): x is quantized once, and on the AVX2 lookup-table path each row's tables serve all of them.
+void run_w1a8_shared(const float* x, int64_t M, int64_t K, int64_t ldx, const float* shift, float s, int qn, int qp,
+                     bool dynamic, int nouts, const W1A8Output* outs, int nthreads, bool bytes) {
   const int z = -qn;  // u = q + z ∈ [0, qp − qn]
   const int64_t lu = (K + 63) / 64 * 64, steps = (K + 3) / 4;
   const int isa = g_isa;
-  uint8_t* buf = scratch((size_t)(M * lu + M * 12 + N * 4));
+  int64_t total_n = 0;
+  for (int i = 0; i < nouts; ++i) total_n += outs[i].N;
+  uint8_t* buf = scratch((size_t)(M * lu + M * 12 + total_n * 4));
   uint8_t* u = buf;
   int64_t* qsum = reinterpret_cast<int64_t*>(buf + M * lu);
-  int32_t* add_n = reinterpret_cast<int32_t*>(buf + M * lu + M * 8);
-  float* scales = reinterpret_cast<float*>(buf + M * lu + M * 8 + N * 4);
+  float* scales = reinterpret_cast<float*>(buf + M * lu + M * 8);
+  int32_t* add_n = reinterpret_cast<int32_t*>(buf + M * lu + M * 12);
   quantize_rows(isa, x, M, K, ldx, shift, s, qn, qp, z, dynamic, u, lu, qsum, scales, nthreads);
-  for (int64_t n = 0; n < N; ++n) add_n[n] = -z * wsum[n];  // Σ_k (q + z)·b − z·Σ_k b = Σ_k q·b
-  Epilogue e{1, nullptr, add_n, alpha, gamma, bias, dynamic ? scales : nullptr, s, qsum, out, ldo};
+  Epilogue e[4];
+  for (int i = 0, off = 0; i < nouts; off += (int)outs[i].N, ++i) {
+    for (int64_t n = 0; n < outs[i].N; ++n) add_n[off + n] = -z * outs[i].wsum[n];  // Σ_k (q + z)·b − z·Σ_k b = Σ_k q·b
+    e[i] = Epilogue{1, nullptr, add_n + off, outs[i].alpha, outs[i].gamma, outs[i].bias, dynamic ? scales : nullptr, s,
+                    qsum, outs[i].out, outs[i].ldo};
+  }
 #if defined(__x86_64__) || defined(_M_X64)
-  if (!bytes && isa == AVX2 && M >= kLutMinRows)
-    lut_w1a8(M, N, u, lu, steps, K, z, w, e, nthreads);
-  else
+  if (!bytes && isa == AVX2 && M >= kLutMinRows) {
+    LutOperand ops[4];
+    for (int i = 0; i < nouts; ++i) ops[i] = LutOperand{outs[i].w, outs[i].N, e[i]};
+    lut_w1a8(M, u, lu, steps, K, z, nouts, ops, nthreads);
+    return;
+  }
 #endif
-  if (bytes)
-    nib_gemm<true>(isa, M, N, u, lu, steps, w, e, nthreads);
-  else
-    nib_gemm<false>(isa, M, N, u, lu, steps, w, e, nthreads);
+  for (int i = 0; i < nouts; ++i) {
+    if (bytes)
+      nib_gemm<true>(isa, M, outs[i].N, u, lu, steps, outs[i].w, e[i], nthreads);
+    else
+      nib_gemm<false>(isa, M, outs[i].N, u, lu, steps, outs[i].w, e[i], nthreads);
+  }
+}
+
+void run_w1a8(const float* x, int64_t M, int64_t K, int64_t ldx, const float* shift, float s, int qn, int qp,
+              bool dynamic, const uint64_t* w, int64_t N, const int32_t* wsum, const float* alpha, const float* gamma,
+              const float* bias, float* out, int64_t ldo, int nthreads, bool bytes) {
+  const W1A8Output o{w, N, wsum, alpha, gamma, bias, out, ldo};
+  run_w1a8_shared(x, M, K, ldx, shift, s, qn, qp, dynamic, 1, &o, nthreads, bytes);
 }
 
 #include "encoder.h"

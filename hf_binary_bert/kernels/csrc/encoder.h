@@ -62,6 +62,13 @@ void run_linear(const int64_t* L, const float* x, int64_t M, float* out, int nth
              nthreads, false);
 }
 
+// Whether two W1 × u8 Linears quantize the same input identically (the same shift tensor, step, levels and dynamic
+// flag): then one quantization of x serves both (run_w1a8_shared).
+bool same_w1a8_input(const int64_t* A, const int64_t* B) {
+  return A[L_KIND] == 1 && B[L_KIND] == 1 && A[L_K] == B[L_K] && A[L_SHIFT] == B[L_SHIFT] && A[L_STEP] == B[L_STEP] &&
+         A[L_QN] == B[L_QN] && A[L_QP] == B[L_QP] && A[L_DYNAMIC] == B[L_DYNAMIC];
+}
+
 // ------------------------------------------------------------------------------------------------------------------
 // Vector math: exp (Cephes' expf: range reduction by ln 2 in two parts, degree-6 polynomial; ≈ 1 ulp on
 // [−87, 88]), erf as PyTorch's CPU GELU computes it (Abramowitz & Stegun 7.1.26 with that exp), and a small
@@ -543,9 +550,22 @@ void layer_forward(const int64_t* L, float* x, int64_t M, const int64_t* cu, int
   float *q = work, *k = q + M * HD, *v = k + M * HD, *ctx = v + M * HD, *x1 = ctx + M * HD, *inter = x1 + M * H;
   float* attn_work = inter + M * I;
   const int64_t* lin = L + F_LINEAR;
-  run_linear(lin + 0 * kLinWords, x, M, q, nthreads);
-  run_linear(lin + 1 * kLinWords, x, M, k, nthreads);
-  run_linear(lin + 2 * kLinWords, x, M, v, nthreads);
+  if (same_w1a8_input(lin, lin + kLinWords) && same_w1a8_input(lin, lin + 2 * kLinWords)) {
+    W1A8Output outs[3];
+    float* dst[3] = {q, k, v};
+    for (int i = 0; i < 3; ++i) {
+      const int64_t* Li = lin + i * kLinWords;
+      outs[i] = W1A8Output{as_ptr<const uint64_t>(Li[L_W]), Li[L_N], as_ptr<const int32_t>(Li[L_WSUM]),
+                           as_ptr<const float>(Li[L_ALPHA]), as_ptr<const float>(Li[L_GAMMA]),
+                           as_ptr<const float>(Li[L_BIAS]), dst[i], Li[L_N]};
+    }
+    run_w1a8_shared(x, M, lin[L_K], lin[L_K], as_ptr<const float>(lin[L_SHIFT]), as_float(lin[L_STEP]), (int)lin[L_QN],
+                    (int)lin[L_QP], lin[L_DYNAMIC] != 0, 3, outs, nthreads, false);
+  } else {
+    run_linear(lin + 0 * kLinWords, x, M, q, nthreads);
+    run_linear(lin + 1 * kLinWords, x, M, k, nthreads);
+    run_linear(lin + 2 * kLinWords, x, M, v, nthreads);
+  }
   int64_t max_len = 0;
   for (int64_t b = 0; b < B; ++b) max_len = std::max(max_len, cu[b + 1] - cu[b]);
   const int64_t per_thread = attention_work_floats(max_len, D);

@@ -106,59 +106,103 @@ __attribute__((target("avx2"))) void lut_tile(const uint8_t* tab, int64_t tstrid
 constexpr int kLutMR = 1, kLutNB = 4;
 
 
-// u: M rows of lu bytes (q + z, zero past K), steps = ceil(K/4); nib: the nib layout; e: the epilogue of the other
-// paths (mul 1, add_n = −z·Σ_k B_nk, xsum = Σ_k q); z: the zero point.
-void lut_w1a8(int64_t M, int64_t N, const uint8_t* u, int64_t lu, int64_t steps, int64_t K, int z,
-              const uint64_t* nib, const Epilogue& e0, int nthreads) {
-  const int64_t groups = (N + kNibGroup - 1) / kNibGroup, blocks = (N + kLutBlock - 1) / kLutBlock;
-  const int64_t istride = steps * 32;
-  static thread_local std::vector<uint64_t> index_buffer, add_m_buffer;
-  uint8_t* index = lut_aligned(index_buffer, (size_t)(blocks * istride));
-  int64_t* add_m = reinterpret_cast<int64_t*>(lut_aligned(add_m_buffer, (size_t)M * 8));
-  for (int64_t m = 0; m < M; ++m) add_m[m] = -(e0.xsum[m] + (int64_t)z * K);  // −Σ_k u_k
-  Epilogue e = e0;
-  e.mul = 2;
-  e.add_m = add_m;
-  // work items: row blocks × column spans (several spans when there are fewer row blocks than 2 per thread)
+// One weight matrix of a lut_w1a8 call: the nib layout of its N rows and the epilogue of the other paths (mul 1,
+// add_n = −z·Σ_k B_nk, xsum = Σ_k q).
+struct LutOperand {
+  const uint64_t* nib;
+  int64_t N;
+  Epilogue e;
+};
+
+// u: M rows of lu bytes (q + z, zero past K), steps = ceil(K/4); ops: nops weight matrices that all read this input
+// (Q, K and V with one shared input quantizer): each input row's tables are built once per chunk and serve every
+// operand's blocks; z: the zero point.
+void lut_w1a8(int64_t M, const uint8_t* u, int64_t lu, int64_t steps, int64_t K, int z, int nops,
+              const LutOperand* ops, int nthreads) {
   constexpr int64_t span_unit = kLutBlock * kLutNB;
   const int64_t mblocks = (M + kLutRowsPerItem - 1) / kLutRowsPerItem;
+  if (nops > 1 && nthreads > 1 && mblocks < 2 * nthreads) {  // too few rows to share: column spans per operand
+    for (int i = 0; i < nops; ++i) lut_w1a8(M, u, lu, steps, K, z, 1, ops + i, nthreads);
+    return;
+  }
+  constexpr int kMaxOps = 4;
+  if (nops < 1 || nops > kMaxOps) return;
+  const int64_t istride = steps * 32;
+  int64_t blocks[kMaxOps], ioff[kMaxOps + 1] = {0};
+  for (int i = 0; i < nops; ++i) {
+    blocks[i] = (ops[i].N + kLutBlock - 1) / kLutBlock;
+    ioff[i + 1] = ioff[i] + blocks[i] * istride;
+  }
+  static thread_local std::vector<uint64_t> index_buffer, add_m_buffer;
+  uint8_t* index = lut_aligned(index_buffer, (size_t)ioff[nops]);
+  int64_t* add_m = reinterpret_cast<int64_t*>(lut_aligned(add_m_buffer, (size_t)M * 8));
+  for (int64_t m = 0; m < M; ++m) add_m[m] = -(ops[0].e.xsum[m] + (int64_t)z * K);  // −Σ_k u_k
+  Epilogue e[kMaxOps];
+  for (int i = 0; i < nops; ++i) {
+    e[i] = ops[i].e;
+    e[i].mul = 2;
+    e[i].add_m = add_m;
+  }
+  // work items: row blocks × column spans (one operand only: several spans when there are fewer row blocks than 2
+  // per thread)
+  const int64_t N0 = ops[0].N;
   int64_t nspans = 1;
-  if (nthreads > 1 && mblocks < 2 * nthreads)
-    nspans = std::min((2 * nthreads + mblocks - 1) / mblocks, (N + span_unit - 1) / span_unit);
-  const int64_t span = ((N + nspans - 1) / nspans + span_unit - 1) / span_unit * span_unit;
-  nspans = (N + span - 1) / span;
-  const int64_t items = mblocks * nspans;
-#pragma omp parallel num_threads(nthreads) if (nthreads > 1 && M * N * K > (1 << 20))
+  if (nops == 1 && nthreads > 1 && mblocks < 2 * nthreads)
+    nspans = std::min((2 * nthreads + mblocks - 1) / mblocks, (N0 + span_unit - 1) / span_unit);
+  const int64_t span = nops == 1 ? ((N0 + nspans - 1) / nspans + span_unit - 1) / span_unit * span_unit : N0;
+  if (nops == 1) nspans = (N0 + span - 1) / span;
+  const int64_t items = mblocks * nspans, all_blocks = ioff[nops] / istride;
+  int64_t total_mnk = 0;
+  for (int i = 0; i < nops; ++i) total_mnk += M * ops[i].N * K;
+#pragma omp parallel num_threads(nthreads) if (nthreads > 1 && total_mnk > (1 << 20))
   {
 #pragma omp for schedule(static)
-    for (int64_t c = 0; c < blocks; ++c) lut_index_block(nib, groups, steps, c, index + c * istride);
+    for (int64_t b = 0; b < all_blocks; ++b) {
+      int i = 0;
+      while (b * istride >= ioff[i + 1]) ++i;
+      const int64_t c = b - ioff[i] / istride;
+      lut_index_block(ops[i].nib, (ops[i].N + kNibGroup - 1) / kNibGroup, steps, c, index + b * istride);
+    }
 #pragma omp for schedule(static)
     for (int64_t item = 0; item < items; ++item) {
       static thread_local std::vector<uint64_t> table_buffer, raw_buffer;
       const int64_t m0 = item / nspans * kLutRowsPerItem, rows = std::min(kLutRowsPerItem, M - m0);
-      const int64_t n0 = item % nspans * span, count = std::min(span, N - n0);
-      const int64_t c0 = n0 / kLutBlock, c1 = (n0 + count + kLutBlock - 1) / kLutBlock, ldr = (c1 - c0) * kLutBlock;
+      // operand i covers its blocks c0[i] … c1[i]−1, rows of raw_i = raw + roff[i] with stride ldr[i]
+      int64_t c0[kMaxOps], c1[kMaxOps], ldr[kMaxOps], n0[kMaxOps], count[kMaxOps], roff[kMaxOps + 1] = {0};
+      for (int i = 0; i < nops; ++i) {
+        n0[i] = nops == 1 ? item % nspans * span : 0;
+        count[i] = nops == 1 ? std::min(span, N0 - n0[i]) : ops[i].N;
+        c0[i] = n0[i] / kLutBlock;
+        c1[i] = (n0[i] + count[i] + kLutBlock - 1) / kLutBlock;
+        ldr[i] = (c1[i] - c0[i]) * kLutBlock;
+        roff[i + 1] = roff[i] + rows * ldr[i];
+      }
       const int64_t tstride = kLutChunk * 64;
       uint8_t* tab = lut_aligned(table_buffer, (size_t)(rows * tstride));
-      int32_t* raw = reinterpret_cast<int32_t*>(lut_aligned(raw_buffer, (size_t)(rows * ldr * 4)));
-      std::memset(raw, 0, (size_t)(rows * ldr * 4));
+      int32_t* raw = reinterpret_cast<int32_t*>(lut_aligned(raw_buffer, (size_t)(roff[nops] * 4)));
+      std::memset(raw, 0, (size_t)(roff[nops] * 4));
       for (int64_t s0 = 0; s0 < steps; s0 += kLutChunk) {
         const int64_t cs = std::min(kLutChunk, steps - s0);
         for (int64_t i = 0; i < rows; ++i) lut_tables(u + (m0 + i) * lu, s0, cs, tab + i * tstride);
-        int64_t c = c0;
-        auto run_blocks = [&](auto nb) {
-          constexpr int NB = decltype(nb)::value;
-          const uint8_t* ix = index + c * istride + s0 * 32;
-          int32_t* out = raw + (c - c0) * kLutBlock;
-          int64_t i = 0;
-          for (; i + kLutMR <= rows; i += kLutMR)
-            lut_tile<kLutMR, NB>(tab + i * tstride, tstride, ix, istride, cs, out + i * ldr, ldr);
-          for (; i < rows; ++i) lut_tile<1, NB>(tab + i * tstride, tstride, ix, istride, cs, out + i * ldr, ldr);
-        };
-        for (; c + kLutNB <= c1; c += kLutNB) run_blocks(std::integral_constant<int, kLutNB>());
-        for (; c < c1; ++c) run_blocks(std::integral_constant<int, 1>());
+        for (int op = 0; op < nops; ++op) {
+          int64_t c = c0[op];
+          auto run_blocks = [&](auto nb) {
+            constexpr int NB = decltype(nb)::value;
+            const uint8_t* ix = index + ioff[op] + c * istride + s0 * 32;
+            int32_t* out = raw + roff[op] + (c - c0[op]) * kLutBlock;
+            int64_t i = 0;
+            for (; i + kLutMR <= rows; i += kLutMR)
+              lut_tile<kLutMR, NB>(tab + i * tstride, tstride, ix, istride, cs, out + i * ldr[op], ldr[op]);
+            for (; i < rows; ++i)
+              lut_tile<1, NB>(tab + i * tstride, tstride, ix, istride, cs, out + i * ldr[op], ldr[op]);
+          };
+          for (; c + kLutNB <= c1[op]; c += kLutNB) run_blocks(std::integral_constant<int, kLutNB>());
+          for (; c < c1[op]; ++c) run_blocks(std::integral_constant<int, 1>());
+        }
       }
-      for (int64_t i = 0; i < rows; ++i) finish_row(e, m0 + i, n0, count, raw + i * ldr);
+      for (int op = 0; op < nops; ++op)
+        for (int64_t i = 0; i < rows; ++i)
+          finish_row(e[op], m0 + i, n0[op], count[op], raw + roff[op] + i * ldr[op]);
     }
   }
 }
