@@ -739,7 +739,9 @@ def distill(
 @torch.inference_mode()
 def measure_latency(model, batch_sizes=(1, 8), seq_len: int = 128, runs: int = 10, warmup: int = 2) -> dict[str, float]:
     """CPU forward latency in milliseconds per batch, for full `seq_len`-token inputs: `warmup` untimed forwards,
-    then the mean of `runs` forwards timed by `torch.utils.benchmark.Timer` (at the current torch thread count).
+    then the mean of `runs` forwards timed by `torch.utils.benchmark.Timer` (at the current torch thread count),
+    under `torch.inference_mode()` as pipelines run models (with autograd recording, a binarized model would take
+    its eager path: the native runtime does not record gradients).
 
     Returns:
         `{"latency_ms_b<batch>": ms}` for each batch size.
@@ -752,11 +754,12 @@ def measure_latency(model, batch_sizes=(1, 8), seq_len: int = 128, runs: int = 1
     for batch in batch_sizes:
         ids = torch.randint(1000, min(vocab, 2000), (batch, seq_len), generator=torch.Generator().manual_seed(0))
         mask = torch.ones_like(ids)
-        for _ in range(warmup):
-            model(input_ids=ids, attention_mask=mask)
-        timer = Timer("model(input_ids=ids, attention_mask=mask)", globals={"model": model, "ids": ids, "mask": mask},
-                      num_threads=torch.get_num_threads())
-        result[f"latency_ms_b{batch}"] = timer.timeit(runs).median * 1e3
+        with torch.inference_mode():
+            for _ in range(warmup):
+                model(input_ids=ids, attention_mask=mask)
+            timer = Timer("model(input_ids=ids, attention_mask=mask)", globals={"model": model, "ids": ids, "mask": mask},
+                          num_threads=torch.get_num_threads())
+            result[f"latency_ms_b{batch}"] = timer.timeit(runs).median * 1e3
     return result
 
 

@@ -46,6 +46,7 @@ import threading
 import torch
 from transformers.modeling_outputs import BaseModelOutputWithPastAndCrossAttentions
 from transformers.models.bert.modeling_bert import BertEncoder
+from transformers.utils import logging
 
 from .binarization.activation import ActivationQuantizer
 from .binarization.kernel_dispatch import _kernel_args
@@ -71,6 +72,7 @@ _LINEARS = ("attention.self.query", "attention.self.key", "attention.self.value"
             "intermediate.dense", "output.dense")
 
 
+logger = logging.get_logger(__name__)
 _version_of = operator.attrgetter("_version")
 
 
@@ -439,6 +441,10 @@ class BinaryBertEncoder(InferencePlanReader, BertEncoder):
             return False
         if torch.is_grad_enabled() and (hidden_states.requires_grad or
                                         any(p.requires_grad for p in self.parameters())):
+            logger.warning_once(
+                "The native encoder runtime does not record gradients, so this eval-mode forward with autograd "
+                "enabled runs the slower eager kernel path; call the model under torch.inference_mode() or "
+                "torch.no_grad() (as pipelines do) for the native runtime.")
             return False
         if kwargs.get("encoder_hidden_states") is not None or kwargs.get("cache") is not None or self.config.is_decoder:
             return False

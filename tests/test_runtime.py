@@ -1,6 +1,8 @@
 """The native encoder runtime (hf_binary_bert/runtime.py, kernels/csrc/encoder.h): when it runs, that it agrees with
 the eager kernel path, padding removal, its fall-backs, plan rebuilding, and bad input."""
 
+import logging
+
 import pytest
 import torch
 from conftest import HEADS, head_inputs, head_output, tiny_config
@@ -139,7 +141,7 @@ def test_heads_run_on_the_runtime(head):
     torch.testing.assert_close(native, eager, rtol=0, atol=1e-4)
 
 
-def test_falls_back_to_the_eager_path():
+def test_falls_back_to_the_eager_path(caplog):
     model = _model(COMBOS["W1A4-sign"])
     ids, mask = _inputs()
     calls, handles = _linear_calls(model)
@@ -151,8 +153,11 @@ def test_falls_back_to_the_eager_path():
         model.train()(input_ids=ids, attention_mask=mask)  # training mode
     assert len(calls) == 12
     calls.clear()
-    model.eval()(input_ids=ids, attention_mask=mask)  # autograd on
+    logging.Logger.warning_once.cache_clear()  # transformers' once-per-message warning
+    with caplog.at_level(logging.WARNING, logger="hf_binary_bert.runtime"):
+        model.eval()(input_ids=ids, attention_mask=mask)  # autograd on
     assert len(calls) == 12
+    assert "torch.inference_mode()" in caplog.text  # the user is told why the forward is slow
     calls.clear()
     _hidden(model, ids, mask, "reference")
     assert len(calls) == 12
