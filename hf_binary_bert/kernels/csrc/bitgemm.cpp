@@ -1044,7 +1044,7 @@ int64_t pack_row_neon(const float* row, int64_t K, const float* shift, float s, 
 
 void pack_rows(int isa, const float* x, int64_t M, int64_t K, int64_t ldx, const float* shift, float s, float thr,
                int mode, uint8_t* bits, int64_t ld, int64_t* pop, int nthreads) {
-#pragma omp parallel for schedule(static) num_threads(nthreads) if (nthreads > 1 && M * K > 65536)
+#pragma omp parallel for schedule(static) num_threads(nthreads) if (nthreads > 1 && M > 1 && M * K > 8192)
   for (int64_t m = 0; m < M; ++m) {
     uint8_t* out = bits + m * ld;
     std::memset(out, 0, (size_t)ld);
@@ -1122,7 +1122,7 @@ int64_t quantize_row_neon(const float* row, int64_t K, const float* shift, float
 // dynamic: s_m = max_k |x[m,k] − β_k| / qp (1 when the row is 0), levels ±qp; s_m → scales.
 void quantize_rows(int isa, const float* x, int64_t M, int64_t K, int64_t ldx, const float* shift, float s, int qn,
                    int qp, int z, bool dynamic, uint8_t* u, int64_t lu, int64_t* qsum, float* scales, int nthreads) {
-#pragma omp parallel for schedule(static) num_threads(nthreads) if (nthreads > 1 && M * K > 65536)
+#pragma omp parallel for schedule(static) num_threads(nthreads) if (nthreads > 1 && M > 1 && M * K > 8192)
   for (int64_t m = 0; m < M; ++m) {
     const float* row = x + m * ldx;
     uint8_t* out = u + m * lu;
