@@ -459,13 +459,24 @@ __attribute__((always_inline)) inline void attention_head_body(const int64_t* L,
   } else {
     std::memset(Qf, 0, (size_t)(Tp * Dp + Dp * Tp) * 4);
     float* tmp = Vf;  // one row of K levels, before V is quantized
+    const bool copy_q = sq.kind == QK_FLOAT && !shq, copy_k = sk.kind == QK_FLOAT && !shk;  // levels = values
     for (int64_t t = 0; t < T; ++t) {
-      levels_row<AVX>(sq, q + t * ld + h * D, shq, D, Qf + t * Dp);
-      levels_row<AVX>(sk, k + t * ld + h * D, shk, D, tmp);
-      for (int64_t d = 0; d < D; ++d) Kt[d * Tp + t] = tmp[d];
+      if (copy_q)
+        std::memcpy(Qf + t * Dp, q + t * ld + h * D, (size_t)D * 4);
+      else
+        levels_row<AVX>(sq, q + t * ld + h * D, shq, D, Qf + t * Dp);
+      const float* kl = k + t * ld + h * D;
+      if (!copy_k) {
+        levels_row<AVX>(sk, kl, shk, D, tmp);
+        kl = tmp;
+      }
+      for (int64_t d = 0; d < D; ++d) Kt[d * Tp + t] = kl[d];
     }
     sgemm(Tp, Tp, Dp, Qf, Dp, Kt, Tp, S, Tp);
   }
+  // S is zero outside its T × T corner here (zero-padded Q rows and K columns), so float probabilities can stay in
+  // S for the P·V GEMM (no copy into P)
+  const bool probs_in_s = !bit_scores && attn != ATTN_BI && sp.kind == QK_FLOAT;
 
   // the values: V⁺ bits transposed (keys along the words) for A·V by AND-popcount, or levels
   if (bit_values) {
@@ -477,7 +488,12 @@ __attribute__((always_inline)) inline void attention_head_body(const int64_t* L,
     }
   } else {
     std::memset(Vf, 0, (size_t)(Tp * Dp) * 4);
-    for (int64_t t = 0; t < T; ++t) levels_row<AVX>(sv, v + t * ld + h * D, shv, D, Vf + t * Dp);
+    for (int64_t t = 0; t < T; ++t) {
+      if (sv.kind == QK_FLOAT && !shv)
+        std::memcpy(Vf + t * Dp, v + t * ld + h * D, (size_t)D * 4);
+      else
+        levels_row<AVX>(sv, v + t * ld + h * D, shv, D, Vf + t * Dp);
+    }
   }
 
   // weights per query row: Bi-Attention's 1[dot·c > 0] (c = s_q·s_k·scaling, as attention.py computes it), or the
@@ -504,7 +520,7 @@ __attribute__((always_inline)) inline void attention_head_body(const int64_t* L,
         for (int64_t w = 0; w < tw; ++w) agree += __builtin_popcountll(arow[w] & vt[d * tw + w]);
         o[d] = pv * (float)(2 * agree - selected);
       }
-    } else {
+    } else if (!probs_in_s) {
       float* prow = P + i * Tp;
       if (attn == ATTN_BI || sp.kind == QK_FLOAT) {
         std::memcpy(prow, row, (size_t)T * 4);
@@ -515,8 +531,9 @@ __attribute__((always_inline)) inline void attention_head_body(const int64_t* L,
     }
   }
   if (bit_values) return;
-  for (int64_t i = T; i < Tp; ++i) std::memset(P + i * Tp, 0, (size_t)Tp * 4);
-  sgemm(Tp, Dp, Tp, P, Tp, Vf, Dp, Qf, Dp);  // Qf reused as the output [Tp × Dp]
+  if (!probs_in_s)
+    for (int64_t i = T; i < Tp; ++i) std::memset(P + i * Tp, 0, (size_t)Tp * 4);
+  sgemm(Tp, Dp, Tp, probs_in_s ? S : P, Tp, Vf, Dp, Qf, Dp);  // Qf reused as the output [Tp × Dp]
   for (int64_t i = 0; i < T; ++i)
     for (int64_t d = 0; d < D; ++d) ctx[i * ld + h * D + d] = pv * Qf[i * Dp + d];
 }
