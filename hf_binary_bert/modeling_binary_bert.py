@@ -44,7 +44,7 @@ from .configuration_binary_bert import BINARIZABLE_MODULES, BinaryBertConfig
 from .format import STUDENT_ONLY_SUFFIXES, packed_state_dict, validate_checkpoint
 from .kernels.linear import DEFAULT_PLAN, InferencePlan
 from .layer_sizes import apply_layer_sizes, is_pruned, pruned_class
-from .runtime import BinaryBertEncoder, use_native_encoder
+from .runtime import BinaryBertEmbeddings, BinaryBertEncoder, use_native_encoder
 
 logger = logging.getLogger(__name__)
 
@@ -176,7 +176,8 @@ class BinaryBertPreTrainedModel(BertPreTrainedModel):
         encoder (whose native runtime is rebuilt on its next call)."""
         self.inference_plan = plan
         for module in self.modules():
-            if isinstance(module, (PackedBinaryLinear, BinaryBertEncoder)) or hasattr(module, "query_quantizer"):
+            if isinstance(module, (PackedBinaryLinear, BinaryBertEncoder, BinaryBertEmbeddings)) or \
+                    hasattr(module, "query_quantizer"):
                 module.inference_plan = plan
             if isinstance(module, BinaryBertEncoder):
                 module.runtime().invalidate()

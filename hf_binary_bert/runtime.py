@@ -45,10 +45,11 @@ import threading
 
 import torch
 from transformers.modeling_outputs import BaseModelOutputWithPastAndCrossAttentions
-from transformers.models.bert.modeling_bert import BertEncoder
+from transformers.models.bert.modeling_bert import BertEmbeddings, BertEncoder
 from transformers.utils import logging
 
 from .binarization.activation import ActivationQuantizer
+from .binarization.embedding import PackedBinaryEmbedding
 from .binarization.kernel_dispatch import _kernel_args
 from .binarization.linear import PackedBinaryLinear
 from .kernels import ops
@@ -464,14 +465,84 @@ class BinaryBertEncoder(InferencePlanReader, BertEncoder):
         return BaseModelOutputWithPastAndCrossAttentions(last_hidden_state=hidden)
 
 
+def _table_words(table: torch.nn.Module, hidden: int) -> list[int] | None:
+    """The `embeddings_sum` words (kind, data, scale, offset, rows) of an embedding table, or None when the native sum
+    cannot read it (the eager forward runs instead)."""
+    if isinstance(table, PackedBinaryEmbedding):
+        packed, scale = table.weight_packed, table.weight_scale
+        offset = table.weight_offset if table.has_offset else None
+        rows = packed.shape[0]
+        if (table.embedding_dim != hidden or packed.shape[1] != (hidden + 7) // 8 or not packed.is_contiguous()
+                or any(t is not None and (t.dtype != torch.float32 or t.shape != (rows,) or not t.is_contiguous())
+                       for t in (scale, offset))):
+            return None
+        return [1, packed.data_ptr(), scale.data_ptr(), _ptr(offset), rows]
+    if type(table) is torch.nn.Embedding and table.max_norm is None:
+        weight = table.weight
+        if weight.dtype != torch.float32 or weight.dim() != 2 or weight.shape[1] != hidden or not weight.is_contiguous():
+            return None
+        return [0, weight.data_ptr(), 0, 0, weight.shape[0]]
+    return None
+
+
+class BinaryBertEmbeddings(InferencePlanReader, BertEmbeddings):
+    """transformers' `BertEmbeddings` whose word + token-type + position sum is one native call (`embeddings_sum` in
+    kernels/csrc/encoder.h) in eval mode on the CPU without autograd, for float32 and packed 1-bit tables; the
+    LayerNorm and dropout stay the module's own. The sum is the eager one bit for bit: ((word + token_type) +
+    position) in float32, a 1-bit row being α·(±1) + γ as `format.dequantize` computes it. Otherwise (training,
+    `inputs_embeds`, a cache offset, another table type, `set_inference_kernel("eager" | "reference")`) it is
+    `BertEmbeddings.forward` unchanged. The class of a binarized model's embeddings is switched to this one after
+    construction (no new parameters or buffers).
+
+    Raises:
+        IndexError: a token, position or token-type id outside its table (as `nn.Embedding`).
+    """
+
+    def _native_tables(self, input_ids, inputs_embeds, kwargs) -> torch.Tensor | None:
+        if (self.inference_kernel != "auto" or self.training or not ops.available() or inputs_embeds is not None
+                or input_ids is None or input_ids.dim() != 2 or input_ids.device.type != "cpu"
+                or any(kwargs.values()) or torch.compiler.is_compiling()):
+            return None
+        if torch.is_grad_enabled() and any(p.requires_grad for p in self.parameters()):
+            return None
+        hidden = self.LayerNorm.normalized_shape[0]
+        words = [_table_words(t, hidden) for t in (self.word_embeddings, self.position_embeddings,
+                                                    self.token_type_embeddings)]
+        if any(w is None for w in words):
+            return None
+        return torch.tensor([w for table in words for w in table], dtype=torch.int64)
+
+    def forward(self, input_ids=None, token_type_ids=None, position_ids=None, inputs_embeds=None, **kwargs):
+        tables = self._native_tables(input_ids, inputs_embeds, kwargs)
+        if tables is None:
+            return super().forward(input_ids, token_type_ids, position_ids, inputs_embeds, **kwargs)
+        batch, seq = input_ids.shape
+        hidden = self.LayerNorm.normalized_shape[0]
+
+        def flat(ids):  # None stays None (the default ids); else int64 [batch·seq]
+            return None if ids is None else ids.expand(batch, seq).to(torch.int64).contiguous().reshape(-1)
+
+        ids, positions, types = flat(input_ids), flat(position_ids), flat(token_type_ids)
+        out = torch.empty(batch, seq, hidden, dtype=torch.float32)
+        status = ops._bitgemm.embeddings_sum(out.data_ptr(), batch * seq, hidden, seq, ids.data_ptr(), _ptr(positions),
+                                             _ptr(types), tables.data_ptr(), torch.get_num_threads())
+        if status != 0:
+            raise IndexError("index out of range in self: a token, position or token-type id is outside its "
+                             "embedding table")
+        return self.dropout(self.LayerNorm(out))
+
+
 def use_native_encoder(model: torch.nn.Module) -> int:
-    """Switch every `BertEncoder` of `model` to `BinaryBertEncoder` in place (no new tensors). Returns how many."""
+    """Switch every `BertEncoder` of `model` to `BinaryBertEncoder` and every `BertEmbeddings` to
+    `BinaryBertEmbeddings` in place (no new tensors). Returns how many encoders."""
     count = 0
     for module in model.modules():
         if type(module) is BertEncoder:
             module.__class__ = BinaryBertEncoder
             count += 1
+        elif type(module) is BertEmbeddings:
+            module.__class__ = BinaryBertEmbeddings
     return count
 
 
-__all__ = ["BinaryBertEncoder", "EncoderRuntime", "use_native_encoder"]
+__all__ = ["BinaryBertEmbeddings", "BinaryBertEncoder", "EncoderRuntime", "use_native_encoder"]

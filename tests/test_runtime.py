@@ -266,3 +266,35 @@ def test_gelu_is_folded_only_for_one_bit_sign_inputs_away_from_its_minimum():
     native = _hidden(folded, ids, mask, "auto").last_hidden_state
     eager = _hidden(folded, ids, mask, "eager").last_hidden_state
     torch.testing.assert_close(native[mask.bool()], eager[mask.bool()], rtol=0, atol=2e-5)
+
+
+@pytest.mark.parametrize("embedding_bits", [32, 1])
+def test_embeddings_sum_is_native_and_equals_the_eager_sum(embedding_bits):
+    """`BinaryBertEmbeddings`: the word + token-type + position sum in one native call, bit for bit the eager one
+    (float32 tables, or 1-bit tables α·(±1) + γ), with default and given token types and positions."""
+    extra = {"embedding_bits": 1, "binarized_embeddings": ["word", "position", "token_type"],
+             "tie_word_embeddings": False} if embedding_bits == 1 else {}
+    model = _model(COMBOS["W1A1-elastic (BiT)"], **extra)
+    embeddings = model.embeddings
+    assert type(embeddings).__name__ == "BinaryBertEmbeddings"
+    ids, _ = _inputs()
+    g = torch.Generator().manual_seed(3)
+    types = torch.randint(0, model.config.type_vocab_size, ids.shape, generator=g)
+    positions = torch.randint(0, model.config.max_position_embeddings, ids.shape, generator=g)
+    calls = []
+    handle = embeddings.word_embeddings.register_forward_hook(lambda *a: calls.append(1))
+    with torch.inference_mode():
+        for kwargs in ({}, {"token_type_ids": types}, {"token_type_ids": types, "position_ids": positions}):
+            native = embeddings(input_ids=ids, **kwargs)
+            assert not calls  # the table module itself did not run
+            model.set_inference_kernel("reference")
+            eager = embeddings(input_ids=ids, **kwargs)
+            model.set_inference_kernel("auto")
+            assert calls and torch.equal(native, eager)
+            calls.clear()
+        with pytest.raises(IndexError, match="outside its embedding table"):
+            embeddings(input_ids=torch.tensor([[1, model.config.vocab_size]]))
+        with pytest.raises(IndexError, match="outside its embedding table"):
+            embeddings(input_ids=ids, position_ids=positions + model.config.max_position_embeddings)
+        embeddings(inputs_embeds=torch.zeros(1, 3, model.config.hidden_size))  # the eager path takes inputs_embeds
+    handle.remove()

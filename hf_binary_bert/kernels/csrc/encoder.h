@@ -614,6 +614,82 @@ void layer_forward(const int64_t* L, float* x, int64_t M, const int64_t* cu, int
                  nthreads);
 }
 
+// ------------------------------------------------------------------------------------------------------------------
+// The embeddings' sum before their LayerNorm, as BertEmbeddings computes it: e = (word + token_type) + position, one
+// row per token. A table is float32 [rows, H] (kind 0) or packed 1-bit (kind 1: signs uint8 [rows, ceil(H/8)], bit
+// h%8 of byte h/8, 1 = +1; scale α float32 [rows]; offset γ float32 [rows] or null), whose value α·(±1) + γ is the
+// eager dequantize's (format.dequantize: α·s, then + γ, in float32). Table words: kind, data, scale, offset, rows.
+constexpr int kTableWords = 5;
+
+struct SignTable {  // s[b][i] = ±1: bit i of byte b
+  float s[256][8];
+  SignTable() {
+    for (int b = 0; b < 256; ++b)
+      for (int i = 0; i < 8; ++i) s[b][i] = (b >> i) & 1 ? 1.0f : -1.0f;
+  }
+};
+
+// o[h] = value (ASSIGN) or o[h] += value, h < H, of row `row` of table t
+template <bool ASSIGN>
+inline void add_table_row(float* o, const int64_t* t, int64_t row, int64_t H) {
+  if (t[0] == 0) {
+    const float* v = as_ptr<const float>(t[1]) + row * H;
+    for (int64_t h = 0; h < H; ++h) o[h] = ASSIGN ? v[h] : o[h] + v[h];
+    return;
+  }
+  static const SignTable signs;
+  const uint8_t* bits = as_ptr<const uint8_t>(t[1]) + row * ((H + 7) / 8);
+  const float a = as_ptr<const float>(t[2])[row];
+  const float* g = as_ptr<const float>(t[3]);
+  alignas(32) float v[8];
+  for (int64_t h0 = 0; h0 < H; h0 += 8) {
+    const float* sg = signs.s[bits[h0 >> 3]];
+    for (int i = 0; i < 8; ++i) v[i] = a * sg[i];  // α·(±1), exact
+    if (g)
+      for (int i = 0; i < 8; ++i) v[i] = v[i] + g[row];
+    const int64_t n = std::min<int64_t>(8, H - h0);
+    for (int64_t i = 0; i < n; ++i) o[h0 + i] = ASSIGN ? v[i] : o[h0 + i] + v[i];
+  }
+}
+
+// out [M, H]; ids [M]; positions [M] (null: row m of a sequence of T tokens has position m % T); types [M] (null:
+// 0). Returns −1 (nothing written) when an index is outside its table.
+int64_t embeddings_sum(float* out, int64_t M, int64_t H, int64_t T, const int64_t* ids, const int64_t* positions,
+                       const int64_t* types, const int64_t* word, const int64_t* pos, const int64_t* type,
+                       int nthreads) {
+  for (int64_t m = 0; m < M; ++m) {
+    const int64_t p = positions ? positions[m] : m % T, t = types ? types[m] : 0;
+    if (ids[m] < 0 || ids[m] >= word[4] || p < 0 || p >= pos[4] || t < 0 || t >= type[4]) return -1;
+  }
+#pragma omp parallel for schedule(static) num_threads(nthreads) if (nthreads > 1 && M * H > (1 << 18))
+  for (int64_t m = 0; m < M; ++m) {
+    float* o = out + m * H;
+    add_table_row<true>(o, word, ids[m], H);
+    add_table_row<false>(o, type, types ? types[m] : 0, H);
+    add_table_row<false>(o, pos, positions ? positions[m] : m % T, H);
+  }
+  return 0;
+}
+
+#ifndef HF_BITGEMM_NO_PYTHON
+// embeddings_sum(out, M, H, T, ids, positions, types, tables, nthreads): tables int64 [3 × kTableWords] (word,
+// position, token type); returns 0, or −1 for an index outside its table.
+PyObject* py_embeddings_sum(PyObject*, PyObject* args) {
+  unsigned long long out, ids, positions, types, tables;
+  long long M, H, T;
+  int nthreads;
+  if (!PyArg_ParseTuple(args, "KLLLKKKKi", &out, &M, &H, &T, &ids, &positions, &types, &tables, &nthreads))
+    return nullptr;
+  const int64_t* tb = ptr<const int64_t>(tables);
+  int64_t status;
+  Py_BEGIN_ALLOW_THREADS;
+  status = embeddings_sum(ptr<float>(out), M, H, T, ptr<const int64_t>(ids), ptr<const int64_t>(positions),
+                          ptr<const int64_t>(types), tb, tb + kTableWords, tb + 2 * kTableWords, nthreads);
+  Py_END_ALLOW_THREADS;
+  return PyLong_FromLongLong(status);
+}
+#endif
+
 #ifndef HF_BITGEMM_NO_PYTHON
 // encoder_forward(plan, layers, x, M, cu, B, work, work_floats, nthreads): x float32 [M, H] in place.
 PyObject* py_encoder_forward(PyObject*, PyObject* args) {
