@@ -554,6 +554,8 @@ struct NibNeon {
 //   dot[m,n] = mul·raw[m,n] + add_m[m] + add_n[n]     (bits: K − 2c or 2c − pop_m;  u8: d − z·Σ_k B[n,k])
 //   y[m,n]   = s_m · (α_n · dot + γ_n · xsum_m) + bias_n
 
+enum BitMode { SIGNED = 0, UNSIGNED_GE = 1, UNSIGNED_GT = 2, SIGNED_GELU = 3 };
+
 struct Epilogue {
   int64_t mul;
   const int64_t* add_m;   // [M] or null
@@ -566,11 +568,27 @@ struct Epilogue {
   const int64_t* xsum;    // [M] Σ_k q[m,k] (for γ)
   float* out;             // [M, ldo]
   int64_t ldo;
+  // Optional (pack_bits non-null): the output goes to the next binarized Linear's input quantizer instead of `out`:
+  // its bits [M, pack_ld bytes] (zeroed by the caller) and their counts per row and 64-column stretch (pack_pop
+  // [M, ceil(N/64)], zeroed by the caller; a chunk of columns starting at n0 writes entry n0/64), as pack_rows would
+  // make them from the float output (the same y, the same comparisons).
+  uint8_t* pack_bits;
+  int64_t pack_ld;
+  int64_t* pack_pop;
+  const float* pack_shift;  // [N] (SIGNED_GELU: [2, N], the upper thresholds at pack_shift + pack_n) or null
+  float pack_s, pack_thr;
+  int pack_mode;
+  int64_t pack_n;  // the full row length N
 };
+
+int64_t pack_row_isa(int isa, const float* row, int64_t K, const float* shift, float s, float thr, int mode,
+                     uint8_t* out, int64_t hi);
+
 
 // Branch-free over n (absent γ / bias / add_n read as zeros from `zeros`), so it vectorizes; compiled twice.
 __attribute__((always_inline)) inline void finish_loop(const Epilogue& e, int64_t m, int64_t n0, int64_t count,
-                                                       const int32_t* raw, const float* zeros, const int32_t* izeros) {
+                                                       const int32_t* raw, const float* zeros, const int32_t* izeros,
+                                                       float* y) {
   const float s = e.in_scale ? e.in_scale[m] : e.scale;
   const float gx = e.gamma ? (float)e.xsum[m] : 0.0f;
   const int32_t am = e.add_m ? (int32_t)e.add_m[m] : 0, mul = (int32_t)e.mul;
@@ -578,7 +596,6 @@ __attribute__((always_inline)) inline void finish_loop(const Epilogue& e, int64_
   const float* gamma = e.gamma ? e.gamma + n0 : zeros;
   const float* bias = e.bias ? e.bias + n0 : zeros;
   const int32_t* add_n = e.add_n ? e.add_n + n0 : izeros;
-  float* y = e.out + m * e.ldo + n0;
   for (int64_t j = 0; j < count; ++j)
     y[j] = s * (alpha[j] * (float)(mul * raw[j] + am + add_n[j]) + gamma[j] * gx) + bias[j];
 }
@@ -586,32 +603,44 @@ __attribute__((always_inline)) inline void finish_loop(const Epilogue& e, int64_
 #if defined(__x86_64__) || defined(_M_X64)
 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq"))) void finish_row_avx512(
     const Epilogue& e, int64_t m, int64_t n0, int64_t count, const int32_t* raw, const float* zeros,
-    const int32_t* izeros) {
-  finish_loop(e, m, n0, count, raw, zeros, izeros);
+    const int32_t* izeros, float* y) {
+  finish_loop(e, m, n0, count, raw, zeros, izeros, y);
 }
 
 __attribute__((target("avx2"))) void finish_row_avx2(const Epilogue& e, int64_t m, int64_t n0, int64_t count,
-                                                     const int32_t* raw, const float* zeros, const int32_t* izeros) {
-  finish_loop(e, m, n0, count, raw, zeros, izeros);
+                                                     const int32_t* raw, const float* zeros, const int32_t* izeros,
+                                                     float* y) {
+  finish_loop(e, m, n0, count, raw, zeros, izeros, y);
 }
 #endif
 
 void finish_row_default(const Epilogue& e, int64_t m, int64_t n0, int64_t count, const int32_t* raw,
-                        const float* zeros, const int32_t* izeros) {
-  finish_loop(e, m, n0, count, raw, zeros, izeros);
+                        const float* zeros, const int32_t* izeros, float* y) {
+  finish_loop(e, m, n0, count, raw, zeros, izeros, y);
 }
 
 inline void finish_row(const Epilogue& e, int64_t m, int64_t n0, int64_t count, const int32_t* raw) {
   alignas(64) static const float zeros[64] = {};
   alignas(64) static const int32_t izeros[64] = {};
+  static thread_local std::vector<float> row_buffer;
+  float* y = e.out + m * e.ldo + n0;
+  if (e.pack_bits) {  // y into a small per-thread row, then packed (n0 is a multiple of 8: whole bytes per chunk)
+    if (row_buffer.size() < (size_t)count) row_buffer.resize((size_t)count);
+    y = row_buffer.data();
+  }
 #if defined(__x86_64__) || defined(_M_X64)
   if (kFeatures.avx512bw && g_isa >= AVX512)
-    finish_row_avx512(e, m, n0, count, raw, zeros, izeros);
+    finish_row_avx512(e, m, n0, count, raw, zeros, izeros, y);
   else if (kFeatures.avx2 && g_isa >= AVX2)
-    finish_row_avx2(e, m, n0, count, raw, zeros, izeros);
+    finish_row_avx2(e, m, n0, count, raw, zeros, izeros, y);
   else
 #endif
-    finish_row_default(e, m, n0, count, raw, zeros, izeros);
+    finish_row_default(e, m, n0, count, raw, zeros, izeros, y);
+  if (e.pack_bits) {
+    const int64_t ones = pack_row_isa(g_isa, y, count, e.pack_shift ? e.pack_shift + n0 : nullptr, e.pack_s,
+                                      e.pack_thr, e.pack_mode, e.pack_bits + m * e.pack_ld + n0 / 8, e.pack_n);
+    e.pack_pop[m * ((e.pack_n + 63) / 64) + n0 / 64] = ones;  // one entry per chunk (NC ≥ 64): no sharing
+  }
 }
 
 // A: MR row pointers of type T (uint64 words or u8); W: kernel layout with `gstride` words per group of `group` rows.
@@ -944,24 +973,26 @@ void nib_gemm(int isa, int64_t M, int64_t N, const uint8_t* u, int64_t lu, int64
 // ------------------------------------------------------------------------------------------------------------------
 // Input quantization into scratch.
 
-enum BitMode { SIGNED = 0, UNSIGNED_GE = 1, UNSIGNED_GT = 2, SIGNED_GELU = 3 };
 
 // bits[m, k] = 1 iff  SIGNED: x − β ≥ 0;  UNSIGNED_GE: x − β ≥ thr;  UNSIGNED_GT: (x − β)/s > thr;
 //   SIGNED_GELU (the encoder runtime only, `shift` = the two threshold rows [lo; hi] of length K each):
 //   x ≤ lo_k or x ≥ hi_k, which is GELU(x) − β ≥ 0 with the GELU folded into the thresholds (runtime.py,
 //   `gelu_sign_thresholds`); a ±1 input like SIGNED everywhere else.
 // Returns the popcount of the row. Scalar version (and the tail of the vector one).
-inline bool bit_of(float x, const float* shift, int64_t k, float s, float thr, int mode, int64_t K) {
-  if (mode == SIGNED_GELU) return x <= shift[k] || x >= shift[K + k];
+// SIGNED_GELU reads its lower thresholds at shift[k] and its upper ones at shift[hi + k] (hi: the row length K when a
+// whole row is packed; a chunk of a row passes shift + n0 and the full length).
+inline bool bit_of(float x, const float* shift, int64_t k, float s, float thr, int mode, int64_t hi) {
+  if (mode == SIGNED_GELU) return x <= shift[k] || x >= shift[hi + k];
   float v = shift ? x - shift[k] : x;
   return mode == SIGNED ? v >= 0.0f : mode == UNSIGNED_GE ? v >= thr : v / s > thr;
 }
 
 int64_t pack_row_scalar(const float* row, int64_t from, int64_t K, const float* shift, float s, float thr, int mode,
-                        uint8_t* out) {
+                        uint8_t* out, int64_t hi = -1) {
   int64_t count = 0;
+  if (hi < 0) hi = K;
   for (int64_t k = from; k < K; ++k) {
-    bool on = bit_of(row[k], shift, k, s, thr, mode, K);
+    bool on = bit_of(row[k], shift, k, s, thr, mode, hi);
     out[k >> 3] |= (uint8_t)on << (k & 7);
     count += on;
   }
@@ -970,8 +1001,9 @@ int64_t pack_row_scalar(const float* row, int64_t from, int64_t K, const float* 
 
 #if defined(__x86_64__) || defined(_M_X64)
 __attribute__((target("avx512f,avx512bw"))) int64_t pack_row_avx512(const float* row, int64_t K, const float* shift,
-                                                                     float s, float thr, int mode, uint8_t* out) {
-  if (mode == SIGNED_GELU) return pack_row_scalar(row, 0, K, shift, s, thr, mode, out);
+                                                                     float s, float thr, int mode, uint8_t* out,
+                                                                     int64_t hi = -1) {
+  if (mode == SIGNED_GELU) return pack_row_scalar(row, 0, K, shift, s, thr, mode, out, hi);
   const __m512 vthr = _mm512_set1_ps(mode == SIGNED ? 0.0f : thr), vs = _mm512_set1_ps(s);
   int64_t count = 0, k = 0;
   for (; k + 16 <= K; k += 16) {
@@ -982,22 +1014,23 @@ __attribute__((target("avx512f,avx512bw"))) int64_t pack_row_avx512(const float*
     std::memcpy(out + k / 8, &bits, 2);  // k is a multiple of 16: two whole bytes, LSB first
     count += __builtin_popcount(bits);
   }
-  return count + pack_row_scalar(row, k, K, shift, s, thr, mode, out);
+  return count + pack_row_scalar(row, k, K, shift, s, thr, mode, out, hi);
 }
 
 __attribute__((target("avx2"))) int64_t pack_row_avx2(const float* row, int64_t K, const float* shift, float s,
-                                                       float thr, int mode, uint8_t* out) {
+                                                       float thr, int mode, uint8_t* out, int64_t hi = -1) {
+  if (hi < 0) hi = K;
   const __m256 vthr = _mm256_set1_ps(mode == SIGNED ? 0.0f : thr), vs = _mm256_set1_ps(s);
   int64_t count = 0, k = 0;
   if (mode == SIGNED_GELU) {
     for (; k + 8 <= K; k += 8) {
       const __m256 v = _mm256_loadu_ps(row + k);
       const int bits = _mm256_movemask_ps(_mm256_or_ps(_mm256_cmp_ps(v, _mm256_loadu_ps(shift + k), _CMP_LE_OQ),
-                                                       _mm256_cmp_ps(v, _mm256_loadu_ps(shift + K + k), _CMP_GE_OQ)));
+                                                       _mm256_cmp_ps(v, _mm256_loadu_ps(shift + hi + k), _CMP_GE_OQ)));
       out[k / 8] = (uint8_t)bits;
       count += __builtin_popcount((unsigned)bits);
     }
-    return count + pack_row_scalar(row, k, K, shift, s, thr, mode, out);
+    return count + pack_row_scalar(row, k, K, shift, s, thr, mode, out, hi);
   }
   for (; k + 8 <= K; k += 8) {
     __m256 v = _mm256_loadu_ps(row + k);
@@ -1007,15 +1040,16 @@ __attribute__((target("avx2"))) int64_t pack_row_avx2(const float* row, int64_t 
     out[k / 8] = (uint8_t)bits;  // k is a multiple of 8: one whole byte, LSB first
     count += __builtin_popcount((unsigned)bits);
   }
-  return count + pack_row_scalar(row, k, K, shift, s, thr, mode, out);
+  return count + pack_row_scalar(row, k, K, shift, s, thr, mode, out, hi);
 }
 #endif
 
 #if defined(__aarch64__)
 // 8 inputs per step: the two compare masks (all ones where the bit is set) weighted 1, 2, 4, 8 and 16, 32, 64, 128,
 // summed across lanes into one byte (the same float subtraction, division and comparison as bit_of).
-int64_t pack_row_neon(const float* row, int64_t K, const float* shift, float s, float thr, int mode, uint8_t* out) {
-  if (mode == SIGNED_GELU) return pack_row_scalar(row, 0, K, shift, s, thr, mode, out);
+int64_t pack_row_neon(const float* row, int64_t K, const float* shift, float s, float thr, int mode, uint8_t* out,
+                      int64_t hi = -1) {
+  if (mode == SIGNED_GELU) return pack_row_scalar(row, 0, K, shift, s, thr, mode, out, hi);
   static const uint32_t kLow[4] = {1, 2, 4, 8}, kHigh[4] = {16, 32, 64, 128};
   const float32x4_t vthr = vdupq_n_f32(mode == SIGNED ? 0.0f : thr), vs = vdupq_n_f32(s);
   const uint32x4_t low = vld1q_u32(kLow), high = vld1q_u32(kHigh);
@@ -1038,9 +1072,24 @@ int64_t pack_row_neon(const float* row, int64_t K, const float* shift, float s, 
     out[k / 8] = (uint8_t)bits;  // k is a multiple of 8: one whole byte, LSB first
     count += __builtin_popcount(bits);
   }
-  return count + pack_row_scalar(row, k, K, shift, s, thr, mode, out);
+  return count + pack_row_scalar(row, k, K, shift, s, thr, mode, out, hi);
 }
 #endif
+
+// One row (or a chunk of one: see bit_of for hi) packed on the ISA's path; returns its number of set bits.
+int64_t pack_row_isa(int isa, const float* row, int64_t K, const float* shift, float s, float thr, int mode,
+                     uint8_t* out, int64_t hi) {
+#if defined(__x86_64__) || defined(_M_X64)
+  return isa >= AVX512 ? pack_row_avx512(row, K, shift, s, thr, mode, out, hi)
+         : isa == AVX2 ? pack_row_avx2(row, K, shift, s, thr, mode, out, hi)
+                       : pack_row_scalar(row, 0, K, shift, s, thr, mode, out, hi);
+#elif defined(__aarch64__)
+  return isa == NEON ? pack_row_neon(row, K, shift, s, thr, mode, out, hi)
+                     : pack_row_scalar(row, 0, K, shift, s, thr, mode, out, hi);
+#else
+  return pack_row_scalar(row, 0, K, shift, s, thr, mode, out, hi);
+#endif
+}
 
 void pack_rows(int isa, const float* x, int64_t M, int64_t K, int64_t ldx, const float* shift, float s, float thr,
                int mode, uint8_t* bits, int64_t ld, int64_t* pop, int nthreads) {
@@ -1048,16 +1097,7 @@ void pack_rows(int isa, const float* x, int64_t M, int64_t K, int64_t ldx, const
   for (int64_t m = 0; m < M; ++m) {
     uint8_t* out = bits + m * ld;
     std::memset(out, 0, (size_t)ld);
-#if defined(__x86_64__) || defined(_M_X64)
-    pop[m] = isa >= AVX512 ? pack_row_avx512(x + m * ldx, K, shift, s, thr, mode, out)
-             : isa == AVX2 ? pack_row_avx2(x + m * ldx, K, shift, s, thr, mode, out)
-                           : pack_row_scalar(x + m * ldx, 0, K, shift, s, thr, mode, out);
-#elif defined(__aarch64__)
-    pop[m] = isa == NEON ? pack_row_neon(x + m * ldx, K, shift, s, thr, mode, out)
-                         : pack_row_scalar(x + m * ldx, 0, K, shift, s, thr, mode, out);
-#else
-    pop[m] = pack_row_scalar(x + m * ldx, 0, K, shift, s, thr, mode, out);
-#endif
+    pop[m] = pack_row_isa(isa, x + m * ldx, K, shift, s, thr, mode, out, K);
   }
 }
 
@@ -1334,17 +1374,28 @@ PyObject* py_bi_attention(PyObject*, PyObject* args) {
 // The two fused Linears as plain C++ calls (the Python bindings below and the encoder runtime, encoder.h, use them).
 // Arguments as the bindings' (reference.w1a1_linear / w1a8_linear); scratch() of the calling thread holds the
 // quantized input.
-void run_w1a1(const float* x, int64_t M, int64_t K, int64_t ldx, const float* shift, float s, float thr, int mode,
-              const uint64_t* w, int64_t N, const float* alpha, const float* gamma, float scale, const float* bias,
-              float* out, int64_t ldo, int nthreads) {
+// The next binarized Linear's input quantizer, when a W1A1 Linear packs its output for it directly (Epilogue's
+// pack_* fields): bits [M, ld bytes] and their count per row, both written by the call.
+struct PackTarget {
+  uint8_t* bits;
+  int64_t ld;
+  int64_t* pop;
+  const float* shift;
+  float s, thr;
+  int mode;
+};
+
+// A W1A1 Linear on already packed input bits [M, kw words] (pop[m] set bits per row, `mode` the bits' meaning),
+// to a float output or (pack non-null) straight into the next Linear's input bits.
+void run_w1a1_bits(const uint64_t* bits, const int64_t* pop, int64_t M, int64_t K, int mode, const uint64_t* w,
+                   int64_t N, const float* alpha, const float* gamma, float scale, const float* bias, float* out,
+                   int64_t ldo, int nthreads, const PackTarget* pack = nullptr) {
   const int64_t kw = bits_words(K);
   const int isa = g_isa;
-  uint8_t* buf = scratch((size_t)(M * kw * 8 + M * 24));
-  uint64_t* bits = reinterpret_cast<uint64_t*>(buf);
-  int64_t* pop = reinterpret_cast<int64_t*>(buf + M * kw * 8);
-  int64_t* add_m = pop + M;
+  static thread_local std::vector<int64_t> sums;
+  if (sums.size() < (size_t)(2 * M)) sums.resize((size_t)(2 * M));
+  int64_t* add_m = sums.data();
   int64_t* xsum = add_m + M;
-  pack_rows(isa, x, M, K, ldx, shift, s, thr, mode, buf, kw * 8, pop, nthreads);
   const bool is_signed = mode == SIGNED || mode == SIGNED_GELU;
   // ±1 inputs: a·b = K − 2·popcount(a XOR b), Σq = 2·pop − K;  {0,1} inputs: a·b = 2·popcount(a AND b) − pop, Σq = pop
   for (int64_t m = 0; m < M; ++m) {
@@ -1352,10 +1403,42 @@ void run_w1a1(const float* x, int64_t M, int64_t K, int64_t ldx, const float* sh
     xsum[m] = is_signed ? 2 * pop[m] - K : pop[m];
   }
   Epilogue e{is_signed ? -2 : 2, add_m, nullptr, alpha, gamma, bias, nullptr, scale, xsum, out, ldo};
+  const int64_t parts = (N + 63) / 64;
+  static thread_local std::vector<int64_t> partial;
+  if (pack) {
+    if (partial.size() < (size_t)(M * parts)) partial.resize((size_t)(M * parts));
+    std::memset(pack->bits, 0, (size_t)(M * pack->ld));
+    std::fill(partial.begin(), partial.begin() + M * parts, 0);
+    e.pack_bits = pack->bits;
+    e.pack_ld = pack->ld;
+    e.pack_pop = partial.data();
+    e.pack_shift = pack->shift;
+    e.pack_s = pack->s;
+    e.pack_thr = pack->thr;
+    e.pack_mode = pack->mode;
+    e.pack_n = N;
+  }
   if (is_signed)
     bits_gemm<0>(isa, M, N, bits, kw, w, e, nthreads);
   else
     bits_gemm<1>(isa, M, N, bits, kw, w, e, nthreads);
+  if (pack)
+    for (int64_t m = 0; m < M; ++m) {
+      int64_t total = 0;
+      for (int64_t c = 0; c < parts; ++c) total += partial[m * parts + c];
+      pack->pop[m] = total;
+    }
+}
+
+void run_w1a1(const float* x, int64_t M, int64_t K, int64_t ldx, const float* shift, float s, float thr, int mode,
+              const uint64_t* w, int64_t N, const float* alpha, const float* gamma, float scale, const float* bias,
+              float* out, int64_t ldo, int nthreads, const PackTarget* pack = nullptr) {
+  const int64_t kw = bits_words(K);
+  uint8_t* buf = scratch((size_t)(M * kw * 8 + M * 8));
+  int64_t* pop = reinterpret_cast<int64_t*>(buf + M * kw * 8);
+  pack_rows(g_isa, x, M, K, ldx, shift, s, thr, mode, buf, kw * 8, pop, nthreads);
+  run_w1a1_bits(reinterpret_cast<const uint64_t*>(buf), pop, M, K, mode, w, N, alpha, gamma, scale, bias, out, ldo,
+                nthreads, pack);
 }
 
 // One output of run_w1a8_shared: a W1 Linear's nib-layout weights (N rows), Σ_k B_nk, scales, bias and output.

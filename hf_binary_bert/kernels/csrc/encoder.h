@@ -607,9 +607,28 @@ void layer_forward(const int64_t* L, float* x, int64_t M, const int64_t* cu, int
   run_linear(lin + 3 * kLinWords, ctx, M, x1, nthreads);
   add_layer_norm(x1, x, M, H, as_ptr<const float>(L[F_LN1_W]), as_ptr<const float>(L[F_LN1_B]), as_float(L[F_LN1_EPS]),
                  nthreads);
-  run_linear(lin + 4 * kLinWords, x1, M, inter, nthreads);
-  if (L[F_ACT] != ACT_GELU_FOLDED) activation((int)L[F_ACT], inter, M * I, nthreads);
-  run_linear(lin + 5 * kLinWords, inter, M, x, nthreads);
+  const int64_t *Li = lin + 4 * kLinWords, *Lo = lin + 5 * kLinWords;
+  const int64_t kw_o = bits_words(Lo[L_K]);
+  if (L[F_ACT] == ACT_GELU_FOLDED && Li[L_KIND] == 0 && Lo[L_KIND] == 0 && HD >= 2 * kw_o + 2) {
+    // 1-bit in, 1-bit out: the intermediate Linear packs its output (GELU folded into the thresholds) straight
+    // into the output Linear's input bits, in the q buffer (free after attention); no float intermediate
+    uint8_t* bits = reinterpret_cast<uint8_t*>(q);
+    int64_t* pop = reinterpret_cast<int64_t*>(bits + M * kw_o * 8);
+    const PackTarget target{bits, kw_o * 8, pop, as_ptr<const float>(Lo[L_SHIFT]), as_float(Lo[L_STEP]),
+                            as_float(Lo[L_THR]), (int)Lo[L_MODE]};
+    run_w1a1(x1, M, Li[L_K], Li[L_K], as_ptr<const float>(Li[L_SHIFT]), as_float(Li[L_STEP]), as_float(Li[L_THR]),
+             (int)Li[L_MODE], as_ptr<const uint64_t>(Li[L_W]), Li[L_N], as_ptr<const float>(Li[L_ALPHA]),
+             as_ptr<const float>(Li[L_GAMMA]), as_float(Li[L_SCALE]), as_ptr<const float>(Li[L_BIAS]), inter, Li[L_N],
+             nthreads, &target);
+    run_w1a1_bits(reinterpret_cast<const uint64_t*>(bits), pop, M, Lo[L_K], (int)Lo[L_MODE],
+                  as_ptr<const uint64_t>(Lo[L_W]), Lo[L_N], as_ptr<const float>(Lo[L_ALPHA]),
+                  as_ptr<const float>(Lo[L_GAMMA]), as_float(Lo[L_SCALE]), as_ptr<const float>(Lo[L_BIAS]), x, Lo[L_N],
+                  nthreads);
+  } else {
+    run_linear(Li, x1, M, inter, nthreads);
+    if (L[F_ACT] != ACT_GELU_FOLDED) activation((int)L[F_ACT], inter, M * I, nthreads);
+    run_linear(Lo, inter, M, x, nthreads);
+  }
   add_layer_norm(x, x1, M, H, as_ptr<const float>(L[F_LN2_W]), as_ptr<const float>(L[F_LN2_B]), as_float(L[F_LN2_EPS]),
                  nthreads);
 }
