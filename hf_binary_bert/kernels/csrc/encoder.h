@@ -400,6 +400,18 @@ inline void scaled_softmax(float* row, int64_t n, float mul) {
   for (int64_t j = 0; j < n; ++j) row[j] *= inv;
 }
 
+// 64 × 64 bit matrix transposed in place: bit j of a[i] ↔ bit i of a[j] (Hacker's Delight, 7–3: swap the
+// off-diagonal blocks of 32, then of 16, … within each).
+inline void transpose64(uint64_t* a) {
+  uint64_t m = 0x00000000FFFFFFFFULL;
+  for (int j = 32; j != 0; j >>= 1, m ^= m << j)
+    for (int k = 0; k < 64; k = ((k | j) + 1) & ~j) {
+      const uint64_t t = ((a[k] >> j) ^ a[k | j]) & m;
+      a[k] ^= t << j;
+      a[k | j] ^= t;
+    }
+}
+
 // Per-thread work space of one (sequence, head) of attention, in floats: see attention_head_body.
 int64_t attention_work_floats(int64_t T, int64_t D) {
   const int64_t Tp = round_up(T, 16), Dp = round_up(D, 16), dw = (D + 63) / 64, tw = (T + 63) / 64;
@@ -445,9 +457,14 @@ __attribute__((always_inline)) inline void attention_head_body(const int64_t* L,
     for (int64_t i = 0; i < T; ++i) {
       float* row = S + i * Tp;
       const uint64_t* qi = qb + i * dw;
-      if (dw == 1) {
+      if (dw == 1) {  // popcounts first, then one vectorizable conversion loop per stretch of keys
         const uint64_t q0 = qi[0];
-        for (int64_t j = 0; j < T; ++j) row[j] = (float)(D - 2 * (int64_t)__builtin_popcountll(q0 ^ kb[j]));
+        int32_t ones[256];
+        for (int64_t j0 = 0; j0 < T; j0 += 256) {
+          const int64_t n = std::min<int64_t>(256, T - j0);
+          for (int64_t j = 0; j < n; ++j) ones[j] = (int32_t)__builtin_popcountll(q0 ^ kb[j0 + j]);
+          for (int64_t j = 0; j < n; ++j) row[j0 + j] = (float)((int32_t)D - 2 * ones[j]);
+        }
       } else {
         for (int64_t j = 0; j < T; ++j) {
           int64_t ones = 0;
@@ -479,12 +496,18 @@ __attribute__((always_inline)) inline void attention_head_body(const int64_t* L,
   const bool probs_in_s = !bit_scores && attn != ATTN_BI && sp.kind == QK_FLOAT;
 
   // the values: V⁺ bits transposed (keys along the words) for A·V by AND-popcount, or levels
-  if (bit_values) {
-    std::memset(vt, 0, (size_t)(Dp * tw) * 8);
-    for (int64_t t = 0; t < T; ++t) {
-      uint64_t dst[4] = {0, 0, 0, 0};  // D ≤ 256 (runtime.py checks)
-      bits_row<AVX>(sv, v + t * ld + h * D, shv, D, dst);
-      for (int64_t d = 0; d < D; ++d) vt[d * tw + t / 64] |= ((dst[d / 64] >> (d % 64)) & 1) << (t % 64);
+  if (bit_values) {  // per 64 keys × 64 dimensions: the keys' bit words, transposed as a 64 × 64 bit matrix
+    for (int64_t t0 = 0; t0 < T; t0 += 64) {
+      uint64_t rows[4][64] = {};  // [dimension word][key − t0], D ≤ 256 (runtime.py checks)
+      for (int64_t t = t0; t < std::min(T, t0 + 64); ++t) {
+        uint64_t dst[4] = {0, 0, 0, 0};
+        bits_row<AVX>(sv, v + t * ld + h * D, shv, D, dst);
+        for (int64_t g = 0; g < dw; ++g) rows[g][t - t0] = dst[g];
+      }
+      for (int64_t g = 0; g < dw; ++g) {
+        transpose64(rows[g]);  // rows[g][d'] bit t − t0 = bit d' of key t's word g
+        for (int64_t d = g * 64; d < std::min(D, g * 64 + 64); ++d) vt[d * tw + t0 / 64] = rows[g][d - g * 64];
+      }
     }
   } else {
     std::memset(Vf, 0, (size_t)(Tp * Dp) * 4);
@@ -515,11 +538,13 @@ __attribute__((always_inline)) inline void attention_head_body(const int64_t* L,
       int64_t selected = 0;
       for (int64_t w = 0; w < tw; ++w) selected += __builtin_popcountll(arow[w]);
       float* o = ctx + i * ld + h * D;
+      int32_t agree[256];  // D ≤ 256
       for (int64_t d = 0; d < D; ++d) {  // Σ_j A_ij V̂_jd = 2·popcount(A_i AND V⁺_d) − popcount(A_i)
-        int64_t agree = 0;
-        for (int64_t w = 0; w < tw; ++w) agree += __builtin_popcountll(arow[w] & vt[d * tw + w]);
-        o[d] = pv * (float)(2 * agree - selected);
+        int64_t a = 0;
+        for (int64_t w = 0; w < tw; ++w) a += __builtin_popcountll(arow[w] & vt[d * tw + w]);
+        agree[d] = (int32_t)a;
       }
+      for (int64_t d = 0; d < D; ++d) o[d] = pv * (float)(2 * agree[d] - (int32_t)selected);
     } else if (!probs_in_s) {
       float* prow = P + i * Tp;
       if (attn == ATTN_BI || sp.kind == QK_FLOAT) {
