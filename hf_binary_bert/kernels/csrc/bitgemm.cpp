@@ -554,7 +554,7 @@ struct NibNeon {
 //   dot[m,n] = mul·raw[m,n] + add_m[m] + add_n[n]     (bits: K − 2c or 2c − pop_m;  u8: d − z·Σ_k B[n,k])
 //   y[m,n]   = s_m · (α_n · dot + γ_n · xsum_m) + bias_n
 
-enum BitMode { SIGNED = 0, UNSIGNED_GE = 1, UNSIGNED_GT = 2, SIGNED_GELU = 3 };
+enum BitMode { SIGNED = 0, UNSIGNED_GE = 1, UNSIGNED_GT = 2, SIGNED_GELU = 3, SIGNED_SCALED = 4 };
 
 struct Epilogue {
   int64_t mul;
@@ -975,6 +975,7 @@ void nib_gemm(int isa, int64_t M, int64_t N, const uint8_t* u, int64_t lu, int64
 
 
 // bits[m, k] = 1 iff  SIGNED: x − β ≥ 0;  UNSIGNED_GE: x − β ≥ thr;  UNSIGNED_GT: (x − β)/s > thr;
+//   SIGNED_SCALED (the encoder runtime only: BiT's elastic 1-bit Q, K, V): (x − β)/s ≥ 0;
 //   SIGNED_GELU (the encoder runtime only, `shift` = the two threshold rows [lo; hi] of length K each):
 //   x ≤ lo_k or x ≥ hi_k, which is GELU(x) − β ≥ 0 with the GELU folded into the thresholds (runtime.py,
 //   `gelu_sign_thresholds`); a ±1 input like SIGNED everywhere else.
@@ -984,7 +985,7 @@ void nib_gemm(int isa, int64_t M, int64_t N, const uint8_t* u, int64_t lu, int64
 inline bool bit_of(float x, const float* shift, int64_t k, float s, float thr, int mode, int64_t hi) {
   if (mode == SIGNED_GELU) return x <= shift[k] || x >= shift[hi + k];
   float v = shift ? x - shift[k] : x;
-  return mode == SIGNED ? v >= 0.0f : mode == UNSIGNED_GE ? v >= thr : v / s > thr;
+  return mode == SIGNED ? v >= 0.0f : mode == UNSIGNED_GE ? v >= thr : mode == SIGNED_SCALED ? v / s >= 0.0f : v / s > thr;
 }
 
 int64_t pack_row_scalar(const float* row, int64_t from, int64_t K, const float* shift, float s, float thr, int mode,
@@ -1003,7 +1004,7 @@ int64_t pack_row_scalar(const float* row, int64_t from, int64_t K, const float* 
 __attribute__((target("avx512f,avx512bw"))) int64_t pack_row_avx512(const float* row, int64_t K, const float* shift,
                                                                      float s, float thr, int mode, uint8_t* out,
                                                                      int64_t hi = -1) {
-  if (mode == SIGNED_GELU) return pack_row_scalar(row, 0, K, shift, s, thr, mode, out, hi);
+  if (mode == SIGNED_GELU || mode == SIGNED_SCALED) return pack_row_scalar(row, 0, K, shift, s, thr, mode, out, hi);
   const __m512 vthr = _mm512_set1_ps(mode == SIGNED ? 0.0f : thr), vs = _mm512_set1_ps(s);
   int64_t count = 0, k = 0;
   for (; k + 16 <= K; k += 16) {
@@ -1035,8 +1036,10 @@ __attribute__((target("avx2"))) int64_t pack_row_avx2(const float* row, int64_t 
   for (; k + 8 <= K; k += 8) {
     __m256 v = _mm256_loadu_ps(row + k);
     if (shift) v = _mm256_sub_ps(v, _mm256_loadu_ps(shift + k));
-    const int bits = _mm256_movemask_ps(mode == UNSIGNED_GT ? _mm256_cmp_ps(_mm256_div_ps(v, vs), vthr, _CMP_GT_OQ)
-                                                            : _mm256_cmp_ps(v, vthr, _CMP_GE_OQ));
+    const int bits = _mm256_movemask_ps(
+        mode == UNSIGNED_GT     ? _mm256_cmp_ps(_mm256_div_ps(v, vs), vthr, _CMP_GT_OQ)
+        : mode == SIGNED_SCALED ? _mm256_cmp_ps(_mm256_div_ps(v, vs), _mm256_setzero_ps(), _CMP_GE_OQ)
+                                : _mm256_cmp_ps(v, vthr, _CMP_GE_OQ));
     out[k / 8] = (uint8_t)bits;  // k is a multiple of 8: one whole byte, LSB first
     count += __builtin_popcount((unsigned)bits);
   }
@@ -1049,7 +1052,7 @@ __attribute__((target("avx2"))) int64_t pack_row_avx2(const float* row, int64_t 
 // summed across lanes into one byte (the same float subtraction, division and comparison as bit_of).
 int64_t pack_row_neon(const float* row, int64_t K, const float* shift, float s, float thr, int mode, uint8_t* out,
                       int64_t hi = -1) {
-  if (mode == SIGNED_GELU) return pack_row_scalar(row, 0, K, shift, s, thr, mode, out, hi);
+  if (mode == SIGNED_GELU || mode == SIGNED_SCALED) return pack_row_scalar(row, 0, K, shift, s, thr, mode, out, hi);
   static const uint32_t kLow[4] = {1, 2, 4, 8}, kHigh[4] = {16, 32, 64, 128};
   const float32x4_t vthr = vdupq_n_f32(mode == SIGNED ? 0.0f : thr), vs = vdupq_n_f32(s);
   const uint32x4_t low = vld1q_u32(kLow), high = vld1q_u32(kHigh);
@@ -1522,7 +1525,7 @@ PyObject* py_w1a1_linear(PyObject*, PyObject* args) {
   if (!PyArg_ParseTuple(args, "KLLLKffiKLKKfKKLi", &x, &M, &K, &ldx, &shift, &s, &thr, &mode, &w, &N, &alpha, &gamma,
                         &scale, &bias, &out, &ldo, &nthreads))
     return nullptr;
-  if (mode < SIGNED || mode > UNSIGNED_GT) {  // SIGNED_GELU is the encoder runtime's own
+  if (mode < SIGNED || mode > UNSIGNED_GT) {  // SIGNED_GELU and SIGNED_SCALED are the encoder runtime's own
     PyErr_Format(PyExc_ValueError, "w1a1_linear: mode must be 0, 1 or 2, got %d", mode);
     return nullptr;
   }

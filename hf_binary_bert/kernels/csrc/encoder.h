@@ -400,6 +400,23 @@ inline void scaled_softmax(float* row, int64_t n, float mul) {
   for (int64_t j = 0; j < n; ++j) row[j] *= inv;
 }
 
+// Q, K and V as bits [tokens, words] (bit c of a row = channel c's 1-bit level is +1), when the Q/K/V Linears'
+// epilogues packed them (layer_forward); null: the attention quantizes the float outputs itself.
+struct QkvBits {
+  const uint64_t *q, *k, *v;
+  int64_t words;
+};
+
+// Bits offset … offset + n − 1 of a row of words into out[0 … ceil(n/64) − 1] (the bits above n cleared).
+inline void head_bits(const uint64_t* row, int64_t offset, int64_t n, uint64_t* out) {
+  for (int64_t w = 0; w * 64 < n; ++w) {
+    const int64_t o = offset + 64 * w, take = std::min<int64_t>(64, n - 64 * w), r = o & 63;
+    uint64_t x = row[o >> 6] >> r;
+    if (r && r + take > 64) x |= row[(o >> 6) + 1] << (64 - r);
+    out[w] = take == 64 ? x : x & ((1ULL << take) - 1);
+  }
+}
+
 // 64 × 64 bit matrix transposed in place: bit j of a[i] ↔ bit i of a[j] (Hacker's Delight, 7–3: swap the
 // off-diagonal blocks of 32, then of 16, … within each).
 inline void transpose64(uint64_t* a) {
@@ -423,7 +440,7 @@ int64_t attention_work_floats(int64_t T, int64_t D) {
 template <bool AVX>
 __attribute__((always_inline)) inline void attention_head_body(const int64_t* L, const float* q, const float* k,
                                                                const float* v, float* ctx, int64_t T, int64_t h,
-                                                               int64_t ld, float* work) {
+                                                               int64_t ld, float* work, const QkvBits& qkv) {
   const int64_t D = L[F_HEAD_DIM], attn = L[F_ATTN];
   const QuantSpec sq = quant_spec(L + F_QUANT), sk = quant_spec(L + F_QUANT + kQuantWords),
                   sv = quant_spec(L + F_QUANT + 2 * kQuantWords), sp = quant_spec(L + F_QUANT + 3 * kQuantWords);
@@ -451,8 +468,13 @@ __attribute__((always_inline)) inline void attention_head_body(const int64_t* L,
   if (bit_scores) {
     std::memset(qb, 0, (size_t)(2 * Tp * dw) * 8);
     for (int64_t t = 0; t < T; ++t) {
-      bits_row<AVX>(sq, q + t * ld + h * D, shq, D, qb + t * dw);
-      bits_row<AVX>(sk, k + t * ld + h * D, shk, D, kb + t * dw);
+      if (qkv.q) {  // the Linears' epilogues packed them already (same bits)
+        head_bits(qkv.q + t * qkv.words, h * D, D, qb + t * dw);
+        head_bits(qkv.k + t * qkv.words, h * D, D, kb + t * dw);
+      } else {
+        bits_row<AVX>(sq, q + t * ld + h * D, shq, D, qb + t * dw);
+        bits_row<AVX>(sk, k + t * ld + h * D, shk, D, kb + t * dw);
+      }
     }
     for (int64_t i = 0; i < T; ++i) {
       float* row = S + i * Tp;
@@ -501,7 +523,10 @@ __attribute__((always_inline)) inline void attention_head_body(const int64_t* L,
       uint64_t rows[4][64] = {};  // [dimension word][key − t0], D ≤ 256 (runtime.py checks)
       for (int64_t t = t0; t < std::min(T, t0 + 64); ++t) {
         uint64_t dst[4] = {0, 0, 0, 0};
-        bits_row<AVX>(sv, v + t * ld + h * D, shv, D, dst);
+        if (qkv.v)
+          head_bits(qkv.v + t * qkv.words, h * D, D, dst);
+        else
+          bits_row<AVX>(sv, v + t * ld + h * D, shv, D, dst);
         for (int64_t g = 0; g < dw; ++g) rows[g][t - t0] = dst[g];
       }
       for (int64_t g = 0; g < dw; ++g) {
@@ -566,14 +591,14 @@ __attribute__((always_inline)) inline void attention_head_body(const int64_t* L,
 #if defined(__x86_64__) || defined(_M_X64)
 __attribute__((target("avx2,fma,popcnt"))) void attention_head_avx2(const int64_t* L, const float* q, const float* k,
                                                                   const float* v, float* ctx, int64_t T, int64_t h,
-                                                                  int64_t ld, float* work) {
-  attention_head_body<true>(L, q, k, v, ctx, T, h, ld, work);
+                                                                  int64_t ld, float* work, const QkvBits& qkv) {
+  attention_head_body<true>(L, q, k, v, ctx, T, h, ld, work, qkv);
 }
 #endif
 
 void attention_head_portable(const int64_t* L, const float* q, const float* k, const float* v, float* ctx, int64_t T,
-                             int64_t h, int64_t ld, float* work) {
-  attention_head_body<false>(L, q, k, v, ctx, T, h, ld, work);
+                             int64_t h, int64_t ld, float* work, const QkvBits& qkv) {
+  attention_head_body<false>(L, q, k, v, ctx, T, h, ld, work, qkv);
 }
 
 // Work space of one forward, in floats (see layer_forward); the Python plan allocates it.
@@ -592,7 +617,32 @@ void layer_forward(const int64_t* L, float* x, int64_t M, const int64_t* cu, int
   float *q = work, *k = q + M * HD, *v = k + M * HD, *ctx = v + M * HD, *x1 = ctx + M * HD, *inter = x1 + M * H;
   float* attn_work = inter + M * I;
   const int64_t* lin = L + F_LINEAR;
-  if (same_w1a8_input(lin, lin + kLinWords) && same_w1a8_input(lin, lin + 2 * kLinWords)) {
+  QkvBits qkv{nullptr, nullptr, nullptr, 0};
+  const QuantSpec aq = quant_spec(L + F_QUANT), ak = quant_spec(L + F_QUANT + kQuantWords),
+                  av = quant_spec(L + F_QUANT + 2 * kQuantWords), ap = quant_spec(L + F_QUANT + 3 * kQuantWords);
+  const int64_t qkv_words = bits_words(HD);
+  if (lin[L_KIND] == 0 && lin[kLinWords + L_KIND] == 0 && lin[2 * kLinWords + L_KIND] == 0 && aq.one_bit_signed() &&
+      ak.one_bit_signed() && av.one_bit_signed() && (L[F_ATTN] == ATTN_BI || ap.one_bit_unsigned()) &&
+      HD >= 2 * qkv_words + 2) {
+    // the attention reads only the 1-bit levels of Q, K and V: each Linear's epilogue packs them directly (the same
+    // comparison as bits_row), into its own float buffer, which is not needed as floats
+    float* dst[3] = {q, k, v};
+    const QuantSpec* spec[3] = {&aq, &ak, &av};
+    const uint64_t* out[3];
+    for (int i = 0; i < 3; ++i) {
+      const int64_t* Li = lin + i * kLinWords;
+      uint8_t* bits = reinterpret_cast<uint8_t*>(dst[i]);
+      const PackTarget target{bits, qkv_words * 8, reinterpret_cast<int64_t*>(bits + M * qkv_words * 8),
+                              spec[i]->shift, spec[i]->step, 0.0f,
+                              spec[i]->kind == QK_ELASTIC_SIGN ? (int)SIGNED_SCALED : (int)SIGNED};
+      run_w1a1(x, M, Li[L_K], Li[L_K], as_ptr<const float>(Li[L_SHIFT]), as_float(Li[L_STEP]), as_float(Li[L_THR]),
+               (int)Li[L_MODE], as_ptr<const uint64_t>(Li[L_W]), Li[L_N], as_ptr<const float>(Li[L_ALPHA]),
+               as_ptr<const float>(Li[L_GAMMA]), as_float(Li[L_SCALE]), as_ptr<const float>(Li[L_BIAS]), dst[i],
+               Li[L_N], nthreads, &target);
+      out[i] = reinterpret_cast<const uint64_t*>(bits);
+    }
+    qkv = QkvBits{out[0], out[1], out[2], qkv_words};
+  } else if (same_w1a8_input(lin, lin + kLinWords) && same_w1a8_input(lin, lin + 2 * kLinWords)) {
     W1A8Output outs[3];
     float* dst[3] = {q, k, v};
     for (int i = 0; i < 3; ++i) {
@@ -623,10 +673,16 @@ void layer_forward(const int64_t* L, float* x, int64_t M, const int64_t* cu, int
       if (T == 0) continue;
 #if defined(__x86_64__) || defined(_M_X64)
       if (avx2)
-        attention_head_avx2(L, q + r0 * HD, k + r0 * HD, v + r0 * HD, ctx + r0 * HD, T, h, HD, mine);
+        attention_head_avx2(L, q + r0 * HD, k + r0 * HD, v + r0 * HD, ctx + r0 * HD, T, h, HD, mine,
+                            qkv.q ? QkvBits{qkv.q + r0 * qkv.words, qkv.k + r0 * qkv.words, qkv.v + r0 * qkv.words,
+                                            qkv.words}
+                                  : qkv);
       else
 #endif
-        attention_head_portable(L, q + r0 * HD, k + r0 * HD, v + r0 * HD, ctx + r0 * HD, T, h, HD, mine);
+        attention_head_portable(L, q + r0 * HD, k + r0 * HD, v + r0 * HD, ctx + r0 * HD, T, h, HD, mine,
+                                qkv.q ? QkvBits{qkv.q + r0 * qkv.words, qkv.k + r0 * qkv.words,
+                                                qkv.v + r0 * qkv.words, qkv.words}
+                                      : qkv);
     }
   }
   run_linear(lin + 3 * kLinWords, ctx, M, x1, nthreads);
