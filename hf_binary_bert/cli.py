@@ -108,6 +108,11 @@ def _add_pruning_args(p, *, flag: bool):
     p.add_argument("--penalty-form", default="weight", choices=("weight", "gate"),
                    help="θ(1−θ) on the weights (the seed) or on per-group gates (default weight)")
     p.add_argument("--threshold-every", type=int, default=0, help="also zero groups ≤ ε every N steps (default 0)")
+    p.add_argument("--ffn-keep-share", type=float, default=None, metavar="SHARE",
+                   help="target width: also keep only this share of each layer's FFN neurons, those of largest norm "
+                   "(in (0, 1]; default: ε alone)")
+    p.add_argument("--heads-keep-share", type=float, default=None, metavar="SHARE",
+                   help="the same for attention heads (in (0, 1]; default: ε alone)")
 
 
 def _pruning(args):
@@ -120,7 +125,8 @@ def _pruning(args):
         return BlockPruningConfig(group_lasso_weight=args.group_lasso_weight, binarizing_weight=args.binarizing_weight,
                                   num_blocks=args.num_blocks, direction=args.direction, modules=args.prune_modules,
                                   epsilon=args.epsilon, penalty_form=args.penalty_form,
-                                  threshold_every=args.threshold_every)
+                                  threshold_every=args.threshold_every, ffn_keep_share=args.ffn_keep_share,
+                                  heads_keep_share=args.heads_keep_share)
     except ValueError as err:
         raise UsageError(str(err)) from None
 

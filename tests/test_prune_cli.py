@@ -35,6 +35,8 @@ def test_bad_pruning_arguments_exit_2_and_write_nothing(tmp_path, capsys, tiny_t
     _error_line(capsys, main(base + ["--group-lasso-weight", "-0.5"]), "BlockPruningConfig.group_lasso_weight")
     _error_line(capsys, main(base + ["--num-blocks", "3"]), "num_blocks=3 must divide")
     _error_line(capsys, main(base + ["--epsilon", "100"]), "epsilon=100.0 would remove every attention head of layer 0")
+    _error_line(capsys, main(base + ["--ffn-keep-share", "1.5"]), "BlockPruningConfig.ffn_keep_share")
+    _error_line(capsys, main(base + ["--heads-keep-share", "0.1"]), "heads_keep_share=0.1 keeps no head of a layer")
     distill = ["distill", "--teacher", str(tiny_teacher_dir), "--output-dir", str(out), *SMALL_RUN, "--prune"]
     _error_line(capsys, main(distill + ["--binarizing-weight", "-1"]), "BlockPruningConfig.binarizing_weight")
     assert not (out / "model.safetensors").exists() and not (out / "config.json").exists()
@@ -100,3 +102,36 @@ def test_finetune_prune_removes_ffn_neurons_and_refuses_a_layer_emptied(tmp_path
     assert "loss_group_lasso" in log and "loss_prediction" not in log  # the task loss only, no teacher
     model = load_pruned_bert(out)
     assert [layer.intermediate.dense.out_features for layer in model.bert.encoder.layer] == widths
+
+
+def test_prune_to_keep_shares_then_recover_from_the_dense_teacher(tmp_path, capsys, tiny_teacher_dir, monkeypatch):
+    """`--ffn-keep-share` / `--heads-keep-share` remove down to the target sizes whatever ε leaves; `prune(...,
+    teacher=dense)` then distils the pruned model from the dense one (λ₁ = 0, ε = 0: nothing more removed)."""
+    from safetensors.torch import load_file as load
+
+    from hf_binary_bert.pruning import BlockPruningConfig
+    from hf_binary_bert.pruning.recipe import prune
+
+    monkeypatch.chdir(DATA.parent)
+    pruned = tmp_path / "pruned"
+    assert main(["prune", "--model", str(tiny_teacher_dir), "--output-dir", str(pruned), *SMALL_RUN,
+                 "--prune-modules", "intermediate", "value", "--ffn-keep-share", "0.5", "--heads-keep-share",
+                 "0.75"]) == 0
+    config = json.loads((pruned / "config.json").read_text())
+    assert config["layer_intermediate_sizes"] == [18, 18] and config["layer_num_attention_heads"] == [3, 3]
+    recovered = tmp_path / "recovered"
+    options = {"max_steps": 2, "batch_size": 8, "max_train_samples": 32, "max_eval_samples": 32, "max_seq_length": 32,
+               "progress": False, "learning_rate": 1e-3}
+    prune(str(pruned), "sst2", str(recovered), teacher=str(tiny_teacher_dir), evaluate=False,
+          pruning=BlockPruningConfig(group_lasso_weight=0.0, epsilon=0.0), **options)
+    saved = json.loads((recovered / "config.json").read_text())
+    assert saved["layer_intermediate_sizes"] == [18, 18] and saved["layer_num_attention_heads"] == [3, 3]
+    before, after = load(pruned / "model.safetensors"), load(recovered / "model.safetensors")
+    assert before.keys() == after.keys() and any(not after[k].equal(before[k]) for k in before)
+    from transformers import AutoConfig, BertForSequenceClassification
+
+    three = AutoConfig.from_pretrained(tiny_teacher_dir, num_labels=3)  # a teacher for another task
+    BertForSequenceClassification(three).save_pretrained(tmp_path / "t3")
+    with pytest.raises(ValueError, match="has 3 labels, model .* has 2"):
+        prune(str(pruned), "sst2", str(tmp_path / "bad"), teacher=str(tmp_path / "t3"), evaluate=False,
+              pruning=BlockPruningConfig(group_lasso_weight=0.0, epsilon=0.0), **options)

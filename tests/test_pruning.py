@@ -1,6 +1,7 @@
 """Block-structured pruning: penalty numbers against hand-computed references, thresholding, physical removal with
 equal outputs, save/load round trips (plain BERT, binarized packed), the trainers' logged components, bad input."""
 
+import copy
 import json
 
 import pytest
@@ -65,7 +66,9 @@ def _kill_structures(model):
 
 @pytest.mark.parametrize("field, value", [("group_lasso_weight", -1.0), ("binarizing_weight", -0.1), ("epsilon", -1e-3),
                                           ("num_blocks", 0), ("direction", "diagonal"), ("modules", ["embeddings"]),
-                                          ("penalty_form", "l0"), ("threshold_every", -2)])
+                                          ("penalty_form", "l0"), ("threshold_every", -2),
+                                          ("ffn_keep_share", 0.0), ("ffn_keep_share", 1.5),
+                                          ("heads_keep_share", -0.25), ("heads_keep_share", True)])
 def test_bad_config_names_the_field(field, value):
     with pytest.raises(ValueError, match=f"BlockPruningConfig.{field}"):
         BlockPruningConfig(**{field: value})
@@ -94,6 +97,16 @@ def test_removing_every_head_is_refused_and_changes_nothing():
     before = {k: v.clone() for k, v in model.state_dict().items()}
     with pytest.raises(ValueError, match="epsilon=0.01 would remove every attention head of layer 1"):
         prune_(model, BlockPruningConfig(epsilon=0.01))
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_keep_share_that_keeps_nothing_is_refused_and_changes_nothing():
+    model = tiny_teacher()  # 4 heads, 37 FFN neurons per layer
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(ValueError, match=r"heads_keep_share=0.1 keeps no head of a layer \(round\(0.1 · 4\) = 0\)"):
+        prune_(model, BlockPruningConfig(heads_keep_share=0.1))
+    with pytest.raises(ValueError, match="ffn_keep_share=0.01 keeps no FFN neuron of a layer"):
+        prune_(model, BlockPruningConfig(ffn_keep_share=0.01))
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
 
 
@@ -161,6 +174,38 @@ def test_threshold_zeroes_exactly_the_groups_under_epsilon():
     assert torch.equal(w.detach(), expected)
     all_zeros = sum(int(layer.intermediate.dense.weight.eq(0).sum()) for layer in model.bert.encoder.layer)
     assert zeroed == all_zeros and all_zeros > int((expected == 0).sum())  # layer 1 is thresholded too
+
+
+def test_keep_shares_keep_the_top_k_by_norm_and_removal_is_exact():
+    model = tiny_teacher().eval()
+    layers = model.bert.encoder.layer
+    with torch.no_grad():  # FFN neuron 5 of layer 0: large intermediate row, tiny output column (small product)
+        layers[0].intermediate.dense.weight[5] *= 50
+        layers[0].output.dense.weight[:, 5] *= 1e-3
+    x = _inputs()
+    expected = {}
+    for i, layer in enumerate(layers):  # the reference: scores by a loop, k = round(share · full size)
+        inter, out = layer.intermediate.dense.weight.detach(), layer.output.dense.weight.detach()
+        scores = [float(inter[p].norm() * out[:, p].norm()) for p in range(37)]
+        neurons = sorted(sorted(range(37), key=lambda p: -scores[p])[:round(0.5 * 37)])
+        value, ao = layer.attention.self.value.weight.detach(), layer.attention.output.dense.weight.detach()
+        heads = [float(value[8 * h:8 * h + 8].norm() * ao[:, 8 * h:8 * h + 8].norm()) for h in range(4)]
+        expected[i] = (neurons, sorted(sorted(range(4), key=lambda h: -heads[h])[:3]))
+    assert 5 not in expected[0][0]
+    reference = copy.deepcopy(model)
+    with torch.no_grad():  # what removal must equal: the dropped rows of intermediate / value zeroed, nothing removed
+        for i, layer in enumerate(reference.bert.encoder.layer):
+            drop = [p for p in range(37) if p not in expected[i][0]]
+            layer.intermediate.dense.weight[drop] = 0
+            for h in set(range(4)) - set(expected[i][1]):
+                layer.attention.self.value.weight[8 * h:8 * h + 8] = 0
+    kept_rows = {i: layers[i].intermediate.dense.weight.detach()[expected[i][0]].clone() for i in expected}
+    sizes = prune_(model, BlockPruningConfig(epsilon=0.0, modules=["intermediate"], ffn_keep_share=0.5,
+                                             heads_keep_share=0.75))
+    assert sizes == {"layer_num_attention_heads": [3, 3], "layer_intermediate_sizes": [18, 18]}
+    for i in expected:
+        assert torch.equal(layers[i].intermediate.dense.weight.detach(), kept_rows[i])
+    torch.testing.assert_close(model(**x).logits, reference(**x).logits, atol=1e-5, rtol=1e-5)
 
 
 # ---------------------------------------------------------------------------------------------------------------

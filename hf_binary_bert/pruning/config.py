@@ -47,10 +47,18 @@ class BlockPruningConfig:
         threshold_every (`int`, defaults to 0): also threshold (zero, not remove) every this many optimizer
             steps during training; 0: only at the end.
         remove (`bool`, defaults to `True`): at the end of training, remove the zero structures physically.
+        ffn_keep_share (`float`, optional): a target width. Wherever the threshold applies, every layer also keeps
+            only its k = round(share · `intermediate_size`) FFN neurons of largest score ‖W_I[p,:]‖₂ · ‖W_O[:,p]‖₂
+            (intermediate row times output column; the others get a zero intermediate row, so their constant
+            act(b_p) is folded into the output bias on removal). In (0, 1]; None: ε alone decides.
+        heads_keep_share (`float`, optional): the same for attention heads: k = round(share ·
+            `num_attention_heads`) heads of largest ‖W_V[h]‖_F · ‖W_AO[:,h]‖_F (value rows times attention-output
+            columns of head h) per layer; the others get zero value rows (b_V folded). In (0, 1]; None: ε alone.
 
     Raises:
-        ValueError: naming the field, for a negative λ₁, λ₂ or ε, K < 1, an unknown direction, module or form, or a
-            negative `threshold_every`.
+        ValueError: naming the field, for a negative λ₁, λ₂ or ε, K < 1, an unknown direction, module or form, a
+            negative `threshold_every`, or a keep share outside (0, 1] (one that keeps no neuron / head of a layer
+            is refused when the threshold is applied, naming the field).
     """
 
     group_lasso_weight: float = field(default=1e-4, metadata={"help": "λ₁: weight of the group-lasso term."})
@@ -63,6 +71,10 @@ class BlockPruningConfig:
     penalty_form: str = field(default="weight", metadata={"help": "θ(1−θ) on the weights or on per-group gates."})
     threshold_every: int = field(default=0, metadata={"help": "Also zero groups ≤ ε every N steps (0: end only)."})
     remove: bool = field(default=True, metadata={"help": "Physically remove zero heads / FFN neurons at the end."})
+    ffn_keep_share: float | None = field(
+        default=None, metadata={"help": "Target width: keep this share of FFN neurons per layer (largest norms)."})
+    heads_keep_share: float | None = field(
+        default=None, metadata={"help": "Target: keep this share of attention heads per layer (largest norms)."})
 
     def __post_init__(self):
         for name in ("group_lasso_weight", "binarizing_weight", "epsilon"):
@@ -83,6 +95,11 @@ class BlockPruningConfig:
         self.modules = list(dict.fromkeys(self.modules))
         if not isinstance(self.threshold_every, int) or self.threshold_every < 0:
             _fail("threshold_every", f"must be an integer >= 0, got {self.threshold_every!r}")
+        for name in ("ffn_keep_share", "heads_keep_share"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                      or not 0 < value <= 1):
+                _fail(name, f"must be a share in (0, 1] or None, got {value!r}")
 
     @property
     def directions(self) -> tuple[str, ...]:

@@ -64,12 +64,19 @@ def check_model(model: nn.Module, config: BlockPruningConfig) -> dict[str, nn.Mo
 
     Raises:
         ValueError: naming `BlockPruningConfig.modules` when nothing matches (e.g. a packed model: unfreeze it),
-            or `num_blocks` when K does not divide a split axis.
+            `num_blocks` when K does not divide a split axis, or a keep share that keeps no FFN neuron / head.
     """
     linears = pruned_linears(model, config.modules)
     if not linears:
         raise ValueError(f"BlockPruningConfig.modules={config.modules} matched no trainable Linear of "
                          f"{type(model).__name__} (a packed model must be unfrozen first)")
+    sizes = getattr(model, "config", None)
+    for field_name, full in (("ffn_keep_share", "intermediate_size"), ("heads_keep_share", "num_attention_heads")):
+        share = getattr(config, field_name)
+        if share is not None and sizes is not None and round(share * getattr(sizes, full)) < 1:
+            what = "head" if field_name.startswith("heads") else "FFN neuron"
+            raise ValueError(f"BlockPruningConfig.{field_name}={share} keeps no {what} of a layer "
+                             f"(round({share} · {getattr(sizes, full)}) = 0)")
     for name, module in linears.items():
         for direction in config.directions:
             try:

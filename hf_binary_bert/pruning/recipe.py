@@ -14,14 +14,21 @@ from transformers import BertForMaskedLM, BertForSequenceClassification
 
 from ..distillation import DistillationTrainingArguments
 from ..layer_sizes import pruned_class
-from ..recipes import _prepare_training, _split_options, _train_and_record, _training_arguments, plot_losses
+from ..recipes import (
+    _prepare_training,
+    _split_options,
+    _train_and_record,
+    _training_arguments,
+    check_model,
+    plot_losses,
+)
 from .config import BlockPruningConfig
 from .report import sparsity_report, write_sparsity_report
 from .trainer import BlockPruningDistillationTrainer
 
 
 def prune(model: str, task: str, output_dir: str, *, pruning: BlockPruningConfig | None = None,
-          evaluate: bool = True, **kwargs) -> dict:
+          evaluate: bool = True, teacher: str | None = None, **kwargs) -> dict:
     """Prune a fine-tuned full-precision BERT on `task` and save it in `output_dir` (model, tokenizer, `losses.png`,
     `sparsity.md` / `.json` / `.png`, `prune_results.json`).
 
@@ -29,6 +36,9 @@ def prune(model: str, task: str, output_dir: str, *, pruning: BlockPruningConfig
         model: Hub id or folder of the fine-tuned BERT (teacher and starting point).
         pruning: the `BlockPruningConfig` (default: its defaults).
         evaluate: score the pruned model on the evaluation split.
+        teacher: Hub id or folder of the full-precision BERT to distil from (default: `model` itself). E.g. a
+            recovery run of an already pruned `model` taught by the dense model (λ₁ = 0, ε = 0: nothing more
+            removed).
         **kwargs: `recipes.TrainingOptions` fields (default learning rate 5e-5) and `DistillationTrainingArguments`
             (loss weights; default: prediction KD and hidden-state MSE, as `distill`).
 
@@ -43,14 +53,20 @@ def prune(model: str, task: str, output_dir: str, *, pruning: BlockPruningConfig
     options, extra = _split_options(kwargs)
     path, tokenizer, data = _prepare_training(model, task, options)
     cls = pruned_class(BertForMaskedLM if task == "mlm" else BertForSequenceClassification)
-    teacher = cls.from_pretrained(path, dtype=torch.float32)
-    if data.num_labels is not None and teacher.config.num_labels != data.num_labels:
-        raise ValueError(f"model {model!r} has {teacher.config.num_labels} labels, task {task!r} has "
+    start = cls.from_pretrained(path, dtype=torch.float32)
+    if data.num_labels is not None and start.config.num_labels != data.num_labels:
+        raise ValueError(f"model {model!r} has {start.config.num_labels} labels, task {task!r} has "
                          f"{data.num_labels}: fine-tune it first")
-    student = copy.deepcopy(teacher).train()
+    student = copy.deepcopy(start).train()
+    teacher_model = start
+    if teacher is not None:
+        teacher_model = cls.from_pretrained(check_model(teacher, allow_binary=False), dtype=torch.float32)
+        if teacher_model.config.num_labels != start.config.num_labels:
+            raise ValueError(f"teacher {teacher!r} has {teacher_model.config.num_labels} labels, model {model!r} "
+                             f"has {start.config.num_labels}")
     args = _training_arguments(DistillationTrainingArguments, output_dir, options, 5e-5, extra)
     trainer = BlockPruningDistillationTrainer(
-        teacher_model=teacher, model=student, args=args, train_dataset=data.train, eval_dataset=data.eval,
+        teacher_model=teacher_model, model=student, args=args, train_dataset=data.train, eval_dataset=data.eval,
         data_collator=data.collator, compute_metrics=data.compute_metrics,
         preprocess_logits_for_metrics=data.preprocess_logits_for_metrics, processing_class=tokenizer,
         pruning=pruning)

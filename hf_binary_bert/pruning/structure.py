@@ -25,6 +25,7 @@ from torch import nn
 from ..binarization.linear import BinaryLinear
 from ..layer_sizes import encoder_layers, pruned_class
 from .config import BlockPruningConfig
+from .gates import _key as _gate_key
 from .penalty import check_model, group_mask, group_norms
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -45,7 +46,58 @@ def threshold_masks(model: nn.Module, config: BlockPruningConfig, gates=None) ->
                 norms = norms * gates.gate(name, direction).detach()
             keep *= group_mask((norms > config.epsilon).to(weight.dtype), weight.shape, direction)
         masks[name] = keep
+    if config.ffn_keep_share is not None or config.heads_keep_share is not None:
+        _target_masks_(model, config, masks, gates)
     return masks
+
+
+def _top_k_rows(scores: torch.Tensor, k: int) -> torch.Tensor:
+    """0/1 [n]: 1 on the k largest scores (ties: the lower index), all ones when n ≤ k."""
+    keep = torch.zeros_like(scores)
+    if len(scores) <= k:
+        return keep + 1
+    keep[torch.sort(-scores, stable=True).indices[:k]] = 1
+    return keep
+
+
+@torch.no_grad()
+def _target_masks_(model: nn.Module, config: BlockPruningConfig, masks: dict, gates=None) -> None:
+    """Add the target-width masks (`ffn_keep_share`, `heads_keep_share`) to `masks`, in place: per layer, the
+    intermediate rows of the FFN neurons and the value rows of the heads outside the top k get 0 (scores on the
+    weights as the ε masks and gates leave them)."""
+    names = {id(m): n for n, m in model.named_modules()}
+
+    def weight(module):
+        name = names[id(module)]
+        w = module.weight.detach()
+        if gates is not None and _key_exists(gates, name):
+            w = w * gates.mask(name, w.shape).detach()
+        return w * masks[name] if name in masks else w
+
+    def restrict(module, row_keep):
+        name = names[id(module)]
+        mask = row_keep[:, None].expand_as(module.weight).to(module.weight.dtype)
+        masks[name] = mask if name not in masks else masks[name] * mask
+
+    for layer in encoder_layers(model):
+        if config.ffn_keep_share is not None:
+            inter, out = layer.intermediate.dense, layer.output.dense
+            k = round(config.ffn_keep_share * model.config.intermediate_size)  # ≥ 1: check_model
+            scores = torch.linalg.vector_norm(weight(inter), dim=1) * torch.linalg.vector_norm(weight(out), dim=0)
+            restrict(inter, _top_k_rows(scores, k))
+        if config.heads_keep_share is not None:
+            attention = layer.attention.self
+            out = layer.attention.output.dense
+            d = attention.attention_head_size
+            k = round(config.heads_keep_share * model.config.num_attention_heads)
+            heads = attention.value.out_features // d
+            by_value = torch.linalg.vector_norm(weight(attention.value).reshape(heads, -1), dim=1)
+            by_output = torch.linalg.vector_norm(weight(out).reshape(out.out_features, heads, d), dim=(0, 2))
+            restrict(attention.value, _top_k_rows(by_value * by_output, k).repeat_interleave(d))
+
+
+def _key_exists(gates, name: str) -> bool:
+    return any(_gate_key(name, direction) in gates.gates for direction in gates.config.directions)
 
 
 @torch.no_grad()
