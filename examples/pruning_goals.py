@@ -1,0 +1,301 @@
+"""The goals of issue 12 (block-structured pruning) on the MiniLM SST-2 teacher: train the runs, then measure them
+into one table (docs/measurements/pruning-goals.md, included in docs/pruning.md).
+
+    python examples/pruning_goals.py minilm OUT            # goal 1: pruned MiniLM (penalty, top-k removal, recovery)
+    python examples/pruning_goals.py minilm-dense OUT      # goal 1: the dense teacher, same extra step budget
+    python examples/pruning_goals.py student OUT           # goal 2: 1-1-1 (BiT) students, unpruned and pruned
+    python examples/pruning_goals.py table OUT > docs/measurements/pruning-goals.md
+
+Run from the repository root with ../shared (teacher, SST-2); one thread for training (`OMP_NUM_THREADS=1`). Every
+run writes under OUT; `table` reads what is there (a missing run is left out of the table and says so).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+TEACHER = "../shared/teachers/minilm-sst2"
+TASK = "sst2"
+SEQ = 64  # SST-2 sentences: the teacher was trained and is evaluated at max_seq_length 64
+# goal 1: the recipe (docs/pruning.md, "The goals")
+MINILM = {"batch_size": 16, "steps_penalty": 300, "steps_recovery": 300, "lr_penalty": 1e-4, "lr_recovery": 1e-4,
+          "group_lasso_weight": 5e-3, "modules": ["intermediate", "value"], "epsilon": 1e-2,
+          "ffn_keep_share": 0.5, "heads_keep_share": 0.75}
+# goal 2: the BiT 1-1-1 student (weights, activations, embeddings 1 bit, elastic activations), a small budget
+STUDENT = {"batch_size": 16, "steps": 300, "lr": 5e-4}
+
+
+SMOKE = False  # --smoke: 2 steps, 64 training and 32 evaluation sentences (checks the pipeline, not the goals)
+
+
+def _common(steps, lr, batch_size):
+    extra = {"max_train_samples": 64, "max_eval_samples": 32} if SMOKE else {}
+    return {"max_steps": 2 if SMOKE else steps, "learning_rate": lr, "batch_size": batch_size, "max_seq_length": SEQ,
+            "seed": 0, "logging_steps": 25, "progress": False, **extra}
+
+
+def run_minilm(out: Path) -> None:
+    """Stage 1: distil a copy of the teacher from it with the group lasso on FFN (intermediate rows) and heads (value
+    rows), threshold at ε (no removal); record the width ε alone leaves; remove to the target shares (top-k by norm);
+    stage 2: a recovery distillation of the pruned model from the dense teacher (nothing more removed)."""
+    from hf_binary_bert.pruning import BlockPruningConfig, load_pruned_bert, prune_, sparsity_report
+    from hf_binary_bert.pruning.recipe import prune
+    from hf_binary_bert.pruning.structure import dead_structures
+
+    c = MINILM
+    stage1, pruned, final = out / "minilm-penalty", out / "minilm-removed", out / "minilm-pruned"
+    config = BlockPruningConfig(group_lasso_weight=c["group_lasso_weight"], modules=c["modules"],
+                                epsilon=c["epsilon"], remove=False)
+    r1 = prune(TEACHER, TASK, str(stage1), pruning=config, evaluate=True,
+               **_common(c["steps_penalty"], c["lr_penalty"], c["batch_size"]))
+    model = load_pruned_bert(stage1)
+    dead = dead_structures(model)
+    by_epsilon = {"ffn_neurons_dead": sum(int(d["neurons"].sum()) for d in dead),
+                  "ffn_neurons": sum(len(d["neurons"]) for d in dead),
+                  "heads_dead": sum(int(d["heads"].sum()) for d in dead), "heads": sum(len(d["heads"]) for d in dead),
+                  "accuracy_after_penalty": r1["metrics"].get("eval_accuracy")}
+    target = BlockPruningConfig(group_lasso_weight=0.0, modules=c["modules"], epsilon=c["epsilon"],
+                                ffn_keep_share=c["ffn_keep_share"], heads_keep_share=c["heads_keep_share"])
+    prune_(model, target)
+    model.save_pretrained(pruned)
+    from transformers import AutoTokenizer
+
+    AutoTokenizer.from_pretrained(TEACHER).save_pretrained(pruned)
+    recovery = BlockPruningConfig(group_lasso_weight=0.0, modules=["intermediate"], epsilon=0.0)
+    r2 = prune(str(pruned), TASK, str(final), pruning=recovery, teacher=TEACHER, evaluate=True,
+               **_common(c["steps_recovery"], c["lr_recovery"], c["batch_size"]))
+    record = {"recipe": c, "epsilon_alone": by_epsilon, "sizes": sparsity_report(load_pruned_bert(final)),
+              "accuracy_after_recovery": r2["metrics"].get("eval_accuracy"),
+              "train_seconds": [r1["train_seconds"], r2["train_seconds"]]}
+    (out / "minilm.json").write_text(json.dumps(record, indent=1))
+
+
+def run_minilm_dense(out: Path) -> None:
+    """The dense teacher distilled from itself with the same data, schedule and total steps as the pruned run
+    (penalty + recovery), nothing removed (λ₁ = 0, ε = 0)."""
+    from hf_binary_bert.pruning import BlockPruningConfig
+    from hf_binary_bert.pruning.recipe import prune
+
+    c = MINILM
+    config = BlockPruningConfig(group_lasso_weight=0.0, modules=["intermediate"], epsilon=0.0)
+    prune(TEACHER, TASK, str(out / "minilm-dense"), pruning=config, evaluate=True,
+          **_common(c["steps_penalty"] + c["steps_recovery"], c["lr_recovery"], c["batch_size"]))
+
+
+def _student_flags(steps_per_stage: int) -> list[str]:
+    """The BiT 1-1-1 recipe of docs/results.md (BiT + learned α/γ per head, elastic activations, 1-bit embeddings,
+    multi-step W1A4 → W1A2 → W1A1)."""
+    c = STUDENT
+    return ["--task", TASK, "--max-seq-length", str(SEQ), "--batch-size", str(c["batch_size"]),
+            "--learning-rate", str(c["lr"]), "--seed", "42", "--no-latency", "--no-progress", "--logging-steps", "25",
+            "--weight-scale", "learned_offset", "--scale-granularity", "head", "--activation-bits", "1",
+            "--embedding-bits", "1", "--activation-quantizer", "elastic", "--multi-step", "W1A4,W1A2,W1A1",
+            "--steps-per-stage", str(steps_per_stage)]
+
+
+def run_student(out: Path) -> None:
+    """Goal 2, prune then binarize: the 1-1-1 student of the dense teacher and the one of the pruned MiniLM (run
+    `minilm` first), same recipe and budget."""
+    from hf_binary_bert.cli import main as cli
+
+    steps = 1 if SMOKE else STUDENT["steps"] // 3
+    extra = ["--max-train-samples", "64", "--max-eval-samples", "32"] if SMOKE else []
+    for name, teacher in (("student-dense", TEACHER), ("student-pruned", str(out / "minilm-pruned"))):
+        if (out / name / "comparison.json").exists():
+            continue
+        code = cli(["distill", "--teacher", teacher, "--output-dir", str(out / name), *_student_flags(steps), *extra])
+        if code:
+            raise SystemExit(f"distill {name} failed ({code})")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The table
+
+
+def _forward_ms(models: dict, batch: int, seq: int, runs: int) -> dict[str, float]:
+    """Min over `runs` of the CPU time (time.process_time, one thread) of one forward of each model on the same
+    random [batch, seq] input, all positions attended; the models take turns within each run (a contended machine
+    slows them alike)."""
+    torch.set_num_threads(1)
+    ids = torch.randint(1000, 30000, (batch, seq), generator=torch.Generator().manual_seed(batch))
+    inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+    times = {name: [] for name in models}
+    with torch.inference_mode():
+        for model in models.values():
+            model(**inputs)  # warm-up
+        for _ in range(runs):
+            for name, model in models.items():
+                start = time.process_time()
+                model(**inputs)
+                times[name].append(time.process_time() - start)
+    return {name: 1e3 * min(t) for name, t in times.items()}
+
+
+def _float16_mb(model) -> float:
+    """MB (10⁶ bytes) of the model saved as float16 safetensors (how the teacher is shipped)."""
+    import copy
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        copy.deepcopy(model).half().save_pretrained(tmp)
+        return os.path.getsize(os.path.join(tmp, "model.safetensors")) / 1e6
+
+
+def _linear_share(model, dense) -> float:
+    """Share of the dense model's encoder Linear weights (Q, K, V, attention output, intermediate, output) kept."""
+    def count(m):
+        return sum(p.numel() for n, p in m.bert.encoder.named_parameters() if n.endswith("weight") and p.dim() == 2)
+    return count(model) / count(dense)
+
+
+def _accuracy(path) -> float:
+    import contextlib
+
+    from hf_binary_bert.recipes import evaluate_model
+
+    with contextlib.redirect_stdout(sys.stderr):  # the Trainer prints its metrics: keep stdout for the Markdown
+            return evaluate_model(str(path), TASK, max_seq_length=SEQ, latency=False, progress=False,
+                              max_eval_samples=32 if SMOKE else None)["metrics"]["accuracy"]
+
+
+def _cpu() -> str:
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
+        name = next(line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("Model name"))
+        flags = next(line.split(":", 1)[1].split() for line in out.splitlines() if line.startswith("Flags"))
+        name += f" ({', '.join(f for f in ('avx2', 'avx512f') if f in flags) or 'no AVX2'})"
+    except (OSError, subprocess.CalledProcessError, StopIteration):
+        name = platform.processor() or "unknown CPU"
+    return name
+
+
+def table(out: Path) -> None:
+    """Measure every run under `out` and print the Markdown of docs/measurements/pruning-goals.md."""
+    from hf_binary_bert.pruning import load_pruned_bert
+
+    runs = 3 if SMOKE else 9
+    print(f"`python examples/pruning_goals.py table {out} > docs/measurements/pruning-goals.md` (runs: `minilm`, "
+          "`minilm-dense`, `student`, same OUT)\n")
+    print(f"SST-2 dev (872 sentences, max_seq_length {SEQ}); forward: CPU time of one forward, one thread, "
+          f"min of {runs} runs, dense and pruned in turns, random input of 128 tokens all attended; {_cpu()}, "
+          "a machine shared with other jobs (contended); torch "
+          f"{torch.__version__}.\n")
+    c = MINILM
+    dense = load_pruned_bert(TEACHER).eval()
+    record = json.loads((out / "minilm.json").read_text()) if (out / "minilm.json").exists() else None
+    models = {"teacher (dense)": (TEACHER, dense)}
+    if (out / "minilm-dense").exists():
+        models["dense, same extra steps"] = (out / "minilm-dense", None)
+    if record is not None:
+        models["pruned, before recovery"] = (out / "minilm-removed", None)
+        models["pruned + recovery (the recipe)"] = (out / "minilm-pruned", load_pruned_bert(out / "minilm-pruned").eval())
+    speed = {}
+    pruned = models.get("pruned + recovery (the recipe)", (None, None))[1]
+    if pruned is not None:
+        import copy
+
+        from hf_binary_bert.pruning import BlockPruningConfig, prune_
+
+        ffn_only = copy.deepcopy(dense)  # the speed of the FFN cut alone (shapes only; its accuracy is not measured)
+        prune_(ffn_only, BlockPruningConfig(epsilon=0.0, modules=["intermediate"], ffn_keep_share=c["ffn_keep_share"]))
+        for batch in (1, 8):
+            speed[batch] = _forward_ms({"dense": dense, "pruned": pruned, "ffn_only": ffn_only}, batch, 128, runs)
+    print("### Goal 1: full-precision MiniLM\n")
+    print("| model | steps after the teacher | accuracy | Δ vs teacher (points) | heads kept | FFN width kept | "
+          "encoder Linear weights kept | parameters kept | forward ms b=1 | forward ms b=8 | float16 file (MB) |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    teacher_accuracy = _accuracy(TEACHER)
+    steps = {"teacher (dense)": 0, "dense, same extra steps": c["steps_penalty"] + c["steps_recovery"],
+             "pruned, before recovery": c["steps_penalty"],
+             "pruned + recovery (the recipe)": c["steps_penalty"] + c["steps_recovery"]}
+    total_params = sum(p.numel() for p in dense.parameters())
+    for name, (path, model) in models.items():
+        model = model if model is not None else load_pruned_bert(path).eval()
+        accuracy = teacher_accuracy if name == "teacher (dense)" else _accuracy(path)
+        layers = model.bert.encoder.layer
+        heads = sum(layer.attention.self.num_attention_heads for layer in layers)
+        ffn = sum(layer.intermediate.dense.out_features for layer in layers)
+        key = "dense" if model is dense or name.startswith("dense") else ("pruned" if model is pruned else None)
+        ms = [f"{speed[b][key]:.1f}" if speed and key else "–" for b in (1, 8)]
+        print(f"| {name} | {steps[name]} | {accuracy:.4f} | {100 * (accuracy - teacher_accuracy):+.1f} | "
+              f"{heads}/{12 * len(layers)} | {ffn}/{1536 * len(layers)} | {_linear_share(model, dense):.1%} | "
+              f"{sum(p.numel() for p in model.parameters()) / total_params:.1%} | {ms[0]} | {ms[1]} | "
+              f"{_float16_mb(model):.2f} |")
+        models[name] = (path, model, accuracy)
+    print()
+    if speed:
+        ratio = {b: speed[b]["dense"] / speed[b]["pruned"] for b in speed}
+        ffn_ratio = {b: speed[b]["dense"] / speed[b]["ffn_only"] for b in speed}
+        print(f"Forward speed-up, dense / pruned (both dense rows have the teacher's shapes): batch 1: "
+              f"{ratio[1]:.2f}×, batch 8: {ratio[8]:.2f}×. The FFN cut alone ({c['ffn_keep_share']:.0%} of the "
+              f"neurons, every head; timed in the same turns, shapes only): batch 1 {ffn_ratio[1]:.2f}× "
+              f"({speed[1]['ffn_only']:.1f} ms), batch 8 {ffn_ratio[8]:.2f}× ({speed[8]['ffn_only']:.1f} ms).\n")
+    if record is not None:
+        e = record["epsilon_alone"]
+        print(f"Recipe: {json.dumps(record['recipe'])}. After the penalty steps, ε = {c['epsilon']} alone would have "
+              f"removed {e['ffn_neurons_dead']}/{e['ffn_neurons']} FFN neurons and {e['heads_dead']}/{e['heads']} "
+              f"heads; accuracy then (nothing removed yet): {e['accuracy_after_penalty']:.4f}. Training "
+              f"seconds, wall (penalty, recovery): {record['train_seconds'][0]:.0f}, {record['train_seconds'][1]:.0f}.\n")
+        final = models["pruned + recovery (the recipe)"][2]
+        met_accuracy = final >= teacher_accuracy - 0.01
+        met_speed = speed and min(ratio.values()) >= 1.5
+        print(f"**Goal 1** (≤ 50 % FFN width, within 1 point of the teacher, ≥ 1.5× forward): accuracy "
+              f"{'met' if met_accuracy else 'not met'} ({100 * (final - teacher_accuracy):+.1f} points), speed "
+              f"{'met' if met_speed else 'not met'} at batch 1 and 8, with the heads pruned to "
+              f"{c['heads_keep_share']:.0%} too (the FFN cut alone: {min(ffn_ratio.values()):.2f}× at the slower "
+              "of the two batch sizes)." + "\n")
+    students = {"1-1-1, unpruned": out / "student-dense", "1-1-1, pruned (prune then binarize)": out / "student-pruned"}
+    students = {k: v for k, v in students.items() if (v / "comparison.json").exists()}
+    if students:
+        print("### Goal 2: 1-1-1 student (BiT recipe), a small budget\n")
+        print(f"{STUDENT['steps']} steps in all ({STUDENT['steps'] // 3} per stage W1A4 → W1A2 → W1A1), batch "
+              f"{STUDENT['batch_size']}, learning rate {STUDENT['lr']}, learned α/γ per head, elastic activations, "
+              "1-bit embeddings; each student distilled from the model it was binarized from (the pruned one: from "
+              "the pruned MiniLM above). A small budget: the BiT paper trains for epochs.\n")
+        print("| student | accuracy | Δ vs unpruned student (points) | heads kept | FFN width kept | packed file (MB) |")
+        print("|---|---:|---:|---:|---:|---:|")
+        base, results = None, {}
+        for name, folder in students.items():
+            accuracy = _accuracy(folder)
+            base = accuracy if base is None else base
+            config = json.loads((folder / "config.json").read_text())
+            heads = config.get("layer_num_attention_heads") or [config["num_attention_heads"]] * 6
+            ffn = config.get("layer_intermediate_sizes") or [config["intermediate_size"]] * 6
+            size = os.path.getsize(folder / "model.safetensors") / 1e6
+            print(f"| {name} | {accuracy:.4f} | {100 * (accuracy - base):+.1f} | {sum(heads)}/72 | {sum(ffn)}/9216 | "
+                  f"{size:.2f} |")
+            results[name] = (accuracy, size)
+        print()
+        if len(results) == 2:
+            (a0, _), (a1, s1) = results.values()
+            print(f"**Goal 2** (pruned 1-1-1 within 1 point of the unpruned one at the same budget; packed MiniLM file "
+                  f"≤ 2.5 MB): accuracy {'met' if a1 >= a0 - 0.01 else 'not met'} ({100 * (a1 - a0):+.1f} points), "
+                  f"size {'met' if s1 <= 2.5 else 'not met'} ({s1:.2f} MB). The BERT-base-geometry checkpoint "
+                  "(≤ 10 MB) was not trained: its size from the geometry alone is in docs/pruning.md.\n")
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("what", choices=["minilm", "minilm-dense", "student", "table"])
+    parser.add_argument("out", type=Path)
+    parser.add_argument("--smoke", action="store_true", help="2 steps on 64 sentences: check the pipeline only")
+    args = parser.parse_args(argv)
+    global SMOKE
+    SMOKE = args.smoke
+    args.out.mkdir(parents=True, exist_ok=True)
+    if args.what != "table":
+        torch.set_num_threads(1)
+    {"minilm": run_minilm, "minilm-dense": run_minilm_dense, "student": run_student, "table": table}[args.what](args.out)
+
+
+if __name__ == "__main__":
+    main()
