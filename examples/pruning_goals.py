@@ -31,7 +31,7 @@ MINILM = {"batch_size": 16, "steps_penalty": 300, "steps_recovery": 300, "lr_pen
           "group_lasso_weight": 5e-3, "modules": ["intermediate", "value"], "epsilon": 1e-2,
           "ffn_keep_share": 0.5, "heads_keep_share": 0.75}
 # goal 2: the BiT 1-1-1 student (weights, activations, embeddings 1 bit, elastic activations), a small budget
-STUDENT = {"batch_size": 16, "steps": 300, "lr": 5e-4}
+STUDENT = {"batch_size": 16, "steps": 150, "lr": 5e-4}
 
 
 SMOKE = False  # --smoke: 2 steps, 64 training and 32 evaluation sentences (checks the pipeline, not the goals)
