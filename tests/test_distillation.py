@@ -17,6 +17,7 @@ from hf_binary_bert.distillation import (
     layer_map,
     prediction_distillation_loss,
 )
+from hf_binary_bert.distillation.trainer import capture_pooled, head_parameter_names
 
 # ----------------------------------------------------------------------------------------------------------------
 # Losses against hand-written references
@@ -71,6 +72,10 @@ def test_arguments_validate():
         DistillationTrainingArguments(output_dir="x", temperature=0, report_to=[])
     with pytest.raises(ValueError, match="attention_loss must be one of"):
         DistillationTrainingArguments(output_dir="x", attention_loss="l2", report_to=[])
+    with pytest.raises(ValueError, match="head_learning_rate must be > 0"):
+        DistillationTrainingArguments(output_dir="x", head_learning_rate=0.0, report_to=[])
+    with pytest.raises(ValueError, match="pooled_loss_weight must be >= 0"):
+        DistillationTrainingArguments(output_dir="x", pooled_loss_weight=-1.0, report_to=[])
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -138,6 +143,37 @@ def test_resume_from_checkpoint_matches_the_uninterrupted_run(tmp_path):
     assert trainer.state.global_step == 6
     for k, v in straight.state_dict().items():
         assert torch.allclose(v, resumed.state_dict()[k], atol=1e-6), k
+
+
+def test_head_learning_rate_gives_the_pooler_and_classifier_their_own_group(tmp_path):
+    teacher = tiny_teacher()
+    student = _student(teacher)
+    trainer = DistillationTrainer(teacher_model=teacher, model=student, train_dataset=toy_dataset(),
+                                  args=_args(tmp_path, max_steps=1, optim="adamw_torch", head_learning_rate=0.5))
+    optimizer = trainer.create_optimizer()
+    lr_of = {id(p): g["lr"] for g in optimizer.param_groups for p in g["params"]}
+    names = dict(student.named_parameters())
+    head = {n for n in names if n.startswith(("classifier.", "bert.pooler."))}
+    assert head and set(head_parameter_names(student)) == head
+    assert {lr_of[id(names[n])] for n in head} == {0.5}
+    assert {lr_of[id(p)] for n, p in names.items() if n not in head} == {1e-2}
+    assert sum(len(g["params"]) for g in optimizer.param_groups) == len(names)  # every parameter once
+
+
+def test_pooled_loss_is_the_mse_of_the_pooler_outputs(tmp_path):
+    teacher = tiny_teacher()
+    student = _student(teacher).eval()  # no dropout: the loss is deterministic
+    args = _args(tmp_path, max_steps=1, task_loss_weight=0.0, prediction_loss_weight=0.0, hidden_loss_weight=0.0,
+                 attention_loss_weight=0.0, cosine_loss_weight=0.0, pooled_loss_weight=1.0)
+    trainer = DistillationTrainer(teacher_model=teacher, model=student, args=args, train_dataset=toy_dataset())
+    batch = {k: torch.tensor(v) for k, v in toy_dataset()[:8].items()}
+    features = {k: v for k, v in batch.items() if k != "labels"}
+    loss = trainer.compute_loss(student, batch)
+    with torch.no_grad():
+        expected = F.mse_loss(student.bert(**features).pooler_output, teacher.bert(**features).pooler_output)
+    assert expected > 0 and loss.item() == pytest.approx(expected.item(), rel=1e-5)
+    with pytest.raises(ValueError, match="needs a model with a pooler"), capture_pooled(torch.nn.Linear(2, 2)):
+        pass
 
 
 def test_save_model_writes_a_packed_checkpoint_that_reloads_equal(tmp_path):

@@ -30,7 +30,7 @@ from ..configuration_binary_bert import (
     WEIGHT_SCALES,
 )
 
-INTERMEDIATE_LOSSES = ("hidden", "cosine", "attention", "dmd")
+INTERMEDIATE_LOSSES = ("hidden", "cosine", "attention", "dmd", "pooled")
 PREDICTION_LOSSES = ("prediction", "task")
 QKV = ("query", "key", "value")
 
@@ -152,7 +152,7 @@ class DistillationArguments:
 
     The training loss is
         ℓ = w_task·ℓ_task + w_pred·ℓ_pred(τ) + w_hid·Σ_i λ_i ℓ_hid^i + w_att·ℓ_att + w_cos·Σ_i λ_i ℓ_cos^i
-            + w_dmd·Σ_{X ∈ dmd_targets} ℓ_DMD(X)
+            + w_dmd·Σ_{X ∈ dmd_targets} ℓ_DMD(X) + w_pool·MSE(pooled_s, pooled_t)
     (losses in `hf_binary_bert.distillation.losses`); a weight of 0 skips that term (and its teacher outputs).
     BiBERT's recipe is ℓ = ℓ_DMD + ℓ_hid + ℓ_pred: `dmd_loss_weight=1, hidden_loss_weight=1,
     prediction_loss_weight=1`.
@@ -162,7 +162,7 @@ class DistillationArguments:
     attention, DMD) and the rest only the prediction-layer terms (prediction, task).
 
     Raises:
-        ValueError: for a negative weight, a non-positive temperature, an unknown `attention_loss` or
+        ValueError: for a negative weight, a non-positive temperature or `head_learning_rate`, an unknown `attention_loss` or
             `dmd_targets` entry, an `intermediate_stage_ratio` outside (0, 1), or a two-stage setting without
             terms for one of its stages.
     """
@@ -189,6 +189,16 @@ class DistillationArguments:
     dmd_targets: list[str] = field(
         default_factory=lambda: list(QKV), metadata={"help": "Which of query/key/value DMD matches.", "choices": QKV}
     )
+    pooled_loss_weight: float = field(
+        default=0.0,
+        metadata={"help": "Weight of the MSE between the student's and the teacher's pooled [CLS] states (the pooler "
+                          "output the sequence-classification head reads)."},
+    )
+    head_learning_rate: float | None = field(
+        default=None,
+        metadata={"help": "Learning rate of the task head (pooler and classifier / QA / MLM transform), on the same "
+                          "schedule as the rest; default: the learning rate."},
+    )
     two_stage: bool = field(
         default=False, metadata={"help": "Intermediate-layer losses first, prediction-layer losses second."}
     )
@@ -203,9 +213,11 @@ class DistillationArguments:
     def check_distillation(self) -> None:
         """The checks of the class docstring (`ValueError` naming the field)."""
         for name in ("task_loss_weight", "prediction_loss_weight", "hidden_loss_weight", "attention_loss_weight",
-                     "cosine_loss_weight", "dmd_loss_weight"):
+                     "cosine_loss_weight", "dmd_loss_weight", "pooled_loss_weight"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.head_learning_rate is not None and not self.head_learning_rate > 0:
+            raise ValueError(f"head_learning_rate must be > 0, got {self.head_learning_rate}")
         if self.temperature <= 0:
             raise ValueError(f"temperature must be > 0, got {self.temperature}")
         if self.attention_loss not in ("mse", "kl"):
@@ -233,6 +245,7 @@ class DistillationArguments:
             "attention": self.attention_loss_weight,
             "cosine": self.cosine_loss_weight,
             "dmd": self.dmd_loss_weight,
+            "pooled": self.pooled_loss_weight,
         }
         weights = {k: v for k, v in weights.items() if v > 0}
         if self.two_stage and step is not None and max_steps:

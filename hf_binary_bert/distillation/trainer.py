@@ -52,6 +52,50 @@ def capture_qkv(model: torch.nn.Module, targets=("query", "key", "value")):
         result[t].extend(captured[t].values())
 
 
+@contextlib.contextmanager
+def capture_pooled(model: torch.nn.Module, enabled: bool = True):
+    """Record the pooled `[CLS]` state ([B, D], the output of `model.<base model>.pooler`: tanh(W·h_[CLS] + b)) while
+    the context is open: yields a dict whose `"pooled"` entry is set by a forward hook (absent when the model ran no
+    pooler).
+
+    Raises:
+        ValueError: when `enabled` and the model has no pooler (e.g. a masked-LM or question-answering head, or
+            `add_pooling_layer=False`).
+    """
+    result: dict[str, torch.Tensor] = {}
+    if not enabled:
+        yield result
+        return
+    pooler = getattr(getattr(model, "base_model", model), "pooler", None)
+    if pooler is None:
+        raise ValueError(f"pooled_loss_weight > 0 needs a model with a pooler; {type(model).__name__} has none")
+
+    def hook(module, args, output):
+        result["pooled"] = output
+
+    handle = pooler.register_forward_hook(hook)
+    try:
+        yield result
+    finally:
+        handle.remove()
+
+
+def head_parameter_names(model: torch.nn.Module) -> list[str]:
+    """Names of the task head's trainable parameters: the base model's pooler and every module outside the base
+    model (`classifier`, `qa_outputs`, `cls.predictions.transform`, …), except parameters tied to the base model
+    (a masked-LM decoder shares the word embeddings). These get `head_learning_rate`."""
+    prefix = getattr(model, "base_model_prefix", "")
+    base = getattr(model, "base_model", None)
+    base_ids = {id(p) for n, p in base.named_parameters() if not n.startswith("pooler.")} if base is not None else set()
+    names = []
+    for name, param in model.named_parameters():
+        if not param.requires_grad or id(param) in base_ids:
+            continue
+        if not name.startswith(f"{prefix}.") or name.startswith(f"{prefix}.pooler."):
+            names.append(name)
+    return names
+
+
 class DistillationTrainer(Trainer):
     """Trains a student (typically a `BinaryBert*` model) to match a frozen full-precision teacher.
 
@@ -129,15 +173,18 @@ class DistillationTrainer(Trainer):
             need["output_hidden_states"] = True
         if "attention" in weights:
             need["output_attentions"] = True
+        pooled = "pooled" in weights
         labels = inputs.get("labels")
         # the targets (classification labels, question-answering spans) go to the student only with the task loss
         features = {k: v for k, v in inputs.items() if k not in _TARGET_KEYS}
 
         dmd_targets = tuple(args.dmd_targets) if "dmd" in weights else ()
         unwrapped = self.accelerator.unwrap_model(model)
-        with capture_qkv(unwrapped, dmd_targets) as student_qkv:
+        unwrapped_teacher = self.accelerator.unwrap_model(self.teacher)
+        with capture_qkv(unwrapped, dmd_targets) as student_qkv, capture_pooled(unwrapped, pooled) as student_pooled:
             student_out = model(**(inputs if "task" in weights else features), **need)
-        with torch.no_grad(), self._teacher_context(), capture_qkv(self.accelerator.unwrap_model(self.teacher), dmd_targets) as teacher_qkv:
+        with (torch.no_grad(), self._teacher_context(), capture_qkv(unwrapped_teacher, dmd_targets) as teacher_qkv,
+              capture_pooled(unwrapped_teacher, pooled) as teacher_pooled):
             teacher_out = self.teacher(**features, **need)
 
         token_mask = features.get("attention_mask")
@@ -181,6 +228,9 @@ class DistillationTrainer(Trainer):
                                         token_mask, teacher_heads)
                 for t in dmd_targets
             )
+        if pooled:
+            components["pooled"] = (student_pooled["pooled"] - teacher_pooled["pooled"].to(
+                student_pooled["pooled"].dtype)).pow(2).mean()
         loss = sum(weights[k] * v for k, v in components.items())
 
         if model.training and self.original_teacher is not None and student_out.logits.dim() == 2:
@@ -213,6 +263,30 @@ class DistillationTrainer(Trainer):
             self._loss_sums.clear()
             self._loss_counts.clear()
         super().log(logs, start_time)
+
+    def create_optimizer(self, model=None) -> torch.optim.Optimizer:
+        """The Trainer's optimizer; with `head_learning_rate`, the task head's parameters (`head_parameter_names`)
+        move into param groups of their own with that learning rate (the scheduler scales every group alike). An
+        optimizer passed to the Trainer (`optimizers=`) is left as it is."""
+        created = self.optimizer is None
+        optimizer = super().create_optimizer(model)
+        if self.args.head_learning_rate is None or not created:
+            return optimizer
+        opt_model = self.model if model is None else model
+        names = set(head_parameter_names(opt_model))
+        head = {id(p) for n, p in opt_model.named_parameters() if n in names}
+        inner = getattr(optimizer, "optimizer", optimizer)  # accelerate's wrapper, if any
+        head_groups = []
+        for group in inner.param_groups:
+            moved = [p for p in group["params"] if id(p) in head]
+            if moved:
+                group["params"] = [p for p in group["params"] if id(p) not in head]
+                head_groups.append({**{k: v for k, v in group.items() if k != "params"}, "params": moved,
+                                    "lr": self.args.head_learning_rate})
+        inner.param_groups[:] = [g for g in inner.param_groups if g["params"]]
+        for group in head_groups:
+            inner.add_param_group(group)
+        return optimizer
 
     # --------------------------------------------------------------------------------------------------------------
     def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
