@@ -405,6 +405,20 @@ class EncoderRuntime:
         return out.view(batch, seq, hidden)
 
 
+def _native_mode(module: torch.nn.Module) -> bool:
+    """What every native path of a module needs: its plan's kernel is "auto", eval mode, the compiled extension, and
+    no `torch.compile` tracing."""
+    return (module.inference_kernel == "auto" and not module.training and ops.available()
+            and not torch.compiler.is_compiling())
+
+
+def _needs_autograd(module: torch.nn.Module, *inputs: torch.Tensor) -> bool:
+    """Whether this call must record gradients (the native paths cannot): grad mode on and an input or one of the
+    module's parameters requires grad."""
+    return torch.is_grad_enabled() and (any(t.requires_grad for t in inputs)
+                                        or any(p.requires_grad for p in module.parameters()))
+
+
 def _key_padding(attention_mask: torch.Tensor | None, batch: int, seq: int) -> torch.Tensor | None | bool:
     """bool [B, T] of real tokens from the 4-D mask the encoder receives (None: no mask), or False when the mask is
     not a padding mask (some query row differs from the others)."""
@@ -437,11 +451,10 @@ class BinaryBertEncoder(InferencePlanReader, BertEncoder):
 
     def runtime_applies(self, hidden_states: torch.Tensor, kwargs: dict) -> bool:
         """Whether this call can run natively (see the module docstring for the conditions)."""
-        if (self.inference_kernel != "auto" or self.training or not ops.available() or torch.compiler.is_compiling()
-                or hidden_states.device.type != "cpu" or hidden_states.dtype != torch.float32):
+        if (not _native_mode(self) or hidden_states.device.type != "cpu"
+                or hidden_states.dtype != torch.float32):
             return False
-        if torch.is_grad_enabled() and (hidden_states.requires_grad or
-                                        any(p.requires_grad for p in self.parameters())):
+        if _needs_autograd(self, hidden_states):
             logger.warning_once(
                 "The native encoder runtime does not record gradients, so this eval-mode forward with autograd "
                 "enabled runs the slower eager kernel path; call the model under torch.inference_mode() or "
@@ -499,11 +512,8 @@ class BinaryBertEmbeddings(InferencePlanReader, BertEmbeddings):
     """
 
     def _native_tables(self, input_ids, inputs_embeds, kwargs) -> torch.Tensor | None:
-        if (self.inference_kernel != "auto" or self.training or not ops.available() or inputs_embeds is not None
-                or input_ids is None or input_ids.dim() != 2 or input_ids.device.type != "cpu"
-                or any(kwargs.values()) or torch.compiler.is_compiling()):
-            return None
-        if torch.is_grad_enabled() and any(p.requires_grad for p in self.parameters()):
+        if (not _native_mode(self) or inputs_embeds is not None or input_ids is None or input_ids.dim() != 2
+                or input_ids.device.type != "cpu" or any(kwargs.values()) or _needs_autograd(self)):
             return None
         hidden = self.LayerNorm.normalized_shape[0]
         words = [_table_words(t, hidden) for t in (self.word_embeddings, self.position_embeddings,

@@ -989,9 +989,8 @@ inline bool bit_of(float x, const float* shift, int64_t k, float s, float thr, i
 }
 
 int64_t pack_row_scalar(const float* row, int64_t from, int64_t K, const float* shift, float s, float thr, int mode,
-                        uint8_t* out, int64_t hi = -1) {
+                        uint8_t* out, int64_t hi) {
   int64_t count = 0;
-  if (hi < 0) hi = K;
   for (int64_t k = from; k < K; ++k) {
     bool on = bit_of(row[k], shift, k, s, thr, mode, hi);
     out[k >> 3] |= (uint8_t)on << (k & 7);
@@ -1003,7 +1002,7 @@ int64_t pack_row_scalar(const float* row, int64_t from, int64_t K, const float* 
 #if defined(__x86_64__) || defined(_M_X64)
 __attribute__((target("avx512f,avx512bw"))) int64_t pack_row_avx512(const float* row, int64_t K, const float* shift,
                                                                      float s, float thr, int mode, uint8_t* out,
-                                                                     int64_t hi = -1) {
+                                                                     int64_t hi) {
   if (mode == SIGNED_GELU || mode == SIGNED_SCALED) return pack_row_scalar(row, 0, K, shift, s, thr, mode, out, hi);
   const __m512 vthr = _mm512_set1_ps(mode == SIGNED ? 0.0f : thr), vs = _mm512_set1_ps(s);
   int64_t count = 0, k = 0;
@@ -1019,8 +1018,7 @@ __attribute__((target("avx512f,avx512bw"))) int64_t pack_row_avx512(const float*
 }
 
 __attribute__((target("avx2"))) int64_t pack_row_avx2(const float* row, int64_t K, const float* shift, float s,
-                                                       float thr, int mode, uint8_t* out, int64_t hi = -1) {
-  if (hi < 0) hi = K;
+                                                       float thr, int mode, uint8_t* out, int64_t hi) {
   const __m256 vthr = _mm256_set1_ps(mode == SIGNED ? 0.0f : thr), vs = _mm256_set1_ps(s);
   int64_t count = 0, k = 0;
   if (mode == SIGNED_GELU) {
@@ -1051,7 +1049,7 @@ __attribute__((target("avx2"))) int64_t pack_row_avx2(const float* row, int64_t 
 // 8 inputs per step: the two compare masks (all ones where the bit is set) weighted 1, 2, 4, 8 and 16, 32, 64, 128,
 // summed across lanes into one byte (the same float subtraction, division and comparison as bit_of).
 int64_t pack_row_neon(const float* row, int64_t K, const float* shift, float s, float thr, int mode, uint8_t* out,
-                      int64_t hi = -1) {
+                      int64_t hi) {
   if (mode == SIGNED_GELU || mode == SIGNED_SCALED) return pack_row_scalar(row, 0, K, shift, s, thr, mode, out, hi);
   static const uint32_t kLow[4] = {1, 2, 4, 8}, kHigh[4] = {16, 32, 64, 128};
   const float32x4_t vthr = vdupq_n_f32(mode == SIGNED ? 0.0f : thr), vs = vdupq_n_f32(s);

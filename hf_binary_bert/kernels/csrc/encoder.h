@@ -49,12 +49,15 @@ inline T* as_ptr(int64_t v) {
   return reinterpret_cast<T*>((uintptr_t)v);
 }
 
-void run_linear(const int64_t* L, const float* x, int64_t M, float* out, int nthreads) {
+// One binarized Linear of the plan on x [M, K] → out [M, N]; a W1A1 Linear with `pack` writes its output as the
+// bits of the next quantizer instead (run_w1a1's PackTarget; `out` is then not written).
+void run_linear(const int64_t* L, const float* x, int64_t M, float* out, int nthreads,
+                const PackTarget* pack = nullptr) {
   const int64_t K = L[L_K], N = L[L_N];
   if (L[L_KIND] == 0)
     run_w1a1(x, M, K, K, as_ptr<const float>(L[L_SHIFT]), as_float(L[L_STEP]), as_float(L[L_THR]), (int)L[L_MODE],
              as_ptr<const uint64_t>(L[L_W]), N, as_ptr<const float>(L[L_ALPHA]), as_ptr<const float>(L[L_GAMMA]),
-             as_float(L[L_SCALE]), as_ptr<const float>(L[L_BIAS]), out, N, nthreads);
+             as_float(L[L_SCALE]), as_ptr<const float>(L[L_BIAS]), out, N, nthreads, pack);
   else
     run_w1a8(x, M, K, K, as_ptr<const float>(L[L_SHIFT]), as_float(L[L_STEP]), (int)L[L_QN], (int)L[L_QP],
              L[L_DYNAMIC] != 0, as_ptr<const uint64_t>(L[L_W]), N, as_ptr<const int32_t>(L[L_WSUM]),
@@ -630,15 +633,11 @@ void layer_forward(const int64_t* L, float* x, int64_t M, const int64_t* cu, int
     const QuantSpec* spec[3] = {&aq, &ak, &av};
     const uint64_t* out[3];
     for (int i = 0; i < 3; ++i) {
-      const int64_t* Li = lin + i * kLinWords;
       uint8_t* bits = reinterpret_cast<uint8_t*>(dst[i]);
       const PackTarget target{bits, qkv_words * 8, reinterpret_cast<int64_t*>(bits + M * qkv_words * 8),
                               spec[i]->shift, spec[i]->step, 0.0f,
                               spec[i]->kind == QK_ELASTIC_SIGN ? (int)SIGNED_SCALED : (int)SIGNED};
-      run_w1a1(x, M, Li[L_K], Li[L_K], as_ptr<const float>(Li[L_SHIFT]), as_float(Li[L_STEP]), as_float(Li[L_THR]),
-               (int)Li[L_MODE], as_ptr<const uint64_t>(Li[L_W]), Li[L_N], as_ptr<const float>(Li[L_ALPHA]),
-               as_ptr<const float>(Li[L_GAMMA]), as_float(Li[L_SCALE]), as_ptr<const float>(Li[L_BIAS]), dst[i],
-               Li[L_N], nthreads, &target);
+      run_linear(lin + i * kLinWords, x, M, dst[i], nthreads, &target);
       out[i] = reinterpret_cast<const uint64_t*>(bits);
     }
     qkv = QkvBits{out[0], out[1], out[2], qkv_words};
@@ -697,10 +696,7 @@ void layer_forward(const int64_t* L, float* x, int64_t M, const int64_t* cu, int
     int64_t* pop = reinterpret_cast<int64_t*>(bits + M * kw_o * 8);
     const PackTarget target{bits, kw_o * 8, pop, as_ptr<const float>(Lo[L_SHIFT]), as_float(Lo[L_STEP]),
                             as_float(Lo[L_THR]), (int)Lo[L_MODE]};
-    run_w1a1(x1, M, Li[L_K], Li[L_K], as_ptr<const float>(Li[L_SHIFT]), as_float(Li[L_STEP]), as_float(Li[L_THR]),
-             (int)Li[L_MODE], as_ptr<const uint64_t>(Li[L_W]), Li[L_N], as_ptr<const float>(Li[L_ALPHA]),
-             as_ptr<const float>(Li[L_GAMMA]), as_float(Li[L_SCALE]), as_ptr<const float>(Li[L_BIAS]), inter, Li[L_N],
-             nthreads, &target);
+    run_linear(Li, x1, M, inter, nthreads, &target);
     run_w1a1_bits(reinterpret_cast<const uint64_t*>(bits), pop, M, Lo[L_K], (int)Lo[L_MODE],
                   as_ptr<const uint64_t>(Lo[L_W]), Lo[L_N], as_ptr<const float>(Lo[L_ALPHA]),
                   as_ptr<const float>(Lo[L_GAMMA]), as_float(Lo[L_SCALE]), as_ptr<const float>(Lo[L_BIAS]), x, Lo[L_N],
