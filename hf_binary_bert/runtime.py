@@ -155,7 +155,11 @@ def gelu_sign_thresholds(shift: torch.Tensor | None, channels: int) -> torch.Ten
     (−∞, lo] ∪ [hi, ∞): lo is NaN (an empty lower part) when β > 0 … GELU(−∞), and +∞ when β ≤ min GELU. Each bound
     is found by bisection over the ordered float32 values, evaluating `F.gelu` itself, so the bits equal those of
     GELU-then-sign wherever float32 `F.gelu` is monotonic on each side of its minimum (tests/test_runtime.py checks
-    dense samples around every threshold).
+    dense samples around every threshold). PyTorch computes `F.gelu` with oneDNN, whose kernel depends on the CPU:
+    the AVX2 one is monotonic on those samples, the AVX-512 one is not, at the ulp level, below the minimum — there
+    the eager bit flips back and forth over a band of inputs where GELU(x) is within float32 rounding of β (a few
+    ulps wide for β ≤ −0.01; about [−5.54, −5.49] for β = 0, where GELU underflows to −0 irregularly), and the two
+    thresholds match it only outside that band.
 
     Args:
         shift: the quantizer's β, float32 [channels] (None: 0).

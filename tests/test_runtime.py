@@ -232,19 +232,34 @@ def test_bad_work_space_and_offsets_raise():
 
 @pytest.mark.parametrize("beta", [0.0, 0.3, 1.7, 5.0, 1e-6, -1e-6, -0.01, -0.05, -0.1, -0.17, -0.5])
 def test_gelu_folded_into_sign_thresholds_gives_the_eager_bits(beta):
-    """GELU(x) − β ≥ 0 ⇔ x ≤ lo or x ≥ hi, on random x and on every float32 within 3000 ulps of each threshold."""
+    """GELU(x) − β ≥ 0 ⇔ x ≤ lo or x ≥ hi, on random x and on every float32 within 3000 ulps of each threshold —
+    exactly where the eager F.gelu is monotonic around the threshold. PyTorch runs F.gelu through oneDNN, whose
+    AVX-512 kernel is not monotonic at the ulp level below GELU's minimum (its AVX2 kernel is, on these samples):
+    there the eager bit itself flips back and forth over a band of inputs, and the fold may differ from it only
+    inside that band, only where GELU(x) is within float32 rounding of β."""
     from hf_binary_bert.runtime import _float32_keys, _float32_of_keys, gelu_sign_thresholds
 
     shift = torch.tensor([beta, 0.02], dtype=torch.float32)
     lo, hi = gelu_sign_thresholds(shift, 2)
     g = torch.Generator().manual_seed(0)
     xs = [torch.randn(100_000, generator=g) * 3, torch.tensor([0.0, -0.0, 1e-40, -1e-40, 3e38, -3e38])]
+    bands = []
     for t in (lo[0], hi[0]):
         if torch.isfinite(t):
             xs.append(_float32_of_keys(_float32_keys(t.reshape(1)) + torch.arange(-3000, 3001)))
+            bands.append(_float32_of_keys(_float32_keys(t.reshape(1)) + torch.arange(-2**18, 2**18 + 1)))
     x = torch.cat(xs)
-    eager = (torch.nn.functional.gelu(x) - shift[0]) >= 0
-    assert torch.equal((x <= lo[0]) | (x >= hi[0]), eager)
+    gelu = torch.nn.functional.gelu(x)
+    eager = (gelu - shift[0]) >= 0
+    folded = (x <= lo[0]) | (x >= hi[0])
+    wiggle = torch.zeros_like(eager)
+    for band in bands:  # the span between the first and the last change of the eager bit over ±2¹⁸ ulps
+        changes = (((torch.nn.functional.gelu(band) - shift[0]) >= 0).diff() != 0).nonzero().flatten()
+        if len(changes) > 1:
+            wiggle |= (x >= band[changes[0]]) & (x <= band[changes[-1] + 1])
+    assert torch.equal(folded[~wiggle], eager[~wiggle])
+    off = folded != eager
+    assert bool(((gelu[off] - shift[0]).abs() <= x[off].abs() * 2.0**-21).all())
     assert hi[0] >= -0.7518 and (torch.isnan(lo[0]) or lo[0] <= -0.7517 or lo[0] == float("inf"))
 
 
