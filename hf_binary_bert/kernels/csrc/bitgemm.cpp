@@ -1003,14 +1003,24 @@ int64_t pack_row_scalar(const float* row, int64_t from, int64_t K, const float* 
 __attribute__((target("avx512f,avx512bw"))) int64_t pack_row_avx512(const float* row, int64_t K, const float* shift,
                                                                      float s, float thr, int mode, uint8_t* out,
                                                                      int64_t hi) {
-  if (mode == SIGNED_GELU || mode == SIGNED_SCALED) return pack_row_scalar(row, 0, K, shift, s, thr, mode, out, hi);
   const __m512 vthr = _mm512_set1_ps(mode == SIGNED ? 0.0f : thr), vs = _mm512_set1_ps(s);
   int64_t count = 0, k = 0;
+  if (mode == SIGNED_GELU) {
+    for (; k + 16 <= K; k += 16) {
+      const __m512 v = _mm512_loadu_ps(row + k);
+      const __mmask16 bits = _mm512_cmp_ps_mask(v, _mm512_loadu_ps(shift + k), _CMP_LE_OQ) |
+                             _mm512_cmp_ps_mask(v, _mm512_loadu_ps(shift + hi + k), _CMP_GE_OQ);
+      std::memcpy(out + k / 8, &bits, 2);
+      count += __builtin_popcount(bits);
+    }
+    return count + pack_row_scalar(row, k, K, shift, s, thr, mode, out, hi);
+  }
   for (; k + 16 <= K; k += 16) {
     __m512 v = _mm512_loadu_ps(row + k);
     if (shift) v = _mm512_sub_ps(v, _mm512_loadu_ps(shift + k));
-    __mmask16 bits = mode == UNSIGNED_GT ? _mm512_cmp_ps_mask(_mm512_div_ps(v, vs), vthr, _CMP_GT_OQ)
-                                         : _mm512_cmp_ps_mask(v, vthr, _CMP_GE_OQ);
+    __mmask16 bits = mode == UNSIGNED_GT     ? _mm512_cmp_ps_mask(_mm512_div_ps(v, vs), vthr, _CMP_GT_OQ)
+                     : mode == SIGNED_SCALED ? _mm512_cmp_ps_mask(_mm512_div_ps(v, vs), _mm512_setzero_ps(), _CMP_GE_OQ)
+                                             : _mm512_cmp_ps_mask(v, vthr, _CMP_GE_OQ);
     std::memcpy(out + k / 8, &bits, 2);  // k is a multiple of 16: two whole bytes, LSB first
     count += __builtin_popcount(bits);
   }
