@@ -432,6 +432,50 @@ inline void transpose64(uint64_t* a) {
     }
 }
 
+#if defined(__x86_64__) || defined(_M_X64)
+// AVX-512 VPOPCNTDQ versions of the 1-bit attention's bit loops (attention_head_body<…, VPOP = true>); each returns
+// the same integers as the scalar loop it replaces.
+// ones[j] = popcount(q0 XOR kb[j]), j < n: 8 keys per zmm.
+__attribute__((target("avx512f,avx512vpopcntdq"))) inline void xor_popcounts_avx512(uint64_t q0, const uint64_t* kb,
+                                                                                    int64_t n, int32_t* ones) {
+  const __m512i vq = _mm512_set1_epi64((long long)q0);
+  int64_t j = 0;
+  for (; j + 8 <= n; j += 8)
+    _mm256_storeu_si256((__m256i*)(ones + j),
+                        _mm512_cvtepi64_epi32(_mm512_popcnt_epi64(_mm512_xor_si512(vq, _mm512_loadu_si512(kb + j)))));
+  for (; j < n; ++j) ones[j] = (int32_t)__builtin_popcountll(q0 ^ kb[j]);
+}
+
+// arow bit j = (row[j] != 0), j < T (arow zeroed by the caller): 16 scores per compare mask.
+__attribute__((target("avx512f"))) inline void nonzero_bits_avx512(const float* row, int64_t T, uint64_t* arow) {
+  for (int64_t j = 0; j < T; j += 16) {
+    const __mmask16 live = T - j >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (T - j)) - 1);
+    const __mmask16 on = _mm512_mask_cmp_ps_mask(live, _mm512_maskz_loadu_ps(live, row + j), _mm512_setzero_ps(),
+                                                 _CMP_NEQ_UQ);
+    arow[j / 64] |= (uint64_t)on << (j % 64);
+  }
+}
+
+// agree[d] = Σ_w popcount(arow[w] AND vt[w·Dp + d]), d < D: 8 dimensions per zmm.
+__attribute__((target("avx512f,avx512vpopcntdq"))) inline void and_popcounts_avx512(const uint64_t* arow, int64_t tw,
+                                                                                   const uint64_t* vt, int64_t Dp,
+                                                                                   int64_t D, int32_t* agree) {
+  int64_t d = 0;
+  for (; d + 8 <= D; d += 8) {
+    __m512i acc = _mm512_setzero_si512();
+    for (int64_t w = 0; w < tw; ++w)
+      acc = _mm512_add_epi64(acc, _mm512_popcnt_epi64(_mm512_and_si512(_mm512_set1_epi64((long long)arow[w]),
+                                                                       _mm512_loadu_si512(vt + w * Dp + d))));
+    _mm256_storeu_si256((__m256i*)(agree + d), _mm512_cvtepi64_epi32(acc));
+  }
+  for (; d < D; ++d) {
+    int64_t a = 0;
+    for (int64_t w = 0; w < tw; ++w) a += __builtin_popcountll(arow[w] & vt[w * Dp + d]);
+    agree[d] = (int32_t)a;
+  }
+}
+#endif
+
 // Per-thread work space of one (sequence, head) of attention, in floats: see attention_head_body.
 int64_t attention_work_floats(int64_t T, int64_t D) {
   const int64_t Tp = round_up(T, 16), Dp = round_up(D, 16), dw = (D + 63) / 64, tw = (T + 63) / 64;
@@ -440,7 +484,7 @@ int64_t attention_work_floats(int64_t T, int64_t D) {
 }
 
 // One sequence (T tokens), one head: ctx[t, h·D : (h+1)·D] for t < T. q/k/v rows have stride ld (= heads·D).
-template <bool AVX>
+template <bool AVX, bool VPOP = false>
 __attribute__((always_inline)) inline void attention_head_body(const int64_t* L, const float* q, const float* k,
                                                                const float* v, float* ctx, int64_t T, int64_t h,
                                                                int64_t ld, float* work, const QkvBits& qkv) {
@@ -454,7 +498,7 @@ __attribute__((always_inline)) inline void attention_head_body(const int64_t* L,
   float* Qf = P + Tp * Tp;         // Q levels [Tp × Dp] (and the output of P·V)
   float* Kt = Qf + Tp * Dp;        // K levels transposed [Dp × Tp]
   float* Vf = Kt + Dp * Tp;        // V levels [Tp × Dp]
-  uint64_t* qb = reinterpret_cast<uint64_t*>(Vf + Tp * Dp);  // Q bits [T × dw], K bits, V⁺ transposed [D × tw]
+  uint64_t* qb = reinterpret_cast<uint64_t*>(Vf + Tp * Dp);  // Q bits [T × dw], K bits, V⁺ transposed [tw × Dp]
   uint64_t* kb = qb + Tp * dw;
   uint64_t* vt = kb + Tp * dw;
   uint64_t* arow = vt + Dp * tw;  // one row of probability bits [tw]
@@ -487,7 +531,12 @@ __attribute__((always_inline)) inline void attention_head_body(const int64_t* L,
         int32_t ones[256];
         for (int64_t j0 = 0; j0 < T; j0 += 256) {
           const int64_t n = std::min<int64_t>(256, T - j0);
-          for (int64_t j = 0; j < n; ++j) ones[j] = (int32_t)__builtin_popcountll(q0 ^ kb[j0 + j]);
+#if defined(__x86_64__) || defined(_M_X64)
+          if constexpr (VPOP)
+            xor_popcounts_avx512(q0, kb + j0, n, ones);
+          else
+#endif
+            for (int64_t j = 0; j < n; ++j) ones[j] = (int32_t)__builtin_popcountll(q0 ^ kb[j0 + j]);
           for (int64_t j = 0; j < n; ++j) row[j0 + j] = (float)((int32_t)D - 2 * ones[j]);
         }
       } else {
@@ -534,7 +583,7 @@ __attribute__((always_inline)) inline void attention_head_body(const int64_t* L,
       }
       for (int64_t g = 0; g < dw; ++g) {
         transpose64(rows[g]);  // rows[g][d'] bit t − t0 = bit d' of key t's word g
-        for (int64_t d = g * 64; d < std::min(D, g * 64 + 64); ++d) vt[d * tw + t0 / 64] = rows[g][d - g * 64];
+        for (int64_t d = g * 64; d < std::min(D, g * 64 + 64); ++d) vt[(t0 / 64) * Dp + d] = rows[g][d - g * 64];
       }
     }
   } else {
@@ -559,7 +608,12 @@ __attribute__((always_inline)) inline void attention_head_body(const int64_t* L,
     if (bit_values) {
       std::memset(arow, 0, (size_t)tw * 8);
       if (attn == ATTN_BI) {
-        for (int64_t j = 0; j < T; ++j) arow[j / 64] |= (uint64_t)(row[j] != 0.0f) << (j % 64);
+#if defined(__x86_64__) || defined(_M_X64)
+        if constexpr (VPOP)
+          nonzero_bits_avx512(row, T, arow);
+        else
+#endif
+          for (int64_t j = 0; j < T; ++j) arow[j / 64] |= (uint64_t)(row[j] != 0.0f) << (j % 64);
       } else {
         bits_row<AVX>(sp, row, nullptr, T, arow);
       }
@@ -567,11 +621,17 @@ __attribute__((always_inline)) inline void attention_head_body(const int64_t* L,
       for (int64_t w = 0; w < tw; ++w) selected += __builtin_popcountll(arow[w]);
       float* o = ctx + i * ld + h * D;
       int32_t agree[256];  // D ≤ 256
-      for (int64_t d = 0; d < D; ++d) {  // Σ_j A_ij V̂_jd = 2·popcount(A_i AND V⁺_d) − popcount(A_i)
-        int64_t a = 0;
-        for (int64_t w = 0; w < tw; ++w) a += __builtin_popcountll(arow[w] & vt[d * tw + w]);
-        agree[d] = (int32_t)a;
-      }
+      // Σ_j A_ij V̂_jd = 2·popcount(A_i AND V⁺_d) − popcount(A_i)
+#if defined(__x86_64__) || defined(_M_X64)
+      if constexpr (VPOP)
+        and_popcounts_avx512(arow, tw, vt, Dp, D, agree);
+      else
+#endif
+        for (int64_t d = 0; d < D; ++d) {
+          int64_t a = 0;
+          for (int64_t w = 0; w < tw; ++w) a += __builtin_popcountll(arow[w] & vt[w * Dp + d]);
+          agree[d] = (int32_t)a;
+        }
       for (int64_t d = 0; d < D; ++d) o[d] = pv * (float)(2 * agree[d] - (int32_t)selected);
     } else if (!probs_in_s) {
       float* prow = P + i * Tp;
@@ -596,6 +656,13 @@ __attribute__((target("avx2,fma,popcnt"))) void attention_head_avx2(const int64_
                                                                   const float* v, float* ctx, int64_t T, int64_t h,
                                                                   int64_t ld, float* work, const QkvBits& qkv) {
   attention_head_body<true>(L, q, k, v, ctx, T, h, ld, work, qkv);
+}
+
+// The same with the bit loops on AVX-512 VPOPCNTDQ (everything else as attention_head_avx2).
+__attribute__((target("avx2,fma,popcnt,avx512f,avx512vpopcntdq"))) void attention_head_avx512(
+    const int64_t* L, const float* q, const float* k, const float* v, float* ctx, int64_t T, int64_t h, int64_t ld,
+    float* work, const QkvBits& qkv) {
+  attention_head_body<true, true>(L, q, k, v, ctx, T, h, ld, work, qkv);
 }
 #endif
 
@@ -661,7 +728,8 @@ void layer_forward(const int64_t* L, float* x, int64_t M, const int64_t* cu, int
   for (int64_t b = 0; b < B; ++b) max_len = std::max(max_len, cu[b + 1] - cu[b]);
   const int64_t per_thread = attention_work_floats(max_len, D);
 #if defined(__x86_64__) || defined(_M_X64)
-  const bool avx2 = use_avx2();
+  const bool avx2 = use_avx2(), vpop = avx2 && g_isa == AVX512_VPOPCNT && kFeatures.vpopcntdq;
+  auto head = vpop ? attention_head_avx512 : attention_head_avx2;
 #endif
 #pragma omp parallel num_threads(nthreads) if (nthreads > 1 && B * heads > 1)
   {
@@ -672,7 +740,7 @@ void layer_forward(const int64_t* L, float* x, int64_t M, const int64_t* cu, int
       if (T == 0) continue;
 #if defined(__x86_64__) || defined(_M_X64)
       if (avx2)
-        attention_head_avx2(L, q + r0 * HD, k + r0 * HD, v + r0 * HD, ctx + r0 * HD, T, h, HD, mine,
+        head(L, q + r0 * HD, k + r0 * HD, v + r0 * HD, ctx + r0 * HD, T, h, HD, mine,
                             qkv.q ? QkvBits{qkv.q + r0 * qkv.words, qkv.k + r0 * qkv.words, qkv.v + r0 * qkv.words,
                                             qkv.words}
                                   : qkv);
