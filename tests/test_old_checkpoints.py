@@ -33,7 +33,10 @@ def test_old_checkpoint_loads_with_identical_outputs(name):
         model.eval().set_inference_kernel("reference")
         with torch.no_grad():
             logits = model(**inputs).logits
-        assert torch.equal(logits, saved["logits"]), (logits - saved["logits"]).abs().max()
+        # bit for bit on the machine kind that saved them; PyTorch's float kernels (oneDNN's GELU, the GEMMs) pick
+        # their code by CPU, so another kind differs by rounding (5.6e-8 seen on an AVX-512 AMD EPYC Zen 4). The
+        # loaded tensors themselves are compared exactly by test_old_checkpoint_round_trips.
+        torch.testing.assert_close(logits, saved["logits"], rtol=0, atol=1e-6)
     # the default path (native runtime or bitwise kernels where they apply) agrees up to float rounding
     model.set_inference_kernel("auto")
     with torch.no_grad():
