@@ -120,6 +120,40 @@ int large_case(int kind, int64_t M, int64_t K, int64_t N, const std::vector<int>
   return bad;
 }
 
+// The runtime-only packing modes (SIGNED_SCALED: BiT's elastic 1-bit Q/K/V; SIGNED_GELU: GELU folded into two
+// thresholds per channel) on each vector ISA against the scalar packing, on rows with tails, zeros, −0 and
+// values on the thresholds, whole rows and chunks of a row (hi = the full row length).
+int pack_modes_case(const std::vector<int>& isas) {
+  std::mt19937 rng(11);
+  std::normal_distribution<float> normal;
+  const int64_t K = 203, bytes = (K + 7) / 8;
+  std::vector<float> row(K), thresholds(2 * K);
+  for (int64_t k = 0; k < K; ++k) {
+    thresholds[k] = -1.5f + 0.01f * normal(rng);  // lo
+    thresholds[K + k] = -0.2f + 0.01f * normal(rng);  // hi
+    const int pick = (int)(rng() % 6);
+    row[k] = pick == 0 ? thresholds[k] : pick == 1 ? thresholds[K + k] : pick == 2 ? (rng() % 2 ? 0.0f : -0.0f)
+           : pick == 3 ? 1e-42f * (rng() % 2 ? 1.0f : -1.0f) : 2.0f * normal(rng);
+  }
+  int bad = 0;
+  for (int mode : {SIGNED_SCALED, SIGNED_GELU})
+    for (int64_t from : {(int64_t)0, (int64_t)16, (int64_t)64}) {  // a chunk starting at column `from`
+      const int64_t n = K - from;
+      const float* shift = mode == SIGNED_GELU ? thresholds.data() + from : nullptr;
+      std::vector<uint8_t> want((n + 7) / 8 + 1, 0), got;
+      const int64_t want_count = pack_row_scalar(row.data() + from, 0, n, shift, 0.37f, 0.0f, mode, want.data(), K);
+      for (int isa : isas) {
+        got.assign(want.size(), 0);
+        const int64_t count = pack_row_isa(isa, row.data() + from, n, shift, 0.37f, 0.0f, mode, got.data(), K);
+        const bool ok = count == want_count && got == want;
+        std::printf("%s pack mode %d from %lld isa=%s\n", ok ? "ok  " : "FAIL", mode, (long long)from, kIsaNames[isa]);
+        bad += !ok;
+      }
+    }
+  (void)bytes;
+  return bad;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -158,6 +192,7 @@ int main(int argc, char** argv) {
   std::printf("%d of %d (case, isa, threads) runs equal the reference bit for bit\n", checked - failures, checked);
   failures += large_case(0, 3, 4100 * 64 + 5, 9, isas) != 0;  // 4101 words per row: the u16 counters flush once
   failures += large_case(1, 3, 4 * 300 + 3, 37, isas) != 0;   // 301 u8 steps: flushes at 128 and 256
+  failures += pack_modes_case(isas) != 0;
   std::printf("%s\n", failures ? "FAILED" : "PASSED");
   return failures ? 1 : 0;
 }

@@ -1060,11 +1060,22 @@ __attribute__((target("avx2"))) int64_t pack_row_avx2(const float* row, int64_t 
 // summed across lanes into one byte (the same float subtraction, division and comparison as bit_of).
 int64_t pack_row_neon(const float* row, int64_t K, const float* shift, float s, float thr, int mode, uint8_t* out,
                       int64_t hi) {
-  if (mode == SIGNED_GELU || mode == SIGNED_SCALED) return pack_row_scalar(row, 0, K, shift, s, thr, mode, out, hi);
   static const uint32_t kLow[4] = {1, 2, 4, 8}, kHigh[4] = {16, 32, 64, 128};
   const float32x4_t vthr = vdupq_n_f32(mode == SIGNED ? 0.0f : thr), vs = vdupq_n_f32(s);
   const uint32x4_t low = vld1q_u32(kLow), high = vld1q_u32(kHigh);
   int64_t count = 0, k = 0;
+  if (mode == SIGNED_GELU) {  // x ≤ lo or x ≥ hi
+    for (; k + 8 <= K; k += 8) {
+      const float32x4_t v0 = vld1q_f32(row + k), v1 = vld1q_f32(row + k + 4);
+      const uint32x4_t m0 = vorrq_u32(vcleq_f32(v0, vld1q_f32(shift + k)), vcgeq_f32(v0, vld1q_f32(shift + hi + k)));
+      const uint32x4_t m1 =
+          vorrq_u32(vcleq_f32(v1, vld1q_f32(shift + k + 4)), vcgeq_f32(v1, vld1q_f32(shift + hi + k + 4)));
+      const uint32_t bits = vaddvq_u32(vorrq_u32(vandq_u32(m0, low), vandq_u32(m1, high)));
+      out[k / 8] = (uint8_t)bits;
+      count += __builtin_popcount(bits);
+    }
+    return count + pack_row_scalar(row, k, K, shift, s, thr, mode, out, hi);
+  }
   for (; k + 8 <= K; k += 8) {
     float32x4_t v0 = vld1q_f32(row + k), v1 = vld1q_f32(row + k + 4);
     if (shift) {
@@ -1075,6 +1086,9 @@ int64_t pack_row_neon(const float* row, int64_t K, const float* shift, float s, 
     if (mode == UNSIGNED_GT) {
       m0 = vcgtq_f32(vdivq_f32(v0, vs), vthr);
       m1 = vcgtq_f32(vdivq_f32(v1, vs), vthr);
+    } else if (mode == SIGNED_SCALED) {
+      m0 = vcgeq_f32(vdivq_f32(v0, vs), vdupq_n_f32(0.0f));
+      m1 = vcgeq_f32(vdivq_f32(v1, vs), vdupq_n_f32(0.0f));
     } else {
       m0 = vcgeq_f32(v0, vthr);
       m1 = vcgeq_f32(v1, vthr);
