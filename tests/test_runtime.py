@@ -202,9 +202,12 @@ def test_loaded_checkpoint_runs_natively_and_under_float64_default(tmp_path):
     torch.testing.assert_close(got, expected, rtol=0, atol=1e-5)
 
 
+@pytest.mark.parametrize("combo", ["W1A1-elastic-bi_attention-E1", "W1A1-elastic (BiT)", "W1A8-elastic"])
 @pytest.mark.parametrize("isa", [i for i in kernels.supported_isas() if i != kernels.get_isa()])
-def test_other_instruction_sets_agree(isa):
-    model = _model(COMBOS["W1A1-elastic-bi_attention-E1"])
+def test_other_instruction_sets_agree(isa, combo):
+    """Every vector path gives the same bits as the default one (the same float operations in the same order; the
+    integer parts exact); the portable path computes exp / erf / LayerNorm's sums in other orders: within 2e-5."""
+    model = _model(COMBOS[combo])
     ids, mask = _inputs()
     expected = _hidden(model, ids, mask, "auto").last_hidden_state
     previous = kernels.set_isa(isa)
@@ -212,7 +215,10 @@ def test_other_instruction_sets_agree(isa):
         got = _hidden(model, ids, mask, "auto").last_hidden_state
     finally:
         kernels.set_isa(previous)
-    torch.testing.assert_close(got, expected, rtol=0, atol=2e-5)
+    if "portable" in (isa, kernels.get_isa()):
+        torch.testing.assert_close(got, expected, rtol=0, atol=2e-5)
+    else:
+        assert torch.equal(got, expected)
 
 
 def test_bad_work_space_and_offsets_raise():
