@@ -619,14 +619,21 @@ void finish_row_default(const Epilogue& e, int64_t m, int64_t n0, int64_t count,
   finish_loop(e, m, n0, count, raw, zeros, izeros, y);
 }
 
-inline void finish_row(const Epilogue& e, int64_t m, int64_t n0, int64_t count, const int32_t* raw) {
+// scratch: room for `count` floats, where a packing epilogue puts the row before packing it (null: a per-thread
+// buffer; the GEMM drivers pass one on their stack, which saves a thread-local lookup per row and chunk).
+inline void finish_row(const Epilogue& e, int64_t m, int64_t n0, int64_t count, const int32_t* raw,
+                       float* scratch = nullptr) {
   alignas(64) static const float zeros[64] = {};
   alignas(64) static const int32_t izeros[64] = {};
-  static thread_local std::vector<float> row_buffer;
   float* y = e.out + m * e.ldo + n0;
-  if (e.pack_bits) {  // y into a small per-thread row, then packed (n0 is a multiple of 8: whole bytes per chunk)
-    if (row_buffer.size() < (size_t)count) row_buffer.resize((size_t)count);
-    y = row_buffer.data();
+  if (e.pack_bits) {  // y into a small row, then packed (n0 is a multiple of 8: whole bytes per chunk)
+    if (scratch) {
+      y = scratch;
+    } else {
+      static thread_local std::vector<float> row_buffer;
+      if (row_buffer.size() < (size_t)count) row_buffer.resize((size_t)count);
+      y = row_buffer.data();
+    }
   }
 #if defined(__x86_64__) || defined(_M_X64)
   if (kFeatures.avx512bw && g_isa >= AVX512)
@@ -656,6 +663,7 @@ void drive(int64_t M, int64_t N, const T* a, int64_t lda, const uint64_t* w, int
 #pragma omp parallel for schedule(static) num_threads(nthreads) if (nthreads > 1 && items > 1 && M * N > 4096)
   for (int64_t item = 0; item < items; ++item) {
     alignas(64) int32_t raw[MR * NC];  // MR rows × this chunk's columns
+    alignas(64) float row[NC];          // a packing epilogue's float row
     const int64_t nc = item % nchunks, m_begin = item / nchunks * MC, m_end = std::min(M, m_begin + MC);
     const int64_t cg0 = nc * (NC / GROUP), cg1 = std::min(groups, cg0 + NC / GROUP), n0 = cg0 * GROUP;
     const int64_t count = std::min(N, cg1 * GROUP) - n0;
@@ -668,7 +676,7 @@ void drive(int64_t M, int64_t N, const T* a, int64_t lda, const uint64_t* w, int
         tile_fn(rows, std::integral_constant<int, NG>(), ar, w + g * gstride, raw + (g - cg0) * GROUP, NC);
       for (; g < cg1; ++g)
         tile_fn(rows, std::integral_constant<int, 1>(), ar, w + g * gstride, raw + (g - cg0) * GROUP, NC);
-      for (int i = 0; i < R; ++i) finish_row(e, m + i, n0, count, raw + i * NC);
+      for (int i = 0; i < R; ++i) finish_row(e, m + i, n0, count, raw + i * NC, row);
     };
     int64_t m = m_begin;
     for (; m + MR <= m_end; m += MR) run_rows(std::integral_constant<int, MR>(), m);
@@ -902,6 +910,7 @@ void bits_gemm_table(int64_t M, int64_t N, const uint64_t* a, int64_t kw, const 
 #pragma omp for schedule(static)
     for (int64_t item = 0; item < items; ++item) {
       alignas(64) int32_t raw[MR * NC];
+      alignas(64) float row[NC];  // a packing epilogue's float row
       const int64_t nc = item / mchunks, m_begin = item % mchunks * MC, m_end = std::min(M, m_begin + MC);
       const int64_t n0 = nc * NC, count = std::min(N - n0, NC);
       if (nc != have) {
@@ -910,7 +919,7 @@ void bits_gemm_table(int64_t M, int64_t N, const uint64_t* a, int64_t kw, const 
       }
       for (int64_t m = m_begin; m < m_end; m += MR) {
         Kern::tile<MR, NB>(ao + m * steps, wi, bstride, steps, tables, raw, NC);
-        for (int64_t i = 0; i < std::min<int64_t>(MR, m_end - m); ++i) finish_row(e, m + i, n0, count, raw + i * NC);
+        for (int64_t i = 0; i < std::min<int64_t>(MR, m_end - m); ++i) finish_row(e, m + i, n0, count, raw + i * NC, row);
       }
     }
   }
