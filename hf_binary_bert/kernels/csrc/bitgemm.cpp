@@ -332,8 +332,10 @@ struct BitsVpopcnt {  // 8 rows per zmm, vpopcntq straight into 64-bit lane coun
         }
       }
     }
+#pragma GCC unroll 4
     for (int i = 0; i < R; ++i)
-      for (int j = 0; j < G; ++j)
+#pragma GCC unroll 4
+      for (int j = 0; j < G; ++j)  // unrolled like the loops above, so that acc stays in registers
         _mm256_storeu_si256((__m256i*)(out + i * ldo + j * kBitsGroup), _mm512_cvtepi64_epi32(acc[i][j]));
   }
 };
