@@ -98,6 +98,12 @@ class BinaryBertConfig(BertConfig):
             word embeddings needs `tie_word_embeddings=False` (its decoder stays full precision).
         binarized_embeddings (`list[str]`, *optional*, defaults to `["word"]`):
             Which tables `embedding_bits=1` binarizes: any of `word`, `position`, `token_type`.
+        embedding_scale_dtype (`str`, *optional*, defaults to `"float32"`):
+            dtype in which `save_pretrained` writes the per-row scales α_v (and offsets γ_v) of the 1-bit embedding
+            tables: `"float32"`, `"float16"` or `"bfloat16"`. A 1-bit word table has one α (and γ) per token, 4
+            bytes each in float32 (MiniLM / BERT-base: 0.24 MB with γ, a sixth of the table's bits); in float16 they
+            take half, rounded as `fp_dtype="float16"` rounds a full-precision table (relative error ≤ 2⁻¹¹). The
+            Linears' α / γ (one per tensor, head or row) stay float32. The model runs in float32 after loading.
         packed_weights (`bool`, *optional*, defaults to `False`):
             Set by `save_pretrained` in the saved config: the binarized Linears are built in their packed inference
             form (`PackedBinaryLinear`, uint8 bits + scales) instead of the training form with latent weights.
@@ -137,6 +143,7 @@ class BinaryBertConfig(BertConfig):
     attention_type: str = "softmax"
     embedding_bits: int = 32
     binarized_embeddings: list[str] | None = None
+    embedding_scale_dtype: str = "float32"
     packed_weights: bool = False
     teacher_name_or_path: str | None = None
     layer_num_attention_heads: list[int] | None = None
@@ -154,6 +161,7 @@ class BinaryBertConfig(BertConfig):
         _check_choice("activation_quantizer", self.activation_quantizer, ACTIVATION_QUANTIZERS)
         _check_choice("attention_type", self.attention_type, ATTENTION_TYPES)
         _check_choice("embedding_bits", self.embedding_bits, EMBEDDING_BITS)
+        _check_choice("embedding_scale_dtype", self.embedding_scale_dtype, FP_DTYPES)
         if self.attention_type == "bi_attention" and self.activation_bits == 32:
             raise ValueError(
                 "BinaryBertConfig.attention_type='bi_attention' binarizes Q, K and V: it needs activation_bits < 32"
@@ -183,6 +191,7 @@ class BinaryBertConfig(BertConfig):
             "attention_type": self.attention_type,
             "embedding_bits": self.embedding_bits,
             "binarized_embeddings": list(self.binarized_embeddings),
+            "embedding_scale_dtype": self.embedding_scale_dtype,
         }
 
     def to_bert_config(self) -> BertConfig:

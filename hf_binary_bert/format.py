@@ -118,8 +118,11 @@ def dequantize(packed: torch.Tensor, n: int, alpha: torch.Tensor, gamma: torch.T
 # The state-dict layout of a packed checkpoint and its dtype rules
 
 # Tensors that are always stored in float32, whatever `fp_dtype`: weight scales α / offsets γ and the parameters of
-# the activation quantizers (steps, shifts). They are tiny and the forward is sensitive to them.
+# the activation quantizers (steps, shifts). They are tiny and the forward is sensitive to them. The exception: the
+# per-row α / γ of 1-bit embedding tables (one per token, not tiny) are stored in `config.embedding_scale_dtype`
+# (float32 unless set otherwise; `EMBEDDING_SCALE_SUFFIXES`).
 FLOAT32_SUFFIXES = (".weight_scale", ".weight_offset", "_quantizer.step", "_quantizer.shift")
+EMBEDDING_SCALE_SUFFIXES = ("_embeddings.weight_scale", "_embeddings.weight_offset")
 # Student tensors a teacher never has: scales and quantizer state, initialised by the student itself.
 STUDENT_ONLY_SUFFIXES = (*FLOAT32_SUFFIXES, "_quantizer.calibrated")
 # Heads and pooler may be absent from a checkpoint of another head type (as in transformers, they are then newly
@@ -128,14 +131,25 @@ HEAD_PREFIXES = ("cls.", "classifier.", "qa_outputs.", "pooler.", "bert.pooler."
 _FLOAT_DTYPES = {"F32", "F16", "BF16"}
 
 
+def scale_dtype(key: str, config) -> torch.dtype:
+    """The dtype a packed checkpoint stores the scale / offset tensor `key` in: `config.embedding_scale_dtype` for
+    the per-row α / γ of a 1-bit embedding table (float32 for configs written before the field existed), float32
+    for every other one (`FLOAT32_SUFFIXES`)."""
+    if key.endswith(EMBEDDING_SCALE_SUFFIXES):
+        return getattr(torch, getattr(config, "embedding_scale_dtype", "float32"))
+    return torch.float32
+
+
 def packed_state_dict(model: torch.nn.Module, state_dict: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
     """The tensors of the packed checkpoint of a binarized model (format: docs/checkpoint-format.md).
 
     Each binarized Linear (embedding) in training form contributes `<name>.weight_packed` (uint8
     [rows, ceil(cols/8)]), `<name>.weight_scale` (float32 [G]), `<name>.weight_offset` (float32 [G], offset scheme)
     — from its `packed_tensors`, the one packing path, which `freeze` uses too — and, for a Linear, `<name>.bias` in
-    `fp_dtype`. Activation-quantizer parameters stay float32; embedding tables are float16 with `embedding_bits=16`;
-    every other floating tensor is cast to `config.fp_dtype`. Layers already packed are written as they are.
+    `fp_dtype`. Activation-quantizer parameters stay float32; the α / γ of 1-bit embedding tables are written in
+    `config.embedding_scale_dtype`; embedding tables are float16 with `embedding_bits=16`; every other floating
+    tensor is cast to `config.fp_dtype`. Layers already packed are written as they are (their embedding scales in
+    `embedding_scale_dtype` too).
 
     Args:
         model: a binarized model (its `config` gives `fp_dtype` and `embedding_bits`).
@@ -162,6 +176,8 @@ def packed_state_dict(model: torch.nn.Module, state_dict: dict[str, torch.Tensor
             half_embedding = model.config.embedding_bits == 16 and key.endswith("_embeddings.weight")
             tensor = tensor.to(torch.float16 if half_embedding else fp_dtype)
         packed[key] = tensor.detach().cpu()
+    for key in [k for k in packed if k.endswith(EMBEDDING_SCALE_SUFFIXES)]:
+        packed[key] = packed[key].to(scale_dtype(key, model.config))
     return packed
 
 
@@ -309,7 +325,8 @@ def validate_checkpoint(model: torch.nn.Module, files: list[str], prefix: str = 
     e.g. on the meta device, in any dtype) needs, with the right dtypes and shapes.
 
     Rules: a packed sign tensor (`*.weight_packed`) must be uint8; scales, offsets and quantizer parameters
-    (`FLOAT32_SUFFIXES`) float32; other floating tensors any float dtype; shapes must match exactly. Tensors of the
+    (`FLOAT32_SUFFIXES`) float32, except the α / γ of 1-bit embedding tables: `config.embedding_scale_dtype`
+    (`scale_dtype`); other floating tensors any float dtype; shapes must match exactly. Tensors of the
     base model must all be present, and the base model must not have extra tensors (that means the config does not
     describe the file); task-head tensors may be absent (newly initialised, as in transformers). When the layout is
     right, the values are checked too (`value_problems`: no NaN / inf, no negative `mean_abs` α, 0/1 flags).
@@ -325,6 +342,7 @@ def validate_checkpoint(model: torch.nn.Module, files: list[str], prefix: str = 
     header = read_checkpoint_header(files)
     problems = []
     used = set()
+    config = getattr(model, "config", None)
     for key, (dtype, shape) in expected_layout(model).items():
         stored = _locate(key, header, prefix)
         if stored is None:
@@ -333,7 +351,8 @@ def validate_checkpoint(model: torch.nn.Module, files: list[str], prefix: str = 
             continue
         used.add(stored)
         info = header[stored]
-        want = "U8" if key.endswith(".weight_packed") else "F32" if key.endswith(FLOAT32_SUFFIXES) else \
+        want = "U8" if key.endswith(".weight_packed") else \
+            safetensors_dtype_name(scale_dtype(key, config)) if key.endswith(FLOAT32_SUFFIXES) else \
             safetensors_dtype_name(dtype)
         if key.endswith((".weight_packed", *FLOAT32_SUFFIXES)) or not dtype.is_floating_point:
             dtype_ok = info["dtype"] == want

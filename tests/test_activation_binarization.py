@@ -1,7 +1,9 @@
 """Full binarization (1-1-1): activation quantizers, quantized / Bi-Attention, 1-bit embeddings, their packed
 checkpoints and multi-step `from_teacher`. Every number is compared with a formula written out here."""
 
+import json
 import math
+import os
 
 import pytest
 import torch
@@ -534,6 +536,10 @@ COMBOS = {
     "A1-elastic-E1-offset": dict(activation_bits=1, activation_quantizer="elastic", embedding_bits=1,
                                  weight_scale="learned_offset"),
     "A2-sign-E1-all": dict(activation_bits=2, embedding_bits=1, binarized_embeddings=["word", "position", "token_type"]),
+    # BiT / BiBERT binarize the pooler too (their QuantizeLinear pooler); its input is quantized like the others
+    "A1-elastic-E1-pooler": dict(activation_bits=1, activation_quantizer="elastic", embedding_bits=1,
+                                 weight_scale="learned_offset", binarized_modules=[
+                                     "query", "key", "value", "attention_output", "intermediate", "output", "pooler"]),
 }
 
 
@@ -622,6 +628,61 @@ def test_packed_checkpoint_dtypes_with_float16_parts(tmp_path, input_ids):
     assert loaded.dtype == torch.float32
     for key, value in _quantizer_state(student).items():
         assert torch.equal(loaded.state_dict()[key], value), key
+
+
+@pytest.mark.parametrize("scale_dtype, stored", [("float16", "F16"), ("bfloat16", "BF16")])
+def test_embedding_scales_in_half_precision(tmp_path, input_ids, scale_dtype, stored):
+    """embedding_scale_dtype: the per-row α / γ of the 1-bit tables are written in half precision (2 bytes each
+    instead of 4), the Linears' α / γ and the quantizers stay float32; the loaded model is the saved one with those
+    α / γ rounded, nothing else changed."""
+    combo = {**COMBOS["A1-elastic-E1-offset"], "binarized_embeddings": ["word", "position"]}
+    student = _trained_student(input_ids, embedding_scale_dtype=scale_dtype, **combo)
+    student.save_pretrained(tmp_path / "half")
+    _trained_student(input_ids, **combo).save_pretrained(tmp_path / "full")
+    header = read_safetensors_header(tmp_path / "half" / "model.safetensors")
+    full = read_safetensors_header(tmp_path / "full" / "model.safetensors")
+    assert header.keys() == full.keys()
+    tables = [f"bert.embeddings.{t}_embeddings.{leaf}" for t in ("word", "position")
+              for leaf in ("weight_scale", "weight_offset")]
+    for key, info in header.items():
+        if key in tables:
+            assert (info["dtype"], full[key]["dtype"], info["shape"]) == (stored, "F32", full[key]["shape"]), key
+        else:
+            assert info == full[key], key  # Linear α / γ, quantizers, bits: unchanged
+    saved = sum(full[k]["nbytes"] - header[k]["nbytes"] for k in tables)
+    assert saved == 2 * 2 * (99 + 64)  # α and γ, 2 bytes less per row, word (99 rows) and position (64) tables
+    assert os.path.getsize(tmp_path / "full" / "model.safetensors") - \
+        os.path.getsize(tmp_path / "half" / "model.safetensors") == pytest.approx(saved, abs=16)  # header padding
+    loaded = AutoModelForSequenceClassification.from_pretrained(tmp_path / "half").set_inference_kernel("reference")
+    assert loaded.config.embedding_scale_dtype == scale_dtype
+    frozen = student.freeze().set_inference_kernel("reference")
+    with torch.no_grad():
+        for table in ("word", "position"):
+            module = getattr(frozen.bert.embeddings, f"{table}_embeddings")
+            for leaf in ("weight_scale", "weight_offset"):
+                rounded = getattr(module, leaf).to(getattr(torch, scale_dtype)).float()
+                assert torch.equal(getattr(getattr(loaded.bert.embeddings, f"{table}_embeddings"), leaf), rounded)
+                getattr(module, leaf).copy_(rounded)
+    assert torch.equal(_eval_logits(loaded, input_ids), _eval_logits(frozen, input_ids))
+    # saving the loaded (packed) model again writes the same file
+    loaded.save_pretrained(tmp_path / "again")
+    assert load_file(tmp_path / "again" / "model.safetensors").keys() == header.keys()
+    again = load_file(tmp_path / "again" / "model.safetensors")
+    reference = load_file(tmp_path / "half" / "model.safetensors")
+    assert all(torch.equal(again[k], reference[k]) and again[k].dtype == reference[k].dtype for k in reference)
+
+
+def test_half_precision_embedding_scales_need_the_config_field(tmp_path, input_ids):
+    """A file whose 1-bit embedding scales are float16 while its config says float32 (or has no field: configs
+    written before it) is refused, naming the tensor; the float32 file of such a config loads as before."""
+    combo = COMBOS["A1-elastic-E1-offset"]
+    _trained_student(input_ids, embedding_scale_dtype="float16", **combo).save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    del config["embedding_scale_dtype"]
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match=r"tensor 'bert.embeddings.word_embeddings.weight_(scale|offset)' has dtype F16, "
+                                         r"expected F32"):
+        AutoModelForSequenceClassification.from_pretrained(tmp_path)
 
 
 @pytest.mark.parametrize("fp_dtype, other", [("float32", "F32"), ("bfloat16", "BF16")])

@@ -106,6 +106,10 @@ def _file_bytes(directory) -> dict[str, int]:
         (BinaryBertForSequenceClassification, "sequence_classification",
          {"embedding_bits": 1, "binarized_embeddings": ["word", "position", "token_type"],
           "weight_scale": "learned_offset", "fp_dtype": "float16"}),
+        (BinaryBertForSequenceClassification, "sequence_classification",
+         {"embedding_bits": 1, "binarized_embeddings": ["word", "position"], "weight_scale": "learned_offset",
+          "fp_dtype": "float16", "embedding_scale_dtype": "float16", "binarized_modules": [
+              "query", "key", "value", "attention_output", "intermediate", "output", "pooler"]}),
         (BinaryBertForSequenceClassification, "sequence_classification", {"embedding_bits": 16, "fp_dtype": "bfloat16"}),
         (BinaryBertForMaskedLM, "masked_lm", {"embedding_bits": 1, "tie_word_embeddings": False, "activation_bits": 1}),
         # pruned: per-layer heads and FFN widths (per-head α, elastic shifts over the kept heads' channels)

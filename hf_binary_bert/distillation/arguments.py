@@ -83,6 +83,10 @@ class BinarizationArguments:
         metadata={"help": "Tables binarized with embedding_bits 1.", "choices": BINARIZABLE_EMBEDDINGS,
                   "metavar": "TABLE"},
     )
+    embedding_scale_dtype: str = field(
+        default="float32",
+        metadata={"help": "dtype of the per-row scales of 1-bit embedding tables on disk.", "choices": FP_DTYPES},
+    )
     hidden_act: str | None = field(
         default=None,
         metadata={"help": "FFN activation of the student (default: the teacher's; BiT uses relu).",
@@ -108,6 +112,7 @@ class BinarizationArguments:
             "attention_type": self.attention_type,
             "embedding_bits": self.embedding_bits,
             "binarized_embeddings": list(self.binarized_embeddings),
+            "embedding_scale_dtype": self.embedding_scale_dtype,
         }
         if self.hidden_act is not None:
             fields["hidden_act"] = self.hidden_act
