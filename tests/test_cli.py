@@ -7,6 +7,7 @@ from conftest import DATA, tiny_bert_config
 from transformers import AutoTokenizer, BertForMaskedLM, BertForSequenceClassification, GPT2Config, GPT2Model
 
 from hf_binary_bert.cli import main
+from hf_binary_bert.format import read_safetensors_header
 
 
 def _one_error_line(capsys, code, *needles):
@@ -122,11 +123,16 @@ def test_multi_step_distillation_saves_every_stage(tmp_path, capsys, tiny_teache
                  "--steps-per-stage", "2", "--batch-size", "8", "--max-train-samples", "32", "--max-eval-samples", "16",
                  "--max-seq-length", "32", "--no-latency", "--no-progress", "--multi-step", "W1A2,W1A1",
                  "--attention-type", "bi_attention", "--embedding-bits", "1", "--dmd-loss-weight", "1", "--two-stage",
-                 "--logging-steps", "1"])
+                 "--logging-steps", "1", "--embedding-scale-dtype", "float16"])
     assert code == 0
     configs = {name: json.loads((out / name / "config.json").read_text()) for name in ("stage1-W1A2", "stage2-W1A1", ".")}
     assert [configs[n]["activation_bits"] for n in ("stage1-W1A2", "stage2-W1A1", ".")] == [2, 1, 1]
     assert all(c["attention_type"] == "bi_attention" and c["embedding_bits"] == 1 and c["packed_weights"] for c in configs.values())
+    for name in configs:  # every stage writes the word table's α in float16, the Linears' in float32
+        header = read_safetensors_header(out / name / "model.safetensors")
+        assert configs[name]["embedding_scale_dtype"] == "float16"
+        assert header["bert.embeddings.word_embeddings.weight_scale"]["dtype"] == "F16"
+        assert header["bert.encoder.layer.0.attention.self.query.weight_scale"]["dtype"] == "F32"
     results = json.loads((out / "distill_results.json").read_text())
     assert [s["activation_bits"] for s in results["stages"]] == [2, 1]
     assert [s["steps"] for s in results["stages"]] == [2, 2]
