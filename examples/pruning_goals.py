@@ -5,8 +5,10 @@ into one table (docs/measurements/pruning-goals.md, included in docs/pruning.md)
     python examples/pruning_goals.py minilm-dense OUT      # goal 1: the dense teacher, same extra step budget
     python examples/pruning_goals.py student OUT           # goal 2: 1-1-1 (BiT) students, unpruned and pruned
     python examples/pruning_goals.py minilm-long OUT       # goal 1: the same cut, a 4x longer recovery (one run)
+    python examples/pruning_goals.py student-small OUT     # goal 2: 1-1-1 students of it, as distilled and smallest
     python examples/pruning_goals.py table OUT > docs/measurements/pruning-goals.md
     python examples/pruning_goals.py long-table OUT > docs/measurements/pruning-long-recovery.md
+    python examples/pruning_goals.py small-table OUT > docs/measurements/pruning-small-student.md
 
 Run from the repository root with ../shared (teacher, SST-2); one thread for training (`OMP_NUM_THREADS=1`). Every
 run writes under OUT; `table` reads what is there (a missing run is left out of the table and says so).
@@ -156,6 +158,49 @@ def run_student(out: Path) -> None:
         code = cli(["distill", "--teacher", teacher, "--output-dir", str(out / name), *_student_flags(steps), *extra])
         if code:
             raise SystemExit(f"distill {name} failed ({code})")
+
+
+# The smallest file of docs/measurements/pruned-sizes.md: pooler binarized (BiBERT, BiT), every embedding table 1-bit,
+# their α/γ in float16
+SMALL_FLAGS = ["--binarize", "query", "key", "value", "attention_output", "intermediate", "output", "pooler",
+               "--binarized-embeddings", "word", "position", "token_type", "--embedding-scale-dtype", "float16"]
+
+
+def run_student_small(out: Path) -> None:
+    """Size goal, accuracy side: two 1-1-1 students of the long-recovery MiniLM (run `minilm-long` first), the same
+    recipe and budget as `student`: as `distill` writes them, and the smallest variant (SMALL_FLAGS)."""
+    from hf_binary_bert.cli import main as cli
+
+    steps = 1 if SMOKE else STUDENT["steps"] // 3
+    extra = ["--max-train-samples", "64", "--max-eval-samples", "32"] if SMOKE else []
+    for name, flags in (("student-long", []), ("student-long-small", SMALL_FLAGS)):
+        if (out / name / "comparison.json").exists():
+            continue
+        code = cli(["distill", "--teacher", str(out / "minilm-pruned-long"), "--output-dir", str(out / name),
+                    *_student_flags(steps), *flags, *extra])
+        if code:
+            raise SystemExit(f"distill {name} failed ({code})")
+
+
+def small_table(out: Path) -> None:
+    """The Markdown of docs/measurements/pruning-small-student.md: the two `student-small` students."""
+    print(f"`python examples/pruning_goals.py small-table {out} > docs/measurements/pruning-small-student.md` (run: "
+          "`student-small`, same OUT)\n")
+    print(f"Both students: 1-1-1 (BiT recipe of goal 2: {STUDENT['steps']} steps, {STUDENT['steps'] // 3} per stage "
+          f"W1A4 → W1A2 → W1A1, batch {STUDENT['batch_size']}, learning rate {STUDENT['lr']}, seed 42), binarized "
+          "from and taught by the MiniLM pruned with the 1200-step recovery; SST-2 dev accuracy as `distill` "
+          f"measures it; {_cpu()}; torch {torch.__version__}. One seed each.\n")
+    print("| student | flags besides the recipe | accuracy | Δ (points) | packed file (MB) |")
+    print("|---|---|---:|---:|---:|")
+    base = None
+    for name, flags in (("as distilled", []), ("smallest", SMALL_FLAGS)):
+        folder = out / ("student-long" if not flags else "student-long-small")
+        accuracy = next(r["accuracy"] for r in json.loads((folder / "comparison.json").read_text())
+                        if r["model"] == "student")
+        base = accuracy if base is None else base
+        size = os.path.getsize(folder / "model.safetensors") / 1e6
+        print(f"| {name} | {' '.join(flags) or '–'} | {accuracy:.4f} | {100 * (accuracy - base):+.1f} | {size:.3f} |")
+    print()
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -368,7 +413,8 @@ def long_table(out: Path) -> None:
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("what", choices=["minilm", "minilm-dense", "student", "minilm-long", "table", "long-table"])
+    parser.add_argument("what", choices=["minilm", "minilm-dense", "student", "minilm-long", "student-small", "table",
+                                         "long-table", "small-table"])
     parser.add_argument("out", type=Path)
     parser.add_argument("--smoke", action="store_true", help="2 steps on 64 sentences: check the pipeline only")
     args = parser.parse_args(argv)
@@ -378,7 +424,8 @@ def main(argv=None) -> None:
     if not args.what.endswith("table"):
         torch.set_num_threads(1)
     {"minilm": run_minilm, "minilm-dense": run_minilm_dense, "student": run_student, "minilm-long": run_minilm_long,
-     "table": table, "long-table": long_table}[args.what](args.out)
+     "student-small": run_student_small, "table": table, "long-table": long_table,
+     "small-table": small_table}[args.what](args.out)
 
 
 if __name__ == "__main__":
