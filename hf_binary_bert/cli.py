@@ -62,7 +62,7 @@ def _add_train_args(p, *, learning_rate):
     p.add_argument("--warmup-ratio", type=float, default=0.1, help="linear warm-up over this fraction of the steps, then linear decay")
     p.add_argument("--max-train-samples", type=int, help="train on a random subset of this size")
     p.add_argument("--whole-word-mask", action="store_true", help="MLM: mask whole words")
-    p.add_argument("--bf16", action="store_true", help="bf16 mixed precision (Trainer's --bf16)")
+    p.add_argument("--bf16", action="store_true", help="bf16 mixed precision (Trainer's --bf16; without a GPU: bfloat16 autocast on the CPU)")
     p.add_argument("--fp16", action="store_true", help="fp16 mixed precision (Trainer's --fp16; needs a GPU)")
     p.add_argument("--gradient-checkpointing", action="store_true",
                    help="recompute each layer's forward in the backward pass (Trainer's gradient_checkpointing): "

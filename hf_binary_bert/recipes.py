@@ -339,6 +339,10 @@ def _dataset_names(task: str, options: TrainingOptions) -> list[str]:
 
 
 def _training_arguments(cls, output_dir: str, options: TrainingOptions, learning_rate: float, extra: dict):
+    if extra.get("bf16") and "use_cpu" not in extra and not _has_accelerator():
+        # TrainingArguments refuses bf16 without a GPU unless told to run on the CPU; then the Trainer autocasts
+        # the forward to bfloat16 on the CPU (weights and optimizer state stay float32)
+        extra = {**extra, "use_cpu": True}
     return cls(
         output_dir=output_dir,
         per_device_train_batch_size=options.batch_size,
@@ -360,6 +364,11 @@ def _training_arguments(cls, output_dir: str, options: TrainingOptions, learning
         remove_unused_columns=not options.whole_word_mask,
         **extra,
     )
+
+
+def _has_accelerator() -> bool:
+    return torch.cuda.is_available() or (hasattr(torch, "xpu") and torch.xpu.is_available()) or (
+        hasattr(torch.backends, "mps") and torch.backends.mps.is_available())
 
 
 def partial_dir(output_dir: str | os.PathLike) -> str:

@@ -8,11 +8,12 @@ import numpy as np
 import pytest
 import torch
 from conftest import DATA, tiny_bert_config
-from transformers import AutoModelForQuestionAnswering, AutoTokenizer, BertForQuestionAnswering
+from transformers import AutoModelForQuestionAnswering, AutoTokenizer, BertForQuestionAnswering, TrainingArguments
 
 from hf_binary_bert import BinaryBertForQuestionAnswering
 from hf_binary_bert.cli import main
 from hf_binary_bert.distillation import span_distillation_loss
+from hf_binary_bert.recipes import TrainingOptions, _training_arguments
 from hf_binary_bert.squad import (
     exact_match_score,
     f1_score,
@@ -240,3 +241,25 @@ def test_cli_finetune_then_distill_squad(tmp_path, tokenizer, squad_files):
     student = AutoModelForQuestionAnswering.from_pretrained(tmp_path / "student")
     assert type(student) is BinaryBertForQuestionAnswering and student.config.packed_weights
     assert student.config.activation_bits == 1
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU-only path of --bf16")
+def test_cli_finetune_squad_bf16_on_a_cpu(tmp_path, tokenizer, squad_files):
+    """--bf16 without a GPU trains under bfloat16 autocast on the CPU (TrainingArguments alone refuses bf16 there)."""
+    args = _training_arguments(TrainingArguments, str(tmp_path / "args"), TrainingOptions(), 5e-5, {"bf16": True})
+    assert args.bf16 and args.use_cpu and args.device.type == "cpu"
+    torch.manual_seed(0)
+    base = tmp_path / "base"
+    BertForQuestionAnswering(tiny_bert_config(vocab_size=tokenizer.vocab_size, max_position_embeddings=128)
+                             ).save_pretrained(base)
+    tokenizer.save_pretrained(base)
+    train, evals = map(str, squad_files)
+    assert main(["finetune", "--model", str(base), "--output-dir", str(tmp_path / "teacher"), "--max-steps", "2",
+                 "--task", "squad", "--train-files", train, "--eval-files", evals, "--max-seq-length", "96",
+                 "--doc-stride", "32", "--batch-size", "8", "--no-progress", "--logging-steps", "1", "--bf16"]) == 0
+    result = json.loads((tmp_path / "teacher" / "finetune_results.json").read_text())
+    assert all(0.0 <= v <= 100.0 for v in result["metrics"].values())
+    losses = [entry["loss"] for entry in result["log_history"] if "loss" in entry]
+    assert len(losses) == 2 and all(np.isfinite(losses))
+    saved = BertForQuestionAnswering.from_pretrained(tmp_path / "teacher")
+    assert saved.dtype == torch.float32  # autocast only: the weights stay float32
