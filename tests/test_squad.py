@@ -215,15 +215,24 @@ def squad_files(tmp_path_factory, examples):
     return folder / "train.json", folder / "eval.json"
 
 
-def test_cli_finetune_then_distill_squad(tmp_path, tokenizer, squad_files):
+def _tiny_qa_base(folder, tokenizer):
+    """A tiny random BertForQuestionAnswering (seed 0) and the tokenizer, saved to `folder`."""
     torch.manual_seed(0)
-    base = tmp_path / "base"
     BertForQuestionAnswering(tiny_bert_config(vocab_size=tokenizer.vocab_size, max_position_embeddings=128)
-                             ).save_pretrained(base)
-    tokenizer.save_pretrained(base)
+                             ).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+
+
+def _squad_cli_args(squad_files):
     train, evals = map(str, squad_files)
-    common = ["--task", "squad", "--train-files", train, "--eval-files", evals, "--max-seq-length", "96",
-              "--doc-stride", "32", "--batch-size", "8", "--no-progress", "--logging-steps", "1"]
+    return ["--task", "squad", "--train-files", train, "--eval-files", evals, "--max-seq-length", "96",
+            "--doc-stride", "32", "--batch-size", "8", "--no-progress", "--logging-steps", "1"]
+
+
+def test_cli_finetune_then_distill_squad(tmp_path, tokenizer, squad_files):
+    base = tmp_path / "base"
+    _tiny_qa_base(base, tokenizer)
+    common = _squad_cli_args(squad_files)
     assert main(["finetune", "--model", str(base), "--output-dir", str(tmp_path / "teacher"), "--max-steps", "3",
                  *common]) == 0
     result = json.loads((tmp_path / "teacher" / "finetune_results.json").read_text())
@@ -248,15 +257,10 @@ def test_cli_finetune_squad_bf16_on_a_cpu(tmp_path, tokenizer, squad_files):
     """--bf16 without a GPU trains under bfloat16 autocast on the CPU (TrainingArguments alone refuses bf16 there)."""
     args = _training_arguments(TrainingArguments, str(tmp_path / "args"), TrainingOptions(), 5e-5, {"bf16": True})
     assert args.bf16 and args.use_cpu and args.device.type == "cpu"
-    torch.manual_seed(0)
     base = tmp_path / "base"
-    BertForQuestionAnswering(tiny_bert_config(vocab_size=tokenizer.vocab_size, max_position_embeddings=128)
-                             ).save_pretrained(base)
-    tokenizer.save_pretrained(base)
-    train, evals = map(str, squad_files)
+    _tiny_qa_base(base, tokenizer)
     assert main(["finetune", "--model", str(base), "--output-dir", str(tmp_path / "teacher"), "--max-steps", "2",
-                 "--task", "squad", "--train-files", train, "--eval-files", evals, "--max-seq-length", "96",
-                 "--doc-stride", "32", "--batch-size", "8", "--no-progress", "--logging-steps", "1", "--bf16"]) == 0
+                 *_squad_cli_args(squad_files), "--bf16"]) == 0
     result = json.loads((tmp_path / "teacher" / "finetune_results.json").read_text())
     assert all(0.0 <= v <= 100.0 for v in result["metrics"].values())
     losses = [entry["loss"] for entry in result["log_history"] if "loss" in entry]
