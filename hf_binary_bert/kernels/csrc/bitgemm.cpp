@@ -950,7 +950,7 @@ void bits_gemm(int isa, int64_t M, int64_t N, const uint64_t* a, int64_t kw, con
   }
 }
 
-// AVX2 W1 × u8 by 4-bit lookup tables (run_w1a8's AVX2 path for M ≥ kLutMinRows); needs Epilogue / finish_row.
+// W1 × u8 by lookup tables (run_w1a8's AVX2 and AVX-512 paths for M ≥ kLutMinRows); needs Epilogue / finish_row.
 #include "lut_gemm.h"
 
 template <class Kern>
@@ -1206,7 +1206,7 @@ void quantize_rows(int isa, const float* x, int64_t M, int64_t K, int64_t ldx, c
     if (dynamic) {
       float amax = 0.0f;
 #if defined(__x86_64__) || defined(_M_X64)
-      if (isa == AVX2)
+      if (isa == AVX2 || isa >= AVX512)  // (max is exact in any order: the AVX2 loop serves the AVX-512 paths too)
         amax = abs_max_avx2(row, K, shift);
       else
 #endif
@@ -1509,10 +1509,10 @@ void run_w1a8_shared(const float* x, int64_t M, int64_t K, int64_t ldx, const fl
                     qsum, outs[i].out, outs[i].ldo};
   }
 #if defined(__x86_64__) || defined(_M_X64)
-  if (!bytes && isa == AVX2 && M >= kLutMinRows) {
+  if (!bytes && (isa == AVX2 || isa >= AVX512) && M >= kLutMinRows) {
     LutOperand ops[4];
     for (int i = 0; i < nouts; ++i) ops[i] = LutOperand{outs[i].w, outs[i].N, e[i]};
-    lut_w1a8(M, u, lu, steps, K, z, nouts, ops, nthreads);
+    lut_w1a8(isa, M, u, lu, steps, K, z, nouts, ops, nthreads);
     return;
   }
 #endif
