@@ -8,8 +8,9 @@
 //                XNOR-popcount (±1 inputs: a·b = K − 2·popcount(a XOR b)) or AND-popcount ({0,1} inputs:
 //                a·b = 2·popcount(a AND b) − popcount(a)).
 //   w1a8_linear: input integers q = round(clip((x − β)/s, Q_n, Q_p)) (LSQ / BiT), or per-row dynamic
-//                s_m = max|x_m| / 127, stored as u8 u = q + z; then Σ_k u_k·b_k − z·Σ_k b_k (VNNI vpdpbusd with the
-//                ±1 bytes blended from the weight bits; on AVX2, 4-bit lookup tables of input sums, lut_gemm.h).
+//                s_m = max|x_m| / 127, stored as u8 u = q + z; then Σ_k u_k·b_k − z·Σ_k b_k (lookup tables of
+//                input sums for M ≥ 4 rows: 4-bit tables and vpshufb on AVX2, 6-bit tables and vpermi2w on AVX-512BW,
+//                lut_gemm.h; for fewer rows VNNI vpdpbusd with the ±1 bytes blended from the weight bits).
 // Epilogue (fused): y[m,n] = s_m · (α_n · dot[m,n] + γ_n · Σ_k q[m,k]) + bias_n.
 //
 // Instruction sets are chosen at run time from the CPU (cpu_features()):
