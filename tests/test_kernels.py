@@ -23,7 +23,8 @@ SHAPES = [(1, 768, 64), (7, 100, 13), (70, 300, 37), (5, 2100, 40), (3, 8, 1), (
 W1A1_SHAPES = SHAPES + [(16, 256, 64), (33, 3072, 100), (17, 100, 13), (66, 256, 96), (128, 768, 768)]
 # w1a8 also at the AVX2 lookup-table path's edges (M ≥ 4): M around its 4-row items, N not a multiple of its
 # 32-row blocks / 128-column tiles, K over several 64-step chunks (ragged and exact)
-W1A8_SHAPES = SHAPES + [(4, 256, 128), (6, 1028, 161), (9, 3072, 100), (64, 768, 96)]
+# (AVX-512 tables: 12-k steps, 16-step chunks, 4 × 4 tiles of 4 rows × 128 columns), and a BERT-base shape
+W1A8_SHAPES = SHAPES + [(4, 256, 128), (6, 1028, 161), (9, 3072, 100), (64, 768, 96), (130, 768, 768)]
 
 pytestmark = pytest.mark.skipif(not kernels.available(), reason="compiled kernels not built")
 
@@ -72,8 +73,11 @@ def test_w1a1_equals_reference_bit_for_bit(isa, m, k, n, mode, threshold, step, 
 @pytest.mark.parametrize("q_min,q_max,dynamic", [(-128, 127, False), (0, 255, False), (-2, 1, False), (0, 15, False),
                                                  (-63, 63, True),
                                                  (-127, 127, True)])
-def test_w1a8_equals_reference_bit_for_bit(isa, m, k, n, q_min, q_max, dynamic):
+@pytest.mark.parametrize("with_extras", [False, True])
+def test_w1a8_equals_reference_bit_for_bit(isa, m, k, n, q_min, q_max, dynamic, with_extras):
     x, packed, alpha, gamma, bias, shift = _problem(m, k, n, seed=1)
+    if not with_extras:  # absent γ / bias / shift (the lookup-table paths once read past their zero stand-ins)
+        gamma = bias = shift = None
     weight = kernels.repack_weight(packed, k, "nib")
     sums = kernels.row_sums(packed, k)
     assert torch.equal(sums, reference.row_sums(packed, k))
@@ -83,7 +87,8 @@ def test_w1a8_equals_reference_bit_for_bit(isa, m, k, n, q_min, q_max, dynamic):
 
 def test_w1a8_largest_sums_are_exact(isa):
     """Every input at the top level (u = 255) against all-(+1) and all-(−1) rows, K = 3072: the largest partial sums
-    the kernels hold (the lookup-table path's 16-bit sums reach 64 · 1020 = 65280 per chunk)."""
+    the kernels hold (the lookup-table paths' 16-bit sums reach 64 · 1020 = 65280 per chunk on AVX2 and
+    16 · 2 · 1530 = 48960 on AVX-512)."""
     m, k = 5, 3072
     packed = pack_bits(torch.tensor([[True] * k, [False] * k] * 20))
     x = torch.full((m, k), 300.0)  # clipped to the top level 255

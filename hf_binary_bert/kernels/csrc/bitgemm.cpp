@@ -626,8 +626,11 @@ void finish_row_default(const Epilogue& e, int64_t m, int64_t n0, int64_t count,
 // buffer; the GEMM drivers pass one on their stack, which saves a thread-local lookup per row and chunk).
 inline void finish_row(const Epilogue& e, int64_t m, int64_t n0, int64_t count, const int32_t* raw,
                        float* scratch = nullptr) {
-  alignas(64) static const float zeros[64] = {};
-  alignas(64) static const int32_t izeros[64] = {};
+  // the stand-ins for an absent γ, bias or add_n: finish_loop reads them like the real vectors, so a row is finished
+  // in runs of at most kZeroRun columns (the lookup-table paths pass whole rows of N columns)
+  constexpr int64_t kZeroRun = 1024;
+  alignas(64) static const float zeros[kZeroRun] = {};
+  alignas(64) static const int32_t izeros[kZeroRun] = {};
   float* y = e.out + m * e.ldo + n0;
   if (e.pack_bits) {  // y into a small row, then packed (n0 is a multiple of 8: whole bytes per chunk)
     if (scratch) {
@@ -639,13 +642,19 @@ inline void finish_row(const Epilogue& e, int64_t m, int64_t n0, int64_t count, 
     }
   }
 #if defined(__x86_64__) || defined(_M_X64)
-  if (kFeatures.avx512bw && g_isa >= AVX512)
-    finish_row_avx512(e, m, n0, count, raw, zeros, izeros, y);
-  else if (kFeatures.avx2 && g_isa >= AVX2)
-    finish_row_avx2(e, m, n0, count, raw, zeros, izeros, y);
-  else
+  const bool avx512 = kFeatures.avx512bw && g_isa >= AVX512, avx2 = kFeatures.avx2 && g_isa >= AVX2;
 #endif
-    finish_row_default(e, m, n0, count, raw, zeros, izeros, y);
+  for (int64_t c = 0; c < count; c += kZeroRun) {
+    const int64_t run = std::min(kZeroRun, count - c);
+#if defined(__x86_64__) || defined(_M_X64)
+    if (avx512)
+      finish_row_avx512(e, m, n0 + c, run, raw + c, zeros, izeros, y + c);
+    else if (avx2)
+      finish_row_avx2(e, m, n0 + c, run, raw + c, zeros, izeros, y + c);
+    else
+#endif
+      finish_row_default(e, m, n0 + c, run, raw + c, zeros, izeros, y + c);
+  }
   if (e.pack_bits) {
     const int64_t ones = pack_row_isa(g_isa, y, count, e.pack_shift ? e.pack_shift + n0 : nullptr, e.pack_s,
                                       e.pack_thr, e.pack_mode, e.pack_bits + m * e.pack_ld + n0 / 8, e.pack_n);
@@ -654,19 +663,24 @@ inline void finish_row(const Epilogue& e, int64_t m, int64_t n0, int64_t count, 
 }
 
 // A: MR row pointers of type T (uint64 words or u8); W: kernel layout with `gstride` words per group of `group` rows.
+constexpr int64_t kSliceBytes = 32768;
 template <class Kern, int GROUP, class T, class Tile>
 void drive(int64_t M, int64_t N, const T* a, int64_t lda, const uint64_t* w, int64_t gstride, const Epilogue& e,
            int nthreads, Tile tile_fn) {
   constexpr int MR = Kern::MR, NG = Kern::NG;
   // Work items: MC input rows × NC output columns (NC a multiple of the tile width, at least 64 columns), so each
-  // item writes whole 256-byte stretches of output rows and the weight slice it reads stays in L1.
-  constexpr int64_t TILE_COLS = NG * GROUP, NC = TILE_COLS >= 64 ? TILE_COLS : 64, MC = 64;
+  // item writes whole 256-byte stretches of output rows and the weight slice it reads stays in L1: NC is the
+  // largest of NC_MIN, 2·NC_MIN, 4·NC_MIN whose slice fits kSliceBytes (fewer, longer epilogue calls per row).
+  constexpr int64_t TILE_COLS = NG * GROUP, NC_MIN = TILE_COLS >= 64 ? TILE_COLS : 64, NC_MAX = 4 * NC_MIN, MC = 64;
+  const int64_t col_bytes = gstride * 8 / GROUP;  // weight bytes per output column
+  int64_t NC = NC_MIN;
+  while (NC < NC_MAX && 2 * NC * col_bytes <= kSliceBytes) NC *= 2;
   const int64_t groups = (N + GROUP - 1) / GROUP;
   const int64_t nchunks = (N + NC - 1) / NC, mchunks = (M + MC - 1) / MC, items = nchunks * mchunks;
 #pragma omp parallel for schedule(static) num_threads(nthreads) if (nthreads > 1 && items > 1 && M * N > 4096)
   for (int64_t item = 0; item < items; ++item) {
-    alignas(64) int32_t raw[MR * NC];  // MR rows × this chunk's columns
-    alignas(64) float row[NC];          // a packing epilogue's float row
+    alignas(64) int32_t raw[MR * NC_MAX];  // MR rows × this chunk's columns (row stride NC)
+    alignas(64) float row[NC_MAX];          // a packing epilogue's float row
     const int64_t nc = item % nchunks, m_begin = item / nchunks * MC, m_end = std::min(M, m_begin + MC);
     const int64_t cg0 = nc * (NC / GROUP), cg1 = std::min(groups, cg0 + NC / GROUP), n0 = cg0 * GROUP;
     const int64_t count = std::min(N, cg1 * GROUP) - n0;
