@@ -126,6 +126,49 @@ __attribute__((target("avx2,fma"))) void gelu_avx2(float* x, int64_t n) {
   }
   for (; i < n; ++i) x[i] = x[i] * 0.5f * (1.0f + erf_scalar(x[i] * 0.70710678118654752f));
 }
+
+// AVX-512 twins of exp_avx2 / erf_avx2 / gelu_avx2: the same IEEE operations per lane (the same FMAs; floor as
+// roundscale toward −∞), so every element equals the AVX2 result bit for bit, 16 at a time.
+__attribute__((target("avx512f,avx2,fma"))) inline __m512 exp_avx512(__m512 x) {
+  x = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(-87.33654f)), _mm512_set1_ps(88.3762626647949f));
+  __m512 fx = _mm512_fmadd_ps(x, _mm512_set1_ps(1.44269504088896341f), _mm512_set1_ps(0.5f));
+  fx = _mm512_roundscale_ps(fx, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
+  x = _mm512_fnmadd_ps(fx, _mm512_set1_ps(0.693359375f), x);
+  x = _mm512_fnmadd_ps(fx, _mm512_set1_ps(-2.12194440e-4f), x);
+  __m512 y = _mm512_set1_ps(1.9875691500E-4f);
+  y = _mm512_fmadd_ps(y, x, _mm512_set1_ps(1.3981999507E-3f));
+  y = _mm512_fmadd_ps(y, x, _mm512_set1_ps(8.3334519073E-3f));
+  y = _mm512_fmadd_ps(y, x, _mm512_set1_ps(4.1665795894E-2f));
+  y = _mm512_fmadd_ps(y, x, _mm512_set1_ps(1.6666665459E-1f));
+  y = _mm512_fmadd_ps(y, x, _mm512_set1_ps(5.0000001201E-1f));
+  y = _mm512_fmadd_ps(y, _mm512_mul_ps(x, x), _mm512_add_ps(x, _mm512_set1_ps(1.0f)));
+  const __m512i e = _mm512_slli_epi32(_mm512_add_epi32(_mm512_cvttps_epi32(fx), _mm512_set1_epi32(127)), 23);
+  return _mm512_mul_ps(y, _mm512_castsi512_ps(e));
+}
+
+__attribute__((target("avx512f,avx512dq,avx2,fma"))) inline __m512 erf_avx512(__m512 x) {
+  const __m512 sign = _mm512_and_ps(_mm512_set1_ps(-0.0f), x), a = _mm512_xor_ps(sign, x), one = _mm512_set1_ps(1.0f);
+  const __m512 t = _mm512_div_ps(one, _mm512_fmadd_ps(_mm512_set1_ps(0.3275911f), a, one));
+  __m512 r = _mm512_fmadd_ps(_mm512_set1_ps(1.061405429f), t, _mm512_set1_ps(-1.453152027f));
+  r = _mm512_fmadd_ps(r, t, _mm512_set1_ps(1.421413741f));
+  r = _mm512_fmadd_ps(r, t, _mm512_set1_ps(-0.284496736f));
+  r = _mm512_fmadd_ps(r, t, _mm512_set1_ps(0.254829592f));
+  const __m512 e = exp_avx512(_mm512_xor_ps(_mm512_set1_ps(-0.0f), _mm512_mul_ps(x, x)));
+  const __m512 v = _mm512_fmadd_ps(_mm512_mul_ps(_mm512_xor_ps(_mm512_set1_ps(-0.0f), e), t), r, one);
+  return _mm512_xor_ps(sign, v);
+}
+
+__attribute__((target("avx512f,avx512dq,avx2,fma"))) void gelu_avx512(float* x, int64_t n) {
+  int64_t i = 0;
+  const __m512 half = _mm512_set1_ps(0.5f), one = _mm512_set1_ps(1.0f), alpha = _mm512_set1_ps(0.70710678118654752f);
+  for (; i + 16 <= n; i += 16) {
+    const __m512 v = _mm512_loadu_ps(x + i);
+    _mm512_storeu_ps(x + i, _mm512_mul_ps(_mm512_mul_ps(v, half), _mm512_add_ps(one, erf_avx512(_mm512_mul_ps(v, alpha)))));
+  }
+  gelu_avx2(x + i, n - i);
+}
+
+inline bool use_avx512() { return kFeatures.avx512bw && g_isa >= AVX512 && g_isa != NEON; }
 #endif
 
 void activation(int act, float* x, int64_t n, int nthreads) {
@@ -137,6 +180,8 @@ void activation(int act, float* x, int64_t n, int nthreads) {
     if (act == ACT_RELU) {
       for (int64_t i = 0; i < len; ++i) p[i] = p[i] > 0.0f ? p[i] : 0.0f;
 #if defined(__x86_64__) || defined(_M_X64)
+    } else if (use_avx512()) {
+      gelu_avx512(p, len);
     } else if (use_avx2()) {
       gelu_avx2(p, len);
 #endif
@@ -386,6 +431,51 @@ __attribute__((target("avx2,fma"))) void scaled_softmax_avx2(float* row, int64_t
   for (j = 0; j + 8 <= n; j += 8) _mm256_storeu_ps(row + j, _mm256_mul_ps(_mm256_loadu_ps(row + j), vinv));
   for (; j < n; ++j) row[j] *= 1.0f / sum;
 }
+
+// The same values as scaled_softmax_avx2 bit for bit: products, max and exp per element are the same operations,
+// 16 at a time, and the sum is added in the AVX2 version's order (8-lane partial sums over consecutive 8-value
+// chunks, then lane by lane, then the scalar tail).
+__attribute__((target("avx512f,avx512dq,avx2,fma"))) void scaled_softmax_avx512(float* row, int64_t n, float mul) {
+  int64_t j = 0;
+  float mx = -INFINITY, sum = 0.0f;
+  const __m512 vmul = _mm512_set1_ps(mul);
+  __m512 vmx = _mm512_set1_ps(-INFINITY);
+  for (; j + 16 <= n; j += 16) {
+    const __m512 v = _mm512_mul_ps(_mm512_loadu_ps(row + j), vmul);
+    _mm512_storeu_ps(row + j, v);
+    vmx = _mm512_max_ps(vmx, v);
+  }
+  for (; j + 8 <= n; j += 8) {  // (max is exact in any order)
+    const __m256 v = _mm256_mul_ps(_mm256_loadu_ps(row + j), _mm512_castps512_ps256(vmul));
+    _mm256_storeu_ps(row + j, v);
+    vmx = _mm512_mask_max_ps(vmx, 0x00FF, vmx, _mm512_castps256_ps512(v));  // lanes 8 … 15 kept
+  }
+  mx = _mm512_reduce_max_ps(vmx);
+  for (int64_t t = j; t < n; ++t) mx = std::max(mx, row[t] *= mul);
+  const __m512 vm = _mm512_set1_ps(mx);
+  __m256 acc = _mm256_setzero_ps();
+  for (j = 0; j + 16 <= n; j += 16) {
+    const __m512 e = exp_avx512(_mm512_sub_ps(_mm512_loadu_ps(row + j), vm));
+    _mm512_storeu_ps(row + j, e);
+    acc = _mm256_add_ps(acc, _mm512_castps512_ps256(e));
+    acc = _mm256_add_ps(acc, _mm512_extractf32x8_ps(e, 1));
+  }
+  for (; j + 8 <= n; j += 8) {
+    const __m256 e = exp_avx2(_mm256_sub_ps(_mm256_loadu_ps(row + j), _mm512_castps512_ps256(vm)));
+    _mm256_storeu_ps(row + j, e);
+    acc = _mm256_add_ps(acc, e);
+  }
+  alignas(32) float lanes[8];
+  _mm256_store_ps(lanes, acc);
+  for (int i = 0; i < 8; ++i) sum += lanes[i];
+  for (; j < n; ++j) {
+    row[j] = std::exp(row[j] - mx);
+    sum += row[j];
+  }
+  const __m512 vinv = _mm512_set1_ps(1.0f / sum);
+  for (j = 0; j + 16 <= n; j += 16) _mm512_storeu_ps(row + j, _mm512_mul_ps(_mm512_loadu_ps(row + j), vinv));
+  for (; j < n; ++j) row[j] *= 1.0f / sum;
+}
 #endif
 
 template <bool AVX>
@@ -603,7 +693,12 @@ __attribute__((always_inline)) inline void attention_head_body(const int64_t* L,
     if (attn == ATTN_BI) {
       for (int64_t j = 0; j < T; ++j) row[j] = row[j] * c > 0.0f ? 1.0f : 0.0f;
     } else {
-      scaled_softmax<AVX>(row, T, qk);
+#if defined(__x86_64__) || defined(_M_X64)
+      if constexpr (VPOP)
+        scaled_softmax_avx512(row, T, qk);
+      else
+#endif
+        scaled_softmax<AVX>(row, T, qk);
     }
     if (bit_values) {
       std::memset(arow, 0, (size_t)tw * 8);
@@ -659,7 +754,7 @@ __attribute__((target("avx2,fma,popcnt"))) void attention_head_avx2(const int64_
 }
 
 // The same with the bit loops on AVX-512 VPOPCNTDQ (everything else as attention_head_avx2).
-__attribute__((target("avx2,fma,popcnt,avx512f,avx512vpopcntdq"))) void attention_head_avx512(
+__attribute__((target("avx2,fma,popcnt,avx512f,avx512dq,avx512vpopcntdq"))) void attention_head_avx512(
     const int64_t* L, const float* q, const float* k, const float* v, float* ctx, int64_t T, int64_t h, int64_t ld,
     float* work, const QkvBits& qkv) {
   attention_head_body<true, true>(L, q, k, v, ctx, T, h, ld, work, qkv);
