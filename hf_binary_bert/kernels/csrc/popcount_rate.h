@@ -2,7 +2,7 @@
 // (benchmarks/latency.py, benchmarks/linear_kernels.py). Included once by bitgemm.cpp, inside its anonymous namespace.
 //
 // Every thread counts popcount(a XOR b) over the same 4 KiB of 64-bit words (L1-resident) again and again, with
-// the fastest popcount this CPU has: vpopcntq (AVX-512 VPOPCNTDQ), Harley–Seal carry-save adders over 16 vectors
+// the fastest popcount this CPU has: vpopcntq (AVX-512 VPOPCNTDQ; a few vectors of a held against all of b), Harley–Seal carry-save adders over 16 vectors
 // with one nibble-table popcount (vpshufb) per 16 (AVX2; Muła, Kurz & Lemire, "Faster population counts using AVX2
 // instructions", Computer Journal 2018), or the popcnt instruction. The result is bit operations (= binary
 // multiply-accumulates of an XNOR-popcount dot product) per second, all threads together.
@@ -60,18 +60,28 @@ __attribute__((target("avx2"))) uint64_t xor_popcount_avx2(const uint64_t* a, co
   return lanes[0] + lanes[1] + lanes[2] + lanes[3];
 }
 
+// VPOPCNTDQ: 4 vectors of a stay in registers and every vector of b passes all four (Σ_j Σ_i popcount(a_j XOR b_i),
+// 4·n words of bit operations), as the GEMM tile holds broadcast input words against weight vectors: one load per 4
+// XOR + vpopcntq + add, so the rate is that instruction mix's throughput, not the load ports' (a version with two
+// loads per vector measured 0.6× of this on an AMD EPYC Zen 4, below what the GEMM tile itself reaches).
+constexpr int kVpopcntReuse = 4;
 __attribute__((target("avx512f,avx512bw,avx512vpopcntdq"))) uint64_t xor_popcount_vpopcnt(const uint64_t* a,
                                                                                           const uint64_t* b,
                                                                                           int64_t n) {
-  __m512i acc[4] = {_mm512_setzero_si512(), _mm512_setzero_si512(), _mm512_setzero_si512(), _mm512_setzero_si512()};
-  for (int64_t i = 0; i < n; i += 32)
-    for (int j = 0; j < 4; ++j)
-      acc[j] = _mm512_add_epi64(acc[j], _mm512_popcnt_epi64(_mm512_xor_si512(
-                                            _mm512_loadu_si512(a + i + 8 * j), _mm512_loadu_si512(b + i + 8 * j))));
-  return (uint64_t)_mm512_reduce_add_epi64(_mm512_add_epi64(_mm512_add_epi64(acc[0], acc[1]),
-                                                            _mm512_add_epi64(acc[2], acc[3])));
+  __m512i av[kVpopcntReuse], acc[2 * kVpopcntReuse];
+  for (int j = 0; j < kVpopcntReuse; ++j) av[j] = _mm512_loadu_si512(a + 8 * j);
+  for (int j = 0; j < 2 * kVpopcntReuse; ++j) acc[j] = _mm512_setzero_si512();
+  for (int64_t i = 0; i < n; i += 16) {
+    const __m512i b0 = _mm512_loadu_si512(b + i), b1 = _mm512_loadu_si512(b + i + 8);
+    for (int j = 0; j < kVpopcntReuse; ++j) {
+      acc[j] = _mm512_add_epi64(acc[j], _mm512_popcnt_epi64(_mm512_xor_si512(av[j], b0)));
+      acc[kVpopcntReuse + j] = _mm512_add_epi64(acc[kVpopcntReuse + j], _mm512_popcnt_epi64(_mm512_xor_si512(av[j], b1)));
+    }
+  }
+  __m512i total = acc[0];
+  for (int j = 1; j < 2 * kVpopcntReuse; ++j) total = _mm512_add_epi64(total, acc[j]);
+  return (uint64_t)_mm512_reduce_add_epi64(total);
 }
-
 __attribute__((target("popcnt"))) uint64_t xor_popcount_popcnt(const uint64_t* a, const uint64_t* b, int64_t n) {
 #else
 #if defined(__aarch64__)
@@ -134,7 +144,12 @@ PyObject* py_popcount_rate(PyObject*, PyObject* args) {
       }
       rounds += 256;
     }
-    total_bits += (double)rounds * (kRateWords / 2) * 64.0;
+#if defined(__x86_64__) || defined(_M_X64)
+    const double reuse = isa == AVX512_VPOPCNT ? kVpopcntReuse : 1;
+#else
+    const double reuse = 1;
+#endif
+    total_bits += (double)rounds * (kRateWords / 2) * 64.0 * reuse;
   }
   elapsed = omp_get_wtime() - start;
   Py_END_ALLOW_THREADS;
