@@ -136,7 +136,11 @@ def repack_weight(weight_packed: torch.Tensor, k: int, layout: str) -> torch.Ten
     only (so `torch.compile` / `torch.export` can trace it):
 
     - `"bits"`: [ceil(N/8)][Kw][8] with Kw = ceil(k/256)·4: word w of the 8 rows of a group side by side;
-    - `"nib"`: [ceil(N/16)][ceil(k/4)], bit 4r + t of word s = B[16g + r][4s + t].
+    - `"nib"`: [ceil(N/16)][ceil(k/4)], bit 4r + t of word s = B[16g + r][4s + t]; then the lookup-table index of
+      the AVX-512 W1 × u8 GEMM (csrc/lut_gemm.h), [ceil(N/32)][P][32] int16 with P = ceil(ceil(k/4) / 3): lane
+      2q + h of block c, step p is row 32c + 16h + q, its low byte B's bits (+1 → 1) of inputs 12p … 12p+5 (bit t =
+      input 12p + t), its high byte those of inputs 12p+6 … 12p+11 (zero past N and k), starting at the next multiple
+      of 8 words after the nib words. About 2.33 bits per weight in all.
     """
     n, cols = weight_packed.shape
     if layout == "bits":
@@ -145,8 +149,14 @@ def repack_weight(weight_packed: torch.Tensor, k: int, layout: str) -> torch.Ten
         return padded.view(torch.int64).reshape(groups, 8, kw).transpose(1, 2).reshape(-1)
     steps, groups = (k + 3) // 4, (n + 15) // 16
     bits = F.pad(unpack_bits(weight_packed, k).to(torch.uint8), (0, steps * 4 - k, 0, groups * 16 - n))
-    bits = bits.reshape(groups, 16, steps, 4).permute(0, 2, 1, 3).reshape(groups, steps, 64)
-    return pack_bits(bits.bool()).view(torch.int64).reshape(-1)
+    nib = bits.reshape(groups, 16, steps, 4).permute(0, 2, 1, 3).reshape(groups, steps, 64)
+    nib = pack_bits(nib.bool()).view(torch.int64).reshape(-1)
+    blocks, p = (n + 31) // 32, (steps + 2) // 3
+    six = F.pad(bits[:n], (0, p * 12 - steps * 4, 0, blocks * 32 - n)).reshape(blocks, 2, 16, p, 2, 6).to(torch.int16)
+    groups6 = (six << torch.arange(6, dtype=torch.int16)).sum(-1, dtype=torch.int16)  # [blocks, h, q, p, 2]
+    words = groups6[..., 0] | (groups6[..., 1] << 8)
+    index = words.permute(0, 3, 2, 1).reshape(blocks, p, 32).contiguous().view(torch.int64).reshape(-1)
+    return torch.cat([F.pad(nib, (0, (nib.numel() + 7) // 8 * 8 - nib.numel())), index])  # index from 64 bytes on
 
 
 def bi_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, shifts: tuple, steps: tuple,

@@ -150,6 +150,33 @@ void repack_nib(const uint8_t* w, int64_t N, int64_t K, uint64_t* out) {
         out[n / kNibGroup * steps + k / 4] |= 1ULL << ((n % kNibGroup) * 4 + k % 4);
 }
 
+// The AVX-512 lookup-table GEMM's weight index (lut_gemm.h, LutAvx512), made from a nib layout: for each block c of 32
+// rows and step p of 12 inputs, 32 16-bit lanes; lane 2q + h is row 32c + 16h + q, its low byte the row's 6 weight
+// bits of inputs 12p … 12p+5 (bit t = input 12p + t), its high byte those of 12p+6 … 12p+11. "nib" kernel weights
+// carry it after their nib words, from a 64-byte boundary (repack "nib"), so the GEMM does not rebuild it per call.
+// Scalar: made once per Linear.
+int64_t nib_words(int64_t N, int64_t K) { return (N + kNibGroup - 1) / kNibGroup * ((K + 3) / 4); }
+// where the index starts in "nib" kernel weights: after the nib words, rounded up to 64 bytes
+int64_t lut6_offset_words(int64_t N, int64_t K) { return (nib_words(N, K) + 7) / 8 * 8; }
+int64_t lut6_steps(int64_t K) { return ((K + 3) / 4 + 2) / 3; }
+int64_t lut6_index_words(int64_t N, int64_t K) { return (N + 31) / 32 * lut6_steps(K) * 8; }
+
+void lut6_index(const uint64_t* nib, int64_t N, int64_t K, uint8_t* out) {
+  const int64_t steps = (K + 3) / 4, groups = (N + kNibGroup - 1) / kNibGroup, P = lut6_steps(K);
+  for (int64_t c = 0; c < (N + 31) / 32; ++c)
+    for (int64_t p = 0; p < P; ++p)
+      for (int lane = 0; lane < 32; ++lane) {
+        const int64_t g = 2 * c + lane % 2, q = lane / 2;
+        uint32_t n[3];
+        for (int t = 0; t < 3; ++t) {
+          const int64_t st = 3 * p + t;
+          n[t] = g < groups && st < steps ? (uint32_t)(nib[g * steps + st] >> (4 * q)) & 0xF : 0;
+        }
+        const uint16_t word = (uint16_t)(n[0] | (n[1] & 3) << 4 | ((n[1] >> 2) | n[2] << 2) << 8);
+        std::memcpy(out + (c * P + p) * 64 + 2 * lane, &word, 2);
+      }
+}
+
 // ------------------------------------------------------------------------------------------------------------------
 // Micro-kernels. Each computes an MR × (NG·group) tile of raw integer results into out[MR][NG·group] (int32):
 //   bits: popcount(a_m OP w_n) over Kw words (OP 0 = XOR, 1 = AND);  u8: Σ_k u[m,k]·B[n,k].
@@ -1500,6 +1527,7 @@ struct W1A8Output {
   const float *alpha, *gamma, *bias;
   float* out;
   int64_t ldo;
+  const uint8_t* lut = nullptr;  // the lut6 index after the nib words (lut6_index), or null: built per call
 };
 
 // Several W1 × u8 Linears on one input x [M, K] with one input quantizer (Q, K and V of a layer whose three
@@ -1526,7 +1554,7 @@ void run_w1a8_shared(const float* x, int64_t M, int64_t K, int64_t ldx, const fl
 #if defined(__x86_64__) || defined(_M_X64)
   if (!bytes && (isa == AVX2 || isa >= AVX512) && M >= kLutMinRows) {
     LutOperand ops[4];
-    for (int i = 0; i < nouts; ++i) ops[i] = LutOperand{outs[i].w, outs[i].N, e[i]};
+    for (int i = 0; i < nouts; ++i) ops[i] = LutOperand{outs[i].w, outs[i].N, e[i], outs[i].lut};
     lut_w1a8(isa, M, u, lu, steps, K, z, nouts, ops, nthreads);
     return;
   }
@@ -1541,8 +1569,8 @@ void run_w1a8_shared(const float* x, int64_t M, int64_t K, int64_t ldx, const fl
 
 void run_w1a8(const float* x, int64_t M, int64_t K, int64_t ldx, const float* shift, float s, int qn, int qp,
               bool dynamic, const uint64_t* w, int64_t N, const int32_t* wsum, const float* alpha, const float* gamma,
-              const float* bias, float* out, int64_t ldo, int nthreads, bool bytes) {
-  const W1A8Output o{w, N, wsum, alpha, gamma, bias, out, ldo};
+              const float* bias, float* out, int64_t ldo, int nthreads, bool bytes, const uint8_t* lut = nullptr) {
+  const W1A8Output o{w, N, wsum, alpha, gamma, bias, out, ldo, lut};
   run_w1a8_shared(x, M, K, ldx, shift, s, qn, qp, dynamic, 1, &o, nthreads, bytes);
 }
 
@@ -1599,9 +1627,11 @@ PyObject* py_w1a8_linear(PyObject*, PyObject* args) {
     return nullptr;
   }
   Py_BEGIN_ALLOW_THREADS;
+  // (the "nib" weights Python passes are layout_words("nib") long: the lut6 index follows the nib words)
+  const uint8_t* lut = bytes ? nullptr : reinterpret_cast<const uint8_t*>(ptr<const uint64_t>(w) + lut6_offset_words(N, K));
   run_w1a8(ptr<const float>(x), M, K, ldx, ptr<const float>(shift), s, qn, qp, dynamic, ptr<const uint64_t>(w), N,
            ptr<const int32_t>(wsum), ptr<const float>(alpha), ptr<const float>(gamma), ptr<const float>(bias),
-           ptr<float>(out), ldo, nthreads, bytes);
+           ptr<float>(out), ldo, nthreads, bytes, lut);
   Py_END_ALLOW_THREADS;
   Py_RETURN_NONE;
 }
@@ -1612,7 +1642,7 @@ PyObject* py_layout_words(PyObject*, PyObject* args) {
   long long N, K;
   if (!PyArg_ParseTuple(args, "sLL", &kind, &N, &K)) return nullptr;
   if (std::strcmp(kind, "bits") == 0) return PyLong_FromLongLong((N + kBitsGroup - 1) / kBitsGroup * bits_words(K) * kBitsGroup);
-  if (std::strcmp(kind, "nib") == 0) return PyLong_FromLongLong((N + kNibGroup - 1) / kNibGroup * ((K + 3) / 4));
+  if (std::strcmp(kind, "nib") == 0) return PyLong_FromLongLong(lut6_offset_words(N, K) + lut6_index_words(N, K));
   PyErr_Format(PyExc_ValueError, "unknown kernel layout %s (bits, nib)", kind);
   return nullptr;
 }
@@ -1624,8 +1654,12 @@ PyObject* py_repack(PyObject*, PyObject* args) {
   if (!PyArg_ParseTuple(args, "sKLLK", &kind, &w, &N, &K, &out)) return nullptr;
   if (std::strcmp(kind, "bits") == 0)
     repack_bits(ptr<const uint8_t>(w), N, K, ptr<uint64_t>(out));
-  else if (std::strcmp(kind, "nib") == 0)
+  else if (std::strcmp(kind, "nib") == 0) {
     repack_nib(ptr<const uint8_t>(w), N, K, ptr<uint64_t>(out));
+    uint64_t* o = ptr<uint64_t>(out);
+    std::memset(o + nib_words(N, K), 0, (size_t)(lut6_offset_words(N, K) - nib_words(N, K)) * 8);
+    lut6_index(o, N, K, reinterpret_cast<uint8_t*>(o + lut6_offset_words(N, K)));
+  }
   else {
     PyErr_Format(PyExc_ValueError, "unknown kernel layout %s (bits, nib)", kind);
     return nullptr;

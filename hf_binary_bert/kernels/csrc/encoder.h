@@ -51,6 +51,12 @@ inline T* as_ptr(int64_t v) {
 
 // One binarized Linear of the plan on x [M, K] → out [M, N]; a W1A1 Linear with `pack` writes its output as the
 // bits of the next quantizer instead (run_w1a1's PackTarget; `out` is then not written).
+// A W1 × u8 Linear's lut6 index: its weights are the "nib" kernel layout Python made (repack), which carries the
+// index after the nib words.
+inline const uint8_t* lut_of(const int64_t* L) {
+  return reinterpret_cast<const uint8_t*>(as_ptr<const uint64_t>(L[L_W]) + lut6_offset_words(L[L_N], L[L_K]));
+}
+
 void run_linear(const int64_t* L, const float* x, int64_t M, float* out, int nthreads,
                 const PackTarget* pack = nullptr) {
   const int64_t K = L[L_K], N = L[L_N];
@@ -62,7 +68,7 @@ void run_linear(const int64_t* L, const float* x, int64_t M, float* out, int nth
     run_w1a8(x, M, K, K, as_ptr<const float>(L[L_SHIFT]), as_float(L[L_STEP]), (int)L[L_QN], (int)L[L_QP],
              L[L_DYNAMIC] != 0, as_ptr<const uint64_t>(L[L_W]), N, as_ptr<const int32_t>(L[L_WSUM]),
              as_ptr<const float>(L[L_ALPHA]), as_ptr<const float>(L[L_GAMMA]), as_ptr<const float>(L[L_BIAS]), out, N,
-             nthreads, false);
+             nthreads, false, lut_of(L));
 }
 
 // Whether two W1 × u8 Linears quantize the same input identically (the same shift tensor, step, levels and dynamic
@@ -810,7 +816,7 @@ void layer_forward(const int64_t* L, float* x, int64_t M, const int64_t* cu, int
       const int64_t* Li = lin + i * kLinWords;
       outs[i] = W1A8Output{as_ptr<const uint64_t>(Li[L_W]), Li[L_N], as_ptr<const int32_t>(Li[L_WSUM]),
                            as_ptr<const float>(Li[L_ALPHA]), as_ptr<const float>(Li[L_GAMMA]),
-                           as_ptr<const float>(Li[L_BIAS]), dst[i], Li[L_N]};
+                           as_ptr<const float>(Li[L_BIAS]), dst[i], Li[L_N], lut_of(Li)};
     }
     run_w1a8_shared(x, M, lin[L_K], lin[L_K], as_ptr<const float>(lin[L_SHIFT]), as_float(lin[L_STEP]), (int)lin[L_QN],
                     (int)lin[L_QP], lin[L_DYNAMIC] != 0, 3, outs, nthreads, false);

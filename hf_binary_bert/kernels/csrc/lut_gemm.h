@@ -23,10 +23,11 @@
 // Exactness: the 16-bit accumulators take at most L::kChunk steps (AVX2: 64 steps × 1020 = 65280; AVX-512: 16 steps
 // of two groups × 2·1530 = 48960, both < 2^16) and are then added into int32 row results.
 //
-// Layouts made per call (the nib layout stays the weights' only kernel layout):
+// Layouts:
 //   index: [ceil(N/32)][steps][L::kIndexBytes]: the weight bits of one 32-row block for one step, lane order chosen so
 //          that the 16-bit accumulators unpack to rows 0 … 31 in order (see each kernel), made from the nib words of
-//          groups 2c and 2c + 1 (O(N·K), all threads);
+//          groups 2c and 2c + 1 (O(N·K), all threads): per call on AVX2; on AVX-512 it comes with the weights
+//          (LutOperand::index, made by repack "nib", lut6_index) and is built per call only when absent;
 //   tables: per work item, for its rows and one chunk of steps: [rows][L::kChunk][L::kTableBytes].
 // Work items: kLutRowsPerItem input rows × a span of output columns (all N unless M is small), chunk by chunk of
 // steps; within a chunk, for each 32·NB-column block, every MR-row tile of the item.
@@ -208,7 +209,7 @@ struct LutAvx512 {
     for (int64_t p = 0; p < cs; ++p) {
       __m512i ix[NB];
 #pragma GCC unroll 4
-      for (int j = 0; j < NB; ++j) ix[j] = _mm512_load_si512(idx + j * istride + p * 64);
+      for (int j = 0; j < NB; ++j) ix[j] = _mm512_loadu_si512(idx + j * istride + p * 64);  // (made ahead: any alignment)
 #pragma GCC unroll 2
       for (int g = 0; g < 2; ++g) {
 #pragma GCC unroll 4
@@ -248,6 +249,7 @@ struct LutOperand {
   const uint64_t* nib;
   int64_t N;
   Epilogue e;
+  const uint8_t* index = nullptr;  // LutAvx512's index of these weights made in advance (lut6_index), or null
 };
 
 // u: M rows of lu bytes (q + z, zero past K; lu a multiple of 64), nib_steps = ceil(K/4); ops: nops weight matrices
@@ -270,8 +272,13 @@ void lut_w1a8_with(int64_t M, const uint8_t* u, int64_t lu, int64_t nib_steps, i
     blocks[i] = (ops[i].N + kLutBlock - 1) / kLutBlock;
     ioff[i + 1] = ioff[i] + blocks[i] * istride;
   }
+  // LutAvx512's index comes with the weights when Python made them (repack "nib"); otherwise it is built here
+  bool made = std::is_same<L, LutAvx512>::value;
+  for (int i = 0; i < nops; ++i) made = made && ops[i].index;
   static thread_local std::vector<uint64_t> index_buffer, add_m_buffer;
-  uint8_t* index = lut_aligned(index_buffer, (size_t)ioff[nops]);
+  uint8_t* index = made ? nullptr : lut_aligned(index_buffer, (size_t)ioff[nops]);
+  const uint8_t* op_index[kMaxOps];
+  for (int i = 0; i < nops; ++i) op_index[i] = made ? ops[i].index : index + ioff[i];
   int64_t* add_m = reinterpret_cast<int64_t*>(lut_aligned(add_m_buffer, (size_t)M * 8));
   for (int64_t m = 0; m < M; ++m) add_m[m] = -(ops[0].e.xsum[m] + (int64_t)z * K);  // −Σ_k u_k
   Epilogue e[kMaxOps];
@@ -288,7 +295,7 @@ void lut_w1a8_with(int64_t M, const uint8_t* u, int64_t lu, int64_t nib_steps, i
     nspans = std::min((2 * nthreads + mblocks - 1) / mblocks, (N0 + span_unit - 1) / span_unit);
   const int64_t span = nops == 1 ? ((N0 + nspans - 1) / nspans + span_unit - 1) / span_unit * span_unit : N0;
   if (nops == 1) nspans = (N0 + span - 1) / span;
-  const int64_t items = mblocks * nspans, all_blocks = ioff[nops] / istride;
+  const int64_t items = mblocks * nspans, all_blocks = made ? 0 : ioff[nops] / istride;
   int64_t total_mnk = 0;
   for (int i = 0; i < nops; ++i) total_mnk += M * ops[i].N * K;
 #pragma omp parallel num_threads(nthreads) if (nthreads > 1 && total_mnk > (1 << 20))
@@ -325,7 +332,7 @@ void lut_w1a8_with(int64_t M, const uint8_t* u, int64_t lu, int64_t nib_steps, i
           int64_t c = c0[op];
           auto run_blocks = [&](auto nb) {
             constexpr int NB = decltype(nb)::value;
-            const uint8_t* ix = index + ioff[op] + c * istride + s0 * L::kIndexBytes;
+            const uint8_t* ix = op_index[op] + c * istride + s0 * L::kIndexBytes;
             int32_t* out = raw + roff[op] + (c - c0[op]) * kLutBlock;
             int64_t i = 0;
             for (; i + L::kMR <= rows; i += L::kMR)
