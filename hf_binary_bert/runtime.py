@@ -318,14 +318,13 @@ class EncoderRuntime:
 
     def _still_valid(self) -> bool:
         """Whether nothing the plan read changed: no module, parameter or buffer of the encoder replaced (the owner
-        dicts still hold the same objects) and no tensor changed in place (versions). Runs on every forward, so it
-        iterates in C (`map`): about 40 µs for a 6-layer model."""
+        dicts still hold the same objects) and no tensor changed in place (versions). Runs on every forward, so it is
+        one C loop (`_bitgemm.unchanged`): about 40 µs warm for BERT-base's 1,021 entries and 684 tensors (the same
+        check in Python `map`s took 85 µs; a paired A/B of whole batch-1 forwards: 0.97× at seq 32)."""
         if not self._valid:
             return False
         tables, names, values = self._entries
-        if not all(map(operator.is_, map(dict.get, tables, names), values)):
-            return False
-        return self._current_versions() == self._versions
+        return ops._bitgemm.unchanged(tables, names, values, self._tensors, self._versions)
 
     def invalidate(self) -> None:
         """Rebuild the plan at the next call, after a change `plan()` cannot see: a module attribute such as

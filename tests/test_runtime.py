@@ -185,6 +185,25 @@ def test_plan_follows_changed_tensors(tmp_path):
     assert torch.equal(after, expected)
 
 
+def test_plan_follows_replaced_modules_and_parameters():
+    """The per-forward plan check (`_bitgemm.unchanged`) also sees an entry of a module's `_modules` / `_parameters`
+    replaced by another object, not only tensors changed in place: a whole layer swapped for another model's, and a
+    LayerNorm weight Parameter replaced. The runtime then equals a fresh plan of the changed model."""
+    model = _model(COMBOS["W1A8-elastic"])
+    other = _model(COMBOS["W1A8-elastic"], seed=1)
+    ids, mask = _inputs()
+    before = _hidden(model, ids, mask, "auto").last_hidden_state
+    model.encoder.layer[0] = other.encoder.layer[0]
+    norm = model.encoder.layer[1].output.LayerNorm
+    norm.weight = torch.nn.Parameter(norm.weight.detach() * 1.5)
+    with torch.inference_mode():  # (no set_inference_kernel: that would rebuild the plan anyway)
+        after = model(input_ids=ids, attention_mask=mask).last_hidden_state
+    model.encoder.runtime().invalidate()
+    fresh = _hidden(model, ids, mask, "auto").last_hidden_state
+    assert not torch.equal(before, after)
+    assert torch.equal(after, fresh)
+
+
 def test_loaded_checkpoint_runs_natively_and_under_float64_default(tmp_path):
     model = _model(COMBOS["W1A1-sign-bi_attention"], cls=BinaryBertForSequenceClassification)
     model.save_pretrained(tmp_path)

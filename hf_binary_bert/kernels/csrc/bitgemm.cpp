@@ -1719,7 +1719,45 @@ PyObject* py_set_isa(PyObject*, PyObject* args) {
   return nullptr;
 }
 
+// unchanged(tables, names, values, tensors, versions) → bool: the native runtime's per-forward plan check
+// (runtime.EncoderRuntime._still_valid) in one C loop: tables[i].get(names[i]) is values[i] for every i (no module,
+// parameter or buffer replaced), and tensors[j]._version == versions[j] for every j (none changed in place).
+PyObject* py_unchanged(PyObject*, PyObject* args) {
+  PyObject *tables, *names, *values, *tensors, *versions;
+  if (!PyArg_ParseTuple(args, "O!O!O!O!O!", &PyList_Type, &tables, &PyList_Type, &names, &PyList_Type, &values,
+                        &PyList_Type, &tensors, &PyList_Type, &versions))
+    return nullptr;
+  const Py_ssize_t n = PyList_GET_SIZE(tables), t = PyList_GET_SIZE(tensors);
+  if (PyList_GET_SIZE(names) != n || PyList_GET_SIZE(values) != n || PyList_GET_SIZE(versions) != t) {
+    PyErr_SetString(PyExc_ValueError, "unchanged: tables, names and values (tensors and versions) differ in length");
+    return nullptr;
+  }
+  for (Py_ssize_t i = 0; i < n; ++i) {
+    PyObject* table = PyList_GET_ITEM(tables, i);
+    if (!PyDict_Check(table)) {
+      PyErr_SetString(PyExc_TypeError, "unchanged: tables must be dicts");
+      return nullptr;
+    }
+    PyObject* now = PyDict_GetItemWithError(table, PyList_GET_ITEM(names, i));  // borrowed
+    if (now != PyList_GET_ITEM(values, i)) {
+      if (PyErr_Occurred()) return nullptr;
+      Py_RETURN_FALSE;
+    }
+  }
+  static PyObject* version_name = PyUnicode_InternFromString("_version");
+  for (Py_ssize_t j = 0; j < t; ++j) {
+    PyObject* v = PyObject_GetAttr(PyList_GET_ITEM(tensors, j), version_name);
+    if (!v) return nullptr;
+    const int same = PyObject_RichCompareBool(v, PyList_GET_ITEM(versions, j), Py_EQ);
+    Py_DECREF(v);
+    if (same < 0) return nullptr;
+    if (!same) Py_RETURN_FALSE;
+  }
+  Py_RETURN_TRUE;
+}
+
 PyMethodDef kMethods[] = {
+    {"unchanged", py_unchanged, METH_VARARGS, "The native runtime's plan check: entries and tensor versions unchanged."},
     {"w1a1_linear", py_w1a1_linear, METH_VARARGS, "Fused input binarization + XNOR/AND-popcount GEMM + epilogue."},
     {"w1a8_linear", py_w1a8_linear, METH_VARARGS, "Fused input quantization to u8 + W1×u8 GEMM + epilogue."},
     {"row_sums", py_row_sums, METH_VARARGS, "Σ_k b[n,k] of ±1 weight rows from their bits."},
