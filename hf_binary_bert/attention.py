@@ -110,7 +110,7 @@ def bi_attention(module, query, key, value, attention_mask, scaling=None, dropou
         shifts, steps = [], []
         for name, x in (("query", query), ("key", key), ("value", value)):
             quantizer = getattr(module, f"{name}_quantizer")
-            shifts.append(quantizer.shift.detach() if hasattr(quantizer, "shift") else None)
+            shifts.append(quantizer.effective_shift().detach() if hasattr(quantizer, "shift") else None)
             steps.append(quantizer.kernel_step(x) if quantizer.has_step else torch.ones(()))
         scale = steps[0] * steps[1] * scaling
         args = (query, key, value, *shifts, *steps, scale, attention_mask)

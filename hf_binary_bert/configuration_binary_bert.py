@@ -98,12 +98,30 @@ class BinaryBertConfig(BertConfig):
             word embeddings needs `tie_word_embeddings=False` (its decoder stays full precision).
         binarized_embeddings (`list[str]`, *optional*, defaults to `["word"]`):
             Which tables `embedding_bits=1` binarizes: any of `word`, `position`, `token_type`.
+        embedding_weight_scale (`str`, *optional*):
+            How the per-row α_v (and γ_v) of the 1-bit embedding tables are obtained, one of the `weight_scale`
+            schemes; None (the default): the same as `weight_scale`. `"learned"` (or `"mean_abs"`) binarizes each row
+            with a scale only, E_q[v] = α_v·sign(E[v]), no offset γ_v: the form of BiT (Liu et al., NeurIPS 2022),
+            whose code binarizes the word embeddings with BWN per row, α_v = mean|E[v]| and no offset added back
+            (facebookresearch/bit, `transformer/utils_quant.py`: `QuantizeEmbedding` → `BwnQuantizer` with
+            `embed_layerwise=False`; BiT also subtracts the whole table's mean before the sign, this package does
+            not). Training, the eager path and the native runtime all compute this form; the file then holds no
+            `<table>.weight_offset` (one value per token less: 2 bytes per row in float16, 0.061 MB for a MiniLM /
+            BERT-base word table). The Linears keep `weight_scale`.
         embedding_scale_dtype (`str`, *optional*, defaults to `"float32"`):
             dtype in which `save_pretrained` writes the per-row scales α_v (and offsets γ_v) of the 1-bit embedding
             tables: `"float32"`, `"float16"` or `"bfloat16"`. A 1-bit word table has one α (and γ) per token, 4
             bytes each in float32 (MiniLM / BERT-base: 0.24 MB with γ, a sixth of the table's bits); in float16 they
             take half, rounded as `fp_dtype="float16"` rounds a full-precision table (relative error ≤ 2⁻¹¹). The
             Linears' α / γ (one per tensor, head or row) stay float32. The model runs in float32 after loading.
+        activation_shift_dtype (`str`, *optional*, defaults to `"float32"`):
+            dtype of the elastic activation shifts β (`activation_quantizer="elastic"`; one per input channel of
+            every binarized Linear, one per channel of Q / K / V): `"float32"`, `"float16"` or `"bfloat16"`. Not
+            storage rounding: every forward (training, eager inference, the native runtime) subtracts β rounded to
+            this dtype (round to nearest even; the trained float32 β gets the straight-through gradient), and
+            `save_pretrained` writes exactly those rounded values in this dtype, so a reloaded model computes what
+            the trained one did. Half precision halves the shifts' bytes (4 → 2 per channel: 0.042 MB of a pruned
+            MiniLM 1-1-1 file, 0.17 MB of BERT-base's). No effect without elastic shifts.
         packed_weights (`bool`, *optional*, defaults to `False`):
             Set by `save_pretrained` in the saved config: the binarized Linears are built in their packed inference
             form (`PackedBinaryLinear`, uint8 bits + scales) instead of the training form with latent weights.
@@ -143,7 +161,9 @@ class BinaryBertConfig(BertConfig):
     attention_type: str = "softmax"
     embedding_bits: int = 32
     binarized_embeddings: list[str] | None = None
+    embedding_weight_scale: str | None = None
     embedding_scale_dtype: str = "float32"
+    activation_shift_dtype: str = "float32"
     packed_weights: bool = False
     teacher_name_or_path: str | None = None
     layer_num_attention_heads: list[int] | None = None
@@ -161,7 +181,10 @@ class BinaryBertConfig(BertConfig):
         _check_choice("activation_quantizer", self.activation_quantizer, ACTIVATION_QUANTIZERS)
         _check_choice("attention_type", self.attention_type, ATTENTION_TYPES)
         _check_choice("embedding_bits", self.embedding_bits, EMBEDDING_BITS)
+        if self.embedding_weight_scale is not None:
+            _check_choice("embedding_weight_scale", self.embedding_weight_scale, WEIGHT_SCALES)
         _check_choice("embedding_scale_dtype", self.embedding_scale_dtype, FP_DTYPES)
+        _check_choice("activation_shift_dtype", self.activation_shift_dtype, FP_DTYPES)
         if self.attention_type == "bi_attention" and self.activation_bits == 32:
             raise ValueError(
                 "BinaryBertConfig.attention_type='bi_attention' binarizes Q, K and V: it needs activation_bits < 32"
@@ -191,7 +214,9 @@ class BinaryBertConfig(BertConfig):
             "attention_type": self.attention_type,
             "embedding_bits": self.embedding_bits,
             "binarized_embeddings": list(self.binarized_embeddings),
+            "embedding_weight_scale": self.embedding_weight_scale,
             "embedding_scale_dtype": self.embedding_scale_dtype,
+            "activation_shift_dtype": self.activation_shift_dtype,
         }
 
     def to_bert_config(self) -> BertConfig:
@@ -200,6 +225,11 @@ class BinaryBertConfig(BertConfig):
         dropped = (*self.binarization, "packed_weights", "teacher_name_or_path", "model_type", "architectures",
                    "transformers_version", "_name_or_path", "dtype", "auto_map")
         return BertConfig(**{k: v for k, v in self.to_dict().items() if k not in dropped})
+
+    @property
+    def embedding_scale_scheme(self) -> str:
+        """The `weight_scale` scheme of the 1-bit embedding tables: `embedding_weight_scale`, else `weight_scale`."""
+        return self.embedding_weight_scale or self.weight_scale
 
     @property
     def quantized_attention(self) -> str | None:

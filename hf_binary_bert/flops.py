@@ -114,6 +114,9 @@ def _tensors(config, head, num_labels) -> list[tuple[str, int]]:
     fp = _DTYPE_BYTES[getattr(config, "fp_dtype", "float32")]
     binarized = set(getattr(config, "binarized_modules", None) or ())
     offset = getattr(config, "weight_scale", None) == "learned_offset"
+    embedding_offset = (getattr(config, "embedding_weight_scale", None) or getattr(config, "weight_scale", None)) \
+        == "learned_offset"
+    shift_bytes = _DTYPE_BYTES[getattr(config, "activation_shift_dtype", "float32")]
     bits, scheme = getattr(config, "activation_bits", 32), getattr(config, "activation_quantizer", "sign")
     d, out = config.hidden_size, []
 
@@ -121,11 +124,12 @@ def _tensors(config, head, num_labels) -> list[tuple[str, int]]:
         if bits < 32 and (scheme == "elastic" or bits > 1):
             out.extend([(f"{name}.step", 4), (f"{name}.calibrated", 1)])
         if bits < 32 and scheme == "elastic" and channels:
-            out.append((f"{name}.shift", 4 * channels))
+            out.append((f"{name}.shift", shift_bytes * channels))
 
-    def packed(name: str, rows: int, cols: int, groups: int, scale_bytes: int = 4) -> None:  # bits, α (and γ)
+    def packed(name: str, rows: int, cols: int, groups: int, scale_bytes: int = 4,
+               has_offset: bool = offset) -> None:  # bits, α (and γ)
         out.extend([(f"{name}.weight_packed", rows * -(-cols // 8)), (f"{name}.weight_scale", scale_bytes * groups)])
-        out.extend([(f"{name}.weight_offset", scale_bytes * groups)] if offset else [])
+        out.extend([(f"{name}.weight_offset", scale_bytes * groups)] if has_offset else [])
 
     def linear(name: str, target: str | None, n_in: int, n_out: int) -> None:
         if target in binarized:
@@ -143,7 +147,8 @@ def _tensors(config, head, num_labels) -> list[tuple[str, int]]:
     for table, size_field in _EMBEDDINGS.items():
         rows, name = getattr(config, size_field), f"bert.embeddings.{table}_embeddings"
         if table in binarized_tables:
-            packed(name, rows, d, rows, _DTYPE_BYTES[getattr(config, "embedding_scale_dtype", "float32")])
+            packed(name, rows, d, rows, _DTYPE_BYTES[getattr(config, "embedding_scale_dtype", "float32")],
+                   embedding_offset)
         else:
             out.append((f"{name}.weight", rows * d * (2 if emb_bits == 16 else fp)))
     layer_norm("bert.embeddings")
@@ -179,10 +184,12 @@ def estimate_packed_size(config, head: str | None = "sequence_classification",
     Binarized Linear: out·ceil(in/8) bytes of bits + 4 bytes per α group (+4 per γ group under `learned_offset`) +
     bias in `fp_dtype`; every other Linear, LayerNorm and bias in `fp_dtype`. Embedding tables: `fp_dtype` at
     `embedding_bits` 32, float16 at 16; at 1 each table in `binarized_embeddings` is rows·ceil(D/8) bytes + 4 per row
-    (+4 per row with γ; 2 and 2 with `embedding_scale_dtype` float16 / bfloat16), named `<table>.weight_packed` /
+    (+4 per row with γ, i.e. under `embedding_weight_scale` or else `weight_scale` "learned_offset"; 2 and 2 with
+    `embedding_scale_dtype` float16 / bfloat16), named `<table>.weight_packed` /
     `.weight_scale` / `.weight_offset` (so they count under "packed_weights" / "scales"). The MLM decoder weight is written only when `tie_word_embeddings` is False.
     Activation quantizers (activation_bits < 32) add 4 + 1 bytes per quantizer (step, calibrated flag; none for 1-bit
-    "sign") and, for "elastic", 4 bytes per input channel (BERT-base W1A1 elastic: 0.44 MB, under "other").
+    "sign") and, for "elastic", 4 bytes per input channel (2 with `activation_shift_dtype` float16 / bfloat16;
+    BERT-base W1A1 elastic: 0.44 MB in float32, under "other").
     Left out: the JSON header (~35 kB for BERT-base). A plain `BertConfig` counts as float32, nothing binarized.
 
     Args:

@@ -120,9 +120,11 @@ def dequantize(packed: torch.Tensor, n: int, alpha: torch.Tensor, gamma: torch.T
 # Tensors that are always stored in float32, whatever `fp_dtype`: weight scales α / offsets γ and the parameters of
 # the activation quantizers (steps, shifts). They are tiny and the forward is sensitive to them. The exception: the
 # per-row α / γ of 1-bit embedding tables (one per token, not tiny) are stored in `config.embedding_scale_dtype`
-# (float32 unless set otherwise; `EMBEDDING_SCALE_SUFFIXES`).
+# (float32 unless set otherwise; `EMBEDDING_SCALE_SUFFIXES`), and the elastic shifts β, stored in
+# `config.activation_shift_dtype` (the dtype every forward rounds them to; `SHIFT_SUFFIX`).
 FLOAT32_SUFFIXES = (".weight_scale", ".weight_offset", "_quantizer.step", "_quantizer.shift")
 EMBEDDING_SCALE_SUFFIXES = ("_embeddings.weight_scale", "_embeddings.weight_offset")
+SHIFT_SUFFIX = "_quantizer.shift"
 # Student tensors a teacher never has: scales and quantizer state, initialised by the student itself.
 STUDENT_ONLY_SUFFIXES = (*FLOAT32_SUFFIXES, "_quantizer.calibrated")
 # Heads and pooler may be absent from a checkpoint of another head type (as in transformers, they are then newly
@@ -132,11 +134,14 @@ _FLOAT_DTYPES = {"F32", "F16", "BF16"}
 
 
 def scale_dtype(key: str, config) -> torch.dtype:
-    """The dtype a packed checkpoint stores the scale / offset tensor `key` in: `config.embedding_scale_dtype` for
-    the per-row α / γ of a 1-bit embedding table (float32 for configs written before the field existed), float32
-    for every other one (`FLOAT32_SUFFIXES`)."""
+    """The dtype a packed checkpoint stores the scale / offset / quantizer tensor `key` (`FLOAT32_SUFFIXES`) in:
+    `config.embedding_scale_dtype` for the per-row α / γ of a 1-bit embedding table, `config.activation_shift_dtype`
+    for an elastic shift β (each float32 for configs written before the field existed), float32 for every other
+    one."""
     if key.endswith(EMBEDDING_SCALE_SUFFIXES):
         return getattr(torch, getattr(config, "embedding_scale_dtype", "float32"))
+    if key.endswith(SHIFT_SUFFIX):
+        return getattr(torch, getattr(config, "activation_shift_dtype", "float32"))
     return torch.float32
 
 
@@ -146,7 +151,8 @@ def packed_state_dict(model: torch.nn.Module, state_dict: dict[str, torch.Tensor
     Each binarized Linear (embedding) in training form contributes `<name>.weight_packed` (uint8
     [rows, ceil(cols/8)]), `<name>.weight_scale` (float32 [G]), `<name>.weight_offset` (float32 [G], offset scheme)
     — from its `packed_tensors`, the one packing path, which `freeze` uses too — and, for a Linear, `<name>.bias` in
-    `fp_dtype`. Activation-quantizer parameters stay float32; the α / γ of 1-bit embedding tables are written in
+    `fp_dtype`. Activation-quantizer steps stay float32, the elastic shifts β are written in
+    `config.activation_shift_dtype`; the α / γ of 1-bit embedding tables are written in
     `config.embedding_scale_dtype`; embedding tables are float16 with `embedding_bits=16`; every other floating
     tensor is cast to `config.fp_dtype`. Layers already packed are written as they are (their embedding scales in
     `embedding_scale_dtype` too).
@@ -176,8 +182,8 @@ def packed_state_dict(model: torch.nn.Module, state_dict: dict[str, torch.Tensor
             half_embedding = model.config.embedding_bits == 16 and key.endswith("_embeddings.weight")
             tensor = tensor.to(torch.float16 if half_embedding else fp_dtype)
         packed[key] = tensor.detach().cpu()
-    for key in [k for k in packed if k.endswith(EMBEDDING_SCALE_SUFFIXES)]:
-        packed[key] = packed[key].to(scale_dtype(key, model.config))
+    for key in [k for k in packed if k.endswith((*EMBEDDING_SCALE_SUFFIXES, SHIFT_SUFFIX))]:
+        packed[key] = packed[key].to(scale_dtype(key, model.config))  # β: the rounding every forward uses
     return packed
 
 
@@ -325,8 +331,8 @@ def validate_checkpoint(model: torch.nn.Module, files: list[str], prefix: str = 
     e.g. on the meta device, in any dtype) needs, with the right dtypes and shapes.
 
     Rules: a packed sign tensor (`*.weight_packed`) must be uint8; scales, offsets and quantizer parameters
-    (`FLOAT32_SUFFIXES`) float32, except the α / γ of 1-bit embedding tables: `config.embedding_scale_dtype`
-    (`scale_dtype`); other floating tensors any float dtype; shapes must match exactly. Tensors of the
+    (`FLOAT32_SUFFIXES`) float32, except the α / γ of 1-bit embedding tables (`config.embedding_scale_dtype`) and
+    the elastic shifts β (`config.activation_shift_dtype`; `scale_dtype`); other floating tensors any float dtype; shapes must match exactly. Tensors of the
     base model must all be present, and the base model must not have extra tensors (that means the config does not
     describe the file); task-head tensors may be absent (newly initialised, as in transformers). When the layout is
     right, the values are checked too (`value_problems`: no NaN / inf, no negative `mean_abs` α, 0/1 flags).
@@ -366,13 +372,15 @@ def validate_checkpoint(model: torch.nn.Module, files: list[str], prefix: str = 
     if base_keys:
         problems.append(f"unexpected tensor {min(base_keys)!r} (and {len(base_keys) - 1} more) not described by the config")
     if not problems:
-        problems = value_problems(files, getattr(getattr(model, "config", None), "weight_scale", None))
+        problems = value_problems(files, getattr(config, "weight_scale", None),
+                                  getattr(config, "embedding_weight_scale", None))
     if problems:
         more = f" (and {len(problems) - 1} more problem(s))" if len(problems) > 1 else ""
         raise ValueError(f"Malformed checkpoint {os.path.dirname(files[0]) or files[0]}: {problems[0]}{more}")
 
 
-def value_problems(files: list[str], weight_scale: str | None = None) -> list[str]:
+def value_problems(files: list[str], weight_scale: str | None = None,
+                   embedding_weight_scale: str | None = None) -> list[str]:
     """What is wrong with the values (not the layout) of a checkpoint's tensors, one message per tensor:
 
     - any floating tensor with a NaN or ±inf (scales α, offsets γ, quantizer steps and shifts, but also biases,
@@ -383,6 +391,7 @@ def value_problems(files: list[str], weight_scale: str | None = None) -> list[st
     - a `calibrated` flag other than 0 or 1.
 
     Call it after the layout checks of `validate_checkpoint` (which it assumes: known dtypes, matching shapes).
+    The α of 1-bit embedding tables follow `embedding_weight_scale` when given (else `weight_scale`).
     """
     problems = []
     for file in files:
@@ -395,7 +404,9 @@ def value_problems(files: list[str], weight_scale: str | None = None) -> list[st
                         value = tensor.reshape(-1)[bad.reshape(-1)][0].item()
                         problems.append(f"tensor {name!r} has {int(bad.sum())} non-finite value(s) (e.g. {value})")
                         continue
-                if name.endswith(".weight_scale") and weight_scale == "mean_abs" and (tensor < 0).any():
+                scheme = (embedding_weight_scale or weight_scale) if name.endswith(EMBEDDING_SCALE_SUFFIXES) \
+                    else weight_scale
+                if name.endswith(".weight_scale") and scheme == "mean_abs" and (tensor < 0).any():
                     problems.append(f"tensor {name!r} has a negative scale α ({tensor.min().item()}); "
                                     "weight_scale='mean_abs' stores α = mean|W| ≥ 0")
                 elif name.endswith("_quantizer.calibrated") and (tensor.numel() != 1 or tensor.item() not in (0, 1)):

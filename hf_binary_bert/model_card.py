@@ -208,8 +208,13 @@ def _settings(config) -> list[tuple[str, str]]:
         kind = "elastic (BiT)" if config.activation_quantizer == "elastic" else (
             "sign (BiBERT)" if a == 1 else "uniform, learned step (LSQ)")
         activations = f"{a} bit, {kind}"
+        shift_dtype = getattr(config, "activation_shift_dtype", "float32")
+        if config.activation_quantizer == "elastic" and shift_dtype != "float32":
+            activations += f", shifts in {shift_dtype}"
     if e == 1:
-        embeddings = f"1 bit per value, one α (γ) per row: {', '.join(config.binarized_embeddings)} table(s)"
+        scheme = getattr(config, "embedding_weight_scale", None) or config.weight_scale
+        per_row = "one α and γ per row" if scheme == "learned_offset" else "one α per row, no offset"
+        embeddings = f"1 bit per value, {per_row}: {', '.join(config.binarized_embeddings)} table(s)"
     else:
         embeddings = "float16" if e == 16 else f"full precision ({config.fp_dtype})"
     attention = ("Bi-Attention: boolean weights, no softmax (BiBERT)" if config.attention_type == "bi_attention"

@@ -207,7 +207,7 @@ def _quant_words(quantizer: torch.nn.Module | None, name: str, keep: list) -> tu
         raise _Unsupported(f"{name} is a {type(quantizer).__name__}")
     if not _quantizer_calibrated(quantizer):
         raise _Unsupported(f"{name} is not calibrated")
-    shift = quantizer.shift.detach().reshape(-1) if hasattr(quantizer, "shift") else None
+    shift = quantizer.effective_shift().detach().reshape(-1) if hasattr(quantizer, "shift") else None
     if shift is not None:
         keep.append(_as_float32_vector(shift, f"{name}.shift"))
     if not quantizer.has_step:
@@ -255,7 +255,8 @@ def _layer_words(layer: torch.nn.Module, index: int, config, keep: list) -> list
     out = LINEAR_OFFSET + 5 * LINEAR_WORDS  # the output Linear's words: kind 0 = W1A1, word 11 = its bit mode
     if act == "gelu" and words[out] == 0 and words[out + 11] == _MODE_SIGNED:
         output = layer.output.dense
-        shift = getattr(output.input_quantizer, "shift", None)
+        shift = output.input_quantizer.effective_shift() if hasattr(output.input_quantizer, "shift") else None
+        shift = None if shift is None else shift.detach()
         if shift is None or bool(((shift >= GELU_FOLD_SAFE_SHIFT) | (shift <= GELU_MIN)).all()):
             thresholds = gelu_sign_thresholds(shift, output.in_features)
             keep.append(thresholds)

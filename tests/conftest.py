@@ -94,3 +94,30 @@ def head_output(output) -> torch.Tensor:
     if "start_logits" in output:
         return torch.stack([output["start_logits"], output["end_logits"]], dim=-1)
     return output["logits"] if "logits" in output else output["last_hidden_state"]
+
+
+def straddle_shift(model, linear_name, inputs, dtype=torch.float16):
+    """Set the elastic input shift β of the binarized Linear `linear_name` so that, for the first token of `inputs`
+    (its input x, one value per channel, read by a forward hook on the current path), β and β rounded to `dtype` lie
+    on either side of x: sign(x − β) ≠ sign(x − round(β)). A forward that subtracts β and one that subtracts its
+    rounding then differ. Returns how many channels straddle (all of them unless x sits on a rounding midpoint)."""
+    linear = model.get_submodule(linear_name)
+    seen = []
+    handle = linear.register_forward_pre_hook(lambda module, args: seen.append(args[0].detach()))
+    with torch.no_grad():
+        model(**inputs)
+    handle.remove()
+    x = seen[0].reshape(-1, seen[0].shape[-1])[0]
+    return set_straddling_shift(linear.input_quantizer, x, dtype)
+
+
+def set_straddling_shift(quantizer, x, dtype=torch.float16):
+    """Set `quantizer.shift` to β with β and β rounded to `dtype` on either side of x (reshaped to the shift's
+    shape); returns how many values straddle."""
+    x = x.detach().float().reshape(quantizer.shift.shape)
+    on_or_below = x.to(dtype).float() <= x  # β just above x rounds to or below it, else just below x rounds above
+    beta = torch.where(on_or_below, torch.nextafter(x, torch.tensor(float("inf"))),
+                       torch.nextafter(x, torch.tensor(float("-inf"))))
+    with torch.no_grad():
+        quantizer.shift.copy_(beta)
+    return int(((x - beta >= 0) != (x - beta.to(dtype).float() >= 0)).sum())

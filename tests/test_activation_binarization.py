@@ -7,7 +7,7 @@ import os
 
 import pytest
 import torch
-from conftest import tiny_bert_config, tiny_config
+from conftest import straddle_shift, tiny_bert_config, tiny_config
 from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import AutoConfig, AutoModelForSequenceClassification, BertForSequenceClassification
@@ -682,6 +682,115 @@ def test_half_precision_embedding_scales_need_the_config_field(tmp_path, input_i
     (tmp_path / "config.json").write_text(json.dumps(config))
     with pytest.raises(ValueError, match=r"tensor 'bert.embeddings.word_embeddings.weight_(scale|offset)' has dtype F16, "
                                          r"expected F32"):
+        AutoModelForSequenceClassification.from_pretrained(tmp_path)
+
+
+# The size options of issue 12's pruned 1-1-1 file: 1-bit tables with a per-row α only (BiT), elastic shifts rounded
+# to half precision in every forward and stored so.
+COMPACT = {**COMBOS["A1-elastic-E1-pooler"], "binarized_embeddings": ["word", "position", "token_type"],
+           "embedding_weight_scale": "learned", "activation_shift_dtype": "float16"}
+TABLES = [f"bert.embeddings.{t}_embeddings" for t in ("word", "position", "token_type")]
+
+
+def _shift_quantizers(model):
+    return {n: m for n, m in model.named_modules() if isinstance(m, ActivationQuantizer) and hasattr(m, "shift")}
+
+
+@pytest.mark.parametrize("shift_dtype", ["float16", "bfloat16"])
+def test_rounded_shifts_are_the_training_computation(input_ids, shift_dtype):
+    """activation_shift_dtype: the training forward subtracts β rounded to the dtype, and the float32 β gets the
+    gradient it would get as that rounded value: same loss and same gradients as a float32-shift model whose β are
+    the rounded values (and another loss than with the unrounded β: one Linear's β straddle its input)."""
+    torch.manual_seed(0)
+    combo = {**COMPACT, "activation_shift_dtype": shift_dtype}
+    dtype = getattr(torch, shift_dtype)
+    rounded_model = _trained_student(input_ids, **combo).train()
+    inputs = {"input_ids": input_ids, "attention_mask": _padded_mask(input_ids)}
+    assert straddle_shift(rounded_model, "bert.pooler.dense", inputs, dtype) >= 30  # of 32
+    exact_model = _trained_student(input_ids, **{**combo, "activation_shift_dtype": "float32"}).train()
+    changed = 0
+    with torch.no_grad():
+        for name, quantizer in _shift_quantizers(exact_model).items():
+            latent = _shift_quantizers(rounded_model)[name].shift
+            changed += int(not torch.equal(latent, latent.to(dtype).float()))
+            quantizer.shift.copy_(latent.to(dtype).float())
+    assert changed == len(_shift_quantizers(exact_model))  # every latent β lies off the half-precision grid
+    labels = torch.tensor([0, 1, 2])
+    losses = []
+    for model in (rounded_model, exact_model):
+        model.zero_grad()
+        loss = model(input_ids=input_ids, attention_mask=_padded_mask(input_ids), labels=labels).loss
+        loss.backward()
+        losses.append(loss.detach())
+    assert torch.equal(losses[0], losses[1])
+    for name, quantizer in _shift_quantizers(rounded_model).items():
+        assert quantizer.shift.dtype == torch.float32 and quantizer.shift.grad is not None
+        assert torch.equal(quantizer.shift.grad, _shift_quantizers(exact_model)[name].shift.grad), name
+    for quantizer in _shift_quantizers(rounded_model).values():
+        quantizer.shift_dtype = torch.float32  # the latent β unrounded: another computation
+    with torch.no_grad():
+        assert not torch.equal(rounded_model(**inputs, labels=labels).loss, losses[0])
+
+
+def test_alpha_only_tables_and_float16_shifts_round_trip(tmp_path, input_ids):
+    """embedding_weight_scale="learned" + activation_shift_dtype="float16": the file holds no offset for the 1-bit
+    tables and the shifts in float16 (the Linears keep α and γ in float32); the loaded model gives the trained
+    model's logits exactly, and saving it again writes the same tensors."""
+    student = _trained_student(input_ids, **COMPACT)
+    for table in TABLES:
+        module = student.get_submodule(table)
+        assert isinstance(module, BinaryEmbedding) and not module.has_offset and module.scale_mode == "learned"
+    inputs = {"input_ids": input_ids, "attention_mask": _padded_mask(input_ids)}
+    assert straddle_shift(student, "bert.pooler.dense", inputs) >= 30  # of 32
+    expected = _eval_logits(student, input_ids)
+    unrounded = student.get_submodule("bert.pooler.dense.input_quantizer")
+    unrounded.shift_dtype = torch.float32
+    assert not torch.equal(_eval_logits(student, input_ids), expected)  # the rounding matters for these inputs
+    unrounded.shift_dtype = torch.float16
+    student.save_pretrained(tmp_path / "a")
+    header = read_safetensors_header(tmp_path / "a" / "model.safetensors")
+    for table in TABLES:
+        assert f"{table}.weight_offset" not in header and header[f"{table}.weight_scale"]["dtype"] == "F32"
+    assert header["bert.encoder.layer.0.attention.self.query.weight_offset"]["dtype"] == "F32"
+    shifts = [k for k in header if k.endswith("_quantizer.shift")]
+    assert len(shifts) == 19 and all(header[k]["dtype"] == "F16" for k in shifts)  # 2 × 9 + the pooler's
+    assert all(header[k]["dtype"] == "F32" for k in header if k.endswith("_quantizer.step"))
+    loaded = AutoModelForSequenceClassification.from_pretrained(tmp_path / "a")
+    assert (loaded.config.embedding_weight_scale, loaded.config.activation_shift_dtype) == ("learned", "float16")
+    assert not any(loaded.bert.embeddings.get_submodule(t.rsplit(".", 1)[1]).has_offset for t in TABLES)
+    for name, quantizer in _shift_quantizers(loaded).items():
+        latent = _shift_quantizers(student)[name].shift
+        assert not torch.equal(latent, latent.half().float()), name  # the rounding is not a no-op here
+        assert torch.equal(quantizer.shift, latent.half().float()), name
+    assert torch.equal(_eval_logits(loaded.set_inference_kernel("reference"), input_ids), expected)
+    torch.testing.assert_close(_eval_logits(loaded.set_inference_kernel("auto"), input_ids), expected,
+                               rtol=0, atol=1e-4)
+    loaded.save_pretrained(tmp_path / "b")
+    first, again = load_file(tmp_path / "a" / "model.safetensors"), load_file(tmp_path / "b" / "model.safetensors")
+    assert first.keys() == again.keys()
+    assert all(torch.equal(first[k], again[k]) and first[k].dtype == again[k].dtype for k in first)
+
+
+@pytest.mark.parametrize("edit, message", [
+    ({"activation_shift_dtype": "float32"},
+     r"tensor 'bert\.encoder\.layer\.0\..*_quantizer\.shift' has dtype F16, expected F32"),
+    ({"embedding_weight_scale": None}, r"missing tensor 'bert\.embeddings\.\w+_embeddings\.weight_offset'"),
+])
+def test_compact_file_under_a_config_that_does_not_describe_it_is_refused(tmp_path, input_ids, edit, message):
+    _trained_student(input_ids, **COMPACT).save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    config.update(edit)
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match=message):
+        AutoModelForSequenceClassification.from_pretrained(tmp_path)
+
+
+def test_offsets_in_the_file_under_an_alpha_only_config_are_refused(tmp_path, input_ids):
+    _trained_student(input_ids, **{**COMPACT, "embedding_weight_scale": None}).save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    config["embedding_weight_scale"] = "learned"
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match=r"unexpected tensor 'bert\.embeddings\.\w+_embeddings\.weight_offset'"):
         AutoModelForSequenceClassification.from_pretrained(tmp_path)
 
 

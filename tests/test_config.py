@@ -17,7 +17,8 @@ def test_defaults_binarize_the_six_encoder_linears():
 @pytest.mark.parametrize(
     "field, value",
     [("weight_scale", "median"), ("scale_granularity", "channel"), ("ste", "tanh"), ("fp_dtype", "int8"),
-     ("binarized_modules", ["query", "embeddings"]), ("embedding_scale_dtype", "int8")],
+     ("binarized_modules", ["query", "embeddings"]), ("embedding_scale_dtype", "int8"),
+     ("embedding_weight_scale", "alpha_only"), ("activation_shift_dtype", "float8")],
 )
 def test_unknown_values_raise_naming_field_and_choices(field, value):
     with pytest.raises(ValueError, match=rf"BinaryBertConfig\.{field} must be one of \[") as err:

@@ -110,6 +110,15 @@ def _file_bytes(directory) -> dict[str, int]:
          {"embedding_bits": 1, "binarized_embeddings": ["word", "position"], "weight_scale": "learned_offset",
           "fp_dtype": "float16", "embedding_scale_dtype": "float16", "binarized_modules": [
               "query", "key", "value", "attention_output", "intermediate", "output", "pooler"]}),
+        # the tables' own scheme (α only: no γ per row) and the elastic shifts in half precision
+        (BinaryBertForSequenceClassification, "sequence_classification",
+         {"embedding_bits": 1, "binarized_embeddings": ["word", "position", "token_type"],
+          "weight_scale": "learned_offset", "embedding_weight_scale": "learned", "fp_dtype": "float16",
+          "embedding_scale_dtype": "float16", "activation_bits": 1, "activation_quantizer": "elastic",
+          "activation_shift_dtype": "float16"}),
+        (BinaryBertForSequenceClassification, "sequence_classification",
+         {"embedding_bits": 1, "weight_scale": "learned", "embedding_weight_scale": "learned_offset",
+          "activation_bits": 2, "activation_quantizer": "elastic", "activation_shift_dtype": "bfloat16"}),
         (BinaryBertForSequenceClassification, "sequence_classification", {"embedding_bits": 16, "fp_dtype": "bfloat16"}),
         (BinaryBertForMaskedLM, "masked_lm", {"embedding_bits": 1, "tie_word_embeddings": False, "activation_bits": 1}),
         # pruned: per-layer heads and FFN widths (per-head α, elastic shifts over the kept heads' channels)

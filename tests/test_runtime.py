@@ -5,7 +5,7 @@ import logging
 
 import pytest
 import torch
-from conftest import HEADS, head_inputs, head_output, tiny_config
+from conftest import HEADS, head_inputs, head_output, straddle_shift, tiny_config
 
 import hf_binary_bert as hb
 from hf_binary_bert import (
@@ -338,3 +338,37 @@ def test_embeddings_sum_is_native_and_equals_the_eager_sum(embedding_bits):
             embeddings(input_ids=ids, position_ids=positions + model.config.max_position_embeddings)
         embeddings(inputs_embeds=torch.zeros(1, 3, model.config.hidden_size))  # the eager path takes inputs_embeds
     handle.remove()
+
+
+# The size options of issue 12's pruned 1-1-1 file: every table 1-bit with a per-row α only (BiT), elastic shifts
+# rounded to half precision in every forward. The last layer's FFN input Linear gets shifts that straddle its input, so
+# the runtime and the eager path differ unless both subtract the rounded β.
+@pytest.mark.parametrize("hidden_act", ["gelu", "relu"])
+@pytest.mark.parametrize("shift_dtype", ["float16", "bfloat16"])
+def test_runtime_equals_eager_with_alpha_only_tables_and_half_precision_shifts(hidden_act, shift_dtype):
+    compact = dict(activation_bits=1, activation_quantizer="elastic", hidden_act=hidden_act, embedding_bits=1,
+                   binarized_embeddings=["word", "position", "token_type"], embedding_weight_scale="learned",
+                   activation_shift_dtype=shift_dtype)
+    model = _model(compact, layers=3)
+    with torch.no_grad():  # every shift off the half-precision grid (they start at 0)
+        for quantizer in model.modules():
+            if hasattr(quantizer, "shift"):
+                quantizer.shift.copy_(0.3 * torch.randn(quantizer.shift.shape, generator=torch.Generator().manual_seed(5)))
+    assert not any(model.embeddings.get_submodule(f"{t}_embeddings").has_offset
+                   for t in ("word", "position", "token_type"))
+    ids, mask = _inputs()
+    model.set_inference_kernel("eager")
+    linear = "encoder.layer.2.intermediate.dense"  # signed input (the FFN output Linear's is unsigned after ReLU)
+    assert straddle_shift(model, linear, {"input_ids": ids, "attention_mask": mask},
+                          getattr(torch, shift_dtype)) >= 30  # of 32
+    calls, handles = _linear_calls(model)
+    native = _hidden(model, ids, mask, "auto").last_hidden_state
+    assert not calls, "the native runtime ran no PyTorch Linear"
+    eager = _hidden(model, ids, mask, "eager").last_hidden_state
+    for h in handles:
+        h.remove()
+    valid = mask.bool()
+    torch.testing.assert_close(native[valid], eager[valid], rtol=0, atol=2e-5)
+    model.get_submodule(f"{linear}.input_quantizer").shift_dtype = torch.float32
+    unrounded = _hidden(model, ids, mask, "eager").last_hidden_state
+    assert (unrounded[valid] - eager[valid]).abs().max() > 1e-2  # the rounding matters for these inputs

@@ -13,6 +13,9 @@ ReLU):
   - 1 bit, signed: x̂ = α·sign(x − β) ∈ {−α, +α}; ∂x̂/∂α = sign(x − β) (scaled by g), ∂x̂/∂x = 1[|x − β| ≤ α].
   - 1 bit, unsigned and b bits: x̂ = α·round(clip((x − β) / α, Q_n, Q_p)) (LSQ gradients), e.g. {0, α}.
 
+With `BinaryBertConfig.activation_shift_dtype` float16 / bfloat16, every forward (and the packed kernels) uses β rounded
+to that dtype (`ActivationQuantizer.effective_shift`), with a straight-through gradient to the float32 β.
+
 Learned steps start from data (LSQ / BiT initialisation): s₀ = 2·mean|x − β| / √Q_p for signed and
 4·mean|x − β| / √Q_p for unsigned inputs, averaged over processes under `torch.distributed`. When that happens:
 - in training mode, on the first batch the quantizer sees (as LSQ and BiT do);
@@ -113,6 +116,8 @@ class ActivationQuantizer(nn.Module):
         shift_shape: shape of the elastic shift β, broadcast against the trailing dims of x (e.g. `(in_features,)`
             for a Linear input, `(heads, 1, head_dim)` for Q/K/V); None: no shift (attention probabilities).
         ste: straight-through estimator of the 1-bit `"sign"` scheme.
+        shift_dtype: dtype β is rounded to in every forward (`effective_shift`): float32 (no rounding), float16 or
+            bfloat16.
 
     Raises:
         ValueError: for bits outside {1, 2, 4, 8} or an unknown scheme.
@@ -126,7 +131,7 @@ class ActivationQuantizer(nn.Module):
     qualified_name: str | None = None
 
     def __init__(self, bits: int, *, signed: bool = True, scheme: str = "sign", shift_shape: tuple[int, ...] | None = None,
-                 ste: str = "clipped_identity"):
+                 ste: str = "clipped_identity", shift_dtype: torch.dtype = torch.float32):
         super().__init__()
         if bits not in (1, 2, 4, 8):
             raise ValueError(f"activation bits must be one of [1, 2, 4, 8], got {bits!r}")
@@ -136,6 +141,7 @@ class ActivationQuantizer(nn.Module):
         self.signed = signed
         self.scheme = scheme
         self.ste = ste
+        self.shift_dtype = shift_dtype
         self.q_n, self.q_p = quantization_range(bits, signed)
         if self.has_step:
             self.step = nn.Parameter(torch.ones(()))
@@ -147,6 +153,18 @@ class ActivationQuantizer(nn.Module):
     @property
     def has_step(self) -> bool:
         return self.scheme == "elastic" or self.bits > 1
+
+    def effective_shift(self) -> torch.Tensor | None:
+        """β as every forward and kernel uses it: the `shift` parameter rounded to `shift_dtype` (round to nearest
+        even), returned in the parameter's dtype; with autograd, the gradient goes straight through to the
+        parameter. The parameter itself when `shift_dtype` is its dtype; None without a shift."""
+        shift = getattr(self, "shift", None)
+        if shift is None or self.shift_dtype == shift.dtype:
+            return shift
+        rounded = shift.detach().to(self.shift_dtype).to(shift.dtype)
+        if not (torch.is_grad_enabled() and shift.requires_grad):
+            return rounded
+        return rounded + (shift - shift.detach())  # = rounded exactly (+ 0), gradient 1 to the parameter
 
     @torch.no_grad()
     def calibrate(self, x: torch.Tensor, previous_batches: int = 0) -> None:
@@ -196,7 +214,7 @@ class ActivationQuantizer(nn.Module):
 
         Raises:
             NotCalibratedError: in eval mode outside `Calibration` when the step was never calibrated."""
-        self._calibrate_once(x - self.shift.to(x.dtype) if hasattr(self, "shift") else x)
+        self._calibrate_once(x - self.effective_shift().to(x.dtype) if hasattr(self, "shift") else x)
         return self._inference_step(x.dtype)
 
     @torch.no_grad()
@@ -209,7 +227,7 @@ class ActivationQuantizer(nn.Module):
         Raises:
             NotCalibratedError: as `forward`."""
         if hasattr(self, "shift"):
-            x = x - self.shift.to(x.dtype)
+            x = x - self.effective_shift().to(x.dtype)
         one = torch.ones((), dtype=x.dtype)
         if not self.has_step:
             return (binary_sign(x) if self.signed else (x >= 0.5).to(x.dtype)), one
@@ -221,7 +239,7 @@ class ActivationQuantizer(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if hasattr(self, "shift"):
-            x = x - self.shift.to(x.dtype)
+            x = x - self.effective_shift().to(x.dtype)
         # Without autograd (inference): the same values with fewer tensor ops (no STE bookkeeping).
         no_grad = not torch.is_grad_enabled()
         if not self.has_step:  # 1-bit "sign"
@@ -244,16 +262,19 @@ class ActivationQuantizer(nn.Module):
 
     def extra_repr(self) -> str:
         shift = f", shift={list(self.shift.shape)}" if hasattr(self, "shift") else ""
+        if hasattr(self, "shift") and self.shift_dtype != torch.float32:
+            shift += f", shift_dtype={str(self.shift_dtype).removeprefix('torch.')}"
         return f"bits={self.bits}, signed={self.signed}, scheme={self.scheme}{shift}"
 
 
 def make_activation_quantizer(config, *, signed: bool = True, shift_shape: tuple[int, ...] | None = None) -> nn.Module:
-    """The quantizer `config` asks for (`activation_bits`, `activation_quantizer`, `ste`), or `nn.Identity()` at 32
-    bits."""
+    """The quantizer `config` asks for (`activation_bits`, `activation_quantizer`, `ste`, `activation_shift_dtype`),
+    or `nn.Identity()` at 32 bits."""
     if config.activation_bits >= 32:
         return nn.Identity()
+    shift_dtype = getattr(torch, getattr(config, "activation_shift_dtype", "float32"))
     return ActivationQuantizer(config.activation_bits, signed=signed, scheme=config.activation_quantizer,
-                               shift_shape=shift_shape, ste=config.ste)
+                               shift_shape=shift_shape, ste=config.ste, shift_dtype=shift_dtype)
 
 
 __all__ = ["ACTIVATION_SCHEMES", "ActivationQuantizer", "NotCalibratedError", "make_activation_quantizer", "quantization_range"]

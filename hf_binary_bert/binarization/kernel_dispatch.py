@@ -59,7 +59,7 @@ def _plan_key(module: nn.Module) -> tuple:
     quantizer = module.input_quantizer
     tensors = [module.weight_packed, module.weight_scale, getattr(module, "weight_offset", None), module.bias,
                getattr(quantizer, "shift", None), getattr(quantizer, "step", None)]
-    return (id(quantizer), plan_of(module).float_activations,
+    return (id(quantizer), plan_of(module).float_activations, getattr(quantizer, "shift_dtype", None),
             *((t.data_ptr(), t._version) for t in tensors if t is not None))
 
 
@@ -71,7 +71,7 @@ def _kernel_args(module: nn.Module, x: torch.Tensor) -> tuple[str, tuple]:
     alpha, gamma = _per_row(module, "weight_scale"), _per_row(module, "weight_offset")
     bias = None if module.bias is None else module.bias.detach()
     if isinstance(quantizer, ActivationQuantizer):
-        shift = quantizer.shift.detach().reshape(-1) if hasattr(quantizer, "shift") else None
+        shift = quantizer.effective_shift().detach().reshape(-1) if hasattr(quantizer, "shift") else None
         step = quantizer.kernel_step(x) if quantizer.has_step else _ONE
         if quantizer.bits == 1:
             if not quantizer.has_step:  # sign scheme: ±1, or 1[x ≥ ½]

@@ -62,7 +62,7 @@ def binarize_(model: nn.Module, config) -> list[str]:
       `value_quantizer` (signed, shift per head channel) and, for softmax attention, `probs_quantizer` (unsigned),
       used by the attention functions of `hf_binary_bert.attention`;
     - with `embedding_bits=1` the tables named in `config.binarized_embeddings` become `BinaryEmbedding` (or empty
-      `PackedBinaryEmbedding`).
+      `PackedBinaryEmbedding`), with the `embedding_weight_scale` scheme (default: `weight_scale`).
 
     Returns:
         The qualified names of the replaced Linear and embedding modules.
@@ -104,13 +104,20 @@ def binarize_(model: nn.Module, config) -> list[str]:
                 embedding = getattr(module, f"{table}_embeddings")
                 if config.packed_weights:
                     new = PackedBinaryEmbedding(embedding.num_embeddings, embedding.embedding_dim,
-                                                has_offset=config.weight_scale == "learned_offset",
+                                                has_offset=_embedding_scheme(config) == "learned_offset",
                                                 device=embedding.weight.device)
                 else:
-                    new = BinaryEmbedding.from_embedding(embedding, weight_scale=config.weight_scale, ste=config.ste)
+                    new = BinaryEmbedding.from_embedding(embedding, weight_scale=_embedding_scheme(config),
+                                                         ste=config.ste)
                 setattr(module, f"{table}_embeddings", new)
                 replaced.append(f"{name}.{table}_embeddings" if name else f"{table}_embeddings")
     return replaced
+
+
+def _embedding_scheme(config) -> str:
+    """The `weight_scale` scheme of the 1-bit embedding tables (`BinaryBertConfig.embedding_weight_scale`, else
+    `weight_scale`; configs written before the field: `weight_scale`)."""
+    return getattr(config, "embedding_weight_scale", None) or config.weight_scale
 
 
 def freeze_(model: nn.Module) -> int:
@@ -127,5 +134,6 @@ def unfreeze_(model: nn.Module, config) -> int:
     α·B + γ. Returns how many."""
     packed = [(n, m) for n, m in model.named_modules() if isinstance(m, (PackedBinaryLinear, PackedBinaryEmbedding))]
     for name, module in packed:
-        _set_module(model, name, module.unfreeze(config.weight_scale, config.ste))
+        scheme = _embedding_scheme(config) if isinstance(module, PackedBinaryEmbedding) else config.weight_scale
+        _set_module(model, name, module.unfreeze(scheme, config.ste))
     return len(packed)

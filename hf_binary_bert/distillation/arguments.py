@@ -83,9 +83,19 @@ class BinarizationArguments:
         metadata={"help": "Tables binarized with embedding_bits 1.", "choices": BINARIZABLE_EMBEDDINGS,
                   "metavar": "TABLE"},
     )
+    embedding_weight_scale: str | None = field(
+        default=None,
+        metadata={"help": "weight_scale scheme of the 1-bit embedding tables (default: weight_scale); 'learned' or "
+                          "'mean_abs': a per-row scale only, no offset (BiT).", "choices": WEIGHT_SCALES},
+    )
     embedding_scale_dtype: str = field(
         default="float32",
         metadata={"help": "dtype of the per-row scales of 1-bit embedding tables on disk.", "choices": FP_DTYPES},
+    )
+    activation_shift_dtype: str = field(
+        default="float32",
+        metadata={"help": "dtype the elastic activation shifts are rounded to in every forward and stored in.",
+                  "choices": FP_DTYPES},
     )
     hidden_act: str | None = field(
         default=None,
@@ -112,7 +122,9 @@ class BinarizationArguments:
             "attention_type": self.attention_type,
             "embedding_bits": self.embedding_bits,
             "binarized_embeddings": list(self.binarized_embeddings),
+            "embedding_weight_scale": self.embedding_weight_scale,
             "embedding_scale_dtype": self.embedding_scale_dtype,
+            "activation_shift_dtype": self.activation_shift_dtype,
         }
         if self.hidden_act is not None:
             fields["hidden_act"] = self.hidden_act
