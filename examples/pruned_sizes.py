@@ -2,7 +2,8 @@
 shared SST-2 teacher, its real weights) and BERT-base (random weights: a file's size depends on the shapes and dtypes
 only), unpruned and pruned with the goals' shares (75 % of the heads and 50 % of the FFN neurons kept in every layer,
 the package's own top-k removal, `prune_`), binarized with `from_teacher`, calibrated by one training forward and
-saved packed (`save_pretrained`). Each file is then read back: its size, its tensor bytes per group, and
+saved packed (`save_pretrained`), in five variants (`VARIANTS`: as `distill` writes it, then one change after
+another down to the smallest). Each file is then read back: its size, its tensor bytes per group, and
 `flops.estimate_packed_size` of its config next to them (equal to the tensor data; the file adds its JSON header).
 
 python examples/pruned_sizes.py [TEACHER] > docs/measurements/pruned-sizes.md
@@ -26,6 +27,7 @@ from hf_binary_bert.flops import estimate_packed_size
 from hf_binary_bert.pruning import BlockPruningConfig, load_pruned_bert, prune_
 
 TEACHER = sys.argv[1] if len(sys.argv) > 1 else "../shared/teachers/minilm-sst2"
+GOAL_MB = 2.5  # issue 12: "packed MiniLM file ≤ 2.5 MB"
 SHARES = {"heads_keep_share": 0.75, "ffn_keep_share": 0.5}  # the goals' "≤ 75 % of heads, ≤ 50 % FFN width"
 ENCODER = ["query", "key", "value", "attention_output", "intermediate", "output"]
 # The 1-1-1 student as `distill` writes it (examples/pruning_goals.py `student`: BiT's elastic activations, 1-bit
@@ -38,6 +40,12 @@ VARIANTS["+ pooler 1-bit, embedding α/γ float16"] = {
     **VARIANTS["as distilled"], "binarized_modules": [*ENCODER, "pooler"], "embedding_scale_dtype": "float16"}
 VARIANTS["+ position, token-type tables 1-bit"] = {
     **VARIANTS["+ pooler 1-bit, embedding α/γ float16"], "binarized_embeddings": ["word", "position", "token_type"]}
+# Two changes of the model itself (each the computation of training, the eager path and the runtime alike): the 1-bit
+# tables binarized with a per-row α only, no offset γ (BiT's embedding binarization), then the elastic shifts rounded
+# to float16 in every forward and stored so.
+VARIANTS["+ tables α only (BiT)"] = {**VARIANTS["+ position, token-type tables 1-bit"],
+                                     "embedding_weight_scale": "learned"}
+VARIANTS["+ activation shifts float16"] = {**VARIANTS["+ tables α only (BiT)"], "activation_shift_dtype": "float16"}
 
 
 def group(name: str) -> str:
@@ -46,14 +54,16 @@ def group(name: str) -> str:
     if table is not None:
         if name.endswith(".weight_packed"):
             return f"{table} table, 1-bit"
-        return f"{table} table α/γ" if name.endswith(("weight_scale", "weight_offset")) else f"{table} table, float"
+        return f"{table} table α (γ)" if name.endswith(("weight_scale", "weight_offset")) else f"{table} table, float"
     where = "pooler" if ".pooler." in name else "classifier" if name.startswith("classifier.") else "encoder"
     if name.endswith(".weight_packed"):
         return f"{where} weights, 1-bit"
     if name.endswith((".weight_scale", ".weight_offset")):
         return f"{where} α/γ"
+    if name.endswith("_quantizer.shift"):
+        return "activation shifts β"
     if "_quantizer." in name:
-        return "activation quantizers (step, shift, flag)"
+        return "activation steps, flags"
     if "LayerNorm" in name:
         return "LayerNorm"
     if name.endswith(".bias"):
@@ -96,7 +106,7 @@ def main() -> None:
     minilm = load_pruned_bert(TEACHER).eval()
     torch.manual_seed(0)
     base = BertForSequenceClassification(BertConfig(num_labels=2)).eval()  # bert-base-uncased's shapes
-    rows, breakdowns = [], {}
+    rows, breakdowns, pruned_minilm = [], {}, []
     for name, dense in (("MiniLM (SST-2 teacher)", minilm), ("BERT-base geometry", base)):
         for pruned in (False, True):
             teacher = dense
@@ -119,6 +129,8 @@ def main() -> None:
                              m["file"] / 1e6, data / 1e6, estimate, m["header"] / 1e6))
                 if pruned:
                     breakdowns[(name, variant)] = m
+                    if dense is minilm:
+                        pruned_minilm.append((variant, m["file"] / 1e6))
                 del m
         del teacher
     print(f"`python examples/pruned_sizes.py > docs/measurements/pruned-sizes.md` (torch {torch.__version__})\n")
@@ -127,7 +139,11 @@ def main() -> None:
           "`fp_dtype=\"float16\"`); *+ pooler 1-bit, embedding α/γ float16*: also `binarized_modules` + pooler (as "
           "BiBERT's and BiT's code) and `embedding_scale_dtype=\"float16\"`; *+ position, token-type tables 1-bit*: "
           "also `binarized_embeddings=[\"word\", \"position\", \"token_type\"]`, every embedding table 1-bit "
-          "(beyond BiBERT and BiT, which keep those two full precision). "
+          "(beyond BiBERT and BiT, which keep those two full precision); *+ tables α only (BiT)*: also "
+          "`embedding_weight_scale=\"learned\"`, each 1-bit table row E_v ≈ α_v·sign(E_v) with no offset γ_v, as "
+          "BiT binarizes its word embeddings; *+ activation shifts float16*: also `activation_shift_dtype=\"float16\"`, "
+          "the elastic shifts β rounded to float16 in every forward and stored so. The last two change the model "
+          "(training, eager path and runtime compute them), the others only how it is stored or what is binarized. "
           "Pruned: 75 % of the heads and 50 % of the FFN neurons kept in every layer (`prune_`, top-k by norm).\n")
     print("| model | heads kept | FFN kept | student | file (MB) | tensor data (MB) | estimate_packed_size (MB) | "
           "header (MB) |")
@@ -135,6 +151,10 @@ def main() -> None:
     for name, heads, ffn, variant, file, data, estimate, header in rows:
         print(f"| {name} | {heads} | {ffn} | {variant} | {file:.3f} | {data:.3f} | {estimate:.3f} | {header:.3f} |")
     print()
+    under = [f"*{variant}* ({file:.3f} MB)" for variant, file in pruned_minilm if file <= GOAL_MB]
+    print(f"Issue 12's size goal, pruned MiniLM file ≤ {GOAL_MB} MB: "
+          + (f"met by {', '.join(under)}." if under else
+             f"not met (smallest {min(f for _, f in pruned_minilm):.3f} MB).") + "\n")
     for name in ("MiniLM (SST-2 teacher)", "BERT-base geometry"):
         parts = {variant: breakdowns[(name, variant)] for variant in VARIANTS}
         names = sorted({g for m in parts.values() for g in m["groups"]},
