@@ -105,7 +105,8 @@ class BinaryBertConfig(BertConfig):
             whose code binarizes the word embeddings with BWN per row, α_v = mean|E[v]| and no offset added back
             (facebookresearch/bit, `transformer/utils_quant.py`: `QuantizeEmbedding` → `BwnQuantizer` with
             `embed_layerwise=False`; BiT also subtracts the whole table's mean before the sign, this package does
-            not). Training, the eager path and the native runtime all compute this form; the file then holds no
+            not). BiT's α_v is recomputed from the row at every forward, as `"mean_abs"`; `"learned"` trains α_v from
+            that value. Training, the eager path and the native runtime all compute this form; the file then holds no
             `<table>.weight_offset` (one value per token less: 2 bytes per row in float16, 0.061 MB for a MiniLM /
             BERT-base word table). The Linears keep `weight_scale`.
         embedding_scale_dtype (`str`, *optional*, defaults to `"float32"`):
