@@ -164,16 +164,21 @@ def run_student(out: Path) -> None:
 # their α/γ in float16
 SMALL_FLAGS = ["--binarize", "query", "key", "value", "attention_output", "intermediate", "output", "pooler",
                "--binarized-embeddings", "word", "position", "token_type", "--embedding-scale-dtype", "float16"]
+# ... and the two model changes of its last variants: 1-bit tables with a per-row α only (BiT), elastic shifts in float16
+SMALLEST_FLAGS = [*SMALL_FLAGS, "--embedding-weight-scale", "learned", "--activation-shift-dtype", "float16"]
+SMALL_STUDENTS = (("as distilled", "student-long", []), ("all tables 1-bit", "student-long-small", SMALL_FLAGS),
+                  ("+ α-only tables, float16 shifts", "student-long-smallest", SMALLEST_FLAGS))
 
 
 def run_student_small(out: Path) -> None:
-    """Size goal, accuracy side: two 1-1-1 students of the long-recovery MiniLM (run `minilm-long` first), the same
-    recipe and budget as `student`: as `distill` writes them, and the smallest variant (SMALL_FLAGS)."""
+    """Size goal, accuracy side: 1-1-1 students of the long-recovery MiniLM (run `minilm-long` first), the same
+    recipe and budget as `student`: as `distill` writes them, all tables 1-bit (SMALL_FLAGS) and the smallest
+    variant (SMALLEST_FLAGS); a student already in OUT is not trained again."""
     from hf_binary_bert.cli import main as cli
 
     steps = 1 if SMOKE else STUDENT["steps"] // 3
     extra = ["--max-train-samples", "64", "--max-eval-samples", "32"] if SMOKE else []
-    for name, flags in (("student-long", []), ("student-long-small", SMALL_FLAGS)):
+    for _, name, flags in SMALL_STUDENTS:
         if (out / name / "comparison.json").exists():
             continue
         code = cli(["distill", "--teacher", str(out / "minilm-pruned-long"), "--output-dir", str(out / name),
@@ -183,24 +188,30 @@ def run_student_small(out: Path) -> None:
 
 
 def small_table(out: Path) -> None:
-    """The Markdown of docs/measurements/pruning-small-student.md: the two `student-small` students."""
+    """The Markdown of docs/measurements/pruning-small-student.md: the `student-small` students (one missing from
+    OUT is left out, and said so)."""
     print(f"`python examples/pruning_goals.py small-table {out} > docs/measurements/pruning-small-student.md` (run: "
           "`student-small`, same OUT)\n")
-    print(f"Both students: 1-1-1 (BiT recipe of goal 2: {STUDENT['steps']} steps, {STUDENT['steps'] // 3} per stage "
+    print(f"Every student: 1-1-1 (BiT recipe of goal 2: {STUDENT['steps']} steps, {STUDENT['steps'] // 3} per stage "
           f"W1A4 → W1A2 → W1A1, batch {STUDENT['batch_size']}, learning rate {STUDENT['lr']}, seed 42), binarized "
           "from and taught by the MiniLM pruned with the 1200-step recovery; SST-2 dev accuracy as `distill` "
           f"measures it; {_cpu()}; torch {torch.__version__}. One seed each.\n")
     print("| student | flags besides the recipe | accuracy | Δ (points) | packed file (MB) |")
     print("|---|---|---:|---:|---:|")
-    base = None
-    for name, flags in (("as distilled", []), ("smallest", SMALL_FLAGS)):
-        folder = out / ("student-long" if not flags else "student-long-small")
+    base, missing = None, []
+    for name, run, flags in SMALL_STUDENTS:
+        folder = out / run
+        if not (folder / "comparison.json").exists():
+            missing.append(run)
+            continue
         accuracy = next(r["accuracy"] for r in json.loads((folder / "comparison.json").read_text())
                         if r["model"] == "student")
         base = accuracy if base is None else base
         size = os.path.getsize(folder / "model.safetensors") / 1e6
         print(f"| {name} | {' '.join(flags) or '–'} | {accuracy:.4f} | {100 * (accuracy - base):+.1f} | {size:.3f} |")
     print()
+    if missing:
+        print(f"Not in {out} (not run): {', '.join(missing)}.\n")
 
 
 # ----------------------------------------------------------------------------------------------------------------
