@@ -167,6 +167,7 @@ SMALL_FLAGS = ["--binarize", "query", "key", "value", "attention_output", "inter
 # ... and the two model changes of its last variants: 1-bit tables with a per-row α only (BiT), elastic shifts in float16
 SMALLEST_FLAGS = [*SMALL_FLAGS, "--embedding-weight-scale", "learned", "--activation-shift-dtype", "float16"]
 SMALL_STUDENTS = (("as distilled", "student-long", []), ("all tables 1-bit", "student-long-small", SMALL_FLAGS),
+                  ("+ α-only tables", "student-long-alpha-only", SMALLEST_FLAGS[:-2]),
                   ("+ α-only tables, float16 shifts", "student-long-smallest", SMALLEST_FLAGS))
 
 
