@@ -76,6 +76,27 @@ def test_distill_then_evaluate_and_size_end_to_end(tmp_path, capsys, tiny_teache
     assert report["packed_weights"] > 0 and report["total"] == pytest.approx(sum(report[k] for k in ("packed_weights", "scales", "embeddings", "other", "header")))
 
 
+def test_distill_with_alpha_only_tables_and_float16_shifts(tmp_path, tiny_teachers, monkeypatch):
+    """--embedding-weight-scale learned --activation-shift-dtype float16 reach the student: its config carries them,
+    its file has no offsets for the 1-bit tables (the Linears keep theirs) and float16 shifts."""
+    monkeypatch.chdir(DATA.parent)
+    out = tmp_path / "student"
+    code = main(["distill", "--teacher", str(tiny_teachers / "cls"), "--task", "sst2", "--output-dir", str(out),
+                 "--max-steps", "2", "--batch-size", "8", "--max-train-samples", "32", "--max-eval-samples", "16",
+                 "--max-seq-length", "32", "--no-latency", "--no-progress", "--weight-scale", "learned_offset",
+                 "--activation-bits", "1", "--activation-quantizer", "elastic", "--embedding-bits", "1",
+                 "--binarized-embeddings", "word", "position", "--embedding-weight-scale", "learned",
+                 "--activation-shift-dtype", "float16"])
+    assert code == 0
+    config = json.loads((out / "config.json").read_text())
+    assert (config["embedding_weight_scale"], config["activation_shift_dtype"]) == ("learned", "float16")
+    header = read_safetensors_header(out / "model.safetensors")
+    assert not [k for k in header if k.startswith("bert.embeddings.") and k.endswith("weight_offset")]
+    assert header["bert.encoder.layer.0.attention.self.query.weight_offset"]["dtype"] == "F32"
+    shifts = [k for k in header if k.endswith("_quantizer.shift")]
+    assert shifts and all(header[k]["dtype"] == "F16" for k in shifts)
+
+
 def test_finetune_mlm_then_distill_mlm(tmp_path, capsys, tiny_teachers):
     text = tmp_path / "train.txt"
     text.write_text("\n".join((DATA / "text/tiny-shakespeare/input.txt").read_text().splitlines()[:300]))
