@@ -1,0 +1,66 @@
+"""Markdown tables of `examples/stsb_long_stage1.py` runs (issue 16 §2–3): per run, the held-out scores at every
+evaluation of every stage, the stage table, the cost, and the command that reproduces it.
+
+    python examples/collect_stsb_long_stage1.py RESULTS.jsonl [TEACHER SPLIT] > docs/measurements/stsb-long-stage1.md
+
+"Leaves the mean" is the collapse criterion of `distillation.stages.stage_diagnostics`: skill (R² against the
+original teacher's scores on the held-out pairs) ≥ 0.1; the first evaluation where it holds is reported per stage.
+"""
+import json
+import sys
+
+DEFAULTS = {"schedule": None, "bits": 4, "stage_budget": None, "steps": 1000, "eval_steps": 100, "lr": 5e-4,
+            "batch": 16, "seq": 64, "seed": 42}
+THRESHOLD = 0.1
+
+
+def command(run: dict, teacher: str, split: str) -> str:
+    flags = [f"--name {run['name']}"]
+    for key, default in DEFAULTS.items():
+        if run.get(key, default) != default:
+            flags.append(f"--{key.replace('_', '-')} {run[key]}")
+    return (f"OMP_NUM_THREADS=1 python examples/stsb_long_stage1.py --teacher {teacher} --data-dir {split} "
+            f"--output-dir OUT --results R.jsonl " + " ".join(flags))
+
+
+def mean_loss(losses: list[dict], last_step: int, key: str, window: int = 100) -> str:
+    """Mean of the logged training loss `key` over the `window` steps up to `last_step`."""
+    vals = [h[key] for h in losses if last_step - window < h["step"] <= last_step and key in h]
+    return f"{sum(vals) / len(vals):.2f}" if vals else ""
+
+
+def main(path: str, teacher: str = "TEACHER", split: str = "SPLIT") -> None:
+    with open(path) as f:
+        runs = [json.loads(line) for line in f if line.strip()]
+    t = runs[0]["teacher_metrics"]
+    print(f"Teacher on the same {t['pairs']} held-out pairs: Pearson {t['pearson']:.4f}, Spearman {t['spearmanr']:.4f}, "
+          f"output std {t['prediction_std']:.3f}.\n")
+    for run in runs:
+        print(f"### {run['name']}\n")
+        print(f"{run['schedule'] or 'W1A' + str(run['bits'])}, {run['steps']} steps in all "
+              f"(stage budget {run['stage_budget'] or 'even'}), batch {run['batch']}, ≤ {run['seq']} tokens, "
+              f"lr {run['lr']:g}, seed {run['seed']}; {run['wall_seconds']:,} s wall, {run['cpu_seconds']:,} s CPU, "
+              f"peak RSS {run['peak_rss_gb']} GB, {run['torch_threads']} torch thread(s).\n")
+        for stage in run["stages"]:
+            first = next((e["step"] for e in stage["evals"] if e["skill"] >= THRESHOLD), None)
+            leaves = (f"first evaluation with skill ≥ {THRESHOLD}: step {first}" if first is not None
+                      else f"skill < {THRESHOLD} at every evaluation")
+            print(f"Stage {stage['stage']} ({stage['steps']} steps, taught by {stage['taught_by']}): {leaves}.\n")
+            print("| step | Pearson | Spearman | output std (teacher) | skill (R² vs teacher) "
+                  "| ℓ_pred (last 100 steps) | ℓ_hid (last 100 steps) |")
+            print("|---|---|---|---|---|---|---|")
+            for e in stage["evals"]:
+                print(f"| {e['step']} | {e['pearson']:.4f} | {e['spearmanr']:.4f} | {e['prediction_std']:.3f} "
+                      f"({stage['teacher_prediction_std']:.3f}) | {e['skill']:.3f} "
+                      f"| {mean_loss(stage['losses'], e['step'], 'loss_prediction')} "
+                      f"| {mean_loss(stage['losses'], e['step'], 'loss_hidden')} |")
+            m = stage["metrics"]
+            print(f"| end ({stage['steps']}) | **{m['pearson']:.4f}** | {m['spearmanr']:.4f} "
+                  f"| {stage['prediction_std']:.3f} ({stage['teacher_prediction_std']:.3f}) | {stage['skill']:.3f} "
+                  f"| {mean_loss(stage['losses'], stage['steps'], 'loss_prediction')} "
+                  f"| {mean_loss(stage['losses'], stage['steps'], 'loss_hidden')} |\n")
+        print(f"Command: `{command(run, teacher, split)}`\n")
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:])
