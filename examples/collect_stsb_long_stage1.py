@@ -36,7 +36,7 @@ def main(path: str, teacher: str = "TEACHER", split: str = "SPLIT") -> None:
     print(f"Teacher on the same {t['pairs']} held-out pairs: Pearson {t['pearson']:.4f}, Spearman {t['spearmanr']:.4f}, "
           f"output std {t['prediction_std']:.3f}.\n")
     for run in runs:
-        print(f"### {run['name']}\n")
+        print(f"**{run['name']}**\n")
         print(f"{run['schedule'] or 'W1A' + str(run['bits'])}, {run['steps']} steps in all "
               f"(stage budget {run['stage_budget'] or 'even'}), batch {run['batch']}, ≤ {run['seq']} tokens, "
               f"lr {run['lr']:g}, seed {run['seed']}; {run['wall_seconds']:,} s wall, {run['cpu_seconds']:,} s CPU, "
@@ -49,7 +49,8 @@ def main(path: str, teacher: str = "TEACHER", split: str = "SPLIT") -> None:
             print("| step | Pearson | Spearman | output std (teacher) | skill (R² vs teacher) "
                   "| ℓ_pred (last 100 steps) | ℓ_hid (last 100 steps) |")
             print("|---|---|---|---|---|---|---|")
-            for e in stage["evals"]:
+            evals = list({e["step"]: e for e in reversed(stage["evals"])}.values())[::-1]  # once per step
+            for e in evals:
                 print(f"| {e['step']} | {e['pearson']:.4f} | {e['spearmanr']:.4f} | {e['prediction_std']:.3f} "
                       f"({stage['teacher_prediction_std']:.3f}) | {e['skill']:.3f} "
                       f"| {mean_loss(stage['losses'], e['step'], 'loss_prediction')} "
