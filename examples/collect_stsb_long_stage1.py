@@ -4,7 +4,8 @@ evaluation of every stage, the stage table, the cost, and the command that repro
     python examples/collect_stsb_long_stage1.py RESULTS.jsonl [TEACHER SPLIT] > docs/measurements/stsb-long-stage1.md
 
 "Leaves the mean" is the collapse criterion of `distillation.stages.stage_diagnostics`: skill (R² against the
-original teacher's scores on the held-out pairs) ≥ 0.1; the first evaluation where it holds is reported per stage.
+original teacher's scores on the held-out pairs) ≥ 0.1; reported per stage: the evaluation from which it holds at
+every later one (and whether an earlier one crossed and fell back).
 """
 import json
 import sys
@@ -42,14 +43,17 @@ def main(path: str, teacher: str = "TEACHER", split: str = "SPLIT") -> None:
               f"lr {run['lr']:g}, seed {run['seed']}; {run['wall_seconds']:,} s wall, {run['cpu_seconds']:,} s CPU, "
               f"peak RSS {run['peak_rss_gb']} GB, {run['torch_threads']} torch thread(s).\n")
         for stage in run["stages"]:
-            first = next((e["step"] for e in stage["evals"] if e["skill"] >= THRESHOLD), None)
-            leaves = (f"first evaluation with skill ≥ {THRESHOLD}: step {first}" if first is not None
-                      else f"skill < {THRESHOLD} at every evaluation")
+            evals = list({e["step"]: e for e in reversed(stage["evals"])}.values())[::-1]  # once per step
+            skills = [e["skill"] for e in evals]
+            above = [i for i in range(len(evals)) if all(k >= THRESHOLD for k in skills[i:])]
+            leaves = (f"skill ≥ {THRESHOLD} from step {evals[above[0]]['step']} on" if above
+                      else f"skill < {THRESHOLD} at the last evaluation")
+            if any(k >= THRESHOLD for k in skills[:above[0] if above else len(skills)]):
+                leaves += f" (earlier evaluations crossed {THRESHOLD} and fell back)"
             print(f"Stage {stage['stage']} ({stage['steps']} steps, taught by {stage['taught_by']}): {leaves}.\n")
             print("| step | Pearson | Spearman | output std (teacher) | skill (R² vs teacher) "
                   "| ℓ_pred (last 100 steps) | ℓ_hid (last 100 steps) |")
             print("|---|---|---|---|---|---|---|")
-            evals = list({e["step"]: e for e in reversed(stage["evals"])}.values())[::-1]  # once per step
             for e in evals:
                 print(f"| {e['step']} | {e['pearson']:.4f} | {e['spearmanr']:.4f} | {e['prediction_std']:.3f} "
                       f"({stage['teacher_prediction_std']:.3f}) | {e['skill']:.3f} "
