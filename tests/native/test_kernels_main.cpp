@@ -75,11 +75,12 @@ std::vector<float> run_case(const Case& c, int nthreads) {
     run_w1a1(c.x.data(), c.M, c.K, c.K, opt(c.shift), c.step, c.thr, c.a, w.data(), c.N, c.alpha.data(), opt(c.gamma),
              c.b ? c.step : 1.0f, opt(c.bias), y.data(), c.N, nthreads);
   } else {
-    std::vector<uint64_t> w((c.N + kNibGroup - 1) / kNibGroup * ((c.K + 3) / 4));
-    repack_nib(c.packed.data(), c.N, c.K, w.data());
+    std::vector<uint64_t> w(nib_layout_words(c.N, c.K));  // as repack "nib" makes it: with the lut6 index
+    repack_nib_layout(c.packed.data(), c.N, c.K, w.data());
     const std::vector<int32_t> sums = weight_sums(c.packed, c.N, c.K);
     run_w1a8(c.x.data(), c.M, c.K, c.K, opt(c.shift), c.step, c.a, c.b, c.dynamic != 0, w.data(), c.N, sums.data(),
-             c.alpha.data(), opt(c.gamma), opt(c.bias), y.data(), c.N, nthreads, false);
+             c.alpha.data(), opt(c.gamma), opt(c.bias), y.data(), c.N, nthreads, false,
+             reinterpret_cast<const uint8_t*>(w.data() + lut6_offset_words(c.N, c.K)));
   }
   return y;
 }

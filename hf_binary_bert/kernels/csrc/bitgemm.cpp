@@ -158,11 +158,14 @@ void repack_nib(const uint8_t* w, int64_t N, int64_t K, uint64_t* out) {
 int64_t nib_words(int64_t N, int64_t K) { return (N + kNibGroup - 1) / kNibGroup * ((K + 3) / 4); }
 // where the index starts in "nib" kernel weights: after the nib words, rounded up to 64 bytes
 int64_t lut6_offset_words(int64_t N, int64_t K) { return (nib_words(N, K) + 7) / 8 * 8; }
-int64_t lut6_steps(int64_t K) { return ((K + 3) / 4 + 2) / 3; }
-int64_t lut6_index_words(int64_t N, int64_t K) { return (N + 31) / 32 * lut6_steps(K) * 8; }
+// index steps of a row of nib_steps nib steps: 3 nib steps (12 inputs) each
+int64_t lut6_steps(int64_t nib_steps) { return (nib_steps + 2) / 3; }
+int64_t lut6_index_words(int64_t N, int64_t K) { return (N + 31) / 32 * lut6_steps((K + 3) / 4) * 8; }
+// the whole "nib" kernel layout: nib words, zeros up to 64 bytes, the lut6 index
+int64_t nib_layout_words(int64_t N, int64_t K) { return lut6_offset_words(N, K) + lut6_index_words(N, K); }
 
 void lut6_index(const uint64_t* nib, int64_t N, int64_t K, uint8_t* out) {
-  const int64_t steps = (K + 3) / 4, groups = (N + kNibGroup - 1) / kNibGroup, P = lut6_steps(K);
+  const int64_t steps = (K + 3) / 4, groups = (N + kNibGroup - 1) / kNibGroup, P = lut6_steps(steps);
   for (int64_t c = 0; c < (N + 31) / 32; ++c)
     for (int64_t p = 0; p < P; ++p)
       for (int lane = 0; lane < 32; ++lane) {
@@ -175,6 +178,13 @@ void lut6_index(const uint64_t* nib, int64_t N, int64_t K, uint8_t* out) {
         const uint16_t word = (uint16_t)(n[0] | (n[1] & 3) << 4 | ((n[1] >> 2) | n[2] << 2) << 8);
         std::memcpy(out + (c * P + p) * 64 + 2 * lane, &word, 2);
       }
+}
+
+// The "nib" kernel layout of packed bits w [N, ceil(K/8)] (nib_layout_words long), as repack "nib" makes it.
+void repack_nib_layout(const uint8_t* w, int64_t N, int64_t K, uint64_t* out) {
+  repack_nib(w, N, K, out);
+  std::memset(out + nib_words(N, K), 0, (size_t)(lut6_offset_words(N, K) - nib_words(N, K)) * 8);
+  lut6_index(out, N, K, reinterpret_cast<uint8_t*>(out + lut6_offset_words(N, K)));
 }
 
 // ------------------------------------------------------------------------------------------------------------------
@@ -1527,7 +1537,7 @@ struct W1A8Output {
   const float *alpha, *gamma, *bias;
   float* out;
   int64_t ldo;
-  const uint8_t* lut = nullptr;  // the lut6 index after the nib words (lut6_index), or null: built per call
+  const uint8_t* lut = nullptr;  // the lut6 index after the nib words (lut6_index), or null (then no AVX-512 tables)
 };
 
 // Several W1 × u8 Linears on one input x [M, K] with one input quantizer (Q, K and V of a layer whose three
@@ -1552,7 +1562,9 @@ void run_w1a8_shared(const float* x, int64_t M, int64_t K, int64_t ldx, const fl
                     qsum, outs[i].out, outs[i].ldo};
   }
 #if defined(__x86_64__) || defined(_M_X64)
-  if (!bytes && (isa == AVX2 || isa >= AVX512) && M >= kLutMinRows) {
+  bool indexed = true;  // the AVX-512 lookup tables need each output's lut6 index (the nib layout carries it)
+  for (int i = 0; i < nouts; ++i) indexed = indexed && outs[i].lut;
+  if (!bytes && (isa == AVX2 || (isa >= AVX512 && indexed)) && M >= kLutMinRows) {
     LutOperand ops[4];
     for (int i = 0; i < nouts; ++i) ops[i] = LutOperand{outs[i].w, outs[i].N, e[i], outs[i].lut};
     lut_w1a8(isa, M, u, lu, steps, K, z, nouts, ops, nthreads);
@@ -1628,8 +1640,9 @@ PyObject* py_w1a8_linear(PyObject*, PyObject* args) {
   }
   Py_BEGIN_ALLOW_THREADS;
   // (the "nib" weights Python passes are layout_words("nib") long: the lut6 index follows the nib words)
-  const uint8_t* lut = bytes ? nullptr : reinterpret_cast<const uint8_t*>(ptr<const uint64_t>(w) + lut6_offset_words(N, K));
-  run_w1a8(ptr<const float>(x), M, K, ldx, ptr<const float>(shift), s, qn, qp, dynamic, ptr<const uint64_t>(w), N,
+  const uint64_t* nib = ptr<const uint64_t>(w);
+  const uint8_t* lut = bytes ? nullptr : reinterpret_cast<const uint8_t*>(nib + lut6_offset_words(N, K));
+  run_w1a8(ptr<const float>(x), M, K, ldx, ptr<const float>(shift), s, qn, qp, dynamic, nib, N,
            ptr<const int32_t>(wsum), ptr<const float>(alpha), ptr<const float>(gamma), ptr<const float>(bias),
            ptr<float>(out), ldo, nthreads, bytes, lut);
   Py_END_ALLOW_THREADS;
@@ -1642,7 +1655,7 @@ PyObject* py_layout_words(PyObject*, PyObject* args) {
   long long N, K;
   if (!PyArg_ParseTuple(args, "sLL", &kind, &N, &K)) return nullptr;
   if (std::strcmp(kind, "bits") == 0) return PyLong_FromLongLong((N + kBitsGroup - 1) / kBitsGroup * bits_words(K) * kBitsGroup);
-  if (std::strcmp(kind, "nib") == 0) return PyLong_FromLongLong(lut6_offset_words(N, K) + lut6_index_words(N, K));
+  if (std::strcmp(kind, "nib") == 0) return PyLong_FromLongLong(nib_layout_words(N, K));
   PyErr_Format(PyExc_ValueError, "unknown kernel layout %s (bits, nib)", kind);
   return nullptr;
 }
@@ -1654,12 +1667,8 @@ PyObject* py_repack(PyObject*, PyObject* args) {
   if (!PyArg_ParseTuple(args, "sKLLK", &kind, &w, &N, &K, &out)) return nullptr;
   if (std::strcmp(kind, "bits") == 0)
     repack_bits(ptr<const uint8_t>(w), N, K, ptr<uint64_t>(out));
-  else if (std::strcmp(kind, "nib") == 0) {
-    repack_nib(ptr<const uint8_t>(w), N, K, ptr<uint64_t>(out));
-    uint64_t* o = ptr<uint64_t>(out);
-    std::memset(o + nib_words(N, K), 0, (size_t)(lut6_offset_words(N, K) - nib_words(N, K)) * 8);
-    lut6_index(o, N, K, reinterpret_cast<uint8_t*>(o + lut6_offset_words(N, K)));
-  }
+  else if (std::strcmp(kind, "nib") == 0)
+    repack_nib_layout(ptr<const uint8_t>(w), N, K, ptr<uint64_t>(out));
   else {
     PyErr_Format(PyExc_ValueError, "unknown kernel layout %s (bits, nib)", kind);
     return nullptr;

@@ -26,8 +26,8 @@
 // Layouts:
 //   index: [ceil(N/32)][steps][L::kIndexBytes]: the weight bits of one 32-row block for one step, lane order chosen so
 //          that the 16-bit accumulators unpack to rows 0 … 31 in order (see each kernel), made from the nib words of
-//          groups 2c and 2c + 1 (O(N·K), all threads): per call on AVX2; on AVX-512 it comes with the weights
-//          (LutOperand::index, made by repack "nib", lut6_index) and is built per call only when absent;
+//          groups 2c and 2c + 1: per call on AVX2 (O(N·K), all threads); on AVX-512 it comes with the weights
+//          (LutOperand::index, made by repack_nib_layout / lut6_index; run_w1a8_shared uses VNNI without it);
 //   tables: per work item, for its rows and one chunk of steps: [rows][L::kChunk][L::kTableBytes].
 // Work items: kLutRowsPerItem input rows × a span of output columns (all N unless M is small), chunk by chunk of
 // steps; within a chunk, for each 32·NB-column block, every MR-row tile of the item.
@@ -49,8 +49,9 @@ inline uint8_t* lut_aligned(std::vector<uint64_t>& v, size_t bytes) {
 // T_s[0 … 15] in both 128-bit lanes, then the high bytes likewise (plain 256-bit loads: vbroadcasti128 from memory
 // costs a shuffle-unit op on AMD Zen, the port the lookups need).
 struct LutAvx2 {
-  static constexpr int64_t kStepK = 4, kIndexBytes = 32, kTableBytes = 64, kChunk = 64;
+  static constexpr int64_t kIndexBytes = 32, kTableBytes = 64, kChunk = 64;
   static constexpr int kMR = 1, kNB = 4;  // 1 input row × 4 blocks: 8 accumulators, 4 index vectors, 2 tables
+  static constexpr bool kIndexAhead = false;  // the index is built per call (index_block)
 
   static int64_t steps_of(int64_t nib_steps) { return nib_steps; }
 
@@ -132,43 +133,11 @@ struct LutAvx2 {
 // is shifted down for the second group). Tables per step: for each of its two groups, T[0 … 31] then T[32 … 63]
 // (= T[0 … 31] + u_5), 16-bit: 256 bytes.
 struct LutAvx512 {
-  static constexpr int64_t kStepK = 12, kIndexBytes = 64, kTableBytes = 256, kChunk = 16;
+  static constexpr int64_t kIndexBytes = 64, kTableBytes = 256, kChunk = 16;
   static constexpr int kMR = 4, kNB = 4;  // 16 accumulators, 4 index vectors, 2 tables
+  static constexpr bool kIndexAhead = true;  // the index comes with the weights (LutOperand::index, lut6_index)
 
-  static int64_t steps_of(int64_t nib_steps) { return (nib_steps + 2) / 3; }
-
-  __attribute__((target("avx512f,avx512bw"))) static void index_block(const uint64_t* nib, int64_t groups,
-                                                                      int64_t nib_steps, int64_t c, uint8_t* out) {
-    const uint64_t* w0 = nib + 2 * c * nib_steps;
-    const uint64_t* w1 = 2 * c + 1 < groups ? nib + (2 * c + 1) * nib_steps : nullptr;
-    // word lane 8L + v of 128-bit lane L: row q = 4L + v/2 of nib group v % 2; its nibble is byte 8·(v % 2) + q/2 of
-    // (w0[s], w1[s]), shifted right by 4 when q is odd.
-    alignas(64) int8_t ctl_bytes[64];
-    alignas(64) int16_t shifts[32];
-    for (int L = 0; L < 4; ++L)
-      for (int v = 0; v < 8; ++v) {
-        const int q = 4 * L + v / 2;
-        ctl_bytes[16 * L + 2 * v] = (int8_t)(8 * (v % 2) + q / 2);
-        ctl_bytes[16 * L + 2 * v + 1] = (int8_t)0x80;  // zero
-        shifts[8 * L + v] = (int16_t)(4 * (q % 2));
-      }
-    const __m512i ctl = _mm512_load_si512(ctl_bytes), cnt = _mm512_load_si512(shifts);
-    const __m512i nibble = _mm512_set1_epi16(0xF), two = _mm512_set1_epi16(3);
-    const int64_t steps = steps_of(nib_steps);
-    for (int64_t p = 0; p < steps; ++p) {
-      __m512i n[3];
-      for (int t = 0; t < 3; ++t) {
-        const int64_t s = 3 * p + t;
-        const long long a = s < nib_steps ? (long long)w0[s] : 0, b = s < nib_steps && w1 ? (long long)w1[s] : 0;
-        const __m512i x = _mm512_broadcast_i32x4(_mm_set_epi64x(b, a));
-        n[t] = _mm512_and_si512(_mm512_srlv_epi16(_mm512_shuffle_epi8(x, ctl), cnt), nibble);
-      }
-      // low byte: k 12p … 12p+3 (n0), 12p+4, 12p+5 (n1 bits 0, 1); high byte: 12p+6, 12p+7 (n1 bits 2, 3), n2
-      const __m512i lo = _mm512_or_si512(n[0], _mm512_slli_epi16(_mm512_and_si512(n[1], two), 4));
-      const __m512i hi = _mm512_or_si512(_mm512_srli_epi16(n[1], 2), _mm512_slli_epi16(n[2], 2));
-      _mm512_store_si512(out + p * 64, _mm512_or_si512(lo, _mm512_slli_epi16(hi, 8)));
-    }
-  }
+  static int64_t steps_of(int64_t nib_steps) { return lut6_steps(nib_steps); }
 
   // Tables of steps p0 … p0+cs−1 of one input row u of lu bytes (read up to byte 12·(p0+cs), zero past lu).
   __attribute__((target("avx512f,avx512bw"))) static void tables(const uint8_t* u, int64_t lu, int64_t p0,
@@ -209,7 +178,7 @@ struct LutAvx512 {
     for (int64_t p = 0; p < cs; ++p) {
       __m512i ix[NB];
 #pragma GCC unroll 4
-      for (int j = 0; j < NB; ++j) ix[j] = _mm512_loadu_si512(idx + j * istride + p * 64);  // (made ahead: any alignment)
+      for (int j = 0; j < NB; ++j) ix[j] = _mm512_loadu_si512(idx + j * istride + p * 64);  // (any alignment)
 #pragma GCC unroll 2
       for (int g = 0; g < 2; ++g) {
 #pragma GCC unroll 4
@@ -249,7 +218,7 @@ struct LutOperand {
   const uint64_t* nib;
   int64_t N;
   Epilogue e;
-  const uint8_t* index = nullptr;  // LutAvx512's index of these weights made in advance (lut6_index), or null
+  const uint8_t* index = nullptr;  // LutAvx512's index of these weights, made with them (lut6_index); unused by AVX2
 };
 
 // u: M rows of lu bytes (q + z, zero past K; lu a multiple of 64), nib_steps = ceil(K/4); ops: nops weight matrices
@@ -272,13 +241,11 @@ void lut_w1a8_with(int64_t M, const uint8_t* u, int64_t lu, int64_t nib_steps, i
     blocks[i] = (ops[i].N + kLutBlock - 1) / kLutBlock;
     ioff[i + 1] = ioff[i] + blocks[i] * istride;
   }
-  // LutAvx512's index comes with the weights when Python made them (repack "nib"); otherwise it is built here
-  bool made = std::is_same<L, LutAvx512>::value;
-  for (int i = 0; i < nops; ++i) made = made && ops[i].index;
+  // AVX-512: the index came with the weights (repack "nib"); AVX2: built here, per call
   static thread_local std::vector<uint64_t> index_buffer, add_m_buffer;
-  uint8_t* index = made ? nullptr : lut_aligned(index_buffer, (size_t)ioff[nops]);
+  uint8_t* index = L::kIndexAhead ? nullptr : lut_aligned(index_buffer, (size_t)ioff[nops]);
   const uint8_t* op_index[kMaxOps];
-  for (int i = 0; i < nops; ++i) op_index[i] = made ? ops[i].index : index + ioff[i];
+  for (int i = 0; i < nops; ++i) op_index[i] = L::kIndexAhead ? ops[i].index : index + ioff[i];
   int64_t* add_m = reinterpret_cast<int64_t*>(lut_aligned(add_m_buffer, (size_t)M * 8));
   for (int64_t m = 0; m < M; ++m) add_m[m] = -(ops[0].e.xsum[m] + (int64_t)z * K);  // −Σ_k u_k
   Epilogue e[kMaxOps];
@@ -295,7 +262,7 @@ void lut_w1a8_with(int64_t M, const uint8_t* u, int64_t lu, int64_t nib_steps, i
     nspans = std::min((2 * nthreads + mblocks - 1) / mblocks, (N0 + span_unit - 1) / span_unit);
   const int64_t span = nops == 1 ? ((N0 + nspans - 1) / nspans + span_unit - 1) / span_unit * span_unit : N0;
   if (nops == 1) nspans = (N0 + span - 1) / span;
-  const int64_t items = mblocks * nspans, all_blocks = made ? 0 : ioff[nops] / istride;
+  const int64_t items = mblocks * nspans, all_blocks = L::kIndexAhead ? 0 : ioff[nops] / istride;
   int64_t total_mnk = 0;
   for (int i = 0; i < nops; ++i) total_mnk += M * ops[i].N * K;
 #pragma omp parallel num_threads(nthreads) if (nthreads > 1 && total_mnk > (1 << 20))
@@ -305,7 +272,8 @@ void lut_w1a8_with(int64_t M, const uint8_t* u, int64_t lu, int64_t nib_steps, i
       int i = 0;
       while (b * istride >= ioff[i + 1]) ++i;
       const int64_t c = b - ioff[i] / istride;
-      L::index_block(ops[i].nib, (ops[i].N + kNibGroup - 1) / kNibGroup, nib_steps, c, index + b * istride);
+      if constexpr (!L::kIndexAhead)
+        L::index_block(ops[i].nib, (ops[i].N + kNibGroup - 1) / kNibGroup, nib_steps, c, index + b * istride);
     }
 #pragma omp for schedule(static)
     for (int64_t item = 0; item < items; ++item) {

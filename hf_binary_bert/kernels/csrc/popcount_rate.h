@@ -2,9 +2,9 @@
 // (benchmarks/latency.py, benchmarks/linear_kernels.py). Included once by bitgemm.cpp, inside its anonymous namespace.
 //
 // Every thread counts popcount(a XOR b) over the same 4 KiB of 64-bit words (L1-resident) again and again, with
-// the fastest popcount this CPU has: vpopcntq (AVX-512 VPOPCNTDQ; a few vectors of a held against all of b), Harley–Seal carry-save adders over 16 vectors
-// with one nibble-table popcount (vpshufb) per 16 (AVX2; Muła, Kurz & Lemire, "Faster population counts using AVX2
-// instructions", Computer Journal 2018), or the popcnt instruction. The result is bit operations (= binary
+// the fastest popcount this CPU has: vpopcntq (AVX-512 VPOPCNTDQ; a few vectors of a held against all of b),
+// Harley–Seal carry-save adders over 16 vectors with one nibble-table popcount (vpshufb) per 16 (AVX2; Muła, Kurz &
+// Lemire, "Faster population counts using AVX2 instructions", Computer Journal 2018), or the popcnt instruction. The result is bit operations (= binary
 // multiply-accumulates of an XNOR-popcount dot product) per second, all threads together.
 
 constexpr int64_t kRateWords = 512;  // 4 KiB: a and b, 2 KiB each
@@ -82,6 +82,7 @@ __attribute__((target("avx512f,avx512bw,avx512vpopcntdq"))) uint64_t xor_popcoun
   for (int j = 1; j < 2 * kVpopcntReuse; ++j) total = _mm512_add_epi64(total, acc[j]);
   return (uint64_t)_mm512_reduce_add_epi64(total);
 }
+
 __attribute__((target("popcnt"))) uint64_t xor_popcount_popcnt(const uint64_t* a, const uint64_t* b, int64_t n) {
 #else
 #if defined(__aarch64__)
