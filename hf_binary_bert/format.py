@@ -332,10 +332,11 @@ def validate_checkpoint(model: torch.nn.Module, files: list[str], prefix: str = 
 
     Rules: a packed sign tensor (`*.weight_packed`) must be uint8; scales, offsets and quantizer parameters
     (`FLOAT32_SUFFIXES`) float32, except the α / γ of 1-bit embedding tables (`config.embedding_scale_dtype`) and
-    the elastic shifts β (`config.activation_shift_dtype`; `scale_dtype`); other floating tensors any float dtype; shapes must match exactly. Tensors of the
-    base model must all be present, and the base model must not have extra tensors (that means the config does not
-    describe the file); task-head tensors may be absent (newly initialised, as in transformers). When the layout is
-    right, the values are checked too (`value_problems`: no NaN / inf, no negative `mean_abs` α, 0/1 flags).
+    the elastic shifts β (`config.activation_shift_dtype`; `scale_dtype`); other floating tensors any float dtype;
+    shapes must match exactly. Tensors of the base model must all be present, and the base model must not have
+    extra tensors (that means the config does not describe the file); task-head tensors may be absent (newly
+    initialised, as in transformers). When the layout is right, the values are checked too (`value_problems`: no
+    NaN / inf, no negative `mean_abs` α, 0/1 flags).
 
     Raises:
         ValueError: naming the first offending tensor (and the file when it is truncated or its header's data

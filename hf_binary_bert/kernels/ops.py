@@ -103,8 +103,9 @@ def _check(x: torch.Tensor, weight_packed: torch.Tensor, k: int, n: int, **vecto
 def repack_weight(weight_packed: torch.Tensor, in_features: int, layout: str) -> torch.Tensor:
     """Kernel layout (int64 words) of packed weight bits uint8 [N, ceil(in_features / 8)]: `"bits"` (interleaved
     groups of 8 rows, for `w1a1_linear`) or `"nib"` (4 reduction steps × 16 rows per word, then the AVX-512
-    lookup-table GEMM's index, for `w1a8_linear`); see `reference.repack_weight` and csrc/bitgemm.cpp. Made once per Linear, by the C++ code (or by `reference.repack_weight`, the same layout with
-    tensor ops, when compiling / without the extension).
+    lookup-table GEMM's index, for `w1a8_linear`); see `reference.repack_weight` and csrc/bitgemm.cpp. Made once
+    per Linear, by the C++ code (or by `reference.repack_weight`, the same layout with tensor ops, when compiling /
+    without the extension).
 
     Raises:
         ValueError: for another layout name or a `weight_packed` that is not uint8 [N, ceil(in_features / 8)].

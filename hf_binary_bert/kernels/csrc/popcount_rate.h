@@ -4,8 +4,9 @@
 // Every thread counts popcount(a XOR b) over the same 4 KiB of 64-bit words (L1-resident) again and again, with
 // the fastest popcount this CPU has: vpopcntq (AVX-512 VPOPCNTDQ; a few vectors of a held against all of b),
 // Harley–Seal carry-save adders over 16 vectors with one nibble-table popcount (vpshufb) per 16 (AVX2; Muła, Kurz &
-// Lemire, "Faster population counts using AVX2 instructions", Computer Journal 2018), or the popcnt instruction. The result is bit operations (= binary
-// multiply-accumulates of an XNOR-popcount dot product) per second, all threads together.
+// Lemire, "Faster population counts using AVX2 instructions", Computer Journal 2018), or the popcnt instruction.
+// The result is bit operations (= binary multiply-accumulates of an XNOR-popcount dot product) per second, all
+// threads together.
 
 constexpr int64_t kRateWords = 512;  // 4 KiB: a and b, 2 KiB each
 
