@@ -372,3 +372,47 @@ def test_runtime_equals_eager_with_alpha_only_tables_and_half_precision_shifts(h
     model.get_submodule(f"{linear}.input_quantizer").shift_dtype = torch.float32
     unrounded = _hidden(model, ids, mask, "eager").last_hidden_state
     assert (unrounded[valid] - eager[valid]).abs().max() > 1e-2  # the rounding matters for these inputs
+
+
+@pytest.mark.parametrize("isa", kernels.supported_isas())
+@pytest.mark.parametrize("geometry", ["tiny", "two-word heads, long rows"])
+def test_bit_attention_with_probabilities_on_both_sides_of_the_threshold_equals_eager(geometry, isa):
+    """BiT attention (1-bit Q, K, V and probabilities) where the probability bits decide the output: the threshold near
+    the median probability (a row's keys on both sides of it) and steps that let the attention output reach the next
+    layer. The runtime equals the eager path on every instruction set; with head dimension 128 (two words per head)
+    and rows of up to 150 keys (three words) as well. (The calibrated random models of the other tests set hardly
+    any probability bit, and their attention output barely moves the hidden states.)"""
+    extra = {} if geometry == "tiny" else dict(hidden_size=128, num_attention_heads=1, max_position_embeddings=160)
+    model = _model(COMBOS["W1A1-elastic (BiT)"], **extra)
+    ids, mask = _inputs(lengths=(13, 9, 1, 5) if geometry == "tiny" else (150, 70, 13, 1))
+    pairs = mask[:, None, :, None].bool() & mask[:, None, None, :].bool()  # [B, 1, T, T] query and key both real
+    seen = []
+    quantizers = [m for n, m in model.named_modules() if n.endswith("probs_quantizer")]
+    for quantizer in quantizers:
+        levels = quantizer.levels
+        quantizer.levels = lambda x, levels=levels: (seen.append((x, levels(x)[0])), levels(x))[1]
+    with torch.no_grad():  # scores that differ (Q̂, K̂ = ±1: a Hamming step of 2 is a factor e^(2/√D) in probability)
+        for name, module in model.named_modules():  # and an attention output that reaches the next layer (V̂ = ±1,
+            if name.endswith(("query_quantizer", "key_quantizer", "value_quantizer",  # the output Linear's input
+                              "attention.output.dense.input_quantizer")):  # ±1): the random model calibrated
+                module.step.fill_(1.0)  # these steps to ~1e-6
+    _hidden(model, ids, mask, "eager")
+    with torch.no_grad():
+        for quantizer, (probs, _) in zip(quantizers, seen):
+            # level 1 ⇔ probability > 1.09 × the median (an attained value: this puts the threshold between levels)
+            quantizer.step.fill_(2 * 1.09 * probs[pairs.expand_as(probs)].median())
+    seen.clear()
+    eager = _hidden(model, ids, mask, "eager").last_hidden_state
+    share = torch.stack([(q != 0)[pairs.expand_as(q)].float().mean() for _, q in seen])
+    assert ((share > 0.2) & (share < 0.8)).all(), share  # both levels occur: the threshold is tested
+    previous = kernels.set_isa(isa)
+    try:
+        native = _hidden(model, ids, mask, "auto").last_hidden_state
+        valid = mask.bool()
+        torch.testing.assert_close(native[valid], eager[valid], rtol=0, atol=2e-5)
+        with torch.no_grad():  # and the probability bits matter: none set changes the output
+            for quantizer in quantizers:
+                quantizer.step.fill_(100.0)
+        assert (_hidden(model, ids, mask, "auto").last_hidden_state - native)[valid].abs().max() > 0.1
+    finally:
+        kernels.set_isa(previous)
