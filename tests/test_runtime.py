@@ -375,14 +375,16 @@ def test_runtime_equals_eager_with_alpha_only_tables_and_half_precision_shifts(h
 
 
 @pytest.mark.parametrize("isa", kernels.supported_isas())
-@pytest.mark.parametrize("geometry", ["tiny", "two-word heads, long rows"])
+@pytest.mark.parametrize("geometry", ["tiny", "64-wide heads, long rows", "two-word heads, long rows"])
 def test_bit_attention_with_probabilities_on_both_sides_of_the_threshold_equals_eager(geometry, isa):
     """BiT attention (1-bit Q, K, V and probabilities) where the probability bits decide the output: the threshold near
     the median probability (a row's keys on both sides of it) and steps that let the attention output reach the next
-    layer. The runtime equals the eager path on every instruction set; with head dimension 128 (two words per head)
-    and rows of up to 150 keys (three words) as well. (The calibrated random models of the other tests set hardly
-    any probability bit, and their attention output barely moves the hidden states.)"""
-    extra = {} if geometry == "tiny" else dict(hidden_size=128, num_attention_heads=1, max_position_embeddings=160)
+    layer. The runtime equals the eager path on every instruction set; with head dimension 64 (one word: the
+    VPOPCNTDQ path's per-value softmax, `bit_softmax_row_avx512`) and 128 (two words) and rows of up to 150 keys as
+    well. (The calibrated random models of the other tests set hardly any probability bit, and their attention output
+    barely moves the hidden states.)"""
+    heads = {"tiny": None, "64-wide heads, long rows": 2, "two-word heads, long rows": 1}[geometry]
+    extra = {} if heads is None else dict(hidden_size=128, num_attention_heads=heads, max_position_embeddings=160)
     model = _model(COMBOS["W1A1-elastic (BiT)"], **extra)
     ids, mask = _inputs(lengths=(13, 9, 1, 5) if geometry == "tiny" else (150, 70, 13, 1))
     pairs = mask[:, None, :, None].bool() & mask[:, None, None, :].bool()  # [B, 1, T, T] query and key both real

@@ -572,6 +572,111 @@ __attribute__((target("avx512f,avx512vpopcntdq"))) inline void and_popcounts_avx
 }
 #endif
 
+#if defined(__x86_64__) || defined(_M_X64)
+// e[u] for 16 indices u < n (n ≤ 80): one permute for n ≤ 32, two and a blend for n ≤ 64 (permutex2var reads the low
+// 5 bits of u), a gather above; e0 … e3 = e[0 … 63].
+__attribute__((target("avx512f"))) inline __m512 lookup_values_avx512(__m512i u, int64_t n, const float* e, __m512 e0,
+                                                                      __m512 e1, __m512 e2, __m512 e3) {
+  if (n <= 32) return _mm512_permutex2var_ps(e0, u, e1);
+  if (n <= 64)
+    return _mm512_mask_blend_ps(_mm512_cmpge_epi32_mask(u, _mm512_set1_epi32(32)), _mm512_permutex2var_ps(e0, u, e1),
+                                _mm512_permutex2var_ps(e2, u, e3));
+  return _mm512_i32gather_ps(u, e, 4);
+}
+
+#endif
+
+#if defined(__x86_64__) || defined(_M_X64)
+// One row of BiT's attention probabilities as bits, from the keys' popcounts (1-bit Q and K, one word per head, VPOPCNTDQ
+// path): the same values, bit for bit, as the per-key path (scores (float)(D − 2·ones)·mul, scaled_softmax_avx512,
+// bits_row), computed per distinct score instead of per key. A row's dot products D − 2·ones take at most D + 1
+// values, so exp runs once per value (≤ 5 vectors at D = 64 instead of T/16) and the probability quantizer once per
+// value; the sum Σ_j e_j is gathered per key and added in scaled_softmax's order (the last T mod 8 keys with std::exp,
+// as there). The probability falls as ones grows (mul > 0: the steps are ≥ 1e-5 and the scaling positive), so the
+// keys whose bit is set are those with ones ≤ a threshold: one compare per 16 keys. Returns false, having written
+// nothing, when the set values are not such a prefix (never for mul > 0; the caller then takes the per-key path).
+// ones[0 … T−1] ∈ [0, D], D ≤ 64; arow zeroed by the caller; *selected = keys whose bit is set.
+__attribute__((target("avx512f,avx512dq,avx512vl,avx2,fma"))) inline bool bit_softmax_row_avx512(
+    const int32_t* ones, int64_t T, int64_t D, float mul, const QuantSpec& sp, uint64_t* arow, int64_t* selected) {
+  const int64_t T8 = T - T % 8;  // keys with vector exp in scaled_softmax; the rest take std::exp
+  __m512i vlo = _mm512_set1_epi32(INT32_MAX), vhi = _mm512_set1_epi32(INT32_MIN);
+  int64_t j = 0;
+  for (; j + 16 <= T; j += 16) {
+    const __m512i o = _mm512_loadu_si512(ones + j);
+    vlo = _mm512_min_epi32(vlo, o);
+    vhi = _mm512_max_epi32(vhi, o);
+  }
+  int32_t lo = _mm512_reduce_min_epi32(vlo), hi = _mm512_reduce_max_epi32(vhi);
+  for (; j < T; ++j) {
+    lo = std::min(lo, ones[j]);
+    hi = std::max(hi, ones[j]);
+  }
+  const int64_t n = hi - lo + 1;
+  // scores per value u = ones − lo and their maximum (the score is linear in u: its max is at lo or hi)
+  alignas(64) float e[80] = {};  // (≤ 65 values; the rest read by the permutes)
+  const float s_lo = (float)((int32_t)D - 2 * lo) * mul, s_hi = (float)((int32_t)D - 2 * hi) * mul;
+  const float mx = std::max(s_lo, s_hi);
+  const __m512 vm = _mm512_set1_ps(mx), vmul = _mm512_set1_ps(mul);
+  for (int64_t u = 0; u < n; u += 16) {
+    const __m512i dots = _mm512_sub_epi32(_mm512_set1_epi32((int32_t)D - 2 * lo),
+                                          _mm512_slli_epi32(_mm512_add_epi32(_mm512_set1_epi32((int32_t)u),
+                                                                             _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8,
+                                                                                               9, 10, 11, 12, 13, 14, 15)),
+                                                            1));
+    _mm512_store_ps(e + u, exp_avx512(_mm512_sub_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(dots), vmul), vm)));
+  }
+  // Σ_j e_j in scaled_softmax's order: 8-lane partial sums (two per 16 keys), lanes 0 … 7, then the tail keys. Each
+  // key's e is looked up in registers (≤ 32 values: one permute; ≤ 64: two and a blend; more: a gather)
+  __m256 acc = _mm256_setzero_ps();
+  const __m512i vlo16 = _mm512_set1_epi32(lo);
+  const __m512 e0 = _mm512_load_ps(e), e1 = _mm512_load_ps(e + 16), e2 = _mm512_load_ps(e + 32),
+               e3 = _mm512_load_ps(e + 48);
+  const auto lookup = [&](__m512i u) { return lookup_values_avx512(u, n, e, e0, e1, e2, e3); };
+  for (j = 0; j + 16 <= T8; j += 16) {
+    const __m512 g = lookup(_mm512_sub_epi32(_mm512_loadu_si512(ones + j), vlo16));
+    acc = _mm256_add_ps(acc, _mm512_castps512_ps256(g));
+    acc = _mm256_add_ps(acc, _mm512_extractf32x8_ps(g, 1));
+  }
+  if (j < T8)  // 8 keys left
+    acc = _mm256_add_ps(acc, _mm512_castps512_ps256(lookup(_mm512_sub_epi32(
+                                 _mm512_castsi256_si512(_mm256_loadu_si256((const __m256i*)(ones + j))), vlo16))));
+  alignas(32) float lanes[8];
+  _mm256_store_ps(lanes, acc);
+  float sum = 0.0f;
+  for (int i = 0; i < 8; ++i) sum += lanes[i];
+  float tail[8];
+  for (j = T8; j < T; ++j) {
+    tail[j - T8] = std::exp((float)((int32_t)D - 2 * ones[j]) * mul - mx);
+    sum += tail[j - T8];
+  }
+  const float inv = 1.0f / sum;
+  // the 1-bit probability of each value, 16 at a time (bits_row's comparisons); the set ones must be u < count
+  const __m512 vinv = _mm512_set1_ps(inv), vstep = _mm512_set1_ps(sp.step), half = _mm512_set1_ps(0.5f);
+  int64_t count = 0;
+  bool prefix = true;
+  for (int64_t u = 0; u < n; u += 16) {
+    const __mmask16 live = n - u >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (n - u)) - 1);
+    const __m512 pr = _mm512_mul_ps(_mm512_load_ps(e + u), vinv);
+    const __mmask16 on = live & (sp.kind == QK_SIGN_UNSIGNED ? _mm512_cmp_ps_mask(pr, half, _CMP_GE_OQ)
+                                                             : _mm512_cmp_ps_mask(_mm512_div_ps(pr, vstep), half,
+                                                                                  _CMP_GT_OQ));
+    const int c = __builtin_popcount(on);
+    if (on != (__mmask16)((1u << c) - 1) || (c && count != u)) prefix = false;
+    count += c;
+  }
+  if (!prefix) return false;
+  const __m512i thr = _mm512_set1_epi32(lo + (int32_t)count - 1);
+  for (j = 0; j + 16 <= T8; j += 16)
+    arow[j / 64] |= (uint64_t)_mm512_cmple_epi32_mask(_mm512_loadu_si512(ones + j), thr) << (j % 64);
+  for (; j < T8; ++j) arow[j / 64] |= (uint64_t)(ones[j] <= lo + (int32_t)count - 1) << (j % 64);
+  for (; j < T; ++j) arow[j / 64] |= (uint64_t)(sp.level(tail[j - T8] * inv, nullptr, 0) > 0.0f) << (j % 64);
+  int64_t set = 0;
+  for (int64_t w = 0; w < (T + 63) / 64; ++w) set += __builtin_popcountll(arow[w]);
+  *selected = set;
+  return true;
+}
+#endif
+
 // Per-thread work space of one (sequence, head) of attention, in floats: see attention_head_body.
 int64_t attention_work_floats(int64_t T, int64_t D) {
   const int64_t Tp = round_up(T, 16), Dp = round_up(D, 16), dw = (D + 63) / 64, tw = (T + 63) / 64;
@@ -604,6 +709,8 @@ __attribute__((always_inline)) inline void attention_head_body(const int64_t* L,
   const bool bit_scores = sq.one_bit_signed() && sk.one_bit_signed();
   const bool bit_probs = attn == ATTN_BI || sp.one_bit_unsigned();
   const bool bit_values = sv.one_bit_signed() && bit_probs;
+  // BiT on the VPOPCNTDQ path: each row's probability bits per distinct score (bit_softmax_row_avx512)
+  const bool per_value = VPOP && bit_scores && bit_values && attn != ATTN_BI && dw == 1;
   const float c = as_float(L[F_BI_SCALE]), qk = sq.scale() * sk.scale() * scaling;
   const float pv = (attn == ATTN_BI ? 1.0f : sp.scale()) * sv.scale();
 
@@ -619,7 +726,7 @@ __attribute__((always_inline)) inline void attention_head_body(const int64_t* L,
         bits_row<AVX>(sk, k + t * ld + h * D, shk, D, kb + t * dw);
       }
     }
-    for (int64_t i = 0; i < T; ++i) {
+    for (int64_t i = 0; i < T && !per_value; ++i) {  // (per_value: row by row below)
       float* row = S + i * Tp;
       const uint64_t* qi = qb + i * dw;
       if (dw == 1) {  // popcounts first, then one vectorizable conversion loop per stretch of keys
@@ -696,7 +803,21 @@ __attribute__((always_inline)) inline void attention_head_body(const int64_t* L,
   // softmax of dot·(s_q·s_k·scaling) and the probability quantizer; then the output row
   for (int64_t i = 0; i < T; ++i) {
     float* row = S + i * Tp;
-    if (attn == ATTN_BI) {
+    int64_t selected = -1;  // keys whose probability bit is set (per_value: counted there)
+#if defined(__x86_64__) || defined(_M_X64)
+    if constexpr (VPOP) {
+      if (per_value) {
+        int32_t* ones = reinterpret_cast<int32_t*>(P + i * Tp);  // (P is not used on this path)
+        xor_popcounts_avx512(qb[i], kb, T, ones);
+        std::memset(arow, 0, (size_t)tw * 8);
+        if (!bit_softmax_row_avx512(ones, T, D, qk, sp, arow, &selected))
+          for (int64_t j = 0; j < T; ++j) row[j] = (float)((int32_t)D - 2 * ones[j]);  // the per-key path below
+      }
+    }
+#endif
+    if (selected >= 0) {
+      // the row's bits are done
+    } else if (attn == ATTN_BI) {
       for (int64_t j = 0; j < T; ++j) row[j] = row[j] * c > 0.0f ? 1.0f : 0.0f;
     } else {
 #if defined(__x86_64__) || defined(_M_X64)
@@ -706,7 +827,7 @@ __attribute__((always_inline)) inline void attention_head_body(const int64_t* L,
 #endif
         scaled_softmax<AVX>(row, T, qk);
     }
-    if (bit_values) {
+    if (bit_values && selected < 0) {
       std::memset(arow, 0, (size_t)tw * 8);
       if (attn == ATTN_BI) {
 #if defined(__x86_64__) || defined(_M_X64)
@@ -718,8 +839,10 @@ __attribute__((always_inline)) inline void attention_head_body(const int64_t* L,
       } else {
         bits_row<AVX>(sp, row, nullptr, T, arow);
       }
-      int64_t selected = 0;
+      selected = 0;
       for (int64_t w = 0; w < tw; ++w) selected += __builtin_popcountll(arow[w]);
+    }
+    if (bit_values) {
       float* o = ctx + i * ld + h * D;
       int32_t agree[256];  // D ≤ 256
       // Σ_j A_ij V̂_jd = 2·popcount(A_i AND V⁺_d) − popcount(A_i)
