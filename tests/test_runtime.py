@@ -5,7 +5,7 @@ import logging
 
 import pytest
 import torch
-from conftest import HEADS, head_inputs, head_output, straddle_shift, tiny_config
+from conftest import HEADS, head_inputs, head_output, set_straddling_shift, straddle_shift, tiny_config
 
 import hf_binary_bert as hb
 from hf_binary_bert import (
@@ -374,47 +374,94 @@ def test_runtime_equals_eager_with_alpha_only_tables_and_half_precision_shifts(h
     assert (unrounded[valid] - eager[valid]).abs().max() > 1e-2  # the rounding matters for these inputs
 
 
+def _record_levels(quantizers, seen):
+    """Wrap each quantizer's `levels` to append (its input, its levels) to `seen` (the eager attention calls it)."""
+    for quantizer in quantizers:
+        levels = quantizer.levels
+        quantizer.levels = lambda x, levels=levels: (seen.append((x, levels(x)[0])), levels(x))[1]
+
+
+def _attention_that_matters(model, ids, mask):
+    """Make a calibrated random BiT model's attention decide its output, for tests that compare attention paths: Q̂, K̂,
+    V̂ = ±1 (Q/K/V steps 1: a Hamming step of 2 is then a factor e^(2/√D) in probability), the attention output
+    Linear's input ±1 (step 1; calibration set these steps to ~1e-6, so the attention output barely moved the hidden
+    states), and each layer's probability threshold at 1.09 × the median probability of real (query, key) pairs (an
+    attained value times 1.09: a row's keys on both sides, the threshold between levels). Returns the share of
+    probability bits set per layer (eager path)."""
+    with torch.no_grad():
+        for name, module in model.named_modules():
+            if name.endswith(("query_quantizer", "key_quantizer", "value_quantizer",
+                              "attention.output.dense.input_quantizer")):
+                module.step.fill_(1.0)
+    pairs = mask[:, None, :, None].bool() & mask[:, None, None, :].bool()  # [B, 1, T, T] query and key both real
+    quantizers = [m for n, m in model.named_modules() if n.endswith("probs_quantizer")]
+    seen = []
+    _record_levels(quantizers, seen)
+    _hidden(model, ids, mask, "eager")
+    with torch.no_grad():
+        for quantizer, (probs, _) in zip(quantizers, seen):
+            quantizer.step.fill_(2 * 1.09 * probs[pairs.expand_as(probs)].median())
+    seen.clear()
+    _hidden(model, ids, mask, "eager")
+    for quantizer in quantizers:
+        del quantizer.levels  # the class's method again
+    return torch.stack([(q != 0)[pairs.expand_as(q)].float().mean() for _, q in seen])
+
+
 @pytest.mark.parametrize("isa", kernels.supported_isas())
 @pytest.mark.parametrize("geometry", ["tiny", "64-wide heads, long rows", "two-word heads, long rows"])
 def test_bit_attention_with_probabilities_on_both_sides_of_the_threshold_equals_eager(geometry, isa):
-    """BiT attention (1-bit Q, K, V and probabilities) where the probability bits decide the output: the threshold near
-    the median probability (a row's keys on both sides of it) and steps that let the attention output reach the next
-    layer. The runtime equals the eager path on every instruction set; with head dimension 64 (one word: the
-    VPOPCNTDQ path's per-value softmax, `bit_softmax_row_avx512`) and 128 (two words) and rows of up to 150 keys as
-    well. (The calibrated random models of the other tests set hardly any probability bit, and their attention output
-    barely moves the hidden states.)"""
+    """BiT attention (1-bit Q, K, V and probabilities) where the probability bits decide the output
+    (`_attention_that_matters`). The runtime equals the eager path on every instruction set; with head dimension 64
+    (one word: the VPOPCNTDQ path's per-value softmax, `bit_softmax_row_avx512`) and 128 (two words) and rows of up to
+    150 keys as well. (The calibrated random models of the other tests set hardly any probability bit, and their
+    attention output barely moves the hidden states.)"""
     heads = {"tiny": None, "64-wide heads, long rows": 2, "two-word heads, long rows": 1}[geometry]
     extra = {} if heads is None else dict(hidden_size=128, num_attention_heads=heads, max_position_embeddings=160)
     model = _model(COMBOS["W1A1-elastic (BiT)"], **extra)
     ids, mask = _inputs(lengths=(13, 9, 1, 5) if geometry == "tiny" else (150, 70, 13, 1))
-    pairs = mask[:, None, :, None].bool() & mask[:, None, None, :].bool()  # [B, 1, T, T] query and key both real
-    seen = []
-    quantizers = [m for n, m in model.named_modules() if n.endswith("probs_quantizer")]
-    for quantizer in quantizers:
-        levels = quantizer.levels
-        quantizer.levels = lambda x, levels=levels: (seen.append((x, levels(x)[0])), levels(x))[1]
-    with torch.no_grad():  # scores that differ (Q̂, K̂ = ±1: a Hamming step of 2 is a factor e^(2/√D) in probability)
-        for name, module in model.named_modules():  # and an attention output that reaches the next layer (V̂ = ±1,
-            if name.endswith(("query_quantizer", "key_quantizer", "value_quantizer",  # the output Linear's input
-                              "attention.output.dense.input_quantizer")):  # ±1): the random model calibrated
-                module.step.fill_(1.0)  # these steps to ~1e-6
-    _hidden(model, ids, mask, "eager")
-    with torch.no_grad():
-        for quantizer, (probs, _) in zip(quantizers, seen):
-            # level 1 ⇔ probability > 1.09 × the median (an attained value: this puts the threshold between levels)
-            quantizer.step.fill_(2 * 1.09 * probs[pairs.expand_as(probs)].median())
-    seen.clear()
-    eager = _hidden(model, ids, mask, "eager").last_hidden_state
-    share = torch.stack([(q != 0)[pairs.expand_as(q)].float().mean() for _, q in seen])
+    share = _attention_that_matters(model, ids, mask)
     assert ((share > 0.2) & (share < 0.8)).all(), share  # both levels occur: the threshold is tested
+    eager = _hidden(model, ids, mask, "eager").last_hidden_state
+    valid = mask.bool()
     previous = kernels.set_isa(isa)
     try:
         native = _hidden(model, ids, mask, "auto").last_hidden_state
-        valid = mask.bool()
         torch.testing.assert_close(native[valid], eager[valid], rtol=0, atol=2e-5)
         with torch.no_grad():  # and the probability bits matter: none set changes the output
-            for quantizer in quantizers:
-                quantizer.step.fill_(100.0)
+            for name, quantizer in model.named_modules():
+                if name.endswith("probs_quantizer"):
+                    quantizer.step.fill_(100.0)
         assert (_hidden(model, ids, mask, "auto").last_hidden_state - native)[valid].abs().max() > 0.1
     finally:
         kernels.set_isa(previous)
+
+
+@pytest.mark.parametrize("shift_dtype", ["float16", "bfloat16"])
+def test_runtime_rounds_query_key_value_shifts_as_eager(shift_dtype):
+    """`activation_shift_dtype` on the attention operands: layer 0's Q, K and V shifts β are set where β and β rounded
+    to half precision lie on either side of the first token's value in every channel, in a model whose attention
+    decides its output. The runtime (its plan reads `effective_shift`, the rounded β) equals eager; eager with β
+    unrounded differs, so the rounding is tested."""
+    model = _model(dict(COMBOS["W1A1-elastic (BiT)"], activation_shift_dtype=shift_dtype))
+    ids, mask = _inputs()
+    attention = model.encoder.layer[0].attention.self
+    operands = [getattr(attention, f"{n}_quantizer") for n in ("query", "key", "value")]
+    seen = []
+    _record_levels(operands, seen)
+    _hidden(model, ids, mask, "eager")
+    for quantizer in operands:
+        del quantizer.levels
+    dtype = getattr(torch, shift_dtype)
+    for quantizer, (x, _) in zip(operands, seen):  # x [B, heads, T, D] before β: the first sequence's first token
+        assert set_straddling_shift(quantizer, x[0, :, :1, :], dtype) >= 30  # of 32 channels
+    share = _attention_that_matters(model, ids, mask)
+    assert ((share > 0.2) & (share < 0.8)).all(), share
+    eager = _hidden(model, ids, mask, "eager").last_hidden_state
+    native = _hidden(model, ids, mask, "auto").last_hidden_state
+    valid = mask.bool()
+    torch.testing.assert_close(native[valid], eager[valid], rtol=0, atol=2e-5)
+    for quantizer in operands:
+        quantizer.shift_dtype = torch.float32
+    unrounded = _hidden(model, ids, mask, "eager").last_hidden_state
+    assert (unrounded[valid] - eager[valid]).abs().max() > 1e-2  # the rounding matters for these inputs
