@@ -387,7 +387,7 @@ def _attention_that_matters(model, ids, mask):
     Linear's input ±1 (step 1; calibration set these steps to ~1e-6, so the attention output barely moved the hidden
     states), and each layer's probability threshold at 1.09 × the median probability of real (query, key) pairs (an
     attained value times 1.09: a row's keys on both sides, the threshold between levels). Returns the share of
-    probability bits set per layer (eager path)."""
+    probability bits set per layer (eager path; None for Bi-Attention, which has no probability quantizer)."""
     with torch.no_grad():
         for name, module in model.named_modules():
             if name.endswith(("query_quantizer", "key_quantizer", "value_quantizer",
@@ -405,7 +405,7 @@ def _attention_that_matters(model, ids, mask):
     _hidden(model, ids, mask, "eager")
     for quantizer in quantizers:
         del quantizer.levels  # the class's method again
-    return torch.stack([(q != 0)[pairs.expand_as(q)].float().mean() for _, q in seen])
+    return torch.stack([(q != 0)[pairs.expand_as(q)].float().mean() for _, q in seen]) if seen else None
 
 
 @pytest.mark.parametrize("isa", kernels.supported_isas())
@@ -465,3 +465,28 @@ def test_runtime_rounds_query_key_value_shifts_as_eager(shift_dtype):
         quantizer.shift_dtype = torch.float32
     unrounded = _hidden(model, ids, mask, "eager").last_hidden_state
     assert (unrounded[valid] - eager[valid]).abs().max() > 1e-2  # the rounding matters for these inputs
+
+
+@pytest.mark.parametrize("isa", kernels.supported_isas())
+@pytest.mark.parametrize("geometry", ["tiny", "64-wide heads, long rows"])
+def test_bi_attention_whose_weights_decide_the_output_equals_eager(geometry, isa):
+    """Bi-Attention (weights 1[Q̂·K̂ᵀ > 0]) in a model whose attention output reaches the next layer
+    (`_attention_that_matters`): the runtime equals eager on every instruction set, also with 64-wide heads and rows of
+    150 keys (the VPOPCNTDQ path compares the popcounts directly, `bi_attention_bits_avx512`)."""
+    extra = {} if geometry == "tiny" else dict(hidden_size=128, num_attention_heads=2, max_position_embeddings=160)
+    model = _model(COMBOS["W1A1-elastic-bi_attention-E1"], **extra)
+    ids, mask = _inputs(lengths=(13, 9, 1, 5) if geometry == "tiny" else (150, 70, 13, 1))
+    assert _attention_that_matters(model, ids, mask) is None
+    eager = _hidden(model, ids, mask, "eager").last_hidden_state
+    valid = mask.bool()
+    previous = kernels.set_isa(isa)
+    try:
+        native = _hidden(model, ids, mask, "auto").last_hidden_state
+        torch.testing.assert_close(native[valid], eager[valid], rtol=0, atol=2e-5)
+        with torch.no_grad():  # and the attention matters: every value −1 (ctx = −#selected) changes the output
+            for name, quantizer in model.named_modules():
+                if name.endswith("value_quantizer"):
+                    quantizer.shift.fill_(1e3)
+        assert (_hidden(model, ids, mask, "auto").last_hidden_state - native)[valid].abs().max() > 0.1
+    finally:
+        kernels.set_isa(previous)

@@ -677,6 +677,28 @@ __attribute__((target("avx512f,avx512dq,avx512vl,avx2,fma"))) inline bool bit_so
 }
 #endif
 
+#if defined(__x86_64__) || defined(_M_X64)
+// One row of Bi-Attention's weights as bits, from the keys' popcounts (VPOPCNTDQ path, one word per head): bit j =
+// 1[dot_j·c > 0] with dot_j = D − 2·ones_j, as the per-key path computes it in float (exact: |dot| ≤ 64 and c is far
+// from underflow), i.e. 2·ones_j < D for c > 0, 2·ones_j > D for c < 0, none for c = 0. arow zeroed by the caller;
+// returns the number of keys whose bit is set.
+__attribute__((target("avx512f"))) inline int64_t bi_attention_bits_avx512(const int32_t* ones, int64_t T, int64_t D,
+                                                                           float c, uint64_t* arow) {
+  if (!(c > 0.0f || c < 0.0f)) return 0;
+  const __m512i d = _mm512_set1_epi32((int32_t)D);
+  int64_t j = 0;
+  for (; j + 16 <= T; j += 16) {
+    const __m512i twice = _mm512_slli_epi32(_mm512_loadu_si512(ones + j), 1);
+    const __mmask16 on = c > 0.0f ? _mm512_cmplt_epi32_mask(twice, d) : _mm512_cmpgt_epi32_mask(twice, d);
+    arow[j / 64] |= (uint64_t)on << (j % 64);
+  }
+  for (; j < T; ++j) arow[j / 64] |= (uint64_t)(c > 0.0f ? 2 * ones[j] < D : 2 * ones[j] > D) << (j % 64);
+  int64_t set = 0;
+  for (int64_t w = 0; w < (T + 63) / 64; ++w) set += __builtin_popcountll(arow[w]);
+  return set;
+}
+#endif
+
 // Per-thread work space of one (sequence, head) of attention, in floats: see attention_head_body.
 int64_t attention_work_floats(int64_t T, int64_t D) {
   const int64_t Tp = round_up(T, 16), Dp = round_up(D, 16), dw = (D + 63) / 64, tw = (T + 63) / 64;
@@ -709,8 +731,9 @@ __attribute__((always_inline)) inline void attention_head_body(const int64_t* L,
   const bool bit_scores = sq.one_bit_signed() && sk.one_bit_signed();
   const bool bit_probs = attn == ATTN_BI || sp.one_bit_unsigned();
   const bool bit_values = sv.one_bit_signed() && bit_probs;
-  // BiT on the VPOPCNTDQ path: each row's probability bits per distinct score (bit_softmax_row_avx512)
-  const bool per_value = VPOP && bit_scores && bit_values && attn != ATTN_BI && dw == 1;
+  // 1-bit attention on the VPOPCNTDQ path: each row's bits straight from the keys' popcounts (BiT: per distinct score,
+  // bit_softmax_row_avx512; Bi-Attention: an integer compare, bi_attention_bits_avx512)
+  const bool per_value = VPOP && bit_scores && bit_values && dw == 1;
   const float c = as_float(L[F_BI_SCALE]), qk = sq.scale() * sk.scale() * scaling;
   const float pv = (attn == ATTN_BI ? 1.0f : sp.scale()) * sv.scale();
 
@@ -810,7 +833,9 @@ __attribute__((always_inline)) inline void attention_head_body(const int64_t* L,
         int32_t* ones = reinterpret_cast<int32_t*>(P + i * Tp);  // (P is not used on this path)
         xor_popcounts_avx512(qb[i], kb, T, ones);
         std::memset(arow, 0, (size_t)tw * 8);
-        if (!bit_softmax_row_avx512(ones, T, D, qk, sp, arow, &selected))
+        if (attn == ATTN_BI)
+          selected = bi_attention_bits_avx512(ones, T, D, c, arow);
+        else if (!bit_softmax_row_avx512(ones, T, D, qk, sp, arow, &selected))
           for (int64_t j = 0; j < T; ++j) row[j] = (float)((int32_t)D - 2 * ones[j]);  // the per-key path below
       }
     }
