@@ -699,6 +699,38 @@ __attribute__((target("avx512f"))) inline int64_t bi_attention_bits_avx512(const
 }
 #endif
 
+#if defined(__x86_64__) || defined(_M_X64)
+// The same bits 8 keys at a time with AVX2; returns the first key not done.
+__attribute__((target("avx2"))) inline int64_t bi_attention_bits_avx2(const int32_t* ones, int64_t T, int64_t D, float c,
+                                                                      uint64_t* arow) {
+  const __m256i d = _mm256_set1_epi32((int32_t)D);
+  int64_t j = 0;
+  for (; j + 8 <= T; j += 8) {
+    const __m256i twice = _mm256_slli_epi32(_mm256_loadu_si256((const __m256i*)(ones + j)), 1);
+    const __m256i on = c > 0.0f ? _mm256_cmpgt_epi32(d, twice) : _mm256_cmpgt_epi32(twice, d);
+    arow[j / 64] |= (uint64_t)(unsigned)_mm256_movemask_ps(_mm256_castsi256_ps(on)) << (j % 64);
+  }
+  return j;
+}
+#endif
+
+// Bi-Attention's row bits from the popcounts on any path (bi_attention_bits_avx512's rule); returns the keys set.
+template <bool AVX, bool VPOP>
+inline int64_t bi_attention_bits(const int32_t* ones, int64_t T, int64_t D, float c, uint64_t* arow) {
+#if defined(__x86_64__) || defined(_M_X64)
+  if constexpr (VPOP) return bi_attention_bits_avx512(ones, T, D, c, arow);
+#endif
+  if (!(c > 0.0f || c < 0.0f)) return 0;
+  int64_t j = 0;
+#if defined(__x86_64__) || defined(_M_X64)
+  if constexpr (AVX) j = bi_attention_bits_avx2(ones, T, D, c, arow);
+#endif
+  for (; j < T; ++j) arow[j / 64] |= (uint64_t)(c > 0.0f ? 2 * ones[j] < D : 2 * ones[j] > D) << (j % 64);
+  int64_t set = 0;
+  for (int64_t w = 0; w < (T + 63) / 64; ++w) set += __builtin_popcountll(arow[w]);
+  return set;
+}
+
 // Per-thread work space of one (sequence, head) of attention, in floats: see attention_head_body.
 int64_t attention_work_floats(int64_t T, int64_t D) {
   const int64_t Tp = round_up(T, 16), Dp = round_up(D, 16), dw = (D + 63) / 64, tw = (T + 63) / 64;
@@ -731,9 +763,9 @@ __attribute__((always_inline)) inline void attention_head_body(const int64_t* L,
   const bool bit_scores = sq.one_bit_signed() && sk.one_bit_signed();
   const bool bit_probs = attn == ATTN_BI || sp.one_bit_unsigned();
   const bool bit_values = sv.one_bit_signed() && bit_probs;
-  // 1-bit attention on the VPOPCNTDQ path: each row's bits straight from the keys' popcounts (BiT: per distinct score,
-  // bit_softmax_row_avx512; Bi-Attention: an integer compare, bi_attention_bits_avx512)
-  const bool per_value = VPOP && bit_scores && bit_values && dw == 1;
+  // 1-bit attention: each row's bits straight from the keys' popcounts (Bi-Attention: an integer compare on every path,
+  // bi_attention_bits; BiT on the VPOPCNTDQ path with one word per head: per distinct score, bit_softmax_row_avx512)
+  const bool per_value = bit_scores && bit_values && (attn == ATTN_BI || (VPOP && dw == 1));
   const float c = as_float(L[F_BI_SCALE]), qk = sq.scale() * sk.scale() * scaling;
   const float pv = (attn == ATTN_BI ? 1.0f : sp.scale()) * sv.scale();
 
@@ -827,19 +859,33 @@ __attribute__((always_inline)) inline void attention_head_body(const int64_t* L,
   for (int64_t i = 0; i < T; ++i) {
     float* row = S + i * Tp;
     int64_t selected = -1;  // keys whose probability bit is set (per_value: counted there)
+    if (per_value) {
+      int32_t* ones = reinterpret_cast<int32_t*>(P + i * Tp);  // (P is not used on this path)
+      const uint64_t* qi = qb + i * dw;
+      bool counted = false;
 #if defined(__x86_64__) || defined(_M_X64)
-    if constexpr (VPOP) {
-      if (per_value) {
-        int32_t* ones = reinterpret_cast<int32_t*>(P + i * Tp);  // (P is not used on this path)
-        xor_popcounts_avx512(qb[i], kb, T, ones);
-        std::memset(arow, 0, (size_t)tw * 8);
-        if (attn == ATTN_BI)
-          selected = bi_attention_bits_avx512(ones, T, D, c, arow);
-        else if (!bit_softmax_row_avx512(ones, T, D, qk, sp, arow, &selected))
-          for (int64_t j = 0; j < T; ++j) row[j] = (float)((int32_t)D - 2 * ones[j]);  // the per-key path below
+      if constexpr (VPOP)
+        if (dw == 1) {
+          xor_popcounts_avx512(qi[0], kb, T, ones);
+          counted = true;
+        }
+#endif
+      for (int64_t j = 0; j < T && !counted; ++j) {
+        int32_t n = 0;
+        for (int64_t x = 0; x < dw; ++x) n += (int32_t)__builtin_popcountll(qi[x] ^ kb[j * dw + x]);
+        ones[j] = n;
+      }
+      std::memset(arow, 0, (size_t)tw * 8);
+      if (attn == ATTN_BI) {
+        selected = bi_attention_bits<AVX, VPOP>(ones, T, D, c, arow);
+      } else {
+#if defined(__x86_64__) || defined(_M_X64)
+        if constexpr (VPOP)
+          if (!bit_softmax_row_avx512(ones, T, D, qk, sp, arow, &selected))
+            for (int64_t j = 0; j < T; ++j) row[j] = (float)((int32_t)D - 2 * ones[j]);  // the per-key path below
+#endif
       }
     }
-#endif
     if (selected >= 0) {
       // the row's bits are done
     } else if (attn == ATTN_BI) {
