@@ -636,6 +636,11 @@ __attribute__((always_inline)) inline void finish_loop(const Epilogue& e, int64_
   const float* gamma = e.gamma ? e.gamma + n0 : zeros;
   const float* bias = e.bias ? e.bias + n0 : zeros;
   const int32_t* add_n = e.add_n ? e.add_n + n0 : izeros;
+  if (!e.add_n) {  // the W1A1 Linears: the same values without reading the zero stand-in of add_n
+    for (int64_t j = 0; j < count; ++j)
+      y[j] = s * (alpha[j] * (float)(mul * raw[j] + am) + gamma[j] * gx) + bias[j];
+    return;
+  }
   for (int64_t j = 0; j < count; ++j)
     y[j] = s * (alpha[j] * (float)(mul * raw[j] + am + add_n[j]) + gamma[j] * gx) + bias[j];
 }
