@@ -31,7 +31,7 @@ T (half the tokens padding at B=8, T=128: our runtime does not compute them). A 
 Linears' binary multiply-accumulates per second with the machine's XOR + popcount rate measured on L1-resident
 data (`hf_binary_bert.kernels.popcount_rate`). Each forward is timed with `time.perf_counter` under `torch.inference_mode()` after `--warmup` untimed
 runs, in interleaved rounds (one forward of every variant per round, so a drift of the machine's speed hits all rows
-alike; 50 ms of sleep before each timed forward let the previous row's spinning worker threads go idle); the table shows the median of `--runs` timed runs, the speed-up over torch-fp32 and over ort-int8 (the ratio
+alike; a mixed-length shape and its padded shape share their rounds, so their ratio is measured side by side too; 50 ms of sleep before each timed forward let the previous row's spinning worker threads go idle); the table shows the median of `--runs` timed runs, the speed-up over torch-fp32 and over ort-int8 (the ratio
 of the medians). Unless `--skip-memory`, every variant is loaded again in a fresh subprocess that reports its resident
 memory (VmRSS, and the peak VmHWM) above the RSS right after `import torch, transformers`: after loading the saved model
 the way a user would, after one batch-1 forward, and the peak after a batch-8 forward. A variant whose optional package (or kernel) is missing is shown as
@@ -325,10 +325,26 @@ def print_table(title, columns, rows):
     return table
 
 
+def shape_groups(shapes):
+    """The shapes timed together in one set of rounds: a mixed-length shape `BxTm` with its padded `BxT` when both
+    are asked for (their ratio is a target, so a drift of the machine's speed between them must not move it), every
+    other shape alone; in the order given."""
+    groups, grouped = [], set()
+    for shape in shapes:
+        if shape in grouped:
+            continue
+        batch, seq, mixed = parse_shape(shape)
+        partner = f"{batch}x{seq}" if mixed else f"{batch}x{seq}m"
+        group = [shape, partner] if partner in shapes and partner not in grouped else [shape]
+        grouped.update(group)
+        groups.append(sorted(group, key=lambda s: s.endswith("m")))  # the padded shape first
+    return groups
+
+
 def time_head(head, variants, artifacts, shapes, geo, args):
-    """Latency rows of one head: every variant is loaded once, then, per input shape, warmed up and timed in
-    interleaved rounds (one forward of each variant per round), so that drifts of the machine's speed hit all rows
-    alike; then the ratios of the medians."""
+    """Latency rows of one head: every variant is loaded once, then, per group of input shapes (`shape_groups`),
+    warmed up and timed in interleaved rounds (one forward of each variant on each shape of the group per round), so
+    that drifts of the machine's speed hit all rows of a group alike; then the ratios of the medians."""
     rows, forwards = [], {}
     for variant in variants:
         path = artifacts[artifact_key(variant)]
@@ -339,34 +355,38 @@ def time_head(head, variants, artifacts, shapes, geo, args):
         except Exception as exc:  # noqa: BLE001 - a missing package or API skips the rows
             rows += [{"head": head, "batch": b, "variant": variant, "skipped": skip_reason(exc)} for b in shapes]
             print(f"{head} {variant}: skipped: {skip_reason(exc)}", flush=True)
-    for batch in shapes:
-        inputs = make_inputs(*parse_shape(batch)[:2], geo["vocab_size"], parse_shape(batch)[2])
-        times, failed = {v: [] for v in forwards}, {}
+    for group in shape_groups(shapes):
+        inputs = {b: make_inputs(*parse_shape(b)[:2], geo["vocab_size"], parse_shape(b)[2]) for b in group}
+        times, failed = {(b, v): [] for b in group for v in forwards}, {}
         with torch.inference_mode():
-            for variant, forward in forwards.items():
-                try:
-                    for _ in range(min(args.warmup, 1) if variant.endswith("reference") else args.warmup):
-                        forward(*inputs)
-                except Exception as exc:  # noqa: BLE001
-                    failed[variant] = skip_reason(exc)
-            for round_ in range(args.runs):
+            for batch in group:
                 for variant, forward in forwards.items():
-                    if variant in failed or (variant.endswith("reference") and round_ >= args.reference_runs):
-                        continue
-                    time.sleep(0.05)  # let the previous row's worker threads (ONNX Runtime spins) go idle first
-                    start = time.perf_counter()
-                    forward(*inputs)
-                    times[variant].append((time.perf_counter() - start) * 1e3)
-        for variant in forwards:
-            row = {"head": head, "batch": batch, "variant": variant}
-            if variant in failed:
-                row["skipped"] = failed[variant]
-            else:
-                row.update(runs=len(times[variant]), median_ms=statistics.median(times[variant]),
-                           times_ms=times[variant])
-            rows.append(row)
-            print(f"{head} b={batch} {variant}: " + (f"skipped: {row['skipped']}" if "skipped" in row else
-                                                     f"{row['median_ms']:.2f} ms"), flush=True)
+                    try:
+                        for _ in range(min(args.warmup, 1) if variant.endswith("reference") else args.warmup):
+                            forward(*inputs[batch])
+                    except Exception as exc:  # noqa: BLE001
+                        failed[batch, variant] = skip_reason(exc)
+            for round_ in range(args.runs):
+                for batch in group:
+                    for variant, forward in forwards.items():
+                        if (batch, variant) in failed or (variant.endswith("reference")
+                                                          and round_ >= args.reference_runs):
+                            continue
+                        time.sleep(0.05)  # let the previous row's worker threads (ONNX Runtime spins) go idle first
+                        start = time.perf_counter()
+                        forward(*inputs[batch])
+                        times[batch, variant].append((time.perf_counter() - start) * 1e3)
+        for batch in group:
+            for variant in forwards:
+                row = {"head": head, "batch": batch, "variant": variant}
+                if (batch, variant) in failed:
+                    row["skipped"] = failed[batch, variant]
+                else:
+                    row.update(runs=len(times[batch, variant]), median_ms=statistics.median(times[batch, variant]),
+                               times_ms=times[batch, variant])
+                rows.append(row)
+                print(f"{head} b={batch} {variant}: " + (f"skipped: {row['skipped']}" if "skipped" in row else
+                                                         f"{row['median_ms']:.2f} ms"), flush=True)
     forwards.clear()
     gc.collect()
     for row in rows:
