@@ -47,9 +47,13 @@ def _scores(module, query, key, value, attention_mask, scaling):
     if scaling is None:
         scaling = query.size(-1) ** -0.5
     query, key, value = (_quantize(module, f"{n}_quantizer", t) for n, t in (("query", query), ("key", key), ("value", value)))
-    scores = torch.matmul(query, key.transpose(2, 3)) * scaling
+    scores = torch.matmul(query, key.transpose(2, 3)).mul_(scaling)  # in place: no second [B, H, T, T] tensor
     if attention_mask is not None:
-        scores = scores + attention_mask
+        in_place = torch.broadcast_shapes(attention_mask.shape, scores.shape) == scores.shape
+        if in_place and attention_mask.dtype == scores.dtype:
+            scores.add_(attention_mask)
+        else:
+            scores = scores + attention_mask
     return scores, value
 
 

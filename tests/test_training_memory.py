@@ -12,20 +12,27 @@ from hf_binary_bert.binarization.activation import ActivationQuantizer, _grad_sc
 
 
 def _saved_bytes(fn, *args):
-    """Bytes of the tensors autograd saves for the backward pass while `fn(*args)` runs (scalars included)."""
-    total = []
+    """Bytes of the distinct storages autograd keeps for the backward pass while `fn(*args)` runs (scalars included;
+    a tensor saved by two nodes, or a view of one already saved, counts once), leaves (the inputs, parameters) not
+    counted: the memory a training step holds beyond its inputs and weights."""
+    storages = {}
+    leaves = {t.untyped_storage().data_ptr() for t in args if isinstance(t, torch.Tensor)}
 
     def pack(t):
-        total.append(t.numel() * t.element_size())
+        storage = t.untyped_storage()
+        if storage.data_ptr() not in leaves and not (t.requires_grad and t.is_leaf):
+            storages[storage.data_ptr()] = storage.nbytes()
         return t
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         out = fn(*args)
-    return out, sum(total)
+    return out, sum(storages.values())
 
 
 def _reference(quantizer, x):
-    """The quantizer's training forward as plain autograd expressions (the form before the custom functions)."""
+    """The quantizer's training forward as a plain composition of autograd ops (the form before the custom
+    functions): x − β, then sign_STE(u)·α (BiT's 1-bit elastic) or LSQ's α·round(clip(u)) with a straight-through
+    round, u = (x − β)/α."""
     if hasattr(quantizer, "shift"):
         x = x - quantizer.shift
     step = _grad_scale(quantizer.step.clamp_min(1e-5), 1.0 / math.sqrt(x.numel() * max(quantizer.q_p, 1)))
@@ -35,35 +42,89 @@ def _reference(quantizer, x):
     return ((u.round() - u).detach() + u) * step
 
 
-@pytest.mark.parametrize(("bits", "signed", "scheme"), [(1, True, "elastic"), (1, False, "elastic"),
-                                                       (4, True, "sign"), (2, False, "sign"), (8, True, "elastic")])
-def test_quantizer_gradients_match_autograd_reference_with_less_saved(bits, signed, scheme):
-    torch.manual_seed(0)
-    shape = (4, 16, 24)
+CASES = [(1, True, "elastic", (4, 16, 24), (24,)), (1, True, "elastic", (2, 3, 16, 8), (3, 1, 8)),
+         (1, False, "elastic", (4, 16, 24), None), (2, True, "elastic", (4, 16, 24), (24,)),
+         (4, True, "sign", (4, 16, 24), None), (2, False, "sign", (4, 16, 24), None),
+         (8, True, "elastic", (4, 16, 24), (24,))]
+
+
+def _quantizer(bits, signed, scheme, shape, shift_shape, seed=0):
+    torch.manual_seed(seed)
     x = torch.randn(shape) if signed else torch.rand(shape)
-    q = ActivationQuantizer(bits, signed=signed, scheme=scheme, shift_shape=(24,) if signed and scheme == "elastic" else None)
+    q = ActivationQuantizer(bits, signed=signed, scheme=scheme, shift_shape=shift_shape)
     q.train()
     q(x)  # calibrate on the first batch
-    if hasattr(q, "shift"):
-        with torch.no_grad():
-            q.shift.normal_(0, 0.1)
+    with torch.no_grad():
+        if hasattr(q, "shift"):
+            q.shift.normal_(0, 0.3)
+        q.step.mul_(1.3)  # off the calibrated value, so that the window / clip bounds cut through the data
+    if not signed:  # attention probabilities: exact ties at ½·α and values above the clip bound
+        x = torch.cat([x.flatten()[:-3], q.step.detach() * torch.tensor([0.5, 1.0, 2.5])]).reshape(shape)
+    return q, x
+
+
+@pytest.mark.parametrize(("bits", "signed", "scheme", "shape", "shift_shape"), CASES)
+def test_quantizer_values_and_gradients_equal_the_plain_autograd_composition(bits, signed, scheme, shape, shift_shape):
+    q, x = _quantizer(bits, signed, scheme, shape, shift_shape)
     grad = torch.randn(shape)
     results = []
     for fn in (q, lambda t: _reference(q, t)):
         q.zero_grad()
         xi = x.clone().requires_grad_(True)
-        out, saved = _saved_bytes(fn, xi)
+        fn(xi).backward(grad)  # warm: a first training forward would calibrate
+        q.zero_grad()
+        xi.grad = None
+        out = fn(xi)
         out.backward(grad)
-        results.append((out.detach(), xi.grad, q.step.grad.clone(), saved,
-                        q.shift.grad.clone() if hasattr(q, "shift") else None))
-    (out, gx, gs, saved, gb), (ref_out, ref_gx, ref_gs, ref_saved, ref_gb) = results
-    torch.testing.assert_close(out, ref_out, rtol=0, atol=1e-6)
-    torch.testing.assert_close(gx, ref_gx, rtol=1e-6, atol=1e-7)
-    torch.testing.assert_close(gs, ref_gs, rtol=1e-4, atol=1e-6)
+        results.append((out.detach(), xi.grad, q.step.grad.clone(), q.shift.grad.clone() if shift_shape else None))
+    (out, gx, gs, gb), (ref_out, ref_gx, ref_gs, ref_gb) = results
+    assert torch.equal(out, ref_out)  # forward values: bit for bit
+    # ∂/∂x: the reference computes (g·α)·1[window]/α, which can differ from g·1[window] by an ulp
+    torch.testing.assert_close(gx, ref_gx, rtol=2**-23, atol=0)
+    assert torch.equal(gx == 0, ref_gx == 0)  # the same window
+    torch.testing.assert_close(gs, ref_gs, rtol=1e-5, atol=1e-7)  # a sum over every element, in another order
     if gb is not None:
         torch.testing.assert_close(gb, ref_gb, rtol=1e-5, atol=1e-6)
-    n = x.numel()
-    assert saved <= (2 if bits == 1 and signed else 4) * n + 64 < ref_saved  # bools / one float vs 2–3 floats
+    assert gs.abs() > 1e-4 and gx.abs().sum() > 0
+
+
+@pytest.mark.parametrize(("bits", "signed", "scheme", "shape", "shift_shape"), CASES[:4])
+def test_quantizer_before_a_matmul_keeps_less_for_the_backward(bits, signed, scheme, shape, shift_shape):
+    """Quantizer → matmul, as in a Linear or attention: the matmul keeps the quantized x̂ anyway. The functions add
+    one bool per element (1-bit signed: the window; x̂ is shared) or nothing beyond x (LSQ: only x), where the plain
+    composition keeps two or three float tensors more."""
+    q, x = _quantizer(bits, signed, scheme, shape, shift_shape)
+    weight = torch.randn(shape[-1], 5, requires_grad=True)
+    n, bytes_x = x.numel(), x.numel() * x.element_size()
+    _, saved = _saved_bytes(lambda t: q(t) @ weight, x.requires_grad_(True))
+    _, ref_saved = _saved_bytes(lambda t: _reference(q, t) @ weight, x)
+    if bits == 1 and signed:
+        assert saved <= bytes_x + n + 64  # x̂ (the matmul's) + the bool window (+ scalars)
+    else:
+        assert saved <= 2 * bytes_x + 64  # x̂ (the matmul's) + x
+    assert ref_saved >= saved + bytes_x
+
+
+def _mutated_backward(monkeypatch, function, index, factor):
+    original = function.backward
+
+    def wrong(ctx, grad):
+        grads = list(original(ctx, grad))
+        grads[index] = grads[index] * factor
+        return tuple(grads)
+
+    monkeypatch.setattr(function, "backward", staticmethod(wrong))
+
+
+@pytest.mark.parametrize(("case", "function", "index"), [(0, "_ScaledSignSTE", 1), (0, "_ScaledSignSTE", 2),
+                                                          (2, "_LSQRound", 0), (3, "_LSQRound", 2)])
+def test_the_comparison_catches_a_wrong_backward(monkeypatch, case, function, index):
+    """The test above fails when one gradient of the functions is off (here by 1 %)."""
+    from hf_binary_bert.binarization import activation
+
+    _mutated_backward(monkeypatch, getattr(activation, function), index, 1.01)
+    with pytest.raises(AssertionError):
+        test_quantizer_values_and_gradients_equal_the_plain_autograd_composition(*CASES[case])
 
 
 @pytest.mark.parametrize("scheme", ["mean_abs", "learned", "learned_offset"])

@@ -43,52 +43,98 @@ def _grad_scale(x: torch.Tensor, scale: float) -> torch.Tensor:
     return (x - x * scale).detach() + x * scale
 
 
+def _shifted_quotient(x: torch.Tensor, shift: torch.Tensor | None, step: torch.Tensor) -> torch.Tensor:
+    """u = (x − β) / α (x / α without a shift) with the same two roundings as the plain expression, in a new
+    contiguous tensor: Q/K/V arrive as transposed views [B, H, T, d] of [B, T, H, d], and a contiguous x̂ is what the
+    attention matmuls need (the plain expression keeps x's layout, which they copy)."""
+    u = torch.empty(x.shape, dtype=torch.result_type(x, step), device=x.device)
+    if shift is None:
+        return torch.div(x, step, out=u)
+    return torch.sub(x, shift, out=u).div_(step)
+
+
+def _sum_of_products(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Σ a·b over all elements (0-d): one dot product, without a temporary, when both are contiguous."""
+    if a.is_contiguous() and b.is_contiguous():
+        return torch.dot(a.view(-1), b.view(-1))
+    return (a * b).sum()
+
+
+def _masked(grad: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """grad·1[mask] (a new tensor; mask bool): the mask converted to grad's dtype first, as a float × bool product
+    runs several times slower on the CPU."""
+    return torch.empty_like(grad, memory_format=torch.contiguous_format).copy_(mask).mul_(grad)
+
+
+def _shift_grad(grad_x: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+    """∂/∂β of x − β broadcast over x: −Σ ∂/∂x over the broadcast dims (what autograd's subtraction gives)."""
+    return grad_x.sum_to_size(shift.shape).neg_()
+
+
 class _ScaledSignSTE(torch.autograd.Function):
-    """BiT's 1-bit elastic forward α·sign(x / α) with its gradients, saving two bool tensors (the STE window
-    1[|x/α| ≤ 1] and the sign) instead of the float quotient and the float sign that autograd would keep. Same
-    values and the same gradient arithmetic as `sign_ste(x / α.detach()) * α`: ∂/∂x = (g·α)·1[|x/α| ≤ 1] / α,
-    ∂/∂α = Σ g·sign(x / α)."""
+    """BiT's 1-bit elastic forward x̂ = α·sign((x − β) / α) (sign(0) = +1) with its gradients, as one function:
+    ∂/∂x = 1[|u| ≤ 1], ∂/∂β = −Σ 1[|u| ≤ 1]·g over the broadcast dims, ∂/∂α = Σ g·sign(u), u = (x − β)/α.
+
+    Saves one bool tensor (the window 1[|u| ≤ 1]) and the output x̂ itself, which the next matmul keeps anyway,
+    instead of the shifted input, the quotient and the sign that the plain composition of autograd ops keeps. The
+    forward values are those of `binary_sign((x − β) / α)·α` exactly (NaN aside); the gradients equal the plain
+    composition's up to float rounding (it computes ∂/∂x as (g·α)·1[|u| ≤ 1]/α, and ∂/∂α as a sum in another
+    order)."""
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, step: torch.Tensor) -> torch.Tensor:
-        u = x / step.detach()
-        positive = u >= 0
-        ctx.save_for_backward(u.abs_() <= 1, positive, step.detach())
-        return torch.where(positive, step, -step).to(x.dtype)  # = binary_sign(u)·α exactly (sign(0) = +1)
+    def forward(ctx, x: torch.Tensor, shift: torch.Tensor | None, step: torch.Tensor) -> torch.Tensor:
+        step = step.detach()
+        u = _shifted_quotient(x, shift, step)
+        positive = u >= 0  # = binary_sign(u) > 0 (sign(±0) = +1)
+        window = torch.le(u.abs_(), 1)
+        # x̂ = ±α in u's buffer: 1·2α − α = α and 0·2α − α = −α exactly
+        out = u.copy_(positive).mul_(step * 2).sub_(step)
+        ctx.save_for_backward(window, out, step, shift)
+        return out
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
-        window, positive, step = ctx.saved_tensors
-        grad_x = (grad * step) * window.to(grad.dtype) / step if ctx.needs_input_grad[0] else None
+        window, out, step, shift = ctx.saved_tensors
+        grad_x = _masked(grad, window) if ctx.needs_input_grad[0] or ctx.needs_input_grad[1] else None
+        grad_shift = _shift_grad(grad_x, shift) if ctx.needs_input_grad[1] else None
         grad_step = None
-        if ctx.needs_input_grad[1]:
-            signed = torch.where(positive, grad, -grad)
-            grad_step = signed.sum().reshape(step.shape)
-        return grad_x, grad_step
+        if ctx.needs_input_grad[2]:  # Σ g·sign(u) = (Σ g·x̂) / α, x̂ = ±α exactly
+            grad_step = (_sum_of_products(grad, out) / step).reshape(step.shape)
+        return grad_x if ctx.needs_input_grad[0] else None, grad_shift, grad_step
 
 
 class _LSQRound(torch.autograd.Function):
-    """LSQ's forward α·round(clip(x / α, Q_n, Q_p)) with its gradients (Esser et al. 2020), saving only the quotient
-    u = x/α (one float tensor instead of the three autograd keeps): ∂/∂x = 1[Q_n ≤ u ≤ Q_p],
-    ∂/∂α = Σ g·(round(clip(u)) − u·1[Q_n ≤ u ≤ Q_p])."""
+    """LSQ's forward x̂ = α·round(clip((x − β) / α, Q_n, Q_p)) with its gradients (Esser et al. 2020; β = 0 without
+    a shift), as one function: with u = (x − β)/α, ∂/∂x = 1[Q_n ≤ u ≤ Q_p], ∂/∂β = −Σ ∂/∂x over the broadcast
+    dims, ∂/∂α = Σ g·(round(clip(u)) − u·1[Q_n ≤ u ≤ Q_p]).
+
+    Saves only the input x (u is computed again in the backward, with the same roundings): for the attention
+    probabilities that is the softmax output autograd keeps anyway, elsewhere one float tensor instead of the three
+    (shifted input, quotient, clipped quotient) the plain composition keeps. Forward values equal the plain
+    expression's exactly, gradients up to float rounding."""
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, step: torch.Tensor, q_n: int, q_p: int) -> torch.Tensor:
-        u = x / step
-        ctx.save_for_backward(u, step.detach())
+    def forward(ctx, x: torch.Tensor, shift: torch.Tensor | None, step: torch.Tensor, q_n: int,
+                q_p: int) -> torch.Tensor:
+        ctx.save_for_backward(x, shift, step.detach())
         ctx.q_n, ctx.q_p = q_n, q_p
-        return u.clamp(q_n, q_p).round_().mul_(step)
+        return _shifted_quotient(x, shift, step.detach()).clamp_(q_n, q_p).round_().mul_(step.detach())
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
-        u, step = ctx.saved_tensors
-        inside = (u >= ctx.q_n) & (u <= ctx.q_p)
-        grad_x = grad_step = None
-        if ctx.needs_input_grad[0]:
-            grad_x = (grad * step) * inside.to(grad.dtype) / step
-        if ctx.needs_input_grad[1]:
-            grad_step = (grad * (u.clamp(ctx.q_n, ctx.q_p).round() - u * inside.to(u.dtype))).sum().reshape(step.shape)
-        return grad_x, grad_step, None, None
+        x, shift, step = ctx.saved_tensors
+        u = _shifted_quotient(x, shift, step)
+        clipped = u.clamp(ctx.q_n, ctx.q_p)
+        inside = u.copy_(clipped == u)  # 1[Q_n ≤ u ≤ Q_p] as 1.0 / 0.0, in u's buffer (0 for NaN, as the comparisons)
+        grad_x = grad * inside if ctx.needs_input_grad[0] or ctx.needs_input_grad[1] else None
+        grad_step = None
+        if ctx.needs_input_grad[2]:
+            # round(clip(u)) − u·1[inside]: where inside, clip(u) = u
+            masked_u = inside.mul_(clipped)
+            term = clipped.round_().sub_(masked_u)
+            grad_step = _sum_of_products(grad, term).reshape(step.shape)
+        grad_shift = _shift_grad(grad_x, shift) if ctx.needs_input_grad[1] else None
+        return grad_x if ctx.needs_input_grad[0] else None, grad_shift, grad_step, None, None
 
 
 def quantization_range(bits: int, signed: bool) -> tuple[int, int]:
@@ -238,10 +284,12 @@ class ActivationQuantizer(nn.Module):
         return (x / step).clamp_(self.q_n, self.q_p).round_(), step
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if hasattr(self, "shift"):
-            x = x - self.effective_shift().to(x.dtype)
+        if self.has_step and torch.is_grad_enabled():
+            return self._train_forward(x)
         # Without autograd (inference): the same values with fewer tensor ops (no STE bookkeeping).
         no_grad = not torch.is_grad_enabled()
+        if hasattr(self, "shift"):
+            x = x - self.effective_shift().to(x.dtype)
         if not self.has_step:  # 1-bit "sign"
             if self.signed:
                 return binary_sign(x) if no_grad else sign_ste(x, self.ste)
@@ -249,16 +297,24 @@ class ActivationQuantizer(nn.Module):
                 return (x >= 0.5).to(x.dtype)  # = (sign(x − ½) + 1) / 2: x − ½ ≥ 0 ⟺ x ≥ ½ exactly
             return (sign_ste(x - 0.5, self.ste) + 1) / 2
         self._calibrate_once(x)
-        if no_grad:  # the step as `kernel_step` gives it (the gradient scaling below can move it by an ulp)
-            step = self._inference_step(x.dtype)
-            if self.bits == 1 and self.signed:
-                return binary_sign(x / step).mul_(step)
-            return (x / step).clamp_(self.q_n, self.q_p).round_().mul_(step)
+        # the step as `kernel_step` gives it (the gradient scaling of the training forward can move it by an ulp)
+        step = self._inference_step(x.dtype)
+        if self.bits == 1 and self.signed:
+            return binary_sign(x / step).mul_(step)
+        return (x / step).clamp_(self.q_n, self.q_p).round_().mul_(step)
+
+    def _train_forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The forward with autograd of the schemes with a step: one autograd function (above) computes x − β,
+        the quantization and their gradients."""
+        shift = self.effective_shift().to(x.dtype) if hasattr(self, "shift") else None
+        if self._calibration_batches is not None or not self._seen_calibrated:
+            with torch.no_grad():  # calibration sees x − β, as in the no-grad forward
+                self._calibrate_once(x if shift is None else x - shift)
         step = _grad_scale(self.step.clamp_min(1e-5), 1.0 / math.sqrt(x.numel() * max(self.q_p, 1))).to(x.dtype)
         if self.bits == 1 and self.signed:
-            # BiT: the STE window is |x| ≤ α and ∂/∂α = sign(x)
-            return _ScaledSignSTE.apply(x, step)
-        return _LSQRound.apply(x, step, self.q_n, self.q_p)
+            # BiT: the STE window is |x − β| ≤ α and ∂/∂α = sign(x − β)
+            return _ScaledSignSTE.apply(x, shift, step)
+        return _LSQRound.apply(x, shift, step, self.q_n, self.q_p)
 
     def extra_repr(self) -> str:
         shift = f", shift={list(self.shift.shape)}" if hasattr(self, "shift") else ""
