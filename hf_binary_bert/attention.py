@@ -24,6 +24,7 @@ from transformers import AttentionInterface
 from transformers.masking_utils import AttentionMaskInterface, eager_mask
 
 from .binarization.activation import ActivationQuantizer
+from .binarization.dropout import mask_dropout
 from .kernels.linear import plan_of
 
 SOFTMAX_ATTENTION = "binary_bert_softmax"
@@ -83,7 +84,7 @@ def binary_softmax_attention(module, query, key, value, attention_mask, scaling=
         return _factored_softmax_attention(module, query, key, value, attention_mask, scaling)
     scores, value = _scores(module, query, key, value, attention_mask, scaling)
     probs = _quantize(module, "probs_quantizer", nn.functional.softmax(scores, dim=-1))
-    probs = nn.functional.dropout(probs, p=dropout, training=module.training)
+    probs = mask_dropout(probs, dropout, module.training)
     output = torch.matmul(probs, value).transpose(1, 2).contiguous()
     return output, probs
 
@@ -121,7 +122,7 @@ def bi_attention(module, query, key, value, attention_mask, scaling=None, dropou
         return ops.bi_attention(*args) if torch.compiler.is_compiling() else ops.bi_attention_impl(*args)
     scores, value = _scores(module, query, key, value, attention_mask, scaling)
     weights = heaviside_ste(scores)
-    weights = nn.functional.dropout(weights, p=dropout, training=module.training)
+    weights = mask_dropout(weights, dropout, module.training)
     output = torch.matmul(weights, value).transpose(1, 2).contiguous()
     return output, weights
 

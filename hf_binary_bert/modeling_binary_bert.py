@@ -40,6 +40,7 @@ from .binarization import (
     initial_scales,
     unfreeze_,
 )
+from .binarization.dropout import use_mask_dropout_
 from .configuration_binary_bert import BINARIZABLE_MODULES, BinaryBertConfig
 from .format import STUDENT_ONLY_SUFFIXES, packed_state_dict, validate_checkpoint
 from .kernels.linear import DEFAULT_PLAN, InferencePlan
@@ -73,6 +74,7 @@ class BinaryBertPreTrainedModel(BertPreTrainedModel):
                 f"BinaryBertConfig.binarized_modules={self.config.binarized_modules} matched no Linear layer of "
                 f"{type(self).__name__}"
             )
+        use_mask_dropout_(self)  # same dropout, a bool mask kept for the backward pass (binarization/dropout.py)
         for name, module in self.named_modules():  # named in their errors (e.g. NotCalibratedError)
             if isinstance(module, ActivationQuantizer):
                 module.qualified_name = name

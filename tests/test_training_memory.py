@@ -160,3 +160,57 @@ def test_limit_heap_growth_sets_the_mmap_threshold_unless_the_environment_does(m
 
     if platform.libc_ver()[0] == "glibc":
         assert limit_heap_growth() is True
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_linear_with_a_1bit_elastic_input_equals_quantizer_then_linear_bit_for_bit(bias):
+    """`BinaryLinear` with BiT's 1-bit elastic input quantizer runs quantizer and matmul as one function in training
+    (`linear._ScaledSignLinear`): the same values and gradients as the quantizer's own function followed by
+    `F.linear`, exactly, with two bool masks kept instead of the float x̂."""
+    from hf_binary_bert.binarization import BinaryLinear
+
+    torch.manual_seed(0)
+    layer = BinaryLinear(24, 36, bias, weight_scale="learned_offset", num_groups=3)
+    layer.input_quantizer = ActivationQuantizer(1, scheme="elastic", shift_shape=(24,))
+    layer.train()
+    x = torch.randn(4, 16, 24)
+    layer(x)  # calibrates the step
+    with torch.no_grad():
+        layer.input_quantizer.shift.normal_(0, 0.3)
+    grad = torch.randn(4, 16, 36)
+
+    def run(fn):
+        layer.zero_grad()
+        xi = x.clone().requires_grad_(True)
+        out, saved = _saved_bytes(fn, xi)
+        out.backward(grad)
+        return out.detach(), xi.grad, {n: p.grad.clone() for n, p in layer.named_parameters()}, saved
+
+    out, gx, grads, saved = run(layer)
+    ref_out, ref_gx, ref_grads, ref_saved = run(
+        lambda t: F.linear(layer.input_quantizer(t), layer.quantized_weight(), layer.bias))
+    assert torch.equal(out, ref_out) and torch.equal(gx, ref_gx)
+    assert grads.keys() == ref_grads.keys()
+    for name in grads:
+        assert torch.equal(grads[name], ref_grads[name]), name
+    assert ref_saved - saved >= x.numel() * 3  # a float x̂ (4 bytes an element) → one more bool (1 byte)
+
+
+def test_mask_dropout_equals_torch_dropout_bit_for_bit_and_keeps_a_bool_mask():
+    from hf_binary_bert.binarization.dropout import MaskDropout, mask_dropout
+
+    x = torch.randn(8, 4, 32, 32)
+    grad = torch.randn_like(x)
+    results = []
+    for fn in (lambda t: mask_dropout(t, 0.1), lambda t: F.dropout(t, 0.1, training=True)):
+        torch.manual_seed(3)
+        xi = x.clone().requires_grad_(True)
+        out, saved = _saved_bytes(fn, xi)
+        out.backward(grad)
+        results.append((out.detach(), xi.grad, saved))
+    (out, gx, saved), (ref_out, ref_gx, ref_saved) = results
+    assert torch.equal(out, ref_out) and torch.equal(gx, ref_gx)
+    assert (out == 0).any() and (out != 0).any()
+    assert saved <= x.numel() + 64 and ref_saved >= x.numel() * 4  # bool mask vs float noise
+    module = MaskDropout(0.1).eval()
+    assert module(x) is x or torch.equal(module(x), x)  # eval: identity

@@ -303,15 +303,26 @@ class ActivationQuantizer(nn.Module):
             return binary_sign(x / step).mul_(step)
         return (x / step).clamp_(self.q_n, self.q_p).round_().mul_(step)
 
-    def _train_forward(self, x: torch.Tensor) -> torch.Tensor:
-        """The forward with autograd of the schemes with a step: one autograd function (above) computes x − β,
-        the quantization and their gradients."""
+    @property
+    def is_scaled_sign(self) -> bool:
+        """Whether the training forward is BiT's 1-bit α·sign(x − β) (`_ScaledSignSTE`): elastic, 1 bit, signed."""
+        return self.has_step and self.bits == 1 and self.signed
+
+    def training_operands(self, x: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor]:
+        """β (in x's dtype, None without a shift) and the step α with LSQ's gradient scaling, as the training forward
+        uses them on input x; calibrates first where `forward` would."""
         shift = self.effective_shift().to(x.dtype) if hasattr(self, "shift") else None
         if self._calibration_batches is not None or not self._seen_calibrated:
             with torch.no_grad():  # calibration sees x − β, as in the no-grad forward
                 self._calibrate_once(x if shift is None else x - shift)
         step = _grad_scale(self.step.clamp_min(1e-5), 1.0 / math.sqrt(x.numel() * max(self.q_p, 1))).to(x.dtype)
-        if self.bits == 1 and self.signed:
+        return shift, step
+
+    def _train_forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The forward with autograd of the schemes with a step: one autograd function (above) computes x − β,
+        the quantization and their gradients."""
+        shift, step = self.training_operands(x)
+        if self.is_scaled_sign:
             # BiT: the STE window is |x − β| ≤ α and ∂/∂α = sign(x − β)
             return _ScaledSignSTE.apply(x, shift, step)
         return _LSQRound.apply(x, shift, step, self.q_n, self.q_p)

@@ -18,6 +18,7 @@ from torch import nn
 
 from ..format import dequantize, pack_weight, packed_length, per_row
 from ..kernels.linear import InferencePlanReader
+from .activation import ActivationQuantizer, _masked, _shift_grad, _shifted_quotient, _sum_of_products
 from .kernel_dispatch import kernel_applies, kernel_forward
 from .ste import binary_sign, sign_ste
 
@@ -129,6 +130,42 @@ class BinarizedWeightMixin:
             self.weight_offset.copy_(packed.weight_offset if packed.has_offset else torch.zeros_like(packed.weight_scale))
 
 
+class _ScaledSignLinear(torch.autograd.Function):
+    """F.linear(x̂, W, b) with x̂ = α·sign((x − β)/α) (BiT's 1-bit elastic input quantizer, `_ScaledSignSTE`), as one
+    function that keeps two bool masks for the backward pass (x̂ > 0 and the STE window) instead of the float x̂:
+    the backward pass rebuilds x̂ = ±α exactly and runs the matmuls autograd runs for `F.linear`, so values and
+    gradients equal `F.linear(_ScaledSignSTE(x, β, α), W, b)` bit for bit. x [..., in], W [out, in], b [out]."""
+
+    @staticmethod
+    def forward(ctx, x, shift, step, weight, bias):
+        step = step.detach()
+        u = _shifted_quotient(x, shift, step)
+        positive = u >= 0
+        window = torch.le(u.abs_(), 1)
+        x_hat = u.copy_(positive).mul_(step * 2).sub_(step)  # ±α, as _ScaledSignSTE
+        ctx.save_for_backward(positive, window, step, shift, weight)
+        ctx.has_bias = bias is not None
+        return F.linear(x_hat, weight, bias)
+
+    @staticmethod
+    def backward(ctx, grad):
+        positive, window, step, shift, weight = ctx.saved_tensors
+        x_hat = torch.empty(positive.shape, dtype=grad.dtype, device=grad.device).copy_(positive)
+        x_hat.mul_(step * 2).sub_(step)
+        x2, g2 = x_hat.view(-1, x_hat.shape[-1]), grad.reshape(-1, grad.shape[-1])
+        needs = ctx.needs_input_grad
+        grad_weight = g2.t().mm(x2) if needs[3] else None  # as AddmmBackward for mat2 = Wᵀ: (gradᵀ·mat1)ᵀ
+        grad_bias = g2.sum(0) if ctx.has_bias and needs[4] else None
+        grad_x = grad_shift = grad_step = None
+        if needs[0] or needs[1] or needs[2]:
+            grad_x_hat = g2.mm(weight).view(x_hat.shape)
+            if needs[2]:  # Σ g·sign(u) = (Σ g·x̂) / α
+                grad_step = (_sum_of_products(grad_x_hat, x_hat) / step).reshape(step.shape)
+            grad_x = _masked(grad_x_hat, window)
+            grad_shift = _shift_grad(grad_x, shift) if needs[1] else None
+        return grad_x if needs[0] else None, grad_shift, grad_step, grad_weight, grad_bias
+
+
 class BinaryLinear(BinarizedWeightMixin, nn.Linear):
     r"""Linear layer with 1-bit weights for quantization-aware training.
 
@@ -170,7 +207,12 @@ class BinaryLinear(BinarizedWeightMixin, nn.Linear):
             self.reset_scales()
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
-        return F.linear(self.input_quantizer(input), self.quantized_weight(), self.bias)
+        quantizer = self.input_quantizer
+        if torch.is_grad_enabled() and isinstance(quantizer, ActivationQuantizer) and quantizer.is_scaled_sign:
+            # 1-bit elastic input in training: x̂ kept as two bool masks, not as a float tensor (same values)
+            shift, step = quantizer.training_operands(input)
+            return _ScaledSignLinear.apply(input, shift, step, self.quantized_weight(), self.bias)
+        return F.linear(quantizer(input), self.quantized_weight(), self.bias)
 
     @torch.no_grad()
     def freeze(self) -> "PackedBinaryLinear":

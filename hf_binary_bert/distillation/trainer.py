@@ -181,11 +181,13 @@ class DistillationTrainer(Trainer):
         dmd_targets = tuple(args.dmd_targets) if "dmd" in weights else ()
         unwrapped = self.accelerator.unwrap_model(model)
         unwrapped_teacher = self.accelerator.unwrap_model(self.teacher)
-        with capture_qkv(unwrapped, dmd_targets) as student_qkv, capture_pooled(unwrapped, pooled) as student_pooled:
-            student_out = model(**(inputs if "task" in weights else features), **need)
+        # The teacher first: its forward's temporaries come and go before the student's autograd graph is built,
+        # instead of on top of it (only its outputs stay, which the losses read).
         with (torch.no_grad(), self._teacher_context(), capture_qkv(unwrapped_teacher, dmd_targets) as teacher_qkv,
               capture_pooled(unwrapped_teacher, pooled) as teacher_pooled):
             teacher_out = self.teacher(**features, **need)
+        with capture_qkv(unwrapped, dmd_targets) as student_qkv, capture_pooled(unwrapped, pooled) as student_pooled:
+            student_out = model(**(inputs if "task" in weights else features), **need)
 
         token_mask = features.get("attention_mask")
         components: dict[str, torch.Tensor] = {}

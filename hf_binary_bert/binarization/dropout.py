@@ -1,0 +1,63 @@
+"""Dropout that keeps a bool mask for the backward pass instead of the float noise tensor.
+
+PyTorch's CPU dropout (`torch.nn.functional.dropout`, ATen's `_dropout_impl`) draws noise = Bernoulli(1 − p) / (1 − p)
+into a float tensor the size of the input and returns input · noise; autograd then keeps that float noise (4 bytes an
+element) until the backward pass. `mask_dropout` draws the same noise with the same calls (so the same random numbers
+and the same output, bit for bit) and keeps only noise ≠ 0 as bool (1 byte an element): the backward pass rebuilds
+noise = 1[kept] · 1/(1 − p), the same float values, and multiplies the gradient by it as autograd would. For the
+attention probabilities of a BERT layer at batch 32 × 128 tokens that is 6 MiB kept instead of 24 MiB.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class _MaskDropout(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, p: float) -> torch.Tensor:
+        noise = torch.empty_like(x).bernoulli_(1 - p)  # as ATen's _dropout_impl: the same draws
+        noise.div_(1 - p)
+        ctx.save_for_backward(noise != 0)
+        ctx.keep_scale = torch.ones((), dtype=x.dtype).div_(1 - p)  # the nonzero value of noise, computed as there
+        return x * noise
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        (kept,) = ctx.saved_tensors
+        noise = torch.empty_like(grad, memory_format=torch.contiguous_format).copy_(kept)
+        return noise.mul_(ctx.keep_scale.to(grad.device)).mul_(grad), None
+
+
+def mask_dropout(x: torch.Tensor, p: float, training: bool = True) -> torch.Tensor:
+    """`torch.nn.functional.dropout(x, p, training)` with the same values (and random draws); when autograd records
+    it, it keeps a bool mask instead of the float noise. Other devices than the CPU, p ∉ (0, 1), or no autograd:
+    `torch.nn.functional.dropout` itself."""
+    if not training or not 0 < p < 1 or x.device.type != "cpu" or not (torch.is_grad_enabled() and x.requires_grad):
+        return nn.functional.dropout(x, p, training)
+    return _MaskDropout.apply(x, p)
+
+
+class MaskDropout(nn.Dropout):
+    """`nn.Dropout` computed by `mask_dropout` (same values, a bool mask kept for the backward pass)."""
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        if self.inplace:
+            return super().forward(input)
+        return mask_dropout(input, self.p, self.training)
+
+
+def use_mask_dropout_(model: nn.Module) -> int:
+    """Replace every plain `nn.Dropout` in `model` by a `MaskDropout` with the same p (no parameters or buffers: the
+    state dict is unchanged). Returns how many."""
+    replaced = 0
+    for module in model.modules():
+        for name, child in list(module.named_children()):
+            if type(child) is nn.Dropout:
+                setattr(module, name, MaskDropout(child.p, child.inplace))
+                replaced += 1
+    return replaced
+
+
+__all__ = ["MaskDropout", "mask_dropout", "use_mask_dropout_"]
