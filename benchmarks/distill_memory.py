@@ -11,8 +11,10 @@ one fixed batch shape, `--batch-size` sequences of `--seq-len` tokens (random to
                        checkpointing per layer: each layer's forward is run again in the backward pass)
 
 Reported per mode: the peak resident set size of the process (`resource.getrusage(RUSAGE_SELF).ru_maxrss`, MiB =
-2²⁰ bytes), the RSS after the models are built (before the first step), and the median wall time of the steps after
-the first (`--steps` − 1 of them; `time.perf_counter` around each `training_step` through a `TrainerCallback`).
+2²⁰ bytes), the RSS after the models are built (before the first step), and the median wall time and CPU time of the
+steps after the first (`--steps` − 1 of them; `time.perf_counter` and `time.process_time` around each optimizer step
+through a `TrainerCallback`). The CPU time (user + system, one thread) is the steadier of the two on a shared machine:
+it leaves out the time the process waits for a core, and keeps the page faults of its allocations.
 With `--profile`, one more subprocess records one distillation step with `torch.profiler` (`profile_memory=True`)
 and prints the operators that allocate the most CPU memory.
 
@@ -43,6 +45,18 @@ def _rss_mib() -> float:
     return float("nan")
 
 
+def _cpu_model() -> str:
+    """The CPU's model name (/proc/cpuinfo), else the platform's processor or machine name."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def _run_mode(args) -> dict:
     import datasets
     import torch
@@ -60,10 +74,10 @@ def _run_mode(args) -> dict:
 
     class Timer(TrainerCallback):
         def on_step_begin(self, *a, **k):
-            self.start = time.perf_counter()
+            self.start = time.perf_counter(), time.process_time()
 
         def on_step_end(self, *a, **k):
-            times.append(time.perf_counter() - self.start)
+            times.append((time.perf_counter() - self.start[0], time.process_time() - self.start[1]))
 
     common = {"output_dir": os.path.join(args.work_dir, args.mode), "per_device_train_batch_size": args.batch_size,
               "max_steps": args.steps, "report_to": [], "save_strategy": "no", "disable_tqdm": True,
@@ -97,7 +111,8 @@ def _run_mode(args) -> dict:
         trainer.train()
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
     return {"mode": args.mode, "peak_rss_mib": peak, "rss_after_build_mib": rss_built,
-            "step_seconds_median": statistics.median(times[1:]) if len(times) > 1 else float("nan"),
+            "step_seconds_median": statistics.median(t[0] for t in times[1:]) if len(times) > 1 else float("nan"),
+            "step_cpu_seconds_median": statistics.median(t[1] for t in times[1:]) if len(times) > 1 else float("nan"),
             "steps_timed": max(len(times) - 1, 0)}
 
 
@@ -141,14 +156,17 @@ def main(argv=None):
         out = subprocess.run([*base, "--mode", "distill-w1a1", "--profile", "--profile-rows", str(args.profile_rows)],
                              capture_output=True, text=True, check=False)
         print(out.stdout if out.returncode == 0 else out.stderr[-3000:])
-    teacher_step = next((r["step_seconds_median"] for r in rows if r["mode"] == "teacher-finetune"), None)
-    lines = ["| mode | peak RSS (MiB) | RSS after build (MiB) | step (s, median) | step / teacher step |",
-             "|---|---|---|---|---|"]
+    teacher = next((r for r in rows if r["mode"] == "teacher-finetune"), None)
+    lines = [("| mode | peak RSS (MiB) | RSS after build (MiB) | step, wall (s, median) | wall / teacher's | "
+              "step, CPU (s, median) | CPU / teacher's |"),
+             "|---|---|---|---|---|---|---|"]
     for r in rows:
-        ratio = r["step_seconds_median"] / teacher_step if teacher_step else float("nan")
+        wall = r["step_seconds_median"] / teacher["step_seconds_median"] if teacher else float("nan")
+        cpu_ratio = r["step_cpu_seconds_median"] / teacher["step_cpu_seconds_median"] if teacher else float("nan")
         lines.append(f"| {r['mode']} | {r['peak_rss_mib']:.0f} | {r['rss_after_build_mib']:.0f} | "
-                     f"{r['step_seconds_median']:.2f} | {ratio:.2f} |")
-    cpu = platform.processor() or platform.machine()
+                     f"{r['step_seconds_median']:.2f} | {wall:.2f} | {r['step_cpu_seconds_median']:.2f} | "
+                     f"{cpu_ratio:.2f} |")
+    cpu = _cpu_model()
     body = (f"Batch {args.batch_size} × {args.seq_len} tokens, {args.steps} steps per mode ({args.steps - 1} timed), "
             f"{args.threads} torch thread(s), losses {' + '.join(args.losses)}, "
             f"{'mmap threshold 128 KiB (limit_heap_growth)' if args.limit_heap_growth else 'glibc malloc defaults'}; "
