@@ -606,8 +606,10 @@ def limit_heap_growth(threshold: int = MMAP_THRESHOLD) -> bool:
 
     glibc raises its threshold to the largest block freed so far, up to 32 MiB; after the first training step the
     activation tensors (a few MiB each) then come from the heap, which fragments and is not given back: a W1A1
-    MiniLM distillation step at batch 32 × 128 peaked at 3.8 GB instead of 2.6 GB (docs/distillation.md, Training
-    memory). Returns whether the setting was applied (False on a C library without `mallopt`).
+    MiniLM distillation step at batch 32 × 128 peaks about 0.7 GiB higher without this setting. The price: each
+    such allocation is a fresh map whose pages fault on first touch, so a step takes more CPU time (docs/
+    distillation.md, Training memory and step time). Returns whether the setting was applied (False on a C library
+    without `mallopt`).
     """
     if "MALLOC_MMAP_THRESHOLD_" in os.environ:
         return False
