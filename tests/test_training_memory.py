@@ -214,3 +214,18 @@ def test_mask_dropout_equals_torch_dropout_bit_for_bit_and_keeps_a_bool_mask():
     assert saved <= x.numel() + 64 and ref_saved >= x.numel() * 4  # bool mask vs float noise
     module = MaskDropout(0.1).eval()
     assert module(x) is x or torch.equal(module(x), x)  # eval: identity
+
+
+def test_linear_with_a_1bit_elastic_input_trains_under_cpu_autocast():
+    """Under autocast the plain path runs (autocast casts its matmul to bfloat16); the backward reaches x in float32."""
+    from hf_binary_bert.binarization import BinaryLinear
+
+    torch.manual_seed(0)
+    layer = BinaryLinear(24, 36, weight_scale="learned_offset", num_groups=3)
+    layer.input_quantizer = ActivationQuantizer(1, scheme="elastic", shift_shape=(24,))
+    layer.train()
+    x = torch.randn(4, 8, 24, requires_grad=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = layer(x)
+    out.float().sum().backward()
+    assert out.dtype == torch.bfloat16 and x.grad.dtype == torch.float32 and x.grad.abs().sum() > 0

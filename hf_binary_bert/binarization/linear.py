@@ -208,8 +208,10 @@ class BinaryLinear(BinarizedWeightMixin, nn.Linear):
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
         quantizer = self.input_quantizer
-        if torch.is_grad_enabled() and isinstance(quantizer, ActivationQuantizer) and quantizer.is_scaled_sign:
-            # 1-bit elastic input in training: x̂ kept as two bool masks, not as a float tensor (same values)
+        if (torch.is_grad_enabled() and isinstance(quantizer, ActivationQuantizer) and quantizer.is_scaled_sign
+                and not torch.is_autocast_enabled(input.device.type)):
+            # 1-bit elastic input in training: x̂ kept as two bool masks, not as a float tensor (same values); under
+            # autocast the plain path, whose matmul autocast casts
             shift, step = quantizer.training_operands(input)
             return _ScaledSignLinear.apply(input, shift, step, self.quantized_weight(), self.bias)
         return F.linear(quantizer(input), self.quantized_weight(), self.bias)
