@@ -542,16 +542,6 @@ __attribute__((target("avx512f,avx512vpopcntdq"))) inline void xor_popcounts_avx
   for (; j < n; ++j) ones[j] = (int32_t)__builtin_popcountll(q0 ^ kb[j]);
 }
 
-// arow bit j = (row[j] != 0), j < T (arow zeroed by the caller): 16 scores per compare mask.
-__attribute__((target("avx512f"))) inline void nonzero_bits_avx512(const float* row, int64_t T, uint64_t* arow) {
-  for (int64_t j = 0; j < T; j += 16) {
-    const __mmask16 live = T - j >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (T - j)) - 1);
-    const __mmask16 on = _mm512_mask_cmp_ps_mask(live, _mm512_maskz_loadu_ps(live, row + j), _mm512_setzero_ps(),
-                                                 _CMP_NEQ_UQ);
-    arow[j / 64] |= (uint64_t)on << (j % 64);
-  }
-}
-
 // agree[d] = Σ_w popcount(arow[w] AND vt[w·Dp + d]), d < D: 8 dimensions per zmm.
 __attribute__((target("avx512f,avx512vpopcntdq"))) inline void and_popcounts_avx512(const uint64_t* arow, int64_t tw,
                                                                                    const uint64_t* vt, int64_t Dp,
@@ -584,15 +574,12 @@ __attribute__((target("avx512f"))) inline __m512 lookup_values_avx512(__m512i u,
   return _mm512_i32gather_ps(u, e, 4);
 }
 
-#endif
-
-#if defined(__x86_64__) || defined(_M_X64)
 // One row of BiT's attention probabilities as bits, from the keys' popcounts (1-bit Q and K, one word per head, VPOPCNTDQ
 // path): the same values, bit for bit, as the per-key path (scores (float)(D − 2·ones)·mul, scaled_softmax_avx512,
 // bits_row), computed per distinct score instead of per key. A row's dot products D − 2·ones take at most D + 1
 // values, so exp runs once per value (≤ 5 vectors at D = 64 instead of T/16) and the probability quantizer once per
-// value; the sum Σ_j e_j is gathered per key and added in scaled_softmax's order (the last T mod 8 keys with std::exp,
-// as there). The probability falls as ones grows (mul > 0: the steps are ≥ 1e-5 and the scaling positive), so the
+// value; for the sum Σ_j e_j each key's e is looked up in registers and added in scaled_softmax's order (the last
+// T mod 8 keys with std::exp, as there). The probability falls as ones grows (mul > 0: the steps are ≥ 1e-5 and the scaling positive), so the
 // keys whose bit is set are those with ones ≤ a threshold: one compare per 16 keys. Returns false, having written
 // nothing, when the set values are not such a prefix (never for mul > 0; the caller then takes the per-key path).
 // ones[0 … T−1] ∈ [0, D], D ≤ 64; arow zeroed by the caller; *selected = keys whose bit is set.
@@ -886,11 +873,7 @@ __attribute__((always_inline)) inline void attention_head_body(const int64_t* L,
 #endif
       }
     }
-    if (selected >= 0) {
-      // the row's bits are done
-    } else if (attn == ATTN_BI) {
-      for (int64_t j = 0; j < T; ++j) row[j] = row[j] * c > 0.0f ? 1.0f : 0.0f;
-    } else {
+    if (selected < 0) {  // (Bi-Attention always has its bits by now: runtime.py admits it with 1-bit Q, K, V only)
 #if defined(__x86_64__) || defined(_M_X64)
       if constexpr (VPOP)
         scaled_softmax_avx512(row, T, qk);
@@ -900,16 +883,7 @@ __attribute__((always_inline)) inline void attention_head_body(const int64_t* L,
     }
     if (bit_values && selected < 0) {
       std::memset(arow, 0, (size_t)tw * 8);
-      if (attn == ATTN_BI) {
-#if defined(__x86_64__) || defined(_M_X64)
-        if constexpr (VPOP)
-          nonzero_bits_avx512(row, T, arow);
-        else
-#endif
-          for (int64_t j = 0; j < T; ++j) arow[j / 64] |= (uint64_t)(row[j] != 0.0f) << (j % 64);
-      } else {
-        bits_row<AVX>(sp, row, nullptr, T, arow);
-      }
+      bits_row<AVX>(sp, row, nullptr, T, arow);
       selected = 0;
       for (int64_t w = 0; w < tw; ++w) selected += __builtin_popcountll(arow[w]);
     }
@@ -930,7 +904,7 @@ __attribute__((always_inline)) inline void attention_head_body(const int64_t* L,
       for (int64_t d = 0; d < D; ++d) o[d] = pv * (float)(2 * agree[d] - (int32_t)selected);
     } else if (!probs_in_s) {
       float* prow = P + i * Tp;
-      if (attn == ATTN_BI || sp.kind == QK_FLOAT) {
+      if (sp.kind == QK_FLOAT) {
         std::memcpy(prow, row, (size_t)T * 4);
       } else {
         levels_row<AVX>(sp, row, nullptr, T, prow);
