@@ -1,5 +1,7 @@
 """Markdown tables of `examples/stsb_long_stage1.py` runs (issue 16 §2–3): per run, the held-out scores at every
-evaluation of every stage, the stage table, the cost, and the command that reproduces it.
+evaluation of every stage, the stage table, the cost, and the command that reproduces it. When a run has a
+multi-step schedule, a summary table comes first: one row per run with each stage's steps and end figures and the
+final student's Pearson as a share of the teacher's (to compare stage budgets of one total).
 
     python examples/collect_stsb_long_stage1.py RESULTS.jsonl [TEACHER SPLIT] > docs/measurements/stsb-long-stage1.md
 
@@ -30,12 +32,32 @@ def mean_loss(losses: list[dict], last_step: int, key: str, window: int = 100) -
     return f"{sum(vals) / len(vals):.2f}" if vals else ""
 
 
+def summary(runs: list[dict], teacher_pearson: float) -> None:
+    """One row per multi-step run: each stage's steps, teacher and end Pearson / skill, then the final student."""
+    print("| run | stage budget | steps per stage | " + " | ".join(
+        f"stage {i + 1}: Pearson / skill" for i in range(max(len(r["stages"]) for r in runs)))
+          + " | final Pearson (× teacher) | final Spearman | final skill |")
+    print("|---|---|---|" + "---|" * max(len(r["stages"]) for r in runs) + "---|---|---|")
+    for run in runs:
+        stages = run["stages"]
+        cells = [f"{s['stage']} ({s['taught_by']}): {s['metrics']['pearson']:.4f} / {s['skill']:.3f}"
+                 + (" COLLAPSED" if s["collapsed"] else "") for s in stages]
+        m = stages[-1]["metrics"]
+        print(f"| {run['name']} | {run['stage_budget'] or 'even'} | {', '.join(str(s['steps']) for s in stages)} | "
+              + " | ".join(cells) + f" | **{m['pearson']:.4f}** ({m['pearson'] / teacher_pearson:.2f}) "
+              f"| {m['spearmanr']:.4f} | {stages[-1]['skill']:.3f} |")
+    print()
+
+
 def main(path: str, teacher: str = "TEACHER", split: str = "SPLIT") -> None:
     with open(path) as f:
         runs = [json.loads(line) for line in f if line.strip()]
     t = runs[0]["teacher_metrics"]
     print(f"Teacher on the same {t['pairs']} held-out pairs: Pearson {t['pearson']:.4f}, Spearman {t['spearmanr']:.4f}, "
           f"output std {t['prediction_std']:.3f}.\n")
+    multi = [run for run in runs if run["schedule"]]
+    if multi:
+        summary(multi, t["pearson"])
     for run in runs:
         print(f"**{run['name']}**\n")
         print(f"{run['schedule'] or 'W1A' + str(run['bits'])}, {run['steps']} steps in all "
