@@ -35,7 +35,7 @@ def mean_loss(losses: list[dict], last_step: int, key: str, window: int = 100) -
 def summary(runs: list[dict], teacher_pearson: float) -> None:
     """One row per multi-step run: each stage's steps, teacher and end Pearson / skill, then the final student."""
     print("| run | stage budget | steps per stage | " + " | ".join(
-        f"stage {i + 1}: Pearson / skill" for i in range(max(len(r["stages"]) for r in runs)))
+        "stage (taught by): Pearson / skill" for _ in range(max(len(r["stages"]) for r in runs)))
           + " | final Pearson (× teacher) | final Spearman | final skill |")
     print("|---|---|---|" + "---|" * max(len(r["stages"]) for r in runs) + "---|---|---|")
     for run in runs:
