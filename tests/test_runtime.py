@@ -408,6 +408,29 @@ def _attention_that_matters(model, ids, mask):
     return torch.stack([(q != 0)[pairs.expand_as(q)].float().mean() for _, q in seen]) if seen else None
 
 
+def _native_equals_eager_and_depends_on(model, ids, mask, isa, perturb):
+    """On instruction set `isa`: the runtime's hidden states equal the eager path's (2e-5), and change by > 0.1 after
+    `perturb(model)` (so the compared part decides the output)."""
+    eager = _hidden(model, ids, mask, "eager").last_hidden_state
+    valid = mask.bool()
+    previous = kernels.set_isa(isa)
+    try:
+        native = _hidden(model, ids, mask, "auto").last_hidden_state
+        torch.testing.assert_close(native[valid], eager[valid], rtol=0, atol=2e-5)
+        with torch.no_grad():
+            perturb(model)
+        assert (_hidden(model, ids, mask, "auto").last_hidden_state - native)[valid].abs().max() > 0.1
+    finally:
+        kernels.set_isa(previous)
+
+
+def _fill(model, suffix, name, value):
+    """Fill the tensor `name` of every module whose name ends with `suffix`."""
+    for module_name, module in model.named_modules():
+        if module_name.endswith(suffix):
+            getattr(module, name).fill_(value)
+
+
 @pytest.mark.parametrize("isa", kernels.supported_isas())
 @pytest.mark.parametrize("geometry", ["tiny", "64-wide heads, long rows", "two-word heads, long rows"])
 def test_bit_attention_with_probabilities_on_both_sides_of_the_threshold_equals_eager(geometry, isa):
@@ -422,19 +445,8 @@ def test_bit_attention_with_probabilities_on_both_sides_of_the_threshold_equals_
     ids, mask = _inputs(lengths=(13, 9, 1, 5) if geometry == "tiny" else (150, 70, 13, 1))
     share = _attention_that_matters(model, ids, mask)
     assert ((share > 0.2) & (share < 0.8)).all(), share  # both levels occur: the threshold is tested
-    eager = _hidden(model, ids, mask, "eager").last_hidden_state
-    valid = mask.bool()
-    previous = kernels.set_isa(isa)
-    try:
-        native = _hidden(model, ids, mask, "auto").last_hidden_state
-        torch.testing.assert_close(native[valid], eager[valid], rtol=0, atol=2e-5)
-        with torch.no_grad():  # and the probability bits matter: none set changes the output
-            for name, quantizer in model.named_modules():
-                if name.endswith("probs_quantizer"):
-                    quantizer.step.fill_(100.0)
-        assert (_hidden(model, ids, mask, "auto").last_hidden_state - native)[valid].abs().max() > 0.1
-    finally:
-        kernels.set_isa(previous)
+    # and the probability bits matter: none set changes the output
+    _native_equals_eager_and_depends_on(model, ids, mask, isa, lambda m: _fill(m, "probs_quantizer", "step", 100.0))
 
 
 @pytest.mark.parametrize("shift_dtype", ["float16", "bfloat16"])
@@ -472,21 +484,10 @@ def test_runtime_rounds_query_key_value_shifts_as_eager(shift_dtype):
 def test_bi_attention_whose_weights_decide_the_output_equals_eager(geometry, isa):
     """Bi-Attention (weights 1[Q̂·K̂ᵀ > 0]) in a model whose attention output reaches the next layer
     (`_attention_that_matters`): the runtime equals eager on every instruction set, also with 64-wide heads and rows of
-    150 keys (the VPOPCNTDQ path compares the popcounts directly, `bi_attention_bits_avx512`)."""
+    150 keys (every path compares the keys' popcounts, encoder.h `bi_attention_bits`)."""
     extra = {} if geometry == "tiny" else dict(hidden_size=128, num_attention_heads=2, max_position_embeddings=160)
     model = _model(COMBOS["W1A1-elastic-bi_attention-E1"], **extra)
     ids, mask = _inputs(lengths=(13, 9, 1, 5) if geometry == "tiny" else (150, 70, 13, 1))
     assert _attention_that_matters(model, ids, mask) is None
-    eager = _hidden(model, ids, mask, "eager").last_hidden_state
-    valid = mask.bool()
-    previous = kernels.set_isa(isa)
-    try:
-        native = _hidden(model, ids, mask, "auto").last_hidden_state
-        torch.testing.assert_close(native[valid], eager[valid], rtol=0, atol=2e-5)
-        with torch.no_grad():  # and the attention matters: every value −1 (ctx = −#selected) changes the output
-            for name, quantizer in model.named_modules():
-                if name.endswith("value_quantizer"):
-                    quantizer.shift.fill_(1e3)
-        assert (_hidden(model, ids, mask, "auto").last_hidden_state - native)[valid].abs().max() > 0.1
-    finally:
-        kernels.set_isa(previous)
+    # and the attention matters: every value −1 (ctx = −#selected) changes the output
+    _native_equals_eager_and_depends_on(model, ids, mask, isa, lambda m: _fill(m, "value_quantizer", "shift", 1e3))
