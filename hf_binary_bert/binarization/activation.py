@@ -53,6 +53,21 @@ def _shifted_quotient(x: torch.Tensor, shift: torch.Tensor | None, step: torch.T
     return torch.sub(x, shift, out=u).div_(step)
 
 
+def _signs_to_levels(positive: torch.Tensor, step: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """±α from bool signs, exactly (1·2α − α = α, 0·2α − α = −α), written into `out` (same shape) and returned."""
+    return out.copy_(positive).mul_(step * 2).sub_(step)
+
+
+def _scaled_sign(x: torch.Tensor, shift: torch.Tensor | None,
+                 step: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """BiT's x̂ = α·sign(u), u = (x − β)/α (sign(0) = +1), in a new contiguous tensor, with the bool sign 1[u ≥ 0] and
+    the STE window 1[|u| ≤ 1] its backward passes need. `step` detached."""
+    u = _shifted_quotient(x, shift, step)
+    positive = u >= 0  # = binary_sign(u) > 0 (sign(±0) = +1)
+    window = torch.le(u.abs_(), 1)
+    return _signs_to_levels(positive, step, u), positive, window
+
+
 def _sum_of_products(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Σ a·b over all elements (0-d): one dot product, without a temporary, when both are contiguous."""
     if a.is_contiguous() and b.is_contiguous():
@@ -84,11 +99,7 @@ class _ScaledSignSTE(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: torch.Tensor, shift: torch.Tensor | None, step: torch.Tensor) -> torch.Tensor:
         step = step.detach()
-        u = _shifted_quotient(x, shift, step)
-        positive = u >= 0  # = binary_sign(u) > 0 (sign(±0) = +1)
-        window = torch.le(u.abs_(), 1)
-        # x̂ = ±α in u's buffer: 1·2α − α = α and 0·2α − α = −α exactly
-        out = u.copy_(positive).mul_(step * 2).sub_(step)
+        out, _, window = _scaled_sign(x, shift, step)
         ctx.save_for_backward(window, out, step, shift)
         return out
 

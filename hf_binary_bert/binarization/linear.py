@@ -18,7 +18,7 @@ from torch import nn
 
 from ..format import dequantize, pack_weight, packed_length, per_row
 from ..kernels.linear import InferencePlanReader
-from .activation import ActivationQuantizer, _masked, _shift_grad, _shifted_quotient, _sum_of_products
+from .activation import ActivationQuantizer, _masked, _scaled_sign, _shift_grad, _signs_to_levels, _sum_of_products
 from .kernel_dispatch import kernel_applies, kernel_forward
 from .ste import binary_sign, sign_ste
 
@@ -139,10 +139,7 @@ class _ScaledSignLinear(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, shift, step, weight, bias):
         step = step.detach()
-        u = _shifted_quotient(x, shift, step)
-        positive = u >= 0
-        window = torch.le(u.abs_(), 1)
-        x_hat = u.copy_(positive).mul_(step * 2).sub_(step)  # ±α, as _ScaledSignSTE
+        x_hat, positive, window = _scaled_sign(x, shift, step)  # as _ScaledSignSTE
         ctx.save_for_backward(positive, window, step, shift, weight)
         ctx.has_bias = bias is not None
         return F.linear(x_hat, weight, bias)
@@ -150,8 +147,7 @@ class _ScaledSignLinear(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         positive, window, step, shift, weight = ctx.saved_tensors
-        x_hat = torch.empty(positive.shape, dtype=grad.dtype, device=grad.device).copy_(positive)
-        x_hat.mul_(step * 2).sub_(step)
+        x_hat = _signs_to_levels(positive, step, torch.empty(positive.shape, dtype=grad.dtype, device=grad.device))
         x2, g2 = x_hat.view(-1, x_hat.shape[-1]), grad.reshape(-1, grad.shape[-1])
         needs = ctx.needs_input_grad
         grad_weight = g2.t().mm(x2) if needs[3] else None  # as AddmmBackward for mat2 = Wᵀ: (gradᵀ·mat1)ᵀ
