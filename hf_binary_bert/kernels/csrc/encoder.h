@@ -582,9 +582,9 @@ __attribute__((target("avx512f"))) inline __m512 lookup_values_avx512(__m512i u,
 // T mod 8 keys with std::exp, as there). The probability falls as ones grows (mul > 0: the steps are ≥ 1e-5 and the scaling positive), so the
 // keys whose bit is set are those with ones ≤ a threshold: one compare per 16 keys. Returns false, having written
 // nothing, when the set values are not such a prefix (never for mul > 0; the caller then takes the per-key path).
-// ones[0 … T−1] ∈ [0, D], D ≤ 64; arow zeroed by the caller; *selected = keys whose bit is set.
+// ones[0 … T−1] ∈ [0, D], D ≤ 64; arow zeroed by the caller.
 __attribute__((target("avx512f,avx512dq,avx512vl,avx2,fma"))) inline bool bit_softmax_row_avx512(
-    const int32_t* ones, int64_t T, int64_t D, float mul, const QuantSpec& sp, uint64_t* arow, int64_t* selected) {
+    const int32_t* ones, int64_t T, int64_t D, float mul, const QuantSpec& sp, uint64_t* arow) {
   const int64_t T8 = T - T % 8;  // keys with vector exp in scaled_softmax; the rest take std::exp
   __m512i vlo = _mm512_set1_epi32(INT32_MAX), vhi = _mm512_set1_epi32(INT32_MIN);
   int64_t j = 0;
@@ -618,15 +618,16 @@ __attribute__((target("avx512f,avx512dq,avx512vl,avx2,fma"))) inline bool bit_so
   const __m512i vlo16 = _mm512_set1_epi32(lo);
   const __m512 e0 = _mm512_load_ps(e), e1 = _mm512_load_ps(e + 16), e2 = _mm512_load_ps(e + 32),
                e3 = _mm512_load_ps(e + 48);
-  const auto lookup = [&](__m512i u) { return lookup_values_avx512(u, n, e, e0, e1, e2, e3); };
   for (j = 0; j + 16 <= T8; j += 16) {
-    const __m512 g = lookup(_mm512_sub_epi32(_mm512_loadu_si512(ones + j), vlo16));
+    const __m512 g = lookup_values_avx512(_mm512_sub_epi32(_mm512_loadu_si512(ones + j), vlo16), n, e, e0, e1, e2, e3);
     acc = _mm256_add_ps(acc, _mm512_castps512_ps256(g));
     acc = _mm256_add_ps(acc, _mm512_extractf32x8_ps(g, 1));
   }
   if (j < T8)  // 8 keys left
-    acc = _mm256_add_ps(acc, _mm512_castps512_ps256(lookup(_mm512_sub_epi32(
-                                 _mm512_castsi256_si512(_mm256_loadu_si256((const __m256i*)(ones + j))), vlo16))));
+    acc = _mm256_add_ps(acc, _mm512_castps512_ps256(lookup_values_avx512(
+                                 _mm512_sub_epi32(_mm512_castsi256_si512(_mm256_loadu_si256((const __m256i*)(ones + j))),
+                                                  vlo16),
+                                 n, e, e0, e1, e2, e3)));
   alignas(32) float lanes[8];
   _mm256_store_ps(lanes, acc);
   float sum = 0.0f;
@@ -657,21 +658,15 @@ __attribute__((target("avx512f,avx512dq,avx512vl,avx2,fma"))) inline bool bit_so
     arow[j / 64] |= (uint64_t)_mm512_cmple_epi32_mask(_mm512_loadu_si512(ones + j), thr) << (j % 64);
   for (; j < T8; ++j) arow[j / 64] |= (uint64_t)(ones[j] <= lo + (int32_t)count - 1) << (j % 64);
   for (; j < T; ++j) arow[j / 64] |= (uint64_t)(sp.level(tail[j - T8] * inv, nullptr, 0) > 0.0f) << (j % 64);
-  int64_t set = 0;
-  for (int64_t w = 0; w < (T + 63) / 64; ++w) set += __builtin_popcountll(arow[w]);
-  *selected = set;
   return true;
 }
 #endif
 
 #if defined(__x86_64__) || defined(_M_X64)
-// One row of Bi-Attention's weights as bits, from the keys' popcounts (VPOPCNTDQ path, one word per head): bit j =
-// 1[dot_j·c > 0] with dot_j = D − 2·ones_j, as the per-key path computes it in float (exact: |dot| ≤ 64 and c is far
-// from underflow), i.e. 2·ones_j < D for c > 0, 2·ones_j > D for c < 0, none for c = 0. arow zeroed by the caller;
-// returns the number of keys whose bit is set.
+// Bi-Attention's row bits (bi_attention_bits) 16 keys at a time (AVX-512F) or 8 (AVX2), c ≠ 0; each returns the first
+// key not done.
 __attribute__((target("avx512f"))) inline int64_t bi_attention_bits_avx512(const int32_t* ones, int64_t T, int64_t D,
                                                                            float c, uint64_t* arow) {
-  if (!(c > 0.0f || c < 0.0f)) return 0;
   const __m512i d = _mm512_set1_epi32((int32_t)D);
   int64_t j = 0;
   for (; j + 16 <= T; j += 16) {
@@ -679,15 +674,9 @@ __attribute__((target("avx512f"))) inline int64_t bi_attention_bits_avx512(const
     const __mmask16 on = c > 0.0f ? _mm512_cmplt_epi32_mask(twice, d) : _mm512_cmpgt_epi32_mask(twice, d);
     arow[j / 64] |= (uint64_t)on << (j % 64);
   }
-  for (; j < T; ++j) arow[j / 64] |= (uint64_t)(c > 0.0f ? 2 * ones[j] < D : 2 * ones[j] > D) << (j % 64);
-  int64_t set = 0;
-  for (int64_t w = 0; w < (T + 63) / 64; ++w) set += __builtin_popcountll(arow[w]);
-  return set;
+  return j;
 }
-#endif
 
-#if defined(__x86_64__) || defined(_M_X64)
-// The same bits 8 keys at a time with AVX2; returns the first key not done.
 __attribute__((target("avx2"))) inline int64_t bi_attention_bits_avx2(const int32_t* ones, int64_t T, int64_t D, float c,
                                                                       uint64_t* arow) {
   const __m256i d = _mm256_set1_epi32((int32_t)D);
@@ -701,21 +690,35 @@ __attribute__((target("avx2"))) inline int64_t bi_attention_bits_avx2(const int3
 }
 #endif
 
-// Bi-Attention's row bits from the popcounts on any path (bi_attention_bits_avx512's rule); returns the keys set.
+// One row of Bi-Attention's weights as bits, from the keys' popcounts: bit j = 1[dot_j·c > 0] with dot_j = D − 2·ones_j,
+// as a float row would give it (exact: |dot| ≤ 256 and c is far from underflow), i.e. 2·ones_j < D for c > 0,
+// 2·ones_j > D for c < 0, none for c = 0. arow zeroed by the caller.
 template <bool AVX, bool VPOP>
-inline int64_t bi_attention_bits(const int32_t* ones, int64_t T, int64_t D, float c, uint64_t* arow) {
-#if defined(__x86_64__) || defined(_M_X64)
-  if constexpr (VPOP) return bi_attention_bits_avx512(ones, T, D, c, arow);
-#endif
-  if (!(c > 0.0f || c < 0.0f)) return 0;
+inline void bi_attention_bits(const int32_t* ones, int64_t T, int64_t D, float c, uint64_t* arow) {
+  if (!(c > 0.0f || c < 0.0f)) return;
   int64_t j = 0;
 #if defined(__x86_64__) || defined(_M_X64)
-  if constexpr (AVX) j = bi_attention_bits_avx2(ones, T, D, c, arow);
+  if constexpr (VPOP)
+    j = bi_attention_bits_avx512(ones, T, D, c, arow);
+  else if constexpr (AVX)
+    j = bi_attention_bits_avx2(ones, T, D, c, arow);
 #endif
   for (; j < T; ++j) arow[j / 64] |= (uint64_t)(c > 0.0f ? 2 * ones[j] < D : 2 * ones[j] > D) << (j % 64);
-  int64_t set = 0;
-  for (int64_t w = 0; w < (T + 63) / 64; ++w) set += __builtin_popcountll(arow[w]);
-  return set;
+}
+
+// ones[j] = popcount(q XOR k_j) summed over the dw words of a head, j < n (k_j at kb + j·dw): 8 keys per vpopcntq
+// on the VPOPCNTDQ path when a head is one word.
+template <bool VPOP>
+inline void key_popcounts(const uint64_t* qi, const uint64_t* kb, int64_t dw, int64_t n, int32_t* ones) {
+#if defined(__x86_64__) || defined(_M_X64)
+  if constexpr (VPOP)
+    if (dw == 1) return xor_popcounts_avx512(qi[0], kb, n, ones);
+#endif
+  for (int64_t j = 0; j < n; ++j) {
+    int32_t c = 0;
+    for (int64_t x = 0; x < dw; ++x) c += (int32_t)__builtin_popcountll(qi[x] ^ kb[j * dw + x]);
+    ones[j] = c;
+  }
 }
 
 // Per-thread work space of one (sequence, head) of attention, in floats: see attention_head_body.
@@ -771,25 +774,11 @@ __attribute__((always_inline)) inline void attention_head_body(const int64_t* L,
     for (int64_t i = 0; i < T && !per_value; ++i) {  // (per_value: row by row below)
       float* row = S + i * Tp;
       const uint64_t* qi = qb + i * dw;
-      if (dw == 1) {  // popcounts first, then one vectorizable conversion loop per stretch of keys
-        const uint64_t q0 = qi[0];
-        int32_t ones[256];
-        for (int64_t j0 = 0; j0 < T; j0 += 256) {
-          const int64_t n = std::min<int64_t>(256, T - j0);
-#if defined(__x86_64__) || defined(_M_X64)
-          if constexpr (VPOP)
-            xor_popcounts_avx512(q0, kb + j0, n, ones);
-          else
-#endif
-            for (int64_t j = 0; j < n; ++j) ones[j] = (int32_t)__builtin_popcountll(q0 ^ kb[j0 + j]);
-          for (int64_t j = 0; j < n; ++j) row[j0 + j] = (float)((int32_t)D - 2 * ones[j]);
-        }
-      } else {
-        for (int64_t j = 0; j < T; ++j) {
-          int64_t ones = 0;
-          for (int64_t x = 0; x < dw; ++x) ones += __builtin_popcountll(qi[x] ^ kb[j * dw + x]);
-          row[j] = (float)(D - 2 * ones);
-        }
+      int32_t ones[256];  // popcounts first, then one vectorizable conversion loop per stretch of keys
+      for (int64_t j0 = 0; j0 < T; j0 += 256) {
+        const int64_t n = std::min<int64_t>(256, T - j0);
+        key_popcounts<VPOP>(qi, kb + j0 * dw, dw, n, ones);
+        for (int64_t j = 0; j < n; ++j) row[j0 + j] = (float)((int32_t)D - 2 * ones[j]);
       }
     }
   } else {
@@ -845,35 +834,23 @@ __attribute__((always_inline)) inline void attention_head_body(const int64_t* L,
   // softmax of dot·(s_q·s_k·scaling) and the probability quantizer; then the output row
   for (int64_t i = 0; i < T; ++i) {
     float* row = S + i * Tp;
-    int64_t selected = -1;  // keys whose probability bit is set (per_value: counted there)
+    bool bits_done = false;  // arow holds the row's bits (per_value)
     if (per_value) {
       int32_t* ones = reinterpret_cast<int32_t*>(P + i * Tp);  // (P is not used on this path)
-      const uint64_t* qi = qb + i * dw;
-      bool counted = false;
-#if defined(__x86_64__) || defined(_M_X64)
-      if constexpr (VPOP)
-        if (dw == 1) {
-          xor_popcounts_avx512(qi[0], kb, T, ones);
-          counted = true;
-        }
-#endif
-      for (int64_t j = 0; j < T && !counted; ++j) {
-        int32_t n = 0;
-        for (int64_t x = 0; x < dw; ++x) n += (int32_t)__builtin_popcountll(qi[x] ^ kb[j * dw + x]);
-        ones[j] = n;
-      }
+      key_popcounts<VPOP>(qb + i * dw, kb, dw, T, ones);
       std::memset(arow, 0, (size_t)tw * 8);
       if (attn == ATTN_BI) {
-        selected = bi_attention_bits<AVX, VPOP>(ones, T, D, c, arow);
+        bi_attention_bits<AVX, VPOP>(ones, T, D, c, arow);
+        bits_done = true;
       } else {
 #if defined(__x86_64__) || defined(_M_X64)
-        if constexpr (VPOP)
-          if (!bit_softmax_row_avx512(ones, T, D, qk, sp, arow, &selected))
-            for (int64_t j = 0; j < T; ++j) row[j] = (float)((int32_t)D - 2 * ones[j]);  // the per-key path below
+        if constexpr (VPOP) bits_done = bit_softmax_row_avx512(ones, T, D, qk, sp, arow);
 #endif
+        if (!bits_done)
+          for (int64_t j = 0; j < T; ++j) row[j] = (float)((int32_t)D - 2 * ones[j]);  // the per-key path below
       }
     }
-    if (selected < 0) {  // (Bi-Attention always has its bits by now: runtime.py admits it with 1-bit Q, K, V only)
+    if (!bits_done) {  // (Bi-Attention always has its bits by now: runtime.py admits it with 1-bit Q, K, V only)
 #if defined(__x86_64__) || defined(_M_X64)
       if constexpr (VPOP)
         scaled_softmax_avx512(row, T, qk);
@@ -881,13 +858,13 @@ __attribute__((always_inline)) inline void attention_head_body(const int64_t* L,
 #endif
         scaled_softmax<AVX>(row, T, qk);
     }
-    if (bit_values && selected < 0) {
-      std::memset(arow, 0, (size_t)tw * 8);
-      bits_row<AVX>(sp, row, nullptr, T, arow);
-      selected = 0;
-      for (int64_t w = 0; w < tw; ++w) selected += __builtin_popcountll(arow[w]);
-    }
     if (bit_values) {
+      if (!bits_done) {
+        std::memset(arow, 0, (size_t)tw * 8);
+        bits_row<AVX>(sp, row, nullptr, T, arow);
+      }
+      int64_t selected = 0;  // keys whose bit is set
+      for (int64_t w = 0; w < tw; ++w) selected += __builtin_popcountll(arow[w]);
       float* o = ctx + i * ld + h * D;
       int32_t agree[256];  // D ≤ 256
       // Σ_j A_ij V̂_jd = 2·popcount(A_i AND V⁺_d) − popcount(A_i)
