@@ -308,36 +308,49 @@ def test_gelu_is_folded_only_for_one_bit_sign_inputs_away_from_its_minimum():
     torch.testing.assert_close(native[mask.bool()], eager[mask.bool()], rtol=0, atol=2e-5)
 
 
-@pytest.mark.parametrize("embedding_bits", [32, 1])
-def test_embeddings_sum_is_native_and_equals_the_eager_sum(embedding_bits):
+@pytest.mark.parametrize("isa", kernels.supported_isas())
+@pytest.mark.parametrize("tables", ["float32", "1-bit α·(±1) + γ", "1-bit α·(±1), hidden 44"])
+def test_embeddings_sum_is_native_and_equals_the_eager_sum(tables, isa):
     """`BinaryBertEmbeddings`: the word + token-type + position sum in one native call, bit for bit the eager one
-    (float32 tables, or 1-bit tables α·(±1) + γ), with default and given token types and positions."""
-    extra = {"embedding_bits": 1, "binarized_embeddings": ["word", "position", "token_type"],
-             "tie_word_embeddings": False} if embedding_bits == 1 else {}
+    (float32 tables, or 1-bit tables α·(±1) + γ or α·(±1)), with default and given token types and positions, on
+    every instruction set (the 1-bit rows are expanded 16 / 8 features at a time on AVX-512 / AVX2; hidden 44 leaves
+    a tail of 12 features and half a byte of bits)."""
+    extra = {}
+    if tables != "float32":
+        extra = {"embedding_bits": 1, "binarized_embeddings": ["word", "position", "token_type"],
+                 "tie_word_embeddings": False}
+    if "hidden 44" in tables:
+        extra.update(hidden_size=44, num_attention_heads=2, embedding_weight_scale="mean_abs")
     model = _model(COMBOS["W1A1-elastic (BiT)"], **extra)
     embeddings = model.embeddings
     assert type(embeddings).__name__ == "BinaryBertEmbeddings"
+    if tables != "float32":  # the offset γ is there or not, as the test says
+        assert embeddings.word_embeddings.has_offset == ("γ" in tables)
     ids, _ = _inputs()
     g = torch.Generator().manual_seed(3)
     types = torch.randint(0, model.config.type_vocab_size, ids.shape, generator=g)
     positions = torch.randint(0, model.config.max_position_embeddings, ids.shape, generator=g)
     calls = []
     handle = embeddings.word_embeddings.register_forward_hook(lambda *a: calls.append(1))
-    with torch.inference_mode():
-        for kwargs in ({}, {"token_type_ids": types}, {"token_type_ids": types, "position_ids": positions}):
-            native = embeddings(input_ids=ids, **kwargs)
-            assert not calls  # the table module itself did not run
-            model.set_inference_kernel("reference")
-            eager = embeddings(input_ids=ids, **kwargs)
-            model.set_inference_kernel("auto")
-            assert calls and torch.equal(native, eager)
-            calls.clear()
-        with pytest.raises(IndexError, match="outside its embedding table"):
-            embeddings(input_ids=torch.tensor([[1, model.config.vocab_size]]))
-        with pytest.raises(IndexError, match="outside its embedding table"):
-            embeddings(input_ids=ids, position_ids=positions + model.config.max_position_embeddings)
-        embeddings(inputs_embeds=torch.zeros(1, 3, model.config.hidden_size))  # the eager path takes inputs_embeds
-    handle.remove()
+    previous = kernels.set_isa(isa)
+    try:
+        with torch.inference_mode():
+            for kwargs in ({}, {"token_type_ids": types}, {"token_type_ids": types, "position_ids": positions}):
+                native = embeddings(input_ids=ids, **kwargs)
+                assert not calls  # the table module itself did not run
+                model.set_inference_kernel("reference")
+                eager = embeddings(input_ids=ids, **kwargs)
+                model.set_inference_kernel("auto")
+                assert calls and torch.equal(native, eager)
+                calls.clear()
+            with pytest.raises(IndexError, match="outside its embedding table"):
+                embeddings(input_ids=torch.tensor([[1, model.config.vocab_size]]))
+            with pytest.raises(IndexError, match="outside its embedding table"):
+                embeddings(input_ids=ids, position_ids=positions + model.config.max_position_embeddings)
+            embeddings(inputs_embeds=torch.zeros(1, 3, model.config.hidden_size))  # the eager path takes inputs_embeds
+    finally:
+        kernels.set_isa(previous)
+        handle.remove()
 
 
 # The size options of issue 12's pruned 1-1-1 file: every table 1-bit with a per-row α only (BiT), elastic shifts

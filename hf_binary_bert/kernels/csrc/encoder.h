@@ -199,39 +199,57 @@ void activation(int act, float* x, int64_t n, int nthreads) {
 
 // x[m] = LayerNorm(x[m] + r[m]) over H features: y = (v·rstd − mean·rstd)·w + b, rstd = 1/√(var + eps), var biased
 // (the order of PyTorch's CPU LayerNorm kernel). Statistics: 8 float partial sums per row, added in double.
+// R rows at a time: each row's sums run in exactly the one-row order (the same values), but the R dependency chains
+// of the partial sums (one add per 8 features, each waiting for the last) overlap instead of running one after another.
 #if defined(__x86_64__) || defined(_M_X64)
-__attribute__((target("avx2,fma"))) void add_layer_norm_row_avx2(float* row, const float* res, int64_t H,
-                                                                const float* w, const float* b, float eps) {
-  __m256 acc = _mm256_setzero_ps();
-  int64_t h = 0;
-  for (; h + 8 <= H; h += 8) {
-    const __m256 v = _mm256_add_ps(_mm256_loadu_ps(row + h), _mm256_loadu_ps(res + h));
-    _mm256_storeu_ps(row + h, v);
-    acc = _mm256_add_ps(acc, v);
-  }
+template <int R>
+__attribute__((target("avx2,fma"))) void add_layer_norm_rows_avx2(float* x, const float* res, int64_t H, const float* w,
+                                                                 const float* b, float eps) {
+  __m256 acc[R];
+  double sum[R], sq[R];
+  float mean[R], rstd[R], shift[R];
   alignas(32) float lanes[8];
-  _mm256_store_ps(lanes, acc);
-  double sum = 0.0;
-  for (int i = 0; i < 8; ++i) sum += lanes[i];
-  for (int64_t t = h; t < H; ++t) sum += (row[t] = row[t] + res[t]);
-  const float mean = (float)(sum / (double)H);
-  const __m256 vmean = _mm256_set1_ps(mean);
-  acc = _mm256_setzero_ps();
-  for (h = 0; h + 8 <= H; h += 8) {
-    const __m256 d = _mm256_sub_ps(_mm256_loadu_ps(row + h), vmean);
-    acc = _mm256_fmadd_ps(d, d, acc);
+  for (int r = 0; r < R; ++r) acc[r] = _mm256_setzero_ps();
+  int64_t h = 0;
+  for (; h + 8 <= H; h += 8)
+    for (int r = 0; r < R; ++r) {
+      const __m256 v = _mm256_add_ps(_mm256_loadu_ps(x + r * H + h), _mm256_loadu_ps(res + r * H + h));
+      _mm256_storeu_ps(x + r * H + h, v);
+      acc[r] = _mm256_add_ps(acc[r], v);
+    }
+  const int64_t tail = h;
+  for (int r = 0; r < R; ++r) {
+    float* row = x + r * H;
+    _mm256_store_ps(lanes, acc[r]);
+    sum[r] = 0.0;
+    for (int i = 0; i < 8; ++i) sum[r] += lanes[i];
+    for (int64_t t = tail; t < H; ++t) sum[r] += (row[t] = row[t] + res[r * H + t]);
+    mean[r] = (float)(sum[r] / (double)H);
+    acc[r] = _mm256_setzero_ps();
   }
-  _mm256_store_ps(lanes, acc);
-  double sq = 0.0;
-  for (int i = 0; i < 8; ++i) sq += lanes[i];
-  for (int64_t t = h; t < H; ++t) sq += (double)(row[t] - mean) * (row[t] - mean);
-  const float rstd = (float)(1.0 / std::sqrt(sq / (double)H + (double)eps)), shift = -mean * rstd;
-  const __m256 vr = _mm256_set1_ps(rstd), vs = _mm256_set1_ps(shift);
-  for (h = 0; h + 8 <= H; h += 8) {
-    const __m256 y = _mm256_add_ps(_mm256_mul_ps(_mm256_loadu_ps(row + h), vr), vs);
-    _mm256_storeu_ps(row + h, _mm256_add_ps(_mm256_mul_ps(y, _mm256_loadu_ps(w + h)), _mm256_loadu_ps(b + h)));
+  for (h = 0; h + 8 <= H; h += 8)
+    for (int r = 0; r < R; ++r) {
+      const __m256 d = _mm256_sub_ps(_mm256_loadu_ps(x + r * H + h), _mm256_set1_ps(mean[r]));
+      acc[r] = _mm256_fmadd_ps(d, d, acc[r]);
+    }
+  for (int r = 0; r < R; ++r) {
+    const float* row = x + r * H;
+    _mm256_store_ps(lanes, acc[r]);
+    sq[r] = 0.0;
+    for (int i = 0; i < 8; ++i) sq[r] += lanes[i];
+    for (int64_t t = tail; t < H; ++t) sq[r] += (double)(row[t] - mean[r]) * (row[t] - mean[r]);
+    rstd[r] = (float)(1.0 / std::sqrt(sq[r] / (double)H + (double)eps));
+    shift[r] = -mean[r] * rstd[r];
   }
-  for (; h < H; ++h) row[h] = (row[h] * rstd + shift) * w[h] + b[h];
+  for (int r = 0; r < R; ++r) {
+    float* row = x + r * H;
+    const __m256 vr = _mm256_set1_ps(rstd[r]), vs = _mm256_set1_ps(shift[r]);
+    for (h = 0; h + 8 <= H; h += 8) {
+      const __m256 y = _mm256_add_ps(_mm256_mul_ps(_mm256_loadu_ps(row + h), vr), vs);
+      _mm256_storeu_ps(row + h, _mm256_add_ps(_mm256_mul_ps(y, _mm256_loadu_ps(w + h)), _mm256_loadu_ps(b + h)));
+    }
+    for (; h < H; ++h) row[h] = (row[h] * rstd[r] + shift[r]) * w[h] + b[h];
+  }
 }
 #endif
 
@@ -248,17 +266,26 @@ void add_layer_norm_row(float* row, const float* res, int64_t H, const float* w,
 void add_layer_norm(float* x, const float* r, int64_t M, int64_t H, const float* w, const float* b, float eps,
                     int nthreads) {
 #if defined(__x86_64__) || defined(_M_X64)
-  const bool avx2 = use_avx2();
+  if (use_avx2()) {
+    constexpr int64_t R = 4;  // rows per call (the last call takes the rest)
+    const int64_t groups = (M + R - 1) / R;
+#pragma omp parallel for schedule(static) num_threads(nthreads) if (nthreads > 1 && M > 16)
+    for (int64_t g = 0; g < groups; ++g) {
+      const int64_t m = g * R, n = std::min(R, M - m);
+      float* xm = x + m * H;
+      const float* rm = r + m * H;
+      switch (n) {
+        case 4: add_layer_norm_rows_avx2<4>(xm, rm, H, w, b, eps); break;
+        case 3: add_layer_norm_rows_avx2<3>(xm, rm, H, w, b, eps); break;
+        case 2: add_layer_norm_rows_avx2<2>(xm, rm, H, w, b, eps); break;
+        default: add_layer_norm_rows_avx2<1>(xm, rm, H, w, b, eps);
+      }
+    }
+    return;
+  }
 #endif
 #pragma omp parallel for schedule(static) num_threads(nthreads) if (nthreads > 1 && M > 16)
-  for (int64_t m = 0; m < M; ++m) {
-#if defined(__x86_64__) || defined(_M_X64)
-    if (avx2)
-      add_layer_norm_row_avx2(x + m * H, r + m * H, H, w, b, eps);
-    else
-#endif
-      add_layer_norm_row(x + m * H, r + m * H, H, w, b, eps);
-  }
+  for (int64_t m = 0; m < M; ++m) add_layer_norm_row(x + m * H, r + m * H, H, w, b, eps);
 }
 
 // C[M×N] = A[M×K] · B[K×N], row-major (lda, ldb, ldc); M a multiple of 4, N of 16 (callers pad with zeros).
@@ -1039,6 +1066,42 @@ struct SignTable {  // s[b][i] = ±1: bit i of byte b
   }
 };
 
+// 1-bit table row expansion, 16 (AVX-512) or 8 (AVX2) features at a time: v = α·(±1) (a blend of α and −α, exact),
+// then + γ, then assigned or added to o, the operations of add_table_row's scalar loop in its order (the same
+// values); each returns the first feature not done (the caller finishes the row).
+#if defined(__x86_64__) || defined(_M_X64)
+template <bool ASSIGN>
+__attribute__((target("avx512f"))) int64_t table_row_bits_avx512(float* o, const uint8_t* bits, float a,
+                                                                 const float* g, int64_t H) {
+  const __m512 pos = _mm512_set1_ps(a), neg = _mm512_set1_ps(-a), gv = _mm512_set1_ps(g ? *g : 0.0f);
+  int64_t h = 0;
+  for (; h + 16 <= H; h += 16) {
+    uint16_t m;
+    std::memcpy(&m, bits + h / 8, 2);
+    __m512 v = _mm512_mask_blend_ps((__mmask16)m, neg, pos);
+    if (g) v = _mm512_add_ps(v, gv);
+    _mm512_storeu_ps(o + h, ASSIGN ? v : _mm512_add_ps(_mm512_loadu_ps(o + h), v));
+  }
+  return h;
+}
+
+template <bool ASSIGN>
+__attribute__((target("avx2"))) int64_t table_row_bits_avx2(float* o, const uint8_t* bits, float a, const float* g,
+                                                            int64_t H) {
+  const __m256 pos = _mm256_set1_ps(a), neg = _mm256_set1_ps(-a), gv = _mm256_set1_ps(g ? *g : 0.0f);
+  const __m256i lane = _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128);
+  int64_t h = 0;
+  for (; h + 8 <= H; h += 8) {
+    const __m256i byte = _mm256_set1_epi32(bits[h / 8]);
+    const __m256 on = _mm256_castsi256_ps(_mm256_cmpeq_epi32(_mm256_and_si256(byte, lane), lane));
+    __m256 v = _mm256_blendv_ps(neg, pos, on);
+    if (g) v = _mm256_add_ps(v, gv);
+    _mm256_storeu_ps(o + h, ASSIGN ? v : _mm256_add_ps(_mm256_loadu_ps(o + h), v));
+  }
+  return h;
+}
+#endif
+
 // o[h] = value (ASSIGN) or o[h] += value, h < H, of row `row` of table t
 template <bool ASSIGN>
 inline void add_table_row(float* o, const int64_t* t, int64_t row, int64_t H) {
@@ -1050,13 +1113,20 @@ inline void add_table_row(float* o, const int64_t* t, int64_t row, int64_t H) {
   static const SignTable signs;
   const uint8_t* bits = as_ptr<const uint8_t>(t[1]) + row * ((H + 7) / 8);
   const float a = as_ptr<const float>(t[2])[row];
-  const float* g = as_ptr<const float>(t[3]);
+  const float* g = t[3] ? as_ptr<const float>(t[3]) + row : nullptr;
+  int64_t from = 0;
+#if defined(__x86_64__) || defined(_M_X64)
+  if (use_avx512())
+    from = table_row_bits_avx512<ASSIGN>(o, bits, a, g, H);
+  else if (use_avx2())
+    from = table_row_bits_avx2<ASSIGN>(o, bits, a, g, H);
+#endif
   alignas(32) float v[8];
-  for (int64_t h0 = 0; h0 < H; h0 += 8) {
+  for (int64_t h0 = from; h0 < H; h0 += 8) {  // (from is a multiple of 8)
     const float* sg = signs.s[bits[h0 >> 3]];
     for (int i = 0; i < 8; ++i) v[i] = a * sg[i];  // α·(±1), exact
     if (g)
-      for (int i = 0; i < 8; ++i) v[i] = v[i] + g[row];
+      for (int i = 0; i < 8; ++i) v[i] = v[i] + *g;
     const int64_t n = std::min<int64_t>(8, H - h0);
     for (int64_t i = 0; i < n; ++i) o[h0 + i] = ASSIGN ? v[i] : o[h0 + i] + v[i];
   }
