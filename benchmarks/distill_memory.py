@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import statistics
 import subprocess
@@ -43,18 +42,6 @@ def _rss_mib() -> float:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) / 1024
     return float("nan")
-
-
-def _cpu_model() -> str:
-    """The CPU's model name (/proc/cpuinfo), else the platform's processor or machine name."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def _run_mode(args) -> dict:
@@ -166,7 +153,10 @@ def main(argv=None):
         lines.append(f"| {r['mode']} | {r['peak_rss_mib']:.0f} | {r['rss_after_build_mib']:.0f} | "
                      f"{r['step_seconds_median']:.2f} | {wall:.2f} | {r['step_cpu_seconds_median']:.2f} | "
                      f"{cpu_ratio:.2f} |")
-    cpu = _cpu_model()
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from machine import cpu_model_and_flags
+
+    cpu = cpu_model_and_flags()[0]
     body = (f"Batch {args.batch_size} × {args.seq_len} tokens, {args.steps} steps per mode ({args.steps - 1} timed), "
             f"{args.threads} torch thread(s), losses {' + '.join(args.losses)}, "
             f"{'mmap threshold 128 KiB (limit_heap_growth)' if args.limit_heap_growth else 'glibc malloc defaults'}; "

@@ -59,7 +59,8 @@ import warnings
 
 import torch
 import transformers
-from markdown_output import write_markdown  # benchmarks/, on sys.path as the script's folder
+from machine import cpu_model_and_flags  # benchmarks/, on sys.path as the script's folder
+from markdown_output import write_markdown
 
 VARIANTS = ["torch-fp32", "torch-bf16-autocast", "torch-int8-dynamic", "ort-fp32", "ort-int8",
             "ours-W1A1", "ours-W1A1-biattn", "ours-W1A8", "ours-W1A32-int8", "ours-W1A1-eager", "ours-W1A1-reference"]
@@ -284,14 +285,9 @@ def measure_memory(spec):
 def environment(threads):
     info = {"python": platform.python_version(), "torch": torch.__version__, "transformers": transformers.__version__,
             "threads": threads, "torch_cpu_capability": torch.backends.cpu.get_cpu_capability()}
-    try:
-        with open("/proc/cpuinfo") as cpuinfo:
-            text = cpuinfo.read()
-        info["cpu"] = next(line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("model name"))
-        flags = set(next(line for line in text.splitlines() if line.startswith("flags")).split(":", 1)[1].split())
+    info["cpu"], flags = cpu_model_and_flags()
+    if flags:
         info["cpu_flags"] = {flag: flag in flags for flag in CPU_FLAGS}
-    except (OSError, StopIteration):
-        info["cpu"] = platform.processor() or "unknown"
     for package in ("onnxruntime", "onnxscript", "hf_binary_bert"):
         try:
             info[package] = __import__(package).__version__

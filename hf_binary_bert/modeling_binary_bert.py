@@ -45,7 +45,7 @@ from .configuration_binary_bert import BINARIZABLE_MODULES, BinaryBertConfig
 from .format import STUDENT_ONLY_SUFFIXES, packed_state_dict, validate_checkpoint
 from .kernels.linear import DEFAULT_PLAN, InferencePlan
 from .layer_sizes import apply_layer_sizes, is_pruned, pruned_class
-from .runtime import BinaryBertEmbeddings, BinaryBertEncoder, use_native_encoder
+from .runtime import BinaryBertEmbeddings, BinaryBertEncoder, BinaryBertPooler, use_native_encoder
 
 logger = logging.getLogger(__name__)
 
@@ -174,11 +174,11 @@ class BinaryBertPreTrainedModel(BertPreTrainedModel):
         return self
 
     def _apply_plan(self, plan) -> None:
-        """Make `plan` the model's inference plan, read by every packed Linear, quantized attention module and the
-        encoder (whose native runtime is rebuilt on its next call)."""
+        """Make `plan` the model's inference plan, read by every packed Linear, quantized attention module, the
+        embeddings, the pooler and the encoder (whose native runtime is rebuilt on its next call)."""
         self.inference_plan = plan
         for module in self.modules():
-            if isinstance(module, (PackedBinaryLinear, BinaryBertEncoder, BinaryBertEmbeddings)) or \
+            if isinstance(module, (PackedBinaryLinear, BinaryBertEncoder, BinaryBertEmbeddings, BinaryBertPooler)) or \
                     hasattr(module, "query_quantizer"):
                 module.inference_plan = plan
             if isinstance(module, BinaryBertEncoder):

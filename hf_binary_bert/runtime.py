@@ -45,7 +45,7 @@ import threading
 
 import torch
 from transformers.modeling_outputs import BaseModelOutputWithPastAndCrossAttentions
-from transformers.models.bert.modeling_bert import BertEmbeddings, BertEncoder
+from transformers.models.bert.modeling_bert import BertEmbeddings, BertEncoder, BertPooler
 from transformers.utils import logging
 
 from .binarization.activation import ActivationQuantizer
@@ -409,6 +409,10 @@ class EncoderRuntime:
         return out.view(batch, seq, hidden)
 
 
+# Set (True) on the hidden states the encoder runtime returns: the modules after it may continue natively.
+NATIVE_OUTPUT = "_hf_binary_bert_native_output"
+
+
 def _native_mode(module: torch.nn.Module) -> bool:
     """What every native path of a module needs: its plan's kernel is "auto", eval mode, the compiled extension, and
     no `torch.compile` tracing."""
@@ -479,6 +483,7 @@ class BinaryBertEncoder(InferencePlanReader, BertEncoder):
         if valid is False:
             return super().forward(hidden_states, attention_mask, *args, **kwargs)
         hidden = self.runtime().forward(hidden_states, valid, checked=True)  # runtime_applies checked the plan
+        setattr(hidden, NATIVE_OUTPUT, True)  # the pooler may continue natively (BinaryBertPooler)
         return BaseModelOutputWithPastAndCrossAttentions(last_hidden_state=hidden)
 
 
@@ -546,9 +551,45 @@ class BinaryBertEmbeddings(InferencePlanReader, BertEmbeddings):
         return self.dropout(self.LayerNorm(out))
 
 
+class BinaryBertPooler(InferencePlanReader, BertPooler):
+    """transformers' `BertPooler` (tanh(dense(first token))) whose dense layer runs as one native call
+    (`dense_rows` in kernels/csrc/encoder.h) in eval mode on the CPU without autograd, for a float32 `nn.Linear` and
+    at most `NATIVE_ROWS` sequences: each output is a dot product split over the threads by output feature. At batch
+    1 the layer is a read of its weight matrix (H × H floats, 2.36 MB for BERT-base), mostly from memory after the
+    encoder has run, which PyTorch does on one thread (about 0.4 ms here; docs/inference.md). The sums run in another
+    order than PyTorch's GEMM (float rounding; the same bits on every instruction set). Otherwise (training, a
+    binarized pooler, `set_inference_kernel("eager" | "reference")`, more rows) it is `BertPooler.forward` unchanged.
+    The class of a binarized model's pooler is switched to this one after construction (no new parameters). It
+    continues the native path only: its input must be the encoder runtime's output (`NATIVE_OUTPUT` set on that
+    tensor), so wherever the encoder ran eagerly (a model in training form, W1A32 with float activations, …) the
+    whole forward stays the eager one, bit for bit.
+    """
+
+    NATIVE_ROWS = 16  # above this a GEMM's blocking (PyTorch) beats one pass of dot products per row
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        dense = self.dense
+        if (not getattr(hidden_states, NATIVE_OUTPUT, False) or not _native_mode(self)
+                or type(dense) is not torch.nn.Linear or type(self.activation) is not torch.nn.Tanh
+                or hidden_states.device.type != "cpu" or hidden_states.dtype != torch.float32
+                or hidden_states.dim() != 3 or hidden_states.shape[0] > self.NATIVE_ROWS
+                or hidden_states.stride(-1) != 1 or dense.weight.dtype != torch.float32
+                or not dense.weight.is_contiguous() or _needs_autograd(self, hidden_states)
+                or (dense.bias is not None and (dense.bias.dtype != torch.float32 or not dense.bias.is_contiguous()))):
+            return super().forward(hidden_states)
+        batch, hidden = hidden_states.shape[0], hidden_states.shape[-1]
+        out_features = dense.out_features
+        first = hidden_states[:, 0]  # [B, H], rows at stride T·H
+        pooled = torch.empty(batch, out_features, dtype=torch.float32)
+        ops._bitgemm.dense_rows(first.data_ptr(), batch, hidden_states.stride(0), hidden, dense.weight.data_ptr(),
+                                out_features, _ptr(dense.bias), pooled.data_ptr(), torch.get_num_threads())
+        return self.activation(pooled)
+
+
 def use_native_encoder(model: torch.nn.Module) -> int:
-    """Switch every `BertEncoder` of `model` to `BinaryBertEncoder` and every `BertEmbeddings` to
-    `BinaryBertEmbeddings` in place (no new tensors). Returns how many encoders."""
+    """Switch every `BertEncoder` of `model` to `BinaryBertEncoder`, every `BertEmbeddings` to
+    `BinaryBertEmbeddings` and every `BertPooler` to `BinaryBertPooler` in place (no new tensors). Returns how many
+    encoders."""
     count = 0
     for module in model.modules():
         if type(module) is BertEncoder:
@@ -556,7 +597,9 @@ def use_native_encoder(model: torch.nn.Module) -> int:
             count += 1
         elif type(module) is BertEmbeddings:
             module.__class__ = BinaryBertEmbeddings
+        elif type(module) is BertPooler:
+            module.__class__ = BinaryBertPooler
     return count
 
 
-__all__ = ["BinaryBertEmbeddings", "BinaryBertEncoder", "EncoderRuntime", "use_native_encoder"]
+__all__ = ["BinaryBertEmbeddings", "BinaryBertEncoder", "BinaryBertPooler", "EncoderRuntime", "use_native_encoder"]

@@ -15,7 +15,7 @@ from hf_binary_bert import (
     PackedBinaryLinear,
     kernels,
 )
-from hf_binary_bert.runtime import BinaryBertEncoder
+from hf_binary_bert.runtime import NATIVE_OUTPUT, BinaryBertEncoder
 
 pytestmark = pytest.mark.skipif(not kernels.available(), reason="compiled kernels not built")
 
@@ -351,6 +351,73 @@ def test_embeddings_sum_is_native_and_equals_the_eager_sum(tables, isa):
     finally:
         kernels.set_isa(previous)
         handle.remove()
+
+
+@pytest.mark.parametrize("hidden", [32, 44])
+def test_pooler_is_native_equals_pytorch_and_is_the_same_on_every_instruction_set(hidden):
+    """`BinaryBertPooler`: tanh(dense(first token)) with the dense layer in one native call, within float rounding
+    of PyTorch's (the sums in another order), bit for bit the same on every instruction set (hidden 44: a tail of 12
+    features after the 16-lane sums); it continues only the native encoder's output: a model in training form, hidden
+    states from elsewhere, training, `set_inference_kernel("reference")` and more than NATIVE_ROWS sequences run
+    `BertPooler.forward` itself."""
+    from transformers.models.bert.modeling_bert import BertPooler
+
+    from hf_binary_bert.runtime import BinaryBertPooler
+
+    model = _model(COMBOS["W1A1-elastic (BiT)"], hidden_size=hidden, num_attention_heads=2)
+    pooler = model.pooler
+    assert type(pooler) is BinaryBertPooler
+    g = torch.Generator().manual_seed(5)
+    def native_output(t):  # as the encoder runtime marks its output
+        setattr(t, NATIVE_OUTPUT, True)
+        return t
+
+    h = native_output(torch.randn(3, 7, hidden, generator=g) * 3)
+    calls = []
+    handle = pooler.dense.register_forward_hook(lambda *a: calls.append(1))  # runs only on PyTorch's path
+    try:
+        with torch.inference_mode():
+            expected = BertPooler.forward(pooler, h)
+            calls.clear()
+            native = pooler(h)
+            assert not calls
+            torch.testing.assert_close(native, expected, rtol=0, atol=2e-6)
+            assert not torch.equal(native, pooler(native_output(h.flip(0))))  # it reads each sequence's own first token
+            for isa in kernels.supported_isas():
+                previous = kernels.set_isa(isa)
+                try:
+                    assert torch.equal(pooler(h), native), isa
+                finally:
+                    kernels.set_isa(previous)
+            assert not calls
+            many = native_output(torch.randn(BinaryBertPooler.NATIVE_ROWS + 1, 2, hidden, generator=g))
+            torch.testing.assert_close(pooler(many), BertPooler.forward(pooler, many), rtol=0, atol=0)
+            assert calls
+            calls.clear()
+            model.set_inference_kernel("reference")
+            assert torch.equal(pooler(h), expected) and calls
+            model.set_inference_kernel("auto")
+        calls.clear()
+        model.train()
+        assert torch.equal(pooler(h), BertPooler.forward(pooler, h)) and calls
+        calls.clear()
+        with torch.inference_mode():  # hidden states the encoder runtime did not make: PyTorch's pooler
+            assert torch.equal(pooler(h.clone()), expected) and calls
+    finally:
+        handle.remove()
+    # a whole forward: the pooler continues the native encoder's output, an eager encoder's output stays eager
+    ids, mask = _inputs()
+    auto = _hidden(model.eval(), ids, mask, "auto")
+    assert getattr(auto.last_hidden_state, NATIVE_OUTPUT)
+    with torch.inference_mode():
+        torch.testing.assert_close(auto.pooler_output, BertPooler.forward(pooler, auto.last_hidden_state), rtol=0,
+                                   atol=2e-6)
+    model.unfreeze().eval()  # training form: its eval forward is the reference path's, bit for bit
+    with torch.inference_mode():
+        eager = model(input_ids=ids, attention_mask=mask)
+    assert not getattr(eager.last_hidden_state, NATIVE_OUTPUT, False)
+    with torch.inference_mode():
+        assert torch.equal(eager.pooler_output, BertPooler.forward(pooler, eager.last_hidden_state))
 
 
 # The size options of issue 12's pruned 1-1-1 file: every table 1-bit with a per-row α only (BiT), elastic shifts

@@ -1779,6 +1779,7 @@ PyMethodDef kMethods[] = {
     {"encoder_forward", py_encoder_forward, METH_VARARGS, "Every layer of a packed binarized encoder (encoder.h)."},
     {"encoder_work_floats", py_encoder_work_floats, METH_VARARGS, "Work space of encoder_forward, in floats."},
     {"embeddings_sum", py_embeddings_sum, METH_VARARGS, "The embeddings' sum before their LayerNorm (encoder.h)."},
+    {"dense_rows", py_dense_rows, METH_VARARGS, "A small float dense layer for a few rows (BertPooler; encoder.h)."},
     {"encoder_layout", py_encoder_layout, METH_NOARGS, "Word counts and offsets of the encoder plan layout."},
     {"popcount_rate", py_popcount_rate, METH_VARARGS, "XOR+popcount rate of this machine, G bit ops/s."},
     {"layout_words", py_layout_words, METH_VARARGS, "Size in uint64 words of a kernel layout (bits, nib)."},

@@ -1151,6 +1151,81 @@ int64_t embeddings_sum(float* out, int64_t M, int64_t H, int64_t T, const int64_
   return 0;
 }
 
+// ------------------------------------------------------------------------------------------------------------------
+// A small float dense layer y[b, n] = bias[n] + Σ_k W[n, k]·x[b, k] for a few rows (BertPooler's Linear on the first
+// tokens): every output is 16 lanes of fused multiply-adds (lane i takes k ≡ i mod 16, k < K − K mod 16, in order),
+// the lanes added 0 … 15, then the tail k in order, then the bias: the same operations on AVX-512, AVX2 and the
+// portable path (std::fma), so every instruction set gives the same bits. The threads split the outputs n, each
+// reading its rows of W once for all B inputs (at batch 1 the layer is a read of W: memory-bound, and one thread's
+// stream is half the machine's). x rows at stride ldx floats; y [B, N].
+#if defined(__x86_64__) || defined(_M_X64)
+__attribute__((target("avx512f"))) void dense_row_avx512(const float* w, const float* x, int64_t K, float* lanes) {
+  __m512 acc = _mm512_setzero_ps();
+  for (int64_t k = 0; k + 16 <= K; k += 16) acc = _mm512_fmadd_ps(_mm512_loadu_ps(w + k), _mm512_loadu_ps(x + k), acc);
+  _mm512_storeu_ps(lanes, acc);
+}
+
+__attribute__((target("avx2,fma"))) void dense_row_avx2(const float* w, const float* x, int64_t K, float* lanes) {
+  __m256 lo = _mm256_setzero_ps(), hi = _mm256_setzero_ps();
+  for (int64_t k = 0; k + 16 <= K; k += 16) {
+    lo = _mm256_fmadd_ps(_mm256_loadu_ps(w + k), _mm256_loadu_ps(x + k), lo);
+    hi = _mm256_fmadd_ps(_mm256_loadu_ps(w + k + 8), _mm256_loadu_ps(x + k + 8), hi);
+  }
+  _mm256_storeu_ps(lanes, lo);
+  _mm256_storeu_ps(lanes + 8, hi);
+}
+#endif
+
+void dense_row_portable(const float* w, const float* x, int64_t K, float* lanes) {
+  for (int i = 0; i < 16; ++i) lanes[i] = 0.0f;
+  for (int64_t k = 0; k + 16 <= K; k += 16)
+    for (int i = 0; i < 16; ++i) lanes[i] = std::fma(w[k + i], x[k + i], lanes[i]);
+}
+
+void dense_rows(const float* x, int64_t B, int64_t ldx, int64_t K, const float* W, int64_t N, const float* bias,
+                float* y, int nthreads) {
+#if defined(__x86_64__) || defined(_M_X64)
+  const int path = use_avx512() ? 2 : use_avx2() ? 1 : 0;
+#else
+  const int path = 0;
+#endif
+  const int64_t body = K - K % 16;
+#pragma omp parallel for schedule(static) num_threads(nthreads) if (nthreads > 1 && N * K > (1 << 16))
+  for (int64_t n = 0; n < N; ++n) {
+    const float* w = W + n * K;
+    for (int64_t b = 0; b < B; ++b) {
+      const float* xb = x + b * ldx;
+      alignas(64) float lanes[16];
+#if defined(__x86_64__) || defined(_M_X64)
+      if (path == 2)
+        dense_row_avx512(w, xb, K, lanes);
+      else if (path == 1)
+        dense_row_avx2(w, xb, K, lanes);
+      else
+#endif
+        dense_row_portable(w, xb, K, lanes);
+      float sum = 0.0f;
+      for (int i = 0; i < 16; ++i) sum += lanes[i];
+      for (int64_t k = body; k < K; ++k) sum = std::fma(w[k], xb[k], sum);
+      y[b * N + n] = sum + (bias ? bias[n] : 0.0f);
+    }
+  }
+}
+
+#ifndef HF_BITGEMM_NO_PYTHON
+// dense_rows(x, B, ldx, K, W, N, bias, y, nthreads): float32 pointers as integers (bias 0: none).
+PyObject* py_dense_rows(PyObject*, PyObject* args) {
+  unsigned long long x, W, bias, y;
+  long long B, ldx, K, N;
+  int nthreads;
+  if (!PyArg_ParseTuple(args, "KLLLKLKKi", &x, &B, &ldx, &K, &W, &N, &bias, &y, &nthreads)) return nullptr;
+  Py_BEGIN_ALLOW_THREADS;
+  dense_rows(ptr<const float>(x), B, ldx, K, ptr<const float>(W), N, ptr<const float>(bias), ptr<float>(y), nthreads);
+  Py_END_ALLOW_THREADS;
+  Py_RETURN_NONE;
+}
+#endif
+
 #ifndef HF_BITGEMM_NO_PYTHON
 // embeddings_sum(out, M, H, T, ids, positions, types, tables, nthreads): tables int64 [3 × kTableWords] (word,
 // position, token type); returns 0, or −1 for an index outside its table.
