@@ -229,3 +229,68 @@ def test_linear_with_a_1bit_elastic_input_trains_under_cpu_autocast():
         out = layer(x)
     out.float().sum().backward()
     assert out.dtype == torch.bfloat16 and x.grad.dtype == torch.float32 and x.grad.abs().sum() > 0
+
+
+def _attention_module(bits, seed=0):
+    """An attention-like module holding BiT's unsigned probability quantizer (`bits` bits, elastic, no shift),
+    calibrated and moved off its calibrated step."""
+    from torch import nn
+
+    torch.manual_seed(seed)
+    module = nn.Module()
+    module.probs_quantizer = ActivationQuantizer(bits, signed=False, scheme="elastic")
+    module.train()
+    module.probs_quantizer(torch.softmax(torch.randn(2, 3, 16, 16), -1))  # calibrate
+    with torch.no_grad():
+        module.probs_quantizer.step.mul_(0.7)
+    return module
+
+
+@pytest.mark.parametrize(("bits", "dropout", "weights_used"), [(1, 0.1, False), (1, 0.0, False), (2, 0.1, False),
+                                                               (1, 0.1, True)])
+def test_attention_probabilities_quantizer_dropout_and_value_product_as_one_function(bits, dropout, weights_used):
+    """Training attention (`binary_softmax_attention`): Â = LSQ(softmax), its dropout and Â·V̂ as one function
+    (`_QuantizedProbsValue`) give the values, random draws and gradients of the quantizer, `mask_dropout` and
+    `torch.matmul` one after the other, bit for bit, and keep the levels (uint8) and the kept mask (bool) instead of
+    the float Â; with the returned weights used by a loss (the attention-map loss) their gradient is added."""
+    from hf_binary_bert import attention
+    from hf_binary_bert.binarization.dropout import mask_dropout
+
+    module = _attention_module(bits)
+    shape = (4, 3, 32, 32)
+    g = torch.Generator().manual_seed(1)
+    scores0, value0 = torch.randn(shape, generator=g) * 3, torch.randn(4, 3, 32, 8, generator=g)
+    grad = torch.randn(4, 32, 3, 8, generator=g)
+    weights_grad = torch.randn(shape, generator=g)
+
+    def fused(scores, value):
+        scores, value = scores * 1.0, value * 1.0  # non-leaves, as in a layer
+        return attention._probs_times_value(module, scores, value, dropout)
+
+    def plain(scores, value):
+        scores, value = scores * 1.0, value * 1.0
+        probs = mask_dropout(module.probs_quantizer(torch.softmax(scores, -1)), dropout, True)
+        return torch.matmul(probs, value).transpose(1, 2).contiguous(), probs
+
+    results = []
+    for fn in (fused, plain):
+        module.zero_grad()
+        scores, value = scores0.clone().requires_grad_(True), value0.clone().requires_grad_(True)
+        torch.manual_seed(7)
+        (out, probs), saved = _saved_bytes(fn, scores, value)
+        loss = (out * grad).sum() + ((probs * weights_grad).sum() if weights_used else 0)
+        loss.backward()
+        results.append((out.detach(), probs.detach(), scores.grad, value.grad, module.probs_quantizer.step.grad.clone(),
+                        saved))
+    (out, probs, gs, gv, gstep, saved), (r_out, r_probs, r_gs, r_gv, r_gstep, r_saved) = results
+    assert torch.equal(out, r_out) and torch.equal(probs, r_probs)
+    assert (probs == 0).any() and (probs != 0).any() and (bits == 1 or probs.unique().numel() > 2)  # levels cut
+    assert torch.equal(gv, r_gv)
+    if weights_used:  # ∂/∂Â from two uses, added in another order than autograd's
+        torch.testing.assert_close(gs, r_gs, rtol=1e-6, atol=1e-7)
+    else:
+        assert torch.equal(gs, r_gs)
+    torch.testing.assert_close(gstep, r_gstep, rtol=1e-6, atol=0)
+    assert gstep.abs() > 0 and gs.abs().sum() > 0
+    n = scores0.numel()
+    assert r_saved - saved >= 3 * n - (n if dropout else 0)  # the float Â (4 B) → uint8 levels (+ the kept mask)

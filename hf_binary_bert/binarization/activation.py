@@ -134,18 +134,25 @@ class _LSQRound(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
         x, shift, step = ctx.saved_tensors
-        u = _shifted_quotient(x, shift, step)
-        clipped = u.clamp(ctx.q_n, ctx.q_p)
-        inside = u.copy_(clipped == u)  # 1[Q_n ≤ u ≤ Q_p] as 1.0 / 0.0, in u's buffer (0 for NaN, as the comparisons)
-        grad_x = grad * inside if ctx.needs_input_grad[0] or ctx.needs_input_grad[1] else None
-        grad_step = None
-        if ctx.needs_input_grad[2]:
-            # round(clip(u)) − u·1[inside]: where inside, clip(u) = u
-            masked_u = inside.mul_(clipped)
-            term = clipped.round_().sub_(masked_u)
-            grad_step = _sum_of_products(grad, term).reshape(step.shape)
-        grad_shift = _shift_grad(grad_x, shift) if ctx.needs_input_grad[1] else None
-        return grad_x if ctx.needs_input_grad[0] else None, grad_shift, grad_step, None, None
+        return (*lsq_backward(grad, x, shift, step, ctx.q_n, ctx.q_p, ctx.needs_input_grad[:3]), None, None)
+
+
+def lsq_backward(grad: torch.Tensor, x: torch.Tensor, shift: torch.Tensor | None, step: torch.Tensor, q_n: int,
+                 q_p: int, needs: tuple[bool, bool, bool]) -> tuple:
+    """`_LSQRound`'s gradients (∂/∂x, ∂/∂β, ∂/∂α; None where `needs` says not needed) from the output gradient and
+    the saved input, u computed again with the forward's roundings (also used by attention's fused Â·V̂)."""
+    u = _shifted_quotient(x, shift, step)
+    clipped = u.clamp(q_n, q_p)
+    inside = u.copy_(clipped == u)  # 1[Q_n ≤ u ≤ Q_p] as 1.0 / 0.0, in u's buffer (0 for NaN, as the comparisons)
+    grad_x = grad * inside if needs[0] or needs[1] else None
+    grad_step = None
+    if needs[2]:
+        # round(clip(u)) − u·1[inside]: where inside, clip(u) = u
+        masked_u = inside.mul_(clipped)
+        term = clipped.round_().sub_(masked_u)
+        grad_step = _sum_of_products(grad, term).reshape(step.shape)
+    grad_shift = _shift_grad(grad_x, shift) if needs[1] else None
+    return grad_x if needs[0] else None, grad_shift, grad_step
 
 
 def quantization_range(bits: int, signed: bool) -> tuple[int, int]:
