@@ -300,8 +300,13 @@ class EncoderRuntime:
             work = self._local.work = torch.empty(need, dtype=torch.float32)
         return work
 
+    # The plain attributes of an activation quantizer the plan is built from (by identity: dtypes, small ints and
+    # interned strings are singletons, so assigning another value replaces the object)
+    QUANTIZER_ATTRIBUTES = ("bits", "signed", "scheme", "shift_dtype")
+
     def _snapshot(self) -> None:
-        """Record the encoder's structure (every `_modules` / `_parameters` / `_buffers` entry) and tensor versions."""
+        """Record the encoder's structure (every `_modules` / `_parameters` / `_buffers` entry, and the activation
+        quantizers' `QUANTIZER_ATTRIBUTES`) and tensor versions."""
         tables, names, values = [], [], []
         for module in self.encoder.modules():
             for table in (module._modules, module._parameters, module._buffers):
@@ -310,6 +315,12 @@ class EncoderRuntime:
                         tables.append(table)
                         names.append(name)
                         values.append(value)
+            if isinstance(module, ActivationQuantizer):
+                for name in self.QUANTIZER_ATTRIBUTES:
+                    if name in module.__dict__:
+                        tables.append(module.__dict__)
+                        names.append(name)
+                        values.append(module.__dict__[name])
         self._entries = (tables, names, values)
         self._tensors = [v for v in values if isinstance(v, torch.Tensor)]
         self._versions = self._current_versions()
@@ -319,7 +330,8 @@ class EncoderRuntime:
 
     def _still_valid(self) -> bool:
         """Whether nothing the plan read changed: no module, parameter or buffer of the encoder replaced (the owner
-        dicts still hold the same objects) and no tensor changed in place (versions). Runs on every forward, so it is
+        dicts still hold the same objects), no quantizer's bits / scheme / shift dtype set anew, and no tensor
+        changed in place (versions). Runs on every forward, so it is
         one C loop (`_bitgemm.unchanged`): about 40 µs warm for BERT-base's 1,021 entries and 684 tensors (the same
         check in Python `map`s took 85 µs; a paired A/B of whole batch-1 forwards: 0.97× at seq 32)."""
         if not self._valid:

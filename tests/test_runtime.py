@@ -449,9 +449,27 @@ def test_runtime_equals_eager_with_alpha_only_tables_and_half_precision_shifts(h
         h.remove()
     valid = mask.bool()
     torch.testing.assert_close(native[valid], eager[valid], rtol=0, atol=2e-5)
-    model.get_submodule(f"{linear}.input_quantizer").shift_dtype = torch.float32
+    live = _after_live_change(model, ids, mask, [model.get_submodule(f"{linear}.input_quantizer")], "shift_dtype",
+                              torch.float32)
     unrounded = _hidden(model, ids, mask, "eager").last_hidden_state
     assert (unrounded[valid] - eager[valid]).abs().max() > 1e-2  # the rounding matters for these inputs
+    # the runtime saw the change: it planned again (β unrounded sits an ulp from the eager path's x, so the runtime,
+    # whose LayerNorm rounds otherwise, is compared with a fresh plan rather than with eager)
+    assert torch.equal(live, _hidden(model, ids, mask, "auto").last_hidden_state)
+    assert not torch.equal(live[valid], native[valid])
+
+
+def _after_live_change(model, ids, mask, quantizers, name, value):
+    """Plan the runtime (a native forward), set `name` = `value` on each quantizer of the live model (no
+    `set_inference_kernel`), check that the plan check sees it, and return the next native forward's hidden states."""
+    with torch.inference_mode():
+        model(input_ids=ids, attention_mask=mask)
+        runtime = model.encoder.runtime()
+        assert runtime._still_valid()
+        for quantizer in quantizers:
+            setattr(quantizer, name, value)
+        assert not runtime._still_valid()
+        return model(input_ids=ids, attention_mask=mask).last_hidden_state
 
 
 def _record_levels(quantizers, seen):
@@ -553,10 +571,11 @@ def test_runtime_rounds_query_key_value_shifts_as_eager(shift_dtype):
     native = _hidden(model, ids, mask, "auto").last_hidden_state
     valid = mask.bool()
     torch.testing.assert_close(native[valid], eager[valid], rtol=0, atol=2e-5)
-    for quantizer in operands:
-        quantizer.shift_dtype = torch.float32
+    live = _after_live_change(model, ids, mask, operands, "shift_dtype", torch.float32)
     unrounded = _hidden(model, ids, mask, "eager").last_hidden_state
     assert (unrounded[valid] - eager[valid]).abs().max() > 1e-2  # the rounding matters for these inputs
+    torch.testing.assert_close(live[valid], unrounded[valid], rtol=0, atol=2e-5)  # the runtime saw the change
+    assert torch.equal(live, _hidden(model, ids, mask, "auto").last_hidden_state)  # as a fresh plan
 
 
 @pytest.mark.parametrize("isa", kernels.supported_isas())
