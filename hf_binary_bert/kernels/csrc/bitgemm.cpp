@@ -719,6 +719,7 @@ void drive(int64_t M, int64_t N, const T* a, int64_t lda, const uint64_t* w, int
   while (NC < NC_MAX && 2 * NC * col_bytes <= kSliceBytes) NC *= 2;
   const int64_t groups = (N + GROUP - 1) / GROUP;
   const int64_t nchunks = (N + NC - 1) / NC, mchunks = (M + MC - 1) / MC, items = nchunks * mchunks;
+  const bool prefetch = mchunks <= nthreads;
 #pragma omp parallel for schedule(static) num_threads(nthreads) if (nthreads > 1 && items > 1 && M * N > 4096)
   for (int64_t item = 0; item < items; ++item) {
     alignas(64) int32_t raw[MR * NC_MAX];  // MR rows × this chunk's columns (row stride NC)
@@ -737,8 +738,29 @@ void drive(int64_t M, int64_t N, const T* a, int64_t lda, const uint64_t* w, int
         tile_fn(rows, std::integral_constant<int, 1>(), ar, w + g * gstride, raw + (g - cg0) * GROUP, NC);
       for (int i = 0; i < R; ++i) finish_row(e, m + i, n0, count, raw + i * NC, row);
     };
+    // With one row chunk per thread (a few sequences: each weight read once per thread per forward, from L3 or
+    // DRAM, where other tenants' data evict it between forwards), the next item's weight slice (contiguous groups)
+    // is prefetched into L2 a piece per row block of this one, so that its first row block does not wait for
+    // memory. With more row chunks the slices are read again from L2 anyway.
+    const char *pf = nullptr, *pf_end = nullptr;
+    int64_t pf_step = 0;
+    if (prefetch && item + 1 < items) {
+      const int64_t next_nc = (item + 1) % nchunks, ng0 = next_nc * (NC / GROUP);
+      const int64_t ng1 = std::min(groups, ng0 + NC / GROUP);
+      pf = reinterpret_cast<const char*>(w + ng0 * gstride);
+      pf_end = reinterpret_cast<const char*>(w + ng1 * gstride);
+      const int64_t blocks = std::max<int64_t>(1, (m_end - m_begin + MR - 1) / MR);
+      pf_step = ((pf_end - pf) / blocks + 63) / 64 * 64;
+    }
+    auto prefetch_piece = [&]() {
+      const char* stop = pf_end - pf > pf_step ? pf + pf_step : pf_end;
+      for (; pf < stop; pf += 64) __builtin_prefetch(pf, 0, 2);
+    };
     int64_t m = m_begin;
-    for (; m + MR <= m_end; m += MR) run_rows(std::integral_constant<int, MR>(), m);
+    for (; m + MR <= m_end; m += MR) {
+      if (pf) prefetch_piece();
+      run_rows(std::integral_constant<int, MR>(), m);
+    }
     for (; m < m_end; ++m) run_rows(std::integral_constant<int, 1>(), m);
   }
 }
