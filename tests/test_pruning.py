@@ -25,6 +25,7 @@ from hf_binary_bert.pruning import (
     checkpoint_sparsity_report,
     group_norms,
     load_pruned_bert,
+    proximal_group_lasso_,
     prune_,
     sparsity_report,
     threshold_,
@@ -68,10 +69,13 @@ def _kill_structures(model):
                                           ("num_blocks", 0), ("direction", "diagonal"), ("modules", ["embeddings"]),
                                           ("penalty_form", "l0"), ("threshold_every", -2),
                                           ("ffn_keep_share", 0.0), ("ffn_keep_share", 1.5),
-                                          ("heads_keep_share", -0.25), ("heads_keep_share", True)])
+                                          ("heads_keep_share", -0.25), ("heads_keep_share", True),
+                                          ("proximal", 1)])
 def test_bad_config_names_the_field(field, value):
     with pytest.raises(ValueError, match=f"BlockPruningConfig.{field}"):
         BlockPruningConfig(**{field: value})
+    with pytest.raises(ValueError, match="BlockPruningConfig.proximal"):
+        BlockPruningConfig(proximal=True, penalty_form="gate")
 
 
 def test_blocks_must_divide_the_axis():
@@ -147,6 +151,10 @@ def test_penalty_components_against_reference():
     assert set(components) == {"group_lasso", "binarizing"}
     assert components["group_lasso"].item() == pytest.approx(0.3 * lasso, rel=1e-5)
     assert components["binarizing"].item() == pytest.approx(0.7 * binarizing, rel=1e-5)
+    proximal = block_pruning_penalty(model, BlockPruningConfig(group_lasso_weight=0.3, num_blocks=2,
+                                                                modules=["value", "intermediate"], proximal=True))
+    assert proximal["group_lasso"].item() == pytest.approx(0.3 * lasso, rel=1e-5)  # the value, logged ...
+    assert not proximal["group_lasso"].requires_grad  # ... but the proximal step applies it, not the gradient
     both = BlockPruningConfig(group_lasso_weight=0.3, num_blocks=2, direction="both", modules=["value"])
     expected = 0.0
     for layer in model.bert.encoder.layer:
@@ -330,6 +338,48 @@ def test_fine_tuning_logs_the_penalty_and_prunes_at_the_end(tmp_path):
     assert trainer.pruned_sizes["layer_intermediate_sizes"][0] <= 32
     assert model.config.layer_intermediate_sizes == trainer.pruned_sizes["layer_intermediate_sizes"]
     assert model.bert.encoder.layer[0].intermediate.dense.out_features == model.config.layer_intermediate_sizes[0]
+
+
+def test_proximal_step_shrinks_every_group_norm_by_the_step_and_zeroes_the_small_ones():
+    model = tiny_teacher()
+    config = BlockPruningConfig(group_lasso_weight=2.0, num_blocks=2, modules=["intermediate"], proximal=True)
+    dense = model.bert.encoder.layer[0].intermediate.dense
+    with torch.no_grad():
+        dense.weight[3, :16] *= 0.01 / float(dense.weight[3, :16].norm())  # group (block 0, row 3): norm 0.01
+    before = dense.weight.detach().clone()
+    value = model.bert.encoder.layer[0].attention.self.value.weight.detach().clone()
+    proximal_group_lasso_(model, config, step_size=0.01)  # η·λ₁ = 0.02
+    after = dense.weight.detach()
+    assert torch.equal(after[3, :16], torch.zeros(16))  # 0.01 ≤ 0.02: exactly zero
+    assert torch.equal(after[3, 16:] != 0, before[3, 16:] != 0)  # the row's other block only shrinks
+    for p, j in ((0, 0), (3, 1), (20, 1)):  # the others: the same direction, the norm 0.02 smaller
+        old, new = before[p, 16 * j:16 * j + 16].double(), after[p, 16 * j:16 * j + 16].double()
+        assert float(new.norm()) == pytest.approx(float(old.norm()) - 0.02, abs=1e-6)
+        assert torch.allclose(new / new.norm(), old / old.norm(), atol=1e-6)
+    assert torch.equal(model.bert.encoder.layer[0].attention.self.value.weight, value)  # not in `modules`
+
+
+@pytest.mark.parametrize("proximal", [False, True])
+def test_proximal_training_zeroes_small_rows_that_adam_through_the_loss_does_not(tmp_path, proximal):
+    model = tiny_teacher().train()
+    config = BlockPruningConfig(group_lasso_weight=10.0, modules=["intermediate"], epsilon=0.0, remove=False,
+                                proximal=proximal)
+    trainer = BlockPruningTrainer(model=model, args=_args(tmp_path), train_dataset=toy_dataset(), pruning=config)
+    dense = model.bert.encoder.layer[0].intermediate.dense
+    with torch.no_grad():  # rows of norm 5e-3, under one step's η·λ₁ = 1e-3 · 10 (constant learning rate)
+        dense.weight[:5] *= 5e-3 / dense.weight[:5].norm(dim=1, keepdim=True)
+    norms = dense.weight.detach().norm(dim=1)
+    trainer.train()
+    new = dense.weight.detach().norm(dim=1)
+    assert "loss_group_lasso" in trainer.state.log_history[0]
+    if proximal:
+        # 3 steps: the small rows are exactly zero (an Adam step moves a row of 32 weights by at most about
+        # η·√32 = 6e-3 < η·λ₁, so the next proximal step zeroes it again); the others lost 3·η·λ₁ = 0.03 at most,
+        # give or take Adam's 3 steps
+        assert torch.equal(new[:5], torch.zeros(5))
+        assert bool((new[5:] >= norms[5:] - 0.03 - 0.02).all()) and bool((new[5:] <= norms[5:] - 0.03 + 0.02).all())
+    else:  # through the loss, Adam moves each weight by about η per step, whatever λ₁: no row lands on zero
+        assert bool((new[:5] > 0).all())
 
 
 def test_distillation_loss_is_the_sum_of_its_components(tmp_path):

@@ -2,7 +2,7 @@
 thresholding at ε, and physical removal of the FFN neurons and attention heads that end up zero (docs/pruning.md).
 
 - `config.py`: `BlockPruningConfig` (λ₁, λ₂, K, rows / columns / both, modules, ε, when to threshold).
-- `penalty.py`: group norms and the penalty as loss components.
+- `penalty.py`: group norms, the penalty as loss components, the group lasso's proximal step.
 - `gates.py`: the gated form of the θ(1 − θ) term.
 - `structure.py`: threshold, dead heads / neurons, removal, per-layer sizes, loading a pruned plain BERT.
 - `trainer.py`: `BlockPruningTrainer` / `BlockPruningDistillationTrainer` (the penalty as a logged loss component).
@@ -11,7 +11,7 @@ thresholding at ε, and physical removal of the FFN neurons and attention heads 
 
 from .config import BlockPruningConfig
 from .gates import BlockGates
-from .penalty import block_pruning_penalty, group_norms
+from .penalty import block_pruning_penalty, group_norms, proximal_group_lasso_
 from .report import checkpoint_sparsity_report, config_sparsity_report, sparsity_report, write_sparsity_report
 from .structure import dead_structures, kept_sizes, load_pruned_bert, prune_, pruned_class, threshold_
 from .trainer import BlockPruningDistillationTrainer, BlockPruningMixin, BlockPruningTrainer
@@ -29,6 +29,7 @@ __all__ = [
     "group_norms",
     "kept_sizes",
     "load_pruned_bert",
+    "proximal_group_lasso_",
     "prune_",
     "pruned_class",
     "sparsity_report",

@@ -54,10 +54,17 @@ class BlockPruningConfig:
         heads_keep_share (`float`, optional): the same for attention heads: k = round(share ·
             `num_attention_heads`) heads of largest ‖W_V[h]‖_F · ‖W_AO[:,h]‖_F (value rows times attention-output
             columns of head h) per layer; the others get zero value rows (b_V folded). In (0, 1]; None: ε alone.
+        proximal (`bool`, defaults to `False`): apply the group lasso as a proximal step after every optimizer step
+            instead of through the loss's gradient: every group θ_g ← θ_g · max(0, 1 − η_t·λ₁ / ‖θ_g‖₂), η_t the
+            step's learning rate (group soft-thresholding; the term's value is still logged, not differentiated).
+            Adam divides a loss gradient by its own running size per weight, so through the loss the lasso moves
+            every weight by at most about η_t per step whatever λ₁, shrinking all groups alike; the proximal step
+            shrinks each group's norm by η_t·λ₁ and sets the groups that fall below it to exactly zero. Not with
+            `penalty_form="gate"`.
 
     Raises:
         ValueError: naming the field, for a negative λ₁, λ₂ or ε, K < 1, an unknown direction, module or form, a
-            negative `threshold_every`, or a keep share outside (0, 1] (one that keeps no neuron / head of a layer
+            negative `threshold_every`, `proximal` with `penalty_form="gate"`, or a keep share outside (0, 1] (one that keeps no neuron / head of a layer
             is refused when the threshold is applied, naming the field).
     """
 
@@ -75,6 +82,8 @@ class BlockPruningConfig:
         default=None, metadata={"help": "Target width: keep this share of FFN neurons per layer (largest norms)."})
     heads_keep_share: float | None = field(
         default=None, metadata={"help": "Target: keep this share of attention heads per layer (largest norms)."})
+    proximal: bool = field(
+        default=False, metadata={"help": "Group lasso as a proximal step after each optimizer step (not the loss)."})
 
     def __post_init__(self):
         for name in ("group_lasso_weight", "binarizing_weight", "epsilon"):
@@ -100,6 +109,10 @@ class BlockPruningConfig:
             if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
                                       or not 0 < value <= 1):
                 _fail(name, f"must be a share in (0, 1] or None, got {value!r}")
+        if not isinstance(self.proximal, bool):
+            _fail("proximal", f"must be True or False, got {self.proximal!r}")
+        if self.proximal and self.penalty_form == "gate":
+            _fail("proximal", "applies to the weights: it cannot be combined with penalty_form='gate'")
 
     @property
     def directions(self) -> tuple[str, ...]:

@@ -90,7 +90,8 @@ def block_pruning_penalty(model: nn.Module, config: BlockPruningConfig, gates=No
     r"""The penalty's two components, each already multiplied by its λ (scalar tensors):
 
     - `"group_lasso"`: λ₁ Σ_i Σ_groups ‖group‖₂ over the Linears of `config.modules` and the directions of
-      `config.direction`; with gates, of the gated weight g·θ (so the norm of a group is g·‖θ_group‖).
+      `config.direction`; with gates, of the gated weight g·θ (so the norm of a group is g·‖θ_group‖). With
+      `config.proximal` detached (its value only: `proximal_group_lasso_` applies it after the optimizer step).
     - `"binarizing"`: λ₂ Σ_i Σ θ(1 − θ) over every weight entry (`penalty_form="weight"`, the seed's form), or
       λ₂ Σ_g g(1 − g) over the gates (`"gate"`); absent when λ₂ = 0.
 
@@ -115,9 +116,29 @@ def block_pruning_penalty(model: nn.Module, config: BlockPruningConfig, gates=No
     if config.binarizing_weight > 0 and config.penalty_form == "gate" and gates is not None:
         binarizing.extend((g * (1 - g)).sum() for g in gates.parameters())
     components = {"group_lasso": config.group_lasso_weight * torch.stack(lasso).sum()}
+    if config.proximal:
+        components["group_lasso"] = components["group_lasso"].detach()
     if binarizing:
         components["binarizing"] = config.binarizing_weight * torch.stack(binarizing).sum()
     return components
 
 
-__all__ = ["block_pruning_penalty", "check_model", "group_mask", "group_norms", "pruned_linears"]
+@torch.no_grad()
+def proximal_group_lasso_(model: nn.Module, config: BlockPruningConfig, step_size: float) -> None:
+    r"""The proximal step of the group lasso with step size η (the optimizer's learning rate of the step), in place:
+    every group θ_g of the Linears of `config.modules` (each direction of `config.direction` in turn) becomes
+    θ_g · max(0, 1 − η·λ₁ / ‖θ_g‖₂): its norm shrinks by η·λ₁, and a group with ‖θ_g‖₂ ≤ η·λ₁ becomes exactly zero
+    (the minimiser of ½‖θ − θ_g‖² + η·λ₁‖θ‖₂)."""
+    shrink = step_size * config.group_lasso_weight
+    if shrink <= 0:
+        return
+    for module in pruned_linears(model, config.modules).values():
+        weight = module.weight
+        for direction in config.directions:
+            norms = group_norms(weight, config.num_blocks, direction)
+            factor = (1 - shrink / norms.clamp_min(torch.finfo(norms.dtype).tiny)).clamp_min(0)
+            weight.mul_(group_mask(factor, weight.shape, direction))
+
+
+__all__ = ["block_pruning_penalty", "check_model", "group_mask", "group_norms", "proximal_group_lasso_",
+           "pruned_linears"]

@@ -3,6 +3,7 @@ BERT) and of `DistillationTrainer` (knowledge-guided: a pruned student distilled
 
 `BlockPruningMixin` adds to the loss the components of `penalty.block_pruning_penalty` (`group_lasso`,
 `binarizing`), logs each as `loss_<component>` (mean over the logging interval) like the distillation losses,
+with `proximal=True` applies the group lasso as a proximal step after every optimizer step instead,
 thresholds every `threshold_every` steps, and at the end of `train()` thresholds and (with `remove=True`) physically
 removes the zero heads and FFN neurons (`structure.prune_`); `trainer.pruned_sizes` then holds the kept sizes.
 """
@@ -15,13 +16,19 @@ from transformers import Trainer, TrainerCallback
 from ..distillation.trainer import DistillationTrainer
 from .config import BlockPruningConfig
 from .gates import BlockGates
-from .penalty import block_pruning_penalty, check_model
+from .penalty import block_pruning_penalty, check_model, proximal_group_lasso_
 from .structure import prune_, threshold_
 
 
 class _PruningCallback(TrainerCallback):
     def __init__(self, trainer):
         self.trainer = trainer
+
+    def on_optimizer_step(self, args, state, control, **kwargs):
+        trainer = self.trainer
+        if trainer.pruning.proximal:  # after optimizer.step(), before the scheduler's: the step's learning rate
+            proximal_group_lasso_(trainer.accelerator.unwrap_model(trainer.model), trainer.pruning,
+                                  trainer.optimizer.param_groups[0]["lr"])
 
     def on_step_end(self, args, state, control, **kwargs):
         trainer = self.trainer
