@@ -6,9 +6,13 @@ into one table (docs/measurements/pruning-goals.md, included in docs/pruning.md)
     python examples/pruning_goals.py student OUT           # goal 2: 1-1-1 (BiT) students, unpruned and pruned
     python examples/pruning_goals.py minilm-long OUT       # goal 1: the same cut, a 4x longer recovery (one run)
     python examples/pruning_goals.py student-small OUT     # goal 2: 1-1-1 students of it, as distilled and smallest
+    python examples/pruning_goals.py proximal-probe OUT --group-lasso-weight 20 --lr-penalty 5e-4
+                                                           # goal 1: penalty (proximal lasso) and cut only, one setting
+    python examples/pruning_goals.py minilm-proximal OUT   # goal 1, third try: PROXIMAL (penalty, cut, long recovery)
     python examples/pruning_goals.py table OUT > docs/measurements/pruning-goals.md
     python examples/pruning_goals.py long-table OUT > docs/measurements/pruning-long-recovery.md
     python examples/pruning_goals.py small-table OUT > docs/measurements/pruning-small-student.md
+    python examples/pruning_goals.py proximal-table OUT > docs/measurements/pruning-proximal.md
 
 Run from the repository root with ../shared (teacher, SST-2); one thread for training (`OMP_NUM_THREADS=1`). Every
 run writes under OUT; `table` reads what is there (a missing run is left out of the table and says so).
@@ -37,6 +41,13 @@ MINILM = {"batch_size": 16, "steps_penalty": 300, "steps_recovery": 300, "lr_pen
 # goal 1, second try: the same penalty steps and cut, then a recovery LONG_RECOVERY_STEPS long (the recipe's
 # recovery losses were still falling at its end)
 LONG_RECOVERY_STEPS = 1200
+# goal 1, third try: the group lasso as a proximal step (BlockPruningConfig.proximal). Through the loss, Adam moves
+# every weight by about the learning rate per step whatever λ₁: after the recipe's 300 steps every FFN row norm had
+# dropped by about the same 0.15 and none was near zero, so the top-k cut did all the damage. The proximal step
+# shrinks each row's norm by lr·λ₁ per step and the distillation holds up the rows it needs; λ₁ and the penalty's
+# learning rate from the `proximal-probe` runs (docs/measurements/pruning-proximal.md); recovery as `minilm-long`
+PROXIMAL = {**MINILM, "proximal": True, "group_lasso_weight": 20.0, "lr_penalty": 5e-4,
+            "steps_recovery": LONG_RECOVERY_STEPS}
 # goal 2: the BiT 1-1-1 student (weights, activations, embeddings 1 bit, elastic activations), a small budget
 STUDENT = {"batch_size": 16, "steps": 150, "lr": 5e-4}
 
@@ -69,20 +80,21 @@ def run_minilm(out: Path) -> None:
     (out / "minilm.json").write_text(json.dumps(record, indent=1))
 
 
-def _penalty_and_cut(out: Path) -> dict:
-    """Stage 1 of `run_minilm` (penalty, then the top-k cut saved in OUT/minilm-removed); reused when already
-    there. Returns what ε alone would have removed and the penalty run's accuracy and seconds."""
+def _penalty_and_cut(out: Path, c: dict = MINILM, prefix: str = "minilm", measure: bool = False) -> dict:
+    """Stage 1 of `run_minilm` (penalty, then the top-k cut saved in OUT/<prefix>-removed); reused when already
+    there. Returns what ε alone would have removed and the penalty run's accuracy and seconds; with `measure`, also
+    the quantiles of the FFN (intermediate row) and value row norms after the penalty and the accuracy right after
+    the cut."""
     from hf_binary_bert.pruning import BlockPruningConfig, load_pruned_bert, prune_
     from hf_binary_bert.pruning.recipe import prune
     from hf_binary_bert.pruning.structure import dead_structures
 
-    c = MINILM
-    stage1, pruned = out / "minilm-penalty", out / "minilm-removed"
-    record = out / "minilm-cut.json"
+    stage1, pruned = out / f"{prefix}-penalty", out / f"{prefix}-removed"
+    record = out / f"{prefix}-cut.json"
     if record.exists() and (pruned / "config.json").exists():
         return json.loads(record.read_text())
     config = BlockPruningConfig(group_lasso_weight=c["group_lasso_weight"], modules=c["modules"],
-                                epsilon=c["epsilon"], remove=False)
+                                epsilon=c["epsilon"], remove=False, proximal=c.get("proximal", False))
     r1 = prune(TEACHER, TASK, str(stage1), pruning=config, evaluate=True,
                **_common(c["steps_penalty"], c["lr_penalty"], c["batch_size"]))
     model = load_pruned_bert(stage1)
@@ -93,14 +105,64 @@ def _penalty_and_cut(out: Path) -> dict:
                   "accuracy_after_penalty": r1["metrics"].get("eval_accuracy")}
     target = BlockPruningConfig(group_lasso_weight=0.0, modules=c["modules"], epsilon=c["epsilon"],
                                 ffn_keep_share=c["ffn_keep_share"], heads_keep_share=c["heads_keep_share"])
+    norms = _row_norm_quantiles(model) if measure else None
     prune_(model, target)
     model.save_pretrained(pruned)
     from transformers import AutoTokenizer
 
     AutoTokenizer.from_pretrained(TEACHER).save_pretrained(pruned)
     cut = {"epsilon_alone": by_epsilon, "train_seconds": r1["train_seconds"]}
+    if measure:
+        cut.update(recipe=c, norms_after_penalty=norms, accuracy_after_cut=_accuracy(pruned),
+                   log_history=r1["log_history"])
     record.write_text(json.dumps(cut, indent=1))
     return cut
+
+
+QUANTILES = (0.0, 0.1, 0.25, 0.5, 0.75, 0.9, 1.0)
+
+
+def _row_norm_quantiles(model) -> dict:
+    """Quantiles (QUANTILES) of the L2 norms of the FFN neurons' intermediate rows and of the value rows, all
+    layers together, and how many intermediate rows are under 0.1 and under 0.5."""
+    layers = model.bert.encoder.layer
+    ffn = torch.cat([layer.intermediate.dense.weight.detach().norm(dim=1) for layer in layers])
+    value = torch.cat([layer.attention.self.value.weight.detach().norm(dim=1) for layer in layers])
+    q = torch.tensor(QUANTILES)
+    return {"ffn": [round(x, 3) for x in torch.quantile(ffn, q).tolist()],
+            "value": [round(x, 3) for x in torch.quantile(value, q).tolist()],
+            "ffn_under_0.1": int((ffn < 0.1).sum()), "ffn_under_0.5": int((ffn < 0.5).sum()), "ffn_rows": len(ffn)}
+
+
+def run_proximal_probe(out: Path, group_lasso_weight: float, lr_penalty: float, proximal: bool = True) -> None:
+    """Goal 1, choosing λ₁: the penalty steps of PROXIMAL with this λ₁ and learning rate (`proximal=False`: the
+    lasso through the loss, as the recipe), and the cut, in OUT/probe-<λ₁>-<lr> (OUT/probe-loss-<λ₁>-<lr>); nothing
+    else (no recovery)."""
+    c = {**PROXIMAL, "group_lasso_weight": group_lasso_weight, "lr_penalty": lr_penalty, "proximal": proximal}
+    _penalty_and_cut(out, c, f"probe-{'' if proximal else 'loss-'}{group_lasso_weight:g}-{lr_penalty:g}",
+                     measure=True)
+
+
+def run_minilm_proximal(out: Path) -> None:
+    """Goal 1, third try: PROXIMAL's penalty steps (the proximal group lasso) and cut (reused from a probe with the
+    same setting when there), then the recovery distillation from the dense teacher (OUT/proximal-pruned)."""
+    from hf_binary_bert.pruning import BlockPruningConfig, load_pruned_bert, sparsity_report
+    from hf_binary_bert.pruning.recipe import prune
+
+    c = PROXIMAL
+    prefix = f"probe-{c['group_lasso_weight']:g}-{c['lr_penalty']:g}"
+    cut = _penalty_and_cut(out, c, prefix, measure=True)
+    final = out / "proximal-pruned"
+    recovery = BlockPruningConfig(group_lasso_weight=0.0, modules=["intermediate"], epsilon=0.0)
+    steps = 2 if SMOKE else c["steps_recovery"]
+    result = prune(str(out / f"{prefix}-removed"), TASK, str(final), pruning=recovery, teacher=TEACHER,
+                   evaluate=True, **_common(steps, c["lr_recovery"], c["batch_size"]))
+    record = {"recipe": {**c, "steps_recovery": steps}, "cut": prefix, **cut,
+              "sizes": sparsity_report(load_pruned_bert(final)),
+              "accuracy_after_recovery": result["metrics"].get("eval_accuracy"),
+              "recovery_log_history": result["log_history"],
+              "train_seconds": [cut["train_seconds"], result["train_seconds"]]}
+    (out / "minilm-proximal.json").write_text(json.dumps(record, indent=1))
 
 
 def run_minilm_long(out: Path) -> None:
@@ -423,11 +485,96 @@ def long_table(out: Path) -> None:
           "seed; the pruned model has the recipe's shapes, so its forward times are the recipe's.\n")
 
 
+def proximal_table(out: Path) -> None:
+    """The Markdown of docs/measurements/pruning-proximal.md: every penalty setting under OUT (the recipe's stage 1
+    when OUT holds its `minilm-*` folders, the probes) and the `minilm-proximal` run."""
+    from hf_binary_bert.pruning import load_pruned_bert
+
+    print(f"`python examples/pruning_goals.py proximal-table {out} > docs/measurements/pruning-proximal.md` (runs: "
+          "`proximal-probe` with the settings below and `minilm-proximal`, same OUT; the recipe's row: the `minilm` "
+          "run's stage-1 folders copied into OUT)\n")
+    print(f"SST-2 dev (872 sentences, max_seq_length {SEQ}); {_cpu()}, one thread per run, a machine shared with "
+          f"other jobs; torch {torch.__version__}. Every setting: {MINILM['steps_penalty']} distillation steps from "
+          f"the teacher (batch {MINILM['batch_size']}, seed 0, 10 % warm-up then linear decay), the group lasso on "
+          "the FFN neurons' intermediate rows and the value rows, then the recipe's cut (per layer the top "
+          f"{MINILM['ffn_keep_share']:.0%} of FFN neurons and {MINILM['heads_keep_share']:.0%} of heads by norm), no "
+          "recovery. Row norms: L2 norms of the 9216 intermediate rows (2304 value rows), all layers, after the "
+          "penalty steps; the teacher's FFN rows: "
+          f"{_quantile_text(_row_norm_quantiles(load_pruned_bert(TEACHER))['ffn'])}.\n")
+    print("| lasso applied | λ₁ | learning rate | FFN row norms, min / 10 % / 25 % / median / 75 % / 90 % / max | "
+          "FFN rows < 0.1 | value rows, median | accuracy after the penalty | after the cut |")
+    print("|---|---:|---:|---|---:|---:|---:|---:|")
+    settings = sorted(out.glob("*-cut.json"), key=lambda f: (not f.name.startswith("minilm"), f.name))
+    for record_file in settings:
+        prefix = record_file.name[:-len("-cut.json")]
+        if not (out / f"{prefix}-removed" / "config.json").exists():
+            continue
+        record = json.loads(record_file.read_text())
+        c = record.get("recipe", MINILM)
+        norms = record.get("norms_after_penalty") or _row_norm_quantiles(load_pruned_bert(out / f"{prefix}-penalty"))
+        after_cut = record.get("accuracy_after_cut")
+        after_cut = _accuracy(out / f"{prefix}-removed") if after_cut is None else after_cut
+        form = "proximal step" if c.get("proximal") else "through the loss (Adam)"
+        print(f"| {form} | {c['group_lasso_weight']:g} | {c['lr_penalty']:g} | {_quantile_text(norms['ffn'])} | "
+              f"{norms['ffn_under_0.1']}/{norms['ffn_rows']} | {norms['value'][3]:.3f} | "
+              f"{record['epsilon_alone']['accuracy_after_penalty']:.4f} | {after_cut:.4f} |")
+    print()
+    if not (out / "minilm-proximal.json").exists():
+        print(f"No `minilm-proximal` run in {out}.\n")
+        return
+    record = json.loads((out / "minilm-proximal.json").read_text())
+    c = record["recipe"]
+    steps = c["steps_recovery"]
+    print(f"### The run: λ₁ = {c['group_lasso_weight']:g} as a proximal step, learning rate {c['lr_penalty']:g}, "
+          f"then the cut and a {steps}-step recovery\n")
+    print(f"Recovery: distillation of the cut model from the dense teacher, learning rate {c['lr_recovery']:g} "
+          "(prediction KD and hidden-state MSE), nothing more removed, as `minilm-long`.\n")
+    print("| model | steps after the teacher | accuracy | Δ vs teacher (points) | heads kept | FFN width kept |")
+    print("|---|---:|---:|---:|---:|---:|")
+    teacher = _accuracy(TEACHER)
+    removed = out / f"{record['cut']}-removed"
+    rows = [("teacher (dense)", 0, teacher, TEACHER),
+            ("after the penalty steps (nothing removed)", c["steps_penalty"],
+             record["epsilon_alone"]["accuracy_after_penalty"], out / f"{record['cut']}-penalty"),
+            ("after the cut, before recovery", c["steps_penalty"], record["accuracy_after_cut"], removed),
+            (f"after the {steps}-step recovery", c["steps_penalty"] + steps, record["accuracy_after_recovery"],
+             out / "proximal-pruned")]
+    for name, done, accuracy, path in rows:
+        layers = load_pruned_bert(path).bert.encoder.layer
+        heads = sum(layer.attention.self.num_attention_heads for layer in layers)
+        ffn = sum(layer.intermediate.dense.out_features for layer in layers)
+        print(f"| {name} | {done} | {accuracy:.4f} | {100 * (accuracy - teacher):+.1f} | {heads}/{12 * len(layers)} | "
+              f"{ffn}/{1536 * len(layers)} |")
+    logged = [e for e in record["recovery_log_history"] if "loss" in e and "step" in e]
+    marks = {e["step"] for e in logged if e["step"] in (25, steps // 4, steps // 2, 3 * steps // 4)} | \
+        {e["step"] for e in logged[-1:]}
+    print("\nRecovery losses (logged every 25 steps, the mean over those steps): " + "; ".join(
+        f"step {e['step']}: loss {e['loss']:.4f} (prediction {e['loss_prediction']:.4f}, hidden "
+        f"{e['loss_hidden']:.4f})" for e in logged if e["step"] in marks) + ". Training seconds, wall (penalty, "
+        f"recovery): {record['train_seconds'][0]:.0f}, {record['train_seconds'][1]:.0f}.\n")
+    final = record["accuracy_after_recovery"]
+    print(f"**Goal 1, accuracy** (≤ 50 % FFN width, within 1 point of the teacher): "
+          f"{'met' if final >= teacher - 0.01 else 'not met'} ({100 * (final - teacher):+.1f} points). One run, one "
+          "seed; the pruned model has the recipe's shapes (the same heads and FFN width per layer), so its forward "
+          "times are the recipe's (docs/measurements/pruning-goals.md).\n")
+
+
+def _quantile_text(values) -> str:
+    return " / ".join(f"{v:.2f}" for v in values)
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("what", choices=["minilm", "minilm-dense", "student", "minilm-long", "student-small", "table",
-                                         "long-table", "small-table"])
+    parser.add_argument("what", choices=["minilm", "minilm-dense", "student", "minilm-long", "student-small",
+                                         "proximal-probe", "minilm-proximal", "table", "long-table", "small-table",
+                                         "proximal-table"])
     parser.add_argument("out", type=Path)
+    parser.add_argument("--group-lasso-weight", type=float, default=PROXIMAL["group_lasso_weight"],
+                        help="proximal-probe: λ₁")
+    parser.add_argument("--lr-penalty", type=float, default=PROXIMAL["lr_penalty"],
+                        help="proximal-probe: the penalty steps' learning rate")
+    parser.add_argument("--through-loss", action="store_true",
+                        help="proximal-probe: the group lasso through the loss (as the recipe), not the proximal step")
     parser.add_argument("--smoke", action="store_true", help="2 steps on 64 sentences: check the pipeline only")
     args = parser.parse_args(argv)
     global SMOKE
@@ -435,7 +582,9 @@ def main(argv=None) -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     if not args.what.endswith("table"):
         torch.set_num_threads(1)
-    {"minilm": run_minilm, "minilm-dense": run_minilm_dense, "student": run_student, "minilm-long": run_minilm_long,
+    if args.what == "proximal-probe":
+        return run_proximal_probe(args.out, args.group_lasso_weight, args.lr_penalty, not args.through_loss)
+    {"minilm": run_minilm, "minilm-proximal": run_minilm_proximal, "proximal-table": proximal_table, "minilm-dense": run_minilm_dense, "student": run_student, "minilm-long": run_minilm_long,
      "student-small": run_student_small, "table": table, "long-table": long_table,
      "small-table": small_table}[args.what](args.out)
 
