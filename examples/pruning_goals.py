@@ -91,12 +91,18 @@ def _penalty_and_cut(out: Path, c: dict = MINILM, prefix: str = "minilm", measur
 
     stage1, pruned = out / f"{prefix}-penalty", out / f"{prefix}-removed"
     record = out / f"{prefix}-cut.json"
-    if record.exists() and (pruned / "config.json").exists():
+    if record.exists() and ((pruned / "config.json").exists() or "cut_refused" in json.loads(record.read_text())):
         return json.loads(record.read_text())
+    outside = c.get("outside_target", False)  # the proximal step only on what the shares cut; the end threshold
+    shares = {k: c[k] for k in ("ffn_keep_share", "heads_keep_share")} if outside else {}  # is then the cut itself
     config = BlockPruningConfig(group_lasso_weight=c["group_lasso_weight"], modules=c["modules"],
-                                epsilon=c["epsilon"], remove=False, proximal=c.get("proximal", False))
-    r1 = prune(TEACHER, TASK, str(stage1), pruning=config, evaluate=True,
-               **_common(c["steps_penalty"], c["lr_penalty"], c["batch_size"]))
+                                epsilon=c["epsilon"], remove=False, proximal=c.get("proximal", False),
+                                proximal_outside_target=outside, **shares)
+    if (stage1 / "prune_results.json").exists():  # the penalty steps done, the cut not: reuse them
+        r1 = json.loads((stage1 / "prune_results.json").read_text())
+    else:
+        r1 = prune(TEACHER, TASK, str(stage1), pruning=config, evaluate=True,
+                   **_common(c["steps_penalty"], c["lr_penalty"], c["batch_size"]))
     model = load_pruned_bert(stage1)
     dead = dead_structures(model)
     by_epsilon = {"ffn_neurons_dead": sum(int(d["neurons"].sum()) for d in dead),
@@ -106,7 +112,15 @@ def _penalty_and_cut(out: Path, c: dict = MINILM, prefix: str = "minilm", measur
     target = BlockPruningConfig(group_lasso_weight=0.0, modules=c["modules"], epsilon=c["epsilon"],
                                 ffn_keep_share=c["ffn_keep_share"], heads_keep_share=c["heads_keep_share"])
     norms = _row_norm_quantiles(model) if measure else None
-    prune_(model, target)
+    try:
+        prune_(model, target)
+    except ValueError as err:  # ε (still applied with the shares) would empty a layer: a setting too strong
+        if not measure:
+            raise
+        record.write_text(json.dumps({"epsilon_alone": by_epsilon, "train_seconds": r1["train_seconds"], "recipe": c,
+                                      "norms_after_penalty": norms, "cut_refused": str(err),
+                                      "log_history": r1["log_history"]}, indent=1))
+        return json.loads(record.read_text())
     model.save_pretrained(pruned)
     from transformers import AutoTokenizer
 
@@ -134,13 +148,20 @@ def _row_norm_quantiles(model) -> dict:
             "ffn_under_0.1": int((ffn < 0.1).sum()), "ffn_under_0.5": int((ffn < 0.5).sum()), "ffn_rows": len(ffn)}
 
 
-def run_proximal_probe(out: Path, group_lasso_weight: float, lr_penalty: float, proximal: bool = True) -> None:
-    """Goal 1, choosing λ₁: the penalty steps of PROXIMAL with this λ₁ and learning rate (`proximal=False`: the
-    lasso through the loss, as the recipe), and the cut, in OUT/probe-<λ₁>-<lr> (OUT/probe-loss-<λ₁>-<lr>); nothing
-    else (no recovery)."""
-    c = {**PROXIMAL, "group_lasso_weight": group_lasso_weight, "lr_penalty": lr_penalty, "proximal": proximal}
-    _penalty_and_cut(out, c, f"probe-{'' if proximal else 'loss-'}{group_lasso_weight:g}-{lr_penalty:g}",
-                     measure=True)
+def _probe_prefix(c: dict) -> str:
+    form = "target-" if c.get("outside_target") else ("" if c.get("proximal") else "loss-")
+    return f"probe-{form}{c['group_lasso_weight']:g}-{c['lr_penalty']:g}"
+
+
+def run_proximal_probe(out: Path, group_lasso_weight: float, lr_penalty: float, proximal: bool = True,
+                       outside_target: bool = False) -> None:
+    """Goal 1, choosing λ₁: the penalty steps with this λ₁ and learning rate as a proximal step on every group
+    (OUT/probe-<λ₁>-<lr>), only on the groups outside the keep shares' top k (`outside_target`,
+    OUT/probe-target-<λ₁>-<lr>; the end-of-penalty threshold is then the cut) or through the loss as the recipe
+    (`proximal=False`, OUT/probe-loss-<λ₁>-<lr>), and the cut; nothing else (no recovery)."""
+    c = {**PROXIMAL, "group_lasso_weight": group_lasso_weight, "lr_penalty": lr_penalty, "proximal": proximal,
+         "outside_target": outside_target}
+    _penalty_and_cut(out, c, _probe_prefix(c), measure=True)
 
 
 def run_minilm_proximal(out: Path) -> None:
@@ -150,7 +171,7 @@ def run_minilm_proximal(out: Path) -> None:
     from hf_binary_bert.pruning.recipe import prune
 
     c = PROXIMAL
-    prefix = f"probe-{c['group_lasso_weight']:g}-{c['lr_penalty']:g}"
+    prefix = _probe_prefix(c)
     cut = _penalty_and_cut(out, c, prefix, measure=True)
     final = out / "proximal-pruned"
     recovery = BlockPruningConfig(group_lasso_weight=0.0, modules=["intermediate"], epsilon=0.0)
@@ -507,17 +528,21 @@ def proximal_table(out: Path) -> None:
     settings = sorted(out.glob("*-cut.json"), key=lambda f: (not f.name.startswith("minilm"), f.name))
     for record_file in settings:
         prefix = record_file.name[:-len("-cut.json")]
-        if not (out / f"{prefix}-removed" / "config.json").exists():
-            continue
         record = json.loads(record_file.read_text())
+        if not (out / f"{prefix}-removed" / "config.json").exists() and "cut_refused" not in record:
+            continue
         c = record.get("recipe", MINILM)
         norms = record.get("norms_after_penalty") or _row_norm_quantiles(load_pruned_bert(out / f"{prefix}-penalty"))
         after_cut = record.get("accuracy_after_cut")
-        after_cut = _accuracy(out / f"{prefix}-removed") if after_cut is None else after_cut
-        form = "proximal step" if c.get("proximal") else "through the loss (Adam)"
+        if "cut_refused" in record:
+            after_cut = "cut refused: " + record["cut_refused"].split(";")[0]
+        else:
+            after_cut = f"{_accuracy(out / f'{prefix}-removed') if after_cut is None else after_cut:.4f}"
+        form = ("proximal step, only outside the top k (the end threshold is the cut)" if c.get("outside_target")
+                else "proximal step" if c.get("proximal") else "through the loss (Adam)")
         print(f"| {form} | {c['group_lasso_weight']:g} | {c['lr_penalty']:g} | {_quantile_text(norms['ffn'])} | "
               f"{norms['ffn_under_0.1']}/{norms['ffn_rows']} | {norms['value'][3]:.3f} | "
-              f"{record['epsilon_alone']['accuracy_after_penalty']:.4f} | {after_cut:.4f} |")
+              f"{record['epsilon_alone']['accuracy_after_penalty']:.4f} | {after_cut} |")
     print()
     if not (out / "minilm-proximal.json").exists():
         print(f"No `minilm-proximal` run in {out}.\n")
@@ -575,6 +600,8 @@ def main(argv=None) -> None:
                         help="proximal-probe: the penalty steps' learning rate")
     parser.add_argument("--through-loss", action="store_true",
                         help="proximal-probe: the group lasso through the loss (as the recipe), not the proximal step")
+    parser.add_argument("--outside-target", action="store_true",
+                        help="proximal-probe: the proximal step only on the groups outside the keep shares' top k")
     parser.add_argument("--smoke", action="store_true", help="2 steps on 64 sentences: check the pipeline only")
     args = parser.parse_args(argv)
     global SMOKE
@@ -583,7 +610,8 @@ def main(argv=None) -> None:
     if not args.what.endswith("table"):
         torch.set_num_threads(1)
     if args.what == "proximal-probe":
-        return run_proximal_probe(args.out, args.group_lasso_weight, args.lr_penalty, not args.through_loss)
+        return run_proximal_probe(args.out, args.group_lasso_weight, args.lr_penalty, not args.through_loss,
+                                  args.outside_target)
     {"minilm": run_minilm, "minilm-proximal": run_minilm_proximal, "proximal-table": proximal_table, "minilm-dense": run_minilm_dense, "student": run_student, "minilm-long": run_minilm_long,
      "student-small": run_student_small, "table": table, "long-table": long_table,
      "small-table": small_table}[args.what](args.out)

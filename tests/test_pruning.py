@@ -31,6 +31,7 @@ from hf_binary_bert.pruning import (
     threshold_,
     write_sparsity_report,
 )
+from hf_binary_bert.pruning.structure import threshold_masks
 
 
 @pytest.fixture(autouse=True)
@@ -76,6 +77,10 @@ def test_bad_config_names_the_field(field, value):
         BlockPruningConfig(**{field: value})
     with pytest.raises(ValueError, match="BlockPruningConfig.proximal"):
         BlockPruningConfig(proximal=True, penalty_form="gate")
+    for bad in ({"proximal_outside_target": True, "ffn_keep_share": 0.5},  # not proximal
+                {"proximal_outside_target": True, "proximal": True}):  # no keep share
+        with pytest.raises(ValueError, match="BlockPruningConfig.proximal_outside_target"):
+            BlockPruningConfig(**bad)
 
 
 def test_blocks_must_divide_the_axis():
@@ -357,6 +362,44 @@ def test_proximal_step_shrinks_every_group_norm_by_the_step_and_zeroes_the_small
         assert float(new.norm()) == pytest.approx(float(old.norm()) - 0.02, abs=1e-6)
         assert torch.allclose(new / new.norm(), old / old.norm(), atol=1e-6)
     assert torch.equal(model.bert.encoder.layer[0].attention.self.value.weight, value)  # not in `modules`
+
+
+def test_proximal_step_outside_the_target_shrinks_only_what_the_cut_would_remove(tmp_path):
+    model = tiny_teacher().train()
+    config = BlockPruningConfig(group_lasso_weight=1e5, modules=["intermediate", "value", "query"], epsilon=0.0,
+                                remove=False, proximal=True, proximal_outside_target=True, ffn_keep_share=0.5,
+                                heads_keep_share=0.5)
+    cut = copy.deepcopy(model)
+    threshold_(cut, BlockPruningConfig(epsilon=0.0, modules=["intermediate", "value"], ffn_keep_share=0.5,
+                                       heads_keep_share=0.5))  # what the cut keeps (zeroed, not removed)
+    kept = {n: p.norm(dim=1) > 0 for n, p in cut.named_parameters()
+            if n.endswith(("intermediate.dense.weight", "attention.self.value.weight"))}
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    # one step by hand: the top k untouched, the other rows 1e-3 shorter (η·λ₁ = 1e-8 · 1e5)
+    keep = threshold_masks(model, BlockPruningConfig(**{**config.__dict__, "epsilon": 0.0}))
+    proximal_group_lasso_(model, config, step_size=1e-8, keep=keep)
+    for name, weight in model.named_parameters():
+        if name not in kept:
+            assert torch.equal(weight, before[name]), name  # query and the rest: penalised by no one
+            continue
+        k = kept[name]
+        assert 0 < int(k.sum()) < len(k)
+        assert torch.equal(weight[k], before[name][k])
+        assert torch.allclose(weight[~k].norm(dim=1), before[name][~k].norm(dim=1) - 1e-3, atol=1e-6)
+    # in training (Adam at η = 1e-9 moves nothing that matters): 3 such steps, then the end-of-training threshold
+    # with the shares, i.e. the cut itself
+    args = _args(tmp_path)
+    args.learning_rate = 1e-9
+    with torch.no_grad():
+        for name, weight in model.named_parameters():
+            weight.copy_(before[name])
+    BlockPruningTrainer(model=model, args=args, train_dataset=toy_dataset(), pruning=config).train()
+    for name, weight in model.named_parameters():
+        if name in kept:
+            assert torch.allclose(weight[kept[name]], before[name][kept[name]], atol=1e-6)
+            assert torch.equal(weight[~kept[name]], torch.zeros_like(weight[~kept[name]]))
+        elif name.endswith("query.weight"):
+            assert torch.allclose(weight, before[name], atol=1e-6)
 
 
 @pytest.mark.parametrize("proximal", [False, True])

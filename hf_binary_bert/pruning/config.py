@@ -61,10 +61,16 @@ class BlockPruningConfig:
             every weight by at most about η_t per step whatever λ₁, shrinking all groups alike; the proximal step
             shrinks each group's norm by η_t·λ₁ and sets the groups that fall below it to exactly zero. Not with
             `penalty_form="gate"`.
+        proximal_outside_target (`bool`, defaults to `False`): with `proximal` and a keep share, the proximal step
+            shrinks only the groups the shares would cut now: the intermediate rows of the FFN neurons outside each
+            layer's top k and the value rows of the heads outside it (re-chosen at every step by the scores of
+            `ffn_keep_share` / `heads_keep_share`); nothing else is penalised. The cut then removes rows that the
+            distillation has already learnt to do without.
 
     Raises:
         ValueError: naming the field, for a negative λ₁, λ₂ or ε, K < 1, an unknown direction, module or form, a
-            negative `threshold_every`, `proximal` with `penalty_form="gate"`, or a keep share outside (0, 1] (one that keeps no neuron / head of a layer
+            negative `threshold_every`, `proximal` with `penalty_form="gate"`, `proximal_outside_target` without
+            `proximal` and a keep share, or a keep share outside (0, 1] (one that keeps no neuron / head of a layer
             is refused when the threshold is applied, naming the field).
     """
 
@@ -84,6 +90,8 @@ class BlockPruningConfig:
         default=None, metadata={"help": "Target: keep this share of attention heads per layer (largest norms)."})
     proximal: bool = field(
         default=False, metadata={"help": "Group lasso as a proximal step after each optimizer step (not the loss)."})
+    proximal_outside_target: bool = field(
+        default=False, metadata={"help": "Proximal step only on the groups outside the keep shares' top k."})
 
     def __post_init__(self):
         for name in ("group_lasso_weight", "binarizing_weight", "epsilon"):
@@ -113,6 +121,11 @@ class BlockPruningConfig:
             _fail("proximal", f"must be True or False, got {self.proximal!r}")
         if self.proximal and self.penalty_form == "gate":
             _fail("proximal", "applies to the weights: it cannot be combined with penalty_form='gate'")
+        if not isinstance(self.proximal_outside_target, bool):
+            _fail("proximal_outside_target", f"must be True or False, got {self.proximal_outside_target!r}")
+        if self.proximal_outside_target and (not self.proximal or (self.ffn_keep_share is None
+                                                                   and self.heads_keep_share is None)):
+            _fail("proximal_outside_target", "needs proximal=True and ffn_keep_share or heads_keep_share")
 
     @property
     def directions(self) -> tuple[str, ...]:

@@ -124,20 +124,30 @@ def block_pruning_penalty(model: nn.Module, config: BlockPruningConfig, gates=No
 
 
 @torch.no_grad()
-def proximal_group_lasso_(model: nn.Module, config: BlockPruningConfig, step_size: float) -> None:
+def proximal_group_lasso_(model: nn.Module, config: BlockPruningConfig, step_size: float,
+                          keep: dict[str, torch.Tensor] | None = None) -> None:
     r"""The proximal step of the group lasso with step size η (the optimizer's learning rate of the step), in place:
     every group θ_g of the Linears of `config.modules` (each direction of `config.direction` in turn) becomes
     θ_g · max(0, 1 − η·λ₁ / ‖θ_g‖₂): its norm shrinks by η·λ₁, and a group with ‖θ_g‖₂ ≤ η·λ₁ becomes exactly zero
-    (the minimiser of ½‖θ − θ_g‖² + η·λ₁‖θ‖₂)."""
+    (the minimiser of ½‖θ − θ_g‖² + η·λ₁‖θ‖₂).
+
+    Args:
+        keep: `{Linear name: 0/1 mask [out, in]}`; where given, only the weights under a 0 are shrunk (a Linear
+            absent from it: all of its groups).
+    """
     shrink = step_size * config.group_lasso_weight
     if shrink <= 0:
         return
-    for module in pruned_linears(model, config.modules).values():
+    keep = keep or {}
+    for name, module in pruned_linears(model, config.modules).items():
         weight = module.weight
         for direction in config.directions:
             norms = group_norms(weight, config.num_blocks, direction)
-            factor = (1 - shrink / norms.clamp_min(torch.finfo(norms.dtype).tiny)).clamp_min(0)
-            weight.mul_(group_mask(factor, weight.shape, direction))
+            factor = group_mask((1 - shrink / norms.clamp_min(torch.finfo(norms.dtype).tiny)).clamp_min(0),
+                                weight.shape, direction)
+            if name in keep:
+                factor = torch.where(keep[name] > 0, torch.ones_like(factor), factor)
+            weight.mul_(factor)
 
 
 __all__ = ["block_pruning_penalty", "check_model", "group_mask", "group_norms", "proximal_group_lasso_",

@@ -10,6 +10,8 @@ removes the zero heads and FFN neurons (`structure.prune_`); `trainer.pruned_siz
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 from transformers import Trainer, TrainerCallback
 
@@ -17,7 +19,7 @@ from ..distillation.trainer import DistillationTrainer
 from .config import BlockPruningConfig
 from .gates import BlockGates
 from .penalty import block_pruning_penalty, check_model, proximal_group_lasso_
-from .structure import prune_, threshold_
+from .structure import prune_, threshold_, threshold_masks
 
 
 class _PruningCallback(TrainerCallback):
@@ -27,8 +29,11 @@ class _PruningCallback(TrainerCallback):
     def on_optimizer_step(self, args, state, control, **kwargs):
         trainer = self.trainer
         if trainer.pruning.proximal:  # after optimizer.step(), before the scheduler's: the step's learning rate
-            proximal_group_lasso_(trainer.accelerator.unwrap_model(trainer.model), trainer.pruning,
-                                  trainer.optimizer.param_groups[0]["lr"])
+            model = trainer.accelerator.unwrap_model(trainer.model)
+            keep = None
+            if trainer.pruning.proximal_outside_target:  # the top k of the keep shares now (ε = 0: no other mask)
+                keep = threshold_masks(model, dataclasses.replace(trainer.pruning, epsilon=0.0))
+            proximal_group_lasso_(model, trainer.pruning, trainer.optimizer.param_groups[0]["lr"], keep)
 
     def on_step_end(self, args, state, control, **kwargs):
         trainer = self.trainer
