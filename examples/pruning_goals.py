@@ -528,8 +528,12 @@ def proximal_table(out: Path) -> None:
     print("| lasso applied | λ₁ | learning rate | FFN row norms, min / 10 % / 25 % / median / 75 % / 90 % / max | "
           "FFN rows < 0.1 | value rows, median | accuracy after the penalty | after the cut |")
     print("|---|---:|---:|---|---:|---:|---:|---:|")
-    settings = sorted(out.glob("*-cut.json"), key=lambda f: (not f.name.startswith("minilm"), f.name))
-    for record_file in settings:
+    def order(record_file):  # the recipe first, then by form (loss, proximal, outside the target) and λ₁
+        c = json.loads(record_file.read_text()).get("recipe", MINILM)
+        form = 2 if c.get("outside_target") else int(bool(c.get("proximal")))
+        return (not record_file.name.startswith("minilm"), form, c["group_lasso_weight"])
+
+    for record_file in sorted(out.glob("*-cut.json"), key=order):
         prefix = record_file.name[:-len("-cut.json")]
         record = json.loads(record_file.read_text())
         if not (out / f"{prefix}-removed" / "config.json").exists() and "cut_refused" not in record:
@@ -538,7 +542,7 @@ def proximal_table(out: Path) -> None:
         norms = record.get("norms_after_penalty") or _row_norm_quantiles(load_pruned_bert(out / f"{prefix}-penalty"))
         after_cut = record.get("accuracy_after_cut")
         if "cut_refused" in record:
-            after_cut = "cut refused: " + record["cut_refused"].split(";")[0]
+            after_cut = "refused: " + record["cut_refused"].split(";")[0].replace("BlockPruningConfig.", "")
         else:
             after_cut = f"{_accuracy(out / f'{prefix}-removed') if after_cut is None else after_cut:.4f}"
         form = ("proximal step, only outside the top k (the end threshold is the cut)" if c.get("outside_target")
@@ -553,8 +557,9 @@ def proximal_table(out: Path) -> None:
     record = json.loads((out / "minilm-proximal.json").read_text())
     c = record["recipe"]
     steps = c["steps_recovery"]
-    print(f"### The run: λ₁ = {c['group_lasso_weight']:g} as a proximal step, learning rate {c['lr_penalty']:g}, "
-          f"then the cut and a {steps}-step recovery\n")
+    where = " only outside the top k" if c.get("outside_target") else ""
+    print(f"### The run: λ₁ = {c['group_lasso_weight']:g} as a proximal step{where}, learning rate "
+          f"{c['lr_penalty']:g}, then the cut and a {steps}-step recovery\n")
     print(f"Recovery: distillation of the cut model from the dense teacher, learning rate {c['lr_recovery']:g} "
           "(prediction KD and hidden-state MSE), nothing more removed, as `minilm-long`.\n")
     print("| model | steps after the teacher | accuracy | Δ vs teacher (points) | heads kept | FFN width kept |")
@@ -562,7 +567,8 @@ def proximal_table(out: Path) -> None:
     teacher = _accuracy(TEACHER)
     removed = out / f"{record['cut']}-removed"
     rows = [("teacher (dense)", 0, teacher, TEACHER),
-            ("after the penalty steps (nothing removed)", c["steps_penalty"],
+            ("after the penalty steps (the cut rows zero, not yet removed)" if c.get("outside_target") else
+             "after the penalty steps (nothing removed)", c["steps_penalty"],
              record["epsilon_alone"]["accuracy_after_penalty"], out / f"{record['cut']}-penalty"),
             ("after the cut, before recovery", c["steps_penalty"], record["accuracy_after_cut"], removed),
             (f"after the {steps}-step recovery", c["steps_penalty"] + steps, record["accuracy_after_recovery"],
