@@ -181,7 +181,7 @@ def run_minilm_proximal(out: Path) -> None:
     steps = 2 if SMOKE else c["steps_recovery"]
     result = prune(str(out / f"{prefix}-removed"), TASK, str(final), pruning=recovery, teacher=TEACHER,
                    evaluate=True, **_common(steps, c["lr_recovery"], c["batch_size"]))
-    record = {"recipe": {**c, "steps_recovery": steps}, "cut": prefix, **cut,
+    record = {**cut, "recipe": {**c, "steps_recovery": steps}, "cut": prefix,
               "sizes": sparsity_report(load_pruned_bert(final)),
               "accuracy_after_recovery": result["metrics"].get("eval_accuracy"),
               "recovery_log_history": result["log_history"],
