@@ -9,6 +9,8 @@ into one table (docs/measurements/pruning-goals.md, included in docs/pruning.md)
     python examples/pruning_goals.py proximal-probe OUT --group-lasso-weight 10 --lr-penalty 5e-4 [--outside-target]
                                                            # goal 1: penalty (proximal lasso) and cut only, one setting
     python examples/pruning_goals.py minilm-proximal OUT   # goal 1, third try: PROXIMAL (penalty, cut, long recovery)
+    python examples/pruning_goals.py minilm-proximal OUT --recovery-lr 3e-4
+                                                           # goal 1: only that recovery again, another learning rate
     python examples/pruning_goals.py table OUT > docs/measurements/pruning-goals.md
     python examples/pruning_goals.py long-table OUT > docs/measurements/pruning-long-recovery.md
     python examples/pruning_goals.py small-table OUT > docs/measurements/pruning-small-student.md
@@ -167,16 +169,27 @@ def run_proximal_probe(out: Path, group_lasso_weight: float, lr_penalty: float, 
     _penalty_and_cut(out, c, _probe_prefix(c), measure=True)
 
 
-def run_minilm_proximal(out: Path) -> None:
+def _recovery_suffix(lr_recovery: float | None) -> str:
+    return "" if lr_recovery is None else f"-lr{lr_recovery:g}"
+
+
+def run_minilm_proximal(out: Path, lr_recovery: float | None = None) -> None:
     """Goal 1, third try: PROXIMAL's penalty steps (the proximal group lasso) and cut (reused from a probe with the
-    same setting when there), then the recovery distillation from the dense teacher (OUT/proximal-pruned)."""
+    same setting when there), then the recovery distillation from the dense teacher (OUT/proximal-pruned). With
+    `lr_recovery` (goal 1, fourth try: the recovery was the limit), only the recovery again, at that learning rate,
+    from the cut already in OUT (refused when it is not there: the penalty steps are not redone), into
+    OUT/proximal-pruned-lr<lr> and OUT/minilm-proximal-lr<lr>.json."""
     from hf_binary_bert.pruning import BlockPruningConfig, load_pruned_bert, sparsity_report
     from hf_binary_bert.pruning.recipe import prune
 
-    c = PROXIMAL
+    c = PROXIMAL if lr_recovery is None else {**PROXIMAL, "lr_recovery": lr_recovery}
     prefix = _probe_prefix(c)
+    if lr_recovery is not None and not (out / f"{prefix}-removed" / "config.json").exists():
+        raise SystemExit(f"--recovery-lr starts from the cut in {out / (prefix + '-removed')}: not there (run "
+                         "minilm-proximal first)")
     cut = _penalty_and_cut(out, c, prefix, measure=True)
-    final = out / "proximal-pruned"
+    suffix = _recovery_suffix(lr_recovery)
+    final = out / f"proximal-pruned{suffix}"
     recovery = BlockPruningConfig(group_lasso_weight=0.0, modules=["intermediate"], epsilon=0.0)
     steps = 2 if SMOKE else c["steps_recovery"]
     result = prune(str(out / f"{prefix}-removed"), TASK, str(final), pruning=recovery, teacher=TEACHER,
@@ -186,7 +199,7 @@ def run_minilm_proximal(out: Path) -> None:
               "accuracy_after_recovery": result["metrics"].get("eval_accuracy"),
               "recovery_log_history": result["log_history"],
               "train_seconds": [cut["train_seconds"], result["train_seconds"]]}
-    (out / "minilm-proximal.json").write_text(json.dumps(record, indent=1))
+    (out / f"minilm-proximal{suffix}.json").write_text(json.dumps(record, indent=1))
 
 
 def run_minilm_long(out: Path) -> None:
@@ -611,6 +624,8 @@ def main(argv=None) -> None:
                         help="proximal-probe: the group lasso through the loss (as the recipe), not the proximal step")
     parser.add_argument("--outside-target", action="store_true",
                         help="proximal-probe: the proximal step only on the groups outside the keep shares' top k")
+    parser.add_argument("--recovery-lr", type=float, default=None,
+                        help="minilm-proximal: only the recovery again, at this learning rate, from the cut in OUT")
     parser.add_argument("--smoke", action="store_true", help="2 steps on 64 sentences: check the pipeline only")
     args = parser.parse_args(argv)
     global SMOKE
@@ -621,6 +636,8 @@ def main(argv=None) -> None:
     if args.what == "proximal-probe":
         return run_proximal_probe(args.out, args.group_lasso_weight, args.lr_penalty, not args.through_loss,
                                   args.outside_target)
+    if args.what == "minilm-proximal":
+        return run_minilm_proximal(args.out, args.recovery_lr)
     {"minilm": run_minilm, "minilm-proximal": run_minilm_proximal, "proximal-table": proximal_table, "minilm-dense": run_minilm_dense, "student": run_student, "minilm-long": run_minilm_long,
      "student-small": run_student_small, "table": table, "long-table": long_table,
      "small-table": small_table}[args.what](args.out)
