@@ -484,10 +484,32 @@ def table(out: Path) -> None:
                   "docs/measurements/pruned-sizes.md.\n")
 
 
-def long_table(out: Path) -> None:
-    """The Markdown of docs/measurements/pruning-long-recovery.md: the `minilm-long` run against the teacher."""
+def _print_rows(rows, teacher: float) -> None:
+    """Table rows (name, steps after the teacher, accuracy, model folder): accuracy, Δ vs the teacher, heads and
+    FFN width kept (read from the saved model)."""
     from hf_binary_bert.pruning import load_pruned_bert
 
+    for name, done, accuracy, path in rows:
+        layers = load_pruned_bert(path).bert.encoder.layer
+        heads = sum(layer.attention.self.num_attention_heads for layer in layers)
+        ffn = sum(layer.intermediate.dense.out_features for layer in layers)
+        print(f"| {name} | {done} | {accuracy:.4f} | {100 * (accuracy - teacher):+.1f} | {heads}/{12 * len(layers)} | "
+              f"{ffn}/{1536 * len(layers)} |")
+
+
+def _print_recovery_losses(log_history: list[dict], steps: int, train_seconds) -> None:
+    """The recovery's logged losses at steps 25, ¼, ½, ¾ and the last, and the training seconds."""
+    logged = [e for e in log_history if "loss" in e and "step" in e]
+    marks = {e["step"] for e in logged if e["step"] in (25, steps // 4, steps // 2, 3 * steps // 4)} | \
+        {e["step"] for e in logged[-1:]}
+    print("\nRecovery losses (logged every 25 steps, the mean over those steps): " + "; ".join(
+        f"step {e['step']}: loss {e['loss']:.4f} (prediction {e['loss_prediction']:.4f}, hidden "
+        f"{e['loss_hidden']:.4f})" for e in logged if e["step"] in marks) + ". Training seconds, wall (penalty, "
+        f"recovery): {train_seconds[0]:.0f}, {train_seconds[1]:.0f}.\n")
+
+
+def long_table(out: Path) -> None:
+    """The Markdown of docs/measurements/pruning-long-recovery.md: the `minilm-long` run against the teacher."""
     record = json.loads((out / "minilm-long.json").read_text())
     steps = record["recipe"]["steps_recovery"]
     print(f"`python examples/pruning_goals.py long-table {out} > docs/measurements/pruning-long-recovery.md` (run: "
@@ -503,19 +525,8 @@ def long_table(out: Path) -> None:
             ("pruned, before recovery", MINILM["steps_penalty"], _accuracy(out / "minilm-removed"), out / "minilm-removed"),
             (f"pruned + {steps}-step recovery", MINILM["steps_penalty"] + steps, record["accuracy_after_recovery"],
              out / "minilm-pruned-long")]
-    for name, done, accuracy, path in rows:
-        layers = load_pruned_bert(path).bert.encoder.layer
-        heads = sum(layer.attention.self.num_attention_heads for layer in layers)
-        ffn = sum(layer.intermediate.dense.out_features for layer in layers)
-        print(f"| {name} | {done} | {accuracy:.4f} | {100 * (accuracy - teacher):+.1f} | {heads}/{12 * len(layers)} | "
-              f"{ffn}/{1536 * len(layers)} |")
-    logged = [e for e in record["log_history"] if "loss" in e and "step" in e]
-    marks = {e["step"] for e in logged if e["step"] in (25, steps // 4, steps // 2, 3 * steps // 4)} | \
-        {e["step"] for e in logged[-1:]}
-    print("\nRecovery losses (logged every 25 steps, the mean over those steps): " + "; ".join(
-        f"step {e['step']}: loss {e['loss']:.4f} (prediction {e['loss_prediction']:.4f}, hidden "
-        f"{e['loss_hidden']:.4f})" for e in logged if e["step"] in marks) + ". Training seconds, wall (penalty, "
-        f"recovery): {record['train_seconds'][0]:.0f}, {record['train_seconds'][1]:.0f}.\n")
+    _print_rows(rows, teacher)
+    _print_recovery_losses(record["log_history"], steps, record["train_seconds"])
     final = record["accuracy_after_recovery"]
     print(f"**Goal 1, accuracy** (within 1 point of the teacher) with the {steps}-step recovery: "
           f"{'met' if final >= teacher - 0.01 else 'not met'} ({100 * (final - teacher):+.1f} points). One run, one "
@@ -586,19 +597,8 @@ def proximal_table(out: Path) -> None:
             ("after the cut, before recovery", c["steps_penalty"], record["accuracy_after_cut"], removed),
             (f"after the {steps}-step recovery", c["steps_penalty"] + steps, record["accuracy_after_recovery"],
              out / "proximal-pruned")]
-    for name, done, accuracy, path in rows:
-        layers = load_pruned_bert(path).bert.encoder.layer
-        heads = sum(layer.attention.self.num_attention_heads for layer in layers)
-        ffn = sum(layer.intermediate.dense.out_features for layer in layers)
-        print(f"| {name} | {done} | {accuracy:.4f} | {100 * (accuracy - teacher):+.1f} | {heads}/{12 * len(layers)} | "
-              f"{ffn}/{1536 * len(layers)} |")
-    logged = [e for e in record["recovery_log_history"] if "loss" in e and "step" in e]
-    marks = {e["step"] for e in logged if e["step"] in (25, steps // 4, steps // 2, 3 * steps // 4)} | \
-        {e["step"] for e in logged[-1:]}
-    print("\nRecovery losses (logged every 25 steps, the mean over those steps): " + "; ".join(
-        f"step {e['step']}: loss {e['loss']:.4f} (prediction {e['loss_prediction']:.4f}, hidden "
-        f"{e['loss_hidden']:.4f})" for e in logged if e["step"] in marks) + ". Training seconds, wall (penalty, "
-        f"recovery): {record['train_seconds'][0]:.0f}, {record['train_seconds'][1]:.0f}.\n")
+    _print_rows(rows, teacher)
+    _print_recovery_losses(record["recovery_log_history"], steps, record["train_seconds"])
     final = record["accuracy_after_recovery"]
     print(f"**Goal 1, accuracy** (≤ 50 % FFN width, within 1 point of the teacher): "
           f"{'met' if final >= teacher - 0.01 else 'not met'} ({100 * (final - teacher):+.1f} points). One run, one "
