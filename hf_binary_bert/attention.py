@@ -24,7 +24,7 @@ from transformers import AttentionInterface
 from transformers.masking_utils import AttentionMaskInterface, eager_mask
 
 from .binarization.activation import ActivationQuantizer, _shifted_quotient, lsq_backward
-from .binarization.dropout import mask_dropout
+from .binarization.dropout import dropout_backward, dropout_noise, mask_dropout
 from .kernels.linear import plan_of
 
 SOFTMAX_ATTENTION = "binary_bert_softmax"
@@ -95,10 +95,7 @@ class _QuantizedProbsValue(torch.autograd.Function):
         weights = levels.mul_(alpha)  # Â, as _LSQRound computes it
         kept, keep_scale = None, None
         if p > 0:  # as _MaskDropout: the same draws, noise = Bernoulli(1 − p) / (1 − p)
-            noise = torch.empty_like(weights).bernoulli_(1 - p)
-            noise.div_(1 - p)
-            kept = noise != 0
-            keep_scale = torch.ones((), dtype=weights.dtype).div_(1 - p)
+            noise, kept, keep_scale = dropout_noise(weights, p)
             weights.mul_(noise)
             codes.mul_(kept)
         ctx.save_for_backward(probs, alpha, codes, kept, value)
@@ -121,8 +118,8 @@ class _QuantizedProbsValue(torch.autograd.Function):
             grad = torch.matmul(grad_out, value.transpose(-2, -1))
             if grad_weights is not None:
                 grad = grad + grad_weights
-            if kept is not None:  # _MaskDropout's backward
-                grad = torch.empty_like(grad).copy_(kept).mul_(ctx.keep_scale).mul_(grad)
+            if kept is not None:
+                grad = dropout_backward(grad, kept, ctx.keep_scale)
             grad_probs, _, grad_step = lsq_backward(grad, probs, None, alpha, 0, ctx.q_p, (need_probs, False, need_step))
         return grad_probs, grad_step, grad_value, None, None
 

@@ -568,7 +568,7 @@ class BinaryBertPooler(InferencePlanReader, BertPooler):
     (`dense_rows` in kernels/csrc/encoder.h) in eval mode on the CPU without autograd, for a float32 `nn.Linear` and
     at most `NATIVE_ROWS` sequences: each output is a dot product split over the threads by output feature. At batch
     1 the layer is a read of its weight matrix (H × H floats, 2.36 MB for BERT-base), mostly from memory after the
-    encoder has run, which PyTorch does on one thread (about 0.4 ms here; docs/inference.md). The sums run in another
+    encoder has run, which PyTorch does on one thread (docs/inference.md). The sums run in another
     order than PyTorch's GEMM (float rounding; the same bits on every instruction set). Otherwise (training, a
     binarized pooler, `set_inference_kernel("eager" | "reference")`, more rows) it is `BertPooler.forward` unchanged.
     The class of a binarized model's pooler is switched to this one after construction (no new parameters). It

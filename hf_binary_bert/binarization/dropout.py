@@ -14,20 +14,32 @@ import torch
 from torch import nn
 
 
+def dropout_noise(x: torch.Tensor, p: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """noise = Bernoulli(1 − p) / (1 − p) shaped like x, drawn as ATen's `_dropout_impl` draws it (the same random
+    numbers), its kept mask noise ≠ 0 (bool) and its nonzero value 1/(1 − p) computed as there (0-d)."""
+    noise = torch.empty_like(x).bernoulli_(1 - p)
+    noise.div_(1 - p)
+    return noise, noise != 0, torch.ones((), dtype=x.dtype).div_(1 - p)
+
+
+def dropout_backward(grad: torch.Tensor, kept: torch.Tensor, keep_scale: torch.Tensor) -> torch.Tensor:
+    """grad · noise with the noise rebuilt from the kept mask (1[kept] · 1/(1 − p): the forward's float values), as
+    autograd multiplies the gradient of x · noise."""
+    noise = torch.empty_like(grad, memory_format=torch.contiguous_format).copy_(kept)
+    return noise.mul_(keep_scale.to(grad.device)).mul_(grad)
+
+
 class _MaskDropout(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: torch.Tensor, p: float) -> torch.Tensor:
-        noise = torch.empty_like(x).bernoulli_(1 - p)  # as ATen's _dropout_impl: the same draws
-        noise.div_(1 - p)
-        ctx.save_for_backward(noise != 0)
-        ctx.keep_scale = torch.ones((), dtype=x.dtype).div_(1 - p)  # the nonzero value of noise, computed as there
+        noise, kept, ctx.keep_scale = dropout_noise(x, p)
+        ctx.save_for_backward(kept)
         return x * noise
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
         (kept,) = ctx.saved_tensors
-        noise = torch.empty_like(grad, memory_format=torch.contiguous_format).copy_(kept)
-        return noise.mul_(ctx.keep_scale.to(grad.device)).mul_(grad), None
+        return dropout_backward(grad, kept, ctx.keep_scale), None
 
 
 def mask_dropout(x: torch.Tensor, p: float, training: bool = True) -> torch.Tensor:
