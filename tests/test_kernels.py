@@ -123,8 +123,11 @@ def test_integer_part_is_the_exact_popcount_dot_product(isa):
     assert torch.equal(out, (0.05 * (levels @ signs.T).float()))
 
 
-def test_results_do_not_depend_on_the_thread_count():
-    x, packed, alpha, gamma, bias, shift = _problem(64, 768, 96)
+# rows: one row chunk; 200 rows (4 chunks of 12–13 four-row blocks); 544 rows (a mixed batch's real tokens: 10 chunks,
+# so that 2 threads get 272 rows each) and 545 (a one-row tail block)
+@pytest.mark.parametrize("rows", [64, 200, 544, 545])
+def test_results_do_not_depend_on_the_thread_count(rows):
+    x, packed, alpha, gamma, bias, shift = _problem(rows, 768, 96)
     weight = kernels.repack_weight(packed, 768, "bits")
     threads = torch.get_num_threads()
     try:
@@ -135,6 +138,7 @@ def test_results_do_not_depend_on_the_thread_count():
     finally:
         torch.set_num_threads(threads)
     assert torch.equal(one, two)
+    assert torch.equal(two, reference.w1a1_linear(x, packed, alpha, gamma, bias, shift, t(0.3), 0.0, SIGNED, True))
 
 
 def test_batched_inputs_keep_their_leading_dims():

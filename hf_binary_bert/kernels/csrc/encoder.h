@@ -999,6 +999,12 @@ void layer_forward(const int64_t* L, float* x, int64_t M, const int64_t* cu, int
   }
   int64_t max_len = 0;
   for (int64_t b = 0; b < B; ++b) max_len = std::max(max_len, cu[b + 1] - cu[b]);
+  // (sequence, head) items longest sequence first: the dynamic schedule then ends on the short ones, so the threads
+  // finish together (in batch order a mixed batch's longest sequence could come last and leave one thread alone)
+  std::vector<int64_t> order(B);
+  std::iota(order.begin(), order.end(), 0);
+  std::stable_sort(order.begin(), order.end(),
+                   [cu](int64_t a, int64_t b) { return cu[a + 1] - cu[a] > cu[b + 1] - cu[b]; });
   const int64_t per_thread = attention_work_floats(max_len, D);
 #if defined(__x86_64__) || defined(_M_X64)
   const bool avx2 = use_avx2(), vpop = avx2 && g_isa == AVX512_VPOPCNT && kFeatures.vpopcntdq;
@@ -1009,7 +1015,7 @@ void layer_forward(const int64_t* L, float* x, int64_t M, const int64_t* cu, int
     float* mine = attn_work + (int64_t)omp_get_thread_num() * per_thread;
 #pragma omp for schedule(dynamic)
     for (int64_t bh = 0; bh < B * heads; ++bh) {
-      const int64_t b = bh / heads, h = bh % heads, r0 = cu[b], T = cu[b + 1] - cu[b];
+      const int64_t b = order[bh / heads], h = bh % heads, r0 = cu[b], T = cu[b + 1] - cu[b];
       if (T == 0) continue;
 #if defined(__x86_64__) || defined(_M_X64)
       if (avx2)
