@@ -113,6 +113,11 @@ def _add_pruning_args(p, *, flag: bool):
                    "(in (0, 1]; default: ε alone)")
     p.add_argument("--heads-keep-share", type=float, default=None, metavar="SHARE",
                    help="the same for attention heads (in (0, 1]; default: ε alone)")
+    p.add_argument("--proximal", action="store_true",
+                   help="apply the group lasso as a proximal step (group soft-threshold by lr·λ₁) after every optimizer "
+                   "step instead of through the loss (docs/pruning.md)")
+    p.add_argument("--proximal-outside-target", action="store_true",
+                   help="with --proximal and a keep share: shrink only the groups outside each layer's current top k")
 
 
 def _pruning(args):
@@ -126,7 +131,8 @@ def _pruning(args):
                                   num_blocks=args.num_blocks, direction=args.direction, modules=args.prune_modules,
                                   epsilon=args.epsilon, penalty_form=args.penalty_form,
                                   threshold_every=args.threshold_every, ffn_keep_share=args.ffn_keep_share,
-                                  heads_keep_share=args.heads_keep_share)
+                                  heads_keep_share=args.heads_keep_share, proximal=args.proximal,
+                                  proximal_outside_target=args.proximal_outside_target)
     except ValueError as err:
         raise UsageError(str(err)) from None
 

@@ -37,6 +37,9 @@ def test_bad_pruning_arguments_exit_2_and_write_nothing(tmp_path, capsys, tiny_t
     _error_line(capsys, main(base + ["--epsilon", "100"]), "epsilon=100.0 would remove every attention head of layer 0")
     _error_line(capsys, main(base + ["--ffn-keep-share", "1.5"]), "BlockPruningConfig.ffn_keep_share")
     _error_line(capsys, main(base + ["--heads-keep-share", "0.1"]), "heads_keep_share=0.1 keeps no head of a layer")
+    _error_line(capsys, main(base + ["--proximal-outside-target", "--ffn-keep-share", "0.5"]),
+                "BlockPruningConfig.proximal_outside_target", "needs proximal=True")
+    _error_line(capsys, main(base + ["--proximal", "--penalty-form", "gate"]), "BlockPruningConfig.proximal")
     distill = ["distill", "--teacher", str(tiny_teacher_dir), "--output-dir", str(out), *SMALL_RUN, "--prune"]
     _error_line(capsys, main(distill + ["--binarizing-weight", "-1"]), "BlockPruningConfig.binarizing_weight")
     assert not (out / "model.safetensors").exists() and not (out / "config.json").exists()
@@ -135,3 +138,18 @@ def test_prune_to_keep_shares_then_recover_from_the_dense_teacher(tmp_path, caps
     with pytest.raises(ValueError, match="has 3 labels, model .* has 2"):
         prune(str(pruned), "sst2", str(tmp_path / "bad"), teacher=str(tmp_path / "t3"), evaluate=False,
               pruning=BlockPruningConfig(group_lasso_weight=0.0, epsilon=0.0), **options)
+
+
+def test_proximal_flags_reach_the_pruning_config():
+    from hf_binary_bert.cli import _pruning, build_parser
+
+    parser = build_parser()
+    base = ["--model", "m", "--output-dir", "o", "--task", "sst2"]
+    plain = _pruning(parser.parse_args(["prune", *base]))
+    assert plain.proximal is False and plain.proximal_outside_target is False
+    config = _pruning(parser.parse_args(["prune", *base, "--proximal", "--proximal-outside-target",
+                                         "--ffn-keep-share", "0.5", "--group-lasso-weight", "200"]))
+    assert config.proximal is True and config.proximal_outside_target is True and config.group_lasso_weight == 200
+    distill = _pruning(parser.parse_args(["distill", "--teacher", "t", "--output-dir", "o", "--task", "sst2",
+                                          "--prune", "--proximal"]))
+    assert distill.proximal is True
