@@ -23,7 +23,7 @@ from markdown_output import write_markdown  # benchmarks/, on sys.path as the sc
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 import hf_binary_bert  # noqa: F401  (registers binary_bert with the Auto classes)
-from hf_binary_bert.kernels import get_isa
+from hf_binary_bert.kernels import get_isa, set_isa, supported_isas
 
 
 def read_sst2(path, limit):
@@ -76,9 +76,14 @@ def main(argv=None):
     parser.add_argument("--float-activations", choices=["float32", "int8"],
                         help="W1A32 models: run their float activations as dynamic int8 on both paths (the runtime "
                              "needs int8 for them)")
+    parser.add_argument("--isa", choices=supported_isas(),
+                        help="run the kernels on this instruction set's path (default: the best this CPU has), e.g. "
+                             "avx2 on an AVX-512 machine: every path gives the same bits by design, and this checks it")
     parser.add_argument("--markdown", metavar="PATH")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
+    if args.isa:
+        set_isa(args.isa)
     sentences, labels = read_sst2(f"{args.data_dir}/dev.tsv", args.max_samples)
     lines = [(f"instruction set: {get_isa()}, {args.threads} threads, {len(sentences)} SST-2 dev sentences, batch "
               f"{args.batch_size} (dynamic padding)"), ""]
