@@ -157,9 +157,15 @@ def main(argv=None):
     from machine import cpu_model_and_flags
 
     cpu = cpu_model_and_flags()[0]
+    if os.environ.get("MALLOC_MMAP_THRESHOLD_"):  # glibc reads it at start-up; limit_heap_growth then leaves it
+        malloc = f"mmap threshold {os.environ['MALLOC_MMAP_THRESHOLD_']} bytes (MALLOC_MMAP_THRESHOLD_)"
+    elif args.limit_heap_growth:
+        malloc = "mmap threshold 128 KiB (limit_heap_growth)"
+    else:
+        malloc = "glibc malloc defaults"
     body = (f"Batch {args.batch_size} × {args.seq_len} tokens, {args.steps} steps per mode ({args.steps - 1} timed), "
             f"{args.threads} torch thread(s), losses {' + '.join(args.losses)}, "
-            f"{'mmap threshold 128 KiB (limit_heap_growth)' if args.limit_heap_growth else 'glibc malloc defaults'}; "
+            f"{malloc}; "
             f"CPU: {cpu}, {os.cpu_count()} cores.\n\n"
             + "\n".join(lines) + "\n")
     print(body)
