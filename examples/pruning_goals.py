@@ -11,6 +11,9 @@ into one table (docs/measurements/pruning-goals.md, included in docs/pruning.md)
     python examples/pruning_goals.py minilm-proximal OUT   # goal 1, third try: PROXIMAL (penalty, cut, long recovery)
     python examples/pruning_goals.py minilm-proximal OUT --recovery-lr 3e-4
                                                            # goal 1: only that recovery again, another learning rate
+    python examples/pruning_goals.py minilm-proximal OUT --recovery-losses prediction --recovery-steps 2400
+                                                           # goal 1: only that recovery again, other losses / steps
+                                                           # (also --recovery-temperature T, --recovery-seed S)
     python examples/pruning_goals.py table OUT > docs/measurements/pruning-goals.md
     python examples/pruning_goals.py long-table OUT > docs/measurements/pruning-long-recovery.md
     python examples/pruning_goals.py small-table OUT > docs/measurements/pruning-small-student.md
@@ -169,37 +172,78 @@ def run_proximal_probe(out: Path, group_lasso_weight: float, lr_penalty: float, 
     _penalty_and_cut(out, c, _probe_prefix(c), measure=True)
 
 
-def _recovery_suffix(lr_recovery: float | None) -> str:
-    return "" if lr_recovery is None else f"-lr{lr_recovery:g}"
+# the recovery's losses (`--recovery-losses`), each of weight 1: prediction KD (soft cross-entropy against the dense
+# teacher's logits, at `--recovery-temperature`), the per-layer hidden-state MSE, the hard labels' cross-entropy
+RECOVERY_LOSSES = {"prediction": "prediction_loss_weight", "hidden": "hidden_loss_weight", "task": "task_loss_weight"}
+DEFAULT_RECOVERY = {"losses": ("prediction", "hidden"), "temperature": 1.0, "seed": 0}
 
 
-def run_minilm_proximal(out: Path, lr_recovery: float | None = None) -> None:
+def _recovery_suffix(variant: dict) -> str:
+    """The folder / record suffix of a recovery variant: one part per setting that differs from the run's own
+    recovery (an empty suffix is the run itself; `--recovery-lr` alone keeps its old name, -lr<LR>)."""
+    parts = []
+    if variant.get("lr_recovery") is not None:
+        parts.append(f"lr{variant['lr_recovery']:g}")
+    if tuple(variant.get("losses") or DEFAULT_RECOVERY["losses"]) != DEFAULT_RECOVERY["losses"]:
+        parts.append("+".join(variant["losses"]))
+    if variant.get("steps_recovery") is not None:
+        parts.append(f"steps{variant['steps_recovery']}")
+    if variant.get("temperature") not in (None, DEFAULT_RECOVERY["temperature"]):
+        parts.append(f"t{variant['temperature']:g}")
+    if variant.get("seed") not in (None, DEFAULT_RECOVERY["seed"]):
+        parts.append(f"seed{variant['seed']}")
+    return "".join(f"-{p}" for p in parts)
+
+
+def _recovery_weights(losses) -> dict:
+    """`prune`'s loss weights for the recovery losses named (each 1, the others 0)."""
+    unknown = set(losses) - set(RECOVERY_LOSSES)
+    if unknown or not losses:
+        raise SystemExit(f"--recovery-losses: one or more of {sorted(RECOVERY_LOSSES)}, got {list(losses)}")
+    return {weight: float(name in losses) for name, weight in RECOVERY_LOSSES.items()}
+
+
+def run_minilm_proximal(out: Path, variant: dict | None = None) -> None:
     """Goal 1, third try: PROXIMAL's penalty steps (the proximal group lasso) and cut (reused from a probe with the
-    same setting when there), then the recovery distillation from the dense teacher (OUT/proximal-pruned). With
-    `lr_recovery` (goal 1, fourth try: the recovery was the limit), only the recovery again, at that learning rate,
-    from the cut already in OUT (refused when it is not there: the penalty steps are not redone), into
-    OUT/proximal-pruned-lr<lr> and OUT/minilm-proximal-lr<lr>.json."""
+    same setting when there), then the recovery distillation from the dense teacher (OUT/proximal-pruned). With a
+    recovery `variant` (goal 1, fourth and fifth tries: the recovery was the limit; keys `lr_recovery`, `losses`,
+    `steps_recovery`, `temperature`, `seed`, None for the run's own), only the recovery again, so changed, from the
+    cut already in OUT (refused when it is not there: the penalty steps are not redone), into
+    OUT/proximal-pruned<suffix> and OUT/minilm-proximal<suffix>.json (`_recovery_suffix`)."""
     from hf_binary_bert.pruning import BlockPruningConfig, load_pruned_bert, sparsity_report
     from hf_binary_bert.pruning.recipe import prune
 
-    c = PROXIMAL if lr_recovery is None else {**PROXIMAL, "lr_recovery": lr_recovery}
+    variant = {k: v for k, v in (variant or {}).items() if v is not None}
+    c = {**PROXIMAL, **{k: variant[k] for k in ("lr_recovery", "steps_recovery") if k in variant}}
+    losses = tuple(variant.get("losses", DEFAULT_RECOVERY["losses"]))
+    temperature, seed = variant.get("temperature", 1.0), variant.get("seed", 0)
+    c.update(recovery_losses=list(losses), recovery_temperature=temperature, recovery_seed=seed)
     prefix = _probe_prefix(c)
-    if lr_recovery is not None and not (out / f"{prefix}-removed" / "config.json").exists():
-        raise SystemExit(f"--recovery-lr starts from the cut in {out / (prefix + '-removed')}: not there (run "
-                         "minilm-proximal first)")
+    suffix = _recovery_suffix(variant)
+    if suffix and not (out / f"{prefix}-removed" / "config.json").exists():
+        raise SystemExit(f"the --recovery-* options start from the cut in {out / (prefix + '-removed')}: not there "
+                         "(run minilm-proximal first)")
     cut = _penalty_and_cut(out, c, prefix, measure=True)
-    suffix = _recovery_suffix(lr_recovery)
     final = out / f"proximal-pruned{suffix}"
     recovery = BlockPruningConfig(group_lasso_weight=0.0, modules=["intermediate"], epsilon=0.0)
     steps = 2 if SMOKE else c["steps_recovery"]
     result = prune(str(out / f"{prefix}-removed"), TASK, str(final), pruning=recovery, teacher=TEACHER,
-                   evaluate=True, **_common(steps, c["lr_recovery"], c["batch_size"]))
-    record = {**cut, "recipe": {**c, "steps_recovery": steps}, "cut": prefix,
+                   evaluate=True, **{**_common(steps, c["lr_recovery"], c["batch_size"]), "seed": seed},
+                   **_recovery_weights(losses), temperature=temperature)
+    record = {**cut, "recipe": {**c, "steps_recovery": steps}, "cut": prefix, "options": _recovery_options(variant),
               "sizes": sparsity_report(load_pruned_bert(final)),
               "accuracy_after_recovery": result["metrics"].get("eval_accuracy"),
               "recovery_log_history": result["log_history"],
               "train_seconds": [cut["train_seconds"], result["train_seconds"]]}
     (out / f"minilm-proximal{suffix}.json").write_text(json.dumps(record, indent=1))
+
+
+def _recovery_options(variant: dict) -> str:
+    """The command line options that give this recovery variant (as `main` reads them)."""
+    names = {"lr_recovery": "--recovery-lr", "losses": "--recovery-losses", "steps_recovery": "--recovery-steps",
+             "temperature": "--recovery-temperature", "seed": "--recovery-seed"}
+    return " ".join(f"{flag} {','.join(variant[k]) if k == 'losses' else format(variant[k], 'g')}"
+                    for k, flag in names.items() if k in variant)
 
 
 def run_minilm_long(out: Path) -> None:
@@ -604,38 +648,56 @@ def proximal_table(out: Path) -> None:
           f"{'met' if final >= teacher - 0.01 else 'not met'} ({100 * (final - teacher):+.1f} points). One run, one "
           "seed; the pruned model has the recipe's shapes (the same heads and FFN width per layer), so its forward "
           "times are the recipe's (docs/measurements/pruning-goals.md).\n")
-    _recovery_lr_table(out, record, teacher)
+    _recovery_variants_table(out, record, teacher)
 
 
-def _recovery_lr_table(out: Path, run: dict, teacher: float) -> None:
-    """Part of `proximal_table`: the `minilm-proximal --recovery-lr` runs under OUT (the same cut, only the recovery
-    again at another learning rate) next to the run's own recovery."""
-    records = sorted(out.glob("minilm-proximal-lr*.json"),
-                     key=lambda f: json.loads(f.read_text())["recipe"]["lr_recovery"])
-    print("### The same cut, the recovery at other learning rates\n")
+def _recovery_variants_table(out: Path, run: dict, teacher: float) -> None:
+    """Part of `proximal_table`: the `minilm-proximal --recovery-*` runs under OUT (the same cut, only the recovery
+    again, with other settings) next to the run's own recovery."""
+    def key(record):  # the learning rates first (the fourth try), then by losses, temperature, steps, seed
+        c = record["recipe"]
+        losses = tuple(c.get("recovery_losses", DEFAULT_RECOVERY["losses"]))
+        return (losses != DEFAULT_RECOVERY["losses"], len(losses), losses, c.get("recovery_temperature", 1.0),
+                c["steps_recovery"], c["lr_recovery"], c.get("recovery_seed", 0))
+
+    records = sorted((json.loads(f.read_text()) for f in out.glob("minilm-proximal-*.json")), key=key)
+    print("### The same cut, other recoveries\n")
     if not records:
-        print(f"No `minilm-proximal --recovery-lr` run in {out}.\n")
+        print(f"No `minilm-proximal --recovery-*` run in {out}.\n")
         return
-    print(f"`python examples/pruning_goals.py minilm-proximal {out} --recovery-lr LR`: the cut above "
-          f"(`{run['cut']}-removed`, not trained again), then the same recovery (steps, batch, seed, losses, 10 % "
-          "warm-up then linear decay) at learning rate LR. The first row is the run above.\n")
-    print("| recovery learning rate | cut | recovery steps | accuracy | Δ vs teacher (points) | recovery loss at the "
-          "last log (prediction, hidden) | recovery seconds, wall |")
-    print("|---:|---|---:|---:|---:|---|---:|")
+    print(f"`python examples/pruning_goals.py minilm-proximal {out} OPTIONS`: the cut above (`{run['cut']}-removed`, "
+          "not trained again), then the recovery distillation from the dense teacher with the OPTIONS of the first "
+          "column, everything else as the run above (the first row; batch, data, 10 % warm-up then linear decay). "
+          "Losses, each of weight 1: *prediction*, the soft cross-entropy against the teacher's logits at "
+          "temperature τ (times τ²); *hidden*, the per-layer hidden-state MSE against the teacher; *task*, the "
+          "cross-entropy with the SST-2 training labels.\n")
+    print("| OPTIONS | losses | τ | learning rate | steps | seed | accuracy | Δ vs teacher (points) | recovery loss at "
+          "the last log (its terms) | recovery seconds, wall |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---|---:|")
     best = None
-    for record in [run] + [json.loads(f.read_text()) for f in records]:
+    for record in [run, *records]:
         c, accuracy = record["recipe"], record["accuracy_after_recovery"]
         logged = [e for e in record["recovery_log_history"] if "loss" in e and "step" in e]
-        last = (f"{logged[-1]['loss']:.4f} ({logged[-1]['loss_prediction']:.4f}, {logged[-1]['loss_hidden']:.4f}) "
-                f"at step {logged[-1]['step']}" if logged else "none logged")
-        print(f"| {c['lr_recovery']:g} | {record['cut']} | {c['steps_recovery']} | {accuracy:.4f} | "
-              f"{100 * (accuracy - teacher):+.1f} | {last} | {record['train_seconds'][1]:.0f} |")
+        terms = ", ".join(f"{k} {logged[-1]['loss_' + k]:.4f}" for k in RECOVERY_LOSSES
+                          if logged and f"loss_{k}" in logged[-1])
+        last = f"{logged[-1]['loss']:.4f} ({terms}) at step {logged[-1]['step']}" if logged else "none logged"
+        losses = " + ".join(c.get("recovery_losses", DEFAULT_RECOVERY["losses"]))
+        print(f"| {record.get('options') or _legacy_options(record) or '(the run above)'} | {losses} | "
+              f"{c.get('recovery_temperature', 1.0):g} | {c['lr_recovery']:g} | {c['steps_recovery']} | "
+              f"{c.get('recovery_seed', 0)} | {accuracy:.4f} | {100 * (accuracy - teacher):+.1f} | {last} | "
+              f"{record['train_seconds'][1]:.0f} |")
         best = record if best is None or accuracy > best["accuracy_after_recovery"] else best
     final = best["accuracy_after_recovery"]
-    print(f"\n**Goal 1, accuracy** with the best of these recoveries (learning rate "
-          f"{best['recipe']['lr_recovery']:g}): "
+    print(f"\n**Goal 1, accuracy** with the best of these recoveries "
+          f"(`{best.get('options') or _legacy_options(best) or 'the run above'}`): "
           f"{'met' if final >= teacher - 0.01 else 'not met'} ({100 * (final - teacher):+.1f} points). One run per "
-          "learning rate, one seed, all scored on the same dev set (the best of several is an optimistic pick).\n")
+          "row, all scored on the same dev set: the best of several is an optimistic pick.\n")
+
+
+def _legacy_options(record: dict) -> str:
+    """The options of a record written before `options` was recorded: `--recovery-lr` runs only."""
+    return f"--recovery-lr {record['recipe']['lr_recovery']:g}" if record.get("cut") and \
+        record["recipe"]["lr_recovery"] != PROXIMAL["lr_recovery"] else ""
 
 
 def _quantile_text(values) -> str:
@@ -658,6 +720,15 @@ def main(argv=None) -> None:
                         help="proximal-probe: the proximal step only on the groups outside the keep shares' top k")
     parser.add_argument("--recovery-lr", type=float, default=None,
                         help="minilm-proximal: only the recovery again, at this learning rate, from the cut in OUT")
+    parser.add_argument("--recovery-losses", type=lambda v: tuple(v.split(",")), default=None,
+                        help="minilm-proximal: only the recovery again, with these losses (comma-separated, each of "
+                        f"weight 1: {', '.join(RECOVERY_LOSSES)}; the run's own: prediction,hidden)")
+    parser.add_argument("--recovery-steps", type=int, default=None,
+                        help="minilm-proximal: only the recovery again, this many steps long")
+    parser.add_argument("--recovery-temperature", type=float, default=None,
+                        help="minilm-proximal: only the recovery again, prediction KD at this temperature")
+    parser.add_argument("--recovery-seed", type=int, default=None,
+                        help="minilm-proximal: only the recovery again, with this seed (data order, dropout)")
     parser.add_argument("--smoke", action="store_true", help="2 steps on 64 sentences: check the pipeline only")
     args = parser.parse_args(argv)
     global SMOKE
@@ -669,7 +740,9 @@ def main(argv=None) -> None:
         return run_proximal_probe(args.out, args.group_lasso_weight, args.lr_penalty, not args.through_loss,
                                   args.outside_target)
     if args.what == "minilm-proximal":
-        return run_minilm_proximal(args.out, args.recovery_lr)
+        return run_minilm_proximal(args.out, {"lr_recovery": args.recovery_lr, "losses": args.recovery_losses,
+                                              "steps_recovery": args.recovery_steps,
+                                              "temperature": args.recovery_temperature, "seed": args.recovery_seed})
     {"minilm": run_minilm, "minilm-proximal": run_minilm_proximal, "proximal-table": proximal_table, "minilm-dense": run_minilm_dense, "student": run_student, "minilm-long": run_minilm_long,
      "student-small": run_student_small, "table": table, "long-table": long_table,
      "small-table": small_table}[args.what](args.out)
