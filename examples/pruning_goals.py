@@ -583,8 +583,8 @@ def proximal_table(out: Path) -> None:
     from hf_binary_bert.pruning import load_pruned_bert
 
     print(f"`python examples/pruning_goals.py proximal-table {out} > docs/measurements/pruning-proximal.md` (runs: "
-          "`proximal-probe` with the settings below and `minilm-proximal`, same OUT; the recipe's row: the `minilm` "
-          "run's stage-1 folders copied into OUT)\n")
+          "`proximal-probe` with the settings below, `minilm-proximal` and its `--recovery-*` variants, same OUT; the "
+          "recipe's row: the `minilm` run's stage-1 folders copied into OUT)\n")
     print(f"SST-2 dev (872 sentences, max_seq_length {SEQ}); {_cpu()}, one thread per run, a machine shared with "
           f"other jobs; torch {torch.__version__}. Every setting: {MINILM['steps_penalty']} distillation steps from "
           f"the teacher (batch {MINILM['batch_size']}, seed 0, 10 % warm-up then linear decay), the group lasso on "
@@ -670,7 +670,8 @@ def _recovery_variants_table(out: Path, run: dict, teacher: float) -> None:
           "column, everything else as the run above (the first row; batch, data, 10 % warm-up then linear decay). "
           "Losses, each of weight 1: *prediction*, the soft cross-entropy against the teacher's logits at "
           "temperature τ (times τ²); *hidden*, the per-layer hidden-state MSE against the teacher; *task*, the "
-          "cross-entropy with the SST-2 training labels.\n")
+          "cross-entropy with the SST-2 training labels. Recovery seconds: wall time on the shared machine, where a "
+          "run may be paused for minutes by other jobs (not a speed measurement).\n")
     print("| OPTIONS | losses | τ | learning rate | steps | seed | accuracy | Δ vs teacher (points) | recovery loss at "
           "the last log (its terms) | recovery seconds, wall |")
     print("|---|---|---:|---:|---:|---:|---:|---:|---|---:|")
@@ -688,8 +689,8 @@ def _recovery_variants_table(out: Path, run: dict, teacher: float) -> None:
               f"{record['train_seconds'][1]:.0f} |")
         best = record if best is None or accuracy > best["accuracy_after_recovery"] else best
     final = best["accuracy_after_recovery"]
-    print(f"\n**Goal 1, accuracy** with the best of these recoveries "
-          f"(`{best.get('options') or _legacy_options(best) or 'the run above'}`): "
+    options = best.get("options") or _legacy_options(best)
+    print(f"\n**Goal 1, accuracy** with the best of these recoveries ({f'`{options}`' if options else 'the run above'}): "
           f"{'met' if final >= teacher - 0.01 else 'not met'} ({100 * (final - teacher):+.1f} points). One run per "
           "row, all scored on the same dev set: the best of several is an optimistic pick.\n")
 
