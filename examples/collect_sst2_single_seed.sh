@@ -11,8 +11,8 @@ root=$1; shift
 echo "# SST-2 dev at issue 16's budget: 1000 steps, 64 tokens, batch 32, seed 42"
 echo
 echo "One seed (42) per student, not the 3-seed table of \`examples/results_1_1_1.py\`. Teacher: \`../shared/teachers/minilm-sst2\`."
-echo "CPU: $(lscpu | grep 'Model name' | sed 's/.*: *//') ($(nproc) cores shared with other agents; their benchmarks paused this"
-echo "process with SIGSTOP at times), 1 torch thread (\`OMP_NUM_THREADS=1\`), \`nice -n 10\`, torch $(python -c 'import torch; print(torch.__version__)')."
+echo "CPU: $(lscpu | grep 'Model name' | sed 's/.*: *//') ($(nproc) cores shared with other jobs, so wall times"
+echo "are of a contended machine), 1 torch thread (\`OMP_NUM_THREADS=1\`), \`nice\`d, torch $(python -c 'import torch; print(torch.__version__)')."
 for name in "$@"; do
   run=$root/sst2/$name-seed42
   echo
@@ -26,6 +26,7 @@ for name in "$@"; do
   echo '```'
   echo
   echo "Wall time $(grep 'Elapsed (wall clock)' "$run.time" | sed 's/.*: //') (h:mm:ss or m:ss), CPU time $(awk -F': ' '/User time/{u=$2} /System time/{s=$2} END{printf "%.0f s", u+s}' "$run.time"),"
+  echo "peak RSS $(awk -F': ' '/Maximum resident/{printf "%.0f MiB", $2 / 1024}' "$run.time") (\`/usr/bin/time -v\`),"
   echo "training $(python -c "import json; r = json.load(open('$run/distill_results.json')); print(round(sum(s['train_seconds'] for s in r.get('stages', [r]))))") s wall in the trainer (the stages' \`train_seconds\` in distill_results.json; evaluations and loading not included)."
   python - "$run/comparison.json" "$name" <<'PY'
 import json, sys

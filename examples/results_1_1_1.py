@@ -127,11 +127,11 @@ def _section(task: str, metric: str, rows: dict) -> str:
         values = [r[metric] for r, _ in entries]
         if name == "teacher":  # the same teacher scored once per run: one value
             values = values[:1]
-        std = statistics.stdev(values) if len(values) > 1 else float("nan")
-        collapsed = sum(c for _, c in entries)
-        lines.append(f"| {name} | {statistics.mean(values):.4f} ± {std:.4f} | {len(values)} | "
+        spread = f" ± {statistics.stdev(values):.4f}" if len(values) > 1 else " (one seed: no std)"
+        collapsed = "" if name == "teacher" else f"{sum(c for _, c in entries)} of {len(entries)}"
+        lines.append(f"| {name} | {statistics.mean(values):.4f}{spread} | {len(values)} | "
                      f"{100 * statistics.mean(values) / teacher_mean:.1f} | {entries[0][0]['size_mb']:.2f} | "
-                     f"{collapsed} of {len(entries)} |")
+                     f"{collapsed} |")
     return "\n".join(lines)
 
 
