@@ -97,6 +97,33 @@ def _student(teacher):
     return BinaryBertForSequenceClassification.from_teacher(teacher, weight_scale="learned_offset", scale_granularity="head")
 
 
+@pytest.mark.parametrize(("num_labels", "student_kwargs", "given", "expected"), [
+    (1, {}, None, 1.0), (1, {"activation_bits": 4}, None, 1.0), (2, {}, None, 0.0), (1, {}, 0.0, 0.0), (2, {}, 0.5, 0.5),
+    # 1-bit attention probabilities: the KL has no gradient through their zeros (docs/distillation.md)
+    (1, {"activation_bits": 1}, None, 0.0), (1, {"attention_type": "bi_attention", "activation_bits": 1}, None, 0.0),
+    (1, {"activation_bits": 1}, 1.0, 1.0),
+])
+def test_attention_loss_defaults_to_kl_for_a_regression_student_only(tmp_path, num_labels, student_kwargs, given,
+                                                                     expected):
+    from conftest import tiny_bert_config
+    from transformers import BertForSequenceClassification
+
+    torch.manual_seed(0)
+    teacher = BertForSequenceClassification(tiny_bert_config(num_labels=num_labels)).eval()  # sdpa, as loaded
+    student = BinaryBertForSequenceClassification.from_teacher(teacher, weight_scale="learned_offset", **student_kwargs)
+    data = toy_dataset()
+    if num_labels == 1:
+        data = data.map(lambda row: {"labels": float(row["labels"])})
+    # None: not given (the helper's own default is 1.0)
+    args = _args(tmp_path, max_steps=1, task_loss_weight=0.0, cosine_loss_weight=0.0, attention_loss_weight=given)
+    assert args.attention_loss == "kl"
+    trainer = DistillationTrainer(teacher_model=teacher, model=student, args=args, train_dataset=data)
+    assert args.attention_loss_weight == expected
+    assert (teacher.config._attn_implementation == "eager") == (expected > 0)
+    trainer.train()
+    assert ("loss_attention" in trainer.state.log_history[0]) == (expected > 0)
+
+
 def test_teacher_is_frozen_and_every_component_is_logged(tmp_path):
     teacher = tiny_teacher()
     before = {k: v.clone() for k, v in teacher.state_dict().items()}
