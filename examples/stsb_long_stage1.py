@@ -48,7 +48,15 @@ p.add_argument("--lr", type=float, default=5e-4)
 p.add_argument("--batch", type=int, default=16)
 p.add_argument("--seq", type=int, default=64)
 p.add_argument("--seed", type=int, default=42)
+p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+               help="a further DistillationTrainingArguments field, e.g. attention_loss_weight=1 (JSON value)")
 a = p.parse_args()
+options = {}
+for item in a.option:
+    key, sep, value = item.partition("=")
+    if not sep:
+        p.error(f"--option needs KEY=VALUE, got {item!r}")
+    options[key] = json.loads(value)
 torch.set_num_threads(1)
 
 teacher_logits = {}
@@ -85,7 +93,7 @@ start, cpu0 = time.time(), os.times()
 result = recipes.distill(a.teacher, "stsb", os.path.join(a.output_dir, a.name), binarization=binarization,
                          schedule=a.schedule, stage_budget=a.stage_budget, data_dir=a.data_dir, max_steps=a.steps,
                          batch_size=a.batch, max_seq_length=a.seq, learning_rate=a.lr, seed=a.seed, logging_steps=20,
-                         progress=False, eval_strategy="steps", eval_steps=a.eval_steps)
+                         progress=False, eval_strategy="steps", eval_steps=a.eval_steps, **options)
 cpu1 = os.times()
 stages = []
 for row in result["stages"]:
@@ -93,7 +101,7 @@ for row in result["stages"]:
     row["evals"] = [{k.removeprefix("eval_"): v for k, v in h.items()
                      if k == "step" or k in ("eval_pearson", "eval_spearmanr", "eval_prediction_std", "eval_skill")}
                     for h in hist if "eval_pearson" in h]
-    row["losses"] = [{k: v for k, v in h.items() if k in ("step", "loss_prediction", "loss_hidden")}
+    row["losses"] = [{k: v for k, v in h.items() if k == "step" or k.startswith("loss_")}
                      for h in hist if "loss_prediction" in h]
     stages.append(row)
 record = {**vars(a), "teacher_metrics": teacher_logits["metrics"], "stages": stages, "collapsed": result["collapsed"],
