@@ -124,6 +124,25 @@ def test_attention_loss_defaults_to_kl_for_a_regression_student_only(tmp_path, n
     assert ("loss_attention" in trainer.state.log_history[0]) == (expected > 0)
 
 
+def test_attention_loss_default_stays_off_when_the_heads_differ():
+    from conftest import tiny_bert_config
+    from transformers import BertForSequenceClassification
+
+    from hf_binary_bert.distillation.trainer import default_attention_loss_weight
+
+    teacher = BertForSequenceClassification(tiny_bert_config(num_labels=1))
+    student = BinaryBertForSequenceClassification.from_teacher(teacher)
+    assert default_attention_loss_weight(student, teacher) == 1.0
+    other = BertForSequenceClassification(tiny_bert_config(num_labels=1, num_attention_heads=1))
+    assert default_attention_loss_weight(student, other) == 0.0
+    pruned = BertForSequenceClassification(tiny_bert_config(num_labels=1))
+    pruned.config.layer_num_attention_heads = [1] + [pruned.config.num_attention_heads] * (pruned.config.num_hidden_layers - 1)
+    assert default_attention_loss_weight(student, pruned) == 0.0
+    pruned_student = BinaryBertForSequenceClassification.from_teacher(teacher)
+    pruned_student.config.layer_num_attention_heads = list(pruned.config.layer_num_attention_heads)
+    assert default_attention_loss_weight(pruned_student, pruned) == 1.0  # the same heads layer by layer
+
+
 def test_teacher_is_frozen_and_every_component_is_logged(tmp_path):
     teacher = tiny_teacher()
     before = {k: v.clone() for k, v in teacher.state_dict().items()}

@@ -113,9 +113,19 @@ def binarized_attention_probabilities(model: torch.nn.Module | None) -> bool:
     return getattr(config, "attention_type", None) == "bi_attention" or getattr(config, "activation_bits", 32) == 1
 
 
-def default_attention_loss_weight(student: torch.nn.Module | None) -> float:
+def _heads_per_layer(model: torch.nn.Module | None) -> tuple | None:
+    """Attention heads of each encoder layer (a pruned BERT's `layer_num_attention_heads`), or None without a config."""
+    config = getattr(model, "config", None)
+    if config is None or not hasattr(config, "num_attention_heads"):
+        return None
+    heads = getattr(config, "layer_num_attention_heads", None)
+    return tuple(heads) if heads else (config.num_attention_heads,) * config.num_hidden_layers
+
+
+def default_attention_loss_weight(student: torch.nn.Module | None, teacher: torch.nn.Module | None = None) -> float:
     """`attention_loss_weight` when it is not given (None): 1.0 for a regression student whose attention
-    probabilities are not 1-bit, 0.0 otherwise.
+    probabilities are not 1-bit (and, when `teacher` is given, whose layers have the teacher's numbers of heads,
+    so that the maps compare), 0.0 otherwise.
 
     Measured on STS-B with a binarized MiniLM (issue 16; docs/distillation.md, "Attention distillation on STS-B"):
     a W1A4 student taught by the prediction MSE and the hidden states only kept its scores near their mean for
@@ -126,7 +136,15 @@ def default_attention_loss_weight(student: torch.nn.Module | None) -> float:
     clamped, so no gradient reaches the keys the student does not attend to, and a W1A1 stage gained nothing from it
     (Pearson 0.31 with it, 0.33 without) while it costs memory and time.
     """
-    return 1.0 if is_regression_model(student) and not binarized_attention_probabilities(student) else 0.0
+    if not is_regression_model(student) or binarized_attention_probabilities(student):
+        return 0.0
+    if teacher is not None:
+        student_heads, teacher_heads = _heads_per_layer(student), _heads_per_layer(teacher)
+        same = student_heads is not None and (student_heads == teacher_heads or (
+            teacher_heads is not None and len(set(student_heads)) == 1 and set(student_heads) == set(teacher_heads)))
+        if not same:
+            return 0.0  # the heads differ: the attention maps of mapped layers would not line up
+    return 1.0
 
 
 class DistillationTrainer(Trainer):
@@ -147,7 +165,7 @@ class DistillationTrainer(Trainer):
         teacher_model: the full-precision teacher, with the same tokenizer/vocabulary as the student and
             `attn_implementation="eager"` when `attention_loss_weight > 0` (set here if it is not).
         args: `DistillationTrainingArguments`; an `attention_loss_weight` of None is set here, in `args`, to
-            `default_attention_loss_weight(model)`.
+            `default_attention_loss_weight(model, teacher_model)`.
         model_card_datasets: names of the training data for the student's model card (`ModelCardCallback`,
             which records the run's hyperparameters, steps and final losses on the student).
         original_teacher_model: optional, the full-precision model at the start of a multi-step schedule when
@@ -171,7 +189,7 @@ class DistillationTrainer(Trainer):
             raise ValueError(f"args must be DistillationTrainingArguments, got {type(args).__name__}")
         student = kwargs.get("model")
         if args.attention_loss_weight is None:
-            args.attention_loss_weight = default_attention_loss_weight(student)
+            args.attention_loss_weight = default_attention_loss_weight(student, teacher_model)
             if args.attention_loss_weight:
                 logger.info("regression student: attention distillation (%s) on by default, weight %g "
                             "(DistillationArguments.attention_loss_weight)",
