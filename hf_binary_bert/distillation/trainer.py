@@ -129,12 +129,12 @@ def default_attention_loss_weight(student: torch.nn.Module | None, teacher: torc
 
     Measured on STS-B with a binarized MiniLM (issue 16; docs/distillation.md, "Attention distillation on STS-B"):
     a W1A4 student taught by the prediction MSE and the hidden states only kept its scores near their mean for
-    hundreds of steps of 16 pairs; with the attention KL (MiniLM, Wang et al. 2020) its Pearson at step 500 was about
-    0.25 higher (0.68, 0.81 × the teacher). A scalar regression target gives the student one number per example; the
+    hundreds of steps of 16 pairs (Pearson 0.38 at step 500); with the attention KL (MiniLM, Wang et al. 2020) it
+    reached 0.68 (0.81 × the teacher). A scalar regression target gives the student one number per example; the
     attention distributions give it the teacher's routing of every token, which is where a fine-tuned BERT builds
     the `[CLS]` state the regression head reads. Not for 1-bit probabilities: the KL's log of their zero entries is
     clamped, so no gradient reaches the keys the student does not attend to, and a W1A1 stage gained nothing from it
-    (Pearson 0.31 with it, 0.33 without) while it costs memory and time.
+    (Pearson 0.31 with it; 0.33 without, in a run with an earlier teacher) while it costs memory.
     """
     if not is_regression_model(student) or binarized_attention_probabilities(student):
         return 0.0
