@@ -138,13 +138,14 @@ def default_attention_loss_weight(student: torch.nn.Module | None, teacher: torc
     """
     if not is_regression_model(student) or binarized_attention_probabilities(student):
         return 0.0
-    if teacher is not None:
-        student_heads, teacher_heads = _heads_per_layer(student), _heads_per_layer(teacher)
-        same = student_heads is not None and (student_heads == teacher_heads or (
-            teacher_heads is not None and len(set(student_heads)) == 1 and set(student_heads) == set(teacher_heads)))
-        if not same:
-            return 0.0  # the heads differ: the attention maps of mapped layers would not line up
-    return 1.0
+    if teacher is None:
+        return 1.0
+    student_heads, teacher_heads = _heads_per_layer(student), _heads_per_layer(teacher)
+    if student_heads is None or teacher_heads is None:
+        return 0.0
+    # layer by layer, or one head count throughout when the depths differ (the loss maps layers uniformly)
+    same = student_heads == teacher_heads or set(student_heads) == set(teacher_heads) == {student_heads[0]}
+    return 1.0 if same else 0.0  # otherwise the attention maps of mapped layers would not line up
 
 
 class DistillationTrainer(Trainer):
