@@ -19,7 +19,9 @@ Per task:
 4. `OUT/results.md`: per task and model the metric's mean ± sample standard deviation over the seeds, the share of
    the teacher's, the student's size on disk, whether any saved student collapsed; and the commands.
 
-Runs already finished (their `comparison.json` exists) are not run again, so an interrupted call continues.
+Runs already finished (their `comparison.json` exists) are not run again, and a run that was killed continues
+from its newest checkpoint (each student saves one every 50 steps, `--save-steps 50 --save-total-limit 1`, in
+`<run>.partial`), so an interrupted call continues where it stopped.
 """
 
 from __future__ import annotations
@@ -44,19 +46,25 @@ BUDGETS = {
 }
 BIT = ["--weight-scale", "learned_offset", "--scale-granularity", "head", "--embedding-bits", "1",
        "--activation-quantizer", "elastic", "--batch-size", "32", "--learning-rate", "5e-4"]
+# a resumable checkpoint every 50 steps, only the newest kept: a killed call continues where its run stopped
+CHECKPOINTS = ["--save-steps", "50", "--save-total-limit", "1"]
 STUDENTS = {"W1A1": ["--activation-bits", "1", "--multi-step", "W1A4,W1A2,W1A1"], "W1A8": ["--activation-bits", "8"]}
 
 
-def _run(command: list[str], log: Path, args, done: bool = False) -> None:
-    """Print and record `command` (with `python -m` for the interpreter); run it unless `done` or a dry run."""
+def _run(command: list[str], log: Path, args, done: bool = False, resume: bool = False) -> None:
+    """Print and record `command` (with `python -m` for the interpreter); run it unless `done` or a dry run. With
+    `resume`, it runs with `--resume-from-checkpoint last` added (the same result: the Trainer restores the
+    optimizer, scheduler and random states) and its log is appended to."""
     line = " ".join(["python", *(shlex.quote(c) for c in command[1:])])
-    print(("# done: " if done else "") + line, flush=True)
+    print(("# done: " if done else "# resumed: " if resume and not args.dry_run else "") + line, flush=True)
     with open(Path(args.out) / "commands.txt", "a") as f:
         f.write(line + "\n")
     if args.dry_run or done:
         return
     log.parent.mkdir(parents=True, exist_ok=True)
-    with open(log, "w") as out:
+    if resume:
+        command = [*command, "--resume-from-checkpoint", "last"]
+    with open(log, "a" if resume else "w") as out:
         code = subprocess.run(command, stdout=out, stderr=subprocess.STDOUT, check=False).returncode
     if code:
         sys.exit(f"failed (exit {code}), see {log}: {line}")
@@ -101,8 +109,9 @@ def main(argv=None):
                 run_dir = out / task / f"{name}-seed{seed}"
                 _run([*cli, "distill", "--teacher", teacher, "--task", task, "--data-dir", data_dir,
                       "--output-dir", str(run_dir), "--seed", str(seed), "--no-progress", "--no-latency",
-                      *BIT, *STUDENTS[name], *budget["student_args"]], out / task / f"{name}-seed{seed}.log", args,
-                     done=(run_dir / "comparison.json").exists())
+                      *BIT, *STUDENTS[name], *budget["student_args"], *CHECKPOINTS],
+                     out / task / f"{name}-seed{seed}.log", args, done=(run_dir / "comparison.json").exists(),
+                     resume=any(Path(f"{run_dir}.partial").glob("**/checkpoint-*")))
                 if args.dry_run:
                     continue
                 teacher_row, student_row = json.loads((run_dir / "comparison.json").read_text())

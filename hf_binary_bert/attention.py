@@ -18,6 +18,8 @@ mask [B, 1, T, T] or None → output [B, T, H, d] and weights [B, H, T, T].
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 from torch import nn
 from transformers import AttentionInterface
@@ -71,7 +73,11 @@ def _factored_softmax_attention(module, query, key, value, attention_mask, scali
     scores = torch.matmul(q_q, q_k.transpose(2, 3)) * (s_q * s_k * scaling)
     if attention_mask is not None:
         scores = scores + attention_mask
-    q_p, s_p = module.probs_quantizer.levels(nn.functional.softmax(scores, dim=-1))
+    probs = nn.functional.softmax(scores, dim=-1)
+    record = getattr(module, "_softmax_record", None)
+    if record is not None:
+        record.append(probs)
+    q_p, s_p = module.probs_quantizer.levels(probs)
     output = (torch.matmul(q_p, q_v) * (s_p * s_v)).transpose(1, 2).contiguous()
     return output, q_p * s_p
 
@@ -151,15 +157,43 @@ def _probs_times_value(module, scores: torch.Tensor, value: torch.Tensor, dropou
     (dropped-out) quantized probabilities [B, H, T, T]; one function (`_QuantizedProbsValue`) where it applies."""
     quantizer = getattr(module, "probs_quantizer", None)
     p = dropout if module.training else 0.0
+    record = getattr(module, "_softmax_record", None)
     if (p == 0 or 0 < p < 1) and _fused_probs_value(quantizer, scores, value):
         probs = nn.functional.softmax(scores, dim=-1)
+        if record is not None:
+            record.append(probs)
         _, step = quantizer.training_operands(probs)
         output, probs = _QuantizedProbsValue.apply(probs, step, value, quantizer.q_p, float(p))
         return output.transpose(1, 2).contiguous(), probs
-    probs = _quantize(module, "probs_quantizer", nn.functional.softmax(scores, dim=-1))
+    probs = nn.functional.softmax(scores, dim=-1)
+    if record is not None:
+        record.append(probs)
+    probs = _quantize(module, "probs_quantizer", probs)
     probs = mask_dropout(probs, dropout, module.training)
     output = torch.matmul(probs, value).transpose(1, 2).contiguous()
     return output, probs
+
+
+@contextlib.contextmanager
+def record_softmax(model: nn.Module):
+    """Record, while the context is open, the softmax distributions of every quantized softmax attention layer of
+    `model` *before* the probability quantizer: yields a list that each forward through `binary_softmax_attention`
+    appends one [B, H, T, T] tensor to, in layer order (with autograd, the tensor autograd keeps for the softmax's
+    backward anyway, so recording costs no memory). The native encoder runtime (`hf_binary_bert.runtime`) records
+    nothing; a forward with `output_attentions=True`, as the distillation trainer's, runs the eager layers.
+
+    The attention loss on these distributions reaches a student whose quantized probabilities are 1-bit (BiT's
+    {0, α}): the KL of the quantized map clamps the log of its zeros and gives the keys the student ignores no
+    gradient; the softmax before the quantizer has a gradient everywhere (docs/distillation.md)."""
+    modules = [m for m in model.modules() if hasattr(m, "probs_quantizer")]
+    records: list[torch.Tensor] = []
+    for m in modules:
+        m._softmax_record = records
+    try:
+        yield records
+    finally:
+        for m in modules:
+            m.__dict__.pop("_softmax_record", None)
 
 
 def _bitwise_bi_attention_applies(module, query, attention_mask) -> bool:
@@ -211,4 +245,4 @@ def register_attention_functions() -> None:
 register_attention_functions()
 
 __all__ = ["BI_ATTENTION", "SOFTMAX_ATTENTION", "bi_attention", "binary_softmax_attention", "heaviside_ste",
-           "register_attention_functions"]
+           "record_softmax", "register_attention_functions"]

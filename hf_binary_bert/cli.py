@@ -71,6 +71,8 @@ def _add_train_args(p, *, learning_rate):
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--save-steps", type=int, help="save a resumable checkpoint every N steps in OUTPUT_DIR.partial "
                    "(the run's working folder, renamed to OUTPUT_DIR when everything is written)")
+    p.add_argument("--save-total-limit", type=int, metavar="N",
+                   help="keep only the newest N checkpoints of --save-steps (Trainer's save_total_limit; default: all)")
     p.add_argument("--resume-from-checkpoint", metavar="CHECKPOINT",
                    help="continue a killed run: a checkpoint folder, or 'last' (the newest in OUTPUT_DIR.partial)")
 
@@ -299,10 +301,12 @@ def _train_kwargs(args) -> dict:
                   whole_word_mask=args.whole_word_mask, seed=args.seed, logging_steps=args.logging_steps,
                   progress=not args.no_progress, data_dir=args.data_dir, dataset_name=args.dataset_name,
                   train_files=args.train_files, doc_stride=args.doc_stride, max_answer_length=args.max_answer_length,
-                  eval_files=args.eval_files, save_steps=args.save_steps,
+                  eval_files=args.eval_files, save_steps=args.save_steps, save_total_limit=args.save_total_limit,
                   resume_from_checkpoint=args.resume_from_checkpoint)
     if args.save_steps is not None and args.save_steps <= 0:
         raise UsageError(f"--save-steps must be a positive number of steps, got {args.save_steps}")
+    if args.save_total_limit is not None and args.save_total_limit <= 0:
+        raise UsageError(f"--save-total-limit must be a positive number of checkpoints, got {args.save_total_limit}")
     if args.resume_from_checkpoint is not None and getattr(args, "multi_step", None):
         if args.resume_from_checkpoint.lower() != "last":
             raise UsageError("--resume-from-checkpoint: with --multi-step only 'last' (each stage resumes from its "

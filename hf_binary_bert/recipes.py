@@ -305,6 +305,7 @@ class TrainingOptions:
     logging_steps: int = 50
     progress: bool = True
     save_steps: int | None = None  # a resumable checkpoint (training form) every this many steps; None: none
+    save_total_limit: int | None = None  # keep only the newest this many checkpoints (Trainer's); None: all
     # a checkpoint folder to resume from, or "last" / True: the newest in the run's working folder (`partial_dir`)
     resume_from_checkpoint: str | bool | None = None
 
@@ -356,6 +357,7 @@ def _training_arguments(cls, output_dir: str, options: TrainingOptions, learning
         logging_steps=options.logging_steps,
         save_strategy="steps" if options.save_steps else "no",
         save_steps=options.save_steps or 500,
+        save_total_limit=options.save_total_limit,
         report_to=[],
         seed=options.seed,
         disable_tqdm=not options.progress,

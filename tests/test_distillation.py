@@ -9,7 +9,12 @@ import torch.nn.functional as F
 from distill_helpers import tiny_teacher, toy_dataset
 from transformers import AutoModelForSequenceClassification
 
-from hf_binary_bert import BinaryBertForSequenceClassification, DistillationTrainer, DistillationTrainingArguments
+from hf_binary_bert import (
+    BinaryBertForSequenceClassification,
+    DistillationTrainer,
+    DistillationTrainingArguments,
+    calibrate,
+)
 from hf_binary_bert.distillation import (
     attention_distillation_loss,
     hidden_state_cosine,
@@ -72,6 +77,8 @@ def test_arguments_validate():
         DistillationTrainingArguments(output_dir="x", temperature=0, report_to=[])
     with pytest.raises(ValueError, match="attention_loss must be one of"):
         DistillationTrainingArguments(output_dir="x", attention_loss="l2", report_to=[])
+    with pytest.raises(ValueError, match="attention_distribution must be one of"):
+        DistillationTrainingArguments(output_dir="x", attention_distribution="float", report_to=[])
     with pytest.raises(ValueError, match="head_learning_rate must be > 0"):
         DistillationTrainingArguments(output_dir="x", head_learning_rate=0.0, report_to=[])
     with pytest.raises(ValueError, match="pooled_loss_weight must be >= 0"):
@@ -93,8 +100,13 @@ def _args(tmp_path, **kwargs):
 
 
 def _student(teacher):
+    return _student_with(teacher)
+
+
+def _student_with(teacher, **kwargs):
     torch.manual_seed(1)
-    return BinaryBertForSequenceClassification.from_teacher(teacher, weight_scale="learned_offset", scale_granularity="head")
+    return BinaryBertForSequenceClassification.from_teacher(teacher, weight_scale="learned_offset",
+                                                            scale_granularity="head", **kwargs)
 
 
 @pytest.mark.parametrize(("num_labels", "student_kwargs", "given", "expected"), [
@@ -141,6 +153,78 @@ def test_attention_loss_default_stays_off_when_the_heads_differ():
     pruned_student = BinaryBertForSequenceClassification.from_teacher(teacher)
     pruned_student.config.layer_num_attention_heads = list(pruned.config.layer_num_attention_heads)
     assert default_attention_loss_weight(pruned_student, pruned) == 1.0  # the same heads layer by layer
+
+
+@pytest.mark.parametrize("student_kwargs", [{"activation_bits": 1, "activation_quantizer": "elastic"}, {"activation_bits": 4}])
+def test_record_softmax_gives_the_distributions_before_the_probability_quantizer(student_kwargs):
+    from hf_binary_bert.attention import record_softmax
+
+    teacher = tiny_teacher()
+    student = _student_with(teacher, **student_kwargs).train()
+    batch = {k: torch.tensor(v) for k, v in toy_dataset()[:4].items() if k != "labels"}
+    batch["attention_mask"][1, 9:] = 0
+    with record_softmax(student) as maps:
+        out = student(**batch, output_attentions=True)
+    assert len(maps) == len(out.attentions) == student.config.num_hidden_layers
+    for a_soft, a_quant in zip(maps, out.attentions):
+        assert a_soft.shape == a_quant.shape and a_soft.requires_grad
+        torch.testing.assert_close(a_soft.sum(-1), torch.ones(a_soft.shape[:-1]))
+        assert a_soft[1, :, :, 9:].abs().max() < 1e-6  # padding keys
+        assert not torch.equal(a_soft, a_quant)  # the quantized map is another tensor
+    assert not any(hasattr(m, "_softmax_record") for m in student.modules())  # nothing left attached
+    student.eval()
+    with record_softmax(student) as with_grad:
+        student(**batch)
+    with record_softmax(student) as without_grad, torch.no_grad():  # the factored inference path
+        student(**batch)
+    assert len(without_grad) == len(with_grad)
+    for a, b in zip(without_grad, with_grad):
+        torch.testing.assert_close(a, b.detach())
+
+
+def test_softmax_attention_loss_compares_the_softmax_of_a_binarized_teacher_too(tmp_path):
+    """A multi-step stage: the teacher is an earlier binarized stage; both sides' maps are their softmax."""
+    from hf_binary_bert.attention import record_softmax
+
+    teacher = _student_with(tiny_teacher(), activation_bits=2, activation_quantizer="elastic").eval()
+    student = _student_with(tiny_teacher(), activation_bits=1, activation_quantizer="elastic").eval()
+    teacher.set_attn_implementation("eager")
+    batch = {k: torch.tensor(v) for k, v in toy_dataset()[:8].items()}
+    features = {k: v for k, v in batch.items() if k != "labels"}
+    for model in (teacher, student):
+        calibrate(model, [features])
+    losses = {}
+    for distribution in ("quantized", "softmax"):
+        args = _args(tmp_path, max_steps=1, task_loss_weight=0.0, prediction_loss_weight=0.0, hidden_loss_weight=0.0,
+                     cosine_loss_weight=0.0, attention_loss_weight=1.0, attention_distribution=distribution)
+        trainer = DistillationTrainer(teacher_model=teacher, model=student, args=args, train_dataset=toy_dataset())
+        losses[distribution] = trainer.compute_loss(student, batch).item()
+    with torch.no_grad(), record_softmax(teacher) as a_t, record_softmax(student) as a_s:
+        out_t, out_s = teacher(**features, output_attentions=True), student(**features, output_attentions=True)
+    assert losses["softmax"] == pytest.approx(attention_distillation_loss(a_s, a_t, features["attention_mask"], "kl").item(), rel=1e-5)
+    assert losses["quantized"] == pytest.approx(
+        attention_distillation_loss(out_s.attentions, out_t.attentions, features["attention_mask"], "kl").item(), rel=1e-5)
+    assert losses["softmax"] != pytest.approx(losses["quantized"], rel=1e-2)
+
+
+def test_attention_kl_reaches_a_1bit_student_only_through_the_softmax(tmp_path):
+    """BiT's 1-bit probabilities {0, α}: the KL of the quantized map has no gradient for Q and K (the log of the zero
+    entries is clamped); the KL of the softmax before the quantizer has one."""
+    teacher = tiny_teacher()
+    student = _student_with(teacher, activation_bits=1, activation_quantizer="elastic")
+    batch = {k: torch.tensor(v) for k, v in toy_dataset()[:8].items()}
+    grads = {}
+    for distribution in ("quantized", "softmax"):
+        args = _args(tmp_path, max_steps=1, task_loss_weight=0.0, prediction_loss_weight=0.0, hidden_loss_weight=0.0,
+                     cosine_loss_weight=0.0, attention_loss_weight=1.0, attention_distribution=distribution)
+        trainer = DistillationTrainer(teacher_model=teacher, model=student, args=args, train_dataset=toy_dataset())
+        student.zero_grad()
+        loss = trainer.compute_loss(student.train(), batch)
+        loss.backward()
+        query = student.bert.encoder.layer[0].attention.self.query
+        grads[distribution] = (loss.item(), query.weight.grad.abs().sum().item())
+    assert grads["quantized"][1] == 0.0 and grads["softmax"][1] > 0
+    assert grads["softmax"][0] < grads["quantized"][0]  # no clamped log(1e-12) terms
 
 
 def test_teacher_is_frozen_and_every_component_is_logged(tmp_path):

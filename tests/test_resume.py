@@ -86,7 +86,16 @@ def test_bad_resume_arguments_name_the_flag(tmp_path, teacher, capsys):
     assert "not a Trainer checkpoint" in capsys.readouterr().err
     assert main(_args(teacher, out)[:-6] + ["--save-steps", "0", "--no-latency"]) == 2
     assert "--save-steps" in capsys.readouterr().err
+    assert main(_args(teacher, out) + ["--save-total-limit", "0"]) == 2
+    assert "--save-total-limit" in capsys.readouterr().err
     assert not out.exists() and not (tmp_path / "out.partial").exists()
+
+
+def test_save_total_limit_keeps_the_newest_checkpoints(tmp_path, teacher, monkeypatch):
+    monkeypatch.chdir(DATA.parent)
+    out = tmp_path / "out"
+    assert main(_args(teacher, out) + ["--save-total-limit", "1"]) == 0  # checkpoints at steps 2, 4 and 6
+    assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-6"]
 
 
 def test_publish_renames_into_a_missing_or_empty_folder_and_keeps_other_files(tmp_path):

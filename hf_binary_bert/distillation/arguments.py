@@ -186,8 +186,8 @@ class DistillationArguments:
     attention, DMD) and the rest only the prediction-layer terms (prediction, task).
 
     Raises:
-        ValueError: for a negative weight, a non-positive temperature or `head_learning_rate`, an unknown `attention_loss` or
-            `dmd_targets` entry, an `intermediate_stage_ratio` outside (0, 1), or a two-stage setting without
+        ValueError: for a negative weight, a non-positive temperature or `head_learning_rate`, an unknown `attention_loss`,
+            `attention_distribution` or `dmd_targets` entry, an `intermediate_stage_ratio` outside (0, 1), or a two-stage setting without
             terms for one of its stages.
     """
 
@@ -211,6 +211,13 @@ class DistillationArguments:
     attention_loss: str = field(
         default="kl", metadata={"help": "Attention loss: 'kl' (MiniLM's KL of the attention distributions) or 'mse'.",
                                 "choices": ("mse", "kl")}
+    )
+    attention_distribution: str = field(
+        default="quantized",
+        metadata={"help": "Which student attention map the attention loss compares with the teacher's: 'quantized' (the "
+                          "weights the layer multiplies V with) or 'softmax' (the softmax before the probability "
+                          "quantizer of binarized softmax attention; the same map for a float student).",
+                  "choices": ("quantized", "softmax")}
     )
     cosine_loss_weight: float = field(default=0.0, metadata={"help": "Weight of the hidden-state cosine loss."})
     dmd_loss_weight: float = field(
@@ -252,6 +259,9 @@ class DistillationArguments:
             raise ValueError(f"temperature must be > 0, got {self.temperature}")
         if self.attention_loss not in ("mse", "kl"):
             raise ValueError(f"attention_loss must be one of ['mse', 'kl'], got {self.attention_loss!r}")
+        if self.attention_distribution not in ("quantized", "softmax"):
+            raise ValueError("attention_distribution must be one of ['quantized', 'softmax'], got "
+                             f"{self.attention_distribution!r}")
         if self.hidden_layer_weights is not None and any(w < 0 for w in self.hidden_layer_weights):
             raise ValueError(f"hidden_layer_weights must be >= 0, got {self.hidden_layer_weights}")
         bad = [t for t in self.dmd_targets if t not in ("query", "key", "value")]

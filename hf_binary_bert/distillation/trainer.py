@@ -10,6 +10,7 @@ import torch
 from transformers import PreTrainedModel, Trainer
 
 from .arguments import DistillationTrainingArguments
+from ..attention import record_softmax
 from ..binarization.swap import binarized_target
 from .losses import (
     attention_distillation_loss,
@@ -242,10 +243,13 @@ class DistillationTrainer(Trainer):
         unwrapped_teacher = self.accelerator.unwrap_model(self.teacher)
         # The teacher first: its forward's temporaries come and go before the student's autograd graph is built,
         # instead of on top of it (only its outputs stay, which the losses read).
+        softmax = "attention" in weights and args.attention_distribution == "softmax"
         with (torch.no_grad(), self._teacher_context(), capture_qkv(unwrapped_teacher, dmd_targets) as teacher_qkv,
-              capture_pooled(unwrapped_teacher, pooled) as teacher_pooled):
+              capture_pooled(unwrapped_teacher, pooled) as teacher_pooled,
+              record_softmax(unwrapped_teacher) if softmax else contextlib.nullcontext() as teacher_softmax):
             teacher_out = self.teacher(**features, **need)
-        with capture_qkv(unwrapped, dmd_targets) as student_qkv, capture_pooled(unwrapped, pooled) as student_pooled:
+        with (capture_qkv(unwrapped, dmd_targets) as student_qkv, capture_pooled(unwrapped, pooled) as student_pooled,
+              record_softmax(unwrapped) if softmax else contextlib.nullcontext() as student_softmax):
             student_out = model(**(inputs if "task" in weights else features), **need)
 
         token_mask = features.get("attention_mask")
@@ -277,8 +281,15 @@ class DistillationTrainer(Trainer):
                 student_out.hidden_states, teacher_out.hidden_states, token_mask, args.hidden_layer_weights
             )
         if "attention" in weights:
+            # with "softmax": the softmax before the probability quantizer where a model quantizes its attention (a
+            # binarized student; a binarized teacher: an earlier stage of a multi-step schedule)
+            student_maps, teacher_maps = student_out.attentions, teacher_out.attentions
+            if softmax and student_softmax and len(student_softmax) == len(student_maps):
+                student_maps = student_softmax
+            if softmax and teacher_softmax and len(teacher_softmax) == len(teacher_maps):
+                teacher_maps = teacher_softmax
             components["attention"] = attention_distillation_loss(
-                student_out.attentions, teacher_out.attentions, token_mask, args.attention_loss
+                student_maps, teacher_maps, token_mask, args.attention_loss
             )
         if "dmd" in weights:
             teacher_heads = self.accelerator.unwrap_model(self.teacher).config.num_attention_heads
