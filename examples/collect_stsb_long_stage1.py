@@ -23,6 +23,7 @@ def command(run: dict, teacher: str, split: str) -> str:
         if run.get(key, default) != default:
             flags.append(f"--{key.replace('_', '-')} {run[key]}")
     flags += [f"--option '{item}'" for item in run.get("option", [])]
+    flags += [f"--binarization '{item}'" for item in run.get("binarization", [])]
     return (f"OMP_NUM_THREADS=1 python examples/stsb_long_stage1.py --teacher {teacher} --data-dir {split} "
             f"--output-dir OUT --results R.jsonl " + " ".join(flags))
 
@@ -34,8 +35,9 @@ def mean_loss(losses: list[dict], last_step: int, key: str, window: int = 100) -
 
 
 def options(run: dict) -> str:
-    """The run's extra training options (`--option KEY=VALUE`), or "—" (none: the defaults of when it ran)."""
-    return ", ".join(run.get("option", [])) or "—"
+    """The run's extra training options (`--option KEY=VALUE`) and student settings (`--binarization KEY=VALUE`),
+    or "—" (none: the defaults of when it ran)."""
+    return ", ".join(run.get("option", []) + run.get("binarization", [])) or "—"
 
 
 def single_stage_summary(runs: list[dict], teacher_pearson: float) -> None:

@@ -50,13 +50,22 @@ p.add_argument("--seq", type=int, default=64)
 p.add_argument("--seed", type=int, default=42)
 p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                help="a further DistillationTrainingArguments field, e.g. attention_loss_weight=1 (JSON value)")
+p.add_argument("--binarization", action="append", default=[], metavar="KEY=VALUE",
+               help="a further BinaryBertConfig field of the student, e.g. hidden_act=\"relu\" (JSON value)")
 a = p.parse_args()
-options = {}
-for item in a.option:
-    key, sep, value = item.partition("=")
-    if not sep:
-        p.error(f"--option needs KEY=VALUE, got {item!r}")
-    options[key] = json.loads(value)
+
+
+def key_values(items, flag):
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep:
+            p.error(f"{flag} needs KEY=VALUE, got {item!r}")
+        out[key] = json.loads(value)
+    return out
+
+
+options = key_values(a.option, "--option")
 torch.set_num_threads(1)
 
 teacher_logits = {}
@@ -89,6 +98,7 @@ binarization = {"weight_scale": "learned_offset", "scale_granularity": "head", "
                 "embedding_bits": 1}
 if a.schedule is None:
     binarization["activation_bits"] = a.bits
+binarization.update(key_values(a.binarization, "--binarization"))
 start, cpu0 = time.time(), os.times()
 result = recipes.distill(a.teacher, "stsb", os.path.join(a.output_dir, a.name), binarization=binarization,
                          schedule=a.schedule, stage_budget=a.stage_budget, data_dir=a.data_dir, max_steps=a.steps,

@@ -207,6 +207,19 @@ def test_softmax_attention_loss_compares_the_softmax_of_a_binarized_teacher_too(
     assert losses["softmax"] != pytest.approx(losses["quantized"], rel=1e-2)
 
 
+@pytest.mark.parametrize(("student_kwargs", "given", "expected"), [
+    ({"activation_bits": 1}, None, "softmax"), ({"activation_bits": 4}, None, "quantized"), ({}, None, "quantized"),
+    ({"activation_bits": 1, "attention_type": "bi_attention"}, None, "quantized"),  # no softmax to compare
+    ({"activation_bits": 1}, "quantized", "quantized"), ({"activation_bits": 4}, "softmax", "softmax"),
+])
+def test_attention_distribution_default_is_the_softmax_for_1bit_probabilities(tmp_path, student_kwargs, given, expected):
+    teacher = tiny_teacher()
+    args = _args(tmp_path, max_steps=1, attention_distribution=given)
+    DistillationTrainer(teacher_model=teacher, model=_student_with(teacher, **student_kwargs), args=args,
+                        train_dataset=toy_dataset())
+    assert args.attention_distribution == expected
+
+
 def test_attention_kl_reaches_a_1bit_student_only_through_the_softmax(tmp_path):
     """BiT's 1-bit probabilities {0, α}: the KL of the quantized map has no gradient for Q and K (the log of the zero
     entries is clamped); the KL of the softmax before the quantizer has one."""

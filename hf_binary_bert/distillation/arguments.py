@@ -212,11 +212,12 @@ class DistillationArguments:
         default="kl", metadata={"help": "Attention loss: 'kl' (MiniLM's KL of the attention distributions) or 'mse'.",
                                 "choices": ("mse", "kl")}
     )
-    attention_distribution: str = field(
-        default="quantized",
-        metadata={"help": "Which student attention map the attention loss compares with the teacher's: 'quantized' (the "
-                          "weights the layer multiplies V with) or 'softmax' (the softmax before the probability "
-                          "quantizer of binarized softmax attention; the same map for a float student).",
+    attention_distribution: str | None = field(
+        default=None,
+        metadata={"help": "Which attention maps the attention loss compares: 'quantized' (the weights each layer "
+                          "multiplies V with) or 'softmax' (the softmax before the probability quantizer of binarized "
+                          "softmax attention, in the student and in a binarized teacher; the same maps for a float "
+                          "model). Default: 'softmax' for a student with 1-bit probabilities, else 'quantized'.",
                   "choices": ("quantized", "softmax")}
     )
     cosine_loss_weight: float = field(default=0.0, metadata={"help": "Weight of the hidden-state cosine loss."})
@@ -259,7 +260,7 @@ class DistillationArguments:
             raise ValueError(f"temperature must be > 0, got {self.temperature}")
         if self.attention_loss not in ("mse", "kl"):
             raise ValueError(f"attention_loss must be one of ['mse', 'kl'], got {self.attention_loss!r}")
-        if self.attention_distribution not in ("quantized", "softmax"):
+        if self.attention_distribution not in (None, "quantized", "softmax"):
             raise ValueError("attention_distribution must be one of ['quantized', 'softmax'], got "
                              f"{self.attention_distribution!r}")
         if self.hidden_layer_weights is not None and any(w < 0 for w in self.hidden_layer_weights):

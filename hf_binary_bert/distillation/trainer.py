@@ -149,6 +149,21 @@ def default_attention_loss_weight(student: torch.nn.Module | None, teacher: torc
     return 1.0 if same else 0.0  # otherwise the attention maps of mapped layers would not line up
 
 
+def default_attention_distribution(student: torch.nn.Module | None) -> str:
+    """`attention_distribution` when it is not given (None): `"softmax"` for a student whose attention probabilities
+    are 1-bit (BiT's binarized softmax), else `"quantized"` (Bi-Attention has no softmax: its boolean maps are
+    compared either way).
+
+    Measured on STS-B (issue 16; docs/distillation.md, "The attention loss and 1-bit probabilities"): BiT's 1-bit
+    probabilities {0, α} are zero on most keys and the KL's log of a zero is clamped, so the KL of the quantized maps
+    gives the query and key projections no gradient through the keys the student ignores; the KL of the softmax
+    before the quantizer has one everywhere. A W1A4 student (16 probability levels) scored higher with the quantized
+    maps, the ones its forward uses.
+    """
+    bi_attention = getattr(getattr(student, "config", None), "attention_type", None) == "bi_attention"
+    return "softmax" if binarized_attention_probabilities(student) and not bi_attention else "quantized"
+
+
 class DistillationTrainer(Trainer):
     """Trains a student (typically a `BinaryBert*` model) to match a frozen full-precision teacher.
 
@@ -167,7 +182,8 @@ class DistillationTrainer(Trainer):
         teacher_model: the full-precision teacher, with the same tokenizer/vocabulary as the student and
             `attn_implementation="eager"` when `attention_loss_weight > 0` (set here if it is not).
         args: `DistillationTrainingArguments`; an `attention_loss_weight` of None is set here, in `args`, to
-            `default_attention_loss_weight(model, teacher_model)`.
+            `default_attention_loss_weight(model, teacher_model)`, an `attention_distribution` of None to
+            `default_attention_distribution(model)`.
         model_card_datasets: names of the training data for the student's model card (`ModelCardCallback`,
             which records the run's hyperparameters, steps and final losses on the student).
         original_teacher_model: optional, the full-precision model at the start of a multi-step schedule when
@@ -196,6 +212,8 @@ class DistillationTrainer(Trainer):
                 logger.info("regression student: attention distillation (%s) on by default, weight %g "
                             "(DistillationArguments.attention_loss_weight)",
                             args.attention_loss, args.attention_loss_weight)
+        if args.attention_distribution is None:
+            args.attention_distribution = default_attention_distribution(student)
         if args.attention_loss_weight > 0:
             for role, model in (("teacher", teacher_model), ("student", student)):
                 if model is not None and model.config._attn_implementation != "eager":
