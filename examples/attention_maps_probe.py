@@ -2,8 +2,8 @@
 
 For the first `--pairs` held-out sentence pairs, each model runs once (eval mode, eager attention) and the script
 prints one markdown table per student: per layer, averaged over heads and real query rows,
-- the probability step α of the student's probability quantizer (the largest entry of its quantized maps) and the
-  number of keys a query row keeps (entries > 0 of the quantized map),
+- the largest entry of the student's quantized maps (its probability step α at 1 bit; Q_p·α with Q_p levels above
+  0 otherwise) and the number of keys a query row keeps (entries > 0 of the quantized map),
 - the entropy (nats) of the student's softmax before its quantizer (`attention.record_softmax`) and of the
   teacher's attention, and the mean largest probability of each,
 - KL(A_teacher ‖ softmax_student), the per-row attention loss of `attention_distribution="softmax"`.
@@ -59,7 +59,7 @@ for path in a.students:
     if len(softmax_maps) != len(quantized_maps):
         raise SystemExit(f"{path}: no softmax attention to record (Bi-Attention or a float model)")
     print(f"`{path}` ({student.config.activation_bits}-bit activations)\n")
-    print("| layer | α | keys kept per row | entropy, student softmax | entropy, teacher | largest p, student | "
+    print("| layer | largest quantized entry (α at 1 bit) | keys kept per row | entropy, student softmax | entropy, teacher | largest p, student | "
           "largest p, teacher | KL(teacher ‖ student softmax) |")
     print("|---:|---:|---:|---:|---:|---:|---:|---:|")
     for layer, (quantized, soft, target) in enumerate(zip(quantized_maps, softmax_maps, teacher_maps)):

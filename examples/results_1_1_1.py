@@ -37,11 +37,16 @@ from pathlib import Path
 
 # budgets of issue 16's goals: batch 32; SST-2 1000 steps at 64 tokens; STS-B and RTE 3 epochs at 128 tokens
 BUDGETS = {
-    "sst2": {"data_dir": "data/glue/SST-2", "metric": "accuracy", "teacher_args": ["--epochs", "1", "--max-seq-length", "64"],
+    "sst2": {"data_dir": "data/glue/SST-2", "metric": "accuracy",
+             "teacher_args": ["--epochs", "1", "--learning-rate", "5e-5", "--max-seq-length", "64"],
              "student_args": ["--max-steps", "1000", "--max-seq-length", "64"]},
-    "rte": {"data_dir": "data/glue/RTE", "metric": "accuracy", "teacher_args": ["--epochs", "3", "--max-seq-length", "128"],
+    # RTE's teacher: 3 epochs at 5e-5 left the loss at ln 2 for 150 of its 234 steps and scored 0.563 (RTE dev's
+    # majority class: 0.527), so the teacher gets a larger learning rate and twice the epochs
+    "rte": {"data_dir": "data/glue/RTE", "metric": "accuracy",
+            "teacher_args": ["--epochs", "6", "--learning-rate", "1e-4", "--max-seq-length", "128"],
             "student_args": ["--epochs", "3", "--max-seq-length", "128"]},
-    "stsb": {"data_dir": None, "metric": "pearson", "teacher_args": ["--epochs", "3", "--max-seq-length", "128"],
+    "stsb": {"data_dir": None, "metric": "pearson",
+             "teacher_args": ["--epochs", "3", "--learning-rate", "5e-5", "--max-seq-length", "128"],
              "student_args": ["--epochs", "3", "--max-seq-length", "128"]},
 }
 BIT = ["--weight-scale", "learned_offset", "--scale-granularity", "head", "--embedding-bits", "1",
@@ -100,7 +105,7 @@ def main(argv=None):
         teacher = given.get(task, str(out / task / "teacher"))
         if task not in given:
             _run([*cli, "finetune", "--model", "minilm", "--task", task, "--data-dir", data_dir, "--output-dir",
-                  teacher, "--batch-size", "32", "--learning-rate", "5e-5", "--seed", "42", "--no-progress",
+                  teacher, "--batch-size", "32", "--seed", "42", "--no-progress",
                   *budget["teacher_args"]], out / task / "teacher.log", args,
                  done=(Path(teacher) / "config.json").exists())
         rows = {}

@@ -133,9 +133,12 @@ def default_attention_loss_weight(student: torch.nn.Module | None, teacher: torc
     hundreds of steps of 16 pairs (Pearson 0.38 at step 500); with the attention KL (MiniLM, Wang et al. 2020) it
     reached 0.68 (0.81 × the teacher). A scalar regression target gives the student one number per example; the
     attention distributions give it the teacher's routing of every token, which is where a fine-tuned BERT builds
-    the `[CLS]` state the regression head reads. Not for 1-bit probabilities: the KL's log of their zero entries is
-    clamped, so no gradient reaches the keys the student does not attend to, and a W1A1 stage gained nothing from it
-    (Pearson 0.31 with it; 0.33 without, in a run with an earlier teacher) while it costs memory.
+    the `[CLS]` state the regression head reads. Not for 1-bit probabilities, where it was measured without a gain
+    worth its memory: on the quantized maps the KL's log of their zero entries is clamped, so no gradient reaches
+    the keys the student ignores (a 3-stage run's W1A1 stage: Pearson 0.31); on the softmax before the quantizer
+    (`attention_distribution="softmax"`) the student's attention matches the teacher's entropy, yet a W1A1 student
+    scored 0.27 with it and 0.29 without (600 steps), and the 3-stage run's W1A1 stage 0.34 (docs/distillation.md,
+    "The attention loss and 1-bit probabilities").
     """
     if not is_regression_model(student) or binarized_attention_probabilities(student):
         return 0.0
