@@ -11,7 +11,8 @@ Per task:
 1. data: SST-2 and RTE from `data/glue/<TASK>` (official dev as evaluation split); STS-B from the GLUE release's
    `train.tsv` (`--stsb-release`, default `../shared/data/glue/STS-B`) with a fixed 10 % held out as validation
    (`hf_binary_bert.data.write_holdout_split`, seed 0) — the release's dev split is not shared.
-2. teacher: all-MiniLM-L6-v2 (`minilm`) fine-tuned once (seed 42), or `--teacher TASK=FOLDER` for one already there.
+2. teacher: all-MiniLM-L6-v2 (`minilm`) fine-tuned once (seed 42, the epochs and learning rate of `BUDGETS`), or
+   `--teacher TASK=FOLDER` for one already there.
 3. students, one per seed: W1A1 BiT (elastic activations, 1-bit embeddings, learned α/γ per head) through the
    multi-step schedule W1A4,W1A2,W1A1 with the total budget of `BUDGETS` and W1A8 in one stage, as
    `hf-binary-bert distill`, which scores teacher and student on the evaluation split (`comparison.json`) and
