@@ -36,7 +36,7 @@ tokenizer = AutoTokenizer.from_pretrained(a.teacher)
 batch = tokenizer([r["sentence1"] for r in rows], [r["sentence2"] for r in rows], padding=True, truncation=True,
                   max_length=a.seq, return_tensors="pt")
 real = batch["attention_mask"].bool()
-teacher = AutoModelForSequenceClassification.from_pretrained(a.teacher, attn_implementation="eager").eval()
+teacher = AutoModelForSequenceClassification.from_pretrained(a.teacher, attn_implementation="eager", dtype=torch.float32).eval()
 with torch.no_grad():
     teacher_maps = teacher(**batch, output_attentions=True).attentions
 
@@ -52,7 +52,7 @@ def entropy(maps: torch.Tensor) -> torch.Tensor:
 
 print(f"{len(rows)} held-out pairs of `{a.data_dir}`, at most {a.seq} tokens; teacher `{a.teacher}`.\n")
 for path in a.students:
-    student = AutoModelForSequenceClassification.from_pretrained(path).eval()
+    student = AutoModelForSequenceClassification.from_pretrained(path, dtype=torch.float32).eval()
     student.set_attn_implementation("eager")
     with torch.no_grad(), record_softmax(student) as softmax_maps:
         quantized_maps = student(**batch, output_attentions=True).attentions
