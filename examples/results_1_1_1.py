@@ -21,8 +21,8 @@ Per task:
    the teacher's, the student's size on disk, whether any saved student collapsed; and the commands.
 
 Runs already finished (their `comparison.json` exists) are not run again, and a run that was killed continues
-from its newest checkpoint (each student saves one every 50 steps, `--save-steps 50 --save-total-limit 1`, in
-`<run>.partial`), so an interrupted call continues where it stopped.
+from its newest checkpoint (each student and teacher saves one every 50 steps, `--save-steps 50 --save-total-limit
+1`, in `<run>.partial`), so an interrupted call continues where it stopped.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ import argparse
 import json
 import os
 import shlex
+import shutil
 import statistics
 import subprocess
 import sys
@@ -52,7 +53,8 @@ BUDGETS = {
 }
 BIT = ["--weight-scale", "learned_offset", "--scale-granularity", "head", "--embedding-bits", "1",
        "--activation-quantizer", "elastic", "--batch-size", "32", "--learning-rate", "5e-4"]
-# a resumable checkpoint every 50 steps, only the newest kept: a killed call continues where its run stopped
+# a resumable checkpoint every 50 steps, only the newest kept: a killed call continues where its run (a student or
+# a teacher) stopped
 CHECKPOINTS = ["--save-steps", "50", "--save-total-limit", "1"]
 STUDENTS = {"W1A1": ["--activation-bits", "1", "--multi-step", "W1A4,W1A2,W1A1"], "W1A8": ["--activation-bits", "8"]}
 
@@ -74,6 +76,14 @@ def _run(command: list[str], log: Path, args, done: bool = False, resume: bool =
         code = subprocess.run(command, stdout=out, stderr=subprocess.STDOUT, check=False).returncode
     if code:
         sys.exit(f"failed (exit {code}), see {log}: {line}")
+
+
+def _drop_checkpoints(run_dir: Path) -> None:
+    """Remove a finished run's resumable checkpoints (the latent weights and optimizer state, about 260 MB each for
+    MiniLM): the saved model beside them is the result."""
+    for checkpoint in sorted(run_dir.glob("**/checkpoint-*")):
+        if checkpoint.is_dir():
+            shutil.rmtree(checkpoint)
 
 
 def main(argv=None):
@@ -107,8 +117,11 @@ def main(argv=None):
         if task not in given:
             _run([*cli, "finetune", "--model", "minilm", "--task", task, "--data-dir", data_dir, "--output-dir",
                   teacher, "--batch-size", "32", "--seed", "42", "--no-progress",
-                  *budget["teacher_args"]], out / task / "teacher.log", args,
-                 done=(Path(teacher) / "config.json").exists())
+                  *budget["teacher_args"], *CHECKPOINTS], out / task / "teacher.log", args,
+                 done=(Path(teacher) / "config.json").exists(),
+                 resume=any(Path(f"{teacher}.partial").glob("checkpoint-*")))
+            if not args.dry_run:
+                _drop_checkpoints(Path(teacher))
         rows = {}
         for name in args.students:
             for seed in args.seeds:
@@ -120,6 +133,7 @@ def main(argv=None):
                      resume=any(Path(f"{run_dir}.partial").glob("**/checkpoint-*")))
                 if args.dry_run:
                     continue
+                _drop_checkpoints(run_dir)
                 teacher_row, student_row = json.loads((run_dir / "comparison.json").read_text())
                 result = json.loads((run_dir / "distill_results.json").read_text())
                 rows.setdefault("teacher", []).append((teacher_row, False))
