@@ -42,10 +42,10 @@ BUDGETS = {
     "sst2": {"data_dir": "data/glue/SST-2", "metric": "accuracy",
              "teacher_args": ["--epochs", "1", "--learning-rate", "5e-5", "--max-seq-length", "64"],
              "student_args": ["--max-steps", "1000", "--max-seq-length", "64"]},
-    # RTE's teacher: 3 epochs at 5e-5 left the loss at ln 2 for 150 of its 234 steps and scored 0.563 (RTE dev's
-    # majority class: 0.527), so the teacher gets a larger learning rate and twice the epochs
+    # RTE's MiniLM teacher stays near chance (dev majority class 0.527): 3 epochs at 5e-5 score 0.563; 6 epochs at
+    # 1e-4 overfit (training loss 0.10, dev 0.552) at twice the cost
     "rte": {"data_dir": "data/glue/RTE", "metric": "accuracy",
-            "teacher_args": ["--epochs", "6", "--learning-rate", "1e-4", "--max-seq-length", "128"],
+            "teacher_args": ["--epochs", "3", "--learning-rate", "5e-5", "--max-seq-length", "128"],
             "student_args": ["--epochs", "3", "--max-seq-length", "128"]},
     "stsb": {"data_dir": None, "metric": "pearson",
              "teacher_args": ["--epochs", "3", "--learning-rate", "5e-5", "--max-seq-length", "128"],
