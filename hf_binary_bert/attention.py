@@ -60,6 +60,15 @@ def _scores(module, query, key, value, attention_mask, scaling):
     return scores, value
 
 
+def _softmax(module: nn.Module, scores: torch.Tensor) -> torch.Tensor:
+    """softmax(scores) over the keys, appended to the list of an open `record_softmax` context."""
+    probs = nn.functional.softmax(scores, dim=-1)
+    record = getattr(module, "_softmax_record", None)
+    if record is not None:
+        record.append(probs)
+    return probs
+
+
 def _factored_softmax_attention(module, query, key, value, attention_mask, scaling):
     """The no-grad forward of `binary_softmax_attention` in factored form: integer levels multiplied exactly, each
     product scaled once — scores = (q_Q·q_Kᵀ)·(s_Q·s_K·scaling) + M, out = (q_A·q_V)·(s_A·s_V) — the order the
@@ -73,11 +82,7 @@ def _factored_softmax_attention(module, query, key, value, attention_mask, scali
     scores = torch.matmul(q_q, q_k.transpose(2, 3)) * (s_q * s_k * scaling)
     if attention_mask is not None:
         scores = scores + attention_mask
-    probs = nn.functional.softmax(scores, dim=-1)
-    record = getattr(module, "_softmax_record", None)
-    if record is not None:
-        record.append(probs)
-    q_p, s_p = module.probs_quantizer.levels(probs)
+    q_p, s_p = module.probs_quantizer.levels(_softmax(module, scores))
     output = (torch.matmul(q_p, q_v) * (s_p * s_v)).transpose(1, 2).contiguous()
     return output, q_p * s_p
 
@@ -157,17 +162,11 @@ def _probs_times_value(module, scores: torch.Tensor, value: torch.Tensor, dropou
     (dropped-out) quantized probabilities [B, H, T, T]; one function (`_QuantizedProbsValue`) where it applies."""
     quantizer = getattr(module, "probs_quantizer", None)
     p = dropout if module.training else 0.0
-    record = getattr(module, "_softmax_record", None)
+    probs = _softmax(module, scores)
     if (p == 0 or 0 < p < 1) and _fused_probs_value(quantizer, scores, value):
-        probs = nn.functional.softmax(scores, dim=-1)
-        if record is not None:
-            record.append(probs)
         _, step = quantizer.training_operands(probs)
         output, probs = _QuantizedProbsValue.apply(probs, step, value, quantizer.q_p, float(p))
         return output.transpose(1, 2).contiguous(), probs
-    probs = nn.functional.softmax(scores, dim=-1)
-    if record is not None:
-        record.append(probs)
     probs = _quantize(module, "probs_quantizer", probs)
     probs = mask_dropout(probs, dropout, module.training)
     output = torch.matmul(probs, value).transpose(1, 2).contiguous()

@@ -163,8 +163,15 @@ def default_attention_distribution(student: torch.nn.Module | None) -> str:
     before the quantizer has one everywhere. A W1A4 student (16 probability levels) scored higher with the quantized
     maps, the ones its forward uses.
     """
-    bi_attention = getattr(getattr(student, "config", None), "attention_type", None) == "bi_attention"
-    return "softmax" if binarized_attention_probabilities(student) and not bi_attention else "quantized"
+    config = getattr(student, "config", None)
+    bi_attention = getattr(config, "attention_type", None) == "bi_attention"
+    return "softmax" if getattr(config, "activation_bits", 32) == 1 and not bi_attention else "quantized"
+
+
+def _recorded_or(recorded: list | None, maps: tuple):
+    """The maps `record_softmax` recorded when it recorded one per layer (`maps`: the model's returned attentions),
+    else `maps` (no recording, or a model without quantized softmax attention)."""
+    return recorded if recorded and len(recorded) == len(maps) else maps
 
 
 class DistillationTrainer(Trainer):
@@ -304,13 +311,9 @@ class DistillationTrainer(Trainer):
         if "attention" in weights:
             # with "softmax": the softmax before the probability quantizer where a model quantizes its attention (a
             # binarized student; a binarized teacher: an earlier stage of a multi-step schedule)
-            student_maps, teacher_maps = student_out.attentions, teacher_out.attentions
-            if softmax and student_softmax and len(student_softmax) == len(student_maps):
-                student_maps = student_softmax
-            if softmax and teacher_softmax and len(teacher_softmax) == len(teacher_maps):
-                teacher_maps = teacher_softmax
             components["attention"] = attention_distillation_loss(
-                student_maps, teacher_maps, token_mask, args.attention_loss
+                _recorded_or(student_softmax, student_out.attentions),
+                _recorded_or(teacher_softmax, teacher_out.attentions), token_mask, args.attention_loss
             )
         if "dmd" in weights:
             teacher_heads = self.accelerator.unwrap_model(self.teacher).config.num_attention_heads
