@@ -78,6 +78,12 @@ def _run(command: list[str], log: Path, args, done: bool = False, resume: bool =
         sys.exit(f"failed (exit {code}), see {log}: {line}")
 
 
+def _resumable(output_dir: str | Path) -> bool:
+    """Whether a killed run writing `output_dir` left a checkpoint in its working folder (`<output_dir>.partial`; a
+    multi-step run's in its stage folders)."""
+    return any(Path(f"{output_dir}.partial").glob("**/checkpoint-*"))
+
+
 def _drop_checkpoints(run_dir: Path) -> None:
     """Remove a finished run's resumable checkpoints (the latent weights and optimizer state, about 260 MB each for
     MiniLM): the saved model beside them is the result."""
@@ -119,7 +125,7 @@ def main(argv=None):
                   teacher, "--batch-size", "32", "--seed", "42", "--no-progress",
                   *budget["teacher_args"], *CHECKPOINTS], out / task / "teacher.log", args,
                  done=(Path(teacher) / "config.json").exists(),
-                 resume=any(Path(f"{teacher}.partial").glob("checkpoint-*")))
+                 resume=_resumable(teacher))
             if not args.dry_run:
                 _drop_checkpoints(Path(teacher))
         rows = {}
@@ -130,7 +136,7 @@ def main(argv=None):
                       "--output-dir", str(run_dir), "--seed", str(seed), "--no-progress", "--no-latency",
                       *BIT, *STUDENTS[name], *budget["student_args"], *CHECKPOINTS],
                      out / task / f"{name}-seed{seed}.log", args, done=(run_dir / "comparison.json").exists(),
-                     resume=any(Path(f"{run_dir}.partial").glob("**/checkpoint-*")))
+                     resume=_resumable(run_dir))
                 if args.dry_run:
                     continue
                 _drop_checkpoints(run_dir)
