@@ -75,7 +75,7 @@ ext_modules = [
         "hf_binary_bert.kernels._bitgemm",
         sources=["hf_binary_bert/kernels/csrc/bitgemm.cpp"],
         depends=["hf_binary_bert/kernels/csrc/encoder.h", "hf_binary_bert/kernels/csrc/popcount_rate.h",
-                 "hf_binary_bert/kernels/csrc/lut_gemm.h"],  # included
+                 "hf_binary_bert/kernels/csrc/lut_gemm.h", "hf_binary_bert/kernels/csrc/quantized_probs.h"],  # included
         language="c++",
         # -ffp-contract=off: no fused multiply-adds, so the epilogue rounds exactly as kernels/reference.py
         extra_compile_args=["-O3", "-std=c++17", "-ffp-contract=off", "-Wno-uninitialized"],

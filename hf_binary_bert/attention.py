@@ -25,8 +25,8 @@ from torch import nn
 from transformers import AttentionInterface
 from transformers.masking_utils import AttentionMaskInterface, eager_mask
 
-from .binarization.activation import ActivationQuantizer, _shifted_quotient, lsq_backward
-from .binarization.dropout import dropout_backward, dropout_noise, mask_dropout
+from .binarization.activation import ActivationQuantizer
+from .binarization.dropout import dropout_kept, mask_dropout
 from .kernels.linear import plan_of
 
 SOFTMAX_ATTENTION = "binary_bert_softmax"
@@ -92,46 +92,43 @@ class _QuantizedProbsValue(torch.autograd.Function):
     `binary_softmax_attention`): the same values and random draws as the quantizer (`_LSQRound`), `mask_dropout` and
     `torch.matmul` one after the other, and their gradients; returns (Â·V̂, the dropped-out Â).
 
-    The matmul's left operand is level·α·(1/(1 − p) or 0) — a float [B, H, T, T] that the plain composition keeps
-    for the backward pass (4 bytes an element). This keeps its levels instead (uint8, 0 where dropped) and the kept
-    mask (bool), and rebuilds it exactly in the backward pass with the forward's multiplications; A itself is the
-    softmax output, which autograd keeps anyway. At batch 32 × 128 tokens × 12 heads: 12 MiB kept per layer instead
-    of 30 MiB."""
+    The elementwise work runs as one pass each way (`kernels.ops.quantized_probs_forward` / `_backward`, native when
+    the extension is built, else their PyTorch twins): the plain composition makes eight to ten passes and as many
+    [B, H, T, T] temporaries. The matmul's left operand is level·α·(1/(1 − p) or 0) — a float [B, H, T, T] that the
+    plain composition keeps for the backward pass (4 bytes an element). This keeps its levels instead (uint8, 0
+    where dropped) and the kept mask (bool), and rebuilds it exactly in the backward pass; A itself is the softmax
+    output, which autograd keeps anyway. At batch 32 × 128 tokens × 12 heads: 12 MiB kept per layer instead of
+    30 MiB."""
 
     @staticmethod
     def forward(ctx, probs: torch.Tensor, step: torch.Tensor, value: torch.Tensor, q_p: int, p: float):
+        from .kernels import ops
+
         alpha = step.detach()
-        levels = _shifted_quotient(probs, None, alpha).clamp_(0, q_p).round_()
-        codes = levels.to(torch.uint8)
-        weights = levels.mul_(alpha)  # Â, as _LSQRound computes it
-        kept, keep_scale = None, None
-        if p > 0:  # as _MaskDropout: the same draws, noise = Bernoulli(1 − p) / (1 − p)
-            noise, kept, keep_scale = dropout_noise(weights, p)
-            weights.mul_(noise)
-            codes.mul_(kept)
+        kept, keep_scale = dropout_kept(probs.shape, p) if p > 0 else (None, None)  # _MaskDropout's draws
+        codes, weights = ops.quantized_probs_forward(probs.contiguous(), kept, alpha, q_p, keep_scale)
         ctx.save_for_backward(probs, alpha, codes, kept, value)
         ctx.q_p, ctx.keep_scale = q_p, keep_scale
         return torch.matmul(weights, value), weights
 
     @staticmethod
     def backward(ctx, grad_out: torch.Tensor, grad_weights: torch.Tensor | None):
+        from .kernels import ops
+
         probs, alpha, codes, kept, value = ctx.saved_tensors
         need_probs, need_step, need_value = ctx.needs_input_grad[:3]
         grad_value = None
         if need_value:
-            weights = codes.to(grad_out.dtype).mul_(alpha)  # level·α, then ·1/(1 − p): the forward's products
-            if kept is not None:
-                weights.mul_(ctx.keep_scale)
+            weights = ops.quantized_probs_weights(codes, alpha, ctx.keep_scale)  # the forward's Â
             grad_value = torch.matmul(weights.transpose(-2, -1), grad_out)
             del weights
         grad_probs = grad_step = None
         if need_probs or need_step:
-            grad = torch.matmul(grad_out, value.transpose(-2, -1))
+            grad = torch.matmul(grad_out, value.transpose(-2, -1)).contiguous()
             if grad_weights is not None:
-                grad = grad + grad_weights
-            if kept is not None:
-                grad = dropout_backward(grad, kept, ctx.keep_scale)
-            grad_probs, _, grad_step = lsq_backward(grad, probs, None, alpha, 0, ctx.q_p, (need_probs, False, need_step))
+                grad_weights = grad_weights.to(grad.dtype).contiguous()
+            grad_probs, grad_step = ops.quantized_probs_backward(grad, grad_weights, probs.contiguous(), kept, alpha,
+                                                                 ctx.q_p, ctx.keep_scale, out=grad)
         return grad_probs, grad_step, grad_value, None, None
 
 

@@ -72,6 +72,26 @@ def _reference_bi_attention(args):
     return reference.bi_attention(q, k, v, tuple(rest[0:3]), tuple(rest[3:6]), rest[6], rest[7])
 
 
+def _probs_args(seed=0, shape=(2, 3, 9, 9)):
+    """(probs, kept, step, q_p, keep_scale) of the attention probabilities' training kernels, with dropout."""
+    g = torch.Generator().manual_seed(seed)
+    probs = torch.softmax(torch.randn(shape, generator=g, dtype=torch.float32), -1)
+    return (probs, torch.rand(shape, generator=g, dtype=torch.float32) > 0.2, torch.tensor(0.125, dtype=torch.float32), 3,
+            torch.ones((), dtype=torch.float32).div_(0.8))
+
+
+def _probs_backward_args(seed=0):
+    probs, kept, step, q_p, keep_scale = _probs_args(seed)
+    g = torch.Generator().manual_seed(seed + 1)
+    return (torch.randn(probs.shape, generator=g, dtype=torch.float32),
+            torch.randn(probs.shape, generator=g, dtype=torch.float32), probs, kept, step, q_p, keep_scale)
+
+
+def _probs_codes_args(seed=0):
+    probs, kept, step, q_p, keep_scale = _probs_args(seed)
+    return reference.quantized_probs_forward(probs, kept, step, q_p, keep_scale)[0], step, keep_scale
+
+
 # name → (call on fresh arrays, reference on fresh arrays); each returns a tensor or a tuple of tensors
 OPS = {
     "w1a1_linear": (lambda: ops.w1a1_linear(*_w1a1_args(_arrays())), lambda: _reference_w1a1(_arrays())),
@@ -87,6 +107,13 @@ OPS = {
                           lambda: _reference_bi_attention(_bi_attention_args())),
     "bind_w1a1": (lambda: ops.bind_w1a1(K, *_w1a1_args(_arrays())[1:])(_arrays()["x"]), lambda: _reference_w1a1(_arrays())),
     "bind_w1a8": (lambda: ops.bind_w1a8(K, *_w1a8_args(_arrays())[1:])(_arrays()["x"]), lambda: _reference_w1a8(_arrays())),
+    "quantized_probs_forward": (lambda: ops.quantized_probs_forward(*_probs_args()),
+                                lambda: reference.quantized_probs_forward(*_probs_args())),
+    "quantized_probs_weights": (lambda: ops.quantized_probs_weights(*_probs_codes_args()),
+                                lambda: reference.quantized_probs_weights(*_probs_codes_args())),
+    # ∂A only: ∂α is summed in float64 by the kernel (tests/test_kernels.py compares it with the exact sum)
+    "quantized_probs_backward": (lambda: ops.quantized_probs_backward(*_probs_backward_args())[0],
+                                 lambda: reference.quantized_probs_backward(*_probs_backward_args())[0]),
     "row_sums": (lambda: ops.row_sums(_arrays()["packed"], K), lambda: reference.row_sums(_arrays()["packed"], K)),
     "repack_weight": (lambda: ops.repack_weight(_arrays()["packed"], K, "nib"),
                       lambda: reference.repack_weight(_arrays()["packed"], K, "nib")),
@@ -189,6 +216,11 @@ def _op_arguments():
         ("bind_w1a8", lambda *args: ops.bind_w1a8(K, *args[1:])(args[0]), w1a8, names_w1a8),
         ("w8a8_linear_impl", ops.w8a8_linear_impl, w8a8, names_w8a8),
         ("bi_attention_impl", ops.bi_attention_impl, att, names_att),
+        ("quantized_probs_forward", ops.quantized_probs_forward, _probs_args(),
+         ["probs", "kept", "step", "q_p", "keep_scale"]),
+        ("quantized_probs_weights", ops.quantized_probs_weights, _probs_codes_args(), ["codes", "step", "keep_scale"]),
+        ("quantized_probs_backward", ops.quantized_probs_backward, _probs_backward_args(),
+         ["grad", "grad2", "probs", "kept", "step", "q_p", "keep_scale"]),
         ("row_sums", lambda p: ops.row_sums(p, K), (a["packed"],), ["weight_packed"]),
         ("repack_weight", lambda p: ops.repack_weight(p, K, "bits"), (a["packed"],), ["weight_packed"]),
     ]
@@ -200,8 +232,12 @@ def _op_arguments():
                 mutations = {"dtype": _other_dtype, "shape": _other_shape}
             else:
                 mutations = {"dtype": _other_dtype, "shape": _other_shape, "device": _meta}
+            if name == "q_p":  # an int level, not a tensor
+                mutations = {"range": lambda q: 256, "type": lambda q: 3.0}
+            elif name in ("probs", "codes"):  # any shape: the others' shapes follow it
+                mutations = {k: v for k, v in mutations.items() if k != "shape"}
             for kind, mutate in mutations.items():
-                if name in ("step", "q_step", "k_step", "v_step", "scale") and kind == "dtype":
+                if name in ("step", "q_step", "k_step", "v_step", "scale", "keep_scale") and kind == "dtype":
                     continue  # any float dtype is read as a Python float
                 if name == "attention_mask" and kind == "shape":
                     mutate = lambda t: torch.zeros(2, 1, 5, 5)  # noqa: E731 - does not broadcast to [B, H, T, T]

@@ -474,3 +474,57 @@ def test_models_with_bi_attention_use_the_bitwise_kernel_in_eval():
             formula_out, formula_weights = bi_attention(layer.attention.self, q, k, v, mask)
         assert set(weights.unique().tolist()) == {0.0, 1.0}
         assert torch.equal(weights, formula_weights) and torch.equal(out, formula_out)
+
+
+def _probs_case(shape, bits, seed):
+    """Softmax maps with exact ties of u = A/α at half levels (α a power of two) and maps above the top level."""
+    g = torch.Generator().manual_seed(seed)
+    probs = torch.softmax(torch.randn(shape, generator=g) * 3, -1)
+    q_p = 2**bits - 1
+    alpha = torch.tensor(1 / 8 if bits < 8 else 1 / 512)
+    flat = probs.view(-1)
+    flat[::7] = alpha * (torch.randint(0, q_p, (flat[::7].numel(),), generator=g) + 0.5)  # ties: half to even
+    flat[::11] = alpha * (q_p + 0.75)  # clipped: no gradient to A
+    return probs, alpha, q_p, g
+
+
+@pytest.mark.parametrize("bits", [1, 2, 8])
+@pytest.mark.parametrize("dropout", [False, True])
+@pytest.mark.parametrize("shape", [(2, 3, 17, 17), (4, 12, 64, 64)])  # one chunk; many chunks (several threads)
+def test_quantized_probs_kernels_equal_reference_bit_for_bit(bits, dropout, shape):
+    """The attention probabilities' training kernels (csrc/quantized_probs.h) against their PyTorch twins: codes,
+    Â, ∂A bit for bit with 1 and 2 threads; ∂α (a float64 sum in C, float32 torch.dot in the reference) against
+    the sum in float64."""
+    if not ops.available():
+        pytest.skip("compiled kernels not built")
+    probs, alpha, q_p, g = _probs_case(shape, bits, seed=bits)
+    kept = torch.rand(shape, generator=g) > 0.1 if dropout else None
+    keep_scale = torch.ones(()).div_(1 - 0.1) if dropout else None
+    grad, grad2 = torch.randn(shape, generator=g), torch.randn(shape, generator=g)
+    codes, weights = reference.quantized_probs_forward(probs, kept, alpha, q_p, keep_scale)
+    ref_gp, _ = reference.quantized_probs_backward(grad, grad2, probs, kept, alpha, q_p, keep_scale)
+    u = probs.double() / alpha.double()
+    assert (u.frac() == 0.5).any() and (codes == q_p).any() and (codes == 0).any()
+    if bits == 1:
+        assert set(codes.unique().tolist()) == {0, 1}
+    previous = torch.get_num_threads()
+    try:
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            c, w = ops.quantized_probs_forward(probs, kept, alpha, q_p, keep_scale)
+            assert torch.equal(c, codes) and torch.equal(w, weights)
+            assert torch.equal(ops.quantized_probs_weights(c, alpha, keep_scale), weights)
+            out = grad.clone()
+            gp, gs = ops.quantized_probs_backward(out, grad2, probs, kept, alpha, q_p, keep_scale, out=out)
+            assert gp.data_ptr() == out.data_ptr() and torch.equal(gp, ref_gp)
+            g1 = grad + grad2  # g' in float32, as the kernel and the reference compute it
+            g1 = (torch.where(kept, keep_scale, 0.0) * g1 if dropout else g1).double()
+            clipped = u.clamp(0, q_p)
+            inside = clipped == u
+            products = g1 * (clipped.round() - torch.where(inside, u, 0.0))
+            exact = products.sum()
+            assert gs.dtype == torch.float32 and gs.shape == alpha.shape
+            # a float64 sum rounded once to float32
+            assert abs(gs.double() - exact) <= 6e-8 * abs(exact) + 1e-12 * products.abs().sum()
+    finally:
+        torch.set_num_threads(previous)

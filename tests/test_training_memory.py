@@ -267,9 +267,13 @@ def test_attention_probabilities_quantizer_dropout_and_value_product_as_one_func
         scores, value = scores * 1.0, value * 1.0  # non-leaves, as in a layer
         return attention._probs_times_value(module, scores, value, dropout)
 
+    quantized = []
+
     def plain(scores, value):
         scores, value = scores * 1.0, value * 1.0
-        probs = mask_dropout(module.probs_quantizer(torch.softmax(scores, -1)), dropout, True)
+        quantized.append(module.probs_quantizer(torch.softmax(scores, -1)))
+        quantized[-1].retain_grad()
+        probs = mask_dropout(quantized[-1], dropout, True)
         return torch.matmul(probs, value).transpose(1, 2).contiguous(), probs
 
     results = []
@@ -290,7 +294,17 @@ def test_attention_probabilities_quantizer_dropout_and_value_product_as_one_func
         torch.testing.assert_close(gs, r_gs, rtol=1e-6, atol=1e-7)
     else:
         assert torch.equal(gs, r_gs)
-    torch.testing.assert_close(gstep, r_gstep, rtol=1e-6, atol=0)
+    # ∂α = Σ g'·(round(clip(u)) − u·1[inside]) over 49k products of both signs: the plain path sums them in float32
+    # (torch.dot), the fused one in float64; both against the sum in float64 of the plain path's own g' and u
+    step = module.probs_quantizer.step.detach()
+    u = torch.softmax(scores0, -1) / step
+    inside = (u >= 0) & (u <= 2**bits - 1)
+    term = u.clamp(0, 2**bits - 1).round() - torch.where(inside, u, 0.0)
+    grad_scale = 1 / math.sqrt(scores0.numel() * (2**bits - 1))  # LSQ's gradient scale of the step
+    exact = (quantized[0].grad.double() * term.double()).sum() * grad_scale
+    terms = (quantized[0].grad.double() * term.double()).abs().sum() * grad_scale
+    assert abs(gstep.double() - exact) <= 3e-7 * abs(exact) + 1e-9 * terms  # a float64 sum, ×scale in float32
+    assert abs(r_gstep.double() - exact) <= 1e-6 * terms  # a float32 sum
     assert gstep.abs() > 0 and gs.abs().sum() > 0
     n = scores0.numel()
     assert r_saved - saved >= 3 * n - (n if dropout else 0)  # the float Â (4 B) → uint8 levels (+ the kept mask)

@@ -346,6 +346,105 @@ def _(query, key, value, q_shift, k_shift, v_shift, q_step, k_step, v_step, scal
     return query.new_empty(b, t, h, d), query.new_empty(b, h, t, t)
 
 
+def _check_map(name: str, t: torch.Tensor | None, dtype: torch.dtype, shape: torch.Size | None = None) -> None:
+    """An elementwise operand of the quantized-probabilities kernels: contiguous, CPU, `dtype`, `shape`."""
+    if t is None:
+        return
+    _check_cpu(name, t)
+    if t.dtype != dtype or (shape is not None and t.shape != shape) or not t.is_contiguous():
+        want = f"{list(shape)} " if shape is not None else ""
+        raise ValueError(f"{name} must be a contiguous {dtype} {want}CPU tensor, got {t.dtype} {list(t.shape)}"
+                         f"{'' if t.is_contiguous() else ' (not contiguous)'}")
+
+
+def _check_dropout(kept: torch.Tensor | None, keep_scale: torch.Tensor | None) -> None:
+    """Dropout's operands: the kept mask and 1/(1 − p) together, or neither (no dropout)."""
+    if (kept is None) != (keep_scale is None):
+        raise ValueError("kept and keep_scale go together: both (dropout) or neither, got "
+                         f"kept {'None' if kept is None else 'a tensor'} and keep_scale "
+                         f"{'None' if keep_scale is None else 'a tensor'}")
+    if keep_scale is not None:
+        _check_step("keep_scale", keep_scale)
+
+
+def _float_or_one(t: torch.Tensor | None) -> float:
+    return 1.0 if t is None else float(t)
+
+
+def _check_levels(q_p: int) -> None:
+    if not isinstance(q_p, int) or not 1 <= q_p <= 255:
+        raise ValueError(f"q_p must be an int in 1 … 255 (the top level of uint8 codes), got {q_p!r}")
+
+
+def quantized_probs_forward(probs: torch.Tensor, kept: torch.Tensor | None, step: torch.Tensor, q_p: int,
+                            keep_scale: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Training forward of the attention probabilities' quantizer and dropout in one pass (csrc/quantized_probs.h);
+    arguments, formula and returns: `reference.quantized_probs_forward`, equal to it bit for bit.
+
+    Raises:
+        ValueError: probs not a contiguous float32 CPU tensor, kept not bool of its shape, a step or keep_scale
+            that is not one float, kept without keep_scale or the other way round, q_p outside 1 … 255.
+    """
+    _check_map("probs", probs, torch.float32)
+    _check_map("kept", kept, torch.bool, probs.shape)
+    _check_dropout(kept, keep_scale), _check_step("step", step), _check_levels(q_p)
+    if _use_reference() or torch.compiler.is_compiling():
+        return reference.quantized_probs_forward(probs, kept, step, q_p, keep_scale)
+    codes = torch.empty(probs.shape, dtype=torch.uint8)
+    weights = torch.empty(probs.shape, dtype=torch.float32)
+    _bitgemm.quantized_probs_forward(probs.data_ptr(), _ptr(kept), probs.numel(), float(step), float(q_p),
+                                     _float_or_one(keep_scale), codes.data_ptr(), weights.data_ptr(), torch.get_num_threads())
+    return codes, weights
+
+
+def quantized_probs_weights(codes: torch.Tensor, step: torch.Tensor, keep_scale: torch.Tensor | None) -> torch.Tensor:
+    """The dropped-out quantized probabilities Â again from their codes, in one pass; see
+    `reference.quantized_probs_weights` (equal bit for bit).
+
+    Raises:
+        ValueError: codes not a contiguous uint8 CPU tensor, a step or keep_scale that is not one float.
+    """
+    _check_map("codes", codes, torch.uint8)
+    _check_step("step", step)
+    if keep_scale is not None:
+        _check_step("keep_scale", keep_scale)
+    if _use_reference() or torch.compiler.is_compiling():
+        return reference.quantized_probs_weights(codes, step, keep_scale)
+    weights = torch.empty(codes.shape, dtype=torch.float32)
+    _bitgemm.quantized_probs_weights(codes.data_ptr(), codes.numel(), float(step), _float_or_one(keep_scale),
+                                     keep_scale is not None,
+                                     weights.data_ptr(), torch.get_num_threads())
+    return weights
+
+
+def quantized_probs_backward(grad: torch.Tensor, grad2: torch.Tensor | None, probs: torch.Tensor,
+                             kept: torch.Tensor | None, step: torch.Tensor, q_p: int, keep_scale: torch.Tensor | None,
+                             out: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Gradients of the attention probabilities' quantizer and dropout in one pass (csrc/quantized_probs.h);
+    formula and returns: `reference.quantized_probs_backward`. ∂A is equal to it bit for bit; ∂α is the same sum
+    accumulated in float64 (the reference: torch.dot in float32). ∂A is written into `out` when given (float32,
+    A's shape; may be `grad` itself).
+
+    Raises:
+        ValueError: grad, probs or out not contiguous float32 CPU tensors of one shape (grad2 of that shape), kept
+            not bool of that shape, a step or keep_scale that is not one float, kept without keep_scale or the
+            other way round, q_p outside 1 … 255.
+    """
+    _check_map("probs", probs, torch.float32)
+    for name, t in (("grad", grad), ("grad2", grad2), ("out", out)):
+        _check_map(name, t, torch.float32, probs.shape)
+    _check_map("kept", kept, torch.bool, probs.shape)
+    _check_dropout(kept, keep_scale), _check_step("step", step), _check_levels(q_p)
+    if _use_reference() or torch.compiler.is_compiling():
+        grad_probs, grad_step = reference.quantized_probs_backward(grad, grad2, probs, kept, step, q_p, keep_scale)
+        return (grad_probs if out is None else out.copy_(grad_probs)), grad_step
+    out = torch.empty(probs.shape, dtype=torch.float32) if out is None else out
+    grad_step = _bitgemm.quantized_probs_backward(grad.data_ptr(), _ptr(grad2), probs.data_ptr(), _ptr(kept),
+                                                  probs.numel(), float(step), float(q_p), _float_or_one(keep_scale),
+                                                  out.data_ptr(), torch.get_num_threads())
+    return out, torch.tensor(grad_step, dtype=step.dtype).reshape(step.shape)
+
+
 def row_sums(weight_packed: torch.Tensor, k: int) -> torch.Tensor:
     """Σ_k B[n, k] of each ±1 weight row, int32 [N] (the zero-point correction of `w1a8_linear`) of packed bits
     uint8 [N, ceil(k / 8)].
@@ -414,6 +513,9 @@ def set_isa(name: str) -> str:
 
 
 __all__ = [
+    "quantized_probs_backward",
+    "quantized_probs_forward",
+    "quantized_probs_weights",
     "bi_attention",
     "bi_attention_impl",
     "available",

@@ -188,6 +188,60 @@ def bi_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, sh
     return out.transpose(1, 2).contiguous(), weights
 
 
+def quantized_probs_forward(probs: torch.Tensor, kept: torch.Tensor | None, step: torch.Tensor, q_p: int,
+                            keep_scale: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The attention probabilities' unsigned LSQ / BiT quantizer and its dropout, training forward (Esser et al.
+    2020; Liu et al. 2022): c = round(clip(A / α, 0, Q_p)), Â = c·α·noise with noise = 1[kept]·keep_scale (no
+    multiplication without dropout) — the operations of `ActivationQuantizer` and `mask_dropout` in their order.
+
+    Args:
+        probs: A, float32 [...] (the softmax output). kept: bool, A's shape, or None (no dropout).
+        step: α, a one-element float tensor. q_p: the top level (1 … 255). keep_scale: 1/(1 − p), float32 0-d
+            (None without dropout).
+
+    Returns:
+        codes uint8 (c, 0 where dropped) and weights float32 (Â), A's shape.
+    """
+    from ..binarization.activation import _shifted_quotient
+
+    alpha = step.detach().reshape(())
+    levels = _shifted_quotient(probs, None, alpha).clamp_(0, q_p).round_()
+    codes = levels.to(torch.uint8)
+    weights = levels.mul_(alpha)
+    if kept is not None:
+        weights.mul_(torch.empty_like(weights).copy_(kept).mul_(keep_scale))
+        codes.mul_(kept)
+    return codes, weights
+
+
+def quantized_probs_weights(codes: torch.Tensor, step: torch.Tensor, keep_scale: torch.Tensor | None) -> torch.Tensor:
+    """Â from `quantized_probs_forward`'s codes: (c·α)·keep_scale (·keep_scale only with dropout: not None),
+    float32, the codes' shape — the forward's values."""
+    weights = codes.to(torch.float32).mul_(step.detach().reshape(()))
+    return weights if keep_scale is None else weights.mul_(keep_scale)
+
+
+def quantized_probs_backward(grad: torch.Tensor, grad2: torch.Tensor | None, probs: torch.Tensor,
+                             kept: torch.Tensor | None, step: torch.Tensor, q_p: int,
+                             keep_scale: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Gradients of `quantized_probs_forward`'s Â: with g = grad (+ grad2, a second use of Â) and
+    g' = g·1[kept]·keep_scale (g without dropout), u = A / α:
+
+        ∂A = g'·1[0 ≤ u ≤ Q_p],   ∂α = Σ g'·(round(clip(u, 0, Q_p)) − u·1[0 ≤ u ≤ Q_p])   (LSQ's gradients)
+
+    Returns ∂A (float32, A's shape) and ∂α (float32, step's shape)."""
+    from ..binarization.activation import lsq_backward
+    from ..binarization.dropout import dropout_backward
+
+    alpha = step.detach()
+    if grad2 is not None:
+        grad = grad + grad2
+    if kept is not None:
+        grad = dropout_backward(grad, kept, keep_scale)
+    grad_probs, _, grad_step = lsq_backward(grad, probs, None, alpha, 0, q_p, (True, False, True))
+    return grad_probs, grad_step
+
+
 def row_sums(weight_packed: torch.Tensor, k: int) -> torch.Tensor:
     """Σ_k B[n, k] of each ±1 weight row, int32 [N]."""
     return unpack_signs(weight_packed, k, torch.float32).sum(-1).to(torch.int32)
@@ -201,6 +255,9 @@ __all__ = [
     "check_levels",
     "quantize_levels",
     "quantize_weight_int8",
+    "quantized_probs_backward",
+    "quantized_probs_forward",
+    "quantized_probs_weights",
     "repack_int8",
     "repack_weight",
     "row_sums",

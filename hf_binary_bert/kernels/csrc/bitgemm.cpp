@@ -1624,6 +1624,7 @@ void run_w1a8(const float* x, int64_t M, int64_t K, int64_t ldx, const float* sh
 
 #include "encoder.h"
 #include "popcount_rate.h"
+#include "quantized_probs.h"
 
 // Which instruction sets this CPU (and this build) runs; used by set_isa and the C-level test.
 bool isa_supported(int isa) {
@@ -1683,6 +1684,50 @@ PyObject* py_w1a8_linear(PyObject*, PyObject* args) {
            ptr<float>(out), ldo, nthreads, bytes, lut);
   Py_END_ALLOW_THREADS;
   Py_RETURN_NONE;
+}
+
+// Training kernels of the attention probabilities' quantizer (quantized_probs.h); kept = 0: no dropout.
+PyObject* py_quantized_probs_forward(PyObject*, PyObject* args) {
+  unsigned long long probs, kept, codes, weights;
+  long long n;
+  float alpha, q_p, keep_scale;
+  int nthreads;
+  if (!PyArg_ParseTuple(args, "KKLfffKKi", &probs, &kept, &n, &alpha, &q_p, &keep_scale, &codes, &weights, &nthreads))
+    return nullptr;
+  Py_BEGIN_ALLOW_THREADS;
+  quantized_probs_forward(ptr<const float>(probs), ptr<const uint8_t>(kept), n, alpha, q_p, keep_scale,
+                          ptr<uint8_t>(codes), ptr<float>(weights), nthreads);
+  Py_END_ALLOW_THREADS;
+  Py_RETURN_NONE;
+}
+
+PyObject* py_quantized_probs_weights(PyObject*, PyObject* args) {
+  unsigned long long codes, weights;
+  long long n;
+  float alpha, keep_scale;
+  int with_scale, nthreads;
+  if (!PyArg_ParseTuple(args, "KLffpKi", &codes, &n, &alpha, &keep_scale, &with_scale, &weights, &nthreads))
+    return nullptr;
+  Py_BEGIN_ALLOW_THREADS;
+  quantized_probs_weights(ptr<const uint8_t>(codes), n, alpha, keep_scale, with_scale, ptr<float>(weights), nthreads);
+  Py_END_ALLOW_THREADS;
+  Py_RETURN_NONE;
+}
+
+PyObject* py_quantized_probs_backward(PyObject*, PyObject* args) {
+  unsigned long long grad, grad2, probs, kept, out;
+  long long n;
+  float alpha, q_p, keep_scale;
+  int nthreads;
+  if (!PyArg_ParseTuple(args, "KKKKLfffKi", &grad, &grad2, &probs, &kept, &n, &alpha, &q_p, &keep_scale, &out,
+                        &nthreads))
+    return nullptr;
+  double step_grad;
+  Py_BEGIN_ALLOW_THREADS;
+  step_grad = quantized_probs_backward(ptr<const float>(grad), ptr<const float>(grad2), ptr<const float>(probs),
+                                       ptr<const uint8_t>(kept), n, alpha, q_p, keep_scale, ptr<float>(out), nthreads);
+  Py_END_ALLOW_THREADS;
+  return PyFloat_FromDouble(step_grad);
 }
 
 // Kernel layouts (see repack_bits / repack_nib): sizes in uint64 words, and the repacking itself.
@@ -1812,6 +1857,9 @@ PyMethodDef kMethods[] = {
     {"embeddings_sum", py_embeddings_sum, METH_VARARGS, "The embeddings' sum before their LayerNorm (encoder.h)."},
     {"dense_rows", py_dense_rows, METH_VARARGS, "A small float dense layer for a few rows (BertPooler; encoder.h)."},
     {"encoder_layout", py_encoder_layout, METH_NOARGS, "Word counts and offsets of the encoder plan layout."},
+    {"quantized_probs_forward", py_quantized_probs_forward, METH_VARARGS, "Attention probabilities' quantizer + dropout, training forward."},
+    {"quantized_probs_weights", py_quantized_probs_weights, METH_VARARGS, "Dropped-out quantized probabilities from their levels."},
+    {"quantized_probs_backward", py_quantized_probs_backward, METH_VARARGS, "Gradients of the probabilities' quantizer + dropout."},
     {"popcount_rate", py_popcount_rate, METH_VARARGS, "XOR+popcount rate of this machine, G bit ops/s."},
     {"layout_words", py_layout_words, METH_VARARGS, "Size in uint64 words of a kernel layout (bits, nib)."},
     {"repack", py_repack, METH_VARARGS, "Checkpoint layout → kernel layout (bits, nib)."},
