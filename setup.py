@@ -75,10 +75,13 @@ ext_modules = [
         "hf_binary_bert.kernels._bitgemm",
         sources=["hf_binary_bert/kernels/csrc/bitgemm.cpp"],
         depends=["hf_binary_bert/kernels/csrc/encoder.h", "hf_binary_bert/kernels/csrc/popcount_rate.h",
-                 "hf_binary_bert/kernels/csrc/lut_gemm.h", "hf_binary_bert/kernels/csrc/quantized_probs.h"],  # included
+                 "hf_binary_bert/kernels/csrc/lut_gemm.h", "hf_binary_bert/kernels/csrc/quantized_probs.h",
+                 "hf_binary_bert/kernels/csrc/scaled_sign.h"],  # included
         language="c++",
-        # -ffp-contract=off: no fused multiply-adds, so the epilogue rounds exactly as kernels/reference.py
-        extra_compile_args=["-O3", "-std=c++17", "-ffp-contract=off", "-Wno-uninitialized"],
+        # -ffp-contract=off: no fused multiply-adds, so the epilogue rounds exactly as kernels/reference.py;
+        # -fno-trapping-math: floating-point exceptions are not observed, so loops with float compares and selects
+        # (the training kernels' clamps and windows) vectorize — no value changes
+        extra_compile_args=["-O3", "-std=c++17", "-ffp-contract=off", "-fno-trapping-math", "-Wno-uninitialized"],
         extra_link_args=[],
         optional=True,
     )

@@ -28,6 +28,7 @@ from transformers.masking_utils import AttentionMaskInterface, eager_mask
 from .binarization.activation import ActivationQuantizer
 from .binarization.dropout import dropout_kept, mask_dropout
 from .kernels.linear import plan_of
+from .kernels.ops import training_kernels
 
 SOFTMAX_ATTENTION = "binary_bert_softmax"
 BI_ATTENTION = "bi_attention"
@@ -92,8 +93,8 @@ class _QuantizedProbsValue(torch.autograd.Function):
     `binary_softmax_attention`): the same values and random draws as the quantizer (`_LSQRound`), `mask_dropout` and
     `torch.matmul` one after the other, and their gradients; returns (Â·V̂, the dropped-out Â).
 
-    The elementwise work runs as one pass each way (`kernels.ops.quantized_probs_forward` / `_backward`, native when
-    the extension is built, else their PyTorch twins): the plain composition makes eight to ten passes and as many
+    The elementwise work runs as one pass each way (`kernels.ops.quantized_probs_forward` / `_backward`, compiled
+    for float32 CPU tensors, else their PyTorch twins: `kernels.ops.training_kernels`): the plain composition makes eight to ten passes and as many
     [B, H, T, T] temporaries. The matmul's left operand is level·α·(1/(1 − p) or 0) — a float [B, H, T, T] that the
     plain composition keeps for the backward pass (4 bytes an element). This keeps its levels instead (uint8, 0
     where dropped) and the kept mask (bool), and rebuilds it exactly in the backward pass; A itself is the softmax
@@ -102,24 +103,22 @@ class _QuantizedProbsValue(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, probs: torch.Tensor, step: torch.Tensor, value: torch.Tensor, q_p: int, p: float):
-        from .kernels import ops
-
         alpha = step.detach()
-        kept, keep_scale = dropout_kept(probs.shape, p) if p > 0 else (None, None)  # _MaskDropout's draws
-        codes, weights = ops.quantized_probs_forward(probs.contiguous(), kept, alpha, q_p, keep_scale)
+        kernels = training_kernels(probs, alpha)
+        kept, keep_scale = dropout_kept(probs.shape, p, probs.dtype) if p > 0 else (None, None)  # _MaskDropout's draws
+        codes, weights = kernels.quantized_probs_forward(probs.contiguous(), kept, alpha, q_p, keep_scale)
         ctx.save_for_backward(probs, alpha, codes, kept, value)
-        ctx.q_p, ctx.keep_scale = q_p, keep_scale
+        ctx.q_p, ctx.keep_scale, ctx.kernels = q_p, keep_scale, kernels
         return torch.matmul(weights, value), weights
 
     @staticmethod
     def backward(ctx, grad_out: torch.Tensor, grad_weights: torch.Tensor | None):
-        from .kernels import ops
-
         probs, alpha, codes, kept, value = ctx.saved_tensors
         need_probs, need_step, need_value = ctx.needs_input_grad[:3]
+        kernels = ctx.kernels
         grad_value = None
         if need_value:
-            weights = ops.quantized_probs_weights(codes, alpha, ctx.keep_scale)  # the forward's Â
+            weights = kernels.quantized_probs_weights(codes, alpha, ctx.keep_scale)  # the forward's Â
             grad_value = torch.matmul(weights.transpose(-2, -1), grad_out)
             del weights
         grad_probs = grad_step = None
@@ -127,8 +126,8 @@ class _QuantizedProbsValue(torch.autograd.Function):
             grad = torch.matmul(grad_out, value.transpose(-2, -1)).contiguous()
             if grad_weights is not None:
                 grad_weights = grad_weights.to(grad.dtype).contiguous()
-            grad_probs, grad_step = ops.quantized_probs_backward(grad, grad_weights, probs.contiguous(), kept, alpha,
-                                                                 ctx.q_p, ctx.keep_scale, out=grad)
+            grad_probs, grad_step = kernels.quantized_probs_backward(grad, grad_weights, probs.contiguous(), kept,
+                                                                     alpha, ctx.q_p, ctx.keep_scale, out=grad)
         return grad_probs, grad_step, grad_value, None, None
 
 

@@ -92,6 +92,23 @@ def _probs_codes_args(seed=0):
     return reference.quantized_probs_forward(probs, kept, step, q_p, keep_scale)[0], step, keep_scale
 
 
+def _sign_args(seed=0):
+    """(x, shift, step) of BiT's 1-bit quantizer kernels: a transposed view [B, H, T, d], β per head."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(2, 9, 3, 8, generator=g, dtype=torch.float32).transpose(1, 2)
+    return x, 0.1 * torch.randn(3, 1, 8, generator=g, dtype=torch.float32), torch.tensor(0.5, dtype=torch.float32)
+
+
+def _sign_codes_args(seed=0):
+    x, shift, step = _sign_args(seed)
+    return reference.scaled_sign_forward(x, shift, step)[1], step
+
+
+def _sign_backward_args(seed=0):
+    codes, step = _sign_codes_args(seed)
+    return torch.randn(codes.shape, generator=torch.Generator().manual_seed(seed + 1), dtype=torch.float32), codes, step
+
+
 # name → (call on fresh arrays, reference on fresh arrays); each returns a tensor or a tuple of tensors
 OPS = {
     "w1a1_linear": (lambda: ops.w1a1_linear(*_w1a1_args(_arrays())), lambda: _reference_w1a1(_arrays())),
@@ -111,9 +128,16 @@ OPS = {
                                 lambda: reference.quantized_probs_forward(*_probs_args())),
     "quantized_probs_weights": (lambda: ops.quantized_probs_weights(*_probs_codes_args()),
                                 lambda: reference.quantized_probs_weights(*_probs_codes_args())),
-    # ∂A only: ∂α is summed in float64 by the kernel (tests/test_kernels.py compares it with the exact sum)
+    # ∂A only: ∂α is summed in another order by the kernel (tests/test_kernels.py compares it with the exact sum)
     "quantized_probs_backward": (lambda: ops.quantized_probs_backward(*_probs_backward_args())[0],
                                  lambda: reference.quantized_probs_backward(*_probs_backward_args())[0]),
+    "scaled_sign_forward": (lambda: ops.scaled_sign_forward(*_sign_args()),
+                            lambda: reference.scaled_sign_forward(*_sign_args())),
+    "scaled_sign_levels": (lambda: ops.scaled_sign_levels(*_sign_codes_args()),
+                           lambda: reference.scaled_sign_levels(*_sign_codes_args())),
+    # ∂x only: ∂α is summed in another order by the kernel (tests/test_kernels.py compares it with the exact sum)
+    "scaled_sign_backward": (lambda: ops.scaled_sign_backward(*_sign_backward_args())[0],
+                             lambda: reference.scaled_sign_backward(*_sign_backward_args())[0]),
     "row_sums": (lambda: ops.row_sums(_arrays()["packed"], K), lambda: reference.row_sums(_arrays()["packed"], K)),
     "repack_weight": (lambda: ops.repack_weight(_arrays()["packed"], K, "nib"),
                       lambda: reference.repack_weight(_arrays()["packed"], K, "nib")),
@@ -122,7 +146,7 @@ OPS = {
 
 def test_every_public_op_is_covered():
     public = {name for name in ops.__all__ if callable(getattr(ops, name))}
-    not_ops = {"available", "cpu_features", "get_isa", "set_isa", "supported_isas", "popcount_rate"}
+    not_ops = {"available", "cpu_features", "get_isa", "set_isa", "supported_isas", "popcount_rate", "training_kernels"}
     assert public - not_ops == set(OPS)
 
 
@@ -221,6 +245,9 @@ def _op_arguments():
         ("quantized_probs_weights", ops.quantized_probs_weights, _probs_codes_args(), ["codes", "step", "keep_scale"]),
         ("quantized_probs_backward", ops.quantized_probs_backward, _probs_backward_args(),
          ["grad", "grad2", "probs", "kept", "step", "q_p", "keep_scale"]),
+        ("scaled_sign_forward", ops.scaled_sign_forward, _sign_args(), ["x", "shift", "step"]),
+        ("scaled_sign_levels", ops.scaled_sign_levels, _sign_codes_args(), ["codes", "step"]),
+        ("scaled_sign_backward", ops.scaled_sign_backward, _sign_backward_args(), ["grad", "codes", "step"]),
         ("row_sums", lambda p: ops.row_sums(p, K), (a["packed"],), ["weight_packed"]),
         ("repack_weight", lambda p: ops.repack_weight(p, K, "bits"), (a["packed"],), ["weight_packed"]),
     ]
@@ -234,7 +261,7 @@ def _op_arguments():
                 mutations = {"dtype": _other_dtype, "shape": _other_shape, "device": _meta}
             if name == "q_p":  # an int level, not a tensor
                 mutations = {"range": lambda q: 256, "type": lambda q: 3.0}
-            elif name in ("probs", "codes"):  # any shape: the others' shapes follow it
+            elif name in ("probs", "codes", "x"):  # any shape: the others' shapes follow it
                 mutations = {k: v for k, v in mutations.items() if k != "shape"}
             for kind, mutate in mutations.items():
                 if name in ("step", "q_step", "k_step", "v_step", "scale", "keep_scale") and kind == "dtype":

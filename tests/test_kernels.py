@@ -476,6 +476,11 @@ def test_models_with_bi_attention_use_the_bitwise_kernel_in_eval():
         assert torch.equal(weights, formula_weights) and torch.equal(out, formula_out)
 
 
+# The kernels' sums of ∂α: float partial sums of at most 64 terms (16 lanes over blocks of 1024 elements) added in
+# float64, rounded once to float32 — at most 64 roundings of 2⁻²⁴ of the absolute terms, plus the last rounding
+_LANE_SUM_ERROR = 64 * 2**-24
+
+
 def _probs_case(shape, bits, seed):
     """Softmax maps with exact ties of u = A/α at half levels (α a power of two) and maps above the top level."""
     g = torch.Generator().manual_seed(seed)
@@ -493,8 +498,8 @@ def _probs_case(shape, bits, seed):
 @pytest.mark.parametrize("shape", [(2, 3, 17, 17), (4, 12, 64, 64)])  # one chunk; many chunks (several threads)
 def test_quantized_probs_kernels_equal_reference_bit_for_bit(bits, dropout, shape):
     """The attention probabilities' training kernels (csrc/quantized_probs.h) against their PyTorch twins: codes,
-    Â, ∂A bit for bit with 1 and 2 threads; ∂α (a float64 sum in C, float32 torch.dot in the reference) against
-    the sum in float64."""
+    Â, ∂A bit for bit with 1 and 2 threads; ∂α (blocked float sums in C, float32 torch.dot in the reference)
+    against the sum in float64."""
     if not ops.available():
         pytest.skip("compiled kernels not built")
     probs, alpha, q_p, g = _probs_case(shape, bits, seed=bits)
@@ -524,7 +529,54 @@ def test_quantized_probs_kernels_equal_reference_bit_for_bit(bits, dropout, shap
             products = g1 * (clipped.round() - torch.where(inside, u, 0.0))
             exact = products.sum()
             assert gs.dtype == torch.float32 and gs.shape == alpha.shape
-            # a float64 sum rounded once to float32
-            assert abs(gs.double() - exact) <= 6e-8 * abs(exact) + 1e-12 * products.abs().sum()
+            assert abs(gs.double() - exact) <= _LANE_SUM_ERROR * products.abs().sum() + 6e-8 * abs(exact)
+    finally:
+        torch.set_num_threads(previous)
+
+
+@pytest.mark.parametrize(("shape", "shift_shape", "transposed"), [
+    ((300, 40), None, False),  # no shift
+    ((4, 33, 24), (24,), False),  # a Linear input, β per feature
+    ((4, 3, 70, 16), (3, 1, 16), True),  # Q/K/V: a transposed view [B, H, T, d] of [B, T, H, d], β per head
+    ((2, 2, 3, 50, 8), (8,), False),  # more than 4 dims
+    ((64, 12, 128, 32), (12, 1, 32), True),  # several threads' worth
+])
+def test_scaled_sign_kernels_equal_reference_bit_for_bit(shape, shift_shape, transposed):
+    """BiT's 1-bit elastic quantizer's training kernels (csrc/scaled_sign.h) against their PyTorch twins: x̂, the
+    codes, ∂x bit for bit with 1 and 2 threads, on strided inputs and at the edges u = 0, −0, ±1; ∂α (blocked
+    float sums in C) against the sum in float64."""
+    if not ops.available():
+        pytest.skip("compiled kernels not built")
+    g = torch.Generator().manual_seed(len(shape))
+    step = torch.tensor(0.25)
+    if transposed:
+        b, h, t, d = shape
+        x = torch.randn(b, t, h, d, generator=g).mul_(0.3).transpose(1, 2)
+    else:
+        x = torch.randn(shape, generator=g).mul_(0.3)
+    shift = None if shift_shape is None else 0.1 * torch.randn(shift_shape, generator=g)
+    beta = 0.0 if shift is None else shift.expand(shape)
+    edges = [0.0, -0.0, 0.25, -0.25, 0.2500001, -0.2500001]  # u = 0, −0, ±1 and just outside the window
+    flat = x.reshape(-1) if x.is_contiguous() else None
+    for i, e in enumerate(edges):  # edge values written through the view, β added back
+        index = tuple(int(v) for v in torch.unravel_index(torch.tensor(7 * i + 1), shape))
+        x[index] = e + (0.0 if shift is None else float(beta[index]))
+    del flat
+    x_hat, codes = reference.scaled_sign_forward(x, shift, step)
+    grad = torch.randn(shape, generator=g)
+    ref_gx, _ = reference.scaled_sign_backward(grad, codes, step)
+    assert set(codes.unique().tolist()) == {0, 1, 2, 3} and (ref_gx == 0).any()
+    previous = torch.get_num_threads()
+    try:
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            out, c = ops.scaled_sign_forward(x, shift, step)
+            assert out.is_contiguous() and torch.equal(out, x_hat) and torch.equal(c, codes)
+            assert torch.equal(ops.scaled_sign_levels(c, step), x_hat)
+            gx, gs = ops.scaled_sign_backward(grad, c, step)
+            assert torch.equal(gx, ref_gx)
+            exact = torch.where(codes.bitwise_and(1).bool(), grad.double(), -grad.double()).sum()
+            assert gs.dtype == torch.float32 and gs.shape == step.shape
+            assert abs(gs.double() - exact) <= _LANE_SUM_ERROR * grad.abs().sum() + 6e-8 * abs(exact)
     finally:
         torch.set_num_threads(previous)

@@ -295,7 +295,8 @@ def test_attention_probabilities_quantizer_dropout_and_value_product_as_one_func
     else:
         assert torch.equal(gs, r_gs)
     # ∂α = Σ g'·(round(clip(u)) − u·1[inside]) over 49k products of both signs: the plain path sums them in float32
-    # (torch.dot), the fused one in float64; both against the sum in float64 of the plain path's own g' and u
+    # (torch.dot), the compiled kernel in blocks of 16 float lanes added in float64; both against the sum in float64
+    # of the plain path's own g' and u
     step = module.probs_quantizer.step.detach()
     u = torch.softmax(scores0, -1) / step
     inside = (u >= 0) & (u <= 2**bits - 1)
@@ -303,8 +304,36 @@ def test_attention_probabilities_quantizer_dropout_and_value_product_as_one_func
     grad_scale = 1 / math.sqrt(scores0.numel() * (2**bits - 1))  # LSQ's gradient scale of the step
     exact = (quantized[0].grad.double() * term.double()).sum() * grad_scale
     terms = (quantized[0].grad.double() * term.double()).abs().sum() * grad_scale
-    assert abs(gstep.double() - exact) <= 3e-7 * abs(exact) + 1e-9 * terms  # a float64 sum, ×scale in float32
+    assert abs(gstep.double() - exact) <= 3e-7 * abs(exact) + 64 * 2**-24 * terms  # blocked float sums (C), ×scale
     assert abs(r_gstep.double() - exact) <= 1e-6 * terms  # a float32 sum
     assert gstep.abs() > 0 and gs.abs().sum() > 0
     n = scores0.numel()
     assert r_saved - saved >= 3 * n - (n if dropout else 0)  # the float Â (4 B) → uint8 levels (+ the kept mask)
+
+
+def test_training_kernels_run_compiled_on_float32_and_as_pytorch_twins_on_bfloat16():
+    """`kernels.ops.training_kernels` picks the compiled kernels for float32 CPU tensors only; a bfloat16 model's
+    attention (no autocast) runs the PyTorch twins and still equals the plain composition bit for bit."""
+    from hf_binary_bert import attention
+    from hf_binary_bert.binarization.dropout import mask_dropout
+    from hf_binary_bert.kernels import ops, reference
+
+    assert ops.training_kernels(torch.ones(1), None) is (ops if ops.available() else reference)
+    assert ops.training_kernels(torch.ones(1), torch.ones(1, dtype=torch.bfloat16)) is reference
+    module = _attention_module(1).to(torch.bfloat16)
+    g = torch.Generator().manual_seed(1)
+    scores0 = (torch.randn(2, 3, 16, 16, generator=g) * 3).bfloat16()
+    value0 = torch.randn(2, 3, 16, 8, generator=g).bfloat16()
+    results = []
+    for fused in (True, False):
+        scores, value = scores0.clone().requires_grad_(True), value0.clone().requires_grad_(True)
+        torch.manual_seed(7)
+        if fused:
+            out, probs = attention._probs_times_value(module, scores * 1.0, value * 1.0, 0.1)
+        else:
+            probs = mask_dropout(module.probs_quantizer(torch.softmax(scores * 1.0, -1)), 0.1, True)
+            out = torch.matmul(probs, value * 1.0).transpose(1, 2).contiguous()
+        out.float().sum().backward()
+        results.append((out, probs, scores.grad, value.grad))
+    assert results[0][0].dtype == torch.bfloat16
+    assert all(torch.equal(a, b) for a, b in zip(*results))

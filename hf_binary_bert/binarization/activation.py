@@ -90,28 +90,30 @@ class _ScaledSignSTE(torch.autograd.Function):
     """BiT's 1-bit elastic forward x̂ = α·sign((x − β) / α) (sign(0) = +1) with its gradients, as one function:
     ∂/∂x = 1[|u| ≤ 1], ∂/∂β = −Σ 1[|u| ≤ 1]·g over the broadcast dims, ∂/∂α = Σ g·sign(u), u = (x − β)/α.
 
-    Saves one bool tensor (the window 1[|u| ≤ 1]) and the output x̂ itself, which the next matmul keeps anyway,
-    instead of the shifted input, the quotient and the sign that the plain composition of autograd ops keeps. The
-    forward values are those of `binary_sign((x − β) / α)·α` exactly (NaN aside); the gradients equal the plain
-    composition's up to float rounding (it computes ∂/∂x as (g·α)·1[|u| ≤ 1]/α, and ∂/∂α as a sum in another
-    order)."""
+    One pass each way (`kernels.ops.scaled_sign_forward` / `_backward`, compiled for float32 CPU tensors, else
+    their PyTorch twins). Saves one uint8 code per element (the sign and the window 1[|u| ≤ 1]) instead of the
+    shifted input, the quotient and the sign that the plain composition of autograd ops keeps. The forward values
+    are those of `binary_sign((x − β) / α)·α` exactly (NaN aside); the gradients equal the plain composition's up
+    to float rounding (it computes ∂/∂x as (g·α)·1[|u| ≤ 1]/α, and ∂/∂α as a sum in another order)."""
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, shift: torch.Tensor | None, step: torch.Tensor) -> torch.Tensor:
+        from ..kernels.ops import training_kernels
+
         step = step.detach()
-        out, _, window = _scaled_sign(x, shift, step)
-        ctx.save_for_backward(window, out, step, shift)
+        kernels = training_kernels(x, shift, step)
+        out, codes = kernels.scaled_sign_forward(x, shift, step)
+        ctx.save_for_backward(codes, step, shift)
+        ctx.kernels = kernels
         return out
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
-        window, out, step, shift = ctx.saved_tensors
-        grad_x = _masked(grad, window) if ctx.needs_input_grad[0] or ctx.needs_input_grad[1] else None
-        grad_shift = _shift_grad(grad_x, shift) if ctx.needs_input_grad[1] else None
-        grad_step = None
-        if ctx.needs_input_grad[2]:  # Σ g·sign(u) = (Σ g·x̂) / α, x̂ = ±α exactly
-            grad_step = (_sum_of_products(grad, out) / step).reshape(step.shape)
-        return grad_x if ctx.needs_input_grad[0] else None, grad_shift, grad_step
+        codes, step, shift = ctx.saved_tensors
+        needs = ctx.needs_input_grad
+        grad_x, grad_step = ctx.kernels.scaled_sign_backward(grad.contiguous(), codes, step)
+        grad_shift = _shift_grad(grad_x, shift) if needs[1] else None
+        return grad_x if needs[0] else None, grad_shift, grad_step if needs[2] else None
 
 
 class _LSQRound(torch.autograd.Function):

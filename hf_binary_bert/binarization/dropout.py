@@ -22,13 +22,13 @@ def dropout_noise(x: torch.Tensor, p: float) -> tuple[torch.Tensor, torch.Tensor
     return noise, noise != 0, torch.ones((), dtype=x.dtype).div_(1 - p)
 
 
-def dropout_kept(shape: torch.Size, p: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """The kept mask of `dropout_noise` (bool, `shape`) drawn directly as bool, and 1/(1 − p) (float32 0-d): the
+def dropout_kept(shape: torch.Size, p: float, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """The kept mask of `dropout_noise` (bool, `shape`) drawn directly as bool, and 1/(1 − p) (0-d, `dtype`): the
     same random numbers as the float draw, since ATen's CPU `bernoulli_(p)` draws the same values whatever the output
     dtype (with MKL: integers from one stream, then copied; without: one draw per element) — the fused attention
     path's test compares the two draws."""
     kept = torch.empty(shape, dtype=torch.bool).bernoulli_(1 - p)
-    return kept, torch.ones((), dtype=torch.float32).div_(1 - p)
+    return kept, torch.ones((), dtype=dtype).div_(1 - p)
 
 
 def dropout_backward(grad: torch.Tensor, kept: torch.Tensor, keep_scale: torch.Tensor) -> torch.Tensor:

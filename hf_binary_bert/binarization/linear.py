@@ -18,7 +18,7 @@ from torch import nn
 
 from ..format import dequantize, pack_weight, packed_length, per_row
 from ..kernels.linear import InferencePlanReader
-from .activation import ActivationQuantizer, _masked, _scaled_sign, _shift_grad, _signs_to_levels, _sum_of_products
+from .activation import ActivationQuantizer, _shift_grad
 from .kernel_dispatch import kernel_applies, kernel_forward
 from .ste import binary_sign, sign_ste
 
@@ -132,34 +132,42 @@ class BinarizedWeightMixin:
 
 class _ScaledSignLinear(torch.autograd.Function):
     """F.linear(x̂, W, b) with x̂ = α·sign((x − β)/α) (BiT's 1-bit elastic input quantizer, `_ScaledSignSTE`), as one
-    function that keeps two bool masks for the backward pass (x̂ > 0 and the STE window) instead of the float x̂:
-    the backward pass rebuilds x̂ = ±α exactly and runs the matmuls autograd runs for `F.linear`, so values and
-    gradients equal `F.linear(_ScaledSignSTE(x, β, α), W, b)` bit for bit. x [..., in], W [out, in], b [out]."""
+    function that keeps one uint8 code per input element for the backward pass (the sign of x − β and the STE
+    window) instead of the float x̂: the backward pass rebuilds x̂ = ±α exactly and runs the matmuls autograd runs
+    for `F.linear`, so values and gradients equal `F.linear(_ScaledSignSTE(x, β, α), W, b)` (bit for bit but ∂α,
+    which the compiled kernels sum in another order). The quantizer's passes: `kernels.ops.scaled_sign_*` (one each way).
+    x [..., in], W [out, in], b [out]."""
 
     @staticmethod
     def forward(ctx, x, shift, step, weight, bias):
+        from ..kernels.ops import training_kernels
+
         step = step.detach()
-        x_hat, positive, window = _scaled_sign(x, shift, step)  # as _ScaledSignSTE
-        ctx.save_for_backward(positive, window, step, shift, weight)
-        ctx.has_bias = bias is not None
+        kernels = training_kernels(x, shift, step)
+        x_hat, codes = kernels.scaled_sign_forward(x, shift, step)  # as _ScaledSignSTE
+        ctx.save_for_backward(codes, step, shift, weight)
+        ctx.has_bias, ctx.kernels = bias is not None, kernels
         return F.linear(x_hat, weight, bias)
 
     @staticmethod
     def backward(ctx, grad):
-        positive, window, step, shift, weight = ctx.saved_tensors
-        x_hat = _signs_to_levels(positive, step, torch.empty(positive.shape, dtype=grad.dtype, device=grad.device))
-        x2, g2 = x_hat.view(-1, x_hat.shape[-1]), grad.reshape(-1, grad.shape[-1])
+        codes, step, shift, weight = ctx.saved_tensors
+        kernels = ctx.kernels
         needs = ctx.needs_input_grad
-        grad_weight = g2.t().mm(x2) if needs[3] else None  # as AddmmBackward for mat2 = Wᵀ: (gradᵀ·mat1)ᵀ
-        grad_bias = g2.sum(0) if ctx.has_bias and needs[4] else None
+        g2 = grad.reshape(-1, grad.shape[-1])
+        grad_weight = grad_bias = None
+        if needs[3]:  # as AddmmBackward for mat2 = Wᵀ: (gradᵀ·mat1)ᵀ
+            x_hat = kernels.scaled_sign_levels(codes, step)
+            grad_weight = g2.t().mm(x_hat.view(-1, x_hat.shape[-1]))
+            del x_hat
+        if ctx.has_bias and needs[4]:
+            grad_bias = g2.sum(0)
         grad_x = grad_shift = grad_step = None
         if needs[0] or needs[1] or needs[2]:
-            grad_x_hat = g2.mm(weight).view(x_hat.shape)
-            if needs[2]:  # Σ g·sign(u) = (Σ g·x̂) / α
-                grad_step = (_sum_of_products(grad_x_hat, x_hat) / step).reshape(step.shape)
-            grad_x = _masked(grad_x_hat, window)
+            grad_x_hat = g2.mm(weight).view(codes.shape)  # a new tensor: ∂x written into it
+            grad_x, grad_step = kernels.scaled_sign_backward(grad_x_hat, codes, step, out=grad_x_hat)
             grad_shift = _shift_grad(grad_x, shift) if needs[1] else None
-        return grad_x if needs[0] else None, grad_shift, grad_step, grad_weight, grad_bias
+        return grad_x if needs[0] else None, grad_shift, grad_step if needs[2] else None, grad_weight, grad_bias
 
 
 class BinaryLinear(BinarizedWeightMixin, nn.Linear):

@@ -422,7 +422,7 @@ def quantized_probs_backward(grad: torch.Tensor, grad2: torch.Tensor | None, pro
                              out: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Gradients of the attention probabilities' quantizer and dropout in one pass (csrc/quantized_probs.h);
     formula and returns: `reference.quantized_probs_backward`. ∂A is equal to it bit for bit; ∂α is the same sum
-    accumulated in float64 (the reference: torch.dot in float32). ∂A is written into `out` when given (float32,
+    in 16-lane float blocks added in float64 (the reference: torch.dot in float32). ∂A is written into `out` when given (float32,
     A's shape; may be `grad` itself).
 
     Raises:
@@ -436,13 +436,108 @@ def quantized_probs_backward(grad: torch.Tensor, grad2: torch.Tensor | None, pro
     _check_map("kept", kept, torch.bool, probs.shape)
     _check_dropout(kept, keep_scale), _check_step("step", step), _check_levels(q_p)
     if _use_reference() or torch.compiler.is_compiling():
-        grad_probs, grad_step = reference.quantized_probs_backward(grad, grad2, probs, kept, step, q_p, keep_scale)
-        return (grad_probs if out is None else out.copy_(grad_probs)), grad_step
+        return reference.quantized_probs_backward(grad, grad2, probs, kept, step, q_p, keep_scale, out)
     out = torch.empty(probs.shape, dtype=torch.float32) if out is None else out
     grad_step = _bitgemm.quantized_probs_backward(grad.data_ptr(), _ptr(grad2), probs.data_ptr(), _ptr(kept),
                                                   probs.numel(), float(step), float(q_p), _float_or_one(keep_scale),
                                                   out.data_ptr(), torch.get_num_threads())
     return out, torch.tensor(grad_step, dtype=step.dtype).reshape(step.shape)
+
+
+def training_kernels(*tensors: torch.Tensor | None):
+    """The module whose training kernels of the activation quantizers (`quantized_probs_*`, `scaled_sign_*`) to
+    call on these tensors: this one (compiled, one pass each) for float32 CPU tensors with the extension built
+    outside `torch.compile`, else `reference` (the same formulas as PyTorch ops: other dtypes and devices, no
+    extension — the plain training path, no warning)."""
+    if _bitgemm is None or torch.compiler.is_compiling():
+        return reference
+    for t in tensors:
+        if t is not None and (t.dtype != torch.float32 or t.device.type != "cpu"):
+            return reference
+    import sys
+
+    return sys.modules[__name__]
+
+def _view4(t: torch.Tensor) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """Sizes and strides of a tensor of up to 4 dims as a 4-D view (leading size-1 dims of stride 0)."""
+    pad = 4 - t.dim()
+    return (1,) * pad + tuple(t.shape), (0,) * pad + tuple(t.stride())
+
+
+def scaled_sign_forward(x: torch.Tensor, shift: torch.Tensor | None,
+                        step: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Training forward of BiT's 1-bit elastic activation quantizer in one pass (csrc/scaled_sign.h); arguments,
+    formula and returns: `reference.scaled_sign_forward`, equal to it bit for bit. x float32 on the CPU, any
+    strides (a transposed Q/K/V view is read in place), up to 4 dims (more: the leading ones are flattened).
+
+    Raises:
+        ValueError: x not a float32 CPU tensor, a shift that is not float32 or does not broadcast to x, a step
+            that is not one float.
+    """
+    _check_cpu("x", x)
+    if x.dtype != torch.float32:
+        raise ValueError(f"x must be a float32 CPU tensor, got {x.dtype} {list(x.shape)}")
+    _check_step("step", step)
+    shape = x.shape
+    if shift is not None:
+        _check_cpu("shift", shift)
+        try:
+            shift = shift.expand(shape)
+        except RuntimeError:
+            raise ValueError(f"shift must broadcast to x {list(shape)}, got {list(shift.shape)}") from None
+        if shift.dtype != torch.float32:
+            raise ValueError(f"shift must be float32, got {shift.dtype}")
+    if _use_reference() or torch.compiler.is_compiling():
+        return reference.scaled_sign_forward(x, shift, step)
+    if x.dim() > 4:
+        x = x.reshape(-1, *shape[-3:])
+        shift = None if shift is None else shift.reshape(-1, *shape[-3:])
+    out = torch.empty(shape, dtype=torch.float32)
+    codes = torch.empty(shape, dtype=torch.uint8)
+    if x.numel():
+        sizes, x_strides = _view4(x)
+        shift_strides = (0, 0, 0, 0) if shift is None else _view4(shift)[1]
+        _bitgemm.scaled_sign_forward(x.data_ptr(), _ptr(shift), sizes, x_strides, shift_strides, float(step),
+                                     out.data_ptr(), codes.data_ptr(), torch.get_num_threads())
+    return out, codes
+
+
+def scaled_sign_levels(codes: torch.Tensor, step: torch.Tensor) -> torch.Tensor:
+    """x̂ = ±α again from `scaled_sign_forward`'s codes, in one pass (float32, the codes' shape); see
+    `reference.scaled_sign_levels` (equal bit for bit).
+
+    Raises:
+        ValueError: codes not a contiguous uint8 CPU tensor, a step that is not one float.
+    """
+    _check_map("codes", codes, torch.uint8)
+    _check_step("step", step)
+    if _use_reference() or torch.compiler.is_compiling():
+        return reference.scaled_sign_levels(codes, step)
+    out = torch.empty(codes.shape, dtype=torch.float32)
+    _bitgemm.scaled_sign_levels(codes.data_ptr(), codes.numel(), float(step), out.data_ptr(), torch.get_num_threads())
+    return out
+
+
+def scaled_sign_backward(grad: torch.Tensor, codes: torch.Tensor, step: torch.Tensor,
+                         out: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Gradients of BiT's 1-bit elastic activation quantizer in one pass (csrc/scaled_sign.h); formula and returns:
+    `reference.scaled_sign_backward`. ∂x is equal to it bit for bit; ∂α = Σ grad·sign(u) is summed in 16-lane float
+    blocks added in float64 (the reference: (Σ grad·x̂)/α with torch.dot in float32). ∂x is written into `out` when given (may be `grad`).
+
+    Raises:
+        ValueError: grad or out not contiguous float32 CPU tensors of the codes' shape, codes not contiguous uint8,
+            a step that is not one float.
+    """
+    _check_map("codes", codes, torch.uint8)
+    for name, t in (("grad", grad), ("out", out)):
+        _check_map(name, t, torch.float32, codes.shape)
+    _check_step("step", step)
+    if _use_reference() or torch.compiler.is_compiling():
+        return reference.scaled_sign_backward(grad, codes, step, out)
+    out = torch.empty(codes.shape, dtype=torch.float32) if out is None else out
+    sign_sum = _bitgemm.scaled_sign_backward(grad.data_ptr(), codes.data_ptr(), codes.numel(), out.data_ptr(),
+                                             torch.get_num_threads())
+    return out, torch.tensor(sign_sum, dtype=step.dtype).reshape(step.shape)
 
 
 def row_sums(weight_packed: torch.Tensor, k: int) -> torch.Tensor:
@@ -516,6 +611,10 @@ __all__ = [
     "quantized_probs_backward",
     "quantized_probs_forward",
     "quantized_probs_weights",
+    "scaled_sign_backward",
+    "scaled_sign_forward",
+    "scaled_sign_levels",
+    "training_kernels",
     "bi_attention",
     "bi_attention_impl",
     "available",

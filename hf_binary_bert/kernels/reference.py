@@ -216,20 +216,21 @@ def quantized_probs_forward(probs: torch.Tensor, kept: torch.Tensor | None, step
 
 def quantized_probs_weights(codes: torch.Tensor, step: torch.Tensor, keep_scale: torch.Tensor | None) -> torch.Tensor:
     """Â from `quantized_probs_forward`'s codes: (c·α)·keep_scale (·keep_scale only with dropout: not None),
-    float32, the codes' shape — the forward's values."""
-    weights = codes.to(torch.float32).mul_(step.detach().reshape(()))
+    the codes' shape, in α's dtype — the forward's values."""
+    weights = codes.to(step.dtype).mul_(step.detach().reshape(()))
     return weights if keep_scale is None else weights.mul_(keep_scale)
 
 
 def quantized_probs_backward(grad: torch.Tensor, grad2: torch.Tensor | None, probs: torch.Tensor,
                              kept: torch.Tensor | None, step: torch.Tensor, q_p: int,
-                             keep_scale: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+                             keep_scale: torch.Tensor | None,
+                             out: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Gradients of `quantized_probs_forward`'s Â: with g = grad (+ grad2, a second use of Â) and
     g' = g·1[kept]·keep_scale (g without dropout), u = A / α:
 
         ∂A = g'·1[0 ≤ u ≤ Q_p],   ∂α = Σ g'·(round(clip(u, 0, Q_p)) − u·1[0 ≤ u ≤ Q_p])   (LSQ's gradients)
 
-    Returns ∂A (float32, A's shape) and ∂α (float32, step's shape)."""
+    Returns ∂A (A's shape; written into `out` when given) and ∂α (step's shape)."""
     from ..binarization.activation import lsq_backward
     from ..binarization.dropout import dropout_backward
 
@@ -239,7 +240,46 @@ def quantized_probs_backward(grad: torch.Tensor, grad2: torch.Tensor | None, pro
     if kept is not None:
         grad = dropout_backward(grad, kept, keep_scale)
     grad_probs, _, grad_step = lsq_backward(grad, probs, None, alpha, 0, q_p, (True, False, True))
-    return grad_probs, grad_step
+    return (grad_probs if out is None else out.copy_(grad_probs)), grad_step
+
+
+def scaled_sign_forward(x: torch.Tensor, shift: torch.Tensor | None,
+                        step: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """BiT's 1-bit elastic activation quantizer, training forward (Liu et al. 2022, eq. 3–5): u = (x − β)/α,
+    x̂ = α·sign(u) (sign(0) = +1), and its codes 1[u ≥ 0] | 1[|u| ≤ 1] << 1 (the sign and the STE window).
+
+    Args:
+        x: float [...] (any strides). shift: β broadcastable to x, or None. step: α, a one-element tensor.
+
+    Returns:
+        x̂ (contiguous, x's shape, dtype of x and α promoted) and the codes (uint8, x's shape).
+    """
+    from ..binarization.activation import _scaled_sign
+
+    x_hat, positive, window = _scaled_sign(x, shift, step.detach())
+    return x_hat, positive.to(torch.uint8).bitwise_or_(window.to(torch.uint8).mul_(2))
+
+
+def scaled_sign_levels(codes: torch.Tensor, step: torch.Tensor) -> torch.Tensor:
+    """x̂ = ±α again from `scaled_sign_forward`'s codes (the codes' shape, α's dtype): the forward's values."""
+    from ..binarization.activation import _signs_to_levels
+
+    step = step.detach()
+    return _signs_to_levels(codes.bitwise_and(1).bool(), step, torch.empty(codes.shape, dtype=step.dtype,
+                                                                            device=codes.device))
+
+
+def scaled_sign_backward(grad: torch.Tensor, codes: torch.Tensor, step: torch.Tensor,
+                         out: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Gradients of `scaled_sign_forward` from ∂x̂ = grad (x's shape): ∂x = grad·1[|u| ≤ 1] (BiT's STE window)
+    and ∂α = Σ grad·sign(u), here (Σ grad·x̂)/α in grad's dtype. Returns ∂x (grad's dtype and shape; written into
+    `out` when given) and ∂α (step's shape)."""
+    from ..binarization.activation import _masked, _sum_of_products
+
+    step = step.detach()
+    grad_step = (_sum_of_products(grad, scaled_sign_levels(codes, step)) / step).reshape(step.shape)
+    grad_x = _masked(grad, codes.bitwise_and(2).bool())
+    return (grad_x if out is None else out.copy_(grad_x)), grad_step
 
 
 def row_sums(weight_packed: torch.Tensor, k: int) -> torch.Tensor:
@@ -261,6 +301,9 @@ __all__ = [
     "repack_int8",
     "repack_weight",
     "row_sums",
+    "scaled_sign_backward",
+    "scaled_sign_forward",
+    "scaled_sign_levels",
     "w1a1_linear",
     "w1a8_linear",
     "w8a8_linear",

@@ -1625,6 +1625,7 @@ void run_w1a8(const float* x, int64_t M, int64_t K, int64_t ldx, const float* sh
 #include "encoder.h"
 #include "popcount_rate.h"
 #include "quantized_probs.h"
+#include "scaled_sign.h"
 
 // Which instruction sets this CPU (and this build) runs; used by set_isa and the C-level test.
 bool isa_supported(int isa) {
@@ -1728,6 +1729,47 @@ PyObject* py_quantized_probs_backward(PyObject*, PyObject* args) {
                                        ptr<const uint8_t>(kept), n, alpha, q_p, keep_scale, ptr<float>(out), nthreads);
   Py_END_ALLOW_THREADS;
   return PyFloat_FromDouble(step_grad);
+}
+
+// Training kernels of BiT's 1-bit elastic activation quantizer (scaled_sign.h); sizes and strides as 4-D views.
+PyObject* py_scaled_sign_forward(PyObject*, PyObject* args) {
+  unsigned long long x, shift, out, codes;
+  Strided4 v;
+  float alpha;
+  int nthreads;
+  if (!PyArg_ParseTuple(args, "KK(LLLL)(LLLL)(LLLL)fKKi", &x, &shift, &v.size[0], &v.size[1], &v.size[2], &v.size[3],
+                        &v.x[0], &v.x[1], &v.x[2], &v.x[3], &v.shift[0], &v.shift[1], &v.shift[2], &v.shift[3], &alpha,
+                        &out, &codes, &nthreads))
+    return nullptr;
+  Py_BEGIN_ALLOW_THREADS;
+  scaled_sign_forward(ptr<const float>(x), ptr<const float>(shift), v, alpha, ptr<float>(out), ptr<uint8_t>(codes),
+                      nthreads);
+  Py_END_ALLOW_THREADS;
+  Py_RETURN_NONE;
+}
+
+PyObject* py_scaled_sign_levels(PyObject*, PyObject* args) {
+  unsigned long long codes, out;
+  long long n;
+  float alpha;
+  int nthreads;
+  if (!PyArg_ParseTuple(args, "KLfKi", &codes, &n, &alpha, &out, &nthreads)) return nullptr;
+  Py_BEGIN_ALLOW_THREADS;
+  scaled_sign_levels(ptr<const uint8_t>(codes), n, alpha, ptr<float>(out), nthreads);
+  Py_END_ALLOW_THREADS;
+  Py_RETURN_NONE;
+}
+
+PyObject* py_scaled_sign_backward(PyObject*, PyObject* args) {
+  unsigned long long grad, codes, out;
+  long long n;
+  int nthreads;
+  if (!PyArg_ParseTuple(args, "KKLKi", &grad, &codes, &n, &out, &nthreads)) return nullptr;
+  double sign_sum;
+  Py_BEGIN_ALLOW_THREADS;
+  sign_sum = scaled_sign_backward(ptr<const float>(grad), ptr<const uint8_t>(codes), n, ptr<float>(out), nthreads);
+  Py_END_ALLOW_THREADS;
+  return PyFloat_FromDouble(sign_sum);
 }
 
 // Kernel layouts (see repack_bits / repack_nib): sizes in uint64 words, and the repacking itself.
@@ -1860,6 +1902,9 @@ PyMethodDef kMethods[] = {
     {"quantized_probs_forward", py_quantized_probs_forward, METH_VARARGS, "Attention probabilities' quantizer + dropout, training forward."},
     {"quantized_probs_weights", py_quantized_probs_weights, METH_VARARGS, "Dropped-out quantized probabilities from their levels."},
     {"quantized_probs_backward", py_quantized_probs_backward, METH_VARARGS, "Gradients of the probabilities' quantizer + dropout."},
+    {"scaled_sign_forward", py_scaled_sign_forward, METH_VARARGS, "BiT's 1-bit elastic quantizer, training forward."},
+    {"scaled_sign_levels", py_scaled_sign_levels, METH_VARARGS, "BiT's 1-bit x̂ = ±α from its codes."},
+    {"scaled_sign_backward", py_scaled_sign_backward, METH_VARARGS, "Gradients of BiT's 1-bit elastic quantizer."},
     {"popcount_rate", py_popcount_rate, METH_VARARGS, "XOR+popcount rate of this machine, G bit ops/s."},
     {"layout_words", py_layout_words, METH_VARARGS, "Size in uint64 words of a kernel layout (bits, nib)."},
     {"repack", py_repack, METH_VARARGS, "Checkpoint layout → kernel layout (bits, nib)."},

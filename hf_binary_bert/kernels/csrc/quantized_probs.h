@@ -4,7 +4,7 @@
 // of the eight to ten passes (and their temporaries) of the PyTorch composition (kernels/reference.py
 // `quantized_probs_*`, the twins these are tested against). Same float32 operations in the same order as the
 // PyTorch composition, so the values are equal bit for bit; only ∂/∂α's sum is accumulated differently (float64
-// here, per fixed chunk, chunks added in order: the same result for any thread count).
+// here over float partial sums of fixed 16-lane blocks: the same result for any thread count and instruction set).
 //
 //   forward:   u = A / α, c = round_half_even(min(max(u, 0), Q_p)), Â = (c·α)·(kept ? 1/(1 − p) : 0)
 //              codes = kept ? c : 0 (uint8)                      [without dropout: kept = true, no multiplication]
@@ -15,12 +15,44 @@
 // The rounding is (v + 2²³) − 2²³, exact round-half-to-even for 0 ≤ v < 2²³ (v ≤ Q_p ≤ 255 here), so the loops
 // vectorize without SSE4.1's roundps. Compiled with -ffp-contract=off like the rest (no fused multiply-adds).
 
-constexpr int64_t kProbsChunk = 1 << 15;  // elements per chunk (and per partial sum of ∂α)
+constexpr int64_t kProbsChunk = 1 << 15;  // elements per chunk (per thread work item and per partial sum of ∂α)
+
+// Elementwise training kernels: cloned for AVX-512 / AVX2 on x86-64 (chosen at load time by the CPU); the loops are
+// branch-free so that every clone vectorizes (-fno-trapping-math). IEEE operations only: every clone gives the same
+// bits. (Linux: the clones are resolved by ifunc, which macOS lacks.)
+#if defined(__x86_64__) && defined(__linux__) && defined(__GNUC__) && !defined(HF_BITGEMM_NO_CLONES)
+#define HF_ELEMENTWISE __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define HF_ELEMENTWISE
+#endif
+
+// Sums of float products in 16 lanes (lane = index mod 16, in order) over blocks of kLaneBlock elements, each
+// block's lanes added to a float64 total: the same result on every instruction set and thread count; each float
+// partial sum has at most kLaneBlock / 16 terms.
+constexpr int kLanes = 16;
+constexpr int64_t kLaneBlock = 1024;
 
 inline float probs_level(float u, float q_p) {
   float v = u < 0.0f ? 0.0f : u;  // clamp(u, 0, Q_p), NaN kept as torch.clamp keeps it
   v = v > q_p ? q_p : v;
   return (v + 8388608.0f) - 8388608.0f;
+}
+
+template <bool kDropout>
+HF_ELEMENTWISE void quantized_probs_forward_range(const float* __restrict probs, const uint8_t* __restrict kept,
+                                                  int64_t lo, int64_t hi, float alpha, float q_p, float keep_scale,
+                                                  uint8_t* __restrict codes, float* __restrict weights) {
+  for (int64_t i = lo; i < hi; ++i) {
+    const float level = probs_level(probs[i] / alpha, q_p);
+    const uint8_t code = (uint8_t)(int)level;  // 0 … Q_p (NaN: unspecified, as in the uint8 cast of torch)
+    if (kDropout) {
+      weights[i] = (level * alpha) * ((float)kept[i] * keep_scale);  // noise = 1[kept]·1/(1 − p), as mask_dropout
+      codes[i] = (uint8_t)(code * kept[i]);
+    } else {
+      weights[i] = level * alpha;
+      codes[i] = code;
+    }
+  }
 }
 
 // codes [n] uint8, weights [n] float32 from probs [n]; kept [n] (bool bytes) or nullptr (no dropout).
@@ -30,23 +62,17 @@ void quantized_probs_forward(const float* probs, const uint8_t* kept, int64_t n,
 #pragma omp parallel for schedule(static) num_threads(nthreads) if (nthreads > 1 && chunks > 1)
   for (int64_t c = 0; c < chunks; ++c) {
     const int64_t lo = c * kProbsChunk, hi = std::min(n, lo + kProbsChunk);
-    if (kept) {
-#pragma omp simd
-      for (int64_t i = lo; i < hi; ++i) {
-        const float level = probs_level(probs[i] / alpha, q_p);
-        const bool k = kept[i] != 0;
-        weights[i] = (level * alpha) * (k ? keep_scale : 0.0f);
-        codes[i] = k ? (uint8_t)(int)(level == level ? level : 0.0f) : 0;
-      }
-    } else {
-#pragma omp simd
-      for (int64_t i = lo; i < hi; ++i) {
-        const float level = probs_level(probs[i] / alpha, q_p);
-        weights[i] = level * alpha;
-        codes[i] = (uint8_t)(int)(level == level ? level : 0.0f);
-      }
-    }
+    if (kept)
+      quantized_probs_forward_range<true>(probs, kept, lo, hi, alpha, q_p, keep_scale, codes, weights);
+    else
+      quantized_probs_forward_range<false>(probs, kept, lo, hi, alpha, q_p, keep_scale, codes, weights);
   }
+}
+
+template <bool kScale>
+HF_ELEMENTWISE void quantized_probs_weights_range(const uint8_t* __restrict codes, int64_t lo, int64_t hi,
+                                                  float alpha, float keep_scale, float* __restrict weights) {
+  for (int64_t i = lo; i < hi; ++i) weights[i] = kScale ? ((float)codes[i] * alpha) * keep_scale : (float)codes[i] * alpha;
 }
 
 // weights [n] float32 = (code·α)·keep_scale (with_scale) or code·α.
@@ -56,14 +82,45 @@ void quantized_probs_weights(const uint8_t* codes, int64_t n, float alpha, float
 #pragma omp parallel for schedule(static) num_threads(nthreads) if (nthreads > 1 && chunks > 1)
   for (int64_t c = 0; c < chunks; ++c) {
     const int64_t lo = c * kProbsChunk, hi = std::min(n, lo + kProbsChunk);
-    if (with_scale) {
-#pragma omp simd
-      for (int64_t i = lo; i < hi; ++i) weights[i] = ((float)codes[i] * alpha) * keep_scale;
-    } else {
-#pragma omp simd
-      for (int64_t i = lo; i < hi; ++i) weights[i] = (float)codes[i] * alpha;
-    }
+    if (with_scale)
+      quantized_probs_weights_range<true>(codes, lo, hi, alpha, keep_scale, weights);
+    else
+      quantized_probs_weights_range<false>(codes, lo, hi, alpha, keep_scale, weights);
   }
+}
+
+// One block (≤ kLaneBlock elements) of the backward pass; returns its Σ g'·term in 16 float lanes, added in double.
+template <bool kGrad2, bool kDropout>
+HF_ELEMENTWISE double quantized_probs_backward_block(const float* __restrict grad, const float* __restrict grad2,
+                                                     const float* __restrict probs, const uint8_t* __restrict kept,
+                                                     int64_t lo, int64_t hi, float alpha, float q_p,
+                                                     float keep_scale, float* grad_probs) {
+  float lanes[kLanes] = {};
+  int64_t i = lo;
+  for (; i + kLanes <= hi; i += kLanes)
+    for (int j = 0; j < kLanes; ++j) {
+      float g = kGrad2 ? grad[i + j] + grad2[i + j] : grad[i + j];
+      if (kDropout) g = ((float)kept[i + j] * keep_scale) * g;  // 1[kept]·1/(1 − p) first, as dropout_backward
+      const float u = probs[i + j] / alpha;
+      float clipped = u < 0.0f ? 0.0f : u;
+      clipped = clipped > q_p ? q_p : clipped;
+      const float inside = clipped == u ? 1.0f : 0.0f;
+      lanes[j] += g * (((clipped + 8388608.0f) - 8388608.0f) - inside * clipped);
+      grad_probs[i + j] = g * inside;
+    }
+  double sum = 0.0;
+  for (; i < hi; ++i) {  // the tail, in the order of the lanes' remainder
+    float g = kGrad2 ? grad[i] + grad2[i] : grad[i];
+    if (kDropout) g = ((float)kept[i] * keep_scale) * g;
+    const float u = probs[i] / alpha;
+    float clipped = u < 0.0f ? 0.0f : u;
+    clipped = clipped > q_p ? q_p : clipped;
+    const float inside = clipped == u ? 1.0f : 0.0f;
+    sum += (double)(g * (((clipped + 8388608.0f) - 8388608.0f) - inside * clipped));
+    grad_probs[i] = g * inside;
+  }
+  for (int j = 0; j < kLanes; ++j) sum += (double)lanes[j];
+  return sum;
 }
 
 // grad_probs [n] (may be grad itself) from grad [n], grad2 [n] or nullptr, probs [n], kept [n] or nullptr; returns
@@ -71,25 +128,18 @@ void quantized_probs_weights(const uint8_t* codes, int64_t n, float alpha, float
 double quantized_probs_backward(const float* grad, const float* grad2, const float* probs, const uint8_t* kept,
                                 int64_t n, float alpha, float q_p, float keep_scale, float* grad_probs,
                                 int nthreads) {
-  const int64_t chunks = (n + kProbsChunk - 1) / kProbsChunk;
-  std::vector<double> partial(chunks, 0.0);
-#pragma omp parallel for schedule(static) num_threads(nthreads) if (nthreads > 1 && chunks > 1)
-  for (int64_t c = 0; c < chunks; ++c) {
-    const int64_t lo = c * kProbsChunk, hi = std::min(n, lo + kProbsChunk);
-    double sum = 0.0;
-#pragma omp simd reduction(+ : sum)
-    for (int64_t i = lo; i < hi; ++i) {
-      float g = grad2 ? grad[i] + grad2[i] : grad[i];
-      if (kept) g = (kept[i] != 0 ? keep_scale : 0.0f) * g;
-      const float u = probs[i] / alpha;
-      float clipped = u < 0.0f ? 0.0f : u;
-      clipped = clipped > q_p ? q_p : clipped;
-      const float inside = clipped == u ? 1.0f : 0.0f;
-      const float term = ((clipped + 8388608.0f) - 8388608.0f) - inside * clipped;
-      grad_probs[i] = g * inside;
-      sum += (double)g * (double)term;
+  const int64_t blocks = (n + kLaneBlock - 1) / kLaneBlock;
+  std::vector<double> partial(blocks, 0.0);
+#pragma omp parallel for schedule(static) num_threads(nthreads) if (nthreads > 1 && n > kProbsChunk)
+  for (int64_t b = 0; b < blocks; ++b) {
+    const int64_t lo = b * kLaneBlock, hi = std::min(n, lo + kLaneBlock);
+    const int which = (grad2 ? 2 : 0) | (kept ? 1 : 0);
+    switch (which) {
+      case 0: partial[b] = quantized_probs_backward_block<false, false>(grad, grad2, probs, kept, lo, hi, alpha, q_p, keep_scale, grad_probs); break;
+      case 1: partial[b] = quantized_probs_backward_block<false, true>(grad, grad2, probs, kept, lo, hi, alpha, q_p, keep_scale, grad_probs); break;
+      case 2: partial[b] = quantized_probs_backward_block<true, false>(grad, grad2, probs, kept, lo, hi, alpha, q_p, keep_scale, grad_probs); break;
+      default: partial[b] = quantized_probs_backward_block<true, true>(grad, grad2, probs, kept, lo, hi, alpha, q_p, keep_scale, grad_probs); break;
     }
-    partial[c] = sum;
   }
   return std::accumulate(partial.begin(), partial.end(), 0.0);
 }
