@@ -14,7 +14,9 @@ Reported per mode: the peak resident set size of the process (`resource.getrusag
 2²⁰ bytes), the RSS after the models are built (before the first step), and the median wall time and CPU time of the
 steps after the first (`--steps` − 1 of them; `time.perf_counter` and `time.process_time` around each optimizer step
 through a `TrainerCallback`). The CPU time (user + system, one thread) is the steadier of the two on a shared machine:
-it leaves out the time the process waits for a core, and keeps the page faults of its allocations.
+it leaves out the time the process waits for a core, and keeps the page faults of its allocations. The median
+count of those page faults per step (`ru_minflt`: each a fresh page touched for the first time, 4 KiB unless huge
+pages are on) shows what the malloc setting costs.
 With `--profile`, one more subprocess records one distillation step with `torch.profiler` (`profile_memory=True`)
 and prints the operators that allocate the most CPU memory.
 
@@ -61,10 +63,11 @@ def _run_mode(args) -> dict:
 
     class Timer(TrainerCallback):
         def on_step_begin(self, *a, **k):
-            self.start = time.perf_counter(), time.process_time()
+            self.start = time.perf_counter(), time.process_time(), resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 
         def on_step_end(self, *a, **k):
-            times.append((time.perf_counter() - self.start[0], time.process_time() - self.start[1]))
+            faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - self.start[2]
+            times.append((time.perf_counter() - self.start[0], time.process_time() - self.start[1], faults))
 
     common = {"output_dir": os.path.join(args.work_dir, args.mode), "per_device_train_batch_size": args.batch_size,
               "max_steps": args.steps, "report_to": [], "save_strategy": "no", "disable_tqdm": True,
@@ -100,6 +103,7 @@ def _run_mode(args) -> dict:
     return {"mode": args.mode, "peak_rss_mib": peak, "rss_after_build_mib": rss_built,
             "step_seconds_median": statistics.median(t[0] for t in times[1:]) if len(times) > 1 else float("nan"),
             "step_cpu_seconds_median": statistics.median(t[1] for t in times[1:]) if len(times) > 1 else float("nan"),
+            "step_page_faults_median": statistics.median(t[2] for t in times[1:]) if len(times) > 1 else float("nan"),
             "steps_timed": max(len(times) - 1, 0)}
 
 
@@ -145,14 +149,14 @@ def main(argv=None):
         print(out.stdout if out.returncode == 0 else out.stderr[-3000:])
     teacher = next((r for r in rows if r["mode"] == "teacher-finetune"), None)
     lines = [("| mode | peak RSS (MiB) | RSS after build (MiB) | step, wall (s, median) | wall / teacher's | "
-              "step, CPU (s, median) | CPU / teacher's |"),
-             "|---|---|---|---|---|---|---|"]
+              "step, CPU (s, median) | CPU / teacher's | page faults per step (10⁶, median) |"),
+             "|---|---|---|---|---|---|---|---|"]
     for r in rows:
         wall = r["step_seconds_median"] / teacher["step_seconds_median"] if teacher else float("nan")
         cpu_ratio = r["step_cpu_seconds_median"] / teacher["step_cpu_seconds_median"] if teacher else float("nan")
         lines.append(f"| {r['mode']} | {r['peak_rss_mib']:.0f} | {r['rss_after_build_mib']:.0f} | "
                      f"{r['step_seconds_median']:.2f} | {wall:.2f} | {r['step_cpu_seconds_median']:.2f} | "
-                     f"{cpu_ratio:.2f} |")
+                     f"{cpu_ratio:.2f} | {r['step_page_faults_median'] / 1e6:.2f} |")
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     from machine import cpu_model_and_flags
 
