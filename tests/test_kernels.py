@@ -522,6 +522,8 @@ def test_quantized_probs_kernels_equal_reference_bit_for_bit(bits, dropout, shap
             out = grad.clone()
             gp, gs = ops.quantized_probs_backward(out, grad2, probs, kept, alpha, q_p, keep_scale, out=out)
             assert gp.data_ptr() == out.data_ptr() and torch.equal(gp, ref_gp)
+            gp2, gs2 = ops.quantized_probs_backward(grad, grad2, probs, kept, alpha, q_p, keep_scale)  # a new ∂A
+            assert torch.equal(gp2, ref_gp) and torch.equal(gs2, gs)
             g1 = grad + grad2  # g' in float32, as the kernel and the reference compute it
             g1 = (torch.where(kept, keep_scale, 0.0) * g1 if dropout else g1).double()
             clipped = u.clamp(0, q_p)
@@ -574,7 +576,10 @@ def test_scaled_sign_kernels_equal_reference_bit_for_bit(shape, shift_shape, tra
             assert out.is_contiguous() and torch.equal(out, x_hat) and torch.equal(c, codes)
             assert torch.equal(ops.scaled_sign_levels(c, step), x_hat)
             gx, gs = ops.scaled_sign_backward(grad, c, step)
-            assert torch.equal(gx, ref_gx)
+            in_place = grad.clone()
+            gx2, gs2 = ops.scaled_sign_backward(in_place, c, step, out=in_place)  # as _ScaledSignLinear calls it
+            assert torch.equal(gx, ref_gx) and gx2.data_ptr() == in_place.data_ptr() and torch.equal(gx2, ref_gx)
+            assert torch.equal(gs2, gs)
             exact = torch.where(codes.bitwise_and(1).bool(), grad.double(), -grad.double()).sum()
             assert gs.dtype == torch.float32 and gs.shape == step.shape
             assert abs(gs.double() - exact) <= _LANE_SUM_ERROR * grad.abs().sum() + 6e-8 * abs(exact)

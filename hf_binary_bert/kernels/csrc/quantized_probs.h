@@ -89,36 +89,39 @@ void quantized_probs_weights(const uint8_t* codes, int64_t n, float alpha, float
   }
 }
 
-// One block (≤ kLaneBlock elements) of the backward pass; returns its Σ g'·term in 16 float lanes, added in double.
+// One element of the backward pass: writes ∂A = g'·1[inside] and returns g'·(round(clip(u)) − u·1[inside]).
 template <bool kGrad2, bool kDropout>
-HF_ELEMENTWISE double quantized_probs_backward_block(const float* __restrict grad, const float* __restrict grad2,
+inline float quantized_probs_backward_one(const float* grad, const float* __restrict grad2,
+                                         const float* __restrict probs, const uint8_t* __restrict kept, int64_t i,
+                                         float alpha, float q_p, float keep_scale, float* grad_probs) {
+  float g = kGrad2 ? grad[i] + grad2[i] : grad[i];
+  if (kDropout) g = ((float)kept[i] * keep_scale) * g;  // 1[kept]·1/(1 − p) first, as dropout_backward
+  const float u = probs[i] / alpha;
+  float clipped = u < 0.0f ? 0.0f : u;
+  clipped = clipped > q_p ? q_p : clipped;
+  const float inside = clipped == u ? 1.0f : 0.0f;
+  grad_probs[i] = g * inside;
+  return g * (((clipped + 8388608.0f) - 8388608.0f) - inside * clipped);
+}
+
+// One block (≤ kLaneBlock elements) of the backward pass; returns its Σ g'·term in 16 float lanes, added in double.
+// kInPlace: ∂A overwrites grad (grad_probs == grad; the same pointer, so the loops still vectorize).
+template <bool kGrad2, bool kDropout, bool kInPlace>
+HF_ELEMENTWISE double quantized_probs_backward_block(const float* grad, const float* __restrict grad2,
                                                      const float* __restrict probs, const uint8_t* __restrict kept,
                                                      int64_t lo, int64_t hi, float alpha, float q_p,
-                                                     float keep_scale, float* grad_probs) {
+                                                     float keep_scale, float* out) {
+  float* grad_probs = kInPlace ? const_cast<float*>(grad) : out;
   float lanes[kLanes] = {};
   int64_t i = lo;
   for (; i + kLanes <= hi; i += kLanes)
-    for (int j = 0; j < kLanes; ++j) {
-      float g = kGrad2 ? grad[i + j] + grad2[i + j] : grad[i + j];
-      if (kDropout) g = ((float)kept[i + j] * keep_scale) * g;  // 1[kept]·1/(1 − p) first, as dropout_backward
-      const float u = probs[i + j] / alpha;
-      float clipped = u < 0.0f ? 0.0f : u;
-      clipped = clipped > q_p ? q_p : clipped;
-      const float inside = clipped == u ? 1.0f : 0.0f;
-      lanes[j] += g * (((clipped + 8388608.0f) - 8388608.0f) - inside * clipped);
-      grad_probs[i + j] = g * inside;
-    }
+    for (int j = 0; j < kLanes; ++j)
+      lanes[j] += quantized_probs_backward_one<kGrad2, kDropout>(grad, grad2, probs, kept, i + j, alpha, q_p,
+                                                                 keep_scale, grad_probs);
+  for (int j = 0; i + j < hi; ++j)  // the tail, in lanes 0, 1, …
+    lanes[j] += quantized_probs_backward_one<kGrad2, kDropout>(grad, grad2, probs, kept, i + j, alpha, q_p,
+                                                               keep_scale, grad_probs);
   double sum = 0.0;
-  for (; i < hi; ++i) {  // the tail, in the order of the lanes' remainder
-    float g = kGrad2 ? grad[i] + grad2[i] : grad[i];
-    if (kDropout) g = ((float)kept[i] * keep_scale) * g;
-    const float u = probs[i] / alpha;
-    float clipped = u < 0.0f ? 0.0f : u;
-    clipped = clipped > q_p ? q_p : clipped;
-    const float inside = clipped == u ? 1.0f : 0.0f;
-    sum += (double)(g * (((clipped + 8388608.0f) - 8388608.0f) - inside * clipped));
-    grad_probs[i] = g * inside;
-  }
   for (int j = 0; j < kLanes; ++j) sum += (double)lanes[j];
   return sum;
 }
@@ -133,13 +136,20 @@ double quantized_probs_backward(const float* grad, const float* grad2, const flo
 #pragma omp parallel for schedule(static) num_threads(nthreads) if (nthreads > 1 && n > kProbsChunk)
   for (int64_t b = 0; b < blocks; ++b) {
     const int64_t lo = b * kLaneBlock, hi = std::min(n, lo + kLaneBlock);
-    const int which = (grad2 ? 2 : 0) | (kept ? 1 : 0);
+    const int which = (grad2 ? 4 : 0) | (kept ? 2 : 0) | (grad_probs == grad ? 1 : 0);
+    double (*block)(const float*, const float*, const float*, const uint8_t*, int64_t, int64_t, float, float, float,
+                    float*) = nullptr;
     switch (which) {
-      case 0: partial[b] = quantized_probs_backward_block<false, false>(grad, grad2, probs, kept, lo, hi, alpha, q_p, keep_scale, grad_probs); break;
-      case 1: partial[b] = quantized_probs_backward_block<false, true>(grad, grad2, probs, kept, lo, hi, alpha, q_p, keep_scale, grad_probs); break;
-      case 2: partial[b] = quantized_probs_backward_block<true, false>(grad, grad2, probs, kept, lo, hi, alpha, q_p, keep_scale, grad_probs); break;
-      default: partial[b] = quantized_probs_backward_block<true, true>(grad, grad2, probs, kept, lo, hi, alpha, q_p, keep_scale, grad_probs); break;
+      case 0: block = quantized_probs_backward_block<false, false, false>; break;
+      case 1: block = quantized_probs_backward_block<false, false, true>; break;
+      case 2: block = quantized_probs_backward_block<false, true, false>; break;
+      case 3: block = quantized_probs_backward_block<false, true, true>; break;
+      case 4: block = quantized_probs_backward_block<true, false, false>; break;
+      case 5: block = quantized_probs_backward_block<true, false, true>; break;
+      case 6: block = quantized_probs_backward_block<true, true, false>; break;
+      default: block = quantized_probs_backward_block<true, true, true>; break;
     }
+    partial[b] = block(grad, grad2, probs, kept, lo, hi, alpha, q_p, keep_scale, grad_probs);
   }
   return std::accumulate(partial.begin(), partial.end(), 0.0);
 }

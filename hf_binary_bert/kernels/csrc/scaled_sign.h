@@ -75,25 +75,27 @@ void scaled_sign_levels(const uint8_t* codes, int64_t n, float alpha, float* out
   }
 }
 
-// One block of the backward pass: ∂x = g·1[window] (as g·1.0 or g·0.0); returns Σ g·sign(u) (16 float lanes).
-HF_ELEMENTWISE double scaled_sign_backward_block(const float* __restrict grad, const uint8_t* __restrict codes,
-                                                 int64_t lo, int64_t hi, float* grad_x) {
+// One element of the backward pass: writes ∂x = g·1[window] (as g·1.0 or g·0.0) and returns g·sign(u).
+inline float scaled_sign_backward_one(const float* grad, const uint8_t* __restrict codes, int64_t i,
+                                      float* grad_x) {
+  const float g = grad[i];
+  const int code = codes[i];
+  grad_x[i] = (float)((code >> 1) & 1) * g;
+  return (float)((code & 1) * 2 - 1) * g;
+}
+
+// One block of the backward pass; returns its Σ g·sign(u) in 16 float lanes, added in double. kInPlace: ∂x
+// overwrites grad (grad_x == grad; the same pointer, so the loops still vectorize).
+template <bool kInPlace>
+HF_ELEMENTWISE double scaled_sign_backward_block(const float* grad, const uint8_t* __restrict codes, int64_t lo,
+                                                 int64_t hi, float* out) {
+  float* grad_x = kInPlace ? const_cast<float*>(grad) : out;
   float lanes[kLanes] = {};
   int64_t i = lo;
   for (; i + kLanes <= hi; i += kLanes)
-    for (int j = 0; j < kLanes; ++j) {
-      const float g = grad[i + j];
-      const int code = codes[i + j];
-      lanes[j] += (float)((code & 1) * 2 - 1) * g;
-      grad_x[i + j] = (float)((code >> 1) & 1) * g;
-    }
+    for (int j = 0; j < kLanes; ++j) lanes[j] += scaled_sign_backward_one(grad, codes, i + j, grad_x);
+  for (int j = 0; i + j < hi; ++j) lanes[j] += scaled_sign_backward_one(grad, codes, i + j, grad_x);  // the tail
   double sum = 0.0;
-  for (; i < hi; ++i) {
-    const float g = grad[i];
-    const int code = codes[i];
-    sum += (double)((float)((code & 1) * 2 - 1) * g);
-    grad_x[i] = (float)((code >> 1) & 1) * g;
-  }
   for (int j = 0; j < kLanes; ++j) sum += (double)lanes[j];
   return sum;
 }
@@ -105,7 +107,8 @@ double scaled_sign_backward(const float* grad, const uint8_t* codes, int64_t n, 
 #pragma omp parallel for schedule(static) num_threads(nthreads) if (nthreads > 1 && n > kSignChunk)
   for (int64_t b = 0; b < blocks; ++b) {
     const int64_t lo = b * kLaneBlock, hi = std::min(n, lo + kLaneBlock);
-    partial[b] = scaled_sign_backward_block(grad, codes, lo, hi, grad_x);
+    partial[b] = grad_x == grad ? scaled_sign_backward_block<true>(grad, codes, lo, hi, grad_x)
+                                : scaled_sign_backward_block<false>(grad, codes, lo, hi, grad_x);
   }
   return std::accumulate(partial.begin(), partial.end(), 0.0);
 }
