@@ -33,6 +33,7 @@ import math
 import torch
 from torch import nn
 
+from ..kernels.reference import _shift_grad, _shifted_quotient, lsq_backward
 from .ste import binary_sign, sign_ste
 
 ACTIVATION_SCHEMES = ("sign", "elastic")
@@ -41,49 +42,6 @@ ACTIVATION_SCHEMES = ("sign", "elastic")
 def _grad_scale(x: torch.Tensor, scale: float) -> torch.Tensor:
     """Forward: x. Backward: gradient × `scale` (LSQ's step-gradient scaling)."""
     return (x - x * scale).detach() + x * scale
-
-
-def _shifted_quotient(x: torch.Tensor, shift: torch.Tensor | None, step: torch.Tensor) -> torch.Tensor:
-    """u = (x − β) / α (x / α without a shift) with the same two roundings as the plain expression, in a new
-    contiguous tensor: Q/K/V arrive as transposed views [B, H, T, d] of [B, T, H, d], and a contiguous x̂ is what the
-    attention matmuls need (the plain expression keeps x's layout, which they copy)."""
-    u = torch.empty(x.shape, dtype=torch.result_type(x, step), device=x.device)
-    if shift is None:
-        return torch.div(x, step, out=u)
-    return torch.sub(x, shift, out=u).div_(step)
-
-
-def _signs_to_levels(positive: torch.Tensor, step: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
-    """±α from bool signs, exactly (1·2α − α = α, 0·2α − α = −α), written into `out` (same shape) and returned."""
-    return out.copy_(positive).mul_(step * 2).sub_(step)
-
-
-def _scaled_sign(x: torch.Tensor, shift: torch.Tensor | None,
-                 step: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """BiT's x̂ = α·sign(u), u = (x − β)/α (sign(0) = +1), in a new contiguous tensor, with the bool sign 1[u ≥ 0] and
-    the STE window 1[|u| ≤ 1] its backward passes need. `step` detached."""
-    u = _shifted_quotient(x, shift, step)
-    positive = u >= 0  # = binary_sign(u) > 0 (sign(±0) = +1)
-    window = torch.le(u.abs_(), 1)
-    return _signs_to_levels(positive, step, u), positive, window
-
-
-def _sum_of_products(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Σ a·b over all elements (0-d): one dot product, without a temporary, when both are contiguous."""
-    if a.is_contiguous() and b.is_contiguous():
-        return torch.dot(a.view(-1), b.view(-1))
-    return (a * b).sum()
-
-
-def _masked(grad: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """grad·1[mask] (a new tensor; mask bool): the mask converted to grad's dtype first, as a float × bool product
-    runs several times slower on the CPU."""
-    return torch.empty_like(grad, memory_format=torch.contiguous_format).copy_(mask).mul_(grad)
-
-
-def _shift_grad(grad_x: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
-    """∂/∂β of x − β broadcast over x: −Σ ∂/∂x over the broadcast dims (what autograd's subtraction gives)."""
-    return grad_x.sum_to_size(shift.shape).neg_()
 
 
 class _ScaledSignSTE(torch.autograd.Function):
@@ -137,24 +95,6 @@ class _LSQRound(torch.autograd.Function):
     def backward(ctx, grad: torch.Tensor):
         x, shift, step = ctx.saved_tensors
         return (*lsq_backward(grad, x, shift, step, ctx.q_n, ctx.q_p, ctx.needs_input_grad[:3]), None, None)
-
-
-def lsq_backward(grad: torch.Tensor, x: torch.Tensor, shift: torch.Tensor | None, step: torch.Tensor, q_n: int,
-                 q_p: int, needs: tuple[bool, bool, bool]) -> tuple:
-    """`_LSQRound`'s gradients (∂/∂x, ∂/∂β, ∂/∂α; None where `needs` says not needed) from the output gradient and
-    the saved input, u computed again with the forward's roundings (also used by attention's fused Â·V̂)."""
-    u = _shifted_quotient(x, shift, step)
-    clipped = u.clamp(q_n, q_p)
-    inside = u.copy_(clipped == u)  # 1[Q_n ≤ u ≤ Q_p] as 1.0 / 0.0, in u's buffer (0 for NaN, as the comparisons)
-    grad_x = grad * inside if needs[0] or needs[1] else None
-    grad_step = None
-    if needs[2]:
-        # round(clip(u)) − u·1[inside]: where inside, clip(u) = u
-        masked_u = inside.mul_(clipped)
-        term = clipped.round_().sub_(masked_u)
-        grad_step = _sum_of_products(grad, term).reshape(step.shape)
-    grad_shift = _shift_grad(grad_x, shift) if needs[1] else None
-    return grad_x if needs[0] else None, grad_shift, grad_step
 
 
 def quantization_range(bits: int, signed: bool) -> tuple[int, int]:

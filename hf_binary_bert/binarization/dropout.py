@@ -13,6 +13,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..kernels.reference import dropout_backward
+
 
 def dropout_noise(x: torch.Tensor, p: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """noise = Bernoulli(1 − p) / (1 − p) shaped like x, drawn as ATen's `_dropout_impl` draws it (the same random
@@ -29,13 +31,6 @@ def dropout_kept(shape: torch.Size, p: float, dtype: torch.dtype) -> tuple[torch
     path's test compares the two draws."""
     kept = torch.empty(shape, dtype=torch.bool).bernoulli_(1 - p)
     return kept, torch.ones((), dtype=dtype).div_(1 - p)
-
-
-def dropout_backward(grad: torch.Tensor, kept: torch.Tensor, keep_scale: torch.Tensor) -> torch.Tensor:
-    """grad · noise with the noise rebuilt from the kept mask (1[kept] · 1/(1 − p): the forward's float values), as
-    autograd multiplies the gradient of x · noise."""
-    noise = torch.empty_like(grad, memory_format=torch.contiguous_format).copy_(kept)
-    return noise.mul_(keep_scale.to(grad.device)).mul_(grad)
 
 
 class _MaskDropout(torch.autograd.Function):

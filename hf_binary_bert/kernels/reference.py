@@ -188,6 +188,78 @@ def bi_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, sh
     return out.transpose(1, 2).contiguous(), weights
 
 
+# The elementwise formulas of the activation quantizers and dropout in PyTorch ops: the twins below and the
+# training functions of binarization/ (which import them from here) share them.
+
+
+def _shifted_quotient(x: torch.Tensor, shift: torch.Tensor | None, step: torch.Tensor) -> torch.Tensor:
+    """u = (x − β) / α (x / α without a shift) with the same two roundings as the plain expression, in a new
+    contiguous tensor: Q/K/V arrive as transposed views [B, H, T, d] of [B, T, H, d], and a contiguous x̂ is what the
+    attention matmuls need (the plain expression keeps x's layout, which they copy)."""
+    u = torch.empty(x.shape, dtype=torch.result_type(x, step), device=x.device)
+    if shift is None:
+        return torch.div(x, step, out=u)
+    return torch.sub(x, shift, out=u).div_(step)
+
+
+def _signs_to_levels(positive: torch.Tensor, step: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """±α from bool signs, exactly (1·2α − α = α, 0·2α − α = −α), written into `out` (same shape) and returned."""
+    return out.copy_(positive).mul_(step * 2).sub_(step)
+
+
+def _scaled_sign(x: torch.Tensor, shift: torch.Tensor | None,
+                 step: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """BiT's x̂ = α·sign(u), u = (x − β)/α (sign(0) = +1), in a new contiguous tensor, with the bool sign 1[u ≥ 0] and
+    the STE window 1[|u| ≤ 1] its backward passes need. `step` detached."""
+    u = _shifted_quotient(x, shift, step)
+    positive = u >= 0  # = binary_sign(u) > 0 (sign(±0) = +1)
+    window = torch.le(u.abs_(), 1)
+    return _signs_to_levels(positive, step, u), positive, window
+
+
+def _sum_of_products(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Σ a·b over all elements (0-d): one dot product, without a temporary, when both are contiguous."""
+    if a.is_contiguous() and b.is_contiguous():
+        return torch.dot(a.view(-1), b.view(-1))
+    return (a * b).sum()
+
+
+def _masked(grad: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """grad·1[mask] (a new tensor; mask bool): the mask converted to grad's dtype first, as a float × bool product
+    runs several times slower on the CPU."""
+    return torch.empty_like(grad, memory_format=torch.contiguous_format).copy_(mask).mul_(grad)
+
+
+def _shift_grad(grad_x: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+    """∂/∂β of x − β broadcast over x: −Σ ∂/∂x over the broadcast dims (what autograd's subtraction gives)."""
+    return grad_x.sum_to_size(shift.shape).neg_()
+
+
+def lsq_backward(grad: torch.Tensor, x: torch.Tensor, shift: torch.Tensor | None, step: torch.Tensor, q_n: int,
+                 q_p: int, needs: tuple[bool, bool, bool]) -> tuple:
+    """`_LSQRound`'s gradients (∂/∂x, ∂/∂β, ∂/∂α; None where `needs` says not needed) from the output gradient and
+    the saved input, u computed again with the forward's roundings (also used by attention's fused Â·V̂)."""
+    u = _shifted_quotient(x, shift, step)
+    clipped = u.clamp(q_n, q_p)
+    inside = u.copy_(clipped == u)  # 1[Q_n ≤ u ≤ Q_p] as 1.0 / 0.0, in u's buffer (0 for NaN, as the comparisons)
+    grad_x = grad * inside if needs[0] or needs[1] else None
+    grad_step = None
+    if needs[2]:
+        # round(clip(u)) − u·1[inside]: where inside, clip(u) = u
+        masked_u = inside.mul_(clipped)
+        term = clipped.round_().sub_(masked_u)
+        grad_step = _sum_of_products(grad, term).reshape(step.shape)
+    grad_shift = _shift_grad(grad_x, shift) if needs[1] else None
+    return grad_x if needs[0] else None, grad_shift, grad_step
+
+
+def dropout_backward(grad: torch.Tensor, kept: torch.Tensor, keep_scale: torch.Tensor) -> torch.Tensor:
+    """grad · noise with the noise rebuilt from the kept mask (1[kept] · 1/(1 − p): the forward's float values), as
+    autograd multiplies the gradient of x · noise."""
+    noise = torch.empty_like(grad, memory_format=torch.contiguous_format).copy_(kept)
+    return noise.mul_(keep_scale.to(grad.device)).mul_(grad)
+
+
 def quantized_probs_forward(probs: torch.Tensor, kept: torch.Tensor | None, step: torch.Tensor, q_p: int,
                             keep_scale: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
     """The attention probabilities' unsigned LSQ / BiT quantizer and its dropout, training forward (Esser et al.
@@ -202,7 +274,6 @@ def quantized_probs_forward(probs: torch.Tensor, kept: torch.Tensor | None, step
     Returns:
         codes uint8 (c, 0 where dropped) and weights float32 (Â), A's shape.
     """
-    from ..binarization.activation import _shifted_quotient
 
     alpha = step.detach().reshape(())
     levels = _shifted_quotient(probs, None, alpha).clamp_(0, q_p).round_()
@@ -231,8 +302,6 @@ def quantized_probs_backward(grad: torch.Tensor, grad2: torch.Tensor | None, pro
         ∂A = g'·1[0 ≤ u ≤ Q_p],   ∂α = Σ g'·(round(clip(u, 0, Q_p)) − u·1[0 ≤ u ≤ Q_p])   (LSQ's gradients)
 
     Returns ∂A (A's shape; written into `out` when given) and ∂α (step's shape)."""
-    from ..binarization.activation import lsq_backward
-    from ..binarization.dropout import dropout_backward
 
     alpha = step.detach()
     if grad2 is not None:
@@ -254,7 +323,6 @@ def scaled_sign_forward(x: torch.Tensor, shift: torch.Tensor | None,
     Returns:
         x̂ (contiguous, x's shape, dtype of x and α promoted) and the codes (uint8, x's shape).
     """
-    from ..binarization.activation import _scaled_sign
 
     x_hat, positive, window = _scaled_sign(x, shift, step.detach())
     return x_hat, positive.to(torch.uint8).bitwise_or_(window.to(torch.uint8).mul_(2))
@@ -262,7 +330,6 @@ def scaled_sign_forward(x: torch.Tensor, shift: torch.Tensor | None,
 
 def scaled_sign_levels(codes: torch.Tensor, step: torch.Tensor) -> torch.Tensor:
     """x̂ = ±α again from `scaled_sign_forward`'s codes (the codes' shape, α's dtype): the forward's values."""
-    from ..binarization.activation import _signs_to_levels
 
     step = step.detach()
     return _signs_to_levels(codes.bitwise_and(1).bool(), step, torch.empty(codes.shape, dtype=step.dtype,
@@ -274,7 +341,6 @@ def scaled_sign_backward(grad: torch.Tensor, codes: torch.Tensor, step: torch.Te
     """Gradients of `scaled_sign_forward` from ∂x̂ = grad (x's shape): ∂x = grad·1[|u| ≤ 1] (BiT's STE window)
     and ∂α = Σ grad·sign(u), here (Σ grad·x̂)/α in grad's dtype. Returns ∂x (grad's dtype and shape; written into
     `out` when given) and ∂α (step's shape)."""
-    from ..binarization.activation import _masked, _sum_of_products
 
     step = step.detach()
     grad_step = (_sum_of_products(grad, scaled_sign_levels(codes, step)) / step).reshape(step.shape)
