@@ -10,6 +10,7 @@ original teacher's scores on the held-out pairs) ≥ 0.1; reported per stage: th
 every later one (and whether an earlier one crossed and fell back).
 """
 import json
+import os
 import sys
 
 DEFAULTS = {"schedule": None, "bits": 4, "stage_budget": None, "steps": 1000, "eval_steps": 100, "lr": 5e-4,
@@ -24,6 +25,8 @@ def command(run: dict, teacher: str, split: str) -> str:
             flags.append(f"--{key.replace('_', '-')} {run[key]}")
     flags += [f"--option '{item}'" for item in run.get("option", [])]
     flags += [f"--binarization '{item}'" for item in run.get("binarization", [])]
+    if run.get("data_dir") and os.path.basename(os.path.normpath(run["data_dir"])) != os.path.basename(split):
+        split = os.path.join(os.path.dirname(split), os.path.basename(os.path.normpath(run["data_dir"])))  # augmented
     return (f"OMP_NUM_THREADS=1 python examples/stsb_long_stage1.py --teacher {teacher} --data-dir {split} "
             f"--output-dir OUT --results R.jsonl " + " ".join(flags))
 
