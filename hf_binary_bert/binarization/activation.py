@@ -33,6 +33,7 @@ import math
 import torch
 from torch import nn
 
+from ..kernels.ops import training_kernels
 from ..kernels.reference import _shift_grad, _shifted_quotient, lsq_backward
 from .ste import binary_sign, sign_ste
 
@@ -56,8 +57,6 @@ class _ScaledSignSTE(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, shift: torch.Tensor | None, step: torch.Tensor) -> torch.Tensor:
-        from ..kernels.ops import training_kernels
-
         step = step.detach()
         kernels = training_kernels(x, shift, step)
         out, codes = kernels.scaled_sign_forward(x, shift, step)

@@ -18,6 +18,7 @@ from torch import nn
 
 from ..format import dequantize, pack_weight, packed_length, per_row
 from ..kernels.linear import InferencePlanReader
+from ..kernels.ops import training_kernels
 from .activation import ActivationQuantizer, _shift_grad
 from .kernel_dispatch import kernel_applies, kernel_forward
 from .ste import binary_sign, sign_ste
@@ -140,8 +141,6 @@ class _ScaledSignLinear(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, shift, step, weight, bias):
-        from ..kernels.ops import training_kernels
-
         step = step.detach()
         kernels = training_kernels(x, shift, step)
         x_hat, codes = kernels.scaled_sign_forward(x, shift, step)  # as _ScaledSignSTE

@@ -17,6 +17,7 @@ Raises (every op): `ValueError` naming the tensor for a wrong dtype, shape, devi
 from __future__ import annotations
 
 import hashlib
+import sys
 import warnings
 
 import torch
@@ -406,7 +407,7 @@ def quantized_probs_weights(codes: torch.Tensor, step: torch.Tensor, keep_scale:
     """
     _check_map("codes", codes, torch.uint8)
     _check_step("step", step)
-    if keep_scale is not None:
+    if keep_scale is not None:  # (no kept mask here: the codes are 0 where dropped)
         _check_step("keep_scale", keep_scale)
     if _use_reference() or torch.compiler.is_compiling():
         return reference.quantized_probs_weights(codes, step, keep_scale)
@@ -454,9 +455,8 @@ def training_kernels(*tensors: torch.Tensor | None):
     for t in tensors:
         if t is not None and (t.dtype != torch.float32 or t.device.type != "cpu"):
             return reference
-    import sys
-
     return sys.modules[__name__]
+
 
 def _view4(t: torch.Tensor) -> tuple[tuple[int, ...], tuple[int, ...]]:
     """Sizes and strides of a tensor of up to 4 dims as a 4-D view (leading size-1 dims of stride 0)."""

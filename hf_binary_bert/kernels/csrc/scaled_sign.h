@@ -24,12 +24,14 @@ inline uint8_t sign_code(float u) {  // 1[u ≥ 0] | 1[|u| ≤ 1] << 1 (NaN: 0)
   return (uint8_t)((u >= 0.0f ? 1 : 0) | (std::fabs(u) <= 1.0f ? 2 : 0));
 }
 
-// One row of n elements, x and β contiguous along it (β absent: kShift false).
-template <bool kShift>
-HF_ELEMENTWISE void scaled_sign_row(const float* __restrict x, const float* __restrict shift, int64_t n, float alpha,
-                                    float* __restrict out, uint8_t* __restrict codes) {
+// One row of n elements; x and β with strides sx, sb along it (kUnit: both 1, the loop the compiler vectorizes;
+// β absent: kShift false).
+template <bool kShift, bool kUnit>
+HF_ELEMENTWISE void scaled_sign_row(const float* __restrict x, const float* __restrict shift, int64_t n, int64_t sx,
+                                    int64_t sb, float alpha, float* __restrict out, uint8_t* __restrict codes) {
+  if (kUnit) sx = sb = 1;
   for (int64_t j = 0; j < n; ++j) {
-    const float u = kShift ? (x[j] - shift[j]) / alpha : x[j] / alpha;
+    const float u = kShift ? (x[j * sx] - shift[j * sb]) / alpha : x[j * sx] / alpha;
     out[j] = u >= 0.0f ? alpha : -alpha;
     codes[j] = sign_code(u);
   }
@@ -39,25 +41,15 @@ void scaled_sign_forward(const float* x, const float* shift, const Strided4& v, 
                          uint8_t* codes, int nthreads) {
   const int64_t rows = v.size[0] * v.size[1] * v.size[2], n3 = v.size[3];
   const bool unit = v.x[3] == 1 && (!shift || v.shift[3] == 1);
+  void (*row)(const float*, const float*, int64_t, int64_t, int64_t, float, float*, uint8_t*) =
+      shift ? (unit ? scaled_sign_row<true, true> : scaled_sign_row<true, false>)
+            : (unit ? scaled_sign_row<false, true> : scaled_sign_row<false, false>);
 #pragma omp parallel for schedule(static) num_threads(nthreads) if (nthreads > 1 && rows * n3 > kSignChunk)
   for (int64_t r = 0; r < rows; ++r) {
     const int64_t i2 = r % v.size[2], i1 = (r / v.size[2]) % v.size[1], i0 = r / (v.size[2] * v.size[1]);
     const float* xr = x + i0 * v.x[0] + i1 * v.x[1] + i2 * v.x[2];
     const float* br = shift ? shift + i0 * v.shift[0] + i1 * v.shift[1] + i2 * v.shift[2] : nullptr;
-    float* o = out + r * n3;
-    uint8_t* c = codes + r * n3;
-    if (unit) {
-      if (shift)
-        scaled_sign_row<true>(xr, br, n3, alpha, o, c);
-      else
-        scaled_sign_row<false>(xr, br, n3, alpha, o, c);
-    } else {  // other strides along the last dim: plain loop
-      for (int64_t j = 0; j < n3; ++j) {
-        const float u = shift ? (xr[j * v.x[3]] - br[j * v.shift[3]]) / alpha : xr[j * v.x[3]] / alpha;
-        o[j] = u >= 0.0f ? alpha : -alpha;
-        c[j] = sign_code(u);
-      }
-    }
+    row(xr, br, n3, v.x[3], v.shift[3], alpha, out + r * n3, codes + r * n3);
   }
 }
 
