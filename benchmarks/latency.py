@@ -31,7 +31,7 @@ T (half the tokens padding at B=8, T=128: our runtime does not compute them). A 
 Linears' binary multiply-accumulates per second with the machine's XOR + popcount rate measured on L1-resident
 data (`hf_binary_bert.kernels.popcount_rate`). Each forward is timed with `time.perf_counter` under `torch.inference_mode()` after `--warmup` untimed
 runs, in interleaved rounds (one forward of every variant per round, so a drift of the machine's speed hits all rows
-alike; a mixed-length shape and its padded shape share their rounds, so their ratio is measured side by side too; 50 ms of sleep before each timed forward let the previous row's spinning worker threads go idle); the table shows the median of `--runs` timed runs, the speed-up over torch-fp32 and over ort-int8 (the ratio
+alike; a mixed-length shape and its padded shape share their rounds, so their ratio is measured side by side too; 50 ms of sleep before each timed forward before each timed forward the script waits until the process's worker threads have gone idle — at least 50 ms, then until the process uses under 10 % of a core over 20 ms, at most 1 s — because ONNX Runtime's threads keep spinning after a run for longer than 50 ms on some machines and slowed whichever row came next); the table shows the median of `--runs` timed runs, the speed-up over torch-fp32 and over ort-int8 (the ratio
 of the medians). Unless `--skip-memory`, every variant is loaded again in a fresh subprocess that reports its resident
 memory (VmRSS, and the peak VmHWM) above the RSS right after `import torch, transformers`: after loading the saved model
 the way a user would, after one batch-1 forward, and the peak after a batch-8 forward. A variant whose optional package (or kernel) is missing is shown as
@@ -209,6 +209,22 @@ def load(variant, head, path, threads):
     return lambda ids, mask: model(input_ids=ids, attention_mask=mask)
 
 
+def settle(minimum=0.05, window=0.02, idle_share=0.1, limit=1.0):
+    """Wait until this process's threads have stopped using the CPU: `minimum` seconds, then until the process's CPU
+    time grows by less than `idle_share` of one core over a `window` (or `limit` seconds have passed). Returns the
+    seconds waited. ONNX Runtime's intra-op threads spin after a run (its default, `allow_spinning`), on some machines
+    for longer than 50 ms; without this the row timed after an ONNX Runtime row ran while those threads still held
+    the cores (seen on an AVX2 AMD EPYC: the row after ort-int8 took 1.2-1.6x its time in another position)."""
+    start = time.perf_counter()
+    time.sleep(minimum)
+    while time.perf_counter() - start < limit:
+        cpu = time.process_time()
+        time.sleep(window)
+        if time.process_time() - cpu < idle_share * window:
+            break
+    return time.perf_counter() - start
+
+
 def parse_shape(spec):
     """"BxT" or "BxTm" (mixed lengths) → (batch, seq_len, mixed)."""
     batch, _, rest = spec.partition("x")
@@ -368,7 +384,7 @@ def time_head(head, variants, artifacts, shapes, geo, args):
                         if (batch, variant) in failed or (variant.endswith("reference")
                                                           and round_ >= args.reference_runs):
                             continue
-                        time.sleep(0.05)  # let the previous row's worker threads (ONNX Runtime spins) go idle first
+                        settle()  # the previous row's worker threads (ONNX Runtime spins) go idle first
                         start = time.perf_counter()
                         forward(*inputs[batch])
                         times[batch, variant].append((time.perf_counter() - start) * 1e3)

@@ -1,0 +1,42 @@
+"""benchmarks/latency.py's `settle`: the wait before each timed forward lasts until the process's threads are idle."""
+
+import importlib.util
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("transformers")
+
+
+def _latency_module():
+    folder = Path(__file__).resolve().parents[1] / "benchmarks"
+    path = folder / "latency.py"
+    if str(folder) not in sys.path:  # the script imports its neighbours (machine, markdown_output) by name
+        sys.path.insert(0, str(folder))
+    spec = importlib.util.spec_from_file_location("_latency_benchmark", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_settle_returns_soon_when_idle_and_waits_for_a_spinning_thread():
+    settle = _latency_module().settle
+    assert settle() < 0.5  # nothing else runs in this process: the minimum and one or a few windows
+
+    stop = time.perf_counter() + 0.4
+
+    def spin():  # a worker that keeps a core busy after "its run", as ONNX Runtime's threads do
+        while time.perf_counter() < stop:
+            pass
+
+    worker = threading.Thread(target=spin)
+    worker.start()
+    try:
+        waited = settle()
+    finally:
+        worker.join()
+    assert waited >= 0.3  # it waited for the spinning thread (0.4 s from the start) ...
+    assert waited < 1.2  # ... and not past its limit of 1 s (plus one window)
