@@ -590,3 +590,39 @@ def test_bi_attention_whose_weights_decide_the_output_equals_eager(geometry, isa
     assert _attention_that_matters(model, ids, mask) is None
     # and the attention matters: every value −1 (ctx = −#selected) changes the output
     _native_equals_eager_and_depends_on(model, ids, mask, isa, lambda m: _fill(m, "value_quantizer", "shift", 1e3))
+
+
+@pytest.mark.skipif("avx2" not in kernels.supported_isas(), reason="no AVX2 on this CPU")
+@pytest.mark.parametrize("combo", ["W1A1-elastic (BiT)", "W1A1-sign", "W1A8-elastic"])
+def test_avx2_plan_keeps_the_table_gemms_weights_and_gives_the_same_bits(combo):
+    """On the AVX2 path the plan makes each W1A1 Linear's nibble-index weights once (`_nibble_layout`, plan word
+    L_NIB = 16) instead of the table GEMM transposing them at every call: the outputs are the same bits as with those
+    words zeroed (the per-call transposition), the words are set only on the AVX2 path, and switching the path
+    rebuilds the plan."""
+    from hf_binary_bert import runtime
+
+    nib = runtime.LINEAR_OFFSET + 16 + runtime.LINEAR_WORDS * torch.arange(6)  # each Linear's L_NIB word
+    model = _model(COMBOS[combo], layers=2)
+    ids, mask = _inputs(lengths=(13, 9, 1, 5, 12))  # 40 rows: the table path (≥ 8 rows)
+    encoder = model.encoder.runtime()
+    previous = kernels.set_isa("avx2")
+    try:
+        plan = encoder.plan().view(-1, runtime.LAYER_WORDS)
+        one_bit = plan[:, runtime.LINEAR_OFFSET + runtime.LINEAR_WORDS * torch.arange(6)] == 0  # kind 0: W1A1
+        assert bool((plan[:, nib][one_bit] != 0).all()) and bool((plan[:, nib][~one_bit] == 0).all())
+        assert bool(one_bit.any()) == (combo != "W1A8-elastic")
+        with torch.inference_mode():
+            hidden = model.embeddings(input_ids=ids)
+            valid = mask.bool()
+            kept = encoder.forward(hidden, valid)
+            saved = plan.clone()
+            plan[:, nib] = 0  # the same plan without the kept weights: the table GEMM transposes them per call
+            try:
+                per_call = encoder.forward(hidden, valid, checked=True)
+            finally:
+                plan.copy_(saved)
+        assert torch.equal(kept, per_call)
+        kernels.set_isa("portable")
+        assert bool((encoder.plan().view(-1, runtime.LAYER_WORDS)[:, nib] == 0).all())  # rebuilt for the new path
+    finally:
+        kernels.set_isa(previous)

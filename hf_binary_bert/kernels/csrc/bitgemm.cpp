@@ -969,9 +969,22 @@ struct BitsAvx2Table {
   }
 };
 
+// The nibble-index blocks of a whole weight matrix, made once (nibble_layout): the encoder runtime's plan keeps them
+// beside the bits layout, so that its calls skip the per-call transposition. Blocks of 32 rows, as many as whole
+// column chunks (NB = 2 blocks) need, block b at b · 16·Kw·32 bytes (rows past N zero); sizes in bytes.
+int64_t nibble_layout_bytes(int64_t N, int64_t K) { return (N + 63) / 64 * 2 * (16 * bits_words(K)) * 32; }
+
+void nibble_layout(const uint64_t* w, int64_t N, int64_t K, uint8_t* out, int nthreads) {
+  const int64_t kw = bits_words(K), bstride = 16 * kw * 32, groups = (N + kBitsGroup - 1) / kBitsGroup;
+  const int64_t blocks = (N + 63) / 64 * 2;
+#pragma omp parallel for num_threads(nthreads) if (nthreads > 1 && blocks > 1) schedule(static)
+  for (int64_t b = 0; b < blocks; ++b) nibble_block(w, kw, groups, b, out + b * bstride);
+}
+
+// wnib: the weights' nibble_layout (32-byte aligned), or null: each thread transposes the column chunks it works on.
 template <int OP>
 void bits_gemm_table(int64_t M, int64_t N, const uint64_t* a, int64_t kw, const uint64_t* w, const Epilogue& e,
-                     int nthreads) {
+                     int nthreads, const uint8_t* wnib) {
   using Kern = BitsAvx2Table;
   constexpr int MR = Kern::MR, NB = Kern::NB;
   static_assert(MR == 4, "nibble_offsets4 interleaves 4 rows");
@@ -993,9 +1006,10 @@ void bits_gemm_table(int64_t M, int64_t N, const uint64_t* a, int64_t kw, const 
     for (int64_t t = 0; t < mtiles; ++t)
       nibble_offsets4(a + t * MR * kw, kw, (int)std::min<int64_t>(MR, M - t * MR), ao + t * MR * steps);
     static thread_local std::vector<uint64_t> chunk_buffer;
-    const size_t chunk_bytes = (size_t)(NB * bstride) + 32;
+    const size_t chunk_bytes = wnib ? 0 : (size_t)(NB * bstride) + 32;
     if (chunk_buffer.size() * 8 < chunk_bytes) chunk_buffer.resize(chunk_bytes / 8 + 1);
-    uint8_t* wi = reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(chunk_buffer.data()) + 31) & ~(uintptr_t)31);
+    uint8_t* own = reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(chunk_buffer.data()) + 31) & ~(uintptr_t)31);
+    const uint8_t* wi = own;
     int64_t have = -1;
 #pragma omp for schedule(static)
     for (int64_t item = 0; item < items; ++item) {
@@ -1003,8 +1017,10 @@ void bits_gemm_table(int64_t M, int64_t N, const uint64_t* a, int64_t kw, const 
       alignas(64) float row[NC];  // a packing epilogue's float row
       const int64_t nc = item / mchunks, m_begin = item % mchunks * MC, m_end = std::min(M, m_begin + MC);
       const int64_t n0 = nc * NC, count = std::min(N - n0, NC);
-      if (nc != have) {
-        for (int j = 0; j < NB; ++j) nibble_block(w, kw, groups, nc * NB + j, wi + j * bstride);
+      if (wnib) {
+        wi = wnib + nc * NB * bstride;
+      } else if (nc != have) {
+        for (int j = 0; j < NB; ++j) nibble_block(w, kw, groups, nc * NB + j, own + j * bstride);
         have = nc;
       }
       for (int64_t m = m_begin; m < m_end; m += MR) {
@@ -1018,7 +1034,7 @@ void bits_gemm_table(int64_t M, int64_t N, const uint64_t* a, int64_t kw, const 
 
 template <int OP>
 void bits_gemm(int isa, int64_t M, int64_t N, const uint64_t* a, int64_t kw, const uint64_t* w, const Epilogue& e,
-               int nthreads) {
+               int nthreads, const uint8_t* wnib = nullptr) {
   switch (isa) {
 #if defined(__x86_64__) || defined(_M_X64)
     case AVX512_VPOPCNT: bits_gemm_with<BitsVpopcnt<PopcntNative>, OP>(M, N, a, kw, w, e, nthreads); break;
@@ -1026,7 +1042,7 @@ void bits_gemm(int isa, int64_t M, int64_t N, const uint64_t* a, int64_t kw, con
     case AVX512: bits_gemm_with<BitsAvx512, OP>(M, N, a, kw, w, e, nthreads); break;
     case AVX2:
       if (M >= kTableMinRows && kw <= kTableMaxWords)
-        bits_gemm_table<OP>(M, N, a, kw, w, e, nthreads);
+        bits_gemm_table<OP>(M, N, a, kw, w, e, nthreads, wnib);
       else
         bits_gemm_with<BitsAvx2, OP>(M, N, a, kw, w, e, nthreads);
       break;
@@ -1510,10 +1526,11 @@ struct PackTarget {
 };
 
 // A W1A1 Linear on already packed input bits [M, kw words] (pop[m] set bits per row, `mode` the bits' meaning),
-// to a float output or (pack non-null) straight into the next Linear's input bits.
+// to a float output or (pack non-null) straight into the next Linear's input bits. wnib: the weights' nibble_layout
+// for the AVX2 table path, or null.
 void run_w1a1_bits(const uint64_t* bits, const int64_t* pop, int64_t M, int64_t K, int mode, const uint64_t* w,
                    int64_t N, const float* alpha, const float* gamma, float scale, const float* bias, float* out,
-                   int64_t ldo, int nthreads, const PackTarget* pack = nullptr) {
+                   int64_t ldo, int nthreads, const PackTarget* pack = nullptr, const uint8_t* wnib = nullptr) {
   const int64_t kw = bits_words(K);
   const int isa = g_isa;
   static thread_local std::vector<int64_t> sums;
@@ -1543,9 +1560,9 @@ void run_w1a1_bits(const uint64_t* bits, const int64_t* pop, int64_t M, int64_t 
     e.pack_n = N;
   }
   if (is_signed)
-    bits_gemm<0>(isa, M, N, bits, kw, w, e, nthreads);
+    bits_gemm<0>(isa, M, N, bits, kw, w, e, nthreads, wnib);
   else
-    bits_gemm<1>(isa, M, N, bits, kw, w, e, nthreads);
+    bits_gemm<1>(isa, M, N, bits, kw, w, e, nthreads, wnib);
   if (pack)
     for (int64_t m = 0; m < M; ++m) {
       int64_t total = 0;
@@ -1556,13 +1573,13 @@ void run_w1a1_bits(const uint64_t* bits, const int64_t* pop, int64_t M, int64_t 
 
 void run_w1a1(const float* x, int64_t M, int64_t K, int64_t ldx, const float* shift, float s, float thr, int mode,
               const uint64_t* w, int64_t N, const float* alpha, const float* gamma, float scale, const float* bias,
-              float* out, int64_t ldo, int nthreads, const PackTarget* pack = nullptr) {
+              float* out, int64_t ldo, int nthreads, const PackTarget* pack = nullptr, const uint8_t* wnib = nullptr) {
   const int64_t kw = bits_words(K);
   uint8_t* buf = scratch((size_t)(M * kw * 8 + M * 8));
   int64_t* pop = reinterpret_cast<int64_t*>(buf + M * kw * 8);
   pack_rows(g_isa, x, M, K, ldx, shift, s, thr, mode, buf, kw * 8, pop, nthreads);
   run_w1a1_bits(reinterpret_cast<const uint64_t*>(buf), pop, M, K, mode, w, N, alpha, gamma, scale, bias, out, ldo,
-                nthreads, pack);
+                nthreads, pack, wnib);
 }
 
 // One output of run_w1a8_shared: a W1 Linear's nib-layout weights (N rows), Σ_k B_nk, scales, bias and output.
@@ -1783,6 +1800,43 @@ PyObject* py_layout_words(PyObject*, PyObject* args) {
   return nullptr;
 }
 
+// The AVX2 table GEMM's weights made once (nibble_layout), for the encoder runtime's plan: nibble_layout(bits layout,
+// N, K, out (32-byte aligned, nibble_layout_bytes(N, K) bytes), threads); nibble_layout_bytes(N, K). x86-64 only.
+PyObject* py_nibble_layout_bytes(PyObject*, PyObject* args) {
+  long long N, K;
+  if (!PyArg_ParseTuple(args, "LL", &N, &K)) return nullptr;
+#if defined(__x86_64__) || defined(_M_X64)
+  return PyLong_FromLongLong(nibble_layout_bytes(N, K));
+#else
+  PyErr_SetString(PyExc_ValueError, "the nibble layout is for the AVX2 path of x86-64 only");
+  return nullptr;
+#endif
+}
+
+PyObject* py_nibble_layout(PyObject*, PyObject* args) {
+  unsigned long long w, out;
+  long long N, K;
+  int nthreads;
+  if (!PyArg_ParseTuple(args, "KLLKi", &w, &N, &K, &out, &nthreads)) return nullptr;
+#if defined(__x86_64__) || defined(_M_X64)
+  if (out % 32 != 0) {
+    PyErr_SetString(PyExc_ValueError, "nibble layout: the output buffer must be 32-byte aligned");
+    return nullptr;
+  }
+  if (!kFeatures.avx2) {
+    PyErr_SetString(PyExc_ValueError, "nibble layout: this CPU has no AVX2");
+    return nullptr;
+  }
+  Py_BEGIN_ALLOW_THREADS;
+  nibble_layout(ptr<const uint64_t>(w), N, K, ptr<uint8_t>(out), nthreads);
+  Py_END_ALLOW_THREADS;
+  Py_RETURN_NONE;
+#else
+  PyErr_SetString(PyExc_ValueError, "the nibble layout is for the AVX2 path of x86-64 only");
+  return nullptr;
+#endif
+}
+
 PyObject* py_repack(PyObject*, PyObject* args) {
   const char* kind;
   unsigned long long w, out;
@@ -1908,6 +1962,8 @@ PyMethodDef kMethods[] = {
     {"popcount_rate", py_popcount_rate, METH_VARARGS, "XOR+popcount rate of this machine, G bit ops/s."},
     {"layout_words", py_layout_words, METH_VARARGS, "Size in uint64 words of a kernel layout (bits, nib)."},
     {"repack", py_repack, METH_VARARGS, "Checkpoint layout → kernel layout (bits, nib)."},
+    {"nibble_layout", py_nibble_layout, METH_VARARGS, "The AVX2 table GEMM's weights from the bits layout, made once."},
+    {"nibble_layout_bytes", py_nibble_layout_bytes, METH_VARARGS, "Size in bytes of nibble_layout's output."},
     {"cpu_features", py_cpu_features, METH_NOARGS, "CPU features the kernels use."},
     {"supported_isas", py_supported_isas, METH_NOARGS, "Instruction sets this CPU runs, slowest first."},
     {"get_isa", py_get_isa, METH_NOARGS, "Instruction set in use."},

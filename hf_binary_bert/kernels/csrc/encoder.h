@@ -22,9 +22,10 @@
 // the Python plan keeps alive and rebuilds when one of them changes.
 
 // ---- plan layout (mirrored in hf_binary_bert/runtime.py) ----
-constexpr int kLinWords = 16;  // one binarized Linear
+constexpr int kLinWords = 17;  // one binarized Linear
+// L_NIB: a W1A1 Linear's nibble_layout (the AVX2 table GEMM's weights, made once by the plan), or 0
 enum LinField { L_KIND, L_K, L_N, L_W, L_WSUM, L_ALPHA, L_GAMMA, L_BIAS, L_SHIFT, L_STEP, L_THR, L_MODE, L_SCALE, L_QN,
-                L_QP, L_DYNAMIC };
+                L_QP, L_DYNAMIC, L_NIB };
 constexpr int kQuantWords = 6;  // one attention-operand quantizer
 enum QuantField { Q_KIND, Q_SHIFT, Q_STEP, Q_QN, Q_QP, Q_UNUSED };
 enum QuantKind { QK_FLOAT = 0, QK_SIGN = 1, QK_SIGN_UNSIGNED = 2, QK_ELASTIC_SIGN = 3, QK_LEVELS = 4 };
@@ -63,7 +64,8 @@ void run_linear(const int64_t* L, const float* x, int64_t M, float* out, int nth
   if (L[L_KIND] == 0)
     run_w1a1(x, M, K, K, as_ptr<const float>(L[L_SHIFT]), as_float(L[L_STEP]), as_float(L[L_THR]), (int)L[L_MODE],
              as_ptr<const uint64_t>(L[L_W]), N, as_ptr<const float>(L[L_ALPHA]), as_ptr<const float>(L[L_GAMMA]),
-             as_float(L[L_SCALE]), as_ptr<const float>(L[L_BIAS]), out, N, nthreads, pack);
+             as_float(L[L_SCALE]), as_ptr<const float>(L[L_BIAS]), out, N, nthreads, pack,
+             as_ptr<const uint8_t>(L[L_NIB]));
   else
     run_w1a8(x, M, K, K, as_ptr<const float>(L[L_SHIFT]), as_float(L[L_STEP]), (int)L[L_QN], (int)L[L_QP],
              L[L_DYNAMIC] != 0, as_ptr<const uint64_t>(L[L_W]), N, as_ptr<const int32_t>(L[L_WSUM]),
@@ -1047,7 +1049,7 @@ void layer_forward(const int64_t* L, float* x, int64_t M, const int64_t* cu, int
     run_w1a1_bits(reinterpret_cast<const uint64_t*>(bits), pop, M, Lo[L_K], (int)Lo[L_MODE],
                   as_ptr<const uint64_t>(Lo[L_W]), Lo[L_N], as_ptr<const float>(Lo[L_ALPHA]),
                   as_ptr<const float>(Lo[L_GAMMA]), as_float(Lo[L_SCALE]), as_ptr<const float>(Lo[L_BIAS]), x, Lo[L_N],
-                  nthreads);
+                  nthreads, nullptr, as_ptr<const uint8_t>(Lo[L_NIB]));
   } else {
     run_linear(Li, x1, M, inter, nthreads);
     if (L[F_ACT] != ACT_GELU_FOLDED) activation((int)L[F_ACT], inter, M * I, nthreads);
