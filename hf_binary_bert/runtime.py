@@ -108,7 +108,9 @@ def _nibble_layout(weight: torch.Tensor, in_features: int, out_features: int, ke
     an AMD EPYC Zen 3); kept alive in `keep`. None on the other paths (the plan is rebuilt when the path changes)."""
     if ops.get_isa() != "avx2":
         return None
-    out = torch.empty(ops._bitgemm.nibble_layout_bytes(out_features, in_features), dtype=torch.uint8)
+    size = ops._bitgemm.nibble_layout_bytes(out_features, in_features)
+    buffer = torch.empty(size + 32, dtype=torch.uint8)  # the GEMM's aligned loads need a 32-byte aligned start
+    out = buffer[-buffer.data_ptr() % 32:][:size]
     ops._bitgemm.nibble_layout(weight.data_ptr(), out_features, in_features, out.data_ptr(), torch.get_num_threads())
     keep.append(out)
     return out
