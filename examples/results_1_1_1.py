@@ -20,6 +20,12 @@ Per task:
 4. `OUT/results.md`: per task and model the metric's mean ± sample standard deviation over the seeds, the share of
    the teacher's, the student's size on disk, whether any saved student collapsed; and the commands.
 
+With `--archive DIR` (e.g. docs/measurements/results-1-1-1, committed), each finished student run's result files
+(`comparison.json`, `distill_results.json`, `stages.json`, and `run.json`: its command, the git commit it ran on and
+the CPU) are copied to `DIR/<task>/<run>/`, and a run found there counts as finished: the machines of this project
+can change between sessions (and `OUT` with them), so a table can be completed over several sessions from the
+committed archive, and `OUT/results.md` is written from it.
+
 Runs already finished (their `comparison.json` exists) are not run again, and a run that was killed continues
 from its newest checkpoint (each student and teacher saves one every 50 steps, `--save-steps 50 --save-total-limit
 1`, in `<run>.partial`), so an interrupted call continues where it stopped.
@@ -92,6 +98,25 @@ def _drop_checkpoints(run_dir: Path) -> None:
             shutil.rmtree(checkpoint)
 
 
+ARCHIVED = ("comparison.json", "distill_results.json", "stages.json")
+
+
+def _archive(run_dir: Path, archive: Path, command: str) -> None:
+    """Copy a finished run's result files to `archive` with a `run.json` (command, git commit, CPU)."""
+    import platform
+
+    archive.mkdir(parents=True, exist_ok=True)
+    for name in ARCHIVED:
+        if (run_dir / name).exists():
+            shutil.copyfile(run_dir / name, archive / name)
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=False,
+                            cwd=Path(__file__).resolve().parent).stdout.strip()
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else ""
+    (archive / "run.json").write_text(json.dumps({"command": command, "commit": commit or None, "cpu": cpu},
+                                                 indent=1) + "\n")
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", required=True)
@@ -102,6 +127,8 @@ def main(argv=None):
                         help="use this fine-tuned teacher for TASK instead of fine-tuning one")
     parser.add_argument("--stsb-release", default="../shared/data/glue/STS-B")
     parser.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
+    parser.add_argument("--archive", metavar="DIR", help="copy each finished run's results here (and count runs "
+                        "found here as finished)")
     args = parser.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -120,28 +147,38 @@ def main(argv=None):
 
                 write_holdout_split("stsb", args.stsb_release, data_dir, fraction=0.1, seed=0)
         teacher = given.get(task, str(out / task / "teacher"))
+        # every student run of the task already in the archive: no teacher to fine-tune first
+        all_archived = bool(args.archive) and all(
+            (Path(args.archive) / task / f"{name}-seed{seed}" / "comparison.json").exists()
+            for name in args.students for seed in args.seeds)
         if task not in given:
             _run([*cli, "finetune", "--model", "minilm", "--task", task, "--data-dir", data_dir, "--output-dir",
                   teacher, "--batch-size", "32", "--seed", "42", "--no-progress",
                   *budget["teacher_args"], *CHECKPOINTS], out / task / "teacher.log", args,
-                 done=(Path(teacher) / "config.json").exists(),
+                 done=all_archived or (Path(teacher) / "config.json").exists(),
                  resume=_resumable(teacher))
-            if not args.dry_run:
+            if not args.dry_run and not all_archived:
                 _drop_checkpoints(Path(teacher))
         rows = {}
         for name in args.students:
             for seed in args.seeds:
                 run_dir = out / task / f"{name}-seed{seed}"
-                _run([*cli, "distill", "--teacher", teacher, "--task", task, "--data-dir", data_dir,
-                      "--output-dir", str(run_dir), "--seed", str(seed), "--no-progress", "--no-latency",
-                      *BIT, *STUDENTS[name], *budget["student_args"], *CHECKPOINTS],
-                     out / task / f"{name}-seed{seed}.log", args, done=(run_dir / "comparison.json").exists(),
-                     resume=_resumable(run_dir))
+                archived = Path(args.archive) / task / run_dir.name if args.archive else None
+                command = [*cli, "distill", "--teacher", teacher, "--task", task, "--data-dir", data_dir,
+                           "--output-dir", str(run_dir), "--seed", str(seed), "--no-progress", "--no-latency",
+                           *BIT, *STUDENTS[name], *budget["student_args"], *CHECKPOINTS]
+                in_archive = archived is not None and (archived / "comparison.json").exists()
+                _run(command, out / task / f"{name}-seed{seed}.log", args,
+                     done=in_archive or (run_dir / "comparison.json").exists(), resume=_resumable(run_dir))
                 if args.dry_run:
                     continue
-                _drop_checkpoints(run_dir)
-                teacher_row, student_row = json.loads((run_dir / "comparison.json").read_text())
-                result = json.loads((run_dir / "distill_results.json").read_text())
+                if not in_archive:
+                    _drop_checkpoints(run_dir)
+                    if archived is not None:
+                        _archive(run_dir, archived, " ".join(["python", *(shlex.quote(c) for c in command[1:])]))
+                source = archived if in_archive else run_dir
+                teacher_row, student_row = json.loads((source / "comparison.json").read_text())
+                result = json.loads((source / "distill_results.json").read_text())
                 rows.setdefault("teacher", []).append((teacher_row, False))
                 rows.setdefault(name, []).append((student_row, result.get("collapsed", False)))
         if rows:

@@ -1,0 +1,60 @@
+"""examples/results_1_1_1.py's archive: finished runs copied to a committed folder, and a table completed from it
+on another machine (nothing run again, no teacher fine-tuned again)."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[1] / "examples" / "results_1_1_1.py"
+
+
+@pytest.fixture(scope="module")
+def script():
+    spec = importlib.util.spec_from_file_location("_results_1_1_1", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _finished_run(folder: Path, teacher: float, student: float, collapsed=False):
+    folder.mkdir(parents=True)
+    rows = [{"model": "teacher", "accuracy": teacher, "size_mb": 90.87},
+            {"model": "student", "accuracy": student, "size_mb": 3.94}]
+    (folder / "comparison.json").write_text(json.dumps(rows))
+    (folder / "distill_results.json").write_text(json.dumps({"collapsed": collapsed}))
+    (folder / "stages.json").write_text("[]")
+
+
+def test_a_table_is_written_from_the_archive_without_running_anything(script, tmp_path, monkeypatch):
+    archive = tmp_path / "archive"
+    for task in ("sst2", "rte"):
+        _finished_run(archive / task / "W1A1-seed42", 0.9, 0.81)
+        _finished_run(archive / task / "W1A1-seed43", 0.9, 0.83, collapsed=True)
+    ran = []
+    monkeypatch.setattr(script.subprocess, "run", lambda *a, **k: ran.append(a) or pytest.fail("ran a command"))
+    # RTE's teacher is not given: with every student run archived it is not fine-tuned again either
+    script.main(["--out", str(tmp_path / "out"), "--tasks", "sst2", "rte", "--students", "W1A1", "--seeds", "42",
+                 "43", "--teacher", "sst2=/nowhere/teacher", "--archive", str(archive)])
+    assert not ran
+    table = (tmp_path / "out" / "results.md").read_text()
+    for task in ("sst2", "rte"):
+        section = table.split(f"### {task}")[1].split("###")[0]
+        assert "| W1A1 | 0.8200 ± 0.0141 | 2 | 91.1 | 3.94 | 1 of 2 |" in section
+    commands = (tmp_path / "out" / "commands.txt").read_text()
+    assert commands.count("distill") == 4 and commands.count("finetune") == 1  # recorded, as done
+
+
+def test_a_finished_run_is_archived_with_its_command_and_commit(script, tmp_path):
+    run = tmp_path / "runs" / "W1A8-seed44"
+    _finished_run(run, 0.9, 0.85)
+    (run / "model.safetensors").write_bytes(b"not archived")
+    script._archive(run, tmp_path / "archive" / "sst2" / run.name, "python -m hf_binary_bert.cli distill --seed 44")
+    kept = tmp_path / "archive" / "sst2" / run.name
+    assert sorted(p.name for p in kept.iterdir()) == ["comparison.json", "distill_results.json", "run.json",
+                                                      "stages.json"]
+    assert (kept / "comparison.json").read_text() == (run / "comparison.json").read_text()
+    info = json.loads((kept / "run.json").read_text())
+    assert info["command"].endswith("--seed 44")
+    assert info["commit"] is None or len(info["commit"]) == 40
