@@ -65,11 +65,16 @@ CHECKPOINTS = ["--save-steps", "50", "--save-total-limit", "1"]
 STUDENTS = {"W1A1": ["--activation-bits", "1", "--multi-step", "W1A4,W1A2,W1A1"], "W1A8": ["--activation-bits", "8"]}
 
 
+def _command_line(command: list[str]) -> str:
+    """`command` as one shell line, `python -m …` for the interpreter (commands.txt, run.json)."""
+    return " ".join(["python", *(shlex.quote(c) for c in command[1:])])
+
+
 def _run(command: list[str], log: Path, args, done: bool = False, resume: bool = False) -> None:
     """Print and record `command` (with `python -m` for the interpreter); run it unless `done` or a dry run. With
     `resume`, it runs with `--resume-from-checkpoint last` added (the same result: the Trainer restores the
     optimizer, scheduler and random states) and its log is appended to."""
-    line = " ".join(["python", *(shlex.quote(c) for c in command[1:])])
+    line = _command_line(command)
     print(("# done: " if done else "# resumed: " if resume and not args.dry_run else "") + line, flush=True)
     with open(Path(args.out) / "commands.txt", "a") as f:
         f.write(line + "\n")
@@ -175,7 +180,7 @@ def main(argv=None):
                 if not in_archive:
                     _drop_checkpoints(run_dir)
                     if archived is not None:
-                        _archive(run_dir, archived, " ".join(["python", *(shlex.quote(c) for c in command[1:])]))
+                        _archive(run_dir, archived, _command_line(command))
                 source = archived if in_archive else run_dir
                 teacher_row, student_row = json.loads((source / "comparison.json").read_text())
                 result = json.loads((source / "distill_results.json").read_text())
