@@ -204,6 +204,28 @@ def test_plan_follows_replaced_modules_and_parameters():
     assert torch.equal(after, fresh)
 
 
+def test_plan_follows_tensors_given_new_data():
+    """`param.data = other` swaps a tensor's data but keeps its object and its version counter: the plan check
+    compares data pointers too, so the runtime then equals a fresh plan of the changed model (before, it kept
+    running on the old values), for a LayerNorm weight the plan reads by pointer and a packed weight it derives
+    from."""
+    model = _model(COMBOS["W1A1-elastic (BiT)"])
+    ids, mask = _inputs()
+    before = _hidden(model, ids, mask, "auto").last_hidden_state
+    norm = model.encoder.layer[1].output.LayerNorm
+    dense = model.encoder.layer[0].intermediate.dense
+    version = norm.weight._version
+    norm.weight.data = norm.weight.detach() * 1.5
+    dense.weight_packed.data = dense.weight_packed.flip(0)
+    assert norm.weight._version == version  # what the version check alone missed
+    with torch.inference_mode():
+        after = model(input_ids=ids, attention_mask=mask).last_hidden_state
+    model.encoder.runtime().invalidate()
+    fresh = _hidden(model, ids, mask, "auto").last_hidden_state
+    assert not torch.equal(before, after)
+    assert torch.equal(after, fresh)
+
+
 def test_loaded_checkpoint_runs_natively_and_under_float64_default(tmp_path):
     model = _model(COMBOS["W1A1-sign-bi_attention"], cls=BinaryBertForSequenceClassification)
     model.save_pretrained(tmp_path)

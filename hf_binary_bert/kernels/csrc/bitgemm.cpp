@@ -1905,17 +1905,51 @@ PyObject* py_set_isa(PyObject*, PyObject* args) {
   return nullptr;
 }
 
-// unchanged(tables, names, values, tensors, versions) → bool: the native runtime's per-forward plan check
+// The state of each tensor that the native runtime's plan check compares: its version counter (`_version`: bumped by
+// in-place edits such as load_state_dict's copy_) and its data pointer (`data_ptr()`: changed by `param.data = other`,
+// which keeps the version counter). Returns false with a Python error set.
+bool tensor_state(PyObject* tensor, int64_t out[2]) {
+  static PyObject* version_name = PyUnicode_InternFromString("_version");
+  static PyObject* data_ptr_name = PyUnicode_InternFromString("data_ptr");
+  for (int i = 0; i < 2; ++i) {
+    PyObject* v = i == 0 ? PyObject_GetAttr(tensor, version_name) : PyObject_CallMethodNoArgs(tensor, data_ptr_name);
+    if (!v) return false;
+    out[i] = PyLong_AsLongLong(v);
+    Py_DECREF(v);
+    if (out[i] == -1 && PyErr_Occurred()) return false;
+  }
+  return true;
+}
+
+// tensor_states(tensors) → bytes: int64 (version, data pointer) of each tensor (tensor_state), the snapshot that
+// unchanged compares with.
+PyObject* py_tensor_states(PyObject*, PyObject* args) {
+  PyObject* tensors;
+  if (!PyArg_ParseTuple(args, "O!", &PyList_Type, &tensors)) return nullptr;
+  const Py_ssize_t t = PyList_GET_SIZE(tensors);
+  std::vector<int64_t> state(2 * t);
+  for (Py_ssize_t j = 0; j < t; ++j)
+    if (!tensor_state(PyList_GET_ITEM(tensors, j), state.data() + 2 * j)) return nullptr;
+  return PyBytes_FromStringAndSize(reinterpret_cast<const char*>(state.data()), (Py_ssize_t)(state.size() * 8));
+}
+
+// unchanged(tables, names, values, tensors, states) → bool: the native runtime's per-forward plan check
 // (runtime.EncoderRuntime._still_valid) in one C loop: tables[i].get(names[i]) is values[i] for every i (no module,
-// parameter or buffer replaced), and tensors[j]._version == versions[j] for every j (none changed in place).
+// parameter or buffer replaced), and every tensors[j]'s version and data pointer equal those in `states` (the bytes
+// tensor_states returned: none changed in place, none given other data).
 PyObject* py_unchanged(PyObject*, PyObject* args) {
-  PyObject *tables, *names, *values, *tensors, *versions;
-  if (!PyArg_ParseTuple(args, "O!O!O!O!O!", &PyList_Type, &tables, &PyList_Type, &names, &PyList_Type, &values,
-                        &PyList_Type, &tensors, &PyList_Type, &versions))
+  PyObject *tables, *names, *values, *tensors;
+  Py_buffer states;
+  if (!PyArg_ParseTuple(args, "O!O!O!O!y*", &PyList_Type, &tables, &PyList_Type, &names, &PyList_Type, &values,
+                        &PyList_Type, &tensors, &states))
     return nullptr;
+  struct Release {
+    Py_buffer* b;
+    ~Release() { PyBuffer_Release(b); }
+  } release{&states};
   const Py_ssize_t n = PyList_GET_SIZE(tables), t = PyList_GET_SIZE(tensors);
-  if (PyList_GET_SIZE(names) != n || PyList_GET_SIZE(values) != n || PyList_GET_SIZE(versions) != t) {
-    PyErr_SetString(PyExc_ValueError, "unchanged: tables, names and values (tensors and versions) differ in length");
+  if (PyList_GET_SIZE(names) != n || PyList_GET_SIZE(values) != n || states.len != t * 16) {
+    PyErr_SetString(PyExc_ValueError, "unchanged: tables, names and values (tensors and states) differ in length");
     return nullptr;
   }
   for (Py_ssize_t i = 0; i < n; ++i) {
@@ -1930,20 +1964,20 @@ PyObject* py_unchanged(PyObject*, PyObject* args) {
       Py_RETURN_FALSE;
     }
   }
-  static PyObject* version_name = PyUnicode_InternFromString("_version");
+  const char* saved = static_cast<const char*>(states.buf);
   for (Py_ssize_t j = 0; j < t; ++j) {
-    PyObject* v = PyObject_GetAttr(PyList_GET_ITEM(tensors, j), version_name);
-    if (!v) return nullptr;
-    const int same = PyObject_RichCompareBool(v, PyList_GET_ITEM(versions, j), Py_EQ);
-    Py_DECREF(v);
-    if (same < 0) return nullptr;
-    if (!same) Py_RETURN_FALSE;
+    int64_t now[2], then[2];
+    if (!tensor_state(PyList_GET_ITEM(tensors, j), now)) return nullptr;
+    std::memcpy(then, saved + 16 * j, 16);
+    if (now[0] != then[0] || now[1] != then[1]) Py_RETURN_FALSE;
   }
   Py_RETURN_TRUE;
 }
 
 PyMethodDef kMethods[] = {
-    {"unchanged", py_unchanged, METH_VARARGS, "The native runtime's plan check: entries and tensor versions unchanged."},
+    {"unchanged", py_unchanged, METH_VARARGS,
+     "The native runtime's plan check: entries, tensor versions and data pointers unchanged."},
+    {"tensor_states", py_tensor_states, METH_VARARGS, "int64 (version, data pointer) of each tensor, as bytes."},
     {"w1a1_linear", py_w1a1_linear, METH_VARARGS, "Fused input binarization + XNOR/AND-popcount GEMM + epilogue."},
     {"w1a8_linear", py_w1a8_linear, METH_VARARGS, "Fused input quantization to u8 + W1×u8 GEMM + epilogue."},
     {"row_sums", py_row_sums, METH_VARARGS, "Σ_k b[n,k] of ±1 weight rows from their bits."},
