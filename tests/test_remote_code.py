@@ -38,14 +38,15 @@ HIDE_PACKAGE = textwrap.dedent("""
 """)
 
 
-def run_without_package(script: str, tmp_path, env: dict | None = None) -> str:
-    """Run `script` in a fresh Python with the package hidden, from an empty folder (so the repository is not on
-    sys.path) and with its own transformers module cache; returns stdout, fails the test with stderr."""
+def run_without_package(script: str, tmp_path, env: dict | None = None, args: tuple[str, ...] = ()) -> str:
+    """Run `script` (with command line arguments `args`) in a fresh Python with the package hidden, from an empty
+    folder (so the repository is not on sys.path) and with its own transformers module cache; returns stdout, fails
+    the test with stderr."""
     workdir = tmp_path / "child"
     workdir.mkdir(exist_ok=True)
     env = {**os.environ, "HF_MODULES_CACHE": str(tmp_path / "modules"), "PYTHONPATH": "", **(env or {})}
-    result = subprocess.run([sys.executable, "-c", HIDE_PACKAGE + textwrap.dedent(script)], cwd=workdir, env=env,
-                            capture_output=True, text=True, timeout=300)
+    result = subprocess.run([sys.executable, "-c", HIDE_PACKAGE + textwrap.dedent(script), *args], cwd=workdir,
+                            env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-4000:]
     return result.stdout
 
@@ -81,34 +82,46 @@ def test_saved_config_has_an_auto_map_for_every_head(tmp_path):
         assert f"class {cls}(" in (tmp_path / f"{module}.py").read_text()
 
 
+# The child's part of test_trust_remote_code_loads_without_the_package: every case in one Python (each a fresh
+# interpreter took ≈ 12 s of the suite), each in its own try so that one failure does not hide the others' results.
 LOAD_AND_COMPARE = """
+    import json, sys, traceback
     import torch
     from safetensors.torch import load_file
-    from transformers import AutoConfig, AutoModel, {auto}
-    torch.set_num_threads({threads})  # as the parent computed the reference (float GEMMs round by thread split)
-    reference = load_file({ref!r})
-    model = {auto}.from_pretrained({path!r}, trust_remote_code=True).eval()
-    assert type(model).__module__.startswith("transformers_modules."), type(model).__module__
-    assert type(model).__name__ == {cls!r}
-    assert AutoConfig.from_pretrained({path!r}, trust_remote_code=True).model_type == "binary_bert"
-    with torch.inference_mode():
-        out = model(reference["ids"])
-        out = torch.stack([out.start_logits, out.end_logits], -1) if "start_logits" in out else out.logits
-    print("max_abs_diff", (out - reference["logits"]).abs().max().item())
-    model.save_pretrained({resaved!r})  # a re-save carries the same code
-    again = AutoModel.from_pretrained({resaved!r}, trust_remote_code=True)
-    print("resaved", type(again).__name__)
-    try:
-        model.push_to_hub("someone/x")
-    except ImportError as err:
-        print("push:", err)
+    import transformers
+    from transformers import AutoConfig, AutoModel
+
+    cases = json.loads(sys.argv[1])
+    torch.set_num_threads(cases[0]["threads"])  # as the parent computed the references (float GEMMs round by split)
+
+    def check(i, auto, cls, path, ref, resaved):
+        reference = load_file(ref)
+        model = getattr(transformers, auto).from_pretrained(path, trust_remote_code=True).eval()
+        assert type(model).__module__.startswith("transformers_modules."), type(model).__module__
+        assert type(model).__name__ == cls, type(model).__name__
+        assert AutoConfig.from_pretrained(path, trust_remote_code=True).model_type == "binary_bert"
+        with torch.inference_mode():
+            out = model(reference["ids"])
+            out = torch.stack([out.start_logits, out.end_logits], -1) if "start_logits" in out else out.logits
+        print(f"case {i} max_abs_diff", (out - reference["logits"]).abs().max().item())
+        model.save_pretrained(resaved)  # a re-save carries the same code
+        again = AutoModel.from_pretrained(resaved, trust_remote_code=True)
+        print(f"case {i} resaved", type(again).__name__)
+        try:
+            model.push_to_hub("someone/x")
+        except ImportError as err:
+            print(f"case {i} push:", err)
+
+    for case in cases:
+        try:
+            check(case["i"], case["auto"], case["cls"], case["path"], case["ref"], case["resaved"])
+        except Exception:
+            print(f"case {case['i']} error:", json.dumps(traceback.format_exc()))
 """
 
 
 _BIT = {"activation_bits": 1, "activation_quantizer": "elastic", "weight_scale": "learned_offset"}
-
-
-@pytest.mark.parametrize("head, kwargs", [
+REMOTE_CASES = [
     ("BinaryBertForMaskedLM", dict(weight_scale="learned", scale_granularity="row")),
     ("BinaryBertForSequenceClassification",
      dict(weight_scale="learned_offset", scale_granularity="head", activation_bits=1, activation_quantizer="elastic",
@@ -116,29 +129,49 @@ _BIT = {"activation_bits": 1, "activation_quantizer": "elastic", "weight_scale":
     ("BinaryBertForSequenceClassification", dict(activation_bits=1, attention_type="bi_attention", num_labels=2)),
     *[(head, {**_BIT, **kwargs}) for head, (_, _, kwargs) in HEADS.items()
       if head not in ("BinaryBertForMaskedLM", "BinaryBertForSequenceClassification")],
-])
-def test_trust_remote_code_loads_without_the_package(tmp_path, input_ids, head, kwargs):
-    auto, head, input_ids = HEADS[head][0], getattr(hb, head), head_inputs(head, input_ids)["input_ids"]
-    torch.manual_seed(0)
-    model = head(tiny_config(**kwargs))
-    model.train()(input_ids)  # calibrates the activation quantizers
-    model.eval().save_pretrained(tmp_path / "model")
-    # the compiled kernels here, layer by layer ("eager"; the native runtime rounds LayerNorm / GELU / softmax its own
-    # way); the copy runs their reference twins, bit for bit equal
-    with torch.inference_mode():
-        logits = head_output(head.from_pretrained(tmp_path / "model").set_inference_kernel("eager")(input_ids))
-    save_file({"ids": input_ids, "logits": logits}, tmp_path / "reference.safetensors")
-    out = run_without_package(LOAD_AND_COMPARE.format(
-        auto=auto, cls=head.__name__, path=str(tmp_path / "model"), ref=str(tmp_path / "reference.safetensors"),
-        resaved=str(tmp_path / "resaved"), threads=torch.get_num_threads()), tmp_path)
-    assert float(re.search(r"max_abs_diff (\S+)", out).group(1)) == 0.0
-    assert "resaved BinaryBertModel" in out
-    assert "push: hf_binary_bert.hub is part of the hf_binary_bert package" in out
-    assert sorted(os.listdir(tmp_path / "resaved")) == sorted(os.listdir(tmp_path / "model"))
-    assert sorted(n for n in os.listdir(tmp_path / "model") if n.endswith(".py")) == [
+]
+
+
+@pytest.fixture(scope="module")
+def remote_loads(tmp_path_factory):
+    """Every REMOTE_CASES model saved (calibrated, random init) with its logits from the compiled kernels here, layer
+    by layer ("eager"; the native runtime rounds LayerNorm / GELU / softmax its own way; the copy runs their reference
+    twins, bit for bit equal), then loaded by one child Python without the package. Returns (folder, the child's
+    stdout)."""
+    root = tmp_path_factory.mktemp("remote")
+    input_ids = torch.randint(1, 99, (3, 11), generator=torch.Generator().manual_seed(0))
+    cases = []
+    for i, (name, kwargs) in enumerate(REMOTE_CASES):
+        auto, head = HEADS[name][0], getattr(hb, name)
+        ids = head_inputs(name, input_ids)["input_ids"]
+        torch.manual_seed(0)
+        model = head(tiny_config(**kwargs))
+        model.train()(ids)  # calibrates the activation quantizers
+        model.eval().save_pretrained(root / f"model{i}")
+        with torch.inference_mode():
+            logits = head_output(head.from_pretrained(root / f"model{i}").set_inference_kernel("eager")(ids))
+        save_file({"ids": ids, "logits": logits}, root / f"reference{i}.safetensors")
+        cases.append({"i": i, "auto": auto, "cls": name, "path": str(root / f"model{i}"),
+                      "ref": str(root / f"reference{i}.safetensors"), "resaved": str(root / f"resaved{i}"),
+                      "threads": torch.get_num_threads()})
+    return root, run_without_package(LOAD_AND_COMPARE, root, args=(json.dumps(cases),))
+
+
+@pytest.mark.parametrize("case", range(len(REMOTE_CASES)),
+                         ids=[f"{name}-{i}" for i, (name, _) in enumerate(REMOTE_CASES)])
+def test_trust_remote_code_loads_without_the_package(remote_loads, case):
+    root, out = remote_loads
+    error = re.search(rf"^case {case} error: (.*)$", out, flags=re.MULTILINE)
+    assert error is None, json.loads(error.group(1))
+    assert float(re.search(rf"^case {case} max_abs_diff (\S+)", out, flags=re.MULTILINE).group(1)) == 0.0
+    assert f"case {case} resaved BinaryBertModel" in out
+    assert f"case {case} push: hf_binary_bert.hub is part of the hf_binary_bert package" in out
+    model, resaved = root / f"model{case}", root / f"resaved{case}"
+    assert sorted(os.listdir(resaved)) == sorted(os.listdir(model))
+    assert sorted(n for n in os.listdir(model) if n.endswith(".py")) == [
         "configuration_binary_bert.py", "modeling_binary_bert.py"]
     for name in remote_code_files():  # the copy re-saves itself unchanged
-        assert (tmp_path / "resaved" / name).read_text() == (tmp_path / "model" / name).read_text()
+        assert (resaved / name).read_text() == (model / name).read_text()
 
 
 def test_remote_copy_and_package_live_in_one_process(tmp_path, input_ids, monkeypatch, request):
