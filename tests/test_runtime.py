@@ -226,6 +226,21 @@ def test_plan_follows_tensors_given_new_data():
     assert torch.equal(after, fresh)
 
 
+def test_plan_check_takes_a_tensor_without_storage():
+    """A tensor whose `data_ptr()` raises (a sparse buffer, not read by the plan) does not break the plan check: its
+    data pointer counts as 0, its version is still compared."""
+    model = _model(COMBOS["W1A1-sign"])
+    ids, mask = _inputs()
+    before = _hidden(model, ids, mask, "auto").last_hidden_state
+    model.encoder.layer[0].register_buffer("extra", torch.zeros(3, 3).to_sparse())
+    runtime = model.encoder.runtime()
+    with torch.inference_mode():
+        assert torch.equal(model(input_ids=ids, attention_mask=mask).last_hidden_state, before)
+        assert runtime.plan() is not None and runtime._still_valid()
+    model.encoder.layer[0].extra.add_(torch.ones(3, 3).to_sparse())  # in place: the version still counts
+    assert not runtime._still_valid()
+
+
 def test_loaded_checkpoint_runs_natively_and_under_float64_default(tmp_path):
     model = _model(COMBOS["W1A1-sign-bi_attention"], cls=BinaryBertForSequenceClassification)
     model.save_pretrained(tmp_path)

@@ -1907,12 +1907,18 @@ PyObject* py_set_isa(PyObject*, PyObject* args) {
 
 // The state of each tensor that the native runtime's plan check compares: its version counter (`_version`: bumped by
 // in-place edits such as load_state_dict's copy_) and its data pointer (`data_ptr()`: changed by `param.data = other`,
-// which keeps the version counter). Returns false with a Python error set.
+// which keeps the version counter); 0 for a tensor without storage, whose `data_ptr()` raises RuntimeError (a sparse
+// buffer: the plan never reads one by address). Returns false with a Python error set.
 bool tensor_state(PyObject* tensor, int64_t out[2]) {
   static PyObject* version_name = PyUnicode_InternFromString("_version");
   static PyObject* data_ptr_name = PyUnicode_InternFromString("data_ptr");
   for (int i = 0; i < 2; ++i) {
     PyObject* v = i == 0 ? PyObject_GetAttr(tensor, version_name) : PyObject_CallMethodNoArgs(tensor, data_ptr_name);
+    if (!v && i == 1 && PyErr_ExceptionMatches(PyExc_RuntimeError)) {
+      PyErr_Clear();
+      out[i] = 0;
+      continue;
+    }
     if (!v) return false;
     out[i] = PyLong_AsLongLong(v);
     Py_DECREF(v);
