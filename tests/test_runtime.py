@@ -68,6 +68,15 @@ def _hidden(model, ids, mask, kernel):
     return out
 
 
+def _live_forward(model, ids, mask):
+    """A forward on the plan as it stands (no `set_inference_kernel`, which rebuilds the plan): the runtime's
+    per-forward check alone decides whether to rebuild it. Returns the last hidden states and whether the plan was
+    valid before the call."""
+    valid = model.encoder.runtime()._still_valid()
+    with torch.inference_mode():
+        return model(input_ids=ids, attention_mask=mask).last_hidden_state, valid
+
+
 @pytest.mark.parametrize("combo", list(COMBOS))
 def test_runtime_runs_and_equals_the_eager_kernel_path(combo):
     model = _model(COMBOS[combo], layers=3)
@@ -177,9 +186,11 @@ def test_plan_follows_changed_tensors(tmp_path):
     model = _model(COMBOS["W1A8-elastic"])
     other = _model(COMBOS["W1A8-elastic"], seed=1)
     ids, mask = _inputs()
-    before = _hidden(model, ids, mask, "auto").last_hidden_state
+    before, _ = _live_forward(model, ids, mask)  # builds the plan
+    assert model.encoder.runtime()._still_valid()  # and it is in use from here
     model.load_state_dict(other.state_dict())
-    after = _hidden(model, ids, mask, "auto").last_hidden_state
+    after, valid = _live_forward(model, ids, mask)
+    assert not valid
     expected = _hidden(other, ids, mask, "auto").last_hidden_state
     assert not torch.equal(before, after)
     assert torch.equal(after, expected)
@@ -192,12 +203,13 @@ def test_plan_follows_replaced_modules_and_parameters():
     model = _model(COMBOS["W1A8-elastic"])
     other = _model(COMBOS["W1A8-elastic"], seed=1)
     ids, mask = _inputs()
-    before = _hidden(model, ids, mask, "auto").last_hidden_state
+    before, _ = _live_forward(model, ids, mask)  # builds the plan
+    assert model.encoder.runtime()._still_valid()  # and it is in use from here
     model.encoder.layer[0] = other.encoder.layer[0]
     norm = model.encoder.layer[1].output.LayerNorm
     norm.weight = torch.nn.Parameter(norm.weight.detach() * 1.5)
-    with torch.inference_mode():  # (no set_inference_kernel: that would rebuild the plan anyway)
-        after = model(input_ids=ids, attention_mask=mask).last_hidden_state
+    after, valid = _live_forward(model, ids, mask)
+    assert not valid
     model.encoder.runtime().invalidate()
     fresh = _hidden(model, ids, mask, "auto").last_hidden_state
     assert not torch.equal(before, after)
@@ -211,15 +223,16 @@ def test_plan_follows_tensors_given_new_data():
     from."""
     model = _model(COMBOS["W1A1-elastic (BiT)"])
     ids, mask = _inputs()
-    before = _hidden(model, ids, mask, "auto").last_hidden_state
+    before, _ = _live_forward(model, ids, mask)  # builds the plan
+    assert model.encoder.runtime()._still_valid()  # and it is in use from here
     norm = model.encoder.layer[1].output.LayerNorm
     dense = model.encoder.layer[0].intermediate.dense
     version = norm.weight._version
     norm.weight.data = norm.weight.detach() * 1.5
     dense.weight_packed.data = dense.weight_packed.flip(0)
     assert norm.weight._version == version  # what the version check alone missed
-    with torch.inference_mode():
-        after = model(input_ids=ids, attention_mask=mask).last_hidden_state
+    after, valid = _live_forward(model, ids, mask)
+    assert not valid
     model.encoder.runtime().invalidate()
     fresh = _hidden(model, ids, mask, "auto").last_hidden_state
     assert not torch.equal(before, after)
@@ -234,9 +247,9 @@ def test_plan_check_takes_a_tensor_without_storage():
     before = _hidden(model, ids, mask, "auto").last_hidden_state
     model.encoder.layer[0].register_buffer("extra", torch.zeros(3, 3).to_sparse())
     runtime = model.encoder.runtime()
-    with torch.inference_mode():
-        assert torch.equal(model(input_ids=ids, attention_mask=mask).last_hidden_state, before)
-        assert runtime.plan() is not None and runtime._still_valid()
+    after, _ = _live_forward(model, ids, mask)  # the plan rebuilt with the new buffer in its snapshot
+    assert torch.equal(after, before)
+    assert runtime.plan() is not None and runtime._still_valid()
     model.encoder.layer[0].extra.add_(torch.ones(3, 3).to_sparse())  # in place: the version still counts
     assert not runtime._still_valid()
 
