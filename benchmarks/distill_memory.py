@@ -16,12 +16,15 @@ steps after the first (`--steps` − 1 of them; `time.perf_counter` and `time.pr
 through a `TrainerCallback`). The CPU time (user + system, one thread) is the steadier of the two on a shared machine:
 it leaves out the time the process waits for a core, and keeps the page faults of its allocations. The median
 count of those page faults per step (`ru_minflt`: each a fresh page touched for the first time, 4 KiB unless huge
-pages are on) shows what the malloc setting costs.
+pages are on) shows what the malloc setting costs. `--huge-pages on` runs each mode with PyTorch's transparent huge pages
+for tensors of 2 MiB or more (`THP_MEM_ALLOC_ENABLE=1`, which the training commands set: `cli.use_huge_pages`),
+`both` runs each mode without and with them in turns (rows compared with the teacher's row of the same setting).
 With `--profile`, one more subprocess records one distillation step with `torch.profiler` (`profile_memory=True`)
 and prints the operators that allocate the most CPU memory.
 
     python benchmarks/distill_memory.py --teacher ../shared/teachers/minilm-sst2
     python benchmarks/distill_memory.py --teacher ../shared/teachers/minilm-sst2 --steps 3 --profile
+    python benchmarks/distill_memory.py --teacher ../shared/teachers/minilm-sst2 --limit-heap-growth --huge-pages both
 """
 
 from __future__ import annotations
@@ -119,6 +122,8 @@ def main(argv=None):
     parser.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES)
     parser.add_argument("--limit-heap-growth", action="store_true",
                         help="call hf_binary_bert.cli.limit_heap_growth() first, as the training commands do")
+    parser.add_argument("--huge-pages", choices=("off", "on", "both"), default="off",
+                        help="THP_MEM_ALLOC_ENABLE=1 in the mode's process (on), not (off), or each mode both ways")
     parser.add_argument("--profile", action="store_true", help="also print torch.profiler's memory view of one step")
     parser.add_argument("--profile-rows", type=int, default=15)
     parser.add_argument("--work-dir", default=os.path.join(os.environ.get("TMPDIR", "/tmp"), "distill_memory"))
@@ -137,24 +142,31 @@ def main(argv=None):
             "--work-dir", args.work_dir, *(["--limit-heap-growth"] if args.limit_heap_growth else []),
             "--losses", *args.losses]
     rows = []
+    settings = {"off": [False], "on": [True], "both": [False, True]}[args.huge_pages]
     for mode in args.modes:
-        out = subprocess.run([*base, "--mode", mode], capture_output=True, text=True, check=False)
-        lines = [line for line in out.stdout.splitlines() if line.startswith("RESULT ")]
-        if out.returncode or not lines:
-            sys.exit(f"{mode} failed:\n{out.stderr[-3000:]}")
-        rows.append(json.loads(lines[-1].removeprefix("RESULT ")))
+        for huge in settings:
+            env = {k: v for k, v in os.environ.items() if k != "THP_MEM_ALLOC_ENABLE"}
+            if huge:
+                env["THP_MEM_ALLOC_ENABLE"] = "1"
+            out = subprocess.run([*base, "--mode", mode], capture_output=True, text=True, check=False, env=env)
+            lines = [line for line in out.stdout.splitlines() if line.startswith("RESULT ")]
+            if out.returncode or not lines:
+                sys.exit(f"{mode} failed:\n{out.stderr[-3000:]}")
+            rows.append({**json.loads(lines[-1].removeprefix("RESULT ")), "huge_pages": huge})
     if args.profile:
         out = subprocess.run([*base, "--mode", "distill-w1a1", "--profile", "--profile-rows", str(args.profile_rows)],
                              capture_output=True, text=True, check=False)
         print(out.stdout if out.returncode == 0 else out.stderr[-3000:])
-    teacher = next((r for r in rows if r["mode"] == "teacher-finetune"), None)
     lines = [("| mode | peak RSS (MiB) | RSS after build (MiB) | step, wall (s, median) | wall / teacher's | "
               "step, CPU (s, median) | CPU / teacher's | page faults per step (10⁶, median) |"),
              "|---|---|---|---|---|---|---|---|"]
     for r in rows:
+        teacher = next((t for t in rows if t["mode"] == "teacher-finetune" and t["huge_pages"] == r["huge_pages"]),
+                       None)
         wall = r["step_seconds_median"] / teacher["step_seconds_median"] if teacher else float("nan")
         cpu_ratio = r["step_cpu_seconds_median"] / teacher["step_cpu_seconds_median"] if teacher else float("nan")
-        lines.append(f"| {r['mode']} | {r['peak_rss_mib']:.0f} | {r['rss_after_build_mib']:.0f} | "
+        name = r["mode"] + (", huge pages" if r["huge_pages"] else "") if args.huge_pages == "both" else r["mode"]
+        lines.append(f"| {name} | {r['peak_rss_mib']:.0f} | {r['rss_after_build_mib']:.0f} | "
                      f"{r['step_seconds_median']:.2f} | {wall:.2f} | {r['step_cpu_seconds_median']:.2f} | "
                      f"{cpu_ratio:.2f} | {r['step_page_faults_median'] / 1e6:.2f} |")
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -167,9 +179,12 @@ def main(argv=None):
         malloc = "mmap threshold 128 KiB (limit_heap_growth)"
     else:
         malloc = "glibc malloc defaults"
+    huge = {"off": "", "on": ", PyTorch's huge pages for tensors ≥ 2 MiB (THP_MEM_ALLOC_ENABLE=1)",
+            "both": ", each mode without and with PyTorch's huge pages for tensors ≥ 2 MiB (THP_MEM_ALLOC_ENABLE=1), in "
+                    "turns"}[args.huge_pages]
     body = (f"Batch {args.batch_size} × {args.seq_len} tokens, {args.steps} steps per mode ({args.steps - 1} timed), "
             f"{args.threads} torch thread(s), losses {' + '.join(args.losses)}, "
-            f"{malloc}; "
+            f"{malloc}{huge}; "
             f"CPU: {cpu}, {os.cpu_count()} cores.\n\n"
             + "\n".join(lines) + "\n")
     print(body)

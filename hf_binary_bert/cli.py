@@ -632,12 +632,38 @@ def limit_heap_growth(threshold: int = MMAP_THRESHOLD) -> bool:
         return False
 
 
+def use_huge_pages() -> bool:
+    """Have PyTorch back every CPU tensor of 2 MiB or more with transparent huge pages: set `THP_MEM_ALLOC_ENABLE=1`,
+    PyTorch's own switch (c10's CPU allocator then aligns such a tensor to a page and `madvise(MADV_HUGEPAGE)`s it),
+    unless the environment sets it already.
+
+    With `limit_heap_growth` every such tensor is a fresh memory map whose pages fault on first touch; huge pages make
+    that one fault per 2 MiB instead of one per 4 KiB. Measured (`benchmarks/distill_memory.py --huge-pages both`,
+    docs/distillation.md): the same peak memory, fewer page faults and shorter training steps. PyTorch reads the
+    variable once, at its first CPU allocation in the process, so this only takes effect before any tensor exists:
+    true for the command line, as importing `hf_binary_bert` allocates no tensor (tested), and not for a Python session
+    that has made tensors already (set the variable before starting Python there). Linux only, where the kernel's
+    transparent huge pages are not `never` (/sys/kernel/mm/transparent_hugepage/enabled). Returns whether it set it.
+    """
+    if "THP_MEM_ALLOC_ENABLE" in os.environ or not sys.platform.startswith("linux"):
+        return False
+    try:
+        with open("/sys/kernel/mm/transparent_hugepage/enabled") as f:
+            if "[never]" in f.read():
+                return False
+    except OSError:
+        return False
+    os.environ["THP_MEM_ALLOC_ENABLE"] = "1"
+    return True
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
         if args.command in TRAINING_COMMANDS:
             limit_heap_growth()
+            use_huge_pages()
         code = COMMANDS[args.command](args)
     except UsageError as err:
         message = str(err)

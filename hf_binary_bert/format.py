@@ -11,6 +11,7 @@ Weights: a binarized weight W ≈ α·B + γ (per group of rows) is stored as `<
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import struct
@@ -20,7 +21,13 @@ from huggingface_hub import HfApi, constants
 from safetensors import SafetensorError, safe_open
 from transformers.utils import SAFE_WEIGHTS_INDEX_NAME, SAFE_WEIGHTS_NAME, cached_file
 
-_BIT_WEIGHTS = torch.tensor([1, 2, 4, 8, 16, 32, 64, 128], dtype=torch.uint8)
+
+# The module's constant tensors are made on first use: importing the package allocates no tensor (so the CLI can
+# still turn on PyTorch's huge pages, `cli.use_huge_pages`).
+@functools.cache
+def _bit_weights() -> torch.Tensor:
+    """uint8 [8]: the value of each bit of a byte, least significant first (1, 2, 4, … 128)."""
+    return torch.tensor([1, 2, 4, 8, 16, 32, 64, 128], dtype=torch.uint8)
 
 
 def packed_length(n: int) -> int:
@@ -36,7 +43,7 @@ def pack_bits(positive: torch.Tensor) -> torch.Tensor:
     pad = packed_length(n) * 8 - n
     bits = torch.nn.functional.pad(positive.to(torch.uint8), (0, pad))
     bits = bits.reshape(*positive.shape[:-1], -1, 8)
-    return (bits * _BIT_WEIGHTS.to(bits.device)).sum(dim=-1, dtype=torch.uint8)
+    return (bits * _bit_weights().to(bits.device)).sum(dim=-1, dtype=torch.uint8)
 
 
 def _check_packed(packed: torch.Tensor, n: int) -> None:
@@ -53,13 +60,16 @@ def unpack_bits(packed: torch.Tensor, n: int) -> torch.Tensor:
         ValueError: if `packed` is not uint8 or its last dim is not ceil(n / 8).
     """
     _check_packed(packed, n)
-    bits = (packed.unsqueeze(-1) & _BIT_WEIGHTS.to(packed.device)) != 0
+    bits = (packed.unsqueeze(-1) & _bit_weights().to(packed.device)) != 0
     return bits.reshape(*packed.shape[:-1], -1)[..., :n]
 
 
-# Row b holds the 8 signs (±1, least significant bit first) that byte value b encodes.
-_SIGN_TABLE = ((torch.arange(256).unsqueeze(1) >> torch.arange(8)) & 1).float() * 2 - 1
-_sign_tables: dict[tuple, torch.Tensor] = {}
+@functools.cache
+def _sign_table(device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """[256, 8] in `dtype` on `device`: row b holds the 8 signs (±1, least significant bit first) that byte value b
+    encodes."""
+    table = ((torch.arange(256).unsqueeze(1) >> torch.arange(8)) & 1).float() * 2 - 1
+    return table.to(device=device, dtype=dtype)
 
 
 def unpack_signs(packed: torch.Tensor, n: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
@@ -71,10 +81,7 @@ def unpack_signs(packed: torch.Tensor, n: int, dtype: torch.dtype = torch.float3
         ValueError: if `packed` is not uint8 or its last dim is not ceil(n / 8).
     """
     _check_packed(packed, n)
-    key = (packed.device, dtype)
-    if key not in _sign_tables:
-        _sign_tables[key] = _SIGN_TABLE.to(device=packed.device, dtype=dtype)
-    signs = torch.nn.functional.embedding(packed.long(), _sign_tables[key])
+    signs = torch.nn.functional.embedding(packed.long(), _sign_table(packed.device, dtype))
     return signs.reshape(*packed.shape[:-1], -1)[..., :n]
 
 

@@ -2,6 +2,10 @@
 backward pass, with the values and gradients of the plain autograd expressions they replace."""
 
 import math
+import os
+import re
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -160,6 +164,67 @@ def test_limit_heap_growth_sets_the_mmap_threshold_unless_the_environment_does(m
 
     if platform.libc_ver()[0] == "glibc":
         assert limit_heap_growth() is True
+
+
+def test_use_huge_pages_sets_pytorchs_switch_unless_the_environment_does(monkeypatch):
+    from hf_binary_bert.cli import use_huge_pages
+
+    monkeypatch.setenv("THP_MEM_ALLOC_ENABLE", "0")
+    assert use_huge_pages() is False and os.environ["THP_MEM_ALLOC_ENABLE"] == "0"  # the user's setting wins
+    monkeypatch.delenv("THP_MEM_ALLOC_ENABLE")
+    if _transparent_huge_pages():
+        assert use_huge_pages() is True and os.environ["THP_MEM_ALLOC_ENABLE"] == "1"
+
+
+def _transparent_huge_pages() -> bool:
+    try:
+        with open("/sys/kernel/mm/transparent_hugepage/enabled") as f:
+            return "[never]" not in f.read()
+    except OSError:
+        return False
+
+
+# A fresh Python: import the package and the command line's modules under a dispatch mode that counts every tensor
+# operation (a module-level tensor would be one), then call use_huge_pages as the training commands do and touch
+# 20 fresh 64 MiB tensors under the training commands' mmap threshold; prints both counts.
+_FRESH_PROCESS = """
+import resource, torch
+from torch.utils._python_dispatch import TorchDispatchMode
+
+ops = []
+class Count(TorchDispatchMode):
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        ops.append(str(func))
+        return func(*args, **(kwargs or {}))
+
+with Count():
+    import hf_binary_bert, hf_binary_bert.cli, hf_binary_bert.recipes, hf_binary_bert.distillation
+print("ops at import", ops)
+hf_binary_bert.cli.limit_heap_growth()
+print("huge pages set", hf_binary_bert.cli.use_huge_pages())
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+for _ in range(20):
+    x = torch.ones(16 << 20)
+    del x
+print("faults", resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+"""
+
+
+def test_import_makes_no_tensor_so_the_command_line_gets_huge_pages():
+    """PyTorch reads THP_MEM_ALLOC_ENABLE at its first CPU allocation: importing hf_binary_bert (and what the CLI
+    imports) must make no tensor, or `use_huge_pages` comes too late. Where the kernel has transparent huge pages, 20
+    fresh 64 MiB tensors then fault in far fewer than their 327,680 pages of 4 KiB."""
+    env = {k: v for k, v in os.environ.items() if k not in ("THP_MEM_ALLOC_ENABLE", "MALLOC_MMAP_THRESHOLD_")}
+    out = subprocess.run([sys.executable, "-c", _FRESH_PROCESS], capture_output=True, text=True, env=env, check=False,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "ops at import []" in out.stdout, out.stdout
+    faults = int(re.search(r"faults (\d+)", out.stdout).group(1))
+    if not _transparent_huge_pages():
+        assert "huge pages set False" in out.stdout
+        pytest.skip("the kernel's transparent huge pages are off")
+    assert "huge pages set True" in out.stdout
+    assert faults < 327_680 // 4, faults
 
 
 @pytest.mark.parametrize("bias", [True, False])

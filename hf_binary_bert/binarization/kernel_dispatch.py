@@ -19,6 +19,8 @@ binarized Linear. The masked-LM decoder's int8 path is `Int8HeadLinear`.
 
 from __future__ import annotations
 
+import functools
+
 import torch
 from torch import nn
 
@@ -51,7 +53,10 @@ def _per_row(module: nn.Module, name: str) -> torch.Tensor | None:
                    lambda: values.detach().float().repeat_interleave(rows // values.shape[0]).contiguous())
 
 
-_ONE = torch.ones(())
+@functools.cache
+def _one() -> torch.Tensor:
+    """float32 [] 1: the step of a quantizer without one (made on first use: importing allocates no tensor)."""
+    return torch.ones(())
 
 
 def _plan_key(module: nn.Module) -> tuple:
@@ -72,7 +77,7 @@ def _kernel_args(module: nn.Module, x: torch.Tensor) -> tuple[str, tuple]:
     bias = None if module.bias is None else module.bias.detach()
     if isinstance(quantizer, ActivationQuantizer):
         shift = quantizer.effective_shift().detach().reshape(-1) if hasattr(quantizer, "shift") else None
-        step = quantizer.kernel_step(x) if quantizer.has_step else _ONE
+        step = quantizer.kernel_step(x) if quantizer.has_step else _one()
         if quantizer.bits == 1:
             if not quantizer.has_step:  # sign scheme: ±1, or 1[x ≥ ½]
                 mode, threshold = (SIGNED, 0.0) if quantizer.signed else (UNSIGNED_GE, 0.5)
@@ -82,7 +87,7 @@ def _kernel_args(module: nn.Module, x: torch.Tensor) -> tuple[str, tuple]:
             return "w1a1", (packed, weight, alpha, gamma, bias, shift, step, threshold, mode, quantizer.has_step)
         q_min, q_max, dynamic = quantizer.q_n, quantizer.q_p, False
     else:  # full-precision activations, dynamic int8
-        shift, step, q_min, q_max, dynamic = None, _ONE, -127, 127, True
+        shift, step, q_min, q_max, dynamic = None, _one(), -127, 127, True
     weight = cached(module, "nib", (packed,), lambda: ops.repack_weight(packed, k, "nib"))
     sums = cached(module, "sums", (packed,), lambda: ops.row_sums(packed, k))
     return "w1a8", (packed, weight, sums, alpha, gamma, bias, shift, step, q_min, q_max, dynamic)
