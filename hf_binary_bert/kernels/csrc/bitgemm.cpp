@@ -1920,7 +1920,7 @@ bool tensor_state(PyObject* tensor, int64_t out[2]) {
       continue;
     }
     if (!v) return false;
-    out[i] = PyLong_AsLongLong(v);
+    out[i] = (int64_t)PyLong_AsUnsignedLongLongMask(v);  // the bits as they are (a tagged pointer too)
     Py_DECREF(v);
     if (out[i] == -1 && PyErr_Occurred()) return false;
   }
