@@ -182,15 +182,25 @@ def test_uncalibrated_quantizers_do_not_run_natively():
     assert "not calibrated" in model.encoder.runtime().unsupported_reason
 
 
-def test_plan_follows_changed_tensors(tmp_path):
-    model = _model(COMBOS["W1A8-elastic"])
-    other = _model(COMBOS["W1A8-elastic"], seed=1)
+def _plan_follows(model, change) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Build the plan with a forward, check it is in use, `change()` the model (no `set_inference_kernel`), and run
+    the next forward on the live plan, which must see the change (rebuild). Returns the hidden states before, after,
+    and of a plan built afresh for the changed model."""
     ids, mask = _inputs()
     before, _ = _live_forward(model, ids, mask)  # builds the plan
     assert model.encoder.runtime()._still_valid()  # and it is in use from here
-    model.load_state_dict(other.state_dict())
+    change()
     after, valid = _live_forward(model, ids, mask)
     assert not valid
+    model.encoder.runtime().invalidate()
+    return before, after, _hidden(model, ids, mask, "auto").last_hidden_state
+
+
+def test_plan_follows_changed_tensors(tmp_path):
+    model = _model(COMBOS["W1A8-elastic"])
+    other = _model(COMBOS["W1A8-elastic"], seed=1)
+    before, after, _ = _plan_follows(model, lambda: model.load_state_dict(other.state_dict()))
+    ids, mask = _inputs()
     expected = _hidden(other, ids, mask, "auto").last_hidden_state
     assert not torch.equal(before, after)
     assert torch.equal(after, expected)
@@ -202,16 +212,13 @@ def test_plan_follows_replaced_modules_and_parameters():
     LayerNorm weight Parameter replaced. The runtime then equals a fresh plan of the changed model."""
     model = _model(COMBOS["W1A8-elastic"])
     other = _model(COMBOS["W1A8-elastic"], seed=1)
-    ids, mask = _inputs()
-    before, _ = _live_forward(model, ids, mask)  # builds the plan
-    assert model.encoder.runtime()._still_valid()  # and it is in use from here
-    model.encoder.layer[0] = other.encoder.layer[0]
-    norm = model.encoder.layer[1].output.LayerNorm
-    norm.weight = torch.nn.Parameter(norm.weight.detach() * 1.5)
-    after, valid = _live_forward(model, ids, mask)
-    assert not valid
-    model.encoder.runtime().invalidate()
-    fresh = _hidden(model, ids, mask, "auto").last_hidden_state
+
+    def change():
+        model.encoder.layer[0] = other.encoder.layer[0]
+        norm = model.encoder.layer[1].output.LayerNorm
+        norm.weight = torch.nn.Parameter(norm.weight.detach() * 1.5)
+
+    before, after, fresh = _plan_follows(model, change)
     assert not torch.equal(before, after)
     assert torch.equal(after, fresh)
 
@@ -222,19 +229,16 @@ def test_plan_follows_tensors_given_new_data():
     running on the old values), for a LayerNorm weight the plan reads by pointer and a packed weight it derives
     from."""
     model = _model(COMBOS["W1A1-elastic (BiT)"])
-    ids, mask = _inputs()
-    before, _ = _live_forward(model, ids, mask)  # builds the plan
-    assert model.encoder.runtime()._still_valid()  # and it is in use from here
     norm = model.encoder.layer[1].output.LayerNorm
     dense = model.encoder.layer[0].intermediate.dense
     version = norm.weight._version
-    norm.weight.data = norm.weight.detach() * 1.5
-    dense.weight_packed.data = dense.weight_packed.flip(0)
+
+    def change():
+        norm.weight.data = norm.weight.detach() * 1.5
+        dense.weight_packed.data = dense.weight_packed.flip(0)
+
+    before, after, fresh = _plan_follows(model, change)
     assert norm.weight._version == version  # what the version check alone missed
-    after, valid = _live_forward(model, ids, mask)
-    assert not valid
-    model.encoder.runtime().invalidate()
-    fresh = _hidden(model, ids, mask, "auto").last_hidden_state
     assert not torch.equal(before, after)
     assert torch.equal(after, fresh)
 
