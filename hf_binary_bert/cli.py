@@ -645,16 +645,22 @@ def use_huge_pages() -> bool:
     that has made tensors already (set the variable before starting Python there). Linux only, where the kernel's
     transparent huge pages are not `never` (/sys/kernel/mm/transparent_hugepage/enabled). Returns whether it set it.
     """
-    if "THP_MEM_ALLOC_ENABLE" in os.environ or not sys.platform.startswith("linux"):
-        return False
-    try:
-        with open("/sys/kernel/mm/transparent_hugepage/enabled") as f:
-            if "[never]" in f.read():
-                return False
-    except OSError:
+    if "THP_MEM_ALLOC_ENABLE" in os.environ or not transparent_huge_pages_available():
         return False
     os.environ["THP_MEM_ALLOC_ENABLE"] = "1"
     return True
+
+
+def transparent_huge_pages_available() -> bool:
+    """Whether this is Linux with the kernel's transparent huge pages not `never`
+    (/sys/kernel/mm/transparent_hugepage/enabled: `always` or `madvise`)."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        with open("/sys/kernel/mm/transparent_hugepage/enabled") as f:
+            return "[never]" not in f.read()
+    except OSError:
+        return False
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -103,7 +103,8 @@ def _nibble_layout(weight: torch.Tensor, in_features: int, out_features: int, ke
     """On the AVX2 path: a W1A1 Linear's weights as the AVX2 table GEMM reads them (nibble-index blocks of 32 rows,
     2 bits of memory per weight; `nibble_layout` in kernels/csrc/bitgemm.cpp), made from its bits layout `weight`
     once per plan instead of at every call (paired A/B of the BERT-base W1A1 encoder, AMD EPYC Zen 3, AVX2: 0.956×
-    the time at batch 1 × 32 tokens, 0.981× at 1 × 128; docs/inference.md); kept alive in `keep`. None on the other paths (the plan is rebuilt when the path changes)."""
+    the time at batch 1 × 32 tokens, 0.981× at 1 × 128; docs/inference.md); kept alive in `keep`. None on the other
+    paths (the plan is rebuilt when the path changes)."""
     if ops.get_isa() != "avx2":
         return None
     size = ops._bitgemm.nibble_layout_bytes(out_features, in_features)
@@ -346,7 +347,7 @@ class EncoderRuntime:
         in place (versions) or given other data (data pointers: `param.data = other` keeps the version), and the
         kernels' instruction-set path (`ops.set_isa`) the same. Runs on every forward, so it is one C loop
         (`_bitgemm.unchanged`) over BERT-base's 1,501 entries and 684 tensors; right after a forward, with those
-        objects out of the caches, it takes about 0.8–1.0 ms on an AMD EPYC Zen 3 (the entries 0.25–0.3 of that)."""
+        objects out of the caches, it takes about 0.8–1.2 ms on an AMD EPYC Zen 3 (the entries 0.25–0.3 of that)."""
         if not self._valid or self._isa != ops.get_isa():
             return False
         tables, names, values = self._entries

@@ -167,21 +167,13 @@ def test_limit_heap_growth_sets_the_mmap_threshold_unless_the_environment_does(m
 
 
 def test_use_huge_pages_sets_pytorchs_switch_unless_the_environment_does(monkeypatch):
-    from hf_binary_bert.cli import use_huge_pages
+    from hf_binary_bert.cli import transparent_huge_pages_available, use_huge_pages
 
     monkeypatch.setenv("THP_MEM_ALLOC_ENABLE", "0")
     assert use_huge_pages() is False and os.environ["THP_MEM_ALLOC_ENABLE"] == "0"  # the user's setting wins
     monkeypatch.delenv("THP_MEM_ALLOC_ENABLE")
-    if _transparent_huge_pages():
+    if transparent_huge_pages_available():
         assert use_huge_pages() is True and os.environ["THP_MEM_ALLOC_ENABLE"] == "1"
-
-
-def _transparent_huge_pages() -> bool:
-    try:
-        with open("/sys/kernel/mm/transparent_hugepage/enabled") as f:
-            return "[never]" not in f.read()
-    except OSError:
-        return False
 
 
 # A fresh Python: import the package and the command line's modules under a dispatch mode that counts every tensor
@@ -214,13 +206,15 @@ def test_import_makes_no_tensor_so_the_command_line_gets_huge_pages():
     """PyTorch reads THP_MEM_ALLOC_ENABLE at its first CPU allocation: importing hf_binary_bert (and what the CLI
     imports) must make no tensor, or `use_huge_pages` comes too late. Where the kernel has transparent huge pages, 20
     fresh 64 MiB tensors then fault in far fewer than their 327,680 pages of 4 KiB."""
+    from hf_binary_bert.cli import transparent_huge_pages_available
+
     env = {k: v for k, v in os.environ.items() if k not in ("THP_MEM_ALLOC_ENABLE", "MALLOC_MMAP_THRESHOLD_")}
     out = subprocess.run([sys.executable, "-c", _FRESH_PROCESS], capture_output=True, text=True, env=env, check=False,
                          timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "ops at import []" in out.stdout, out.stdout
     faults = int(re.search(r"faults (\d+)", out.stdout).group(1))
-    if not _transparent_huge_pages():
+    if not transparent_huge_pages_available():
         assert "huge pages set False" in out.stdout
         pytest.skip("the kernel's transparent huge pages are off")
     assert "huge pages set True" in out.stdout
