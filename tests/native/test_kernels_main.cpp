@@ -154,6 +154,75 @@ int pack_modes_case(const std::vector<int>& isas) {
   return bad;
 }
 
+// finish_rows (one fused call per tile of rows on the AVX2 path) against finish_row row by row: every packing mode
+// and the float output, with and without γ, bias, per-row scales and add_m, chunks of 8 … 192 columns starting at
+// n0 = 0 or 64; some outputs are +0 and −0 (a zero α or γ).
+int finish_rows_case() {
+#if defined(__x86_64__) || defined(_M_X64)
+  if (!isa_supported(AVX2)) return 0;
+  const int saved = g_isa;
+  g_isa = AVX2;
+  std::mt19937 rng(5);
+  std::normal_distribution<float> normal;
+  const int64_t M = 4, N = 256;
+  std::vector<float> alpha(N), gamma(N), bias(N), shift(2 * N), in_scale(M);
+  std::vector<int64_t> xsum(M), add_m(M);
+  for (int64_t n = 0; n < N; ++n) {
+    alpha[n] = n % 7 == 0 ? -0.0f : 0.05f * normal(rng);  // −0·dot, + a −0 γ·x̄ term: outputs of −0
+    gamma[n] = n % 11 == 0 ? 0.0f : 0.01f * normal(rng);
+    bias[n] = n % 5 == 0 ? -0.0f : 0.1f * normal(rng);
+    shift[n] = n % 3 == 0 ? 0.0f : 0.2f * normal(rng);
+    shift[N + n] = shift[n] + 0.5f;
+  }
+  for (int64_t m = 0; m < M; ++m) in_scale[m] = 0.5f + 0.1f * (float)m, xsum[m] = 3 - 2 * m, add_m[m] = 7 - 5 * m;
+  std::vector<int32_t> raw(M * N);
+  for (auto& r : raw) r = (int32_t)(rng() % 9) - 4;
+  int bad = 0;
+  for (int mode : {-1, (int)SIGNED, (int)UNSIGNED_GE, (int)UNSIGNED_GT, (int)SIGNED_GELU, (int)SIGNED_SCALED})
+    for (int flags = 0; flags < 16; ++flags)
+      for (int64_t n0 : {(int64_t)0, (int64_t)64})
+        for (int64_t count : {(int64_t)8, (int64_t)64, (int64_t)192}) {
+          Epilogue e{};
+          e.mul = flags & 8 ? -2 : 1;
+          e.add_m = flags & 8 ? add_m.data() : nullptr;
+          e.alpha = alpha.data();
+          e.gamma = flags & 1 ? gamma.data() : nullptr;
+          e.bias = flags & 2 ? bias.data() : nullptr;
+          e.in_scale = flags & 4 ? in_scale.data() : nullptr;
+          e.scale = 0.75f;
+          e.xsum = xsum.data();
+          e.pack_ld = N / 8;
+          e.pack_shift = mode == SIGNED_GELU || flags & 1 ? shift.data() : nullptr;
+          e.pack_s = 0.37f, e.pack_thr = 0.25f, e.pack_mode = mode < 0 ? 0 : mode, e.pack_n = N;
+          std::vector<float> out_a(M * N, 9.0f), out_b(M * N, 9.0f);
+          std::vector<uint8_t> bits_a(M * N / 8, 0), bits_b(M * N / 8, 0);
+          std::vector<int64_t> pop_a(M * N / 64, 0), pop_b(M * N / 64, 0);
+          auto run = [&](bool fused, std::vector<float>& out, std::vector<uint8_t>& bits, std::vector<int64_t>& pop) {
+            Epilogue f = e;
+            f.out = out.data(), f.ldo = N;
+            f.pack_bits = mode < 0 ? nullptr : bits.data(), f.pack_pop = pop.data();
+            alignas(64) float scratch[256];
+            if (fused)
+              finish_rows(f, 0, (int)M, n0, count, raw.data() + n0, N, scratch);
+            else
+              for (int64_t m = 0; m < M; ++m) finish_row(f, m, n0, count, raw.data() + n0 + m * N, scratch);
+          };
+          run(true, out_a, bits_a, pop_a);
+          run(false, out_b, bits_b, pop_b);
+          const bool ok = std::memcmp(out_a.data(), out_b.data(), out_a.size() * 4) == 0 && bits_a == bits_b &&
+                          pop_a == pop_b;
+          if (!ok) std::printf("FAIL finish_rows mode %d flags %d n0 %lld count %lld\n", mode, flags, (long long)n0,
+                               (long long)count);
+          bad += !ok;
+        }
+  std::printf("%s finish_rows (fused, avx2) equals finish_row row by row\n", bad ? "FAIL" : "ok  ");
+  g_isa = saved;
+  return bad;
+#else
+  return 0;
+#endif
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -193,6 +262,7 @@ int main(int argc, char** argv) {
   failures += large_case(0, 3, 4100 * 64 + 5, 9, isas) != 0;  // 4101 words per row: the u16 counters flush once
   failures += large_case(1, 3, 4 * 300 + 3, 37, isas) != 0;   // 301 u8 steps: flushes at 128 and 256
   failures += pack_modes_case(isas) != 0;
+  failures += finish_rows_case() != 0;
   std::printf("%s\n", failures ? "FAILED" : "PASSED");
   return failures ? 1 : 0;
 }

@@ -626,6 +626,21 @@ int64_t pack_row_isa(int isa, const float* row, int64_t K, const float* shift, f
                      uint8_t* out, int64_t hi);
 
 
+#if defined(__x86_64__) || defined(_M_X64)
+// Eight floats v = row[k..k+7] → their eight bits (bit_of's comparisons, LSB = column k), vectorized: pack_row_avx2's
+// loop body, shared with the fused tile epilogue (finish_rows_avx2).
+__attribute__((target("avx2"), always_inline)) inline int pack8_avx2(__m256 v, const float* shift, int64_t k,
+                                                                     __m256 vs, __m256 vthr, int mode, int64_t hi) {
+  if (mode == SIGNED_GELU)
+    return _mm256_movemask_ps(_mm256_or_ps(_mm256_cmp_ps(v, _mm256_loadu_ps(shift + k), _CMP_LE_OQ),
+                                           _mm256_cmp_ps(v, _mm256_loadu_ps(shift + hi + k), _CMP_GE_OQ)));
+  if (shift) v = _mm256_sub_ps(v, _mm256_loadu_ps(shift + k));
+  return _mm256_movemask_ps(mode == UNSIGNED_GT     ? _mm256_cmp_ps(_mm256_div_ps(v, vs), vthr, _CMP_GT_OQ)
+                            : mode == SIGNED_SCALED ? _mm256_cmp_ps(_mm256_div_ps(v, vs), _mm256_setzero_ps(), _CMP_GE_OQ)
+                                                    : _mm256_cmp_ps(v, vthr, _CMP_GE_OQ));
+}
+#endif
+
 // Branch-free over n (absent γ / bias / add_n read as zeros from `zeros`), so it vectorizes; compiled twice.
 __attribute__((always_inline)) inline void finish_loop(const Epilogue& e, int64_t m, int64_t n0, int64_t count,
                                                        const int32_t* raw, const float* zeros, const int32_t* izeros,
@@ -705,6 +720,95 @@ inline void finish_row(const Epilogue& e, int64_t m, int64_t n0, int64_t count, 
   }
 }
 
+#if defined(__x86_64__) || defined(_M_X64)
+// finish_loop's y for columns j .. j + 7 of one row (r: its raw sums; alpha, gamma, bias: the row's vectors from
+// column n0, gamma / bias null when absent).
+__attribute__((target("avx2"), always_inline)) inline __m256 finish8_avx2(int64_t j, const int32_t* r, const float* alpha,
+                                                                         const float* gamma, const float* bias,
+                                                                         __m256i vmul, __m256i am, __m256 s,
+                                                                         __m256 gx) {
+  const __m256 zero = _mm256_setzero_ps();
+  const __m256 dot =
+      _mm256_cvtepi32_ps(_mm256_add_epi32(_mm256_mullo_epi32(vmul, _mm256_loadu_si256((const __m256i*)(r + j))), am));
+  const __m256 g = gamma ? _mm256_loadu_ps(gamma + j) : zero, b = bias ? _mm256_loadu_ps(bias + j) : zero;
+  return _mm256_add_ps(
+      _mm256_mul_ps(s, _mm256_add_ps(_mm256_mul_ps(_mm256_loadu_ps(alpha + j), dot), _mm256_mul_ps(g, gx))), b);
+}
+
+// finish_row for `rows` consecutive rows of a tile (raw: [rows, ldr]) in one call on the AVX2 path: finish_loop's
+// arithmetic in the same order (an absent γ or bias as a +0 term, as finish_loop reads it from `zeros`) and
+// pack_row_avx2's comparisons, 8 columns at a time with the float row kept in registers — bit-identical to
+// finish_row, without its five calls per row and chunk (at the table GEMM's 64-column chunks those calls took about
+// as long as the arithmetic). Only for count % 8 == 0 and no add_n (the W1A1 Linears); finish_rows checks.
+// MODE: the packing epilogue's BitMode (a compile-time constant, so that pack8_avx2's branches fold), or -1: no
+// packing (y stored to e.out). Every Epilogue field is read into a local first: the byte stores of the bits could
+// alias them, and the compiler would reload each one per 8 columns.
+template <int MODE>
+__attribute__((target("avx2"))) void finish_rows_avx2(const Epilogue& e, int64_t m0, int rows, int64_t n0,
+                                                      int64_t count, const int32_t* raw, int64_t ldr) {
+  const __m256i vmul = _mm256_set1_epi32((int32_t)e.mul);
+  const float* const alpha = e.alpha + n0;
+  const float* const gamma = e.gamma ? e.gamma + n0 : nullptr;
+  const float* const bias = e.bias ? e.bias + n0 : nullptr;
+  const float* const in_scale = e.in_scale;
+  const float scale = e.scale;
+  const int64_t* const xsum = e.xsum;
+  const int64_t* const add_m = e.add_m;
+  const float* const shift = e.pack_shift ? e.pack_shift + n0 : nullptr;
+  const int64_t hi = e.pack_n, pop_ld = (e.pack_n + 63) / 64, pack_ld = e.pack_ld, ldo = e.ldo;
+  uint8_t* const pack_bits = e.pack_bits;
+  int64_t* const pack_pop = e.pack_pop;
+  float* const y_out = e.out;
+  const __m256 vthr = _mm256_set1_ps(MODE == SIGNED ? 0.0f : e.pack_thr), vps = _mm256_set1_ps(e.pack_s);
+  for (int i = 0; i < rows; ++i) {
+    const int64_t m = m0 + i;
+    const __m256 s = _mm256_set1_ps(in_scale ? in_scale[m] : scale);
+    const __m256 gx = _mm256_set1_ps(gamma ? (float)xsum[m] : 0.0f);
+    const __m256i am = _mm256_set1_epi32(add_m ? (int32_t)add_m[m] : 0);
+    const int32_t* r = raw + i * ldr;
+    if constexpr (MODE < 0) {
+      float* y = y_out + m * ldo + n0;
+      for (int64_t j = 0; j < count; j += 8)
+        _mm256_storeu_ps(y + j, finish8_avx2(j, r, alpha, gamma, bias, vmul, am, s, gx));
+    } else {
+      uint8_t* out = pack_bits + m * pack_ld + n0 / 8;
+      int64_t ones = 0;
+      for (int64_t j0 = 0; j0 < count; j0 += 64) {  // 64 columns → one word of bits, stored and counted once
+        const int64_t n = std::min<int64_t>(64, count - j0);
+        uint64_t word = 0;
+        for (int64_t j = 0; j < n; j += 8) {
+          const __m256 y = finish8_avx2(j0 + j, r, alpha, gamma, bias, vmul, am, s, gx);
+          word |= (uint64_t)(uint32_t)pack8_avx2(y, shift, j0 + j, vps, vthr, MODE, hi) << j;
+        }
+        std::memcpy(out + j0 / 8, &word, (size_t)(n / 8));  // little-endian: byte b = columns 8b .. 8b + 7
+        ones += __builtin_popcountll(word);
+      }
+      pack_pop[m * pop_ld + n0 / 64] = ones;
+    }
+  }
+}
+#endif
+
+// finish_row for rows m0 .. m0 + rows − 1 of a tile (raw: [rows, ldr]): one fused call on the AVX2 path where it
+// applies, else row by row.
+inline void finish_rows(const Epilogue& e, int64_t m0, int rows, int64_t n0, int64_t count, const int32_t* raw,
+                        int64_t ldr, float* scratch) {
+#if defined(__x86_64__) || defined(_M_X64)
+  if (g_isa == AVX2 && kFeatures.avx2 && !e.add_n && count % 8 == 0) {
+    switch (e.pack_bits ? e.pack_mode : -1) {
+      case -1: finish_rows_avx2<-1>(e, m0, rows, n0, count, raw, ldr); return;
+      case SIGNED: finish_rows_avx2<SIGNED>(e, m0, rows, n0, count, raw, ldr); return;
+      case UNSIGNED_GE: finish_rows_avx2<UNSIGNED_GE>(e, m0, rows, n0, count, raw, ldr); return;
+      case UNSIGNED_GT: finish_rows_avx2<UNSIGNED_GT>(e, m0, rows, n0, count, raw, ldr); return;
+      case SIGNED_GELU: finish_rows_avx2<SIGNED_GELU>(e, m0, rows, n0, count, raw, ldr); return;
+      case SIGNED_SCALED: finish_rows_avx2<SIGNED_SCALED>(e, m0, rows, n0, count, raw, ldr); return;
+      default: break;
+    }
+  }
+#endif
+  for (int i = 0; i < rows; ++i) finish_row(e, m0 + i, n0, count, raw + i * ldr, scratch);
+}
+
 // A: MR row pointers of type T (uint64 words or u8); W: kernel layout with `gstride` words per group of `group` rows.
 constexpr int64_t kSliceBytes = 32768;
 template <class Kern, int GROUP, class T, class Tile>
@@ -745,7 +849,7 @@ void drive(int64_t M, int64_t N, const T* a, int64_t lda, const uint64_t* w, int
         tile_fn(rows, std::integral_constant<int, NG>(), ar, w + g * gstride, raw + (g - cg0) * GROUP, NC);
       for (; g < cg1; ++g)
         tile_fn(rows, std::integral_constant<int, 1>(), ar, w + g * gstride, raw + (g - cg0) * GROUP, NC);
-      for (int i = 0; i < R; ++i) finish_row(e, m + i, n0, count, raw + i * NC, row);
+      finish_rows(e, m, R, n0, count, raw, NC, row);
     };
     // With one row chunk per thread (a few sequences: each weight read once per thread per forward, from L3 or
     // DRAM, where other tenants' data evict it between forwards), the next item's weight slice (contiguous groups)
@@ -1025,7 +1129,7 @@ void bits_gemm_table(int64_t M, int64_t N, const uint64_t* a, int64_t kw, const 
       }
       for (int64_t m = m_begin; m < m_end; m += MR) {
         Kern::tile<MR, NB>(ao + m * steps, wi, bstride, steps, tables, raw, NC);
-        for (int64_t i = 0; i < std::min<int64_t>(MR, m_end - m); ++i) finish_row(e, m + i, n0, count, raw + i * NC, row);
+        finish_rows(e, m, (int)std::min<int64_t>(MR, m_end - m), n0, count, raw, NC, row);
       }
     }
   }
@@ -1146,23 +1250,8 @@ __attribute__((target("avx2"))) int64_t pack_row_avx2(const float* row, int64_t 
                                                        float thr, int mode, uint8_t* out, int64_t hi) {
   const __m256 vthr = _mm256_set1_ps(mode == SIGNED ? 0.0f : thr), vs = _mm256_set1_ps(s);
   int64_t count = 0, k = 0;
-  if (mode == SIGNED_GELU) {
-    for (; k + 8 <= K; k += 8) {
-      const __m256 v = _mm256_loadu_ps(row + k);
-      const int bits = _mm256_movemask_ps(_mm256_or_ps(_mm256_cmp_ps(v, _mm256_loadu_ps(shift + k), _CMP_LE_OQ),
-                                                       _mm256_cmp_ps(v, _mm256_loadu_ps(shift + hi + k), _CMP_GE_OQ)));
-      out[k / 8] = (uint8_t)bits;
-      count += __builtin_popcount((unsigned)bits);
-    }
-    return count + pack_row_scalar(row, k, K, shift, s, thr, mode, out, hi);
-  }
   for (; k + 8 <= K; k += 8) {
-    __m256 v = _mm256_loadu_ps(row + k);
-    if (shift) v = _mm256_sub_ps(v, _mm256_loadu_ps(shift + k));
-    const int bits = _mm256_movemask_ps(
-        mode == UNSIGNED_GT     ? _mm256_cmp_ps(_mm256_div_ps(v, vs), vthr, _CMP_GT_OQ)
-        : mode == SIGNED_SCALED ? _mm256_cmp_ps(_mm256_div_ps(v, vs), _mm256_setzero_ps(), _CMP_GE_OQ)
-                                : _mm256_cmp_ps(v, vthr, _CMP_GE_OQ));
+    const int bits = pack8_avx2(_mm256_loadu_ps(row + k), shift, k, vs, vthr, mode, hi);
     out[k / 8] = (uint8_t)bits;  // k is a multiple of 8: one whole byte, LSB first
     count += __builtin_popcount((unsigned)bits);
   }
