@@ -592,6 +592,61 @@ __attribute__((target("avx512f,avx512vpopcntdq"))) inline void and_popcounts_avx
 #endif
 
 #if defined(__x86_64__) || defined(_M_X64)
+// AVX2 twins of the two loops above (the attention's bit loops on AVX2 and AVX-512 without VPOPCNTDQ), the same
+// integers: popcounts per 64-bit lane by nibble lookup (vpshufb) and vpsadbw, 8 keys or dimensions per step.
+// The counts of 4 + 4 lanes (two vectors of 64-bit counts < 2³²) as 8 int32 in lane order.
+__attribute__((target("avx2"))) inline __m256i popcount_lanes_avx2(__m256i v) {
+  const __m256i lut = _mm256_setr_epi8(0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4, 0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2,
+                                       3, 2, 3, 3, 4);
+  const __m256i low = _mm256_set1_epi8(0x0f);
+  const __m256i bytes = _mm256_add_epi8(_mm256_shuffle_epi8(lut, _mm256_and_si256(v, low)),
+                                        _mm256_shuffle_epi8(lut, _mm256_and_si256(_mm256_srli_epi16(v, 4), low)));
+  return _mm256_sad_epu8(bytes, _mm256_setzero_si256());
+}
+
+__attribute__((target("avx2"))) inline __m256i lanes_to_int32_avx2(__m256i a, __m256i b) {
+  // a | b << 32 holds a0 b0 a1 b1 a2 b2 a3 b3 as int32; the permutation puts them in order
+  return _mm256_permutevar8x32_epi32(_mm256_or_si256(a, _mm256_slli_epi64(b, 32)),
+                                     _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7));
+}
+
+// ones[j] = popcount(q0 XOR kb[j]), j < n (xor_popcounts_avx512's loop).
+__attribute__((target("avx2,popcnt"))) inline void xor_popcounts_avx2(uint64_t q0, const uint64_t* kb, int64_t n,
+                                                                      int32_t* ones) {
+  const __m256i vq = _mm256_set1_epi64x((long long)q0);
+  int64_t j = 0;
+  for (; j + 8 <= n; j += 8) {
+    const __m256i a = popcount_lanes_avx2(_mm256_xor_si256(vq, _mm256_loadu_si256((const __m256i*)(kb + j))));
+    const __m256i b = popcount_lanes_avx2(_mm256_xor_si256(vq, _mm256_loadu_si256((const __m256i*)(kb + j + 4))));
+    _mm256_storeu_si256((__m256i*)(ones + j), lanes_to_int32_avx2(a, b));
+  }
+  for (; j < n; ++j) ones[j] = (int32_t)__builtin_popcountll(q0 ^ kb[j]);
+}
+
+// agree[d] = Σ_w popcount(arow[w] AND vt[w·Dp + d]), d < D (and_popcounts_avx512's loop).
+__attribute__((target("avx2,popcnt"))) inline void and_popcounts_avx2(const uint64_t* arow, int64_t tw,
+                                                                      const uint64_t* vt, int64_t Dp, int64_t D,
+                                                                      int32_t* agree) {
+  int64_t d = 0;
+  for (; d + 8 <= D; d += 8) {
+    __m256i a = _mm256_setzero_si256(), b = _mm256_setzero_si256();
+    for (int64_t w = 0; w < tw; ++w) {
+      const __m256i row = _mm256_set1_epi64x((long long)arow[w]);
+      const uint64_t* col = vt + w * Dp + d;
+      a = _mm256_add_epi64(a, popcount_lanes_avx2(_mm256_and_si256(row, _mm256_loadu_si256((const __m256i*)col))));
+      b = _mm256_add_epi64(b, popcount_lanes_avx2(_mm256_and_si256(row, _mm256_loadu_si256((const __m256i*)(col + 4)))));
+    }
+    _mm256_storeu_si256((__m256i*)(agree + d), lanes_to_int32_avx2(a, b));
+  }
+  for (; d < D; ++d) {
+    int64_t a = 0;
+    for (int64_t w = 0; w < tw; ++w) a += __builtin_popcountll(arow[w] & vt[w * Dp + d]);
+    agree[d] = (int32_t)a;
+  }
+}
+#endif
+
+#if defined(__x86_64__) || defined(_M_X64)
 // e[u] for 16 indices u < n (n ≤ 80): one permute for n ≤ 32, two and a blend for n ≤ 64 (permutex2var reads the low
 // 5 bits of u), a gather above; e0 … e3 = e[0 … 63].
 __attribute__((target("avx512f"))) inline __m512 lookup_values_avx512(__m512i u, int64_t n, const float* e, __m512 e0,
@@ -735,13 +790,15 @@ inline void bi_attention_bits(const int32_t* ones, int64_t T, int64_t D, float c
   for (; j < T; ++j) arow[j / 64] |= (uint64_t)(c > 0.0f ? 2 * ones[j] < D : 2 * ones[j] > D) << (j % 64);
 }
 
-// ones[j] = popcount(q XOR k_j) summed over the dw words of a head, j < n (k_j at kb + j·dw): 8 keys per vpopcntq
-// on the VPOPCNTDQ path when a head is one word.
-template <bool VPOP>
+// ones[j] = popcount(q XOR k_j) summed over the dw words of a head, j < n (k_j at kb + j·dw): 8 keys per step on
+// the VPOPCNTDQ and AVX2 paths when a head is one word.
+template <bool AVX, bool VPOP>
 inline void key_popcounts(const uint64_t* qi, const uint64_t* kb, int64_t dw, int64_t n, int32_t* ones) {
 #if defined(__x86_64__) || defined(_M_X64)
-  if constexpr (VPOP)
-    if (dw == 1) return xor_popcounts_avx512(qi[0], kb, n, ones);
+  if (dw == 1) {
+    if constexpr (VPOP) return xor_popcounts_avx512(qi[0], kb, n, ones);
+    if constexpr (AVX) return xor_popcounts_avx2(qi[0], kb, n, ones);
+  }
 #endif
   for (int64_t j = 0; j < n; ++j) {
     int32_t c = 0;
@@ -806,7 +863,7 @@ __attribute__((always_inline)) inline void attention_head_body(const int64_t* L,
       int32_t ones[256];  // popcounts first, then one vectorizable conversion loop per stretch of keys
       for (int64_t j0 = 0; j0 < T; j0 += 256) {
         const int64_t n = std::min<int64_t>(256, T - j0);
-        key_popcounts<VPOP>(qi, kb + j0 * dw, dw, n, ones);
+        key_popcounts<AVX, VPOP>(qi, kb + j0 * dw, dw, n, ones);
         for (int64_t j = 0; j < n; ++j) row[j0 + j] = (float)((int32_t)D - 2 * ones[j]);
       }
     }
@@ -866,7 +923,7 @@ __attribute__((always_inline)) inline void attention_head_body(const int64_t* L,
     bool bits_done = false;  // arow holds the row's bits (per_value)
     if (per_value) {
       int32_t* ones = reinterpret_cast<int32_t*>(P + i * Tp);  // (P is not used on this path)
-      key_popcounts<VPOP>(qb + i * dw, kb, dw, T, ones);
+      key_popcounts<AVX, VPOP>(qb + i * dw, kb, dw, T, ones);
       std::memset(arow, 0, (size_t)tw * 8);
       if (attn == ATTN_BI) {
         bi_attention_bits<AVX, VPOP>(ones, T, D, c, arow);
@@ -900,6 +957,8 @@ __attribute__((always_inline)) inline void attention_head_body(const int64_t* L,
 #if defined(__x86_64__) || defined(_M_X64)
       if constexpr (VPOP)
         and_popcounts_avx512(arow, tw, vt, Dp, D, agree);
+      else if constexpr (AVX)
+        and_popcounts_avx2(arow, tw, vt, Dp, D, agree);
       else
 #endif
         for (int64_t d = 0; d < D; ++d) {
