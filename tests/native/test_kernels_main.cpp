@@ -223,6 +223,43 @@ int finish_rows_case() {
 #endif
 }
 
+// The 1-bit attention's AVX2 popcount loops (xor_popcounts_avx2: Q·K per key; and_popcounts_avx2: A·V per
+// dimension) against scalar popcounts, on counts of keys and dimensions with and without a tail of < 8.
+int attention_counts_case() {
+#if defined(__x86_64__) || defined(_M_X64)
+  if (!isa_supported(AVX2)) return 0;
+  std::mt19937_64 rng(3);
+  std::vector<uint64_t> words(4 * 300);
+  for (auto& w : words) w = rng() & rng();  // about a quarter of the bits set
+  words[5] = ~0ull, words[6] = 0;
+  int bad = 0;
+  for (int64_t n : {0, 1, 7, 8, 9, 64, 131}) {
+    std::vector<int32_t> got(n + 1, -1);
+    const uint64_t q = rng();
+    xor_popcounts_avx2(q, words.data(), n, got.data());
+    for (int64_t j = 0; j < n; ++j) bad += got[j] != __builtin_popcountll(q ^ words[j]);
+    bad += got[n] != -1;  // nothing written past n
+  }
+  for (int64_t D : {1, 8, 13, 64, 70})
+    for (int64_t tw : {1, 2, 3}) {
+      const int64_t Dp = (D + 15) / 16 * 16;
+      std::vector<int32_t> got(D + 1, -1);
+      const uint64_t* arow = words.data() + 1000;
+      and_popcounts_avx2(arow, tw, words.data(), Dp, D, got.data());
+      for (int64_t d = 0; d < D; ++d) {
+        int32_t want = 0;
+        for (int64_t w = 0; w < tw; ++w) want += __builtin_popcountll(arow[w] & words[w * Dp + d]);
+        bad += got[d] != want;
+      }
+      bad += got[D] != -1;
+    }
+  std::printf("%s attention popcounts (avx2) equal scalar popcounts\n", bad ? "FAIL" : "ok  ");
+  return bad;
+#else
+  return 0;
+#endif
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -263,6 +300,7 @@ int main(int argc, char** argv) {
   failures += large_case(1, 3, 4 * 300 + 3, 37, isas) != 0;   // 301 u8 steps: flushes at 128 and 256
   failures += pack_modes_case(isas) != 0;
   failures += finish_rows_case() != 0;
+  failures += attention_counts_case() != 0;
   std::printf("%s\n", failures ? "FAILED" : "PASSED");
   return failures ? 1 : 0;
 }
