@@ -594,7 +594,6 @@ __attribute__((target("avx512f,avx512vpopcntdq"))) inline void and_popcounts_avx
 #if defined(__x86_64__) || defined(_M_X64)
 // AVX2 twins of the two loops above (the attention's bit loops on AVX2 and AVX-512 without VPOPCNTDQ), the same
 // integers: popcounts per 64-bit lane by nibble lookup (vpshufb) and vpsadbw, 8 keys or dimensions per step.
-// The counts of 4 + 4 lanes (two vectors of 64-bit counts < 2³²) as 8 int32 in lane order.
 __attribute__((target("avx2"))) inline __m256i popcount_lanes_avx2(__m256i v) {
   const __m256i lut = _mm256_setr_epi8(0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4, 0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2,
                                        3, 2, 3, 3, 4);
@@ -604,6 +603,7 @@ __attribute__((target("avx2"))) inline __m256i popcount_lanes_avx2(__m256i v) {
   return _mm256_sad_epu8(bytes, _mm256_setzero_si256());
 }
 
+// The counts of 4 + 4 lanes (two vectors of 64-bit counts < 2³²) as 8 int32 in lane order.
 __attribute__((target("avx2"))) inline __m256i lanes_to_int32_avx2(__m256i a, __m256i b) {
   // a | b << 32 holds a0 b0 a1 b1 a2 b2 a3 b3 as int32; the permutation puts them in order
   return _mm256_permutevar8x32_epi32(_mm256_or_si256(a, _mm256_slli_epi64(b, 32)),
@@ -633,8 +633,9 @@ __attribute__((target("avx2,popcnt"))) inline void and_popcounts_avx2(const uint
     for (int64_t w = 0; w < tw; ++w) {
       const __m256i row = _mm256_set1_epi64x((long long)arow[w]);
       const uint64_t* col = vt + w * Dp + d;
-      a = _mm256_add_epi64(a, popcount_lanes_avx2(_mm256_and_si256(row, _mm256_loadu_si256((const __m256i*)col))));
-      b = _mm256_add_epi64(b, popcount_lanes_avx2(_mm256_and_si256(row, _mm256_loadu_si256((const __m256i*)(col + 4)))));
+      const __m256i lo = _mm256_loadu_si256((const __m256i*)col), hi = _mm256_loadu_si256((const __m256i*)(col + 4));
+      a = _mm256_add_epi64(a, popcount_lanes_avx2(_mm256_and_si256(row, lo)));
+      b = _mm256_add_epi64(b, popcount_lanes_avx2(_mm256_and_si256(row, hi)));
     }
     _mm256_storeu_si256((__m256i*)(agree + d), lanes_to_int32_avx2(a, b));
   }
