@@ -663,6 +663,20 @@ def transparent_huge_pages_available() -> bool:
         return False
 
 
+def end_distributed() -> bool:
+    """Destroy the default process group if one is initialized (a command launched with `torchrun` /
+    `accelerate launch`, whose Trainer set the group up), as accelerate's `Accelerator.end_training` does. Without
+    it a gloo process can abort at exit — "terminate called without an active exception", SIGABRT — while its
+    worker threads are torn down with the interpreter (pytorch/pytorch#190489), and the launcher then reports the
+    finished run as failed. Returns whether a group was destroyed."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+        return True
+    return False
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     try:
@@ -675,6 +689,8 @@ def main(argv: list[str] | None = None) -> int:
         message = str(err)
         print(message if message.startswith("hf-binary-bert") else f"hf-binary-bert: error: {message}", file=sys.stderr)
         return EXIT_USAGE
+    finally:
+        end_distributed()
     return code or 0
 
 

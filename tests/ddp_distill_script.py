@@ -31,3 +31,6 @@ if trainer.is_world_process_zero():
     hidden = [h["loss_hidden"] for h in trainer.state.log_history if "loss_hidden" in h]
     json.dump({"losses": losses, "hidden": hidden, "world_size": trainer.args.world_size, "reload_equal": equal,
                "components": sorted(k for k in trainer.state.log_history[0] if k.startswith("loss_"))}, open(out + "/result.json", "w"))
+# the end of a distributed script: destroy the process group (accelerate's end_training), or a gloo process can
+# abort at exit ("terminate called without an active exception"; docs/distillation.md, Several processes)
+trainer.accelerator.end_training()

@@ -46,6 +46,23 @@ def test_bad_arguments_exit_2_with_one_line_and_write_nothing(tmp_path, capsys, 
     assert not out.exists()
 
 
+def test_a_command_destroys_the_process_group_its_launch_set_up(tmp_path, capsys):
+    # under torchrun the Trainer initializes the default group; a command ends it (cli.end_distributed), also when it
+    # fails, or a gloo process can abort at exit. A real one-process gloo group here.
+    import torch.distributed as dist
+
+    from hf_binary_bert.cli import end_distributed
+
+    assert end_distributed() is False  # none initialized: nothing to do
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'group'}", rank=0, world_size=1)
+    try:
+        _one_error_line(capsys, main(["size", str(tmp_path)]), "no model.safetensors")
+        assert not dist.is_initialized()
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
 def test_help_of_every_subcommand(capsys):
     # the module entry point once in a fresh interpreter (12 s on a slow CI machine: torch and transformers imported
     # again), every subcommand's help in this process
