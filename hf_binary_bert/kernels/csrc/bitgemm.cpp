@@ -635,8 +635,9 @@ __attribute__((target("avx2"), always_inline)) inline int pack8_avx2(__m256 v, c
     return _mm256_movemask_ps(_mm256_or_ps(_mm256_cmp_ps(v, _mm256_loadu_ps(shift + k), _CMP_LE_OQ),
                                            _mm256_cmp_ps(v, _mm256_loadu_ps(shift + hi + k), _CMP_GE_OQ)));
   if (shift) v = _mm256_sub_ps(v, _mm256_loadu_ps(shift + k));
+  const __m256 zero = _mm256_setzero_ps();
   return _mm256_movemask_ps(mode == UNSIGNED_GT     ? _mm256_cmp_ps(_mm256_div_ps(v, vs), vthr, _CMP_GT_OQ)
-                            : mode == SIGNED_SCALED ? _mm256_cmp_ps(_mm256_div_ps(v, vs), _mm256_setzero_ps(), _CMP_GE_OQ)
+                            : mode == SIGNED_SCALED ? _mm256_cmp_ps(_mm256_div_ps(v, vs), zero, _CMP_GE_OQ)
                                                     : _mm256_cmp_ps(v, vthr, _CMP_GE_OQ));
 }
 #endif
@@ -723,10 +724,10 @@ inline void finish_row(const Epilogue& e, int64_t m, int64_t n0, int64_t count, 
 #if defined(__x86_64__) || defined(_M_X64)
 // finish_loop's y for columns j .. j + 7 of one row (r: its raw sums; alpha, gamma, bias: the row's vectors from
 // column n0, gamma / bias null when absent).
-__attribute__((target("avx2"), always_inline)) inline __m256 finish8_avx2(int64_t j, const int32_t* r, const float* alpha,
-                                                                         const float* gamma, const float* bias,
-                                                                         __m256i vmul, __m256i am, __m256 s,
-                                                                         __m256 gx) {
+__attribute__((target("avx2"), always_inline)) inline __m256 finish8_avx2(int64_t j, const int32_t* r,
+                                                                         const float* alpha, const float* gamma,
+                                                                         const float* bias, __m256i vmul, __m256i am,
+                                                                         __m256 s, __m256 gx) {
   const __m256 zero = _mm256_setzero_ps();
   const __m256 dot =
       _mm256_cvtepi32_ps(_mm256_add_epi32(_mm256_mullo_epi32(vmul, _mm256_loadu_si256((const __m256i*)(r + j))), am));
