@@ -216,11 +216,24 @@ struct BitsPortable {
 #if defined(__x86_64__) || defined(_M_X64)
 struct BitsAvx2 {  // 4 rows per ymm, nibble-table popcount (vpshufb) into byte counters, vpsadbw every 31 words
   static constexpr int MR = 2, NG = 1;
+
+  // The popcount of each byte of v (lut: nibble_lut(), low: 0x0f in every byte; passed in so that loops keep them in
+  // registers); also the encoder runtime's attention counts (popcount_lanes_avx2).
+  __attribute__((target("avx2"), always_inline)) static inline __m256i nibble_lut() {
+    return _mm256_setr_epi8(0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4, 0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3,
+                            4);
+  }
+  __attribute__((target("avx2"), always_inline)) static inline __m256i popcnt_bytes(__m256i v, __m256i lut,
+                                                                                     __m256i low) {
+    const __m256i lo = _mm256_shuffle_epi8(lut, _mm256_and_si256(v, low));
+    const __m256i hi = _mm256_shuffle_epi8(lut, _mm256_and_si256(_mm256_srli_epi16(v, 4), low));
+    return _mm256_add_epi8(lo, hi);
+  }
+
   template <int R, int G, int OP>
   __attribute__((target("avx2"))) static void tile(const uint64_t* const* a, const uint64_t* w, int64_t gstride,
                                                    int64_t kw, int32_t* out, int64_t ldo) {
-    const __m256i lut = _mm256_setr_epi8(0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4, 0, 1, 1, 2, 1, 2, 2, 3, 1, 2,
-                                         2, 3, 2, 3, 3, 4);
+    const __m256i lut = nibble_lut();
     const __m256i low = _mm256_set1_epi8(0x0f);
     __m256i acc[R][2 * G];
     for (int i = 0; i < R; ++i)
@@ -237,10 +250,8 @@ struct BitsAvx2 {  // 4 rows per ymm, nibble-table popcount (vpshufb) into byte 
         for (int i = 0; i < R; ++i) {
           const __m256i va = _mm256_set1_epi64x((long long)a[i][k]);
           for (int j = 0; j < 2 * G; ++j) {
-            __m256i v = OP == 0 ? _mm256_xor_si256(va, vw[j]) : _mm256_and_si256(va, vw[j]);
-            __m256i lo = _mm256_shuffle_epi8(lut, _mm256_and_si256(v, low));
-            __m256i hi = _mm256_shuffle_epi8(lut, _mm256_and_si256(_mm256_srli_epi16(v, 4), low));
-            bytes[i][j] = _mm256_add_epi8(bytes[i][j], _mm256_add_epi8(lo, hi));
+            const __m256i v = OP == 0 ? _mm256_xor_si256(va, vw[j]) : _mm256_and_si256(va, vw[j]);
+            bytes[i][j] = _mm256_add_epi8(bytes[i][j], popcnt_bytes(v, lut, low));
           }
         }
       }

@@ -593,14 +593,11 @@ __attribute__((target("avx512f,avx512vpopcntdq"))) inline void and_popcounts_avx
 
 #if defined(__x86_64__) || defined(_M_X64)
 // AVX2 twins of the two loops above (the attention's bit loops on AVX2 and AVX-512 without VPOPCNTDQ), the same
-// integers: popcounts per 64-bit lane by nibble lookup (vpshufb) and vpsadbw, 8 keys or dimensions per step.
+// integers: popcounts per 64-bit lane by nibble lookup (BitsAvx2::popcnt_bytes) and vpsadbw, 8 keys or dimensions
+// per step.
 __attribute__((target("avx2"))) inline __m256i popcount_lanes_avx2(__m256i v) {
-  const __m256i lut = _mm256_setr_epi8(0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4, 0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2,
-                                       3, 2, 3, 3, 4);
-  const __m256i low = _mm256_set1_epi8(0x0f);
-  const __m256i bytes = _mm256_add_epi8(_mm256_shuffle_epi8(lut, _mm256_and_si256(v, low)),
-                                        _mm256_shuffle_epi8(lut, _mm256_and_si256(_mm256_srli_epi16(v, 4), low)));
-  return _mm256_sad_epu8(bytes, _mm256_setzero_si256());
+  return _mm256_sad_epu8(BitsAvx2::popcnt_bytes(v, BitsAvx2::nibble_lut(), _mm256_set1_epi8(0x0f)),
+                         _mm256_setzero_si256());
 }
 
 // The counts of 4 + 4 lanes (two vectors of 64-bit counts < 2³²) as 8 int32 in lane order.
