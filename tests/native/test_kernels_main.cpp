@@ -260,6 +260,57 @@ int attention_counts_case() {
 #endif
 }
 
+
+// BiT's per-distinct-score row of 1-bit probabilities on AVX2 (bit_softmax_row_avx2) against the per-key path it
+// replaces (scores (float)(D − 2·ones), scaled_softmax_avx2, bits_row): the same bits for rows of 1 … 150 keys (the
+// scalar tail), value ranges that take each lookup (≤ 8, 16, 24, 32 values: one to four permutes; more: a gather), both
+// probability quantizers, steps where about half the keys are set and steps on the edge of a probability.
+int bit_softmax_case() {
+#if defined(__x86_64__) || defined(_M_X64)
+  if (!isa_supported(AVX2)) return 0;
+  std::mt19937_64 rng(5);
+  int bad = 0, rows = 0, set = 0, declined = 0;
+  for (int64_t D : {64, 37, 8})
+    for (int64_t T : {1, 7, 8, 9, 16, 64, 128, 150})
+      for (int64_t spread : {3, 8, 12, 16, 24, 32, 40, 65})
+        for (int kind : {(int)QK_SIGN_UNSIGNED, (int)QK_LEVELS, (int)QK_LEVELS + 100})
+          for (float mul : {0.125f, 0.02f, 1.3f}) {
+            const int64_t width = std::min<int64_t>(spread, D + 1);
+            const int32_t base = (int32_t)(rng() % (uint64_t)(D + 2 - width));
+            std::vector<int32_t> ones(T);
+            for (auto& o : ones) o = base + (int32_t)(rng() % (uint64_t)width);
+            std::vector<float> row(T);
+            for (int64_t j = 0; j < T; ++j) row[j] = (float)((int32_t)D - 2 * ones[j]);
+            scaled_softmax<true>(row.data(), T, mul);
+            // a step that puts the threshold between two of the row's probabilities
+            std::vector<float> sorted(row);
+            std::sort(sorted.begin(), sorted.end());
+            const float mid = sorted[T / 2];
+            // (kind QK_LEVELS + 100: QK_LEVELS with the step exactly 2 · a probability, on the edge: a sum of
+            // another rounding moves a bit)
+            const float step = kind == QK_SIGN_UNSIGNED ? 1.0f : kind == QK_LEVELS ? mid * 1.99f : 2.0f * mid;
+            const QuantSpec sp{kind == QK_SIGN_UNSIGNED ? kind : QK_LEVELS, nullptr, step, 0.0f, 1.0f};
+            uint64_t want[3] = {0, 0, 0}, got[3] = {0, 0, 0};
+            bits_row<true>(sp, row.data(), nullptr, T, want);
+            if (!bit_softmax_row_avx2(ones.data(), T, D, mul, sp, got)) {
+              ++declined;
+              continue;
+            }
+            ++rows;
+            for (int w = 0; w < 3; ++w) {
+              bad += got[w] != want[w];
+              set += __builtin_popcountll(want[w]);
+            }
+          }
+  bad += declined;  // (mul > 0: the set values are always a prefix)
+  std::printf("%s per-value BiT softmax bits (avx2) equal the per-key path: %d rows, %d bits set\n",
+              bad ? "FAIL" : "ok  ", rows, set);
+  return bad || set == 0;
+#else
+  return 0;
+#endif
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -301,6 +352,7 @@ int main(int argc, char** argv) {
   failures += pack_modes_case(isas) != 0;
   failures += finish_rows_case() != 0;
   failures += attention_counts_case() != 0;
+  failures += bit_softmax_case() != 0;
   std::printf("%s\n", failures ? "FAILED" : "PASSED");
   return failures ? 1 : 0;
 }

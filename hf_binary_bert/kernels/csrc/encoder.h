@@ -621,6 +621,20 @@ __attribute__((target("avx2,popcnt"))) inline void xor_popcounts_avx2(uint64_t q
 }
 
 // agree[d] = Σ_w popcount(arow[w] AND vt[w·Dp + d]), d < D (and_popcounts_avx512's loop).
+// o[d] = pv · (2·agree[d] − selected), d < D: the context row of a 1-bit attention (the same conversion and product
+// as the scalar loop).
+__attribute__((target("avx2"))) inline void context_row_avx2(const int32_t* agree, int64_t D, int32_t selected,
+                                                             float pv, float* o) {
+  const __m256i sel = _mm256_set1_epi32(selected);
+  const __m256 vpv = _mm256_set1_ps(pv);
+  int64_t d = 0;
+  for (; d + 8 <= D; d += 8) {
+    const __m256i twice = _mm256_slli_epi32(_mm256_loadu_si256((const __m256i*)(agree + d)), 1);
+    _mm256_storeu_ps(o + d, _mm256_mul_ps(vpv, _mm256_cvtepi32_ps(_mm256_sub_epi32(twice, sel))));
+  }
+  for (; d < D; ++d) o[d] = pv * (float)(2 * agree[d] - selected);
+}
+
 __attribute__((target("avx2,popcnt"))) inline void and_popcounts_avx2(const uint64_t* arow, int64_t tw,
                                                                       const uint64_t* vt, int64_t Dp, int64_t D,
                                                                       int32_t* agree) {
@@ -742,6 +756,120 @@ __attribute__((target("avx512f,avx512dq,avx512vl,avx2,fma"))) inline bool bit_so
   for (; j < T; ++j) arow[j / 64] |= (uint64_t)(sp.level(tail[j - T8] * inv, nullptr, 0) > 0.0f) << (j % 64);
   return true;
 }
+
+// Σ over the first T8 keys' e[ones − lo] as 8-lane partial sums in key order (scaled_softmax_avx2's): e[u] looked
+// up in registers, NB vectors e[0 … 8·NB − 1] by permutes (each reads the low 3 bits of u) blended by u's block of 8.
+template <int NB>
+__attribute__((target("avx2"))) inline __m256 sum_values_avx2(const int32_t* ones, int64_t T8, int32_t lo,
+                                                               const float* e) {
+  __m256 ev[NB];
+  for (int b = 0; b < NB; ++b) ev[b] = _mm256_load_ps(e + 8 * b);
+  const __m256i vlo = _mm256_set1_epi32(lo);
+  __m256 acc = _mm256_setzero_ps();
+  for (int64_t j = 0; j < T8; j += 8) {
+    const __m256i u = _mm256_sub_epi32(_mm256_loadu_si256((const __m256i*)(ones + j)), vlo);
+    __m256 r = _mm256_permutevar8x32_ps(ev[0], u);
+    for (int b = 1; b < NB; ++b)
+      r = _mm256_blendv_ps(r, _mm256_permutevar8x32_ps(ev[b], u),
+                           _mm256_castsi256_ps(_mm256_cmpgt_epi32(u, _mm256_set1_epi32(8 * b - 1))));
+    acc = _mm256_add_ps(acc, r);
+  }
+  return acc;
+}
+
+// The same with a gather (more than 32 values).
+__attribute__((target("avx2"))) inline __m256 sum_values_gather_avx2(const int32_t* ones, int64_t T8, int32_t lo,
+                                                                      const float* e) {
+  const __m256i vlo = _mm256_set1_epi32(lo);
+  __m256 acc = _mm256_setzero_ps();
+  for (int64_t j = 0; j < T8; j += 8)
+    acc = _mm256_add_ps(
+        acc, _mm256_i32gather_ps(e, _mm256_sub_epi32(_mm256_loadu_si256((const __m256i*)(ones + j)), vlo), 4));
+  return acc;
+}
+
+// bit_softmax_row_avx512's AVX2 twin: BiT's row of 1-bit probabilities per distinct score, the same bits as the
+// per-key path (scaled_softmax_avx2 + bits_row) — the same exp per value, the sum Σ_j e_j added in
+// scaled_softmax_avx2's order (8-lane partial sums, lanes 0 … 7, then the last T mod 8 keys with std::exp), the same
+// comparisons per value. ones[0 … T−1] ∈ [0, D], D ≤ 64; arow zeroed by the caller; false (nothing written) when the
+// set values are not a prefix of the values (never for mul > 0).
+__attribute__((target("avx2,fma"))) inline bool bit_softmax_row_avx2(const int32_t* ones, int64_t T, int64_t D,
+                                                                     float mul, const QuantSpec& sp, uint64_t* arow) {
+  const int64_t T8 = T - T % 8;
+  __m256i vlo = _mm256_set1_epi32(INT32_MAX), vhi = _mm256_set1_epi32(INT32_MIN);
+  int64_t j = 0;
+  for (; j + 8 <= T; j += 8) {
+    const __m256i o = _mm256_loadu_si256((const __m256i*)(ones + j));
+    vlo = _mm256_min_epi32(vlo, o);
+    vhi = _mm256_max_epi32(vhi, o);
+  }
+  alignas(32) int32_t lows[8], highs[8];
+  _mm256_store_si256((__m256i*)lows, vlo);
+  _mm256_store_si256((__m256i*)highs, vhi);
+  int32_t lo = INT32_MAX, hi = INT32_MIN;
+  for (int i = 0; i < 8; ++i) {
+    lo = std::min(lo, lows[i]);
+    hi = std::max(hi, highs[i]);
+  }
+  for (; j < T; ++j) {
+    lo = std::min(lo, ones[j]);
+    hi = std::max(hi, ones[j]);
+  }
+  const int64_t n = hi - lo + 1;
+  alignas(32) float e[72];  // (≤ 65 values; written in whole vectors of 8, read below n)
+  const float s_lo = (float)((int32_t)D - 2 * lo) * mul, s_hi = (float)((int32_t)D - 2 * hi) * mul;
+  const float mx = std::max(s_lo, s_hi);
+  const __m256 vm = _mm256_set1_ps(mx), vmul = _mm256_set1_ps(mul);
+  for (int64_t u = 0; u < n; u += 8) {
+    const __m256i dots = _mm256_sub_epi32(
+        _mm256_set1_epi32((int32_t)D - 2 * lo),
+        _mm256_slli_epi32(
+            _mm256_add_epi32(_mm256_set1_epi32((int32_t)u), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7)), 1));
+    _mm256_store_ps(e + u, exp_avx2(_mm256_sub_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(dots), vmul), vm)));
+  }
+  const __m256 acc = n <= 8    ? sum_values_avx2<1>(ones, T8, lo, e)
+                     : n <= 16 ? sum_values_avx2<2>(ones, T8, lo, e)
+                     : n <= 24 ? sum_values_avx2<3>(ones, T8, lo, e)
+                     : n <= 32 ? sum_values_avx2<4>(ones, T8, lo, e)
+                               : sum_values_gather_avx2(ones, T8, lo, e);
+  alignas(32) float lanes[8];
+  _mm256_store_ps(lanes, acc);
+  float sum = 0.0f;
+  for (int i = 0; i < 8; ++i) sum += lanes[i];
+  float tail[8];
+  for (j = T8; j < T; ++j) {
+    tail[j - T8] = std::exp((float)((int32_t)D - 2 * ones[j]) * mul - mx);
+    sum += tail[j - T8];
+  }
+  const float inv = 1.0f / sum;
+  // the 1-bit probability of each value, 8 at a time (bits_row_avx2's comparisons); the set ones must be u < count
+  const __m256 vinv = _mm256_set1_ps(inv), vstep = _mm256_set1_ps(sp.step), half = _mm256_set1_ps(0.5f);
+  int64_t count = 0;
+  bool prefix = true;
+  for (int64_t u = 0; u < n; u += 8) {
+    const unsigned live = n - u >= 8 ? 0xFFu : (1u << (n - u)) - 1;
+    const __m256 pr = _mm256_mul_ps(_mm256_load_ps(e + u), vinv);
+    const __m256 on = sp.kind == QK_SIGN_UNSIGNED ? _mm256_cmp_ps(pr, half, _CMP_GE_OQ)
+                                                  : _mm256_cmp_ps(_mm256_div_ps(pr, vstep), half, _CMP_GT_OQ);
+    const unsigned m = live & (unsigned)_mm256_movemask_ps(on);
+    const int c = __builtin_popcount(m);
+    if (m != (1u << c) - 1 || (c && count != u)) prefix = false;
+    count += c;
+  }
+  if (!prefix) return false;
+  const __m256i above = _mm256_set1_epi32(lo + (int32_t)count);  // set: ones < lo + count
+  for (j = 0; j < T8;) {  // a word of bits in a register, stored once
+    uint64_t word = 0;
+    const int64_t j0 = j;
+    for (; j < std::min(T8, j0 + 64); j += 8) {
+      const __m256i o = _mm256_loadu_si256((const __m256i*)(ones + j));
+      word |= (uint64_t)(unsigned)_mm256_movemask_ps(_mm256_castsi256_ps(_mm256_cmpgt_epi32(above, o))) << (j - j0);
+    }
+    arow[j0 / 64] |= word;
+  }
+  for (; j < T; ++j) arow[j / 64] |= (uint64_t)(sp.level(tail[j - T8] * inv, nullptr, 0) > 0.0f) << (j % 64);
+  return true;
+}
 #endif
 
 #if defined(__x86_64__) || defined(_M_X64)
@@ -838,8 +966,9 @@ __attribute__((always_inline)) inline void attention_head_body(const int64_t* L,
   const bool bit_probs = attn == ATTN_BI || sp.one_bit_unsigned();
   const bool bit_values = sv.one_bit_signed() && bit_probs;
   // 1-bit attention: each row's bits straight from the keys' popcounts (Bi-Attention: an integer compare on every path,
-  // bi_attention_bits; BiT on the VPOPCNTDQ path with one word per head: per distinct score, bit_softmax_row_avx512)
-  const bool per_value = bit_scores && bit_values && (attn == ATTN_BI || (VPOP && dw == 1));
+  // bi_attention_bits; BiT with one word per head on the AVX2 and VPOPCNTDQ paths: per distinct score,
+  // bit_softmax_row_avx2 / _avx512)
+  const bool per_value = bit_scores && bit_values && (attn == ATTN_BI || ((VPOP || AVX) && dw == 1));
   const float c = as_float(L[F_BI_SCALE]), qk = sq.scale() * sk.scale() * scaling;
   const float pv = (attn == ATTN_BI ? 1.0f : sp.scale()) * sv.scale();
 
@@ -928,7 +1057,10 @@ __attribute__((always_inline)) inline void attention_head_body(const int64_t* L,
         bits_done = true;
       } else {
 #if defined(__x86_64__) || defined(_M_X64)
-        if constexpr (VPOP) bits_done = bit_softmax_row_avx512(ones, T, D, qk, sp, arow);
+        if constexpr (VPOP)
+          bits_done = bit_softmax_row_avx512(ones, T, D, qk, sp, arow);
+        else if constexpr (AVX)
+          bits_done = bit_softmax_row_avx2(ones, T, D, qk, sp, arow);
 #endif
         if (!bits_done)
           for (int64_t j = 0; j < T; ++j) row[j] = (float)((int32_t)D - 2 * ones[j]);  // the per-key path below
@@ -964,7 +1096,12 @@ __attribute__((always_inline)) inline void attention_head_body(const int64_t* L,
           for (int64_t w = 0; w < tw; ++w) a += __builtin_popcountll(arow[w] & vt[w * Dp + d]);
           agree[d] = (int32_t)a;
         }
-      for (int64_t d = 0; d < D; ++d) o[d] = pv * (float)(2 * agree[d] - (int32_t)selected);
+#if defined(__x86_64__) || defined(_M_X64)
+      if constexpr (AVX)
+        context_row_avx2(agree, D, (int32_t)selected, pv, o);
+      else
+#endif
+        for (int64_t d = 0; d < D; ++d) o[d] = pv * (float)(2 * agree[d] - (int32_t)selected);
     } else if (!probs_in_s) {
       float* prow = P + i * Tp;
       if (sp.kind == QK_FLOAT) {
