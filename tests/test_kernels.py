@@ -185,6 +185,26 @@ def test_cpu_features_and_isa_selection():
     assert ("avx512" in ISAS) == features["avx512bw"]
 
 
+
+def test_popcount_rate_kinds_and_errors():
+    """Both floors measure something positive; the table bound exists on the AVX2 paths only, and a bad kind or
+    `kind="table"` on the portable path raises ValueError naming the kind."""
+    assert kernels.popcount_rate(1, 0.02) > 0
+    if "avx2" in ISAS:
+        previous = kernels.set_isa("avx2")
+        try:
+            assert kernels.popcount_rate(1, 0.02, kind="table") > 0
+        finally:
+            kernels.set_isa(previous)
+    with pytest.raises(ValueError, match="kind"):
+        kernels.popcount_rate(1, 0.02, kind="lookup")
+    previous = kernels.set_isa("portable")
+    try:
+        with pytest.raises(ValueError, match="kind 1 is not measured on instruction set portable"):
+            kernels.popcount_rate(1, 0.02, kind="table")
+    finally:
+        kernels.set_isa(previous)
+
 def test_opcheck_both_ops():
     x, packed, alpha, gamma, bias, shift = _problem(5, 100, 13)
     torch.library.opcheck(torch.ops.hf_binary_bert.w1a1_linear.default,

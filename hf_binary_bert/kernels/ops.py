@@ -558,18 +558,27 @@ def row_sums(weight_packed: torch.Tensor, k: int) -> torch.Tensor:
     return out
 
 
-def popcount_rate(threads: int | None = None, seconds: float = 0.3) -> float:
-    """The machine's XOR + popcount rate in G bit operations per second (10⁹/s), all `threads` together (default
-    `torch.get_num_threads()`): popcount(a XOR b) over L1-resident words for `seconds`, with the fastest popcount
-    of the instruction set in use (see csrc/popcount_rate.h). The binary GEMMs' floor: one bit operation per binary
-    multiply-accumulate.
+def popcount_rate(threads: int | None = None, seconds: float = 0.3, kind: str = "popcount") -> float:
+    """The machine's binary multiply-accumulate rate in G operations per second (10⁹/s), all `threads` together
+    (default `torch.get_num_threads()`), measured for `seconds` on L1- or register-resident data with the instruction
+    set in use (see csrc/popcount_rate.h). The binary GEMMs' floor:
+
+    - `kind="popcount"`: popcount(a XOR b) with the fastest popcount of the instruction set (VPOPCNTDQ, Harley–Seal
+      with vpshufb on AVX2, NEON's vcnt, popcnt); one bit operation per binary multiply-accumulate.
+    - `kind="table"` (AVX2 paths only): the nibble-table lookup that the AVX2 W1A1 GEMM uses instead (vpshufb byte
+      lookups of 4-bit products; T-MAC's idea): the tile's arithmetic with tables and indices in registers, 8 vpshufb +
+      8 vpaddb per 1,024 binary MACs, its throughput bound.
 
     Raises:
         RuntimeError: without the compiled kernels.
+        ValueError: an unknown `kind`, or `kind="table"` on an instruction set without AVX2.
     """
     if _bitgemm is None:
         raise RuntimeError("popcount_rate needs the compiled kernels")
-    return _bitgemm.popcount_rate(threads or torch.get_num_threads(), float(seconds))
+    kinds = {"popcount": 0, "table": 1}
+    if kind not in kinds:
+        raise ValueError(f"popcount_rate: kind must be one of {sorted(kinds)}, got {kind!r}")
+    return _bitgemm.popcount_rate(threads or torch.get_num_threads(), float(seconds), kinds[kind])
 
 
 def cpu_features() -> dict[str, bool]:

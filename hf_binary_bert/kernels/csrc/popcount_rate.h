@@ -7,6 +7,12 @@
 // Lemire, "Faster population counts using AVX2 instructions", Computer Journal 2018), or the popcnt instruction.
 // The result is bit operations (= binary multiply-accumulates of an XNOR-popcount dot product) per second, all
 // threads together.
+//
+// On AVX2 the W1A1 GEMM does not count bits: it looks products up (BitsAvx2Table, the nibble-table GEMM: a vpshufb
+// of 32 byte lookups, each the dot product of 4 weight bits with 4 input bits), which beats any XOR + popcount mix on
+// AVX2. Its bound, kind 1 below: the tile's arithmetic alone, per 1,024 binary MACs 8 vpshufb + 8 vpaddb with the
+// tables and indices in registers (no loads, no loop around the byte counters), so the W1A1 Linears' floor on AVX2
+// is the larger of the two rates.
 
 constexpr int64_t kRateWords = 512;  // 4 KiB: a and b, 2 KiB each
 
@@ -84,6 +90,41 @@ __attribute__((target("avx512f,avx512bw,avx512vpopcntdq"))) uint64_t xor_popcoun
   return (uint64_t)_mm512_reduce_add_epi64(total);
 }
 
+// kind 1: `steps` steps of the table GEMM's arithmetic (BitsAvx2Table::tile<4, 2>'s loop without its loads: 2 index
+// vectors × 4 tables — two distinct here, which 16 ymm registers allow beside 8 counters and 4 products —, 8 vpshufb +
+// 8 vpaddb = 1,024 binary MACs); returns a byte of the counters (a data dependence).
+__attribute__((target("avx2"))) uint64_t table_lookups_avx2(int64_t steps, uint64_t seed) {
+  __m256i a0 = _mm256_set1_epi8((char)seed), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0;
+  const __m256i t0 = _mm256_set1_epi8(3), t1 = _mm256_set1_epi8(5);
+  const __m256i i0 = _mm256_set1_epi8((char)(seed & 15)), i1 = _mm256_set1_epi8((char)((seed >> 4) & 15));
+  for (int64_t s = 0; s < steps; ++s)
+    asm volatile(
+        "vpshufb %[i0], %[t0], %%ymm12\n\t"
+        "vpshufb %[i1], %[t0], %%ymm13\n\t"
+        "vpshufb %[i0], %[t1], %%ymm14\n\t"
+        "vpshufb %[i1], %[t1], %%ymm15\n\t"
+        "vpaddb %%ymm12, %[a0], %[a0]\n\t"
+        "vpaddb %%ymm13, %[a1], %[a1]\n\t"
+        "vpaddb %%ymm14, %[a2], %[a2]\n\t"
+        "vpaddb %%ymm15, %[a3], %[a3]\n\t"
+        "vpshufb %[i0], %[t1], %%ymm12\n\t"
+        "vpshufb %[i1], %[t1], %%ymm13\n\t"
+        "vpshufb %[i0], %[t0], %%ymm14\n\t"
+        "vpshufb %[i1], %[t0], %%ymm15\n\t"
+        "vpaddb %%ymm12, %[a4], %[a4]\n\t"
+        "vpaddb %%ymm13, %[a5], %[a5]\n\t"
+        "vpaddb %%ymm14, %[a6], %[a6]\n\t"
+        "vpaddb %%ymm15, %[a7], %[a7]\n\t"
+        : [a0] "+x"(a0), [a1] "+x"(a1), [a2] "+x"(a2), [a3] "+x"(a3), [a4] "+x"(a4), [a5] "+x"(a5), [a6] "+x"(a6),
+          [a7] "+x"(a7)
+        : [t0] "x"(t0), [t1] "x"(t1), [i0] "x"(i0), [i1] "x"(i1)
+        : "xmm12", "xmm13", "xmm14", "xmm15");
+  const __m256i sum = _mm256_add_epi8(_mm256_add_epi8(_mm256_add_epi8(a0, a1), _mm256_add_epi8(a2, a3)),
+                                      _mm256_add_epi8(_mm256_add_epi8(a4, a5), _mm256_add_epi8(a6, a7)));
+  return (uint64_t)(uint8_t)_mm256_extract_epi8(sum, 0);
+}
+constexpr int64_t kTableMacsPerStep = 1024;
+
 __attribute__((target("popcnt"))) uint64_t xor_popcount_popcnt(const uint64_t* a, const uint64_t* b, int64_t n) {
 #else
 #if defined(__aarch64__)
@@ -110,12 +151,23 @@ uint64_t xor_popcount_popcnt(const uint64_t* a, const uint64_t* b, int64_t n) {
 }
 
 #ifndef HF_BITGEMM_NO_PYTHON
-// popcount_rate(nthreads, seconds) → G bit operations per second (all threads together).
+// popcount_rate(nthreads, seconds[, kind]) → G bit operations (binary MACs) per second, all threads together; kind 0:
+// XOR + popcount, 1: the nibble-table lookup bound (AVX2 paths only: ValueError elsewhere).
 PyObject* py_popcount_rate(PyObject*, PyObject* args) {
-  int nthreads;
+  int nthreads, kind = 0;
   double seconds;
-  if (!PyArg_ParseTuple(args, "id", &nthreads, &seconds)) return nullptr;
+  if (!PyArg_ParseTuple(args, "id|i", &nthreads, &seconds, &kind)) return nullptr;
   const int isa = g_isa;
+#if defined(__x86_64__) || defined(_M_X64)
+  const bool table_ok = isa >= AVX2 && kFeatures.avx2;
+#else
+  const bool table_ok = false;
+#endif
+  if (kind != 0 && (kind != 1 || !table_ok)) {
+    PyErr_Format(PyExc_ValueError, "popcount_rate: kind %d is not measured on instruction set %s (0: XOR + popcount; "
+                 "1: the nibble-table lookup, AVX2 paths only)", kind, kIsaNames[isa]);
+    return nullptr;
+  }
   double total_bits = 0.0, elapsed = 0.0;
   uint64_t sink = 0;
   Py_BEGIN_ALLOW_THREADS;
@@ -131,7 +183,9 @@ PyObject* py_popcount_rate(PyObject*, PyObject* args) {
     while (omp_get_wtime() - start < seconds) {
       for (int r = 0; r < 256; ++r) {
 #if defined(__x86_64__) || defined(_M_X64)
-        if (isa == AVX512_VPOPCNT)
+        if (kind == 1)
+          sink ^= table_lookups_avx2(kRateWords / 2, sink + (uint64_t)r);
+        else if (isa == AVX512_VPOPCNT)
           sink ^= xor_popcount_vpopcnt(a, b, kRateWords / 2);
         else if (isa >= AVX2 && kFeatures.avx2)
           sink ^= xor_popcount_avx2(a, b, kRateWords / 2);
@@ -151,7 +205,10 @@ PyObject* py_popcount_rate(PyObject*, PyObject* args) {
 #else
     const double reuse = 1;
 #endif
-    total_bits += (double)rounds * (kRateWords / 2) * 64.0 * reuse;
+    if (kind == 1)
+      total_bits += (double)rounds * (kRateWords / 2) * (double)kTableMacsPerStep;
+    else
+      total_bits += (double)rounds * (kRateWords / 2) * 64.0 * reuse;
   }
   elapsed = omp_get_wtime() - start;
   Py_END_ALLOW_THREADS;
