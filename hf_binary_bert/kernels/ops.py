@@ -566,8 +566,9 @@ def popcount_rate(threads: int | None = None, seconds: float = 0.3, kind: str = 
     - `kind="popcount"`: popcount(a XOR b) with the fastest popcount of the instruction set (VPOPCNTDQ, Harley–Seal
       with vpshufb on AVX2, NEON's vcnt, popcnt); one bit operation per binary multiply-accumulate.
     - `kind="table"` (AVX2 paths only): the nibble-table lookup that the AVX2 W1A1 GEMM uses instead (vpshufb byte
-      lookups of 4-bit products; T-MAC's idea): the tile's arithmetic with tables and indices in registers, 8 vpshufb +
-      8 vpaddb per 1,024 binary MACs, its throughput bound.
+      lookups of the 4-bit products of two input rows at once; T-MAC's idea): the tile's arithmetic with tables and
+      indices in registers (per 1,536 binary MACs 6 vpshufb, 6 vpaddb and the split of the 4-bit counters), its
+      throughput bound.
 
     Raises:
         RuntimeError: without the compiled kernels.

@@ -902,26 +902,19 @@ void bits_gemm_with(int64_t M, int64_t N, const uint64_t* a, int64_t kw, const u
 #if defined(__x86_64__) || defined(_M_X64)
 // AVX2 nibble-table XNOR/AND-popcount ("table" path of bits_gemm, for M ≥ kTableMinRows).
 // AVX2 has no vector popcount, and the nibble-table popcount of the other paths costs 8 vector ops per 256 bit-MACs
-// (combine, shift, 2 masks, 2 vpshufb, 2 adds). Here the combine and the popcount are one vpshufb: for an input
-// nibble v, the 16-byte table T_v[x] = popcount(v OP x) is looked up with 32 weight nibbles (one byte each, the
-// same nibble position of 32 output rows), so one vpshufb + one vpaddb count 32 rows × 4 bits: 4 ops per 256
-// bit-MACs, the table fetched once per (input row, nibble) and reused for every 32-row block of the tile.
-//   weights: per call, the bits layout is transposed into nibble-index blocks wi[ceil(N/32)][S][32] (S = 16·Kw
-//            nibble steps; byte r of step s = nibble s of row 32b + r), O(N·K), both threads;
-//   inputs:  per row, the byte offsets of their tables (4·nibble: the table of nibble v is at tables + 32·v).
+// (combine, shift, 2 masks, 2 vpshufb, 2 adds). Here the combine and the popcount are one vpshufb: the 16-byte table
+// of an input nibble pair (v₁, v₂) (two input rows, the same nibble position), T[x] = f(v₁, x) + 16·f(v₂, x) with
+// f(v, x) = popcount(v OP x), is looked up with 32 weight nibbles (one byte each, the same nibble position of 32
+// output rows), so one vpshufb + one vpaddb count 2 input rows × 32 output rows × 4 bits into 4-bit counters, split
+// into byte counters every 3 steps (≤ 12 each): per 1,024 bit-MACs 4 vpshufb + 4 vpaddb + 3⅓ split ops, the table
+// fetched once per (input pair, step) and reused for every 32-row block of the tile (BitsAvx2PairTable).
+//   weights: the bits layout transposed into nibble-index blocks wi[ceil(N/32)][S][32] (S = 16·Kw nibble steps;
+//            byte r of step s = nibble s of row 32b + r), O(N·K): once in the runtime's plan, else per call;
+//   inputs:  per pair of rows and step, the offset of its table (nibble_pair_offsets4).
 // Byte counters take ≤ 4 per step: flushed every 63 steps to u16 (stack), which hold up to 2^16 − 1 bits
 // (kw ≤ kTableMaxWords).
 constexpr int64_t kTableMinRows = 8, kTableMaxWords = 1020;  // 1020·64 = 65280 bits
 
-struct NibbleTables {
-  alignas(32) uint8_t t[2][16][32];  // [OP][input nibble v][x]: popcount(v OP (x mod 16)), both 128-bit lanes
-  NibbleTables() {
-    for (int op = 0; op < 2; ++op)
-      for (int v = 0; v < 16; ++v)
-        for (int x = 0; x < 32; ++x) t[op][v][x] = (uint8_t)__builtin_popcount(op == 0 ? v ^ (x & 15) : v & (x & 15));
-  }
-};
-const NibbleTables kNibbleTables;
 
 // 32 rows (4 groups of the bits layout, zeros past `groups`) × Kw words → out[S][32] nibble bytes. Per word: an
 // in-lane transpose of the 32 × 8 bytes (rows 0–15 in the low lanes, 16–31 in the high lanes), then lo / hi nibbles.
@@ -966,113 +959,154 @@ __attribute__((target("avx2"))) void nibble_block(const uint64_t* w, int64_t kw,
   }
 }
 
-// Four input rows' Kw words (rows ≥ `rows` read as 0) → their table offsets interleaved: out[s][r] = 4·nibble s of
-// row r (nibble j of word k is step 16k + j).
-__attribute__((target("avx2"))) void nibble_offsets4(const uint64_t* a, int64_t kw, int rows, uint8_t* out) {
+// The pair tables (one 16-byte table per input nibble pair and OP, 8 KiB in all) and the tile. Counting one input
+// row per lookup (the kernel before stop 31: 8 vpshufb + 8 vpaddb and 4 table fetches per 1,024 bit-MACs) measured
+// 1.16–1.18× the time of this tile per step on an AMD EPYC Zen 3 (L1-resident micro-benchmark, K = 768 and 3,072).
+struct PairTables {
+  alignas(32) uint8_t t[2][256][16];  // [OP][v₁ + 16·v₂][x]: f(v₁, x) + 16·f(v₂, x); broadcast to both 128-bit lanes
+  PairTables() {
+    for (int op = 0; op < 2; ++op)
+      for (int v = 0; v < 256; ++v)
+        for (int x = 0; x < 16; ++x) {
+          const int w = x & 15, v1 = v & 15, v2 = v >> 4;
+          const int f1 = __builtin_popcount(op == 0 ? v1 ^ w : v1 & w);
+          const int f2 = __builtin_popcount(op == 0 ? v2 ^ w : v2 & w);
+          t[op][v][x] = (uint8_t)(f1 + 16 * f2);
+        }
+  }
+};
+const PairTables kPairTables;
+
+// Four input rows' Kw words (rows ≥ `rows` read as 0) → per step the table offsets of the row pairs (0, 1) and (2, 3),
+// interleaved: out[s][p] = 2·(nibble s of row 2p) + 32·(nibble s of row 2p + 1), in 8-byte units (the 16-byte table
+// of the pair; nibble j of word k is step 16k + j).
+__attribute__((target("avx2"))) void nibble_pair_offsets4(const uint64_t* a, int64_t kw, int rows, uint16_t* out) {
   const __m128i low = _mm_set1_epi8(0x0f);
   for (int64_t k = 0; k < kw; k += 2) {  // kw is a multiple of 4
-    __m128i o[2][4];  // [steps 16k.. / 16k+16..][row]
+    __m256i n[4][2];  // [row][steps 16k.. / 16k+16..], one u16 per step
     for (int r = 0; r < 4; ++r) {
       const __m128i v = r < rows ? _mm_loadu_si128((const __m128i*)(a + r * kw + k)) : _mm_setzero_si128();
       const __m128i lo = _mm_and_si128(v, low), hi = _mm_and_si128(_mm_srli_epi16(v, 4), low);
-      o[0][r] = _mm_slli_epi16(_mm_unpacklo_epi8(lo, hi), 2);
-      o[1][r] = _mm_slli_epi16(_mm_unpackhi_epi8(lo, hi), 2);
+      n[r][0] = _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(lo, hi));
+      n[r][1] = _mm256_cvtepu8_epi16(_mm_unpackhi_epi8(lo, hi));
     }
     for (int h = 0; h < 2; ++h) {
-      const __m128i x0 = _mm_unpacklo_epi8(o[h][0], o[h][1]), y0 = _mm_unpacklo_epi8(o[h][2], o[h][3]);
-      const __m128i x1 = _mm_unpackhi_epi8(o[h][0], o[h][1]), y1 = _mm_unpackhi_epi8(o[h][2], o[h][3]);
-      __m128i* dst = (__m128i*)(out + (16 * k + 16 * h) * 4);
-      _mm_storeu_si128(dst, _mm_unpacklo_epi16(x0, y0));
-      _mm_storeu_si128(dst + 1, _mm_unpackhi_epi16(x0, y0));
-      _mm_storeu_si128(dst + 2, _mm_unpacklo_epi16(x1, y1));
-      _mm_storeu_si128(dst + 3, _mm_unpackhi_epi16(x1, y1));
+      const __m256i p0 = _mm256_add_epi16(_mm256_slli_epi16(n[0][h], 1), _mm256_slli_epi16(n[1][h], 5));
+      const __m256i p1 = _mm256_add_epi16(_mm256_slli_epi16(n[2][h], 1), _mm256_slli_epi16(n[3][h], 5));
+      const __m256i lo = _mm256_unpacklo_epi16(p0, p1), hi = _mm256_unpackhi_epi16(p0, p1);  // in-lane halves
+      __m256i* dst = (__m256i*)(out + (16 * k + 16 * h) * 2);
+      _mm256_storeu_si256(dst, _mm256_permute2x128_si256(lo, hi, 0x20));
+      _mm256_storeu_si256(dst + 1, _mm256_permute2x128_si256(lo, hi, 0x31));
     }
   }
 }
 
-struct BitsAvx2Table {
-  static constexpr int MR = 4, NB = 2;  // MR input rows × NB blocks of 32 output rows
-  // out[i][32j + r] = Σ_s T_{ao[s][i]}[wi[j][s][r]]: ao holds the R rows' offsets interleaved, [S][R]
+struct BitsAvx2PairTable {
+  static constexpr int MR = 4, NB = 2;  // two pairs of input rows (in turn, per 63 steps) × NB blocks of 32 output rows
+  // out[i][32j + r] = Σ_s f(nibble s of row i, wi[j][s][r]); ao: the pairs' offsets interleaved, [S][2]
   template <int R, int G>
-  __attribute__((target("avx2"))) static void tile(const uint8_t* ao, const uint8_t* wi, int64_t bstride,
+  __attribute__((target("avx2"))) static void tile(const uint16_t* ao, const uint8_t* wi, int64_t bstride,
                                                    int64_t steps, const uint8_t* tables, int32_t* out, int64_t ldo) {
-    alignas(32) uint16_t wide[R][G][32];
-    for (int i = 0; i < R; ++i)
-      for (int j = 0; j < G; ++j) std::memset(wide[i][j], 0, sizeof(wide[i][j]));
-    const __m256i zero = _mm256_setzero_si256();
-    for (int64_t s0 = 0; s0 < steps; s0 += 63) {
+    static_assert(R == 4, "two row pairs");
+    const __m256i zero = _mm256_setzero_si256(), low = _mm256_set1_epi8(0x0f);
+    alignas(32) uint16_t wide[4][G][32];  // [input row][block]
+    std::memset(wide, 0, sizeof(wide));
+    for (int64_t s0 = 0; s0 < steps; s0 += 63) {  // per 63 steps both pairs, so that the index vectors stay in L1
       const int64_t s1 = std::min(steps, s0 + 63);
-      __m256i acc[R][G];
-#pragma GCC unroll 8
-      for (int i = 0; i < R; ++i)
-#pragma GCC unroll 8
-        for (int j = 0; j < G; ++j) acc[i][j] = zero;
-      const uint8_t* ap = ao + s0 * R;
-      const uint8_t* wp = wi + s0 * 32;
-      if constexpr (R == 4 && G == 2) {
-        // GCC's schedule of the loop below copies every accumulator once per step: the same loop in assembly
-        // (4 offsets, 2 index vectors, 4 tables, 8 vpshufb + 8 vpaddb per step; 16 ymm, the tables of two rows
-        // and four products in flight)
-        const uint8_t* const aend = ao + s1 * R;
-        asm volatile(
-            "1:\n\t"
-            "movzbl (%[ap]), %%eax\n\t"
-            "movzbl 1(%[ap]), %%edx\n\t"
-            "movzbl 2(%[ap]), %%r8d\n\t"
-            "movzbl 3(%[ap]), %%r9d\n\t"
-            "vmovdqa (%[wp]), %%ymm12\n\t"
-            "vmovdqa (%[wp],%[bs]), %%ymm13\n\t"
-            "vmovdqa (%[tb],%%rax,8), %%ymm14\n\t"
-            "vmovdqa (%[tb],%%rdx,8), %%ymm15\n\t"
-            "vpshufb %%ymm12, %%ymm14, %%ymm8\n\t"
-            "vpshufb %%ymm13, %%ymm14, %%ymm9\n\t"
-            "vpshufb %%ymm12, %%ymm15, %%ymm10\n\t"
-            "vpshufb %%ymm13, %%ymm15, %%ymm11\n\t"
-            "vmovdqa (%[tb],%%r8,8), %%ymm14\n\t"
-            "vmovdqa (%[tb],%%r9,8), %%ymm15\n\t"
-            "vpaddb %%ymm8, %[a00], %[a00]\n\t"
-            "vpaddb %%ymm9, %[a01], %[a01]\n\t"
-            "vpaddb %%ymm10, %[a10], %[a10]\n\t"
-            "vpaddb %%ymm11, %[a11], %[a11]\n\t"
-            "vpshufb %%ymm12, %%ymm14, %%ymm8\n\t"
-            "vpshufb %%ymm13, %%ymm14, %%ymm9\n\t"
-            "vpshufb %%ymm12, %%ymm15, %%ymm10\n\t"
-            "vpshufb %%ymm13, %%ymm15, %%ymm11\n\t"
-            "vpaddb %%ymm8, %[a20], %[a20]\n\t"
-            "vpaddb %%ymm9, %[a21], %[a21]\n\t"
-            "vpaddb %%ymm10, %[a30], %[a30]\n\t"
-            "vpaddb %%ymm11, %[a31], %[a31]\n\t"
-            "addq $4, %[ap]\n\t"
-            "addq $32, %[wp]\n\t"
-            "cmpq %[ae], %[ap]\n\t"
-            "jb 1b\n\t"
-            : [a00] "+x"(acc[0][0]), [a01] "+x"(acc[0][1]), [a10] "+x"(acc[1][0]), [a11] "+x"(acc[1][1]),
-              [a20] "+x"(acc[2][0]), [a21] "+x"(acc[2][1]), [a30] "+x"(acc[3][0]), [a31] "+x"(acc[3][1]),
-              [ap] "+r"(ap), [wp] "+r"(wp)
-            : [ae] "r"(aend), [bs] "r"(bstride), [tb] "r"(tables)
-            : "rax", "rdx", "r8", "r9", "xmm8", "xmm9", "xmm10", "xmm11", "xmm12", "xmm13", "xmm14", "xmm15", "memory",
-              "cc");
-      } else {
-        for (int64_t s = s0; s < s1; ++s, ap += R, wp += 32) {
-#pragma GCC unroll 8
-          for (int i = 0; i < R; ++i) {
-            const __m256i t = _mm256_load_si256((const __m256i*)(tables + (size_t)ap[i] * 8));
-#pragma GCC unroll 8
-            for (int j = 0; j < G; ++j)
-              acc[i][j] = _mm256_add_epi8(
-                  _mm256_shuffle_epi8(t, _mm256_load_si256((const __m256i*)(wp + j * bstride))), acc[i][j]);
+      for (int p = 0; p < 2; ++p) {
+        __m256i bytes[2][G];
+#pragma GCC unroll 4
+        for (int i = 0; i < 2; ++i)
+#pragma GCC unroll 4
+          for (int j = 0; j < G; ++j) bytes[i][j] = zero;
+        int64_t g = s0;
+        if constexpr (G == 2) {
+          // whole groups of 3 steps in assembly (GCC's schedule of the loop below spends more instructions):
+          // per step 1 offset, 2 index vectors, 1 table, 2 vpshufb + 2 vpaddb; per group the 4-bit counters split
+          // into the byte counters (2 vpand, 1 vpsrlw, 2 vpaddb per block)
+          const int64_t groups = (s1 - s0) / 3;
+          if (groups > 0) {
+            const uint16_t* ap = ao + 2 * s0 + p;
+            const uint8_t* wp = wi + s0 * 32;
+            const uint16_t* const aend = ap + 6 * groups;
+            asm volatile(
+                "1:\n\t"
+                "vpxor %%ymm8, %%ymm8, %%ymm8\n\t"
+                "vpxor %%ymm9, %%ymm9, %%ymm9\n\t"
+                "movzwl (%[ap]), %%eax\n\t"
+                "vmovdqa (%[wp]), %%ymm10\n\t"
+                "vmovdqa (%[wp],%[bs]), %%ymm11\n\t"
+                "vbroadcasti128 (%[tb],%%rax,8), %%ymm12\n\t"
+                "vpshufb %%ymm10, %%ymm12, %%ymm13\n\t"
+                "vpshufb %%ymm11, %%ymm12, %%ymm14\n\t"
+                "vpaddb %%ymm13, %%ymm8, %%ymm8\n\t"
+                "vpaddb %%ymm14, %%ymm9, %%ymm9\n\t"
+                "movzwl 4(%[ap]), %%eax\n\t"
+                "vmovdqa 32(%[wp]), %%ymm10\n\t"
+                "vmovdqa 32(%[wp],%[bs]), %%ymm11\n\t"
+                "vbroadcasti128 (%[tb],%%rax,8), %%ymm12\n\t"
+                "vpshufb %%ymm10, %%ymm12, %%ymm13\n\t"
+                "vpshufb %%ymm11, %%ymm12, %%ymm14\n\t"
+                "vpaddb %%ymm13, %%ymm8, %%ymm8\n\t"
+                "vpaddb %%ymm14, %%ymm9, %%ymm9\n\t"
+                "movzwl 8(%[ap]), %%eax\n\t"
+                "vmovdqa 64(%[wp]), %%ymm10\n\t"
+                "vmovdqa 64(%[wp],%[bs]), %%ymm11\n\t"
+                "vbroadcasti128 (%[tb],%%rax,8), %%ymm12\n\t"
+                "vpshufb %%ymm10, %%ymm12, %%ymm13\n\t"
+                "vpshufb %%ymm11, %%ymm12, %%ymm14\n\t"
+                "vpaddb %%ymm13, %%ymm8, %%ymm8\n\t"
+                "vpaddb %%ymm14, %%ymm9, %%ymm9\n\t"
+                "vpand %[low], %%ymm8, %%ymm13\n\t"
+                "vpsrlw $4, %%ymm8, %%ymm8\n\t"
+                "vpand %[low], %%ymm8, %%ymm8\n\t"
+                "vpaddb %%ymm13, %[b00], %[b00]\n\t"
+                "vpaddb %%ymm8, %[b10], %[b10]\n\t"
+                "vpand %[low], %%ymm9, %%ymm14\n\t"
+                "vpsrlw $4, %%ymm9, %%ymm9\n\t"
+                "vpand %[low], %%ymm9, %%ymm9\n\t"
+                "vpaddb %%ymm14, %[b01], %[b01]\n\t"
+                "vpaddb %%ymm9, %[b11], %[b11]\n\t"
+                "addq $12, %[ap]\n\t"
+                "addq $96, %[wp]\n\t"
+                "cmpq %[ae], %[ap]\n\t"
+                "jb 1b\n\t"
+                : [b00] "+x"(bytes[0][0]), [b01] "+x"(bytes[0][1]), [b10] "+x"(bytes[1][0]), [b11] "+x"(bytes[1][1]),
+                  [ap] "+r"(ap), [wp] "+r"(wp)
+                : [ae] "r"(aend), [bs] "r"(bstride), [tb] "r"(tables), [low] "x"(low)
+                : "rax", "xmm8", "xmm9", "xmm10", "xmm11", "xmm12", "xmm13", "xmm14", "memory", "cc");
+            g += 3 * groups;
           }
         }
-      }
-      // bytes → u16, in-lane: wide[0..15] = rows 0–7, 16–23; wide[16..31] = rows 8–15, 24–31
-      for (int i = 0; i < R; ++i)
-        for (int j = 0; j < G; ++j) {
-          __m256i* wv = (__m256i*)wide[i][j];
-          wv[0] = _mm256_add_epi16(wv[0], _mm256_unpacklo_epi8(acc[i][j], zero));
-          wv[1] = _mm256_add_epi16(wv[1], _mm256_unpackhi_epi8(acc[i][j], zero));
+        for (; g < s1; g += 3) {  // (the steps left: fewer than 3, or every group when G ≠ 2)
+          __m256i nib[G];
+#pragma GCC unroll 4
+          for (int j = 0; j < G; ++j) nib[j] = zero;
+          const int64_t g1 = std::min(s1, g + 3);
+          for (int64_t s = g; s < g1; ++s) {
+            const __m256i t =
+                _mm256_broadcastsi128_si256(_mm_load_si128((const __m128i*)(tables + (size_t)ao[2 * s + p] * 8)));
+#pragma GCC unroll 4
+            for (int j = 0; j < G; ++j)
+              nib[j] = _mm256_add_epi8(
+                  nib[j], _mm256_shuffle_epi8(t, _mm256_load_si256((const __m256i*)(wi + j * bstride + s * 32))));
+          }
+#pragma GCC unroll 4
+          for (int j = 0; j < G; ++j) {
+            bytes[0][j] = _mm256_add_epi8(bytes[0][j], _mm256_and_si256(nib[j], low));
+            bytes[1][j] = _mm256_add_epi8(bytes[1][j], _mm256_and_si256(_mm256_srli_epi16(nib[j], 4), low));
+          }
         }
+        // bytes → u16, in-lane: wide[0..15] = rows 0–7, 16–23; wide[16..31] = rows 8–15, 24–31
+        for (int i = 0; i < 2; ++i)
+          for (int j = 0; j < G; ++j) {
+            __m256i* wv = (__m256i*)wide[2 * p + i][j];
+            wv[0] = _mm256_add_epi16(wv[0], _mm256_unpacklo_epi8(bytes[i][j], zero));
+            wv[1] = _mm256_add_epi16(wv[1], _mm256_unpackhi_epi8(bytes[i][j], zero));
+          }
+      }
     }
-    for (int i = 0; i < R; ++i)
+    for (int i = 0; i < 4; ++i)
       for (int j = 0; j < G; ++j) {
         const __m256i lo = _mm256_load_si256((const __m256i*)wide[i][j]);
         const __m256i hi = _mm256_load_si256((const __m256i*)wide[i][j] + 1);
@@ -1101,9 +1135,9 @@ void nibble_layout(const uint64_t* w, int64_t N, int64_t K, uint8_t* out, int nt
 template <int OP>
 void bits_gemm_table(int64_t M, int64_t N, const uint64_t* a, int64_t kw, const uint64_t* w, const Epilogue& e,
                      int nthreads, const uint8_t* wnib) {
-  using Kern = BitsAvx2Table;
+  using Kern = BitsAvx2PairTable;
   constexpr int MR = Kern::MR, NB = Kern::NB;
-  static_assert(MR == 4, "nibble_offsets4 interleaves 4 rows");
+  static_assert(MR == 4, "nibble_pair_offsets4 interleaves 2 pairs of rows");
   constexpr int64_t NC = NB * 32, MC = 64;
   // rows padded to MR (offset 0) and 32-row blocks to NB (zero blocks): one tile shape; the padding is not stored.
   // Work items: MC rows × NC columns, column chunk major, so that a thread transposes the weights of a chunk once
@@ -1113,14 +1147,14 @@ void bits_gemm_table(int64_t M, int64_t N, const uint64_t* a, int64_t kw, const 
   static thread_local std::vector<uint64_t> buffer;  // the caller's scratch() holds `a`: a buffer of its own
   const size_t bytes = (size_t)(mtiles * MR * steps) + 64;
   if (buffer.size() * 8 < bytes) buffer.resize(bytes / 8 + 1);
-  uint8_t* ao = reinterpret_cast<uint8_t*>(buffer.data());
-  const uint8_t* tables = &kNibbleTables.t[OP][0][0];
+  uint16_t* ao = reinterpret_cast<uint16_t*>(buffer.data());  // [tile][step][pair]: 2 · 2 bytes per step and tile
+  const uint8_t* tables = &kPairTables.t[OP][0][0];
   const int64_t mchunks = (M + MC - 1) / MC, items = nchunks * mchunks;
 #pragma omp parallel num_threads(nthreads) if (nthreads > 1 && items > 1)
   {
 #pragma omp for schedule(static)
     for (int64_t t = 0; t < mtiles; ++t)
-      nibble_offsets4(a + t * MR * kw, kw, (int)std::min<int64_t>(MR, M - t * MR), ao + t * MR * steps);
+      nibble_pair_offsets4(a + t * MR * kw, kw, (int)std::min<int64_t>(MR, M - t * MR), ao + t * 2 * steps);
     static thread_local std::vector<uint64_t> chunk_buffer;
     const size_t chunk_bytes = wnib ? 0 : (size_t)(NB * bstride) + 32;
     if (chunk_buffer.size() * 8 < chunk_bytes) chunk_buffer.resize(chunk_bytes / 8 + 1);
@@ -1140,7 +1174,7 @@ void bits_gemm_table(int64_t M, int64_t N, const uint64_t* a, int64_t kw, const 
         have = nc;
       }
       for (int64_t m = m_begin; m < m_end; m += MR) {
-        Kern::tile<MR, NB>(ao + m * steps, wi, bstride, steps, tables, raw, NC);
+        Kern::tile<MR, NB>(ao + m / MR * 2 * steps, wi, bstride, steps, tables, raw, NC);
         finish_rows(e, m, (int)std::min<int64_t>(MR, m_end - m), n0, count, raw, NC, row);
       }
     }

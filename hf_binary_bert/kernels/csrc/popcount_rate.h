@@ -8,13 +8,13 @@
 // The result is bit operations (= binary multiply-accumulates of an XNOR-popcount dot product) per second, all
 // threads together.
 //
-// On AVX2 the W1A1 GEMM does not count bits: it looks products up (BitsAvx2Table, the nibble-table GEMM: a vpshufb
-// of 32 byte lookups, each the dot product of 4 weight bits with 4 input bits), which beats any XOR + popcount mix on
-// AVX2. Its bound, kind 1 below: the tile's arithmetic alone, per 1,024 binary MACs 8 vpshufb + 8 vpaddb with the
-// tables and indices in registers (no loads, no loop around the byte counters), so the W1A1 Linears' floor on AVX2
-// is the larger of the two rates.
+// On AVX2 the W1A1 GEMM does not count bits: it looks products up (BitsAvx2PairTable, the nibble-table GEMM: a
+// vpshufb of 32 byte lookups, each the dot products of 4 weight bits with 4 bits of two input rows), which beats any
+// XOR + popcount mix on AVX2. Its bound, kind 1 below: the tile's arithmetic alone with the tables and indices in
+// registers (no loads), so the W1A1 Linears' floor on AVX2 is the larger of the two rates.
 
 constexpr int64_t kRateWords = 512;  // 4 KiB: a and b, 2 KiB each
+constexpr int64_t kTableMacsPerStep = 1536;  // binary MACs per call step of table_lookups_avx2 (kind 1)
 
 #if defined(__x86_64__) || defined(_M_X64)
 __attribute__((target("avx2"))) inline __m256i popcount256_avx2(__m256i v) {
@@ -90,40 +90,42 @@ __attribute__((target("avx512f,avx512bw,avx512vpopcntdq"))) uint64_t xor_popcoun
   return (uint64_t)_mm512_reduce_add_epi64(total);
 }
 
-// kind 1: `steps` steps of the table GEMM's arithmetic (BitsAvx2Table::tile<4, 2>'s loop without its loads: 2 index
-// vectors × 4 tables — two distinct here, which 16 ymm registers allow beside 8 counters and 4 products —, 8 vpshufb +
-// 8 vpaddb = 1,024 binary MACs); returns a byte of the counters (a data dependence).
+// kind 1: `steps` groups of the table GEMM's arithmetic (BitsAvx2PairTable::tile's loop without its loads: per group
+// of 3 steps, 3 tables × 2 index vectors = 6 vpshufb + 6 vpaddb into two 4-bit counters, then their split into 4 byte
+// counters (4 vpand, 2 vpsrlw, 4 vpaddb) = 1,536 binary MACs); returns a byte of the counters (a data dependence).
 __attribute__((target("avx2"))) uint64_t table_lookups_avx2(int64_t steps, uint64_t seed) {
-  __m256i a0 = _mm256_set1_epi8((char)seed), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0;
-  const __m256i t0 = _mm256_set1_epi8(3), t1 = _mm256_set1_epi8(5);
+  __m256i b0 = _mm256_set1_epi8((char)seed), b1 = b0, b2 = b0, b3 = b0;
+  const __m256i t0 = _mm256_set1_epi8(3), t1 = _mm256_set1_epi8(0x15), t2 = _mm256_set1_epi8(0x22);
   const __m256i i0 = _mm256_set1_epi8((char)(seed & 15)), i1 = _mm256_set1_epi8((char)((seed >> 4) & 15));
+  const __m256i low = _mm256_set1_epi8(0x0f);
   for (int64_t s = 0; s < steps; ++s)
     asm volatile(
         "vpshufb %[i0], %[t0], %%ymm12\n\t"
         "vpshufb %[i1], %[t0], %%ymm13\n\t"
         "vpshufb %[i0], %[t1], %%ymm14\n\t"
         "vpshufb %[i1], %[t1], %%ymm15\n\t"
-        "vpaddb %%ymm12, %[a0], %[a0]\n\t"
-        "vpaddb %%ymm13, %[a1], %[a1]\n\t"
-        "vpaddb %%ymm14, %[a2], %[a2]\n\t"
-        "vpaddb %%ymm15, %[a3], %[a3]\n\t"
-        "vpshufb %[i0], %[t1], %%ymm12\n\t"
-        "vpshufb %[i1], %[t1], %%ymm13\n\t"
-        "vpshufb %[i0], %[t0], %%ymm14\n\t"
-        "vpshufb %[i1], %[t0], %%ymm15\n\t"
-        "vpaddb %%ymm12, %[a4], %[a4]\n\t"
-        "vpaddb %%ymm13, %[a5], %[a5]\n\t"
-        "vpaddb %%ymm14, %[a6], %[a6]\n\t"
-        "vpaddb %%ymm15, %[a7], %[a7]\n\t"
-        : [a0] "+x"(a0), [a1] "+x"(a1), [a2] "+x"(a2), [a3] "+x"(a3), [a4] "+x"(a4), [a5] "+x"(a5), [a6] "+x"(a6),
-          [a7] "+x"(a7)
-        : [t0] "x"(t0), [t1] "x"(t1), [i0] "x"(i0), [i1] "x"(i1)
+        "vpaddb %%ymm14, %%ymm12, %%ymm12\n\t"
+        "vpaddb %%ymm15, %%ymm13, %%ymm13\n\t"
+        "vpshufb %[i0], %[t2], %%ymm14\n\t"
+        "vpshufb %[i1], %[t2], %%ymm15\n\t"
+        "vpaddb %%ymm14, %%ymm12, %%ymm12\n\t"
+        "vpaddb %%ymm15, %%ymm13, %%ymm13\n\t"
+        "vpand %[low], %%ymm12, %%ymm14\n\t"
+        "vpsrlw $4, %%ymm12, %%ymm12\n\t"
+        "vpand %[low], %%ymm12, %%ymm12\n\t"
+        "vpaddb %%ymm14, %[b0], %[b0]\n\t"
+        "vpaddb %%ymm12, %[b1], %[b1]\n\t"
+        "vpand %[low], %%ymm13, %%ymm15\n\t"
+        "vpsrlw $4, %%ymm13, %%ymm13\n\t"
+        "vpand %[low], %%ymm13, %%ymm13\n\t"
+        "vpaddb %%ymm15, %[b2], %[b2]\n\t"
+        "vpaddb %%ymm13, %[b3], %[b3]\n\t"
+        : [b0] "+x"(b0), [b1] "+x"(b1), [b2] "+x"(b2), [b3] "+x"(b3)
+        : [t0] "x"(t0), [t1] "x"(t1), [t2] "x"(t2), [i0] "x"(i0), [i1] "x"(i1), [low] "x"(low)
         : "xmm12", "xmm13", "xmm14", "xmm15");
-  const __m256i sum = _mm256_add_epi8(_mm256_add_epi8(_mm256_add_epi8(a0, a1), _mm256_add_epi8(a2, a3)),
-                                      _mm256_add_epi8(_mm256_add_epi8(a4, a5), _mm256_add_epi8(a6, a7)));
+  const __m256i sum = _mm256_add_epi8(_mm256_add_epi8(b0, b1), _mm256_add_epi8(b2, b3));
   return (uint64_t)(uint8_t)_mm256_extract_epi8(sum, 0);
 }
-constexpr int64_t kTableMacsPerStep = 1024;
 
 __attribute__((target("popcnt"))) uint64_t xor_popcount_popcnt(const uint64_t* a, const uint64_t* b, int64_t n) {
 #else
