@@ -621,20 +621,6 @@ __attribute__((target("avx2,popcnt"))) inline void xor_popcounts_avx2(uint64_t q
 }
 
 // agree[d] = Σ_w popcount(arow[w] AND vt[w·Dp + d]), d < D (and_popcounts_avx512's loop).
-// o[d] = pv · (2·agree[d] − selected), d < D: the context row of a 1-bit attention (the same conversion and product
-// as the scalar loop).
-__attribute__((target("avx2"))) inline void context_row_avx2(const int32_t* agree, int64_t D, int32_t selected,
-                                                             float pv, float* o) {
-  const __m256i sel = _mm256_set1_epi32(selected);
-  const __m256 vpv = _mm256_set1_ps(pv);
-  int64_t d = 0;
-  for (; d + 8 <= D; d += 8) {
-    const __m256i twice = _mm256_slli_epi32(_mm256_loadu_si256((const __m256i*)(agree + d)), 1);
-    _mm256_storeu_ps(o + d, _mm256_mul_ps(vpv, _mm256_cvtepi32_ps(_mm256_sub_epi32(twice, sel))));
-  }
-  for (; d < D; ++d) o[d] = pv * (float)(2 * agree[d] - selected);
-}
-
 __attribute__((target("avx2,popcnt"))) inline void and_popcounts_avx2(const uint64_t* arow, int64_t tw,
                                                                       const uint64_t* vt, int64_t Dp, int64_t D,
                                                                       int32_t* agree) {
@@ -656,6 +642,20 @@ __attribute__((target("avx2,popcnt"))) inline void and_popcounts_avx2(const uint
     agree[d] = (int32_t)a;
   }
 }
+
+// o[d] = pv · (2·agree[d] − selected), d < D: the context row of a 1-bit attention (the same conversion and product
+// as the scalar loop).
+__attribute__((target("avx2"))) inline void context_row_avx2(const int32_t* agree, int64_t D, int32_t selected,
+                                                             float pv, float* o) {
+  const __m256i sel = _mm256_set1_epi32(selected);
+  const __m256 vpv = _mm256_set1_ps(pv);
+  int64_t d = 0;
+  for (; d + 8 <= D; d += 8) {
+    const __m256i twice = _mm256_slli_epi32(_mm256_loadu_si256((const __m256i*)(agree + d)), 1);
+    _mm256_storeu_ps(o + d, _mm256_mul_ps(vpv, _mm256_cvtepi32_ps(_mm256_sub_epi32(twice, sel))));
+  }
+  for (; d < D; ++d) o[d] = pv * (float)(2 * agree[d] - selected);
+}
 #endif
 
 #if defined(__x86_64__) || defined(_M_X64)
@@ -668,6 +668,22 @@ __attribute__((target("avx512f"))) inline __m512 lookup_values_avx512(__m512i u,
     return _mm512_mask_blend_ps(_mm512_cmpge_epi32_mask(u, _mm512_set1_epi32(32)), _mm512_permutex2var_ps(e0, u, e1),
                                 _mm512_permutex2var_ps(e2, u, e3));
   return _mm512_i32gather_ps(u, e, 4);
+}
+
+// The end of scaled_softmax_avx2's sum Σ_j e_j for the per-value rows (bit_softmax_row_avx2 / _avx512): the 8
+// lanes of acc (the first T8 keys' partial sums) added in lane order, then the keys T8 … T − 1 with std::exp (their
+// values into tail).
+__attribute__((target("avx2"))) inline float row_sum_end(__m256 acc, const int32_t* ones, int64_t T8, int64_t T,
+                                                         int64_t D, float mul, float mx, float* tail) {
+  alignas(32) float lanes[8];
+  _mm256_store_ps(lanes, acc);
+  float sum = 0.0f;
+  for (int i = 0; i < 8; ++i) sum += lanes[i];
+  for (int64_t j = T8; j < T; ++j) {
+    tail[j - T8] = std::exp((float)((int32_t)D - 2 * ones[j]) * mul - mx);
+    sum += tail[j - T8];
+  }
+  return sum;
 }
 
 // One row of BiT's attention probabilities as bits, from the keys' popcounts (1-bit Q and K, one word per head, VPOPCNTDQ
@@ -724,16 +740,8 @@ __attribute__((target("avx512f,avx512dq,avx512vl,avx2,fma"))) inline bool bit_so
                                  _mm512_sub_epi32(_mm512_castsi256_si512(_mm256_loadu_si256((const __m256i*)(ones + j))),
                                                   vlo16),
                                  n, e, e0, e1, e2, e3)));
-  alignas(32) float lanes[8];
-  _mm256_store_ps(lanes, acc);
-  float sum = 0.0f;
-  for (int i = 0; i < 8; ++i) sum += lanes[i];
   float tail[8];
-  for (j = T8; j < T; ++j) {
-    tail[j - T8] = std::exp((float)((int32_t)D - 2 * ones[j]) * mul - mx);
-    sum += tail[j - T8];
-  }
-  const float inv = 1.0f / sum;
+  const float inv = 1.0f / row_sum_end(acc, ones, T8, T, D, mul, mx, tail);
   // the 1-bit probability of each value, 16 at a time (bits_row's comparisons); the set ones must be u < count
   const __m512 vinv = _mm512_set1_ps(inv), vstep = _mm512_set1_ps(sp.step), half = _mm512_set1_ps(0.5f);
   int64_t count = 0;
@@ -832,16 +840,8 @@ __attribute__((target("avx2,fma"))) inline bool bit_softmax_row_avx2(const int32
                      : n <= 24 ? sum_values_avx2<3>(ones, T8, lo, e)
                      : n <= 32 ? sum_values_avx2<4>(ones, T8, lo, e)
                                : sum_values_gather_avx2(ones, T8, lo, e);
-  alignas(32) float lanes[8];
-  _mm256_store_ps(lanes, acc);
-  float sum = 0.0f;
-  for (int i = 0; i < 8; ++i) sum += lanes[i];
   float tail[8];
-  for (j = T8; j < T; ++j) {
-    tail[j - T8] = std::exp((float)((int32_t)D - 2 * ones[j]) * mul - mx);
-    sum += tail[j - T8];
-  }
-  const float inv = 1.0f / sum;
+  const float inv = 1.0f / row_sum_end(acc, ones, T8, T, D, mul, mx, tail);
   // the 1-bit probability of each value, 8 at a time (bits_row_avx2's comparisons); the set ones must be u < count
   const __m256 vinv = _mm256_set1_ps(inv), vstep = _mm256_set1_ps(sp.step), half = _mm256_set1_ps(0.5f);
   int64_t count = 0;
