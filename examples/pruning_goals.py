@@ -21,6 +21,11 @@ into one table (docs/measurements/pruning-goals.md, included in docs/pruning.md)
     python examples/pruning_goals.py minilm-ffn OUT --ffn-keep-share 0.35
                                                            # goal 1, every head kept: the FFN cut alone, further
     python examples/pruning_goals.py ffn-table OUT > docs/measurements/pruning-ffn-only.md
+    python examples/pruning_goals.py minilm-ffn OUT --ffn-keep-share 0.35 --heads-keep-share 0.75
+    python examples/pruning_goals.py student-ffn OUT --ffn-keep-share 0.35 --heads-keep-share 0.75
+                                                           # goal 2 and the size goal in one student
+    python examples/pruning_goals.py student-ffn-table OUT --ffn-keep-share 0.35 --heads-keep-share 0.75 \\
+        > docs/measurements/pruning-goal2-small.md
 
 Run from the repository root with ../shared (teacher, SST-2); one thread for training (`OMP_NUM_THREADS=1`). Every
 run writes under OUT; `table` reads what is there (a missing run is left out of the table and says so).
@@ -246,15 +251,19 @@ def run_minilm_proximal(out: Path, variant: dict | None = None) -> None:
     (out / f"minilm-proximal{suffix}.json").write_text(json.dumps(record, indent=1))
 
 
-def run_minilm_ffn(out: Path, share: float = FFN_ONLY_SHARE) -> None:
+def run_minilm_ffn(out: Path, share: float = FFN_ONLY_SHARE, heads: float | None = None) -> None:
     """Goal 1, sixth try (FFN_ONLY): the penalty steps on the FFN neurons only, the cut to `share` of every layer's
     FFN neurons (every head kept), the recovery distillation from the dense teacher; OUT/ffn<share>-removed,
-    OUT/ffn<share>-pruned and the record OUT/minilm-ffn<share>.json."""
+    OUT/ffn<share>-pruned and the record OUT/minilm-ffn<share>.json. With `heads` (goal 2's teacher for the size
+    goal), the heads too: the penalty also on the value rows outside each layer's top k of heads and the cut to that
+    share; OUT/ffn<share>-heads<heads>-*."""
     from hf_binary_bert.pruning import BlockPruningConfig, load_pruned_bert, sparsity_report
     from hf_binary_bert.pruning.recipe import prune
 
     c = {**FFN_ONLY, "ffn_keep_share": share, "recovery_losses": list(DEFAULT_RECOVERY["losses"])}
-    prefix = f"ffn{share:g}"
+    if heads is not None:
+        c.update(heads_keep_share=heads, modules=["intermediate", "value"])
+    prefix = f"ffn{share:g}" + (f"-heads{heads:g}" if heads is not None else "")
     cut = _penalty_and_cut(out, c, prefix, measure=True)
     final = out / f"{prefix}-pruned"
     recovery = BlockPruningConfig(group_lasso_weight=0.0, modules=["intermediate"], epsilon=0.0)
@@ -361,6 +370,67 @@ def run_student_small(out: Path) -> None:
                     *_student_flags(steps), *flags, *extra])
         if code:
             raise SystemExit(f"distill {name} failed ({code})")
+
+
+def run_student_ffn(out: Path, share: float, heads: float) -> None:
+    """Goal 2 with the size goal in one student: the 1-1-1 student (STUDENT, SMALL_FLAGS: every table 1-bit, the
+    pooler binarized) of the MiniLM that `minilm-ffn --ffn-keep-share S --heads-keep-share H` pruned (run it first),
+    OUT/student-ffn<S>-heads<H>-small, and the unpruned student of the dense teacher (OUT/student-dense, as
+    `student`), the same recipe and budget; a student already in OUT is not trained again."""
+    from hf_binary_bert.cli import main as cli
+
+    prefix = f"ffn{share:g}-heads{heads:g}"
+    if not (out / f"{prefix}-pruned" / "config.json").exists():
+        raise SystemExit(f"student-ffn needs {out / (prefix + '-pruned')}: run minilm-ffn with the same shares first")
+    steps = 1 if SMOKE else STUDENT["steps"] // 3
+    extra = ["--max-train-samples", "64", "--max-eval-samples", "32"] if SMOKE else []
+    for name, teacher, flags in (("student-dense", TEACHER, []),
+                                 (f"student-{prefix}-small", str(out / f"{prefix}-pruned"), SMALL_FLAGS)):
+        if (out / name / "comparison.json").exists():
+            continue
+        code = cli(["distill", "--teacher", teacher, "--output-dir", str(out / name), *_student_flags(steps), *flags,
+                    *extra])
+        if code:
+            raise SystemExit(f"distill {name} failed ({code})")
+
+
+def student_ffn_table(out: Path, share: float, heads: float) -> None:
+    """The Markdown of docs/measurements/pruning-goal2-small.md: the `student-ffn` students against goal 2."""
+    prefix = f"ffn{share:g}-heads{heads:g}"
+    record = json.loads((out / f"minilm-{prefix}.json").read_text())
+    print(f"`python examples/pruning_goals.py student-ffn-table {out} --ffn-keep-share {share:g} --heads-keep-share "
+          f"{heads:g} > docs/measurements/pruning-goal2-small.md` (runs: `minilm-ffn` and `student-ffn` with the same "
+          "shares, same OUT)\n")
+    print(f"Every student: 1-1-1 (BiT recipe of goal 2: {STUDENT['steps']} steps, {STUDENT['steps'] // 3} per stage "
+          f"W1A4 → W1A2 → W1A1, batch {STUDENT['batch_size']}, learning rate {STUDENT['lr']}, seed 42); SST-2 dev "
+          f"accuracy as `distill` measures it; {_cpu()}; torch {torch.__version__}. The pruned one is binarized from and "
+          f"taught by the MiniLM cut to {share:.0%} of the FFN neurons and {heads:.0%} of the heads per layer "
+          f"(`minilm-ffn`: {record['recipe']['steps_penalty']} proximal penalty steps, the cut, "
+          f"{record['recipe']['steps_recovery']} recovery steps; SST-2 dev accuracy "
+          f"{record['accuracy_after_recovery']:.4f}), with every table 1-bit and the pooler binarized "
+          f"({' '.join(SMALL_FLAGS)}); the unpruned one is the plain recipe from the dense teacher. One seed each.\n")
+    print("| student | heads kept | FFN width kept | accuracy | Δ vs unpruned student (points) | packed file (MB) |")
+    print("|---|---:|---:|---:|---:|---:|")
+    rows = {}
+    for name, run in (("1-1-1, unpruned (as distilled)", "student-dense"),
+                      ("1-1-1, pruned, every table 1-bit", f"student-{prefix}-small")):
+        folder = out / run
+        accuracy = next(r["accuracy"] for r in json.loads((folder / "comparison.json").read_text())
+                        if r["model"] == "student")
+        config = json.loads((folder / "config.json").read_text())
+        layers = config["num_hidden_layers"]
+        head_list = config.get("layer_num_attention_heads") or [config["num_attention_heads"]] * layers
+        ffn_list = config.get("layer_intermediate_sizes") or [config["intermediate_size"]] * layers
+        size = os.path.getsize(folder / "model.safetensors") / 1e6
+        base = rows[next(iter(rows))][0] if rows else accuracy
+        print(f"| {name} | {sum(head_list)}/{config['num_attention_heads'] * layers} | {sum(ffn_list)}/"
+              f"{config['intermediate_size'] * layers} | {accuracy:.4f} | {100 * (accuracy - base):+.1f} | {size:.3f} |")
+        rows[name] = (accuracy, size)
+    print()
+    (a0, _), (a1, s1) = rows.values()
+    print(f"**Goal 2** (pruned to ≤ 50 % FFN width and ≤ 75 % of the heads, within 1 point of the unpruned 1-1-1 student "
+          f"at the same budget, packed MiniLM file ≤ 2.5 MB), one student for all three: accuracy "
+          f"{_within_a_point(a1, a0)}, size {'met' if s1 <= 2.5 else 'not met'} ({s1:.3f} MB). One seed, 150 steps.\n")
 
 
 def small_table(out: Path) -> None:
@@ -620,7 +690,8 @@ def ffn_table(out: Path) -> None:
     from hf_binary_bert.pruning import load_pruned_bert
 
     runs = 3 if SMOKE else 9
-    records = sorted(out.glob("minilm-ffn*.json"), key=lambda f: -json.loads(f.read_text())["recipe"]["ffn_keep_share"])
+    records = sorted((f for f in out.glob("minilm-ffn*.json") if json.loads(f.read_text())["recipe"]["heads_keep_share"] is None),
+                     key=lambda f: -json.loads(f.read_text())["recipe"]["ffn_keep_share"])
     print(f"`python examples/pruning_goals.py ffn-table {out} > docs/measurements/pruning-ffn-only.md` (runs: "
           f"`minilm-ffn --ffn-keep-share S`, same OUT)\n")
     print(f"SST-2 dev (872 sentences, max_seq_length {SEQ}); forward: CPU time of one forward, one thread, min of "
@@ -798,8 +869,9 @@ def _quantile_text(values) -> str:
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("what", choices=["minilm", "minilm-dense", "student", "minilm-long", "student-small",
-                                         "proximal-probe", "minilm-proximal", "minilm-ffn", "table", "long-table", "small-table", "ffn-table",
-                                         "proximal-table"])
+                                         "proximal-probe", "minilm-proximal", "minilm-ffn", "student-ffn", "table",
+                                         "long-table", "small-table", "proximal-table", "ffn-table",
+                                         "student-ffn-table"])
     parser.add_argument("out", type=Path)
     parser.add_argument("--group-lasso-weight", type=float, default=PROXIMAL["group_lasso_weight"],
                         help="proximal-probe: λ₁")
@@ -822,6 +894,8 @@ def main(argv=None) -> None:
                         help="minilm-proximal: only the recovery again, with this seed (data order, dropout)")
     parser.add_argument("--ffn-keep-share", type=float, default=FFN_ONLY_SHARE,
                         help="minilm-ffn: the share of every layer's FFN neurons kept")
+    parser.add_argument("--heads-keep-share", type=float, default=None,
+                        help="minilm-ffn: also cut the heads to this share of every layer's (default: every head kept)")
     parser.add_argument("--smoke", action="store_true", help="2 steps on 64 sentences: check the pipeline only")
     args = parser.parse_args(argv)
     global SMOKE
@@ -832,8 +906,13 @@ def main(argv=None) -> None:
     if args.what == "proximal-probe":
         return run_proximal_probe(args.out, args.group_lasso_weight, args.lr_penalty, not args.through_loss,
                                   args.outside_target)
+    if args.what in ("student-ffn", "student-ffn-table"):
+        if args.heads_keep_share is None:
+            raise SystemExit(f"{args.what} needs --heads-keep-share (and --ffn-keep-share)")
+        run = run_student_ffn if args.what == "student-ffn" else student_ffn_table
+        return run(args.out, args.ffn_keep_share, args.heads_keep_share)
     if args.what == "minilm-ffn":
-        return run_minilm_ffn(args.out, args.ffn_keep_share)
+        return run_minilm_ffn(args.out, args.ffn_keep_share, args.heads_keep_share)
     if args.what == "minilm-proximal":
         return run_minilm_proximal(args.out, {"lr_recovery": args.recovery_lr, "losses": args.recovery_losses,
                                               "steps_recovery": args.recovery_steps,
