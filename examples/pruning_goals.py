@@ -82,19 +82,28 @@ def _common(steps, lr, batch_size):
             "seed": 0, "logging_steps": 25, "progress": False, **extra}
 
 
+def _recover(removed: Path, final: Path, steps: int, c: dict, seed: int = 0, **losses) -> dict:
+    """The recovery distillation of a cut model (OUT/<…>-removed) from the dense teacher into `final`, nothing more
+    removed, with `c`'s learning rate and batch size; `losses`: `prune`'s loss weights and temperature (default its
+    own). Returns `prune`'s result."""
+    from hf_binary_bert.pruning import BlockPruningConfig
+    from hf_binary_bert.pruning.recipe import prune
+
+    recovery = BlockPruningConfig(group_lasso_weight=0.0, modules=["intermediate"], epsilon=0.0)
+    return prune(str(removed), TASK, str(final), pruning=recovery, teacher=TEACHER, evaluate=True,
+                 **{**_common(steps, c["lr_recovery"], c["batch_size"]), "seed": seed}, **losses)
+
+
 def run_minilm(out: Path) -> None:
     """Stage 1: distil a copy of the teacher from it with the group lasso on FFN (intermediate rows) and heads (value
     rows), threshold at ε (no removal); record the width ε alone leaves; remove to the target shares (top-k by norm);
     stage 2: a recovery distillation of the pruned model from the dense teacher (nothing more removed)."""
-    from hf_binary_bert.pruning import BlockPruningConfig, load_pruned_bert, sparsity_report
-    from hf_binary_bert.pruning.recipe import prune
+    from hf_binary_bert.pruning import load_pruned_bert, sparsity_report
 
     c = MINILM
     cut = _penalty_and_cut(out)
     final = out / "minilm-pruned"
-    recovery = BlockPruningConfig(group_lasso_weight=0.0, modules=["intermediate"], epsilon=0.0)
-    r2 = prune(str(out / "minilm-removed"), TASK, str(final), pruning=recovery, teacher=TEACHER, evaluate=True,
-               **_common(c["steps_recovery"], c["lr_recovery"], c["batch_size"]))
+    r2 = _recover(out / "minilm-removed", final, c["steps_recovery"], c)
     record = {"recipe": c, "epsilon_alone": cut["epsilon_alone"], "sizes": sparsity_report(load_pruned_bert(final)),
               "accuracy_after_recovery": r2["metrics"].get("eval_accuracy"),
               "train_seconds": [cut["train_seconds"], r2["train_seconds"]]}
@@ -223,8 +232,7 @@ def run_minilm_proximal(out: Path, variant: dict | None = None) -> None:
     `steps_recovery`, `temperature`, `seed`, None for the run's own), only the recovery again, so changed, from the
     cut already in OUT (refused when it is not there: the penalty steps are not redone), into
     OUT/proximal-pruned<suffix> and OUT/minilm-proximal<suffix>.json (`_recovery_suffix`)."""
-    from hf_binary_bert.pruning import BlockPruningConfig, load_pruned_bert, sparsity_report
-    from hf_binary_bert.pruning.recipe import prune
+    from hf_binary_bert.pruning import load_pruned_bert, sparsity_report
 
     variant = {k: v for k, v in (variant or {}).items() if v is not None}
     c = {**PROXIMAL, **{k: variant[k] for k in ("lr_recovery", "steps_recovery") if k in variant}}
@@ -238,11 +246,9 @@ def run_minilm_proximal(out: Path, variant: dict | None = None) -> None:
                          "(run minilm-proximal first)")
     cut = _penalty_and_cut(out, c, prefix, measure=True)
     final = out / f"proximal-pruned{suffix}"
-    recovery = BlockPruningConfig(group_lasso_weight=0.0, modules=["intermediate"], epsilon=0.0)
     steps = 2 if SMOKE else c["steps_recovery"]
-    result = prune(str(out / f"{prefix}-removed"), TASK, str(final), pruning=recovery, teacher=TEACHER,
-                   evaluate=True, **{**_common(steps, c["lr_recovery"], c["batch_size"]), "seed": seed},
-                   **_recovery_weights(losses), temperature=temperature)
+    result = _recover(out / f"{prefix}-removed", final, steps, c, seed, **_recovery_weights(losses),
+                      temperature=temperature)
     record = {**cut, "recipe": {**c, "steps_recovery": steps}, "cut": prefix, "options": _recovery_options(variant),
               "sizes": sparsity_report(load_pruned_bert(final)),
               "accuracy_after_recovery": result["metrics"].get("eval_accuracy"),
@@ -257,8 +263,7 @@ def run_minilm_ffn(out: Path, share: float = FFN_ONLY_SHARE, heads: float | None
     OUT/ffn<share>-pruned and the record OUT/minilm-ffn<share>.json. With `heads` (goal 2's teacher for the size
     goal), the heads too: the penalty also on the value rows outside each layer's top k of heads and the cut to that
     share; OUT/ffn<share>-heads<heads>-*."""
-    from hf_binary_bert.pruning import BlockPruningConfig, load_pruned_bert, sparsity_report
-    from hf_binary_bert.pruning.recipe import prune
+    from hf_binary_bert.pruning import load_pruned_bert, sparsity_report
 
     c = {**FFN_ONLY, "ffn_keep_share": share, "recovery_losses": list(DEFAULT_RECOVERY["losses"])}
     if heads is not None:
@@ -266,11 +271,8 @@ def run_minilm_ffn(out: Path, share: float = FFN_ONLY_SHARE, heads: float | None
     prefix = f"ffn{share:g}" + (f"-heads{heads:g}" if heads is not None else "")
     cut = _penalty_and_cut(out, c, prefix, measure=True)
     final = out / f"{prefix}-pruned"
-    recovery = BlockPruningConfig(group_lasso_weight=0.0, modules=["intermediate"], epsilon=0.0)
     steps = 2 if SMOKE else c["steps_recovery"]
-    result = prune(str(out / f"{prefix}-removed"), TASK, str(final), pruning=recovery, teacher=TEACHER,
-                   evaluate=True, **_common(steps, c["lr_recovery"], c["batch_size"]),
-                   **_recovery_weights(DEFAULT_RECOVERY["losses"]))
+    result = _recover(out / f"{prefix}-removed", final, steps, c, **_recovery_weights(DEFAULT_RECOVERY["losses"]))
     record = {**cut, "recipe": {**c, "steps_recovery": steps}, "cut": prefix,
               "sizes": sparsity_report(load_pruned_bert(final)),
               "accuracy_after_recovery": result["metrics"].get("eval_accuracy"),
@@ -290,16 +292,13 @@ def _recovery_options(variant: dict) -> str:
 def run_minilm_long(out: Path) -> None:
     """Goal 1, second try: the penalty steps and the cut of `run_minilm` (reused from OUT when there), then one
     recovery distillation from the dense teacher LONG_RECOVERY_STEPS long (OUT/minilm-pruned-long)."""
-    from hf_binary_bert.pruning import BlockPruningConfig, load_pruned_bert, sparsity_report
-    from hf_binary_bert.pruning.recipe import prune
+    from hf_binary_bert.pruning import load_pruned_bert, sparsity_report
 
     c = MINILM
     cut = _penalty_and_cut(out)
     final = out / "minilm-pruned-long"
-    recovery = BlockPruningConfig(group_lasso_weight=0.0, modules=["intermediate"], epsilon=0.0)
     steps = 2 if SMOKE else LONG_RECOVERY_STEPS
-    result = prune(str(out / "minilm-removed"), TASK, str(final), pruning=recovery, teacher=TEACHER, evaluate=True,
-                   **_common(steps, c["lr_recovery"], c["batch_size"]))
+    result = _recover(out / "minilm-removed", final, steps, c)
     record = {"recipe": {**c, "steps_recovery": steps}, **cut, "sizes": sparsity_report(load_pruned_bert(final)),
               "accuracy_after_recovery": result["metrics"].get("eval_accuracy"),
               "log_history": result["log_history"], "train_seconds": [cut["train_seconds"], result["train_seconds"]]}
@@ -329,19 +328,40 @@ def _student_flags(steps_per_stage: int) -> list[str]:
             "--steps-per-stage", str(steps_per_stage)]
 
 
-def run_student(out: Path) -> None:
-    """Goal 2, prune then binarize: the 1-1-1 student of the dense teacher and the one of the pruned MiniLM (run
-    `minilm` first), same recipe and budget."""
+def _distill_students(out: Path, runs) -> None:
+    """Distil each (folder name, teacher, extra flags) of `runs` into OUT/<name> with the goal-2 recipe
+    (`_student_flags`, STUDENT's budget); a student already in OUT is not trained again."""
     from hf_binary_bert.cli import main as cli
 
     steps = 1 if SMOKE else STUDENT["steps"] // 3
     extra = ["--max-train-samples", "64", "--max-eval-samples", "32"] if SMOKE else []
-    for name, teacher in (("student-dense", TEACHER), ("student-pruned", str(out / "minilm-pruned"))):
+    for name, teacher, flags in runs:
         if (out / name / "comparison.json").exists():
             continue
-        code = cli(["distill", "--teacher", teacher, "--output-dir", str(out / name), *_student_flags(steps), *extra])
+        code = cli(["distill", "--teacher", teacher, "--output-dir", str(out / name), *_student_flags(steps), *flags,
+                    *extra])
         if code:
             raise SystemExit(f"distill {name} failed ({code})")
+
+
+def _student_accuracy(folder: Path) -> float:
+    """The accuracy `distill` measured at the end for the student in `folder` (its comparison.json: evaluate_model,
+    SST-2 dev, max_seq_length 64)."""
+    return next(r["accuracy"] for r in json.loads((folder / "comparison.json").read_text()) if r["model"] == "student")
+
+
+def _layer_sizes(folder: Path) -> tuple[list[int], list[int], dict]:
+    """Per-layer heads and FFN widths of the model saved in `folder` (its config.json), and the config."""
+    config = json.loads((folder / "config.json").read_text())
+    layers = config["num_hidden_layers"]
+    return (config.get("layer_num_attention_heads") or [config["num_attention_heads"]] * layers,
+            config.get("layer_intermediate_sizes") or [config["intermediate_size"]] * layers, config)
+
+
+def run_student(out: Path) -> None:
+    """Goal 2, prune then binarize: the 1-1-1 student of the dense teacher and the one of the pruned MiniLM (run
+    `minilm` first), same recipe and budget."""
+    _distill_students(out, (("student-dense", TEACHER, []), ("student-pruned", str(out / "minilm-pruned"), [])))
 
 
 # The smallest file of docs/measurements/pruned-sizes.md: pooler binarized (BiBERT, BiT), every embedding table 1-bit,
@@ -359,17 +379,7 @@ def run_student_small(out: Path) -> None:
     """Size goal, accuracy side: 1-1-1 students of the long-recovery MiniLM (run `minilm-long` first), the same
     recipe and budget as `student`: as `distill` writes them, all tables 1-bit (SMALL_FLAGS) and the smallest
     variant (SMALLEST_FLAGS); a student already in OUT is not trained again."""
-    from hf_binary_bert.cli import main as cli
-
-    steps = 1 if SMOKE else STUDENT["steps"] // 3
-    extra = ["--max-train-samples", "64", "--max-eval-samples", "32"] if SMOKE else []
-    for _, name, flags in SMALL_STUDENTS:
-        if (out / name / "comparison.json").exists():
-            continue
-        code = cli(["distill", "--teacher", str(out / "minilm-pruned-long"), "--output-dir", str(out / name),
-                    *_student_flags(steps), *flags, *extra])
-        if code:
-            raise SystemExit(f"distill {name} failed ({code})")
+    _distill_students(out, ((name, str(out / "minilm-pruned-long"), flags) for _, name, flags in SMALL_STUDENTS))
 
 
 def run_student_ffn(out: Path, share: float, heads: float) -> None:
@@ -377,21 +387,11 @@ def run_student_ffn(out: Path, share: float, heads: float) -> None:
     pooler binarized) of the MiniLM that `minilm-ffn --ffn-keep-share S --heads-keep-share H` pruned (run it first),
     OUT/student-ffn<S>-heads<H>-small, and the unpruned student of the dense teacher (OUT/student-dense, as
     `student`), the same recipe and budget; a student already in OUT is not trained again."""
-    from hf_binary_bert.cli import main as cli
-
     prefix = f"ffn{share:g}-heads{heads:g}"
     if not (out / f"{prefix}-pruned" / "config.json").exists():
         raise SystemExit(f"student-ffn needs {out / (prefix + '-pruned')}: run minilm-ffn with the same shares first")
-    steps = 1 if SMOKE else STUDENT["steps"] // 3
-    extra = ["--max-train-samples", "64", "--max-eval-samples", "32"] if SMOKE else []
-    for name, teacher, flags in (("student-dense", TEACHER, []),
-                                 (f"student-{prefix}-small", str(out / f"{prefix}-pruned"), SMALL_FLAGS)):
-        if (out / name / "comparison.json").exists():
-            continue
-        code = cli(["distill", "--teacher", teacher, "--output-dir", str(out / name), *_student_flags(steps), *flags,
-                    *extra])
-        if code:
-            raise SystemExit(f"distill {name} failed ({code})")
+    _distill_students(out, (("student-dense", TEACHER, []),
+                            (f"student-{prefix}-small", str(out / f"{prefix}-pruned"), SMALL_FLAGS)))
 
 
 def student_ffn_table(out: Path, share: float, heads: float) -> None:
@@ -415,12 +415,9 @@ def student_ffn_table(out: Path, share: float, heads: float) -> None:
     for name, run in (("1-1-1, unpruned (as distilled)", "student-dense"),
                       ("1-1-1, pruned, every table 1-bit", f"student-{prefix}-small")):
         folder = out / run
-        accuracy = next(r["accuracy"] for r in json.loads((folder / "comparison.json").read_text())
-                        if r["model"] == "student")
-        config = json.loads((folder / "config.json").read_text())
+        accuracy = _student_accuracy(folder)
+        head_list, ffn_list, config = _layer_sizes(folder)
         layers = config["num_hidden_layers"]
-        head_list = config.get("layer_num_attention_heads") or [config["num_attention_heads"]] * layers
-        ffn_list = config.get("layer_intermediate_sizes") or [config["intermediate_size"]] * layers
         size = os.path.getsize(folder / "model.safetensors") / 1e6
         base = rows[next(iter(rows))][0] if rows else accuracy
         print(f"| {name} | {sum(head_list)}/{config['num_attention_heads'] * layers} | {sum(ffn_list)}/"
@@ -450,8 +447,7 @@ def small_table(out: Path) -> None:
         if not (folder / "comparison.json").exists():
             missing.append(run)
             continue
-        accuracy = next(r["accuracy"] for r in json.loads((folder / "comparison.json").read_text())
-                        if r["model"] == "student")
+        accuracy = _student_accuracy(folder)
         base = accuracy if base is None else base
         size = os.path.getsize(folder / "model.safetensors") / 1e6
         print(f"| {name} | {' '.join(flags) or '–'} | {accuracy:.4f} | {100 * (accuracy - base):+.1f} | {size:.3f} |")
@@ -608,13 +604,9 @@ def table(out: Path) -> None:
         print("|---|---:|---:|---:|---:|---:|")
         base, results = None, {}
         for name, folder in students.items():
-            # the accuracy `distill` measured at the end (evaluate_model, SST-2 dev, max_seq_length 64, as above)
-            accuracy = next(r["accuracy"] for r in json.loads((folder / "comparison.json").read_text())
-                            if r["model"] == "student")
+            accuracy = _student_accuracy(folder)
             base = accuracy if base is None else base
-            config = json.loads((folder / "config.json").read_text())
-            heads = config.get("layer_num_attention_heads") or [config["num_attention_heads"]] * 6
-            ffn = config.get("layer_intermediate_sizes") or [config["intermediate_size"]] * 6
+            heads, ffn, _ = _layer_sizes(folder)
             size = os.path.getsize(folder / "model.safetensors") / 1e6
             print(f"| {name} | {accuracy:.4f} | {100 * (accuracy - base):+.1f} | {sum(heads)}/72 | {sum(ffn)}/9216 | "
                   f"{size:.2f} |")
@@ -690,8 +682,9 @@ def ffn_table(out: Path) -> None:
     from hf_binary_bert.pruning import load_pruned_bert
 
     runs = 3 if SMOKE else 9
-    records = sorted((f for f in out.glob("minilm-ffn*.json") if json.loads(f.read_text())["recipe"]["heads_keep_share"] is None),
-                     key=lambda f: -json.loads(f.read_text())["recipe"]["ffn_keep_share"])
+    records = [(f.name, json.loads(f.read_text())) for f in out.glob("minilm-ffn*.json")]
+    records = sorted(((name, r) for name, r in records if r["recipe"]["heads_keep_share"] is None),
+                     key=lambda item: -item[1]["recipe"]["ffn_keep_share"])
     print(f"`python examples/pruning_goals.py ffn-table {out} > docs/measurements/pruning-ffn-only.md` (runs: "
           f"`minilm-ffn --ffn-keep-share S`, same OUT)\n")
     print(f"SST-2 dev (872 sentences, max_seq_length {SEQ}); forward: CPU time of one forward, one thread, min of "
@@ -707,27 +700,26 @@ def ffn_table(out: Path) -> None:
     teacher = _accuracy(TEACHER)
     dense = load_pruned_bert(TEACHER).eval()
     models = {"dense": dense}
-    for f in records:
-        models[f.name] = load_pruned_bert(out / f"{json.loads(f.read_text())['cut']}-pruned").eval()
+    for name, r in records:
+        models[name] = load_pruned_bert(out / f"{r['cut']}-pruned").eval()
     speed = {b: _forward_ms(models, b, 128, runs) for b in (1, 8)}
     print(f"| teacher (dense) | 0 | {teacher:.4f} | +0.0 | 72/72 | 9216/9216 | 100.0% | {speed[1]['dense']:.1f} | "
           f"{speed[8]['dense']:.1f} | 1.00× / 1.00× |")
     verdicts = []
-    for f in records:
-        r = json.loads(f.read_text())
-        c, model = r["recipe"], models[f.name]
+    for key, r in records:
+        c, model = r["recipe"], models[key]
         ffn = sum(layer.intermediate.dense.out_features for layer in model.bert.encoder.layer)
-        ratio = {b: speed[b]["dense"] / speed[b][f.name] for b in (1, 8)}
+        ratio = {b: speed[b]["dense"] / speed[b][key] for b in (1, 8)}
         share = f"{c['ffn_keep_share']:.0%} FFN"
-        for name, done, accuracy, timed in (
+        for name, done, accuracy, cut, timed in (
                 (f"{share}, after the penalty steps (not yet cut)", c["steps_penalty"],
-                 r["epsilon_alone"]["accuracy_after_penalty"], False),
-                (f"{share}, after the cut", c["steps_penalty"], r["accuracy_after_cut"], False),
+                 r["epsilon_alone"]["accuracy_after_penalty"], False, False),
+                (f"{share}, after the cut", c["steps_penalty"], r["accuracy_after_cut"], True, False),
                 (f"{share}, after the recovery", c["steps_penalty"] + c["steps_recovery"], r["accuracy_after_recovery"],
-                 True)):
-            width = f"{ffn}/9216" if "penalty" not in name else "9216/9216"
-            kept = f"{_linear_share(model, dense):.1%}" if "penalty" not in name else "100.0%"
-            ms = (f"{speed[1][f.name]:.1f} | {speed[8][f.name]:.1f} | {ratio[1]:.2f}× / {ratio[8]:.2f}×" if timed
+                 True, True)):
+            width = f"{ffn}/9216" if cut else "9216/9216"
+            kept = f"{_linear_share(model, dense):.1%}" if cut else "100.0%"
+            ms = (f"{speed[1][key]:.1f} | {speed[8][key]:.1f} | {ratio[1]:.2f}× / {ratio[8]:.2f}×" if timed
                   else "– | – | –")
             print(f"| {name} | {done} | {accuracy:.4f} | {100 * (accuracy - teacher):+.1f} | 72/72 | {width} | {kept} | "
                   f"{ms} |")
