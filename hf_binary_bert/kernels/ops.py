@@ -567,8 +567,8 @@ def popcount_rate(threads: int | None = None, seconds: float = 0.3, kind: str = 
       with vpshufb on AVX2, NEON's vcnt, popcnt); one bit operation per binary multiply-accumulate.
     - `kind="table"` (AVX2 paths only): the nibble-table lookup that the AVX2 W1A1 GEMM uses instead (vpshufb byte
       lookups of the 4-bit products of two input rows at once; T-MAC's idea): the tile's arithmetic with tables and
-      indices in registers (per 1,536 binary MACs 6 vpshufb, 6 vpaddb and the split of the 4-bit counters), its
-      throughput bound.
+      indices in registers (per 3,072 binary MACs 12 vpshufb, 8 vpaddb and the fold of four 4-bit counters into
+      byte sums, 3 ops each), its throughput bound.
 
     Raises:
         RuntimeError: without the compiled kernels.

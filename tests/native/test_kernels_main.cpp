@@ -312,8 +312,8 @@ int bit_softmax_case() {
 }
 
 
-// The AVX2 table GEMM's tile (BitsAvx2PairTable: two input rows per lookup, 4-bit counters split every 3 steps, byte
-// counters flushed every 63 steps) and its input offsets (nibble_pair_offsets4) against scalar popcounts, for XNOR
+// The AVX2 table GEMM's tile (BitsAvx2PairTable: two input rows per lookup, 4-bit counters folded into byte sums
+// every 3 steps, decoded every 63 steps) and its input offsets (nibble_pair_offsets4) against scalar popcounts, for XNOR
 // and AND, K of 4 … 52 words (step counts with 0, 1 and 2 steps left over from the groups of 3, and several
 // flushes), 1, 3 and 4 real input rows (padding rows count as 0), all-ones inputs and weights (the largest counts).
 int pair_table_case() {

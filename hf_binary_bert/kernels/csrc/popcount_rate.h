@@ -14,7 +14,7 @@
 // registers (no loads), so the W1A1 Linears' floor on AVX2 is the larger of the two rates.
 
 constexpr int64_t kRateWords = 512;  // 4 KiB: a and b, 2 KiB each
-constexpr int64_t kTableMacsPerStep = 1536;  // binary MACs per call step of table_lookups_avx2 (kind 1)
+constexpr int64_t kTableMacsPerStep = 3072;  // binary MACs per call step of table_lookups_avx2 (kind 1)
 
 #if defined(__x86_64__) || defined(_M_X64)
 __attribute__((target("avx2"))) inline __m256i popcount256_avx2(__m256i v) {
@@ -91,39 +91,33 @@ __attribute__((target("avx512f,avx512bw,avx512vpopcntdq"))) uint64_t xor_popcoun
 }
 
 // kind 1: `steps` groups of the table GEMM's arithmetic (BitsAvx2PairTable::tile's loop without its loads: per group
-// of 3 steps, 3 tables × 2 index vectors = 6 vpshufb + 6 vpaddb into two 4-bit counters, then their split into 4 byte
-// counters (4 vpand, 2 vpsrlw, 4 vpaddb) = 1,536 binary MACs); returns a byte of the counters (a data dependence).
+// of 3 steps, 2 tables (row pairs) × 2 index vectors (blocks) × 3 steps = 12 vpshufb + 8 vpaddb into four 4-bit
+// counters, then each folded into its byte sums (vpaddb, vpsrlw, vpaddb) = 3,072 binary MACs); returns a byte of the
+// sums (a data dependence). (The byte sums are shared by the two pairs here, which only lengthens their chains.)
 __attribute__((target("avx2"))) uint64_t table_lookups_avx2(int64_t steps, uint64_t seed) {
-  __m256i b0 = _mm256_set1_epi8((char)seed), b1 = b0, b2 = b0, b3 = b0;
-  const __m256i t0 = _mm256_set1_epi8(3), t1 = _mm256_set1_epi8(0x15), t2 = _mm256_set1_epi8(0x22);
+  __m256i a0 = _mm256_set1_epi8((char)seed), h0 = a0, a1 = a0, h1 = a0;
+  const __m256i t0 = _mm256_set1_epi8(3), t1 = _mm256_set1_epi8(0x15);
   const __m256i i0 = _mm256_set1_epi8((char)(seed & 15)), i1 = _mm256_set1_epi8((char)((seed >> 4) & 15));
-  const __m256i low = _mm256_set1_epi8(0x0f);
+#define HFB_LOOKUP3(T, I, N)                \
+  "vpshufb %[" I "], %[" T "], %%" N "\n\t" \
+  "vpshufb %[" I "], %[" T "], %%ymm8\n\t"  \
+  "vpaddb %%ymm8, %%" N ", %%" N "\n\t"     \
+  "vpshufb %[" I "], %[" T "], %%ymm8\n\t"  \
+  "vpaddb %%ymm8, %%" N ", %%" N "\n\t"
+#define HFB_FOLD(N, A, H)                   \
+  "vpaddb %%" N ", %[" A "], %[" A "]\n\t"  \
+  "vpsrlw $4, %%" N ", %%" N "\n\t"         \
+  "vpaddb %%" N ", %[" H "], %[" H "]\n\t"
   for (int64_t s = 0; s < steps; ++s)
-    asm volatile(
-        "vpshufb %[i0], %[t0], %%ymm12\n\t"
-        "vpshufb %[i1], %[t0], %%ymm13\n\t"
-        "vpshufb %[i0], %[t1], %%ymm14\n\t"
-        "vpshufb %[i1], %[t1], %%ymm15\n\t"
-        "vpaddb %%ymm14, %%ymm12, %%ymm12\n\t"
-        "vpaddb %%ymm15, %%ymm13, %%ymm13\n\t"
-        "vpshufb %[i0], %[t2], %%ymm14\n\t"
-        "vpshufb %[i1], %[t2], %%ymm15\n\t"
-        "vpaddb %%ymm14, %%ymm12, %%ymm12\n\t"
-        "vpaddb %%ymm15, %%ymm13, %%ymm13\n\t"
-        "vpand %[low], %%ymm12, %%ymm14\n\t"
-        "vpsrlw $4, %%ymm12, %%ymm12\n\t"
-        "vpand %[low], %%ymm12, %%ymm12\n\t"
-        "vpaddb %%ymm14, %[b0], %[b0]\n\t"
-        "vpaddb %%ymm12, %[b1], %[b1]\n\t"
-        "vpand %[low], %%ymm13, %%ymm15\n\t"
-        "vpsrlw $4, %%ymm13, %%ymm13\n\t"
-        "vpand %[low], %%ymm13, %%ymm13\n\t"
-        "vpaddb %%ymm15, %[b2], %[b2]\n\t"
-        "vpaddb %%ymm13, %[b3], %[b3]\n\t"
-        : [b0] "+x"(b0), [b1] "+x"(b1), [b2] "+x"(b2), [b3] "+x"(b3)
-        : [t0] "x"(t0), [t1] "x"(t1), [t2] "x"(t2), [i0] "x"(i0), [i1] "x"(i1), [low] "x"(low)
-        : "xmm12", "xmm13", "xmm14", "xmm15");
-  const __m256i sum = _mm256_add_epi8(_mm256_add_epi8(b0, b1), _mm256_add_epi8(b2, b3));
+    asm volatile(HFB_LOOKUP3("t0", "i0", "ymm12") HFB_LOOKUP3("t0", "i1", "ymm13") HFB_LOOKUP3("t1", "i0", "ymm14")
+                 HFB_LOOKUP3("t1", "i1", "ymm15") HFB_FOLD("ymm12", "a0", "h0") HFB_FOLD("ymm13", "a1", "h1")
+                 HFB_FOLD("ymm14", "a0", "h0") HFB_FOLD("ymm15", "a1", "h1")
+                 : [a0] "+x"(a0), [h0] "+x"(h0), [a1] "+x"(a1), [h1] "+x"(h1)
+                 : [t0] "x"(t0), [t1] "x"(t1), [i0] "x"(i0), [i1] "x"(i1)
+                 : "xmm8", "xmm12", "xmm13", "xmm14", "xmm15");
+#undef HFB_LOOKUP3
+#undef HFB_FOLD
+  const __m256i sum = _mm256_add_epi8(_mm256_add_epi8(a0, h0), _mm256_add_epi8(a1, h1));
   return (uint64_t)(uint8_t)_mm256_extract_epi8(sum, 0);
 }
 
