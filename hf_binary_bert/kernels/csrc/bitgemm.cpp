@@ -1198,7 +1198,14 @@ void bits_gemm_table(int64_t M, int64_t N, const uint64_t* a, int64_t kw, const 
         for (int j = 0; j < NB; ++j) nibble_block(w, kw, groups, nc * NB + j, own + j * bstride);
         have = nc;
       }
+      // the next column chunk's weights (from the plan's layout, usually not cached: a BERT-base encoder's nibble
+      // layouts are 42 MB) prefetched into L2 while this chunk's rows run, a slice per tile
+      const uint8_t* next = wnib && nc + 1 < nchunks ? wnib + (nc + 1) * NB * bstride : nullptr;
+      const int64_t lines = NB * bstride / 64;
       for (int64_t m = m_begin; m < m_end; m += MR) {
+        if (next)
+          for (int64_t l = m / MR * lines / mtiles, l1 = (m / MR + 1) * lines / mtiles; l < l1; ++l)
+            _mm_prefetch((const char*)(next + l * 64), _MM_HINT_T1);
         Kern::tile<MR, NB>(ao + m / MR * 2 * steps, wi, bstride, steps, tables, raw, NC);
         finish_rows(e, m, (int)std::min<int64_t>(MR, m_end - m), n0, count, raw, NC, row);
       }
