@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import csv
 import os
+import threading
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -381,10 +382,12 @@ def write_holdout_split(
     os.makedirs(output_dir, exist_ok=True)
     for name, indices in ((task.validation_file, held), (task.train_file, kept)):
         path = os.path.join(output_dir, name)
-        with open(path + ".tmp", "w", encoding="utf-8", newline="") as f:
+        # a temporary file of its own: two runs writing the same split at once do not collide
+        tmp = f"{path}.{os.getpid()}-{threading.get_ident()}.tmp"
+        with open(tmp, "w", encoding="utf-8", newline="") as f:
             f.write(header)
             f.writelines(rows[i] for i in indices)
-        os.replace(path + ".tmp", path)
+        os.replace(tmp, path)
     return {"train": len(kept), "validation": len(held)}
 
 

@@ -38,6 +38,21 @@ def _stsb_folder(path, n=48, seed=0):
     return source, path / "split", counts
 
 
+def test_holdout_split_written_by_several_runs_at_once(tmp_path):
+    """Two runs of the 1-1-1 results script writing the same held-out split at once collided on one temporary file
+    (FileNotFoundError in os.replace); each writer now has its own."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    source, split, counts = _stsb_folder(tmp_path)
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(lambda _: write_holdout_split("stsb", source, tmp_path / "shared", fraction=0.25,
+                                                              seed=0), range(16)))
+    assert results == [counts] * 16
+    for name in ("dev.tsv", "train.tsv"):
+        assert (tmp_path / "shared" / name).read_bytes() == (split / name).read_bytes()
+    assert sorted(p.name for p in (tmp_path / "shared").iterdir()) == ["dev.tsv", "train.tsv"]
+
+
 def test_holdout_split_is_seeded_disjoint_and_complete(tmp_path):
     source, split, counts = _stsb_folder(tmp_path)
     assert counts == {"train": 36, "validation": 12}
