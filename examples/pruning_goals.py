@@ -257,28 +257,40 @@ def run_minilm_proximal(out: Path, variant: dict | None = None) -> None:
     (out / f"minilm-proximal{suffix}.json").write_text(json.dumps(record, indent=1))
 
 
-def run_minilm_ffn(out: Path, share: float = FFN_ONLY_SHARE, heads: float | None = None) -> None:
+def run_minilm_ffn(out: Path, share: float = FFN_ONLY_SHARE, heads: float | None = None,
+                   variant: dict | None = None) -> None:
     """Goal 1, sixth try (FFN_ONLY): the penalty steps on the FFN neurons only, the cut to `share` of every layer's
     FFN neurons (every head kept), the recovery distillation from the dense teacher; OUT/ffn<share>-removed,
     OUT/ffn<share>-pruned and the record OUT/minilm-ffn<share>.json. With `heads` (goal 2's teacher for the size
     goal), the heads too: the penalty also on the value rows outside each layer's top k of heads and the cut to that
-    share; OUT/ffn<share>-heads<heads>-*."""
+    share; OUT/ffn<share>-heads<heads>-*. With a recovery `variant` (as `run_minilm_proximal`'s), only the recovery
+    again, so changed, from the cut already in OUT, into OUT/<prefix>-pruned<suffix> and
+    OUT/minilm-<prefix><suffix>.json."""
     from hf_binary_bert.pruning import load_pruned_bert, sparsity_report
 
-    c = {**FFN_ONLY, "ffn_keep_share": share, "recovery_losses": list(DEFAULT_RECOVERY["losses"])}
+    variant = {k: v for k, v in (variant or {}).items() if v is not None}
+    losses = tuple(variant.get("losses", DEFAULT_RECOVERY["losses"]))
+    temperature, seed = variant.get("temperature", 1.0), variant.get("seed", 0)
+    c = {**FFN_ONLY, "ffn_keep_share": share, "recovery_losses": list(losses), "recovery_temperature": temperature,
+         "recovery_seed": seed, **{k: variant[k] for k in ("lr_recovery", "steps_recovery") if k in variant}}
     if heads is not None:
         c.update(heads_keep_share=heads, modules=["intermediate", "value"])
     prefix = f"ffn{share:g}" + (f"-heads{heads:g}" if heads is not None else "")
+    suffix = _recovery_suffix(variant)
+    if suffix and not (out / f"{prefix}-removed" / "config.json").exists():
+        raise SystemExit(f"the --recovery-* options start from the cut in {out / (prefix + '-removed')}: not there "
+                         "(run minilm-ffn with the same shares first)")
     cut = _penalty_and_cut(out, c, prefix, measure=True)
-    final = out / f"{prefix}-pruned"
+    final = out / f"{prefix}-pruned{suffix}"
     steps = 2 if SMOKE else c["steps_recovery"]
-    result = _recover(out / f"{prefix}-removed", final, steps, c, **_recovery_weights(DEFAULT_RECOVERY["losses"]))
-    record = {**cut, "recipe": {**c, "steps_recovery": steps}, "cut": prefix,
-              "sizes": sparsity_report(load_pruned_bert(final)),
+    result = _recover(out / f"{prefix}-removed", final, steps, c, seed, **_recovery_weights(losses),
+                      temperature=temperature)
+    record = {**cut, "recipe": {**c, "steps_recovery": steps}, "cut": prefix, "pruned": final.name,
+              "options": _recovery_options(variant), "sizes": sparsity_report(load_pruned_bert(final)),
               "accuracy_after_recovery": result["metrics"].get("eval_accuracy"),
               "recovery_log_history": result["log_history"],
               "train_seconds": [cut["train_seconds"], result["train_seconds"]]}
-    (out / f"minilm-{prefix}.json").write_text(json.dumps(record, indent=1))
+    (out / f"minilm-{prefix}{suffix}.json").write_text(json.dumps(record, indent=1))
 
 
 def _recovery_options(variant: dict) -> str:
@@ -682,8 +694,10 @@ def ffn_table(out: Path) -> None:
     from hf_binary_bert.pruning import load_pruned_bert
 
     runs = 3 if SMOKE else 9
-    records = [(f.name, json.loads(f.read_text())) for f in out.glob("minilm-ffn*.json")]
-    records = sorted(((name, r) for name, r in records if r["recipe"]["heads_keep_share"] is None),
+    found = [(f.name, json.loads(f.read_text())) for f in out.glob("minilm-ffn*.json")]
+    found = [(name, r) for name, r in found if r["recipe"]["heads_keep_share"] is None]
+    variants = [r for _, r in found if r.get("options")]  # `--recovery-*` runs: the same cut, another recovery
+    records = sorted(((name, r) for name, r in found if not r.get("options")),
                      key=lambda item: -item[1]["recipe"]["ffn_keep_share"])
     print(f"`python examples/pruning_goals.py ffn-table {out} > docs/measurements/pruning-ffn-only.md` (runs: "
           f"`minilm-ffn --ffn-keep-share S`, same OUT)\n")
@@ -730,6 +744,12 @@ def ffn_table(out: Path) -> None:
     print()
     print("**Goal 1** (≤ 50 % FFN width, within 1 point of the teacher, ≥ 1.5× forward at batch 1 and 8): " +
           "; ".join(verdicts) + ". One run each, one seed.\n")
+    for _, r in records:
+        same_cut = [v for v in variants if v["cut"] == r["cut"]]
+        share = r["recipe"]["ffn_keep_share"]
+        if same_cut:
+            _recovery_variants_table(out, r, teacher, f"minilm-ffn --ffn-keep-share {share:g}", same_cut,
+                                     f"The {share:.0%} FFN cut")
 
 
 def proximal_table(out: Path) -> None:
@@ -805,21 +825,27 @@ def proximal_table(out: Path) -> None:
     _recovery_variants_table(out, record, teacher)
 
 
-def _recovery_variants_table(out: Path, run: dict, teacher: float) -> None:
-    """Part of `proximal_table`: the `minilm-proximal --recovery-*` runs under OUT (the same cut, only the recovery
-    again, with other settings) next to the run's own recovery."""
+def _recovery_variants_table(out: Path, run: dict, teacher: float, command: str = "minilm-proximal",
+                             records: list[dict] | None = None, title: str = "The same cut") -> None:
+    """Part of `proximal_table` and `ffn_table`: the `COMMAND --recovery-*` runs under OUT (`records`, default the
+    `minilm-proximal` ones: the same cut, only the recovery again, with other settings) next to the run's own
+    recovery."""
     def key(record):  # the learning rates first (the fourth try), then by losses, temperature, steps, seed
         c = record["recipe"]
         losses = tuple(c.get("recovery_losses", DEFAULT_RECOVERY["losses"]))
         return (losses != DEFAULT_RECOVERY["losses"], len(losses), losses, c.get("recovery_temperature", 1.0),
                 c["steps_recovery"], c["lr_recovery"], c.get("recovery_seed", 0))
 
-    records = sorted((json.loads(f.read_text()) for f in out.glob("minilm-proximal-*.json")), key=key)
-    print("### The same cut, other recoveries\n")
+    if records is None:
+        records = [json.loads(f.read_text()) for f in out.glob("minilm-proximal-*.json")]
+    records = sorted(records, key=key)
+    print(f"### {title}, other recoveries\n")
     if not records:
-        print(f"No `minilm-proximal --recovery-*` run in {out}.\n")
+        print(f"No `{command} --recovery-*` run in {out}.\n")
         return
-    print(f"`python examples/pruning_goals.py minilm-proximal {out} OPTIONS`: the cut above (`{run['cut']}-removed`, "
+    verb, _, options = command.partition(" ")
+    print(f"`python examples/pruning_goals.py {verb} {out} {options + ' ' if options else ''}OPTIONS`: the cut above "
+          f"(`{run['cut']}-removed`, "
           "not trained again), then the recovery distillation from the dense teacher with the OPTIONS of the first "
           "column, everything else as the run above (the first row; batch, data, 10 % warm-up then linear decay). "
           "Losses, each of weight 1: *prediction*, the soft cross-entropy against the teacher's logits at "
@@ -874,16 +900,16 @@ def main(argv=None) -> None:
     parser.add_argument("--outside-target", action="store_true",
                         help="proximal-probe: the proximal step only on the groups outside the keep shares' top k")
     parser.add_argument("--recovery-lr", type=float, default=None,
-                        help="minilm-proximal: only the recovery again, at this learning rate, from the cut in OUT")
+                        help="minilm-proximal, minilm-ffn: only the recovery again, at this learning rate, from the cut in OUT")
     parser.add_argument("--recovery-losses", type=lambda v: tuple(v.split(",")), default=None,
-                        help="minilm-proximal: only the recovery again, with these losses (comma-separated, each of "
+                        help="minilm-proximal, minilm-ffn: only the recovery again, with these losses (comma-separated, each of "
                         f"weight 1: {', '.join(RECOVERY_LOSSES)}; the run's own: prediction,hidden)")
     parser.add_argument("--recovery-steps", type=int, default=None,
-                        help="minilm-proximal: only the recovery again, this many steps long")
+                        help="minilm-proximal, minilm-ffn: only the recovery again, this many steps long")
     parser.add_argument("--recovery-temperature", type=float, default=None,
-                        help="minilm-proximal: only the recovery again, prediction KD at this temperature")
+                        help="minilm-proximal, minilm-ffn: only the recovery again, prediction KD at this temperature")
     parser.add_argument("--recovery-seed", type=int, default=None,
-                        help="minilm-proximal: only the recovery again, with this seed (data order, dropout)")
+                        help="minilm-proximal, minilm-ffn: only the recovery again, with this seed (data order, dropout)")
     parser.add_argument("--ffn-keep-share", type=float, default=FFN_ONLY_SHARE,
                         help="minilm-ffn: the share of every layer's FFN neurons kept")
     parser.add_argument("--heads-keep-share", type=float, default=None,
@@ -903,12 +929,12 @@ def main(argv=None) -> None:
             raise SystemExit(f"{args.what} needs --heads-keep-share (and --ffn-keep-share)")
         run = run_student_ffn if args.what == "student-ffn" else student_ffn_table
         return run(args.out, args.ffn_keep_share, args.heads_keep_share)
+    variant = {"lr_recovery": args.recovery_lr, "losses": args.recovery_losses, "steps_recovery": args.recovery_steps,
+               "temperature": args.recovery_temperature, "seed": args.recovery_seed}
     if args.what == "minilm-ffn":
-        return run_minilm_ffn(args.out, args.ffn_keep_share, args.heads_keep_share)
+        return run_minilm_ffn(args.out, args.ffn_keep_share, args.heads_keep_share, variant)
     if args.what == "minilm-proximal":
-        return run_minilm_proximal(args.out, {"lr_recovery": args.recovery_lr, "losses": args.recovery_losses,
-                                              "steps_recovery": args.recovery_steps,
-                                              "temperature": args.recovery_temperature, "seed": args.recovery_seed})
+        return run_minilm_proximal(args.out, variant)
     {"minilm": run_minilm, "minilm-proximal": run_minilm_proximal, "proximal-table": proximal_table, "minilm-dense": run_minilm_dense, "student": run_student, "minilm-long": run_minilm_long,
      "student-small": run_student_small, "table": table, "long-table": long_table,
      "small-table": small_table, "ffn-table": ffn_table}[args.what](args.out)
