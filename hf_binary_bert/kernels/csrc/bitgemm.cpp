@@ -46,6 +46,7 @@ inline double omp_get_wtime() {
 #endif
 
 #include <algorithm>
+#include <atomic>
 #include <type_traits>
 #include <cmath>
 #include <cstdint>
@@ -606,6 +607,44 @@ struct NibNeon {
 //   dot[m,n] = mul·raw[m,n] + add_m[m] + add_n[n]     (bits: K − 2c or 2c − pop_m;  u8: d − z·Σ_k B[n,k])
 //   y[m,n]   = s_m · (α_n · dot + γ_n · xsum_m) + bias_n
 
+// Items 0 … n − 1 shared by the threads of the enclosing parallel region as a static schedule that steals: thread t
+// owns the contiguous range [t·n/T, (t + 1)·n/T) and claims its items front to back; when its range is done it claims
+// what is left of the others' ranges (the same cursors, so every item runs exactly once). The two cores of this
+// project's virtual machines are not always equally fast (a slow phase): a static schedule then waits for the slower
+// core, a dynamic one loses the ranges' locality and pays a shared counter per item (paired A/B, BiT W1A1 BERT-base,
+// AMD EPYC Zen 3: dynamic, 1 took 0.86–0.93× the time in slow phases but 1.02–1.07× in fast ones; these ranges
+// 0.72–0.96× in slow phases and 0.99–1.02× in fast ones). Used by the GEMM drivers (drive, the AVX2 table GEMM, the
+// W1A8 lookup-table GEMM).
+// Construct before the parallel region with its thread count; inside it every thread claims items until none is left:
+//   int k = 0;  for (int64_t item; (item = ranges.claim(k)) >= 0;) { … }
+class StealingRanges {
+ public:
+  StealingRanges(int64_t n, int nthreads) : n_(n), threads_(std::max(1, nthreads)), cursors_(threads_) {
+    for (int t = 0; t < threads_; ++t) cursors_[t].next.store(begin(t), std::memory_order_relaxed);
+  }
+  // The calling thread's next item, or −1 when every range is done; `k` (0 at the start, the thread's own) is the
+  // range it is at, counted from its own. Every thread visits every range, so a team of any size — one thread in a
+  // serial region — runs all items.
+  int64_t claim(int& k) {
+    const int t = omp_get_thread_num() % threads_;
+    for (; k < threads_; ++k) {
+      const int v = (t + k) % threads_;
+      const int64_t i = cursors_[v].next.fetch_add(1, std::memory_order_relaxed);
+      if (i < begin(v + 1)) return i;
+    }
+    return -1;
+  }
+
+ private:
+  struct alignas(64) Cursor {
+    std::atomic<int64_t> next{0};
+  };
+  int64_t begin(int t) const { return n_ * t / threads_; }
+  int64_t n_;
+  int threads_;
+  std::vector<Cursor> cursors_;
+};
+
 enum BitMode { SIGNED = 0, UNSIGNED_GE = 1, UNSIGNED_GT = 2, SIGNED_GELU = 3, SIGNED_SCALED = 4 };
 
 struct Epilogue {
@@ -844,8 +883,12 @@ void drive(int64_t M, int64_t N, const T* a, int64_t lda, const uint64_t* w, int
   if (mchunks > 1 && nthreads > 1) mchunks = std::min(blocks, (mchunks + nthreads - 1) / nthreads * nthreads);
   const int64_t items = nchunks * mchunks;
   const bool prefetch = mchunks <= nthreads;
-#pragma omp parallel for schedule(static) num_threads(nthreads) if (nthreads > 1 && items > 1 && M * N > 4096)
-  for (int64_t item = 0; item < items; ++item) {
+  const bool parallel = nthreads > 1 && items > 1 && M * N > 4096;
+  StealingRanges ranges(items, parallel ? nthreads : 1);
+#pragma omp parallel num_threads(nthreads) if (parallel)
+  for (int k = 0; ;) {
+    const int64_t item = ranges.claim(k);
+    if (item < 0) break;
     alignas(64) int32_t raw[MR * NC_MAX];  // MR rows × this chunk's columns (row stride NC)
     alignas(64) float row[NC_MAX];          // a packing epilogue's float row
     const int64_t nc = item % nchunks, mc = item / nchunks;
@@ -1175,6 +1218,7 @@ void bits_gemm_table(int64_t M, int64_t N, const uint64_t* a, int64_t kw, const 
   uint16_t* ao = reinterpret_cast<uint16_t*>(buffer.data());  // [tile][step][pair]: 2 · 2 bytes per step and tile
   const uint8_t* tables = &kPairTables.t[OP][0][0];
   const int64_t mchunks = (M + MC - 1) / MC, items = nchunks * mchunks;
+  StealingRanges ranges(items, nthreads > 1 && items > 1 ? nthreads : 1);
 #pragma omp parallel num_threads(nthreads) if (nthreads > 1 && items > 1)
   {
 #pragma omp for schedule(static)
@@ -1186,8 +1230,8 @@ void bits_gemm_table(int64_t M, int64_t N, const uint64_t* a, int64_t kw, const 
     uint8_t* own = reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(chunk_buffer.data()) + 31) & ~(uintptr_t)31);
     const uint8_t* wi = own;
     int64_t have = -1;
-#pragma omp for schedule(static)
-    for (int64_t item = 0; item < items; ++item) {
+    int k = 0;
+    for (int64_t item; (item = ranges.claim(k)) >= 0;) {
       alignas(64) int32_t raw[MR * NC];
       alignas(64) float row[NC];  // a packing epilogue's float row
       const int64_t nc = item / mchunks, m_begin = item % mchunks * MC, m_end = std::min(M, m_begin + MC);

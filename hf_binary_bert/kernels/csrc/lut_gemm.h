@@ -265,7 +265,9 @@ void lut_w1a8_with(int64_t M, const uint8_t* u, int64_t lu, int64_t nib_steps, i
   const int64_t items = mblocks * nspans, all_blocks = L::kIndexAhead ? 0 : ioff[nops] / istride;
   int64_t total_mnk = 0;
   for (int i = 0; i < nops; ++i) total_mnk += M * ops[i].N * K;
-#pragma omp parallel num_threads(nthreads) if (nthreads > 1 && total_mnk > (1 << 20))
+  const bool parallel = nthreads > 1 && total_mnk > (1 << 20);
+  StealingRanges ranges(items, parallel ? nthreads : 1);
+#pragma omp parallel num_threads(nthreads) if (parallel)
   {
 #pragma omp for schedule(static)
     for (int64_t b = 0; b < all_blocks; ++b) {
@@ -275,8 +277,8 @@ void lut_w1a8_with(int64_t M, const uint8_t* u, int64_t lu, int64_t nib_steps, i
       if constexpr (!L::kIndexAhead)
         L::index_block(ops[i].nib, (ops[i].N + kNibGroup - 1) / kNibGroup, nib_steps, c, index + b * istride);
     }
-#pragma omp for schedule(static)
-    for (int64_t item = 0; item < items; ++item) {
+    int k = 0;
+    for (int64_t item; (item = ranges.claim(k)) >= 0;) {
       static thread_local std::vector<uint64_t> table_buffer, raw_buffer;
       const int64_t m0 = item / nspans * kLutRowsPerItem, rows = std::min(kLutRowsPerItem, M - m0);
       // operand i covers its blocks c0[i] … c1[i]−1, rows of raw_i = raw + roff[i] with stride ldr[i]
