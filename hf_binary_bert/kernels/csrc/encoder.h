@@ -8,7 +8,9 @@
 // FasterTransformer's "remove padding"): x float32 [M, H], sequence b = rows cu[b] … cu[b+1]−1. Each layer computes,
 // as transformers' BertLayer does (post-LayerNorm BERT):
 //   q, k, v = Linear_q(x), Linear_k(x), Linear_v(x)                       (binarized, input quantizer fused)
-//   ctx     = attention(q, k, v) per sequence and head                      (quantized operands, see below)
+//   ctx     = attention(q, k, v) per sequence and head                      (quantized operands, see below; for a
+//                                                                              W1A1 Linear_ao packed by each head
+//                                                                              into its input bits)
 //   x1      = LayerNorm(Linear_ao(ctx) + x)
 //   x       = LayerNorm(Linear_o(act(Linear_i(x1))) + x1)                   (act: exact-erf GELU or ReLU; a GELU
 //                                                                              before a 1-bit Linear_o is folded
@@ -533,7 +535,23 @@ inline void scaled_softmax(float* row, int64_t n, float mul) {
 struct QkvBits {
   const uint64_t *q, *k, *v;
   int64_t words;
+  // null: the context rows are written as floats to ctx; else packed straight into the attention output Linear's
+  // input bits (its quantizer's compare, pack_row_isa on each head's D values at bit h·D of the row; rows of this
+  // sequence; `pop` not written: the caller counts the rows' bits after all heads)
+  const PackTarget* out = nullptr;
 };
+
+// Row i of a head's context (D floats in `o`) to where `qkv.out` says: ctx as floats, or packed into the attention
+// output Linear's input bits (ld = heads·D: the shift of channel h·D + d, the SIGNED_GELU upper half at +ld).
+inline void context_out(const QkvBits& qkv, const float* o, float* ctx, int64_t i, int64_t h, int64_t D, int64_t ld) {
+  if (!qkv.out) {
+    std::memcpy(ctx + i * ld + h * D, o, (size_t)D * 4);
+    return;
+  }
+  const PackTarget& p = *qkv.out;
+  pack_row_isa(g_isa, o, D, p.shift ? p.shift + h * D : nullptr, p.s, p.thr, p.mode, p.bits + i * p.ld + h * D / 8,
+               ld);
+}
 
 // Bits offset … offset + n − 1 of a row of words into out[0 … ceil(n/64) − 1] (the bits above n cleared).
 inline void head_bits(const uint64_t* row, int64_t offset, int64_t n, uint64_t* out) {
@@ -1081,7 +1099,7 @@ __attribute__((always_inline)) inline void attention_head_body(const int64_t* L,
       }
       int64_t selected = 0;  // keys whose bit is set
       for (int64_t w = 0; w < tw; ++w) selected += __builtin_popcountll(arow[w]);
-      float* o = ctx + i * ld + h * D;
+      alignas(32) float o[256];  // the row, then to ctx or bits (context_out)
       int32_t agree[256];  // D ≤ 256
       // Σ_j A_ij V̂_jd = 2·popcount(A_i AND V⁺_d) − popcount(A_i)
 #if defined(__x86_64__) || defined(_M_X64)
@@ -1102,6 +1120,7 @@ __attribute__((always_inline)) inline void attention_head_body(const int64_t* L,
       else
 #endif
         for (int64_t d = 0; d < D; ++d) o[d] = pv * (float)(2 * agree[d] - (int32_t)selected);
+      context_out(qkv, o, ctx, i, h, D, ld);
     } else if (!probs_in_s) {
       float* prow = P + i * Tp;
       if (sp.kind == QK_FLOAT) {
@@ -1116,8 +1135,11 @@ __attribute__((always_inline)) inline void attention_head_body(const int64_t* L,
   if (!probs_in_s)
     for (int64_t i = T; i < Tp; ++i) std::memset(P + i * Tp, 0, (size_t)Tp * 4);
   sgemm(Tp, Dp, Tp, probs_in_s ? S : P, Tp, Vf, Dp, Qf, Dp);  // Qf reused as the output [Tp × Dp]
-  for (int64_t i = 0; i < T; ++i)
-    for (int64_t d = 0; d < D; ++d) ctx[i * ld + h * D + d] = pv * Qf[i * Dp + d];
+  for (int64_t i = 0; i < T; ++i) {
+    alignas(32) float o[256];
+    for (int64_t d = 0; d < D; ++d) o[d] = pv * Qf[i * Dp + d];
+    context_out(qkv, o, ctx, i, h, D, ld);
+  }
 }
 
 #if defined(__x86_64__) || defined(_M_X64)
@@ -1202,6 +1224,17 @@ void layer_forward(const int64_t* L, float* x, int64_t M, const int64_t* cu, int
   std::stable_sort(order.begin(), order.end(),
                    [cu](int64_t a, int64_t b) { return cu[a + 1] - cu[a] > cu[b + 1] - cu[b]; });
   const int64_t per_thread = attention_work_floats(max_len, D);
+  // a W1A1 attention output Linear: each head packs its context rows straight into that Linear's input bits (in the
+  // inter buffer, free until the FFN), instead of floats in ctx that run_linear would pack again
+  const int64_t* Lao = lin + 3 * kLinWords;
+  const int64_t kw_ao = bits_words(Lao[L_K]);
+  const bool ao_bits = Lao[L_KIND] == 0 && Lao[L_K] == HD && D % 8 == 0 && (int)Lao[L_MODE] != SIGNED_GELU &&
+                       M * kw_ao * 8 + M * 8 <= M * I * 4;
+  const PackTarget ao_target{reinterpret_cast<uint8_t*>(inter), kw_ao * 8,
+                             reinterpret_cast<int64_t*>(reinterpret_cast<uint8_t*>(inter) + M * kw_ao * 8),
+                             as_ptr<const float>(Lao[L_SHIFT]), as_float(Lao[L_STEP]), as_float(Lao[L_THR]),
+                             (int)Lao[L_MODE]};
+  if (ao_bits) std::memset(ao_target.bits, 0, (size_t)(M * kw_ao * 8));  // (the bits past HD stay 0)
 #if defined(__x86_64__) || defined(_M_X64)
   const bool avx2 = use_avx2(), vpop = avx2 && g_isa == AVX512_VPOPCNT && kFeatures.vpopcntdq;
   auto head = vpop ? attention_head_avx512 : attention_head_avx2;
@@ -1213,21 +1246,32 @@ void layer_forward(const int64_t* L, float* x, int64_t M, const int64_t* cu, int
     for (int64_t bh = 0; bh < B * heads; ++bh) {
       const int64_t b = order[bh / heads], h = bh % heads, r0 = cu[b], T = cu[b + 1] - cu[b];
       if (T == 0) continue;
+      QkvBits seq = qkv.q ? QkvBits{qkv.q + r0 * qkv.words, qkv.k + r0 * qkv.words, qkv.v + r0 * qkv.words, qkv.words}
+                          : qkv;
+      PackTarget seq_out = ao_target;  // this sequence's rows of the output bits
+      seq_out.bits += r0 * ao_target.ld;
+      if (ao_bits) seq.out = &seq_out;
 #if defined(__x86_64__) || defined(_M_X64)
       if (avx2)
-        head(L, q + r0 * HD, k + r0 * HD, v + r0 * HD, ctx + r0 * HD, T, h, HD, mine,
-                            qkv.q ? QkvBits{qkv.q + r0 * qkv.words, qkv.k + r0 * qkv.words, qkv.v + r0 * qkv.words,
-                                            qkv.words}
-                                  : qkv);
+        head(L, q + r0 * HD, k + r0 * HD, v + r0 * HD, ctx + r0 * HD, T, h, HD, mine, seq);
       else
 #endif
-        attention_head_portable(L, q + r0 * HD, k + r0 * HD, v + r0 * HD, ctx + r0 * HD, T, h, HD, mine,
-                                qkv.q ? QkvBits{qkv.q + r0 * qkv.words, qkv.k + r0 * qkv.words,
-                                                qkv.v + r0 * qkv.words, qkv.words}
-                                      : qkv);
+        attention_head_portable(L, q + r0 * HD, k + r0 * HD, v + r0 * HD, ctx + r0 * HD, T, h, HD, mine, seq);
     }
   }
-  run_linear(lin + 3 * kLinWords, ctx, M, x1, nthreads);
+  if (ao_bits) {
+    const uint64_t* words = reinterpret_cast<const uint64_t*>(ao_target.bits);
+    for (int64_t m = 0; m < M; ++m) {
+      int64_t ones = 0;
+      for (int64_t w = 0; w < kw_ao; ++w) ones += __builtin_popcountll(words[m * kw_ao + w]);
+      ao_target.pop[m] = ones;
+    }
+    run_w1a1_bits(words, ao_target.pop, M, Lao[L_K], (int)Lao[L_MODE], as_ptr<const uint64_t>(Lao[L_W]), Lao[L_N],
+                  as_ptr<const float>(Lao[L_ALPHA]), as_ptr<const float>(Lao[L_GAMMA]), as_float(Lao[L_SCALE]),
+                  as_ptr<const float>(Lao[L_BIAS]), x1, Lao[L_N], nthreads, nullptr, as_ptr<const uint8_t>(Lao[L_NIB]));
+  } else {
+    run_linear(Lao, ctx, M, x1, nthreads);
+  }
   add_layer_norm(x1, x, M, H, as_ptr<const float>(L[F_LN1_W]), as_ptr<const float>(L[F_LN1_B]), as_float(L[F_LN1_EPS]),
                  nthreads);
   const int64_t *Li = lin + 4 * kLinWords, *Lo = lin + 5 * kLinWords;
