@@ -20,6 +20,8 @@ into one table (docs/measurements/pruning-goals.md, included in docs/pruning.md)
     python examples/pruning_goals.py proximal-table OUT > docs/measurements/pruning-proximal.md
     python examples/pruning_goals.py minilm-ffn OUT --ffn-keep-share 0.35
                                                            # goal 1, every head kept: the FFN cut alone, further
+    python examples/pruning_goals.py minilm-ffn OUT --ffn-keep-share 0.35 --recovery-lr 5e-5 --recovery-steps 2400
+                                                           # goal 1: that cut's recovery again, other settings
     python examples/pruning_goals.py ffn-table OUT > docs/measurements/pruning-ffn-only.md
     python examples/pruning_goals.py minilm-ffn OUT --ffn-keep-share 0.35 --heads-keep-share 0.75
     python examples/pruning_goals.py student-ffn OUT --ffn-keep-share 0.35 --heads-keep-share 0.75
