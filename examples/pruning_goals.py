@@ -412,8 +412,9 @@ def student_ffn_table(out: Path, share: float, heads: float) -> None:
     """The Markdown of docs/measurements/pruning-goal2-small.md: the `student-ffn` students against goal 2."""
     prefix = f"ffn{share:g}-heads{heads:g}"
     record = json.loads((out / f"minilm-{prefix}.json").read_text())
+    name = "pruning-goal2-small" + ("" if (share, heads) == (0.35, 0.75) else f"-ffn{100 * share:g}-heads{100 * heads:g}")
     print(f"`python examples/pruning_goals.py student-ffn-table {out} --ffn-keep-share {share:g} --heads-keep-share "
-          f"{heads:g} > docs/measurements/pruning-goal2-small.md` (runs: `minilm-ffn` and `student-ffn` with the same "
+          f"{heads:g} > docs/measurements/{name}.md` (runs: `minilm-ffn` and `student-ffn` with the same "
           "shares, same OUT)\n")
     print(f"Every student: 1-1-1 (BiT recipe of goal 2: {STUDENT['steps']} steps, {STUDENT['steps'] // 3} per stage "
           f"W1A4 → W1A2 → W1A1, batch {STUDENT['batch_size']}, learning rate {STUDENT['lr']}, seed 42); SST-2 dev "
