@@ -419,23 +419,25 @@ def student_ffn_table(out: Path, share: float, heads: float) -> None:
     """The Markdown of docs/measurements/pruning-goal2-small.md: the `student-ffn` students against goal 2."""
     prefix = f"ffn{share:g}-heads{heads:g}"
     record = json.loads((out / f"minilm-{prefix}.json").read_text())
+    # seed 42 (the recipe's), then every other seed whose two students are both in OUT (`student-ffn --student-seed`)
+    seeds = [42] + sorted(int(f.name.rsplit("-seed", 1)[1]) for f in out.glob("student-dense-seed*")
+                          if (out / f"student-{prefix}-small{f.name[len('student-dense'):]}" / "comparison.json").exists())
     name = "pruning-goal2-small" + ("" if (share, heads) == (0.35, 0.75) else f"-ffn{100 * share:g}-heads{100 * heads:g}")
     print(f"`python examples/pruning_goals.py student-ffn-table {out} --ffn-keep-share {share:g} --heads-keep-share "
           f"{heads:g} > docs/measurements/{name}.md` (runs: `minilm-ffn` and `student-ffn` with the same "
           "shares, same OUT)\n")
+    seed_text = "seed 42" if len(seeds) == 1 else f"seeds {', '.join(map(str, seeds))}, both students per seed"
     print(f"Every student: 1-1-1 (BiT recipe of goal 2: {STUDENT['steps']} steps, {STUDENT['steps'] // 3} per stage "
-          f"W1A4 → W1A2 → W1A1, batch {STUDENT['batch_size']}, learning rate {STUDENT['lr']}, seed 42); SST-2 dev "
+          f"W1A4 → W1A2 → W1A1, batch {STUDENT['batch_size']}, learning rate {STUDENT['lr']}, {seed_text}); SST-2 dev "
           f"accuracy as `distill` measures it; {_cpu()}; torch {torch.__version__}. The pruned one is binarized from and "
           f"taught by the MiniLM cut to {share:.0%} of the FFN neurons and {heads:.0%} of the heads per layer "
           f"(`minilm-ffn`: {record['recipe']['steps_penalty']} proximal penalty steps, the cut, "
           f"{record['recipe']['steps_recovery']} recovery steps; SST-2 dev accuracy "
           f"{record['accuracy_after_recovery']:.4f}), with every table 1-bit and the pooler binarized "
-          f"({' '.join(SMALL_FLAGS)}); the unpruned one is the plain recipe from the dense teacher. One seed each.\n")
+          f"({' '.join(SMALL_FLAGS)}); the unpruned one is the plain recipe from the dense teacher. "
+          f"{'One seed each.' if len(seeds) == 1 else f'{len(seeds)} seeds each.'}\n")
     print("| student | heads kept | FFN width kept | accuracy | Δ vs unpruned student (points) | packed file (MB) |")
     print("|---|---:|---:|---:|---:|---:|")
-    # seed 42 (the recipe's), then every other seed whose two students are both in OUT (`student-ffn --student-seed`)
-    seeds = [42] + sorted(int(f.name.rsplit("-seed", 1)[1]) for f in out.glob("student-dense-seed*")
-                          if (out / f"student-{prefix}-small{f.name[len('student-dense'):]}" / "comparison.json").exists())
     means = {}
     for seed in seeds:
         suffix, rows = _seed_suffix(seed), {}
