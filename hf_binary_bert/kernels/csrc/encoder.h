@@ -541,13 +541,17 @@ struct QkvBits {
   const PackTarget* out = nullptr;
 };
 
-// Row i of a head's context (D floats in `o`) to where `qkv.out` says: ctx as floats, or packed into the attention
-// output Linear's input bits (ld = heads·D: the shift of channel h·D + d, the SIGNED_GELU upper half at +ld).
-inline void context_out(const QkvBits& qkv, const float* o, float* ctx, int64_t i, int64_t h, int64_t D, int64_t ld) {
-  if (!qkv.out) {
-    std::memcpy(ctx + i * ld + h * D, o, (size_t)D * 4);
-    return;
-  }
+// Where row i of a head's context (D floats) is computed: straight into ctx when the context stays float, else into
+// the caller's scratch row `local` (≥ D floats), which context_out then packs.
+inline float* context_row(const QkvBits& qkv, float* local, float* ctx, int64_t i, int64_t h, int64_t D, int64_t ld) {
+  return qkv.out ? local : ctx + i * ld + h * D;
+}
+
+// Row i of a head's context (D floats in `o`, from context_row) packed into the attention output Linear's input bits
+// when `qkv.out` says so (ld = heads·D: the shift of channel h·D + d, the SIGNED_GELU upper half at +ld); nothing to
+// do when the context stays float (context_row wrote it to ctx).
+inline void context_out(const QkvBits& qkv, const float* o, int64_t i, int64_t h, int64_t D, int64_t ld) {
+  if (!qkv.out) return;
   const PackTarget& p = *qkv.out;
   pack_row_isa(g_isa, o, D, p.shift ? p.shift + h * D : nullptr, p.s, p.thr, p.mode, p.bits + i * p.ld + h * D / 8,
                ld);
@@ -1099,7 +1103,8 @@ __attribute__((always_inline)) inline void attention_head_body(const int64_t* L,
       }
       int64_t selected = 0;  // keys whose bit is set
       for (int64_t w = 0; w < tw; ++w) selected += __builtin_popcountll(arow[w]);
-      alignas(32) float o[256];  // the row, then to ctx or bits (context_out)
+      alignas(32) float local[256];  // the row when it is packed (context_row / context_out)
+      float* o = context_row(qkv, local, ctx, i, h, D, ld);
       int32_t agree[256];  // D ≤ 256
       // Σ_j A_ij V̂_jd = 2·popcount(A_i AND V⁺_d) − popcount(A_i)
 #if defined(__x86_64__) || defined(_M_X64)
@@ -1120,7 +1125,7 @@ __attribute__((always_inline)) inline void attention_head_body(const int64_t* L,
       else
 #endif
         for (int64_t d = 0; d < D; ++d) o[d] = pv * (float)(2 * agree[d] - (int32_t)selected);
-      context_out(qkv, o, ctx, i, h, D, ld);
+      context_out(qkv, o, i, h, D, ld);
     } else if (!probs_in_s) {
       float* prow = P + i * Tp;
       if (sp.kind == QK_FLOAT) {
@@ -1136,9 +1141,10 @@ __attribute__((always_inline)) inline void attention_head_body(const int64_t* L,
     for (int64_t i = T; i < Tp; ++i) std::memset(P + i * Tp, 0, (size_t)Tp * 4);
   sgemm(Tp, Dp, Tp, probs_in_s ? S : P, Tp, Vf, Dp, Qf, Dp);  // Qf reused as the output [Tp × Dp]
   for (int64_t i = 0; i < T; ++i) {
-    alignas(32) float o[256];
+    alignas(32) float local[256];
+    float* o = context_row(qkv, local, ctx, i, h, D, ld);
     for (int64_t d = 0; d < D; ++d) o[d] = pv * Qf[i * Dp + d];
-    context_out(qkv, o, ctx, i, h, D, ld);
+    context_out(qkv, o, i, h, D, ld);
   }
 }
 
