@@ -227,6 +227,42 @@ def _recovery_weights(losses) -> dict:
     return {weight: float(name in losses) for name, weight in RECOVERY_LOSSES.items()}
 
 
+def _recovery_recipe(base: dict, variant: dict | None) -> tuple[dict, dict]:
+    """(the variant without its unset keys, the recipe): `base` with the variant's recovery learning rate and steps,
+    and its recovery losses, temperature and seed (DEFAULT_RECOVERY's where the variant has none)."""
+    variant = {k: v for k, v in (variant or {}).items() if v is not None}
+    c = {**base, **{k: variant[k] for k in ("lr_recovery", "steps_recovery") if k in variant},
+         "recovery_losses": list(variant.get("losses", DEFAULT_RECOVERY["losses"])),
+         "recovery_temperature": variant.get("temperature", DEFAULT_RECOVERY["temperature"]),
+         "recovery_seed": variant.get("seed", DEFAULT_RECOVERY["seed"])}
+    return variant, c
+
+
+def _cut_and_recover(out: Path, c: dict, prefix: str, variant: dict, final_name: str, first: str) -> tuple[dict, str]:
+    """The penalty steps and cut of recipe `c` into OUT/<prefix>-removed (`_penalty_and_cut`: reused when there),
+    then the recovery distillation from the dense teacher into OUT/<final_name><suffix> (`_recovery_suffix`). A
+    recovery variant (a non-empty suffix) starts from the cut already in OUT and is refused, naming `first` (the
+    command to run before), when it is not there: the penalty steps are not redone. Returns (the record, the
+    suffix)."""
+    from hf_binary_bert.pruning import load_pruned_bert, sparsity_report
+
+    suffix = _recovery_suffix(variant)
+    if suffix and not (out / f"{prefix}-removed" / "config.json").exists():
+        raise SystemExit(f"the --recovery-* options start from the cut in {out / (prefix + '-removed')}: not there "
+                         f"({first} first)")
+    cut = _penalty_and_cut(out, c, prefix, measure=True)
+    final = out / f"{final_name}{suffix}"
+    steps = 2 if SMOKE else c["steps_recovery"]
+    result = _recover(out / f"{prefix}-removed", final, steps, c, c["recovery_seed"],
+                      **_recovery_weights(c["recovery_losses"]), temperature=c["recovery_temperature"])
+    record = {**cut, "recipe": {**c, "steps_recovery": steps}, "cut": prefix, "pruned": final.name,
+              "options": _recovery_options(variant), "sizes": sparsity_report(load_pruned_bert(final)),
+              "accuracy_after_recovery": result["metrics"].get("eval_accuracy"),
+              "recovery_log_history": result["log_history"],
+              "train_seconds": [cut["train_seconds"], result["train_seconds"]]}
+    return record, suffix
+
+
 def run_minilm_proximal(out: Path, variant: dict | None = None) -> None:
     """Goal 1, third try: PROXIMAL's penalty steps (the proximal group lasso) and cut (reused from a probe with the
     same setting when there), then the recovery distillation from the dense teacher (OUT/proximal-pruned). With a
@@ -234,28 +270,8 @@ def run_minilm_proximal(out: Path, variant: dict | None = None) -> None:
     `steps_recovery`, `temperature`, `seed`, None for the run's own), only the recovery again, so changed, from the
     cut already in OUT (refused when it is not there: the penalty steps are not redone), into
     OUT/proximal-pruned<suffix> and OUT/minilm-proximal<suffix>.json (`_recovery_suffix`)."""
-    from hf_binary_bert.pruning import load_pruned_bert, sparsity_report
-
-    variant = {k: v for k, v in (variant or {}).items() if v is not None}
-    c = {**PROXIMAL, **{k: variant[k] for k in ("lr_recovery", "steps_recovery") if k in variant}}
-    losses = tuple(variant.get("losses", DEFAULT_RECOVERY["losses"]))
-    temperature, seed = variant.get("temperature", 1.0), variant.get("seed", 0)
-    c.update(recovery_losses=list(losses), recovery_temperature=temperature, recovery_seed=seed)
-    prefix = _probe_prefix(c)
-    suffix = _recovery_suffix(variant)
-    if suffix and not (out / f"{prefix}-removed" / "config.json").exists():
-        raise SystemExit(f"the --recovery-* options start from the cut in {out / (prefix + '-removed')}: not there "
-                         "(run minilm-proximal first)")
-    cut = _penalty_and_cut(out, c, prefix, measure=True)
-    final = out / f"proximal-pruned{suffix}"
-    steps = 2 if SMOKE else c["steps_recovery"]
-    result = _recover(out / f"{prefix}-removed", final, steps, c, seed, **_recovery_weights(losses),
-                      temperature=temperature)
-    record = {**cut, "recipe": {**c, "steps_recovery": steps}, "cut": prefix, "options": _recovery_options(variant),
-              "sizes": sparsity_report(load_pruned_bert(final)),
-              "accuracy_after_recovery": result["metrics"].get("eval_accuracy"),
-              "recovery_log_history": result["log_history"],
-              "train_seconds": [cut["train_seconds"], result["train_seconds"]]}
+    variant, c = _recovery_recipe(PROXIMAL, variant)
+    record, suffix = _cut_and_recover(out, c, _probe_prefix(c), variant, "proximal-pruned", "run minilm-proximal")
     (out / f"minilm-proximal{suffix}.json").write_text(json.dumps(record, indent=1))
 
 
@@ -268,30 +284,12 @@ def run_minilm_ffn(out: Path, share: float = FFN_ONLY_SHARE, heads: float | None
     share; OUT/ffn<share>-heads<heads>-*. With a recovery `variant` (as `run_minilm_proximal`'s), only the recovery
     again, so changed, from the cut already in OUT, into OUT/<prefix>-pruned<suffix> and
     OUT/minilm-<prefix><suffix>.json."""
-    from hf_binary_bert.pruning import load_pruned_bert, sparsity_report
-
-    variant = {k: v for k, v in (variant or {}).items() if v is not None}
-    losses = tuple(variant.get("losses", DEFAULT_RECOVERY["losses"]))
-    temperature, seed = variant.get("temperature", 1.0), variant.get("seed", 0)
-    c = {**FFN_ONLY, "ffn_keep_share": share, "recovery_losses": list(losses), "recovery_temperature": temperature,
-         "recovery_seed": seed, **{k: variant[k] for k in ("lr_recovery", "steps_recovery") if k in variant}}
+    variant, c = _recovery_recipe({**FFN_ONLY, "ffn_keep_share": share}, variant)
     if heads is not None:
         c.update(heads_keep_share=heads, modules=["intermediate", "value"])
     prefix = f"ffn{share:g}" + (f"-heads{heads:g}" if heads is not None else "")
-    suffix = _recovery_suffix(variant)
-    if suffix and not (out / f"{prefix}-removed" / "config.json").exists():
-        raise SystemExit(f"the --recovery-* options start from the cut in {out / (prefix + '-removed')}: not there "
-                         "(run minilm-ffn with the same shares first)")
-    cut = _penalty_and_cut(out, c, prefix, measure=True)
-    final = out / f"{prefix}-pruned{suffix}"
-    steps = 2 if SMOKE else c["steps_recovery"]
-    result = _recover(out / f"{prefix}-removed", final, steps, c, seed, **_recovery_weights(losses),
-                      temperature=temperature)
-    record = {**cut, "recipe": {**c, "steps_recovery": steps}, "cut": prefix, "pruned": final.name,
-              "options": _recovery_options(variant), "sizes": sparsity_report(load_pruned_bert(final)),
-              "accuracy_after_recovery": result["metrics"].get("eval_accuracy"),
-              "recovery_log_history": result["log_history"],
-              "train_seconds": [cut["train_seconds"], result["train_seconds"]]}
+    record, suffix = _cut_and_recover(out, c, prefix, variant, f"{prefix}-pruned",
+                                      "run minilm-ffn with the same shares")
     (out / f"minilm-{prefix}{suffix}.json").write_text(json.dumps(record, indent=1))
 
 
