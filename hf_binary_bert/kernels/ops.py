@@ -239,6 +239,17 @@ def _bound(k: int, n: int, call, tensors: tuple):
     return run
 
 
+def _check_bound(k, weight_packed, alpha, gamma, bias, shift, step) -> int:
+    """The checks `bind_w1a1` and `bind_w1a8` make once: the packed weight [N, ceil(k/8)] and the per-row / per-input
+    tensors against inputs [..., k], and the step; returns N. Raises ValueError naming the tensor."""
+    _check_cpu("weight_packed", weight_packed)
+    n = weight_packed.shape[0]
+    _check(torch.empty(0, k, dtype=torch.float32), weight_packed, k, n, alpha=alpha, gamma=gamma, bias=bias,
+           shift=shift)
+    _check_step("step", step)
+    return n
+
+
 def bind_w1a1(k, weight_packed, weight_kernel, alpha, gamma, bias, shift, step, threshold, mode, scale_by_step):
     """`w1a1_linear` for inputs [..., k] with every other argument fixed and checked once: returns `run(x)`, x
     float32 CPU [..., k] → float32 [..., N]. `run` keeps references to the tensors it reads (`run.tensors`), so
@@ -248,11 +259,7 @@ def bind_w1a1(k, weight_packed, weight_kernel, alpha, gamma, bias, shift, step, 
 
     Raises:
         ValueError: naming the tensor, for a wrong dtype, shape or device (and, from `run`, a wrong input)."""
-    _check_cpu("weight_packed", weight_packed)
-    n = weight_packed.shape[0]
-    _check(torch.empty(0, k, dtype=torch.float32), weight_packed, k, n, alpha=alpha, gamma=gamma, bias=bias,
-           shift=shift)
-    _check_step("step", step)
+    n = _check_bound(k, weight_packed, alpha, gamma, bias, shift, step)
     if _use_reference():
         return lambda x: reference.w1a1_linear(x, weight_packed, alpha, gamma, bias, shift, step, threshold, mode,
                                                scale_by_step)
@@ -272,11 +279,7 @@ def bind_w1a8(k, weight_packed, weight_kernel, weight_sums, alpha, gamma, bias, 
     Raises:
         ValueError: naming the tensor, for a wrong dtype, shape or device, or levels outside the u8 range."""
     reference.check_levels(q_min, q_max, dynamic)
-    _check_cpu("weight_packed", weight_packed)
-    n = weight_packed.shape[0]
-    _check(torch.empty(0, k, dtype=torch.float32), weight_packed, k, n, alpha=alpha, gamma=gamma, bias=bias,
-           shift=shift)
-    _check_step("step", step)
+    n = _check_bound(k, weight_packed, alpha, gamma, bias, shift, step)
     if _use_reference():
         return lambda x: reference.w1a8_linear(x, weight_packed, alpha, gamma, bias, shift, step, q_min, q_max,
                                                dynamic)
