@@ -367,16 +367,22 @@ def _print_table(rows, output_dir):
     print(f"\n(written to {os.path.join(output_dir, 'comparison.md')} and comparison.json)")
 
 
-def _compare(named_models: dict, task, *, latency, progress, float_activations=None, **data) -> list[dict]:
+def _compare(named_models: dict, args, float_activations=None) -> list[dict]:
+    """Each of `named_models` ({row name: model path}) scored on the evaluation split of `args.task` with the data,
+    sequence, seed, SQuAD and latency options of the command line `args`; `float_activations` only for binarized
+    models. Returns the comparison rows (`recipes.comparison_rows`)."""
     from transformers import AutoConfig
 
     from .configuration_binary_bert import BinaryBertConfig
     from .recipes import comparison_rows, evaluate_model
 
+    data = {"data_dir": args.data_dir, "dataset_name": args.dataset_name, "eval_files": args.eval_files,
+            "max_seq_length": args.max_seq_length, "max_eval_samples": args.max_eval_samples, "seed": args.seed,
+            "doc_stride": args.doc_stride, "max_answer_length": args.max_answer_length}
     results = {}
     for name, path in named_models.items():
         binary = float_activations and isinstance(AutoConfig.from_pretrained(path), BinaryBertConfig)
-        results[name] = evaluate_model(path, task, latency=latency, progress=progress,
+        results[name] = evaluate_model(path, args.task, latency=not args.no_latency, progress=not args.no_progress,
                                        float_activations=float_activations if binary else None, **data)
     return comparison_rows(results)
 
@@ -430,11 +436,7 @@ def cmd_distill(args):
     for row in result.get("stages", []):
         if row.get("collapsed"):
             print(f"WARNING: stage {row['stage']} collapsed: {row['collapse_reason']}")
-    rows = _compare({"teacher": args.teacher, "student": args.output_dir}, args.task, latency=not args.no_latency,
-                    progress=not args.no_progress, data_dir=args.data_dir, dataset_name=args.dataset_name,
-                    eval_files=args.eval_files, max_seq_length=args.max_seq_length,
-                    max_eval_samples=args.max_eval_samples, seed=args.seed,
-                    doc_stride=args.doc_stride, max_answer_length=args.max_answer_length)
+    rows = _compare({"teacher": args.teacher, "student": args.output_dir}, args)
     _print_table(rows, args.output_dir)
     print(f"losses plot: {os.path.join(args.output_dir, 'losses.png')}")
 
@@ -461,11 +463,7 @@ def cmd_prune(args):
 
     print("\n" + markdown_table(result["sparsity"]))
     print(f"\n(sparsity report: {os.path.join(args.output_dir, 'sparsity.md')} and sparsity.png)")
-    rows = _compare({"dense": args.model, "pruned": args.output_dir}, args.task, latency=not args.no_latency,
-                    progress=not args.no_progress, data_dir=args.data_dir, dataset_name=args.dataset_name,
-                    eval_files=args.eval_files, max_seq_length=args.max_seq_length,
-                    max_eval_samples=args.max_eval_samples, seed=args.seed,
-                    doc_stride=args.doc_stride, max_answer_length=args.max_answer_length)
+    rows = _compare({"dense": args.model, "pruned": args.output_dir}, args)
     _print_table(rows, args.output_dir)
 
 
@@ -473,10 +471,7 @@ def cmd_evaluate(args):
     _check_task(args)
     for model in args.model:
         _check_model(model, "--model", allow_binary=True)
-    rows = _compare({m: m for m in args.model}, args.task, latency=not args.no_latency, progress=not args.no_progress,
-                    float_activations=args.float_activations, data_dir=args.data_dir, dataset_name=args.dataset_name, eval_files=args.eval_files,
-                    max_seq_length=args.max_seq_length, max_eval_samples=args.max_eval_samples, seed=args.seed,
-                    doc_stride=args.doc_stride, max_answer_length=args.max_answer_length)
+    rows = _compare({m: m for m in args.model}, args, float_activations=args.float_activations)
     if args.output_dir:
         _print_table(rows, args.output_dir)
     else:
