@@ -773,14 +773,16 @@ inline void finish_row(const Epilogue& e, int64_t m, int64_t n0, int64_t count, 
 
 #if defined(__x86_64__) || defined(_M_X64)
 // finish_loop's y for columns j .. j + 7 of one row (r: its raw sums; alpha, gamma, bias: the row's vectors from
-// column n0, gamma / bias null when absent).
+// column n0, gamma / bias null when absent). vmul: the W1A1 epilogue's mul (±2) in every lane: mul·raw as
+// sign(raw + raw, mul), the same integer without vpmulld (2 µops of 4 cycles each on AMD Zen 1).
 __attribute__((target("avx2"), always_inline)) inline __m256 finish8_avx2(int64_t j, const int32_t* r,
                                                                          const float* alpha, const float* gamma,
                                                                          const float* bias, __m256i vmul, __m256i am,
                                                                          __m256 s, __m256 gx) {
   const __m256 zero = _mm256_setzero_ps();
+  const __m256i raw = _mm256_loadu_si256((const __m256i*)(r + j));
   const __m256 dot =
-      _mm256_cvtepi32_ps(_mm256_add_epi32(_mm256_mullo_epi32(vmul, _mm256_loadu_si256((const __m256i*)(r + j))), am));
+      _mm256_cvtepi32_ps(_mm256_add_epi32(_mm256_sign_epi32(_mm256_add_epi32(raw, raw), vmul), am));
   const __m256 g = gamma ? _mm256_loadu_ps(gamma + j) : zero, b = bias ? _mm256_loadu_ps(bias + j) : zero;
   return _mm256_add_ps(
       _mm256_mul_ps(s, _mm256_add_ps(_mm256_mul_ps(_mm256_loadu_ps(alpha + j), dot), _mm256_mul_ps(g, gx))), b);
@@ -790,7 +792,7 @@ __attribute__((target("avx2"), always_inline)) inline __m256 finish8_avx2(int64_
 // arithmetic in the same order (an absent γ or bias as a +0 term, as finish_loop reads it from `zeros`) and
 // pack_row_avx2's comparisons, 8 columns at a time with the float row kept in registers — bit-identical to
 // finish_row, without its five calls per row and chunk (at the table GEMM's 64-column chunks those calls took about
-// as long as the arithmetic). Only for count % 8 == 0 and no add_n (the W1A1 Linears); finish_rows checks.
+// as long as the arithmetic). Only for count % 8 == 0, no add_n and mul = ±2 (the W1A1 Linears); finish_rows checks.
 // MODE: the packing epilogue's BitMode (a compile-time constant, so that pack8_avx2's branches fold), or -1: no
 // packing (y stored to e.out). Every Epilogue field is read into a local first: the byte stores of the bits could
 // alias them, and the compiler would reload each one per 8 columns.
@@ -845,7 +847,7 @@ __attribute__((target("avx2"))) void finish_rows_avx2(const Epilogue& e, int64_t
 inline void finish_rows(const Epilogue& e, int64_t m0, int rows, int64_t n0, int64_t count, const int32_t* raw,
                         int64_t ldr, float* scratch) {
 #if defined(__x86_64__) || defined(_M_X64)
-  if (g_isa == AVX2 && kFeatures.avx2 && !e.add_n && count % 8 == 0) {
+  if (g_isa == AVX2 && kFeatures.avx2 && !e.add_n && (e.mul == 2 || e.mul == -2) && count % 8 == 0) {
     switch (e.pack_bits ? e.pack_mode : -1) {
       case -1: finish_rows_avx2<-1>(e, m0, rows, n0, count, raw, ldr); return;
       case SIGNED: finish_rows_avx2<SIGNED>(e, m0, rows, n0, count, raw, ldr); return;
