@@ -1053,40 +1053,41 @@ __attribute__((target("avx2"))) void nibble_pair_offsets4(const uint64_t* a, int
 //   A += nib          (byte-wise, mod 256: Σf₁ + 16·Σf₂)
 //   H += nib >>₁₆ 4   (a 16-bit shift: the even byte gets Σf₂ of its own high nibble + 16·Σf₁ of the odd byte's,
 //                      the odd byte Σf₂ alone)
-// and per 63 steps (byte sums ≤ 4·63 = 252) `decode_add` recovers both counts of both bytes exactly from A and H: the
-// odd byte's f₂ = H, f₁ = A − 16·f₂; then the even byte's f₂ = H − 16·f₁(odd), f₁ = A − 16·f₂ (all mod 256), and adds
-// them, still one per 16-bit lane, to 16-bit sums of the even and the odd output rows, interleaved once at the end
-// (stop 34: 0.976× the forward's time at 1×128 and 0.974× at 8×128, paired A/B on an AMD EPYC Zen 1, against
-// packing the four counts into two byte vectors and unpacking those again per 63 steps).
+// and per 63 steps (byte sums ≤ 4·63 = 252) `decode_add` recovers both counts of both bytes exactly from A and H,
+// all mod 256 per byte: with A = (Ae, Ao) and H = (He, Ho) the even / odd bytes of a 16-bit lane,
+//   first row's counts  L = (Ae − 16·He, Ao − 16·Ho)   = A −₈ ((H <<₁₆ 4) & 0xF0F0)
+//   second row's counts U = (He − 16·Ao, Ho)           = H −₈ ((A >>₁₆ 4) & 0x00F0)
+// (−₈: byte-wise; 16·lo_odd ≡ 16·Ao and 16·hi_even ≡ 16·He mod 256, which removes the chain of the earlier decode),
+// and adds each byte pair (even, odd) to two 16-bit sums, X += pair (even + 256·odd, mod 2^16) and Y += odd, so that
+// the even sum is X − 256·Y at the end (exact: every sum < 2^16). 12 vector ops per (pair, block), 4 of them shifts
+// (stop 35; before: 17, 5 shifts, which unpacked the four counts into 16-bit lanes per 63 steps; stop 34's decode
+// before that packed them into bytes and unpacked those again).
 // Per 1,024 bit-MACs (one step): 4 vpshufb + 2⅔ + 2⅔ vpaddb + 1⅓ vpsrlw, 2 weight and 2 table loads; the tile before
 // (one pair at a time, lo / hi split with masks: 4 vpshufb + 4 + 3⅓ ops, 4 weight and 2 table loads) took 1.22–1.31×
 // the time per tile on an AMD EPYC Zen 3 (one core, L1-resident micro-benchmark, K = 768, 3,072 and 3,328: 580 →
 // 750 G binary MACs/s per core at K = 3,072).
 struct BitsAvx2PairTable {
   static constexpr int MR = 4, NB = 2;  // two pairs of input rows × NB blocks of 32 output rows
-  // decode the two byte sums of one (pair, block) into the four counts, each in the low byte of a 16-bit lane c:
-  // the first row's (lo) and the second row's (hi) counts of the block's even (2c) and odd (2c + 1) output rows, and
-  // add them to the 16-bit sums w[first row's even, first row's odd, second row's even, second row's odd]
-  __attribute__((target("avx2"), always_inline)) static inline void decode_add(__m256i A, __m256i H, __m256i* w0,
-                                                                                __m256i* w1) {
-    const __m256i ff = _mm256_set1_epi16(0xff);
-    const __m256i hi_odd = _mm256_srli_epi16(H, 8), a_odd = _mm256_srli_epi16(A, 8);
-    const __m256i lo_odd = _mm256_and_si256(_mm256_sub_epi16(a_odd, _mm256_slli_epi16(hi_odd, 4)), ff);
-    const __m256i hi_even =
-        _mm256_and_si256(_mm256_sub_epi16(_mm256_and_si256(H, ff), _mm256_slli_epi16(lo_odd, 4)), ff);
-    const __m256i lo_even =
-        _mm256_and_si256(_mm256_sub_epi16(_mm256_and_si256(A, ff), _mm256_slli_epi16(hi_even, 4)), ff);
-    w0[0] = _mm256_add_epi16(w0[0], lo_even);
-    w0[1] = _mm256_add_epi16(w0[1], lo_odd);
-    w1[0] = _mm256_add_epi16(w1[0], hi_even);
-    w1[1] = _mm256_add_epi16(w1[1], hi_odd);
+  // decode the two byte sums of one (pair, block) into the counts of its first (L) and second (U) input row, a byte
+  // per output row (even / odd output rows 2c, 2c + 1 in 16-bit lane c), and add them to that row's 16-bit sums
+  // [0] (X: even + 256·odd, mod 2^16) and [1] (Y: odd) — u0 for the first row, u1 for the second
+  __attribute__((target("avx2"), always_inline)) static inline void decode_add(__m256i A, __m256i H, __m256i* u0,
+                                                                                __m256i* u1) {
+    const __m256i f0 = _mm256_set1_epi16((short)0xF0F0), f00 = _mm256_set1_epi16(0x00F0);
+    const __m256i L = _mm256_sub_epi8(A, _mm256_and_si256(_mm256_slli_epi16(H, 4), f0));
+    const __m256i U = _mm256_sub_epi8(H, _mm256_and_si256(_mm256_srli_epi16(A, 4), f00));
+    u0[0] = _mm256_add_epi16(u0[0], L);
+    u0[1] = _mm256_add_epi16(u0[1], _mm256_srli_epi16(L, 8));
+    u1[0] = _mm256_add_epi16(u1[0], U);
+    u1[1] = _mm256_add_epi16(u1[1], _mm256_srli_epi16(U, 8));
   }
   template <int R, int G>
   __attribute__((target("avx2"))) static void tile(const uint16_t* ao, const uint8_t* wi, int64_t bstride,
                                                    int64_t steps, const uint8_t* tables, int32_t* out, int64_t ldo) {
     static_assert(R == 4 && G == 2, "two row pairs, two blocks");
     const __m256i zero = _mm256_setzero_si256();
-    // 16-bit sums per input row and block: [even output rows, odd output rows] of the block, lane c = rows 2c, 2c + 1
+    // 16-bit sums per input row and block (decode_add): [X = even + 256·odd, Y = odd] for output rows 2c, 2c + 1 in
+    // lane c
     __m256i wide[4][G][2];
     for (int i = 0; i < 4; ++i)
       for (int j = 0; j < G; ++j) wide[i][j][0] = wide[i][j][1] = zero;
@@ -1175,9 +1176,10 @@ struct BitsAvx2PairTable {
     }
     for (int i = 0; i < 4; ++i)
       for (int j = 0; j < G; ++j) {
-        // even / odd interleaved: per 128-bit half, lo = output rows 0–7 (16–23), hi = rows 8–15 (24–31)
-        const __m256i lo = _mm256_unpacklo_epi16(wide[i][j][0], wide[i][j][1]);
-        const __m256i hi = _mm256_unpackhi_epi16(wide[i][j][0], wide[i][j][1]);
+        // even = X − 256·Y, odd = Y, interleaved: per 128-bit half, lo = output rows 0–7 (16–23), hi = rows 8–15 (24–31)
+        const __m256i odd = wide[i][j][1], even = _mm256_sub_epi16(wide[i][j][0], _mm256_slli_epi16(odd, 8));
+        const __m256i lo = _mm256_unpacklo_epi16(even, odd);
+        const __m256i hi = _mm256_unpackhi_epi16(even, odd);
         int32_t* o = out + i * ldo + j * 32;
         _mm256_storeu_si256((__m256i*)o, _mm256_cvtepu16_epi32(_mm256_castsi256_si128(lo)));
         _mm256_storeu_si256((__m256i*)(o + 8), _mm256_cvtepu16_epi32(_mm256_castsi256_si128(hi)));
