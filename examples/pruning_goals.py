@@ -129,7 +129,8 @@ def _penalty_and_cut(out: Path, c: dict = MINILM, prefix: str = "minilm", measur
     shares = {k: c[k] for k in ("ffn_keep_share", "heads_keep_share")} if outside else {}  # is then the cut itself
     config = BlockPruningConfig(group_lasso_weight=c["group_lasso_weight"], modules=c["modules"],
                                 epsilon=c["epsilon"], remove=False, proximal=c.get("proximal", False),
-                                proximal_outside_target=outside, **shares)
+                                proximal_outside_target=outside, binarizing_weight=c.get("binarizing_weight", 0.0),
+                                penalty_form=c.get("penalty_form", "weight"), **shares)
     if (stage1 / "prune_results.json").exists():  # the penalty steps done, the cut not: reuse them
         r1 = json.loads((stage1 / "prune_results.json").read_text())
     else:
