@@ -107,8 +107,9 @@ def _add_pruning_args(p, *, flag: bool):
     p.add_argument("--prune-modules", nargs="+", default=list(ENCODER_MODULES), choices=ENCODER_MODULES,
                    metavar="MODULE", help="encoder Linears the penalty applies to (default: all six)")
     p.add_argument("--epsilon", type=float, default=1e-2, help="groups with L2 norm ≤ ε are zeroed (default 1e-2)")
-    p.add_argument("--penalty-form", default="weight", choices=("weight", "gate"),
-                   help="θ(1−θ) on the weights (the seed) or on per-group gates (default weight)")
+    p.add_argument("--penalty-form", default="auto", choices=("auto", "weight", "gate"),
+                   help="θ(1−θ) on the weights (the seed) or on per-group gates (default auto: gates when "
+                   "--binarizing-weight > 0 without --proximal, else no gates)")
     p.add_argument("--threshold-every", type=int, default=0, help="also zero groups ≤ ε every N steps (default 0)")
     p.add_argument("--ffn-keep-share", type=float, default=None, metavar="SHARE",
                    help="target width: also keep only this share of each layer's FFN neurons, those of largest norm "

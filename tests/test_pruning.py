@@ -83,6 +83,16 @@ def test_bad_config_names_the_field(field, value):
             BlockPruningConfig(**bad)
 
 
+def test_auto_penalty_form_is_gates_only_when_the_binarising_term_is_on():
+    # the default form: per-group gates when λ₂ > 0 (docs/pruning.md, the two forms at the recipe's budget), no gates
+    # when the term is off (the plain group lasso on the weights) or with the proximal step (which refuses gates)
+    assert BlockPruningConfig().penalty_form == "weight"
+    assert BlockPruningConfig(binarizing_weight=1e-4).penalty_form == "gate"
+    assert BlockPruningConfig(binarizing_weight=1e-4, proximal=True).penalty_form == "weight"
+    assert BlockPruningConfig(binarizing_weight=1e-4, penalty_form="weight").penalty_form == "weight"
+    assert BlockPruningConfig(penalty_form="gate").penalty_form == "gate"
+
+
 def test_blocks_must_divide_the_axis():
     with pytest.raises(ValueError, match="num_blocks=3 must divide in_features"):
         group_norms(torch.ones(4, 8), 3, "row")
@@ -145,7 +155,7 @@ def test_group_norms_match_a_loop():
 def test_penalty_components_against_reference():
     model = tiny_teacher()
     config = BlockPruningConfig(group_lasso_weight=0.3, binarizing_weight=0.7, num_blocks=2, direction="row",
-                                modules=["value", "intermediate"])
+                                modules=["value", "intermediate"], penalty_form="weight")
     components = block_pruning_penalty(model, config)
     lasso, binarizing = 0.0, 0.0
     for layer in model.bert.encoder.layer:

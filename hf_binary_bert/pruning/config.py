@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from ..configuration_binary_bert import ENCODER_MODULES
 
 DIRECTIONS = ("row", "column", "both")
-PENALTY_FORMS = ("weight", "gate")
+PENALTY_FORMS = ("auto", "weight", "gate")
 
 
 def _fail(name: str, message: str) -> None:
@@ -43,7 +43,11 @@ class BlockPruningConfig:
         modules (`list[str]`, defaults to the six encoder Linears): any of `query`, `key`, `value`,
             `attention_output`, `intermediate`, `output`.
         epsilon (ε, `float`, defaults to 1e-2): groups with L2 norm ≤ ε are zeroed by the threshold, ≥ 0.
-        penalty_form (`str`, defaults to `"weight"`): where θ(1 − θ) applies: `"weight"` or `"gate"`.
+        penalty_form (`str`, defaults to `"auto"`): where θ(1 − θ) applies: `"weight"` (the seed's form) or
+            `"gate"`. `"auto"` becomes `"gate"` when the term is on (λ₂ > 0) without `proximal`, else `"weight"` (no
+            gates: the plain group lasso on the weights): at goal 1's budget the gated form did at least as well as
+            the seed's on every measured count and the seed's worked against the group lasso (docs/pruning.md, "The
+            two forms at the recipe's budget").
         threshold_every (`int`, defaults to 0): also threshold (zero, not remove) every this many optimizer
             steps during training; 0: only at the end.
         remove (`bool`, defaults to `True`): at the end of training, remove the zero structures physically.
@@ -81,7 +85,8 @@ class BlockPruningConfig:
     modules: list[str] = field(default_factory=lambda: list(ENCODER_MODULES),
                                metadata={"help": "Encoder Linears the penalty applies to."})
     epsilon: float = field(default=1e-2, metadata={"help": "ε: groups with L2 norm ≤ ε are zeroed."})
-    penalty_form: str = field(default="weight", metadata={"help": "θ(1−θ) on the weights or on per-group gates."})
+    penalty_form: str = field(default="auto", metadata={
+        "help": "θ(1−θ) on the weights or on per-group gates (auto: gates when λ₂ > 0 without proximal)."})
     threshold_every: int = field(default=0, metadata={"help": "Also zero groups ≤ ε every N steps (0: end only)."})
     remove: bool = field(default=True, metadata={"help": "Physically remove zero heads / FFN neurons at the end."})
     ffn_keep_share: float | None = field(
@@ -121,6 +126,8 @@ class BlockPruningConfig:
             _fail("proximal", f"must be True or False, got {self.proximal!r}")
         if self.proximal and self.penalty_form == "gate":
             _fail("proximal", "applies to the weights: it cannot be combined with penalty_form='gate'")
+        if self.penalty_form == "auto":
+            self.penalty_form = "gate" if self.binarizing_weight > 0 and not self.proximal else "weight"
         if not isinstance(self.proximal_outside_target, bool):
             _fail("proximal_outside_target", f"must be True or False, got {self.proximal_outside_target!r}")
         if self.proximal_outside_target and (not self.proximal or (self.ffn_keep_share is None
