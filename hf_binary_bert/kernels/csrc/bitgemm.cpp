@@ -774,7 +774,7 @@ inline void finish_row(const Epilogue& e, int64_t m, int64_t n0, int64_t count, 
 #if defined(__x86_64__) || defined(_M_X64)
 // finish_loop's y for columns j .. j + 7 of one row (r: its raw sums; alpha, gamma, bias: the row's vectors from
 // column n0, gamma / bias null when absent). vmul: the W1A1 epilogue's mul (±2) in every lane: mul·raw as
-// sign(raw + raw, mul), the same integer without vpmulld (2 µops of 4 cycles each on AMD Zen 1).
+// sign(raw + raw, mul), the same integer without vpmulld (a slow multiply on AMD Zen 1).
 __attribute__((target("avx2"), always_inline)) inline __m256 finish8_avx2(int64_t j, const int32_t* r,
                                                                          const float* alpha, const float* gamma,
                                                                          const float* bias, __m256i vmul, __m256i am,
