@@ -419,13 +419,19 @@ def student_ffn_table(out: Path, share: float, heads: float) -> None:
     prefix = f"ffn{share:g}-heads{heads:g}"
     record = json.loads((out / f"minilm-{prefix}.json").read_text())
     # seed 42 (the recipe's), then every other seed whose two students are both in OUT (`student-ffn --student-seed`)
-    seeds = [42] + sorted(int(f.name.rsplit("-seed", 1)[1]) for f in out.glob("student-dense-seed*")
-                          if (out / f"student-{prefix}-small{f.name[len('student-dense'):]}" / "comparison.json").exists())
+    both = (out / "student-dense" / "comparison.json").exists() and (out / f"student-{prefix}-small" /
+                                                                     "comparison.json").exists()
+    seeds = [42] * both + sorted(int(f.name.rsplit("-seed", 1)[1]) for f in out.glob("student-dense-seed*")
+                                 if (out / f"student-{prefix}-small{f.name[len('student-dense'):]}" /
+                                     "comparison.json").exists())
+    if not seeds:
+        raise SystemExit(f"no pair of students (student-dense*, student-{prefix}-small*) in {out}: run student-ffn")
     name = "pruning-goal2-small" + ("" if (share, heads) == (0.35, 0.75) else f"-ffn{100 * share:g}-heads{100 * heads:g}")
+    name += "" if both else "-seed" + "-".join(map(str, seeds))  # without the recipe's seed: a file of its own
     print(f"`python examples/pruning_goals.py student-ffn-table {out} --ffn-keep-share {share:g} --heads-keep-share "
           f"{heads:g} > docs/measurements/{name}.md` (runs: `minilm-ffn` and `student-ffn` with the same "
           "shares, same OUT)\n")
-    seed_text = "seed 42" if len(seeds) == 1 else f"seeds {', '.join(map(str, seeds))}, both students per seed"
+    seed_text = f"seed {seeds[0]}" if len(seeds) == 1 else f"seeds {', '.join(map(str, seeds))}, both students per seed"
     print(f"Every student: 1-1-1 (BiT recipe of goal 2: {STUDENT['steps']} steps, {STUDENT['steps'] // 3} per stage "
           f"W1A4 → W1A2 → W1A1, batch {STUDENT['batch_size']}, learning rate {STUDENT['lr']}, {seed_text}); SST-2 dev "
           f"accuracy as `distill` measures it; {_cpu()}; torch {torch.__version__}. The pruned one is binarized from and "
