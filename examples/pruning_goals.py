@@ -419,15 +419,16 @@ def student_ffn_table(out: Path, share: float, heads: float) -> None:
     prefix = f"ffn{share:g}-heads{heads:g}"
     record = json.loads((out / f"minilm-{prefix}.json").read_text())
     # seed 42 (the recipe's), then every other seed whose two students are both in OUT (`student-ffn --student-seed`)
-    both = (out / "student-dense" / "comparison.json").exists() and (out / f"student-{prefix}-small" /
-                                                                     "comparison.json").exists()
-    seeds = [42] * both + sorted(int(f.name.rsplit("-seed", 1)[1]) for f in out.glob("student-dense-seed*")
-                                 if (out / f"student-{prefix}-small{f.name[len('student-dense'):]}" /
-                                     "comparison.json").exists())
+    def pair_done(seed: int) -> bool:
+        return all((out / f"{run}{_seed_suffix(seed)}" / "comparison.json").exists()
+                   for run in ("student-dense", f"student-{prefix}-small"))
+
+    others = sorted(int(f.name.rsplit("-seed", 1)[1]) for f in out.glob("student-dense-seed*"))
+    seeds = [seed for seed in [42, *others] if pair_done(seed)]
     if not seeds:
         raise SystemExit(f"no pair of students (student-dense*, student-{prefix}-small*) in {out}: run student-ffn")
     name = "pruning-goal2-small" + ("" if (share, heads) == (0.35, 0.75) else f"-ffn{100 * share:g}-heads{100 * heads:g}")
-    name += "" if both else "-seed" + "-".join(map(str, seeds))  # without the recipe's seed: a file of its own
+    name += "" if 42 in seeds else "-seed" + "-".join(map(str, seeds))  # without the recipe's seed: a file of its own
     print(f"`python examples/pruning_goals.py student-ffn-table {out} --ffn-keep-share {share:g} --heads-keep-share "
           f"{heads:g} > docs/measurements/{name}.md` (runs: `minilm-ffn` and `student-ffn` with the same "
           "shares, same OUT)\n")
