@@ -554,7 +554,9 @@ def distill(
     `output_dir/stage<k>-W1A<bits>` and the last one also in `output_dir`. `max_steps` (or `epochs`) is the
     budget of the whole schedule, shared by the stages as `stage_steps` says.
 
-    Every stage of a GLUE task is then measured on the evaluation split against the original `teacher`
+    Every stage of a GLUE task is then measured, as saved (its packed file loaded back: the full-precision parts
+    rounded to `fp_dtype`, run on the native runtime where it applies, as `evaluate_model` runs it), on the
+    evaluation split against the original `teacher`
     (`distillation.stages.stage_diagnostics`: task metric, prediction loss against the original teacher and
     against the stage's own teacher, skill against the best constant answer); training also logs
     `loss_prediction_original` when a stage's teacher is an earlier student. The table of all stages is written to
@@ -705,8 +707,10 @@ def distill(
         if stage_bits:
             row["activation_bits"] = stage_bits[i]
         collapsed = False
-        if measure:
-            student_logits, _ = prediction_logits(trainer.model, data.eval, data.collator, eval_batch)
+        if measure:  # the stage as saved (full-precision parts rounded to fp_dtype), as `evaluate_model` scores it
+            saved = student_cls.from_pretrained(stage_dir, dtype=torch.float32)
+            student_logits, _ = prediction_logits(saved, data.eval, data.collator, eval_batch)
+            del saved
             diagnostics = stage_diagnostics(student_logits, original_logits,
                                             teacher_logits if stage_teacher is not original_model else None,
                                             regression=regression, temperature=args.temperature, threshold=threshold)

@@ -17,7 +17,7 @@ from hf_binary_bert.distillation.stages import (
     stage_diagnostics,
     stages_markdown,
 )
-from hf_binary_bert.recipes import distill, stage_steps
+from hf_binary_bert.recipes import distill, evaluate_model, stage_steps
 
 STSB_HEADER = "index\tgenre\tfilename\tyear\told_index\tsource1\tsource2\tsentence1\tsentence2\tscore\n"
 WORDS = ["a", "man", "woman", "dog", "cat", "plays", "runs", "the", "guitar", "ball", "on", "in", "park", "street", "car",
@@ -143,19 +143,24 @@ def stsb_teacher(tmp_path):
 
 
 def _collapse_stage(monkeypatch, bits):
-    """Students with `activation_bits == bits` get a head whose output is a constant (a forward hook); records the
-    class of the model each student starts from."""
+    """Students with `activation_bits == bits` get a head whose output is a constant (a forward hook), in training
+    and when their stage is loaded back to be measured; records the class of the model each student starts from."""
     starts = []
     original = BinaryBertForSequenceClassification.from_teacher.__func__
+    original_load = BinaryBertForSequenceClassification.from_pretrained.__func__
 
-    def from_teacher(cls, teacher, **kwargs):
-        starts.append(type(teacher).__name__)
-        student = original(cls, teacher, **kwargs)
-        if kwargs.get("activation_bits") == bits:
+    def collapse(student):
+        if student.config.activation_bits == bits:
             student.classifier.register_forward_hook(lambda mod, args, out: out * 0 + 2.5)
         return student
 
+    def from_teacher(cls, teacher, **kwargs):
+        starts.append(type(teacher).__name__)
+        return collapse(original(cls, teacher, **kwargs))
+
     monkeypatch.setattr(BinaryBertForSequenceClassification, "from_teacher", classmethod(from_teacher))
+    monkeypatch.setattr(BinaryBertForSequenceClassification, "from_pretrained",
+                        classmethod(lambda cls, *a, **k: collapse(original_load(cls, *a, **k))))
     return starts
 
 
@@ -203,6 +208,21 @@ def test_continue_logs_loss_against_original_teacher_and_stop_raises(tmp_path, m
         distill(str(teacher), "stsb", str(tmp_path / "stopped"), data_dir=str(data_dir), schedule="W1A4,W1A2",
                 evaluate=False, on_collapse="stop", **KW)
     assert not (tmp_path / "stopped").exists() and (tmp_path / "stopped.partial/stages.md").is_file()
+
+
+def test_stage_table_measures_the_saved_student(tmp_path, stsb_teacher):
+    """The last stage's row is the saved student's score (full-precision parts rounded to float16 on disk), the
+    number `evaluate_model` reports for the output folder, not the unrounded student still in memory."""
+    teacher, data_dir = stsb_teacher
+    out = tmp_path / "student"
+    distill(str(teacher), "stsb", str(out), data_dir=str(data_dir), schedule="W1A8,W1A4", evaluate=False,
+            binarization={"activation_quantizer": "elastic", "fp_dtype": "float16"}, **KW)
+    last = json.loads((out / "stages.json").read_text())[-1]
+    saved = evaluate_model(str(out), "stsb", data_dir=str(data_dir), max_seq_length=KW["max_seq_length"],
+                           latency=False, progress=False)["metrics"]
+    assert last["stage"] == "2: W1A4" and set(saved) == {"pearson", "spearmanr"}
+    assert last["metrics"]["pearson"] == pytest.approx(saved["pearson"], rel=1e-6, abs=1e-9)
+    assert last["metrics"]["spearmanr"] == pytest.approx(saved["spearmanr"], rel=1e-6, abs=1e-9)
 
 
 def test_markdown_marks_collapse():
