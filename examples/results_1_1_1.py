@@ -108,16 +108,16 @@ ARCHIVED = ("comparison.json", "distill_results.json", "stages.json")
 
 def _archive(run_dir: Path, archive: Path, command: str) -> None:
     """Copy a finished run's result files to `archive` with a `run.json` (command, git commit, CPU)."""
-    import platform
-
     archive.mkdir(parents=True, exist_ok=True)
     for name in ARCHIVED:
         if (run_dir / name).exists():
             shutil.copyfile(run_dir / name, archive / name)
     commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=False,
                             cwd=Path(__file__).resolve().parent).stdout.strip()
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else ""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from machine import cpu_model_and_flags  # "AMD EPYC (family 23, model 1)": the generation, not just the name
+
+    cpu = cpu_model_and_flags()[0]
     (archive / "run.json").write_text(json.dumps({"command": command, "commit": commit or None, "cpu": cpu},
                                                  indent=1) + "\n")
 

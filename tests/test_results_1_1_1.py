@@ -58,3 +58,5 @@ def test_a_finished_run_is_archived_with_its_command_and_commit(script, tmp_path
     info = json.loads((kept / "run.json").read_text())
     assert info["command"].endswith("--seed 44")
     assert info["commit"] is None or len(info["commit"]) == 40
+    if Path("/proc/cpuinfo").exists() and "cpu family" in Path("/proc/cpuinfo").read_text():  # x86 Linux
+        assert "(family " in info["cpu"] and ", model " in info["cpu"]  # the generation, not only the name
