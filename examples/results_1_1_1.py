@@ -43,6 +43,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+from machine import cpu_model_and_flags  # "AMD EPYC (family 23, model 1)": the generation, not just the name
+
 # budgets of issue 16's goals: batch 32; SST-2 1000 steps at 64 tokens; STS-B and RTE 3 epochs at 128 tokens
 BUDGETS = {
     "sst2": {"data_dir": "data/glue/SST-2", "metric": "accuracy",
@@ -114,9 +117,6 @@ def _archive(run_dir: Path, archive: Path, command: str) -> None:
             shutil.copyfile(run_dir / name, archive / name)
     commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=False,
                             cwd=Path(__file__).resolve().parent).stdout.strip()
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-    from machine import cpu_model_and_flags  # "AMD EPYC (family 23, model 1)": the generation, not just the name
-
     cpu = cpu_model_and_flags()[0]
     (archive / "run.json").write_text(json.dumps({"command": command, "commit": commit or None, "cpu": cpu},
                                                  indent=1) + "\n")
