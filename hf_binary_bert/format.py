@@ -170,7 +170,6 @@ def packed_state_dict(model: torch.nn.Module, state_dict: dict[str, torch.Tensor
             gathered.
     """
     source = model.state_dict() if state_dict is None else state_dict
-    fp_dtype = getattr(torch, model.config.fp_dtype)
     trainable = {n: m for n, m in model.named_modules() if hasattr(m, "packed_tensors")}
     tied = set(getattr(model, "all_tied_weights_keys", None) or {})  # written once, under the tied-to name
     packed: dict[str, torch.Tensor] = {}
@@ -185,13 +184,47 @@ def packed_state_dict(model: torch.nn.Module, state_dict: dict[str, torch.Tensor
                 for name, value in module.packed_tensors(own).items():
                     packed[f"{module_name}.{name}"] = value.cpu()
             continue
-        if tensor.is_floating_point() and not key.endswith(FLOAT32_SUFFIXES):
-            half_embedding = model.config.embedding_bits == 16 and key.endswith("_embeddings.weight")
-            tensor = tensor.to(torch.float16 if half_embedding else fp_dtype)
+        if tensor.is_floating_point():
+            tensor = tensor.to(stored_float_dtype(key, model.config))
         packed[key] = tensor.detach().cpu()
-    for key in [k for k in packed if k.endswith((*EMBEDDING_SCALE_SUFFIXES, SHIFT_SUFFIX))]:
-        packed[key] = packed[key].to(scale_dtype(key, model.config))  # β: the rounding every forward uses
+    for key in [k for k in packed if k.endswith(EMBEDDING_SCALE_SUFFIXES)]:
+        packed[key] = packed[key].to(scale_dtype(key, model.config))  # the packed per-row α / γ of 1-bit tables
     return packed
+
+
+def stored_float_dtype(key: str, config) -> torch.dtype:
+    """The dtype `packed_state_dict` writes the floating tensor `key` of a model with `config` in (binarized
+    weights aside, which it packs): `scale_dtype` for the scales / offsets / quantizer tensors
+    (`FLOAT32_SUFFIXES`), float16 for an embedding table with `embedding_bits=16`, `config.fp_dtype` for every
+    other one (LayerNorm, biases, full-precision Linears and embedding tables, heads)."""
+    if key.endswith(FLOAT32_SUFFIXES):
+        return scale_dtype(key, config)
+    if config.embedding_bits == 16 and key.endswith("_embeddings.weight"):
+        return torch.float16
+    return getattr(torch, config.fp_dtype)
+
+
+def stored_dtypes(model: torch.nn.Module) -> dict[str, torch.dtype]:
+    """`{parameter name: dtype}` for each trainable floating parameter of a binarized model (training form) that
+    `packed_state_dict` writes in another dtype than the parameter's own (`stored_float_dtype`): with
+    `fp_dtype="float16"` the LayerNorms, biases, position / token-type tables, pooler and heads; the 16-bit
+    embedding tables; the per-row α / γ of 1-bit tables with `embedding_scale_dtype`; elastic shifts β with
+    `activation_shift_dtype`. Binarized weights (packed, 1 bit) are not in it. Empty with `fp_dtype="float32"`
+    and the other dtypes at their float32 defaults. Tied parameters appear once, under the name
+    `named_parameters` gives them.
+
+    `DistillationTrainer` rounds these parameters to their dtype in every student forward (`round_ste`, with
+    `DistillationArguments.train_in_fp_dtype`), so the model it trains and scores is the model it saves.
+    """
+    binarized = {f"{name}.weight" for name, module in model.named_modules() if hasattr(module, "packed_tensors")}
+    dtypes = {}
+    for name, parameter in model.named_parameters():
+        if name in binarized or not parameter.is_floating_point() or not parameter.requires_grad:
+            continue
+        dtype = stored_float_dtype(name, model.config)
+        if dtype != parameter.dtype:
+            dtypes[name] = dtype
+    return dtypes
 
 
 # ----------------------------------------------------------------------------------------------------------------

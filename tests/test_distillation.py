@@ -333,6 +333,62 @@ def test_save_model_writes_a_packed_checkpoint_that_reloads_equal(tmp_path):
         assert torch.equal(reloaded(input_ids=ids).logits, student.eval()(input_ids=ids).logits)
 
 
+def test_round_ste_forward_is_the_rounding_and_gradient_goes_straight_through():
+    from hf_binary_bert.binarization.ste import round_ste
+
+    x = (torch.randn(64) * 3).requires_grad_()
+    y = round_ste(x, torch.float16)
+    assert y.dtype == torch.float32 and torch.equal(y, x.detach().half().float()) and not torch.equal(y, x.detach())
+    (y * torch.arange(64.0)).sum().backward()
+    assert torch.equal(x.grad, torch.arange(64.0))
+    assert round_ste(x, torch.float32) is x
+    with torch.no_grad():
+        assert not round_ste(x, torch.bfloat16).requires_grad
+
+
+def test_stored_dtypes_are_the_dtypes_packed_state_dict_writes():
+    from hf_binary_bert.format import packed_state_dict, stored_dtypes
+
+    teacher = tiny_teacher()
+    student = _student_with(teacher, fp_dtype="float16", activation_bits=1, activation_quantizer="elastic",
+                            activation_shift_dtype="bfloat16")
+    dtypes = stored_dtypes(student)
+    packed = packed_state_dict(student)
+    assert dtypes and all(packed[name].dtype == dtype for name, dtype in dtypes.items())
+    # every trainable float32 parameter the file holds narrower is rounded; binarized weights are packed, not rounded
+    narrower = {name for name, p in student.named_parameters() if name in packed and packed[name].dtype != p.dtype}
+    assert narrower == set(dtypes)
+    assert any(n.endswith("LayerNorm.weight") for n in dtypes) and any(n.endswith("_quantizer.shift") for n in dtypes)
+    assert not any(n.endswith(("query.weight", "weight_scale", "weight_offset")) for n in dtypes)
+    assert dtypes["bert.encoder.layer.0.attention.self.query.bias"] == torch.float16
+    assert stored_dtypes(_student_with(teacher, fp_dtype="float32")) == {}
+
+
+@pytest.mark.parametrize("train_in_fp_dtype", [True, False])
+def test_float16_student_trained_is_the_student_saved(tmp_path, train_in_fp_dtype):
+    """With `train_in_fp_dtype` the student's forward during training uses its LayerNorms, biases and tables as the
+    float16 file stores them: the forward the trainer scores equals the reloaded file's exactly, while the float32
+    master parameters keep updates below float16's resolution. Without it the two differ."""
+    teacher = tiny_teacher()
+    student = _student_with(teacher, fp_dtype="float16")
+    args = _args(tmp_path, max_steps=3, train_in_fp_dtype=train_in_fp_dtype)
+    trainer = DistillationTrainer(teacher_model=teacher, model=student, args=args, train_dataset=toy_dataset())
+    trainer.train()
+    trainer.save_model(str(tmp_path / "final"))
+    reloaded = AutoModelForSequenceClassification.from_pretrained(tmp_path / "final", attn_implementation="eager").eval()
+    ids = torch.tensor(toy_dataset(4)["input_ids"])
+    student.eval()
+    with torch.no_grad():
+        trained = trainer._student_forward(student)(input_ids=ids).logits
+        saved = reloaded(input_ids=ids).logits
+    layer_norm = student.bert.encoder.layer[0].output.LayerNorm.weight
+    assert layer_norm.dtype == torch.float32 and not torch.equal(layer_norm, layer_norm.half().float())
+    if train_in_fp_dtype:
+        assert torch.equal(trained, saved)
+    else:
+        assert torch.equal(trained, student(input_ids=ids).logits) and not torch.equal(trained, saved)
+
+
 def test_loss_falls_on_two_processes_and_student_reloads(tmp_path):
     here = os.path.dirname(__file__)
     env = {**os.environ, "PYTHONPATH": here + os.pathsep + os.environ.get("PYTHONPATH", ""), "OMP_NUM_THREADS": "1"}

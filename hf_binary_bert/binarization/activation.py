@@ -35,7 +35,7 @@ from torch import nn
 
 from ..kernels.ops import training_kernels
 from ..kernels.reference import _shift_grad, _shifted_quotient, lsq_backward
-from .ste import binary_sign, sign_ste
+from .ste import binary_sign, round_ste, sign_ste
 
 ACTIVATION_SCHEMES = ("sign", "elastic")
 
@@ -164,12 +164,7 @@ class ActivationQuantizer(nn.Module):
         even), returned in the parameter's dtype; with autograd, the gradient goes straight through to the
         parameter. The parameter itself when `shift_dtype` is its dtype; None without a shift."""
         shift = getattr(self, "shift", None)
-        if shift is None or self.shift_dtype == shift.dtype:
-            return shift
-        rounded = shift.detach().to(self.shift_dtype).to(shift.dtype)
-        if not (torch.is_grad_enabled() and shift.requires_grad):
-            return rounded
-        return rounded + (shift - shift.detach())  # = rounded exactly (+ 0), gradient 1 to the parameter
+        return None if shift is None else round_ste(shift, self.shift_dtype)
 
     @torch.no_grad()
     def calibrate(self, x: torch.Tensor, previous_batches: int = 0) -> None:

@@ -50,3 +50,20 @@ def sign_ste(x: torch.Tensor, ste: str = "clipped_identity") -> torch.Tensor:
     if ste not in ("clipped_identity", "approx_sign"):
         raise ValueError(f"ste must be one of ['clipped_identity', 'approx_sign'], got {ste!r}")
     return _SignSTE.apply(x, ste)
+
+
+def round_ste(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """x rounded to `dtype` (round to nearest even, as `Tensor.to` rounds) and returned in x's dtype, with a
+    straight-through gradient: the forward value is exactly the rounded one, the gradient to x is 1 (the
+    identity STE of quantization-aware training, Bengio et al. 2013). Same shape as x; x itself when `dtype` is
+    x's dtype. Under `no_grad` (or for an x without gradient) the rounded tensor, detached.
+
+    Used where a value is stored narrower than it is trained: the elastic shifts β (`activation_shift_dtype`) and
+    the full-precision parts saved in `fp_dtype` (`format.stored_dtypes`).
+    """
+    if x.dtype == dtype:
+        return x
+    rounded = x.detach().to(dtype).to(x.dtype)
+    if not (torch.is_grad_enabled() and x.requires_grad):
+        return rounded
+    return rounded + (x - x.detach())  # = rounded exactly (+ 0), gradient 1 to x

@@ -244,6 +244,11 @@ class DistillationArguments:
         default=0.5, metadata={"help": "Fraction of the optimizer steps spent in the first (intermediate) stage."}
     )
     teacher_bf16: bool = field(default=False, metadata={"help": "Run the teacher forward under bf16 autocast."})
+    train_in_fp_dtype: bool = field(
+        default=True,
+        metadata={"help": "Round the student's full-precision parts to the dtype they are saved in (its fp_dtype) in "
+                          "every forward, with a straight-through gradient, so the model trained is the model saved."},
+    )
 
     def __post_init__(self):
         self.check_distillation()
