@@ -255,9 +255,9 @@ class DistillationTrainer(Trainer):
     def _student_forward(self, model):
         """The student's forward: `model` itself, or, with `train_in_fp_dtype`, `model` run (`torch.func.functional_call`)
         with each parameter of `format.stored_dtypes` rounded to the dtype it is saved in (`round_ste`: forward
-        value exactly the saved one, gradient straight through to the float32 parameter). Measured on SST-2
-        (docs/results.md): rounding a trained W1A1 student's float32 LayerNorms, biases and tables to float16 only
-        when saving changed 82 of 872 dev labels."""
+        value exactly the saved one, gradient straight through to the float32 parameter). Why (docs/distillation.md): rounding a trained SST-2
+        W1A1 student's float32 LayerNorms, biases and tables to float16 only when saving changed 82 of 872 dev
+        labels."""
         if not self.args.train_in_fp_dtype:
             return model
         dtypes = stored_dtypes(self.accelerator.unwrap_model(model))
