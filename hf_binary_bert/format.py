@@ -205,21 +205,24 @@ def stored_float_dtype(key: str, config) -> torch.dtype:
 
 
 def stored_dtypes(model: torch.nn.Module) -> dict[str, torch.dtype]:
-    """`{parameter name: dtype}` for each trainable floating parameter of a binarized model (training form) that
+    """`{parameter name: dtype}` for each floating parameter of a binarized model (training form) that
     `packed_state_dict` writes in another dtype than the parameter's own (`stored_float_dtype`): with
     `fp_dtype="float16"` the LayerNorms, biases, position / token-type tables, pooler and heads; the 16-bit
     embedding tables; the per-row α / γ of 1-bit tables with `embedding_scale_dtype`; elastic shifts β with
     `activation_shift_dtype`. Binarized weights (packed, 1 bit) are not in it. Empty with `fp_dtype="float32"`
-    and the other dtypes at their float32 defaults. Tied parameters appear once, under the name
-    `named_parameters` gives them.
+    and the other dtypes at their float32 defaults, and for a model whose config has no `fp_dtype` (not a
+    binarized model). Tied parameters appear once, under the name `named_parameters` gives them.
 
-    `DistillationTrainer` rounds these parameters to their dtype in every student forward (`round_ste`, with
-    `DistillationArguments.train_in_fp_dtype`), so the model it trains and scores is the model it saves.
+    `DistillationTrainer` rounds these parameters to their dtype in every forward of the student and of a
+    binarized teacher (`round_ste`, with `DistillationArguments.train_in_fp_dtype`), so the model it trains and
+    scores is the model it saves, and a multi-step stage is taught by the previous stage as saved.
     """
+    if getattr(model.config, "fp_dtype", None) is None:  # not a binarized model (e.g. a full-precision teacher)
+        return {}
     binarized = {f"{name}.weight" for name, module in model.named_modules() if hasattr(module, "packed_tensors")}
     dtypes = {}
     for name, parameter in model.named_parameters():
-        if name in binarized or not parameter.is_floating_point() or not parameter.requires_grad:
+        if name in binarized or not parameter.is_floating_point():
             continue
         dtype = stored_float_dtype(name, model.config)
         if dtype != parameter.dtype:

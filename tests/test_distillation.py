@@ -362,6 +362,7 @@ def test_stored_dtypes_are_the_dtypes_packed_state_dict_writes():
     assert not any(n.endswith(("query.weight", "weight_scale", "weight_offset")) for n in dtypes)
     assert dtypes["bert.encoder.layer.0.attention.self.query.bias"] == torch.float16
     assert stored_dtypes(_student_with(teacher, fp_dtype="float32")) == {}
+    assert stored_dtypes(teacher) == {}  # a full-precision BERT: nothing rounded
 
 
 @pytest.mark.parametrize("train_in_fp_dtype", [True, False])
@@ -379,7 +380,7 @@ def test_float16_student_trained_is_the_student_saved(tmp_path, train_in_fp_dtyp
     ids = torch.tensor(toy_dataset(4)["input_ids"])
     student.eval()
     with torch.no_grad():
-        trained = trainer._student_forward(student)(input_ids=ids).logits
+        trained = trainer._forward_as_saved(student)(input_ids=ids).logits
         saved = reloaded(input_ids=ids).logits
     layer_norm = student.bert.encoder.layer[0].output.LayerNorm.weight
     assert layer_norm.dtype == torch.float32 and not torch.equal(layer_norm, layer_norm.half().float())
@@ -387,6 +388,25 @@ def test_float16_student_trained_is_the_student_saved(tmp_path, train_in_fp_dtyp
         assert torch.equal(trained, saved)
     else:
         assert torch.equal(trained, student(input_ids=ids).logits) and not torch.equal(trained, saved)
+
+
+def test_a_binarized_float16_teacher_teaches_as_saved(tmp_path):
+    """A multi-step stage's teacher is the previous stage's student: with `train_in_fp_dtype` it teaches as its
+    float16 file would, not with its float32 master parameters."""
+    stage = _student_with(tiny_teacher(), fp_dtype="float16")
+    with torch.no_grad():
+        for p in stage.parameters():
+            p.add_(torch.randn_like(p) * 1e-3)  # off the float16 grid
+    stage.save_pretrained(tmp_path / "stage")
+    reloaded = AutoModelForSequenceClassification.from_pretrained(tmp_path / "stage", attn_implementation="eager").eval()
+    ids = torch.tensor(toy_dataset(4)["input_ids"])
+    for train_in_fp_dtype in (True, False):
+        args = _args(tmp_path, max_steps=1, train_in_fp_dtype=train_in_fp_dtype)
+        trainer = DistillationTrainer(teacher_model=stage, model=_student_with(tiny_teacher()), args=args,
+                                      train_dataset=toy_dataset())
+        with torch.no_grad():
+            taught = trainer._forward_as_saved(trainer.teacher)(input_ids=ids).logits
+            assert torch.equal(taught, reloaded(input_ids=ids).logits) == train_in_fp_dtype
 
 
 def test_loss_falls_on_two_processes_and_student_reloads(tmp_path):

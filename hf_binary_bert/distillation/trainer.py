@@ -252,10 +252,12 @@ class DistillationTrainer(Trainer):
             return torch.autocast(device_type=self.args.device.type, dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
-    def _student_forward(self, model):
-        """The student's forward: `model` itself, or, with `train_in_fp_dtype`, `model` run (`torch.func.functional_call`)
-        with each parameter of `format.stored_dtypes` rounded to the dtype it is saved in (`round_ste`: forward
-        value exactly the saved one, gradient straight through to the float32 parameter). Why (docs/distillation.md): rounding a trained SST-2
+    def _forward_as_saved(self, model):
+        """The forward of the student or teacher `model`: `model` itself, or, with `train_in_fp_dtype`, `model` run
+        (`torch.func.functional_call`) with each parameter of `format.stored_dtypes` rounded to the dtype it is
+        saved in (`round_ste`: forward value exactly the saved one, gradient straight through to the float32
+        parameter). A full-precision teacher has no such parameters and runs as it is; a binarized one (an earlier
+        multi-step stage) runs as its saved file does. Why (docs/distillation.md): rounding a trained SST-2
         W1A1 student's float32 LayerNorms, biases and tables to float16 only when saving changed 82 of 872 dev
         labels."""
         if not self.args.train_in_fp_dtype:
@@ -297,10 +299,10 @@ class DistillationTrainer(Trainer):
         with (torch.no_grad(), self._teacher_context(), capture_qkv(unwrapped_teacher, dmd_targets) as teacher_qkv,
               capture_pooled(unwrapped_teacher, pooled) as teacher_pooled,
               record_softmax(unwrapped_teacher) if softmax else contextlib.nullcontext() as teacher_softmax):
-            teacher_out = self.teacher(**features, **need)
+            teacher_out = self._forward_as_saved(self.teacher)(**features, **need)
         with (capture_qkv(unwrapped, dmd_targets) as student_qkv, capture_pooled(unwrapped, pooled) as student_pooled,
               record_softmax(unwrapped) if softmax else contextlib.nullcontext() as student_softmax):
-            student_out = self._student_forward(model)(**(inputs if "task" in weights else features), **need)
+            student_out = self._forward_as_saved(model)(**(inputs if "task" in weights else features), **need)
 
         token_mask = features.get("attention_mask")
         components: dict[str, torch.Tensor] = {}
