@@ -156,6 +156,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_args(p)
     _add_train_args(p, learning_rate=2e-4)
     p.add_argument("--no-latency", action="store_true", help="skip the latency columns of the final table")
+    p.add_argument("--student-init", metavar="MODEL",
+                   help="Hub id or folder of the full-precision BERT the student is binarized from (default: the "
+                        "teacher), e.g. a pruned copy of it (`prune`): prune, then binarize, taught by the dense "
+                        "teacher; same hidden size, layers, vocabulary and labels as the teacher")
     _add_schedule_args(p)
     _add_pruning_args(p, flag=True)
 
@@ -411,6 +415,8 @@ def cmd_finetune(args):
 def cmd_distill(args):
     _check_task(args)
     _check_model(args.teacher, "--teacher", allow_binary=False)
+    if args.student_init is not None:
+        _check_model(args.student_init, "--student-init", allow_binary=False)
     from .recipes import distill, parse_schedule
 
     binarization, _ = _binarization(args)
@@ -422,15 +428,16 @@ def cmd_distill(args):
 
     try:
         result = distill(args.teacher, args.task, args.output_dir, binarization=binarization,
-                         schedule=args.multi_step, evaluate=False, pruning=pruning, **schedule_kwargs,
-                         **_train_kwargs(args), **losses)
+                         schedule=args.multi_step, evaluate=False, pruning=pruning,
+                         student_init=args.student_init, **schedule_kwargs, **_train_kwargs(args), **losses)
     except StageCollapseError as err:
         print(f"hf-binary-bert: error: {err}", file=sys.stderr)
         return 1
     except ValueError as err:
-        if pruning is None:
+        if pruning is None and args.student_init is None:
             raise
-        raise UsageError(str(err)) from None  # e.g. ε would remove every head of a layer (nothing saved)
+        # e.g. ε would remove every head of a layer, a --student-init of another shape (nothing saved)
+        raise UsageError(str(err)) from None
     if os.path.isfile(os.path.join(args.output_dir, "stages.md")):
         with open(os.path.join(args.output_dir, "stages.md")) as f:
             print("\nstages, each measured against the original teacher on the evaluation split:\n" + f.read())

@@ -529,6 +529,26 @@ def stage_steps(schedule_len: int, *, max_steps: int | None = None, epochs: floa
     return [{"epochs": epochs * share} for share in shares]
 
 
+def _load_student_init(student_init: str, teacher_cls: type, teacher_model) -> torch.nn.Module:
+    """`distill`'s `student_init`: the full-precision BERT (a pruned one too) the first stage is binarized from,
+    checked against `teacher_model` — the hidden-state and prediction losses compare them layer by layer and logit
+    by logit — and given the teacher's label names.
+
+    Raises:
+        ValueError: naming the config field (hidden_size, num_hidden_layers, vocab_size, num_labels) that differs.
+    """
+    model = pruned_class(teacher_cls).from_pretrained(check_model(student_init, allow_binary=False),
+                                                      dtype=torch.float32)
+    for field in ("hidden_size", "num_hidden_layers", "vocab_size", "num_labels"):
+        mine, theirs = getattr(model.config, field), getattr(teacher_model.config, field)
+        if mine != theirs:
+            raise ValueError(f"student_init {student_init!r} has {field}={mine}, the teacher {theirs}: the student "
+                             "is distilled from the teacher, so they must agree")
+    model.config.update({"id2label": dict(teacher_model.config.id2label),
+                         "label2id": dict(teacher_model.config.label2id)})
+    return model
+
+
 def distill(
     teacher: str,
     task: str,
@@ -542,6 +562,7 @@ def distill(
     collapse_threshold: float | None = None,
     evaluate: bool = True,
     pruning=None,
+    student_init: str | None = None,
     **kwargs,
 ) -> dict:
     """Binarize `teacher` (a fine-tuned full-precision BERT) into a student, distil it on `task` with the
@@ -578,6 +599,12 @@ def distill(
         pruning: a `pruning.BlockPruningConfig`: every stage adds its penalty (on the latent weights), the last one
             thresholds and removes the zero heads / FFN neurons (`sparsity.md` / `.png` written); None: no pruning.
         evaluate: score the student on the evaluation split after training (skip it when the caller evaluates).
+        student_init: Hub id or folder of the full-precision BERT the first stage's student is binarized from
+            (default: `teacher` itself), e.g. a pruned copy of the teacher (`prune`): prune, then binarize, taught
+            by the dense teacher. Its hidden size, layers, vocabulary and labels must be the teacher's; its heads
+            and FFN widths per layer may differ (the attention and DMD losses then refuse it: they compare heads
+            one to one). With `on_collapse="original_teacher"` a stage restarts from it when no stage before was
+            healthy.
         **kwargs: `TrainingOptions` fields (default learning rate 2e-4) and further `DistillationTrainingArguments`
             (loss weights, temperature, bf16, …).
 
@@ -592,7 +619,9 @@ def distill(
         whether the saved student collapsed; also written to `distill_results.json`.
 
     Raises:
-        ValueError: when the teacher's number of labels differs from the task's, for a bad schedule or budget.
+        ValueError: when the teacher's number of labels differs from the task's, for a bad schedule or budget,
+            for a `student_init` whose shape the teacher's losses cannot compare (naming the field); nothing is
+            written then.
         StageCollapseError: with `on_collapse="stop"`, naming the stage that collapsed.
     """
     from .distillation.stages import (
@@ -654,8 +683,11 @@ def distill(
                      **{k: v for k, v in stage_diagnostics(original_logits, original_logits, regression=regression,
                                                            temperature=extra.get("temperature", 1.0)).items()
                         if k.endswith(("std", "share"))}})
-    start_model, stage_teacher, teacher_logits = original_model, original_model, original_logits if measure else None
-    teacher_name, last_healthy = "original teacher", original_model
+    start_model = original_model
+    if student_init is not None:
+        start_model = _load_student_init(student_init, teacher_cls, teacher_model)
+    stage_teacher, teacher_logits = original_model, original_logits if measure else None
+    teacher_name, last_healthy = "original teacher", start_model
 
     def write_stage_table():
         table = stages_markdown(rows)
@@ -731,7 +763,9 @@ def distill(
                 start_model, stage_teacher, teacher_name = last_healthy, original_model, "original teacher"
                 teacher_logits = original_logits
                 logger.warning("stage %d starts from %s and is taught by the original teacher", i + 2,
-                               "the teacher" if start_model is original_model else "the last stage that did not collapse")
+                               "the teacher" if start_model is original_model else
+                               "student_init" if not isinstance(start_model, student_cls) else
+                               "the last stage that did not collapse")
                 continue
         if not collapsed:
             last_healthy = student

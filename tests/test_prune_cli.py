@@ -153,3 +153,48 @@ def test_proximal_flags_reach_the_pruning_config():
     distill = _pruning(parser.parse_args(["distill", "--teacher", "t", "--output-dir", "o", "--task", "sst2",
                                           "--prune", "--proximal"]))
     assert distill.proximal is True
+
+
+def test_distill_binarizes_a_pruned_model_taught_by_the_dense_teacher(tmp_path, capsys, tiny_teacher_dir,
+                                                                     monkeypatch):
+    """`distill --student-init PRUNED`: prune, then binarize, taught by the dense teacher — the trainer gets the
+    dense teacher and a student of the pruned shapes, and the saved student keeps them. Losses that compare heads
+    one to one (attention, DMD) and a student_init of another hidden size are refused (exit 2, naming the field),
+    with nothing written."""
+    from transformers import AutoConfig, BertForSequenceClassification
+
+    from hf_binary_bert.distillation import DistillationTrainer
+    from hf_binary_bert.distillation.trainer import heads_per_layer
+
+    monkeypatch.chdir(DATA.parent)
+    pruned = tmp_path / "pruned"
+    assert main(["prune", "--model", str(tiny_teacher_dir), "--output-dir", str(pruned), *SMALL_RUN,
+                 "--prune-modules", "intermediate", "value", "--ffn-keep-share", "0.5", "--heads-keep-share",
+                 "0.75"]) == 0
+    seen, init = [], DistillationTrainer.__init__
+
+    def spy(self, teacher_model=None, args=None, **kwargs):
+        seen.append((heads_per_layer(teacher_model), heads_per_layer(kwargs["model"]),
+                     teacher_model.bert.encoder.layer[0].intermediate.dense.out_features))
+        init(self, teacher_model=teacher_model, args=args, **kwargs)
+
+    monkeypatch.setattr(DistillationTrainer, "__init__", spy)
+    student = tmp_path / "student"
+    base = ["distill", "--teacher", str(tiny_teacher_dir), *SMALL_RUN, "--student-init", str(pruned)]
+    assert main([*base, "--output-dir", str(student), "--multi-step", "W1A4,W1A1"]) == 0  # 1 step each
+    assert seen == [([4, 4], [3, 3], 37)] * 2  # both stages: the dense teacher (4 heads, 37 FFN neurons) teaches
+    saved = json.loads((student / "config.json").read_text())
+    assert saved["packed_weights"] and saved["layer_num_attention_heads"] == [3, 3]
+    assert saved["layer_intermediate_sizes"] == [18, 18]
+
+    capsys.readouterr()
+    bad = tmp_path / "bad"
+    _error_line(capsys, main([*base, "--output-dir", str(bad), "--attention-loss-weight", "1"]),
+                "attention_loss_weight > 0 compare attention heads one to one", "student layer 0 has 3 heads")
+    _error_line(capsys, main([*base, "--output-dir", str(bad), "--dmd-loss-weight", "1"]), "dmd_loss_weight > 0")
+    wide = AutoConfig.from_pretrained(tiny_teacher_dir, hidden_size=48)
+    BertForSequenceClassification(wide).save_pretrained(tmp_path / "wide")
+    _error_line(capsys, main(["distill", "--teacher", str(tiny_teacher_dir), *SMALL_RUN, "--student-init",
+                              str(tmp_path / "wide"), "--output-dir", str(bad)]),
+                "has hidden_size=48, the teacher 32")
+    assert not bad.exists() and not (tmp_path / "bad.partial").exists()

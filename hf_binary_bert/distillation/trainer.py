@@ -19,6 +19,7 @@ from .losses import (
     direction_matching_loss,
     hidden_state_cosine,
     hidden_state_mse,
+    layer_map,
     prediction_distillation_loss,
     span_distillation_loss,
 )
@@ -125,6 +126,35 @@ def _heads_per_layer(model: torch.nn.Module | None) -> tuple | None:
     return tuple(heads) if heads else (config.num_attention_heads,) * config.num_hidden_layers
 
 
+def heads_per_layer(model: torch.nn.Module) -> list[int]:
+    """Attention heads of each encoder layer of `model` (a pruned config's `layer_num_attention_heads`, else
+    `num_attention_heads` in every layer)."""
+    config = model.config
+    return list(getattr(config, "layer_num_attention_heads", None)
+                or [config.num_attention_heads] * config.num_hidden_layers)
+
+
+def check_head_losses(student: torch.nn.Module, teacher: torch.nn.Module, args) -> None:
+    """The attention loss (per head of [B, H, T, T] probabilities) and DMD (per head of Q / K / V) compare each
+    student layer's heads with those of its teacher layer (`losses.layer_map`) one to one; a student with other
+    heads per layer than its teacher (e.g. binarized from a pruned copy of it, `recipes.distill(student_init=…)`)
+    can use the other losses only.
+
+    Raises:
+        ValueError: naming the loss weight that is on and the first layer whose heads differ.
+    """
+    on = [name for name in ("attention_loss_weight", "dmd_loss_weight") if getattr(args, name, 0)]
+    if not on:
+        return
+    mine, theirs = heads_per_layer(student), heads_per_layer(teacher)
+    mapping = layer_map(len(mine) + 1, len(theirs) + 1)[1:]
+    for i, heads in enumerate(mine):
+        if heads != theirs[mapping[i] - 1]:
+            raise ValueError(f"{' and '.join(on)} > 0 compare attention heads one to one, but student layer {i} has "
+                             f"{heads} heads and its teacher layer {mapping[i] - 1} has {theirs[mapping[i] - 1]}: "
+                             "set them to 0 for a student with other heads than its teacher")
+
+
 def default_attention_loss_weight(student: torch.nn.Module | None, teacher: torch.nn.Module | None = None) -> float:
     """`attention_loss_weight` when it is not given (None): 1.0 for a regression student whose attention
     probabilities are not 1-bit (and, when `teacher` is given, whose layers have the teacher's numbers of heads,
@@ -204,7 +234,8 @@ class DistillationTrainer(Trainer):
         **kwargs: as `transformers.Trainer` (`model` is the student).
 
     Raises:
-        ValueError: without a teacher, or with `args` that are not `DistillationTrainingArguments`.
+        ValueError: without a teacher, with `args` that are not `DistillationTrainingArguments`, or with an attention
+            or DMD loss between models whose heads differ (`check_head_losses`).
     """
 
     # compute_loss returns a per-micro-batch mean: the Trainer divides it by the accumulation steps.
@@ -226,6 +257,8 @@ class DistillationTrainer(Trainer):
                             args.attention_loss, args.attention_loss_weight)
         if args.attention_distribution is None:
             args.attention_distribution = default_attention_distribution(student)
+        if student is not None:
+            check_head_losses(student, teacher_model, args)
         if args.attention_loss_weight > 0:
             for role, model in (("teacher", teacher_model), ("student", student)):
                 if model is not None and model.config._attn_implementation != "eager":
