@@ -29,7 +29,7 @@ into one table (docs/measurements/pruning-goals.md, included in docs/pruning.md)
     python examples/pruning_goals.py student-ffn-table OUT --ffn-keep-share 0.35 --heads-keep-share 0.75 \\
         > docs/measurements/pruning-goal2-small.md
     python examples/pruning_goals.py student-ffn-1000 OUT --ffn-keep-share 0.4 --heads-keep-share 0.75 \\
-        --student-seed 42 --archive docs/measurements/pruning-goal2-1000steps
+        --student-seed 42 [--dense-teacher] --archive docs/measurements/pruning-goal2-1000steps
                                                            # goal 2 at issue 16's SST-2 budget (1000 steps, batch 32)
     python examples/pruning_goals.py student-ffn-1000-table OUT --ffn-keep-share 0.4 --heads-keep-share 0.75 \\
         --archive docs/measurements/pruning-goal2-1000steps --reference docs/measurements/results-1-1-1 \\
@@ -485,35 +485,40 @@ def student_ffn_table(out: Path, share: float, heads: float) -> None:
 # Goal 2 at issue 16's SST-2 budget: at goal 2's own 150 steps of batch 16 a change of seed moved a 1-1-1 student by
 # ±5 points (standard deviation 0.046 over three seeds), more than the goal's one point, so no verdict could come
 # from it. `examples/results_1_1_1.py` trains the unpruned 1-1-1 students of the dense teacher at 1000 steps of batch
-# 32 (three seeds, 0.0076 apart there); the pruned student gets exactly its command, with the cut MiniLM as teacher
-# and SMALL_FLAGS (goal 2's size in the same student), and the table compares it with those runs' archive.
+# 32 (three seeds); the pruned student gets exactly its command with SMALL_FLAGS (goal 2's size in the same
+# student), binarized from the cut MiniLM and taught either by it (as `student-ffn`) or, with `--dense-teacher`, by
+# the dense teacher (`distill --student-init`), and the table compares it with those runs' archive.
 BUDGET_1000 = "1000 steps in all (W1A4 → W1A2 → W1A1, split by `distill`'s default), batch 32, 64 tokens"
+TAUGHT_BY = {False: "the cut MiniLM", True: "the dense teacher"}
 
 
-def _student_1000_name(prefix: str, seed: int) -> str:
-    return f"student-{prefix}-small-1000-seed{seed}"
+def _student_1000_name(prefix: str, seed: int, dense_teacher: bool) -> str:
+    return f"student-{prefix}-small{'-dense-teacher' if dense_teacher else ''}-1000-seed{seed}"
 
 
-def run_student_ffn_1000(out: Path, share: float, heads: float, seed: int, archive: Path | None) -> None:
+def run_student_ffn_1000(out: Path, share: float, heads: float, seed: int, archive: Path | None,
+                         dense_teacher: bool = False) -> None:
     """Goal 2 at issue 16's SST-2 budget: the 1-1-1 student of the MiniLM that `minilm-ffn --ffn-keep-share S
-    --heads-keep-share H` cut (run it first) with `results_1_1_1.py`'s W1A1 command and SMALL_FLAGS, into
-    OUT/student-ffn<S>-heads<H>-small-1000-seed<seed>. It saves a checkpoint every 50 steps and a second call
-    continues a killed run; with `archive`, the finished run's result files go to ARCHIVE/<run> (as
+    --heads-keep-share H` cut (run it first) with `results_1_1_1.py`'s W1A1 command and SMALL_FLAGS, taught by the cut
+    MiniLM, or with `dense_teacher` binarized from it and taught by the dense teacher (`--student-init`), into
+    OUT/student-ffn<S>-heads<H>-small[-dense-teacher]-1000-seed<seed>. It saves a checkpoint every 50 steps and a
+    second call continues a killed run; with `archive`, the finished run's result files go to ARCHIVE/<run> (as
     `results_1_1_1.py --archive`), and a run found there is not trained again."""
     from results_1_1_1 import BIT, BUDGETS, CHECKPOINTS, STUDENTS, _archive, _command_line, _drop_checkpoints
     from results_1_1_1 import _resumable, _run
 
     prefix = f"ffn{share:g}-heads{heads:g}"
-    teacher = out / f"{prefix}-pruned"
-    if not (teacher / "config.json").exists():
-        raise SystemExit(f"student-ffn-1000 needs {teacher}: run minilm-ffn with the same shares first")
-    run_dir = out / _student_1000_name(prefix, seed)
+    cut = out / f"{prefix}-pruned"
+    if not (cut / "config.json").exists():
+        raise SystemExit(f"student-ffn-1000 needs {cut}: run minilm-ffn with the same shares first")
+    run_dir = out / _student_1000_name(prefix, seed, dense_teacher)
     archived = archive / run_dir.name if archive else None
     if archived is not None and (archived / "comparison.json").exists():
         print(f"# archived: {archived}")
         return
     budget = BUDGETS[TASK]
-    command = [sys.executable, "-m", "hf_binary_bert.cli", "distill", "--teacher", str(teacher), "--task", TASK,
+    teacher = ["--teacher", TEACHER, "--student-init", str(cut)] if dense_teacher else ["--teacher", str(cut)]
+    command = [sys.executable, "-m", "hf_binary_bert.cli", "distill", *teacher, "--task", TASK,
                "--data-dir", budget["data_dir"], "--output-dir", str(run_dir), "--seed", str(seed), "--no-progress",
                "--no-latency", *BIT, *STUDENTS["W1A1"], *budget["student_args"], *CHECKPOINTS, *SMALL_FLAGS]
     if SMOKE:
@@ -528,56 +533,65 @@ def run_student_ffn_1000(out: Path, share: float, heads: float, seed: int, archi
 
 def student_ffn_1000_table(out: Path, share: float, heads: float, archive: Path | None, reference: Path) -> None:
     """The Markdown of docs/measurements/pruning-goal2-1000steps.md: the `student-ffn-1000` students (from `archive`,
-    else OUT) against the unpruned W1A1 students of `results_1_1_1.py` with the same seeds (REFERENCE/sst2/
-    W1A1-seed<seed>, its archive), seed by seed and as means over the seeds both have."""
+    else OUT), each teacher variant, against the unpruned W1A1 students of `results_1_1_1.py` with the same seeds
+    (REFERENCE/sst2/W1A1-seed<seed>, its archive), seed by seed and as means over the seeds both have."""
     import statistics
 
     prefix = f"ffn{share:g}-heads{heads:g}"
-    pairs = {}
-    for seed in (42, 43, 44):
-        name = _student_1000_name(prefix, seed)
-        pruned = next((d / name for d in (archive, out) if d is not None and (d / name / "comparison.json").exists()),
-                      None)
-        dense = reference / TASK / f"W1A1-seed{seed}"
-        if pruned is not None and (dense / "comparison.json").exists():
-            pairs[seed] = (dense, pruned)
-    if not pairs:
+    runs = {}  # (dense_teacher, seed) -> (unpruned run, pruned run)
+    for dense_teacher in (False, True):
+        for seed in (42, 43, 44):
+            name = _student_1000_name(prefix, seed, dense_teacher)
+            pruned = next((d / name for d in (archive, out)
+                           if d is not None and (d / name / "comparison.json").exists()), None)
+            dense = reference / TASK / f"W1A1-seed{seed}"
+            if pruned is not None and (dense / "comparison.json").exists():
+                runs[dense_teacher, seed] = (dense, pruned)
+    if not runs:
         raise SystemExit(f"no seed with both a student-ffn-1000 run ({prefix}) and {reference}/{TASK}/W1A1-seed<S>")
     record = json.loads((out / f"minilm-{prefix}.json").read_text())
     print(f"`python examples/pruning_goals.py student-ffn-1000-table {out} --ffn-keep-share {share:g} "
           f"--heads-keep-share {heads:g} --archive {archive} --reference {reference}` (runs: `minilm-ffn`, then "
-          f"`student-ffn-1000` per seed with the same shares; the unpruned students: `examples/results_1_1_1.py "
-          f"--tasks sst2 --students W1A1`)\n")
+          f"`student-ffn-1000` per seed with the same shares, with and without `--dense-teacher`; the unpruned "
+          f"students: `examples/results_1_1_1.py --tasks sst2 --students W1A1`)\n")
     print(f"Every student: 1-1-1 BiT, {BUDGET_1000}, learning rate 5e-4 (issue 16's SST-2 budget, "
           f"`results_1_1_1.py`'s W1A1 command); SST-2 dev accuracy of the saved student (`comparison.json`). The "
-          f"unpruned one is taught by the dense teacher ({TEACHER}); the pruned one is binarized from and taught by "
-          f"the MiniLM cut to {share:.0%} of the FFN neurons and {heads:.0%} of the heads per layer (`minilm-ffn`, "
-          f"SST-2 dev {record['accuracy_after_recovery']:.4f}) and has every table 1-bit and the pooler binarized "
-          f"({' '.join(SMALL_FLAGS)}). Each run's command, commit and CPU: its `run.json`.\n")
-    print("| seed | unpruned | pruned | Δ (points) | pruned: heads kept | FFN neurons kept | packed file (MB) | "
-          "stage collapsed |")
-    print("|---|---:|---:|---:|---:|---:|---:|---|")
-    head_list, ffn_list, config = _layer_sizes(out / f"{prefix}-pruned")  # the student has its teacher's shapes
+          f"unpruned one is binarized from and taught by the dense teacher ({TEACHER}, 0.8991). The pruned one is "
+          f"binarized from the MiniLM cut to {share:.0%} of the FFN neurons and {heads:.0%} of the heads per layer "
+          f"(`minilm-ffn`, SST-2 dev {record['accuracy_after_recovery']:.4f}), taught by that cut MiniLM or by the "
+          f"dense teacher, and has every table 1-bit and the pooler binarized ({' '.join(SMALL_FLAGS)}). Each run's "
+          f"command, commit and CPU: its `run.json`.\n")
+    head_list, ffn_list, config = _layer_sizes(out / f"{prefix}-pruned")  # the student has the cut model's shapes
     layers = config["num_hidden_layers"]
     kept = (f"{sum(head_list)}/{config['num_attention_heads'] * layers} | "
             f"{sum(ffn_list)}/{config['intermediate_size'] * layers}")
-    accuracies = {"dense": [], "pruned": []}
-    for seed, (dense, pruned) in sorted(pairs.items()):
-        a0, a1 = _student_accuracy(dense), _student_accuracy(pruned)
-        size = next(r["size_mb"] for r in json.loads((pruned / "comparison.json").read_text())
-                    if r["model"] == "student")
-        collapsed = json.loads((pruned / "distill_results.json").read_text()).get("collapsed", False)
-        print(f"| {seed} | {a0:.4f} | {a1:.4f} | {100 * (a1 - a0):+.1f} | {kept} | {size:.3f} | "
-              f"{'yes' if collapsed else 'no'} |")
-        accuracies["dense"].append(a0)
-        accuracies["pruned"].append(a1)
-    m0, m1 = (statistics.mean(v) for v in accuracies.values())
-    spread = ("" if len(pairs) == 1 else
-              f" (sample standard deviations {statistics.stdev(accuracies['dense']):.4f} and "
-              f"{statistics.stdev(accuracies['pruned']):.4f})")
-    print(f"\n**Goal 2's accuracy** (within 1 point of the unpruned 1-1-1 student at the same budget), over seeds "
-          f"{', '.join(map(str, sorted(pairs)))}: mean {m1:.4f} against {m0:.4f}{spread}, "
-          f"{_within_a_point(m1, m0)}; packed file {'≤' if size <= 2.5 else '>'} 2.5 MB ({size:.3f} MB).\n")
+    print("| pruned student taught by | seed | unpruned | pruned | Δ (points) | heads kept | FFN neurons kept | "
+          "packed file (MB) | stage collapsed |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---|")
+    verdicts = []
+    for dense_teacher in (False, True):
+        pairs = {seed: runs[key] for key in sorted(runs) if key[0] == dense_teacher for seed in [key[1]]}
+        if not pairs:
+            continue
+        accuracies, size = {"dense": [], "pruned": []}, 0.0
+        for seed, (dense, pruned) in pairs.items():
+            a0, a1 = _student_accuracy(dense), _student_accuracy(pruned)
+            size = next(r["size_mb"] for r in json.loads((pruned / "comparison.json").read_text())
+                        if r["model"] == "student")
+            collapsed = json.loads((pruned / "distill_results.json").read_text()).get("collapsed", False)
+            print(f"| {TAUGHT_BY[dense_teacher]} | {seed} | {a0:.4f} | {a1:.4f} | {100 * (a1 - a0):+.1f} | {kept} | "
+                  f"{size:.3f} | {'yes' if collapsed else 'no'} |")
+            accuracies["dense"].append(a0)
+            accuracies["pruned"].append(a1)
+        m0, m1 = (statistics.mean(v) for v in accuracies.values())
+        spread = ("one seed" if len(pairs) == 1 else
+                  f"sample standard deviations {statistics.stdev(accuracies['dense']):.4f} and "
+                  f"{statistics.stdev(accuracies['pruned']):.4f}")
+        verdicts.append(f"- taught by {TAUGHT_BY[dense_teacher]}, seeds {', '.join(map(str, pairs))}: mean "
+                        f"{m1:.4f} against {m0:.4f} ({spread}), {_within_a_point(m1, m0)}; packed file "
+                        f"{'≤' if size <= 2.5 else '>'} 2.5 MB ({size:.3f} MB).")
+    print("\n**Goal 2's accuracy** (within 1 point of the unpruned 1-1-1 student at the same budget):\n")
+    print("\n".join(verdicts) + "\n")
 
 
 def small_table(out: Path) -> None:
@@ -1054,6 +1068,9 @@ def main(argv=None) -> None:
                         help="minilm-ffn: also cut the heads to this share of every layer's (default: every head kept)")
     parser.add_argument("--student-seed", type=int, default=42,
                         help="student-ffn: both students again with this seed (folders ending in -seed<S>)")
+    parser.add_argument("--dense-teacher", action="store_true",
+                        help="student-ffn-1000: binarize the cut MiniLM but teach it with the dense teacher "
+                        "(distill --student-init)")
     parser.add_argument("--archive", type=Path, default=None,
                         help="student-ffn-1000(-table): copy each finished run's result files here / read them from here")
     parser.add_argument("--reference", type=Path, default=Path("docs/measurements/results-1-1-1"),
@@ -1073,7 +1090,7 @@ def main(argv=None) -> None:
             raise SystemExit(f"{args.what} needs --heads-keep-share (and --ffn-keep-share)")
         if args.what == "student-ffn-1000":
             return run_student_ffn_1000(args.out, args.ffn_keep_share, args.heads_keep_share, args.student_seed,
-                                        args.archive)
+                                        args.archive, args.dense_teacher)
         if args.what == "student-ffn-1000-table":
             return student_ffn_1000_table(args.out, args.ffn_keep_share, args.heads_keep_share, args.archive,
                                           args.reference)
