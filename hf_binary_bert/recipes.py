@@ -658,6 +658,9 @@ def distill(
         raise ValueError(f"teacher {teacher!r} has {teacher_model.config.num_labels} labels, task {task!r} has {data.num_labels}: fine-tune it first")
     if task not in OTHER_TASKS and _has_default_labels(teacher_model.config):  # the student (from_teacher) inherits the names
         teacher_model.config.update(task_label_config(task))
+    start_model = teacher_model  # the first stage is binarized from it (checked before any work)
+    if student_init is not None:
+        start_model = _load_student_init(student_init, teacher_cls, teacher_model)
     binarization = dict(binarization or {})
     if not stage_bits:
         stages = [(output_dir, binarization)]
@@ -683,9 +686,6 @@ def distill(
                      **{k: v for k, v in stage_diagnostics(original_logits, original_logits, regression=regression,
                                                            temperature=extra.get("temperature", 1.0)).items()
                         if k.endswith(("std", "share"))}})
-    start_model = original_model
-    if student_init is not None:
-        start_model = _load_student_init(student_init, teacher_cls, teacher_model)
     stage_teacher, teacher_logits = original_model, original_logits if measure else None
     teacher_name, last_healthy = "original teacher", start_model
 
