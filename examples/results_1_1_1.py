@@ -6,6 +6,7 @@ runs and kept in `OUT/commands.txt`):
     python examples/results_1_1_1.py --out runs/results_1_1_1                  # everything (hours on a CPU)
     python examples/results_1_1_1.py --out runs/r --tasks stsb --seeds 42      # one task, one seed
     python examples/results_1_1_1.py --out runs/r --dry-run                    # print the commands only
+    python examples/results_1_1_1.py --out runs/r --archive DIR --table-only   # the table of what is finished
 
 Per task:
 1. data: SST-2 and RTE from `data/glue/<TASK>` (official dev as evaluation split); STS-B from the GLUE release's
@@ -134,20 +135,23 @@ def main(argv=None):
     parser.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
     parser.add_argument("--archive", metavar="DIR", help="copy each finished run's results here (and count runs "
                         "found here as finished)")
+    parser.add_argument("--table-only", action="store_true",
+                        help="train nothing: write results.md from the runs already finished (OUT and --archive) "
+                        "and list the missing ones under it")
     args = parser.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "commands.txt").write_text("")
     cli = [sys.executable, "-m", "hf_binary_bert.cli"]
     given = dict(item.split("=", 1) for item in args.teacher)
-    sections = []
+    sections, missing = [], []
     for task in args.tasks:
         budget = BUDGETS[task]
         data_dir = budget["data_dir"]
         if task == "stsb":
             data_dir = str(out / "data" / "STS-B")
             print(f"# STS-B: 10 % of {args.stsb_release}/train.tsv held out (seed 0) into {data_dir}")
-            if not args.dry_run:
+            if not args.dry_run and not args.table_only:
                 from hf_binary_bert.data import write_holdout_split
 
                 write_holdout_split("stsb", args.stsb_release, data_dir, fraction=0.1, seed=0)
@@ -160,9 +164,9 @@ def main(argv=None):
             _run([*cli, "finetune", "--model", "minilm", "--task", task, "--data-dir", data_dir, "--output-dir",
                   teacher, "--batch-size", "32", "--seed", "42", "--no-progress",
                   *budget["teacher_args"], *CHECKPOINTS], out / task / "teacher.log", args,
-                 done=all_archived or (Path(teacher) / "config.json").exists(),
+                 done=all_archived or args.table_only or (Path(teacher) / "config.json").exists(),
                  resume=_resumable(teacher))
-            if not args.dry_run and not all_archived:
+            if not args.dry_run and not all_archived and not args.table_only:
                 _drop_checkpoints(Path(teacher))
         rows = {}
         for name in args.students:
@@ -173,6 +177,9 @@ def main(argv=None):
                            "--output-dir", str(run_dir), "--seed", str(seed), "--no-progress", "--no-latency",
                            *BIT, *STUDENTS[name], *budget["student_args"], *CHECKPOINTS]
                 in_archive = archived is not None and (archived / "comparison.json").exists()
+                if args.table_only and not in_archive and not (run_dir / "comparison.json").exists():
+                    missing.append(f"{task} {name} seed {seed}")
+                    continue
                 _run(command, out / task / f"{name}-seed{seed}.log", args,
                      done=in_archive or (run_dir / "comparison.json").exists(), resume=_resumable(run_dir))
                 if args.dry_run:
@@ -190,7 +197,10 @@ def main(argv=None):
             sections.append(_section(task, budget["metric"], rows))
     if sections:
         commands = (out / "commands.txt").read_text()
-        text = "\n\n".join(sections) + "\n\nCommands:\n\n```\n" + commands + "```\n"
+        text = "\n\n".join(sections)
+        if missing:
+            text += "\n\nNot finished yet (not in the tables): " + ", ".join(missing) + "."
+        text += "\n\nCommands:\n\n```\n" + commands + "```\n"
         (out / "results.md").write_text(text)
         print(text)
 

@@ -60,3 +60,18 @@ def test_a_finished_run_is_archived_with_its_command_and_commit(script, tmp_path
     assert info["commit"] is None or len(info["commit"]) == 40
     if Path("/proc/cpuinfo").exists() and "cpu family" in Path("/proc/cpuinfo").read_text():  # x86 Linux
         assert "(family " in info["cpu"] and ", model " in info["cpu"]  # the generation, not only the name
+
+
+def test_table_only_writes_what_is_finished_and_lists_the_rest(script, tmp_path, monkeypatch):
+    archive = tmp_path / "archive"
+    _finished_run(archive / "sst2" / "W1A8-seed42", 0.9, 0.85)
+    _finished_run(archive / "sst2" / "W1A8-seed43", 0.9, 0.86)
+    monkeypatch.setattr(script.subprocess, "run", lambda *a, **k: pytest.fail("ran a command"))
+    script.main(["--out", str(tmp_path / "out"), "--tasks", "sst2", "rte", "--students", "W1A1", "W1A8", "--seeds",
+                 "42", "43", "--teacher", "sst2=/nowhere/teacher", "--archive", str(archive), "--table-only"])
+    table = (tmp_path / "out" / "results.md").read_text()
+    assert "| W1A8 | 0.8550 ± 0.0071 | 2 | 95.0 | 3.94 | 0 of 2 |" in table and "| W1A1 |" not in table
+    assert "### rte" not in table  # nothing of it finished
+    assert ("Not finished yet (not in the tables): sst2 W1A1 seed 42, sst2 W1A1 seed 43, rte W1A1 seed 42, "
+            "rte W1A1 seed 43, rte W1A8 seed 42, rte W1A8 seed 43.") in table
+    assert not (tmp_path / "out" / "data").exists()  # STS-B's split is not written either (not asked here)
