@@ -44,6 +44,24 @@ def _check_names(field: str, names, allowed: tuple) -> list[str]:
     return list(dict.fromkeys(names))
 
 
+# The fields that say how a BERT is binarized (the rest of a BinaryBertConfig is the BERT's architecture): read
+# from a config or from the command line's `BinarizationArguments` by `binarization_kwargs`.
+BINARIZATION_FIELDS = (
+    "weight_scale", "scale_granularity", "binarized_modules", "ste", "fp_dtype", "activation_bits",
+    "activation_quantizer", "attention_type", "embedding_bits", "binarized_embeddings", "embedding_weight_scale",
+    "embedding_scale_dtype", "activation_shift_dtype",
+)
+
+
+def binarization_kwargs(source) -> dict:
+    """`BINARIZATION_FIELDS` read from `source` (a `BinaryBertConfig`, `BinarizationArguments` or any object with
+    those attributes) as keyword arguments for a `BinaryBertConfig`; the lists of names copied."""
+    kwargs = {name: getattr(source, name) for name in BINARIZATION_FIELDS}
+    for name in ("binarized_modules", "binarized_embeddings"):
+        kwargs[name] = list(kwargs[name])
+    return kwargs
+
+
 @strict
 class BinaryBertConfig(BertConfig):
     r"""
@@ -204,21 +222,7 @@ class BinaryBertConfig(BertConfig):
     @property
     def binarization(self) -> dict:
         """The binarization settings alone, as keyword arguments for another `BinaryBertConfig`."""
-        return {
-            "weight_scale": self.weight_scale,
-            "scale_granularity": self.scale_granularity,
-            "binarized_modules": list(self.binarized_modules),
-            "ste": self.ste,
-            "fp_dtype": self.fp_dtype,
-            "activation_bits": self.activation_bits,
-            "activation_quantizer": self.activation_quantizer,
-            "attention_type": self.attention_type,
-            "embedding_bits": self.embedding_bits,
-            "binarized_embeddings": list(self.binarized_embeddings),
-            "embedding_weight_scale": self.embedding_weight_scale,
-            "embedding_scale_dtype": self.embedding_scale_dtype,
-            "activation_shift_dtype": self.activation_shift_dtype,
-        }
+        return binarization_kwargs(self)
 
     def to_bert_config(self) -> BertConfig:
         """The plain `BertConfig` of the same architecture (binarization fields and this package's bookkeeping

@@ -1,6 +1,8 @@
+import dataclasses
+
 import pytest
 from conftest import tiny_config
-from transformers import AutoConfig
+from transformers import AutoConfig, BertConfig
 
 from hf_binary_bert import BinaryBertConfig
 
@@ -39,3 +41,28 @@ def test_round_trip_through_auto_config(tmp_path):
     assert isinstance(loaded, BinaryBertConfig)
     assert loaded.binarization == config.binarization
     assert loaded.hidden_size == 32
+
+
+def test_binarization_arguments_give_the_student_every_binarization_field():
+    from hf_binary_bert.configuration_binary_bert import BINARIZATION_FIELDS
+    from hf_binary_bert.distillation import BinarizationArguments
+
+    args = BinarizationArguments(
+        weight_scale="learned_offset", scale_granularity="head", activation_bits=4,
+        activation_quantizer="elastic", embedding_bits=1, binarized_embeddings=["word", "position"],
+        embedding_scale_dtype="float16", activation_shift_dtype="float16", hidden_act="relu",
+    )
+    fields = args.binarization(activation_bits=1)
+    assert set(fields) == set(BINARIZATION_FIELDS) | {"hidden_act"}
+    # a field added to the config or to the arguments is a binarization field, or named here as something else
+    added = set(BinaryBertConfig().to_dict()) - set(BertConfig().to_dict())
+    bookkeeping = {"layer_intermediate_sizes", "layer_num_attention_heads", "packed_weights", "teacher_name_or_path"}
+    assert added - bookkeeping == set(BINARIZATION_FIELDS)
+    assert {f.name for f in dataclasses.fields(BinarizationArguments)} - {"hidden_act", "multi_step"} == set(
+        BINARIZATION_FIELDS)
+    assert fields["activation_bits"] == 1 and args.binarization()["activation_bits"] == 4
+    student = BinaryBertConfig(**fields)
+    assert {**student.binarization, "hidden_act": student.hidden_act} == {**args.binarization(), "activation_bits": 1}
+    assert student.hidden_act == "relu" and student.binarized_embeddings == ["word", "position"]
+    fields["binarized_modules"].append("pooler")  # a copy: the arguments keep their own list
+    assert "pooler" not in args.binarized_modules

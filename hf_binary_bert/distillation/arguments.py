@@ -28,6 +28,7 @@ from ..configuration_binary_bert import (
     SCALE_GRANULARITIES,
     STES,
     WEIGHT_SCALES,
+    binarization_kwargs,
 )
 
 INTERMEDIATE_LOSSES = ("hidden", "cosine", "attention", "dmd", "pooled")
@@ -111,21 +112,9 @@ class BinarizationArguments:
 
     def binarization(self, activation_bits: int | None = None) -> dict:
         """The `BinaryBertConfig` keyword arguments of the student (of one multi-step stage)."""
-        fields = {
-            "weight_scale": self.weight_scale,
-            "scale_granularity": self.scale_granularity,
-            "binarized_modules": list(self.binarized_modules),
-            "ste": self.ste,
-            "fp_dtype": self.fp_dtype,
-            "activation_bits": self.activation_bits if activation_bits is None else activation_bits,
-            "activation_quantizer": self.activation_quantizer,
-            "attention_type": self.attention_type,
-            "embedding_bits": self.embedding_bits,
-            "binarized_embeddings": list(self.binarized_embeddings),
-            "embedding_weight_scale": self.embedding_weight_scale,
-            "embedding_scale_dtype": self.embedding_scale_dtype,
-            "activation_shift_dtype": self.activation_shift_dtype,
-        }
+        fields = binarization_kwargs(self)
+        if activation_bits is not None:
+            fields["activation_bits"] = activation_bits
         if self.hidden_act is not None:
             fields["hidden_act"] = self.hidden_act
         return fields
