@@ -295,11 +295,12 @@ class DistillationTrainer(Trainer):
         labels."""
         if not self.args.train_in_fp_dtype:
             return model
-        dtypes = stored_dtypes(self.accelerator.unwrap_model(model))
+        unwrapped = self.accelerator.unwrap_model(model)
+        dtypes = stored_dtypes(unwrapped)
         if not dtypes:
             return model
-        unwrapped = dict(self.accelerator.unwrap_model(model).named_parameters())
-        by_id = {id(unwrapped[name]): dtype for name, dtype in dtypes.items()}
+        parameters = dict(unwrapped.named_parameters())
+        by_id = {id(parameters[name]): dtype for name, dtype in dtypes.items()}
 
         def forward(**kwargs):
             rounded = {name: round_ste(p, by_id[id(p)]) for name, p in model.named_parameters() if id(p) in by_id}
