@@ -13,7 +13,7 @@ import transformers
 from conftest import DATA, HEADS, head_inputs, head_output, tiny_config
 from huggingface_hub import ModelCard
 from safetensors.torch import save_file
-from transformers import AutoModelForMaskedLM, AutoModelForSequenceClassification, AutoTokenizer
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 import hf_binary_bert as hb
 from hf_binary_bert import BinaryBertForMaskedLM, BinaryBertForSequenceClassification, cli
