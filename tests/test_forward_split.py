@@ -1,0 +1,43 @@
+"""benchmarks/forward_split.py: the parts of a native-runtime forward are timed, add up, and the timers are removed."""
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import tiny_config
+
+from hf_binary_bert import BinaryBertModel, kernels
+from hf_binary_bert.kernels import ops
+
+pytestmark = pytest.mark.skipif(not kernels.available(), reason="compiled kernels not built")
+
+
+def _split_module():
+    folder = Path(__file__).resolve().parents[1] / "benchmarks"
+    if str(folder) not in sys.path:  # the script imports its neighbours (latency, markdown_output) by name
+        sys.path.insert(0, str(folder))
+    spec = importlib.util.spec_from_file_location("_forward_split_benchmark", folder / "forward_split.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_split_times_the_native_calls_and_removes_its_timers():
+    split = _split_module().split
+    torch.manual_seed(0)
+    model = BinaryBertModel(tiny_config(weight_scale="learned_offset", scale_granularity="head", num_hidden_layers=2,
+                                        activation_bits=1, activation_quantizer="elastic"))
+    model.train()(input_ids=torch.randint(1, 99, (4, 13)))  # calibrates the activation quantizers
+    model.eval().freeze()
+    builtins = {name: getattr(ops._bitgemm, name) for name in ("encoder_forward", "unchanged")}
+    ms = split(model, "2x16", forwards=3, rounds=2)
+    # the runtime ran (its native encoder call and plan check were timed) inside the encoder module's time, and the
+    # modules' times lie inside the whole forward's
+    assert ms["encoder_forward"] > 0 and ms["unchanged"] > 0
+    assert ms["encoder_forward"] + ms["unchanged"] <= ms["encoder module"]
+    assert ms["encoder module"] + ms["embeddings module"] + ms["pooler module"] <= ms["whole forward"]
+    # the wrappers are gone: the extension's functions and the modules' class forwards are back
+    assert all(getattr(ops._bitgemm, name) is function for name, function in builtins.items())
+    assert not any("forward" in m.__dict__ for m in (model.embeddings, model.encoder, model.pooler))
