@@ -23,7 +23,7 @@ import time
 import torch
 import transformers
 from latency import build_artifact, environment, geometry, make_inputs  # benchmarks/, on sys.path
-from markdown_output import write_markdown
+from markdown_output import print_report
 
 from hf_binary_bert import BinaryBertModel
 from hf_binary_bert.kernels import get_isa, ops
@@ -108,11 +108,7 @@ def main(argv=None):
             rows.append(f"| {shape} | {part} | {value:.3f} | {value / whole:.3f} |")
         rows.append(f"| {shape} | **whole forward** | **{whole:.3f}** | 1.000 |")
         print(f"{shape}: whole {whole:.3f} ms, native encoder {encoder:.3f} ms ({encoder / whole:.3f})", flush=True)
-    table = "\n".join(["| shape | part | ms | share |", "|---|---|---|---|", *rows])
-    body = "\n".join(f"- {line}" for line in header) + "\n\n" + table + "\n"
-    print(body)
-    if args.markdown:
-        write_markdown(args.markdown, __file__, argv, body)
+    print_report(args.markdown, __file__, argv, header, ["shape", "part", "ms", "share"], rows)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ import statistics
 import torch
 import transformers
 from latency import environment  # benchmarks/, on sys.path as the script's folder
-from markdown_output import write_markdown
+from markdown_output import print_report
 from transformers import AutoModelForSequenceClassification
 
 import hf_binary_bert  # noqa: F401  (registers binary_bert with the Auto classes)
@@ -54,11 +54,7 @@ def main(argv=None):
         t, s = statistics.median(times["teacher"]), statistics.median(times["student"])
         rows.append(f"| {batch} | {t:.2f} | {s:.2f} | {s / t:.3f} |")
         print(f"batch {batch}: teacher {t:.2f} ms, student {s:.2f} ms, student/teacher {s / t:.3f}", flush=True)
-    table = "\n".join(["| batch | teacher ms | student ms | student / teacher |", "|---|---|---|---|", *rows])
-    body = "\n".join(f"- {line}" for line in header) + "\n\n" + table + "\n"
-    print(body)
-    if args.markdown:
-        write_markdown(args.markdown, __file__, argv, body)
+    print_report(args.markdown, __file__, argv, header, ["batch", "teacher ms", "student ms", "student / teacher"], rows)
 
 
 if __name__ == "__main__":

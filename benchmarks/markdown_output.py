@@ -13,3 +13,14 @@ def write_markdown(path: str, script: str, argv: list[str] | None, body: str) ->
     command = " ".join(["python", f"benchmarks/{os.path.basename(script)}", *args])
     with open(path, "w") as out:
         out.write(f"`{command}`\n\n{body}")
+
+
+def print_report(path: str | None, script: str, argv: list[str] | None, header: list[str], columns: list[str],
+                 rows: list[str]) -> None:
+    """Print `header` as a bullet list followed by the table of `columns` and `rows` (each row a Markdown table
+    line), and with `path` also write it there (`write_markdown`)."""
+    table = "\n".join([f"| {' | '.join(columns)} |", "|" + "---|" * len(columns), *rows])
+    body = "\n".join(f"- {line}" for line in header) + "\n\n" + table + "\n"
+    print(body)
+    if path:
+        write_markdown(path, script, argv, body)
