@@ -2140,23 +2140,55 @@ bool tensor_state(PyObject* tensor, int64_t out[2]) {
   return true;
 }
 
+// The addresses of a tensor's TensorImpl (`_cdata`) and StorageImpl (`untyped_storage()._cdata`), 0 where there is
+// none: read once by tensor_states, used by unchanged only as prefetch hints (a stale address is harmless).
+void tensor_addresses(PyObject* tensor, int64_t out[2]) {
+  static PyObject* cdata_name = PyUnicode_InternFromString("_cdata");
+  static PyObject* storage_name = PyUnicode_InternFromString("untyped_storage");
+  out[0] = out[1] = 0;
+  PyObject* storage = PyObject_CallMethodNoArgs(tensor, storage_name);
+  PyObject* owners[2] = {tensor, storage};
+  for (int i = 0; i < 2; ++i) {
+    PyObject* v = owners[i] ? PyObject_GetAttr(owners[i], cdata_name) : nullptr;
+    if (v) out[i] = (int64_t)PyLong_AsUnsignedLongLongMask(v);
+    Py_XDECREF(v);
+    PyErr_Clear();  // hints only: a tensor without storage (or any error here) leaves 0
+  }
+  Py_XDECREF(storage);
+}
+
+constexpr int kStateWords = 4;  // per tensor in tensor_states' bytes: version, data pointer, impl and storage addresses
+
 // tensor_states(tensors) → bytes: int64 (version, data pointer) of each tensor (tensor_state), the snapshot that
-// unchanged compares with.
+// unchanged compares with, each followed by its TensorImpl and StorageImpl addresses (tensor_addresses), the
+// prefetch hints of unchanged.
 PyObject* py_tensor_states(PyObject*, PyObject* args) {
   PyObject* tensors;
   if (!PyArg_ParseTuple(args, "O!", &PyList_Type, &tensors)) return nullptr;
   const Py_ssize_t t = PyList_GET_SIZE(tensors);
-  std::vector<int64_t> state(2 * t);
-  for (Py_ssize_t j = 0; j < t; ++j)
-    if (!tensor_state(PyList_GET_ITEM(tensors, j), state.data() + 2 * j)) return nullptr;
+  std::vector<int64_t> state(kStateWords * t);
+  for (Py_ssize_t j = 0; j < t; ++j) {
+    if (!tensor_state(PyList_GET_ITEM(tensors, j), state.data() + kStateWords * j)) return nullptr;
+    tensor_addresses(PyList_GET_ITEM(tensors, j), state.data() + kStateWords * j + 2);
+  }
   return PyBytes_FromStringAndSize(reinterpret_cast<const char*>(state.data()), (Py_ssize_t)(state.size() * 8));
+}
+
+// Prefetch `lines` cache lines from `address` (a hint: never faults, whatever the address).
+inline void prefetch_lines(const void* address, int lines) {
+  for (int l = 0; l < lines; ++l) __builtin_prefetch(static_cast<const char*>(address) + 64 * l);
 }
 
 // unchanged(tables, names, values, tensors, states) → bool: the native runtime's per-forward plan check
 // (runtime.EncoderRuntime._still_valid) in one C loop: tables[i].get(names[i]) is values[i] for every i (no module,
 // parameter or buffer replaced), and every tensors[j]'s version and data pointer equal those in `states` (the bytes
 // tensor_states returned: none changed in place, none given other data).
+//
+// Right after a forward the objects it reads are out of the caches, and each entry's reads depend on one another
+// (object → TensorImpl → StorageImpl), so the loop prefetches the objects, dicts, TensorImpls and StorageImpls of
+// the entries kAhead further on: the misses of many entries overlap instead of following one another.
 PyObject* py_unchanged(PyObject*, PyObject* args) {
+  constexpr Py_ssize_t kAhead = 12;
   PyObject *tables, *names, *values, *tensors;
   Py_buffer states;
   if (!PyArg_ParseTuple(args, "O!O!O!O!y*", &PyList_Type, &tables, &PyList_Type, &names, &PyList_Type, &values,
@@ -2167,11 +2199,19 @@ PyObject* py_unchanged(PyObject*, PyObject* args) {
     ~Release() { PyBuffer_Release(b); }
   } release{&states};
   const Py_ssize_t n = PyList_GET_SIZE(tables), t = PyList_GET_SIZE(tensors);
-  if (PyList_GET_SIZE(names) != n || PyList_GET_SIZE(values) != n || states.len != t * 16) {
+  if (PyList_GET_SIZE(names) != n || PyList_GET_SIZE(values) != n || states.len != t * 8 * kStateWords) {
     PyErr_SetString(PyExc_ValueError, "unchanged: tables, names and values (tensors and states) differ in length");
     return nullptr;
   }
+  const char* saved = static_cast<const char*>(states.buf);
+  for (Py_ssize_t j = 0; j < std::min(t, kAhead); ++j) prefetch_lines(PyList_GET_ITEM(tensors, j), 2);
+  for (Py_ssize_t i = 0; i < std::min(n, 2 * kAhead); ++i) prefetch_lines(PyList_GET_ITEM(tables, i), 1);
   for (Py_ssize_t i = 0; i < n; ++i) {
+    if (i + 2 * kAhead < n) prefetch_lines(PyList_GET_ITEM(tables, i + 2 * kAhead), 1);
+    if (i + kAhead < n) {
+      PyObject* ahead = PyList_GET_ITEM(tables, i + kAhead);  // its line was prefetched kAhead entries ago
+      if (PyDict_Check(ahead)) prefetch_lines(reinterpret_cast<PyDictObject*>(ahead)->ma_keys, 2);
+    }
     PyObject* table = PyList_GET_ITEM(tables, i);
     if (!PyDict_Check(table)) {
       PyErr_SetString(PyExc_TypeError, "unchanged: tables must be dicts");
@@ -2182,12 +2222,26 @@ PyObject* py_unchanged(PyObject*, PyObject* args) {
       if (PyErr_Occurred()) return nullptr;
       Py_RETURN_FALSE;
     }
+    // the tensors' objects, TensorImpls and StorageImpls, while the dicts are read
+    if (i < t) {
+      int64_t hints[2];
+      std::memcpy(hints, saved + 8 * kStateWords * i + 16, 16);
+      prefetch_lines(PyList_GET_ITEM(tensors, i), 2);
+      if (hints[0]) prefetch_lines(reinterpret_cast<const void*>(hints[0]), 4);
+      if (hints[1]) prefetch_lines(reinterpret_cast<const void*>(hints[1]), 2);
+    }
   }
-  const char* saved = static_cast<const char*>(states.buf);
   for (Py_ssize_t j = 0; j < t; ++j) {
+    if (j + kAhead < t) {
+      int64_t hints[2];
+      std::memcpy(hints, saved + 8 * kStateWords * (j + kAhead) + 16, 16);
+      prefetch_lines(PyList_GET_ITEM(tensors, j + kAhead), 2);
+      if (hints[0]) prefetch_lines(reinterpret_cast<const void*>(hints[0]), 4);
+      if (hints[1]) prefetch_lines(reinterpret_cast<const void*>(hints[1]), 2);
+    }
     int64_t now[2], then[2];
     if (!tensor_state(PyList_GET_ITEM(tensors, j), now)) return nullptr;
-    std::memcpy(then, saved + 16 * j, 16);
+    std::memcpy(then, saved + 8 * kStateWords * j, 16);
     if (now[0] != then[0] || now[1] != then[1]) Py_RETURN_FALSE;
   }
   Py_RETURN_TRUE;
