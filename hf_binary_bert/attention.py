@@ -207,10 +207,12 @@ def bi_attention(module, query, key, value, attention_mask, scaling=None, dropou
     """BiBERT's Bi-Attention: boolean attention weights, no softmax (see module docstring).
 
     In eval mode without autograd, with 1-bit Q/K/V quantizers, it runs bitwise (`hf_binary_bert.kernels`: XNOR-popcount
-    scores, AND-popcount weights × V) on exact integer dot products; otherwise as the formula with float matmuls.
+    scores, AND-popcount weights × V) on exact integer dot products (when Q/K and V head sizes differ, a layer with
+    pruned query/key dimensions (`layer_sizes.py`), by its exact reference twin `kernels.reference.bi_attention`:
+    the bitwise kernel takes one head size); otherwise as the formula with float matmuls.
     """
     if _bitwise_bi_attention_applies(module, query, attention_mask):
-        from .kernels import ops
+        from .kernels import ops, reference
 
         if scaling is None:
             scaling = query.size(-1) ** -0.5
@@ -220,6 +222,8 @@ def bi_attention(module, query, key, value, attention_mask, scaling=None, dropou
             shifts.append(quantizer.effective_shift().detach() if hasattr(quantizer, "shift") else None)
             steps.append(quantizer.kernel_step(x) if quantizer.has_step else torch.ones(()))
         scale = steps[0] * steps[1] * scaling
+        if query.shape[-1] != value.shape[-1]:
+            return reference.bi_attention(query, key, value, shifts, steps, scale, attention_mask)
         args = (query, key, value, *shifts, *steps, scale, attention_mask)
         return ops.bi_attention(*args) if torch.compiler.is_compiling() else ops.bi_attention_impl(*args)
     scores, value = _scores(module, query, key, value, attention_mask, scaling)

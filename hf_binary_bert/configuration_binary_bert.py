@@ -153,6 +153,9 @@ class BinaryBertConfig(BertConfig):
             (one entry per layer, each in [1, num_attention_heads]); None: all. See `layer_sizes.py`.
         layer_intermediate_sizes (`list[int]`, *optional*):
             Set by pruning: FFN width kept in each encoder layer (each in [1, intermediate_size]); None: all.
+        layer_query_key_head_sizes (`list[int]`, *optional*):
+            Set by pruning: the query/key head size d_qk of each encoder layer (each in [1, hidden_size /
+            num_attention_heads]; value heads keep the full size); None: all full. See `layer_sizes.py`.
 
     Raises:
         ValueError: at construction, for an unknown value of any field above (naming the field and the allowed
@@ -187,6 +190,7 @@ class BinaryBertConfig(BertConfig):
     teacher_name_or_path: str | None = None
     layer_num_attention_heads: list[int] | None = None
     layer_intermediate_sizes: list[int] | None = None
+    layer_query_key_head_sizes: list[int] | None = None
 
     def __post_init__(self, **kwargs):
         if self.binarized_modules is None:

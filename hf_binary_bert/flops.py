@@ -4,13 +4,15 @@ Operations follow BiBERT (Qin et al., ICLR 2022, results table: BERT-base 22.5 G
 and BinaryBERT (Bai et al., ACL 2021: 1.5 G at W1A4): a matmul [M, K] x [K, N] costs 2·M·K·N operations; a binarized
 Linear fed b-bit activations (b < 32) does them as bit operations, b per MAC (bit-serial), and 64 bit operations
 count as one FLOP. Sizes use MB = 10⁶ bytes, split like `format.py` (`COMPONENTS`, `component_of`). A pruned config's
-per-layer sizes (`layer_num_attention_heads`, `layer_intermediate_sizes`; `layer_sizes.py`) set each layer's shapes.
+per-layer sizes (`layer_num_attention_heads`, `layer_query_key_head_sizes`, `layer_intermediate_sizes`;
+`layer_sizes.py`) set each layer's shapes.
 """
 
 from __future__ import annotations
 
 from .binarization.swap import num_scale_groups
 from .format import COMPONENTS, component_of
+from .layer_sizes import layer_attention_sizes
 
 HEADS = ("sequence_classification", "masked_lm", None)
 # binarizable name -> module path inside `bert.encoder.layer.N`
@@ -28,20 +30,19 @@ def _check(head, seq_len: int = 1) -> None:
         raise ValueError(f"seq_len must be an integer >= 1, got {seq_len!r}")
 
 
-def _layer_widths(config, layer: int) -> tuple[int, int]:
-    """(attention width h_n·d_head, FFN width) of encoder layer `layer`, from the per-layer sizes of a pruned config
-    (`layer_num_attention_heads`, `layer_intermediate_sizes`; absent: the full geometry)."""
-    heads = getattr(config, "layer_num_attention_heads", None)
+def _layer_widths(config, layer: int) -> tuple[int, int, int]:
+    """(attention width h_n·d_head, query/key width h_n·d_qk, FFN width) of encoder layer `layer`, from the
+    per-layer sizes of a pruned config (`layer_num_attention_heads`, `layer_query_key_head_sizes`,
+    `layer_intermediate_sizes`; absent: the full geometry)."""
+    heads, qk, d = layer_attention_sizes(config, layer)
     widths = getattr(config, "layer_intermediate_sizes", None)
-    head_size = config.hidden_size // config.num_attention_heads
-    return ((heads[layer] if heads else config.num_attention_heads) * head_size,
-            widths[layer] if widths else config.intermediate_size)
+    return heads * d, heads * qk, widths[layer] if widths else config.intermediate_size
 
 
 def _encoder_linears(config, layer: int) -> list[tuple[str, int, int]]:
     """(binarizable name, in_features, out_features) of encoder layer `layer` (per-layer sizes when pruned)."""
-    d, (a, i) = config.hidden_size, _layer_widths(config, layer)
-    return [("query", d, a), ("key", d, a), ("value", d, a), ("attention_output", a, d), ("intermediate", d, i),
+    d, (a, qk, i) = config.hidden_size, _layer_widths(config, layer)
+    return [("query", d, qk), ("key", d, qk), ("value", d, a), ("attention_output", a, d), ("intermediate", d, i),
             ("output", i, d)]
 
 
@@ -86,7 +87,8 @@ def count_operations(config, seq_len: int = 128, head: str | None = "sequence_cl
     for n in range(config.num_hidden_layers):
         for name, n_in, n_out in _encoder_linears(config, n):
             linear("linear", name, t, n_in, n_out)
-        matmuls = 2 * (2 * t * t * _layer_widths(config, n)[0])  # Q·Kᵀ and probs·V over the layer's kept heads
+        a, qk, _ = _layer_widths(config, n)
+        matmuls = 2 * t * t * qk + 2 * t * t * a  # Q·Kᵀ and probs·V over the layer's kept heads and dimensions
         if bits < 32:
             totals["attention"][1] += matmuls * bits * bits
         else:
@@ -131,9 +133,9 @@ def _tensors(config, head, num_labels) -> list[tuple[str, int]]:
         out.extend([(f"{name}.weight_packed", rows * -(-cols // 8)), (f"{name}.weight_scale", scale_bytes * groups)])
         out.extend([(f"{name}.weight_offset", scale_bytes * groups)] if has_offset else [])
 
-    def linear(name: str, target: str | None, n_in: int, n_out: int) -> None:
+    def linear(name: str, target: str | None, n_in: int, n_out: int, heads: int | None = None) -> None:
         if target in binarized:
-            packed(name, n_out, n_in, num_scale_groups(config, target, n_out))
+            packed(name, n_out, n_in, num_scale_groups(config, target, n_out, heads))
             quantizer(f"{name}.input_quantizer", n_in)
         else:
             out.append((f"{name}.weight", n_in * n_out * fp))
@@ -154,10 +156,12 @@ def _tensors(config, head, num_labels) -> list[tuple[str, int]]:
     layer_norm("bert.embeddings")
     for n in range(config.num_hidden_layers):
         prefix = f"bert.encoder.layer.{n}"
+        heads = layer_attention_sizes(config, n)[0]
         for target, n_in, n_out in _encoder_linears(config, n):
-            linear(f"{prefix}.{_ENCODER_PATHS[target]}", target, n_in, n_out)
-        for part in ("query", "key", "value"):
-            quantizer(f"{prefix}.attention.self.{part}_quantizer", _layer_widths(config, n)[0])
+            linear(f"{prefix}.{_ENCODER_PATHS[target]}", target, n_in, n_out, heads)
+        a, qk, _ = _layer_widths(config, n)
+        for part, width in (("query", qk), ("key", qk), ("value", a)):
+            quantizer(f"{prefix}.attention.self.{part}_quantizer", width)
         if getattr(config, "attention_type", "softmax") == "softmax":
             quantizer(f"{prefix}.attention.self.probs_quantizer")
         layer_norm(f"{prefix}.attention.output")

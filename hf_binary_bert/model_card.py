@@ -248,8 +248,8 @@ def _methods(config) -> list[str]:
     if config.embedding_bits == 1:
         lines.append("1-bit embeddings (BiBERT, Qin et al., ICLR 2022)")
     if is_pruned(config):
-        lines.append("block-structured pruning: group lasso on blocks of the weight matrices, thresholded, zero heads "
-                     "and FFN neurons removed (Li et al., Findings of EMNLP 2020; knowledge-guided, after Jha et al.)")
+        lines.append("block-structured pruning: group lasso on blocks of the weight matrices, thresholded, zero heads, "
+                     "query/key dimensions and FFN neurons removed (Li et al., Findings of EMNLP 2020; knowledge-guided, after Jha et al.)")
     return lines
 
 
@@ -263,7 +263,8 @@ def _pruning_rows(config) -> dict | None:
     layers = len(rows)
     heads = sum(round(r["heads_kept"] * config.num_attention_heads) for r in rows)
     neurons = sum(round(r["ffn_kept"] * config.intermediate_size) for r in rows)
-    return {"layers": [{"layer": r["layer"], "heads": r["heads"], "ffn_width": r["ffn_width"],
+    return {"layers": [{"layer": r["layer"], "heads": r["heads"], "query_key_head_size": r["query_key_head_size"],
+                        "ffn_width": r["ffn_width"],
                         "weights_kept": f"{100 * r['weights_kept']:.1f} %"} for r in rows],
             "heads": f"{heads}/{layers * config.num_attention_heads}",
             "neurons": f"{neurons}/{layers * config.intermediate_size}",

@@ -61,7 +61,7 @@ except ImportError:  # pragma: no cover - other transformers versions
 
 # Plan layout, mirrored from kernels/csrc/encoder.h (checked against the extension's encoder_layout() when built).
 LINEAR_WORDS, QUANT_WORDS = 17, 6
-QUANT_OFFSET = 14
+QUANT_OFFSET = 15
 LINEAR_OFFSET = QUANT_OFFSET + 4 * QUANT_WORDS
 LAYER_WORDS = LINEAR_OFFSET + 6 * LINEAR_WORDS
 _QK_FLOAT, _QK_SIGN, _QK_SIGN_UNSIGNED, _QK_ELASTIC_SIGN, _QK_LEVELS = range(5)
@@ -264,7 +264,7 @@ def _layer_words(layer: torch.nn.Module, index: int, config, keep: list) -> list
     intermediate = layer.intermediate.dense
     words = [layer.attention.output.dense.out_features, attention.num_attention_heads, attention.attention_head_size,
              intermediate.out_features, _ACTIVATIONS[act], int(bi_attention), _f32(scaling), _f32(float(bi_scale)),
-             *lns, *quants]
+             *lns, getattr(attention, "query_key_head_size", attention.attention_head_size), *quants]
     for path in _LINEARS:
         words += _linear_words(layer.get_submodule(path), f"{prefix}.{path}", keep)
     out = LINEAR_OFFSET + 5 * LINEAR_WORDS  # the output Linear's words: kind 0 = W1A1, word 11 = its bit mode

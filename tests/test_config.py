@@ -56,7 +56,8 @@ def test_binarization_arguments_give_the_student_every_binarization_field():
     assert set(fields) == set(BINARIZATION_FIELDS) | {"hidden_act"}
     # a field added to the config or to the arguments is a binarization field, or named here as something else
     added = set(BinaryBertConfig().to_dict()) - set(BertConfig().to_dict())
-    bookkeeping = {"layer_intermediate_sizes", "layer_num_attention_heads", "packed_weights", "teacher_name_or_path"}
+    bookkeeping = {"layer_intermediate_sizes", "layer_num_attention_heads", "layer_query_key_head_sizes",
+                   "packed_weights", "teacher_name_or_path"}
     assert added - bookkeeping == set(BINARIZATION_FIELDS)
     assert {f.name for f in dataclasses.fields(BinarizationArguments)} - {"hidden_act", "multi_step"} == set(
         BINARIZATION_FIELDS)

@@ -126,6 +126,10 @@ def _file_bytes(directory) -> dict[str, int]:
          {"layer_num_attention_heads": [3, 1], "layer_intermediate_sizes": [17, 37], "weight_scale": "learned_offset",
           "scale_granularity": "head", "activation_bits": 1, "activation_quantizer": "elastic"}),
         (BinaryBertForMaskedLM, "masked_lm", {"layer_intermediate_sizes": [5, 20], "activation_bits": 4}),
+        # pruned query/key dimensions: Q/K rows h·d_qk, per-head α over d_qk rows, Q/K shifts over h·d_qk channels
+        (BinaryBertForSequenceClassification, "sequence_classification",
+         {"layer_num_attention_heads": [3, 4], "layer_query_key_head_sizes": [5, 1], "weight_scale": "learned_offset",
+          "scale_granularity": "head", "activation_bits": 1, "activation_quantizer": "elastic"}),
     ],
 )
 def test_estimate_matches_saved_checkpoint(tmp_path, model_class, head, kwargs):
@@ -206,3 +210,14 @@ def test_operations_of_a_pruned_config_follow_its_per_layer_sizes():
     report = count_operations(config, seq_len=t, head=None)
     assert report["parts"]["linear"] == expected_linear
     assert report["parts"]["attention"] == sum(4 * t * t * a for a in (24, 8))
+
+
+def test_operations_of_pruned_query_key_head_sizes():
+    """Layer n with h_n heads of query/key size d_qk,n: Q and K are [h_n·d_qk,n, d], and Q·Kᵀ costs 2·T²·h_n·d_qk,n
+    (probs·V keeps 2·T²·h_n·d)."""
+    config = tiny_bert_config(layer_num_attention_heads=[3, 4], layer_query_key_head_sizes=[5, 1])
+    t, d = 10, 32
+    expected_linear = sum(2 * t * (2 * d * qk + 2 * d * a + 2 * d * 37) for a, qk in ((24, 15), (32, 4)))
+    report = count_operations(config, seq_len=t, head=None)
+    assert report["parts"]["linear"] == expected_linear
+    assert report["parts"]["attention"] == sum(2 * t * t * qk + 2 * t * t * a for a, qk in ((24, 15), (32, 4)))

@@ -168,8 +168,8 @@ def test_card_of_a_pruned_student_states_its_sparsity(tmp_path):
     assert "pruned" in card.data.tags
     d, i = 32, 37  # layer 0: 4 heads, 27 neurons; layer 1: 3 heads, 37 neurons; per layer 4·d·d + 2·d·i weights
     kept = [(4 * d * d + 2 * d * 27) / (4 * d * d + 2 * d * i), (4 * 24 * d + 2 * d * i) / (4 * d * d + 2 * d * i)]
-    assert f"| 0 | 4/4 | 27/37 | {100 * kept[0]:.1f} % |" in card.text
-    assert f"| 1 | 3/4 | 37/37 | {100 * kept[1]:.1f} % |" in card.text
+    assert f"| 0 | 4/4 | 8/8 | 27/37 | {100 * kept[0]:.1f} % |" in card.text
+    assert f"| 1 | 3/4 | 8/8 | 37/37 | {100 * kept[1]:.1f} % |" in card.text
     assert (f"keeps 7/8 attention heads, 64/74 FFN neurons and {100 * sum(kept) / 2:.1f} %" in
             " ".join(card.text.split()))
     unpruned = BinaryBertForSequenceClassification.from_teacher(BertForSequenceClassification(tiny_bert_config()))

@@ -56,7 +56,7 @@ def test_prune_then_size_evaluate_and_distill_a_pruned_student(tmp_path, capsys,
     config = json.loads((pruned / "config.json").read_text())
     widths = config["layer_intermediate_sizes"]
     assert all(1 <= w < 37 for w in widths) and config.get("layer_num_attention_heads") is None
-    assert f"| 0 | 4/4 | {widths[0]}/37 |" in out
+    assert f"| 0 | 4/4 | 8/8 | {widths[0]}/37 |" in out
     assert (pruned / "sparsity.png").read_bytes()[:4] == b"\x89PNG"
     rows = json.loads((pruned / "comparison.json").read_text())
     assert [r["model"] for r in rows] == ["dense", "pruned"]
@@ -70,7 +70,7 @@ def test_prune_then_size_evaluate_and_distill_a_pruned_student(tmp_path, capsys,
     assert log["loss_group_lasso"] == pytest.approx(expected, abs=1e-6) and "loss_prediction" in log  # 6 decimals
 
     assert main(["size", str(pruned)]) == 0
-    assert f"| 1 | 4/4 | {widths[1]}/37 |" in capsys.readouterr().out
+    assert f"| 1 | 4/4 | 8/8 | {widths[1]}/37 |" in capsys.readouterr().out
     assert main(["size", str(pruned), "--json"]) == 0
     assert [r["ffn_width"] for r in json.loads(capsys.readouterr().out)["sparsity"]] == [f"{w}/37" for w in widths]
 
@@ -80,7 +80,7 @@ def test_prune_then_size_evaluate_and_distill_a_pruned_student(tmp_path, capsys,
     assert code == 0
     saved = json.loads((student / "config.json").read_text())
     assert saved["packed_weights"] and saved["layer_intermediate_sizes"] == widths
-    assert (student / "sparsity.md").read_text().startswith("| layer | heads | FFN width |")
+    assert (student / "sparsity.md").read_text().startswith("| layer | heads | Q/K head size | FFN width |")
 
 
 def test_finetune_prune_removes_ffn_neurons_and_refuses_a_layer_emptied(tmp_path, capsys, tiny_teacher_dir,
@@ -100,7 +100,7 @@ def test_finetune_prune_removes_ffn_neurons_and_refuses_a_layer_emptied(tmp_path
     printed = capsys.readouterr().out
     widths = json.loads((out / "config.json").read_text())["layer_intermediate_sizes"]
     assert all(1 <= w < 37 for w in widths)
-    assert f"| 0 | 4/4 | {widths[0]}/37 |" in printed and (out / "sparsity.png").exists()
+    assert f"| 0 | 4/4 | 8/8 | {widths[0]}/37 |" in printed and (out / "sparsity.png").exists()
     log = json.loads((out / "finetune_results.json").read_text())["log_history"][0]
     assert "loss_group_lasso" in log and "loss_prediction" not in log  # the task loss only, no teacher
     model = load_pruned_bert(out)

@@ -62,6 +62,19 @@ def _kill_structures(model):
         layers[0].attention.output.dense.weight[:, 0:8] = 0
 
 
+def _kill_query_key_dims(layer, dims_per_head, query=()):
+    """Zero the key rows of dimensions `dims_per_head[h]` of each head h of `layer` (d = 8), and the query rows and
+    query biases of the (head, dimension) pairs in `query`."""
+    attention = layer.attention.self
+    with torch.no_grad():
+        for head, dims in enumerate(dims_per_head):
+            for dim in dims:
+                attention.key.weight[8 * head + dim] = 0
+        for head, dim in query:
+            attention.query.weight[8 * head + dim] = 0
+            attention.query.bias[8 * head + dim] = 0
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Config and bad input
 
@@ -225,7 +238,8 @@ def test_keep_shares_keep_the_top_k_by_norm_and_removal_is_exact():
     kept_rows = {i: layers[i].intermediate.dense.weight.detach()[expected[i][0]].clone() for i in expected}
     sizes = prune_(model, BlockPruningConfig(epsilon=0.0, modules=["intermediate"], ffn_keep_share=0.5,
                                              heads_keep_share=0.75))
-    assert sizes == {"layer_num_attention_heads": [3, 3], "layer_intermediate_sizes": [18, 18]}
+    assert sizes == {"layer_num_attention_heads": [3, 3], "layer_intermediate_sizes": [18, 18],
+                     "layer_query_key_head_sizes": [8, 8]}
     for i in expected:
         assert torch.equal(layers[i].intermediate.dense.weight.detach(), kept_rows[i])
     torch.testing.assert_close(model(**x).logits, reference(**x).logits, atol=1e-5, rtol=1e-5)
@@ -241,7 +255,8 @@ def test_removal_keeps_outputs_and_round_trips_as_plain_bert(tmp_path):
     x = _inputs()
     reference = model(**x).logits
     sizes = prune_(model)
-    assert sizes == {"layer_num_attention_heads": [3, 3], "layer_intermediate_sizes": [27, 32]}
+    assert sizes == {"layer_num_attention_heads": [3, 3], "layer_intermediate_sizes": [27, 32],
+                     "layer_query_key_head_sizes": [8, 8]}
     assert model.bert.encoder.layer[0].intermediate.dense.weight.shape == (27, 32)
     assert model.bert.encoder.layer[1].attention.self.query.weight.shape == (24, 32)
     assert model.config.layer_intermediate_sizes == [27, 32]
@@ -251,6 +266,51 @@ def test_removal_keeps_outputs_and_round_trips_as_plain_bert(tmp_path):
     loaded = load_pruned_bert(tmp_path).eval()
     assert isinstance(loaded, BertForSequenceClassification)
     torch.testing.assert_close(loaded(**x).logits, reference, atol=1e-5, rtol=1e-5)
+
+
+def test_query_key_dimensions_are_removed_exactly_and_round_trip_as_plain_bert(tmp_path):
+    """A key row zero (k_d = b_K,d for every key: a constant shift of each score row, which softmax ignores) or a
+    query row and bias zero (q_d = 0): the dimension goes from Q and K; d_qk per layer is the most live dimensions
+    over its heads, the others padded with dead ones. A query row zero with a non-zero bias stays."""
+    from hf_binary_bert.layer_sizes import QueryKeyPrunedSelfAttention
+
+    model = tiny_teacher()
+    layers = model.bert.encoder.layer
+    _kill_query_key_dims(layers[0], [[1, 2], [0, 1, 2, 3], [6], [6]], query=[(2, 5), (3, 0)])
+    with torch.no_grad():
+        layers[1].attention.self.query.weight[3] = 0  # bias not zero: dimension 3 of head 0 stays
+    x = _inputs()
+    reference = model(**x).logits
+    key_rows = layers[0].attention.self.key.weight.detach().clone()
+    sizes = prune_(model)
+    assert sizes == {"layer_num_attention_heads": [4, 4], "layer_intermediate_sizes": [37, 37],
+                     "layer_query_key_head_sizes": [6, 8]}
+    assert model.config.layer_query_key_head_sizes == [6, 8] and model.config.layer_num_attention_heads is None
+    attention = layers[0].attention.self
+    assert type(attention) is QueryKeyPrunedSelfAttention and attention.query_key_head_size == 6
+    assert attention.query.weight.shape == attention.key.weight.shape == (24, 32)
+    assert attention.value.weight.shape == (32, 32) and attention.scaling == 8 ** -0.5
+    assert type(layers[1].attention.self) is not QueryKeyPrunedSelfAttention
+    # head 0 keeps its 6 live dimensions; head 1 its 4 live ones and 2 dead ones (0, 1), in index order
+    assert torch.equal(attention.key.weight[:6], key_rows[[0, 3, 4, 5, 6, 7]])
+    assert torch.equal(attention.key.weight[6:12], key_rows[[8, 9, 12, 13, 14, 15]])
+    torch.testing.assert_close(model(**x).logits, reference, atol=1e-6, rtol=0)
+    model.save_pretrained(tmp_path)
+    assert json.loads((tmp_path / "config.json").read_text())["layer_query_key_head_sizes"] == [6, 8]
+    loaded = load_pruned_bert(tmp_path).eval()
+    assert type(loaded.bert.encoder.layer[0].attention.self) is QueryKeyPrunedSelfAttention
+    torch.testing.assert_close(loaded(**x).logits, reference, atol=1e-6, rtol=0)
+    rows = sparsity_report(model)
+    assert [r["query_key_head_size"] for r in rows] == ["6/8", "8/8"]
+    # zero rows left (head 1's two padding key rows) count as removed
+    assert rows[0]["query_kept"] == 0.75 and rows[0]["key_kept"] == 22 / 32 and rows[0]["value_kept"] == 1.0
+
+
+def test_query_key_head_sizes_in_the_config_are_checked():
+    with pytest.raises(ValueError, match=r"BinaryBertConfig.layer_query_key_head_sizes\[0\] must be an integer in \[1, 8\]"):
+        BinaryBertConfig(**{**tiny_bert_config().to_dict(), "layer_query_key_head_sizes": [9, 8]})
+    with pytest.raises(ValueError, match=r"layer_query_key_head_sizes must be a list of 2"):
+        BinaryBertConfig(**{**tiny_bert_config().to_dict(), "layer_query_key_head_sizes": [4]})
 
 
 def test_pruned_teacher_to_binarized_packed_student_round_trip(tmp_path):
@@ -283,9 +343,16 @@ def test_prune_binarized_student_in_training_form(tmp_path):
         teacher, weight_scale="learned_offset", scale_granularity="head", activation_bits=1,
         activation_quantizer="elastic", hidden_act="relu")
     _kill_structures(student)
+    _kill_query_key_dims(student.bert.encoder.layer[0], [[0], [1, 2], [5], [3]])  # head 0 goes: d_qk 7
+    shift = student.bert.encoder.layer[0].attention.self.key_quantizer.shift.detach().clone()  # [4, 1, 8]
     sizes = prune_(student)
     layer = student.bert.encoder.layer[1]
-    assert sizes["layer_num_attention_heads"] == [3, 3]
+    assert sizes["layer_num_attention_heads"] == [3, 3] and sizes["layer_query_key_head_sizes"] == [7, 8]
+    first = student.bert.encoder.layer[0].attention.self
+    assert first.query.weight.shape == (21, 32) and first.query.weight_scale.shape == (3,)  # one α per kept head
+    assert first.key_quantizer.shift.shape == (3, 1, 7) and first.value_quantizer.shift.shape == (3, 1, 8)
+    assert torch.equal(first.key_quantizer.shift[0, 0], shift[1, 0, [0, 1, 3, 4, 5, 6, 7]])  # head 1: dead 1 pads
+    assert torch.equal(first.key_quantizer.shift[1, 0], shift[2, 0, [0, 1, 2, 3, 4, 6, 7]])
     assert layer.attention.self.value.weight_scale.shape == (3,)
     assert layer.attention.self.value_quantizer.shift.shape[0] == 3
     assert layer.output.dense.input_quantizer.shift.shape == (32,)
@@ -303,12 +370,13 @@ def test_prune_binarized_student_in_training_form(tmp_path):
 def test_to_bert_of_a_pruned_student_has_equal_outputs():
     teacher = tiny_teacher()
     _kill_structures(teacher)
+    _kill_query_key_dims(teacher.bert.encoder.layer[1], [[0], [], [2, 3], [4]])
     prune_(teacher)
     student = BinaryBertForSequenceClassification.from_teacher(teacher).eval()
     bert = student.to_bert().eval()
     x = _inputs()
     torch.testing.assert_close(bert(**x).logits, student(**x).logits, atol=1e-5, rtol=1e-5)
-    assert bert.config.layer_intermediate_sizes == [27, 32]
+    assert bert.config.layer_intermediate_sizes == [27, 32] and bert.config.layer_query_key_head_sizes == [8, 7]
 
 
 def test_sparsity_report_table_and_heat_map(tmp_path):
@@ -321,7 +389,7 @@ def test_sparsity_report_table_and_heat_map(tmp_path):
     full = 4 * 32 * 32 + 2 * 37 * 32
     assert rows[1]["weights_kept"] == pytest.approx((4 * 24 * 32 + 2 * 32 * 32) / full)
     table = write_sparsity_report(rows, tmp_path)
-    assert "| 0 | 3/4 | 27/37 |" in table
+    assert "| 0 | 3/4 | 8/8 | 27/37 |" in table
     assert (tmp_path / "sparsity.png").read_bytes()[:4] == b"\x89PNG"
 
 
@@ -474,8 +542,9 @@ def test_gates_start_neutral_and_fold_exactly():
     {"activation_bits": 1, "attention_type": "bi_attention", "embedding_bits": 1},
     {"activation_bits": 8, "activation_quantizer": "elastic"}])
 def test_pruned_packed_student_runs_natively_and_equals_the_eager_path(tmp_path, combo):
-    """A binarized student with different head counts and FFN widths per layer, saved packed and loaded through the
-    Auto class: the native encoder runtime runs it (per-layer shapes) and equals the eager kernel path."""
+    """A binarized student with different head counts, query/key head sizes and FFN widths per layer, saved packed and
+    loaded through the Auto class: the native encoder runtime runs it (per-layer shapes) and equals the eager kernel
+    path."""
     from transformers import AutoModelForSequenceClassification
 
     teacher = tiny_teacher()
@@ -483,7 +552,9 @@ def test_pruned_packed_student_runs_natively_and_equals_the_eager_path(tmp_path,
     with torch.no_grad():
         teacher.bert.encoder.layer[1].attention.self.value.weight[16:24] = 0  # with head 1: 2 heads in layer 1
         teacher.bert.encoder.layer[1].intermediate.dense.weight[:30] = 0
-    assert prune_(teacher) == {"layer_num_attention_heads": [3, 2], "layer_intermediate_sizes": [27, 7]}
+        _kill_query_key_dims(teacher.bert.encoder.layer[1], [[0, 1, 2, 3], [], [5], [1, 2]])  # d_qk 6 (head 1 goes)
+    assert prune_(teacher) == {"layer_num_attention_heads": [3, 2], "layer_intermediate_sizes": [27, 7],
+                               "layer_query_key_head_sizes": [8, 6]}
     student = BinaryBertForSequenceClassification.from_teacher(teacher, weight_scale="learned_offset",
                                                                scale_granularity="head", **combo)
     student.train()(**_inputs())  # calibrates the activation quantizers
@@ -501,3 +572,4 @@ def test_pruned_packed_student_runs_natively_and_equals_the_eager_path(tmp_path,
     torch.testing.assert_close(native, eager, rtol=0, atol=1e-5)
     rows = checkpoint_sparsity_report(tmp_path)
     assert [(r["heads"], r["ffn_width"]) for r in rows] == [("3/4", "27/37"), ("2/4", "7/37")]
+    assert [r["query_key_head_size"] for r in rows] == ["8/8", "6/8"]

@@ -127,6 +127,10 @@ REMOTE_CASES = [
      dict(weight_scale="learned_offset", scale_granularity="head", activation_bits=1, activation_quantizer="elastic",
           embedding_bits=1, num_labels=3)),
     ("BinaryBertForSequenceClassification", dict(activation_bits=1, attention_type="bi_attention", num_labels=2)),
+    # pruned: per-layer heads and query/key head sizes (QueryKeyPrunedSelfAttention in the copy)
+    ("BinaryBertForSequenceClassification",
+     dict(activation_bits=1, activation_quantizer="elastic", attention_type="bi_attention", num_labels=2,
+          layer_num_attention_heads=[3, 4], layer_query_key_head_sizes=[5, 2], layer_intermediate_sizes=[20, 37])),
     *[(head, {**_BIT, **kwargs}) for head, (_, _, kwargs) in HEADS.items()
       if head not in ("BinaryBertForMaskedLM", "BinaryBertForSequenceClassification")],
 ]

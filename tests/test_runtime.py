@@ -93,6 +93,25 @@ def test_runtime_runs_and_equals_the_eager_kernel_path(combo):
     assert torch.equal(native[~valid], torch.zeros_like(native[~valid]))  # padding is not computed
 
 
+@pytest.mark.parametrize("combo", list(COMBOS))
+def test_runtime_runs_pruned_query_key_head_sizes(combo):
+    """Layers whose query/key heads are narrower than their value heads (pruned dimensions, layer_sizes.py): D_qk =
+    3, 8 and 5 (with 3 heads) over three layers; the plan carries each layer's D_qk."""
+    model = _model(COMBOS[combo], layers=3, layer_query_key_head_sizes=[3, 8, 5], layer_num_attention_heads=[4, 4, 3])
+    assert model.encoder.layer[0].attention.self.query.out_features == 12
+    ids, mask = _inputs()
+    calls, handles = _linear_calls(model)
+    native = _hidden(model, ids, mask, "auto").last_hidden_state
+    assert not calls, "the native runtime ran no PyTorch Linear"
+    eager = _hidden(model, ids, mask, "eager").last_hidden_state
+    for h in handles:
+        h.remove()
+    valid = mask.bool()
+    torch.testing.assert_close(native[valid], eager[valid], rtol=0, atol=2e-5)
+    unpruned = _model(COMBOS[combo], layers=3, layer_num_attention_heads=[4, 4, 3])
+    assert not torch.allclose(_hidden(unpruned, ids, mask, "auto").last_hidden_state[valid], native[valid])
+
+
 # Q, K and V share one input quantizer here (dynamic int8, no shift): the runtime quantizes x once and, on AVX2, builds
 # each row's lookup tables once for all three (run_w1a8_shared); 6 rows take its per-operand fall-back (too few rows
 # to share between 2 threads), 28 rows the shared path.

@@ -33,12 +33,14 @@ def binarized_target(module_name: str) -> str | None:
     return None
 
 
-def num_scale_groups(config, target: str, out_features: int) -> int:
-    """How many α/γ a binarized layer gets under `config.scale_granularity`."""
+def num_scale_groups(config, target: str, out_features: int, heads: int | None = None) -> int:
+    """How many α/γ a binarized layer gets under `config.scale_granularity`: `heads` (the heads of its layer, fewer
+    once pruned; default out_features / d, which holds unless the layer's query/key head size was pruned) for a
+    query/key/value Linear under "head"."""
     if config.scale_granularity == "row":
         return out_features
-    if config.scale_granularity == "head" and target in _HEAD_GROUPED:  # heads of this layer (fewer once pruned)
-        return out_features // (config.hidden_size // config.num_attention_heads)
+    if config.scale_granularity == "head" and target in _HEAD_GROUPED:
+        return heads if heads is not None else out_features // (config.hidden_size // config.num_attention_heads)
     return 1
 
 
@@ -74,7 +76,9 @@ def binarize_(model: nn.Module, config) -> list[str]:
         target = binarized_target(name)
         if target is None or target not in config.binarized_modules:
             continue
-        groups = num_scale_groups(config, target, module.out_features)
+        parent = model.get_submodule(name.rpartition(".")[0]) if "." in name else model
+        heads = parent.num_attention_heads if isinstance(parent, BertSelfAttention) else None
+        groups = num_scale_groups(config, target, module.out_features, heads)
         if config.packed_weights:
             new = PackedBinaryLinear(
                 module.in_features,
@@ -94,9 +98,10 @@ def binarize_(model: nn.Module, config) -> list[str]:
         replaced.append(name)
     for name, module in list(model.named_modules()):
         if isinstance(module, BertSelfAttention) and config.activation_bits < 32:
-            head_shape = (module.num_attention_heads, 1, module.attention_head_size)
-            for part in ("query", "key", "value"):
-                setattr(module, f"{part}_quantizer", make_activation_quantizer(config, shift_shape=head_shape))
+            heads, d = module.num_attention_heads, module.attention_head_size
+            d_qk = getattr(module, "query_key_head_size", d)  # a pruned layer's (layer_sizes.py)
+            for part, size in (("query", d_qk), ("key", d_qk), ("value", d)):
+                setattr(module, f"{part}_quantizer", make_activation_quantizer(config, shift_shape=(heads, 1, size)))
             if config.attention_type == "softmax":
                 module.probs_quantizer = make_activation_quantizer(config, signed=False)
         if isinstance(module, BertEmbeddings) and config.embedding_bits == 1:

@@ -1,5 +1,5 @@
-"""The sparsity report of a pruned BERT: per encoder layer, heads kept, FFN width kept and the share of the encoder
-Linears' weights kept, as rows, a markdown table and a PNG heat map.
+"""The sparsity report of a pruned BERT: per encoder layer, heads kept, the query/key head size, FFN width kept and the
+share of the encoder Linears' weights kept, as rows, a markdown table and a PNG heat map.
 
 "Kept" counts against the unpruned geometry of the config (num_attention_heads, intermediate_size): a removed head
 or neuron counts as 0, a weight still present counts as 1 — or, for a model in memory with `count_zeros=True`, as
@@ -30,7 +30,9 @@ def _row(layer: int, config, kept: dict[str, float]) -> dict:
     full = _full_shapes(config)
     heads = round(kept["heads"])
     width = round(kept["ffn"])
+    d = config.hidden_size // config.num_attention_heads
     row = {"layer": layer, "heads": f"{heads}/{config.num_attention_heads}",
+           "query_key_head_size": f"{round(kept['query_key_head_size'])}/{d}",
            "ffn_width": f"{width}/{config.intermediate_size}"}
     row["heads_kept"] = heads / config.num_attention_heads
     row["ffn_kept"] = width / config.intermediate_size
@@ -56,7 +58,8 @@ def sparsity_report(model: torch.nn.Module, count_zeros: bool = True) -> list[di
             else:
                 kept[name] = float(module.out_features * module.in_features)
         attention = layer.attention.self
-        kept["heads"] = modules["query"].out_features / attention.attention_head_size
+        kept["heads"] = modules["value"].out_features / attention.attention_head_size
+        kept["query_key_head_size"] = modules["query"].out_features / kept["heads"]
         kept["ffn"] = modules["intermediate"].out_features
         rows.append(_row(i, model.config, kept))
     return rows
@@ -65,20 +68,21 @@ def sparsity_report(model: torch.nn.Module, count_zeros: bool = True) -> list[di
 def config_sparsity_report(config) -> list[dict] | None:
     """Rows as `sparsity_report`, from a config's per-layer sizes alone (every weight of a kept head or neuron
     counts as kept); None when the config is not pruned (no `layer_num_attention_heads` /
-    `layer_intermediate_sizes`)."""
-    from ..layer_sizes import is_pruned
+    `layer_query_key_head_sizes` / `layer_intermediate_sizes`)."""
+    from ..layer_sizes import is_pruned, layer_attention_sizes
 
     if not is_pruned(config):
         return None
-    d = config.hidden_size // config.num_attention_heads
     layers = config.num_hidden_layers
-    heads = getattr(config, "layer_num_attention_heads", None) or [config.num_attention_heads] * layers
     widths = getattr(config, "layer_intermediate_sizes", None) or [config.intermediate_size] * layers
     rows = []
-    for i, (h, w) in enumerate(zip(heads, widths)):
+    for i, w in enumerate(widths):
+        h, qk, d = layer_attention_sizes(config, i)
         hidden = config.hidden_size
-        kept = {name: h * d * hidden for name in ("query", "key", "value", "attention_output")}
-        kept.update({"intermediate": w * hidden, "output": w * hidden, "heads": h, "ffn": w})
+        kept = {"query": h * qk * hidden, "key": h * qk * hidden, "value": h * d * hidden,
+                "attention_output": h * d * hidden}
+        kept.update({"intermediate": w * hidden, "output": w * hidden, "heads": h, "query_key_head_size": qk,
+                     "ffn": w})
         rows.append(_row(i, config, kept))
     return rows
 
@@ -93,14 +97,15 @@ def checkpoint_sparsity_report(path: str | os.PathLike, **hub_kwargs) -> list[di
 
 def markdown_table(rows: list[dict]) -> str:
     """The report as a markdown table (shares in %), with a total row (weights kept over all layers)."""
-    lines = ["| layer | heads | FFN width | weights kept | " + " | ".join(MODULES) + " |",
-             "|---:|---:|---:|---:|" + "---:|" * len(MODULES)]
+    lines = ["| layer | heads | Q/K head size | FFN width | weights kept | " + " | ".join(MODULES) + " |",
+             "|---:|---:|---:|---:|---:|" + "---:|" * len(MODULES)]
     for row in rows:
-        cells = [str(row["layer"]), row["heads"], row["ffn_width"], f"{100 * row['weights_kept']:.1f} %"]
+        cells = [str(row["layer"]), row["heads"], row["query_key_head_size"], row["ffn_width"],
+                 f"{100 * row['weights_kept']:.1f} %"]
         cells += [f"{100 * row[f'{m}_kept']:.1f} %" for m in MODULES]
         lines.append("| " + " | ".join(cells) + " |")
     total = sum(r["weights_kept"] for r in rows) / max(len(rows), 1)
-    lines.append(f"| all | | | {100 * total:.1f} % |" + " |" * len(MODULES))
+    lines.append(f"| all | | | | {100 * total:.1f} % |" + " |" * len(MODULES))
     return "\n".join(lines)
 
 

@@ -1,4 +1,5 @@
-"""Thresholding at ε and physical removal of the structures that are then zero: FFN neurons and attention heads.
+"""Thresholding at ε and physical removal of the structures that are then zero: FFN neurons, attention heads and
+query/key dimensions of a head.
 
 After the threshold, a structure whose weights are all zero computes a constant, which is folded into the next
 bias, and it is removed from the matrices (transformers 5 dropped `prune_heads`; this is its replacement, generalised
@@ -10,9 +11,14 @@ to FFN neurons and per-layer sizes):
 - head h: its rows of `value` zero → its output is Σ_j a_ij·b_V = b_V (attention weights sum to 1), folded as
   `attention.output.dense.bias += W_O[:, head h]·b_V[head h]`; or its columns of `attention.output.dense` zero.
   Removed: the head's rows of query/key/value, its columns of the attention output.
+- dimension k of a kept head: its row of `key` zero → k_k = b_K,k is the same for every key, so q_k·b_K,k shifts
+  every score of a query row by one constant, which softmax ignores; or its row of `query` and its query bias zero →
+  q_k = 0. Removed: that row of query and of key. Heads lose different dimensions, while Q and K are viewed as
+  [B, h, T, d_qk] with one d_qk per layer: d_qk is the largest number of live dimensions over the layer's heads
+  (at least 1), each head keeps its live rows and, up to d_qk, some of its dead ones (which still add 0 or a
+  constant). The layer's attention becomes `layer_sizes.QueryKeyPrunedSelfAttention` (scaling d^−½ kept).
 
-Zero rows of query/key (single head dimensions, which would need unequal Q/K and V head sizes) and zero rows/columns
-on the hidden (residual) axis cannot shrink a dense matrix: they stay zero. The folding is exact for full-precision
+Zero rows/columns on the hidden (residual) axis cannot shrink a dense matrix: they stay zero. The folding is exact for full-precision
 Linears with full-precision activations; on a binarized student the removed latent weights were not zero in the
 binarized forward (α·sign(θ − γ) + γ ≠ 0), so the removal there changes the function (see docs/pruning.md).
 """
@@ -23,7 +29,7 @@ import torch
 from torch import nn
 
 from ..binarization.linear import BinaryLinear
-from ..layer_sizes import encoder_layers, pruned_class
+from ..layer_sizes import encoder_layers, head_size, pruned_class, set_query_key_head_size
 from .config import BlockPruningConfig
 from .gates import _key as _gate_key
 from .penalty import check_model, group_mask, group_norms
@@ -125,8 +131,10 @@ def _zero(weight: torch.Tensor, dim: int) -> torch.Tensor:
 @torch.no_grad()
 def dead_structures(model: nn.Module, masks: dict[str, torch.Tensor] | None = None) -> list[dict]:
     """Per encoder layer: `{"heads": bool [H] (removable), "heads_by_value": bool [H] (its V rows are zero: fold
-    b_V), "neurons": bool [I], "neurons_by_input": bool [I] (its intermediate row is zero: fold act(b))}` for the
-    weights as they are, or as they would be after applying `masks` (from `threshold_masks`)."""
+    b_V), "query_key_dims": bool [H, d_qk] (removable query/key dimensions: the key row zero, or the query row
+    and its bias zero), "neurons": bool [I], "neurons_by_input": bool [I] (its intermediate row is zero: fold
+    act(b))}` for the weights as they are, or as they would be after applying `masks` (from
+    `threshold_masks`)."""
     masks = masks or {}
     names = {id(m): n for n, m in model.named_modules()}
 
@@ -148,7 +156,10 @@ def dead_structures(model: nn.Module, masks: dict[str, torch.Tensor] | None = No
         by_output = _zero(weight(output).reshape(output.out_features, -1, d).transpose(0, 1).flatten(1), 1)  # [H]
         by_input = _zero(weight(layer.intermediate.dense), 1)
         by_out = _zero(weight(layer.output.dense), 0)
-        result.append({"heads": by_value | by_output, "heads_by_value": by_value & ~by_output,
+        query_bias = attention.query.bias
+        zero_query = _zero(weight(attention.query), 1) & (True if query_bias is None else query_bias.detach().eq(0))
+        dims = (_zero(weight(attention.key), 1) | zero_query).reshape(len(by_value), -1)  # [H, d_qk]
+        result.append({"heads": by_value | by_output, "heads_by_value": by_value & ~by_output, "query_key_dims": dims,
                        "neurons": by_input | by_out, "neurons_by_input": by_input & ~by_out})
     return result
 
@@ -173,11 +184,11 @@ def _select_(module: nn.Module, index: torch.Tensor, dim: int) -> None:
         if module.bias is not None:
             module.bias = nn.Parameter(module.bias[index].clone(), requires_grad=module.bias.requires_grad)
         groups = getattr(module, "num_groups", 1)
-        if groups > 1:
+        if groups > 1:  # (index ascending) the same number of rows from each group kept: heads, or each head's dims
             per_group = old_out // groups
-            kept_groups = torch.unique(index // per_group)
-            if len(kept_groups) * per_group != len(index):
-                raise ValueError("rows to keep must be whole scale groups (heads)")
+            kept_groups, counts = torch.unique(index // per_group, return_counts=True)
+            if not bool((counts == counts[0]).all()):
+                raise ValueError("rows to keep must be the same number from every kept scale group (head)")
             for name in ("weight_scale", "weight_offset"):
                 if hasattr(module, name):
                     p = getattr(module, name)
@@ -200,8 +211,10 @@ def _remove_heads_(layer: nn.Module, keep: torch.Tensor, fold_value: torch.Tenso
         rows = (fold_value.repeat_interleave(d)).nonzero().flatten()
         out.bias += _effective_weight(out)[:, rows] @ attention.value.bias[rows]
     index = torch.arange(attention.num_attention_heads * d, device=keep.device).reshape(-1, d)[keep].flatten()
+    d_qk = getattr(attention, "query_key_head_size", d)
+    qk_index = torch.arange(attention.num_attention_heads * d_qk, device=keep.device).reshape(-1, d_qk)[keep].flatten()
     for part in ("query", "key", "value"):
-        _select_(getattr(attention, part), index, 0)
+        _select_(getattr(attention, part), qk_index if part != "value" else index, 0)
         quantizer = getattr(attention, f"{part}_quantizer", None)
         shift = getattr(quantizer, "shift", None)
         if shift is not None:
@@ -209,6 +222,31 @@ def _remove_heads_(layer: nn.Module, keep: torch.Tensor, fold_value: torch.Tenso
     _select_(out, index, 1)
     attention.num_attention_heads = int(keep.sum())
     attention.all_head_size = len(index)
+
+
+@torch.no_grad()
+def _remove_query_key_dims_(layer: nn.Module, dead: torch.Tensor) -> None:
+    """Remove the dead query/key dimensions `dead` (bool [h, d_qk]) of a layer's kept heads (module docstring)."""
+    attention = layer.attention.self
+    heads, d_old = dead.shape
+    live = ~dead
+    d_new = max(1, int(live.sum(1).max()))
+    if d_new == d_old:
+        return
+    orders = []  # per head: its live dimensions first, then dead ones, the first d_new of them in index order
+    for head in range(heads):
+        order = torch.cat([live[head].nonzero().flatten(), dead[head].nonzero().flatten()])[:d_new]
+        orders.append(order.sort().values)
+    order = torch.stack(orders)  # [h, d_new]
+    index = (order + torch.arange(heads, device=order.device)[:, None] * d_old).flatten()
+    for part in ("query", "key"):
+        _select_(getattr(attention, part), index, 0)
+        quantizer = getattr(attention, f"{part}_quantizer", None)
+        shift = getattr(quantizer, "shift", None)
+        if shift is not None:  # [h, 1, d_qk]: the kept dimensions of each head
+            kept = shift.gather(2, order[:, None, :].expand(heads, shift.shape[1], d_new))
+            quantizer.shift = nn.Parameter(kept.clone(), requires_grad=shift.requires_grad)
+    set_query_key_head_size(attention, d_new)
 
 
 @torch.no_grad()
@@ -223,21 +261,24 @@ def _remove_neurons_(layer: nn.Module, keep: torch.Tensor, fold_input: torch.Ten
 
 
 def kept_sizes(model: nn.Module) -> dict[str, list[int]]:
-    """`{"layer_num_attention_heads": [...], "layer_intermediate_sizes": [...]}` read from the modules' shapes."""
-    heads, widths = [], []
+    """`{"layer_num_attention_heads": [...], "layer_intermediate_sizes": [...], "layer_query_key_head_sizes":
+    [...]}` read from the modules' shapes."""
+    heads, widths, qk = [], [], []
     for layer in encoder_layers(model):
         attention = layer.attention.self
-        heads.append(attention.query.out_features // attention.attention_head_size)
+        heads.append(attention.value.out_features // attention.attention_head_size)
+        qk.append(attention.query.out_features // heads[-1])
         widths.append(layer.intermediate.dense.out_features)
-    return {"layer_num_attention_heads": heads, "layer_intermediate_sizes": widths}
+    return {"layer_num_attention_heads": heads, "layer_intermediate_sizes": widths, "layer_query_key_head_sizes": qk}
 
 
 @torch.no_grad()
 def prune_(model: nn.Module, config: BlockPruningConfig | None = None, gates=None) -> dict[str, list[int]]:
     """Threshold (when `config` is given: zero every group ≤ ε; with `gates`, fold them first) and physically
-    remove every FFN neuron and attention head that is then zero, folding their constant outputs into the next
-    bias; write the kept sizes into `model.config` (`layer_num_attention_heads`, `layer_intermediate_sizes`) so
-    that `save_pretrained` / `from_pretrained` (or `load_pruned_bert` for a plain BERT) rebuild the shapes.
+    remove every FFN neuron, attention head and query/key dimension of a head that is then zero, folding their
+    constant outputs into the next bias; write the kept sizes into `model.config` (`layer_num_attention_heads`,
+    `layer_query_key_head_sizes`, `layer_intermediate_sizes`) so that `save_pretrained` / `from_pretrained` (or
+    `load_pruned_bert` for a plain BERT) rebuild the shapes.
 
     Works on a full-precision BERT and on a binarized one in training form (latent weights).
 
@@ -264,12 +305,15 @@ def prune_(model: nn.Module, config: BlockPruningConfig | None = None, gates=Non
     for layer, plan in zip(encoder_layers(model), dead):
         if plan["heads"].any():
             _remove_heads_(layer, ~plan["heads"], plan["heads_by_value"])
+        _remove_query_key_dims_(layer, plan["query_key_dims"][~plan["heads"]])
         if plan["neurons"].any():
             _remove_neurons_(layer, ~plan["neurons"], plan["neurons_by_input"])
     sizes = kept_sizes(model)
-    full = (model.config.num_attention_heads, model.config.intermediate_size)
-    for (name, values), limit in zip(sizes.items(), full):
-        setattr(model.config, name, None if all(v == limit for v in values) else values)
+    full = {"layer_num_attention_heads": model.config.num_attention_heads,
+            "layer_intermediate_sizes": model.config.intermediate_size,
+            "layer_query_key_head_sizes": head_size(model.config)}
+    for name, values in sizes.items():
+        setattr(model.config, name, None if all(v == full[name] for v in values) else values)
     return sizes
 
 

@@ -31,8 +31,10 @@ enum LinField { L_KIND, L_K, L_N, L_W, L_WSUM, L_ALPHA, L_GAMMA, L_BIAS, L_SHIFT
 constexpr int kQuantWords = 6;  // one attention-operand quantizer
 enum QuantField { Q_KIND, Q_SHIFT, Q_STEP, Q_QN, Q_QP, Q_UNUSED };
 enum QuantKind { QK_FLOAT = 0, QK_SIGN = 1, QK_SIGN_UNSIGNED = 2, QK_ELASTIC_SIGN = 3, QK_LEVELS = 4 };
+// F_HEAD_DIM: the value (and context) head size D; F_QK_HEAD_DIM: the query/key head size D_qk ≤ D (smaller in a
+// layer whose query/key dimensions were pruned: Q and K rows are heads·D_qk wide, V and the context heads·D).
 enum LayerField { F_HIDDEN, F_HEADS, F_HEAD_DIM, F_INTER, F_ACT, F_ATTN, F_SCALING, F_BI_SCALE, F_LN1_W, F_LN1_B,
-                  F_LN1_EPS, F_LN2_W, F_LN2_B, F_LN2_EPS, F_QUANT };
+                  F_LN1_EPS, F_LN2_W, F_LN2_B, F_LN2_EPS, F_QK_HEAD_DIM, F_QUANT };
 constexpr int F_LINEAR = F_QUANT + 4 * kQuantWords;  // q, k, v, attention output, intermediate, output
 constexpr int kLayerWords = F_LINEAR + 6 * kLinWords;
 // ACT_GELU_FOLDED: GELU folded into the output Linear's 1-bit input quantizer (its plan words carry mode SIGNED_GELU
@@ -962,27 +964,29 @@ int64_t attention_work_floats(int64_t T, int64_t D) {
   return round_up(3 * Tp * Dp + 2 * Tp * Tp + 2 * words, 16);
 }
 
-// One sequence (T tokens), one head: ctx[t, h·D : (h+1)·D] for t < T. q/k/v rows have stride ld (= heads·D).
+// One sequence (T tokens), one head: ctx[t, h·D : (h+1)·D] for t < T. v and ctx rows have stride ld (= heads·D),
+// q and k rows heads·D_qk (D_qk ≤ D: the work buffers sized for D hold them; padding stays zero).
 template <bool AVX, bool VPOP = false>
 __attribute__((always_inline)) inline void attention_head_body(const int64_t* L, const float* q, const float* k,
                                                                const float* v, float* ctx, int64_t T, int64_t h,
                                                                int64_t ld, float* work, const QkvBits& qkv) {
-  const int64_t D = L[F_HEAD_DIM], attn = L[F_ATTN];
+  const int64_t D = L[F_HEAD_DIM], Dq = L[F_QK_HEAD_DIM], ldq = L[F_HEADS] * Dq, attn = L[F_ATTN];
   const QuantSpec sq = quant_spec(L + F_QUANT), sk = quant_spec(L + F_QUANT + kQuantWords),
                   sv = quant_spec(L + F_QUANT + 2 * kQuantWords), sp = quant_spec(L + F_QUANT + 3 * kQuantWords);
   const float scaling = as_float(L[F_SCALING]);
   const int64_t Tp = round_up(T, 16), Dp = round_up(D, 16), dw = (D + 63) / 64, tw = (T + 63) / 64;
+  const int64_t dq = (Dq + 63) / 64;  // words of a Q or K bit row (≤ dw)
   float* S = work;                 // scores / probabilities [Tp × Tp]
   float* P = S + Tp * Tp;          // probability levels [Tp × Tp]
   float* Qf = P + Tp * Tp;         // Q levels [Tp × Dp] (and the output of P·V)
   float* Kt = Qf + Tp * Dp;        // K levels transposed [Dp × Tp]
   float* Vf = Kt + Dp * Tp;        // V levels [Tp × Dp]
-  uint64_t* qb = reinterpret_cast<uint64_t*>(Vf + Tp * Dp);  // Q bits [T × dw], K bits, V⁺ transposed [tw × Dp]
-  uint64_t* kb = qb + Tp * dw;
-  uint64_t* vt = kb + Tp * dw;
+  uint64_t* qb = reinterpret_cast<uint64_t*>(Vf + Tp * Dp);  // Q bits [T × dq], K bits, V⁺ transposed [tw × Dp]
+  uint64_t* kb = qb + Tp * dq;      // (Q and K bits in the first 2·Tp·dq of their 2·Tp·dw words)
+  uint64_t* vt = qb + 2 * Tp * dw;
   uint64_t* arow = vt + Dp * tw;  // one row of probability bits [tw]
-  const float* shq = sq.shift ? sq.shift + h * D : nullptr;
-  const float* shk = sk.shift ? sk.shift + h * D : nullptr;
+  const float* shq = sq.shift ? sq.shift + h * Dq : nullptr;
+  const float* shk = sk.shift ? sk.shift + h * Dq : nullptr;
   const float* shv = sv.shift ? sv.shift + h * D : nullptr;
   const bool bit_scores = sq.one_bit_signed() && sk.one_bit_signed();
   const bool bit_probs = attn == ATTN_BI || sp.one_bit_unsigned();
@@ -990,47 +994,47 @@ __attribute__((always_inline)) inline void attention_head_body(const int64_t* L,
   // 1-bit attention: each row's bits straight from the keys' popcounts (Bi-Attention: an integer compare on every path,
   // bi_attention_bits; BiT with one word per head on the AVX2 and VPOPCNTDQ paths: per distinct score,
   // bit_softmax_row_avx2 / _avx512)
-  const bool per_value = bit_scores && bit_values && (attn == ATTN_BI || ((VPOP || AVX) && dw == 1));
+  const bool per_value = bit_scores && bit_values && (attn == ATTN_BI || ((VPOP || AVX) && dq == 1));
   const float c = as_float(L[F_BI_SCALE]), qk = sq.scale() * sk.scale() * scaling;
   const float pv = (attn == ATTN_BI ? 1.0f : sp.scale()) * sv.scale();
 
   // scores S[i][j]: the integer dot products of the levels (XNOR-popcount for 1-bit Q and K)
   if (bit_scores) {
-    std::memset(qb, 0, (size_t)(2 * Tp * dw) * 8);
+    std::memset(qb, 0, (size_t)(2 * Tp * dq) * 8);
     for (int64_t t = 0; t < T; ++t) {
       if (qkv.q) {  // the Linears' epilogues packed them already (same bits)
-        head_bits(qkv.q + t * qkv.words, h * D, D, qb + t * dw);
-        head_bits(qkv.k + t * qkv.words, h * D, D, kb + t * dw);
+        head_bits(qkv.q + t * qkv.words, h * Dq, Dq, qb + t * dq);
+        head_bits(qkv.k + t * qkv.words, h * Dq, Dq, kb + t * dq);
       } else {
-        bits_row<AVX>(sq, q + t * ld + h * D, shq, D, qb + t * dw);
-        bits_row<AVX>(sk, k + t * ld + h * D, shk, D, kb + t * dw);
+        bits_row<AVX>(sq, q + t * ldq + h * Dq, shq, Dq, qb + t * dq);
+        bits_row<AVX>(sk, k + t * ldq + h * Dq, shk, Dq, kb + t * dq);
       }
     }
     for (int64_t i = 0; i < T && !per_value; ++i) {  // (per_value: row by row below)
       float* row = S + i * Tp;
-      const uint64_t* qi = qb + i * dw;
+      const uint64_t* qi = qb + i * dq;
       int32_t ones[256];  // popcounts first, then one vectorizable conversion loop per stretch of keys
       for (int64_t j0 = 0; j0 < T; j0 += 256) {
         const int64_t n = std::min<int64_t>(256, T - j0);
-        key_popcounts<AVX, VPOP>(qi, kb + j0 * dw, dw, n, ones);
-        for (int64_t j = 0; j < n; ++j) row[j0 + j] = (float)((int32_t)D - 2 * ones[j]);
+        key_popcounts<AVX, VPOP>(qi, kb + j0 * dq, dq, n, ones);
+        for (int64_t j = 0; j < n; ++j) row[j0 + j] = (float)((int32_t)Dq - 2 * ones[j]);
       }
     }
   } else {
     std::memset(Qf, 0, (size_t)(Tp * Dp + Dp * Tp) * 4);
     float* tmp = Vf;  // one row of K levels, before V is quantized
     const bool copy_q = sq.kind == QK_FLOAT && !shq, copy_k = sk.kind == QK_FLOAT && !shk;  // levels = values
-    for (int64_t t = 0; t < T; ++t) {
+    for (int64_t t = 0; t < T; ++t) {  // (columns Dq … Dp − 1 of Qf and rows of Kt stay zero)
       if (copy_q)
-        std::memcpy(Qf + t * Dp, q + t * ld + h * D, (size_t)D * 4);
+        std::memcpy(Qf + t * Dp, q + t * ldq + h * Dq, (size_t)Dq * 4);
       else
-        levels_row<AVX>(sq, q + t * ld + h * D, shq, D, Qf + t * Dp);
-      const float* kl = k + t * ld + h * D;
+        levels_row<AVX>(sq, q + t * ldq + h * Dq, shq, Dq, Qf + t * Dp);
+      const float* kl = k + t * ldq + h * Dq;
       if (!copy_k) {
-        levels_row<AVX>(sk, kl, shk, D, tmp);
+        levels_row<AVX>(sk, kl, shk, Dq, tmp);
         kl = tmp;
       }
-      for (int64_t d = 0; d < D; ++d) Kt[d * Tp + t] = kl[d];
+      for (int64_t d = 0; d < Dq; ++d) Kt[d * Tp + t] = kl[d];
     }
     sgemm(Tp, Tp, Dp, Qf, Dp, Kt, Tp, S, Tp);
   }
@@ -1072,20 +1076,20 @@ __attribute__((always_inline)) inline void attention_head_body(const int64_t* L,
     bool bits_done = false;  // arow holds the row's bits (per_value)
     if (per_value) {
       int32_t* ones = reinterpret_cast<int32_t*>(P + i * Tp);  // (P is not used on this path)
-      key_popcounts<AVX, VPOP>(qb + i * dw, kb, dw, T, ones);
+      key_popcounts<AVX, VPOP>(qb + i * dq, kb, dq, T, ones);
       std::memset(arow, 0, (size_t)tw * 8);
       if (attn == ATTN_BI) {
-        bi_attention_bits<AVX, VPOP>(ones, T, D, c, arow);
+        bi_attention_bits<AVX, VPOP>(ones, T, Dq, c, arow);
         bits_done = true;
       } else {
 #if defined(__x86_64__) || defined(_M_X64)
         if constexpr (VPOP)
-          bits_done = bit_softmax_row_avx512(ones, T, D, qk, sp, arow);
+          bits_done = bit_softmax_row_avx512(ones, T, Dq, qk, sp, arow);
         else if constexpr (AVX)
-          bits_done = bit_softmax_row_avx2(ones, T, D, qk, sp, arow);
+          bits_done = bit_softmax_row_avx2(ones, T, Dq, qk, sp, arow);
 #endif
         if (!bits_done)
-          for (int64_t j = 0; j < T; ++j) row[j] = (float)((int32_t)D - 2 * ones[j]);  // the per-key path below
+          for (int64_t j = 0; j < T; ++j) row[j] = (float)((int32_t)Dq - 2 * ones[j]);  // the per-key path below
       }
     }
     if (!bits_done) {  // (Bi-Attention always has its bits by now: runtime.py admits it with 1-bit Q, K, V only)
@@ -1181,6 +1185,7 @@ int64_t encoder_work_floats(const int64_t* plan, int64_t layers, int64_t M, int6
 
 void layer_forward(const int64_t* L, float* x, int64_t M, const int64_t* cu, int64_t B, float* work, int nthreads) {
   const int64_t H = L[F_HIDDEN], heads = L[F_HEADS], D = L[F_HEAD_DIM], HD = heads * D, I = L[F_INTER];
+  const int64_t HDq = heads * L[F_QK_HEAD_DIM];  // the width of Q and K rows (≤ HD; their buffers are HD wide)
   float *q = work, *k = q + M * HD, *v = k + M * HD, *ctx = v + M * HD, *x1 = ctx + M * HD, *inter = x1 + M * H;
   float* attn_work = inter + M * I;
   const int64_t* lin = L + F_LINEAR;
@@ -1259,10 +1264,10 @@ void layer_forward(const int64_t* L, float* x, int64_t M, const int64_t* cu, int
       if (ao_bits) seq.out = &seq_out;
 #if defined(__x86_64__) || defined(_M_X64)
       if (avx2)
-        head(L, q + r0 * HD, k + r0 * HD, v + r0 * HD, ctx + r0 * HD, T, h, HD, mine, seq);
+        head(L, q + r0 * HDq, k + r0 * HDq, v + r0 * HD, ctx + r0 * HD, T, h, HD, mine, seq);
       else
 #endif
-        attention_head_portable(L, q + r0 * HD, k + r0 * HD, v + r0 * HD, ctx + r0 * HD, T, h, HD, mine, seq);
+        attention_head_portable(L, q + r0 * HDq, k + r0 * HDq, v + r0 * HD, ctx + r0 * HD, T, h, HD, mine, seq);
     }
   }
   if (ao_bits) {
