@@ -84,3 +84,47 @@ def test_mlm_distillation_on_wikitext_then_packed_reload(tmp_path, tokenizer):
     ids = torch.tensor(blocks["input_ids"][:2])
     with torch.no_grad():
         assert torch.equal(reloaded(input_ids=ids).logits, student.eval()(input_ids=ids).logits)
+
+
+def test_query_key_dimensions_removed_from_real_minilm(tmp_path, tokenizer):
+    """The real MiniLM with the 8 weakest key rows of every head zeroed (as a threshold would): `prune_` removes
+    those dimensions from Q and K (d_qk 24 of 32) with the same logits; the plain BERT round trip, a BiT W1A1 student
+    of it saved packed, and the native runtime on that student (against the eager kernel path) all run it."""
+    from hf_binary_bert.layer_sizes import QueryKeyPrunedSelfAttention
+    from hf_binary_bert.pruning import load_pruned_bert, prune_
+
+    torch.manual_seed(0)
+    model = BertForSequenceClassification.from_pretrained(minilm_path(), num_labels=2, dtype=torch.float32).eval()
+    with torch.no_grad():
+        for layer in model.bert.encoder.layer:
+            key = layer.attention.self.key.weight  # [12 heads · 32, 384]
+            norms = key.norm(dim=1).reshape(12, 32)
+            weakest = norms.argsort(dim=1)[:, :8] + 32 * torch.arange(12)[:, None]
+            key[weakest.flatten()] = 0
+    batch = tokenizer(["a gripping, funny and humane film", "the plot is a mess and the jokes fall flat",
+                       "it is not as bad as it sounds"], padding=True, return_tensors="pt")
+    with torch.inference_mode():
+        reference = model(**batch).logits
+    sizes = prune_(model)
+    assert sizes["layer_query_key_head_sizes"] == [24] * 6 and model.config.layer_num_attention_heads is None
+    assert type(model.bert.encoder.layer[0].attention.self) is QueryKeyPrunedSelfAttention
+    with torch.inference_mode():
+        torch.testing.assert_close(model(**batch).logits, reference, atol=1e-5, rtol=0)
+    model.save_pretrained(tmp_path / "teacher")
+    with torch.inference_mode():
+        torch.testing.assert_close(load_pruned_bert(tmp_path / "teacher").eval()(**batch).logits, reference,
+                                   atol=1e-5, rtol=0)
+    student = hb.BinaryBertForSequenceClassification.from_teacher(
+        str(tmp_path / "teacher"), weight_scale="learned_offset", scale_granularity="head", activation_bits=1,
+        activation_quantizer="elastic", embedding_bits=1)
+    student.train()(**batch)  # calibrates the activation quantizers
+    student.eval().save_pretrained(tmp_path / "student")
+    loaded = AutoModelForSequenceClassification.from_pretrained(tmp_path / "student").eval()
+    assert loaded.bert.encoder.layer[0].attention.self.query.weight_packed.shape == (12 * 24, 384 // 8)
+    runtime = loaded.bert.encoder.runtime()
+    assert runtime.plan() is not None, runtime.unsupported_reason
+    with torch.inference_mode():
+        native = loaded(**batch).logits
+        loaded.set_inference_kernel("eager")
+        eager = loaded(**batch).logits
+    torch.testing.assert_close(native, eager, atol=1e-4, rtol=0)

@@ -112,6 +112,24 @@ def test_runtime_runs_pruned_query_key_head_sizes(combo):
     assert not torch.allclose(_hidden(unpruned, ids, mask, "auto").last_hidden_state[valid], native[valid])
 
 
+@pytest.mark.parametrize("isa", [i for i in kernels.supported_isas() if i != kernels.get_isa()])
+@pytest.mark.parametrize("combo", ["W1A1-elastic (BiT)", "W1A1-elastic-bi_attention-E1", "W1A4-sign"])
+def test_pruned_query_key_head_sizes_on_every_instruction_set(isa, combo):
+    """The attention with D_qk < D on the other instruction-set paths of this CPU (attention_head_avx2 / _avx512 /
+    _portable): equal to the eager path as on the default one."""
+    model = _model(COMBOS[combo], layers=2, layer_query_key_head_sizes=[3, 6])
+    ids, mask = _inputs()
+    previous = kernels.set_isa(isa)
+    try:
+        model.encoder.runtime().invalidate()
+        native = _hidden(model, ids, mask, "auto").last_hidden_state
+    finally:
+        kernels.set_isa(previous)
+    eager = _hidden(model, ids, mask, "eager").last_hidden_state
+    valid = mask.bool()
+    torch.testing.assert_close(native[valid], eager[valid], rtol=0, atol=2e-5)
+
+
 # Q, K and V share one input quantizer here (dynamic int8, no shift): the runtime quantizes x once and, on AVX2, builds
 # each row's lookup tables once for all three (run_w1a8_shared); 6 rows take its per-operand fall-back (too few rows
 # to share between 2 threads), 28 rows the shared path.
