@@ -19,7 +19,7 @@ Per task:
    `hf-binary-bert distill`, which scores teacher and student on the evaluation split (`comparison.json`) and
    every stage against the original teacher (`stages.json`).
 4. `OUT/results.md`: per task and model the metric's mean ± sample standard deviation over the seeds, the share of
-   the teacher's, the student's size on disk, whether any saved student collapsed; and the commands.
+   the teacher's (the teacher each run scored: a teacher fine-tuned again elsewhere may score differently), the student's size on disk, whether any saved student collapsed; and the commands.
 
 With `--archive DIR` (e.g. docs/measurements/results-1-1-1, committed), each finished student run's result files
 (`comparison.json`, `distill_results.json`, `stages.json`, and `run.json`: its command, the git commit it ran on and
@@ -191,8 +191,8 @@ def main(argv=None):
                 source = archived if in_archive else run_dir
                 teacher_row, student_row = json.loads((source / "comparison.json").read_text())
                 result = json.loads((source / "distill_results.json").read_text())
-                rows.setdefault("teacher", []).append((teacher_row, False))
-                rows.setdefault(name, []).append((student_row, result.get("collapsed", False)))
+                rows.setdefault("teacher", []).append((teacher_row, False, teacher_row))
+                rows.setdefault(name, []).append((student_row, result.get("collapsed", False), teacher_row))
         if rows:
             sections.append(_section(task, budget["metric"], rows))
     if sections:
@@ -206,19 +206,26 @@ def main(argv=None):
 
 
 def _section(task: str, metric: str, rows: dict) -> str:
-    teacher_values = [r[metric] for r, _ in rows["teacher"]]
-    teacher_mean = statistics.mean(teacher_values)
+    """One task's table. Each run scored its own teacher (`comparison.json`): a student's "% of teacher" is against
+    the mean of its runs' teacher scores, and the teacher row lists each distinct score (runs on other machines or
+    dates may have fine-tuned the teacher again, not always to the same weights)."""
     lines = [f"### {task}", "", f"| model | {metric} (mean ± std) | seeds | % of teacher | size (MB) | collapsed |",
              "|---|---|---|---|---|---|"]
     for name, entries in rows.items():
-        values = [r[metric] for r, _ in entries]
-        if name == "teacher":  # the same teacher scored once per run: one value
-            values = values[:1]
+        values = [r[metric] for r, _, _ in entries]
+        teachers = [t[metric] for _, _, t in entries]
+        if name == "teacher":  # the same teacher scored once per run: one value per distinct teacher
+            distinct = list(dict.fromkeys(values))
+            score = (f"{distinct[0]:.4f} (one seed: no std)" if len(distinct) == 1 else
+                     " / ".join(f"{v:.4f}" for v in distinct) + " (teachers of different runs; each row's % is "
+                     "against its own runs' teacher)")
+            lines.append(f"| {name} | {score} | 1 | 100.0 | {entries[0][0]['size_mb']:.2f} |  |")
+            continue
         spread = f" ± {statistics.stdev(values):.4f}" if len(values) > 1 else " (one seed: no std)"
-        collapsed = "" if name == "teacher" else f"{sum(c for _, c in entries)} of {len(entries)}"
+        collapsed = f"{sum(c for _, c, _ in entries)} of {len(entries)}"
         lines.append(f"| {name} | {statistics.mean(values):.4f}{spread} | {len(values)} | "
-                     f"{100 * statistics.mean(values) / teacher_mean:.1f} | {entries[0][0]['size_mb']:.2f} | "
-                     f"{collapsed} |")
+                     f"{100 * statistics.mean(values) / statistics.mean(teachers):.1f} | "
+                     f"{entries[0][0]['size_mb']:.2f} | {collapsed} |")
     return "\n".join(lines)
 
 

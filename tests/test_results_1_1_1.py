@@ -75,3 +75,18 @@ def test_table_only_writes_what_is_finished_and_lists_the_rest(script, tmp_path,
     assert ("Not finished yet (not in the tables): sst2 W1A1 seed 42, sst2 W1A1 seed 43, rte W1A1 seed 42, "
             "rte W1A1 seed 43, rte W1A8 seed 42, rte W1A8 seed 43.") in table
     assert not (tmp_path / "out" / "data").exists()  # STS-B's split is not written either (not asked here)
+
+
+def test_each_student_is_compared_with_its_own_runs_teacher(script, tmp_path, monkeypatch):
+    """Runs whose teacher was fine-tuned again (another machine) and scored differently: the teacher row lists both
+    scores, and each student's % is against its own runs' teacher."""
+    archive = tmp_path / "archive"
+    _finished_run(archive / "rte" / "W1A8-seed42", 0.55, 0.539)
+    _finished_run(archive / "rte" / "W1A1-seed42", 0.5668, 0.5271)
+    monkeypatch.setattr(script.subprocess, "run", lambda *a, **k: pytest.fail("ran a command"))
+    script.main(["--out", str(tmp_path / "out"), "--tasks", "rte", "--students", "W1A1", "W1A8", "--seeds", "42",
+                 "--archive", str(archive), "--table-only"])
+    table = (tmp_path / "out" / "results.md").read_text()
+    assert "| teacher | 0.5668 / 0.5500 (teachers of different runs;" in table
+    assert "| W1A1 | 0.5271 (one seed: no std) | 1 | 93.0 | 3.94 | 0 of 1 |" in table
+    assert "| W1A8 | 0.5390 (one seed: no std) | 1 | 98.0 | 3.94 | 0 of 1 |" in table
