@@ -219,7 +219,7 @@ def _section(task: str, metric: str, rows: dict) -> str:
             score = (f"{distinct[0]:.4f} (one seed: no std)" if len(distinct) == 1 else
                      " / ".join(f"{v:.4f}" for v in distinct) + " (teachers of different runs; each row's % is "
                      "against its own runs' teacher)")
-            lines.append(f"| {name} | {score} | 1 | 100.0 | {entries[0][0]['size_mb']:.2f} |  |")
+            lines.append(f"| {name} | {score} | {len(distinct)} | 100.0 | {entries[0][0]['size_mb']:.2f} |  |")
             continue
         spread = f" ± {statistics.stdev(values):.4f}" if len(values) > 1 else " (one seed: no std)"
         collapsed = f"{sum(c for _, c, _ in entries)} of {len(entries)}"
