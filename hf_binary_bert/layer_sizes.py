@@ -72,6 +72,11 @@ class QueryKeyPrunedSelfAttention(BertSelfAttention):
         return attn_output.reshape(*input_shape, -1).contiguous(), attn_weights
 
 
+def query_key_head_size_of(attention: BertSelfAttention) -> int:
+    """The query/key head size d_qk an attention module views Q and K with (its value head size unless pruned)."""
+    return getattr(attention, "query_key_head_size", attention.attention_head_size)
+
+
 def set_query_key_head_size(attention: BertSelfAttention, size: int) -> None:
     """Make `attention` view Q and K with head size `size` (its class becomes `QueryKeyPrunedSelfAttention`; back
     to `BertSelfAttention` when `size` is the value head size). Its Linears are not touched."""
@@ -171,4 +176,5 @@ def pruned_class(cls: type) -> type:
 
 
 __all__ = ["SIZE_FIELDS", "QueryKeyPrunedSelfAttention", "apply_layer_sizes", "check_layer_sizes", "encoder_layers",
-           "head_size", "is_pruned", "layer_attention_sizes", "pruned_class", "set_query_key_head_size"]
+           "head_size", "is_pruned", "layer_attention_sizes", "pruned_class", "query_key_head_size_of",
+           "set_query_key_head_size"]

@@ -249,7 +249,8 @@ def _methods(config) -> list[str]:
         lines.append("1-bit embeddings (BiBERT, Qin et al., ICLR 2022)")
     if is_pruned(config):
         lines.append("block-structured pruning: group lasso on blocks of the weight matrices, thresholded, zero heads, "
-                     "query/key dimensions and FFN neurons removed (Li et al., Findings of EMNLP 2020; knowledge-guided, after Jha et al.)")
+                     "query/key dimensions and FFN neurons removed (Li et al., Findings of EMNLP 2020; "
+                     "knowledge-guided, after Jha et al.)")
     return lines
 
 

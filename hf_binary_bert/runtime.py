@@ -53,6 +53,7 @@ from .binarization.kernel_dispatch import _kernel_args
 from .binarization.linear import PackedBinaryLinear
 from .kernels import ops
 from .kernels.linear import InferencePlanReader
+from .layer_sizes import query_key_head_size_of
 
 try:  # transformers' output-capturing context (output_hidden_states / output_attentions hooks)
     from transformers.utils.output_capturing import _active_collector
@@ -264,7 +265,7 @@ def _layer_words(layer: torch.nn.Module, index: int, config, keep: list) -> list
     intermediate = layer.intermediate.dense
     words = [layer.attention.output.dense.out_features, attention.num_attention_heads, attention.attention_head_size,
              intermediate.out_features, _ACTIVATIONS[act], int(bi_attention), _f32(scaling), _f32(float(bi_scale)),
-             *lns, getattr(attention, "query_key_head_size", attention.attention_head_size), *quants]
+             *lns, query_key_head_size_of(attention), *quants]
     for path in _LINEARS:
         words += _linear_words(layer.get_submodule(path), f"{prefix}.{path}", keep)
     out = LINEAR_OFFSET + 5 * LINEAR_WORDS  # the output Linear's words: kind 0 = W1A1, word 11 = its bit mode

@@ -68,6 +68,20 @@ def _hidden(model, ids, mask, kernel):
     return out
 
 
+def _native_then_eager(model, ids, mask):
+    """The last hidden states on the native runtime, with no PyTorch Linear run (asserted), then on the eager kernel
+    path; and how many PyTorch Linear calls the eager forward made."""
+    calls, handles = _linear_calls(model)
+    try:
+        native = _hidden(model, ids, mask, "auto").last_hidden_state
+        assert not calls, "the native runtime ran no PyTorch Linear"
+        eager = _hidden(model, ids, mask, "eager").last_hidden_state
+    finally:
+        for h in handles:
+            h.remove()
+    return native, eager, len(calls)
+
+
 def _live_forward(model, ids, mask):
     """A forward on the plan as it stands (no `set_inference_kernel`, which rebuilds the plan): the runtime's
     per-forward check alone decides whether to rebuild it. Returns the last hidden states and whether the plan was
@@ -81,13 +95,8 @@ def _live_forward(model, ids, mask):
 def test_runtime_runs_and_equals_the_eager_kernel_path(combo):
     model = _model(COMBOS[combo], layers=3)
     ids, mask = _inputs()
-    calls, handles = _linear_calls(model)
-    native = _hidden(model, ids, mask, "auto").last_hidden_state
-    assert not calls, "the native runtime ran no PyTorch Linear"
-    eager = _hidden(model, ids, mask, "eager").last_hidden_state
-    assert len(calls) == 18  # 3 layers × 6 Linears on the eager path
-    for h in handles:
-        h.remove()
+    native, eager, eager_calls = _native_then_eager(model, ids, mask)
+    assert eager_calls == 18  # 3 layers × 6 Linears on the eager path
     valid = mask.bool()
     torch.testing.assert_close(native[valid], eager[valid], rtol=0, atol=2e-5)
     assert torch.equal(native[~valid], torch.zeros_like(native[~valid]))  # padding is not computed
@@ -100,12 +109,7 @@ def test_runtime_runs_pruned_query_key_head_sizes(combo):
     model = _model(COMBOS[combo], layers=3, layer_query_key_head_sizes=[3, 8, 5], layer_num_attention_heads=[4, 4, 3])
     assert model.encoder.layer[0].attention.self.query.out_features == 12
     ids, mask = _inputs()
-    calls, handles = _linear_calls(model)
-    native = _hidden(model, ids, mask, "auto").last_hidden_state
-    assert not calls, "the native runtime ran no PyTorch Linear"
-    eager = _hidden(model, ids, mask, "eager").last_hidden_state
-    for h in handles:
-        h.remove()
+    native, eager, _ = _native_then_eager(model, ids, mask)
     valid = mask.bool()
     torch.testing.assert_close(native[valid], eager[valid], rtol=0, atol=2e-5)
     unpruned = _model(COMBOS[combo], layers=3, layer_num_attention_heads=[4, 4, 3])
@@ -532,12 +536,7 @@ def test_runtime_equals_eager_with_alpha_only_tables_and_half_precision_shifts(h
     linear = "encoder.layer.2.intermediate.dense"  # signed input (the FFN output Linear's is unsigned after ReLU)
     assert straddle_shift(model, linear, {"input_ids": ids, "attention_mask": mask},
                           getattr(torch, shift_dtype)) >= 30  # of 32
-    calls, handles = _linear_calls(model)
-    native = _hidden(model, ids, mask, "auto").last_hidden_state
-    assert not calls, "the native runtime ran no PyTorch Linear"
-    eager = _hidden(model, ids, mask, "eager").last_hidden_state
-    for h in handles:
-        h.remove()
+    native, eager, _ = _native_then_eager(model, ids, mask)
     valid = mask.bool()
     torch.testing.assert_close(native[valid], eager[valid], rtol=0, atol=2e-5)
     live = _after_live_change(model, ids, mask, [model.get_submodule(f"{linear}.input_quantizer")], "shift_dtype",

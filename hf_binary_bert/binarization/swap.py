@@ -7,6 +7,7 @@ import re
 from torch import nn
 from transformers.models.bert.modeling_bert import BertEmbeddings, BertSelfAttention
 
+from ..layer_sizes import query_key_head_size_of
 from .activation import make_activation_quantizer
 from .embedding import BinaryEmbedding, PackedBinaryEmbedding
 from .linear import BinaryLinear, PackedBinaryLinear
@@ -99,7 +100,7 @@ def binarize_(model: nn.Module, config) -> list[str]:
     for name, module in list(model.named_modules()):
         if isinstance(module, BertSelfAttention) and config.activation_bits < 32:
             heads, d = module.num_attention_heads, module.attention_head_size
-            d_qk = getattr(module, "query_key_head_size", d)  # a pruned layer's (layer_sizes.py)
+            d_qk = query_key_head_size_of(module)  # smaller in a pruned layer (layer_sizes.py)
             for part, size in (("query", d_qk), ("key", d_qk), ("value", d)):
                 setattr(module, f"{part}_quantizer", make_activation_quantizer(config, shift_shape=(heads, 1, size)))
             if config.attention_type == "softmax":

@@ -12,7 +12,7 @@ import os
 
 import torch
 
-from ..layer_sizes import encoder_layers
+from ..layer_sizes import encoder_layers, head_size
 
 MODULES = ("query", "key", "value", "attention_output", "intermediate", "output")
 _PATHS = {"query": "attention.self.query", "key": "attention.self.key", "value": "attention.self.value",
@@ -30,7 +30,7 @@ def _row(layer: int, config, kept: dict[str, float]) -> dict:
     full = _full_shapes(config)
     heads = round(kept["heads"])
     width = round(kept["ffn"])
-    d = config.hidden_size // config.num_attention_heads
+    d = head_size(config)
     row = {"layer": layer, "heads": f"{heads}/{config.num_attention_heads}",
            "query_key_head_size": f"{round(kept['query_key_head_size'])}/{d}",
            "ffn_width": f"{width}/{config.intermediate_size}"}

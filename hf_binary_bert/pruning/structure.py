@@ -18,9 +18,10 @@ to FFN neurons and per-layer sizes):
   (at least 1), each head keeps its live rows and, up to d_qk, some of its dead ones (which still add 0 or a
   constant). The layer's attention becomes `layer_sizes.QueryKeyPrunedSelfAttention` (scaling d^−½ kept).
 
-Zero rows/columns on the hidden (residual) axis cannot shrink a dense matrix: they stay zero. The folding is exact for full-precision
-Linears with full-precision activations; on a binarized student the removed latent weights were not zero in the
-binarized forward (α·sign(θ − γ) + γ ≠ 0), so the removal there changes the function (see docs/pruning.md).
+Zero rows/columns on the hidden (residual) axis cannot shrink a dense matrix: they stay zero. The folding is exact
+for full-precision Linears with full-precision activations; on a binarized student the removed latent weights were
+not zero in the binarized forward (α·sign(θ − γ) + γ ≠ 0), so the removal there changes the function (see
+docs/pruning.md).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ import torch
 from torch import nn
 
 from ..binarization.linear import BinaryLinear
-from ..layer_sizes import encoder_layers, head_size, pruned_class, set_query_key_head_size
+from ..layer_sizes import encoder_layers, head_size, pruned_class, query_key_head_size_of, set_query_key_head_size
 from .config import BlockPruningConfig
 from .gates import _key as _gate_key
 from .penalty import check_model, group_mask, group_norms
@@ -211,7 +212,7 @@ def _remove_heads_(layer: nn.Module, keep: torch.Tensor, fold_value: torch.Tenso
         rows = (fold_value.repeat_interleave(d)).nonzero().flatten()
         out.bias += _effective_weight(out)[:, rows] @ attention.value.bias[rows]
     index = torch.arange(attention.num_attention_heads * d, device=keep.device).reshape(-1, d)[keep].flatten()
-    d_qk = getattr(attention, "query_key_head_size", d)
+    d_qk = query_key_head_size_of(attention)
     qk_index = torch.arange(attention.num_attention_heads * d_qk, device=keep.device).reshape(-1, d_qk)[keep].flatten()
     for part in ("query", "key", "value"):
         _select_(getattr(attention, part), qk_index if part != "value" else index, 0)

@@ -2179,6 +2179,16 @@ inline void prefetch_lines(const void* address, int lines) {
   for (int l = 0; l < lines; ++l) __builtin_prefetch(static_cast<const char*>(address) + 64 * l);
 }
 
+// Prefetch what tensor_state reads of tensors[j]: its object, and its TensorImpl and StorageImpl at the addresses
+// tensor_states recorded after its (version, data pointer) in `saved`.
+inline void prefetch_tensor(PyObject* tensors, const char* saved, Py_ssize_t j) {
+  int64_t hints[2];
+  std::memcpy(hints, saved + 8 * kStateWords * j + 16, 16);
+  prefetch_lines(PyList_GET_ITEM(tensors, j), 2);
+  if (hints[0]) prefetch_lines(reinterpret_cast<const void*>(hints[0]), 4);
+  if (hints[1]) prefetch_lines(reinterpret_cast<const void*>(hints[1]), 2);
+}
+
 // unchanged(tables, names, values, tensors, states) → bool: the native runtime's per-forward plan check
 // (runtime.EncoderRuntime._still_valid) in one C loop: tables[i].get(names[i]) is values[i] for every i (no module,
 // parameter or buffer replaced), and every tensors[j]'s version and data pointer equal those in `states` (the bytes
@@ -2204,7 +2214,7 @@ PyObject* py_unchanged(PyObject*, PyObject* args) {
     return nullptr;
   }
   const char* saved = static_cast<const char*>(states.buf);
-  for (Py_ssize_t j = 0; j < std::min(t, kAhead); ++j) prefetch_lines(PyList_GET_ITEM(tensors, j), 2);
+  for (Py_ssize_t j = 0; j < std::min(t, kAhead); ++j) prefetch_tensor(tensors, saved, j);
   for (Py_ssize_t i = 0; i < std::min(n, 2 * kAhead); ++i) prefetch_lines(PyList_GET_ITEM(tables, i), 1);
   for (Py_ssize_t i = 0; i < n; ++i) {
     if (i + 2 * kAhead < n) prefetch_lines(PyList_GET_ITEM(tables, i + 2 * kAhead), 1);
@@ -2223,22 +2233,10 @@ PyObject* py_unchanged(PyObject*, PyObject* args) {
       Py_RETURN_FALSE;
     }
     // the tensors' objects, TensorImpls and StorageImpls, while the dicts are read
-    if (i < t) {
-      int64_t hints[2];
-      std::memcpy(hints, saved + 8 * kStateWords * i + 16, 16);
-      prefetch_lines(PyList_GET_ITEM(tensors, i), 2);
-      if (hints[0]) prefetch_lines(reinterpret_cast<const void*>(hints[0]), 4);
-      if (hints[1]) prefetch_lines(reinterpret_cast<const void*>(hints[1]), 2);
-    }
+    if (i < t) prefetch_tensor(tensors, saved, i);
   }
   for (Py_ssize_t j = 0; j < t; ++j) {
-    if (j + kAhead < t) {
-      int64_t hints[2];
-      std::memcpy(hints, saved + 8 * kStateWords * (j + kAhead) + 16, 16);
-      prefetch_lines(PyList_GET_ITEM(tensors, j + kAhead), 2);
-      if (hints[0]) prefetch_lines(reinterpret_cast<const void*>(hints[0]), 4);
-      if (hints[1]) prefetch_lines(reinterpret_cast<const void*>(hints[1]), 2);
-    }
+    if (j + kAhead < t) prefetch_tensor(tensors, saved, j + kAhead);
     int64_t now[2], then[2];
     if (!tensor_state(PyList_GET_ITEM(tensors, j), now)) return nullptr;
     std::memcpy(then, saved + 8 * kStateWords * j, 16);
