@@ -154,14 +154,15 @@ int pack_modes_case(const std::vector<int>& isas) {
   return bad;
 }
 
-// finish_rows (one fused call per tile of rows on the AVX2 path) against finish_row row by row: every packing mode
-// and the float output, with and without γ, bias, per-row scales and add_m, chunks of 8 … 192 columns starting at
-// n0 = 0 or 64; some outputs are +0 and −0 (a zero α or γ).
-int finish_rows_case() {
+// finish_rows (one fused call per tile of rows on the AVX2 and AVX-512 paths) against finish_row row by row: every
+// packing mode and the float output, mul = ±2, with and without γ, bias, per-row scales and add_m, chunks of 8 … 192
+// columns starting at n0 = 0 or 64 (8 columns: the AVX-512 path falls back to finish_row); some outputs are +0 and
+// −0 (a zero α or γ).
+int finish_rows_case(int isa) {
 #if defined(__x86_64__) || defined(_M_X64)
-  if (!isa_supported(AVX2)) return 0;
+  if (!isa_supported(isa)) return 0;
   const int saved = g_isa;
-  g_isa = AVX2;
+  g_isa = isa;
   std::mt19937 rng(5);
   std::normal_distribution<float> normal;
   const int64_t M = 4, N = 256;
@@ -181,9 +182,9 @@ int finish_rows_case() {
   for (int mode : {-1, (int)SIGNED, (int)UNSIGNED_GE, (int)UNSIGNED_GT, (int)SIGNED_GELU, (int)SIGNED_SCALED})
     for (int flags = 0; flags < 16; ++flags)
       for (int64_t n0 : {(int64_t)0, (int64_t)64})
-        for (int64_t count : {(int64_t)8, (int64_t)64, (int64_t)192}) {
+        for (int64_t count : {(int64_t)8, (int64_t)16, (int64_t)64, (int64_t)192}) {
           Epilogue e{};
-          e.mul = flags & 8 ? -2 : 1;
+          e.mul = flags & 8 ? -2 : 2;
           e.add_m = flags & 8 ? add_m.data() : nullptr;
           e.alpha = alpha.data();
           e.gamma = flags & 1 ? gamma.data() : nullptr;
@@ -215,7 +216,7 @@ int finish_rows_case() {
                                (long long)count);
           bad += !ok;
         }
-  std::printf("%s finish_rows (fused, avx2) equals finish_row row by row\n", bad ? "FAIL" : "ok  ");
+  std::printf("%s finish_rows (fused, %s) equals finish_row row by row\n", bad ? "FAIL" : "ok  ", kIsaNames[isa]);
   g_isa = saved;
   return bad;
 #else
@@ -397,7 +398,7 @@ int main(int argc, char** argv) {
   failures += large_case(0, 3, 4100 * 64 + 5, 9, isas) != 0;  // 4101 words per row: the u16 counters flush once
   failures += large_case(1, 3, 4 * 300 + 3, 37, isas) != 0;   // 301 u8 steps: flushes at 128 and 256
   failures += pack_modes_case(isas) != 0;
-  failures += finish_rows_case() != 0;
+  for (int isa : {(int)AVX2, (int)AVX512, (int)AVX512_VPOPCNT}) failures += finish_rows_case(isa) != 0;
   failures += attention_counts_case() != 0;
   failures += bit_softmax_case() != 0;
   failures += pair_table_case() != 0;
