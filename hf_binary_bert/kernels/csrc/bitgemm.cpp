@@ -692,6 +692,23 @@ __attribute__((target("avx2"), always_inline)) inline int pack8_avx2(__m256 v, c
 }
 #endif
 
+#if defined(__x86_64__) || defined(_M_X64)
+// Sixteen floats v = row[k..k+15] → their sixteen bits (bit_of's comparisons, LSB = column k): pack_row_avx512's loop
+// body, shared with the fused tile epilogue (finish_rows_avx512).
+__attribute__((target("avx512f,avx512bw"), always_inline)) inline __mmask16 pack16_avx512(__m512 v, const float* shift,
+                                                                                       int64_t k, __m512 vs,
+                                                                                       __m512 vthr, int mode,
+                                                                                       int64_t hi) {
+  if (mode == SIGNED_GELU)
+    return _mm512_cmp_ps_mask(v, _mm512_loadu_ps(shift + k), _CMP_LE_OQ) |
+           _mm512_cmp_ps_mask(v, _mm512_loadu_ps(shift + hi + k), _CMP_GE_OQ);
+  if (shift) v = _mm512_sub_ps(v, _mm512_loadu_ps(shift + k));
+  return mode == UNSIGNED_GT     ? _mm512_cmp_ps_mask(_mm512_div_ps(v, vs), vthr, _CMP_GT_OQ)
+         : mode == SIGNED_SCALED ? _mm512_cmp_ps_mask(_mm512_div_ps(v, vs), _mm512_setzero_ps(), _CMP_GE_OQ)
+                                 : _mm512_cmp_ps_mask(v, vthr, _CMP_GE_OQ);
+}
+#endif
+
 // Branch-free over n (absent γ / bias / add_n read as zeros from `zeros`), so it vectorizes; compiled twice.
 __attribute__((always_inline)) inline void finish_loop(const Epilogue& e, int64_t m, int64_t n0, int64_t count,
                                                        const int32_t* raw, const float* zeros, const int32_t* izeros,
@@ -788,55 +805,69 @@ __attribute__((target("avx2"), always_inline)) inline __m256 finish8_avx2(int64_
       _mm256_mul_ps(s, _mm256_add_ps(_mm256_mul_ps(_mm256_loadu_ps(alpha + j), dot), _mm256_mul_ps(g, gx))), b);
 }
 
+// The Epilogue fields the fused tile epilogues (finish_rows_avx2 / _avx512) read, as locals: the byte stores of the
+// bits could alias an Epilogue's fields, and the compiler would reload each one per vector of columns. Vectors start
+// at column n0.
+struct TileEpilogue {
+  const float *alpha, *gamma, *bias, *in_scale, *shift;  // gamma, bias, in_scale, shift: null when absent
+  float scale;
+  const int64_t *xsum, *add_m;
+  int64_t hi, pop_ld, pack_ld, ldo, n0;
+  uint8_t* pack_bits;
+  int64_t* pack_pop;
+  float* out;
+  TileEpilogue(const Epilogue& e, int64_t n0)
+      : alpha(e.alpha + n0), gamma(e.gamma ? e.gamma + n0 : nullptr), bias(e.bias ? e.bias + n0 : nullptr),
+        in_scale(e.in_scale), shift(e.pack_shift ? e.pack_shift + n0 : nullptr), scale(e.scale), xsum(e.xsum),
+        add_m(e.add_m), hi(e.pack_n), pop_ld((e.pack_n + 63) / 64), pack_ld(e.pack_ld), ldo(e.ldo), n0(n0),
+        pack_bits(e.pack_bits), pack_pop(e.pack_pop), out(e.out) {}
+  float row_scale(int64_t m) const { return in_scale ? in_scale[m] : scale; }
+  float row_sum(int64_t m) const { return gamma ? (float)xsum[m] : 0.0f; }  // Σ_k q (the γ term's factor)
+  int32_t row_add(int64_t m) const { return add_m ? (int32_t)add_m[m] : 0; }
+  float* out_row(int64_t m) const { return out + m * ldo + n0; }
+  uint8_t* bits_row(int64_t m) const { return pack_bits + m * pack_ld + n0 / 8; }
+  // 64 columns' bits from column j0 (n of them, a multiple of 8): stored, and counted into `ones`
+  static void store_word(uint8_t* bits, int64_t j0, uint64_t word, int64_t n, int64_t& ones) {
+    std::memcpy(bits + j0 / 8, &word, (size_t)(n / 8));  // little-endian: byte b = columns 8b .. 8b + 7
+    ones += __builtin_popcountll(word);
+  }
+  void store_count(int64_t m, int64_t ones) const { pack_pop[m * pop_ld + n0 / 64] = ones; }
+};
+
 // finish_row for `rows` consecutive rows of a tile (raw: [rows, ldr]) in one call on the AVX2 path: finish_loop's
 // arithmetic in the same order (an absent γ or bias as a +0 term, as finish_loop reads it from `zeros`) and
 // pack_row_avx2's comparisons, 8 columns at a time with the float row kept in registers — bit-identical to
 // finish_row, without its five calls per row and chunk (at the table GEMM's 64-column chunks those calls took about
 // as long as the arithmetic). Only for count % 8 == 0, no add_n and mul = ±2 (the W1A1 Linears); finish_rows checks.
 // MODE: the packing epilogue's BitMode (a compile-time constant, so that pack8_avx2's branches fold), or -1: no
-// packing (y stored to e.out). Every Epilogue field is read into a local first: the byte stores of the bits could
-// alias them, and the compiler would reload each one per 8 columns.
+// packing (y stored to e.out). The Epilogue's fields are read into a TileEpilogue first.
 template <int MODE>
 __attribute__((target("avx2"))) void finish_rows_avx2(const Epilogue& e, int64_t m0, int rows, int64_t n0,
                                                       int64_t count, const int32_t* raw, int64_t ldr) {
+  const TileEpilogue t(e, n0);
   const __m256i vmul = _mm256_set1_epi32((int32_t)e.mul);
-  const float* const alpha = e.alpha + n0;
-  const float* const gamma = e.gamma ? e.gamma + n0 : nullptr;
-  const float* const bias = e.bias ? e.bias + n0 : nullptr;
-  const float* const in_scale = e.in_scale;
-  const float scale = e.scale;
-  const int64_t* const xsum = e.xsum;
-  const int64_t* const add_m = e.add_m;
-  const float* const shift = e.pack_shift ? e.pack_shift + n0 : nullptr;
-  const int64_t hi = e.pack_n, pop_ld = (e.pack_n + 63) / 64, pack_ld = e.pack_ld, ldo = e.ldo;
-  uint8_t* const pack_bits = e.pack_bits;
-  int64_t* const pack_pop = e.pack_pop;
-  float* const y_out = e.out;
   const __m256 vthr = _mm256_set1_ps(MODE == SIGNED ? 0.0f : e.pack_thr), vps = _mm256_set1_ps(e.pack_s);
   for (int i = 0; i < rows; ++i) {
     const int64_t m = m0 + i;
-    const __m256 s = _mm256_set1_ps(in_scale ? in_scale[m] : scale);
-    const __m256 gx = _mm256_set1_ps(gamma ? (float)xsum[m] : 0.0f);
-    const __m256i am = _mm256_set1_epi32(add_m ? (int32_t)add_m[m] : 0);
+    const __m256 s = _mm256_set1_ps(t.row_scale(m)), gx = _mm256_set1_ps(t.row_sum(m));
+    const __m256i am = _mm256_set1_epi32(t.row_add(m));
     const int32_t* r = raw + i * ldr;
     if constexpr (MODE < 0) {
-      float* y = y_out + m * ldo + n0;
+      float* y = t.out_row(m);
       for (int64_t j = 0; j < count; j += 8)
-        _mm256_storeu_ps(y + j, finish8_avx2(j, r, alpha, gamma, bias, vmul, am, s, gx));
+        _mm256_storeu_ps(y + j, finish8_avx2(j, r, t.alpha, t.gamma, t.bias, vmul, am, s, gx));
     } else {
-      uint8_t* out = pack_bits + m * pack_ld + n0 / 8;
       int64_t ones = 0;
       for (int64_t j0 = 0; j0 < count; j0 += 64) {  // 64 columns → one word of bits, stored and counted once
         const int64_t n = std::min<int64_t>(64, count - j0);
         uint64_t word = 0;
         for (int64_t j = 0; j < n; j += 8) {
-          const __m256 y = finish8_avx2(j0 + j, r, alpha, gamma, bias, vmul, am, s, gx);
-          word |= (uint64_t)(uint32_t)pack8_avx2(y, shift, j0 + j, vps, vthr, MODE, hi) << j;
+          const __m256 y = finish8_avx2(j0 + j, r, t.alpha, t.gamma, t.bias, vmul, am, s, gx);
+          word |= (uint64_t)(uint32_t)pack8_avx2(y, t.shift, j0 + j, vps, vthr, MODE, t.hi) << j;
         }
-        std::memcpy(out + j0 / 8, &word, (size_t)(n / 8));  // little-endian: byte b = columns 8b .. 8b + 7
-        ones += __builtin_popcountll(word);
+        TileEpilogue::store_word(t.bits_row(m), j0, word, n, ones);
       }
-      pack_pop[m * pop_ld + n0 / 64] = ones;
+      t.store_count(m, ones);
     }
   }
 }
@@ -865,55 +896,30 @@ __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq"))) void finish_rows_a
                                                                                        int64_t count,
                                                                                        const int32_t* raw,
                                                                                        int64_t ldr) {
+  const TileEpilogue t(e, n0);
   const __m512i vneg = _mm512_set1_epi32(e.mul < 0 ? -1 : 0);
-  const float* const alpha = e.alpha + n0;
-  const float* const gamma = e.gamma ? e.gamma + n0 : nullptr;
-  const float* const bias = e.bias ? e.bias + n0 : nullptr;
-  const float* const in_scale = e.in_scale;
-  const float scale = e.scale;
-  const int64_t* const xsum = e.xsum;
-  const int64_t* const add_m = e.add_m;
-  const float* const shift = e.pack_shift ? e.pack_shift + n0 : nullptr;
-  const int64_t hi = e.pack_n, pop_ld = (e.pack_n + 63) / 64, pack_ld = e.pack_ld, ldo = e.ldo;
-  uint8_t* const pack_bits = e.pack_bits;
-  int64_t* const pack_pop = e.pack_pop;
-  float* const y_out = e.out;
   const __m512 vthr = _mm512_set1_ps(MODE == SIGNED ? 0.0f : e.pack_thr), vps = _mm512_set1_ps(e.pack_s);
-  const __m512 zero = _mm512_setzero_ps();
   for (int i = 0; i < rows; ++i) {
     const int64_t m = m0 + i;
-    const __m512 s = _mm512_set1_ps(in_scale ? in_scale[m] : scale);
-    const __m512 gx = _mm512_set1_ps(gamma ? (float)xsum[m] : 0.0f);
-    const __m512i am = _mm512_set1_epi32(add_m ? (int32_t)add_m[m] : 0);
+    const __m512 s = _mm512_set1_ps(t.row_scale(m)), gx = _mm512_set1_ps(t.row_sum(m));
+    const __m512i am = _mm512_set1_epi32(t.row_add(m));
     const int32_t* r = raw + i * ldr;
     if constexpr (MODE < 0) {
-      float* y = y_out + m * ldo + n0;
-      for (int64_t j = 0; j < count; j += 16) _mm512_storeu_ps(y + j, finish16_avx512(j, r, alpha, gamma, bias, vneg, am, s, gx));
+      float* y = t.out_row(m);
+      for (int64_t j = 0; j < count; j += 16)
+        _mm512_storeu_ps(y + j, finish16_avx512(j, r, t.alpha, t.gamma, t.bias, vneg, am, s, gx));
     } else {
-      uint8_t* out = pack_bits + m * pack_ld + n0 / 8;
       int64_t ones = 0;
       for (int64_t j0 = 0; j0 < count; j0 += 64) {  // 64 columns → one word of bits, stored and counted once
         const int64_t n = std::min<int64_t>(64, count - j0);
         uint64_t word = 0;
         for (int64_t j = 0; j < n; j += 16) {
-          const int64_t k = j0 + j;
-          __m512 y = finish16_avx512(k, r, alpha, gamma, bias, vneg, am, s, gx);
-          __mmask16 bits;
-          if constexpr (MODE == SIGNED_GELU) {
-            bits = _mm512_cmp_ps_mask(y, _mm512_loadu_ps(shift + k), _CMP_LE_OQ) |
-                   _mm512_cmp_ps_mask(y, _mm512_loadu_ps(shift + hi + k), _CMP_GE_OQ);
-          } else {
-            if (shift) y = _mm512_sub_ps(y, _mm512_loadu_ps(shift + k));
-            bits = MODE == UNSIGNED_GT     ? _mm512_cmp_ps_mask(_mm512_div_ps(y, vps), vthr, _CMP_GT_OQ)
-                   : MODE == SIGNED_SCALED ? _mm512_cmp_ps_mask(_mm512_div_ps(y, vps), zero, _CMP_GE_OQ)
-                                           : _mm512_cmp_ps_mask(y, vthr, _CMP_GE_OQ);
-          }
-          word |= (uint64_t)bits << j;
+          const __m512 y = finish16_avx512(j0 + j, r, t.alpha, t.gamma, t.bias, vneg, am, s, gx);
+          word |= (uint64_t)pack16_avx512(y, t.shift, j0 + j, vps, vthr, MODE, t.hi) << j;
         }
-        std::memcpy(out + j0 / 8, &word, (size_t)(n / 8));  // little-endian: byte b = columns 8b .. 8b + 7
-        ones += __builtin_popcountll(word);
+        TileEpilogue::store_word(t.bits_row(m), j0, word, n, ones);
       }
-      pack_pop[m * pop_ld + n0 / 64] = ones;
+      t.store_count(m, ones);
     }
   }
 }
@@ -1436,22 +1442,8 @@ __attribute__((target("avx512f,avx512bw"))) int64_t pack_row_avx512(const float*
                                                                      int64_t hi) {
   const __m512 vthr = _mm512_set1_ps(mode == SIGNED ? 0.0f : thr), vs = _mm512_set1_ps(s);
   int64_t count = 0, k = 0;
-  if (mode == SIGNED_GELU) {
-    for (; k + 16 <= K; k += 16) {
-      const __m512 v = _mm512_loadu_ps(row + k);
-      const __mmask16 bits = _mm512_cmp_ps_mask(v, _mm512_loadu_ps(shift + k), _CMP_LE_OQ) |
-                             _mm512_cmp_ps_mask(v, _mm512_loadu_ps(shift + hi + k), _CMP_GE_OQ);
-      std::memcpy(out + k / 8, &bits, 2);
-      count += __builtin_popcount(bits);
-    }
-    return count + pack_row_scalar(row, k, K, shift, s, thr, mode, out, hi);
-  }
   for (; k + 16 <= K; k += 16) {
-    __m512 v = _mm512_loadu_ps(row + k);
-    if (shift) v = _mm512_sub_ps(v, _mm512_loadu_ps(shift + k));
-    __mmask16 bits = mode == UNSIGNED_GT     ? _mm512_cmp_ps_mask(_mm512_div_ps(v, vs), vthr, _CMP_GT_OQ)
-                     : mode == SIGNED_SCALED ? _mm512_cmp_ps_mask(_mm512_div_ps(v, vs), _mm512_setzero_ps(), _CMP_GE_OQ)
-                                             : _mm512_cmp_ps_mask(v, vthr, _CMP_GE_OQ);
+    const __mmask16 bits = pack16_avx512(_mm512_loadu_ps(row + k), shift, k, vs, vthr, mode, hi);
     std::memcpy(out + k / 8, &bits, 2);  // k is a multiple of 16: two whole bytes, LSB first
     count += __builtin_popcount(bits);
   }
