@@ -925,33 +925,35 @@ __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq"))) void finish_rows_a
 }
 #endif
 
-// finish_row for rows m0 .. m0 + rows − 1 of a tile (raw: [rows, ldr]): one fused call on the AVX2 path where it
-// applies, else row by row.
+#if defined(__x86_64__) || defined(_M_X64)
+// run(std::integral_constant<int, MODE>()) with the Epilogue's packing BitMode (−1: no packing) as a compile-time
+// constant, the MODE of finish_rows_avx2 / _avx512; false (nothing run) for a mode they do not have.
+template <class Run>
+inline bool with_pack_mode(const Epilogue& e, Run run) {
+  switch (e.pack_bits ? e.pack_mode : -1) {
+    case -1: run(std::integral_constant<int, -1>()); return true;
+    case SIGNED: run(std::integral_constant<int, SIGNED>()); return true;
+    case UNSIGNED_GE: run(std::integral_constant<int, UNSIGNED_GE>()); return true;
+    case UNSIGNED_GT: run(std::integral_constant<int, UNSIGNED_GT>()); return true;
+    case SIGNED_GELU: run(std::integral_constant<int, SIGNED_GELU>()); return true;
+    case SIGNED_SCALED: run(std::integral_constant<int, SIGNED_SCALED>()); return true;
+    default: return false;
+  }
+}
+#endif
+
+// finish_row for rows m0 .. m0 + rows − 1 of a tile (raw: [rows, ldr]): one fused call on the AVX2 and AVX-512 paths
+// where it applies (the W1A1 Linears: no add_n, mul = ±2, whole vectors of columns), else row by row.
 inline void finish_rows(const Epilogue& e, int64_t m0, int rows, int64_t n0, int64_t count, const int32_t* raw,
                         int64_t ldr, float* scratch) {
 #if defined(__x86_64__) || defined(_M_X64)
-  if (g_isa >= AVX512 && kFeatures.avx512bw && !e.add_n && (e.mul == 2 || e.mul == -2) && count % 16 == 0) {
-    switch (e.pack_bits ? e.pack_mode : -1) {
-      case -1: finish_rows_avx512<-1>(e, m0, rows, n0, count, raw, ldr); return;
-      case SIGNED: finish_rows_avx512<SIGNED>(e, m0, rows, n0, count, raw, ldr); return;
-      case UNSIGNED_GE: finish_rows_avx512<UNSIGNED_GE>(e, m0, rows, n0, count, raw, ldr); return;
-      case UNSIGNED_GT: finish_rows_avx512<UNSIGNED_GT>(e, m0, rows, n0, count, raw, ldr); return;
-      case SIGNED_GELU: finish_rows_avx512<SIGNED_GELU>(e, m0, rows, n0, count, raw, ldr); return;
-      case SIGNED_SCALED: finish_rows_avx512<SIGNED_SCALED>(e, m0, rows, n0, count, raw, ldr); return;
-      default: break;
-    }
-  }
-  if (g_isa == AVX2 && kFeatures.avx2 && !e.add_n && (e.mul == 2 || e.mul == -2) && count % 8 == 0) {
-    switch (e.pack_bits ? e.pack_mode : -1) {
-      case -1: finish_rows_avx2<-1>(e, m0, rows, n0, count, raw, ldr); return;
-      case SIGNED: finish_rows_avx2<SIGNED>(e, m0, rows, n0, count, raw, ldr); return;
-      case UNSIGNED_GE: finish_rows_avx2<UNSIGNED_GE>(e, m0, rows, n0, count, raw, ldr); return;
-      case UNSIGNED_GT: finish_rows_avx2<UNSIGNED_GT>(e, m0, rows, n0, count, raw, ldr); return;
-      case SIGNED_GELU: finish_rows_avx2<SIGNED_GELU>(e, m0, rows, n0, count, raw, ldr); return;
-      case SIGNED_SCALED: finish_rows_avx2<SIGNED_SCALED>(e, m0, rows, n0, count, raw, ldr); return;
-      default: break;
-    }
-  }
+  const bool fusable = !e.add_n && (e.mul == 2 || e.mul == -2);
+  if (fusable && g_isa >= AVX512 && kFeatures.avx512bw && count % 16 == 0 &&
+      with_pack_mode(e, [&](auto mode) { finish_rows_avx512<decltype(mode)::value>(e, m0, rows, n0, count, raw, ldr); }))
+    return;
+  if (fusable && g_isa == AVX2 && kFeatures.avx2 && count % 8 == 0 &&
+      with_pack_mode(e, [&](auto mode) { finish_rows_avx2<decltype(mode)::value>(e, m0, rows, n0, count, raw, ldr); }))
+    return;
 #endif
   for (int i = 0; i < rows; ++i) finish_row(e, m0 + i, n0, count, raw + i * ldr, scratch);
 }
