@@ -38,6 +38,7 @@ from .modeling_binary_bert import (
     BinaryBertPreTrainedModel,
     load_teacher,
 )
+from .distributed import end_distributed
 from .format import checkpoint_size_report
 
 __version__ = "0.1.0"
@@ -72,6 +73,7 @@ __all__ = [
     "NotCalibratedError",
     "PackedBinaryEmbedding",
     "count_operations",
+    "end_distributed",
     "estimate_packed_size",
     "BinaryBertConfig",
     "BinaryBertForMaskedLM",

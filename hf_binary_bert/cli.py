@@ -15,6 +15,7 @@ import sys
 from transformers import HfArgumentParser
 
 from .distillation.arguments import BinarizationArguments, DistillationArguments
+from .distributed import end_distributed
 
 EXIT_USAGE = 2
 
@@ -664,20 +665,6 @@ def transparent_huge_pages_available() -> bool:
             return "[never]" not in f.read()
     except OSError:
         return False
-
-
-def end_distributed() -> bool:
-    """Destroy the default process group if one is initialized (a command launched with `torchrun` /
-    `accelerate launch`, whose Trainer set the group up), as accelerate's `Accelerator.end_training` does. Without
-    it a gloo process can abort at exit — "terminate called without an active exception", SIGABRT — while its
-    worker threads are torn down with the interpreter (pytorch/pytorch#190489), and the launcher then reports the
-    finished run as failed. Returns whether a group was destroyed."""
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()
-        return True
-    return False
 
 
 def main(argv: list[str] | None = None) -> int:

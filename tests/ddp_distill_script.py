@@ -7,7 +7,12 @@ import torch
 from distill_helpers import tiny_teacher, toy_dataset
 from transformers import AutoModelForSequenceClassification
 
-from hf_binary_bert import BinaryBertForSequenceClassification, DistillationTrainer, DistillationTrainingArguments
+from hf_binary_bert import (
+    BinaryBertForSequenceClassification,
+    DistillationTrainer,
+    DistillationTrainingArguments,
+    end_distributed,
+)
 
 out = sys.argv[1]
 teacher = tiny_teacher()
@@ -31,6 +36,6 @@ if trainer.is_world_process_zero():
     hidden = [h["loss_hidden"] for h in trainer.state.log_history if "loss_hidden" in h]
     json.dump({"losses": losses, "hidden": hidden, "world_size": trainer.args.world_size, "reload_equal": equal,
                "components": sorted(k for k in trainer.state.log_history[0] if k.startswith("loss_"))}, open(out + "/result.json", "w"))
-# the end of a distributed script: destroy the process group (accelerate's end_training), or a gloo process can
-# abort at exit ("terminate called without an active exception"; docs/distillation.md, Several processes)
-trainer.accelerator.end_training()
+# the end of a distributed script: destroy the process group and let gloo's worker threads release their last
+# collectives' tensors while Python is alive, or a process can abort at exit (hf_binary_bert.distributed)
+end_distributed()

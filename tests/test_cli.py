@@ -1,6 +1,7 @@
 import json
 import subprocess
 import sys
+import time
 
 import pytest
 from conftest import DATA, tiny_bert_config
@@ -51,13 +52,19 @@ def test_a_command_destroys_the_process_group_its_launch_set_up(tmp_path, capsys
     # fails, or a gloo process can abort at exit. A real one-process gloo group here.
     import torch.distributed as dist
 
-    from hf_binary_bert.cli import end_distributed
+    from hf_binary_bert import end_distributed
 
+    with pytest.raises(ValueError, match="handover_s"):
+        end_distributed(-1.0)
     assert end_distributed() is False  # none initialized: nothing to do
     dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'group'}", rank=0, world_size=1)
     try:
         _one_error_line(capsys, main(["size", str(tmp_path)]), "no model.safetensors")
         assert not dist.is_initialized()
+        dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'group2'}", rank=0, world_size=1)
+        start = time.perf_counter()
+        assert end_distributed(0.2) is True and not dist.is_initialized()
+        assert time.perf_counter() - start >= 0.2  # the GIL hand-over sleep
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()
