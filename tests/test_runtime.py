@@ -284,6 +284,32 @@ def test_plan_follows_tensors_given_new_data():
     assert torch.equal(after, fresh)
 
 
+def test_plan_check_reads_what_the_attributes_say():
+    """`tensor_states` reads `_version` and `data_ptr()` through the C functions behind them for tensor types with
+    the generic attribute lookup, and through the attributes for a type that overrides one: for each kind it
+    records what Python reads, before and after an in-place edit."""
+    import struct
+
+    class OwnPointer(torch.Tensor):  # a subclass that answers data_ptr() itself
+        def data_ptr(self):
+            return 12345
+
+    tensors = [torch.nn.Parameter(torch.ones(4)), torch.zeros(3), torch.zeros(2, 2)[:, 1],
+               torch.zeros(5).as_subclass(OwnPointer)]
+
+    def states():
+        raw = kernels.ops._bitgemm.tensor_states(tensors)
+        words = struct.unpack(f"{len(raw) // 8}q", raw)
+        return [(words[4 * i], words[4 * i + 1] % 2**64) for i in range(len(tensors))]
+
+    expected = [(t._version, t.data_ptr()) for t in tensors]
+    assert expected[3][1] == 12345 and states() == expected
+    with torch.no_grad():
+        tensors[0].mul_(2)
+    tensors[1].add_(1)
+    assert [v for v, _ in states()] == [1, 1, 0, 0] == [t._version for t in tensors]
+
+
 def test_plan_check_takes_a_tensor_without_storage():
     """A tensor whose `data_ptr()` raises (a sparse buffer, not read by the plan) does not break the plan check: its
     data pointer counts as 0, its version is still compared."""

@@ -2200,6 +2200,53 @@ PyObject* py_set_isa(PyObject*, PyObject* args) {
   return nullptr;
 }
 
+// How tensor_state reads one tensor type's `_version` and `data_ptr()`: straight through the C functions behind
+// them (the getset descriptor's getter, the METH_NOARGS method's function), found once per type, instead of two
+// attribute lookups per tensor — the same functions that `tensor._version` / `tensor.data_ptr()` call (data_ptr's
+// own __torch_function__ handling included), for types whose attribute lookup is the generic one. Types are kept
+// (with a reference) in a small table; a type that does not resolve that way (a Python subclass overriding either
+// name or __getattribute__) is read through the attributes, as before.
+struct TensorAccess {
+  PyTypeObject* type = nullptr;
+  getter version = nullptr;
+  void* version_closure = nullptr;
+  PyCFunction data_ptr = nullptr;  // nullptr: read through the attributes
+};
+constexpr int kAccessTypes = 8;
+TensorAccess g_access[kAccessTypes];
+int g_access_count = 0;
+
+const TensorAccess* tensor_access(PyObject* tensor, PyObject* version_name, PyObject* data_ptr_name) {
+  PyTypeObject* type = Py_TYPE(tensor);
+  for (int i = 0; i < g_access_count; ++i)
+    if (g_access[i].type == type) return &g_access[i];
+  TensorAccess access;
+  access.type = type;
+  if (type->tp_getattro == PyObject_GenericGetAttr) {
+    PyObject* v = PyObject_GetAttr(reinterpret_cast<PyObject*>(type), version_name);  // the descriptors themselves
+    PyObject* d = PyObject_GetAttr(reinterpret_cast<PyObject*>(type), data_ptr_name);
+    if (v && d && Py_IS_TYPE(v, &PyGetSetDescr_Type) && Py_IS_TYPE(d, &PyMethodDescr_Type)) {
+      PyGetSetDef* get = reinterpret_cast<PyGetSetDescrObject*>(v)->d_getset;
+      PyMethodDef* method = reinterpret_cast<PyMethodDescrObject*>(d)->d_method;
+      if (get->get && (method->ml_flags & ~METH_COEXIST) == METH_NOARGS) {
+        access.version = get->get;
+        access.version_closure = get->closure;
+        access.data_ptr = method->ml_meth;
+      }
+    }
+    Py_XDECREF(v);
+    Py_XDECREF(d);
+    PyErr_Clear();  // no fast path for this type: the attributes are read instead
+  }
+  if (g_access_count == kAccessTypes) {
+    static TensorAccess slow;  // table full: read every other type through the attributes
+    return &slow;
+  }
+  Py_INCREF(type);  // held for the life of the process: the address stays this type's
+  g_access[g_access_count] = access;
+  return &g_access[g_access_count++];
+}
+
 // The state of each tensor that the native runtime's plan check compares: its version counter (`_version`: bumped by
 // in-place edits such as load_state_dict's copy_) and its data pointer (`data_ptr()`: changed by `param.data = other`,
 // which keeps the version counter); 0 for a tensor without storage, whose `data_ptr()` raises RuntimeError (a sparse
@@ -2207,8 +2254,13 @@ PyObject* py_set_isa(PyObject*, PyObject* args) {
 bool tensor_state(PyObject* tensor, int64_t out[2]) {
   static PyObject* version_name = PyUnicode_InternFromString("_version");
   static PyObject* data_ptr_name = PyUnicode_InternFromString("data_ptr");
+  const TensorAccess* access = tensor_access(tensor, version_name, data_ptr_name);
   for (int i = 0; i < 2; ++i) {
-    PyObject* v = i == 0 ? PyObject_GetAttr(tensor, version_name) : PyObject_CallMethodNoArgs(tensor, data_ptr_name);
+    PyObject* v;
+    if (access->data_ptr)
+      v = i == 0 ? access->version(tensor, access->version_closure) : access->data_ptr(tensor, nullptr);
+    else
+      v = i == 0 ? PyObject_GetAttr(tensor, version_name) : PyObject_CallMethodNoArgs(tensor, data_ptr_name);
     if (!v && i == 1 && PyErr_ExceptionMatches(PyExc_RuntimeError)) {
       PyErr_Clear();
       out[i] = 0;
