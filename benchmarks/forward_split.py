@@ -2,9 +2,11 @@
 
 `benchmarks/latency.py` times whole forwards. This script times, over the same forwards, the parts of one: the
 native calls of `hf_binary_bert.kernels._bitgemm` the runtime makes (`encoder_forward`: every layer of the encoder;
-`unchanged`: the per-forward plan check; `embeddings_sum`; `dense_rows`: the pooler) and the `forward` of the
-embeddings, encoder and pooler modules, each by wrapping it with a timer; the rest of the model's forward
-(transformers' `BertModel.forward`: masks, output objects) is the total minus the three modules. Everything but
+`unchanged`: the per-forward plan check; `embeddings_sum`; `dense_rows`: the pooler), the encoder runtime's `plan`
+and `forward` (the plan check and the native encoder call with the Python around them) and the `forward` of the
+embeddings and pooler modules, each by wrapping it with a timer; the rest of the model's forward (the model's own
+forward: `runtime.BinaryBertModelForward` where it applies, else transformers' `BertModel.forward` with the
+encoder module around the runtime) is the total minus those. Everything but
 `encoder_forward` runs while the other threads wait, so it bounds how far the forward can shrink by the kernels
 alone. Model: a saved binary_bert folder (`--model`), or by default latency.py's BiT W1A1 BERT-base encoder
 (random weights, built into a temporary folder; latency does not depend on the weights' values).
@@ -47,13 +49,15 @@ def split(model, shape: str, forwards: int, rounds: int) -> dict[str, float]:
         return call
 
     saved = {name: getattr(ops._bitgemm, name) for name in NATIVE_CALLS}
-    modules = {"embeddings module": model.embeddings, "encoder module": model.encoder, "pooler module": model.pooler}
+    runtime = model.encoder.runtime()
+    wrapped = [(model.embeddings, "forward", "embeddings module"), (model.pooler, "forward", "pooler module"),
+               (runtime, "plan", "encoder runtime"), (runtime, "forward", "encoder runtime")]
     try:
         for name in NATIVE_CALLS:
             setattr(ops._bitgemm, name, timed(saved[name], name))
-        for label, module in modules.items():
-            if module is not None:
-                module.forward = timed(module.forward, label)  # an instance attribute: nn.Module calls it
+        for owner, name, label in wrapped:
+            if owner is not None:  # an instance attribute: nn.Module (and the model's forward) call it
+                setattr(owner, name, timed(getattr(owner, name), label))
         per_round = collections.defaultdict(list)
         with torch.inference_mode():
             for _ in range(3):
@@ -69,9 +73,9 @@ def split(model, shape: str, forwards: int, rounds: int) -> dict[str, float]:
     finally:
         for name, function in saved.items():
             setattr(ops._bitgemm, name, function)
-        for module in modules.values():
-            if module is not None:
-                module.__dict__.pop("forward", None)
+        for owner, name, _ in wrapped:
+            if owner is not None:
+                owner.__dict__.pop(name, None)
     return {label: statistics.median(ms) for label, ms in per_round.items()}
 
 
@@ -97,13 +101,12 @@ def main(argv=None):
     rows = []
     for shape in args.shapes.split(","):
         ms = split(model, shape, args.forwards, args.rounds)
-        whole, encoder, native = ms["whole forward"], ms.get("encoder_forward", 0.0), ms.get("encoder module", 0.0)
-        outside = {"native encoder (encoder_forward)": encoder, "plan check (unchanged)": ms.get("unchanged", 0.0),
-                   "rest of the encoder module": native - encoder - ms.get("unchanged", 0.0),
-                   "embeddings module": ms.get("embeddings module", 0.0),
-                   "pooler module": ms.get("pooler module", 0.0),
-                   "rest of the model's forward": whole - native - ms.get("embeddings module", 0.0)
-                   - ms.get("pooler module", 0.0)}
+        whole, encoder, check = ms["whole forward"], ms.get("encoder_forward", 0.0), ms.get("unchanged", 0.0)
+        runtime, embeddings, pooler = (ms.get(k, 0.0) for k in ("encoder runtime", "embeddings module",
+                                                                 "pooler module"))
+        outside = {"native encoder (encoder_forward)": encoder, "plan check (unchanged)": check,
+                   "rest of the encoder runtime": runtime - encoder - check, "embeddings module": embeddings,
+                   "pooler module": pooler, "rest of the model's forward": whole - runtime - embeddings - pooler}
         for part, value in outside.items():
             rows.append(f"| {shape} | {part} | {value:.3f} | {value / whole:.3f} |")
         rows.append(f"| {shape} | **whole forward** | **{whole:.3f}** | 1.000 |")

@@ -45,7 +45,13 @@ from .configuration_binary_bert import BINARIZABLE_MODULES, BinaryBertConfig
 from .format import STUDENT_ONLY_SUFFIXES, packed_state_dict, validate_checkpoint
 from .kernels.linear import DEFAULT_PLAN, InferencePlan
 from .layer_sizes import apply_layer_sizes, is_pruned, pruned_class
-from .runtime import BinaryBertEmbeddings, BinaryBertEncoder, BinaryBertPooler, use_native_encoder
+from .runtime import (
+    BinaryBertEmbeddings,
+    BinaryBertEncoder,
+    BinaryBertModelForward,
+    BinaryBertPooler,
+    use_native_encoder,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -480,8 +486,9 @@ def load_teacher(path: str | os.PathLike, teacher_class: type[PreTrainedModel] =
     return model
 
 
-class BinaryBertModel(BinaryBertPreTrainedModel, BertModel):
-    """`transformers.BertModel` with binarized Linear layers. Inputs and outputs as `BertModel`."""
+class BinaryBertModel(BinaryBertPreTrainedModel, BinaryBertModelForward, BertModel):
+    """`transformers.BertModel` with binarized Linear layers. Inputs and outputs as `BertModel` (the forward: see
+    `runtime.BinaryBertModelForward`)."""
 
     def __init__(self, config: BinaryBertConfig, add_pooling_layer: bool = True):
         BertModel.__init__(self, config, add_pooling_layer=add_pooling_layer)

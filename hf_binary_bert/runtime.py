@@ -43,8 +43,11 @@ import struct
 import threading
 
 import torch
-from transformers.modeling_outputs import BaseModelOutputWithPastAndCrossAttentions
-from transformers.models.bert.modeling_bert import BertEmbeddings, BertEncoder, BertPooler
+from transformers.modeling_outputs import (
+    BaseModelOutputWithPastAndCrossAttentions,
+    BaseModelOutputWithPoolingAndCrossAttentions,
+)
+from transformers.models.bert.modeling_bert import BertEmbeddings, BertEncoder, BertModel, BertPooler
 from transformers.utils import logging
 
 from .binarization.activation import ActivationQuantizer
@@ -56,9 +59,9 @@ from .kernels.linear import InferencePlanReader
 from .layer_sizes import query_key_head_size_of
 
 try:  # transformers' output-capturing context (output_hidden_states / output_attentions hooks)
-    from transformers.utils.output_capturing import _active_collector
+    from transformers.utils.output_capturing import _CAN_RECORD_REGISTRY, _active_collector
 except ImportError:  # pragma: no cover - other transformers versions
-    _active_collector = None
+    _CAN_RECORD_REGISTRY = _active_collector = None
 
 # Plan layout, mirrored from kernels/csrc/encoder.h (checked against the extension's encoder_layout() when built).
 LINEAR_WORDS, QUANT_WORDS = 17, 6
@@ -388,6 +391,12 @@ class EncoderRuntime:
         return self._plan
 
     @property
+    def known_unsupported(self) -> bool:
+        """Whether the last plan built found no runtime path and nothing has been invalidated since (a cheap test:
+        the encoder is not checked again)."""
+        return self._valid and self._plan is None
+
+    @property
     def unsupported_reason(self) -> str | None:
         """Why the last `plan()` found no runtime path (None when there is one)."""
         return self._reason
@@ -619,13 +628,97 @@ class BinaryBertPooler(InferencePlanReader, BertPooler):
         return self.activation(pooled)
 
 
+_MODEL_KWARGS_ALLOWED = ("return_dict", "output_attentions", "output_hidden_states")
+
+
+def _hooked(*modules: torch.nn.Module | None) -> bool:
+    """Whether a forward hook (of these modules, or a global one) would run if they were called."""
+    from torch.nn.modules import module as nn_module
+
+    if nn_module._global_forward_hooks or nn_module._global_forward_pre_hooks:
+        return True
+    return any(m is not None and (m._forward_hooks or m._forward_pre_hooks) for m in modules)
+
+
+class BinaryBertModelForward:
+    """transformers' `BertModel` (the bare model, and the body `bert` of every head) whose forward, when the encoder
+    runs natively, calls its three native parts directly: the embeddings' sum and LayerNorm (`BinaryBertEmbeddings`),
+    every encoder layer (`EncoderRuntime`) and the pooler (`BinaryBertPooler`). It skips what `BertModel.forward`
+    wraps around them for this case — the config-default and output-capturing decorators, the 4-D attention mask
+    built from the 2-D one and read back by the encoder, module-call dispatch — about 0.3–0.5 ms of a 3–11 ms
+    batch-1 forward (docs/inference.md). The three parts compute what they compute when `BertModel.forward` calls
+    them, so the outputs are the same bit for bit (tests/test_runtime.py).
+
+    It applies in eval mode on the CPU under `torch.no_grad()` / `torch.inference_mode()` with kernel "auto", for
+    2-D `input_ids` with an optional 2-D `attention_mask` of the same shape (nonzero = a real token, as
+    transformers reads it) and `token_type_ids`, no `position_ids` / `inputs_embeds` / cross-attention / cache,
+    `output_attentions` / `output_hidden_states` off (in the call and the config), and no forward hook on the model
+    or its embeddings, encoder and pooler (nor a global one). Otherwise, and when the encoder has no runtime plan,
+    it is `BertModel.forward` unchanged. `return_dict=False` gives the tuple `BertModel` gives.
+    """
+
+    def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, position_ids=None, inputs_embeds=None,
+                encoder_hidden_states=None, encoder_attention_mask=None, cache=None, use_cache=None, **kwargs):
+        if (input_ids is not None and inputs_embeds is None and position_ids is None and encoder_hidden_states is None
+                and encoder_attention_mask is None and cache is None and not use_cache):
+            out = self._native_forward(input_ids, attention_mask, token_type_ids, kwargs)
+            if out is not None:
+                return out
+        return super().forward(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids,
+                               position_ids=position_ids, inputs_embeds=inputs_embeds,
+                               encoder_hidden_states=encoder_hidden_states,
+                               encoder_attention_mask=encoder_attention_mask, cache=cache, use_cache=use_cache,
+                               **kwargs)
+
+    def _native_forward(self, input_ids, attention_mask, token_type_ids, kwargs):
+        """The direct native forward, or None when it does not apply (class docstring)."""
+        embeddings, encoder, pooler = self.embeddings, self.encoder, self.pooler
+        if (torch.is_grad_enabled() or not isinstance(encoder, BinaryBertEncoder)
+                or not isinstance(embeddings, BinaryBertEmbeddings)
+                or not (pooler is None or isinstance(pooler, BinaryBertPooler)) or not _native_mode(encoder)
+                or input_ids.dim() != 2 or input_ids.device.type != "cpu"):
+            return None
+        if any(k not in _MODEL_KWARGS_ALLOWED or (k != "return_dict" and v) for k, v in kwargs.items()):
+            return None
+        if attention_mask is not None and (attention_mask.shape != input_ids.shape
+                                           or attention_mask.device.type != "cpu"):
+            return None
+        config = self.config
+        if (config.is_decoder or getattr(config, "output_attentions", False)
+                or getattr(config, "output_hidden_states", False) or getattr(config, "is_causal", None)
+                or (_active_collector is not None and _active_collector.get())
+                or _hooked(self, embeddings, encoder, pooler)):
+            return None
+        runtime = encoder.runtime()
+        if runtime.known_unsupported:
+            return None
+        hidden_states = embeddings.forward(input_ids=input_ids, token_type_ids=token_type_ids)
+        if hidden_states.dtype != torch.float32 or hidden_states.device.type != "cpu" or runtime.plan() is None:
+            return None
+        valid = None if attention_mask is None else attention_mask.bool()
+        hidden_states = runtime.forward(hidden_states, valid, checked=True)
+        setattr(hidden_states, NATIVE_OUTPUT, True)
+        pooled = pooler.forward(hidden_states) if pooler is not None else None
+        out = BaseModelOutputWithPoolingAndCrossAttentions(last_hidden_state=hidden_states, pooler_output=pooled)
+        return out if kwargs.get("return_dict", getattr(config, "return_dict", True)) else out.to_tuple()
+
+
+class BinaryBertBody(BinaryBertModelForward, BertModel):
+    """The class a head's `bert` body (a transformers `BertModel`) is switched to (`use_native_encoder`): the direct
+    native forward of `BinaryBertModelForward`; no new parameters or buffers."""
+
+
 def use_native_encoder(model: torch.nn.Module) -> int:
     """Switch every `BertEncoder` of `model` to `BinaryBertEncoder`, every `BertEmbeddings` to
-    `BinaryBertEmbeddings` and every `BertPooler` to `BinaryBertPooler` in place (no new tensors). Returns how many
-    encoders."""
+    `BinaryBertEmbeddings`, every `BertPooler` to `BinaryBertPooler` and every plain `BertModel` (a head's body) to
+    `BinaryBertBody` in place (no new tensors). Returns how many encoders."""
     count = 0
     for module in model.modules():
-        if type(module) is BertEncoder:
+        if type(module) is BertModel:  # a head's body: the direct native forward (BinaryBertModelForward)
+            module.__class__ = BinaryBertBody
+            if _CAN_RECORD_REGISTRY is not None:  # output capturing looks its layers up by the model's class
+                _CAN_RECORD_REGISTRY[module] = module._can_record_outputs
+        elif type(module) is BertEncoder:
             module.__class__ = BinaryBertEncoder
             count += 1
         elif type(module) is BertEmbeddings:
@@ -635,4 +728,5 @@ def use_native_encoder(model: torch.nn.Module) -> int:
     return count
 
 
-__all__ = ["BinaryBertEmbeddings", "BinaryBertEncoder", "BinaryBertPooler", "EncoderRuntime", "use_native_encoder"]
+__all__ = ["BinaryBertBody", "BinaryBertEmbeddings", "BinaryBertEncoder", "BinaryBertModelForward", "BinaryBertPooler",
+           "EncoderRuntime", "use_native_encoder"]

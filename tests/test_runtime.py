@@ -15,7 +15,7 @@ from hf_binary_bert import (
     PackedBinaryLinear,
     kernels,
 )
-from hf_binary_bert.runtime import NATIVE_OUTPUT, BinaryBertEncoder
+from hf_binary_bert.runtime import NATIVE_OUTPUT, BinaryBertBody, BinaryBertEncoder
 
 pytestmark = pytest.mark.skipif(not kernels.available(), reason="compiled kernels not built")
 
@@ -100,6 +100,74 @@ def test_runtime_runs_and_equals_the_eager_kernel_path(combo):
     valid = mask.bool()
     torch.testing.assert_close(native[valid], eager[valid], rtol=0, atol=2e-5)
     assert torch.equal(native[~valid], torch.zeros_like(native[~valid]))  # padding is not computed
+
+
+def _through_bert_model_forward(model, **inputs):
+    """The same forward through transformers' `BertModel.forward` (a no-op forward hook on the body makes the direct
+    native forward step aside; the encoder module then runs the runtime as before)."""
+    body = model if isinstance(model, BinaryBertModel) else model.bert
+    handle = body.register_forward_hook(lambda *a: None)
+    try:
+        with torch.inference_mode():
+            return model(**inputs)
+    finally:
+        handle.remove()
+
+
+@pytest.mark.parametrize("cls", [BinaryBertModel, BinaryBertForSequenceClassification])
+@pytest.mark.parametrize("lengths", [(13, 9, 1, 5), (13, 13), (0, 7)])
+def test_direct_native_forward_equals_bert_model_forward(cls, lengths, monkeypatch):
+    """`BinaryBertModelForward` (the bare model, and a head's body switched to `BinaryBertBody`) calls embeddings,
+    runtime and pooler itself: the same outputs, bit for bit, as through `BertModel.forward`, with padding, without
+    it, with an all-padding row, with token types and as a tuple; and it is the path taken (the encoder module's
+    forward is not called)."""
+    model = _model(COMBOS["W1A1-elastic (BiT)"], cls=cls)
+    body = model if cls is BinaryBertModel else model.bert
+    assert type(body) is BinaryBertModel or type(body) is BinaryBertBody
+    ids, mask = _inputs(lengths=lengths)
+    types = (torch.arange(ids.shape[1]) % 2).expand_as(ids)
+    for inputs in ({"input_ids": ids, "attention_mask": mask}, {"input_ids": ids},
+                   {"input_ids": ids, "attention_mask": mask.bool(), "token_type_ids": types}):
+        calls = []
+        encoder_forward = BinaryBertEncoder.forward
+        monkeypatch.setattr(BinaryBertEncoder, "forward", lambda *a, **k: calls.append(1) or encoder_forward(*a, **k))
+        with torch.inference_mode():
+            direct = model(**inputs)
+        monkeypatch.undo()
+        assert not calls, "the direct forward ran, not the encoder module"
+        through = _through_bert_model_forward(model, **inputs)
+        assert direct.keys() == through.keys()
+        for key in direct.keys():
+            assert torch.equal(direct[key], through[key]), key
+    with torch.inference_mode():
+        as_tuple = model(input_ids=ids, attention_mask=mask, return_dict=False)
+        as_dict = model(input_ids=ids, attention_mask=mask)
+    assert isinstance(as_tuple, tuple) and len(as_tuple) == len(as_dict)
+    assert all(torch.equal(a, b) for a, b in zip(as_tuple, as_dict.to_tuple()))
+
+
+def test_direct_native_forward_steps_aside():
+    """Where the direct forward does not apply, `BertModel.forward` runs: hidden states and attentions asked for
+    (a head's switched body still captures them), a hook on the embeddings, autograd on, position ids; the encoder
+    module then decides as before."""
+    model = _model(COMBOS["W1A1-elastic (BiT)"], cls=BinaryBertForSequenceClassification)
+    ids, mask = _inputs()
+    with torch.inference_mode():
+        out = model(input_ids=ids, attention_mask=mask, output_hidden_states=True, output_attentions=True)
+    assert len(out.hidden_states) == 3 and len(out.attentions) == 2
+    seen = []
+    handle = model.bert.embeddings.register_forward_hook(lambda *a: seen.append(1))
+    with torch.inference_mode():
+        model(input_ids=ids, attention_mask=mask)
+    handle.remove()
+    assert seen == [1]
+    calls = []
+    handle = model.bert.encoder.register_forward_pre_hook(lambda *a: calls.append(1))
+    with torch.no_grad():
+        model(input_ids=ids, attention_mask=mask, position_ids=torch.arange(ids.shape[1])[None])
+    model(input_ids=ids, attention_mask=mask)  # autograd on (no parameter needs it: the encoder runs natively)
+    handle.remove()
+    assert calls == [1, 1]
 
 
 @pytest.mark.parametrize("combo", list(COMBOS))
