@@ -453,6 +453,8 @@ def main(argv=None):
     parser.add_argument("--markdown", metavar="PATH", help="also write the environment and the tables as markdown "
                                                            "(docs/benchmarks.md includes such a file)")
     parser.add_argument("--skip-memory", action="store_true")
+    parser.add_argument("--isa", help="run hf_binary_bert's kernels on this instruction-set path (kernels.set_isa), "
+                                      "e.g. avx2 on an AVX-512 CPU; PyTorch and ONNX Runtime keep their own")
     parser.add_argument("--memory-child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     transformers.logging.set_verbosity_error()
@@ -479,6 +481,17 @@ def main(argv=None):
         if key == "cpu_flags":
             value = " ".join(flag if present else f"no-{flag}" for flag, present in value.items())
         header.append(f"{key}: {value}")
+    if args.isa:
+        from hf_binary_bert.kernels import set_isa, supported_isas
+
+        try:
+            best = set_isa(args.isa)
+        except ValueError as exc:
+            parser.error(f"--isa: {exc}")
+        if best != args.isa:
+            header.append(f"hf_binary_bert kernels forced to {args.isa} with --isa (this CPU's own path: {best}); "
+                          f"PyTorch and ONNX Runtime use their own code for this CPU, so the ratios are not those "
+                          f"of a CPU that has only {args.isa} (supported here: {', '.join(supported_isas())})")
     try:
         from hf_binary_bert.kernels import get_isa, popcount_rate
 

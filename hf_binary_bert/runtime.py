@@ -355,8 +355,8 @@ class EncoderRuntime:
         objects, TensorImpls and StorageImpls, whose addresses `tensor_states` records), which took it from
         0.68–0.73 ms to 0.33–0.41 ms on an AMD EPYC Zen 4 (2 threads, BiT W1A1 BERT-base, B=1), and reads each
         tensor's `_version` and `data_ptr()` through the C functions behind them rather than two attribute lookups
-        (bitgemm.cpp `tensor_access`): 0.28–0.29 → 0.15 ms right after a forward, same machine
-        (median of 95 paired calls, /work/prof/chk_ab.py in stop 43's note)."""
+        (bitgemm.cpp `tensor_access`): 0.62–0.64 → 0.40–0.44 ms inside forwards, 0.28–0.29 → 0.15 ms called on
+        its own right after one, same machine (docs/inference.md)."""
         if not self._valid or self._isa != ops.get_isa():
             return False
         tables, names, values = self._entries

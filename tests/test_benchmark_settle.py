@@ -40,3 +40,16 @@ def test_settle_returns_soon_when_idle_and_waits_for_a_spinning_thread():
         worker.join()
     assert waited >= 0.3  # it waited for the spinning thread (0.4 s from the start) ...
     assert waited < 1.2  # ... and not past its limit of 1 s (plus one window)
+
+
+def test_isa_option_names_a_path_this_cpu_lacks(capsys):
+    """`--isa` forces the kernels' instruction-set path (kernels.set_isa) and refuses one the CPU cannot run, by name,
+    before anything is built or timed; the path in use is left as it was."""
+    from hf_binary_bert import kernels
+
+    before = kernels.get_isa()
+    with pytest.raises(SystemExit) as exit_info:
+        _latency_module().main(["--isa", "no-such-isa", "--heads", "encoder", "--variants", "ours-W1A1"])
+    assert exit_info.value.code == 2
+    assert "--isa" in capsys.readouterr().err
+    assert kernels.get_isa() == before
