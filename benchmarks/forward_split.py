@@ -3,7 +3,7 @@
 `benchmarks/latency.py` times whole forwards. This script times, over the same forwards, the parts of one: the
 native calls of `hf_binary_bert.kernels._bitgemm` the runtime makes (`encoder_forward`: every layer of the encoder;
 `unchanged`: the per-forward plan check; `embeddings_sum`; `dense_rows`: the pooler), the encoder runtime's `plan`
-and `forward` (the plan check and the native encoder call with the Python around them) and the `forward` of the
+and `_run_rows` (the plan check and the native encoder call with the Python around them) and the `forward` of the
 embeddings and pooler modules, each by wrapping it with a timer; the rest of the model's forward (the model's own
 forward: `runtime.BinaryBertModelForward` where it applies, else transformers' `BertModel.forward` with the
 encoder module around the runtime) is the total minus those. Everything but
@@ -51,7 +51,7 @@ def split(model, shape: str, forwards: int, rounds: int) -> dict[str, float]:
     saved = {name: getattr(ops._bitgemm, name) for name in NATIVE_CALLS}
     runtime = model.encoder.runtime()
     wrapped = [(model.embeddings, "forward", "embeddings module"), (model.pooler, "forward", "pooler module"),
-               (runtime, "plan", "encoder runtime"), (runtime, "forward", "encoder runtime")]
+               (runtime, "plan", "encoder runtime"), (runtime, "_run_rows", "encoder runtime")]
     try:
         for name in NATIVE_CALLS:
             setattr(ops._bitgemm, name, timed(saved[name], name))

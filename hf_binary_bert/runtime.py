@@ -418,19 +418,48 @@ class EncoderRuntime:
         Raises:
             ValueError: when the encoder has no runtime path, or `layers` is not in 1 … number of layers.
         """
-        plan = self._plan if checked else self.plan()
-        keep = self._keep  # the tensors the plan points into, alive until this call returns
-        if plan is None:
-            raise ValueError(f"the native runtime cannot run this encoder: {self._reason}")
         batch, seq, hidden = hidden_states.shape
         if valid is None or bool(valid.all()):
             rows = hidden_states.reshape(batch * seq, hidden).clone()
             lengths = torch.full((batch,), seq, dtype=torch.int64)
-            index = None
-        else:
-            index = valid.reshape(-1).nonzero().squeeze(1)
-            rows = hidden_states.reshape(batch * seq, hidden).index_select(0, index)
-            lengths = valid.sum(1, dtype=torch.int64)
+            return self._run_rows(rows, lengths, checked=checked, layers=layers).view(batch, seq, hidden)
+        index = valid.reshape(-1).nonzero().squeeze(1)
+        rows = hidden_states.reshape(batch * seq, hidden).index_select(0, index)
+        self._run_rows(rows, valid.sum(1, dtype=torch.int64), checked=checked, layers=layers)
+        out = hidden_states.new_zeros(batch * seq, hidden)
+        out.index_copy_(0, index, rows)
+        return out.view(batch, seq, hidden)
+
+    @torch.no_grad()
+    def _run_rows(self, rows: torch.Tensor, lengths: torch.Tensor, *, checked: bool = False,
+                  layers: int | None = None) -> torch.Tensor:
+        """Run every layer (or the first `layers`) natively, in place, on the batch's real tokens packed together.
+
+        Args:
+            rows: float32 [M, H], contiguous: the B sequences' real tokens one after another (their embeddings).
+            lengths: int64 [B], each sequence's number of real tokens (summing to M; 0 allowed).
+            checked, layers: as `forward`.
+
+        Returns:
+            `rows`, now the hidden states after the last layer run.
+
+        Raises:
+            ValueError: no runtime path, `layers` out of range, or `rows` / `lengths` not as above (the native call
+                reads them by address).
+        """
+        plan = self._plan if checked else self.plan()
+        keep = self._keep  # the tensors the plan points into, alive until this call returns
+        if plan is None:
+            raise ValueError(f"the native runtime cannot run this encoder: {self._reason}")
+        hidden = self.encoder.config.hidden_size
+        if (rows.dim() != 2 or rows.shape[1] != hidden or rows.dtype != torch.float32 or not rows.is_contiguous()
+                or rows.device.type != "cpu"):
+            raise ValueError(f"rows must be a contiguous float32 CPU tensor [M, {hidden}], got {rows.dtype} "
+                             f"{tuple(rows.shape)} on {rows.device}")
+        if (lengths.dim() != 1 or lengths.dtype != torch.int64 or lengths.device.type != "cpu"
+                or (lengths.numel() and int(lengths.min()) < 0) or int(lengths.sum()) != rows.shape[0]):
+            raise ValueError(f"lengths must be int64 [B] on the CPU, each >= 0, summing to the {rows.shape[0]} rows")
+        batch = lengths.numel()
         cu = torch.zeros(batch + 1, dtype=torch.int64)
         torch.cumsum(lengths, 0, out=cu[1:])
         total = len(self.encoder.layer)
@@ -444,11 +473,7 @@ class EncoderRuntime:
             ops._bitgemm.encoder_forward(plan.data_ptr(), layers, rows.data_ptr(), m, cu.data_ptr(), batch,
                                          work.data_ptr(), work.numel(), threads)
         del keep
-        if index is None:
-            return rows.view(batch, seq, hidden)
-        out = hidden_states.new_zeros(batch * seq, hidden)
-        out.index_copy_(0, index, rows)
-        return out.view(batch, seq, hidden)
+        return rows
 
 
 # Set (True) on the hidden states the encoder runtime returns: the modules after it may continue natively.
@@ -646,8 +671,10 @@ class BinaryBertModelForward:
     every encoder layer (`EncoderRuntime`) and the pooler (`BinaryBertPooler`). It skips what `BertModel.forward`
     wraps around them for this case — the config-default and output-capturing decorators, the 4-D attention mask
     built from the 2-D one and read back by the encoder, module-call dispatch — about 0.3–0.5 ms of a 3–11 ms
-    batch-1 forward (docs/inference.md). The three parts compute what they compute when `BertModel.forward` calls
-    them, so the outputs are the same bit for bit (tests/test_runtime.py).
+    batch-1 forward (docs/inference.md). With padding, the embeddings are computed for the real tokens only (each
+    at its own position), already packed as the runtime takes them, where `BertModel.forward` embeds every position
+    and the runtime then gathers the real ones; each token's embedding is computed the same way, so the outputs are
+    the same bit for bit (tests/test_runtime.py).
 
     It applies in eval mode on the CPU under `torch.no_grad()` / `torch.inference_mode()` with kernel "auto", for
     2-D `input_ids` with an optional 2-D `attention_mask` of the same shape (nonzero = a real token, as
@@ -692,11 +719,33 @@ class BinaryBertModelForward:
         runtime = encoder.runtime()
         if runtime.known_unsupported:
             return None
-        hidden_states = embeddings.forward(input_ids=input_ids, token_type_ids=token_type_ids)
-        if hidden_states.dtype != torch.float32 or hidden_states.device.type != "cpu" or runtime.plan() is None:
-            return None
+        batch, seq = input_ids.shape
         valid = None if attention_mask is None else attention_mask.bool()
-        hidden_states = runtime.forward(hidden_states, valid, checked=True)
+        index = None
+        if valid is not None and not bool(valid.all()):  # the real tokens only, packed (their own positions)
+            index = valid.reshape(-1).nonzero().squeeze(1)
+            if not index.numel():
+                return None
+            types = None if token_type_ids is None else token_type_ids.expand(batch, seq).reshape(-1)[index][None]
+            embedded = embeddings.forward(input_ids=input_ids.reshape(-1)[index][None],
+                                          position_ids=torch.arange(seq).repeat(batch)[index][None],
+                                          token_type_ids=types)
+            lengths = valid.sum(1, dtype=torch.int64)
+        else:
+            embedded = embeddings.forward(input_ids=input_ids, token_type_ids=token_type_ids)
+            lengths = torch.full((batch,), seq, dtype=torch.int64)
+        if embedded.dtype != torch.float32 or embedded.device.type != "cpu" or runtime.plan() is None:
+            return None
+        rows = embedded.reshape(-1, embedded.shape[-1])  # a fresh tensor of this call's: run in place
+        if not rows.is_contiguous():
+            rows = rows.contiguous()
+        runtime._run_rows(rows, lengths, checked=True)
+        if index is None:
+            hidden_states = rows.view(batch, seq, -1)
+        else:
+            hidden_states = rows.new_zeros(batch * seq, rows.shape[1])
+            hidden_states.index_copy_(0, index, rows)
+            hidden_states = hidden_states.view(batch, seq, -1)
         setattr(hidden_states, NATIVE_OUTPUT, True)
         pooled = pooler.forward(hidden_states) if pooler is not None else None
         out = BaseModelOutputWithPoolingAndCrossAttentions(last_hidden_state=hidden_states, pooler_output=pooled)

@@ -125,6 +125,9 @@ def test_direct_native_forward_equals_bert_model_forward(cls, lengths, monkeypat
     body = model if cls is BinaryBertModel else model.bert
     assert type(body) is BinaryBertModel or type(body) is BinaryBertBody
     ids, mask = _inputs(lengths=lengths)
+    if lengths == (13, 9, 1, 5):  # padding on the left and inside a row too: the real tokens keep their positions
+        mask[1] = mask[1].flip(0)
+        mask[0, 3:6] = 0
     types = (torch.arange(ids.shape[1]) % 2).expand_as(ids)
     for inputs in ({"input_ids": ids, "attention_mask": mask}, {"input_ids": ids},
                    {"input_ids": ids, "attention_mask": mask.bool(), "token_type_ids": types}):
