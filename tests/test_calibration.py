@@ -119,8 +119,8 @@ def test_calibration_runs_eager_and_the_native_runtime_takes_over_afterwards():
     model = _model("W1A1-elastic")
     assert model.encoder.runtime().plan() is None and "not calibrated" in model.encoder.runtime().unsupported_reason
     calls = []
-    original = model.encoder.runtime().forward
-    model.encoder.runtime().forward = lambda *a, **k: calls.append(1) or original(*a, **k)
+    original = model.encoder.runtime()._run_rows
+    model.encoder.runtime()._run_rows = lambda *a, **k: calls.append(1) or original(*a, **k)
     hb.calibrate(model, [_ids(1), _ids(2)])
     assert calls == [] and "inference_kernel" not in model.encoder.__dict__
     assert model.encoder.runtime().plan() is not None
