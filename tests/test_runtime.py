@@ -149,6 +149,25 @@ def test_direct_native_forward_equals_bert_model_forward(cls, lengths, monkeypat
     assert all(torch.equal(a, b) for a, b in zip(as_tuple, as_dict.to_tuple()))
 
 
+def test_run_rows_refuses_what_the_native_call_would_misread():
+    """`EncoderRuntime._run_rows` hands raw addresses to the native call: rows of another width, dtype or layout, or
+    lengths that do not add up to the rows, raise ValueError naming them before anything is read."""
+    model = _model(COMBOS["W1A1-elastic (BiT)"])
+    runtime = model.encoder.runtime()
+    hidden = model.config.hidden_size
+    good, lengths = torch.randn(6, hidden), torch.tensor([4, 2])
+    bad_rows = [torch.randn(6, hidden + 1), torch.randn(6, hidden, dtype=torch.float64),
+                torch.randn(hidden, 6).t(), torch.randn(1, 6, hidden)]
+    for rows in bad_rows:
+        with pytest.raises(ValueError, match="rows must be"):
+            runtime._run_rows(rows, lengths)
+    for bad in (torch.tensor([4, 3]), torch.tensor([7, -1]), torch.tensor([4.0, 2.0]), torch.tensor([[4, 2]])):
+        with pytest.raises(ValueError, match="lengths must be"):
+            runtime._run_rows(good.clone(), bad)
+    rows = good.clone()
+    assert runtime._run_rows(rows, lengths) is rows and not torch.equal(rows, good)  # in place
+
+
 def test_direct_native_forward_steps_aside():
     """Where the direct forward does not apply, `BertModel.forward` runs: hidden states and attentions asked for
     (a head's switched body still captures them), a hook on the embeddings, autograd on, position ids; the encoder
