@@ -426,9 +426,7 @@ class EncoderRuntime:
         index = valid.reshape(-1).nonzero().squeeze(1)
         rows = hidden_states.reshape(batch * seq, hidden).index_select(0, index)
         self._run_rows(rows, valid.sum(1, dtype=torch.int64), checked=checked, layers=layers)
-        out = hidden_states.new_zeros(batch * seq, hidden)
-        out.index_copy_(0, index, rows)
-        return out.view(batch, seq, hidden)
+        return _at_positions(rows, index, batch, seq)
 
     @torch.no_grad()
     def _run_rows(self, rows: torch.Tensor, lengths: torch.Tensor, *, checked: bool = False,
@@ -474,6 +472,14 @@ class EncoderRuntime:
                                          work.data_ptr(), work.numel(), threads)
         del keep
         return rows
+
+
+def _at_positions(rows: torch.Tensor, index: torch.Tensor, batch: int, seq: int) -> torch.Tensor:
+    """The packed real tokens' rows [M, H] put back at their flat positions `index` [M] of a [batch, seq, H] tensor,
+    0 at the padding positions."""
+    out = rows.new_zeros(batch * seq, rows.shape[1])
+    out.index_copy_(0, index, rows)
+    return out.view(batch, seq, rows.shape[1])
 
 
 # Set (True) on the hidden states the encoder runtime returns: the modules after it may continue natively.
@@ -728,8 +734,7 @@ class BinaryBertModelForward:
                 return None
             types = None if token_type_ids is None else token_type_ids.expand(batch, seq).reshape(-1)[index][None]
             embedded = embeddings.forward(input_ids=input_ids.reshape(-1)[index][None],
-                                          position_ids=torch.arange(seq).repeat(batch)[index][None],
-                                          token_type_ids=types)
+                                          position_ids=(index % seq)[None], token_type_ids=types)
             lengths = valid.sum(1, dtype=torch.int64)
         else:
             embedded = embeddings.forward(input_ids=input_ids, token_type_ids=token_type_ids)
@@ -740,12 +745,7 @@ class BinaryBertModelForward:
         if not rows.is_contiguous():
             rows = rows.contiguous()
         runtime._run_rows(rows, lengths, checked=True)
-        if index is None:
-            hidden_states = rows.view(batch, seq, -1)
-        else:
-            hidden_states = rows.new_zeros(batch * seq, rows.shape[1])
-            hidden_states.index_copy_(0, index, rows)
-            hidden_states = hidden_states.view(batch, seq, -1)
+        hidden_states = rows.view(batch, seq, -1) if index is None else _at_positions(rows, index, batch, seq)
         setattr(hidden_states, NATIVE_OUTPUT, True)
         pooled = pooler.forward(hidden_states) if pooler is not None else None
         out = BaseModelOutputWithPoolingAndCrossAttentions(last_hidden_state=hidden_states, pooler_output=pooled)
