@@ -7,13 +7,16 @@ saved in float32 is written again with every dtype here, each copy loaded back a
 split as `hf-binary-bert evaluate` scores it (`recipes.evaluate_model`, the native runtime where it applies), so
 the rows differ only in that rounding: same training run, same weights before saving.
 
-    python examples/fp_dtype_rounding.py runs/sst2-fp32/W1A1-seed42 --task sst2 \
-        --data-dir ../shared/data/glue/SST-2 --max-seq-length 64 --json out.json
+    python examples/fp_dtype_rounding.py runs/sst2-fp32/W1A1-seed42 runs/sst2-fp32/W1A1-seed43 \
+        --task sst2 --data-dir ../shared/data/glue/SST-2 --max-seq-length 64 \
+        --teacher ../shared/teachers/minilm-sst2 --json out.json
 
-Prints a Markdown table: the metric, the size on disk (MB = 10⁶ bytes) and, against the float32 copy, how many
-evaluation examples change their predicted class (classification) or the largest change of a score (regression).
+Prints a Markdown table per student: the metric, the size on disk (MB = 10⁶ bytes) and, against the float32 copy,
+how many evaluation examples change their predicted class (classification) or the largest change of a score
+(regression); then, per fp_dtype, the metric's mean ± sample standard deviation over the students (e.g. seeds) and,
+with `--teacher`, its share of the teacher's.
 
-Exits with a usage error (status 2) when STUDENT was not saved with `fp_dtype="float32"`: a rounded student cannot
+Exits with a usage error (status 2) when a student was not saved with `fp_dtype="float32"`: a rounded student cannot
 be unrounded.
 """
 
@@ -22,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import statistics
 import tempfile
 from pathlib import Path
 
@@ -41,48 +45,89 @@ def rewrite(student: str, fp_dtype: str, folder: Path) -> Path:
     return folder
 
 
+def score(student: str, args, data, work: Path) -> list[dict]:
+    """One row per fp_dtype of `args.dtypes` for one float32 `student` (module docstring)."""
+    rows, reference = [], None
+    for dtype in args.dtypes:
+        folder = rewrite(student, dtype, work / dtype)
+        result = recipes.evaluate_model(str(folder), args.task, data_dir=args.data_dir,
+                                        max_seq_length=args.max_seq_length, latency=False, progress=False)
+        model = AutoModelForSequenceClassification.from_pretrained(folder, dtype=torch.float32).eval()
+        with torch.inference_mode():
+            logits, _ = prediction_logits(model, data.eval, data.collator)
+        reference = logits if reference is None else reference
+        row = {"fp_dtype": dtype, **result["metrics"], "size_mb": result["size"]["total"]}
+        if logits.shape[-1] == 1:
+            row["max_score_change_vs_first"] = float((logits - reference).abs().max())
+        else:
+            row["changed_predictions_vs_first"] = int((logits.argmax(-1) != reference.argmax(-1)).sum())
+        row["examples"] = int(logits.shape[0])
+        rows.append(row)
+        shutil.rmtree(folder, ignore_errors=True)
+    return rows
+
+
+def summary(per_student: dict[str, list[dict]], metric: str, teacher: float | None) -> list[dict]:
+    """Per fp_dtype: the metric's mean ± sample standard deviation over the students (and the share of the
+    teacher's metric)."""
+    out = []
+    for i, dtype in enumerate(next(iter(per_student.values()))):
+        values = [rows[i][metric] for rows in per_student.values()]
+        mean = statistics.fmean(values)
+        std = statistics.stdev(values) if len(values) > 1 else float("nan")
+        row = {"fp_dtype": dtype["fp_dtype"], metric: f"{mean:.4f} ± {std:.4f}", "students": len(values)}
+        if teacher is not None:
+            row["% of teacher"] = f"{100 * mean / teacher:.1f}"
+        row["size_mb"] = statistics.fmean(rows[i]["size_mb"] for rows in per_student.values())
+        out.append(row)
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("student", help="a binarized sequence-classification student saved with fp_dtype float32")
+    parser.add_argument("students", nargs="+",
+                        help="binarized sequence-classification students saved with fp_dtype float32 (e.g. one per "
+                             "seed): a table each, then the mean ± standard deviation per fp_dtype")
     parser.add_argument("--task", required=True)
     parser.add_argument("--data-dir")
     parser.add_argument("--max-seq-length", type=int, default=128)
     parser.add_argument("--dtypes", nargs="+", default=["float32", "float16", "bfloat16"])
+    parser.add_argument("--teacher", help="also score this teacher, for the share of its metric")
     parser.add_argument("--json", help="also write the rows here")
     args = parser.parse_args()
 
-    config = AutoConfig.from_pretrained(args.student)
-    if getattr(config, "fp_dtype", None) != "float32":
-        parser.error(f"{args.student}: fp_dtype is {getattr(config, 'fp_dtype', None)!r}; this comparison needs a "
-                     "student saved with fp_dtype='float32' (hf-binary-bert distill --fp-dtype float32)")
-    tokenizer = AutoTokenizer.from_pretrained(args.student)
+    for student in args.students:
+        config = AutoConfig.from_pretrained(student)
+        if getattr(config, "fp_dtype", None) != "float32":
+            parser.error(f"{student}: fp_dtype is {getattr(config, 'fp_dtype', None)!r}; this comparison needs a "
+                         "student saved with fp_dtype='float32' (hf-binary-bert distill --fp-dtype float32)")
+    tokenizer = AutoTokenizer.from_pretrained(args.students[0])
     data = recipes.load_task_data(args.task, tokenizer, data_dir=args.data_dir, max_seq_length=args.max_seq_length,
                                   train=False)
-    rows, reference = [], None
+    per_student = {}
     work = Path(tempfile.mkdtemp(prefix="fp_dtype_rounding_"))
     try:
-        for dtype in args.dtypes:
-            folder = rewrite(args.student, dtype, work / dtype)
-            result = recipes.evaluate_model(str(folder), args.task, data_dir=args.data_dir,
-                                            max_seq_length=args.max_seq_length, latency=False, progress=False)
-            model = AutoModelForSequenceClassification.from_pretrained(folder, dtype=torch.float32).eval()
-            with torch.inference_mode():
-                logits, _ = prediction_logits(model, data.eval, data.collator)
-            reference = logits if reference is None else reference
-            row = {"fp_dtype": dtype, **result["metrics"], "size_mb": result["size"]["total"]}
-            if logits.shape[-1] == 1:
-                row["max_score_change_vs_first"] = float((logits - reference).abs().max())
-            else:
-                row["changed_predictions_vs_first"] = int((logits.argmax(-1) != reference.argmax(-1)).sum())
-            row["examples"] = int(logits.shape[0])
-            rows.append(row)
+        for student in args.students:
+            per_student[student] = score(student, args, data, work)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    print(f"student: {args.student} (float32 as trained; each row written in its fp_dtype and loaded back); "
-          f"task {args.task}, {args.max_seq_length} tokens\n")
-    print(recipes.markdown_table(rows))
+    metric = data.metric_names[0]
+    teacher = None
+    if args.teacher:
+        teacher = recipes.evaluate_model(args.teacher, args.task, data_dir=args.data_dir,
+                                         max_seq_length=args.max_seq_length, latency=False,
+                                         progress=False)["metrics"][metric]
+    print(f"Each student as trained (float32), written again in each fp_dtype and loaded back; task {args.task}, "
+          f"{args.max_seq_length} tokens; size in MB (10^6 bytes)"
+          + (f"; teacher {metric} {teacher:.4f}" if teacher is not None else "") + "\n")
+    for student, rows in per_student.items():
+        print(f"{student}:\n\n{recipes.markdown_table(rows)}\n")
+    table = summary(per_student, metric, teacher)
+    print(f"Over the {len(per_student)} students ({metric}: mean ± sample standard deviation):\n\n"
+          f"{recipes.markdown_table(table)}")
     if args.json:
-        Path(args.json).write_text(json.dumps({"student": args.student, "task": args.task, "rows": rows}, indent=1))
+        Path(args.json).write_text(json.dumps({"task": args.task, "teacher": teacher, "students": per_student,
+                                               "summary": table}, indent=1))
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ is refused."""
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -30,12 +31,15 @@ def _run(*args):
     return subprocess.run([sys.executable, SCRIPT, *args], capture_output=True, text=True, check=False)
 
 
-def test_rows_per_fp_dtype(tmp_path):
+def test_rows_per_fp_dtype_and_the_summary(tmp_path):
     folder = _student(tmp_path, "float32")
+    copy = shutil.copytree(folder, tmp_path / "copy")
     out = tmp_path / "rows.json"
-    done = _run(str(folder), "--task", "sst2", "--data-dir", SST2, "--max-seq-length", "32", "--json", str(out))
+    done = _run(str(folder), str(copy), "--task", "sst2", "--data-dir", SST2, "--max-seq-length", "32",
+                "--teacher", str(tmp_path / "teacher"), "--json", str(out))
     assert done.returncode == 0, done.stderr
-    rows = json.loads(out.read_text())["rows"]
+    result = json.loads(out.read_text())
+    rows = result["students"][str(folder)]
     assert [r["fp_dtype"] for r in rows] == ["float32", "float16", "bfloat16"]
     assert all(r["examples"] == 872 for r in rows)  # the SST-2 dev split
     assert rows[0]["changed_predictions_vs_first"] == 0
@@ -43,6 +47,15 @@ def test_rows_per_fp_dtype(tmp_path):
                                       progress=False)
     assert rows[0]["accuracy"] == as_saved["metrics"]["accuracy"]
     assert rows[1]["size_mb"] < 0.6 * rows[0]["size_mb"] and rows[2]["size_mb"] < 0.6 * rows[0]["size_mb"]
+    # the same student twice (a copy): the mean is its score, the standard deviation 0
+    summary = result["summary"]
+    assert [r["fp_dtype"] for r in summary] == ["float32", "float16", "bfloat16"]
+    assert all(r["students"] == 2 for r in summary)
+    assert summary[0]["accuracy"] == f"{rows[0]['accuracy']:.4f} ± 0.0000"
+    teacher = recipes.evaluate_model(str(tmp_path / "teacher"), "sst2", data_dir=SST2, max_seq_length=32,
+                                     latency=False, progress=False)["metrics"]["accuracy"]
+    assert result["teacher"] == teacher
+    assert summary[1]["% of teacher"] == f"{100 * rows[1]['accuracy'] / teacher:.1f}"
     assert "| fp_dtype |" in done.stdout
 
 
