@@ -1427,44 +1427,6 @@ inline bool bit_of(float x, const float* shift, int64_t k, float s, float thr, i
   return mode == SIGNED ? v >= 0.0f : mode == UNSIGNED_GE ? v >= thr : mode == SIGNED_SCALED ? v / s >= 0.0f : v / s > thr;
 }
 
-// The same bits without a division: for SIGNED_SCALED ((x − β)/s ≥ 0) and UNSIGNED_GT ((x − β)/s > thr) with a
-// finite s > 0, `mode` becomes UNSIGNED_GE and `thr` the smallest float v = x − β that passes (x − β ≥ thr then
-// decides). Exact for every float v, NaN included (it passes neither test): division is correctly rounded, so
-// v ↦ fl(v / s) is non-decreasing, and the floats that pass are those at or above the smallest one that does, which
-// a bisection over the floats in order finds (each test the division itself, in this thread's FP environment; 32
-// tests per call, not per value). A vector division per 8 or 16 values becomes a compare: in the Q, K and V
-// epilogues of BiT's elastic 1-bit attention the division and the compares waiting on it took about a third of the
-// epilogue's samples (perf annotate, AVX2 path, BERT-base batch 8 × 128). Other s (≤ 0, NaN, ∞) or a threshold that
-// no float passes keep the division.
-inline void compare_by_threshold(int& mode, float& thr, float s) {
-  if ((mode != SIGNED_SCALED && mode != UNSIGNED_GT) || !(s > 0.0f) || !std::isfinite(s)) return;
-  const float t = mode == SIGNED_SCALED ? 0.0f : thr;
-  if (std::isnan(t)) return;
-  const bool strict = mode == UNSIGNED_GT;
-  auto passes = [&](uint32_t key) {  // the float whose order key this is (see below)
-    const uint32_t bits = key & 0x80000000u ? key & 0x7fffffffu : ~key;
-    float v;
-    std::memcpy(&v, &bits, 4);
-    const volatile float q = v / s;  // volatile: divided here, at run time, as the kernels divide
-    return strict ? q > t : q >= t;
-  };
-  // order keys: unsigned integers in the floats' order (−∞ … −0 +0 … +∞; NaNs outside the range searched)
-  const uint32_t lowest = 0x007fffffu, highest = 0xff800000u;  // keys of −∞ and +∞
-  if (!passes(highest)) return;
-  if (passes(lowest)) {
-    mode = UNSIGNED_GE, thr = -INFINITY;
-    return;
-  }
-  uint32_t lo = lowest, hi = highest;  // lo fails, hi passes
-  while (hi - lo > 1) {
-    const uint32_t mid = lo + (hi - lo) / 2;
-    (passes(mid) ? hi : lo) = mid;
-  }
-  const uint32_t bits = hi & 0x80000000u ? hi & 0x7fffffffu : ~hi;
-  std::memcpy(&thr, &bits, 4);
-  mode = UNSIGNED_GE;
-}
-
 int64_t pack_row_scalar(const float* row, int64_t from, int64_t K, const float* shift, float s, float thr, int mode,
                         uint8_t* out, int64_t hi) {
   int64_t count = 0;
@@ -1566,7 +1528,6 @@ int64_t pack_row_isa(int isa, const float* row, int64_t K, const float* shift, f
 
 void pack_rows(int isa, const float* x, int64_t M, int64_t K, int64_t ldx, const float* shift, float s, float thr,
                int mode, uint8_t* bits, int64_t ld, int64_t* pop, int nthreads) {
-  compare_by_threshold(mode, thr, s);
 #pragma omp parallel for schedule(static) num_threads(nthreads) if (nthreads > 1 && M > 1 && M * K > 8192)
   for (int64_t m = 0; m < M; ++m) {
     uint8_t* out = bits + m * ld;
@@ -1891,7 +1852,6 @@ void run_w1a1_bits(const uint64_t* bits, const int64_t* pop, int64_t M, int64_t 
     e.pack_s = pack->s;
     e.pack_thr = pack->thr;
     e.pack_mode = pack->mode;
-    compare_by_threshold(e.pack_mode, e.pack_thr, e.pack_s);
     e.pack_n = N;
   }
   if (is_signed)

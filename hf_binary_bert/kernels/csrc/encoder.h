@@ -1241,11 +1241,10 @@ void layer_forward(const int64_t* L, float* x, int64_t M, const int64_t* cu, int
   const int64_t kw_ao = bits_words(Lao[L_K]);
   const bool ao_bits = Lao[L_KIND] == 0 && Lao[L_K] == HD && D % 8 == 0 && (int)Lao[L_MODE] != SIGNED_GELU &&
                        M * kw_ao * 8 + M * 8 <= M * I * 4;
-  PackTarget ao_target{reinterpret_cast<uint8_t*>(inter), kw_ao * 8,
-                       reinterpret_cast<int64_t*>(reinterpret_cast<uint8_t*>(inter) + M * kw_ao * 8),
-                       as_ptr<const float>(Lao[L_SHIFT]), as_float(Lao[L_STEP]), as_float(Lao[L_THR]),
-                       (int)Lao[L_MODE]};
-  compare_by_threshold(ao_target.mode, ao_target.thr, ao_target.s);  // context_out packs with it row by row
+  const PackTarget ao_target{reinterpret_cast<uint8_t*>(inter), kw_ao * 8,
+                             reinterpret_cast<int64_t*>(reinterpret_cast<uint8_t*>(inter) + M * kw_ao * 8),
+                             as_ptr<const float>(Lao[L_SHIFT]), as_float(Lao[L_STEP]), as_float(Lao[L_THR]),
+                             (int)Lao[L_MODE]};
   if (ao_bits) std::memset(ao_target.bits, 0, (size_t)(M * kw_ao * 8));  // (the bits past HD stay 0)
 #if defined(__x86_64__) || defined(_M_X64)
   const bool avx2 = use_avx2(), vpop = avx2 && g_isa == AVX512_VPOPCNT && kFeatures.vpopcntdq;
