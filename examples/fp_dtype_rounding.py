@@ -94,6 +94,7 @@ def main() -> None:
     parser.add_argument("--dtypes", nargs="+", default=["float32", "float16", "bfloat16"])
     parser.add_argument("--teacher", help="also score this teacher, for the share of its metric")
     parser.add_argument("--json", help="also write the rows here")
+    parser.add_argument("--markdown", help="also write the tables printed here (without the Trainer's log lines)")
     args = parser.parse_args()
 
     for student in args.students:
@@ -117,14 +118,17 @@ def main() -> None:
         teacher = recipes.evaluate_model(args.teacher, args.task, data_dir=args.data_dir,
                                          max_seq_length=args.max_seq_length, latency=False,
                                          progress=False)["metrics"][metric]
-    print(f"Each student as trained (float32), written again in each fp_dtype and loaded back; task {args.task}, "
-          f"{args.max_seq_length} tokens; size in MB (10^6 bytes)"
-          + (f"; teacher {metric} {teacher:.4f}" if teacher is not None else "") + "\n")
+    text = (f"Each student as trained (float32), written again in each fp_dtype and loaded back; task {args.task}, "
+            f"{args.max_seq_length} tokens; size in MB (10^6 bytes)"
+            + (f"; teacher {metric} {teacher:.4f}" if teacher is not None else "") + "\n\n")
     for student, rows in per_student.items():
-        print(f"{student}:\n\n{recipes.markdown_table(rows)}\n")
+        text += f"{student}:\n\n{recipes.markdown_table(rows)}\n\n"
     table = summary(per_student, metric, teacher)
-    print(f"Over the {len(per_student)} students ({metric}: mean ± sample standard deviation):\n\n"
-          f"{recipes.markdown_table(table)}")
+    text += (f"Over the {len(per_student)} students ({metric}: mean ± sample standard deviation):\n\n"
+             f"{recipes.markdown_table(table)}\n")
+    print(text, end="")
+    if args.markdown:
+        Path(args.markdown).write_text(text)
     if args.json:
         Path(args.json).write_text(json.dumps({"task": args.task, "teacher": teacher, "students": per_student,
                                                "summary": table}, indent=1))

@@ -36,7 +36,7 @@ def test_rows_per_fp_dtype_and_the_summary(tmp_path):
     copy = shutil.copytree(folder, tmp_path / "copy")
     out = tmp_path / "rows.json"
     done = _run(str(folder), str(copy), "--task", "sst2", "--data-dir", SST2, "--max-seq-length", "32",
-                "--teacher", str(tmp_path / "teacher"), "--json", str(out))
+                "--teacher", str(tmp_path / "teacher"), "--json", str(out), "--markdown", str(tmp_path / "t.md"))
     assert done.returncode == 0, done.stderr
     result = json.loads(out.read_text())
     rows = result["students"][str(folder)]
@@ -56,7 +56,8 @@ def test_rows_per_fp_dtype_and_the_summary(tmp_path):
                                      latency=False, progress=False)["metrics"]["accuracy"]
     assert result["teacher"] == teacher
     assert summary[1]["% of teacher"] == f"{100 * rows[1]['accuracy'] / teacher:.1f}"
-    assert "| fp_dtype |" in done.stdout
+    markdown = (tmp_path / "t.md").read_text()
+    assert "| fp_dtype |" in markdown and markdown in done.stdout and "eval_loss" not in markdown
 
 
 def test_a_rounded_student_is_refused(tmp_path):

@@ -90,3 +90,14 @@ def test_each_student_is_compared_with_its_own_runs_teacher(script, tmp_path, mo
     assert "| teacher | 0.5668 / 0.5500 (teachers of different runs;" in table
     assert "| W1A1 | 0.5271 (one seed: no std) | 1 | 93.0 | 3.94 | 0 of 1 |" in table
     assert "| W1A8 | 0.5390 (one seed: no std) | 1 | 98.0 | 3.94 | 0 of 1 |" in table
+
+
+def test_the_float32_w1a1_student_runs_on_sst2_only(script, tmp_path, capsys):
+    script.main(["--out", str(tmp_path / "out"), "--tasks", "sst2", "rte", "--students", "W1A1-fp32", "--seeds", "42",
+                 "--teacher", "sst2=/nowhere/teacher", "--dry-run"])
+    commands = (tmp_path / "out" / "commands.txt").read_text().splitlines()
+    assert len(commands) == 1  # no RTE teacher or student
+    assert "--task sst2" in commands[0] and "--multi-step W1A4,W1A2,W1A1" in commands[0]
+    assert commands[0].endswith("--fp-dtype float32 --max-steps 1000 --max-seq-length 64 --save-steps 50 "
+                                "--save-total-limit 1")
+    assert "W1A1-fp32-seed42" in commands[0]
