@@ -419,13 +419,12 @@ class EncoderRuntime:
             ValueError: when the encoder has no runtime path, or `layers` is not in 1 … number of layers.
         """
         batch, seq, hidden = hidden_states.shape
-        if valid is None or bool(valid.all()):
+        index, lengths = _real_tokens(valid, batch, seq)
+        if index is None:
             rows = hidden_states.reshape(batch * seq, hidden).clone()
-            lengths = torch.full((batch,), seq, dtype=torch.int64)
             return self._run_rows(rows, lengths, checked=checked, layers=layers).view(batch, seq, hidden)
-        index = valid.reshape(-1).nonzero().squeeze(1)
         rows = hidden_states.reshape(batch * seq, hidden).index_select(0, index)
-        self._run_rows(rows, valid.sum(1, dtype=torch.int64), checked=checked, layers=layers)
+        self._run_rows(rows, lengths, checked=checked, layers=layers)
         return _at_positions(rows, index, batch, seq)
 
     @torch.no_grad()
@@ -472,6 +471,15 @@ class EncoderRuntime:
                                          work.data_ptr(), work.numel(), threads)
         del keep
         return rows
+
+
+def _real_tokens(valid: torch.Tensor | None, batch: int, seq: int) -> tuple[torch.Tensor | None, torch.Tensor]:
+    """The flat positions of a [batch, seq] batch's real tokens (`valid`: bool [batch, seq], None: all real) and
+    each sequence's number of them: `(index [M] int64, lengths [batch] int64)`, with index None when every token is
+    real (M = batch·seq)."""
+    if valid is None or bool(valid.all()):
+        return None, torch.full((batch,), seq, dtype=torch.int64)
+    return valid.reshape(-1).nonzero().squeeze(1), valid.sum(1, dtype=torch.int64)
 
 
 def _at_positions(rows: torch.Tensor, index: torch.Tensor, batch: int, seq: int) -> torch.Tensor:
@@ -726,19 +734,15 @@ class BinaryBertModelForward:
         if runtime.known_unsupported:
             return None
         batch, seq = input_ids.shape
-        valid = None if attention_mask is None else attention_mask.bool()
-        index = None
-        if valid is not None and not bool(valid.all()):  # the real tokens only, packed (their own positions)
-            index = valid.reshape(-1).nonzero().squeeze(1)
+        index, lengths = _real_tokens(None if attention_mask is None else attention_mask.bool(), batch, seq)
+        if index is None:
+            embedded = embeddings.forward(input_ids=input_ids, token_type_ids=token_type_ids)
+        else:  # the real tokens only, packed (their own positions)
             if not index.numel():
                 return None
             types = None if token_type_ids is None else token_type_ids.expand(batch, seq).reshape(-1)[index][None]
             embedded = embeddings.forward(input_ids=input_ids.reshape(-1)[index][None],
                                           position_ids=(index % seq)[None], token_type_ids=types)
-            lengths = valid.sum(1, dtype=torch.int64)
-        else:
-            embedded = embeddings.forward(input_ids=input_ids, token_type_ids=token_type_ids)
-            lengths = torch.full((batch,), seq, dtype=torch.int64)
         if embedded.dtype != torch.float32 or embedded.device.type != "cpu" or runtime.plan() is None:
             return None
         rows = embedded.reshape(-1, embedded.shape[-1])  # a fresh tensor of this call's: run in place
