@@ -4,7 +4,7 @@ costs (issue 16).
 A binarized student's LayerNorms, biases, position / token-type tables, pooler and classifier are full precision;
 `fp_dtype` (`--fp-dtype` of `hf-binary-bert distill`, default float16) is the dtype they are written in. A student
 saved in float32 is written again with every dtype here, each copy loaded back and scored on the task's evaluation
-split as `hf-binary-bert evaluate` scores it (`recipes.evaluate_model`, the native runtime where it applies), so
+split as `hf-binary-bert evaluate` scores it (the native runtime where it applies), so
 the rows differ only in that rounding: same training run, same weights before saving.
 
     python examples/fp_dtype_rounding.py runs/sst2-fp32/W1A1-seed42 runs/sst2-fp32/W1A1-seed43 \
@@ -30,10 +30,11 @@ import tempfile
 from pathlib import Path
 
 import torch
-from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer, EvalPrediction
 
 from hf_binary_bert import recipes
 from hf_binary_bert.distillation.stages import prediction_logits
+from hf_binary_bert.format import checkpoint_size_report
 
 
 def rewrite(student: str, fp_dtype: str, folder: Path) -> Path:
@@ -46,17 +47,19 @@ def rewrite(student: str, fp_dtype: str, folder: Path) -> Path:
 
 
 def score(student: str, args, data, work: Path) -> list[dict]:
-    """One row per fp_dtype of `args.dtypes` for one float32 `student` (module docstring)."""
+    """One row per fp_dtype of `args.dtypes` for one float32 `student` (module docstring). Each copy runs once over
+    the evaluation split; its metrics come from those logits as `recipes.distill` scores its stages (equal to
+    `evaluate`'s, tests/test_stages.py)."""
     rows, reference = [], None
     for dtype in args.dtypes:
         folder = rewrite(student, dtype, work / dtype)
-        result = recipes.evaluate_model(str(folder), args.task, data_dir=args.data_dir,
-                                        max_seq_length=args.max_seq_length, latency=False, progress=False)
         model = AutoModelForSequenceClassification.from_pretrained(folder, dtype=torch.float32).eval()
         with torch.inference_mode():
-            logits, _ = prediction_logits(model, data.eval, data.collator)
+            logits, labels = prediction_logits(model, data.eval, data.collator)
+        metrics = data.compute_metrics(EvalPrediction(predictions=logits.numpy(), label_ids=labels.numpy()))
+        metrics = {k: v for k, v in metrics.items() if k in data.metric_names}  # as `evaluate` reports them
         reference = logits if reference is None else reference
-        row = {"fp_dtype": dtype, **result["metrics"], "size_mb": result["size"]["total"]}
+        row = {"fp_dtype": dtype, **metrics, "size_mb": checkpoint_size_report(folder)["total"]}
         if logits.shape[-1] == 1:
             row["max_score_change_vs_first"] = float((logits - reference).abs().max())
         else:
