@@ -175,7 +175,8 @@ def record_softmax(model: nn.Module):
     `model` *before* the probability quantizer: yields a list that each forward through `binary_softmax_attention`
     appends one [B, H, T, T] tensor to, in layer order (with autograd, the tensor autograd keeps for the softmax's
     backward anyway, so recording costs no memory). The native encoder runtime (`hf_binary_bert.runtime`) records
-    nothing; a forward with `output_attentions=True`, as the distillation trainer's, runs the eager layers.
+    nothing; a forward in training mode, or with `output_attentions=True` (the distillation trainer's in eval mode),
+    runs the eager layers.
 
     The attention loss on these distributions reaches a student whose quantized probabilities are 1-bit (BiT's
     {0, α}): the KL of the quantized map clamps the log of its zeros and gives the keys the student ignores no

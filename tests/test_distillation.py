@@ -207,6 +207,49 @@ def test_softmax_attention_loss_compares_the_softmax_of_a_binarized_teacher_too(
     assert losses["softmax"] != pytest.approx(losses["quantized"], rel=1e-2)
 
 
+def test_training_student_with_recorded_softmax_maps_is_not_asked_for_its_quantized_maps(tmp_path):
+    """With the attention loss on the recorded softmax of a student that records one per layer, its training forward
+    runs without `output_attentions` (its quantized maps would only take memory): the same loss and gradients as
+    with them. In eval mode (where the native runtime could run and record nothing) it still asks for them."""
+    from hf_binary_bert.attention import record_softmax
+    from hf_binary_bert.distillation.trainer import _records_every_layer
+
+    teacher = tiny_teacher().eval()
+    teacher.set_attn_implementation("eager")
+    student = _student_with(teacher, activation_bits=1, activation_quantizer="elastic", attention_probs_dropout_prob=0.0,
+                            hidden_dropout_prob=0.0)
+    assert _records_every_layer(student) and not _records_every_layer(teacher)
+    batch = {k: torch.tensor(v) for k, v in toy_dataset()[:8].items()}
+    batch["attention_mask"][1, 9:] = 0
+    features = {k: v for k, v in batch.items() if k != "labels"}
+    calibrate(student, [features])
+    args = _args(tmp_path, max_steps=1, task_loss_weight=0.0, prediction_loss_weight=0.0, hidden_loss_weight=0.0,
+                 cosine_loss_weight=0.0, attention_loss_weight=1.0)
+    trainer = DistillationTrainer(teacher_model=teacher, model=student, args=args, train_dataset=toy_dataset())
+    asked = []
+    hook = student.register_forward_pre_hook(lambda m, a, kw: asked.append(kw.get("output_attentions")), with_kwargs=True)
+    try:
+        student.train()
+        loss = trainer.compute_loss(student, batch)
+        loss.backward()
+        grads = {n: p.grad.clone() for n, p in student.named_parameters() if p.grad is not None}
+        student.zero_grad()
+        with torch.no_grad():
+            out_t = teacher(**features, output_attentions=True)
+        with record_softmax(student) as a_s:
+            student(**features, output_attentions=True)
+        expected = attention_distillation_loss(a_s, out_t.attentions, features["attention_mask"], "kl")
+        expected.backward()
+        student.eval()
+        with torch.no_grad():
+            trainer.compute_loss(student, batch)
+    finally:
+        hook.remove()
+    assert asked[0] is None and asked[1] is True and asked[2] is True  # training: not asked; eval: asked
+    assert torch.equal(loss.detach(), expected.detach())
+    assert grads and all(torch.equal(grads[n], p.grad) for n, p in student.named_parameters() if n in grads)
+
+
 @pytest.mark.parametrize(("student_kwargs", "given", "expected"), [
     ({"activation_bits": 1}, None, "softmax"), ({"activation_bits": 4}, None, "quantized"), ({}, None, "quantized"),
     ({"activation_bits": 1, "attention_type": "bi_attention"}, None, "quantized"),  # no softmax to compare

@@ -396,3 +396,53 @@ def test_training_kernels_run_compiled_on_float32_and_as_pytorch_twins_on_bfloat
         results.append((out, probs, scores.grad, value.grad))
     assert results[0][0].dtype == torch.bfloat16
     assert all(torch.equal(a, b) for a, b in zip(*results))
+
+
+def _kl_maps(shape, seed=0):
+    """Student and teacher attention rows [..., T]: a softmax with exact zeros (keys pushed to −10⁴), entries at and
+    just under the floor ε = 1e-12, and a teacher zero."""
+    from hf_binary_bert.distillation.losses import _KL_EPS
+
+    torch.manual_seed(seed)
+    scores = torch.randn(shape)
+    scores.view(-1, shape[-1])[0, :2] = -1e4
+    a_s = torch.softmax(scores, -1)
+    a_s.view(-1, shape[-1])[1, 1] = _KL_EPS
+    a_s.view(-1, shape[-1])[1, 2] = 0.3 * _KL_EPS
+    a_t = torch.softmax(torch.randn(shape), -1)
+    a_t.view(-1, shape[-1])[0, 1] = 0.0
+    return a_s, a_t
+
+
+@pytest.mark.parametrize("shape", [(4, 3, 9, 9), (32, 12, 64, 64), (2, 5, 7)])
+def test_attention_kl_equals_the_plain_autograd_composition_and_keeps_no_copy(shape):
+    """The attention KL's function (`losses._AttentionKL`): values and ∂/∂A_s bit for bit those of
+    A_t·(log max(A_t, ε) − log max(A_s, ε)) summed over the keys, through slices of dim 0 where the map is large
+    (the second shape: 5 slices); autograd keeps no tensor beyond A_s and A_t, where the composition kept max(A_s, ε)."""
+    from hf_binary_bert.distillation.losses import attention_kl_per_row
+
+    a_s, a_t = _kl_maps(shape)
+    plain, fused = a_s.clone().requires_grad_(), a_s.clone().requires_grad_()
+
+    def composition(x):
+        return (a_t * (torch.log(a_t.clamp_min(1e-12)) - torch.log(x.clamp_min(1e-12)))).sum(-1)
+
+    expected, kept_plain = _saved_bytes(composition, plain)
+    got, kept_fused = _saved_bytes(lambda x: attention_kl_per_row(x, a_t), fused)
+    grad = torch.randn_like(expected)
+    expected.backward(grad)
+    got.backward(grad)
+    assert torch.equal(got, expected)
+    assert torch.equal(fused.grad, plain.grad)
+    assert (fused.grad.flatten(0, -2)[1, 2] == 0) and (fused.grad.flatten(0, -2)[1, 1] != 0)  # the clamp's window
+    assert kept_fused == a_t.untyped_storage().nbytes()  # A_t only (A_s is the input)
+    assert kept_plain == kept_fused + a_s.untyped_storage().nbytes()  # + max(A_s, ε)
+
+
+def test_the_attention_kl_comparison_catches_a_wrong_backward(monkeypatch):
+    """The test above fails when the function's gradient is off by 1 %."""
+    from hf_binary_bert.distillation import losses
+
+    _mutated_backward(monkeypatch, losses._AttentionKL, 0, 1.01)
+    with pytest.raises(AssertionError):
+        test_attention_kl_equals_the_plain_autograd_composition_and_keeps_no_copy((4, 3, 9, 9))

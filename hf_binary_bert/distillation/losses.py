@@ -137,6 +137,56 @@ def hidden_state_cosine(student_hidden, teacher_hidden, mask=None, layer_weights
     )
 
 
+_KL_EPS = 1e-12  # the floor of both distributions under the log (a zero probability is clamped, not −∞)
+
+
+def _row_chunks(x: torch.Tensor, elements: int = 1 << 20):
+    """Slices of `x` along dim 0 of about `elements` entries each (so that the temporaries of a per-row
+    computation stay small)."""
+    step = max(1, elements // max(1, x[0].numel())) if x.dim() > 0 and x.shape[0] else 1
+    return [slice(i, i + step) for i in range(0, x.shape[0], step)]
+
+
+class _AttentionKL(torch.autograd.Function):
+    """Per query row, KL(A_t ‖ A_s) = Σ_j A_t·(log max(A_t, ε) − log max(A_s, ε)): [N, ..., T] × 2 → [N, ...].
+
+    The same float32 operations as that composition of torch ops, forward and backward (∂/∂A_s =
+    −(g·A_t) / max(A_s, ε) where A_s ≥ ε, else 0: the derivatives of mul, sub, log and clamp_min in that order), but
+    it saves only A_s and A_t for the backward — A_s is the softmax output autograd keeps for the softmax's backward
+    anyway, A_t the teacher's map the composition kept too — where the composition also kept max(A_s, ε), one more
+    [B, H, T, T] map per layer (25 MB at batch 32 × 128 tokens × 12 heads), and it works through slices of dim 0 of
+    about 10⁶ entries, so its temporaries are a few MB instead of several whole maps. No gradient reaches A_t."""
+
+    @staticmethod
+    def forward(ctx, a_s, a_t):
+        ctx.save_for_backward(a_s, a_t)
+        out = a_s.new_empty(a_s.shape[:-1])
+        for rows in _row_chunks(a_s):
+            d = a_t[rows].clamp_min(_KL_EPS).log_()
+            d.sub_(a_s[rows].clamp_min(_KL_EPS).log_())
+            torch.sum(d.mul_(a_t[rows]), -1, out=out[rows])  # a_t·d = d·a_t exactly
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        a_s, a_t = ctx.saved_tensors
+        if not ctx.needs_input_grad[0]:
+            return None, None
+        grad_s = torch.empty_like(a_s)
+        for rows in _row_chunks(a_s):
+            step = torch.mul(grad[rows].unsqueeze(-1), a_t[rows], out=grad_s[rows]).neg_()
+            step.div_(a_s[rows].clamp_min(_KL_EPS)).masked_fill_(a_s[rows].ge(_KL_EPS).logical_not_(), 0.0)
+        return grad_s, None
+
+
+def attention_kl_per_row(a_s: torch.Tensor, a_t: torch.Tensor) -> torch.Tensor:
+    """KL(A_t ‖ A_s) per query row: [..., T] student and teacher probabilities (same dtype) → [...], both floored
+    at ε = 1e-12 under the log. Differentiable in `a_s` only (`a_t` is a teacher's map); saves no copy of either."""
+    if a_t.requires_grad:
+        return (a_t * (torch.log(a_t.clamp_min(_KL_EPS)) - torch.log(a_s.clamp_min(_KL_EPS)))).sum(-1)
+    return _AttentionKL.apply(a_s, a_t)
+
+
 def attention_distillation_loss(student_attentions, teacher_attentions, mask=None, kind: str = "mse") -> torch.Tensor:
     """Attention distillation averaged over layers (TinyBERT's ℓ_attn on attention probabilities).
 
@@ -170,7 +220,7 @@ def attention_distillation_loss(student_attentions, teacher_attentions, mask=Non
             else:
                 per_row = sq.mean(-1)
         else:
-            per_row = (a_t * (torch.log(a_t.clamp_min(1e-12)) - torch.log(a_s.clamp_min(1e-12)))).sum(-1)
+            per_row = attention_kl_per_row(a_s, a_t)
         total = total + _masked_mean(per_row.reshape(-1), row_mask)
     return total / len(student_attentions)
 

@@ -200,10 +200,22 @@ def default_attention_distribution(student: torch.nn.Module | None) -> str:
     return "softmax" if getattr(config, "activation_bits", 32) == 1 and not bi_attention else "quantized"
 
 
-def _recorded_or(recorded: list | None, maps: tuple):
-    """The maps `record_softmax` recorded when it recorded one per layer (`maps`: the model's returned attentions),
-    else `maps` (no recording, or a model without quantized softmax attention)."""
+def _recorded_or(recorded: list | None, maps: tuple | None):
+    """The maps `record_softmax` recorded when it recorded one per layer (`maps`: the model's returned attentions;
+    None when the forward was not asked for them, see `_records_every_layer`), else `maps` (no recording, or a model
+    without quantized softmax attention)."""
+    if maps is None:
+        return recorded
     return recorded if recorded and len(recorded) == len(maps) else maps
+
+
+def _records_every_layer(model: torch.nn.Module) -> bool:
+    """Whether `record_softmax` records one map per layer of `model` in a training forward: a quantized softmax
+    (`probs_quantizer`) in each of its `config.num_hidden_layers` attention layers. Such a student's forward need not
+    return its attention maps (`output_attentions`) for an attention loss on the recorded softmax: the quantized
+    maps it would return (one [B, H, T, T] float tensor per layer) are then never made to outlive the forward."""
+    layers = getattr(getattr(model, "config", None), "num_hidden_layers", None)
+    return layers is not None and sum(hasattr(m, "probs_quantizer") for m in model.modules()) == layers
 
 
 class DistillationTrainer(Trainer):
@@ -334,9 +346,14 @@ class DistillationTrainer(Trainer):
               capture_pooled(unwrapped_teacher, pooled) as teacher_pooled,
               record_softmax(unwrapped_teacher) if softmax else contextlib.nullcontext() as teacher_softmax):
             teacher_out = self._forward_as_saved(self.teacher)(**features, **need)
+        student_need = dict(need)
+        if softmax and unwrapped.training and _records_every_layer(unwrapped):
+            # the recorded softmax is the student's map: its quantized maps need not be returned. Training mode only:
+            # an eval forward without autograd may run on the native runtime, which records nothing.
+            student_need.pop("output_attentions", None)
         with (capture_qkv(unwrapped, dmd_targets) as student_qkv, capture_pooled(unwrapped, pooled) as student_pooled,
               record_softmax(unwrapped) if softmax else contextlib.nullcontext() as student_softmax):
-            student_out = self._forward_as_saved(model)(**(inputs if "task" in weights else features), **need)
+            student_out = self._forward_as_saved(model)(**(inputs if "task" in weights else features), **student_need)
 
         token_mask = features.get("attention_mask")
         components: dict[str, torch.Tensor] = {}
