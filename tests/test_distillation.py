@@ -216,8 +216,8 @@ def test_training_student_with_recorded_softmax_maps_is_not_asked_for_its_quanti
 
     teacher = tiny_teacher().eval()
     teacher.set_attn_implementation("eager")
-    student = _student_with(teacher, activation_bits=1, activation_quantizer="elastic", attention_probs_dropout_prob=0.0,
-                            hidden_dropout_prob=0.0)
+    student = _student_with(teacher, activation_bits=1, activation_quantizer="elastic",
+                            attention_probs_dropout_prob=0.0, hidden_dropout_prob=0.0)
     assert _records_every_layer(student) and not _records_every_layer(teacher)
     batch = {k: torch.tensor(v) for k, v in toy_dataset()[:8].items()}
     batch["attention_mask"][1, 9:] = 0
@@ -227,7 +227,8 @@ def test_training_student_with_recorded_softmax_maps_is_not_asked_for_its_quanti
                  cosine_loss_weight=0.0, attention_loss_weight=1.0)
     trainer = DistillationTrainer(teacher_model=teacher, model=student, args=args, train_dataset=toy_dataset())
     asked = []
-    hook = student.register_forward_pre_hook(lambda m, a, kw: asked.append(kw.get("output_attentions")), with_kwargs=True)
+    hook = student.register_forward_pre_hook(lambda m, a, kw: asked.append(kw.get("output_attentions")),
+                                             with_kwargs=True)
     try:
         student.train()
         loss = trainer.compute_loss(student, batch)

@@ -418,7 +418,8 @@ def _kl_maps(shape, seed=0):
 def test_attention_kl_equals_the_plain_autograd_composition_and_keeps_no_copy(shape):
     """The attention KL's function (`losses._AttentionKL`): values and ∂/∂A_s bit for bit those of
     A_t·(log max(A_t, ε) − log max(A_s, ε)) summed over the keys, through slices of dim 0 where the map is large
-    (the second shape: 5 slices); autograd keeps no tensor beyond A_s and A_t, where the composition kept max(A_s, ε)."""
+    (the second shape: 5 slices); autograd keeps no tensor beyond A_s and A_t, where the composition kept
+    max(A_s, ε)."""
     from hf_binary_bert.distillation.losses import attention_kl_per_row
 
     a_s, a_t = _kl_maps(shape)
