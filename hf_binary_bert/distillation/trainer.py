@@ -205,6 +205,9 @@ def _recorded_or(recorded: list | None, maps: tuple | None):
     None when the forward was not asked for them, see `_records_every_layer`), else `maps` (no recording, or a model
     without quantized softmax attention)."""
     if maps is None:
+        if not recorded:
+            raise ValueError("the attention loss found no attention maps: the forward recorded no softmax and "
+                             "returned no attentions")
         return recorded
     return recorded if recorded and len(recorded) == len(maps) else maps
 
