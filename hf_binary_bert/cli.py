@@ -86,6 +86,9 @@ def _add_schedule_args(p):
     p.add_argument("--steps-per-stage", type=int, nargs="+", metavar="N",
                    help="--multi-step: optimizer steps of each stage (one number for all, or one per stage) instead "
                         "of a total --max-steps")
+    p.add_argument("--stage-attention-loss-weights", type=float, nargs="+", metavar="W",
+                   help="--multi-step: the attention loss's weight in each stage, one per stage (e.g. 1 1 0: the "
+                        "W1A4 and W1A2 stages only), instead of one --attention-loss-weight for every stage")
     p.add_argument("--on-collapse", default="original_teacher", choices=("original_teacher", "stop", "continue"),
                    help="--multi-step: when a stage collapses (no better than a constant answer against the original "
                         "teacher), the next stage restarts from the last healthy model taught by the original teacher "
@@ -336,11 +339,19 @@ def _train_kwargs(args) -> dict:
 
 def _schedule_kwargs(args, stage_bits) -> dict:
     """`distill`'s multi-step keywords, validated (the budget split is computed once here to check it)."""
+    weights = args.stage_attention_loss_weights
     if not stage_bits:
-        for flag, value in (("--stage-budget", args.stage_budget), ("--steps-per-stage", args.steps_per_stage)):
+        for flag, value in (("--stage-budget", args.stage_budget), ("--steps-per-stage", args.steps_per_stage),
+                            ("--stage-attention-loss-weights", weights)):
             if value is not None:
                 raise UsageError(f"{flag} needs --multi-step")
         return {"collapse_threshold": args.collapse_threshold}
+    if weights is not None:
+        if len(weights) != len(stage_bits) or any(w < 0 for w in weights):
+            raise UsageError(f"--stage-attention-loss-weights: one weight >= 0 per each of the {len(stage_bits)} "
+                             f"stages of --multi-step, got {weights}")
+        if getattr(args, "attention_loss_weight", None) is not None:
+            raise UsageError("give --attention-loss-weight (every stage) or --stage-attention-loss-weights, not both")
     from .recipes import stage_steps
 
     steps = args.steps_per_stage
@@ -351,7 +362,7 @@ def _schedule_kwargs(args, stage_bits) -> dict:
     except ValueError as err:
         raise UsageError(f"--multi-step budget: {err}") from None
     return {"stage_budget": args.stage_budget, "steps_per_stage": steps, "on_collapse": args.on_collapse,
-            "collapse_threshold": args.collapse_threshold}
+            "collapse_threshold": args.collapse_threshold, "stage_attention_loss_weights": weights}
 
 
 def _loss_kwargs(args) -> dict:

@@ -549,6 +549,26 @@ def _load_student_init(student_init: str, teacher_cls: type, teacher_model) -> t
     return model
 
 
+def _stage_loss_extras(extra: dict, stage_bits: list, weights) -> list[dict]:
+    """`DistillationTrainingArguments` keywords of each stage: `extra`, with `attention_loss_weight` set per stage
+    from `weights` (`distill`'s `stage_attention_loss_weights`; None: `extra` for every stage).
+
+    Raises:
+        ValueError: naming `stage_attention_loss_weights` (no schedule, another length, a negative entry, or
+            `attention_loss_weight` given as well)."""
+    if weights is None:
+        return [extra] * max(1, len(stage_bits))
+    if not stage_bits:
+        raise ValueError("stage_attention_loss_weights needs a multi-step schedule")
+    weights = [float(w) for w in weights]
+    if len(weights) != len(stage_bits) or any(w < 0 for w in weights):
+        raise ValueError(f"stage_attention_loss_weights {weights}: one weight ≥ 0 per each of the "
+                         f"{len(stage_bits)} stages")
+    if extra.get("attention_loss_weight") is not None:
+        raise ValueError("give attention_loss_weight (every stage) or stage_attention_loss_weights, not both")
+    return [{**extra, "attention_loss_weight": w} for w in weights]
+
+
 def distill(
     teacher: str,
     task: str,
@@ -558,6 +578,7 @@ def distill(
     schedule: str | list | None = None,
     stage_budget: str | list | None = None,
     steps_per_stage: int | list | None = None,
+    stage_attention_loss_weights: list[float] | None = None,
     on_collapse: str = "original_teacher",
     collapse_threshold: float | None = None,
     evaluate: bool = True,
@@ -593,6 +614,9 @@ def distill(
         binarization: `BinaryBertConfig` fields (`weight_scale`, `scale_granularity`, `activation_bits`, …).
         schedule: the multi-step stages (a string or a list of activation bits); None: one stage.
         stage_budget, steps_per_stage: see `stage_steps`.
+        stage_attention_loss_weights: with a schedule, the attention loss's weight in each stage (one per stage,
+            each ≥ 0), e.g. `[1, 1, 0]`: the attention KL in the W1A4 and W1A2 stages only; None: every stage has
+            `attention_loss_weight` (given, or the trainer's default for that stage's student).
         on_collapse: see above.
         collapse_threshold: skill below which a stage counts as collapsed (default
             `distillation.stages.COLLAPSE_THRESHOLD`).
@@ -620,6 +644,8 @@ def distill(
 
     Raises:
         ValueError: when the teacher's number of labels differs from the task's, for a bad schedule or budget,
+            for `stage_attention_loss_weights` without a schedule, of another length or with a negative entry,
+            or given with `attention_loss_weight`,
             for a `student_init` whose shape the teacher's losses cannot compare (naming the field); nothing is
             written then.
         StageCollapseError: with `on_collapse="stop"`, naming the stage that collapsed.
@@ -644,6 +670,7 @@ def distill(
         raise ValueError("stage_budget / steps_per_stage need a multi-step schedule")
     else:
         budgets = [{}]
+    stage_extras = _stage_loss_extras(extra, stage_bits, stage_attention_loss_weights)
     final_dir, output_dir = output_dir, partial_dir(output_dir)
     resume = options.resume_from_checkpoint
     if stage_bits and resume not in (None, False, True) and str(resume).lower() != "last":
@@ -698,7 +725,7 @@ def distill(
     for i, (stage_dir, stage_binarization) in enumerate(stages):
         stage_options = replace(options, **budgets[i])
         student = student_cls.from_teacher(start_model, **stage_binarization)
-        args = _training_arguments(DistillationTrainingArguments, stage_dir, stage_options, 2e-4, extra)
+        args = _training_arguments(DistillationTrainingArguments, stage_dir, stage_options, 2e-4, stage_extras[i])
         last = i == len(stages) - 1
         prune_kwargs = {}
         if pruning is not None:  # knowledge-guided block pruning (hf_binary_bert.pruning); removal after the last

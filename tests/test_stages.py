@@ -246,11 +246,50 @@ def test_cli_budget_flags_are_checked_before_anything_is_written(tmp_path, capsy
     for extra, needle in ((["--multi-step", "W1A4,W1A2,W1A1", "--stage-budget", "1,1"], "2 shares for 3 stages"),
                           (["--multi-step", "W1A4,W1A1", "--max-steps", "10", "--steps-per-stage", "5"], "not both"),
                           (["--multi-step", "W1A4,W1A1", "--steps-per-stage", "5", "6", "7"], "per each"),
-                          (["--stage-budget", "2,1"], "--stage-budget needs --multi-step")):
+                          (["--stage-budget", "2,1"], "--stage-budget needs --multi-step"),
+                          (["--stage-attention-loss-weights", "1"],
+                           "--stage-attention-loss-weights needs --multi-step"),
+                          (["--multi-step", "W1A4,W1A1", "--stage-attention-loss-weights", "1"], "one weight >= 0 per"),
+                          (["--multi-step", "W1A4,W1A1", "--stage-attention-loss-weights", "1", "-1"], "one weight"),
+                          (["--multi-step", "W1A4,W1A1", "--stage-attention-loss-weights", "1", "0",
+                            "--attention-loss-weight", "1"], "not both")):
         assert main(base + extra) == 2
         err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
         assert len(err) == 1 and needle in err[0], err
     assert not out.exists() and not (tmp_path / "never.partial").exists()
+
+
+def test_stage_attention_loss_weights_reach_each_stage(tmp_path, monkeypatch, stsb_teacher):
+    """`stage_attention_loss_weights=[1, 0]`: the first stage's trainer has the attention loss (and logs it), the
+    second has none; a wrong length, a negative weight or both options raise before anything is written."""
+    from hf_binary_bert.distillation import DistillationTrainer
+
+    teacher, data_dir = stsb_teacher
+    seen = []
+    original = DistillationTrainer.__init__
+
+    def init(self, *args, **kwargs):
+        original(self, *args, **kwargs)
+        seen.append(self.args.attention_loss_weight)
+
+    monkeypatch.setattr(DistillationTrainer, "__init__", init)
+    out = tmp_path / "student"
+    result = distill(str(teacher), "stsb", str(out), data_dir=str(data_dir), schedule="W1A4,W1A2", evaluate=False,
+                     stage_attention_loss_weights=[1, 0], binarization={"activation_quantizer": "elastic"}, **KW)
+    assert seen == [1.0, 0.0]
+    first, second = result["stages"]
+    assert any("loss_attention" in e for e in first["log_history"])
+    assert not any("loss_attention" in e for e in second["log_history"])
+    for kwargs, match in (({"stage_attention_loss_weights": [1]}, "one weight"),
+                          ({"stage_attention_loss_weights": [1, -1]}, "one weight"),
+                          ({"stage_attention_loss_weights": [1, 0], "attention_loss_weight": 1.0}, "not both")):
+        with pytest.raises(ValueError, match=match):
+            distill(str(teacher), "stsb", str(tmp_path / "never"), data_dir=str(data_dir), schedule="W1A4,W1A2",
+                    evaluate=False, **kwargs, **KW)
+    with pytest.raises(ValueError, match="needs a multi-step schedule"):
+        distill(str(teacher), "stsb", str(tmp_path / "never"), data_dir=str(data_dir), evaluate=False,
+                stage_attention_loss_weights=[1], **KW)
+    assert not (tmp_path / "never").exists() and not (tmp_path / "never.partial").exists()
 
 
 def test_cli_gradient_checkpointing_reaches_the_training_arguments():
