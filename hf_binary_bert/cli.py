@@ -346,13 +346,13 @@ def _schedule_kwargs(args, stage_bits) -> dict:
             if value is not None:
                 raise UsageError(f"{flag} needs --multi-step")
         return {"collapse_threshold": args.collapse_threshold}
-    if weights is not None:
-        if len(weights) != len(stage_bits) or any(w < 0 for w in weights):
-            raise UsageError(f"--stage-attention-loss-weights: one weight >= 0 per each of the {len(stage_bits)} "
-                             f"stages of --multi-step, got {weights}")
-        if getattr(args, "attention_loss_weight", None) is not None:
-            raise UsageError("give --attention-loss-weight (every stage) or --stage-attention-loss-weights, not both")
-    from .recipes import stage_steps
+    from .recipes import _stage_loss_extras, stage_steps
+
+    try:  # the recipe's own check, before anything is written
+        _stage_loss_extras({"attention_loss_weight": getattr(args, "attention_loss_weight", None)}, stage_bits,
+                           weights)
+    except ValueError as err:
+        raise UsageError(f"--stage-attention-loss-weights: {err}") from None
 
     steps = args.steps_per_stage
     steps = steps[0] if steps is not None and len(steps) == 1 else steps

@@ -562,7 +562,7 @@ def _stage_loss_extras(extra: dict, stage_bits: list, weights) -> list[dict]:
         raise ValueError("stage_attention_loss_weights needs a multi-step schedule")
     weights = [float(w) for w in weights]
     if len(weights) != len(stage_bits) or any(w < 0 for w in weights):
-        raise ValueError(f"stage_attention_loss_weights {weights}: one weight ≥ 0 per each of the "
+        raise ValueError(f"stage_attention_loss_weights {weights}: one weight >= 0 per each of the "
                          f"{len(stage_bits)} stages")
     if extra.get("attention_loss_weight") is not None:
         raise ValueError("give attention_loss_weight (every stage) or stage_attention_loss_weights, not both")
