@@ -255,24 +255,66 @@ def test_linear_with_a_1bit_elastic_input_equals_quantizer_then_linear_bit_for_b
     assert ref_saved - saved >= x.numel() * 3  # a float x̂ (4 bytes an element) → one more bool (1 byte)
 
 
-def test_mask_dropout_equals_torch_dropout_bit_for_bit_and_keeps_a_bool_mask():
-    from hf_binary_bert.binarization.dropout import MaskDropout, mask_dropout
+def test_mask_dropout_applies_its_philox_mask_as_torch_dropout_and_keeps_a_bool_mask():
+    """mask_dropout = F.dropout's values for the mask `dropout_kept` draws (the same generator state gives the same
+    mask), the gradient of x · noise, a keep rate of 1 − p, and only a bool mask kept for the backward pass."""
+    from hf_binary_bert.binarization.dropout import MaskDropout, dropout_kept, mask_dropout
 
     x = torch.randn(8, 4, 32, 32)
+    x[0, 0, 0, :4] = torch.tensor([0.0, -0.0, -1.5, 3.0])
     grad = torch.randn_like(x)
-    results = []
-    for fn in (lambda t: mask_dropout(t, 0.1), lambda t: F.dropout(t, 0.1, training=True)):
-        torch.manual_seed(3)
-        xi = x.clone().requires_grad_(True)
-        out, saved = _saved_bytes(fn, xi)
-        out.backward(grad)
-        results.append((out.detach(), xi.grad, saved))
-    (out, gx, saved), (ref_out, ref_gx, ref_saved) = results
-    assert torch.equal(out, ref_out) and torch.equal(gx, ref_gx)
-    assert (out == 0).any() and (out != 0).any()
-    assert saved <= x.numel() + 64 and ref_saved >= x.numel() * 4  # bool mask vs float noise
+    torch.manual_seed(3)
+    kept, keep_scale = dropout_kept(x.shape, 0.1, x.dtype)
+    noise = kept.to(x.dtype) * keep_scale  # ATen's noise for this mask: 1[kept] · 1/(1 − p)
+    torch.manual_seed(3)
+    xi = x.clone().requires_grad_(True)
+    out, saved = _saved_bytes(lambda t: mask_dropout(t, 0.1), xi)
+    out.backward(grad)
+    ref = x * noise
+    assert torch.equal(out.detach(), ref) and torch.equal(out.detach().signbit(), ref.signbit())  # -0.0 where dropped
+    assert torch.equal(xi.grad, grad * noise)
+    assert abs(kept.float().mean().item() - 0.9) < 0.01 and keep_scale.item() == torch.ones(()).div_(0.9).item()
+    torch.manual_seed(4)
+    assert not torch.equal(mask_dropout(x.requires_grad_(True), 0.1) != 0, out != 0)  # another state, another mask
+    assert saved <= x.numel() + 64  # the bool mask (F.dropout keeps a float noise tensor: 4 bytes an element)
     module = MaskDropout(0.1).eval()
     assert module(x) is x or torch.equal(module(x), x)  # eval: identity
+
+
+def test_dropout_kept_is_philox_with_random123s_known_answers_and_the_kernel_equals_its_twin():
+    """kernels.reference.philox4x32_10 against Random123's published known answers (tests/kat_vectors of its
+    distribution); ops.dropout_kept (compiled) equals reference.dropout_kept bit for bit for sizes around the
+    4-word blocks and the 16-counter groups, extreme keys and keep probabilities, and any thread count."""
+    from hf_binary_bert.kernels import ops, reference
+
+    def words(*values):
+        return tuple(torch.tensor([v], dtype=torch.int64) for v in values)
+
+    kats = [((0, 0, 0, 0), (0, 0), (0x6627E8D5, 0xE169C58D, 0xBC57AC4C, 0x9B00DBD8)),
+            ((0xFFFFFFFF,) * 4, (0xFFFFFFFF,) * 2, (0x408F276D, 0x41C83B0E, 0xA20BC7C6, 0x6D5451FD)),
+            ((0x243F6A88, 0x85A308D3, 0x13198A2E, 0x03707344), (0xA4093822, 0x299F31D0),
+             (0xD16CFE09, 0x94FDCCEB, 0x5001E420, 0x24126EA1))]
+    for counter, key, want in kats:
+        assert tuple(int(w) for w in reference.philox4x32_10(words(*counter), key)) == want
+    for n in (1, 3, 4, 5, 63, 64, 65, 1000):
+        for key in (0, 1, (1 << 64) - 1, 0x0123456789ABCDEF):
+            for keep in (0.0, 0.5, 0.9, 1 - 2**-30):
+                threshold = min(int(keep * 2**32), 2**32 - 1)
+                assert torch.equal(ops.dropout_kept(key, (n,), keep), reference.dropout_kept(key, n, threshold))
+    n = 4 * 65536 * 2 + 13  # three of the kernel's parallel chunks, the last one partial
+    want = reference.dropout_kept(0x0123456789ABCDEF, n, 3865470566)
+    threads = torch.get_num_threads()
+    try:
+        for t in (1, 2):
+            torch.set_num_threads(t)
+            assert torch.equal(ops.dropout_kept(0x0123456789ABCDEF, (n,), 0.9), want), t
+    finally:
+        torch.set_num_threads(threads)
+    assert ops.dropout_kept(5, (2, 3), 1.0).all() and not ops.dropout_kept(5, (2, 3), 0.0).any()
+    with pytest.raises(ValueError, match="keep"):
+        ops.dropout_kept(5, (4,), 1.5)
+    with pytest.raises(ValueError, match="key"):
+        ops.dropout_kept(-1, (4,), 0.5)
 
 
 def test_linear_with_a_1bit_elastic_input_trains_under_cpu_autocast():

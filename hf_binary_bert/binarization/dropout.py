@@ -1,11 +1,17 @@
-"""Dropout that keeps a bool mask for the backward pass instead of the float noise tensor.
+"""Dropout for binarized students' training: a bool kept mask from a counter-based generator, kept for the backward
+pass instead of a float noise tensor.
 
 PyTorch's CPU dropout (`torch.nn.functional.dropout`, ATen's `_dropout_impl`) draws noise = Bernoulli(1 − p) / (1 − p)
-into a float tensor the size of the input and returns input · noise; autograd then keeps that float noise (4 bytes an
-element) until the backward pass. `mask_dropout` draws the same noise with the same calls (so the same random numbers
-and the same output, bit for bit) and keeps only noise ≠ 0 as bool (1 byte an element): the backward pass rebuilds
-noise = 1[kept] · 1/(1 − p), the same float values, and multiplies the gradient by it as autograd would. For the
-attention probabilities of a BERT layer at batch 32 × 128 tokens that is 6 MiB kept instead of 24 MiB.
+into a float tensor the size of the input, one Mersenne-Twister number per element (about 6 ns each on the
+machines here: 5 % of a W1A1 MiniLM distillation step), and autograd keeps that float noise (4 bytes an element)
+until the backward pass. `mask_dropout` draws the kept mask (bool, 1 byte an element) with Philox4x32-10 under a
+64-bit key taken from PyTorch's default CPU generator (`kernels.ops.dropout_kept`, compiled and vectorized, a
+fraction of a nanosecond an element; `kernels.reference.dropout_kept` is its twin bit for bit), returns
+x · (1/(1 − p)) · 1[kept] — the values `F.dropout` gives for that mask — and rebuilds the same noise
+1[kept] · 1/(1 − p) in the backward pass. Same distribution as `F.dropout`, not the same random numbers; the same
+masks again after `torch.manual_seed` (or a Trainer checkpoint's restored RNG state), since only the key comes from
+PyTorch's generator. For the attention probabilities of a BERT layer at batch 32 × 128 tokens the mask is 6 MiB
+kept instead of 24 MiB.
 """
 
 from __future__ import annotations
@@ -13,32 +19,28 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..kernels import ops
 from ..kernels.reference import dropout_backward
 
 
-def dropout_noise(x: torch.Tensor, p: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """noise = Bernoulli(1 − p) / (1 − p) shaped like x, drawn as ATen's `_dropout_impl` draws it (the same random
-    numbers), its kept mask noise ≠ 0 (bool) and its nonzero value 1/(1 − p) computed as there (0-d)."""
-    noise = torch.empty_like(x).bernoulli_(1 - p)
-    noise.div_(1 - p)
-    return noise, noise != 0, torch.ones((), dtype=x.dtype).div_(1 - p)
+def dropout_key() -> int:
+    """A 64-bit Philox key (an int in [0, 2⁶⁴)) drawn from PyTorch's default CPU generator, which `torch.manual_seed`
+    and the Trainer's checkpointed RNG state set."""
+    return int(torch.randint(-(1 << 63), (1 << 63) - 1, (), dtype=torch.int64)) & ((1 << 64) - 1)
 
 
 def dropout_kept(shape: torch.Size, p: float, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-    """The kept mask of `dropout_noise` (bool, `shape`) drawn directly as bool, and 1/(1 − p) (0-d, `dtype`): the
-    same random numbers as the float draw, since ATen's CPU `bernoulli_(p)` draws the same values whatever the output
-    dtype (with MKL: integers from one stream, then copied; without: one draw per element) — the fused attention
-    path's test compares the two draws."""
-    kept = torch.empty(shape, dtype=torch.bool).bernoulli_(1 - p)
-    return kept, torch.ones((), dtype=dtype).div_(1 - p)
+    """Dropout's kept mask (bool, `shape`, each element kept with probability 1 − p; `kernels.ops.dropout_kept`
+    under a fresh `dropout_key()`) and 1/(1 − p) (0-d, `dtype`, computed as ATen's dropout computes it)."""
+    return ops.dropout_kept(dropout_key(), shape, 1 - p), torch.ones((), dtype=dtype).div_(1 - p)
 
 
 class _MaskDropout(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: torch.Tensor, p: float) -> torch.Tensor:
-        noise, kept, ctx.keep_scale = dropout_noise(x, p)
+        kept, ctx.keep_scale = dropout_kept(x.shape, p, x.dtype)
         ctx.save_for_backward(kept)
-        return x * noise
+        return torch.mul(x, ctx.keep_scale).mul_(kept)  # x · noise for noise = 1[kept] · 1/(1 − p), bit for bit
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
@@ -47,8 +49,9 @@ class _MaskDropout(torch.autograd.Function):
 
 
 def mask_dropout(x: torch.Tensor, p: float, training: bool = True) -> torch.Tensor:
-    """`torch.nn.functional.dropout(x, p, training)` with the same values (and random draws); when autograd records
-    it, it keeps a bool mask instead of the float noise. Other devices than the CPU, p ∉ (0, 1), or no autograd:
+    """Dropout of x (any shape) with probability p: x · 1[kept] / (1 − p), the mask from `dropout_kept` (Philox;
+    the same distribution as `torch.nn.functional.dropout`, other random numbers); when autograd records it, only
+    the bool mask is kept for the backward pass. Other devices than the CPU, p ∉ (0, 1), or no autograd:
     `torch.nn.functional.dropout` itself."""
     if not training or not 0 < p < 1 or x.device.type != "cpu" or not (torch.is_grad_enabled() and x.requires_grad):
         return nn.functional.dropout(x, p, training)
@@ -56,7 +59,7 @@ def mask_dropout(x: torch.Tensor, p: float, training: bool = True) -> torch.Tens
 
 
 class MaskDropout(nn.Dropout):
-    """`nn.Dropout` computed by `mask_dropout` (same values, a bool mask kept for the backward pass)."""
+    """`nn.Dropout` computed by `mask_dropout` (a Philox mask, kept as bool for the backward pass)."""
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
         if self.inplace:
@@ -76,4 +79,4 @@ def use_mask_dropout_(model: nn.Module) -> int:
     return replaced
 
 
-__all__ = ["MaskDropout", "mask_dropout", "use_mask_dropout_"]
+__all__ = ["MaskDropout", "dropout_kept", "dropout_key", "mask_dropout", "use_mask_dropout_"]

@@ -17,6 +17,7 @@ Raises (every op): `ValueError` naming the tensor for a wrong dtype, shape, devi
 from __future__ import annotations
 
 import hashlib
+import math
 import sys
 import warnings
 
@@ -448,6 +449,29 @@ def quantized_probs_backward(grad: torch.Tensor, grad2: torch.Tensor | None, pro
     return out, torch.tensor(grad_step, dtype=step.dtype).reshape(step.shape)
 
 
+def dropout_kept(key: int, shape: torch.Size | tuple[int, ...], keep: float) -> torch.Tensor:
+    """Dropout's kept mask, bool `shape` (contiguous): each element kept with probability `keep`, from the counter-
+    based generator Philox4x32-10 under the 64-bit `key` (csrc/dropout.h; `reference.dropout_kept` is the twin, bit
+    for bit). The mask depends on (key, element index) only: the same for any thread count and instruction set.
+
+    Raises:
+        ValueError: `keep` outside [0, 1] or `key` outside [0, 2⁶⁴).
+    """
+    if not 0.0 <= keep <= 1.0:
+        raise ValueError(f"keep must be a probability in [0, 1], got {keep}")
+    if not 0 <= key < 1 << 64:
+        raise ValueError(f"key must be an unsigned 64-bit integer, got {key}")
+    n = math.prod(shape)
+    threshold = min(math.floor(keep * 4294967296.0), 4294967295) if keep < 1.0 else None
+    if threshold is None:  # keep = 1: every element (u < 2³² always)
+        return torch.ones(shape, dtype=torch.bool)
+    if _bitgemm is None or torch.compiler.is_compiling():  # the training path: the twin, no warning
+        return reference.dropout_kept(key, n, threshold).reshape(shape)
+    kept = torch.empty(shape, dtype=torch.bool)
+    _bitgemm.dropout_kept(key, n, threshold, kept.data_ptr(), torch.get_num_threads())
+    return kept
+
+
 def training_kernels(*tensors: torch.Tensor | None):
     """The module whose training kernels of the activation quantizers (`quantized_probs_*`, `scaled_sign_*`) to
     call on these tensors: this one (compiled, one pass each) for float32 CPU tensors with the extension built
@@ -621,6 +645,7 @@ def set_isa(name: str) -> str:
 
 
 __all__ = [
+    "dropout_kept",
     "quantized_probs_backward",
     "quantized_probs_forward",
     "quantized_probs_weights",

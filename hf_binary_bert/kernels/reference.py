@@ -253,6 +253,43 @@ def lsq_backward(grad: torch.Tensor, x: torch.Tensor, shift: torch.Tensor | None
     return grad_x if needs[0] else None, grad_shift, grad_step
 
 
+PHILOX_M = (0xD2511F53, 0xCD9E8D57)  # Philox4x32's round multipliers
+PHILOX_W = (0x9E3779B9, 0xBB67AE85)  # and its key schedule's increments
+_M32 = 0xFFFFFFFF
+
+
+def _mulhilo32(m: int, c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """High and low 32 bits of m · c (m < 2³², c int64 holding values < 2³²), from 16-bit halves of c so that no
+    int64 product overflows."""
+    a, b = m * (c & 0xFFFF), m * (c >> 16)  # m·c = a + b·2¹⁶, each < 2⁴⁸
+    s = (a & _M32) + ((b & 0xFFFF) << 16)
+    return ((a >> 32) + (b >> 16) + (s >> 32)) & _M32, s & _M32
+
+
+def philox4x32_10(counter: tuple[torch.Tensor, ...], key: tuple[int, int]) -> tuple[torch.Tensor, ...]:
+    """Philox4x32-10 (Salmon et al., SC 2011; Random123's `philox4x32_R(10, ...)`): the four 32-bit output words
+    (int64 tensors) for four counter words (int64 tensors of values < 2³², broadcastable) and a key of two 32-bit
+    words. The twin of csrc/dropout.h `philox4x32_10`."""
+    c0, c1, c2, c3 = counter
+    k0, k1 = key
+    for _ in range(10):
+        hi0, lo0 = _mulhilo32(PHILOX_M[0], c0)
+        hi1, lo1 = _mulhilo32(PHILOX_M[1], c2)
+        c0, c1, c2, c3 = hi1 ^ c1 ^ k0, lo1, hi0 ^ c3 ^ k1, lo0
+        k0, k1 = (k0 + PHILOX_W[0]) & _M32, (k1 + PHILOX_W[1]) & _M32
+    return c0, c1, c2, c3
+
+
+def dropout_kept(key: int, n: int, threshold: int) -> torch.Tensor:
+    """Dropout's kept mask, bool [n]: kept[i] = 1[u_i < threshold], u_i word i mod 4 of Philox4x32-10 for the counter
+    ⌊i/4⌋ (64 bits: words 0–1; words 2–3 zero) under `key` (64 bits: low word first). `threshold` = the keep
+    probability × 2³² (an int in [0, 2³²)). The twin of csrc/dropout.h `dropout_kept`."""
+    counters = torch.arange((n + 3) // 4, dtype=torch.int64)
+    zero = torch.zeros((), dtype=torch.int64)
+    words = philox4x32_10((counters & _M32, counters >> 32, zero, zero), (key & _M32, (key >> 32) & _M32))
+    return (torch.stack(words, dim=1).reshape(-1)[:n] < threshold)
+
+
 def dropout_backward(grad: torch.Tensor, kept: torch.Tensor, keep_scale: torch.Tensor) -> torch.Tensor:
     """grad · noise with the noise rebuilt from the kept mask (1[kept] · 1/(1 − p): the forward's float values), as
     autograd multiplies the gradient of x · noise."""
@@ -354,6 +391,8 @@ def row_sums(weight_packed: torch.Tensor, k: int) -> torch.Tensor:
 
 
 __all__ = [
+    "dropout_kept",
+    "philox4x32_10",
     "INT8_HEAD_LEVELS",
     "SIGNED",
     "UNSIGNED_GE",

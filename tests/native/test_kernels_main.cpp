@@ -359,6 +359,37 @@ int pair_table_case() {
 #endif
 }
 
+// Philox4x32-10 against Random123's published known answers (its tests/kat_vectors), and dropout_kept's mask the
+// same for 1 and 2 threads, over a size that is not a multiple of 4 and spans several chunks.
+int philox_case() {
+  struct Kat {
+    uint32_t c[4], k[2], want[4];
+  } kats[] = {
+      {{0, 0, 0, 0}, {0, 0}, {0x6627e8d5u, 0xe169c58du, 0xbc57ac4cu, 0x9b00dbd8u}},
+      {{~0u, ~0u, ~0u, ~0u}, {~0u, ~0u}, {0x408f276du, 0x41c83b0eu, 0xa20bc7c6u, 0x6d5451fdu}},
+      {{0x243f6a88u, 0x85a308d3u, 0x13198a2eu, 0x03707344u}, {0xa4093822u, 0x299f31d0u},
+       {0xd16cfe09u, 0x94fdccebu, 0x5001e420u, 0x24126ea1u}},
+  };
+  int bad = 0;
+  for (const Kat& t : kats) {
+    uint32_t out[4];
+    philox4x32_10(t.c[0], t.c[1], t.c[2], t.c[3], t.k[0], t.k[1], out);
+    bad += std::memcmp(out, t.want, sizeof out) != 0;
+  }
+  const int64_t n = 4 * kDropoutChunk * 3 + 7;
+  std::vector<uint8_t> one(n, 7), two(n, 9);
+  dropout_kept(0x0123456789abcdefull, n, 3865470566u, one.data(), 1);
+  dropout_kept(0x0123456789abcdefull, n, 3865470566u, two.data(), 2);
+  int64_t kept = 0;
+  for (int64_t i = 0; i < n; ++i) kept += one[i], bad += one[i] > 1;
+  bad += one != two;
+  const double rate = (double)kept / n;  // 0.9 ± 5 standard deviations (σ ≈ 0.0005 here)
+  bad += rate < 0.9 - 0.003 || rate > 0.9 + 0.003;
+  std::printf("%s Philox4x32-10 known answers; dropout mask thread-invariant, keep rate %.4f\n", bad ? "FAIL" : "ok  ",
+              rate);
+  return bad;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -402,6 +433,7 @@ int main(int argc, char** argv) {
   failures += attention_counts_case() != 0;
   failures += bit_softmax_case() != 0;
   failures += pair_table_case() != 0;
+  failures += philox_case() != 0;
   std::printf("%s\n", failures ? "FAILED" : "PASSED");
   return failures ? 1 : 0;
 }

@@ -1938,6 +1938,7 @@ void run_w1a8(const float* x, int64_t M, int64_t K, int64_t ldx, const float* sh
 #include "popcount_rate.h"
 #include "quantized_probs.h"
 #include "scaled_sign.h"
+#include "dropout.h"
 
 // Which instruction sets this CPU (and this build) runs; used by set_isa and the C-level test.
 bool isa_supported(int isa) {
@@ -2082,6 +2083,19 @@ PyObject* py_scaled_sign_backward(PyObject*, PyObject* args) {
   sign_sum = scaled_sign_backward(ptr<const float>(grad), ptr<const uint8_t>(codes), n, ptr<float>(out), nthreads);
   Py_END_ALLOW_THREADS;
   return PyFloat_FromDouble(sign_sum);
+}
+
+// dropout_kept(key, n, threshold, kept (uint8 / bool, n bytes), threads): dropout.h.
+PyObject* py_dropout_kept(PyObject*, PyObject* args) {
+  unsigned long long key, kept;
+  long long n;
+  unsigned int threshold;
+  int nthreads;
+  if (!PyArg_ParseTuple(args, "KLIKi", &key, &n, &threshold, &kept, &nthreads)) return nullptr;
+  Py_BEGIN_ALLOW_THREADS;
+  dropout_kept((uint64_t)key, n, (uint32_t)threshold, ptr<uint8_t>(kept), nthreads);
+  Py_END_ALLOW_THREADS;
+  Py_RETURN_NONE;
 }
 
 // Kernel layouts (see repack_bits / repack_nib): sizes in uint64 words, and the repacking itself.
@@ -2398,6 +2412,7 @@ PyMethodDef kMethods[] = {
     {"scaled_sign_forward", py_scaled_sign_forward, METH_VARARGS, "BiT's 1-bit elastic quantizer, training forward."},
     {"scaled_sign_levels", py_scaled_sign_levels, METH_VARARGS, "BiT's 1-bit x̂ = ±α from its codes."},
     {"scaled_sign_backward", py_scaled_sign_backward, METH_VARARGS, "Gradients of BiT's 1-bit elastic quantizer."},
+    {"dropout_kept", py_dropout_kept, METH_VARARGS, "Dropout's kept mask from Philox4x32-10 (dropout.h)."},
     {"popcount_rate", py_popcount_rate, METH_VARARGS, "XOR+popcount rate of this machine, G bit ops/s."},
     {"layout_words", py_layout_words, METH_VARARGS, "Size in uint64 words of a kernel layout (bits, nib)."},
     {"repack", py_repack, METH_VARARGS, "Checkpoint layout → kernel layout (bits, nib)."},
