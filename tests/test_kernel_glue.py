@@ -138,6 +138,8 @@ OPS = {
     # ∂x only: ∂α is summed in another order by the kernel (tests/test_kernels.py compares it with the exact sum)
     "scaled_sign_backward": (lambda: ops.scaled_sign_backward(*_sign_backward_args())[0],
                              lambda: reference.scaled_sign_backward(*_sign_backward_args())[0]),
+    "dropout_kept": (lambda: ops.dropout_kept(0x0123456789ABCDEF, (3, 5, 7), 0.9),
+                     lambda: reference.dropout_kept(0x0123456789ABCDEF, 105, 3865470566).reshape(3, 5, 7)),
     "row_sums": (lambda: ops.row_sums(_arrays()["packed"], K), lambda: reference.row_sums(_arrays()["packed"], K)),
     "repack_weight": (lambda: ops.repack_weight(_arrays()["packed"], K, "nib"),
                       lambda: reference.repack_weight(_arrays()["packed"], K, "nib")),
