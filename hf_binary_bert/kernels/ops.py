@@ -461,10 +461,10 @@ def dropout_kept(key: int, shape: torch.Size | tuple[int, ...], keep: float) -> 
         raise ValueError(f"keep must be a probability in [0, 1], got {keep}")
     if not 0 <= key < 1 << 64:
         raise ValueError(f"key must be an unsigned 64-bit integer, got {key}")
-    n = math.prod(shape)
-    threshold = min(math.floor(keep * 4294967296.0), 4294967295) if keep < 1.0 else None
-    if threshold is None:  # keep = 1: every element (u < 2³² always)
+    if keep == 1.0:  # every element (a 32-bit u is always < 2³²)
         return torch.ones(shape, dtype=torch.bool)
+    n = math.prod(shape)
+    threshold = math.floor(keep * 4294967296.0)  # < 2³² for keep < 1
     if _bitgemm is None or torch.compiler.is_compiling():  # the training path: the twin, no warning
         return reference.dropout_kept(key, n, threshold).reshape(shape)
     kept = torch.empty(shape, dtype=torch.bool)
