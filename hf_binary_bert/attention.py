@@ -109,12 +109,17 @@ class _QuantizedProbsValue(torch.autograd.Function):
         codes, weights = kernels.quantized_probs_forward(probs.contiguous(), kept, alpha, q_p, keep_scale)
         ctx.save_for_backward(probs, alpha, codes, kept, value)
         ctx.q_p, ctx.keep_scale, ctx.kernels = q_p, keep_scale, kernels
+        # an output no loss reads gets None in the backward, not a materialized [B, H, T, T] of zeros (the weights,
+        # unless an attention loss reads them)
+        ctx.set_materialize_grads(False)
         return torch.matmul(weights, value), weights
 
     @staticmethod
     def backward(ctx, grad_out: torch.Tensor, grad_weights: torch.Tensor | None):
         probs, alpha, codes, kept, value = ctx.saved_tensors
         need_probs, need_step, need_value = ctx.needs_input_grad[:3]
+        if grad_out is None:  # only the weights are read: ∂(output) is zero
+            grad_out = torch.zeros(probs.shape[:-1] + value.shape[-1:], dtype=value.dtype)
         kernels = ctx.kernels
         grad_value = None
         if need_value:

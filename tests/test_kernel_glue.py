@@ -99,6 +99,14 @@ def _sign_args(seed=0):
     return x, 0.1 * torch.randn(3, 1, 8, generator=g, dtype=torch.float32), torch.tensor(0.5, dtype=torch.float32)
 
 
+def _dropout_apply_args(seed=0, backward=False):
+    """(x, kept, keep_scale, backward) of `dropout_apply`."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(3, 5, 7, generator=g, dtype=torch.float32)
+    kept = torch.rand(3, 5, 7, generator=g, dtype=torch.float32) < 0.7
+    return x, kept, torch.ones((), dtype=torch.float32).div_(0.7), backward
+
+
 def _sign_codes_args(seed=0):
     x, shift, step = _sign_args(seed)
     return reference.scaled_sign_forward(x, shift, step)[1], step
@@ -140,6 +148,8 @@ OPS = {
                              lambda: reference.scaled_sign_backward(*_sign_backward_args())[0]),
     "dropout_kept": (lambda: ops.dropout_kept(0x0123456789ABCDEF, (3, 5, 7), 0.9),
                      lambda: reference.dropout_kept(0x0123456789ABCDEF, 105, 3865470566).reshape(3, 5, 7)),
+    "dropout_apply": (lambda: ops.dropout_apply(*_dropout_apply_args()),
+                      lambda: reference.dropout_apply(*_dropout_apply_args())),
     "row_sums": (lambda: ops.row_sums(_arrays()["packed"], K), lambda: reference.row_sums(_arrays()["packed"], K)),
     "repack_weight": (lambda: ops.repack_weight(_arrays()["packed"], K, "nib"),
                       lambda: reference.repack_weight(_arrays()["packed"], K, "nib")),
@@ -250,6 +260,7 @@ def _op_arguments():
         ("scaled_sign_forward", ops.scaled_sign_forward, _sign_args(), ["x", "shift", "step"]),
         ("scaled_sign_levels", ops.scaled_sign_levels, _sign_codes_args(), ["codes", "step"]),
         ("scaled_sign_backward", ops.scaled_sign_backward, _sign_backward_args(), ["grad", "codes", "step"]),
+        ("dropout_apply", ops.dropout_apply, _dropout_apply_args()[:3], ["x", "kept", "keep_scale"]),
         ("row_sums", lambda p: ops.row_sums(p, K), (a["packed"],), ["weight_packed"]),
         ("repack_weight", lambda p: ops.repack_weight(p, K, "bits"), (a["packed"],), ["weight_packed"]),
     ]
@@ -301,3 +312,18 @@ def test_missing_extension_falls_back_to_reference_with_one_warning(monkeypatch)
     with pytest.raises(ValueError, match="compiled kernels are not built"):
         ops.set_isa("avx2")
     _ = SIGNED
+
+
+@pytest.mark.parametrize("backward", [False, True])
+def test_dropout_apply_is_the_composition_bit_for_bit(backward):
+    """Signed zeros, infinities and NaN included (x · 0 keeps x's sign; ∞ · 0 is NaN), over a size that spans
+    several of the kernel's parallel chunks."""
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(3, 70001, generator=g, dtype=torch.float32) * 1e3
+    x[0, :6] = torch.tensor([float("nan"), float("inf"), -float("inf"), -0.0, 0.0, -3e38])
+    kept = torch.rand(3, 70001, generator=g) < 0.9
+    kept[0, :6] = torch.tensor([False, False, False, False, True, True])
+    scale = torch.ones((), dtype=torch.float32).div_(0.9)
+    out = ops.dropout_apply(x, kept, scale, backward)
+    expected = reference.dropout_apply(x, kept, scale, backward)
+    assert torch.equal(out.view(torch.int32), expected.view(torch.int32))

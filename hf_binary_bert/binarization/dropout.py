@@ -35,17 +35,25 @@ def dropout_kept(shape: torch.Size, p: float, dtype: torch.dtype) -> tuple[torch
     return ops.dropout_kept(dropout_key(), shape, 1 - p), torch.ones((), dtype=dtype).div_(1 - p)
 
 
+def _apply(x: torch.Tensor, kept: torch.Tensor, keep_scale: torch.Tensor, backward: bool) -> torch.Tensor:
+    """`kernels.ops.dropout_apply` (one compiled pass) for a contiguous float32 CPU x, else its PyTorch twin: the
+    same values bit for bit."""
+    if x.is_contiguous() and ops.training_kernels(x) is ops:
+        return ops.dropout_apply(x, kept, keep_scale, backward)
+    return dropout_backward(x, kept, keep_scale) if backward else torch.mul(x, keep_scale).mul_(kept)
+
+
 class _MaskDropout(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: torch.Tensor, p: float) -> torch.Tensor:
         kept, ctx.keep_scale = dropout_kept(x.shape, p, x.dtype)
         ctx.save_for_backward(kept)
-        return torch.mul(x, ctx.keep_scale).mul_(kept)  # x · noise for noise = 1[kept] · 1/(1 − p), bit for bit
+        return _apply(x, kept, ctx.keep_scale, False)  # x · noise for noise = 1[kept] · 1/(1 − p), bit for bit
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
         (kept,) = ctx.saved_tensors
-        return dropout_backward(grad, kept, ctx.keep_scale), None
+        return _apply(grad, kept, ctx.keep_scale, True), None
 
 
 def mask_dropout(x: torch.Tensor, p: float, training: bool = True) -> torch.Tensor:

@@ -472,6 +472,27 @@ def dropout_kept(key: int, shape: torch.Size | tuple[int, ...], keep: float) -> 
     return kept
 
 
+def dropout_apply(x: torch.Tensor, kept: torch.Tensor, keep_scale: torch.Tensor, backward: bool = False) -> torch.Tensor:
+    """Dropout applied with a kept mask in one pass (csrc/dropout.h): forward (x · keep_scale) · 1[kept], with
+    `backward` (x the gradient) (1[kept] · keep_scale) · x; a new float32 tensor, bit for bit
+    `reference.dropout_apply`. x: contiguous float32 CPU, kept: contiguous bool of x's shape, keep_scale: 1/(1 − p),
+    one float.
+
+    Raises:
+        ValueError: x not a contiguous float32 CPU tensor, kept not contiguous bool of its shape, a keep_scale that
+            is not one float.
+    """
+    _check_map("x", x, torch.float32)
+    _check_map("kept", kept, torch.bool, x.shape)
+    _check_step("keep_scale", keep_scale)
+    if _bitgemm is None or torch.compiler.is_compiling():
+        return reference.dropout_apply(x, kept, keep_scale, backward)
+    out = torch.empty(x.shape, dtype=torch.float32)
+    _bitgemm.dropout_apply(x.data_ptr(), kept.data_ptr(), float(keep_scale), backward, out.data_ptr(), x.numel(),
+                           torch.get_num_threads())
+    return out
+
+
 def training_kernels(*tensors: torch.Tensor | None):
     """The module whose training kernels of the activation quantizers (`quantized_probs_*`, `scaled_sign_*`) to
     call on these tensors: this one (compiled, one pass each) for float32 CPU tensors with the extension built
@@ -645,6 +666,7 @@ def set_isa(name: str) -> str:
 
 
 __all__ = [
+    "dropout_apply",
     "dropout_kept",
     "quantized_probs_backward",
     "quantized_probs_forward",

@@ -290,6 +290,15 @@ def dropout_kept(key: int, n: int, threshold: int) -> torch.Tensor:
     return (torch.stack(words, dim=1).reshape(-1)[:n] < threshold)
 
 
+def dropout_apply(x: torch.Tensor, kept: torch.Tensor, keep_scale: torch.Tensor, backward: bool = False) -> torch.Tensor:
+    """Dropout applied with the kept mask (bool, x's shape) and keep_scale = 1/(1 − p) (0-d): forward
+    (x · keep_scale) · 1[kept], the values of x · noise for noise = 1[kept] · 1/(1 − p); with `backward`, x is the
+    gradient and the result noise · x (`dropout_backward`). The twin of csrc/dropout.h `dropout_apply`."""
+    if backward:
+        return dropout_backward(x, kept, keep_scale)
+    return torch.mul(x, keep_scale).mul_(kept)
+
+
 def dropout_backward(grad: torch.Tensor, kept: torch.Tensor, keep_scale: torch.Tensor) -> torch.Tensor:
     """grad · noise with the noise rebuilt from the kept mask (1[kept] · 1/(1 − p): the forward's float values), as
     autograd multiplies the gradient of x · noise."""

@@ -2098,6 +2098,20 @@ PyObject* py_dropout_kept(PyObject*, PyObject* args) {
   Py_RETURN_NONE;
 }
 
+// dropout_apply(x (float32), kept (uint8 / bool), s (1/(1 − p)), backward (0 / 1), out (float32), n, threads):
+// dropout.h.
+PyObject* py_dropout_apply(PyObject*, PyObject* args) {
+  unsigned long long x, kept, out;
+  double s;
+  int backward, nthreads;
+  long long n;
+  if (!PyArg_ParseTuple(args, "KKdpKLi", &x, &kept, &s, &backward, &out, &n, &nthreads)) return nullptr;
+  Py_BEGIN_ALLOW_THREADS;
+  dropout_apply(ptr<float>(x), ptr<uint8_t>(kept), (float)s, backward != 0, ptr<float>(out), n, nthreads);
+  Py_END_ALLOW_THREADS;
+  Py_RETURN_NONE;
+}
+
 // Kernel layouts (see repack_bits / repack_nib): sizes in uint64 words, and the repacking itself.
 PyObject* py_layout_words(PyObject*, PyObject* args) {
   const char* kind;
@@ -2413,6 +2427,7 @@ PyMethodDef kMethods[] = {
     {"scaled_sign_levels", py_scaled_sign_levels, METH_VARARGS, "BiT's 1-bit x̂ = ±α from its codes."},
     {"scaled_sign_backward", py_scaled_sign_backward, METH_VARARGS, "Gradients of BiT's 1-bit elastic quantizer."},
     {"dropout_kept", py_dropout_kept, METH_VARARGS, "Dropout's kept mask from Philox4x32-10 (dropout.h)."},
+    {"dropout_apply", py_dropout_apply, METH_VARARGS, "Dropout applied with a kept mask, one pass (dropout.h)."},
     {"popcount_rate", py_popcount_rate, METH_VARARGS, "XOR+popcount rate of this machine, G bit ops/s."},
     {"layout_words", py_layout_words, METH_VARARGS, "Size in uint64 words of a kernel layout (bits, nib)."},
     {"repack", py_repack, METH_VARARGS, "Checkpoint layout → kernel layout (bits, nib)."},

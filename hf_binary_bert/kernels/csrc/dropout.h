@@ -163,3 +163,24 @@ void dropout_kept(uint64_t key, int64_t n, uint32_t threshold, uint8_t* kept, in
     dropout_kept_range(isa, key, ch * kDropoutChunk, std::min(counters, (ch + 1) * kDropoutChunk), n, threshold,
                        kept);
 }
+
+// Dropout applied with a kept mask (binarization/dropout.py `_MaskDropout`), one pass instead of PyTorch's three
+// (x · s, the bool mask converted to float, the product): forward out[i] = (x[i] · s) · 1[kept[i]], backward
+// out[i] = (1[kept[i]] · s) · g[i] — the products, in the order, of the PyTorch composition (kernels/reference.py
+// `dropout_apply`), so bit for bit equal to it (-ffp-contract=off; x · 0 keeps its sign and NaN as there).
+HF_ELEMENTWISE void dropout_apply_range(const float* __restrict x, const uint8_t* __restrict kept, float s,
+                                        bool backward, float* __restrict out, int64_t lo, int64_t hi) {
+  if (backward) {
+    for (int64_t i = lo; i < hi; ++i) out[i] = ((float)kept[i] * s) * x[i];
+  } else {
+    for (int64_t i = lo; i < hi; ++i) out[i] = (x[i] * s) * (float)kept[i];
+  }
+}
+
+void dropout_apply(const float* x, const uint8_t* kept, float s, bool backward, float* out, int64_t n,
+                   int nthreads) {
+  const int64_t chunks = (n + kDropoutChunk - 1) / kDropoutChunk;
+#pragma omp parallel for schedule(static) num_threads(nthreads) if (nthreads > 1 && chunks > 1)
+  for (int64_t ch = 0; ch < chunks; ++ch)
+    dropout_apply_range(x, kept, s, backward, out, ch * kDropoutChunk, std::min(n, (ch + 1) * kDropoutChunk));
+}
