@@ -472,7 +472,8 @@ def dropout_kept(key: int, shape: torch.Size | tuple[int, ...], keep: float) -> 
     return kept
 
 
-def dropout_apply(x: torch.Tensor, kept: torch.Tensor, keep_scale: torch.Tensor, backward: bool = False) -> torch.Tensor:
+def dropout_apply(x: torch.Tensor, kept: torch.Tensor, keep_scale: torch.Tensor,
+                  backward: bool = False) -> torch.Tensor:
     """Dropout applied with a kept mask in one pass (csrc/dropout.h): forward (x · keep_scale) · 1[kept], with
     `backward` (x the gradient) (1[kept] · keep_scale) · x; a new float32 tensor, bit for bit
     `reference.dropout_apply`. x: contiguous float32 CPU, kept: contiguous bool of x's shape, keep_scale: 1/(1 − p),

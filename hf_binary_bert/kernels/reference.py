@@ -290,7 +290,8 @@ def dropout_kept(key: int, n: int, threshold: int) -> torch.Tensor:
     return (torch.stack(words, dim=1).reshape(-1)[:n] < threshold)
 
 
-def dropout_apply(x: torch.Tensor, kept: torch.Tensor, keep_scale: torch.Tensor, backward: bool = False) -> torch.Tensor:
+def dropout_apply(x: torch.Tensor, kept: torch.Tensor, keep_scale: torch.Tensor,
+                  backward: bool = False) -> torch.Tensor:
     """Dropout applied with the kept mask (bool, x's shape) and keep_scale = 1/(1 − p) (0-d): forward
     (x · keep_scale) · 1[kept], the values of x · noise for noise = 1[kept] · 1/(1 − p); with `backward`, x is the
     gradient and the result noise · x (`dropout_backward`). The twin of csrc/dropout.h `dropout_apply`."""
