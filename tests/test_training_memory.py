@@ -221,13 +221,22 @@ def test_import_makes_no_tensor_so_the_command_line_gets_huge_pages():
     assert faults < 327_680 // 4, faults
 
 
+@pytest.mark.parametrize("factored", [True, False])
 @pytest.mark.parametrize("bias", [True, False])
-def test_linear_with_a_1bit_elastic_input_equals_quantizer_then_linear_bit_for_bit(bias):
+def test_linear_with_a_1bit_elastic_input_keeps_codes_and_gives_the_plain_gradients(bias, factored, monkeypatch):
     """`BinaryLinear` with BiT's 1-bit elastic input quantizer runs quantizer and matmul as one function in training
-    (`linear._ScaledSignLinear`): the same values and gradients as the quantizer's own function followed by
-    `F.linear`, exactly, with two bool masks kept instead of the float x̂."""
+    (`linear._ScaledSignLinear`) and keeps one uint8 code per input element instead of the float x̂. Its forward is
+    the packed model's factored XNOR-popcount form (`reference.w1a1_linear`, bit for bit) where the compiled kernel
+    applies, within float rounding of the quantizer followed by `F.linear`, and `F.linear`'s values exactly where it
+    does not (`factored=False`: no extension); the gradients are those of quantizer + `F.linear`, exactly."""
     from hf_binary_bert.binarization import BinaryLinear
+    from hf_binary_bert.format import pack_weight, per_row
+    from hf_binary_bert.kernels import ops, reference
 
+    if factored and not ops.available():
+        pytest.skip("the compiled kernels are not built")
+    if not factored:
+        monkeypatch.setattr(ops, "available", lambda: False)
     torch.manual_seed(0)
     layer = BinaryLinear(24, 36, bias, weight_scale="learned_offset", num_groups=3)
     layer.input_quantizer = ActivationQuantizer(1, scheme="elastic", shift_shape=(24,))
@@ -248,11 +257,77 @@ def test_linear_with_a_1bit_elastic_input_equals_quantizer_then_linear_bit_for_b
     out, gx, grads, saved = run(layer)
     ref_out, ref_gx, ref_grads, ref_saved = run(
         lambda t: F.linear(layer.input_quantizer(t), layer.quantized_weight(), layer.bias))
-    assert torch.equal(out, ref_out) and torch.equal(gx, ref_gx)
+    if factored:
+        with torch.no_grad():
+            alpha, gamma = layer.scales()
+            shift, step = layer.input_quantizer.training_operands(x)
+            packed = pack_weight(layer.weight, alpha, gamma)["weight_packed"]
+            want = reference.w1a1_linear(x, packed, per_row(alpha, 36).reshape(-1), per_row(gamma, 36).reshape(-1),
+                                         layer.bias, shift, step, 0.0, reference.SIGNED, True)
+        assert torch.equal(out, want)
+        assert not torch.equal(out, ref_out)  # the order of the sum differs: this test can tell the two forms apart
+        torch.testing.assert_close(out, ref_out, rtol=1e-5, atol=1e-6)
+    else:
+        assert torch.equal(out, ref_out)
+    assert torch.equal(gx, ref_gx)
     assert grads.keys() == ref_grads.keys()
     for name in grads:
         assert torch.equal(grads[name], ref_grads[name]), name
-    assert ref_saved - saved >= x.numel() * 3  # a float x̂ (4 bytes an element) → one more bool (1 byte)
+    assert ref_saved - saved >= x.numel() * 3  # a float x̂ (4 bytes an element) → one uint8 code (1 byte)
+
+
+@pytest.mark.parametrize("factored", [True, False])
+@pytest.mark.parametrize("bits, signed", [(2, True), (4, True), (8, True), (4, False)])
+def test_linear_with_an_lsq_input_keeps_only_x_and_gives_the_plain_gradients(bits, signed, factored, monkeypatch):
+    """`BinaryLinear` with an LSQ / elastic 2–8-bit input quantizer runs quantizer and matmul as one function in
+    training (`linear._LSQLinear`) that keeps x, not also the float x̂. Its forward is the packed model's W1 × u8 form
+    (`reference.w1a8_linear`, bit for bit) where the compiled kernel applies, within float rounding of the quantizer
+    followed by `F.linear`, and `F.linear`'s values exactly where it does not; the gradients are those of the
+    quantizer's function followed by `F.linear`, exactly."""
+    from hf_binary_bert.binarization import BinaryLinear
+    from hf_binary_bert.format import pack_weight, per_row
+    from hf_binary_bert.kernels import ops, reference
+
+    if factored and not ops.available():
+        pytest.skip("the compiled kernels are not built")
+    if not factored:
+        monkeypatch.setattr(ops, "available", lambda: False)
+    torch.manual_seed(1)
+    layer = BinaryLinear(24, 36, True, weight_scale="learned_offset", num_groups=3)
+    quantizer = ActivationQuantizer(bits, scheme="elastic", signed=signed, shift_shape=(24,))
+    layer.input_quantizer = quantizer
+    layer.train()
+    x = torch.randn(4, 16, 24)
+    layer(x)  # calibrates the step
+    with torch.no_grad():
+        quantizer.shift.normal_(0, 0.3)
+    grad = torch.randn(4, 16, 36)
+
+    def run(fn):
+        layer.zero_grad()
+        xi = x.clone().requires_grad_(True)
+        out, saved = _saved_bytes(fn, xi)
+        out.backward(grad)
+        return out.detach(), xi.grad, {n: p.grad.clone() for n, p in layer.named_parameters()}, saved
+
+    out, gx, grads, saved = run(layer)
+    ref_out, ref_gx, ref_grads, ref_saved = run(lambda t: F.linear(quantizer(t), layer.quantized_weight(), layer.bias))
+    if factored:
+        with torch.no_grad():
+            alpha, gamma = layer.scales()
+            shift, step = quantizer.training_operands(x)
+            packed = pack_weight(layer.weight, alpha, gamma)["weight_packed"]
+            want = reference.w1a8_linear(x, packed, per_row(alpha, 36).reshape(-1), per_row(gamma, 36).reshape(-1),
+                                         layer.bias, shift, step, quantizer.q_n, quantizer.q_p, False)
+        assert torch.equal(out, want)
+        torch.testing.assert_close(out, ref_out, rtol=1e-5, atol=1e-5)
+    else:
+        assert torch.equal(out, ref_out)
+    assert torch.equal(gx, ref_gx)
+    assert grads.keys() == ref_grads.keys()
+    for name in grads:
+        assert torch.equal(grads[name], ref_grads[name]), name
+    assert ref_saved - saved >= x.numel() * 4  # the float x̂ (4 bytes an element) is not kept
 
 
 def test_mask_dropout_applies_its_philox_mask_as_torch_dropout_and_keeps_a_bool_mask():

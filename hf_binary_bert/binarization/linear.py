@@ -17,8 +17,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..format import dequantize, pack_weight, packed_length, per_row
+from ..kernels import ops
 from ..kernels.linear import InferencePlanReader
 from ..kernels.ops import training_kernels
+from ..kernels.reference import SIGNED, _shifted_quotient, lsq_backward
 from .activation import ActivationQuantizer, _shift_grad
 from .kernel_dispatch import kernel_applies, kernel_forward
 from .ste import binary_sign, sign_ste
@@ -131,22 +133,50 @@ class BinarizedWeightMixin:
             self.weight_offset.copy_(packed.weight_offset if packed.has_offset else torch.zeros_like(packed.weight_scale))
 
 
+def _factored_linear(x: torch.Tensor, shift: torch.Tensor | None, step: torch.Tensor, bias: torch.Tensor | None,
+                     factored: tuple, levels: tuple[int, int] | None = None) -> torch.Tensor:
+    """s·(α_w·(q·Bᵀ) + γ_w·Σq) + b, the packed model's kernels on the operands of `BinaryLinear._factored_operands`:
+    q = sign(x − β) ∈ {±1} and s = α (`levels` None: BiT's 1-bit elastic input, `kernels.ops.w1a1_linear`), or
+    q = round(clip((x − β)/α, Q_n, Q_p)) for `levels` = (Q_n, Q_p) (LSQ, `kernels.ops.w1a8_linear`)."""
+    packed, layout, sums, alpha, gamma = factored
+    flat_shift = None if shift is None else shift.detach().reshape(-1).expand(x.shape[-1]).contiguous()
+    bias = None if bias is None else bias.detach()
+    if levels is None:
+        return ops.w1a1_linear_impl(x.contiguous(), packed, layout, alpha, gamma, bias, flat_shift, step.detach(), 0.0,
+                                    SIGNED, True)
+    return ops.w1a8_linear_impl(x.contiguous(), packed, layout, sums, alpha, gamma, bias, flat_shift, step.detach(),
+                                levels[0], levels[1], False)
+
+
 class _ScaledSignLinear(torch.autograd.Function):
-    """F.linear(x̂, W, b) with x̂ = α·sign((x − β)/α) (BiT's 1-bit elastic input quantizer, `_ScaledSignSTE`), as one
+    """F.linear(x̂, W_q, b) with x̂ = α·sign((x − β)/α) (BiT's 1-bit elastic input quantizer, `_ScaledSignSTE`), as one
     function that keeps one uint8 code per input element for the backward pass (the sign of x − β and the STE
-    window) instead of the float x̂: the backward pass rebuilds x̂ = ±α exactly and runs the matmuls autograd runs
-    for `F.linear`, so values and gradients equal `F.linear(_ScaledSignSTE(x, β, α), W, b)` (bit for bit but ∂α,
-    which the compiled kernels sum in another order). The quantizer's passes: `kernels.ops.scaled_sign_*` (one each way).
-    x [..., in], W [out, in], b [out]."""
+    window) instead of the float x̂. x [..., in], W_q = α_w·B + γ_w [out, in], b [out].
+
+    Forward: with `factored` (the packed signs B, their kernel layout, α_w and γ_w per output row; what
+    `BinaryLinear._factored_operands` gives in training mode for float32 CPU tensors with the compiled kernels) the
+    XNOR-popcount kernel of the packed model, `kernels.ops.w1a1_linear`: y = α·(α_w·(q·Bᵀ) + γ_w·Σq) + b with q = sign(x − β) ∈
+    {±1}, the integer dot products exact — the factored order in which the packed model and the native runtime
+    compute this Linear, so the training forward gives their values bit for bit for the same α, β, α_w, γ_w, b (the
+    training step α carries LSQ's gradient scaling, which can move it by an ulp from the saved one; and up to an
+    (x − β)/α that underflows to −0, whose sign the STE codes read as +). It equals F.linear(x̂, W_q, b)
+    up to the float rounding of that sum (about 1e-6 relative), in a fraction of its time. Without `factored`,
+    F.linear itself. Backward: the backward pass rebuilds x̂ = ±α exactly and runs the matmuls autograd runs for
+    `F.linear`, so the gradients equal those of `F.linear(_ScaledSignSTE(x, β, α), W_q, b)` bit for bit but ∂α,
+    which the compiled kernels sum in another order. The quantizer's passes: `kernels.ops.scaled_sign_*` (one each
+    way)."""
 
     @staticmethod
-    def forward(ctx, x, shift, step, weight, bias):
+    def forward(ctx, x, shift, step, weight, bias, factored=None):
         step = step.detach()
         kernels = training_kernels(x, shift, step)
         x_hat, codes = kernels.scaled_sign_forward(x, shift, step)  # as _ScaledSignSTE
         ctx.save_for_backward(codes, step, shift, weight)
         ctx.has_bias, ctx.kernels = bias is not None, kernels
-        return F.linear(x_hat, weight, bias)
+        if factored is None:
+            return F.linear(x_hat, weight, bias)
+        del x_hat
+        return _factored_linear(x, shift, step, bias, factored)
 
     @staticmethod
     def backward(ctx, grad):
@@ -166,7 +196,51 @@ class _ScaledSignLinear(torch.autograd.Function):
             grad_x_hat = g2.mm(weight).view(codes.shape)  # a new tensor: ∂x written into it
             grad_x, grad_step = kernels.scaled_sign_backward(grad_x_hat, codes, step, out=grad_x_hat)
             grad_shift = _shift_grad(grad_x, shift) if needs[1] else None
-        return grad_x if needs[0] else None, grad_shift, grad_step if needs[2] else None, grad_weight, grad_bias
+        return (grad_x if needs[0] else None, grad_shift, grad_step if needs[2] else None, grad_weight, grad_bias,
+                None)
+
+
+class _LSQLinear(torch.autograd.Function):
+    """F.linear(x̂, W_q, b) with LSQ's x̂ = α·round(clip((x − β)/α, Q_n, Q_p)) (`activation._LSQRound`: the 2–8-bit
+    and the unsigned quantizers with a step, BiT's elastic ones included) as one function that keeps only the input
+    x for the backward pass (the plain composition keeps x and the float x̂). x [..., in], W_q = α_w·B + γ_w
+    [out, in], b [out].
+
+    Forward: with `factored` (`BinaryLinear._factored_operands(..., "nib")`, training mode) the packed model's
+    W1 × u8 kernel, `kernels.ops.w1a8_linear`: y = α·(α_w·(q·Bᵀ) + γ_w·Σq) + b, q the integer levels, the dot
+    products exact — the
+    packed model's and the native runtime's order, so their values bit for bit (for the same α, β, α_w, γ_w, b),
+    and F.linear(x̂, W_q, b)'s up to the float rounding of that sum; without it, F.linear itself. Backward: x̂
+    computed again from x with the forward's roundings, then the matmuls autograd runs for `F.linear` and
+    `_LSQRound`'s gradients (`reference.lsq_backward`): bit for bit those of `F.linear(_LSQRound(x, β, α), W_q, b)`."""
+
+    @staticmethod
+    def forward(ctx, x, shift, step, weight, bias, q_n, q_p, factored=None):
+        step = step.detach()
+        ctx.save_for_backward(x, shift, step, weight)
+        ctx.has_bias, ctx.q_n, ctx.q_p = bias is not None, q_n, q_p
+        if factored is not None:
+            return _factored_linear(x, shift, step, bias, factored, (q_n, q_p))
+        x_hat = _shifted_quotient(x, shift, step).clamp_(q_n, q_p).round_().mul_(step)  # as _LSQRound
+        return F.linear(x_hat, weight, bias)
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, shift, step, weight = ctx.saved_tensors
+        needs = ctx.needs_input_grad
+        g2 = grad.reshape(-1, grad.shape[-1])
+        grad_weight = grad_bias = None
+        if needs[3]:  # as AddmmBackward for mat2 = Wᵀ: (gradᵀ·mat1)ᵀ, mat1 = x̂ again with the forward's roundings
+            x_hat = _shifted_quotient(x, shift, step).clamp_(ctx.q_n, ctx.q_p).round_().mul_(step)
+            grad_weight = g2.t().mm(x_hat.view(-1, x_hat.shape[-1]))
+            del x_hat
+        if ctx.has_bias and needs[4]:
+            grad_bias = g2.sum(0)
+        grad_x = grad_shift = grad_step = None
+        if needs[0] or needs[1] or needs[2]:
+            grad_x_hat = g2.mm(weight).view(x.shape)
+            grad_x, grad_shift, grad_step = lsq_backward(grad_x_hat, x, shift, step, ctx.q_n, ctx.q_p, needs[:3])
+        return grad_x, grad_shift, grad_step, grad_weight, grad_bias, None, None, None
 
 
 class BinaryLinear(BinarizedWeightMixin, nn.Linear):
@@ -211,13 +285,42 @@ class BinaryLinear(BinarizedWeightMixin, nn.Linear):
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
         quantizer = self.input_quantizer
-        if (torch.is_grad_enabled() and isinstance(quantizer, ActivationQuantizer) and quantizer.is_scaled_sign
+        if (torch.is_grad_enabled() and isinstance(quantizer, ActivationQuantizer) and quantizer.has_step
                 and not torch.is_autocast_enabled(input.device.type)):
-            # 1-bit elastic input in training: x̂ kept as two bool masks, not as a float tensor (same values); under
-            # autocast the plain path, whose matmul autocast casts
+            # An input quantizer with a step (BiT's 1-bit elastic one, LSQ's 2–8-bit ones) with autograd: one
+            # function with the quantizer that keeps uint8 codes (1 bit) or only x (LSQ), not the float x̂. In
+            # training mode its forward is the packed model's factored form where the compiled kernel applies
+            # (`_ScaledSignLinear`, `_LSQLinear`); in eval mode, as without autograd, F.linear's (the pure-PyTorch
+            # reference path's) values. Under autocast the plain path, whose matmul autocast casts.
+            levels = None if quantizer.is_scaled_sign else (quantizer.q_n, quantizer.q_p)
             shift, step = quantizer.training_operands(input)
-            return _ScaledSignLinear.apply(input, shift, step, self.quantized_weight(), self.bias)
+            factored = (self._factored_operands(input, shift, "bits" if levels is None else "nib", levels)
+                        if self.training else None)
+            if levels is None:
+                return _ScaledSignLinear.apply(input, shift, step, self.quantized_weight(), self.bias, factored)
+            return _LSQLinear.apply(input, shift, step, self.quantized_weight(), self.bias, *levels, factored)
         return F.linear(quantizer(input), self.quantized_weight(), self.bias)
+
+    @torch.no_grad()
+    def _factored_operands(self, x: torch.Tensor, shift: torch.Tensor | None, layout: str,
+                           levels: tuple[int, int] | None):
+        """(packed signs B uint8 [out, ceil(in / 8)], their kernel layout (`"bits"` for `w1a1_linear`, `"nib"` for
+        `w1a8_linear`), Σ_k B int32 [out] (`"nib"`; else None), α_w float32 [out], γ_w float32 [out] or None) of the
+        current latent weight, for the factored forward (`_factored_linear`); None where the compiled kernels do not
+        apply (another dtype or device, no extension, `torch.compile`, a β that is neither per input feature nor one
+        value, levels that do not fit 8 bits)."""
+        if (not ops.available() or torch.compiler.is_compiling() or x.dtype != torch.float32 or x.device.type != "cpu"
+                or self.weight.dtype != torch.float32 or self.weight.device.type != "cpu"
+                or (shift is not None and shift.numel() not in (1, self.in_features))
+                or (levels is not None and (levels[0] > 0 or levels[1] < 1 or levels[1] - levels[0] > 255))):
+            return None
+        alpha, gamma = self.scales()
+        rows, k = self.out_features, self.in_features
+        packed = pack_weight(self.weight, alpha, gamma)["weight_packed"]  # B = sign(W − γ), sign(0) = +1: as sign_ste
+        alpha_rows = per_row(alpha.detach().float(), rows).reshape(-1).contiguous()
+        gamma_rows = None if gamma is None else per_row(gamma.detach().float(), rows).reshape(-1).contiguous()
+        sums = ops.row_sums(packed, k) if layout == "nib" else None
+        return packed, ops.repack_weight(packed, k, layout), sums, alpha_rows, gamma_rows
 
     @torch.no_grad()
     def freeze(self) -> "PackedBinaryLinear":
