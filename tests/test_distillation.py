@@ -81,6 +81,8 @@ def test_arguments_validate():
         DistillationTrainingArguments(output_dir="x", attention_distribution="float", report_to=[])
     with pytest.raises(ValueError, match="head_learning_rate must be > 0"):
         DistillationTrainingArguments(output_dir="x", head_learning_rate=0.0, report_to=[])
+    with pytest.raises(ValueError, match="original_teacher_every must be >= 1"):
+        DistillationTrainingArguments(output_dir="x", original_teacher_every=0, report_to=[])
     with pytest.raises(ValueError, match="pooled_loss_weight must be >= 0"):
         DistillationTrainingArguments(output_dir="x", pooled_loss_weight=-1.0, report_to=[])
 

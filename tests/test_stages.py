@@ -195,14 +195,17 @@ def test_continue_logs_loss_against_original_teacher_and_stop_raises(tmp_path, m
     starts = _collapse_stage(monkeypatch, bits=4)
     out = tmp_path / "continued"
     result = distill(str(teacher), "stsb", str(out), data_dir=str(data_dir), schedule="W1A4,W1A2", evaluate=False,
-                     on_collapse="continue", steps_per_stage=[2, 3], **{**KW, "max_steps": None})
+                     on_collapse="continue", steps_per_stage=[2, 3], original_teacher_every=2,
+                     **{**KW, "max_steps": None})
     assert starts == ["BertForSequenceClassification", "BinaryBertForSequenceClassification"]
     first, second = result["stages"]
     assert first["collapsed"] and second["taught_by"] == "stage 1" and second["steps"] == 3
     # stage 2 is measured against both teachers: its own (the constant 2.5) and the original
     assert second["loss_vs_stage_teacher"] != pytest.approx(second["loss_vs_original"], rel=1e-3)
-    logged = [e["loss_prediction_original"] for e in second["log_history"] if "loss_prediction_original" in e]
-    assert len(logged) == 3 and all(v > 0 for v in logged)
+    logged = [(e["step"], e["loss_prediction_original"]) for e in second["log_history"]
+              if "loss_prediction_original" in e]
+    # run on every second optimizer step only (global steps 0 and 2 of 3), each logged at the end of its step
+    assert [step for step, _ in logged] == [1, 3] and all(v > 0 for _, v in logged)
     assert not any("loss_prediction_original" in e for e in first["log_history"])  # stage 1: its teacher is the original
     with pytest.raises(StageCollapseError, match="stage 1: W1A4 collapsed"):
         distill(str(teacher), "stsb", str(tmp_path / "stopped"), data_dir=str(data_dir), schedule="W1A4,W1A2",

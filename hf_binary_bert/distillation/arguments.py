@@ -175,7 +175,8 @@ class DistillationArguments:
     attention, DMD) and the rest only the prediction-layer terms (prediction, task).
 
     Raises:
-        ValueError: for a negative weight, a non-positive temperature or `head_learning_rate`, an unknown `attention_loss`,
+        ValueError: for a negative weight, a non-positive temperature, `head_learning_rate` or
+            `original_teacher_every`, an unknown `attention_loss`,
             `attention_distribution` or `dmd_targets` entry, an `intermediate_stage_ratio` outside (0, 1), or a two-stage setting without
             terms for one of its stages.
     """
@@ -232,6 +233,12 @@ class DistillationArguments:
     intermediate_stage_ratio: float = field(
         default=0.5, metadata={"help": "Fraction of the optimizer steps spent in the first (intermediate) stage."}
     )
+    original_teacher_every: int = field(
+        default=10,
+        metadata={"help": "Multi-step stages taught by an earlier student: run the original full-precision teacher for "
+                          "the logged loss_prediction_original on every N-th optimizer step only (1: every step). "
+                          "It is logged, not trained on, and costs a full-precision forward each time it runs."},
+    )
     teacher_bf16: bool = field(default=False, metadata={"help": "Run the teacher forward under bf16 autocast."})
     train_in_fp_dtype: bool = field(
         default=False,
@@ -251,6 +258,8 @@ class DistillationArguments:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.head_learning_rate is not None and not self.head_learning_rate > 0:
             raise ValueError(f"head_learning_rate must be > 0, got {self.head_learning_rate}")
+        if self.original_teacher_every < 1:
+            raise ValueError(f"original_teacher_every must be >= 1, got {self.original_teacher_every}")
         if self.temperature <= 0:
             raise ValueError(f"temperature must be > 0, got {self.temperature}")
         if self.attention_loss not in ("mse", "kl"):

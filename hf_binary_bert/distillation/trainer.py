@@ -245,7 +245,8 @@ class DistillationTrainer(Trainer):
             which records the run's hyperparameters, steps and final losses on the student).
         original_teacher_model: optional, the full-precision model at the start of a multi-step schedule when
             `teacher_model` is an earlier stage's student: each training step also runs it (under `no_grad`, logits
-            only) and logs the student's prediction loss against it as `loss_prediction_original`, outside the loss.
+            only) on every `args.original_teacher_every`-th optimizer step and logs the student's prediction loss
+            against it as `loss_prediction_original` (the mean over those steps), outside the loss.
         **kwargs: as `transformers.Trainer` (`model` is the student).
 
     Raises:
@@ -405,7 +406,8 @@ class DistillationTrainer(Trainer):
                 student_pooled["pooled"].dtype)).pow(2).mean()
         loss = sum(weights[k] * v for k, v in components.items())
 
-        if model.training and self.original_teacher is not None and student_out.logits.dim() == 2:
+        if (model.training and self.original_teacher is not None and student_out.logits.dim() == 2
+                and self.state.global_step % args.original_teacher_every == 0):
             with torch.no_grad(), self._teacher_context():  # logged only: logits, no hidden states
                 original_logits = self.original_teacher(**features).logits.float()
                 regression = student_out.logits.shape[-1] == 1 or getattr(
