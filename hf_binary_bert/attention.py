@@ -111,7 +111,8 @@ class _QuantizedProbsValue(torch.autograd.Function):
         ctx.q_p, ctx.keep_scale, ctx.kernels = q_p, keep_scale, kernels
         # an output no loss reads gets None in the backward, not a materialized [B, H, T, T] of zeros (the weights,
         # unless an attention loss reads them)
-        ctx.set_materialize_grads(False)
+        if not torch.compiler.is_compiling():  # (Dynamo does not trace this call; the backward handles zeros too)
+            ctx.set_materialize_grads(False)
         return torch.matmul(weights, value), weights
 
     @staticmethod

@@ -277,8 +277,11 @@ def test_linear_with_a_1bit_elastic_input_keeps_codes_and_gives_the_plain_gradie
 
 
 @pytest.mark.parametrize("factored", [True, False])
-@pytest.mark.parametrize("bits, signed", [(2, True), (4, True), (8, True), (4, False)])
-def test_linear_with_an_lsq_input_keeps_only_x_and_gives_the_plain_gradients(bits, signed, factored, monkeypatch):
+@pytest.mark.parametrize("bits, signed, scheme, bias", [(2, True, "elastic", True), (4, True, "elastic", False),
+                                                       (8, True, "elastic", True), (4, False, "elastic", True),
+                                                       (1, False, "elastic", True), (4, True, "sign", True)])
+def test_linear_with_an_lsq_input_keeps_only_x_and_gives_the_plain_gradients(bits, signed, scheme, bias, factored,
+                                                                              monkeypatch):
     """`BinaryLinear` with an LSQ / elastic 2–8-bit input quantizer runs quantizer and matmul as one function in
     training (`linear._LSQLinear`) that keeps x, not also the float x̂. Its forward is the packed model's W1 × u8 form
     (`reference.w1a8_linear`, bit for bit) where the compiled kernel applies, within float rounding of the quantizer
@@ -293,14 +296,17 @@ def test_linear_with_an_lsq_input_keeps_only_x_and_gives_the_plain_gradients(bit
     if not factored:
         monkeypatch.setattr(ops, "available", lambda: False)
     torch.manual_seed(1)
-    layer = BinaryLinear(24, 36, True, weight_scale="learned_offset", num_groups=3)
-    quantizer = ActivationQuantizer(bits, scheme="elastic", signed=signed, shift_shape=(24,))
+    layer = BinaryLinear(24, 36, bias, weight_scale="learned_offset", num_groups=3)
+    quantizer = ActivationQuantizer(bits, scheme=scheme, signed=signed,
+                                    shift_shape=(24,) if scheme == "elastic" else None)
+    assert quantizer.has_step and not quantizer.is_scaled_sign
     layer.input_quantizer = quantizer
     layer.train()
-    x = torch.randn(4, 16, 24)
+    x = torch.randn(16, 4, 24).transpose(0, 1)  # [4, 16, 24], not contiguous
     layer(x)  # calibrates the step
-    with torch.no_grad():
-        quantizer.shift.normal_(0, 0.3)
+    if scheme == "elastic":
+        with torch.no_grad():
+            quantizer.shift.normal_(0, 0.3)
     grad = torch.randn(4, 16, 36)
 
     def run(fn):
@@ -318,7 +324,8 @@ def test_linear_with_an_lsq_input_keeps_only_x_and_gives_the_plain_gradients(bit
             shift, step = quantizer.training_operands(x)
             packed = pack_weight(layer.weight, alpha, gamma)["weight_packed"]
             want = reference.w1a8_linear(x, packed, per_row(alpha, 36).reshape(-1), per_row(gamma, 36).reshape(-1),
-                                         layer.bias, shift, step, quantizer.q_n, quantizer.q_p, False)
+                                         layer.bias, None if shift is None else shift.reshape(-1), step,
+                                         quantizer.q_n, quantizer.q_p, False)
         assert torch.equal(out, want)
         torch.testing.assert_close(out, ref_out, rtol=1e-5, atol=1e-5)
     else:

@@ -207,12 +207,18 @@ class _LSQLinear(torch.autograd.Function):
     [out, in], b [out].
 
     Forward: with `factored` (`BinaryLinear._factored_operands(..., "nib")`, training mode) the packed model's
-    W1 × u8 kernel, `kernels.ops.w1a8_linear`: y = α·(α_w·(q·Bᵀ) + γ_w·Σq) + b, q the integer levels, the dot
-    products exact — the
+    W1 × u8 kernel, `kernels.ops.w1a8_linear` (the packed model's kernel for 2–8-bit inputs; for the unsigned 1-bit
+    elastic input the packed model runs `w1a1_linear`, the same values for finite inputs): y = α·(α_w·(q·Bᵀ) +
+    γ_w·Σq) + b, q the integer levels, the dot products exact — the
     packed model's and the native runtime's order, so their values bit for bit (for the same α, β, α_w, γ_w, b),
     and F.linear(x̂, W_q, b)'s up to the float rounding of that sum; without it, F.linear itself. Backward: x̂
     computed again from x with the forward's roundings, then the matmuls autograd runs for `F.linear` and
-    `_LSQRound`'s gradients (`reference.lsq_backward`): bit for bit those of `F.linear(_LSQRound(x, β, α), W_q, b)`."""
+    `_LSQRound`'s gradients (`reference.lsq_backward`): bit for bit those of `F.linear(_LSQRound(x, β, α), W_q, b)`.
+    A NaN in x gives a finite forward on the kernel (its level is Q_n) where F.linear's is NaN; the backward's
+    rebuilt x̂ is NaN there, so the weights' gradients show it. Under reentrant activation checkpointing
+    (`use_reentrant=True`) the first forward runs without autograd, in F.linear's order, and the recomputation in
+    this one: the backward then follows a forward that can differ by float rounding (transformers' default is
+    non-reentrant)."""
 
     @staticmethod
     def forward(ctx, x, shift, step, weight, bias, q_n, q_p, factored=None):
@@ -307,10 +313,12 @@ class BinaryLinear(BinarizedWeightMixin, nn.Linear):
         """(packed signs B uint8 [out, ceil(in / 8)], their kernel layout (`"bits"` for `w1a1_linear`, `"nib"` for
         `w1a8_linear`), Σ_k B int32 [out] (`"nib"`; else None), α_w float32 [out], γ_w float32 [out] or None) of the
         current latent weight, for the factored forward (`_factored_linear`); None where the compiled kernels do not
-        apply (another dtype or device, no extension, `torch.compile`, a β that is neither per input feature nor one
-        value, levels that do not fit 8 bits)."""
+        apply (another dtype or device, no extension, `torch.compile`, an input whose last dim is not `in_features`
+        (F.linear then raises), a β that is neither per input feature nor one value, levels that do not fit 8
+        bits)."""
         if (not ops.available() or torch.compiler.is_compiling() or x.dtype != torch.float32 or x.device.type != "cpu"
-                or self.weight.dtype != torch.float32 or self.weight.device.type != "cpu"
+                or x.shape[-1] != self.in_features or self.weight.dtype != torch.float32
+                or self.weight.device.type != "cpu" or (self.bias is not None and self.bias.dtype != torch.float32)
                 or (shift is not None and shift.numel() not in (1, self.in_features))
                 or (levels is not None and (levels[0] > 0 or levels[1] < 1 or levels[1] - levels[0] > 255))):
             return None

@@ -1543,7 +1543,8 @@ int64_t quantize_row_scalar(const float* row, int64_t from, int64_t K, const flo
   int64_t total = 0;
   for (int64_t k = from; k < K; ++k) {
     float v = shift ? row[k] - shift[k] : row[k];
-    float q = std::nearbyint(std::min(std::max(v / step, (float)qn), (float)qp));
+    // fmax / fmin: a NaN quotient becomes qn, as the vector versions' max_ps(u, qn) gives (no NaN → int cast)
+    float q = std::nearbyint(std::fmin(std::fmax(v / step, (float)qn), (float)qp));
     total += (int64_t)q;
     out[k] = (uint8_t)((int)q + z);
   }
