@@ -221,6 +221,15 @@ def test_import_makes_no_tensor_so_the_command_line_gets_huge_pages():
     assert faults < 327_680 // 4, faults
 
 
+def _run_layer(layer, x, grad, fn):
+    """fn(x) with autograd, backward with `grad`: (output, ∂x, ∂ of every parameter of `layer`, bytes autograd kept)."""
+    layer.zero_grad()
+    xi = x.clone().requires_grad_(True)
+    out, saved = _saved_bytes(fn, xi)
+    out.backward(grad)
+    return out.detach(), xi.grad, {n: p.grad.clone() for n, p in layer.named_parameters()}, saved
+
+
 @pytest.mark.parametrize("factored", [True, False])
 @pytest.mark.parametrize("bias", [True, False])
 def test_linear_with_a_1bit_elastic_input_keeps_codes_and_gives_the_plain_gradients(bias, factored, monkeypatch):
@@ -247,16 +256,9 @@ def test_linear_with_a_1bit_elastic_input_keeps_codes_and_gives_the_plain_gradie
         layer.input_quantizer.shift.normal_(0, 0.3)
     grad = torch.randn(4, 16, 36)
 
-    def run(fn):
-        layer.zero_grad()
-        xi = x.clone().requires_grad_(True)
-        out, saved = _saved_bytes(fn, xi)
-        out.backward(grad)
-        return out.detach(), xi.grad, {n: p.grad.clone() for n, p in layer.named_parameters()}, saved
-
-    out, gx, grads, saved = run(layer)
-    ref_out, ref_gx, ref_grads, ref_saved = run(
-        lambda t: F.linear(layer.input_quantizer(t), layer.quantized_weight(), layer.bias))
+    out, gx, grads, saved = _run_layer(layer, x, grad, layer)
+    ref_out, ref_gx, ref_grads, ref_saved = _run_layer(
+        layer, x, grad, lambda t: F.linear(layer.input_quantizer(t), layer.quantized_weight(), layer.bias))
     if factored:
         with torch.no_grad():
             alpha, gamma = layer.scales()
@@ -309,15 +311,9 @@ def test_linear_with_an_lsq_input_keeps_only_x_and_gives_the_plain_gradients(bit
             quantizer.shift.normal_(0, 0.3)
     grad = torch.randn(4, 16, 36)
 
-    def run(fn):
-        layer.zero_grad()
-        xi = x.clone().requires_grad_(True)
-        out, saved = _saved_bytes(fn, xi)
-        out.backward(grad)
-        return out.detach(), xi.grad, {n: p.grad.clone() for n, p in layer.named_parameters()}, saved
-
-    out, gx, grads, saved = run(layer)
-    ref_out, ref_gx, ref_grads, ref_saved = run(lambda t: F.linear(quantizer(t), layer.quantized_weight(), layer.bias))
+    out, gx, grads, saved = _run_layer(layer, x, grad, layer)
+    ref_out, ref_gx, ref_grads, ref_saved = _run_layer(
+        layer, x, grad, lambda t: F.linear(quantizer(t), layer.quantized_weight(), layer.bias))
     if factored:
         with torch.no_grad():
             alpha, gamma = layer.scales()

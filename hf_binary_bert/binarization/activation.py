@@ -34,7 +34,7 @@ import torch
 from torch import nn
 
 from ..kernels.ops import training_kernels
-from ..kernels.reference import _shift_grad, _shifted_quotient, lsq_backward
+from ..kernels.reference import _shift_grad, lsq_backward, lsq_values
 from .ste import binary_sign, round_ste, sign_ste
 
 ACTIVATION_SCHEMES = ("sign", "elastic")
@@ -88,7 +88,7 @@ class _LSQRound(torch.autograd.Function):
                 q_p: int) -> torch.Tensor:
         ctx.save_for_backward(x, shift, step.detach())
         ctx.q_n, ctx.q_p = q_n, q_p
-        return _shifted_quotient(x, shift, step.detach()).clamp_(q_n, q_p).round_().mul_(step.detach())
+        return lsq_values(x, shift, step.detach(), q_n, q_p)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):

@@ -19,8 +19,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..kernels import ops
-from ..kernels.reference import dropout_backward
+from ..kernels import ops, reference
 
 
 def dropout_key() -> int:
@@ -40,7 +39,7 @@ def _apply(x: torch.Tensor, kept: torch.Tensor, keep_scale: torch.Tensor, backwa
     same values bit for bit."""
     if x.is_contiguous() and ops.training_kernels(x) is ops:
         return ops.dropout_apply(x, kept, keep_scale, backward)
-    return dropout_backward(x, kept, keep_scale) if backward else torch.mul(x, keep_scale).mul_(kept)
+    return reference.dropout_apply(x, kept, keep_scale, backward)
 
 
 class _MaskDropout(torch.autograd.Function):

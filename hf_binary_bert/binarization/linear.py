@@ -20,7 +20,7 @@ from ..format import dequantize, pack_weight, packed_length, per_row
 from ..kernels import ops
 from ..kernels.linear import InferencePlanReader
 from ..kernels.ops import training_kernels
-from ..kernels.reference import SIGNED, _shifted_quotient, lsq_backward
+from ..kernels.reference import SIGNED, lsq_backward, lsq_values
 from .activation import ActivationQuantizer, _shift_grad
 from .kernel_dispatch import kernel_applies, kernel_forward
 from .ste import binary_sign, sign_ste
@@ -148,6 +148,21 @@ def _factored_linear(x: torch.Tensor, shift: torch.Tensor | None, step: torch.Te
                                 levels[0], levels[1], False)
 
 
+def _weight_and_bias_grads(ctx, g2: torch.Tensor, x_hat_of) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """∂W_q and ∂b of F.linear(x̂, W_q, b) from ∂y as [M, out] (`g2`), as AddmmBackward computes them for mat2 = W_qᵀ:
+    (gradᵀ·mat1)ᵀ and Σ_m grad; `x_hat_of()` rebuilds x̂ (only called when ∂W_q is needed). The `ctx` of
+    `_ScaledSignLinear` / `_LSQLinear` (W_q and b are their inputs 3 and 4)."""
+    needs = ctx.needs_input_grad
+    grad_weight = grad_bias = None
+    if needs[3]:
+        x_hat = x_hat_of()
+        grad_weight = g2.t().mm(x_hat.view(-1, x_hat.shape[-1]))
+        del x_hat
+    if ctx.has_bias and needs[4]:
+        grad_bias = g2.sum(0)
+    return grad_weight, grad_bias
+
+
 class _ScaledSignLinear(torch.autograd.Function):
     """F.linear(x̂, W_q, b) with x̂ = α·sign((x − β)/α) (BiT's 1-bit elastic input quantizer, `_ScaledSignSTE`), as one
     function that keeps one uint8 code per input element for the backward pass (the sign of x − β and the STE
@@ -184,13 +199,7 @@ class _ScaledSignLinear(torch.autograd.Function):
         kernels = ctx.kernels
         needs = ctx.needs_input_grad
         g2 = grad.reshape(-1, grad.shape[-1])
-        grad_weight = grad_bias = None
-        if needs[3]:  # as AddmmBackward for mat2 = Wᵀ: (gradᵀ·mat1)ᵀ
-            x_hat = kernels.scaled_sign_levels(codes, step)
-            grad_weight = g2.t().mm(x_hat.view(-1, x_hat.shape[-1]))
-            del x_hat
-        if ctx.has_bias and needs[4]:
-            grad_bias = g2.sum(0)
+        grad_weight, grad_bias = _weight_and_bias_grads(ctx, g2, lambda: kernels.scaled_sign_levels(codes, step))
         grad_x = grad_shift = grad_step = None
         if needs[0] or needs[1] or needs[2]:
             grad_x_hat = g2.mm(weight).view(codes.shape)  # a new tensor: ∂x written into it
@@ -227,21 +236,14 @@ class _LSQLinear(torch.autograd.Function):
         ctx.has_bias, ctx.q_n, ctx.q_p = bias is not None, q_n, q_p
         if factored is not None:
             return _factored_linear(x, shift, step, bias, factored, (q_n, q_p))
-        x_hat = _shifted_quotient(x, shift, step).clamp_(q_n, q_p).round_().mul_(step)  # as _LSQRound
-        return F.linear(x_hat, weight, bias)
+        return F.linear(lsq_values(x, shift, step, q_n, q_p), weight, bias)  # x̂ as _LSQRound
 
     @staticmethod
     def backward(ctx, grad):
         x, shift, step, weight = ctx.saved_tensors
         needs = ctx.needs_input_grad
-        g2 = grad.reshape(-1, grad.shape[-1])
-        grad_weight = grad_bias = None
-        if needs[3]:  # as AddmmBackward for mat2 = Wᵀ: (gradᵀ·mat1)ᵀ, mat1 = x̂ again with the forward's roundings
-            x_hat = _shifted_quotient(x, shift, step).clamp_(ctx.q_n, ctx.q_p).round_().mul_(step)
-            grad_weight = g2.t().mm(x_hat.view(-1, x_hat.shape[-1]))
-            del x_hat
-        if ctx.has_bias and needs[4]:
-            grad_bias = g2.sum(0)
+        g2 = grad.reshape(-1, grad.shape[-1])  # x̂ again with the forward's roundings
+        grad_weight, grad_bias = _weight_and_bias_grads(ctx, g2, lambda: lsq_values(x, shift, step, ctx.q_n, ctx.q_p))
         grad_x = grad_shift = grad_step = None
         if needs[0] or needs[1] or needs[2]:
             grad_x_hat = g2.mm(weight).view(x.shape)
@@ -300,19 +302,18 @@ class BinaryLinear(BinarizedWeightMixin, nn.Linear):
             # reference path's) values. Under autocast the plain path, whose matmul autocast casts.
             levels = None if quantizer.is_scaled_sign else (quantizer.q_n, quantizer.q_p)
             shift, step = quantizer.training_operands(input)
-            factored = (self._factored_operands(input, shift, "bits" if levels is None else "nib", levels)
-                        if self.training else None)
+            factored = self._factored_operands(input, shift, levels) if self.training else None
             if levels is None:
                 return _ScaledSignLinear.apply(input, shift, step, self.quantized_weight(), self.bias, factored)
             return _LSQLinear.apply(input, shift, step, self.quantized_weight(), self.bias, *levels, factored)
         return F.linear(quantizer(input), self.quantized_weight(), self.bias)
 
     @torch.no_grad()
-    def _factored_operands(self, x: torch.Tensor, shift: torch.Tensor | None, layout: str,
-                           levels: tuple[int, int] | None):
-        """(packed signs B uint8 [out, ceil(in / 8)], their kernel layout (`"bits"` for `w1a1_linear`, `"nib"` for
-        `w1a8_linear`), Σ_k B int32 [out] (`"nib"`; else None), α_w float32 [out], γ_w float32 [out] or None) of the
-        current latent weight, for the factored forward (`_factored_linear`); None where the compiled kernels do not
+    def _factored_operands(self, x: torch.Tensor, shift: torch.Tensor | None, levels: tuple[int, int] | None):
+        """(packed signs B uint8 [out, ceil(in / 8)], their kernel layout (`"bits"` for `w1a1_linear` when `levels`
+        is None, else `"nib"` for `w1a8_linear`), Σ_k B int32 [out] (`"nib"`; else None), α_w float32 [out], γ_w
+        float32 [out] or None) of the current latent weight, for the factored forward (`_factored_linear`) of a 1-bit
+        elastic input (`levels` None) or LSQ levels (Q_n, Q_p); None where the compiled kernels do not
         apply (another dtype or device, no extension, `torch.compile`, an input whose last dim is not `in_features`
         (F.linear then raises), a β that is neither per input feature nor one value, levels that do not fit 8
         bits)."""
@@ -327,8 +328,9 @@ class BinaryLinear(BinarizedWeightMixin, nn.Linear):
         packed = pack_weight(self.weight, alpha, gamma)["weight_packed"]  # B = sign(W − γ), sign(0) = +1: as sign_ste
         alpha_rows = per_row(alpha.detach().float(), rows).reshape(-1).contiguous()
         gamma_rows = None if gamma is None else per_row(gamma.detach().float(), rows).reshape(-1).contiguous()
-        sums = ops.row_sums(packed, k) if layout == "nib" else None
-        return packed, ops.repack_weight(packed, k, layout), sums, alpha_rows, gamma_rows
+        if levels is None:
+            return packed, ops.repack_weight(packed, k, "bits"), None, alpha_rows, gamma_rows
+        return packed, ops.repack_weight(packed, k, "nib"), ops.row_sums(packed, k), alpha_rows, gamma_rows
 
     @torch.no_grad()
     def freeze(self) -> "PackedBinaryLinear":

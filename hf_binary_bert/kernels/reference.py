@@ -202,6 +202,12 @@ def _shifted_quotient(x: torch.Tensor, shift: torch.Tensor | None, step: torch.T
     return torch.sub(x, shift, out=u).div_(step)
 
 
+def lsq_values(x: torch.Tensor, shift: torch.Tensor | None, step: torch.Tensor, q_n: int, q_p: int) -> torch.Tensor:
+    """LSQ's x̂ = α·round(clip((x − β)/α, Q_n, Q_p)) in a new contiguous tensor (`_shifted_quotient`'s roundings;
+    `step` detached): the forward of `activation._LSQRound`, and what `linear._LSQLinear` computes again."""
+    return _shifted_quotient(x, shift, step).clamp_(q_n, q_p).round_().mul_(step)
+
+
 def _signs_to_levels(positive: torch.Tensor, step: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
     """±α from bool signs, exactly (1·2α − α = α, 0·2α − α = −α), written into `out` (same shape) and returned."""
     return out.copy_(positive).mul_(step * 2).sub_(step)
