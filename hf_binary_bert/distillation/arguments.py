@@ -43,7 +43,7 @@ class BinarizationArguments:
 
     Raises:
         ValueError: naming the field, for a `multi_step` stage that is not `W1A<bits>` or a combination
-            `BinaryBertConfig` refuses (for any stage's activation bits).
+            `BinaryBertConfig` refuses (for any stage's activation bits), or a dropout probability outside [0, 1).
     """
 
     weight_scale: str = field(
@@ -103,6 +103,17 @@ class BinarizationArguments:
         metadata={"help": "FFN activation of the student (default: the teacher's; BiT uses relu).",
                   "choices": ("gelu", "relu")},
     )
+    hidden_dropout_prob: float | None = field(
+        default=None,
+        metadata={"help": "Dropout probability of the student's embeddings and hidden states (BertConfig's "
+                          "hidden_dropout_prob; default: the teacher's). Below one epoch every example is seen once, "
+                          "so dropout only adds noise (docs/distillation.md)."},
+    )
+    attention_probs_dropout_prob: float | None = field(
+        default=None,
+        metadata={"help": "Dropout probability of the student's attention probabilities (BertConfig's "
+                          "attention_probs_dropout_prob; default: the teacher's)."},
+    )
     multi_step: str | None = field(
         default=None,
         metadata={"help": "BiT multi-step distillation, e.g. W1A4,W1A2,W1A1: one stage per entry (overrides "
@@ -115,8 +126,9 @@ class BinarizationArguments:
         fields = binarization_kwargs(self)
         if activation_bits is not None:
             fields["activation_bits"] = activation_bits
-        if self.hidden_act is not None:
-            fields["hidden_act"] = self.hidden_act
+        for name in ("hidden_act", "hidden_dropout_prob", "attention_probs_dropout_prob"):
+            if getattr(self, name) is not None:
+                fields[name] = getattr(self, name)
         return fields
 
     def stage_bits(self) -> list[int]:
@@ -129,6 +141,10 @@ class BinarizationArguments:
     def __post_init__(self):
         from ..configuration_binary_bert import BinaryBertConfig
 
+        for name in ("hidden_dropout_prob", "attention_probs_dropout_prob"):
+            value = getattr(self, name)
+            if value is not None and not 0.0 <= value < 1.0:
+                raise ValueError(f"{name} must be in [0, 1), got {value!r}")
         for bits in self.stage_bits():  # ValueError, naming the field, for an invalid combination
             BinaryBertConfig(**self.binarization(bits))
 
