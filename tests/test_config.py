@@ -59,7 +59,8 @@ def test_binarization_arguments_give_the_student_every_binarization_field():
     bookkeeping = {"layer_intermediate_sizes", "layer_num_attention_heads", "layer_query_key_head_sizes",
                    "packed_weights", "teacher_name_or_path"}
     assert added - bookkeeping == set(BINARIZATION_FIELDS)
-    assert {f.name for f in dataclasses.fields(BinarizationArguments)} - {"hidden_act", "multi_step"} == set(
+    bert_fields = {"hidden_act", "hidden_dropout_prob", "attention_probs_dropout_prob"}
+    assert {f.name for f in dataclasses.fields(BinarizationArguments)} - bert_fields - {"multi_step"} == set(
         BINARIZATION_FIELDS)
     assert fields["activation_bits"] == 1 and args.binarization()["activation_bits"] == 4
     student = BinaryBertConfig(**fields)
@@ -67,3 +68,29 @@ def test_binarization_arguments_give_the_student_every_binarization_field():
     assert student.hidden_act == "relu" and student.binarized_embeddings == ["word", "position"]
     fields["binarized_modules"].append("pooler")  # a copy: the arguments keep their own list
     assert "pooler" not in args.binarized_modules
+
+
+def test_student_dropout_arguments_reach_every_stage_and_are_checked():
+    from torch import nn
+    from transformers import BertForSequenceClassification
+
+    from hf_binary_bert import BinaryBertForSequenceClassification
+    from hf_binary_bert.distillation import BinarizationArguments
+
+    assert "hidden_dropout_prob" not in BinarizationArguments().binarization()  # default: the teacher's
+    args = BinarizationArguments(activation_bits=1, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.05,
+                                 multi_step="W1A4,W1A1")
+    teacher = BertForSequenceClassification(BertConfig(
+        vocab_size=64, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
+        hidden_dropout_prob=0.1, attention_probs_dropout_prob=0.1))
+    start = teacher
+    for bits in args.stage_bits():  # each stage's student from the previous one, as distill builds them
+        start = BinaryBertForSequenceClassification.from_teacher(start, **args.binarization(bits))
+        assert (start.config.hidden_dropout_prob, start.config.attention_probs_dropout_prob) == (0.0, 0.05)
+        dropouts = [(".attention.self." in name, m.p) for name, m in start.named_modules() if isinstance(m, nn.Dropout)]
+        attention, other = ({p for in_self, p in dropouts if in_self is flag} for flag in (True, False))
+        assert (attention, other) == ({0.05}, {0.0})  # hidden, embeddings and classifier dropout: hidden_dropout_prob
+        assert start.config.activation_bits == bits
+    for name, value in [("hidden_dropout_prob", 1.0), ("attention_probs_dropout_prob", -0.1)]:
+        with pytest.raises(ValueError, match=name):
+            BinarizationArguments(**{name: value})
