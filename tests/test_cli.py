@@ -174,9 +174,13 @@ def test_multi_step_distillation_saves_every_stage(tmp_path, capsys, tiny_teache
                  "--steps-per-stage", "2", "--batch-size", "8", "--max-train-samples", "32", "--max-eval-samples", "16",
                  "--max-seq-length", "32", "--no-latency", "--no-progress", "--multi-step", "W1A2,W1A1",
                  "--attention-type", "bi_attention", "--embedding-bits", "1", "--dmd-loss-weight", "1", "--two-stage",
-                 "--logging-steps", "1", "--embedding-scale-dtype", "float16"])
+                 "--logging-steps", "1", "--embedding-scale-dtype", "float16", "--hidden-dropout-prob", "0"])
     assert code == 0
     configs = {name: json.loads((out / name / "config.json").read_text()) for name in ("stage1-W1A2", "stage2-W1A1", ".")}
+    # the student's dropout in every stage; the attention dropout stays the teacher's
+    teacher_config = json.loads((tiny_teachers / "cls" / "config.json").read_text())
+    assert {(c["hidden_dropout_prob"], c["attention_probs_dropout_prob"]) for c in configs.values()} == {
+        (0.0, teacher_config["attention_probs_dropout_prob"])}
     assert [configs[n]["activation_bits"] for n in ("stage1-W1A2", "stage2-W1A1", ".")] == [2, 1, 1]
     assert all(c["attention_type"] == "bi_attention" and c["embedding_bits"] == 1 and c["packed_weights"] for c in configs.values())
     for name in configs:  # every stage writes the word table's α in float16, the Linears' in float32
@@ -197,4 +201,5 @@ def test_multi_step_distillation_saves_every_stage(tmp_path, capsys, tiny_teache
     _one_error_line(capsys, main(base + ["--multi-step", "W1A4,W1A3"]), "--multi-step", "W1A3")
     _one_error_line(capsys, main(base + ["--attention-type", "bi_attention"]), "activation_bits < 32")
     _one_error_line(capsys, main(base + ["--dmd-targets", "output"]), "--dmd-targets")
+    _one_error_line(capsys, main(base + ["--attention-probs-dropout-prob", "1"]), "attention_probs_dropout_prob")
     assert not (tmp_path / "bad").exists()
