@@ -84,7 +84,9 @@ def _run_mode(args) -> dict:
 
         student = BinaryBertForSequenceClassification.from_teacher(
             teacher, weight_scale="learned_offset", scale_granularity="head", activation_bits=1,
-            activation_quantizer="elastic", embedding_bits=1)
+            activation_quantizer="elastic", embedding_bits=1,
+            **({} if args.student_dropout is None else {"hidden_dropout_prob": args.student_dropout,
+                                                         "attention_probs_dropout_prob": args.student_dropout}))
         weights = {f"{k}_loss_weight": 0.0 for k in ("prediction", "hidden", "attention", "cosine", "dmd")}
         weights.update({f"{k}_loss_weight": 1.0 for k in args.losses})
         if args.mode.endswith("checkpointing"):
@@ -128,6 +130,8 @@ def main(argv=None):
     parser.add_argument("--profile-rows", type=int, default=15)
     parser.add_argument("--work-dir", default=os.path.join(os.environ.get("TMPDIR", "/tmp"), "distill_memory"))
     parser.add_argument("--markdown", help="write the table to this file (docs/measurements/)")
+    parser.add_argument("--student-dropout", type=float, metavar="P",
+                        help="the student's hidden and attention dropout (default: the teacher's)")
     parser.add_argument("--mode", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.mode:  # the subprocess
@@ -140,7 +144,8 @@ def main(argv=None):
     base = [sys.executable, os.path.abspath(__file__), "--teacher", args.teacher, "--batch-size", str(args.batch_size),
             "--seq-len", str(args.seq_len), "--steps", str(args.steps), "--threads", str(args.threads),
             "--work-dir", args.work_dir, *(["--limit-heap-growth"] if args.limit_heap_growth else []),
-            "--losses", *args.losses]
+            "--losses", *args.losses,
+            *([] if args.student_dropout is None else ["--student-dropout", str(args.student_dropout)])]
     rows = []
     settings = {"off": [False], "on": [True], "both": [False, True]}[args.huge_pages]
     for mode in args.modes:
@@ -184,6 +189,7 @@ def main(argv=None):
                     "turns"}[args.huge_pages]
     body = (f"Batch {args.batch_size} × {args.seq_len} tokens, {args.steps} steps per mode ({args.steps - 1} timed), "
             f"{args.threads} torch thread(s), losses {' + '.join(args.losses)}, "
+            + ("" if args.student_dropout is None else f"student dropout {args.student_dropout}, ") +
             f"{malloc}{huge}; "
             f"CPU: {cpu}, {os.cpu_count()} cores.\n\n"
             + "\n".join(lines) + "\n")
