@@ -89,6 +89,9 @@ def _add_schedule_args(p):
     p.add_argument("--stage-attention-loss-weights", type=float, nargs="+", metavar="W",
                    help="--multi-step: the attention loss's weight in each stage, one per stage (e.g. 1 1 0: the "
                         "W1A4 and W1A2 stages only), instead of one --attention-loss-weight for every stage")
+    p.add_argument("--original-teacher-stages", type=int, nargs="+", metavar="K",
+                   help="--multi-step: stages (numbered from 1) taught by the original teacher instead of the "
+                        "previous stage's student, e.g. 3: the W1A1 stage of W1A4,W1A2,W1A1")
     p.add_argument("--on-collapse", default="original_teacher", choices=("original_teacher", "stop", "continue"),
                    help="--multi-step: when a stage collapses (no better than a constant answer against the original "
                         "teacher), the next stage restarts from the last healthy model taught by the original teacher "
@@ -342,17 +345,22 @@ def _schedule_kwargs(args, stage_bits) -> dict:
     weights = args.stage_attention_loss_weights
     if not stage_bits:
         for flag, value in (("--stage-budget", args.stage_budget), ("--steps-per-stage", args.steps_per_stage),
-                            ("--stage-attention-loss-weights", weights)):
+                            ("--stage-attention-loss-weights", weights),
+                            ("--original-teacher-stages", args.original_teacher_stages)):
             if value is not None:
                 raise UsageError(f"{flag} needs --multi-step")
         return {"collapse_threshold": args.collapse_threshold}
-    from .recipes import _stage_loss_extras, stage_steps
+    from .recipes import _original_teacher_stages, _stage_loss_extras, stage_steps
 
     try:  # the recipe's own check, before anything is written
         _stage_loss_extras({"attention_loss_weight": getattr(args, "attention_loss_weight", None)}, stage_bits,
                            weights)
     except ValueError as err:
         raise UsageError(f"--stage-attention-loss-weights: {err}") from None
+    try:
+        _original_teacher_stages(args.original_teacher_stages, stage_bits)
+    except ValueError as err:
+        raise UsageError("--original-teacher-stages" + str(err).removeprefix("original_teacher_stages")) from None
 
     steps = args.steps_per_stage
     steps = steps[0] if steps is not None and len(steps) == 1 else steps
@@ -362,7 +370,8 @@ def _schedule_kwargs(args, stage_bits) -> dict:
     except ValueError as err:
         raise UsageError(f"--multi-step budget: {err}") from None
     return {"stage_budget": args.stage_budget, "steps_per_stage": steps, "on_collapse": args.on_collapse,
-            "collapse_threshold": args.collapse_threshold, "stage_attention_loss_weights": weights}
+            "collapse_threshold": args.collapse_threshold, "stage_attention_loss_weights": weights,
+            "original_teacher_stages": args.original_teacher_stages}
 
 
 def _loss_kwargs(args) -> dict:

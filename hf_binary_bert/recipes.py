@@ -549,6 +549,23 @@ def _load_student_init(student_init: str, teacher_cls: type, teacher_model) -> t
     return model
 
 
+def _original_teacher_stages(stages: list[int] | None, stage_bits: list[int]) -> set[int]:
+    """`distill`'s `original_teacher_stages`, checked: the stage numbers (from 1) as a set (empty for None).
+
+    Raises:
+        ValueError: naming `original_teacher_stages`, without a schedule or for a number outside 1 … its stages.
+    """
+    if stages is None:
+        return set()
+    if not stage_bits:
+        raise ValueError("original_teacher_stages needs a multi-step schedule")
+    bad = [s for s in stages if isinstance(s, bool) or not isinstance(s, int) or not 1 <= s <= len(stage_bits)]
+    if bad:
+        raise ValueError(f"original_teacher_stages {list(stages)}: stage numbers from 1 to {len(stage_bits)} "
+                         f"(the schedule's stages), got {bad}")
+    return set(stages)
+
+
 def _stage_loss_extras(extra: dict, stage_bits: list, weights) -> list[dict]:
     """`DistillationTrainingArguments` keywords of each stage: `extra`, with `attention_loss_weight` set per stage
     from `weights` (`distill`'s `stage_attention_loss_weights`; None: `extra` for every stage).
@@ -579,6 +596,7 @@ def distill(
     stage_budget: str | list | None = None,
     steps_per_stage: int | list | None = None,
     stage_attention_loss_weights: list[float] | None = None,
+    original_teacher_stages: list[int] | None = None,
     on_collapse: str = "original_teacher",
     collapse_threshold: float | None = None,
     evaluate: bool = True,
@@ -617,6 +635,10 @@ def distill(
         stage_attention_loss_weights: with a schedule, the attention loss's weight in each stage (one per stage,
             each ≥ 0), e.g. `[1, 1, 0]`: the attention KL in the W1A4 and W1A2 stages only; None: every stage has
             `attention_loss_weight` (given, or the trainer's default for that stage's student).
+        original_teacher_stages: with a schedule, the stages (numbered from 1) taught by the original `teacher`
+            instead of the previous stage's student; each still starts from the previous stage's student. E.g.
+            `[3]` for W1A4,W1A2,W1A1: the W1A1 stage starts from the W1A2 student and learns from the
+            full-precision teacher. None: BiT's chain (stage 1 only).
         on_collapse: see above.
         collapse_threshold: skill below which a stage counts as collapsed (default
             `distillation.stages.COLLAPSE_THRESHOLD`).
@@ -645,7 +667,8 @@ def distill(
     Raises:
         ValueError: when the teacher's number of labels differs from the task's, for a bad schedule or budget,
             for `stage_attention_loss_weights` without a schedule, of another length or with a negative entry,
-            or given with `attention_loss_weight`,
+            or given with `attention_loss_weight`, for `original_teacher_stages` without a schedule or naming a
+            stage it does not have,
             for a `student_init` whose shape the teacher's losses cannot compare (naming the field); nothing is
             written then.
         StageCollapseError: with `on_collapse="stop"`, naming the stage that collapsed.
@@ -671,6 +694,7 @@ def distill(
     else:
         budgets = [{}]
     stage_extras = _stage_loss_extras(extra, stage_bits, stage_attention_loss_weights)
+    original_stages = _original_teacher_stages(original_teacher_stages, stage_bits)
     final_dir, output_dir = output_dir, partial_dir(output_dir)
     resume = options.resume_from_checkpoint
     if stage_bits and resume not in (None, False, True) and str(resume).lower() != "last":
@@ -723,6 +747,9 @@ def distill(
         return table
 
     for i, (stage_dir, stage_binarization) in enumerate(stages):
+        if i + 1 in original_stages:  # (stage 1's teacher is the original one anyway)
+            stage_teacher, teacher_name = original_model, "original teacher"
+            teacher_logits = original_logits if measure else None
         stage_options = replace(options, **budgets[i])
         student = student_cls.from_teacher(start_model, **stage_binarization)
         args = _training_arguments(DistillationTrainingArguments, stage_dir, stage_options, 2e-4, stage_extras[i])
