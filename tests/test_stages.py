@@ -255,7 +255,9 @@ def test_cli_budget_flags_are_checked_before_anything_is_written(tmp_path, capsy
                           (["--multi-step", "W1A4,W1A1", "--stage-attention-loss-weights", "1"], "one weight >= 0 per"),
                           (["--multi-step", "W1A4,W1A1", "--stage-attention-loss-weights", "1", "-1"], "one weight"),
                           (["--multi-step", "W1A4,W1A1", "--stage-attention-loss-weights", "1", "0",
-                            "--attention-loss-weight", "1"], "not both")):
+                            "--attention-loss-weight", "1"], "not both"),
+                          (["--original-teacher-stages", "2"], "--original-teacher-stages needs --multi-step"),
+                          (["--multi-step", "W1A4,W1A1", "--original-teacher-stages", "3"], "from 1 to 2")):
         assert main(base + extra) == 2
         err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
         assert len(err) == 1 and needle in err[0], err
@@ -292,6 +294,51 @@ def test_stage_attention_loss_weights_reach_each_stage(tmp_path, monkeypatch, st
     with pytest.raises(ValueError, match="needs a multi-step schedule"):
         distill(str(teacher), "stsb", str(tmp_path / "never"), data_dir=str(data_dir), evaluate=False,
                 stage_attention_loss_weights=[1], **KW)
+    assert not (tmp_path / "never").exists() and not (tmp_path / "never.partial").exists()
+
+
+def test_original_teacher_stages_teach_the_chosen_stage(tmp_path, monkeypatch, stsb_teacher):
+    """`original_teacher_stages=[3]`: the W1A1 stage starts from the W1A2 student but its trainer's teacher is the
+    full-precision one (no second teacher for `loss_prediction_original`); its row says so and measures both losses
+    against that teacher; stage numbers outside the schedule, or no schedule, raise before anything is written."""
+    from hf_binary_bert.distillation import DistillationTrainer
+
+    teacher, data_dir = stsb_teacher
+    seen = []
+    original = DistillationTrainer.__init__
+
+    def init(self, *args, **kwargs):
+        original(self, *args, **kwargs)
+        seen.append((type(self.teacher).__name__, type(self.model).__name__, self.original_teacher is None))
+
+    monkeypatch.setattr(DistillationTrainer, "__init__", init)
+    starts = []
+    from_teacher = BinaryBertForSequenceClassification.from_teacher.__func__
+
+    def recording(cls, start, **kwargs):
+        starts.append(type(start).__name__)
+        return from_teacher(cls, start, **kwargs)
+
+    monkeypatch.setattr(BinaryBertForSequenceClassification, "from_teacher", classmethod(recording))
+    out = tmp_path / "student"
+    result = distill(str(teacher), "stsb", str(out), data_dir=str(data_dir), schedule="W1A4,W1A2,W1A1",
+                     evaluate=False, original_teacher_stages=[3], binarization={"activation_quantizer": "elastic"},
+                     on_collapse="continue", original_teacher_every=1, **{**KW, "max_steps": 6})
+    bert, binary = BertForSequenceClassification.__name__, BinaryBertForSequenceClassification.__name__
+    assert [t for t, _, _ in seen] == [bert, binary, bert]  # the teacher of each stage's trainer
+    assert [no_second for _, _, no_second in seen] == [True, False, True]
+    assert starts == [bert, binary, binary]  # stage 3 still starts from stage 2's student
+    rows = result["stages"]
+    assert [r["taught_by"] for r in rows] == ["original teacher", "stage 1", "original teacher"]
+    assert rows[2]["loss_vs_stage_teacher"] == rows[2]["loss_vs_original"]
+    assert any("loss_prediction_original" in e for e in rows[1]["log_history"])
+    assert not any("loss_prediction_original" in e for e in rows[2]["log_history"])
+    for kwargs, match in (({"schedule": "W1A4,W1A2", "original_teacher_stages": [3]}, "from 1 to 2"),
+                          ({"schedule": "W1A4,W1A2", "original_teacher_stages": [0]}, "from 1 to 2"),
+                          ({"original_teacher_stages": [1]}, "needs a multi-step schedule")):
+        with pytest.raises(ValueError, match=match):
+            distill(str(teacher), "stsb", str(tmp_path / "never"), data_dir=str(data_dir), evaluate=False,
+                    **kwargs, **KW)
     assert not (tmp_path / "never").exists() and not (tmp_path / "never.partial").exists()
 
 
