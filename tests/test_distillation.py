@@ -22,7 +22,7 @@ from hf_binary_bert.distillation import (
     layer_map,
     prediction_distillation_loss,
 )
-from hf_binary_bert.distillation.trainer import capture_pooled, head_parameter_names
+from hf_binary_bert.distillation.trainer import capture_pooled, head_parameter_names, quantizer_parameter_names
 
 # ----------------------------------------------------------------------------------------------------------------
 # Losses against hand-written references
@@ -347,6 +347,40 @@ def test_head_learning_rate_gives_the_pooler_and_classifier_their_own_group(tmp_
     assert {lr_of[id(names[n])] for n in head} == {0.5}
     assert {lr_of[id(p)] for n, p in names.items() if n not in head} == {1e-2}
     assert sum(len(g["params"]) for g in optimizer.param_groups) == len(names)  # every parameter once
+
+
+def test_quantizer_learning_rate_gives_the_activation_quantizers_their_own_group(tmp_path):
+    teacher = tiny_teacher()
+    student = _student_with(teacher, activation_bits=1, activation_quantizer="elastic")
+    trainer = DistillationTrainer(teacher_model=teacher, model=student, train_dataset=toy_dataset(),
+                                  args=_args(tmp_path, max_steps=1, optim="adamw_torch", weight_decay=0.01,
+                                             quantizer_learning_rate=1e-4, head_learning_rate=0.5))
+    optimizer = trainer.create_optimizer()
+    lr_of = {id(p): g["lr"] for g in optimizer.param_groups for p in g["params"]}
+    decay_of = {id(p): g["weight_decay"] for g in optimizer.param_groups for p in g["params"]}
+    names = dict(student.named_parameters())
+    quantizers = set(quantizer_parameter_names(student))
+    # every layer's elastic quantizers: a step α and a shift β each (the query/key/value/probabilities ones too)
+    assert {n.rsplit(".", 1)[1] for n in quantizers} == {"step", "shift"}
+    assert {n for n in names if n.endswith((".step", ".shift"))} == quantizers
+    head = set(head_parameter_names(student))
+    assert {lr_of[id(names[n])] for n in quantizers} == {1e-4}
+    assert {lr_of[id(names[n])] for n in head} == {0.5}
+    assert {lr_of[id(p)] for n, p in names.items() if n not in quantizers | head} == {1e-2}
+    # each moved parameter keeps the weight decay of the group it came from (the Trainer's: none for biases and
+    # LayerNorm weights)
+    assert {decay_of[id(names[n])] for n in quantizers} <= {0.0, 0.01}
+    assert sum(len(g["params"]) for g in optimizer.param_groups) == len(names)  # every parameter once
+    before = {n: p.detach().clone() for n, p in names.items()}
+    for p in names.values():
+        p.grad = torch.ones_like(p)
+    optimizer.step()  # Adam's first step moves every entry by its group's learning rate (+ lr·decay·|p|)
+    moved = {n: (p.detach() - before[n]).abs() for n, p in names.items()}
+    assert all(torch.allclose(moved[n], torch.full_like(moved[n], 1e-4), rtol=0.05) for n in quantizers)
+    assert all(torch.allclose(moved[n], torch.full_like(moved[n], 0.5), rtol=0.05) for n in head)
+    assert all(moved[n].min() > 5e-3 for n in names if n not in quantizers | head)
+    with pytest.raises(ValueError, match="quantizer_learning_rate must be > 0"):
+        _args(tmp_path, quantizer_learning_rate=0.0)
 
 
 def test_pooled_loss_is_the_mse_of_the_pooler_outputs(tmp_path):

@@ -191,8 +191,8 @@ class DistillationArguments:
     attention, DMD) and the rest only the prediction-layer terms (prediction, task).
 
     Raises:
-        ValueError: for a negative weight, a non-positive temperature, `head_learning_rate` or
-            `original_teacher_every`, an unknown `attention_loss`,
+        ValueError: for a negative weight, a non-positive temperature, `head_learning_rate`,
+            `quantizer_learning_rate` or `original_teacher_every`, an unknown `attention_loss`,
             `attention_distribution` or `dmd_targets` entry, an `intermediate_stage_ratio` outside (0, 1), or a two-stage setting without
             terms for one of its stages.
     """
@@ -243,6 +243,12 @@ class DistillationArguments:
         metadata={"help": "Learning rate of the task head (pooler and classifier / QA / MLM transform), on the same "
                           "schedule as the rest; default: the learning rate."},
     )
+    quantizer_learning_rate: float | None = field(
+        default=None,
+        metadata={"help": "Learning rate of the activation quantizers' parameters (step / scale α and elastic shift "
+                          "β), on the same schedule as the rest (BiT's separate `clip_lr`, 1e-4 in its scripts); "
+                          "default: the learning rate."},
+    )
     two_stage: bool = field(
         default=False, metadata={"help": "Intermediate-layer losses first, prediction-layer losses second."}
     )
@@ -272,8 +278,9 @@ class DistillationArguments:
                      "cosine_loss_weight", "dmd_loss_weight", "pooled_loss_weight"):
             if (getattr(self, name) or 0) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
-        if self.head_learning_rate is not None and not self.head_learning_rate > 0:
-            raise ValueError(f"head_learning_rate must be > 0, got {self.head_learning_rate}")
+        for name in ("head_learning_rate", "quantizer_learning_rate"):
+            if getattr(self, name) is not None and not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
         if self.original_teacher_every < 1:
             raise ValueError(f"original_teacher_every must be >= 1, got {self.original_teacher_every}")
         if self.temperature <= 0:

@@ -11,6 +11,7 @@ from transformers import PreTrainedModel, Trainer
 
 from .arguments import DistillationTrainingArguments
 from ..attention import record_softmax
+from ..binarization.activation import ActivationQuantizer
 from ..binarization.ste import round_ste
 from ..binarization.swap import binarized_target
 from ..format import stored_dtypes
@@ -82,6 +83,17 @@ def capture_pooled(model: torch.nn.Module, enabled: bool = True):
         yield result
     finally:
         handle.remove()
+
+
+def quantizer_parameter_names(model: torch.nn.Module) -> list[str]:
+    """Names of the trainable parameters of the model's activation quantizers (`ActivationQuantizer`: the step /
+    scale α and the elastic shift β; BiT's `clip_` parameters). These get `quantizer_learning_rate`."""
+    names = []
+    for module_name, module in model.named_modules():
+        if isinstance(module, ActivationQuantizer):
+            prefix = f"{module_name}." if module_name else ""
+            names.extend(prefix + n for n, p in module.named_parameters(recurse=False) if p.requires_grad)
+    return names
 
 
 def head_parameter_names(model: torch.nn.Module) -> list[str]:
@@ -440,26 +452,30 @@ class DistillationTrainer(Trainer):
 
     def create_optimizer(self, model=None) -> torch.optim.Optimizer:
         """The Trainer's optimizer; with `head_learning_rate`, the task head's parameters (`head_parameter_names`)
-        move into param groups of their own with that learning rate (the scheduler scales every group alike). An
-        optimizer passed to the Trainer (`optimizers=`) is left as it is."""
+        move into param groups of their own with that learning rate, and with `quantizer_learning_rate` the
+        activation quantizers' parameters (`quantizer_parameter_names`) likewise (the scheduler scales every group
+        alike; each group keeps its weight decay). An optimizer passed to the Trainer (`optimizers=`) is left as it
+        is."""
         created = self.optimizer is None
         optimizer = super().create_optimizer(model)
-        if self.args.head_learning_rate is None or not created:
+        if not created:
             return optimizer
         opt_model = self.model if model is None else model
-        names = set(head_parameter_names(opt_model))
-        head = {id(p) for n, p in opt_model.named_parameters() if n in names}
+        moves = [(lr, names_of(opt_model)) for lr, names_of in ((self.args.head_learning_rate, head_parameter_names),
+                                                                 (self.args.quantizer_learning_rate,
+                                                                  quantizer_parameter_names)) if lr is not None]
         inner = getattr(optimizer, "optimizer", optimizer)  # accelerate's wrapper, if any
-        head_groups = []
-        for group in inner.param_groups:
-            moved = [p for p in group["params"] if id(p) in head]
-            if moved:
-                group["params"] = [p for p in group["params"] if id(p) not in head]
-                head_groups.append({**{k: v for k, v in group.items() if k != "params"}, "params": moved,
-                                    "lr": self.args.head_learning_rate})
-        inner.param_groups[:] = [g for g in inner.param_groups if g["params"]]
-        for group in head_groups:
-            inner.add_param_group(group)
+        for lr, names in moves:
+            chosen = {id(p) for n, p in opt_model.named_parameters() if n in set(names)}
+            new_groups = []
+            for group in inner.param_groups:
+                moved = [p for p in group["params"] if id(p) in chosen]
+                if moved:
+                    group["params"] = [p for p in group["params"] if id(p) not in chosen]
+                    new_groups.append({**{k: v for k, v in group.items() if k != "params"}, "params": moved, "lr": lr})
+            inner.param_groups[:] = [g for g in inner.param_groups if g["params"]]
+            for group in new_groups:
+                inner.add_param_group(group)
         return optimizer
 
     # --------------------------------------------------------------------------------------------------------------
