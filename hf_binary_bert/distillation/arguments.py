@@ -34,6 +34,8 @@ from ..configuration_binary_bert import (
 INTERMEDIATE_LOSSES = ("hidden", "cosine", "attention", "dmd", "pooled")
 PREDICTION_LOSSES = ("prediction", "task")
 QKV = ("query", "key", "value")
+# The student dropout fields of `BinarizationArguments` (None: the teacher's), each checked to lie in [0, 1)
+DROPOUT_FIELDS = ("hidden_dropout_prob", "attention_probs_dropout_prob")
 
 
 @dataclass
@@ -126,7 +128,7 @@ class BinarizationArguments:
         fields = binarization_kwargs(self)
         if activation_bits is not None:
             fields["activation_bits"] = activation_bits
-        for name in ("hidden_act", "hidden_dropout_prob", "attention_probs_dropout_prob"):
+        for name in ("hidden_act", *DROPOUT_FIELDS):
             if getattr(self, name) is not None:
                 fields[name] = getattr(self, name)
         return fields
@@ -141,7 +143,7 @@ class BinarizationArguments:
     def __post_init__(self):
         from ..configuration_binary_bert import BinaryBertConfig
 
-        for name in ("hidden_dropout_prob", "attention_probs_dropout_prob"):
+        for name in DROPOUT_FIELDS:
             value = getattr(self, name)
             if value is not None and not 0.0 <= value < 1.0:
                 raise ValueError(f"{name} must be in [0, 1), got {value!r}")
