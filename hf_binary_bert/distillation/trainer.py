@@ -461,12 +461,12 @@ class DistillationTrainer(Trainer):
         if not created:
             return optimizer
         opt_model = self.model if model is None else model
-        moves = [(lr, names_of(opt_model)) for lr, names_of in ((self.args.head_learning_rate, head_parameter_names),
-                                                                 (self.args.quantizer_learning_rate,
-                                                                  quantizer_parameter_names)) if lr is not None]
+        moves = [(lr, set(names_of(opt_model))) for lr, names_of in (
+            (self.args.head_learning_rate, head_parameter_names),
+            (self.args.quantizer_learning_rate, quantizer_parameter_names)) if lr is not None]
         inner = getattr(optimizer, "optimizer", optimizer)  # accelerate's wrapper, if any
         for lr, names in moves:
-            chosen = {id(p) for n, p in opt_model.named_parameters() if n in set(names)}
+            chosen = {id(p) for n, p in opt_model.named_parameters() if n in names}
             new_groups = []
             for group in inner.param_groups:
                 moved = [p for p in group["params"] if id(p) in chosen]
