@@ -75,7 +75,8 @@ ext_modules = [
         "hf_binary_bert.kernels._bitgemm",
         sources=["hf_binary_bert/kernels/csrc/bitgemm.cpp"],
         depends=["hf_binary_bert/kernels/csrc/encoder.h", "hf_binary_bert/kernels/csrc/popcount_rate.h",
-                 "hf_binary_bert/kernels/csrc/lut_gemm.h", "hf_binary_bert/kernels/csrc/quantized_probs.h",
+                 "hf_binary_bert/kernels/csrc/lut_gemm.h", "hf_binary_bert/kernels/csrc/amx_gemm.h",
+                 "hf_binary_bert/kernels/csrc/quantized_probs.h",
                  "hf_binary_bert/kernels/csrc/scaled_sign.h", "hf_binary_bert/kernels/csrc/dropout.h"],  # included
         language="c++",
         # -ffp-contract=off: no fused multiply-adds, so the epilogue rounds exactly as kernels/reference.py;

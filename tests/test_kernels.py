@@ -183,6 +183,7 @@ def test_cpu_features_and_isa_selection():
     assert set(features) >= {"avx2", "avx512bw", "avx512_vpopcntdq", "avx512_vnni"}
     assert ISAS[0] == "portable" and kernels.get_isa() == ISAS[-1]  # the fastest supported path by default
     assert ("avx512" in ISAS) == features["avx512bw"]
+    assert ("avx512_amx" in ISAS) == features["amx_int8"]
 
 
 

@@ -832,3 +832,53 @@ def test_avx2_plan_keeps_the_table_gemms_weights_and_gives_the_same_bits(combo):
         assert bool((encoder.plan().view(-1, runtime.LAYER_WORDS)[:, nib] == 0).all())  # rebuilt for the new path
     finally:
         kernels.set_isa(previous)
+
+
+@pytest.mark.skipif(not hasattr(kernels.ops._bitgemm, "amx_layout"), reason="the amx layout is x86-64's")
+def test_amx_layout_puts_each_tile_row_in_vnni_order():
+    """`amx_layout` (kernels/csrc/amx_gemm.h): word q of (16-row block b, 64-input chunk c) holds B[16b + j][64c + 4q
+    + t] (1 = +1) at bit 4j + t; blocks padded to a multiple of 4 (64 rows), rows past N and inputs past K are 0."""
+    from hf_binary_bert.format import pack_bits
+
+    n, k = 37, 141
+    positive = torch.rand(n, k, generator=torch.Generator().manual_seed(3)) > 0.5
+    packed = pack_bits(positive)
+    words = kernels.ops._bitgemm.amx_layout_words(n, k)
+    blocks, chunks = (n + 63) // 64 * 4, (k + 63) // 64
+    assert words == blocks * chunks * 16
+    out = torch.empty(words + 8, dtype=torch.int64)
+    aligned = out[(-out.data_ptr() % 64) // 8:][:words]
+    kernels.ops._bitgemm.amx_layout(packed.data_ptr(), n, k, aligned.data_ptr(), 1)
+    padded = torch.zeros(blocks * 16, chunks * 64, dtype=torch.bool)
+    padded[:n, :k] = positive
+    # [block, j, chunk, q, t] → [block, chunk, q, j, t]: 64 bits per word, bit 4j + t
+    bits = padded.reshape(blocks, 16, chunks, 16, 4).permute(0, 2, 3, 1, 4).reshape(-1, 64)
+    expected = [sum(1 << i for i in range(64) if row[i]) for row in bits.tolist()]
+    assert [w & (2**64 - 1) for w in aligned.tolist()] == expected
+
+
+@pytest.mark.skipif("avx512_amx" not in kernels.supported_isas(), reason="this CPU has no AMX-INT8 (or it is not "
+                    "enabled for this process)")
+@pytest.mark.parametrize("combo", ["W1A8-elastic", "W1A4-sign", "W1A2-elastic-relu"])
+def test_amx_gemm_equals_the_lookup_tables(combo):
+    """On avx512_amx the W1 × u8 Linears run on AMX tiles (the plan makes their amx layout) and the encoder's outputs
+    equal avx512_vpopcnt's (the AVX-512 lookup tables) bit for bit, over several 32-row blocks with a tail (70 real
+    tokens) and on the eager path."""
+    model = _model(COMBOS[combo])
+    ids, mask = _inputs(lengths=(31, 17, 1, 21))
+    outputs, layouts = {}, {}
+    # the layouts of the 32 → 37 intermediate Linears (2 layers): 4 blocks × 1 chunk × 16 words, only in the AMX plan
+    words = kernels.ops._bitgemm.amx_layout_words(37, 32)
+    for isa in ("avx512_vpopcnt", "avx512_amx"):
+        previous = kernels.set_isa(isa)
+        try:
+            outputs[isa] = _hidden(model, ids, mask, "auto").last_hidden_state
+            keep = model.encoder.runtime()._keep
+            layouts[isa] = sum(t.dtype == torch.int64 and t.numel() == words for t in keep)
+        finally:
+            kernels.set_isa(previous)
+    assert layouts["avx512_amx"] >= layouts["avx512_vpopcnt"] + 2, layouts
+    assert torch.equal(outputs["avx512_amx"], outputs["avx512_vpopcnt"])
+    eager = _hidden(model, ids, mask, "eager").last_hidden_state
+    valid = mask.bool()
+    torch.testing.assert_close(outputs["avx512_amx"][valid], eager[valid], rtol=0, atol=2e-5)

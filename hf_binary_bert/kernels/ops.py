@@ -634,8 +634,8 @@ def popcount_rate(threads: int | None = None, seconds: float = 0.3, kind: str = 
 def cpu_features() -> dict[str, bool]:
     """The CPU features the kernels look for (all False without the compiled kernels)."""
     if _bitgemm is None:
-        return dict.fromkeys(("neon", "avx2", "avx512bw", "avx512vl", "avx512_vpopcntdq", "avx512_vnni", "avx512_bf16"),
-                             False)
+        return dict.fromkeys(("neon", "avx2", "avx512bw", "avx512vl", "avx512_vpopcntdq", "avx512_vnni", "avx512_bf16",
+                              "amx_int8"), False)
     return _bitgemm.cpu_features()
 
 

@@ -29,6 +29,7 @@
 #endif
 
 #if defined(__x86_64__) || defined(_M_X64)
+#include <cpuid.h>
 #include <immintrin.h>
 #endif
 #if defined(__aarch64__)
@@ -60,14 +61,25 @@ namespace {
 // tiling can be tested on CPUs without VPOPCNTDQ; never chosen automatically and not listed by supported_isas().
 // NEON (aarch64 Advanced SIMD, present on every aarch64 CPU) is listed after the x86 sets; no x86 path runs on
 // aarch64 and no NEON path on x86-64 (isa_supported).
-enum Isa { PORTABLE = 0, AVX2 = 1, AVX512 = 2, AVX512_VPOPCNT = 3, AVX512_VPOPCNT_EMULATED = 4, NEON = 5 };
-const char* kIsaNames[] = {"portable", "avx2", "avx512", "avx512_vpopcnt", "avx512_vpopcnt_emulated", "neon"};
-constexpr int kIsaCount = 6, kListedIsas = 4;
+// AVX512_AMX is avx512_vpopcnt with the W1 × u8 GEMMs (W1A2–W1A8, W1A32 int8) on Intel AMX tiles (amx_gemm.h)
+// where the runtime's plan made their "amx" weight layout (elsewhere, e.g. one Linear bound on its own, and for
+// every W1A1 GEMM, it runs avx512_vpopcnt's code).
+enum Isa { PORTABLE = 0, AVX2 = 1, AVX512 = 2, AVX512_VPOPCNT = 3, AVX512_VPOPCNT_EMULATED = 4, NEON = 5, AVX512_AMX = 6 };
+const char* kIsaNames[] = {"portable", "avx2", "avx512", "avx512_vpopcnt", "avx512_vpopcnt_emulated", "neon", "avx512_amx"};
+constexpr int kIsaCount = 7, kListedIsas = 4;
+
+// The paths that run avx512_vpopcnt's vpopcntq code.
+inline bool vpopcnt_isa(int isa) { return isa == AVX512_VPOPCNT || isa == AVX512_AMX; }
 
 struct Features {
   bool avx2, avx512bw, avx512vl, vpopcntdq, vnni, bf16;
   bool neon;
+  bool amx;  // AMX-TILE + AMX-INT8, enabled by the OS and permitted to this process (amx_permitted)
 };
+
+#if defined(__x86_64__) || defined(_M_X64)
+bool amx_permitted();
+#endif
 
 #if defined(__x86_64__) || defined(_M_X64)
 Features detect() {
@@ -80,6 +92,7 @@ Features detect() {
   f.vnni = __builtin_cpu_supports("avx512vnni");
   f.bf16 = __builtin_cpu_supports("avx512bf16");
   f.neon = false;
+  f.amx = f.avx512bw && f.vpopcntdq && amx_permitted();
   return f;
 }
 #else
@@ -95,6 +108,7 @@ Features detect() {
 const Features kFeatures = detect();
 
 int best_isa() {
+  if (kFeatures.amx) return AVX512_AMX;
   if (kFeatures.avx512bw && kFeatures.vpopcntdq) return AVX512_VPOPCNT;
   if (kFeatures.avx512bw) return AVX512;
   if (kFeatures.avx2) return AVX2;
@@ -1361,7 +1375,8 @@ void bits_gemm(int isa, int64_t M, int64_t N, const uint64_t* a, int64_t kw, con
                int nthreads, const uint8_t* wnib = nullptr) {
   switch (isa) {
 #if defined(__x86_64__) || defined(_M_X64)
-    case AVX512_VPOPCNT: bits_gemm_with<BitsVpopcnt<PopcntNative>, OP>(M, N, a, kw, w, e, nthreads); break;
+    case AVX512_VPOPCNT:
+    case AVX512_AMX: bits_gemm_with<BitsVpopcnt<PopcntNative>, OP>(M, N, a, kw, w, e, nthreads); break;
     case AVX512_VPOPCNT_EMULATED: bits_gemm_with<BitsVpopcnt<PopcntEmulated>, OP>(M, N, a, kw, w, e, nthreads); break;
     case AVX512: bits_gemm_with<BitsAvx512, OP>(M, N, a, kw, w, e, nthreads); break;
     case AVX2:
@@ -1380,6 +1395,8 @@ void bits_gemm(int isa, int64_t M, int64_t N, const uint64_t* a, int64_t kw, con
 
 // W1 × u8 by lookup tables (run_w1a8's AVX2 and AVX-512 paths for M ≥ kLutMinRows); needs Epilogue / finish_row.
 #include "lut_gemm.h"
+// W1 × u8 on Intel AMX tiles (the avx512_amx path, with the plan's "amx" weight layout).
+#include "amx_gemm.h"
 
 template <class Kern>
 void nib_gemm_with(int64_t M, int64_t N, const uint8_t* u, int64_t lu, int64_t steps, int64_t gstride,
@@ -1887,6 +1904,7 @@ struct W1A8Output {
   float* out;
   int64_t ldo;
   const uint8_t* lut = nullptr;  // the lut6 index after the nib words (lut6_index), or null (then no AVX-512 tables)
+  const uint64_t* amx = nullptr;  // the amx layout (avx512_amx), or null
 };
 
 // Several W1 × u8 Linears on one input x [M, K] with one input quantizer (Q, K and V of a layer whose three
@@ -1911,6 +1929,12 @@ void run_w1a8_shared(const float* x, int64_t M, int64_t K, int64_t ldx, const fl
                     qsum, outs[i].out, outs[i].ldo};
   }
 #if defined(__x86_64__) || defined(_M_X64)
+  bool tiled = isa == AVX512_AMX && kFeatures.amx && !bytes;  // AMX tiles need each output's amx layout
+  for (int i = 0; i < nouts; ++i) tiled = tiled && outs[i].amx;
+  if (tiled) {
+    for (int i = 0; i < nouts; ++i) u8_gemm_amx(M, outs[i].N, u, lu, K, outs[i].amx, e[i], nthreads);
+    return;
+  }
   bool indexed = true;  // the AVX-512 lookup tables need each output's lut6 index (the nib layout carries it)
   for (int i = 0; i < nouts; ++i) indexed = indexed && outs[i].lut;
   if (!bytes && (isa == AVX2 || (isa >= AVX512 && indexed)) && M >= kLutMinRows) {
@@ -1930,8 +1954,9 @@ void run_w1a8_shared(const float* x, int64_t M, int64_t K, int64_t ldx, const fl
 
 void run_w1a8(const float* x, int64_t M, int64_t K, int64_t ldx, const float* shift, float s, int qn, int qp,
               bool dynamic, const uint64_t* w, int64_t N, const int32_t* wsum, const float* alpha, const float* gamma,
-              const float* bias, float* out, int64_t ldo, int nthreads, bool bytes, const uint8_t* lut = nullptr) {
-  const W1A8Output o{w, N, wsum, alpha, gamma, bias, out, ldo, lut};
+              const float* bias, float* out, int64_t ldo, int nthreads, bool bytes, const uint8_t* lut = nullptr,
+              const uint64_t* amx = nullptr) {
+  const W1A8Output o{w, N, wsum, alpha, gamma, bias, out, ldo, lut, amx};
   run_w1a8_shared(x, M, K, ldx, shift, s, qn, qp, dynamic, 1, &o, nthreads, bytes);
 }
 
@@ -1945,6 +1970,7 @@ void run_w1a8(const float* x, int64_t M, int64_t K, int64_t ldx, const float* sh
 bool isa_supported(int isa) {
   switch (isa) {
     case AVX512_VPOPCNT: return kFeatures.avx512bw && kFeatures.vpopcntdq;
+    case AVX512_AMX: return kFeatures.amx;
     case AVX512_VPOPCNT_EMULATED: return kFeatures.avx512bw;
     case AVX512: return kFeatures.avx512bw;
     case AVX2: return kFeatures.avx2;
@@ -2161,6 +2187,39 @@ PyObject* py_nibble_layout(PyObject*, PyObject* args) {
 #endif
 }
 
+// The AMX GEMMs' weights made once (amx_layout), for the encoder runtime's plan: amx_layout(packed checkpoint bits
+// [N, ceil(K/8)], N, K, out (64-byte aligned, amx_layout_words(N, K) int64 words), threads). x86-64 only.
+PyObject* py_amx_layout_words(PyObject*, PyObject* args) {
+  long long N, K;
+  if (!PyArg_ParseTuple(args, "LL", &N, &K)) return nullptr;
+#if defined(__x86_64__) || defined(_M_X64)
+  return PyLong_FromLongLong(amx_layout_words(N, K));
+#else
+  PyErr_SetString(PyExc_ValueError, "the amx layout is for the avx512_amx path of x86-64 only");
+  return nullptr;
+#endif
+}
+
+PyObject* py_amx_layout(PyObject*, PyObject* args) {
+  unsigned long long w, out;
+  long long N, K;
+  int nthreads;
+  if (!PyArg_ParseTuple(args, "KLLKi", &w, &N, &K, &out, &nthreads)) return nullptr;
+#if defined(__x86_64__) || defined(_M_X64)
+  if (out % 64 != 0) {
+    PyErr_SetString(PyExc_ValueError, "amx layout: the output buffer must be 64-byte aligned");
+    return nullptr;
+  }
+  Py_BEGIN_ALLOW_THREADS;
+  amx_layout(ptr<const uint8_t>(w), N, K, ptr<uint64_t>(out), nthreads);
+  Py_END_ALLOW_THREADS;
+  Py_RETURN_NONE;
+#else
+  PyErr_SetString(PyExc_ValueError, "the amx layout is for the avx512_amx path of x86-64 only");
+  return nullptr;
+#endif
+}
+
 PyObject* py_repack(PyObject*, PyObject* args) {
   const char* kind;
   unsigned long long w, out;
@@ -2194,16 +2253,18 @@ PyObject* py_row_sums(PyObject*, PyObject* args) {
 }
 
 PyObject* py_cpu_features(PyObject*, PyObject*) {
-  return Py_BuildValue("{s:O,s:O,s:O,s:O,s:O,s:O,s:O}", "neon", kFeatures.neon ? Py_True : Py_False, "avx2", kFeatures.avx2 ? Py_True : Py_False, "avx512bw",
+  // amx_int8: AMX-TILE + AMX-INT8 usable by this process (the CPU has them, the OS enabled and permitted the tiles)
+  return Py_BuildValue("{s:O,s:O,s:O,s:O,s:O,s:O,s:O,s:O}", "neon", kFeatures.neon ? Py_True : Py_False, "avx2", kFeatures.avx2 ? Py_True : Py_False, "avx512bw",
                        kFeatures.avx512bw ? Py_True : Py_False, "avx512vl", kFeatures.avx512vl ? Py_True : Py_False,
                        "avx512_vpopcntdq", kFeatures.vpopcntdq ? Py_True : Py_False, "avx512_vnni",
-                       kFeatures.vnni ? Py_True : Py_False, "avx512_bf16", kFeatures.bf16 ? Py_True : Py_False);
+                       kFeatures.vnni ? Py_True : Py_False, "avx512_bf16", kFeatures.bf16 ? Py_True : Py_False,
+                       "amx_int8", kFeatures.amx ? Py_True : Py_False);
 }
 
 PyObject* py_supported_isas(PyObject*, PyObject*) {
   PyObject* list = PyList_New(0);
   for (int i = 0; i < kIsaCount; ++i)
-    if ((i < kListedIsas || i == NEON) && isa_supported(i)) {
+    if ((i < kListedIsas || i == NEON || i == AVX512_AMX) && isa_supported(i)) {
       PyObject* s = PyUnicode_FromString(kIsaNames[i]);
       PyList_Append(list, s);
       Py_DECREF(s);
@@ -2225,7 +2286,7 @@ PyObject* py_set_isa(PyObject*, PyObject* args) {
       g_isa = i;
       Py_RETURN_NONE;
     }
-  PyErr_Format(PyExc_ValueError, "unknown instruction set %s (portable, avx2, avx512, avx512_vpopcnt, avx512_vpopcnt_emulated, neon)", name);
+  PyErr_Format(PyExc_ValueError, "unknown instruction set %s (portable, avx2, avx512, avx512_vpopcnt, avx512_amx, avx512_vpopcnt_emulated, neon)", name);
   return nullptr;
 }
 
@@ -2433,6 +2494,8 @@ PyMethodDef kMethods[] = {
     {"layout_words", py_layout_words, METH_VARARGS, "Size in uint64 words of a kernel layout (bits, nib)."},
     {"repack", py_repack, METH_VARARGS, "Checkpoint layout → kernel layout (bits, nib)."},
     {"nibble_layout", py_nibble_layout, METH_VARARGS, "The AVX2 table GEMM's weights from the bits layout, made once."},
+    {"amx_layout_words", py_amx_layout_words, METH_VARARGS, "int64 words of the AMX GEMMs' weight layout."},
+    {"amx_layout", py_amx_layout, METH_VARARGS, "The AMX GEMMs' weights from the checkpoint bits, made once."},
     {"nibble_layout_bytes", py_nibble_layout_bytes, METH_VARARGS, "Size in bytes of nibble_layout's output."},
     {"cpu_features", py_cpu_features, METH_NOARGS, "CPU features the kernels use."},
     {"supported_isas", py_supported_isas, METH_NOARGS, "Instruction sets this CPU runs, slowest first."},

@@ -113,7 +113,7 @@ __attribute__((target("avx512f"))) void philox4x32_10_x16_avx512(uint32_t w[4][k
 inline void philox4x32_10_x16(int isa, uint32_t w[4][kPhiloxLanes], uint32_t k0, uint32_t k1, uint32_t threshold,
                               uint16_t below[4]) {
 #if defined(__x86_64__) || defined(_M_X64)
-  const bool avx512 = isa == AVX512 || isa == AVX512_VPOPCNT || isa == AVX512_VPOPCNT_EMULATED;
+  const bool avx512 = isa == AVX512 || vpopcnt_isa(isa) || isa == AVX512_VPOPCNT_EMULATED;
   if (avx512 && kFeatures.avx512bw) return philox4x32_10_x16_avx512(w, k0, k1, threshold, below);
   if ((avx512 || isa == AVX2) && kFeatures.avx2) return philox4x32_10_x16_avx2(w, k0, k1, threshold, below);
 #endif

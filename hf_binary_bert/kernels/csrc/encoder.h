@@ -25,7 +25,8 @@
 
 // ---- plan layout (mirrored in hf_binary_bert/runtime.py) ----
 constexpr int kLinWords = 17;  // one binarized Linear
-// L_NIB: a W1A1 Linear's nibble_layout (the AVX2 table GEMM's weights, made once by the plan), or 0
+// L_NIB: the path's own weight layout, made once by the plan: on avx2 a W1A1 Linear's nibble_layout (the table
+// GEMM's weights), on avx512_amx a W1 × u8 Linear's amx_layout (amx_gemm.h); else 0
 enum LinField { L_KIND, L_K, L_N, L_W, L_WSUM, L_ALPHA, L_GAMMA, L_BIAS, L_SHIFT, L_STEP, L_THR, L_MODE, L_SCALE, L_QN,
                 L_QP, L_DYNAMIC, L_NIB };
 constexpr int kQuantWords = 6;  // one attention-operand quantizer
@@ -74,7 +75,7 @@ void run_linear(const int64_t* L, const float* x, int64_t M, float* out, int nth
     run_w1a8(x, M, K, K, as_ptr<const float>(L[L_SHIFT]), as_float(L[L_STEP]), (int)L[L_QN], (int)L[L_QP],
              L[L_DYNAMIC] != 0, as_ptr<const uint64_t>(L[L_W]), N, as_ptr<const int32_t>(L[L_WSUM]),
              as_ptr<const float>(L[L_ALPHA]), as_ptr<const float>(L[L_GAMMA]), as_ptr<const float>(L[L_BIAS]), out, N,
-             nthreads, false, lut_of(L));
+             nthreads, false, lut_of(L), as_ptr<const uint64_t>(L[L_NIB]));
 }
 
 // Whether two W1 × u8 Linears quantize the same input identically (the same shift tensor, step, levels and dynamic
@@ -1217,7 +1218,8 @@ void layer_forward(const int64_t* L, float* x, int64_t M, const int64_t* cu, int
       const int64_t* Li = lin + i * kLinWords;
       outs[i] = W1A8Output{as_ptr<const uint64_t>(Li[L_W]), Li[L_N], as_ptr<const int32_t>(Li[L_WSUM]),
                            as_ptr<const float>(Li[L_ALPHA]), as_ptr<const float>(Li[L_GAMMA]),
-                           as_ptr<const float>(Li[L_BIAS]), dst[i], Li[L_N], lut_of(Li)};
+                           as_ptr<const float>(Li[L_BIAS]), dst[i], Li[L_N], lut_of(Li),
+                           as_ptr<const uint64_t>(Li[L_NIB])};
     }
     run_w1a8_shared(x, M, lin[L_K], lin[L_K], as_ptr<const float>(lin[L_SHIFT]), as_float(lin[L_STEP]), (int)lin[L_QN],
                     (int)lin[L_QP], lin[L_DYNAMIC] != 0, 3, outs, nthreads, false);
@@ -1247,7 +1249,7 @@ void layer_forward(const int64_t* L, float* x, int64_t M, const int64_t* cu, int
                              (int)Lao[L_MODE]};
   if (ao_bits) std::memset(ao_target.bits, 0, (size_t)(M * kw_ao * 8));  // (the bits past HD stay 0)
 #if defined(__x86_64__) || defined(_M_X64)
-  const bool avx2 = use_avx2(), vpop = avx2 && g_isa == AVX512_VPOPCNT && kFeatures.vpopcntdq;
+  const bool avx2 = use_avx2(), vpop = avx2 && vpopcnt_isa(g_isa) && kFeatures.vpopcntdq;
   auto head = vpop ? attention_head_avx512 : attention_head_avx2;
 #endif
 #pragma omp parallel num_threads(nthreads) if (nthreads > 1 && B * heads > 1)

@@ -181,7 +181,7 @@ PyObject* py_popcount_rate(PyObject*, PyObject* args) {
 #if defined(__x86_64__) || defined(_M_X64)
         if (kind == 1)
           sink ^= table_lookups_avx2(kRateWords / 2, sink + (uint64_t)r);
-        else if (isa == AVX512_VPOPCNT)
+        else if (vpopcnt_isa(isa))
           sink ^= xor_popcount_vpopcnt(a, b, kRateWords / 2);
         else if (isa >= AVX2 && kFeatures.avx2)
           sink ^= xor_popcount_avx2(a, b, kRateWords / 2);
@@ -197,7 +197,7 @@ PyObject* py_popcount_rate(PyObject*, PyObject* args) {
       rounds += 256;
     }
 #if defined(__x86_64__) || defined(_M_X64)
-    const double reuse = isa == AVX512_VPOPCNT ? kVpopcntReuse : 1;
+    const double reuse = vpopcnt_isa(isa) ? kVpopcntReuse : 1;
 #else
     const double reuse = 1;
 #endif
