@@ -882,3 +882,27 @@ def test_amx_gemm_equals_the_lookup_tables(combo):
     eager = _hidden(model, ids, mask, "eager").last_hidden_state
     valid = mask.bool()
     torch.testing.assert_close(outputs["avx512_amx"][valid], eager[valid], rtol=0, atol=2e-5)
+
+
+@pytest.mark.parametrize("combo", ["W1A8-elastic", "W1A32-int8"])
+def test_attention_float_gemm_is_the_same_on_every_vector_path(combo):
+    """The attention's float GEMM (`sgemm_avx512` / `sgemm_avx2`: one FMA per input in order, from zero, per output)
+    gives the same bits on every vector path, on integer levels (W1A8) and on float Q, K, V (W1A32 with int8
+    activations: float attention, where the order of the FMAs matters): 40 tokens pad to 48 columns, the AVX-512
+    kernel's 32-column block and its 16-column tail."""
+    if combo == "W1A32-int8":
+        model = _model(dict(activation_bits=32)).set_inference_kernel("auto", float_activations="int8")
+    else:
+        model = _model(COMBOS[combo])
+    ids, mask = _inputs(lengths=(40, 7))
+    paths = [i for i in kernels.supported_isas() if i != "portable"]
+    outputs = {}
+    previous = kernels.get_isa()
+    try:
+        for isa in paths:
+            kernels.set_isa(isa)
+            with torch.inference_mode():
+                outputs[isa] = model(input_ids=ids, attention_mask=mask).last_hidden_state
+    finally:
+        kernels.set_isa(previous)
+    assert all(torch.equal(outputs[isa], outputs[paths[0]]) for isa in paths)
