@@ -645,8 +645,8 @@ def supported_isas() -> list[str]:
 
 
 def get_isa() -> str:
-    """The instruction-set path in use: `"avx512_vpopcnt"`, `"avx512"`, `"avx2"` (x86-64), `"neon"` (aarch64),
-    `"portable"` or `"reference"`."""
+    """The instruction-set path in use: `"avx512_amx"` (avx512_vpopcnt with the runtime's W1 × u8 GEMMs on Intel AMX
+    tiles), `"avx512_vpopcnt"`, `"avx512"`, `"avx2"` (x86-64), `"neon"` (aarch64), `"portable"` or `"reference"`."""
     return "reference" if _bitgemm is None else _bitgemm.get_isa()
 
 
