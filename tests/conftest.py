@@ -26,6 +26,20 @@ TINY = dict(
 )
 
 
+def benchmark_module(name: str):
+    """benchmarks/<name>.py imported as a module (the scripts import their neighbours — latency, markdown_output,
+    machine — by name, so their folder goes on sys.path)."""
+    import importlib.util
+
+    folder = Path(__file__).resolve().parents[1] / "benchmarks"
+    if str(folder) not in sys.path:
+        sys.path.insert(0, str(folder))
+    spec = importlib.util.spec_from_file_location(f"_{name}_benchmark", folder / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def tiny_config(**kwargs):
     """A tiny random `BinaryBertConfig` (2 layers, hidden 32, 4 heads, intermediate 37: not a multiple of 8)."""
     from hf_binary_bert import BinaryBertConfig

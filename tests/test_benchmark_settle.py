@@ -1,25 +1,16 @@
 """benchmarks/latency.py's `settle`: the wait before each timed forward lasts until the process's threads are idle."""
 
-import importlib.util
-import sys
 import threading
 import time
-from pathlib import Path
 
 import pytest
+from conftest import benchmark_module
 
 pytest.importorskip("transformers")
 
 
 def _latency_module():
-    folder = Path(__file__).resolve().parents[1] / "benchmarks"
-    path = folder / "latency.py"
-    if str(folder) not in sys.path:  # the script imports its neighbours (machine, markdown_output) by name
-        sys.path.insert(0, str(folder))
-    spec = importlib.util.spec_from_file_location("_latency_benchmark", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return benchmark_module("latency")
 
 
 def test_settle_returns_soon_when_idle_and_waits_for_a_spinning_thread():

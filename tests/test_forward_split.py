@@ -1,12 +1,8 @@
 """benchmarks/forward_split.py: the parts of a native-runtime forward are timed, add up, and the timers are removed."""
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import pytest
 import torch
-from conftest import tiny_config
+from conftest import benchmark_module, tiny_config
 
 from hf_binary_bert import BinaryBertModel, kernels
 from hf_binary_bert.kernels import ops
@@ -15,13 +11,7 @@ pytestmark = pytest.mark.skipif(not kernels.available(), reason="compiled kernel
 
 
 def _split_module():
-    folder = Path(__file__).resolve().parents[1] / "benchmarks"
-    if str(folder) not in sys.path:  # the script imports its neighbours (latency, markdown_output) by name
-        sys.path.insert(0, str(folder))
-    spec = importlib.util.spec_from_file_location("_forward_split_benchmark", folder / "forward_split.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return benchmark_module("forward_split")
 
 
 def test_split_times_the_native_calls_and_removes_its_timers():

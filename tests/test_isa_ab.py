@@ -1,10 +1,7 @@
 """benchmarks/isa_ab.py: the paired A/B of instruction-set paths (a quick run on the small geometry, and bad input)."""
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import pytest
+from conftest import benchmark_module
 
 from hf_binary_bert import kernels
 
@@ -12,13 +9,7 @@ pytestmark = pytest.mark.skipif(not kernels.available(), reason="compiled kernel
 
 
 def _isa_ab():
-    folder = Path(__file__).resolve().parents[1] / "benchmarks"
-    if str(folder) not in sys.path:  # the script imports its neighbours (latency, markdown_output) by name
-        sys.path.insert(0, str(folder))
-    spec = importlib.util.spec_from_file_location("_isa_ab_benchmark", folder / "isa_ab.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return benchmark_module("isa_ab")
 
 
 VECTOR_PATHS = [i for i in kernels.supported_isas() if i not in ("portable", "reference")]
