@@ -30,7 +30,8 @@ on one random batch before saving): BERT-base by default, a tiny one with `--sma
 T (half the tokens padding at B=8, T=128: our runtime does not compute them). A line per shape compares our W1A1
 Linears' binary multiply-accumulates per second with the machine's floor (`hf_binary_bert.kernels.popcount_rate`):
 the XOR + popcount rate on L1-resident data and, on AVX2, the nibble-table lookup bound of the W1A1 GEMM's own
-instruction mix (tables in registers), whichever is higher. Each forward is timed with `time.perf_counter` under `torch.inference_mode()` after `--warmup` untimed
+instruction mix (tables in registers), whichever is higher; on the `avx512_amx` path another compares the W1 × u8 rows'
+multiply-accumulates per second with the AMX tiles' rate on L1-resident data (`popcount_rate(kind="amx")`). Each forward is timed with `time.perf_counter` under `torch.inference_mode()` after `--warmup` untimed
 runs, in interleaved rounds (one forward of every variant per round, so a drift of the machine's speed hits all rows
 alike; a mixed-length shape and its padded shape share their rounds, so their ratio is measured side by side too; before each timed forward the script waits until the process's worker threads have gone idle — at least 50 ms, then until the process uses under 10 % of a core over 20 ms, at most 1 s — because ONNX Runtime's threads keep spinning after a run for longer than 50 ms on some machines and slowed whichever row came next); the table shows the median of `--runs` timed runs, the speed-up over torch-fp32 and over ort-int8 (the ratio
 of the medians). Unless `--skip-memory`, every variant is loaded again in a fresh subprocess that reports its resident
@@ -411,10 +412,11 @@ def time_head(head, variants, artifacts, shapes, geo, args):
     return rows
 
 
-def rate_lines(rows, geo, popcount_rate):
+def rate_lines(rows, geo, popcount_rate, u8_rate=None):
     """Lines comparing our W1A1 rows' Linear multiply-accumulate rate with the machine's measured binary MAC floor
-    (`popcount_rate`: the higher of XOR + popcount and, on AVX2, the nibble-table lookup bound), and the mixed-length
-    shapes' time with the padded shape's."""
+    (`popcount_rate`: the higher of XOR + popcount and, on AVX2, the nibble-table lookup bound), the W1 × u8 rows'
+    with the AMX tile rate where that path runs (`u8_rate`), and the mixed-length shapes' time with the padded
+    shape's."""
     lines = []
     for row in rows:
         if row["variant"] in ("ours-W1A1", "ours-W1A1-biattn") and row.get("median_ms"):
@@ -428,6 +430,14 @@ def rate_lines(rows, geo, popcount_rate):
                          f"the higher rate above, all threads): the Linears alone take at least "
                          f"{linear_macs(geo, tokens) / popcount_rate / 1e6:.1f} ms at that rate")
             lines.append(line)
+        if u8_rate and row["variant"] in ("ours-W1A8", "ours-W1A32-int8") and row.get("median_ms"):
+            batch, seq, mixed = parse_shape(row["batch"])
+            macs = linear_macs(geo, int(make_inputs(batch, seq, geo["vocab_size"], mixed)[1].sum()))
+            rate = macs / row["median_ms"] / 1e6
+            lines.append(f"{row['head']} {row['batch']} {row['variant']}: the W1 × u8 Linears' {macs / 1e9:.2f} G MACs "
+                         f"at {rate:.1f} G MAC/s over the whole forward = {rate / u8_rate:.2f} of the AMX tile rate "
+                         f"({u8_rate:.0f} G/s, all threads): the Linears alone take at least "
+                         f"{macs / u8_rate / 1e6:.1f} ms at that rate")
     for row in rows:
         batch, seq, mixed = parse_shape(row["batch"])
         padded = next((r for r in rows if r["head"] == row["head"] and r["variant"] == row["variant"]
@@ -495,16 +505,19 @@ def main(argv=None):
     try:
         from hf_binary_bert.kernels import get_isa, popcount_rate
 
-        popcount = popcount_rate(args.threads)
+        popcount, u8_rate = popcount_rate(args.threads), None
         line = (f"hf_binary_bert instruction set: {get_isa()}; XOR+popcount rate: {popcount:.0f} G bit ops/s "
                 f"({args.threads} threads, L1-resident data)")
         if get_isa() in ("avx2", "avx512"):  # the W1A1 GEMM's nibble-table lookups (its bound may be the higher)
             table = popcount_rate(args.threads, kind="table")
             line += f"; nibble-table lookup bound: {table:.0f} G binary MACs/s (tables in registers)"
             popcount = max(popcount, table)
+        if get_isa() == "avx512_amx":  # the W1 × u8 GEMMs' floor on that path: AMX tdpbusd on L1-resident tiles
+            u8_rate = popcount_rate(args.threads, kind="amx")
+            line += f"; AMX tile rate (W1 × u8): {u8_rate:.0f} G u8 MACs/s"
         header.append(line)
     except Exception as exc:  # noqa: BLE001 - an older build without popcount_rate
-        popcount = None
+        popcount = u8_rate = None
         header.append(f"hf_binary_bert instruction set / popcount rate unavailable ({skip_reason(exc)})")
     header.append(f"geometry: {geo}, shapes {shapes}, warmup {args.warmup}, "
                   f"runs {args.runs}")
@@ -528,7 +541,7 @@ def main(argv=None):
                           {"head": "head", "batch": "batch", "variant": "variant", "median ms": "median_ms",
                            "x vs torch-fp32": "speedup_vs_torch_fp32", "x vs ort-int8": "speedup_vs_ort_int8",
                            "x vs torch-int8-dynamic": "speedup_vs_torch_int8", "runs": "runs"}, latency)]
-    lines = rate_lines(latency, geo, popcount)
+    lines = rate_lines(latency, geo, popcount, u8_rate)
     if lines:
         print("\n".join(lines))
         tables.append("\n".join(f"- {line}" for line in lines) + "\n")

@@ -606,3 +606,20 @@ def test_scaled_sign_kernels_equal_reference_bit_for_bit(shape, shift_shape, tra
             assert abs(gs.double() - exact) <= _LANE_SUM_ERROR * grad.abs().sum() + 6e-8 * abs(exact)
     finally:
         torch.set_num_threads(previous)
+
+
+def test_popcount_rate_amx_only_on_the_amx_path():
+    """`kind="amx"` measures the AMX tiles' u8 MACs per second on avx512_amx (more than the XOR + popcount rate: 1,024
+    MACs per cycle and core at peak) and is refused, by kind and path, on every other path."""
+    if "avx512_amx" in ISAS:
+        previous = kernels.set_isa("avx512_amx")
+        try:
+            assert kernels.popcount_rate(1, 0.05, kind="amx") > kernels.popcount_rate(1, 0.05)
+        finally:
+            kernels.set_isa(previous)
+    previous = kernels.set_isa("portable")
+    try:
+        with pytest.raises(ValueError, match="kind 2 is not measured on instruction set portable"):
+            kernels.popcount_rate(1, 0.02, kind="amx")
+    finally:
+        kernels.set_isa(previous)

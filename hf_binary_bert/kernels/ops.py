@@ -618,14 +618,17 @@ def popcount_rate(threads: int | None = None, seconds: float = 0.3, kind: str = 
       lookups of the 4-bit products of two input rows at once; T-MAC's idea): the tile's arithmetic with tables and
       indices in registers (per 3,072 binary MACs 12 vpshufb, 8 vpaddb and the fold of four 4-bit counters into
       byte sums, 3 ops each), its throughput bound.
+    - `kind="amx"` (`avx512_amx` only): the W1 × u8 GEMM's floor there, u8 × s8 multiply-accumulates per second of
+      AMX `tdpbusd` on L1-resident tiles (32 × 32 blocks over 512 inputs, csrc/amx_gemm.h).
 
     Raises:
         RuntimeError: without the compiled kernels.
-        ValueError: an unknown `kind`, or `kind="table"` on an instruction set without AVX2.
+        ValueError: an unknown `kind`, `kind="table"` on an instruction set without AVX2, or `kind="amx"` off the
+            avx512_amx path.
     """
     if _bitgemm is None:
         raise RuntimeError("popcount_rate needs the compiled kernels")
-    kinds = {"popcount": 0, "table": 1}
+    kinds = {"popcount": 0, "table": 1, "amx": 2}
     if kind not in kinds:
         raise ValueError(f"popcount_rate: kind must be one of {sorted(kinds)}, got {kind!r}")
     return _bitgemm.popcount_rate(threads or torch.get_num_threads(), float(seconds), kinds[kind])

@@ -181,6 +181,27 @@ __attribute__((target("amx-tile,amx-int8,avx512f,avx512bw"))) void amx_gemm(int6
   }
 }
 
+// The AMX tile rate (popcount_rate kind 2, the W1 × u8 GEMM's floor on this path): 32 × 32 blocks over 8 chunks of
+// 64 inputs (32 `tdpbusd`, 524,288 u8 × s8 MACs per call) on L1-resident operands until omp_get_wtime() ≥ until;
+// returns the calls made by this thread.
+__attribute__((target("amx-tile,amx-int8,avx512f,avx512bw"))) int64_t amx_rate_calls(double until) {
+  constexpr int64_t chunks = 8;
+  alignas(64) static thread_local uint8_t a[32 * chunks * 64];
+  alignas(64) static thread_local int8_t b[2 * chunks * 1024];
+  alignas(64) int32_t c[32 * 32];
+  for (int64_t i = 0; i < (int64_t)sizeof(a); ++i) a[i] = (uint8_t)(i * 37 % 251);
+  for (int64_t i = 0; i < (int64_t)sizeof(b); ++i) b[i] = (int8_t)((i * 13 % 7) & 1 ? 1 : -1);
+  amx_begin();
+  int64_t calls = 0;
+  while (omp_get_wtime() < until) {
+    for (int r = 0; r < 64; ++r) amx_tile_32x32(a, chunks * 64, b, chunks * 1024, chunks, c, 32, true);
+    calls += 64;
+  }
+  amx_end();
+  return calls;
+}
+constexpr double kAmxRateMacsPerCall = 32.0 * 32 * 64 * 8;
+
 // W1 × u8 on the amx layout: u [M][lu] (zero past K), rows padded to 32 through a copy of the last partial block.
 void u8_gemm_amx(int64_t M, int64_t N, const uint8_t* u, int64_t lu, int64_t K, const uint64_t* w,
                  const Epilogue& e, int nthreads) {

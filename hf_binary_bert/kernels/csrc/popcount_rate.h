@@ -148,7 +148,8 @@ uint64_t xor_popcount_popcnt(const uint64_t* a, const uint64_t* b, int64_t n) {
 
 #ifndef HF_BITGEMM_NO_PYTHON
 // popcount_rate(nthreads, seconds[, kind]) → G bit operations (binary MACs) per second, all threads together; kind 0:
-// XOR + popcount, 1: the nibble-table lookup bound (AVX2 paths only: ValueError elsewhere).
+// XOR + popcount, 1: the nibble-table lookup bound (AVX2 paths only: ValueError elsewhere), 2: the AMX tiles' u8 × s8
+// MACs per second (amx_rate_calls; avx512_amx only).
 PyObject* py_popcount_rate(PyObject*, PyObject* args) {
   int nthreads, kind = 0;
   double seconds;
@@ -159,11 +160,24 @@ PyObject* py_popcount_rate(PyObject*, PyObject* args) {
 #else
   const bool table_ok = false;
 #endif
-  if (kind != 0 && (kind != 1 || !table_ok)) {
+  const bool amx_ok = isa == AVX512_AMX && kFeatures.amx;
+  if (kind != 0 && (kind != 1 || !table_ok) && (kind != 2 || !amx_ok)) {
     PyErr_Format(PyExc_ValueError, "popcount_rate: kind %d is not measured on instruction set %s (0: XOR + popcount; "
-                 "1: the nibble-table lookup, AVX2 paths only)", kind, kIsaNames[isa]);
+                 "1: the nibble-table lookup, AVX2 paths only; 2: the AMX tiles, avx512_amx only)", kind, kIsaNames[isa]);
     return nullptr;
   }
+#if defined(__x86_64__) || defined(_M_X64)
+  if (kind == 2) {
+    double macs = 0.0, took = 0.0;
+    Py_BEGIN_ALLOW_THREADS;
+    const double begin = omp_get_wtime();
+#pragma omp parallel num_threads(nthreads) reduction(+ : macs)
+    macs += (double)amx_rate_calls(begin + seconds) * kAmxRateMacsPerCall;
+    took = omp_get_wtime() - begin;
+    Py_END_ALLOW_THREADS;
+    return PyFloat_FromDouble(macs / took / 1e9);
+  }
+#endif
   double total_bits = 0.0, elapsed = 0.0;
   uint64_t sink = 0;
   Py_BEGIN_ALLOW_THREADS;
