@@ -22,7 +22,7 @@ from markdown_output import print_report
 from transformers import AutoModelForSequenceClassification
 
 import hf_binary_bert  # noqa: F401  (registers binary_bert with the Auto classes)
-from hf_binary_bert.kernels import get_isa
+from hf_binary_bert.kernels import get_isa, set_isa, supported_isas
 from hf_binary_bert.recipes import measure_latency
 
 
@@ -35,7 +35,14 @@ def main(argv=None):
     parser.add_argument("--runs", type=int, default=20, help="timed forwards per model and round")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--markdown", metavar="PATH", help="also write the environment and the table as markdown")
+    parser.add_argument("--isa", help="run the student's kernels on this instruction-set path (kernels.set_isa), e.g. "
+                                      "avx512_vpopcnt on an AMX CPU; PyTorch keeps its own")
     args = parser.parse_args(argv)
+    if args.isa:
+        try:
+            set_isa(args.isa)
+        except ValueError as exc:
+            parser.error(f"--isa: {exc} (supported here: {', '.join(supported_isas())})")
     transformers.logging.set_verbosity_error()
     torch.set_num_threads(args.threads)
     teacher = AutoModelForSequenceClassification.from_pretrained(args.teacher, dtype=torch.float32).eval()
