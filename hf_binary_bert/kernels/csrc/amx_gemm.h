@@ -8,7 +8,8 @@
 // weights the int32 sums are exact, the same integers as the lookup tables', so the epilogue and the outputs are bit
 // for bit those of the other paths.
 //
-//   A (inputs): u8 rows as run_w1a8 quantizes them, `lu` = 64·ceil(K/64) bytes per row, zero past K.
+//   A (inputs): u8 rows as run_w1a8 quantizes them, `lu` = 64·ceil(K/64) bytes per row, zero past K, the rows
+//     padded with zero rows to a multiple of 32 (the GEMM reads whole 32-row blocks and finishes the M real rows).
 //   B (weights): the "amx" layout, made once per Linear by the runtime's plan from the checkpoint bits (amx_layout):
 //     uint64 [ceil(N/64)·4 blocks of 16 rows][ceil(K/64) chunks][16]; word q of (block b, chunk c) holds, at bit
 //     4j + t, B[16b + j][64c + 4q + t] (1 = +1): row q of the tile in AMX's VNNI order (4 consecutive inputs of each
@@ -134,10 +135,11 @@ __attribute__((target("amx-tile,amx-int8"))) inline void amx_tile_32x32(const ui
   _tile_stored(3, c + 16 * ldc + 16, ldc * 4);
 }
 
-// The GEMM: u8 inputs a [rows padded to 32][lda] bytes (zero past K), weights in the amx layout; raw = Σ u·b. Per item (64 columns × a row chunk) K runs in slices of
-// kAmxSlice chunks: a slice of the item's 4 weight blocks is expanded (16 KB) and used by every row block of the
-// chunk, whose sums stay in the item's int32 buffer between slices, so that the tile loads read L1 (measured on a
-// Sapphire Rapids core: 2.4 T MACs/s with the operands in L1, 1.4–1.6 T from L2).
+// The GEMM: u8 inputs a [M rows padded to a multiple of 32][lda] bytes (zero past K), weights in the amx layout;
+// raw = Σ u·b. Per item (64 columns × a row chunk) K runs in slices of kAmxSlice chunks: a slice of the item's 4
+// weight blocks is expanded (16 KB) and used by every row block of the chunk, whose sums stay in the item's int32
+// buffer between slices. (Meant to keep the tile loads in L1 — 2.4 T MACs/s there against 1.4–1.6 T from L2 in a
+// micro-benchmark — but slices of 2, 4, 8 or all of K measured the same in the whole GEMM.)
 constexpr int64_t kAmxSlice = 4;
 __attribute__((target("amx-tile,amx-int8,avx512f,avx512bw"))) void amx_gemm(int64_t M, int64_t N,
                                                                            const uint8_t* a, int64_t lda, int64_t K,
@@ -158,7 +160,8 @@ __attribute__((target("amx-tile,amx-int8,avx512f,avx512bw"))) void amx_gemm(int6
     int k = 0;
     for (int64_t item; (item = ranges.claim(k)) >= 0;) {
       const int64_t nc = item / mchunks, mc = item % mchunks;
-      const int64_t m_begin = M * mc / mchunks / 32 * 32, m_end = mc + 1 == mchunks ? M : M * (mc + 1) / mchunks / 32 * 32;
+      const int64_t m_begin = M * mc / mchunks / 32 * 32;
+      const int64_t m_end = mc + 1 == mchunks ? M : M * (mc + 1) / mchunks / 32 * 32;
       const int64_t n0 = nc * 64, count = std::min<int64_t>(64, N - n0);
       for (int64_t c0 = 0; c0 < chunks; c0 += kAmxSlice) {
         const int64_t sc = std::min(kAmxSlice, chunks - c0);
@@ -201,26 +204,5 @@ __attribute__((target("amx-tile,amx-int8,avx512f,avx512bw"))) int64_t amx_rate_c
   return calls;
 }
 constexpr double kAmxRateMacsPerCall = 32.0 * 32 * 64 * 8;
-
-// W1 × u8 on the amx layout: u [M][lu] (zero past K), rows padded to 32 through a copy of the last partial block.
-void u8_gemm_amx(int64_t M, int64_t N, const uint8_t* u, int64_t lu, int64_t K, const uint64_t* w,
-                 const Epilogue& e, int nthreads) {
-  const int64_t full = M / 32 * 32;
-  if (full > 0) amx_gemm(full, N, u, lu, K, w, e, nthreads);
-  if (full == M) return;
-  static thread_local std::vector<uint64_t> buffer;
-  if (buffer.size() * 8 < (size_t)(32 * lu + 64)) buffer.resize((size_t)(32 * lu / 8 + 8));
-  uint8_t* x = reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(buffer.data()) + 63) & ~(uintptr_t)63);
-  std::memset(x, 0, (size_t)(32 * lu));
-  std::memcpy(x, u + full * lu, (size_t)((M - full) * lu));
-  // the tail's rows m are rows full + m of the epilogue's vectors and output
-  Epilogue tail = e;
-  tail.out = e.out + full * e.ldo;
-  if (tail.in_scale) tail.in_scale += full;
-  if (tail.xsum) tail.xsum += full;
-  if (tail.add_m) tail.add_m += full;
-  if (tail.pack_bits) tail.pack_bits += full * tail.pack_ld, tail.pack_pop += full * ((tail.pack_n + 63) / 64);
-  amx_gemm(M - full, N, x, lu, K, w, tail, nthreads);
-}
 
 #endif  // x86-64

@@ -1916,12 +1916,15 @@ void run_w1a8_shared(const float* x, int64_t M, int64_t K, int64_t ldx, const fl
   const int isa = g_isa;
   int64_t total_n = 0;
   for (int i = 0; i < nouts; ++i) total_n += outs[i].N;
-  uint8_t* buf = scratch((size_t)(M * lu + M * 12 + total_n * 4));
+  // u's rows padded to a multiple of 32 with zeros: the AMX GEMM reads whole 32-row blocks (and finishes the real rows)
+  const int64_t Mp = (M + 31) / 32 * 32;
+  uint8_t* buf = scratch((size_t)(Mp * lu + M * 12 + total_n * 4));
   uint8_t* u = buf;
-  int64_t* qsum = reinterpret_cast<int64_t*>(buf + M * lu);
-  float* scales = reinterpret_cast<float*>(buf + M * lu + M * 8);
-  int32_t* add_n = reinterpret_cast<int32_t*>(buf + M * lu + M * 12);
+  int64_t* qsum = reinterpret_cast<int64_t*>(buf + Mp * lu);
+  float* scales = reinterpret_cast<float*>(buf + Mp * lu + M * 8);
+  int32_t* add_n = reinterpret_cast<int32_t*>(buf + Mp * lu + M * 12);
   quantize_rows(isa, x, M, K, ldx, shift, s, qn, qp, z, dynamic, u, lu, qsum, scales, nthreads);
+  std::memset(u + M * lu, 0, (size_t)((Mp - M) * lu));
   Epilogue e[4];
   for (int i = 0, off = 0; i < nouts; off += (int)outs[i].N, ++i) {
     for (int64_t n = 0; n < outs[i].N; ++n) add_n[off + n] = -z * outs[i].wsum[n];  // Σ_k (q + z)·b − z·Σ_k b = Σ_k q·b
@@ -1932,7 +1935,7 @@ void run_w1a8_shared(const float* x, int64_t M, int64_t K, int64_t ldx, const fl
   bool tiled = isa == AVX512_AMX && kFeatures.amx && !bytes;  // AMX tiles need each output's amx layout
   for (int i = 0; i < nouts; ++i) tiled = tiled && outs[i].amx;
   if (tiled) {
-    for (int i = 0; i < nouts; ++i) u8_gemm_amx(M, outs[i].N, u, lu, K, outs[i].amx, e[i], nthreads);
+    for (int i = 0; i < nouts; ++i) amx_gemm(M, outs[i].N, u, lu, K, outs[i].amx, e[i], nthreads);
     return;
   }
   bool indexed = true;  // the AVX-512 lookup tables need each output's lut6 index (the nib layout carries it)
