@@ -55,8 +55,8 @@ def main(argv=None):
     env = environment(args.threads)
     header = [f"cpu: {env.get('cpu')}", f"hf_binary_bert_cpu_features: {env.get('hf_binary_bert_cpu_features')}",
               f"torch {env['torch']}, transformers {env['transformers']}, {args.threads} threads",
-              f"{'small' if args.small else 'BERT-base'} encoders of latency.py (random weights); median of {args.rounds} rounds, one timed forward "
-              f"per path per round; ratio = the path's median / {isas[0]}'s"]
+              f"{'small' if args.small else 'BERT-base'} encoders of latency.py (random weights); median of "
+              f"{args.rounds} rounds, one timed forward per path per round; ratio = the path's median / {isas[0]}'s"]
     rows = []
     previous = kernels.get_isa()
     try:

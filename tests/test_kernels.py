@@ -188,13 +188,20 @@ def test_cpu_features_and_isa_selection():
 
 
 def test_popcount_rate_kinds_and_errors():
-    """Both floors measure something positive; the table bound exists on the AVX2 paths only, and a bad kind or
-    `kind="table"` on the portable path raises ValueError naming the kind."""
+    """Every floor measures something positive; the table bound exists on the AVX2 paths only, the AMX tile rate on
+    avx512_amx only (more than the XOR + popcount rate there: 1,024 u8 MACs per cycle and core at peak), and a bad
+    kind, or `kind="table"` / `kind="amx"` on the portable path, raises ValueError naming the kind."""
     assert kernels.popcount_rate(1, 0.02) > 0
     if "avx2" in ISAS:
         previous = kernels.set_isa("avx2")
         try:
             assert kernels.popcount_rate(1, 0.02, kind="table") > 0
+        finally:
+            kernels.set_isa(previous)
+    if "avx512_amx" in ISAS:
+        previous = kernels.set_isa("avx512_amx")
+        try:
+            assert kernels.popcount_rate(1, 0.05, kind="amx") > kernels.popcount_rate(1, 0.05)
         finally:
             kernels.set_isa(previous)
     with pytest.raises(ValueError, match="kind"):
@@ -203,6 +210,8 @@ def test_popcount_rate_kinds_and_errors():
     try:
         with pytest.raises(ValueError, match="kind 1 is not measured on instruction set portable"):
             kernels.popcount_rate(1, 0.02, kind="table")
+        with pytest.raises(ValueError, match="kind 2 is not measured on instruction set portable"):
+            kernels.popcount_rate(1, 0.02, kind="amx")
     finally:
         kernels.set_isa(previous)
 
@@ -606,20 +615,3 @@ def test_scaled_sign_kernels_equal_reference_bit_for_bit(shape, shift_shape, tra
             assert abs(gs.double() - exact) <= _LANE_SUM_ERROR * grad.abs().sum() + 6e-8 * abs(exact)
     finally:
         torch.set_num_threads(previous)
-
-
-def test_popcount_rate_amx_only_on_the_amx_path():
-    """`kind="amx"` measures the AMX tiles' u8 MACs per second on avx512_amx (more than the XOR + popcount rate: 1,024
-    MACs per cycle and core at peak) and is refused, by kind and path, on every other path."""
-    if "avx512_amx" in ISAS:
-        previous = kernels.set_isa("avx512_amx")
-        try:
-            assert kernels.popcount_rate(1, 0.05, kind="amx") > kernels.popcount_rate(1, 0.05)
-        finally:
-            kernels.set_isa(previous)
-    previous = kernels.set_isa("portable")
-    try:
-        with pytest.raises(ValueError, match="kind 2 is not measured on instruction set portable"):
-            kernels.popcount_rate(1, 0.02, kind="amx")
-    finally:
-        kernels.set_isa(previous)
