@@ -124,7 +124,7 @@ def _amx_layout(packed: torch.Tensor, in_features: int, out_features: int, keep:
     kernels/csrc/amx_gemm.h: each 16 × 64 weight tile's bits in the tiles' VNNI order, 1 bit per weight), made from
     its checkpoint bits `packed` (uint8 [N, ceil(K / 8)]) once per plan; kept alive in `keep`. None on the other
     paths (the plan is rebuilt when the path changes). Paired A/B on a Sapphire Rapids VM (BERT-base W1A8 encoder,
-    2 threads): 0.52–0.69× the time of the AVX-512 lookup tables, outputs identical (docs/benchmarks.md)."""
+    2 threads, `benchmarks/isa_ab.py`): 0.57–0.70× the time of the AVX-512 lookup tables, outputs identical."""
     if ops.get_isa() != "avx512_amx":
         return None
     words = ops._bitgemm.amx_layout_words(out_features, in_features)
