@@ -906,3 +906,32 @@ def test_attention_float_gemm_is_the_same_on_every_vector_path(combo):
     finally:
         kernels.set_isa(previous)
     assert all(torch.equal(outputs[isa], outputs[paths[0]]) for isa in paths)
+
+
+@pytest.mark.parametrize("combo", ["W1A8-elastic", "W1A4-sign", "W1A2-elastic-relu"])
+def test_integer_attention_gives_the_float_gemms_bits(combo):
+    """With AVX-512 VNNI the attention of 2–8-bit Q, K, V and probabilities runs on integer GEMMs (encoder.h
+    `vnni_row`: u8 × s8 → int32, exact) on the VPOPCNTDQ paths; the AVX2 path keeps the float GEMMs on the same
+    levels (exact as well: runtime checks that every partial sum stays under 2^24), so both give the same bits. Head
+    size 24 (a 16-wide block and an 8-value tail of the byte conversions), 150 tokens (ten 16-key blocks: vnni_row's
+    eight-block step and a tail; 38 groups of four keys with a partial last one) next to a sequence of 3."""
+    features = kernels.cpu_features()
+    if not (features["avx512_vpopcntdq"] and features["avx512_vnni"]):
+        pytest.skip("needs AVX-512 VPOPCNTDQ and VNNI")
+    model = _model(COMBOS[combo], hidden_size=96, max_position_embeddings=160)
+    ids, mask = _inputs(lengths=(150, 3))
+    paths = [i for i in kernels.supported_isas() if i in ("avx2", "avx512_vpopcnt", "avx512_amx")]
+    outputs = {}
+    previous = kernels.get_isa()
+    try:
+        for isa in paths:
+            kernels.set_isa(isa)
+            with torch.inference_mode():
+                outputs[isa] = model(input_ids=ids, attention_mask=mask).last_hidden_state
+    finally:
+        kernels.set_isa(previous)
+    for isa in paths[1:]:
+        assert torch.equal(outputs[isa], outputs["avx2"]), isa
+    eager = _hidden(model, ids, mask, "eager").last_hidden_state
+    valid = mask.bool()
+    torch.testing.assert_close(outputs["avx512_vpopcnt"][valid], eager[valid], rtol=0, atol=1e-4)

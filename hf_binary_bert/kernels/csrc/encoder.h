@@ -996,6 +996,151 @@ inline void key_popcounts(const uint64_t* qi, const uint64_t* kb, int64_t dw, in
   }
 }
 
+#if defined(__x86_64__) || defined(_M_X64)
+// Integer attention GEMM rows on AVX-512 VNNI (vpdpbusd: four u8 × s8 products added into each int32 lane), for
+// 2–8-bit attention operands: out[16c + l] = Σ_g Σ_{b<4} a[4g + b] · B[g][c][l][b] − sub[16c + l] as floats, for
+// the 16-lane blocks c < NB (a: u8 [4·groups]; B: s8, `group_stride` bytes per g, 64 per block c; sub: int32 or
+// null). The sums are exact integers; attention_head_body uses it only where |every partial sum| < 2^24, so the
+// floats equal sgemm's on the same levels bit for bit (any order of an exact float sum gives the same value).
+template <int NB>
+__attribute__((target("avx512f,avx512bw,avx512vnni"))) inline void vnni_row_blocks(const uint8_t* a, int64_t groups,
+                                                                                   const int8_t* b,
+                                                                                   int64_t group_stride,
+                                                                                   const int32_t* sub, float* out) {
+  __m512i acc[NB];
+  for (int c = 0; c < NB; ++c) acc[c] = _mm512_setzero_si512();
+  for (int64_t g = 0; g < groups; ++g) {
+    int32_t word;
+    std::memcpy(&word, a + 4 * g, 4);
+    const __m512i x = _mm512_set1_epi32(word);
+    const int8_t* bg = b + g * group_stride;
+    for (int c = 0; c < NB; ++c) acc[c] = _mm512_dpbusd_epi32(acc[c], x, _mm512_loadu_si512(bg + 64 * c));
+  }
+  for (int c = 0; c < NB; ++c) {
+    const __m512i r = sub ? _mm512_sub_epi32(acc[c], _mm512_loadu_si512(sub + 16 * c)) : acc[c];
+    _mm512_storeu_ps(out + 16 * c, _mm512_cvtepi32_ps(r));
+  }
+}
+
+// vnni_row_blocks over `blocks` 16-lane blocks, eight at a time (the accumulators stay in registers).
+__attribute__((target("avx512f,avx512bw,avx512vnni"), noinline)) void vnni_row(const uint8_t* a, int64_t groups,
+                                                                               const int8_t* b, int64_t group_stride,
+                                                                               const int32_t* sub, float* out,
+                                                                               int64_t blocks) {
+  for (int64_t c0 = 0; c0 < blocks; c0 += 8) {
+    const int8_t* bc = b + 64 * c0;
+    const int32_t* sc = sub ? sub + 16 * c0 : nullptr;
+    float* oc = out + 16 * c0;
+    switch (std::min<int64_t>(8, blocks - c0)) {
+      case 1: vnni_row_blocks<1>(a, groups, bc, group_stride, sc, oc); break;
+      case 2: vnni_row_blocks<2>(a, groups, bc, group_stride, sc, oc); break;
+      case 3: vnni_row_blocks<3>(a, groups, bc, group_stride, sc, oc); break;
+      case 4: vnni_row_blocks<4>(a, groups, bc, group_stride, sc, oc); break;
+      case 5: vnni_row_blocks<5>(a, groups, bc, group_stride, sc, oc); break;
+      case 6: vnni_row_blocks<6>(a, groups, bc, group_stride, sc, oc); break;
+      case 7: vnni_row_blocks<7>(a, groups, bc, group_stride, sc, oc); break;
+      default: vnni_row_blocks<8>(a, groups, bc, group_stride, sc, oc); break;
+    }
+  }
+}
+
+// The integer attention's byte operands: 16 levels at a time as int32 (levels_row_avx2's comparisons and arithmetic,
+// 16 wide: the same levels; the integer-valued floats convert exactly), for the kinds levels_fit_byte admits.
+__attribute__((target("avx512f,avx512bw"), always_inline)) inline __m512i levels16_avx512(const QuantSpec& s,
+                                                                                         const float* x,
+                                                                                         const float* sh) {
+  __m512 v = _mm512_loadu_ps(x);
+  if (sh) v = _mm512_sub_ps(v, _mm512_loadu_ps(sh));
+  const __m512 zero = _mm512_setzero_ps();
+  const __m512i one = _mm512_set1_epi32(1), minus_one = _mm512_set1_epi32(-1);
+  switch (s.kind) {
+    case QK_SIGN: return _mm512_mask_blend_epi32(_mm512_cmp_ps_mask(v, zero, _CMP_GE_OQ), minus_one, one);
+    case QK_SIGN_UNSIGNED: return _mm512_maskz_mov_epi32(_mm512_cmp_ps_mask(v, _mm512_set1_ps(0.5f), _CMP_GE_OQ), one);
+    case QK_ELASTIC_SIGN:
+      return _mm512_mask_blend_epi32(_mm512_cmp_ps_mask(_mm512_div_ps(v, _mm512_set1_ps(s.step)), zero, _CMP_GE_OQ),
+                                     minus_one, one);
+    default:
+      return _mm512_cvtps_epi32(_mm512_roundscale_ps(
+          _mm512_min_ps(_mm512_max_ps(_mm512_div_ps(v, _mm512_set1_ps(s.step)), _mm512_set1_ps(s.qn)),
+                        _mm512_set1_ps(s.qp)),
+          _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+  }
+}
+
+// out[j] = level(x[j]) + add for j < n, add for n ≤ j < padded (Q: add 128; the probabilities: 0).
+__attribute__((target("avx512f,avx512bw"), noinline)) void level_bytes_avx512(const QuantSpec& s, const float* x,
+                                                                              const float* sh, int64_t n,
+                                                                              int64_t padded, int32_t add,
+                                                                              uint8_t* out) {
+  const __m512i va = _mm512_set1_epi32(add);
+  int64_t j = 0;
+  for (; j + 16 <= n; j += 16)
+    _mm_storeu_si128((__m128i*)(out + j),
+                     _mm512_cvtepi32_epi8(_mm512_add_epi32(levels16_avx512(s, x + j, sh ? sh + j : nullptr), va)));
+  for (; j < n; ++j) out[j] = (uint8_t)((int32_t)s.level(x[j], sh, j) + add);
+  for (; j < padded; ++j) out[j] = (uint8_t)add;
+}
+
+// Key t's levels (n of them) as s8 into K's operand layout [Dp/4 × Tp × 4]: dims 4g … 4g+3 in the word at
+// dst + g·stride (the words zeroed by the caller); returns the levels' sum.
+__attribute__((target("avx512f,avx512bw"), noinline)) int32_t key_level_bytes_avx512(const QuantSpec& s,
+                                                                                     const float* x,
+                                                                                     const float* sh, int64_t n,
+                                                                                     int32_t* dst, int64_t stride) {
+  __m512i sum = _mm512_setzero_si512();
+  alignas(16) int32_t words[4];
+  int64_t d = 0;
+  for (; d + 16 <= n; d += 16) {
+    const __m512i l = levels16_avx512(s, x + d, sh ? sh + d : nullptr);
+    sum = _mm512_add_epi32(sum, l);
+    _mm_store_si128((__m128i*)words, _mm512_cvtepi32_epi8(l));
+    for (int b = 0; b < 4; ++b) dst[(d / 4 + b) * stride] = words[b];
+  }
+  int32_t total = _mm512_reduce_add_epi32(sum);
+  for (; d < n; ++d) {
+    const int32_t l = (int32_t)s.level(x[d], sh, d);
+    reinterpret_cast<int8_t*>(dst + (d / 4) * stride)[d % 4] = (int8_t)l;
+    total += l;
+  }
+  return total;
+}
+
+// Value rows t0 … t0 + 3 (x[r]: row t0 + r, null past the last token; D values each) as s8 into V's operand layout
+// [Tp/4 × Dp × 4]: dim d of row t0 + r is byte r of dst[d].
+__attribute__((target("avx512f,avx512bw"), noinline)) void value_level_bytes_avx512(const QuantSpec& s,
+                                                                                   const float* const* x,
+                                                                                   const float* sh, int64_t D,
+                                                                                   int32_t* dst) {
+  const __m512i low = _mm512_set1_epi32(0xFF);
+  int64_t d = 0;
+  for (; d + 16 <= D; d += 16) {
+    __m512i w = _mm512_setzero_si512();
+    for (int r = 0; r < 4; ++r)
+      if (x[r])
+        w = _mm512_or_si512(
+            w, _mm512_slli_epi32(_mm512_and_si512(levels16_avx512(s, x[r] + d, sh ? sh + d : nullptr), low), 8 * r));
+    _mm512_storeu_si512(dst + d, w);
+  }
+  for (; d < D; ++d) {
+    uint32_t w = 0;
+    for (int r = 0; r < 4; ++r)
+      if (x[r]) w |= ((uint32_t)(int32_t)s.level(x[r][d], sh, d) & 0xFFu) << (8 * r);
+    dst[d] = (int32_t)w;
+  }
+}
+#endif
+
+// Whether an attention operand's levels fit a signed byte (Q, K, V) or an unsigned one (the probabilities), and their
+// largest magnitude (`mag`): the integer attention's operands (attention_head_body).
+inline bool levels_fit_byte(const QuantSpec& s, bool is_unsigned, float& mag) {
+  if (s.kind == QK_LEVELS) {
+    mag = std::max(std::fabs(s.qn), std::fabs(s.qp));
+    return is_unsigned ? s.qn >= 0.0f && s.qp <= 255.0f : s.qn >= -128.0f && s.qp <= 127.0f;
+  }
+  mag = 1.0f;
+  return is_unsigned ? s.kind == QK_SIGN_UNSIGNED : s.kind == QK_SIGN || s.kind == QK_ELASTIC_SIGN || s.kind == QK_SIGN_UNSIGNED;
+}
+
 // Per-thread work space of one (sequence, head) of attention, in floats: see attention_head_body.
 int64_t attention_work_floats(int64_t T, int64_t D) {
   const int64_t Tp = round_up(T, 16), Dp = round_up(D, 16), dw = (D + 63) / 64, tw = (T + 63) / 64;
@@ -1036,6 +1181,18 @@ __attribute__((always_inline)) inline void attention_head_body(const int64_t* L,
   const bool per_value = bit_scores && bit_values && (attn == ATTN_BI || ((VPOP || AVX) && dq == 1));
   const float c = as_float(L[F_BI_SCALE]), qk = sq.scale() * sk.scale() * scaling;
   const float pv = (attn == ATTN_BI ? 1.0f : sp.scale()) * sv.scale();
+  // integer attention (AVX-512 VNNI, vnni_row) for Q·Kᵀ and P·V when the levels fit bytes and every partial sum of
+  // the sgemm it replaces is an exact float (< 2^24): the same values, bit for bit
+  bool int_qk = false, int_pv = false;
+#if defined(__x86_64__) || defined(_M_X64)
+  if constexpr (VPOP) {
+    float mq = 0, mk = 0, mp = 0, mv = 0;
+    int_qk = kFeatures.vnni && !bit_scores && levels_fit_byte(sq, false, mq) && levels_fit_byte(sk, false, mk) &&
+             (double)Dp * mq * mk < 16777216.0;
+    int_pv = kFeatures.vnni && !bit_values && attn != ATTN_BI && levels_fit_byte(sp, true, mp) &&
+             levels_fit_byte(sv, false, mv) && (double)Tp * mp * mv < 16777216.0;
+  }
+#endif
 
   // scores S[i][j]: the integer dot products of the levels (XNOR-popcount for 1-bit Q and K)
   if (bit_scores) {
@@ -1059,6 +1216,20 @@ __attribute__((always_inline)) inline void attention_head_body(const int64_t* L,
         for (int64_t j = 0; j < n; ++j) row[j0 + j] = (float)((int32_t)Dq - 2 * ones[j]);
       }
     }
+#if defined(__x86_64__) || defined(_M_X64)
+  } else if (int_qk) {  // Q levels + 128 as u8 [Tp × Dp]; K levels as s8 [Dp/4 × Tp × 4] (vpdpbusd's operand order)
+    uint8_t* qu = reinterpret_cast<uint8_t*>(Qf);
+    int8_t* kp = reinterpret_cast<int8_t*>(Kt);
+    int32_t* ksub = reinterpret_cast<int32_t*>(kp + Tp * Dp);  // 128·Σ_d k_jd: Σ_d (q + 128)·k − 128·Σ_d k = Σ_d q·k
+    std::memset(kp, 0, (size_t)(Tp * Dp));
+    for (int64_t t = 0; t < T; ++t) {
+      level_bytes_avx512(sq, q + t * ldq + h * Dq, shq, Dq, Dp, 128, qu + t * Dp);
+      ksub[t] = 128 * key_level_bytes_avx512(sk, k + t * ldq + h * Dq, shk, Dq, reinterpret_cast<int32_t*>(kp) + t, Tp);
+    }
+    for (int64_t t = T; t < Tp; ++t) ksub[t] = 0;
+    std::memset(S + T * Tp, 0, (size_t)((Tp - T) * Tp) * 4);  // (as sgemm leaves them: float P·V reads whole rows)
+    for (int64_t i = 0; i < T; ++i) vnni_row(qu + i * Dp, Dp / 4, kp, Tp * 4, ksub, S + i * Tp, Tp / 16);
+#endif
   } else {
     std::memset(Qf, 0, (size_t)(Tp * Dp + Dp * Tp) * 4);
     float* tmp = Vf;  // one row of K levels, before V is quantized
@@ -1098,6 +1269,16 @@ __attribute__((always_inline)) inline void attention_head_body(const int64_t* L,
         for (int64_t d = g * 64; d < std::min(D, g * 64 + 64); ++d) vt[(t0 / 64) * Dp + d] = rows[g][d - g * 64];
       }
     }
+#if defined(__x86_64__) || defined(_M_X64)
+  } else if (int_pv) {  // V levels as s8 [Tp/4 × Dp × 4], four keys per word
+    int32_t* vp = reinterpret_cast<int32_t*>(Vf);
+    std::memset(vp, 0, (size_t)(Tp * Dp));
+    for (int64_t t0 = 0; t0 < T; t0 += 4) {
+      const float* rows[4] = {};
+      for (int64_t r = 0; r < 4 && t0 + r < T; ++r) rows[r] = v + (t0 + r) * ld + h * D;
+      value_level_bytes_avx512(sv, rows, shv, D, vp + (t0 / 4) * Dp);
+    }
+#endif
   } else {
     std::memset(Vf, 0, (size_t)(Tp * Dp) * 4);
     for (int64_t t = 0; t < T; ++t) {
@@ -1169,6 +1350,12 @@ __attribute__((always_inline)) inline void attention_head_body(const int64_t* L,
 #endif
         for (int64_t d = 0; d < D; ++d) o[d] = pv * (float)(2 * agree[d] - (int32_t)selected);
       context_out(qkv, o, i, h, D, ld);
+#if defined(__x86_64__) || defined(_M_X64)
+    } else if (int_pv) {  // the row's probability levels as u8, then its context row
+      uint8_t* pu = reinterpret_cast<uint8_t*>(P) + i * Tp;
+      level_bytes_avx512(sp, row, nullptr, T, Tp, 0, pu);
+      vnni_row(pu, Tp / 4, reinterpret_cast<const int8_t*>(Vf), Dp * 4, nullptr, Qf + i * Dp, Dp / 16);
+#endif
     } else if (!probs_in_s) {
       float* prow = P + i * Tp;
       if (sp.kind == QK_FLOAT) {
@@ -1180,9 +1367,11 @@ __attribute__((always_inline)) inline void attention_head_body(const int64_t* L,
     }
   }
   if (bit_values) return;
-  if (!probs_in_s)
-    for (int64_t i = T; i < Tp; ++i) std::memset(P + i * Tp, 0, (size_t)Tp * 4);
-  sgemm(Tp, Dp, Tp, probs_in_s ? S : P, Tp, Vf, Dp, Qf, Dp);  // Qf reused as the output [Tp × Dp]
+  if (!int_pv) {
+    if (!probs_in_s)
+      for (int64_t i = T; i < Tp; ++i) std::memset(P + i * Tp, 0, (size_t)Tp * 4);
+    sgemm(Tp, Dp, Tp, probs_in_s ? S : P, Tp, Vf, Dp, Qf, Dp);  // Qf reused as the output [Tp × Dp]
+  }
   for (int64_t i = 0; i < T; ++i) {
     alignas(32) float local[256];
     float* o = context_row(qkv, local, ctx, i, h, D, ld);
