@@ -1,0 +1,45 @@
+"""benchmarks/build_ab.py: the paired A/B of kernel builds (a quick run on the small geometry, and bad input)."""
+
+from pathlib import Path
+
+import pytest
+from conftest import benchmark_module
+
+from hf_binary_bert import kernels
+
+pytestmark = pytest.mark.skipif(not kernels.available(), reason="compiled kernels not built")
+
+ROOT = str(Path(kernels.__file__).resolve().parents[2])  # this checkout (its kernels built in place)
+
+
+def _build_ab():
+    return benchmark_module("build_ab")
+
+
+def test_one_tree_twice_times_side_by_side_with_equal_outputs(tmp_path):
+    """This checkout as both trees, one worker process each: the same outputs on every row and the first tree's
+    ratio 1."""
+    out = tmp_path / "ab.md"
+    _build_ab().main(["--small", "--trees", f"{ROOT},{ROOT}", "--labels", "first,second", "--processes", "1",
+                      "--variants", "ours-W1A8,ours-W1A1", "--shapes", "1x16,2x8m", "--rounds", "2",
+                      "--markdown", str(out)])
+    rows = [line for line in out.read_text().splitlines() if line.startswith("| ours-")]
+    assert len(rows) == 2 * 2 * 2  # variants × shapes × trees
+    assert all(row.endswith("| yes |") for row in rows)
+    assert all("| 1.000 |" in row for row in rows if "| first |" in row)
+
+
+def test_bad_trees_are_refused_by_name(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        _build_ab().main(["--trees", f"{ROOT},{tmp_path}"])
+    assert str(tmp_path) in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        _build_ab().main(["--trees", ROOT])
+    assert "at least two" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        _build_ab().main(["--trees", f"{ROOT},{ROOT}", "--labels", "one"])
+    assert "--labels" in capsys.readouterr().err
+    (tmp_path / "hf_binary_bert").mkdir()  # an empty package folder: the worker's import fails
+    with pytest.raises(SystemExit, match=f"worker on {tmp_path} exited"):
+        _build_ab().main(["--small", "--trees", f"{ROOT},{tmp_path}", "--processes", "1", "--variants", "ours-W1A1",
+                          "--shapes", "1x8", "--rounds", "1"])
