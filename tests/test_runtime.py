@@ -887,7 +887,8 @@ def test_amx_gemm_equals_the_lookup_tables(combo):
 @pytest.mark.parametrize("combo", ["W1A8-elastic", "W1A32-int8"])
 def test_attention_float_gemm_is_the_same_on_every_vector_path(combo):
     """The attention's float GEMM (`sgemm_avx512` / `sgemm_avx2`: one FMA per input in order, from zero, per output)
-    gives the same bits on every vector path, on integer levels (W1A8) and on float Q, K, V (W1A32 with int8
+    gives the same bits on every vector path, on integer levels (W1A8; on the VPOPCNTDQ paths with VNNI these run
+    as integer GEMMs, test_integer_attention_gives_the_float_gemms_bits) and on float Q, K, V (W1A32 with int8
     activations: float attention, where the order of the FMAs matters): 40 tokens pad to 48 columns, the AVX-512
     kernel's 32-column block and its 16-column tail."""
     if combo == "W1A32-int8":
