@@ -33,8 +33,17 @@ import sys
 import tempfile
 import time
 
-from latency import (OURS, artifact_key, build_artifact, environment, geometry, load, make_inputs, parse_shape,
-                     settle)
+from latency import (
+    OURS,
+    artifact_key,
+    build_artifact,
+    environment_header,
+    geometry,
+    load,
+    make_inputs,
+    parse_shape,
+    settle,
+)
 from markdown_output import print_report
 
 
@@ -159,13 +168,11 @@ def main(argv=None):
     transformers.logging.disable_progress_bar()
     geo = geometry(args.small)
     seq_len = max(parse_shape(shape)[1] for shape in shapes)
-    env = environment(args.threads)
-    header = [f"cpu: {env.get('cpu')}", f"hf_binary_bert_cpu_features: {env.get('hf_binary_bert_cpu_features')}",
-              f"torch {env['torch']}, transformers {env['transformers']}, {args.threads} threads",
+    header = [*environment_header(args.threads),
               *[f"tree {label}: {tree}" for label, tree in zip(labels, trees)],
               f"{'small' if args.small else 'BERT-base'} encoders of latency.py (random weights); {args.processes} "
-              f"worker processes per tree, {args.rounds} rounds of {args.burst} timed forwards per worker; median over the "
-              f"tree's forwards, its ratio to {labels[0]}'s, and the lowest and highest per-process medians"]
+              f"worker processes per tree, {args.rounds} rounds of {args.burst} timed forwards per worker; median "
+              f"over the tree's forwards, its ratio to {labels[0]}'s, and the lowest and highest per-process medians"]
     rows = []
     with tempfile.TemporaryDirectory(prefix="hf_binary_bert_build_ab_") as folder:
         for variant in variants:

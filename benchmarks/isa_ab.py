@@ -20,7 +20,7 @@ import time
 
 import torch
 import transformers
-from latency import OURS, artifact_key, build_artifact, environment, geometry, load, make_inputs, parse_shape
+from latency import OURS, artifact_key, build_artifact, environment_header, geometry, load, make_inputs, parse_shape
 from markdown_output import print_report
 
 from hf_binary_bert import kernels
@@ -52,9 +52,7 @@ def main(argv=None):
     torch.set_num_threads(args.threads)
     geo = geometry(args.small)
     seq_len = max(parse_shape(shape)[1] for shape in shapes)
-    env = environment(args.threads)
-    header = [f"cpu: {env.get('cpu')}", f"hf_binary_bert_cpu_features: {env.get('hf_binary_bert_cpu_features')}",
-              f"torch {env['torch']}, transformers {env['transformers']}, {args.threads} threads",
+    header = [*environment_header(args.threads),
               f"{'small' if args.small else 'BERT-base'} encoders of latency.py (random weights); median of "
               f"{args.rounds} rounds, one timed forward per path per round; ratio = the path's median / {isas[0]}'s"]
     rows = []

@@ -320,6 +320,14 @@ def environment(threads):
     return info
 
 
+def environment_header(threads):
+    """The machine lines the A/B scripts (isa_ab.py, build_ab.py) open their reports with: CPU, the kernels' CPU
+    features, torch / transformers versions and the thread count."""
+    env = environment(threads)
+    return [f"cpu: {env.get('cpu')}", f"hf_binary_bert_cpu_features: {env.get('hf_binary_bert_cpu_features')}",
+            f"torch {env['torch']}, transformers {env['transformers']}, {threads} threads"]
+
+
 def skip_reason(exc):
     return f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0]}"[:160]
 

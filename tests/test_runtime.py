@@ -884,6 +884,20 @@ def test_amx_gemm_equals_the_lookup_tables(combo):
     torch.testing.assert_close(outputs["avx512_amx"][valid], eager[valid], rtol=0, atol=2e-5)
 
 
+def _last_hidden_per_isa(model, ids, mask, paths):
+    """{isa: the model's last hidden state on that instruction-set path}; the path in use restored."""
+    outputs = {}
+    previous = kernels.get_isa()
+    try:
+        for isa in paths:
+            kernels.set_isa(isa)
+            with torch.inference_mode():
+                outputs[isa] = model(input_ids=ids, attention_mask=mask).last_hidden_state
+    finally:
+        kernels.set_isa(previous)
+    return outputs
+
+
 @pytest.mark.parametrize("combo", ["W1A8-elastic", "W1A32-int8"])
 def test_attention_float_gemm_is_the_same_on_every_vector_path(combo):
     """The attention's float GEMM (`sgemm_avx512` / `sgemm_avx2`: one FMA per input in order, from zero, per output)
@@ -897,15 +911,7 @@ def test_attention_float_gemm_is_the_same_on_every_vector_path(combo):
         model = _model(COMBOS[combo])
     ids, mask = _inputs(lengths=(40, 7))
     paths = [i for i in kernels.supported_isas() if i != "portable"]
-    outputs = {}
-    previous = kernels.get_isa()
-    try:
-        for isa in paths:
-            kernels.set_isa(isa)
-            with torch.inference_mode():
-                outputs[isa] = model(input_ids=ids, attention_mask=mask).last_hidden_state
-    finally:
-        kernels.set_isa(previous)
+    outputs = _last_hidden_per_isa(model, ids, mask, paths)
     assert all(torch.equal(outputs[isa], outputs[paths[0]]) for isa in paths)
 
 
@@ -922,15 +928,7 @@ def test_integer_attention_gives_the_float_gemms_bits(combo):
     model = _model(COMBOS[combo], hidden_size=96, max_position_embeddings=160)
     ids, mask = _inputs(lengths=(150, 3))
     paths = [i for i in kernels.supported_isas() if i in ("avx2", "avx512_vpopcnt", "avx512_amx")]
-    outputs = {}
-    previous = kernels.get_isa()
-    try:
-        for isa in paths:
-            kernels.set_isa(isa)
-            with torch.inference_mode():
-                outputs[isa] = model(input_ids=ids, attention_mask=mask).last_hidden_state
-    finally:
-        kernels.set_isa(previous)
+    outputs = _last_hidden_per_isa(model, ids, mask, paths)
     for isa in paths[1:]:
         assert torch.equal(outputs[isa], outputs["avx2"]), isa
     eager = _hidden(model, ids, mask, "eager").last_hidden_state
