@@ -1183,7 +1183,8 @@ __attribute__((always_inline)) inline void attention_head_body(const int64_t* L,
   const float pv = (attn == ATTN_BI ? 1.0f : sp.scale()) * sv.scale();
   // integer attention (AVX-512 VNNI, vnni_row) for Q·Kᵀ and P·V when the levels fit bytes and every partial sum of
   // the sgemm it replaces is an exact float (< 2^24): the same values, bit for bit
-  bool int_qk = false, int_pv = false;
+  [[maybe_unused]] bool int_qk = false;  // (read on x86-64 only)
+  bool int_pv = false;
 #if defined(__x86_64__) || defined(_M_X64)
   if constexpr (VPOP) {
     float mq = 0, mk = 0, mp = 0, mv = 0;
@@ -1673,7 +1674,7 @@ void dense_rows(const float* x, int64_t B, int64_t ldx, int64_t K, const float* 
 #if defined(__x86_64__) || defined(_M_X64)
   const int path = use_avx512() ? 2 : use_avx2() ? 1 : 0;
 #else
-  const int path = 0;
+  [[maybe_unused]] const int path = 0;  // (read by the x86-64 branches only)
 #endif
   const int64_t body = K - K % 16;
 #pragma omp parallel for schedule(static) num_threads(nthreads) if (nthreads > 1 && N * K > (1 << 16))
