@@ -427,21 +427,22 @@ def rate_lines(rows, geo, popcount_rate, u8_rate=None):
     shape's."""
     lines = []
     for row in rows:
-        if row["variant"] in ("ours-W1A1", "ours-W1A1-biattn") and row.get("median_ms"):
-            batch, seq, mixed = parse_shape(row["batch"])
-            tokens = int(make_inputs(batch, seq, geo["vocab_size"], mixed)[1].sum())
-            rate = linear_macs(geo, tokens) / row["median_ms"] / 1e6  # G MAC/s over the whole forward
-            line = (f"{row['head']} {row['batch']} {row['variant']}: the binarized Linears' {linear_macs(geo, tokens) / 1e9:.2f} "
+        binary = row["variant"] in ("ours-W1A1", "ours-W1A1-biattn")
+        u8 = bool(u8_rate) and row["variant"] in ("ours-W1A8", "ours-W1A32-int8")
+        if not row.get("median_ms") or not (binary or u8):
+            continue
+        batch, seq, mixed = parse_shape(row["batch"])
+        macs = linear_macs(geo, int(make_inputs(batch, seq, geo["vocab_size"], mixed)[1].sum()))  # real tokens only
+        rate = macs / row["median_ms"] / 1e6  # G MAC/s over the whole forward
+        if binary:
+            line = (f"{row['head']} {row['batch']} {row['variant']}: the binarized Linears' {macs / 1e9:.2f} "
                     f"G binary MACs at {rate:.1f} G MAC/s over the whole forward")
             if popcount_rate:
                 line += (f" = {rate / popcount_rate:.2f} of the machine's binary MAC floor ({popcount_rate:.0f} G/s, "
                          f"the higher rate above, all threads): the Linears alone take at least "
-                         f"{linear_macs(geo, tokens) / popcount_rate / 1e6:.1f} ms at that rate")
+                         f"{macs / popcount_rate / 1e6:.1f} ms at that rate")
             lines.append(line)
-        if u8_rate and row["variant"] in ("ours-W1A8", "ours-W1A32-int8") and row.get("median_ms"):
-            batch, seq, mixed = parse_shape(row["batch"])
-            macs = linear_macs(geo, int(make_inputs(batch, seq, geo["vocab_size"], mixed)[1].sum()))
-            rate = macs / row["median_ms"] / 1e6
+        if u8:
             lines.append(f"{row['head']} {row['batch']} {row['variant']}: the W1 × u8 Linears' {macs / 1e9:.2f} G MACs "
                          f"at {rate:.1f} G MAC/s over the whole forward = {rate / u8_rate:.2f} of the AMX tile rate "
                          f"({u8_rate:.0f} G/s, all threads): the Linears alone take at least "
