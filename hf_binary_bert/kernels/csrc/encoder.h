@@ -623,11 +623,19 @@ inline void transpose64(uint64_t* a) {
 #if defined(__x86_64__) || defined(_M_X64)
 // AVX-512 VPOPCNTDQ versions of the 1-bit attention's bit loops (attention_head_body<…, VPOP = true>); each returns
 // the same integers as the scalar loop it replaces.
-// ones[j] = popcount(q0 XOR kb[j]), j < n: 8 keys per zmm.
+// ones[j] = popcount(q0 XOR kb[j]), j < n: 8 keys per zmm, stored 16 at a time (one 64-byte store per 16 keys, so
+// bit_softmax_row_avx512's 64-byte loads of ones right after are forwarded from one store each: loads spanning two
+// 32-byte stores are not, and waited for them to reach the cache — most of that function's time).
 __attribute__((target("avx512f,avx512vpopcntdq"))) inline void xor_popcounts_avx512(uint64_t q0, const uint64_t* kb,
                                                                                     int64_t n, int32_t* ones) {
   const __m512i vq = _mm512_set1_epi64((long long)q0);
   int64_t j = 0;
+  for (; j + 16 <= n; j += 16) {
+    const __m256i a = _mm512_cvtepi64_epi32(_mm512_popcnt_epi64(_mm512_xor_si512(vq, _mm512_loadu_si512(kb + j))));
+    const __m256i b =
+        _mm512_cvtepi64_epi32(_mm512_popcnt_epi64(_mm512_xor_si512(vq, _mm512_loadu_si512(kb + j + 8))));
+    _mm512_storeu_si512(ones + j, _mm512_inserti64x4(_mm512_castsi256_si512(a), b, 1));
+  }
   for (; j + 8 <= n; j += 8)
     _mm256_storeu_si256((__m256i*)(ones + j),
                         _mm512_cvtepi64_epi32(_mm512_popcnt_epi64(_mm512_xor_si512(vq, _mm512_loadu_si512(kb + j)))));
