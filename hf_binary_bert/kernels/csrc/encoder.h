@@ -663,6 +663,33 @@ __attribute__((target("avx512f,avx512vpopcntdq"))) inline void and_popcounts_avx
 #endif
 
 #if defined(__x86_64__) || defined(_M_X64)
+// The VPOPCNTDQ path's BiT context row straight into the attention output Linear's input bits (qkv.out), for D a
+// multiple of 16: and_popcounts_avx512's counts, context_row_avx2's o[d] = pv · (2·agree[d] − selected) and
+// pack_row_avx512's compare (pack16_avx512), 16 dimensions at a time in registers — the same integers, floats and
+// bits as those three calls, without the counts' and the row's stores and reloads and the call per row (the 64-byte
+// loads of a row just written by 32-byte stores are not forwarded).
+__attribute__((target("avx512f,avx512bw,avx512dq,avx512vpopcntdq"))) inline void context_bits_avx512(
+    const uint64_t* arow, int64_t tw, const uint64_t* vt, int64_t Dp, int64_t D, int32_t selected, float pv,
+    const float* shift, float s, float thr, int mode, int64_t hi, uint8_t* out) {
+  const __m512i sel = _mm512_set1_epi32(selected);
+  const __m512 vpv = _mm512_set1_ps(pv), vs = _mm512_set1_ps(s), vthr = _mm512_set1_ps(mode == SIGNED ? 0.0f : thr);
+  for (int64_t d = 0; d < D; d += 16) {
+    __m512i lo = _mm512_setzero_si512(), up = _mm512_setzero_si512();
+    for (int64_t w = 0; w < tw; ++w) {
+      const __m512i row = _mm512_set1_epi64((long long)arow[w]);
+      lo = _mm512_add_epi64(lo, _mm512_popcnt_epi64(_mm512_and_si512(row, _mm512_loadu_si512(vt + w * Dp + d))));
+      up = _mm512_add_epi64(up, _mm512_popcnt_epi64(_mm512_and_si512(row, _mm512_loadu_si512(vt + w * Dp + d + 8))));
+    }
+    const __m512i agree =
+        _mm512_inserti64x4(_mm512_castsi256_si512(_mm512_cvtepi64_epi32(lo)), _mm512_cvtepi64_epi32(up), 1);
+    const __m512 o = _mm512_mul_ps(vpv, _mm512_cvtepi32_ps(_mm512_sub_epi32(_mm512_slli_epi32(agree, 1), sel)));
+    const __mmask16 on = pack16_avx512(o, shift, d, vs, vthr, mode, hi);
+    std::memcpy(out + d / 8, &on, 2);
+  }
+}
+#endif
+
+#if defined(__x86_64__) || defined(_M_X64)
 // AVX2 twins of the two loops above (the attention's bit loops on AVX2 and AVX-512 without VPOPCNTDQ), the same
 // integers: popcounts per 64-bit lane by nibble lookup (BitsAvx2::popcnt_bytes) and vpsadbw, 8 keys or dimensions
 // per step.
@@ -1337,9 +1364,19 @@ __attribute__((always_inline)) inline void attention_head_body(const int64_t* L,
       int64_t selected = 0;  // keys whose bit is set
       for (int64_t w = 0; w < tw; ++w) selected += __builtin_popcountll(arow[w]);
       alignas(32) float local[256];  // the row when it is packed (context_row / context_out)
+      // Σ_j A_ij V̂_jd = 2·popcount(A_i AND V⁺_d) − popcount(A_i)
+#if defined(__x86_64__) || defined(_M_X64)
+      if constexpr (VPOP) {
+        if (qkv.out && D % 16 == 0) {
+          const PackTarget& p = *qkv.out;
+          context_bits_avx512(arow, tw, vt, Dp, D, (int32_t)selected, pv, p.shift ? p.shift + h * D : nullptr, p.s,
+                              p.thr, p.mode, ld, p.bits + i * p.ld + h * D / 8);
+          continue;
+        }
+      }
+#endif
       float* o = context_row(qkv, local, ctx, i, h, D, ld);
       int32_t agree[256];  // D ≤ 256
-      // Σ_j A_ij V̂_jd = 2·popcount(A_i AND V⁺_d) − popcount(A_i)
 #if defined(__x86_64__) || defined(_M_X64)
       if constexpr (VPOP)
         and_popcounts_avx512(arow, tw, vt, Dp, D, agree);
@@ -1397,7 +1434,7 @@ __attribute__((target("avx2,fma,popcnt"))) void attention_head_avx2(const int64_
 }
 
 // The same with the bit loops on AVX-512 VPOPCNTDQ (everything else as attention_head_avx2).
-__attribute__((target("avx2,fma,popcnt,avx512f,avx512dq,avx512vpopcntdq"))) void attention_head_avx512(
+__attribute__((target("avx2,fma,popcnt,avx512f,avx512dq,avx512bw,avx512vl,avx512vpopcntdq"))) void attention_head_avx512(
     const int64_t* L, const float* q, const float* k, const float* v, float* ctx, int64_t T, int64_t h, int64_t ld,
     float* work, const QkvBits& qkv) {
   attention_head_body<true, true>(L, q, k, v, ctx, T, h, ld, work, qkv);
