@@ -65,11 +65,15 @@ def worker(args) -> None:
     transformers.logging.set_verbosity_error()
     transformers.logging.disable_progress_bar()
     torch.set_num_threads(args.threads)
-    forward = load(args.variant, "encoder", args.path, args.threads)
     import hf_binary_bert.kernels.ops as ops
 
+    if args.isa:
+        ops.set_isa(args.isa)
+    forward = load(args.variant, "encoder", args.path, args.threads)
+
     inputs = {}
-    print(json.dumps({"ready": ops._bitgemm.__file__ if ops._bitgemm is not None else None}), flush=True)
+    print(json.dumps({"ready": ops._bitgemm.__file__ if ops._bitgemm is not None else None,
+                      "isa": ops.get_isa() if ops._bitgemm is not None else None}), flush=True)
     for line in sys.stdin:
         if not line.strip():
             break
@@ -93,18 +97,21 @@ def worker(args) -> None:
 class Worker:
     """One worker process on `tree`'s package (see `worker`)."""
 
-    def __init__(self, tree: str, variant: str, path: str, vocab_size: int, threads: int):
+    def __init__(self, tree: str, variant: str, path: str, vocab_size: int, threads: int, isa: str | None = None):
         self.tree = tree
         env = dict(os.environ, PYTHONPATH=os.pathsep.join([tree, os.path.dirname(os.path.abspath(__file__))]))
         self.process = subprocess.Popen(
             [sys.executable, os.path.abspath(__file__), "--worker", "--variant", variant, "--path", path,
-             "--vocab-size", str(vocab_size), "--threads", str(threads)],
+             "--vocab-size", str(vocab_size), "--threads", str(threads), *(["--isa", isa] if isa else [])],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env, cwd=tree)
         ready = self._read()
         if not ready.get("ready") or not os.path.abspath(ready["ready"]).startswith(os.path.abspath(tree)):
             self.close()
             raise SystemExit(f"build_ab.py: {tree} has no built kernels of its own (python setup.py build_ext "
                              f"--inplace there); its worker loaded {ready.get('ready')}")
+        if isa and ready.get("isa") != isa:
+            self.close()
+            raise SystemExit(f"build_ab.py: the worker on {tree} runs {ready.get('isa')}, not --isa {isa}")
 
     def _read(self) -> dict:
         line = self.process.stdout.readline()
@@ -136,6 +143,8 @@ def main(argv=None):
     parser.add_argument("--burst", type=int, default=5, help="timed forwards per worker per round, back to back "
                                                              "after an untimed one")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--isa", help="run every worker on this instruction-set path (kernels.supported_isas(); "
+                        "default: the CPU's best), e.g. avx2 to measure the AVX2 path on an AVX-512 machine")
     parser.add_argument("--small", action="store_true", help="latency.py's tiny geometry for a quick check")
     parser.add_argument("--markdown", metavar="PATH", help="also write the environment and the table as markdown")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
@@ -162,6 +171,12 @@ def main(argv=None):
         parser.error(f"unknown variants {unknown}: use {', '.join(OURS)}")
     if args.processes < 1:
         parser.error("--processes: at least 1")
+    if args.isa:
+        from hf_binary_bert import kernels
+
+        if args.isa not in kernels.supported_isas():
+            parser.error(f"--isa: {args.isa} is not supported on this CPU (supported: "
+                         f"{', '.join(kernels.supported_isas())})")
     import transformers
 
     transformers.logging.set_verbosity_error()
@@ -170,6 +185,7 @@ def main(argv=None):
     seq_len = max(parse_shape(shape)[1] for shape in shapes)
     header = [*environment_header(args.threads),
               *[f"tree {label}: {tree}" for label, tree in zip(labels, trees)],
+              *([f"instruction-set path: {args.isa} (--isa)"] if args.isa else []),
               f"{'small' if args.small else 'BERT-base'} encoders of latency.py (random weights); {args.processes} "
               f"worker processes per tree, {args.rounds} rounds of {args.burst} timed forwards per worker; median "
               f"over the tree's forwards, its ratio to {labels[0]}'s, and the lowest and highest per-process medians"]
@@ -181,7 +197,7 @@ def main(argv=None):
             try:
                 for t, tree in enumerate(trees):
                     for _ in range(args.processes):
-                        workers.append((t, Worker(tree, variant, path, geo["vocab_size"], args.threads)))
+                        workers.append((t, Worker(tree, variant, path, geo["vocab_size"], args.threads, args.isa)))
                 for shape in shapes:
                     times = [[] for _ in workers]
                     digests = [set() for _ in trees]

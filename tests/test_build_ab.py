@@ -43,3 +43,23 @@ def test_bad_trees_are_refused_by_name(tmp_path, capsys):
     with pytest.raises(SystemExit, match=f"worker on {tmp_path} exited"):
         _build_ab().main(["--small", "--trees", f"{ROOT},{tmp_path}", "--processes", "1", "--variants", "ours-W1A1",
                           "--shapes", "1x8", "--rounds", "1"])
+
+
+@pytest.mark.skipif("avx2" not in kernels.supported_isas() or len(kernels.supported_isas()) < 3,
+                    reason="needs the AVX2 path below a better one")
+def test_isa_runs_every_worker_on_that_path(tmp_path):
+    """`--isa avx2` on a CPU whose best path is another: the workers report avx2 (Worker refuses a worker on any other
+    path) and the report names it; the outputs still match between the trees."""
+    out = tmp_path / "ab.md"
+    _build_ab().main(["--small", "--trees", f"{ROOT},{ROOT}", "--processes", "1", "--variants", "ours-W1A1",
+                      "--shapes", "1x16", "--rounds", "1", "--isa", "avx2", "--markdown", str(out)])
+    text = out.read_text()
+    assert "instruction-set path: avx2" in text
+    rows = [line for line in text.splitlines() if line.startswith("| ours-")]
+    assert len(rows) == 2 and all(row.endswith("| yes |") for row in rows)
+
+
+def test_unsupported_isa_is_refused_by_name(capsys):
+    with pytest.raises(SystemExit):
+        _build_ab().main(["--trees", f"{ROOT},{ROOT}", "--isa", "no_such_path"])
+    assert "--isa: no_such_path" in capsys.readouterr().err
