@@ -1603,22 +1603,64 @@ __attribute__((target("avx512f,avx512bw"))) void pack_rows_avx512(const float* x
     pop[m] = count + pack_row_scalar(row, k, K, shift, s, thr, MODE, out, K);
   }
 }
+
+// pack_rows_avx512's AVX2 twin (pack_row_avx2's loop, 8 inputs per byte).
+template <int MODE>
+__attribute__((target("avx2"))) void pack_rows_avx2(const float* x, int64_t M, int64_t K, int64_t ldx,
+                                                    const float* shift, float s, float thr, uint8_t* bits, int64_t ld,
+                                                    int64_t* pop, int nthreads) {
+  const __m256 vthr = _mm256_set1_ps(MODE == SIGNED ? 0.0f : thr), vs = _mm256_set1_ps(s);
+#pragma omp parallel for schedule(static) num_threads(nthreads) if (nthreads > 1 && M > 1 && M * K > 8192)
+  for (int64_t m = 0; m < M; ++m) {
+    const float* row = x + m * ldx;
+    uint8_t* out = bits + m * ld;
+    int64_t count = 0, k = 0;
+    for (; k + 8 <= K; k += 8) {
+      const int on = pack8_avx2(_mm256_loadu_ps(row + k), shift, k, vs, vthr, MODE, K);
+      out[k / 8] = (uint8_t)on;
+      count += __builtin_popcount((unsigned)on);
+    }
+    std::memset(out + k / 8, 0, (size_t)(ld - k / 8));
+    pop[m] = count + pack_row_scalar(row, k, K, shift, s, thr, MODE, out, K);
+  }
+}
+
+// pack_rows_avx512 / _avx2 with the mode as a template constant; false (nothing done) for a mode they lack.
+template <template <int> class Rows>
+inline bool pack_rows_with_mode(int mode, const float* x, int64_t M, int64_t K, int64_t ldx, const float* shift,
+                                float s, float thr, uint8_t* bits, int64_t ld, int64_t* pop, int nthreads) {
+  switch (mode) {
+    case SIGNED: Rows<SIGNED>::run(x, M, K, ldx, shift, s, thr, bits, ld, pop, nthreads); return true;
+    case UNSIGNED_GE: Rows<UNSIGNED_GE>::run(x, M, K, ldx, shift, s, thr, bits, ld, pop, nthreads); return true;
+    case UNSIGNED_GT: Rows<UNSIGNED_GT>::run(x, M, K, ldx, shift, s, thr, bits, ld, pop, nthreads); return true;
+    case SIGNED_GELU: Rows<SIGNED_GELU>::run(x, M, K, ldx, shift, s, thr, bits, ld, pop, nthreads); return true;
+    case SIGNED_SCALED: Rows<SIGNED_SCALED>::run(x, M, K, ldx, shift, s, thr, bits, ld, pop, nthreads); return true;
+    default: return false;
+  }
+}
+template <int MODE>
+struct PackRowsAvx512 {
+  static void run(const float* x, int64_t M, int64_t K, int64_t ldx, const float* shift, float s, float thr,
+                  uint8_t* bits, int64_t ld, int64_t* pop, int nthreads) {
+    pack_rows_avx512<MODE>(x, M, K, ldx, shift, s, thr, bits, ld, pop, nthreads);
+  }
+};
+template <int MODE>
+struct PackRowsAvx2 {
+  static void run(const float* x, int64_t M, int64_t K, int64_t ldx, const float* shift, float s, float thr,
+                  uint8_t* bits, int64_t ld, int64_t* pop, int nthreads) {
+    pack_rows_avx2<MODE>(x, M, K, ldx, shift, s, thr, bits, ld, pop, nthreads);
+  }
+};
 #endif
 
 void pack_rows(int isa, const float* x, int64_t M, int64_t K, int64_t ldx, const float* shift, float s, float thr,
                int mode, uint8_t* bits, int64_t ld, int64_t* pop, int nthreads) {
 #if defined(__x86_64__) || defined(_M_X64)
-  if (isa >= AVX512) {
-    switch (mode) {
-      case SIGNED: return pack_rows_avx512<SIGNED>(x, M, K, ldx, shift, s, thr, bits, ld, pop, nthreads);
-      case UNSIGNED_GE: return pack_rows_avx512<UNSIGNED_GE>(x, M, K, ldx, shift, s, thr, bits, ld, pop, nthreads);
-      case UNSIGNED_GT: return pack_rows_avx512<UNSIGNED_GT>(x, M, K, ldx, shift, s, thr, bits, ld, pop, nthreads);
-      case SIGNED_GELU: return pack_rows_avx512<SIGNED_GELU>(x, M, K, ldx, shift, s, thr, bits, ld, pop, nthreads);
-      case SIGNED_SCALED:
-        return pack_rows_avx512<SIGNED_SCALED>(x, M, K, ldx, shift, s, thr, bits, ld, pop, nthreads);
-      default: break;
-    }
-  }
+  if (isa >= AVX512 && pack_rows_with_mode<PackRowsAvx512>(mode, x, M, K, ldx, shift, s, thr, bits, ld, pop, nthreads))
+    return;
+  if (isa == AVX2 && pack_rows_with_mode<PackRowsAvx2>(mode, x, M, K, ldx, shift, s, thr, bits, ld, pop, nthreads))
+    return;
 #endif
 #pragma omp parallel for schedule(static) num_threads(nthreads) if (nthreads > 1 && M > 1 && M * K > 8192)
   for (int64_t m = 0; m < M; ++m) {
