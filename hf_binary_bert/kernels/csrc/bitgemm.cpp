@@ -940,39 +940,6 @@ __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq"))) void finish_rows_a
 #endif
 
 #if defined(__x86_64__) || defined(_M_X64)
-// The W1 × u8 Linears' epilogue (mul = 1, add_n: the per-column term, no packing) for `rows` rows of a tile on the
-// AVX-512 paths, 16 columns at a time: finish_loop's arithmetic in the same order (an absent γ or bias as a +0 term),
-// bit-identical to finish_row. finish_row's call of finish_row_avx512 per row and 64-column chunk (the AMX GEMM's
-// items) spent about as long entering the function as finishing the row (a perf profile of the W1A8 encoder: 28 %
-// of finish_row_avx512's samples on its first instructions). Only for count % 16 == 0; finish_rows checks.
-__attribute__((target("avx512f,avx512bw,avx512vl,avx512dq"))) void finish_rows_w1u8_avx512(const Epilogue& e,
-                                                                                            int64_t m0, int rows,
-                                                                                            int64_t n0, int64_t count,
-                                                                                            const int32_t* raw,
-                                                                                            int64_t ldr) {
-  const TileEpilogue t(e, n0);
-  const int32_t* add_n = e.add_n + n0;
-  const __m512 zero = _mm512_setzero_ps();
-  for (int i = 0; i < rows; ++i) {
-    const int64_t m = m0 + i;
-    const __m512 s = _mm512_set1_ps(t.row_scale(m)), gx = _mm512_set1_ps(t.row_sum(m));
-    const __m512i am = _mm512_set1_epi32(t.row_add(m));
-    const int32_t* r = raw + i * ldr;
-    float* y = t.out_row(m);
-    for (int64_t j = 0; j < count; j += 16) {
-      const __m512i sum = _mm512_add_epi32(_mm512_add_epi32(_mm512_loadu_si512((const void*)(r + j)), am),
-                                           _mm512_loadu_si512((const void*)(add_n + j)));
-      const __m512 g = t.gamma ? _mm512_loadu_ps(t.gamma + j) : zero, b = t.bias ? _mm512_loadu_ps(t.bias + j) : zero;
-      _mm512_storeu_ps(y + j, _mm512_add_ps(_mm512_mul_ps(s, _mm512_add_ps(_mm512_mul_ps(_mm512_loadu_ps(t.alpha + j),
-                                                                                         _mm512_cvtepi32_ps(sum)),
-                                                                           _mm512_mul_ps(g, gx))),
-                                            b));
-    }
-  }
-}
-#endif
-
-#if defined(__x86_64__) || defined(_M_X64)
 // run(std::integral_constant<int, MODE>()) with the Epilogue's packing BitMode (−1: no packing) as a compile-time
 // constant, the MODE of finish_rows_avx2 / _avx512; false (nothing run) for a mode they do not have.
 template <class Run>
@@ -998,8 +965,6 @@ inline void finish_rows(const Epilogue& e, int64_t m0, int rows, int64_t n0, int
   if (fusable && g_isa >= AVX512 && kFeatures.avx512bw && count % 16 == 0 &&
       with_pack_mode(e, [&](auto mode) { finish_rows_avx512<decltype(mode)::value>(e, m0, rows, n0, count, raw, ldr); }))
     return;
-  if (e.add_n && e.mul == 1 && !e.pack_bits && g_isa >= AVX512 && kFeatures.avx512bw && count % 16 == 0)
-    return finish_rows_w1u8_avx512(e, m0, rows, n0, count, raw, ldr);
   if (fusable && g_isa == AVX2 && kFeatures.avx2 && count % 8 == 0 &&
       with_pack_mode(e, [&](auto mode) { finish_rows_avx2<decltype(mode)::value>(e, m0, rows, n0, count, raw, ldr); }))
     return;
