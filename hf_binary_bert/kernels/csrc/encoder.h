@@ -741,6 +741,30 @@ __attribute__((target("avx2,popcnt"))) inline void and_popcounts_avx2(const uint
   }
 }
 
+// context_bits_avx512's AVX2 twin (D a multiple of 8): and_popcounts_avx2's counts, context_row_avx2's row and
+// pack_row_avx2's compare (pack8_avx2), 8 dimensions at a time in registers — the same integers, floats and bits.
+__attribute__((target("avx2,popcnt"))) inline void context_bits_avx2(const uint64_t* arow, int64_t tw,
+                                                                     const uint64_t* vt, int64_t Dp, int64_t D,
+                                                                     int32_t selected, float pv, const float* shift,
+                                                                     float s, float thr, int mode, int64_t hi,
+                                                                     uint8_t* out) {
+  const __m256i sel = _mm256_set1_epi32(selected);
+  const __m256 vpv = _mm256_set1_ps(pv), vs = _mm256_set1_ps(s), vthr = _mm256_set1_ps(mode == SIGNED ? 0.0f : thr);
+  for (int64_t d = 0; d < D; d += 8) {
+    __m256i a = _mm256_setzero_si256(), b = _mm256_setzero_si256();
+    for (int64_t w = 0; w < tw; ++w) {
+      const __m256i row = _mm256_set1_epi64x((long long)arow[w]);
+      const uint64_t* col = vt + w * Dp + d;
+      a = _mm256_add_epi64(a, popcount_lanes_avx2(_mm256_and_si256(row, _mm256_loadu_si256((const __m256i*)col))));
+      b = _mm256_add_epi64(b,
+                           popcount_lanes_avx2(_mm256_and_si256(row, _mm256_loadu_si256((const __m256i*)(col + 4)))));
+    }
+    const __m256i twice = _mm256_slli_epi32(lanes_to_int32_avx2(a, b), 1);
+    const __m256 o = _mm256_mul_ps(vpv, _mm256_cvtepi32_ps(_mm256_sub_epi32(twice, sel)));
+    out[d / 8] = (uint8_t)pack8_avx2(o, shift, d, vs, vthr, mode, hi);
+  }
+}
+
 // o[d] = pv · (2·agree[d] − selected), d < D: the context row of a 1-bit attention (the same conversion and product
 // as the scalar loop).
 __attribute__((target("avx2"))) inline void context_row_avx2(const int32_t* agree, int64_t D, int32_t selected,
@@ -1371,6 +1395,13 @@ __attribute__((always_inline)) inline void attention_head_body(const int64_t* L,
           const PackTarget& p = *qkv.out;
           context_bits_avx512(arow, tw, vt, Dp, D, (int32_t)selected, pv, p.shift ? p.shift + h * D : nullptr, p.s,
                               p.thr, p.mode, ld, p.bits + i * p.ld + h * D / 8);
+          continue;
+        }
+      } else if constexpr (AVX) {
+        if (qkv.out && D % 8 == 0) {
+          const PackTarget& p = *qkv.out;
+          context_bits_avx2(arow, tw, vt, Dp, D, (int32_t)selected, pv, p.shift ? p.shift + h * D : nullptr, p.s,
+                            p.thr, p.mode, ld, p.bits + i * p.ld + h * D / 8);
           continue;
         }
       }
