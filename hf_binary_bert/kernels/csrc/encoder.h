@@ -1465,9 +1465,11 @@ __attribute__((target("avx2,fma,popcnt"))) void attention_head_avx2(const int64_
 }
 
 // The same with the bit loops on AVX-512 VPOPCNTDQ (everything else as attention_head_avx2).
-__attribute__((target("avx2,fma,popcnt,avx512f,avx512dq,avx512bw,avx512vl,avx512vpopcntdq"))) void attention_head_avx512(
-    const int64_t* L, const float* q, const float* k, const float* v, float* ctx, int64_t T, int64_t h, int64_t ld,
-    float* work, const QkvBits& qkv) {
+// (BW and VL as well, which every VPOPCNTDQ path requires, so that bit_softmax_row_avx512 and context_bits_avx512
+// are inlined)
+__attribute__((target("avx2,fma,popcnt,avx512f,avx512dq,avx512bw,avx512vl,avx512vpopcntdq"))) void
+attention_head_avx512(const int64_t* L, const float* q, const float* k, const float* v, float* ctx, int64_t T,
+                      int64_t h, int64_t ld, float* work, const QkvBits& qkv) {
   attention_head_body<true, true>(L, q, k, v, ctx, T, h, ld, work, qkv);
 }
 #endif
