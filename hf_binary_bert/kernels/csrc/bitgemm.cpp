@@ -990,9 +990,15 @@ void drive(int64_t M, int64_t N, const T* a, int64_t lda, const uint64_t* w, int
   // chunk), and the MR-row blocks spread evenly over them, so that the static schedule gives every thread the same
   // number of rows to within one block (544 rows on 2 threads: 10 chunks of 13–14 blocks, 272 / 272 rows, where 64-row
   // chunks gave one thread 288 and the other 256).
-  const int64_t nchunks = (N + NC - 1) / NC, blocks = (M + MR - 1) / MR;
+  const int64_t blocks = (M + MR - 1) / MR;
   int64_t mchunks = (M + MC - 1) / MC;
   if (mchunks > 1 && nthreads > 1) mchunks = std::min(blocks, (mchunks + nthreads - 1) / nthreads * nthreads);
+  // With one row chunk (a short input) the column chunks are the only work items: narrower chunks where their number
+  // would leave a thread idle at the end (768 columns in chunks of 256 on 2 threads: 2 + 1)
+  while (mchunks == 1 && nthreads > 1 && NC > NC_MIN && (N + NC - 1) / NC % nthreads != 0 &&
+         (N + NC - 1) / NC < 4 * nthreads)
+    NC /= 2;
+  const int64_t nchunks = (N + NC - 1) / NC;
   const int64_t items = nchunks * mchunks;
   const bool prefetch = mchunks <= nthreads;
   const bool parallel = nthreads > 1 && items > 1 && M * N > 4096;
