@@ -19,8 +19,10 @@ ISAS = kernels.supported_isas()
 TESTED_ISAS = ISAS + (["avx512_vpopcnt_emulated"] if "avx512" in ISAS else [])
 SHAPES = [(1, 768, 64), (7, 100, 13), (70, 300, 37), (5, 2100, 40), (3, 8, 1), (130, 64, 130)]  # (M, K, N)
 # w1a1 also at the AVX2 nibble-table path's edges (M ≥ 16): M not a multiple of its 4-row tile, N not of its 64-column
-# chunk, K exactly 256 and 3072 bits, ragged K, a BERT-base shape
-W1A1_SHAPES = SHAPES + [(16, 256, 64), (33, 3072, 100), (17, 100, 13), (66, 256, 96), (128, 768, 768)]
+# chunk, K exactly 256 and 3072 bits, ragged K, a BERT-base shape; and one row chunk (M ≤ 64) whose column chunks the
+# driver narrows so that they divide among 2 threads (768 → 6 of 128; 600 → 10 of 64, the last ragged)
+W1A1_SHAPES = SHAPES + [(16, 256, 64), (33, 3072, 100), (17, 100, 13), (66, 256, 96), (128, 768, 768), (32, 768, 768),
+                        (20, 256, 600)]
 # w1a8 also at the AVX2 lookup-table path's edges (M ≥ 4): M around its 4-row items, N not a multiple of its
 # 32-row blocks / 128-column tiles, K over several 64-step chunks (ragged and exact)
 # (AVX-512 tables: 12-k steps, 16-step chunks, 4 × 4 tiles of 4 rows × 128 columns), and a BERT-base shape
