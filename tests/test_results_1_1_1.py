@@ -103,6 +103,18 @@ def test_the_float32_w1a1_student_runs_on_sst2_only(script, tmp_path, capsys):
     assert "W1A1-fp32-seed42" in commands[0]
 
 
+def test_the_w1a1_student_with_the_16_bit_table_runs_on_sst2_only(script, tmp_path):
+    """`W1A1-E16-fp32`: the `W1A1-fp32` command with `--embedding-bits 16` after BIT's 1 (argparse keeps the last)."""
+    script.main(["--out", str(tmp_path / "out"), "--tasks", "sst2", "stsb", "--students", "W1A1-E16-fp32", "--seeds",
+                 "44", "--teacher", "sst2=/nowhere/teacher", "--dry-run"])
+    commands = (tmp_path / "out" / "commands.txt").read_text().splitlines()
+    assert len(commands) == 1  # no STS-B teacher or student
+    assert "--task sst2" in commands[0] and "W1A1-E16-fp32-seed44" in commands[0]
+    assert commands[0].index("--embedding-bits 1 ") < commands[0].index("--embedding-bits 16 ")
+    assert ("--activation-bits 1 --multi-step W1A4,W1A2,W1A1 --embedding-bits 16 --fp-dtype float32 --max-steps 1000 "
+            "--max-seq-length 64") in commands[0]
+
+
 def test_the_w1a8_student_with_the_16_bit_table_runs_on_sst2_only(script, tmp_path):
     """Its options follow BIT's, so its `--embedding-bits 16` is the one the command line keeps (argparse: the last)."""
     script.main(["--out", str(tmp_path / "out"), "--tasks", "sst2", "rte", "--students", "W1A8-E16-kl-fp32", "--seeds",
