@@ -22,7 +22,8 @@ Per task:
    `hf-binary-bert distill`, which scores teacher and student on the evaluation split (`comparison.json`) and
    every stage against the original teacher (`stages.json`).
 4. `OUT/results.md`: per task and model the metric's mean ± sample standard deviation over the seeds, the share of
-   the teacher's (the teacher each run scored: a teacher fine-tuned again elsewhere may score differently), the student's size on disk, whether any saved student collapsed; and the commands.
+   the teacher's (the teacher each run scored: a teacher fine-tuned again elsewhere may score differently), the
+   student's size on disk, whether any saved student collapsed; and the commands.
 
 With `--archive DIR` (e.g. docs/measurements/results-1-1-1, committed), each finished student run's result files
 (`comparison.json`, `distill_results.json`, `stages.json`, and `run.json`: its command, the git commit it ran on and
