@@ -940,12 +940,11 @@ __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq"))) void finish_rows_a
 #endif
 
 #if defined(__x86_64__) || defined(_M_X64)
-// run(std::integral_constant<int, MODE>()) with the Epilogue's packing BitMode (−1: no packing) as a compile-time
-// constant, the MODE of finish_rows_avx2 / _avx512; false (nothing run) for a mode they do not have.
+// run(std::integral_constant<int, MODE>()) with `mode` (a BitMode) as a compile-time constant, the MODE of
+// pack_rows_avx512 / _avx2 and finish_rows_avx2 / _avx512; false (nothing run) for a mode they do not have.
 template <class Run>
-inline bool with_pack_mode(const Epilogue& e, Run run) {
-  switch (e.pack_bits ? e.pack_mode : -1) {
-    case -1: run(std::integral_constant<int, -1>()); return true;
+inline bool with_bit_mode(int mode, Run run) {
+  switch (mode) {
     case SIGNED: run(std::integral_constant<int, SIGNED>()); return true;
     case UNSIGNED_GE: run(std::integral_constant<int, UNSIGNED_GE>()); return true;
     case UNSIGNED_GT: run(std::integral_constant<int, UNSIGNED_GT>()); return true;
@@ -953,6 +952,14 @@ inline bool with_pack_mode(const Epilogue& e, Run run) {
     case SIGNED_SCALED: run(std::integral_constant<int, SIGNED_SCALED>()); return true;
     default: return false;
   }
+}
+
+// with_bit_mode with the Epilogue's packing BitMode, or −1 (no packing) when it does not pack.
+template <class Run>
+inline bool with_pack_mode(const Epilogue& e, Run run) {
+  if (e.pack_bits) return with_bit_mode(e.pack_mode, run);
+  run(std::integral_constant<int, -1>());
+  return true;
 }
 #endif
 
@@ -1596,41 +1603,18 @@ __attribute__((target("avx2"))) void pack_rows_avx2(const float* x, int64_t M, i
   }
 }
 
-// pack_rows_avx512 / _avx2 with the mode as a template constant; false (nothing done) for a mode they lack.
-template <template <int> class Rows>
-inline bool pack_rows_with_mode(int mode, const float* x, int64_t M, int64_t K, int64_t ldx, const float* shift,
-                                float s, float thr, uint8_t* bits, int64_t ld, int64_t* pop, int nthreads) {
-  switch (mode) {
-    case SIGNED: Rows<SIGNED>::run(x, M, K, ldx, shift, s, thr, bits, ld, pop, nthreads); return true;
-    case UNSIGNED_GE: Rows<UNSIGNED_GE>::run(x, M, K, ldx, shift, s, thr, bits, ld, pop, nthreads); return true;
-    case UNSIGNED_GT: Rows<UNSIGNED_GT>::run(x, M, K, ldx, shift, s, thr, bits, ld, pop, nthreads); return true;
-    case SIGNED_GELU: Rows<SIGNED_GELU>::run(x, M, K, ldx, shift, s, thr, bits, ld, pop, nthreads); return true;
-    case SIGNED_SCALED: Rows<SIGNED_SCALED>::run(x, M, K, ldx, shift, s, thr, bits, ld, pop, nthreads); return true;
-    default: return false;
-  }
-}
-template <int MODE>
-struct PackRowsAvx512 {
-  static void run(const float* x, int64_t M, int64_t K, int64_t ldx, const float* shift, float s, float thr,
-                  uint8_t* bits, int64_t ld, int64_t* pop, int nthreads) {
-    pack_rows_avx512<MODE>(x, M, K, ldx, shift, s, thr, bits, ld, pop, nthreads);
-  }
-};
-template <int MODE>
-struct PackRowsAvx2 {
-  static void run(const float* x, int64_t M, int64_t K, int64_t ldx, const float* shift, float s, float thr,
-                  uint8_t* bits, int64_t ld, int64_t* pop, int nthreads) {
-    pack_rows_avx2<MODE>(x, M, K, ldx, shift, s, thr, bits, ld, pop, nthreads);
-  }
-};
 #endif
 
 void pack_rows(int isa, const float* x, int64_t M, int64_t K, int64_t ldx, const float* shift, float s, float thr,
                int mode, uint8_t* bits, int64_t ld, int64_t* pop, int nthreads) {
 #if defined(__x86_64__) || defined(_M_X64)
-  if (isa >= AVX512 && pack_rows_with_mode<PackRowsAvx512>(mode, x, M, K, ldx, shift, s, thr, bits, ld, pop, nthreads))
+  if (isa >= AVX512 && with_bit_mode(mode, [&](auto m) {
+        pack_rows_avx512<decltype(m)::value>(x, M, K, ldx, shift, s, thr, bits, ld, pop, nthreads);
+      }))
     return;
-  if (isa == AVX2 && pack_rows_with_mode<PackRowsAvx2>(mode, x, M, K, ldx, shift, s, thr, bits, ld, pop, nthreads))
+  if (isa == AVX2 && with_bit_mode(mode, [&](auto m) {
+        pack_rows_avx2<decltype(m)::value>(x, M, K, ldx, shift, s, thr, bits, ld, pop, nthreads);
+      }))
     return;
 #endif
 #pragma omp parallel for schedule(static) num_threads(nthreads) if (nthreads > 1 && M > 1 && M * K > 8192)
