@@ -15,7 +15,8 @@ Intel Xeon with AMX (BERT-base W1A8, 2 threads) two byte-identical copies of one
 by up to 9 % in median time, and copies of one build also differ by a few per cent from process to process — a
 placement effect of the buffers each module allocates. Several processes per tree average over it, and the table
 gives the spread of the per-process medians beside each tree's overall median. A round gives every worker a burst
-of forwards (`--burst` timed ones back to back after an untimed one, as latency.py times them), one worker after
+of forwards (`--burst` timed ones back to back after an untimed one, as latency.py times them; with `--idle SECONDS`
+each timed one after that long a sleep instead, the cost of a forward after an idle wait), one worker after
 another in an order that rotates by one each round and reverses every other cycle, each worker's threads idle before
 the next one starts; the first round is a warm-up.
 Models: latency.py's BERT-base artifacts (random weights), built once into a temporary folder by this process.
@@ -84,11 +85,18 @@ def worker(args) -> None:
         ids, mask = inputs[shape]
         seconds = []
         with torch.inference_mode():
-            out = forward(ids, mask).last_hidden_state  # untimed: the threads wake, the caches fill
-            for _ in range(int(burst)):
-                start = time.perf_counter()
-                forward(ids, mask)
-                seconds.append(time.perf_counter() - start)
+            if args.idle > 0:  # each timed forward after a sleep, as a server's sporadic requests
+                for _ in range(int(burst)):
+                    time.sleep(args.idle)
+                    start = time.perf_counter()
+                    out = forward(ids, mask).last_hidden_state
+                    seconds.append(time.perf_counter() - start)
+            else:
+                out = forward(ids, mask).last_hidden_state  # untimed: the threads wake, the caches fill
+                for _ in range(int(burst)):
+                    start = time.perf_counter()
+                    forward(ids, mask)
+                    seconds.append(time.perf_counter() - start)
         digest = hashlib.sha256(out.contiguous().numpy().tobytes()).hexdigest()
         settle()  # this process's threads idle (OpenMP spins after a region) before the next worker runs
         print(json.dumps({"seconds": seconds, "sha": digest}), flush=True)
@@ -97,12 +105,14 @@ def worker(args) -> None:
 class Worker:
     """One worker process on `tree`'s package (see `worker`)."""
 
-    def __init__(self, tree: str, variant: str, path: str, vocab_size: int, threads: int, isa: str | None = None):
+    def __init__(self, tree: str, variant: str, path: str, vocab_size: int, threads: int, isa: str | None = None,
+                 idle: float = 0.0):
         self.tree = tree
         env = dict(os.environ, PYTHONPATH=os.pathsep.join([tree, os.path.dirname(os.path.abspath(__file__))]))
         self.process = subprocess.Popen(
             [sys.executable, os.path.abspath(__file__), "--worker", "--variant", variant, "--path", path,
-             "--vocab-size", str(vocab_size), "--threads", str(threads), *(["--isa", isa] if isa else [])],
+             "--vocab-size", str(vocab_size), "--threads", str(threads), *(["--isa", isa] if isa else []),
+             *(["--idle", str(idle)] if idle > 0 else [])],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env, cwd=tree)
         ready = self._read()
         if not ready.get("ready") or not os.path.abspath(ready["ready"]).startswith(os.path.abspath(tree)):
@@ -143,6 +153,9 @@ def main(argv=None):
     parser.add_argument("--burst", type=int, default=5, help="timed forwards per worker per round, back to back "
                                                              "after an untimed one")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--idle", type=float, default=0.0, metavar="SECONDS",
+                        help="sleep this long before each timed forward instead of timing a burst back to back "
+                        "(the cost of a forward after an idle wait: latency.py waits at least 0.05 s)")
     parser.add_argument("--isa", help="run every worker on this instruction-set path (kernels.supported_isas(); "
                         "default: the CPU's best), e.g. avx2 to measure the AVX2 path on an AVX-512 machine")
     parser.add_argument("--small", action="store_true", help="latency.py's tiny geometry for a quick check")
@@ -187,7 +200,8 @@ def main(argv=None):
               *[f"tree {label}: {tree}" for label, tree in zip(labels, trees)],
               *([f"instruction-set path: {args.isa} (--isa)"] if args.isa else []),
               f"{'small' if args.small else 'BERT-base'} encoders of latency.py (random weights); {args.processes} "
-              f"worker processes per tree, {args.rounds} rounds of {args.burst} timed forwards per worker; median "
+              f"worker processes per tree, {args.rounds} rounds of {args.burst} timed forwards per worker "
+              f"({f'each after {args.idle:g} s of sleep' if args.idle > 0 else 'back to back'}); median "
               f"over the tree's forwards, its ratio to {labels[0]}'s, and the lowest and highest per-process medians"]
     rows = []
     with tempfile.TemporaryDirectory(prefix="hf_binary_bert_build_ab_") as folder:
@@ -197,7 +211,8 @@ def main(argv=None):
             try:
                 for t, tree in enumerate(trees):
                     for _ in range(args.processes):
-                        workers.append((t, Worker(tree, variant, path, geo["vocab_size"], args.threads, args.isa)))
+                        workers.append((t, Worker(tree, variant, path, geo["vocab_size"], args.threads, args.isa,
+                                                              args.idle)))
                 for shape in shapes:
                     times = [[] for _ in workers]
                     digests = [set() for _ in trees]

@@ -9,9 +9,13 @@ forward: `runtime.BinaryBertModelForward` where it applies, else transformers' `
 encoder module around the runtime) is the total minus those. Everything but
 `encoder_forward` runs while the other threads wait, so it bounds how far the forward can shrink by the kernels
 alone. Model: a saved binary_bert folder (`--model`), or by default latency.py's BiT W1A1 BERT-base encoder
-(random weights, built into a temporary folder; latency does not depend on the weights' values).
+(random weights, built into a temporary folder; latency does not depend on the weights' values). The forwards run
+back to back unless `--idle SECONDS` puts a sleep (not timed) before each, as between a server's sporadic requests
+and as in latency.py, whose rows each wait at least 50 ms for the threads to go idle: the two runs side by side show
+what the idle costs each part of a forward on the machine at hand.
 
     python benchmarks/forward_split.py --shapes 1x128,1x32,8x128 --markdown docs/measurements/forward-split-avx512.md
+    python benchmarks/forward_split.py --shapes 1x128,1x32 --idle 0.05
 """
 
 from __future__ import annotations
@@ -33,8 +37,10 @@ from hf_binary_bert.kernels import get_isa, ops
 NATIVE_CALLS = ("encoder_forward", "unchanged", "embeddings_sum", "dense_rows")
 
 
-def split(model, shape: str, forwards: int, rounds: int) -> dict[str, float]:
-    """Median over `rounds` of each part's ms per forward (`forwards` forwards per round) at `shape` ("BxT")."""
+def split(model, shape: str, forwards: int, rounds: int, idle: float = 0.0) -> dict[str, float]:
+    """Median over `rounds` of each part's ms per forward (`forwards` forwards per round) at `shape` ("BxT"). With
+    `idle` > 0, the process sleeps `idle` seconds before each forward (not timed), as a server between sporadic
+    requests and as `benchmarks/latency.py`, which lets the threads go idle for at least 50 ms before each forward."""
     batch, seq = (int(v) for v in shape.split("x"))
     ids, mask = make_inputs(batch, seq, model.config.vocab_size)
     spent = collections.defaultdict(float)
@@ -64,10 +70,12 @@ def split(model, shape: str, forwards: int, rounds: int) -> dict[str, float]:
                 model(input_ids=ids, attention_mask=mask)
             for _ in range(rounds):
                 spent.clear()
-                start = time.perf_counter()
                 for _ in range(forwards):
+                    if idle > 0:
+                        time.sleep(idle)
+                    start = time.perf_counter()
                     model(input_ids=ids, attention_mask=mask)
-                spent["whole forward"] = time.perf_counter() - start
+                    spent["whole forward"] += time.perf_counter() - start
                 for label, seconds in spent.items():
                     per_round[label].append(seconds / forwards * 1e3)
     finally:
@@ -86,6 +94,8 @@ def main(argv=None):
     parser.add_argument("--forwards", type=int, default=50, help="forwards per round")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--idle", type=float, default=0.0, metavar="SECONDS",
+                        help="sleep this long before each forward (not timed; latency.py waits at least 0.05 s)")
     parser.add_argument("--markdown", metavar="PATH", help="also write the environment and the table as markdown")
     args = parser.parse_args(argv)
     transformers.logging.set_verbosity_error()
@@ -96,11 +106,13 @@ def main(argv=None):
     env = environment(args.threads)
     header = [f"cpu: {env.get('cpu')}", f"hf_binary_bert instruction set: {get_isa()}",
               f"torch {env['torch']}, transformers {env['transformers']}, {args.threads} threads",
+              f"OpenMP environment: {env['openmp_env']}",
               f"model: {args.model or 'BiT W1A1 BERT-base encoder (latency.py ours-W1A1, random weights)'}",
-              f"median over {args.rounds} rounds of {args.forwards} forwards; ms per forward"]
+              f"median over {args.rounds} rounds of {args.forwards} forwards; ms per forward",
+              f"idle before each forward: {args.idle:g} s" + (" (back to back)" if args.idle <= 0 else "")]
     rows = []
     for shape in args.shapes.split(","):
-        ms = split(model, shape, args.forwards, args.rounds)
+        ms = split(model, shape, args.forwards, args.rounds, args.idle)
         whole, encoder, check = ms["whole forward"], ms.get("encoder_forward", 0.0), ms.get("unchanged", 0.0)
         runtime, embeddings, pooler = (ms.get(k, 0.0) for k in ("encoder runtime", "embeddings module",
                                                                  "pooler module"))

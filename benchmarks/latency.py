@@ -81,6 +81,11 @@ BASE = dict(zip(GEOMETRY_KEYS, (30522, 768, 12, 12, 3072)))
 SMALL = dict(zip(GEOMETRY_KEYS, (1000, 128, 2, 2, 512)))
 CPU_FLAGS = ["avx2", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "avx512_bf16", "avx512_vpopcntdq", "amx_bf16",
              "amx_int8"]
+# OpenMP settings that change how the kernels' and PyTorch's threads wait and where they run (one libgomp serves both);
+# printed with every report, because on a small VM they decide what a forward after an idle wait costs
+# (docs/inference.md, "Threads after an idle wait")
+OPENMP_ENV = ("OMP_NUM_THREADS", "OMP_PROC_BIND", "OMP_PLACES", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT",
+              "GOMP_CPU_AFFINITY", "KMP_AFFINITY", "KMP_BLOCKTIME")
 
 
 def geometry(small):
@@ -300,10 +305,16 @@ def measure_memory(spec):
 
 
 # ----------------------------------------------------------------------------------------------- reporting
+def openmp_env() -> str:
+    """The OPENMP_ENV variables set in this process, as `NAME=value` joined by spaces, or "none set"."""
+    return " ".join(f"{name}={os.environ[name]}" for name in OPENMP_ENV if name in os.environ) or "none set"
+
+
 def environment(threads):
     info = {"python": platform.python_version(), "torch": torch.__version__, "transformers": transformers.__version__,
             "threads": threads, "torch_cpu_capability": torch.backends.cpu.get_cpu_capability()}
     info["cpu"], flags = cpu_model_and_flags()
+    info["openmp_env"] = openmp_env()
     if flags:
         info["cpu_flags"] = {flag: flag in flags for flag in CPU_FLAGS}
     for package in ("onnxruntime", "onnxscript", "hf_binary_bert"):
@@ -325,7 +336,8 @@ def environment_header(threads):
     features, torch / transformers versions and the thread count."""
     env = environment(threads)
     return [f"cpu: {env.get('cpu')}", f"hf_binary_bert_cpu_features: {env.get('hf_binary_bert_cpu_features')}",
-            f"torch {env['torch']}, transformers {env['transformers']}, {threads} threads"]
+            f"torch {env['torch']}, transformers {env['transformers']}, {threads} threads",
+            f"OpenMP environment: {env['openmp_env']}"]
 
 
 def skip_reason(exc):

@@ -1,4 +1,5 @@
-"""benchmarks/latency.py's `settle`: the wait before each timed forward lasts until the process's threads are idle."""
+"""benchmarks/latency.py's `settle` (the wait before each timed forward lasts until the process's threads are idle) and
+the OpenMP settings its reports name."""
 
 import threading
 import time
@@ -44,3 +45,16 @@ def test_isa_option_names_a_path_this_cpu_lacks(capsys):
     assert exit_info.value.code == 2
     assert "--isa" in capsys.readouterr().err
     assert kernels.get_isa() == before
+
+
+def test_reports_name_the_openmp_settings_they_ran_under(monkeypatch):
+    latency = benchmark_module("latency")
+    for name in latency.OPENMP_ENV:
+        monkeypatch.delenv(name, raising=False)
+    assert latency.openmp_env() == "none set"
+    monkeypatch.setenv("OMP_PROC_BIND", "true")
+    monkeypatch.setenv("GOMP_SPINCOUNT", "1000")
+    monkeypatch.setenv("OMP_UNRELATED", "x")  # only the listed variables
+    assert latency.openmp_env() == "OMP_PROC_BIND=true GOMP_SPINCOUNT=1000"
+    assert latency.environment(2)["openmp_env"] == "OMP_PROC_BIND=true GOMP_SPINCOUNT=1000"
+    assert "OpenMP environment: OMP_PROC_BIND=true GOMP_SPINCOUNT=1000" in latency.environment_header(2)

@@ -32,3 +32,19 @@ def test_split_times_the_native_calls_and_removes_its_timers():
     assert all(getattr(ops._bitgemm, name) is function for name, function in builtins.items())
     assert not any("forward" in m.__dict__ for m in (model.embeddings, model.encoder, model.pooler))
     assert not any(name in model.encoder.runtime().__dict__ for name in ("plan", "_run_rows"))
+
+
+def test_idle_sleeps_before_each_forward_and_is_not_timed(monkeypatch):
+    module = _split_module()
+    torch.manual_seed(0)
+    model = BinaryBertModel(tiny_config(weight_scale="learned_offset", scale_granularity="head", num_hidden_layers=1,
+                                        activation_bits=1, activation_quantizer="elastic"))
+    model.train()(input_ids=torch.randint(1, 99, (2, 9)))
+    model.eval().freeze()
+    slept, sleep = [], module.time.sleep
+    monkeypatch.setattr(module.time, "sleep", lambda seconds: (slept.append(seconds), sleep(seconds)))
+    ms = module.split(model, "1x8", forwards=3, rounds=2, idle=0.06)
+    assert slept == [0.06] * 6  # one sleep before each of the 2 × 3 timed forwards (the 3 warm-up forwards: none)
+    # 60 ms of sleep per forward are not in the forward's time (a tiny model's forward takes a few ms)
+    assert 0 < ms["whole forward"] < 40
+    assert ms["encoder runtime"] <= ms["whole forward"]
