@@ -46,6 +46,10 @@ inline double omp_get_wtime() {
 }
 #endif
 
+#if defined(__linux__)
+#include <sched.h>
+#endif
+
 #include <algorithm>
 #include <atomic>
 #include <type_traits>
@@ -54,6 +58,55 @@ inline double omp_get_wtime() {
 #include <cstring>
 #include <numeric>
 #include <vector>
+
+// A parallel region's threads on distinct CPUs. On a VM whose idle vCPU the host has descheduled, Linux counts that
+// vCPU as busy ("preempted") and may wake an OpenMP worker onto the CPU of the thread that opened the region; the two
+// then share one CPU while the other sits idle, and a thread spinning at the region's barrier holds up the one queued
+// behind it for milliseconds. caller_cpu() is read by the opening thread before the region; spread_team(cpu), called
+// by every thread first thing in the region, moves a worker found on that CPU to another CPU of its affinity mask
+// (allowing every CPU but that one, which migrates it at once, then its own mask again: nothing stays pinned).
+// Linux only; elsewhere nothing. Called in the GEMM driver's and the attention's regions and, through
+// spread_threads, at the start of the runtime's native calls; not in the short regions (LayerNorm, input packing,
+// the W1 × u8 GEMMs): checks there made a 1 × 128 forward after an idle wait slower in the tail (a move waits for
+// the idle vCPU to be scheduled). Measured on a 2-vCPU Intel Xeon VM, BiT W1A1 BERT-base, forwards after 50 ms of
+// sleep (benchmarks/build_ab.py --idle 0.05): 1 × 32 0.27–0.33× the time, W1A8 / W1A32-int8 1 × 32 0.46–0.61×,
+// 1 × 128 1.00–1.26×; back to back no change (docs/inference.md, "Threads after an idle wait").
+inline int caller_cpu() {
+#if defined(__linux__) && defined(_OPENMP)
+  return sched_getcpu();
+#else
+  return -1;
+#endif
+}
+
+inline void spread_team(int cpu) {
+#if defined(__linux__) && defined(_OPENMP)
+  if (cpu < 0 || omp_get_thread_num() == 0 || sched_getcpu() != cpu) return;
+  cpu_set_t mine;
+  if (sched_getaffinity(0, sizeof mine, &mine) != 0 || !CPU_ISSET(cpu, &mine)) return;
+  cpu_set_t others = mine;
+  CPU_CLR(cpu, &others);
+  if (CPU_COUNT(&others) > 0 && sched_setaffinity(0, sizeof others, &others) == 0)
+    sched_setaffinity(0, sizeof mine, &mine);
+#else
+  (void)cpu;
+#endif
+}
+
+// spread_team for a native call's team before its work: one empty region, so that the worker is on a CPU of its own
+// before the call's first region (the runtime's native calls open with it: the embeddings' sum, the encoder, the
+// pooler; each GEMM and attention region checks again, as a worker that slept between two regions wakes wherever
+// the scheduler puts it).
+inline void spread_threads(int nthreads) {
+#if defined(__linux__) && defined(_OPENMP)
+  if (nthreads <= 1) return;
+  const int cpu = caller_cpu();
+#pragma omp parallel num_threads(nthreads)
+  spread_team(cpu);
+#else
+  (void)nthreads;
+#endif
+}
 
 namespace {
 
@@ -1010,7 +1063,10 @@ void drive(int64_t M, int64_t N, const T* a, int64_t lda, const uint64_t* w, int
   const bool prefetch = mchunks <= nthreads;
   const bool parallel = nthreads > 1 && items > 1 && M * N > 4096;
   StealingRanges ranges(items, parallel ? nthreads : 1);
+  const int cpu0 = parallel ? caller_cpu() : -1;
 #pragma omp parallel num_threads(nthreads) if (parallel)
+  {
+  spread_team(cpu0);
   for (int k = 0; ;) {
     const int64_t item = ranges.claim(k);
     if (item < 0) break;
@@ -1055,6 +1111,7 @@ void drive(int64_t M, int64_t N, const T* a, int64_t lda, const uint64_t* w, int
       run_rows(std::integral_constant<int, MR>(), m);
     }
     for (; m < m_end; ++m) run_rows(std::integral_constant<int, 1>(), m);
+  }
   }
 }
 
@@ -2327,6 +2384,30 @@ PyObject* py_row_sums(PyObject*, PyObject* args) {
   Py_RETURN_NONE;
 }
 
+// spread_check(): spread_team's collision path run on purpose, for the tests: in a 2-thread region the worker calls
+// spread_team with the CPU it is on. Returns (CPU before, CPU after, whether its affinity mask afterwards equals the
+// one before), or None where spread_team does nothing (not Linux, no OpenMP, one CPU in the mask).
+PyObject* py_spread_check(PyObject*, PyObject*) {
+#if defined(__linux__) && defined(_OPENMP)
+  int before = -1, after = -1, restored = 0, ran = 0;
+  Py_BEGIN_ALLOW_THREADS;
+#pragma omp parallel num_threads(2)
+  if (omp_get_thread_num() == 1) {
+    cpu_set_t mask, now;
+    if (sched_getaffinity(0, sizeof mask, &mask) == 0 && CPU_COUNT(&mask) > 1) {
+      ran = 1;
+      before = sched_getcpu();
+      spread_team(before);
+      after = sched_getcpu();
+      restored = sched_getaffinity(0, sizeof now, &now) == 0 && CPU_EQUAL(&mask, &now);
+    }
+  }
+  Py_END_ALLOW_THREADS;
+  if (ran) return Py_BuildValue("(iiO)", before, after, restored ? Py_True : Py_False);
+#endif
+  Py_RETURN_NONE;
+}
+
 PyObject* py_cpu_features(PyObject*, PyObject*) {
   // amx_int8: AMX-TILE + AMX-INT8 usable by this process (the CPU has them, the OS enabled and permitted the tiles)
   return Py_BuildValue("{s:O,s:O,s:O,s:O,s:O,s:O,s:O,s:O}", "neon", kFeatures.neon ? Py_True : Py_False, "avx2", kFeatures.avx2 ? Py_True : Py_False, "avx512bw",
@@ -2547,6 +2628,7 @@ PyObject* py_unchanged(PyObject*, PyObject* args) {
 PyMethodDef kMethods[] = {
     {"unchanged", py_unchanged, METH_VARARGS,
      "The native runtime's plan check: entries, tensor versions and data pointers unchanged."},
+    {"spread_check", py_spread_check, METH_NOARGS, "spread_team's collision path on a worker, for the tests."},
     {"tensor_states", py_tensor_states, METH_VARARGS, "int64 (version, data pointer) of each tensor, as bytes."},
     {"w1a1_linear", py_w1a1_linear, METH_VARARGS, "Fused input binarization + XNOR/AND-popcount GEMM + epilogue."},
     {"w1a8_linear", py_w1a8_linear, METH_VARARGS, "Fused input quantization to u8 + W1×u8 GEMM + epilogue."},

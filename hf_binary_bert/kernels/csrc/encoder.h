@@ -1558,8 +1558,10 @@ void layer_forward(const int64_t* L, float* x, int64_t M, const int64_t* cu, int
   const bool avx2 = use_avx2(), vpop = avx2 && vpopcnt_isa(g_isa) && kFeatures.vpopcntdq;
   auto head = vpop ? attention_head_avx512 : attention_head_avx2;
 #endif
+  const int cpu0 = nthreads > 1 && B * heads > 1 ? caller_cpu() : -1;
 #pragma omp parallel num_threads(nthreads) if (nthreads > 1 && B * heads > 1)
   {
+    spread_team(cpu0);
     float* mine = attn_work + (int64_t)omp_get_thread_num() * per_thread;
 #pragma omp for schedule(dynamic)
     for (int64_t bh = 0; bh < B * heads; ++bh) {
@@ -1785,6 +1787,7 @@ PyObject* py_dense_rows(PyObject*, PyObject* args) {
   int nthreads;
   if (!PyArg_ParseTuple(args, "KLLLKLKKi", &x, &B, &ldx, &K, &W, &N, &bias, &y, &nthreads)) return nullptr;
   Py_BEGIN_ALLOW_THREADS;
+  spread_threads(nthreads);
   dense_rows(ptr<const float>(x), B, ldx, K, ptr<const float>(W), N, ptr<const float>(bias), ptr<float>(y), nthreads);
   Py_END_ALLOW_THREADS;
   Py_RETURN_NONE;
@@ -1803,6 +1806,7 @@ PyObject* py_embeddings_sum(PyObject*, PyObject* args) {
   const int64_t* tb = ptr<const int64_t>(tables);
   int64_t status;
   Py_BEGIN_ALLOW_THREADS;
+  spread_threads(nthreads);
   status = embeddings_sum(ptr<float>(out), M, H, T, ptr<const int64_t>(ids), ptr<const int64_t>(positions),
                           ptr<const int64_t>(types), tb, tb + kTableWords, tb + 2 * kTableWords, nthreads);
   Py_END_ALLOW_THREADS;
@@ -1833,6 +1837,7 @@ PyObject* py_encoder_forward(PyObject*, PyObject* args) {
     return nullptr;
   }
   Py_BEGIN_ALLOW_THREADS;
+  spread_threads(nthreads);
   for (int64_t l = 0; l < layers; ++l)
     layer_forward(p + l * kLayerWords, ptr<float>(x), M, offsets, B, ptr<float>(work), nthreads);
   Py_END_ALLOW_THREADS;
