@@ -115,13 +115,18 @@ def test_the_w1a1_student_with_the_16_bit_table_runs_on_sst2_only(script, tmp_pa
             "--max-seq-length 64") in commands[0]
 
 
-def test_the_w1a8_student_with_the_16_bit_table_runs_on_sst2_only(script, tmp_path):
-    """Its options follow BIT's, so its `--embedding-bits 16` is the one the command line keeps (argparse: the last)."""
-    script.main(["--out", str(tmp_path / "out"), "--tasks", "sst2", "rte", "--students", "W1A8-E16-kl-fp32", "--seeds",
-                 "43", "--teacher", "sst2=/nowhere/teacher", "--dry-run"])
+def test_the_w1a8_student_with_the_16_bit_table_runs_on_sst2_and_stsb(script, tmp_path):
+    """Its options follow BIT's, so its `--embedding-bits 16` is the one the command line keeps (argparse: the last);
+    on STS-B with that task's budget (3 epochs, 128 tokens)."""
+    script.main(["--out", str(tmp_path / "out"), "--tasks", "sst2", "rte", "stsb", "--students", "W1A8-E16-kl-fp32",
+                 "--seeds", "43", "--teacher", "sst2=/nowhere/teacher", "--teacher", "stsb=/nowhere/stsb-teacher",
+                 "--dry-run"])
     commands = (tmp_path / "out" / "commands.txt").read_text().splitlines()
-    assert len(commands) == 1  # no RTE teacher or student
+    assert len(commands) == 2  # no RTE teacher or student
     assert "--task sst2" in commands[0] and "W1A8-E16-kl-fp32-seed43" in commands[0]
     assert commands[0].index("--embedding-bits 1 ") < commands[0].index("--embedding-bits 16 ")
     assert ("--activation-bits 8 --embedding-bits 16 --attention-loss-weight 1 --attention-loss kl --fp-dtype float32 "
             "--max-steps 1000 --max-seq-length 64") in commands[0]
+    assert "--task stsb" in commands[1] and "--teacher /nowhere/stsb-teacher" in commands[1]
+    assert ("--activation-bits 8 --embedding-bits 16 --attention-loss-weight 1 --attention-loss kl --fp-dtype float32 "
+            "--epochs 3 --max-seq-length 128") in commands[1]
