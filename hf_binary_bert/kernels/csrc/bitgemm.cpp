@@ -1066,52 +1066,52 @@ void drive(int64_t M, int64_t N, const T* a, int64_t lda, const uint64_t* w, int
   const int cpu0 = parallel ? caller_cpu() : -1;
 #pragma omp parallel num_threads(nthreads) if (parallel)
   {
-  spread_team(cpu0);
-  for (int k = 0; ;) {
-    const int64_t item = ranges.claim(k);
-    if (item < 0) break;
-    alignas(64) int32_t raw[MR * NC_MAX];  // MR rows × this chunk's columns (row stride NC)
-    alignas(64) float row[NC_MAX];          // a packing epilogue's float row
-    const int64_t nc = item % nchunks, mc = item / nchunks;
-    const int64_t m_begin = std::min(M, blocks * mc / mchunks * MR), m_end = std::min(M, blocks * (mc + 1) / mchunks * MR);
-    const int64_t cg0 = nc * (NC / GROUP), cg1 = std::min(groups, cg0 + NC / GROUP), n0 = cg0 * GROUP;
-    const int64_t count = std::min(N, cg1 * GROUP) - n0;
-    auto run_rows = [&](auto rows, int64_t m) {
-      constexpr int R = decltype(rows)::value;
-      const T* ar[R];
-      for (int i = 0; i < R; ++i) ar[i] = a + (m + i) * lda;
-      int64_t g = cg0;
-      for (; g + NG <= cg1; g += NG)
-        tile_fn(rows, std::integral_constant<int, NG>(), ar, w + g * gstride, raw + (g - cg0) * GROUP, NC);
-      for (; g < cg1; ++g)
-        tile_fn(rows, std::integral_constant<int, 1>(), ar, w + g * gstride, raw + (g - cg0) * GROUP, NC);
-      finish_rows(e, m, R, n0, count, raw, NC, row);
-    };
-    // With one row chunk per thread (a few sequences: each weight read once per thread per forward, from L3 or
-    // DRAM, where other tenants' data evict it between forwards), the next item's weight slice (contiguous groups)
-    // is prefetched into L2 a piece per row block of this one, so that its first row block does not wait for
-    // memory. With more row chunks the slices are read again from L2 anyway.
-    const char *pf = nullptr, *pf_end = nullptr;
-    int64_t pf_step = 0;
-    if (prefetch && item + 1 < items) {
-      const int64_t next_nc = (item + 1) % nchunks, ng0 = next_nc * (NC / GROUP);
-      const int64_t ng1 = std::min(groups, ng0 + NC / GROUP);
-      pf = reinterpret_cast<const char*>(w + ng0 * gstride);
-      pf_end = reinterpret_cast<const char*>(w + ng1 * gstride);
-      const int64_t blocks = std::max<int64_t>(1, (m_end - m_begin + MR - 1) / MR);
-      pf_step = ((pf_end - pf) / blocks + 63) / 64 * 64;
+    spread_team(cpu0);
+    for (int k = 0; ;) {
+      const int64_t item = ranges.claim(k);
+      if (item < 0) break;
+      alignas(64) int32_t raw[MR * NC_MAX];  // MR rows × this chunk's columns (row stride NC)
+      alignas(64) float row[NC_MAX];          // a packing epilogue's float row
+      const int64_t nc = item % nchunks, mc = item / nchunks;
+      const int64_t m_begin = std::min(M, blocks * mc / mchunks * MR), m_end = std::min(M, blocks * (mc + 1) / mchunks * MR);
+      const int64_t cg0 = nc * (NC / GROUP), cg1 = std::min(groups, cg0 + NC / GROUP), n0 = cg0 * GROUP;
+      const int64_t count = std::min(N, cg1 * GROUP) - n0;
+      auto run_rows = [&](auto rows, int64_t m) {
+        constexpr int R = decltype(rows)::value;
+        const T* ar[R];
+        for (int i = 0; i < R; ++i) ar[i] = a + (m + i) * lda;
+        int64_t g = cg0;
+        for (; g + NG <= cg1; g += NG)
+          tile_fn(rows, std::integral_constant<int, NG>(), ar, w + g * gstride, raw + (g - cg0) * GROUP, NC);
+        for (; g < cg1; ++g)
+          tile_fn(rows, std::integral_constant<int, 1>(), ar, w + g * gstride, raw + (g - cg0) * GROUP, NC);
+        finish_rows(e, m, R, n0, count, raw, NC, row);
+      };
+      // With one row chunk per thread (a few sequences: each weight read once per thread per forward, from L3 or
+      // DRAM, where other tenants' data evict it between forwards), the next item's weight slice (contiguous groups)
+      // is prefetched into L2 a piece per row block of this one, so that its first row block does not wait for
+      // memory. With more row chunks the slices are read again from L2 anyway.
+      const char *pf = nullptr, *pf_end = nullptr;
+      int64_t pf_step = 0;
+      if (prefetch && item + 1 < items) {
+        const int64_t next_nc = (item + 1) % nchunks, ng0 = next_nc * (NC / GROUP);
+        const int64_t ng1 = std::min(groups, ng0 + NC / GROUP);
+        pf = reinterpret_cast<const char*>(w + ng0 * gstride);
+        pf_end = reinterpret_cast<const char*>(w + ng1 * gstride);
+        const int64_t blocks = std::max<int64_t>(1, (m_end - m_begin + MR - 1) / MR);
+        pf_step = ((pf_end - pf) / blocks + 63) / 64 * 64;
+      }
+      auto prefetch_piece = [&]() {
+        const char* stop = pf_end - pf > pf_step ? pf + pf_step : pf_end;
+        for (; pf < stop; pf += 64) __builtin_prefetch(pf, 0, 2);
+      };
+      int64_t m = m_begin;
+      for (; m + MR <= m_end; m += MR) {
+        if (pf) prefetch_piece();
+        run_rows(std::integral_constant<int, MR>(), m);
+      }
+      for (; m < m_end; ++m) run_rows(std::integral_constant<int, 1>(), m);
     }
-    auto prefetch_piece = [&]() {
-      const char* stop = pf_end - pf > pf_step ? pf + pf_step : pf_end;
-      for (; pf < stop; pf += 64) __builtin_prefetch(pf, 0, 2);
-    };
-    int64_t m = m_begin;
-    for (; m + MR <= m_end; m += MR) {
-      if (pf) prefetch_piece();
-      run_rows(std::integral_constant<int, MR>(), m);
-    }
-    for (; m < m_end; ++m) run_rows(std::integral_constant<int, 1>(), m);
-  }
   }
 }
 
