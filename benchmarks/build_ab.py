@@ -56,8 +56,9 @@ def round_order(n: int, r: int) -> list[int]:
 
 def worker(args) -> None:
     """Load one saved variant with this process's `hf_binary_bert`; for each request (a shape and a count, one line
-    on stdin) run one untimed forward and then `count` timed ones back to back, and answer their times and the
-    SHA-256 of the last hidden state (one JSON line on stdout), once
+    on stdin) run one untimed forward and then `count` timed ones back to back (with `--idle`: each timed one after a
+    sleep, no untimed one), and answer their times and the SHA-256 of the last one's last hidden state (one JSON line
+    on stdout), once
     this process's threads have gone idle (latency.py's `settle`: without it the next worker's forward ran beside
     this one's spinning OpenMP threads, up to twice as slow)."""
     import torch
@@ -85,19 +86,15 @@ def worker(args) -> None:
         ids, mask = inputs[shape]
         seconds = []
         with torch.inference_mode():
-            if args.idle > 0:  # each timed forward after a sleep, as a server's sporadic requests
-                for _ in range(int(burst)):
+            if args.idle <= 0:
+                forward(ids, mask)  # untimed: the threads wake, the caches fill
+            for _ in range(int(burst)):
+                if args.idle > 0:  # each timed forward after a sleep, as a server's sporadic requests
                     time.sleep(args.idle)
-                    start = time.perf_counter()
-                    out = forward(ids, mask).last_hidden_state
-                    seconds.append(time.perf_counter() - start)
-            else:
-                out = forward(ids, mask).last_hidden_state  # untimed: the threads wake, the caches fill
-                for _ in range(int(burst)):
-                    start = time.perf_counter()
-                    forward(ids, mask)
-                    seconds.append(time.perf_counter() - start)
-        digest = hashlib.sha256(out.contiguous().numpy().tobytes()).hexdigest()
+                start = time.perf_counter()
+                result = forward(ids, mask)
+                seconds.append(time.perf_counter() - start)
+        digest = hashlib.sha256(result.last_hidden_state.contiguous().numpy().tobytes()).hexdigest()
         settle()  # this process's threads idle (OpenMP spins after a region) before the next worker runs
         print(json.dumps({"seconds": seconds, "sha": digest}), flush=True)
 

@@ -1558,8 +1558,9 @@ void layer_forward(const int64_t* L, float* x, int64_t M, const int64_t* cu, int
   const bool avx2 = use_avx2(), vpop = avx2 && vpopcnt_isa(g_isa) && kFeatures.vpopcntdq;
   auto head = vpop ? attention_head_avx512 : attention_head_avx2;
 #endif
-  const int cpu0 = nthreads > 1 && B * heads > 1 ? caller_cpu() : -1;
-#pragma omp parallel num_threads(nthreads) if (nthreads > 1 && B * heads > 1)
+  const bool parallel_heads = nthreads > 1 && B * heads > 1;
+  const int cpu0 = parallel_heads ? caller_cpu() : -1;
+#pragma omp parallel num_threads(nthreads) if (parallel_heads)
   {
     spread_team(cpu0);
     float* mine = attn_work + (int64_t)omp_get_thread_num() * per_thread;
