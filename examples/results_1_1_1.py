@@ -16,8 +16,8 @@ Per task:
    `--teacher TASK=FOLDER` for one already there.
 3. students, one per seed: W1A1 BiT (elastic activations, 1-bit embeddings, learned α/γ per head) through the
    multi-step schedule W1A4,W1A2,W1A1 with the total budget of `BUDGETS` and W1A8 in one stage (on SST-2 also
-   `W1A1-fp32`, the W1A1 student saved with `--fp-dtype float32`, and `W1A1-E16-fp32`, the same with a 16-bit word
-   table; on SST-2 and STS-B `W1A8-E16-kl-fp32`, the W1A8 student with a 16-bit word table, the attention KL and
+   `W1A1-fp32`, the W1A1 student saved with `--fp-dtype float32`; on SST-2 and STS-B `W1A1-E16-fp32`, the same
+   with a 16-bit word table, and `W1A8-E16-kl-fp32`, the W1A8 student with a 16-bit word table, the attention KL and
    float32 full-precision parts), as
    `hf-binary-bert distill`, which scores teacher and student on the evaluation split (`comparison.json`) and
    every stage against the original teacher (`stages.json`).
@@ -83,7 +83,7 @@ STUDENTS["W1A8-E16-kl-fp32"] = [*STUDENTS["W1A8"], "--embedding-bits", "16", "--
 # what the 1-bit word table costs at W1A1 (docs/results.md); run on SST-2 only
 STUDENTS["W1A1-E16-fp32"] = [*STUDENTS["W1A1"], "--embedding-bits", "16", "--fp-dtype", "float32"]
 # some students on some tasks only (default: every task)
-STUDENT_TASKS = {"W1A1-fp32": ("sst2",), "W1A8-E16-kl-fp32": ("sst2", "stsb"), "W1A1-E16-fp32": ("sst2",)}
+STUDENT_TASKS = {"W1A1-fp32": ("sst2",), "W1A8-E16-kl-fp32": ("sst2", "stsb"), "W1A1-E16-fp32": ("sst2", "stsb")}
 
 
 def _command_line(command: list[str]) -> str:

@@ -103,16 +103,22 @@ def test_the_float32_w1a1_student_runs_on_sst2_only(script, tmp_path, capsys):
     assert "W1A1-fp32-seed42" in commands[0]
 
 
-def test_the_w1a1_student_with_the_16_bit_table_runs_on_sst2_only(script, tmp_path):
-    """`W1A1-E16-fp32`: the `W1A1-fp32` command with `--embedding-bits 16` after BIT's 1 (argparse keeps the last)."""
-    script.main(["--out", str(tmp_path / "out"), "--tasks", "sst2", "stsb", "--students", "W1A1-E16-fp32", "--seeds",
-                 "44", "--teacher", "sst2=/nowhere/teacher", "--dry-run"])
+def test_the_w1a1_student_with_the_16_bit_table_runs_on_sst2_and_stsb(script, tmp_path):
+    """`W1A1-E16-fp32`: the `W1A1-fp32` command with `--embedding-bits 16` after BIT's 1 (argparse keeps the last);
+    on STS-B with that task's budget (3 epochs, 128 tokens), not on RTE."""
+    script.main(["--out", str(tmp_path / "out"), "--tasks", "sst2", "rte", "stsb", "--students", "W1A1-E16-fp32",
+                 "--seeds", "44", "--teacher", "sst2=/nowhere/teacher", "--teacher", "stsb=/nowhere/stsb-teacher",
+                 "--dry-run"])
     commands = (tmp_path / "out" / "commands.txt").read_text().splitlines()
-    assert len(commands) == 1  # no STS-B teacher or student
-    assert "--task sst2" in commands[0] and "W1A1-E16-fp32-seed44" in commands[0]
-    assert commands[0].index("--embedding-bits 1 ") < commands[0].index("--embedding-bits 16 ")
+    assert len(commands) == 2  # no RTE teacher or student
+    sst2, stsb = commands
+    assert "--task sst2" in sst2 and "W1A1-E16-fp32-seed44" in sst2
+    assert sst2.index("--embedding-bits 1 ") < sst2.index("--embedding-bits 16 ")
     assert ("--activation-bits 1 --multi-step W1A4,W1A2,W1A1 --embedding-bits 16 --fp-dtype float32 --max-steps 1000 "
-            "--max-seq-length 64") in commands[0]
+            "--max-seq-length 64") in sst2
+    assert "--task stsb" in stsb and "--teacher /nowhere/stsb-teacher" in stsb and "W1A1-E16-fp32-seed44" in stsb
+    assert ("--activation-bits 1 --multi-step W1A4,W1A2,W1A1 --embedding-bits 16 --fp-dtype float32 --epochs 3 "
+            "--max-seq-length 128") in stsb
 
 
 def test_the_w1a8_student_with_the_16_bit_table_runs_on_sst2_and_stsb(script, tmp_path):
