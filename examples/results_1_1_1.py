@@ -80,7 +80,7 @@ STUDENTS["W1A1-fp32"] = [*STUDENTS["W1A1"], "--fp-dtype", "float32"]
 STUDENTS["W1A8-E16-kl-fp32"] = [*STUDENTS["W1A8"], "--embedding-bits", "16", "--attention-loss-weight", "1",
                                 "--attention-loss", "kl", "--fp-dtype", "float32"]
 # the W1A1 student of `W1A1-fp32` with its word table in float16 (16-bit embeddings, as the blog series keeps them):
-# what the 1-bit word table costs at W1A1 (docs/results.md); run on SST-2 only
+# what the 1-bit word table costs at W1A1 (docs/results.md); run on SST-2 and STS-B
 STUDENTS["W1A1-E16-fp32"] = [*STUDENTS["W1A1"], "--embedding-bits", "16", "--fp-dtype", "float32"]
 # some students on some tasks only (default: every task)
 STUDENT_TASKS = {"W1A1-fp32": ("sst2",), "W1A8-E16-kl-fp32": ("sst2", "stsb"), "W1A1-E16-fp32": ("sst2", "stsb")}
