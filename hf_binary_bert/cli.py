@@ -62,6 +62,10 @@ def _add_train_args(p, *, learning_rate):
     p.add_argument("--learning-rate", type=float, default=learning_rate)
     p.add_argument("--warmup-ratio", type=float, default=0.1, help="linear warm-up over this fraction of the steps, then linear decay")
     p.add_argument("--max-train-samples", type=int, help="train on a random subset of this size")
+    p.add_argument("--min-train-tokens", type=int, metavar="N",
+                   help="GLUE tasks: train only on examples of at least N tokens (special tokens included, after "
+                        "--max-seq-length truncation; the dev set is not filtered). SST-2's train is mostly short "
+                        "treebank phrases, its dev whole sentences")
     p.add_argument("--whole-word-mask", action="store_true", help="MLM: mask whole words")
     p.add_argument("--bf16", action="store_true", help="bf16 mixed precision (Trainer's --bf16; without a GPU: bfloat16 autocast on the CPU)")
     p.add_argument("--fp16", action="store_true", help="fp16 mixed precision (Trainer's --fp16; needs a GPU)")
@@ -310,7 +314,8 @@ def _train_kwargs(args) -> dict:
     kwargs = dict(max_steps=args.max_steps, epochs=args.epochs, batch_size=args.batch_size,
                   learning_rate=args.learning_rate, warmup_ratio=args.warmup_ratio, max_seq_length=args.max_seq_length,
                   max_train_samples=args.max_train_samples, max_eval_samples=args.max_eval_samples,
-                  whole_word_mask=args.whole_word_mask, seed=args.seed, logging_steps=args.logging_steps,
+                  min_train_tokens=args.min_train_tokens, whole_word_mask=args.whole_word_mask, seed=args.seed,
+                  logging_steps=args.logging_steps,
                   progress=not args.no_progress, data_dir=args.data_dir, dataset_name=args.dataset_name,
                   train_files=args.train_files, doc_stride=args.doc_stride, max_answer_length=args.max_answer_length,
                   eval_files=args.eval_files, save_steps=args.save_steps, save_total_limit=args.save_total_limit,
@@ -319,6 +324,11 @@ def _train_kwargs(args) -> dict:
         raise UsageError(f"--save-steps must be a positive number of steps, got {args.save_steps}")
     if args.save_total_limit is not None and args.save_total_limit <= 0:
         raise UsageError(f"--save-total-limit must be a positive number of checkpoints, got {args.save_total_limit}")
+    if args.min_train_tokens is not None:
+        if args.min_train_tokens <= 0:
+            raise UsageError(f"--min-train-tokens must be a positive number of tokens, got {args.min_train_tokens}")
+        if args.task in ("mlm", "squad"):
+            raise UsageError(f"--min-train-tokens filters GLUE training examples, not --task {args.task}")
     if args.resume_from_checkpoint is not None and getattr(args, "multi_step", None):
         if args.resume_from_checkpoint.lower() != "last":
             raise UsageError("--resume-from-checkpoint: with --multi-step only 'last' (each stage resumes from its "
