@@ -144,7 +144,7 @@ def _subset(dataset, n, seed):
     return dataset.shuffle(seed=seed).select(range(n))
 
 
-def min_tokens(dataset, n: int):
+def _min_tokens(dataset, n: int):
     """The rows of a tokenized dataset whose `input_ids` hold at least `n` tokens (in their order).
 
     Raises:
@@ -266,7 +266,7 @@ def load_task_data(
     data = tokenize_glue(raw, tokenizer, glue, max_seq_length=max_seq_length)
     train_split = data.get("train") if train else None
     if train_split is not None and min_train_tokens is not None:
-        train_split = min_tokens(train_split, min_train_tokens)
+        train_split = _min_tokens(train_split, min_train_tokens)
     return TaskData(
         train=_subset(train_split, max_train_samples, seed),
         eval=_subset(data.get("validation"), max_eval_samples, seed),
