@@ -232,7 +232,7 @@ def load_task_data(
     if min_train_tokens is not None:
         if min_train_tokens < 1:
             raise ValueError(f"min_train_tokens must be a positive number of tokens, got {min_train_tokens}")
-        if task in ("mlm", "squad"):
+        if task in OTHER_TASKS:
             raise ValueError(f"min_train_tokens filters GLUE training examples; task {task!r} has fixed-length "
                              "blocks or windows")
     if task == "mlm":
