@@ -59,7 +59,16 @@ from transformers import (
 )
 
 from hf_binary_bert import BinaryBertForSequenceClassification
-from hf_binary_bert.data import GLUE_TASKS, GlueTask, get_glue_task, load_glue, select_glue_columns, tokenize_glue, tsv_quoting
+from hf_binary_bert.data import (
+    GLUE_TASKS,
+    GlueTask,
+    get_glue_task,
+    keep_min_tokens,
+    load_glue,
+    select_glue_columns,
+    tokenize_glue,
+    tsv_quoting,
+)
 from hf_binary_bert.distillation import BinarizationArguments, DistillationTrainer, DistillationTrainingArguments
 from hf_binary_bert.flops import count_operations, estimate_packed_size, format_operations
 from hf_binary_bert.metrics import classification_compute_metrics
@@ -119,6 +128,13 @@ class DataTrainingArguments:
     max_eval_samples: int | None = field(
         default=None, metadata={"help": "Truncate the number of evaluation examples to this value (the first ones)."}
     )
+    min_train_tokens: int | None = field(
+        default=None,
+        metadata={"help": "Train only on the examples of at least this many tokens (special tokens included, after "
+                          "truncation to max_seq_length), before max_train_samples; the validation data is not "
+                          "filtered. SST-2's training split is mostly short treebank phrases, its dev split whole "
+                          "sentences."},
+    )
     pad_to_max_length: bool = field(
         default=False,
         metadata={"help": "Pad every sequence to max_seq_length; by default batches are padded to their longest one."},
@@ -141,6 +157,8 @@ class DataTrainingArguments:
                 raise ValueError(f"{flag}: no such file: {path}")
         if self.data_dir is not None and not os.path.isdir(self.data_dir):
             raise ValueError(f"--data_dir: no such folder: {self.data_dir}")
+        if self.min_train_tokens is not None and self.min_train_tokens < 1:
+            raise ValueError(f"--min_train_tokens must be a positive number of tokens, got {self.min_train_tokens}")
 
 
 def parse_arguments(argv: list[str] | None = None):
@@ -299,7 +317,9 @@ def main(argv: list[str] | None = None) -> dict:
         raise ValueError("--do_eval requires a validation dataset")
     splits = {}
     if training_args.do_train:
-        splits["train"] = _first(raw_datasets["train"], data_args.max_train_samples)
+        # with min_train_tokens the sample is drawn after the filter, below
+        n = None if data_args.min_train_tokens else data_args.max_train_samples
+        splits["train"] = _first(raw_datasets["train"], n)
     if training_args.do_eval:
         splits["validation"] = _first(raw_datasets["validation"], data_args.max_eval_samples)
     max_seq_length = data_args.max_seq_length
@@ -310,6 +330,8 @@ def main(argv: list[str] | None = None) -> dict:
     with training_args.main_process_first(desc="dataset map pre-processing"):
         tokenized = tokenize_glue(datasets.DatasetDict(splits), tokenizer, task, max_seq_length=max_seq_length)
     train_dataset, eval_dataset = tokenized.get("train"), tokenized.get("validation")
+    if train_dataset is not None and data_args.min_train_tokens is not None:
+        train_dataset = _first(keep_min_tokens(train_dataset, data_args.min_train_tokens), data_args.max_train_samples)
     if train_dataset is not None and len(train_dataset):
         logger.info(f"Sample 0 of the training set: {train_dataset[0]}.")
     if data_args.pad_to_max_length:

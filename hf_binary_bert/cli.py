@@ -284,13 +284,16 @@ def _check_task(args):
         raise UsageError(f"--max-answer-length must be a positive number of tokens, got {args.max_answer_length}")
 
 
-def _check_model(name, flag, *, allow_binary):
+def _check_model(name, flag, *, allow_binary, max_seq_length=None):
     from .recipes import check_model
 
     try:
-        return check_model(name, allow_binary=allow_binary)
+        return check_model(name, allow_binary=allow_binary, max_seq_length=max_seq_length)
     except ValueError as err:
-        raise UsageError(f"{flag}: {err}") from None
+        message = str(err)
+        if message.startswith("max_seq_length="):
+            raise UsageError(f"--max-seq-length: {message}") from None
+        raise UsageError(f"{flag}: {message}") from None
 
 
 def _from_args(cls, args):
@@ -320,21 +323,21 @@ def _train_kwargs(args) -> dict:
                   train_files=args.train_files, doc_stride=args.doc_stride, max_answer_length=args.max_answer_length,
                   eval_files=args.eval_files, save_steps=args.save_steps, save_total_limit=args.save_total_limit,
                   resume_from_checkpoint=args.resume_from_checkpoint)
-    if args.save_steps is not None and args.save_steps <= 0:
-        raise UsageError(f"--save-steps must be a positive number of steps, got {args.save_steps}")
-    if args.save_total_limit is not None and args.save_total_limit <= 0:
-        raise UsageError(f"--save-total-limit must be a positive number of checkpoints, got {args.save_total_limit}")
-    if args.min_train_tokens is not None:
-        if args.min_train_tokens <= 0:
-            raise UsageError(f"--min-train-tokens must be a positive number of tokens, got {args.min_train_tokens}")
-        if args.task in ("mlm", "squad"):
-            raise UsageError(f"--min-train-tokens filters GLUE training examples, not --task {args.task}")
+    from .recipes import OTHER_TASKS, TrainingOptions
+
+    try:  # each value checked once, by TrainingOptions; the message names the flag
+        TrainingOptions(**{k: v for k, v in kwargs.items() if k in TrainingOptions.__dataclass_fields__})
+    except ValueError as err:
+        name, _, rest = str(err).partition(" ")
+        raise UsageError(f"--{name.replace('_', '-')} {rest}") from None
+    if args.min_train_tokens is not None and args.task in OTHER_TASKS:
+        raise UsageError(f"--min-train-tokens filters GLUE training examples, not --task {args.task}")
     if args.resume_from_checkpoint is not None and getattr(args, "multi_step", None):
         if args.resume_from_checkpoint.lower() != "last":
             raise UsageError("--resume-from-checkpoint: with --multi-step only 'last' (each stage resumes from its "
                              f"own newest checkpoint), not {args.resume_from_checkpoint}")
     elif args.resume_from_checkpoint is not None:
-        from .recipes import TrainingOptions, _resume_checkpoint, partial_dir
+        from .recipes import _resume_checkpoint, partial_dir
 
         try:
             _resume_checkpoint(TrainingOptions(resume_from_checkpoint=args.resume_from_checkpoint),
@@ -425,7 +428,7 @@ def _compare(named_models: dict, args, float_activations=None) -> list[dict]:
 
 def cmd_finetune(args):
     _check_task(args)
-    _check_model(args.model, "--model", allow_binary=False)
+    _check_model(args.model, "--model", allow_binary=False, max_seq_length=args.max_seq_length)
     from .recipes import finetune
 
     pruning = _pruning(args)
@@ -445,7 +448,7 @@ def cmd_finetune(args):
 
 def cmd_distill(args):
     _check_task(args)
-    _check_model(args.teacher, "--teacher", allow_binary=False)
+    _check_model(args.teacher, "--teacher", allow_binary=False, max_seq_length=args.max_seq_length)
     if args.student_init is not None:
         _check_model(args.student_init, "--student-init", allow_binary=False)
     from .recipes import distill, parse_schedule
@@ -486,7 +489,7 @@ def cmd_prune(args):
     _check_task(args)
     if args.task == "squad":
         raise UsageError("--task squad: prune works on masked LM and GLUE tasks")
-    _check_model(args.model, "--model", allow_binary=False)
+    _check_model(args.model, "--model", allow_binary=False, max_seq_length=args.max_seq_length)
     if args.multi_step:
         raise UsageError("--multi-step: prune distils one full-precision model; use distill --prune for a student")
     pruning = _pruning(args)
@@ -509,7 +512,7 @@ def cmd_prune(args):
 def cmd_evaluate(args):
     _check_task(args)
     for model in args.model:
-        _check_model(model, "--model", allow_binary=True)
+        _check_model(model, "--model", allow_binary=True, max_seq_length=args.max_seq_length)
     rows = _compare({m: m for m in args.model}, args, float_activations=args.float_activations)
     if args.output_dir:
         _print_table(rows, args.output_dir)

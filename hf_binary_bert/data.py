@@ -25,6 +25,7 @@ Example:
 from __future__ import annotations
 
 import csv
+import logging
 import os
 import threading
 from collections.abc import Iterator, Mapping, Sequence
@@ -38,6 +39,7 @@ __all__ = [
     "GLUE_TASKS",
     "GlueTask",
     "get_glue_task",
+    "keep_min_tokens",
     "load_glue",
     "load_text_blocks",
     "mlm_collator",
@@ -48,6 +50,7 @@ __all__ = [
 ]
 
 PathLike = str | os.PathLike
+logger = logging.getLogger(__name__)
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -423,6 +426,26 @@ def tokenize_glue(
     if all("label" in split.column_names for split in splits):
         dataset = dataset.rename_column("label", "labels")
     return dataset
+
+
+def keep_min_tokens(dataset: datasets.Dataset, n: int) -> datasets.Dataset:
+    """The rows of a tokenized dataset (`tokenize_glue`'s output) whose `input_ids` hold at least `n` tokens, special
+    tokens included, in their order. SST-2's training split is mostly Stanford Sentiment Treebank phrases (58 % of
+    its rows have at most 8 words) while its dev split holds whole sentences: `n` keeps the sentence-like rows.
+
+    Raises:
+        ValueError: `n` is not a positive integer, or no row is that long (the message gives the longest).
+    """
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"min_train_tokens must be a positive number of tokens, got {n!r}")
+    kept = dataset.filter(lambda batch: [len(ids) >= n for ids in batch["input_ids"]], batched=True,
+                          desc=f"Examples of >= {n} tokens")
+    if len(kept) == 0:
+        longest = max((len(ids) for ids in dataset["input_ids"]), default=0)
+        raise ValueError(f"min_train_tokens={n} keeps none of the {len(dataset)} training examples (the longest has "
+                         f"{longest} tokens)")
+    logger.info("min_train_tokens=%d: %d of %d training examples kept", n, len(kept), len(dataset))
+    return kept
 
 
 # --------------------------------------------------------------------------------------------------------------------

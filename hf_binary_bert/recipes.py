@@ -32,7 +32,7 @@ from transformers import (
     default_data_collator,
 )
 
-from .data import get_glue_task, load_glue, load_text_blocks, mlm_collator, tokenize_glue
+from .data import get_glue_task, keep_min_tokens, load_glue, load_text_blocks, mlm_collator, tokenize_glue
 from .distillation import DistillationTrainer, DistillationTrainingArguments
 from .distillation.arguments import parse_schedule  # re-exported: the multi-step schedule is an argument
 from .format import COMPONENTS, checkpoint_size_report
@@ -83,11 +83,13 @@ def resolve_model(name: str | os.PathLike) -> str:
     return str(name)
 
 
-def check_model(name: str, *, allow_binary: bool = True) -> str:
-    """Resolve `name` and check that it is a BERT (or, with `allow_binary`, a binarized BERT) checkpoint.
+def check_model(name: str, *, allow_binary: bool = True, max_seq_length: int | None = None) -> str:
+    """Resolve `name` and check that it is a BERT (or, with `allow_binary`, a binarized BERT) checkpoint, and, when
+    `max_seq_length` is given, that its position table holds that many tokens.
 
     Raises:
-        ValueError: naming the model, when it cannot be found or is not a BERT.
+        ValueError: naming the model, when it cannot be found, is not a BERT, or has fewer than `max_seq_length`
+            positions (`config.max_position_embeddings`).
     """
     path = resolve_model(name)
     if path.startswith(("/", "./", "../", "~")) and not os.path.isdir(os.path.expanduser(path)):
@@ -99,6 +101,9 @@ def check_model(name: str, *, allow_binary: bool = True) -> str:
     allowed = ("bert", "binary_bert") if allow_binary else ("bert",)
     if config.model_type not in allowed:
         raise ValueError(f"model {name!r} is a {config.model_type!r} model, not a BERT (expected one of {list(allowed)})")
+    if max_seq_length is not None and max_seq_length > config.max_position_embeddings:
+        raise ValueError(f"max_seq_length={max_seq_length} is longer than model {name!r} allows "
+                         f"(max_position_embeddings={config.max_position_embeddings})")
     return path
 
 
@@ -142,22 +147,6 @@ def _subset(dataset, n, seed):
     if dataset is None or n is None or n >= len(dataset):
         return dataset
     return dataset.shuffle(seed=seed).select(range(n))
-
-
-def _min_tokens(dataset, n: int):
-    """The rows of a tokenized dataset whose `input_ids` hold at least `n` tokens (in their order).
-
-    Raises:
-        ValueError: no row is that long (the message gives the longest).
-    """
-    kept = dataset.filter(lambda batch: [len(ids) >= n for ids in batch["input_ids"]], batched=True,
-                          desc=f"Examples of >= {n} tokens")
-    if len(kept) == 0:
-        longest = max((len(ids) for ids in dataset["input_ids"]), default=0)
-        raise ValueError(f"min_train_tokens={n} keeps none of the {len(dataset)} training examples (the longest has "
-                         f"{longest} tokens)")
-    logger.info("min_train_tokens=%d: %d of %d training examples kept", n, len(kept), len(dataset))
-    return kept
 
 
 def fixed_masks(blocks, tokenizer, seed: int = 0, mlm_probability: float = 0.15, whole_word_mask: bool = False):
@@ -266,7 +255,7 @@ def load_task_data(
     data = tokenize_glue(raw, tokenizer, glue, max_seq_length=max_seq_length)
     train_split = data.get("train") if train else None
     if train_split is not None and min_train_tokens is not None:
-        train_split = _min_tokens(train_split, min_train_tokens)
+        train_split = keep_min_tokens(train_split, min_train_tokens)
     return TaskData(
         train=_subset(train_split, max_train_samples, seed),
         eval=_subset(data.get("validation"), max_eval_samples, seed),
@@ -344,6 +333,28 @@ class TrainingOptions:
     # a checkpoint folder to resume from, or "last" / True: the newest in the run's working folder (`partial_dir`)
     resume_from_checkpoint: str | bool | None = None
 
+    def __post_init__(self):
+        """Raises `ValueError` naming the field for a count that is not positive or a fraction out of range, before
+        any data or model is loaded (the Trainer and the data loaders would fail later with their own names, or
+        silently train on `max_seq_length=0` / an over-long warm-up)."""
+        for name, unit in (("batch_size", "examples"), ("max_seq_length", "tokens"), ("logging_steps", "steps")):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive number of {unit}, got {value!r}")
+        for name, unit in (("max_steps", "optimizer steps"), ("max_train_samples", "examples"),
+                           ("max_eval_samples", "examples"), ("min_train_tokens", "tokens"),
+                           ("doc_stride", "tokens"), ("max_answer_length", "tokens"), ("save_steps", "steps"),
+                           ("save_total_limit", "checkpoints")):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise ValueError(f"{name} must be a positive number of {unit}, got {value!r}")
+        if not self.epochs > 0:
+            raise ValueError(f"epochs must be positive, got {self.epochs!r}")
+        if self.learning_rate is not None and not self.learning_rate > 0:
+            raise ValueError(f"learning_rate must be positive, got {self.learning_rate!r}")
+        if not 0 <= self.warmup_ratio < 1:
+            raise ValueError(f"warmup_ratio must be a fraction of the steps in [0, 1), got {self.warmup_ratio!r}")
+
 
 def _split_options(kwargs: dict) -> tuple[TrainingOptions, dict]:
     names = TrainingOptions.__dataclass_fields__
@@ -352,7 +363,7 @@ def _split_options(kwargs: dict) -> tuple[TrainingOptions, dict]:
 
 def _prepare_training(model: str, task: str, options: TrainingOptions):
     """Check the model, load its tokenizer and the task's data; the model must be a full-precision BERT."""
-    path = check_model(model, allow_binary=False)
+    path = check_model(model, allow_binary=False, max_seq_length=options.max_seq_length)
     tokenizer = AutoTokenizer.from_pretrained(path)
     data = load_task_data(task, tokenizer, data_dir=options.data_dir, dataset_name=options.dataset_name,
                           train_files=options.train_files,
@@ -937,7 +948,7 @@ def evaluate_model(
     Raises:
         ValueError: for `float_activations` on a full-precision model, or another value.
     """
-    path = check_model(model)
+    path = check_model(model, max_seq_length=max_seq_length)
     tokenizer = AutoTokenizer.from_pretrained(path)
     auto = {"mlm": AutoModelForMaskedLM, "squad": AutoModelForQuestionAnswering}.get(
         task, AutoModelForSequenceClassification)

@@ -47,6 +47,36 @@ def test_bad_arguments_exit_2_with_one_line_and_write_nothing(tmp_path, capsys, 
     assert not out.exists()
 
 
+@pytest.mark.parametrize("flag, value, needle", [
+    ("--batch-size", "0", "--batch-size must be a positive number of examples, got 0"),
+    ("--max-steps", "0", "--max-steps must be a positive number of optimizer steps, got 0"),
+    ("--epochs", "-1", "--epochs must be positive, got -1.0"),
+    ("--learning-rate", "0", "--learning-rate must be positive, got 0.0"),
+    ("--warmup-ratio", "1", "--warmup-ratio must be a fraction of the steps in [0, 1), got 1.0"),
+    ("--max-seq-length", "0", "--max-seq-length must be a positive number of tokens, got 0"),
+    ("--max-seq-length", "129", "--max-seq-length: max_seq_length=129 is longer than model"),
+    ("--max-train-samples", "0", "--max-train-samples must be a positive number of examples, got 0"),
+    ("--max-eval-samples", "-2", "--max-eval-samples must be a positive number of examples, got -2"),
+    ("--logging-steps", "0", "--logging-steps must be a positive number of steps, got 0"),
+])
+@pytest.mark.parametrize("command", ["finetune", "distill"])
+def test_bad_training_values_exit_2_naming_the_flag_and_write_nothing(tmp_path, capsys, tiny_teachers, command,
+                                                                      flag, value, needle):
+    """Values the Trainer or the data loaders would reject with a traceback in their own names (or, for
+    --max-seq-length 0 and --warmup-ratio >= 1, train on silently) stop before anything is loaded or written."""
+    out = tmp_path / "out"
+    model = ["--model" if command == "finetune" else "--teacher", str(tiny_teachers / "cls")]
+    _one_error_line(capsys, main([command, *model, "--task", "sst2", "--output-dir", str(out), "--max-steps", "1",
+                                  flag, value]), needle)
+    assert not out.exists() and not out.with_name("out.partial").exists()
+
+
+def test_evaluate_refuses_a_sequence_longer_than_the_position_table(capsys, tiny_teachers):
+    _one_error_line(capsys, main(["evaluate", "--model", str(tiny_teachers / "cls"), "--task", "sst2", "--max-seq-length", "200",
+                                  "--no-latency"]),
+                    "--max-seq-length: max_seq_length=200", "(max_position_embeddings=128)")
+
+
 def test_a_command_destroys_the_process_group_its_launch_set_up(tmp_path, capsys):
     # under torchrun the Trainer initializes the default group; a command ends it (cli.end_distributed), also when it
     # fails, or a gloo process can abort at exit. A real one-process gloo group here.

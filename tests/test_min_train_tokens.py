@@ -74,7 +74,7 @@ def test_cli_option_trains_on_the_long_examples_and_records_it(tmp_path, capsys,
         main([*base, "--output-dir", str(out), "--min-train-tokens", "14"])
     assert not out.exists() and not out.with_name(out.name + ".partial").exists()
     assert main(["distill", "--teacher", str(teacher), "--task", "mlm", "--train-files", str(sst2_dir / "train.tsv"),
-                 "--output-dir", str(out), "--min-train-tokens", "4"]) == 2
+                 "--output-dir", str(out), "--max-seq-length", "32", "--min-train-tokens", "4"]) == 2
     assert "--min-train-tokens filters GLUE training examples, not --task mlm" in capsys.readouterr().err
     out = tmp_path / "student"
     assert main([*base, "--output-dir", str(out), "--min-train-tokens", "8"]) == 0

@@ -77,6 +77,17 @@ def test_csv_files_without_task_name(script, teacher, tmp_path):
     assert results["train"]["train_samples"] == 20 and results["eval"]["eval_samples"] == 20
     assert json.loads((out / "config.json").read_text())["packed_weights"] is True
     assert (out / "flops.json").exists()
+    # --min_train_tokens 9 keeps the 9-token rows ([CLS] dull , lifeless … [SEP]), then --max_train_samples samples
+    # them; the 7-token rows stay in the validation data
+    long = script.main(["--teacher_model_name_or_path", str(teacher), "--train_file", str(tmp_path / "train.csv"),
+                        "--validation_file", str(tmp_path / "dev.csv"), "--do_train", "--do_eval",
+                        "--output_dir", str(tmp_path / "long"), "--min_train_tokens", "9", "--max_train_samples", "6",
+                        *COMMON])
+    assert long["train"]["train_samples"] == 6 and long["eval"]["eval_samples"] == 20
+    with pytest.raises(ValueError, match="min_train_tokens=10 keeps none of the 20 training examples"):
+        script.main(["--teacher_model_name_or_path", str(teacher), "--train_file", str(tmp_path / "train.csv"),
+                     "--do_train", "--output_dir", str(tmp_path / "none"), "--min_train_tokens", "10", *COMMON])
+    assert not (tmp_path / "none").exists()
 
 
 def test_bad_arguments(script, teacher, tmp_path):
@@ -85,6 +96,8 @@ def test_bad_arguments(script, teacher, tmp_path):
         script.main([*base, "--task_name", "squad"])
     with pytest.raises(ValueError, match="--task_name"):
         script.main(base)
+    with pytest.raises(ValueError, match="--min_train_tokens must be a positive number of tokens, got 0"):
+        script.main([*base, "--task_name", "sst2", "--min_train_tokens", "0"])
     with pytest.raises(ValueError, match="W1A3"):
         script.main([*base, "--task_name", "sst2", "--multi_step", "W1A4,W1A3"])
     assert not (tmp_path / "out").exists()
