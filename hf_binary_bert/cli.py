@@ -254,10 +254,23 @@ def _task_name(task: str) -> str:
         raise UsageError(f"--task: {err}") from None
 
 
+def _usage_from_value_error(err: ValueError) -> UsageError:
+    """`recipes`' "field_name must be …" as "--field-name must be …"."""
+    name, _, rest = str(err).partition(" ")
+    return UsageError(f"--{name.replace('_', '-')} {rest}")
+
+
 def _check_task(args):
+    from .recipes import _check_count
+
     args.task = _task_name(args.task)
     if args.max_seq_length is None:
         args.max_seq_length = 384 if args.task == "squad" else 128
+    try:  # the commands' shared data values (training values: `_train_kwargs`)
+        _check_count("max_seq_length", args.max_seq_length, "tokens")
+        _check_count("max_eval_samples", args.max_eval_samples, "examples")
+    except ValueError as err:
+        raise _usage_from_value_error(err) from None
     if args.task not in ("mlm", "squad"):
         if args.data_dir is not None and not os.path.isdir(args.data_dir):
             raise UsageError(f"--data-dir: no such folder: {args.data_dir}")
@@ -328,8 +341,7 @@ def _train_kwargs(args) -> dict:
     try:  # each value checked once, by TrainingOptions; the message names the flag
         TrainingOptions(**{k: v for k, v in kwargs.items() if k in TrainingOptions.__dataclass_fields__})
     except ValueError as err:
-        name, _, rest = str(err).partition(" ")
-        raise UsageError(f"--{name.replace('_', '-')} {rest}") from None
+        raise _usage_from_value_error(err) from None
     if args.min_train_tokens is not None and args.task in OTHER_TASKS:
         raise UsageError(f"--min-train-tokens filters GLUE training examples, not --task {args.task}")
     if args.resume_from_checkpoint is not None and getattr(args, "multi_step", None):

@@ -71,10 +71,15 @@ def test_bad_training_values_exit_2_naming_the_flag_and_write_nothing(tmp_path, 
     assert not out.exists() and not out.with_name("out.partial").exists()
 
 
-def test_evaluate_refuses_a_sequence_longer_than_the_position_table(capsys, tiny_teachers):
-    _one_error_line(capsys, main(["evaluate", "--model", str(tiny_teachers / "cls"), "--task", "sst2", "--max-seq-length", "200",
-                                  "--no-latency"]),
-                    "--max-seq-length: max_seq_length=200", "(max_position_embeddings=128)")
+def test_evaluate_refuses_bad_lengths_and_sample_counts(capsys, tiny_teachers):
+    """Before: --max-seq-length 0 scored untruncated inputs and --max-eval-samples 0 printed a row without metrics."""
+    base = ["evaluate", "--model", str(tiny_teachers / "cls"), "--task", "sst2", "--no-latency"]
+    _one_error_line(capsys, main([*base, "--max-seq-length", "200"]), "--max-seq-length: max_seq_length=200",
+                    "(max_position_embeddings=128)")
+    _one_error_line(capsys, main([*base, "--max-seq-length", "0"]),
+                    "--max-seq-length must be a positive number of tokens, got 0")
+    _one_error_line(capsys, main([*base, "--max-eval-samples", "0"]),
+                    "--max-eval-samples must be a positive number of examples, got 0")
 
 
 def test_a_command_destroys_the_process_group_its_launch_set_up(tmp_path, capsys):

@@ -6,7 +6,7 @@ import pytest
 from conftest import tiny_bert_config
 from transformers import BertForSequenceClassification
 
-from hf_binary_bert.recipes import TrainingOptions, check_model, finetune
+from hf_binary_bert.recipes import TrainingOptions, check_model, evaluate_model, finetune
 
 
 @pytest.mark.parametrize("field, value, message", [
@@ -53,3 +53,16 @@ def test_a_sequence_longer_than_the_position_table_is_refused_before_training(tm
     with pytest.raises(ValueError, match="max_seq_length=64 is longer than model"):
         finetune(str(model), "sst2", str(out), max_seq_length=64, max_steps=1)
     assert not out.exists() and not out.with_name("out.partial").exists()
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"max_seq_length": 0}, "max_seq_length must be a positive number of tokens, got 0"),
+    ({"max_eval_samples": 0}, "max_eval_samples must be a positive number of examples, got 0"),
+    ({"batch_size": 0}, "batch_size must be a positive number of examples, got 0"),
+    ({"latency_runs": 0}, "latency_runs must be a positive number of runs, got 0"),
+    ({"doc_stride": 0}, "doc_stride must be a positive number of tokens, got 0"),
+])
+def test_evaluate_model_refuses_counts_below_one(kwargs, message):
+    """Checked before the model is looked at: the missing folder would otherwise be the error."""
+    with pytest.raises(ValueError, match=f"^{message}$"):
+        evaluate_model("/nonexistent/model", "sst2", **kwargs)
