@@ -953,10 +953,10 @@ def evaluate_model(
         ValueError: for `float_activations` on a full-precision model, or another value; naming the argument, for a
             count below 1 or a `max_seq_length` past the model's `max_position_embeddings`.
     """
-    for name, value, unit in (("max_seq_length", max_seq_length, "tokens"), ("max_eval_samples", max_eval_samples,
-                              "examples"), ("doc_stride", doc_stride, "tokens"),
-                              ("max_answer_length", max_answer_length, "tokens"), ("batch_size", batch_size, "examples"),
-                              ("latency_runs", latency_runs, "runs")):
+    for name, value, unit in (("max_seq_length", max_seq_length, "tokens"),
+                              ("max_eval_samples", max_eval_samples, "examples"), ("doc_stride", doc_stride, "tokens"),
+                              ("max_answer_length", max_answer_length, "tokens"),
+                              ("batch_size", batch_size, "examples"), ("latency_runs", latency_runs, "runs")):
         _check_count(name, value, unit, optional=name not in ("max_seq_length", "batch_size", "latency_runs"))
     path = check_model(model, max_seq_length=max_seq_length)
     tokenizer = AutoTokenizer.from_pretrained(path)
