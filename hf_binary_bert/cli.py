@@ -367,6 +367,13 @@ def _train_kwargs(args) -> dict:
 
 def _schedule_kwargs(args, stage_bits) -> dict:
     """`distill`'s multi-step keywords, validated (the budget split is computed once here to check it)."""
+    from .distillation.stages import check_collapse_threshold
+
+    if args.collapse_threshold is not None:
+        try:
+            check_collapse_threshold(args.collapse_threshold)
+        except ValueError as err:
+            raise _usage_from_value_error(err) from None
     weights = args.stage_attention_loss_weights
     if not stage_bits:
         for flag, value in (("--stage-budget", args.stage_budget), ("--steps-per-stage", args.steps_per_stage),

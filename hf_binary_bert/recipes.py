@@ -729,6 +729,7 @@ def distill(
     from .distillation.stages import (
         COLLAPSE_THRESHOLD,
         StageCollapseError,
+        check_collapse_threshold,
         prediction_logits,
         stage_diagnostics,
         stages_markdown,
@@ -738,6 +739,7 @@ def distill(
     if on_collapse not in ON_COLLAPSE:
         raise ValueError(f"on_collapse must be one of {list(ON_COLLAPSE)}, got {on_collapse!r}")
     threshold = COLLAPSE_THRESHOLD if collapse_threshold is None else collapse_threshold
+    check_collapse_threshold(threshold)
     options, extra = _split_options(kwargs)
     if stage_bits:
         budgets = stage_steps(len(stage_bits), max_steps=options.max_steps, epochs=options.epochs,

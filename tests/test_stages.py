@@ -12,6 +12,7 @@ from hf_binary_bert import BinaryBertForSequenceClassification
 from hf_binary_bert.data import load_glue, write_holdout_split
 from hf_binary_bert.distillation.stages import (
     StageCollapseError,
+    check_collapse_threshold,
     parse_stage_budget,
     split_budget,
     stage_diagnostics,
@@ -228,6 +229,19 @@ def test_stage_table_measures_the_saved_student(tmp_path, stsb_teacher):
     assert last["metrics"]["spearmanr"] == pytest.approx(saved["spearmanr"], rel=1e-6, abs=1e-9)
 
 
+def test_collapse_threshold_is_a_skill_below_one(tmp_path, stsb_teacher):
+    for ok in (0.1, 0, -5, 0.999):
+        check_collapse_threshold(ok)
+    for bad in (1, 1.5, float("nan"), "0.1", True, None):
+        with pytest.raises(ValueError, match="collapse_threshold must be a skill below 1"):
+            check_collapse_threshold(bad)
+    teacher, data_dir = stsb_teacher
+    out = tmp_path / "never"
+    with pytest.raises(ValueError, match=r"got 2\.0"):
+        distill(str(teacher), "stsb", str(out), data_dir=str(data_dir), collapse_threshold=2.0, max_steps=1)
+    assert not out.exists() and not (tmp_path / "never.partial").exists()
+
+
 def test_markdown_marks_collapse():
     rows = [{"stage": "teacher", "metrics": {"pearson": 0.8}, "loss_vs_original": 0.0, "skill": 1.0,
              "prediction_std": 1.2, "teacher_prediction_std": 1.2},
@@ -257,7 +271,9 @@ def test_cli_budget_flags_are_checked_before_anything_is_written(tmp_path, capsy
                           (["--multi-step", "W1A4,W1A1", "--stage-attention-loss-weights", "1", "0",
                             "--attention-loss-weight", "1"], "not both"),
                           (["--original-teacher-stages", "2"], "--original-teacher-stages needs --multi-step"),
-                          (["--multi-step", "W1A4,W1A1", "--original-teacher-stages", "3"], "from 1 to 2")):
+                          (["--multi-step", "W1A4,W1A1", "--original-teacher-stages", "3"], "from 1 to 2"),
+                          (["--collapse-threshold", "1"], "--collapse-threshold must be a skill below 1"),
+                          (["--multi-step", "W1A4,W1A1", "--collapse-threshold", "nan"], "got nan")):
         assert main(base + extra) == 2
         err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
         assert len(err) == 1 and needle in err[0], err

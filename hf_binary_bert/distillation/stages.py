@@ -22,6 +22,7 @@ __all__ = [
     "COLLAPSE_THRESHOLD",
     "STAGE_BUDGETS",
     "StageCollapseError",
+    "check_collapse_threshold",
     "parse_stage_budget",
     "prediction_logits",
     "split_budget",
@@ -34,6 +35,15 @@ COLLAPSE_THRESHOLD = 0.1
 
 STAGE_BUDGETS = {"even": None}
 """Named stage budgets for `parse_stage_budget` (`"even"`: equal shares; the default share is in `recipes`)."""
+
+
+def check_collapse_threshold(threshold) -> None:
+    """Raises `ValueError` unless `threshold` is a real number below 1: a skill of 1 is the teacher's own, so a
+    threshold of 1 or more would call every student collapsed (any number below 1 is allowed; a very negative one
+    turns the check off)."""
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not threshold < 1:
+        raise ValueError(f"collapse_threshold must be a skill below 1 (1 = the teacher's own predictions), "
+                         f"got {threshold!r}")
 
 
 class StageCollapseError(RuntimeError):
