@@ -652,7 +652,17 @@ def cmd_demo(args):
 
     if not os.path.isdir(args.data_dir):
         raise UsageError(f"--data-dir: no such folder: {args.data_dir} (run from the repository root)")
-    _check_model(args.teacher_model, "--teacher-model", allow_binary=False)
+    for name in ("train.tsv", "dev.tsv"):
+        if not os.path.isfile(os.path.join(args.data_dir, name)):
+            raise UsageError(f"--data-dir: {args.data_dir} has no {name} (it should be GLUE's SST-2 folder)")
+    for flag, steps in (("--teacher-steps", args.teacher_steps), ("--student-steps", args.student_steps)):
+        if steps < 0:
+            raise UsageError(f"{flag} must be a number of steps >= 0 (0 = one epoch), got {steps}")
+    if not args.student_learning_rate > 0:
+        raise UsageError(f"--student-learning-rate must be positive, got {args.student_learning_rate}")
+    if args.max_seq_length < 1:
+        raise UsageError(f"--max-seq-length must be a positive number of tokens, got {args.max_seq_length}")
+    _check_model(args.teacher_model, "--teacher-model", allow_binary=False, max_seq_length=args.max_seq_length)
     if args.multi_step:
         raise UsageError("--multi-step: the demo distils one W1 student; use distill --multi-step")
     run_main_job(args, _binarization(args)[0])

@@ -82,6 +82,24 @@ def test_evaluate_refuses_bad_lengths_and_sample_counts(capsys, tiny_teachers):
                     "--max-eval-samples must be a positive number of examples, got 0")
 
 
+def test_demo_checks_its_values_before_training(tmp_path, capsys, tiny_teachers):
+    """Before: a folder without the TSVs or a negative step count ended in a traceback after the teacher loaded."""
+    out = tmp_path / "demo"
+    sst2 = str(DATA / "glue/SST-2")
+    base = ["demo", "--output-dir", str(out), "--teacher-model", str(tiny_teachers / "cls")]
+    _one_error_line(capsys, main([*base, "--data-dir", str(tmp_path)]), "--data-dir", "has no train.tsv")
+    _one_error_line(capsys, main([*base, "--data-dir", sst2, "--teacher-steps", "-1"]),
+                    "--teacher-steps must be a number of steps >= 0 (0 = one epoch), got -1")
+    _one_error_line(capsys, main([*base, "--data-dir", sst2, "--student-steps", "-3"]), "--student-steps", "got -3")
+    _one_error_line(capsys, main([*base, "--data-dir", sst2, "--student-learning-rate", "0"]),
+                    "--student-learning-rate must be positive, got 0.0")
+    _one_error_line(capsys, main([*base, "--data-dir", sst2, "--max-seq-length", "0"]),
+                    "--max-seq-length must be a positive number of tokens, got 0")
+    _one_error_line(capsys, main([*base, "--data-dir", sst2, "--max-seq-length", "129"]),
+                    "--max-seq-length: max_seq_length=129 is longer than model")
+    assert not out.exists()
+
+
 def test_a_command_destroys_the_process_group_its_launch_set_up(tmp_path, capsys):
     # under torchrun the Trainer initializes the default group; a command ends it (cli.end_distributed), also when it
     # fails, or a gloo process can abort at exit. A real one-process gloo group here.
