@@ -361,6 +361,7 @@ def test_original_teacher_stages_teach_the_chosen_stage(tmp_path, monkeypatch, s
 def test_cli_gradient_checkpointing_reaches_the_training_arguments():
     from hf_binary_bert.cli import _train_kwargs, build_parser
 
-    base = ["distill", "--teacher", "t", "--task", "stsb", "--output-dir", "o"]
+    # --max-seq-length given: the commands fill in its default (`_check_task`) before `_train_kwargs` checks it
+    base = ["distill", "--teacher", "t", "--task", "stsb", "--output-dir", "o", "--max-seq-length", "128"]
     assert _train_kwargs(build_parser().parse_args(base + ["--gradient-checkpointing"]))["gradient_checkpointing"]
     assert "gradient_checkpointing" not in _train_kwargs(build_parser().parse_args(base))
