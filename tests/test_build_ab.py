@@ -31,20 +31,20 @@ def test_one_tree_twice_times_side_by_side_with_equal_outputs(tmp_path):
 
 def test_idle_sleeps_before_each_timed_forward_and_does_not_time_it(tmp_path):
     """`--idle`: every worker sleeps before each forward (2 rounds, the warm-up included, × 2 workers × a burst of 3:
-    12 sleeps of 0.05 s), the report says so, and the times are the forwards' alone (a small model's: well under the
-    sleep)."""
+    12 sleeps of 0.2 s), the report says so, and the times are the forwards' alone (a small model's: well under the
+    sleep, even on a loaded machine, where one took 42 ms)."""
     import time
 
     out = tmp_path / "ab.md"
     start = time.perf_counter()
     _build_ab().main(["--small", "--trees", f"{ROOT},{ROOT}", "--processes", "1", "--variants", "ours-W1A1",
-                      "--shapes", "1x16", "--rounds", "1", "--burst", "3", "--idle", "0.05", "--markdown", str(out)])
-    assert time.perf_counter() - start >= 12 * 0.05
+                      "--shapes", "1x16", "--rounds", "1", "--burst", "3", "--idle", "0.2", "--markdown", str(out)])
+    assert time.perf_counter() - start >= 12 * 0.2
     text = out.read_text()
-    assert "(each after 0.05 s of sleep)" in text
+    assert "(each after 0.2 s of sleep)" in text
     rows = [line for line in text.splitlines() if line.startswith("| ours-")]
     assert len(rows) == 2 and all(row.endswith("| yes |") for row in rows)
-    assert all(float(row.split("|")[4]) < 40 for row in rows)  # median ms
+    assert all(float(row.split("|")[4]) < 150 for row in rows)  # median ms, under the 200 ms sleep
 
 
 def test_bad_trees_are_refused_by_name(tmp_path, capsys):
