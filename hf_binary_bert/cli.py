@@ -261,14 +261,14 @@ def _usage_from_value_error(err: ValueError) -> UsageError:
 
 
 def _check_task(args):
-    from .recipes import _check_count
+    from .checks import check_count
 
     args.task = _task_name(args.task)
     if args.max_seq_length is None:
         args.max_seq_length = 384 if args.task == "squad" else 128
     try:  # the commands' shared data values (training values: `_train_kwargs`)
-        _check_count("max_seq_length", args.max_seq_length, "tokens")
-        _check_count("max_eval_samples", args.max_eval_samples, "examples")
+        check_count("max_seq_length", args.max_seq_length, "tokens")
+        check_count("max_eval_samples", args.max_eval_samples, "examples")
     except ValueError as err:
         raise _usage_from_value_error(err) from None
     if args.task not in ("mlm", "squad"):
@@ -660,8 +660,12 @@ def cmd_demo(args):
             raise UsageError(f"{flag} must be a number of steps >= 0 (0 = one epoch), got {steps}")
     if not args.student_learning_rate > 0:
         raise UsageError(f"--student-learning-rate must be positive, got {args.student_learning_rate}")
-    if args.max_seq_length < 1:
-        raise UsageError(f"--max-seq-length must be a positive number of tokens, got {args.max_seq_length}")
+    from .checks import check_count
+
+    try:
+        check_count("max_seq_length", args.max_seq_length, "tokens")
+    except ValueError as err:
+        raise _usage_from_value_error(err) from None
     _check_model(args.teacher_model, "--teacher-model", allow_binary=False, max_seq_length=args.max_seq_length)
     if args.multi_step:
         raise UsageError("--multi-step: the demo distils one W1 student; use distill --multi-step")

@@ -35,6 +35,8 @@ import datasets
 from datasets.fingerprint import Hasher
 from transformers import DataCollatorForLanguageModeling, PreTrainedTokenizerBase
 
+from .checks import check_count
+
 __all__ = [
     "GLUE_TASKS",
     "GlueTask",
@@ -436,8 +438,7 @@ def keep_min_tokens(dataset: datasets.Dataset, n: int) -> datasets.Dataset:
     Raises:
         ValueError: `n` is not a positive integer, or no row is that long (the message gives the longest).
     """
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ValueError(f"min_train_tokens must be a positive number of tokens, got {n!r}")
+    check_count("min_train_tokens", n, "tokens", optional=False)
     kept = dataset.filter(lambda batch: [len(ids) >= n for ids in batch["input_ids"]], batched=True,
                           desc=f"Examples of >= {n} tokens")
     if len(kept) == 0:

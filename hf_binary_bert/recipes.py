@@ -32,6 +32,7 @@ from transformers import (
     default_data_collator,
 )
 
+from .checks import check_count
 from .data import get_glue_task, keep_min_tokens, load_glue, load_text_blocks, mlm_collator, tokenize_glue
 from .distillation import DistillationTrainer, DistillationTrainingArguments
 from .distillation.arguments import parse_schedule  # re-exported: the multi-step schedule is an argument
@@ -219,8 +220,7 @@ def load_task_data(
         ValueError: `min_train_tokens` below 1, given for `mlm` or `squad`, or keeping no training example.
     """
     if min_train_tokens is not None:
-        if min_train_tokens < 1:
-            raise ValueError(f"min_train_tokens must be a positive number of tokens, got {min_train_tokens}")
+        check_count("min_train_tokens", min_train_tokens, "tokens")
         if task in OTHER_TASKS:
             raise ValueError(f"min_train_tokens filters GLUE training examples; task {task!r} has fixed-length "
                              "blocks or windows")
@@ -304,14 +304,6 @@ def _squad_task_data(tokenizer, train_files, eval_files, *, max_seq_length, doc_
                     evaluate_fn=evaluate_fn)
 
 
-def _check_count(name: str, value, unit: str, *, optional: bool = True) -> None:
-    """Raises `ValueError` naming `name` unless `value` is an int >= 1 (or None, when `optional`)."""
-    if value is None and optional:
-        return
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive number of {unit}, got {value!r}")
-
-
 @dataclass
 class TrainingOptions:
     """Data and schedule of one training run (`finetune` or `distill`); every other keyword those functions get is
@@ -346,12 +338,12 @@ class TrainingOptions:
         any data or model is loaded (the Trainer and the data loaders would fail later with their own names, or
         silently train on `max_seq_length=0` / an over-long warm-up)."""
         for name, unit in (("batch_size", "examples"), ("max_seq_length", "tokens"), ("logging_steps", "steps")):
-            _check_count(name, getattr(self, name), unit, optional=False)
+            check_count(name, getattr(self, name), unit, optional=False)
         for name, unit in (("max_steps", "optimizer steps"), ("max_train_samples", "examples"),
                            ("max_eval_samples", "examples"), ("min_train_tokens", "tokens"),
                            ("doc_stride", "tokens"), ("max_answer_length", "tokens"), ("save_steps", "steps"),
                            ("save_total_limit", "checkpoints")):
-            _check_count(name, getattr(self, name), unit)
+            check_count(name, getattr(self, name), unit)
         if not self.epochs > 0:
             raise ValueError(f"epochs must be positive, got {self.epochs!r}")
         if self.learning_rate is not None and not self.learning_rate > 0:
@@ -955,11 +947,12 @@ def evaluate_model(
         ValueError: for `float_activations` on a full-precision model, or another value; naming the argument, for a
             count below 1 or a `max_seq_length` past the model's `max_position_embeddings`.
     """
-    for name, value, unit in (("max_seq_length", max_seq_length, "tokens"),
-                              ("max_eval_samples", max_eval_samples, "examples"), ("doc_stride", doc_stride, "tokens"),
-                              ("max_answer_length", max_answer_length, "tokens"),
-                              ("batch_size", batch_size, "examples"), ("latency_runs", latency_runs, "runs")):
-        _check_count(name, value, unit, optional=name not in ("max_seq_length", "batch_size", "latency_runs"))
+    for name, value, unit in (("max_seq_length", max_seq_length, "tokens"), ("batch_size", batch_size, "examples"),
+                              ("latency_runs", latency_runs, "runs")):
+        check_count(name, value, unit, optional=False)
+    for name, value, unit in (("max_eval_samples", max_eval_samples, "examples"), ("doc_stride", doc_stride, "tokens"),
+                              ("max_answer_length", max_answer_length, "tokens")):
+        check_count(name, value, unit)
     path = check_model(model, max_seq_length=max_seq_length)
     tokenizer = AutoTokenizer.from_pretrained(path)
     auto = {"mlm": AutoModelForMaskedLM, "squad": AutoModelForQuestionAnswering}.get(

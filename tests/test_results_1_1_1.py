@@ -121,28 +121,21 @@ def test_the_w1a1_student_with_the_16_bit_table_runs_on_sst2_and_stsb(script, tm
             "--max-seq-length 128") in stsb
 
 
-def test_the_w1a1_student_on_long_examples_runs_on_sst2_only(script, tmp_path):
-    """`W1A1-fp32-min11`: the `W1A1-fp32` command with `--min-train-tokens 11`, on SST-2 and no other task."""
-    script.main(["--out", str(tmp_path / "out"), "--tasks", "sst2", "rte", "stsb", "--students", "W1A1-fp32-min11",
-                 "--seeds", "43", "--teacher", "sst2=/nowhere/teacher", "--teacher", "stsb=/nowhere/stsb-teacher",
+@pytest.mark.parametrize("student, seed, options, absent", [
+    # the `W1A1-fp32` command with `--min-train-tokens 11`
+    ("W1A1-fp32-min11", "43", "--multi-step W1A4,W1A2,W1A1 --fp-dtype float32", None),
+    # W1A4 -> W1A1 over the 1000 steps (no W1A2 stage), float32 parts, examples of at least 11 tokens
+    ("W1A1-2step-fp32-min11", "42", "--multi-step W1A4,W1A1 --fp-dtype float32", "W1A2"),
+])
+def test_the_w1a1_students_on_long_examples_run_on_sst2_only(script, tmp_path, student, seed, options, absent):
+    script.main(["--out", str(tmp_path / "out"), "--tasks", "sst2", "rte", "stsb", "--students", student,
+                 "--seeds", seed, "--teacher", "sst2=/nowhere/teacher", "--teacher", "stsb=/nowhere/stsb-teacher",
                  "--dry-run"])
     commands = (tmp_path / "out" / "commands.txt").read_text().splitlines()
-    assert len(commands) == 1 and "--task sst2" in commands[0] and "W1A1-fp32-min11-seed43" in commands[0]
-    assert ("--activation-bits 1 --multi-step W1A4,W1A2,W1A1 --fp-dtype float32 --min-train-tokens 11 "
-            "--max-steps 1000 --max-seq-length 64") in commands[0]
-
-
-def test_the_two_step_w1a1_student_on_long_examples_runs_on_sst2_only(script, tmp_path):
-    """`W1A1-2step-fp32-min11`: W1A4 -> W1A1 over the 1000 steps (no W1A2 stage), float32 parts, examples of at
-    least 11 tokens; SST-2 only."""
-    script.main(["--out", str(tmp_path / "out"), "--tasks", "sst2", "rte", "--students", "W1A1-2step-fp32-min11",
-                 "--seeds", "42", "--teacher", "sst2=/nowhere/teacher", "--teacher", "rte=/nowhere/rte-teacher",
-                 "--dry-run"])
-    commands = (tmp_path / "out" / "commands.txt").read_text().splitlines()
-    assert len(commands) == 1 and "--task sst2" in commands[0] and "W1A1-2step-fp32-min11-seed42" in commands[0]
-    assert ("--activation-bits 1 --multi-step W1A4,W1A1 --fp-dtype float32 --min-train-tokens 11 "
-            "--max-steps 1000 --max-seq-length 64") in commands[0]
-    assert "W1A2" not in commands[0]
+    assert len(commands) == 1 and "--task sst2" in commands[0] and f"{student}-seed{seed}" in commands[0]
+    assert (f"--activation-bits 1 {options} --min-train-tokens 11 --max-steps 1000 --max-seq-length 64"
+            in commands[0])
+    assert absent is None or absent not in commands[0]
 
 
 def test_the_w1a8_student_with_the_16_bit_table_runs_on_sst2_and_stsb(script, tmp_path):
