@@ -42,12 +42,12 @@ class BinaryEmbedding(BinarizedWeightMixin, nn.Embedding):
         # F.embedding(input, self.quantized_weight()), without a binarized copy of the whole table per forward.
         rows = F.embedding(input, self.weight, self.padding_idx)
         if self.scale_mode == "mean_abs":
-            return rows.abs().mean(-1, keepdim=True) * sign_ste(rows, self.ste)
+            return self._mix(rows.abs().mean(-1, keepdim=True) * sign_ste(rows, self.ste), rows)
         alpha = F.embedding(input, self.weight_scale.unsqueeze(1), self.padding_idx)
         if not self.has_offset:
-            return alpha * sign_ste(rows, self.ste)
+            return self._mix(alpha * sign_ste(rows, self.ste), rows)
         gamma = F.embedding(input, self.weight_offset.unsqueeze(1), self.padding_idx)
-        return alpha * sign_ste(rows - gamma, self.ste) + gamma
+        return self._mix(alpha * sign_ste(rows - gamma, self.ste) + gamma, rows)
 
     @torch.no_grad()
     def freeze(self) -> "PackedBinaryEmbedding":

@@ -60,6 +60,15 @@ class BinarizedWeightMixin:
     scale_mode: str
     num_groups: int
     ste: str
+    # λ of progressive binarization (`DistillationArguments.binarization_ramp_ratio`): in training mode the forward
+    # uses λ·W_q + (1 − λ)·W; 1 (the default, and always in eval mode) is the binarized weight alone. A plain
+    # attribute, not a buffer: the state dict and the packed checkpoint do not change.
+    binarization_mix: float = 1.0
+
+    @property
+    def mixing(self) -> bool:
+        """True while a training forward blends the latent weight in (`binarization_mix` < 1)."""
+        return self.training and self.binarization_mix < 1
 
     def _init_binarization(self, weight_scale: str, num_groups: int, ste: str, device=None, dtype=None) -> None:
         if weight_scale not in ("mean_abs", "learned", "learned_offset"):
@@ -102,13 +111,22 @@ class BinarizedWeightMixin:
         )
 
     def quantized_weight(self) -> torch.Tensor:
-        """W_q = α·B + γ [rows, cols], differentiable through the STE."""
+        """W_q = α·B + γ [rows, cols], differentiable through the STE; while `mixing`, λ·W_q + (1 − λ)·W."""
         alpha, gamma = self.scales()
         rows = self.weight.shape[0]
         if gamma is None:
-            return per_row(alpha, rows) * sign_ste(self.weight, self.ste)
-        gamma_rows = per_row(gamma, rows)
-        return per_row(alpha, rows) * sign_ste(self.weight - gamma_rows, self.ste) + gamma_rows
+            w_q = per_row(alpha, rows) * sign_ste(self.weight, self.ste)
+        else:
+            gamma_rows = per_row(gamma, rows)
+            w_q = per_row(alpha, rows) * sign_ste(self.weight - gamma_rows, self.ste) + gamma_rows
+        return self._mix(w_q, self.weight)
+
+    def _mix(self, binarized: torch.Tensor, latent: torch.Tensor) -> torch.Tensor:
+        """λ·binarized + (1 − λ)·latent while `mixing`, else `binarized` (progressive binarization)."""
+        if not self.mixing:
+            return binarized
+        lam = self.binarization_mix
+        return lam * binarized + (1 - lam) * latent
 
     def packed_tensors(self, state: dict[str, torch.Tensor | None] | None = None) -> dict[str, torch.Tensor]:
         """This layer's binarized weight in packed form (`format.pack_weight`); the bias is not included. The one
@@ -302,7 +320,8 @@ class BinaryLinear(BinarizedWeightMixin, nn.Linear):
             # reference path's) values. Under autocast the plain path, whose matmul autocast casts.
             levels = None if quantizer.is_scaled_sign else (quantizer.q_n, quantizer.q_p)
             shift, step = quantizer.training_operands(input)
-            factored = self._factored_operands(input, shift, levels) if self.training else None
+            # the kernels compute the binarized weight only: none while the latent weight is blended in
+            factored = self._factored_operands(input, shift, levels) if self.training and not self.mixing else None
             if levels is None:
                 return _ScaledSignLinear.apply(input, shift, step, self.quantized_weight(), self.bias, factored)
             return _LSQLinear.apply(input, shift, step, self.quantized_weight(), self.bias, *levels, factored)

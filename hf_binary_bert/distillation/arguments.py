@@ -188,6 +188,13 @@ class DistillationArguments:
     the hidden states alone stays near the mean of the scores for hundreds of steps; with the attention KL it leaves
     the mean within 300 steps.
 
+    With `binarization_ramp_ratio` r > 0 (progressive binarization, as in progressive quantization: Zhuang et al.,
+    "Towards Effective Low-bitwidth Convolutional Neural Networks", CVPR 2018) each training forward of optimizer
+    step t of T uses W_λ = λ·W_q + (1 − λ)·W with λ = min(1, t / (r·T)) for every binarized weight and 1-bit
+    embedding table (`BinarizedWeightMixin.binarization_mix`): the student starts as the teacher whose latent
+    weights it copied instead of at the binarized model's output, which on STS-B has lost the input dependence
+    (docs/distillation.md). The kernels' factored forward needs λ = 1, so steps with λ < 1 run `F.linear`.
+
     With `two_stage=True` (TinyBERT / TernaryBERT / BinaryBERT's two-stage distillation) the first
     `intermediate_stage_ratio` of the optimizer steps use only the intermediate-layer terms (hidden, cosine,
     attention, DMD) and the rest only the prediction-layer terms (prediction, task).
@@ -195,7 +202,8 @@ class DistillationArguments:
     Raises:
         ValueError: for a negative weight, a non-positive temperature, `head_learning_rate`,
             `quantizer_learning_rate` or `original_teacher_every`, an unknown `attention_loss`,
-            `attention_distribution` or `dmd_targets` entry, an `intermediate_stage_ratio` outside (0, 1), or a two-stage setting without
+            `attention_distribution` or `dmd_targets` entry, an `intermediate_stage_ratio` outside (0, 1), a
+            `binarization_ramp_ratio` outside [0, 1), or a two-stage setting without
             terms for one of its stages.
     """
 
@@ -263,6 +271,13 @@ class DistillationArguments:
                           "the logged loss_prediction_original on every N-th optimizer step only (1: every step). "
                           "It is logged, not trained on, and costs a full-precision forward each time it runs."},
     )
+    binarization_ramp_ratio: float = field(
+        default=0.0,
+        metadata={"help": "Progressive binarization: over this share of each stage's optimizer steps every binarized "
+                          "weight moves from its latent float value to the binarized one, λ·W_q + (1 − λ)·W with λ "
+                          "rising linearly from 0 (the teacher's weights) to 1; 0: binarized from the first step. "
+                          "Training forwards only: evaluation and the saved student are binarized."},
+    )
     teacher_bf16: bool = field(default=False, metadata={"help": "Run the teacher forward under bf16 autocast."})
     train_in_fp_dtype: bool = field(
         default=False,
@@ -297,6 +312,8 @@ class DistillationArguments:
         bad = [t for t in self.dmd_targets if t not in ("query", "key", "value")]
         if bad or not self.dmd_targets:
             raise ValueError(f"dmd_targets must be a non-empty list from ['query', 'key', 'value'], got {self.dmd_targets!r}")
+        if not 0 <= self.binarization_ramp_ratio < 1:
+            raise ValueError(f"binarization_ramp_ratio must be in [0, 1), got {self.binarization_ramp_ratio}")
         if not 0 < self.intermediate_stage_ratio < 1:
             raise ValueError(f"intermediate_stage_ratio must be in (0, 1), got {self.intermediate_stage_ratio}")
         if self.two_stage:

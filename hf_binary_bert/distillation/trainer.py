@@ -9,12 +9,13 @@ import os
 import torch
 from transformers import PreTrainedModel, Trainer
 
-from .arguments import DistillationTrainingArguments
 from ..attention import record_softmax
 from ..binarization.activation import ActivationQuantizer
+from ..binarization.linear import BinarizedWeightMixin
 from ..binarization.ste import round_ste
 from ..binarization.swap import binarized_target
 from ..format import stored_dtypes
+from .arguments import DistillationTrainingArguments
 from .losses import (
     attention_distillation_loss,
     direction_matching_loss,
@@ -336,9 +337,31 @@ class DistillationTrainer(Trainer):
 
         return forward
 
+    def _set_binarization_mix(self, model) -> None:
+        """λ = min(1, step / (binarization_ramp_ratio·max_steps)) on every binarized weight of the student
+        (`DistillationArguments.binarization_ramp_ratio`)."""
+        ratio = self.args.binarization_ramp_ratio
+        if not ratio:
+            return
+        if getattr(self, "_binarized_modules", None) is None:
+            self._binarized_modules = [m for m in model.modules() if isinstance(m, BinarizedWeightMixin)]
+        lam = min(1.0, self.state.global_step / (ratio * self.state.max_steps)) if self.state.max_steps else 1.0
+        for module in self._binarized_modules:
+            module.binarization_mix = lam
+
+    def train(self, *args, **kwargs):
+        """`Trainer.train`; afterwards every binarized weight's λ is back at 1 (`binarization_ramp_ratio`), so a later
+        training forward (another stage, another trainer) does not inherit a blend."""
+        try:
+            return super().train(*args, **kwargs)
+        finally:
+            for module in getattr(self, "_binarized_modules", None) or ():
+                module.binarization_mix = 1.0
+
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         args = self.args
         if model.training:
+            self._set_binarization_mix(self.accelerator.unwrap_model(model))
             weights = args.loss_weights(self.state.global_step, self.state.max_steps)
         else:
             weights = args.loss_weights()

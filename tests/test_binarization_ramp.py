@@ -1,0 +1,101 @@
+"""Progressive binarization (`DistillationArguments.binarization_ramp_ratio`): λ·W_q + (1 − λ)·W in training
+forwards, λ rising linearly over a share of the steps, never in eval mode or in the saved student."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+from distill_helpers import tiny_teacher, toy_dataset
+
+from hf_binary_bert import BinaryBertForSequenceClassification, DistillationTrainer, DistillationTrainingArguments
+from hf_binary_bert.binarization.embedding import BinaryEmbedding
+from hf_binary_bert.binarization.linear import BinarizedWeightMixin, BinaryLinear
+
+
+def _linear():
+    torch.manual_seed(0)
+    layer = BinaryLinear(16, 8, weight_scale="learned_offset", num_groups=2)
+    with torch.no_grad():
+        layer.weight_scale.mul_(1.3)
+        layer.weight_offset.add_(0.01)
+    return layer
+
+
+@pytest.mark.parametrize("lam", [0.0, 0.25, 1.0])
+def test_linear_training_forward_blends_latent_and_binarized_weight(lam):
+    layer = _linear().train()
+    x = torch.randn(3, 16)
+    with torch.no_grad():
+        binarized = layer.quantized_weight()
+    layer.binarization_mix = lam
+    expected = F.linear(x, lam * binarized + (1 - lam) * layer.weight.detach(), layer.bias.detach())
+    torch.testing.assert_close(layer(x), expected, rtol=1e-5, atol=1e-6)
+    if lam == 0.0:  # the latent (teacher's) weight alone
+        torch.testing.assert_close(layer(x), F.linear(x, layer.weight, layer.bias), rtol=1e-5, atol=1e-6)
+    # eval mode: the binarized weight whatever λ says
+    layer.eval()
+    torch.testing.assert_close(layer(x), F.linear(x, binarized, layer.bias), rtol=0, atol=0)
+
+
+def test_blend_reaches_latent_weight_and_scales_through_autograd():
+    layer = _linear().train()
+    layer.binarization_mix = 0.25
+    layer(torch.randn(4, 16)).sum().backward()
+    assert layer.weight.grad.abs().sum() > 0 and layer.weight_scale.grad.abs().sum() > 0
+    layer.zero_grad()
+    layer.binarization_mix = 0.0  # α and γ do not enter the forward at λ = 0
+    layer(torch.randn(4, 16)).sum().backward()
+    assert layer.weight_scale.grad is None or layer.weight_scale.grad.abs().sum() == 0
+
+
+def test_embedding_training_forward_blends_rows():
+    torch.manual_seed(0)
+    table = BinaryEmbedding(10, 6, weight_scale="learned_offset").train()
+    ids = torch.tensor([[1, 2, 3]])
+    binarized = table(ids).detach()
+    table.binarization_mix = 0.5
+    torch.testing.assert_close(table(ids), 0.5 * binarized + 0.5 * table.weight[ids].detach(), rtol=1e-6, atol=1e-7)
+    table.eval()
+    torch.testing.assert_close(table(ids), binarized, rtol=0, atol=0)
+
+
+def _args(tmp_path, **kwargs):
+    defaults = dict(output_dir=str(tmp_path), per_device_train_batch_size=8, learning_rate=1e-3, report_to=[],
+                    use_cpu=True, disable_tqdm=True, save_strategy="no", seed=0, logging_steps=1)
+    defaults.update(kwargs)
+    return DistillationTrainingArguments(**defaults)
+
+
+def test_trainer_ramps_lambda_over_the_given_share_and_resets_it(tmp_path):
+    teacher = tiny_teacher()
+    student = BinaryBertForSequenceClassification.from_teacher(teacher, activation_bits=1, embedding_bits=1)
+    modules = [m for m in student.modules() if isinstance(m, BinarizedWeightMixin)]
+    assert any(isinstance(m, BinaryEmbedding) for m in modules) and any(isinstance(m, BinaryLinear) for m in modules)
+    trainer = DistillationTrainer(teacher_model=teacher, model=student, train_dataset=toy_dataset(),
+                                  args=_args(tmp_path, max_steps=4, binarization_ramp_ratio=0.5))
+    seen = []
+    compute_loss = trainer.compute_loss
+
+    def spy(model, inputs, *args, **kwargs):
+        out = compute_loss(model, inputs, *args, **kwargs)
+        seen.append(sorted({m.binarization_mix for m in modules}))
+        return out
+
+    trainer.compute_loss = spy
+    trainer.train()
+    assert seen == [[0.0], [0.5], [1.0], [1.0]]  # λ = min(1, step / (0.5 · 4))
+    assert {m.binarization_mix for m in modules} == {1.0}  # reset after training
+
+
+def test_trainer_without_ramp_leaves_lambda_alone(tmp_path):
+    teacher = tiny_teacher()
+    student = BinaryBertForSequenceClassification.from_teacher(teacher, activation_bits=8)
+    trainer = DistillationTrainer(teacher_model=teacher, model=student, train_dataset=toy_dataset(),
+                                  args=_args(tmp_path, max_steps=2))
+    trainer.train()
+    assert {m.binarization_mix for m in student.modules() if isinstance(m, BinarizedWeightMixin)} == {1.0}
+
+
+@pytest.mark.parametrize("ratio", [-0.1, 1.0, 1.5])
+def test_ramp_ratio_outside_zero_one_is_refused(tmp_path, ratio):
+    with pytest.raises(ValueError, match="binarization_ramp_ratio must be in \\[0, 1\\)"):
+        _args(tmp_path, binarization_ramp_ratio=ratio)
