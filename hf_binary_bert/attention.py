@@ -143,6 +143,7 @@ def _fused_probs_value(quantizer, scores: torch.Tensor, value: torch.Tensor) -> 
     casts the plain matmul's backward follows)."""
     return (torch.is_grad_enabled() and (scores.requires_grad or value.requires_grad)
             and isinstance(quantizer, ActivationQuantizer) and quantizer.has_step and not quantizer.signed
+            and not quantizer.mixing
             and not hasattr(quantizer, "shift") and quantizer.q_n == 0 and quantizer.q_p <= 255
             and scores.device.type == "cpu" and value.device.type == "cpu" and not torch.is_autocast_enabled("cpu"))
 

@@ -134,6 +134,10 @@ class ActivationQuantizer(nn.Module):
     # averaged so far. `qualified_name`: its name in the model (set by the model classes), for error messages.
     _calibration_batches: int | None = None
     qualified_name: str | None = None
+    # λ of progressive quantization (`DistillationArguments.activation_ramp_ratio`): in training mode the output is
+    # λ·x̂ + (1 − λ)·(x − β), the quantized value blended with the value it approximates; 1 (the default, and always
+    # in eval mode): x̂ alone. A plain attribute, not a buffer: the state dict does not change.
+    quantization_mix: float = 1.0
 
     def __init__(self, bits: int, *, signed: bool = True, scheme: str = "sign", shift_shape: tuple[int, ...] | None = None,
                  ste: str = "clipped_identity", shift_dtype: torch.dtype = torch.float32):
@@ -237,7 +241,19 @@ class ActivationQuantizer(nn.Module):
             return binary_sign(x / step), step
         return (x / step).clamp_(self.q_n, self.q_p).round_(), step
 
+    @property
+    def mixing(self) -> bool:
+        """True while a training forward blends the unquantized input in (`quantization_mix` < 1)."""
+        return self.training and self.quantization_mix < 1
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.mixing:
+            lam = self.quantization_mix
+            shifted = x - self.effective_shift().to(x.dtype) if hasattr(self, "shift") else x
+            return lam * self._quantize(x) + (1 - lam) * shifted
+        return self._quantize(x)
+
+    def _quantize(self, x: torch.Tensor) -> torch.Tensor:
         if self.has_step and torch.is_grad_enabled():
             return self._train_forward(x)
         # Without autograd (inference): the same values with fewer tensor ops (no STE bookkeeping).

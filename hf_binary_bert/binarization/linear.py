@@ -312,7 +312,7 @@ class BinaryLinear(BinarizedWeightMixin, nn.Linear):
     def forward(self, input: torch.Tensor) -> torch.Tensor:
         quantizer = self.input_quantizer
         if (torch.is_grad_enabled() and isinstance(quantizer, ActivationQuantizer) and quantizer.has_step
-                and not torch.is_autocast_enabled(input.device.type)):
+                and not quantizer.mixing and not torch.is_autocast_enabled(input.device.type)):
             # An input quantizer with a step (BiT's 1-bit elastic one, LSQ's 2–8-bit ones) with autograd: one
             # function with the quantizer that keeps uint8 codes (1 bit) or only x (LSQ), not the float x̂. In
             # training mode its forward is the packed model's factored form where the compiled kernel applies

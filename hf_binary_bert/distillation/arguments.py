@@ -194,6 +194,8 @@ class DistillationArguments:
     embedding table (`BinarizedWeightMixin.binarization_mix`): the student starts as the teacher whose latent
     weights it copied instead of at the binarized model's output, which on STS-B has lost the input dependence
     (docs/distillation.md). The kernels' factored forward needs λ = 1, so steps with λ < 1 run `F.linear`.
+    `activation_ramp_ratio` does the same for the activations: every `ActivationQuantizer` returns
+    λ·x̂ + (1 − λ)·(x − β) (`quantization_mix`), so a W1A1 stage can start from full-precision activations.
 
     With `two_stage=True` (TinyBERT / TernaryBERT / BinaryBERT's two-stage distillation) the first
     `intermediate_stage_ratio` of the optimizer steps use only the intermediate-layer terms (hidden, cosine,
@@ -203,7 +205,7 @@ class DistillationArguments:
         ValueError: for a negative weight, a non-positive temperature, `head_learning_rate`,
             `quantizer_learning_rate` or `original_teacher_every`, an unknown `attention_loss`,
             `attention_distribution` or `dmd_targets` entry, an `intermediate_stage_ratio` outside (0, 1), a
-            `binarization_ramp_ratio` outside [0, 1), or a two-stage setting without
+            `binarization_ramp_ratio` or `activation_ramp_ratio` outside [0, 1), or a two-stage setting without
             terms for one of its stages.
     """
 
@@ -278,6 +280,13 @@ class DistillationArguments:
                           "rising linearly from 0 (the teacher's weights) to 1; 0: binarized from the first step. "
                           "Training forwards only: evaluation and the saved student are binarized."},
     )
+    activation_ramp_ratio: float = field(
+        default=0.0,
+        metadata={"help": "Progressive quantization of the activations: over this share of each stage's optimizer "
+                          "steps every activation quantizer's output moves from its input (x − β) to the quantized "
+                          "value, λ·x̂ + (1 − λ)·(x − β) with λ rising linearly from 0 to 1; 0: quantized from the "
+                          "first step. Training forwards only."},
+    )
     teacher_bf16: bool = field(default=False, metadata={"help": "Run the teacher forward under bf16 autocast."})
     train_in_fp_dtype: bool = field(
         default=False,
@@ -312,8 +321,9 @@ class DistillationArguments:
         bad = [t for t in self.dmd_targets if t not in ("query", "key", "value")]
         if bad or not self.dmd_targets:
             raise ValueError(f"dmd_targets must be a non-empty list from ['query', 'key', 'value'], got {self.dmd_targets!r}")
-        if not 0 <= self.binarization_ramp_ratio < 1:
-            raise ValueError(f"binarization_ramp_ratio must be in [0, 1), got {self.binarization_ramp_ratio}")
+        for name in ("binarization_ramp_ratio", "activation_ramp_ratio"):
+            if not 0 <= getattr(self, name) < 1:
+                raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
         if not 0 < self.intermediate_stage_ratio < 1:
             raise ValueError(f"intermediate_stage_ratio must be in (0, 1), got {self.intermediate_stage_ratio}")
         if self.two_stage:

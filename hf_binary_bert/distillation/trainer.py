@@ -337,31 +337,38 @@ class DistillationTrainer(Trainer):
 
         return forward
 
-    def _set_binarization_mix(self, model) -> None:
-        """λ = min(1, step / (binarization_ramp_ratio·max_steps)) on every binarized weight of the student
-        (`DistillationArguments.binarization_ramp_ratio`)."""
-        ratio = self.args.binarization_ramp_ratio
-        if not ratio:
-            return
-        if getattr(self, "_binarized_modules", None) is None:
-            self._binarized_modules = [m for m in model.modules() if isinstance(m, BinarizedWeightMixin)]
-        lam = min(1.0, self.state.global_step / (ratio * self.state.max_steps)) if self.state.max_steps else 1.0
-        for module in self._binarized_modules:
-            module.binarization_mix = lam
+    def _set_ramps(self, model) -> None:
+        """λ = min(1, step / (ratio·max_steps)) on every binarized weight (`binarization_ramp_ratio`,
+        `BinarizedWeightMixin.binarization_mix`) and activation quantizer (`activation_ramp_ratio`,
+        `ActivationQuantizer.quantization_mix`) of the student."""
+        if getattr(self, "_ramped", None) is None:
+            self._ramped = [
+                ([m for m in model.modules() if isinstance(m, kind)], attr, ratio)
+                for kind, attr, ratio in ((BinarizedWeightMixin, "binarization_mix", self.args.binarization_ramp_ratio),
+                                          (ActivationQuantizer, "quantization_mix", self.args.activation_ramp_ratio))
+                if ratio
+            ]
+        step, total = self.state.global_step, self.state.max_steps
+        for modules, attr, ratio in self._ramped:
+            lam = min(1.0, step / (ratio * total)) if total else 1.0
+            for module in modules:
+                setattr(module, attr, lam)
 
     def train(self, *args, **kwargs):
-        """`Trainer.train`; afterwards every binarized weight's λ is back at 1 (`binarization_ramp_ratio`), so a later
-        training forward (another stage, another trainer) does not inherit a blend."""
+        """`Trainer.train`; afterwards every ramped λ is back at 1 (`binarization_ramp_ratio`,
+        `activation_ramp_ratio`), so a later training forward (another stage, another trainer) does not inherit a
+        blend."""
         try:
             return super().train(*args, **kwargs)
         finally:
-            for module in getattr(self, "_binarized_modules", None) or ():
-                module.binarization_mix = 1.0
+            for modules, attr, _ in getattr(self, "_ramped", None) or ():
+                for module in modules:
+                    setattr(module, attr, 1.0)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         args = self.args
         if model.training:
-            self._set_binarization_mix(self.accelerator.unwrap_model(model))
+            self._set_ramps(self.accelerator.unwrap_model(model))
             weights = args.loss_weights(self.state.global_step, self.state.max_steps)
         else:
             weights = args.loss_weights()
