@@ -42,6 +42,8 @@ def test_bad_arguments_exit_2_with_one_line_and_write_nothing(tmp_path, capsys, 
     _one_error_line(capsys, main(base + ["--teacher", str(tiny_teachers / "mlm"), "--task", "mlm", "--train-files", str(tmp_path / "none.txt")]), "--train-files", "no such file")
     _one_error_line(capsys, main(base + ["--teacher", str(tiny_teachers / "cls"), "--task", "sst2", "--weight-scale", "median"]), "--weight-scale")
     _one_error_line(capsys, main(base + ["--teacher", str(tiny_teachers / "cls"), "--task", "sst2", "--temperature", "0"]), "temperature must be > 0")
+    _one_error_line(capsys, main(base + ["--teacher", str(tiny_teachers / "cls"), "--task", "sst2", "--binarization-ramp-ratio", "1"]), "binarization_ramp_ratio must be in [0, 1), got 1.0")
+    _one_error_line(capsys, main(base + ["--teacher", str(tiny_teachers / "cls"), "--task", "sst2", "--activation-ramp-ratio", "-0.5"]), "activation_ramp_ratio must be in [0, 1), got -0.5")
     _one_error_line(capsys, main(["finetune", "--task", "rte", "--output-dir", str(out), "--data-dir", str(tmp_path / "nodir")]), "--data-dir")
     _one_error_line(capsys, main(["size", str(tmp_path)]), "no model.safetensors")
     assert not out.exists()
