@@ -5,9 +5,9 @@ share of the steps, never in eval mode or in the saved student."""
 import pytest
 import torch
 import torch.nn.functional as F
-from distill_helpers import tiny_teacher, toy_dataset
+from distill_helpers import distill_args, tiny_teacher, toy_dataset
 
-from hf_binary_bert import BinaryBertForSequenceClassification, DistillationTrainer, DistillationTrainingArguments
+from hf_binary_bert import BinaryBertForSequenceClassification, DistillationTrainer
 from hf_binary_bert.binarization.activation import ActivationQuantizer
 from hf_binary_bert.binarization.embedding import BinaryEmbedding
 from hf_binary_bert.binarization.linear import BinarizedWeightMixin, BinaryLinear
@@ -91,11 +91,18 @@ def test_linear_with_blended_input_quantizer_matches_plain_composition():
                                rtol=1e-5, atol=1e-5)
 
 
-def _args(tmp_path, **kwargs):
-    defaults = dict(output_dir=str(tmp_path), per_device_train_batch_size=8, learning_rate=1e-3, report_to=[],
-                    use_cpu=True, disable_tqdm=True, save_strategy="no", seed=0, logging_steps=1)
-    defaults.update(kwargs)
-    return DistillationTrainingArguments(**defaults)
+def _train_recording(trainer, record):
+    """Train, appending `record()` after each compute_loss call (the λ that step's forward used); return the list."""
+    seen, compute_loss = [], trainer.compute_loss
+
+    def spy(model, inputs, *args, **kwargs):
+        out = compute_loss(model, inputs, *args, **kwargs)
+        seen.append(record())
+        return out
+
+    trainer.compute_loss = spy
+    trainer.train()
+    return seen
 
 
 def test_trainer_ramps_lambda_over_the_given_share_and_resets_it(tmp_path):
@@ -104,17 +111,8 @@ def test_trainer_ramps_lambda_over_the_given_share_and_resets_it(tmp_path):
     modules = [m for m in student.modules() if isinstance(m, BinarizedWeightMixin)]
     assert any(isinstance(m, BinaryEmbedding) for m in modules) and any(isinstance(m, BinaryLinear) for m in modules)
     trainer = DistillationTrainer(teacher_model=teacher, model=student, train_dataset=toy_dataset(),
-                                  args=_args(tmp_path, max_steps=4, binarization_ramp_ratio=0.5))
-    seen = []
-    compute_loss = trainer.compute_loss
-
-    def spy(model, inputs, *args, **kwargs):
-        out = compute_loss(model, inputs, *args, **kwargs)
-        seen.append(sorted({m.binarization_mix for m in modules}))
-        return out
-
-    trainer.compute_loss = spy
-    trainer.train()
+                                  args=distill_args(tmp_path, max_steps=4, binarization_ramp_ratio=0.5))
+    seen = _train_recording(trainer, lambda: sorted({m.binarization_mix for m in modules}))
     assert seen == [[0.0], [0.5], [1.0], [1.0]]  # λ = min(1, step / (0.5 · 4))
     assert {m.binarization_mix for m in modules} == {1.0}  # reset after training
     assert {m.quantization_mix for m in student.modules() if isinstance(m, ActivationQuantizer)} == {1.0}
@@ -127,17 +125,9 @@ def test_trainer_ramps_activations_on_their_own_schedule(tmp_path):
     weights = [m for m in student.modules() if isinstance(m, BinarizedWeightMixin)]
     assert quantizers and weights
     trainer = DistillationTrainer(teacher_model=teacher, model=student, train_dataset=toy_dataset(),
-                                  args=_args(tmp_path, max_steps=4, activation_ramp_ratio=0.75))
-    seen = []
-    compute_loss = trainer.compute_loss
-
-    def spy(model, inputs, *args, **kwargs):
-        out = compute_loss(model, inputs, *args, **kwargs)
-        seen.append(({m.quantization_mix for m in quantizers}, {m.binarization_mix for m in weights}))
-        return out
-
-    trainer.compute_loss = spy
-    trainer.train()
+                                  args=distill_args(tmp_path, max_steps=4, activation_ramp_ratio=0.75))
+    seen = _train_recording(trainer, lambda: ({m.quantization_mix for m in quantizers},
+                                              {m.binarization_mix for m in weights}))
     assert [q for q, _ in seen] == [{0.0}, {1 / 3}, {2 / 3}, {1.0}]  # λ = min(1, step / (0.75 · 4))
     assert all(w == {1.0} for _, w in seen)  # weights binarized from the first step
     assert {m.quantization_mix for m in quantizers} == {1.0}
@@ -147,7 +137,7 @@ def test_trainer_without_ramp_leaves_lambda_alone(tmp_path):
     teacher = tiny_teacher()
     student = BinaryBertForSequenceClassification.from_teacher(teacher, activation_bits=8)
     trainer = DistillationTrainer(teacher_model=teacher, model=student, train_dataset=toy_dataset(),
-                                  args=_args(tmp_path, max_steps=2))
+                                  args=distill_args(tmp_path, max_steps=2))
     trainer.train()
     assert {m.binarization_mix for m in student.modules() if isinstance(m, BinarizedWeightMixin)} == {1.0}
 
@@ -156,4 +146,4 @@ def test_trainer_without_ramp_leaves_lambda_alone(tmp_path):
 @pytest.mark.parametrize("ratio", [-0.1, 1.0, 1.5])
 def test_ramp_ratio_outside_zero_one_is_refused(tmp_path, name, ratio):
     with pytest.raises(ValueError, match=f"{name} must be in \\[0, 1\\)"):
-        _args(tmp_path, **{name: ratio})
+        distill_args(tmp_path, **{name: ratio})

@@ -4,9 +4,9 @@ from copy import deepcopy
 
 import pytest
 import torch
-from distill_helpers import tiny_teacher, toy_dataset
+from distill_helpers import distill_args, tiny_teacher, toy_dataset
 
-from hf_binary_bert import BinaryBertForSequenceClassification, DistillationTrainer, DistillationTrainingArguments
+from hf_binary_bert import BinaryBertForSequenceClassification, DistillationTrainer
 from hf_binary_bert.distillation.losses import direction_matching_loss, similarity_pattern
 from hf_binary_bert.distillation.trainer import capture_qkv
 from hf_binary_bert.recipes import parse_schedule
@@ -70,17 +70,10 @@ def test_capture_qkv_records_every_layer_before_quantization():
     assert not student.bert.encoder.layer[0].attention.self.query._forward_hooks  # hooks removed
 
 
-def _args(tmp_path, **kwargs):
-    defaults = dict(output_dir=str(tmp_path), per_device_train_batch_size=8, learning_rate=1e-3, report_to=[],
-                    use_cpu=True, disable_tqdm=True, save_strategy="no", seed=0, logging_steps=1)
-    defaults.update(kwargs)
-    return DistillationTrainingArguments(**defaults)
-
-
 def test_bibert_loss_is_dmd_plus_hidden_plus_prediction_and_each_is_logged(tmp_path):
     teacher = tiny_teacher()
     student = BinaryBertForSequenceClassification.from_teacher(teacher, activation_bits=1, attention_type="bi_attention", embedding_bits=1)
-    args = _args(tmp_path, max_steps=3, dmd_loss_weight=1.0, hidden_loss_weight=1.0, prediction_loss_weight=1.0)
+    args = distill_args(tmp_path, max_steps=3, dmd_loss_weight=1.0, hidden_loss_weight=1.0, prediction_loss_weight=1.0)
     data = toy_dataset(n=8)  # one batch of 8: step 1 sees all of it (the loss is a mean over samples: order-free)
     # ℓ_DMD of step 1 from the formula, independently: Q/K/V outputs by our own hooks on a copy of the student (its
     # first training forward calibrates it on the same batch, as step 1 does), patterns by explicit loops
@@ -115,7 +108,7 @@ def test_bibert_loss_is_dmd_plus_hidden_plus_prediction_and_each_is_logged(tmp_p
 def test_two_stage_runs_intermediate_losses_then_prediction_losses(tmp_path):
     teacher = tiny_teacher()
     student = BinaryBertForSequenceClassification.from_teacher(teacher, activation_bits=4)
-    args = _args(tmp_path, max_steps=4, two_stage=True, intermediate_stage_ratio=0.5, dmd_loss_weight=1.0)
+    args = distill_args(tmp_path, max_steps=4, two_stage=True, intermediate_stage_ratio=0.5, dmd_loss_weight=1.0)
     assert args.loss_weights(0, 4).keys() == {"hidden", "dmd"}
     assert args.loss_weights(2, 4).keys() == {"prediction"}
     trainer = DistillationTrainer(teacher_model=teacher, model=student, args=args, train_dataset=toy_dataset())
@@ -123,11 +116,11 @@ def test_two_stage_runs_intermediate_losses_then_prediction_losses(tmp_path):
     logs = [entry for entry in trainer.state.log_history if "loss" in entry]
     assert [sorted(k for k in e if k.startswith("loss_")) for e in logs] == [["loss_dmd", "loss_hidden"]] * 2 + [["loss_prediction"]] * 2
     with pytest.raises(ValueError, match="second stage has no loss"):
-        _args(tmp_path, two_stage=True, prediction_loss_weight=0)
+        distill_args(tmp_path, two_stage=True, prediction_loss_weight=0)
     with pytest.raises(ValueError, match="intermediate_stage_ratio"):
-        _args(tmp_path, intermediate_stage_ratio=1.0)
+        distill_args(tmp_path, intermediate_stage_ratio=1.0)
     with pytest.raises(ValueError, match="dmd_targets"):
-        _args(tmp_path, dmd_targets=["output"])
+        distill_args(tmp_path, dmd_targets=["output"])
 
 
 def test_parse_schedule():
