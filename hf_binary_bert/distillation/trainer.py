@@ -337,22 +337,19 @@ class DistillationTrainer(Trainer):
 
         return forward
 
-    def _set_ramps(self, model) -> None:
-        """λ = min(1, step / (ratio·max_steps)) on every binarized weight (`binarization_ramp_ratio`,
+    def _set_ramps(self, model, *, done: bool = False) -> None:
+        """λ = min(1, step / (ratio·max_steps)) (1 when `done`) on every binarized weight (`binarization_ramp_ratio`,
         `BinarizedWeightMixin.binarization_mix`) and activation quantizer (`activation_ramp_ratio`,
-        `ActivationQuantizer.quantization_mix`) of the student."""
-        if getattr(self, "_ramped", None) is None:
-            self._ramped = [
-                ([m for m in model.modules() if isinstance(m, kind)], attr, ratio)
-                for kind, attr, ratio in ((BinarizedWeightMixin, "binarization_mix", self.args.binarization_ramp_ratio),
-                                          (ActivationQuantizer, "quantization_mix", self.args.activation_ramp_ratio))
-                if ratio
-            ]
+        `ActivationQuantizer.quantization_mix`) of the student, for each ramp that is on."""
         step, total = self.state.global_step, self.state.max_steps
-        for modules, attr, ratio in self._ramped:
-            lam = min(1.0, step / (ratio * total)) if total else 1.0
-            for module in modules:
-                setattr(module, attr, lam)
+        for kind, attr, ratio in ((BinarizedWeightMixin, "binarization_mix", self.args.binarization_ramp_ratio),
+                                  (ActivationQuantizer, "quantization_mix", self.args.activation_ramp_ratio)):
+            if not ratio:
+                continue
+            lam = 1.0 if done or not total else min(1.0, step / (ratio * total))
+            for module in model.modules():
+                if isinstance(module, kind):
+                    setattr(module, attr, lam)
 
     def train(self, *args, **kwargs):
         """`Trainer.train`; afterwards every ramped λ is back at 1 (`binarization_ramp_ratio`,
@@ -361,9 +358,7 @@ class DistillationTrainer(Trainer):
         try:
             return super().train(*args, **kwargs)
         finally:
-            for modules, attr, _ in getattr(self, "_ramped", None) or ():
-                for module in modules:
-                    setattr(module, attr, 1.0)
+            self._set_ramps(self.accelerator.unwrap_model(self.model), done=True)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         args = self.args
