@@ -133,6 +133,19 @@ def test_trainer_ramps_activations_on_their_own_schedule(tmp_path):
     assert {m.quantization_mix for m in quantizers} == {1.0}
 
 
+def test_trainer_resets_lambda_when_training_ends_mid_ramp(tmp_path):
+    teacher = tiny_teacher()
+    student = BinaryBertForSequenceClassification.from_teacher(teacher, activation_bits=1)
+    trainer = DistillationTrainer(teacher_model=teacher, model=student, train_dataset=toy_dataset(),
+                                  args=distill_args(tmp_path, max_steps=2, binarization_ramp_ratio=0.9,
+                                                    activation_ramp_ratio=0.9))
+    seen = _train_recording(trainer, lambda: {m.binarization_mix for m in student.modules()
+                                              if isinstance(m, BinarizedWeightMixin)})
+    assert seen == [{0.0}, {1 / 1.8}]  # the last step still blends
+    assert {m.binarization_mix for m in student.modules() if isinstance(m, BinarizedWeightMixin)} == {1.0}
+    assert {m.quantization_mix for m in student.modules() if isinstance(m, ActivationQuantizer)} == {1.0}
+
+
 def test_trainer_without_ramp_leaves_lambda_alone(tmp_path):
     teacher = tiny_teacher()
     student = BinaryBertForSequenceClassification.from_teacher(teacher, activation_bits=8)
