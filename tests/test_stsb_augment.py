@@ -48,6 +48,17 @@ def test_augmented_folder_loads_keeps_the_originals_and_dev(tmp_path):
         assert f.read() == g.read()  # seeded
 
 
+def test_swap_adds_every_pair_with_its_sentences_exchanged(tmp_path):
+    _task(tmp_path / "task")
+    done = _run("--data-dir", str(tmp_path / "task"), "--out", str(tmp_path / "swap"), "--copies", "0", "--swap")
+    assert done.returncode == 0, done.stderr
+    train = load_glue("stsb", tmp_path / "swap")["train"].to_list()
+    first = load_glue("stsb", tmp_path / "task")["train"].to_list()
+    assert train[:6] == first and len(train) == 12
+    assert [(c["sentence1"], c["sentence2"], c["label"]) for c in train[6:]] == [
+        (o["sentence2"], o["sentence1"], o["label"]) for o in first]
+
+
 @pytest.mark.parametrize("args", [["--copies", "0"], ["--probability", "0"]])
 def test_bad_options_and_an_existing_folder_exit_with_a_message(tmp_path, args):
     _task(tmp_path / "task")
