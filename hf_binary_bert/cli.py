@@ -10,6 +10,7 @@ import argparse
 import dataclasses
 import json
 import os
+import re
 import sys
 
 from transformers import HfArgumentParser
@@ -309,6 +310,21 @@ def _check_model(name, flag, *, allow_binary, max_seq_length=None):
         raise UsageError(f"{flag}: {message}") from None
 
 
+# `recipes.distill`'s multi-step keywords, each a flag of `distill`
+_SCHEDULE_KEYWORDS = ("stage_budget", "steps_per_stage", "stage_attention_loss_weights", "original_teacher_stages",
+                      "on_collapse", "collapse_threshold")
+
+
+def _with_flags(message: str) -> str:
+    """A library message with every `BinarizationArguments` / `DistillationArguments` field and multi-step keyword it
+    names written as the command-line flag (`attention_loss_weight` → `--attention-loss-weight`), so each error names
+    what the user typed."""
+    names = {f.name for cls in (BinarizationArguments, DistillationArguments) for f in dataclasses.fields(cls)}
+    names = sorted(names | set(_SCHEDULE_KEYWORDS), key=len, reverse=True)
+    pattern = r"(?<![\w.-])(" + "|".join(map(re.escape, names)) + r")(?!\w)"
+    return re.sub(pattern, lambda m: "--" + m.group(1).replace("_", "-"), message)
+
+
 def _from_args(cls, args):
     """The `cls` dataclass of the parsed arguments."""
     return cls(**{f.name: getattr(args, f.name) for f in dataclasses.fields(cls)})
@@ -320,9 +336,7 @@ def _binarization(args) -> tuple[dict, list[int]]:
     try:
         binarization = _from_args(BinarizationArguments, args)
     except ValueError as err:
-        message = str(err)
-        raise UsageError("--multi-step" + message.removeprefix("multi_step") if message.startswith("multi_step")
-                         else message) from None
+        raise UsageError(_with_flags(str(err))) from None
     return binarization.binarization(), binarization.stage_bits()
 
 
@@ -388,7 +402,7 @@ def _schedule_kwargs(args, stage_bits) -> dict:
         _stage_loss_extras({"attention_loss_weight": getattr(args, "attention_loss_weight", None)}, stage_bits,
                            weights)
     except ValueError as err:
-        raise UsageError(f"--stage-attention-loss-weights: {err}") from None
+        raise UsageError(f"--stage-attention-loss-weights: {_with_flags(str(err))}") from None
     try:
         _original_teacher_stages(args.original_teacher_stages, stage_bits)
     except ValueError as err:
@@ -410,7 +424,7 @@ def _loss_kwargs(args) -> dict:
     try:
         return dataclasses.asdict(_from_args(DistillationArguments, args))
     except ValueError as err:
-        raise UsageError(str(err)) from None
+        raise UsageError(_with_flags(str(err))) from None
 
 
 # ----------------------------------------------------------------------------------------------------------------
