@@ -406,7 +406,7 @@ def _schedule_kwargs(args, stage_bits) -> dict:
     try:
         _original_teacher_stages(args.original_teacher_stages, stage_bits)
     except ValueError as err:
-        raise UsageError("--original-teacher-stages" + str(err).removeprefix("original_teacher_stages")) from None
+        raise UsageError(_with_flags(str(err))) from None
 
     steps = args.steps_per_stage
     steps = steps[0] if steps is not None and len(steps) == 1 else steps

@@ -271,7 +271,7 @@ def test_cli_budget_flags_are_checked_before_anything_is_written(tmp_path, capsy
                           (["--multi-step", "W1A4,W1A1", "--stage-attention-loss-weights", "1", "0",
                             "--attention-loss-weight", "1"], "not both"),
                           (["--original-teacher-stages", "2"], "--original-teacher-stages needs --multi-step"),
-                          (["--multi-step", "W1A4,W1A1", "--original-teacher-stages", "3"], "from 1 to 2"),
+                          (["--multi-step", "W1A4,W1A1", "--original-teacher-stages", "3"], "--original-teacher-stages [3]: stage numbers from 1 to 2"),
                           (["--collapse-threshold", "1"], "--collapse-threshold must be a skill below 1"),
                           (["--multi-step", "W1A4,W1A1", "--collapse-threshold", "nan"], "got nan")):
         assert main(base + extra) == 2
