@@ -10,7 +10,8 @@ losses are the teacher's prediction and hidden states, computed on the perturbed
 unchanged, so the evaluation is the same as without augmentation.
 
 `--swap` adds every training pair once more with sentence1 and sentence2 exchanged: STS-B's score is symmetric, so the
-swapped pair stays in the task's distribution (no word changes), and the teacher labels it itself.
+swapped pair stays in the task's distribution (no word changes), and the teacher labels it itself. Measured on the
+W1A8 student (docs/results.md, stops 59–60): no gain over the original pairs at the same number of steps.
 
     python examples/stsb_augment.py --data-dir runs/stsb/split --out runs/stsb/split-aug4 --copies 4
     python examples/stsb_augment.py --data-dir runs/stsb/split --out runs/stsb/split-swap --copies 0 --swap
