@@ -1,7 +1,8 @@
 """One logged training loss of several `distill` runs side by side, as a markdown table (rows: steps, columns: runs).
 
-Reads each run's `distill_results.json` (a finished run) or, for a run stopped early, a `trainer_state.json` in the
-folder itself (an archived copy) or in the newest `checkpoint-*` folder in it or in its `.partial` work folder.
+Reads each run's `distill_results.json` (a finished run; a multi-step run's stages in order, their steps counted from
+the start of the run) or, for a run stopped early, a `trainer_state.json` in the folder itself (an archived copy) or in
+the newest `checkpoint-*` folder in it or in its `.partial` work folder.
 
     python examples/collect_loss_curves.py --key loss_prediction NAME=RUN_DIR [NAME=RUN_DIR ...]
 """
@@ -14,9 +15,14 @@ def log_history(run: Path) -> list[dict]:
     results = run / "distill_results.json"
     if results.is_file():
         data = json.loads(results.read_text())
-        history = data.get("log_history", [])
-        if history or not data.get("stages"):
-            return history
+        stages = data.get("stages") or []
+        if len(stages) < 2:
+            return data.get("log_history", [])
+        history, offset = [], 0  # the top-level log_history is the last stage's only
+        for stage in stages:
+            history += [{**row, "step": row["step"] + offset} for row in stage["log_history"] if "step" in row]
+            offset += stage["steps"]
+        return history
     if (run / "trainer_state.json").is_file():
         return json.loads((run / "trainer_state.json").read_text())["log_history"]
     for folder in (run, run.with_name(run.name + ".partial")):

@@ -16,6 +16,7 @@ import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 import hf_binary_bert  # noqa: F401  (registers binary_bert with the Auto classes)
+from hf_binary_bert.metrics import glue_metrics
 from hf_binary_bert.recipes import load_task_data
 
 torch.set_num_threads(1)
@@ -25,6 +26,10 @@ parser.add_argument("--data-dir", required=True)
 parser.add_argument("--n", type=int, default=575, help="pairs of each split to score")
 parser.add_argument("students", nargs="+", metavar="NAME=STUDENT")
 args = parser.parse_args()
+students = [spec.partition("=") for spec in args.students]
+for spec, (_, sep, _) in zip(args.students, students):
+    if not sep:
+        parser.error(f"{spec!r}: expected NAME=STUDENT")
 tok = AutoTokenizer.from_pretrained(args.teacher)
 data = load_task_data("stsb", tok, data_dir=args.data_dir, max_seq_length=128)
 teacher = AutoModelForSequenceClassification.from_pretrained(args.teacher).eval()
@@ -40,8 +45,8 @@ def scores(model, rows):
     return torch.cat(out).numpy()
 
 
-def pearson(a, b):
-    return float(np.corrcoef(a, b)[0, 1])
+def pearson(predictions, references):
+    return float(glue_metrics("stsb", predictions, references)["pearson"])  # as `distill` scores STS-B
 
 
 splits = {}
@@ -51,10 +56,7 @@ for name, split in (("training", data.train), ("held-out", data.eval)):
 print("| student | pairs | n | student ~ gold | teacher ~ gold | student ~ teacher | MSE(student, teacher) "
       "| std student | std teacher |")
 print("|---" * 9 + "|")
-for spec in args.students:
-    label, sep, path = spec.partition("=")
-    if not sep:
-        parser.error(f"{spec!r}: expected NAME=STUDENT")
+for label, _, path in students:
     student = AutoModelForSequenceClassification.from_pretrained(path).eval()
     for name, (rows, gold, t) in splits.items():
         s = scores(student, rows)

@@ -35,6 +35,17 @@ def test_table_from_results_archived_state_and_newest_checkpoint(tmp_path):
         "| 25 | 2.000 | 1.250 | 0.500 |", "| 50 | 1.500 |  |  |", "| 100 |  |  | 0.250 |"]
 
 
+def test_multi_step_run_reads_every_stage_with_steps_from_the_start(tmp_path):
+    run = tmp_path / "multi"
+    run.mkdir()
+    stages = [{"steps": 100, "log_history": [{"step": 50, "loss_prediction": 1.0}, {"step": 100, "train_loss": 1.0}]},
+              {"steps": 100, "log_history": [{"step": 50, "loss_prediction": 0.5}]}]
+    (run / "distill_results.json").write_text(json.dumps({"stages": stages, "log_history": stages[-1]["log_history"]}))
+    result = _run(f"m={run}")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[2:] == ["| 50 | 1.000 |", "| 150 | 0.500 |"]
+
+
 def test_errors_name_the_run_and_the_key(tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
