@@ -83,7 +83,7 @@ def _run_mode(args) -> dict:
         from hf_binary_bert.distillation import DistillationTrainer, DistillationTrainingArguments
 
         student = BinaryBertForSequenceClassification.from_teacher(
-            teacher, weight_scale="learned_offset", scale_granularity="head", activation_bits=1,
+            teacher, weight_scale="learned_offset", scale_granularity="head", activation_bits=args.activation_bits,
             activation_quantizer="elastic", embedding_bits=1,
             **({} if args.student_dropout is None else {"hidden_dropout_prob": args.student_dropout,
                                                          "attention_probs_dropout_prob": args.student_dropout}))
@@ -122,6 +122,9 @@ def main(argv=None):
     parser.add_argument("--losses", nargs="+", default=["prediction", "hidden"],
                         choices=("prediction", "hidden", "attention", "cosine", "dmd"))
     parser.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES)
+    parser.add_argument("--activation-bits", type=int, default=1, choices=(1, 2, 4, 8),
+                        help="the student's activation bits (default 1; 4 and 2 are the multi-step recipe's first "
+                             "stages, W1A4,W1A2,W1A1; the mode names keep saying w1a1)")
     parser.add_argument("--limit-heap-growth", action="store_true",
                         help="call hf_binary_bert.cli.limit_heap_growth() first, as the training commands do")
     parser.add_argument("--huge-pages", choices=("off", "on", "both"), default="off",
@@ -144,7 +147,7 @@ def main(argv=None):
     base = [sys.executable, os.path.abspath(__file__), "--teacher", args.teacher, "--batch-size", str(args.batch_size),
             "--seq-len", str(args.seq_len), "--steps", str(args.steps), "--threads", str(args.threads),
             "--work-dir", args.work_dir, *(["--limit-heap-growth"] if args.limit_heap_growth else []),
-            "--losses", *args.losses,
+            "--losses", *args.losses, "--activation-bits", str(args.activation_bits),
             *([] if args.student_dropout is None else ["--student-dropout", str(args.student_dropout)])]
     rows = []
     settings = {"off": [False], "on": [True], "both": [False, True]}[args.huge_pages]
@@ -189,6 +192,7 @@ def main(argv=None):
                     "turns"}[args.huge_pages]
     body = (f"Batch {args.batch_size} × {args.seq_len} tokens, {args.steps} steps per mode ({args.steps - 1} timed), "
             f"{args.threads} torch thread(s), losses {' + '.join(args.losses)}, "
+            + ("" if args.activation_bits == 1 else f"student W1A{args.activation_bits} (the distill-w1a1 rows), ")
             + ("" if args.student_dropout is None else f"student dropout {args.student_dropout}, ") +
             f"{malloc}{huge}; "
             f"CPU: {cpu}, {os.cpu_count()} cores.\n\n"

@@ -1,6 +1,7 @@
 """Training memory (issue 16 §5): the quantizers' autograd functions and the binarized embedding keep less for the
 backward pass, with the values and gradients of the plain autograd expressions they replace."""
 
+import contextlib
 import math
 import os
 import re
@@ -333,6 +334,100 @@ def test_linear_with_an_lsq_input_keeps_only_x_and_gives_the_plain_gradients(bit
     assert ref_saved - saved >= x.numel() * 4  # the float x̂ (4 bytes an element) is not kept
 
 
+@pytest.mark.parametrize("act", ["gelu", "gelu_pytorch_tanh"])
+@pytest.mark.parametrize("bits, signed", [(4, True), (2, True), (8, False)])
+def test_an_lsq_linear_after_an_activation_source_keeps_the_activations_input_and_gives_the_same_values(bits, signed,
+                                                                                                       act):
+    """`ActivationSource(f)` marks f(h); the `BinaryLinear` with an LSQ input that reads it keeps h for its backward
+    pass (which f's backward keeps anyway) instead of f(h), and computes f(h) again there: outputs and every
+    gradient (∂h, the Linear's and the quantizer's parameters) are those of the plain f bit for bit, and autograd
+    keeps one float f(h) less."""
+    from transformers.activations import ACT2FN
+
+    from hf_binary_bert.binarization import BinaryLinear
+    from hf_binary_bert.binarization.linear import ActivationSource
+
+    torch.manual_seed(2)
+    layer = BinaryLinear(48, 16, True, weight_scale="learned_offset", num_groups=2)
+    layer.input_quantizer = ActivationQuantizer(bits, scheme="elastic", signed=signed, shift_shape=(48,))
+    layer.train()
+    f = ACT2FN[act]
+    h = torch.randn(3, 20, 48)
+    layer(f(h))  # calibrates the step
+    with torch.no_grad():
+        layer.input_quantizer.shift.normal_(0, 0.2)
+    grad = torch.randn(3, 20, 16)
+    marked = ActivationSource(f)
+    out, gh, grads, saved = _run_layer(layer, h, grad, lambda t: layer(marked(t)))
+    ref_out, ref_gh, ref_grads, ref_saved = _run_layer(layer, h, grad, lambda t: layer(f(t)))
+    assert torch.equal(out, ref_out)
+    assert torch.equal(gh, ref_gh)
+    assert grads.keys() == ref_grads.keys() and len(grads) >= 4
+    for name in grads:
+        assert torch.equal(grads[name], ref_grads[name]), name
+    assert ref_saved - saved >= h.numel() * 4  # f(h) in float32 is not kept
+    # the activation itself: same values, no parameters, nothing in a state dict
+    assert torch.equal(marked(h), f(h)) and not list(marked.parameters()) and not marked.state_dict()
+
+
+def test_an_activation_source_changed_in_place_is_not_recomputed():
+    """If f(h) or h is changed in place after `ActivationSource` marked it, the Linear keeps its input as before
+    (f(h) computed again would not be what the forward read): the gradients still match the plain path's."""
+    from hf_binary_bert.binarization import BinaryLinear
+    from hf_binary_bert.binarization.linear import ActivationSource
+
+    torch.manual_seed(3)
+    layer = BinaryLinear(32, 8, True, weight_scale="learned", num_groups=1)
+    layer.input_quantizer = ActivationQuantizer(4, scheme="elastic", signed=True, shift_shape=(32,))
+    layer.train()
+    h = torch.randn(4, 32)
+    layer(F.gelu(h))
+    grad = torch.randn(4, 8)
+    marked = ActivationSource(torch.nn.GELU())
+    out, gh, grads, saved = _run_layer(layer, h, grad, lambda t: layer(marked(t).mul_(2.0)))
+    ref_out, ref_gh, ref_grads, ref_saved = _run_layer(layer, h, grad, lambda t: layer(F.gelu(t).mul_(2.0)))
+    assert torch.equal(out, ref_out) and torch.equal(gh, ref_gh)
+    for name in grads:
+        assert torch.equal(grads[name], ref_grads[name]), name
+    assert saved == ref_saved
+
+
+@pytest.mark.parametrize("activation_bits, hidden_act, wrapped", [(4, "gelu", True), (1, "gelu", True),
+                                                                   (32, "gelu", False), (4, "relu", False)])
+def test_binarize_marks_the_ffn_activation_when_its_output_linear_quantizes_its_input(activation_bits, hidden_act,
+                                                                                      wrapped):
+    """The swap wraps each layer's FFN GELU in `ActivationSource` below 32 activation bits (not ReLU, whose backward
+    keeps its output, the tensor the Linear keeps: nothing to save); the state dict's keys and the forward's values
+    and gradients are those of the model without it."""
+    from hf_binary_bert import BinaryBertConfig, BinaryBertForSequenceClassification
+    from hf_binary_bert.binarization.linear import ActivationSource
+
+    config = BinaryBertConfig(vocab_size=60, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                              intermediate_size=48, activation_bits=activation_bits, activation_quantizer="elastic",
+                              hidden_act=hidden_act)
+    torch.manual_seed(0)
+    model = BinaryBertForSequenceClassification(config).train()
+    acts = [layer.intermediate.intermediate_act_fn for layer in model.bert.encoder.layer]
+    assert all(isinstance(a, ActivationSource) for a in acts) == wrapped
+    assert not any(".act." in k or k.endswith(".act") for k in model.state_dict())
+    ids = torch.randint(0, 60, (2, 9))
+    torch.manual_seed(1)
+    loss = model(input_ids=ids, labels=torch.tensor([0, 1])).loss
+    loss.backward()
+    grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    if wrapped:  # the same model with the plain activations: the same loss and gradients
+        for layer, a in zip(model.bert.encoder.layer, acts):
+            layer.intermediate.intermediate_act_fn = a.act
+        model.zero_grad()
+        torch.manual_seed(1)
+        ref = model(input_ids=ids, labels=torch.tensor([0, 1])).loss
+        ref.backward()
+        assert torch.equal(loss, ref)
+        for n, p in model.named_parameters():
+            if p.grad is not None:
+                assert torch.equal(p.grad, grads[n]), n
+
+
 def test_mask_dropout_applies_its_philox_mask_as_torch_dropout_and_keeps_a_bool_mask():
     """mask_dropout = F.dropout's values for the mask `dropout_kept` draws (the same generator state gives the same
     mask), the gradient of x · noise, a keep rate of 1 − p, and only a bool mask kept for the backward pass."""
@@ -567,3 +662,85 @@ def test_the_attention_kl_comparison_catches_a_wrong_backward(monkeypatch):
     _mutated_backward(monkeypatch, losses._AttentionKL, 0, 1.01)
     with pytest.raises(AssertionError):
         test_attention_kl_equals_the_plain_autograd_composition_and_keeps_no_copy((4, 3, 9, 9))
+
+
+def _tiny_student(activation_bits, seed=0, **kwargs):
+    from hf_binary_bert import BinaryBertConfig, BinaryBertForSequenceClassification
+
+    config = BinaryBertConfig(vocab_size=60, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                              intermediate_size=48, activation_bits=activation_bits, activation_quantizer="elastic",
+                              weight_scale="learned_offset", scale_granularity="head", **kwargs)
+    torch.manual_seed(seed)
+    return BinaryBertForSequenceClassification(config).train()
+
+
+def _loss_and_grads(model, ids, mask):
+    model.zero_grad()
+    torch.manual_seed(1)  # the same dropout draws
+    loss = model(input_ids=ids, attention_mask=mask, labels=torch.tensor([0, 1, 1])).loss
+    loss.backward()
+    return loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+
+@pytest.mark.parametrize("activation_bits", [1, 2, 4])
+@pytest.mark.parametrize("checkpointing", [False, True])
+def test_attention_keeps_quantized_operands_as_their_codes_with_the_same_gradients(activation_bits, checkpointing,
+                                                                                  monkeypatch):
+    """The attention's matmuls keep, instead of the float Q̂, K̂ and V̂, what their quantizers keep anyway, and
+    rebuild them in the backward pass (`attention._saved_as_rebuilt`): the loss and every gradient of a student
+    are those of the plain matmuls bit for bit (with activation checkpointing too, where it is a no-op), and
+    autograd keeps 3 × B·T·hidden floats less per layer."""
+    from hf_binary_bert import attention
+
+    model = _tiny_student(activation_bits)
+    if checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    ids = torch.randint(0, 60, (3, 11))
+    mask = torch.ones(3, 11, dtype=torch.long)
+    mask[1, 7:] = 0
+    model(input_ids=ids, attention_mask=mask)  # calibrates the quantizers
+    loss, grads = _loss_and_grads(model, ids, mask)
+    calls = []
+    real = attention._saved_as_rebuilt
+
+    def counted(*tensors):
+        calls.append(len(tensors))
+        return real(*tensors)
+
+    monkeypatch.setattr(attention, "_saved_as_rebuilt", counted)
+    loss2, grads2 = _loss_and_grads(model, ids, mask)
+    assert calls  # the attention went through it
+    monkeypatch.setattr(attention, "_saved_as_rebuilt", lambda *t: contextlib.nullcontext())
+    ref_loss, ref_grads = _loss_and_grads(model, ids, mask)
+    assert torch.equal(loss, ref_loss) and torch.equal(loss2, ref_loss)
+    assert grads.keys() == ref_grads.keys()
+    for name in grads:
+        assert torch.equal(grads[name], ref_grads[name]), name
+    if not checkpointing:  # what autograd keeps, with the hook of `_saved_bytes` nested outside
+        monkeypatch.setattr(torch._C._autograd, "_top_saved_tensors_default_hooks", lambda *a: None)
+        monkeypatch.setattr(attention, "_saved_as_rebuilt", real)
+        _, saved = _saved_bytes(lambda i: model(input_ids=i, attention_mask=mask).logits, ids)
+        monkeypatch.setattr(attention, "_saved_as_rebuilt", lambda *t: contextlib.nullcontext())
+        _, ref_saved = _saved_bytes(lambda i: model(input_ids=i, attention_mask=mask).logits, ids)
+        assert ref_saved - saved >= 2 * 3 * ids.numel() * 32 * 4  # layers × Q̂, K̂, V̂ × tokens × hidden × 4 bytes
+
+
+def test_a_wrongly_rebuilt_attention_operand_changes_the_gradients(monkeypatch):
+    """The comparison above can fail: a rebuild off by one ulp in Q̂, K̂ and V̂ changes the gradients."""
+    from hf_binary_bert import attention
+    from hf_binary_bert.binarization import activation
+
+    model = _tiny_student(1)
+    ids = torch.randint(0, 60, (3, 11))
+    mask = torch.ones(3, 11, dtype=torch.long)
+    model(input_ids=ids, attention_mask=mask)
+    _, grads = _loss_and_grads(model, ids, mask)
+    real = activation.quantized_rebuild
+
+    def off(x_hat):
+        fn = real(x_hat)
+        return None if fn is None else (lambda: torch.nextafter(fn(), torch.tensor(float("inf"))))
+
+    monkeypatch.setattr(attention, "quantized_rebuild", off)
+    _, bad = _loss_and_grads(model, ids, mask)
+    assert any(not torch.equal(grads[n], bad[n]) for n in grads)

@@ -96,6 +96,29 @@ class _LSQRound(torch.autograd.Function):
         return (*lsq_backward(grad, x, shift, step, ctx.q_n, ctx.q_p, ctx.needs_input_grad[:3]), None, None)
 
 
+def quantized_rebuild(x_hat: torch.Tensor):
+    """A function that computes `x_hat` again, bit for bit and with its strides, from what the quantizer that made it
+    keeps for its own backward pass — the uint8 codes of BiT's 1-bit elastic quantizer (`_ScaledSignSTE`), the input
+    x of LSQ (`_LSQRound`) — or None when `x_hat` is not such a quantizer's output. The function reads the
+    quantizer's saved tensors when called: call it before that quantizer's backward pass has run (a matmul that
+    reads x̂ runs its backward first). Used to keep those instead of the float x̂ for the attention's matmuls
+    (`attention._saved_as_rebuilt`)."""
+    node = x_hat.grad_fn
+    if isinstance(node, _ScaledSignSTE._backward_cls):
+        @torch.no_grad()
+        def rebuild():
+            codes, step, _ = node.saved_tensors
+            return node.kernels.scaled_sign_levels(codes, step)
+    elif isinstance(node, _LSQRound._backward_cls):
+        @torch.no_grad()
+        def rebuild():
+            x, shift, step = node.saved_tensors
+            return lsq_values(x, shift, step, node.q_n, node.q_p)
+    else:
+        return None
+    return rebuild
+
+
 def quantization_range(bits: int, signed: bool) -> tuple[int, int]:
     """(Q_n, Q_p): the integer levels of a `bits`-bit quantizer; 1-bit signed is sign(·), i.e. (−1, 1)."""
     if signed:

@@ -5,12 +5,13 @@ from __future__ import annotations
 import re
 
 from torch import nn
+from transformers.activations import GELUActivation
 from transformers.models.bert.modeling_bert import BertEmbeddings, BertSelfAttention
 
 from ..layer_sizes import query_key_head_size_of
 from .activation import make_activation_quantizer
 from .embedding import BinaryEmbedding, PackedBinaryEmbedding
-from .linear import BinaryLinear, PackedBinaryLinear
+from .linear import ActivationSource, BinaryLinear, PackedBinaryLinear
 
 # binarizable name -> pattern on the module's qualified name inside a BERT (`bert.` prefix optional)
 _TARGET_PATTERNS = {
@@ -60,7 +61,9 @@ def binarize_(model: nn.Module, config) -> list[str]:
 
     - every `nn.Linear` named in `config.binarized_modules` becomes a `BinaryLinear` (sharing its weight and bias)
       or, when `config.packed_weights`, an empty `PackedBinaryLinear`; below 32 activation bits each gets an
-      `input_quantizer` (`activation.make_activation_quantizer`);
+      `input_quantizer` (`activation.make_activation_quantizer`), and when the FFN's output Linear gets one, the
+      FFN's GELU is wrapped in `linear.ActivationSource` (same values; the Linear's backward pass then keeps the
+      GELU's input, which the GELU keeps anyway, instead of its output; not ReLU, whose backward keeps its output);
     - below 32 activation bits every `BertSelfAttention` gets `query_quantizer`, `key_quantizer`,
       `value_quantizer` (signed, shift per head channel) and, for softmax attention, `probs_quantizer` (unsigned),
       used by the attention functions of `hf_binary_bert.attention`;
@@ -97,6 +100,10 @@ def binarize_(model: nn.Module, config) -> list[str]:
         )
         _set_module(model, name, new)
         replaced.append(name)
+        if target == "output" and config.activation_bits < 32:  # the FFN's GELU marks its output (h → f(h))
+            intermediate = model.get_submodule(name.rpartition(".")[0].rpartition(".")[0] + ".intermediate")
+            if isinstance(intermediate.intermediate_act_fn, (GELUActivation, nn.GELU)):
+                intermediate.intermediate_act_fn = ActivationSource(intermediate.intermediate_act_fn)
     for name, module in list(model.named_modules()):
         if isinstance(module, BertSelfAttention) and config.activation_bits < 32:
             heads, d = module.num_attention_heads, module.attention_head_size
