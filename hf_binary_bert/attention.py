@@ -140,23 +140,35 @@ class _QuantizedProbsValue(torch.autograd.Function):
     30 MiB."""
 
     @staticmethod
-    def forward(ctx, probs: torch.Tensor, step: torch.Tensor, value: torch.Tensor, q_p: int, p: float):
+    def forward(ctx, probs: torch.Tensor, step: torch.Tensor, value: torch.Tensor, q_p: int, p: float,
+                target: torch.Tensor | None = None):
         alpha = step.detach()
         kernels = training_kernels(probs, alpha)
         kept, keep_scale = dropout_kept(probs.shape, p, probs.dtype) if p > 0 else (None, None)  # _MaskDropout's draws
         codes, weights = kernels.quantized_probs_forward(probs.contiguous(), kept, alpha, q_p, keep_scale)
-        ctx.save_for_backward(probs, alpha, codes, kept, value)
+        ctx.save_for_backward(probs, alpha, codes, kept, value, target)
         ctx.q_p, ctx.keep_scale, ctx.kernels = q_p, keep_scale, kernels
         # an output no loss reads gets None in the backward, not a materialized [B, H, T, T] of zeros (the weights,
         # unless an attention loss reads them)
         if not torch.compiler.is_compiling():  # (Dynamo does not trace this call; the backward handles zeros too)
             ctx.set_materialize_grads(False)
-        return torch.matmul(weights, value), weights
+        output = torch.matmul(weights, value)
+        if target is None:
+            return output, weights
+        from .distillation.losses import attention_kl_rows  # (the distillation package imports this module)
+
+        return output, attention_kl_rows(weights, target)  # the weights end here: rebuilt from the codes if needed
 
     @staticmethod
     def backward(ctx, grad_out: torch.Tensor, grad_weights: torch.Tensor | None):
-        probs, alpha, codes, kept, value = ctx.saved_tensors
+        probs, alpha, codes, kept, value, target = ctx.saved_tensors
         need_probs, need_step, need_value = ctx.needs_input_grad[:3]
+        if target is not None and grad_weights is not None:  # ∂/∂(KL per row) → ∂/∂Â, on the forward's Â
+            from .distillation.losses import attention_kl_rows_backward
+
+            weights = ctx.kernels.quantized_probs_weights(codes, alpha, ctx.keep_scale)
+            grad_weights = attention_kl_rows_backward(grad_weights, weights, target)
+            del weights
         if grad_out is None:  # only the weights are read: ∂(output) is zero
             grad_out = torch.zeros(probs.shape[:-1] + value.shape[-1:], dtype=value.dtype)
         kernels = ctx.kernels
@@ -172,7 +184,7 @@ class _QuantizedProbsValue(torch.autograd.Function):
                 grad_weights = grad_weights.to(grad.dtype).contiguous()
             grad_probs, grad_step = kernels.quantized_probs_backward(grad, grad_weights, probs.contiguous(), kept,
                                                                      alpha, ctx.q_p, ctx.keep_scale, out=grad)
-        return grad_probs, grad_step, grad_value, None, None
+        return grad_probs, grad_step, grad_value, None, None, None
 
 
 def _fused_probs_value(quantizer, scores: torch.Tensor, value: torch.Tensor) -> bool:
@@ -204,15 +216,52 @@ def _probs_times_value(module, scores: torch.Tensor, value: torch.Tensor, dropou
     quantizer = getattr(module, "probs_quantizer", None)
     p = dropout if module.training else 0.0
     probs = _softmax(module, scores)
+    target = getattr(module, "_kl_target", None)
+    if target is not None:
+        target = target.to(probs.dtype)  # as attention_distillation_loss
     if (p == 0 or 0 < p < 1) and _fused_probs_value(quantizer, scores, value):
         _, step = quantizer.training_operands(probs)
         with _saved_as_rebuilt(value):
-            output, probs = _QuantizedProbsValue.apply(probs, step, value, quantizer.q_p, float(p))
+            output, probs = _QuantizedProbsValue.apply(probs, step, value, quantizer.q_p, float(p), target)
+        if target is not None:  # `probs` is the KL per row
+            module._kl_record.append(probs)
+            probs = None
         return output.transpose(1, 2).contiguous(), probs
     probs = _quantize(module, "probs_quantizer", probs)
     probs = mask_dropout(probs, dropout, module.training)
     output = torch.matmul(probs, value).transpose(1, 2).contiguous()
+    if target is not None:
+        from .distillation.losses import attention_kl_per_row
+
+        module._kl_record.append(attention_kl_per_row(probs, target))
     return output, probs
+
+
+@contextlib.contextmanager
+def attention_kl_in_layers(model: nn.Module, targets: list[torch.Tensor]):
+    """While open, each quantized softmax attention layer of `model` (`probs_quantizer`; in layer order, one target
+    each) computes KL(A_t ‖ Â) per query row of its quantized probabilities Â (after dropout, as the model uses
+    them) against its [B, H, T, T] target A_t itself, and appends the [B, H, T] result to the list the context
+    yields, instead of returning Â (`output_attentions`). The KL is `losses.attention_kl_per_row`'s, values and
+    gradients bit for bit; inside the attention function (`_QuantizedProbsValue`) Â is not kept: the backward
+    pass computes it again from the uint8 levels that function keeps anyway, so the float maps of all layers are
+    never alive together (at batch 32 × 128 tokens × 12 heads: 24 MiB a layer).
+
+    Raises:
+        ValueError: when the number of targets is not the number of such layers."""
+    modules = [m for m in model.modules() if hasattr(m, "probs_quantizer")]
+    if len(targets) != len(modules):
+        raise ValueError(f"attention_kl_in_layers: {len(targets)} target maps for {len(modules)} quantized softmax "
+                         "attention layers")
+    records: list[torch.Tensor] = []
+    for m, target in zip(modules, targets):
+        m._kl_target, m._kl_record = target, records
+    try:
+        yield records
+    finally:
+        for m in modules:
+            m.__dict__.pop("_kl_target", None)
+            m.__dict__.pop("_kl_record", None)
 
 
 @contextlib.contextmanager

@@ -744,3 +744,91 @@ def test_a_wrongly_rebuilt_attention_operand_changes_the_gradients(monkeypatch):
     monkeypatch.setattr(attention, "quantized_rebuild", off)
     _, bad = _loss_and_grads(model, ids, mask)
     assert any(not torch.equal(grads[n], bad[n]) for n in grads)
+
+
+def _kl_trainer(student_bits, teacher_bits=None):
+    """A tiny regression teacher (full precision, or binarized with `teacher_bits`: a multi-step stage's teacher) and a
+    binarized student with the attention KL on the quantized maps, in a `DistillationTrainer`."""
+    from transformers import BertConfig, BertForSequenceClassification
+
+    from hf_binary_bert import BinaryBertForSequenceClassification
+    from hf_binary_bert.distillation import DistillationTrainer, DistillationTrainingArguments
+
+    torch.manual_seed(0)
+    teacher = BertForSequenceClassification(BertConfig(
+        vocab_size=60, hidden_size=32, num_hidden_layers=4, num_attention_heads=2, intermediate_size=48, num_labels=1,
+        attn_implementation="eager"))
+    if teacher_bits is not None:
+        teacher = BinaryBertForSequenceClassification.from_teacher(
+            teacher, activation_bits=teacher_bits, activation_quantizer="elastic", weight_scale="learned_offset")
+        teacher.train()(input_ids=torch.randint(0, 60, (2, 7)))  # calibrates its quantizers
+    torch.manual_seed(1)
+    student = BinaryBertForSequenceClassification.from_teacher(
+        teacher, activation_bits=student_bits, activation_quantizer="elastic", weight_scale="learned_offset",
+        scale_granularity="head").train()
+    args = DistillationTrainingArguments(output_dir="/tmp/unused", use_cpu=True, report_to=[],
+                                         attention_loss_weight=1.0, attention_loss="kl")
+    trainer = DistillationTrainer(teacher_model=teacher, model=student, args=args)
+    assert args.attention_distribution == "quantized"
+    ids = torch.randint(0, 60, (3, 10))
+    mask = torch.ones(3, 10, dtype=torch.long)
+    mask[2, 6:] = 0
+    return trainer, student, {"input_ids": ids, "attention_mask": mask, "labels": torch.randn(3)}
+
+
+def _step(trainer, student, inputs):
+    student.zero_grad()
+    torch.manual_seed(5)  # the same dropout draws
+    loss = trainer.compute_loss(student, dict(inputs))
+    loss.backward()
+    return loss.detach(), {n: p.grad.clone() for n, p in student.named_parameters() if p.grad is not None}
+
+
+@pytest.mark.parametrize("student_bits, teacher_bits", [(4, None), (2, None), (8, None), (2, 4)])
+def test_attention_kl_inside_the_layers_equals_the_loss_on_returned_maps(student_bits, teacher_bits, monkeypatch):
+    """With the attention KL on the quantized maps, the trainer has each layer compute its KL itself
+    (`attention.attention_kl_in_layers`): the maps are not returned, and the loss and every gradient equal those of
+    `attention_distillation_loss` on the returned maps bit for bit (a full-precision or a binarized teacher)."""
+    from hf_binary_bert.distillation import trainer as trainer_module
+
+    trainer, student, inputs = _kl_trainer(student_bits, teacher_bits)
+    calls = []
+    real = trainer_module.attention_kl_in_layers
+
+    def counted(model, targets):
+        calls.append(len(targets))
+        return real(model, targets)
+
+    monkeypatch.setattr(trainer_module, "attention_kl_in_layers", counted)
+    loss, grads = _step(trainer, student, inputs)
+    assert calls == [4]
+    monkeypatch.setattr(trainer_module, "_records_every_layer", lambda model: False)  # the returned maps
+    ref_loss, ref_grads = _step(trainer, student, inputs)
+    assert calls == [4]
+    assert torch.equal(loss, ref_loss)
+    assert grads.keys() == ref_grads.keys() and len(grads) > 50
+    for name in grads:
+        assert torch.equal(grads[name], ref_grads[name]), name
+
+
+def test_the_in_layer_attention_kl_comparison_catches_a_wrong_backward(monkeypatch):
+    """The comparison above can fail: the layer's KL backward reading Â one ulp off changes the gradients."""
+    from hf_binary_bert.distillation import losses
+
+    trainer, student, inputs = _kl_trainer(4)
+    _, grads = _step(trainer, student, inputs)
+    real = losses.attention_kl_rows_backward
+    monkeypatch.setattr(losses, "attention_kl_rows_backward", lambda grad, a_s, a_t: real(
+        grad, torch.nextafter(a_s, torch.tensor(float("inf"))), a_t))
+    _, bad = _step(trainer, student, inputs)
+    assert any(not torch.equal(grads[n], bad[n]) for n in grads)
+
+
+def test_attention_kl_in_layers_needs_one_target_per_layer():
+    from hf_binary_bert.attention import attention_kl_in_layers
+
+    model = _tiny_student(4)
+    with pytest.raises(ValueError, match="1 target maps for 2 quantized softmax attention layers"):
+        with attention_kl_in_layers(model, [torch.zeros(1, 2, 3, 3)]):
+            pass
+    assert not any(hasattr(m, "_kl_target") for m in model.modules())

@@ -253,7 +253,8 @@ class _LSQLinear(torch.autograd.Function):
         # `source` = (h, f) with x = f(h) (`ActivationSource`): keep h, which f's own backward keeps anyway, instead
         # of x, and compute x = f(h) again in the backward pass (the same values: f is elementwise and deterministic)
         ctx.save_for_backward(x if source is None else source[0], shift, step, weight)
-        ctx.has_bias, ctx.q_n, ctx.q_p, ctx.recompute = bias is not None, q_n, q_p, None if source is None else source[1]
+        ctx.has_bias, ctx.q_n, ctx.q_p = bias is not None, q_n, q_p
+        ctx.recompute = None if source is None else source[1]
         if factored is not None:
             return _factored_linear(x, shift, step, bias, factored, (q_n, q_p))
         return F.linear(lsq_values(x, shift, step, q_n, q_p), weight, bias)  # x̂ as _LSQRound

@@ -160,23 +160,34 @@ class _AttentionKL(torch.autograd.Function):
     @staticmethod
     def forward(ctx, a_s, a_t):
         ctx.save_for_backward(a_s, a_t)
-        out = a_s.new_empty(a_s.shape[:-1])
-        for rows in _row_chunks(a_s):
-            d = a_t[rows].clamp_min(_KL_EPS).log_()
-            d.sub_(a_s[rows].clamp_min(_KL_EPS).log_())
-            torch.sum(d.mul_(a_t[rows]), -1, out=out[rows])  # a_t·d = d·a_t exactly
-        return out
+        return attention_kl_rows(a_s, a_t)
 
     @staticmethod
     def backward(ctx, grad):
         a_s, a_t = ctx.saved_tensors
         if not ctx.needs_input_grad[0]:
             return None, None
-        grad_s = torch.empty_like(a_s)
-        for rows in _row_chunks(a_s):
-            step = torch.mul(grad[rows].unsqueeze(-1), a_t[rows], out=grad_s[rows]).neg_()
-            step.div_(a_s[rows].clamp_min(_KL_EPS)).masked_fill_(a_s[rows].ge(_KL_EPS).logical_not_(), 0.0)
-        return grad_s, None
+        return attention_kl_rows_backward(grad, a_s, a_t), None
+
+
+def attention_kl_rows(a_s: torch.Tensor, a_t: torch.Tensor) -> torch.Tensor:
+    """KL(A_t ‖ A_s) per query row without autograd, in slices of dim 0 ([..., T] × 2 → [...]): the forward of
+    `_AttentionKL` (and of the attention's own KL, `attention._QuantizedProbsValue`)."""
+    out = a_s.new_empty(a_s.shape[:-1])
+    for rows in _row_chunks(a_s):
+        d = a_t[rows].clamp_min(_KL_EPS).log_()
+        d.sub_(a_s[rows].clamp_min(_KL_EPS).log_())
+        torch.sum(d.mul_(a_t[rows]), -1, out=out[rows])  # a_t·d = d·a_t exactly
+    return out
+
+
+def attention_kl_rows_backward(grad: torch.Tensor, a_s: torch.Tensor, a_t: torch.Tensor) -> torch.Tensor:
+    """∂/∂A_s of `attention_kl_rows` for ∂/∂(KL per row) `grad` [...]: −(g·A_t)/max(A_s, ε) where A_s ≥ ε, else 0."""
+    grad_s = torch.empty_like(a_s)
+    for rows in _row_chunks(a_s):
+        step = torch.mul(grad[rows].unsqueeze(-1), a_t[rows], out=grad_s[rows]).neg_()
+        step.div_(a_s[rows].clamp_min(_KL_EPS)).masked_fill_(a_s[rows].ge(_KL_EPS).logical_not_(), 0.0)
+    return grad_s
 
 
 def attention_kl_per_row(a_s: torch.Tensor, a_t: torch.Tensor) -> torch.Tensor:
@@ -206,23 +217,38 @@ def attention_distillation_loss(student_attentions, teacher_attentions, mask=Non
         raise ValueError(f"attention loss must be 'mse' or 'kl', got {kind!r}")
     if not student_attentions or not teacher_attentions or student_attentions[0] is None:
         raise ValueError("attention distillation needs attention probabilities: load both models with attn_implementation='eager'")
-    mapping = layer_map(len(student_attentions) + 1, len(teacher_attentions) + 1)[1:]
-    total = student_attentions[0].new_zeros(())
+    mapping = attention_layer_map(len(student_attentions), len(teacher_attentions))
+    per_rows = []
     for i, a_s in enumerate(student_attentions):
-        a_t = teacher_attentions[mapping[i] - 1].to(a_s.dtype)
-        batch, heads, q_len, k_len = a_s.shape
-        key_mask = None if mask is None else mask[:, None, None, :].to(a_s.dtype)
-        row_mask = None if mask is None else mask[:, None, :].expand(batch, heads, q_len).reshape(-1)
+        a_t = teacher_attentions[mapping[i]].to(a_s.dtype)
         if kind == "mse":
             sq = (a_s - a_t).pow(2)
-            if key_mask is not None:
+            if mask is not None:
+                key_mask = mask[:, None, None, :].to(a_s.dtype)
                 per_row = (sq * key_mask).sum(-1) / key_mask.sum(-1).clamp_min(1)
             else:
                 per_row = sq.mean(-1)
         else:
             per_row = attention_kl_per_row(a_s, a_t)
+        per_rows.append(per_row)
+    return mean_over_rows_and_layers(per_rows, mask)
+
+
+def attention_layer_map(num_student: int, num_teacher: int) -> list[int]:
+    """The teacher attention layer (0-based) each of `num_student` student attention layers is compared with
+    (`layer_map` on the layers, without the embeddings)."""
+    return [m - 1 for m in layer_map(num_student + 1, num_teacher + 1)[1:]]
+
+
+def mean_over_rows_and_layers(per_rows: list[torch.Tensor], mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean over layers of the mean over heads and real query rows: `per_rows` one [B, H, T] tensor per layer, `mask`
+    [B, T] (1 = real token) or None. The reduction of `attention_distillation_loss`."""
+    total = per_rows[0].new_zeros(())
+    for per_row in per_rows:
+        batch, heads, q_len = per_row.shape
+        row_mask = None if mask is None else mask[:, None, :].expand(batch, heads, q_len).reshape(-1)
         total = total + _masked_mean(per_row.reshape(-1), row_mask)
-    return total / len(student_attentions)
+    return total / len(per_rows)
 
 
 def similarity_pattern(x: torch.Tensor, num_heads: int, mask: torch.Tensor | None = None) -> torch.Tensor:

@@ -9,7 +9,7 @@ import os
 import torch
 from transformers import PreTrainedModel, Trainer
 
-from ..attention import record_softmax
+from ..attention import attention_kl_in_layers, record_softmax
 from ..binarization.activation import ActivationQuantizer
 from ..binarization.linear import BinarizedWeightMixin
 from ..binarization.ste import round_ste
@@ -20,8 +20,10 @@ from .losses import (
     attention_distillation_loss,
     direction_matching_loss,
     hidden_state_cosine,
+    attention_layer_map,
     hidden_state_mse,
     layer_map,
+    mean_over_rows_and_layers,
     prediction_distillation_loss,
     span_distillation_loss,
 )
@@ -392,9 +394,20 @@ class DistillationTrainer(Trainer):
             # the recorded softmax is the student's map: its quantized maps need not be returned. Training mode only:
             # an eval forward without autograd may run on the native runtime, which records nothing.
             student_need.pop("output_attentions", None)
+        # the KL of the quantized maps computed inside each attention layer (`attention_kl_in_layers`): the maps are
+        # not returned and not kept (training mode, as above)
+        in_layers = ("attention" in weights and not softmax and args.attention_loss == "kl" and unwrapped.training
+                     and _records_every_layer(unwrapped) and teacher_out.attentions is not None)
+        kl_targets = None
+        if in_layers:
+            mapping = attention_layer_map(unwrapped.config.num_hidden_layers, len(teacher_out.attentions))
+            kl_targets = [teacher_out.attentions[m] for m in mapping]
+            student_need.pop("output_attentions", None)
         with (capture_qkv(unwrapped, dmd_targets) as student_qkv, capture_pooled(unwrapped, pooled) as student_pooled,
-              record_softmax(unwrapped) if softmax else contextlib.nullcontext() as student_softmax):
+              record_softmax(unwrapped) if softmax else contextlib.nullcontext() as student_softmax,
+              attention_kl_in_layers(unwrapped, kl_targets) if in_layers else contextlib.nullcontext() as kl_rows):
             student_out = self._forward_as_saved(model)(**(inputs if "task" in weights else features), **student_need)
+        del kl_targets
 
         token_mask = features.get("attention_mask")
         components: dict[str, torch.Tensor] = {}
@@ -424,7 +437,9 @@ class DistillationTrainer(Trainer):
             components["cosine"] = hidden_state_cosine(
                 student_out.hidden_states, teacher_out.hidden_states, token_mask, args.hidden_layer_weights
             )
-        if "attention" in weights:
+        if "attention" in weights and in_layers:
+            components["attention"] = mean_over_rows_and_layers(kl_rows, token_mask)
+        elif "attention" in weights:
             # with "softmax": the softmax before the probability quantizer where a model quantizes its attention (a
             # binarized student; a binarized teacher: an earlier stage of a multi-step schedule)
             components["attention"] = attention_distillation_loss(
