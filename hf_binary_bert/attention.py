@@ -46,17 +46,34 @@ def heaviside_ste(x: torch.Tensor) -> torch.Tensor:
     return hard + (soft - soft.detach())
 
 
+def _rebuild_of(t: torch.Tensor) -> tuple | None:
+    """(function, the tensor it computes again) for `t`: a quantizer's output (`activation.quantized_rebuild`), or a binarized Linear's
+    factored training output (`linear._factored_rebuild`, set as `_rebuild` on the output: `t` may be that output
+    or a view of it, such as the [B, H, T, d] heads of Q, K, V, whose base is then the tensor computed); else None."""
+    fn = quantized_rebuild(t)
+    if fn is None:
+        fn = getattr(t, "_rebuild", None)
+    if fn is None and t._base is not None and getattr(t._base, "_rebuild", None) is not None:
+        return t._base._rebuild, t._base
+    return None if fn is None else (fn, t)
+
+
 @contextlib.contextmanager
 def _saved_as_rebuilt(*tensors: torch.Tensor):
-    """While open, autograd keeps, instead of any of `tensors` that a quantizer made (or a view of one, such as the
-    reshaped operands a matmul keeps), the means to compute it again (`activation.quantized_rebuild`: the codes or
-    the input that quantizer keeps anyway), and computes it again in the backward pass — bit for bit, with its
-    strides, so the matmul's gradients are those it computed before. For the attention's products of quantized
-    Q̂, K̂ and V̂: at batch 32 × 128 tokens × 12 heads of 32 (MiniLM), 6 MiB less kept per operand and layer. A no-op
-    where another saved-tensor hook is open (activation checkpointing keeps its own) or under `torch.compile`."""
+    """While open, autograd keeps, instead of any of `tensors` that a quantizer or a binarized Linear's factored
+    training forward made (or a view of one, such as the reshaped operands a matmul keeps), the means to compute it
+    again (`_rebuild_of`: the codes or the input that quantizer keeps anyway; the Linear's input, which the Linear
+    keeps anyway), and computes it again in the backward pass — bit for bit, with its strides, so the gradients are
+    those computed before. For the attention's products of quantized Q̂, K̂ and V̂, and for the LSQ quantizers of
+    Q, K, V (which keep their input, the Linears' outputs): at batch 32 × 128 tokens × 12 heads of 32 (MiniLM),
+    6 MiB less kept per tensor and layer. A no-op where another saved-tensor hook is open (activation checkpointing
+    keeps its own) or under `torch.compile`."""
     # no reference to the tensors themselves: autograd keeps the pack hook as long as what it packed
-    rebuilds = {t.untyped_storage().data_ptr(): (fn, t.dtype, tuple(t.shape), t.stride(), t.storage_offset())
-                for t, fn in ((t, quantized_rebuild(t)) for t in tensors) if fn is not None}
+    rebuilds = {}
+    for found in map(_rebuild_of, tensors):
+        if found is not None:
+            fn, t = found
+            rebuilds[t.untyped_storage().data_ptr()] = (fn, t.dtype, tuple(t.shape), t.stride(), t.storage_offset())
     if (not rebuilds or not torch.is_grad_enabled() or torch.compiler.is_compiling()
             or torch._C._autograd._top_saved_tensors_default_hooks(False) is not None):
         yield
@@ -75,7 +92,7 @@ def _saved_as_rebuilt(*tensors: torch.Tensor):
         fn, shape, stride, offset, view_shape, view_stride, view_offset = packed
         rebuilt = fn()
         if tuple(rebuilt.shape) != shape or rebuilt.stride() != stride or rebuilt.storage_offset() != offset:
-            raise RuntimeError("a quantized attention operand was rebuilt with another layout than the forward's")
+            raise RuntimeError("an attention operand was computed again with another layout than the forward's")
         return rebuilt.as_strided(view_shape, view_stride, view_offset)
 
     with torch.autograd.graph.saved_tensors_hooks(pack, unpack):
@@ -86,7 +103,9 @@ def _scores(module, query, key, value, attention_mask, scaling):
     """Q̂·K̂ᵀ·scaling + M [B, H, T, T] and V̂, with Q, K, V quantized by the module's quantizers."""
     if scaling is None:
         scaling = query.size(-1) ** -0.5
-    query, key, value = (_quantize(module, f"{n}_quantizer", t) for n, t in (("query", query), ("key", key), ("value", value)))
+    with _saved_as_rebuilt(query, key, value):  # an LSQ quantizer keeps its input: the Linear's output
+        query, key, value = (_quantize(module, f"{n}_quantizer", t)
+                             for n, t in (("query", query), ("key", key), ("value", value)))
     with _saved_as_rebuilt(query, key):
         scores = torch.matmul(query, key.transpose(2, 3))
     scores.mul_(scaling)  # in place: no second [B, H, T, T] tensor

@@ -832,3 +832,28 @@ def test_attention_kl_in_layers_needs_one_target_per_layer():
         with attention_kl_in_layers(model, [torch.zeros(1, 2, 3, 3)]):
             pass
     assert not any(hasattr(m, "_kl_target") for m in model.modules())
+
+
+def test_a_wrongly_rebuilt_linear_output_changes_the_gradients(monkeypatch):
+    """The Q/K/V Linears' outputs that their LSQ quantizers would keep are computed again in the backward pass
+    (`linear._factored_rebuild`): one ulp off there changes the gradients, so the bit-for-bit comparisons above see
+    that path (where the compiled kernels apply)."""
+    from hf_binary_bert.binarization import linear
+    from hf_binary_bert.kernels import ops
+
+    if not ops.available():
+        pytest.skip("the compiled kernels are not built")
+    model = _tiny_student(4)
+    ids = torch.randint(0, 60, (3, 11))
+    mask = torch.ones(3, 11, dtype=torch.long)
+    model(input_ids=ids, attention_mask=mask)
+    _, grads = _loss_and_grads(model, ids, mask)
+    real = linear._factored_rebuild
+
+    def off(*args):
+        fn = real(*args)
+        return lambda: torch.nextafter(fn(), torch.tensor(float("inf")))
+
+    monkeypatch.setattr(linear, "_factored_rebuild", off)
+    _, bad = _loss_and_grads(model, ids, mask)
+    assert any(not torch.equal(grads[n], bad[n]) for n in grads)

@@ -166,6 +166,25 @@ def _factored_linear(x: torch.Tensor, shift: torch.Tensor | None, step: torch.Te
                                 levels[0], levels[1], False)
 
 
+def _factored_rebuild(x: torch.Tensor, shift: torch.Tensor | None, step: torch.Tensor, bias: torch.Tensor | None,
+                      factored: tuple, levels: tuple[int, int] | None):
+    """A function that computes a factored training forward's output (`_factored_linear`; the tensor that holds its
+    memory, when the output is a view) again, bit for bit (integer dot products, the same epilogue), from its input:
+    set on that tensor as `_rebuild` (see
+    `attention._saved_as_rebuilt`: an LSQ quantizer on Q/K/V, which keeps its input, then keeps the Linear's input
+    instead, which the Linear keeps anyway). Holds only detached references: no gradient, no copy."""
+    x, step = x.detach(), step.detach()
+    shift = None if shift is None else shift.detach()
+    bias = None if bias is None else bias.detach()
+
+    @torch.no_grad()
+    def rebuild():
+        out = _factored_linear(x, shift, step, bias, factored, levels)
+        return out if out._base is None else out._base
+
+    return rebuild
+
+
 def _weight_and_bias_grads(ctx, g2: torch.Tensor, x_hat_of) -> tuple[torch.Tensor | None, torch.Tensor | None]:
     """∂W_q and ∂b of F.linear(x̂, W_q, b) from ∂y as [M, out] (`g2`), as AddmmBackward computes them for mat2 = W_qᵀ:
     (gradᵀ·mat1)ᵀ and Σ_m grad; `x_hat_of()` rebuilds x̂ (only called when ∂W_q is needed). The `ctx` of
@@ -270,8 +289,9 @@ class _LSQLinear(torch.autograd.Function):
         grad_weight, grad_bias = _weight_and_bias_grads(ctx, g2, lambda: lsq_values(x, shift, step, ctx.q_n, ctx.q_p))
         grad_x = grad_shift = grad_step = None
         if needs[0] or needs[1] or needs[2]:
-            grad_x_hat = g2.mm(weight).view(x.shape)
-            grad_x, grad_shift, grad_step = lsq_backward(grad_x_hat, x, shift, step, ctx.q_n, ctx.q_p, needs[:3])
+            grad_x_hat = g2.mm(weight).view(x.shape)  # a new tensor, as x when computed again: work buffers
+            grad_x, grad_shift, grad_step = lsq_backward(grad_x_hat, x, shift, step, ctx.q_n, ctx.q_p, needs[:3],
+                                                         overwrite=ctx.recompute is not None)
         return grad_x, grad_shift, grad_step, grad_weight, grad_bias, None, None, None, None
 
 
@@ -362,9 +382,14 @@ class BinaryLinear(BinarizedWeightMixin, nn.Linear):
             # the kernels compute the binarized weight only: none while the latent weight is blended in
             factored = self._factored_operands(input, shift, levels) if self.training and not self.mixing else None
             if levels is None:
-                return _ScaledSignLinear.apply(input, shift, step, self.quantized_weight(), self.bias, factored)
-            return _LSQLinear.apply(input, shift, step, self.quantized_weight(), self.bias, *levels, factored,
-                                    _activation_source(input))
+                out = _ScaledSignLinear.apply(input, shift, step, self.quantized_weight(), self.bias, factored)
+            else:
+                out = _LSQLinear.apply(input, shift, step, self.quantized_weight(), self.bias, *levels, factored,
+                                       _activation_source(input))
+            if factored is not None:  # on the tensor that holds the memory (the kernel's [M, out] when out views it)
+                root = out if out._base is None else out._base
+                root._rebuild = _factored_rebuild(input, shift, step, self.bias, factored, levels)
+            return out
         return F.linear(quantizer(input), self.quantized_weight(), self.bias)
 
     @torch.no_grad()

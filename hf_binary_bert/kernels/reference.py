@@ -242,19 +242,36 @@ def _shift_grad(grad_x: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
 
 
 def lsq_backward(grad: torch.Tensor, x: torch.Tensor, shift: torch.Tensor | None, step: torch.Tensor, q_n: int,
-                 q_p: int, needs: tuple[bool, bool, bool]) -> tuple:
+                 q_p: int, needs: tuple[bool, bool, bool], *, overwrite: bool = False) -> tuple:
     """`_LSQRound`'s gradients (∂/∂x, ∂/∂β, ∂/∂α; None where `needs` says not needed) from the output gradient and
-    the saved input, u computed again with the forward's roundings (also used by attention's fused Â·V̂)."""
-    u = _shifted_quotient(x, shift, step)
+    the saved input, u computed again with the forward's roundings (also used by attention's fused Â·V̂).
+
+    With `overwrite`, `grad` and `x` (both contiguous, of one shape, owned by the caller and not needed after) are
+    used as work buffers: u is computed in x's memory and ∂/∂x in grad's, so that two fewer tensors of x's size are
+    alive at once; the same operations on the same values, so the same results bit for bit."""
+    if overwrite and not (grad.is_contiguous() and x.is_contiguous() and grad.shape == x.shape
+                          and x.dtype == torch.result_type(x, step) and grad.dtype == x.dtype):
+        overwrite = False
+    if not overwrite:
+        u = _shifted_quotient(x, shift, step)
+    else:
+        u = x.div_(step) if shift is None else x.sub_(shift).div_(step)  # as _shifted_quotient, in place
     clipped = u.clamp(q_n, q_p)
-    inside = u.copy_(clipped == u)  # 1[Q_n ≤ u ≤ Q_p] as 1.0 / 0.0, in u's buffer (0 for NaN, as the comparisons)
-    grad_x = grad * inside if needs[0] or needs[1] else None
+    window = clipped == u  # 1[Q_n ≤ u ≤ Q_p] (false for NaN, as the comparisons)
+    inside = u.copy_(window)  # as 1.0 / 0.0, in u's buffer
+    grad_x = None
+    if (needs[0] or needs[1]) and not overwrite:
+        grad_x = grad * inside
     grad_step = None
     if needs[2]:
         # round(clip(u)) − u·1[inside]: where inside, clip(u) = u
         masked_u = inside.mul_(clipped)
         term = clipped.round_().sub_(masked_u)
         grad_step = _sum_of_products(grad, term).reshape(step.shape)
+        if overwrite:
+            inside = term.copy_(window)  # the 1.0 / 0.0 again (its buffer was masked_u's)
+    if (needs[0] or needs[1]) and overwrite:
+        grad_x = grad.mul_(inside)  # grad · 1[inside], in grad's buffer (read above for ∂/∂α)
     grad_shift = _shift_grad(grad_x, shift) if needs[1] else None
     return grad_x if needs[0] else None, grad_shift, grad_step
 
