@@ -58,6 +58,13 @@ def _rebuild_of(t: torch.Tensor) -> tuple | None:
     return None if fn is None else (fn, t)
 
 
+def _other_saved_tensor_hooks() -> bool:
+    """Whether saved-tensor hooks are open (activation checkpointing's, a profiler's); True where this PyTorch does
+    not say (`torch._C._autograd._top_saved_tensors_default_hooks` is private), so that nothing is changed there."""
+    top = getattr(torch._C._autograd, "_top_saved_tensors_default_hooks", None)
+    return top is None or top(False) is not None
+
+
 @contextlib.contextmanager
 def _saved_as_rebuilt(*tensors: torch.Tensor):
     """While open, autograd keeps, instead of any of `tensors` that a quantizer or a binarized Linear's factored
@@ -74,8 +81,7 @@ def _saved_as_rebuilt(*tensors: torch.Tensor):
         if found is not None:
             fn, t = found
             rebuilds[t.untyped_storage().data_ptr()] = (fn, t.dtype, tuple(t.shape), t.stride(), t.storage_offset())
-    if (not rebuilds or not torch.is_grad_enabled() or torch.compiler.is_compiling()
-            or torch._C._autograd._top_saved_tensors_default_hooks(False) is not None):
+    if (not rebuilds or not torch.is_grad_enabled() or torch.compiler.is_compiling() or _other_saved_tensor_hooks()):
         yield
         return
 
