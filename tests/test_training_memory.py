@@ -682,6 +682,16 @@ def _loss_and_grads(model, ids, mask):
     return loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
 
 
+def _calibrated_student_and_gradients(activation_bits):
+    """A tiny student with calibrated quantizers, a batch and its parameters' gradients."""
+    model = _tiny_student(activation_bits)
+    ids = torch.randint(0, 60, (3, 11))
+    mask = torch.ones(3, 11, dtype=torch.long)
+    model(input_ids=ids, attention_mask=mask)
+    _, grads = _loss_and_grads(model, ids, mask)
+    return model, ids, mask, grads
+
+
 @pytest.mark.parametrize("activation_bits", [1, 2, 4])
 @pytest.mark.parametrize("checkpointing", [False, True])
 def test_attention_keeps_quantized_operands_as_their_codes_with_the_same_gradients(activation_bits, checkpointing,
@@ -730,11 +740,7 @@ def test_a_wrongly_rebuilt_attention_operand_changes_the_gradients(monkeypatch):
     from hf_binary_bert import attention
     from hf_binary_bert.binarization import activation
 
-    model = _tiny_student(1)
-    ids = torch.randint(0, 60, (3, 11))
-    mask = torch.ones(3, 11, dtype=torch.long)
-    model(input_ids=ids, attention_mask=mask)
-    _, grads = _loss_and_grads(model, ids, mask)
+    model, ids, mask, grads = _calibrated_student_and_gradients(1)
     real = activation.quantized_rebuild
 
     def off(x_hat):
@@ -843,11 +849,7 @@ def test_a_wrongly_rebuilt_linear_output_changes_the_gradients(monkeypatch):
 
     if not ops.available():
         pytest.skip("the compiled kernels are not built")
-    model = _tiny_student(4)
-    ids = torch.randint(0, 60, (3, 11))
-    mask = torch.ones(3, 11, dtype=torch.long)
-    model(input_ids=ids, attention_mask=mask)
-    _, grads = _loss_and_grads(model, ids, mask)
+    model, ids, mask, grads = _calibrated_student_and_gradients(4)
     real = linear._factored_rebuild
 
     def off(*args):
