@@ -817,6 +817,24 @@ def test_attention_kl_inside_the_layers_equals_the_loss_on_returned_maps(student
         assert torch.equal(grads[name], ref_grads[name]), name
 
 
+def test_attention_kl_under_activation_checkpointing_uses_the_returned_maps(monkeypatch):
+    """Activation checkpointing runs the layers' forward again outside the trainer's context: the trainer then keeps
+    the returned maps (no in-layer KL), with the same loss and gradients as without checkpointing."""
+    from hf_binary_bert.distillation import trainer as trainer_module
+
+    trainer, student, inputs = _kl_trainer(4)
+    ref_loss, ref_grads = _step(trainer, student, inputs)
+    student.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    calls = []
+    real = trainer_module.attention_kl_in_layers
+    monkeypatch.setattr(trainer_module, "attention_kl_in_layers", lambda *a: calls.append(1) or real(*a))
+    loss, grads = _step(trainer, student, inputs)
+    assert not calls
+    assert torch.equal(loss, ref_loss)
+    for name in ref_grads:
+        assert torch.equal(grads[name], ref_grads[name]), name
+
+
 def test_the_in_layer_attention_kl_comparison_catches_a_wrong_backward(monkeypatch):
     """The comparison above can fail: the layer's KL backward reading Â one ulp off changes the gradients."""
     from hf_binary_bert.distillation import losses

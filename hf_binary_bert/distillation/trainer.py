@@ -18,9 +18,9 @@ from ..format import stored_dtypes
 from .arguments import DistillationTrainingArguments
 from .losses import (
     attention_distillation_loss,
+    attention_layer_map,
     direction_matching_loss,
     hidden_state_cosine,
-    attention_layer_map,
     hidden_state_mse,
     layer_map,
     mean_over_rows_and_layers,
@@ -395,8 +395,10 @@ class DistillationTrainer(Trainer):
             # an eval forward without autograd may run on the native runtime, which records nothing.
             student_need.pop("output_attentions", None)
         # the KL of the quantized maps computed inside each attention layer (`attention_kl_in_layers`): the maps are
-        # not returned and not kept (training mode, as above)
+        # not returned and not kept (training mode, as above; not under activation checkpointing, whose recomputed
+        # forward runs outside this context)
         in_layers = ("attention" in weights and not softmax and args.attention_loss == "kl" and unwrapped.training
+                     and not getattr(unwrapped, "is_gradient_checkpointing", False)
                      and _records_every_layer(unwrapped) and teacher_out.attentions is not None)
         kl_targets = None
         if in_layers:
