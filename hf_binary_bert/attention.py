@@ -47,15 +47,16 @@ def heaviside_ste(x: torch.Tensor) -> torch.Tensor:
 
 
 def _rebuild_of(t: torch.Tensor) -> tuple | None:
-    """(function, the tensor it computes again) for `t`: a quantizer's output (`activation.quantized_rebuild`), or a binarized Linear's
-    factored training output (`linear._factored_rebuild`, set as `_rebuild` on the output: `t` may be that output
-    or a view of it, such as the [B, H, T, d] heads of Q, K, V, whose base is then the tensor computed); else None."""
+    """(function, the tensor it computes again) for `t`: a quantizer's output (`activation.quantized_rebuild`), or
+    the factored training output of a Linear with an LSQ input (`linear._factored_rebuild`, set as `_rebuild` on
+    the tensor holding the output's memory: `t` may be a view of it, such as the [B, H, T, d] heads of Q, K, V);
+    else None."""
     fn = quantized_rebuild(t)
-    if fn is None:
-        fn = getattr(t, "_rebuild", None)
-    if fn is None and t._base is not None and getattr(t._base, "_rebuild", None) is not None:
-        return t._base._rebuild, t._base
-    return None if fn is None else (fn, t)
+    if fn is not None:
+        return fn, t
+    root = t if t._base is None else t._base
+    fn = getattr(root, "_rebuild", None)
+    return None if fn is None else (fn, root)
 
 
 def _other_saved_tensor_hooks() -> bool:

@@ -382,11 +382,12 @@ class BinaryLinear(BinarizedWeightMixin, nn.Linear):
             # the kernels compute the binarized weight only: none while the latent weight is blended in
             factored = self._factored_operands(input, shift, levels) if self.training and not self.mixing else None
             if levels is None:
-                out = _ScaledSignLinear.apply(input, shift, step, self.quantized_weight(), self.bias, factored)
-            else:
-                out = _LSQLinear.apply(input, shift, step, self.quantized_weight(), self.bias, *levels, factored,
-                                       _activation_source(input))
-            if factored is not None:  # on the tensor that holds the memory (the kernel's [M, out] when out views it)
+                return _ScaledSignLinear.apply(input, shift, step, self.quantized_weight(), self.bias, factored)
+            source = _activation_source(input)
+            out = _LSQLinear.apply(input, shift, step, self.quantized_weight(), self.bias, *levels, factored, source)
+            if factored is not None and source is None:
+                # how to compute the output again from x, which this Linear keeps anyway (so the closure keeps nothing
+                # more alive), on the tensor that holds the memory (the kernel's [M, out] when `out` views it)
                 root = out if out._base is None else out._base
                 root._rebuild = _factored_rebuild(input, shift, step, self.bias, factored, levels)
             return out
