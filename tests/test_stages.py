@@ -2,6 +2,7 @@
 a total budget is shared by the stages, the held-out validation split."""
 
 import json
+import os
 
 import pytest
 import torch
@@ -365,3 +366,81 @@ def test_cli_gradient_checkpointing_reaches_the_training_arguments():
     base = ["distill", "--teacher", "t", "--task", "stsb", "--output-dir", "o", "--max-seq-length", "128"]
     assert _train_kwargs(build_parser().parse_args(base + ["--gradient-checkpointing"]))["gradient_checkpointing"]
     assert "gradient_checkpointing" not in _train_kwargs(build_parser().parse_args(base))
+
+
+def _saved_tensors(folder):
+    from safetensors.torch import load_file
+
+    return load_file(str(folder / "model.safetensors"))
+
+
+@pytest.mark.parametrize("case", ["continue", "fallback", "train_in_fp_dtype"])
+def test_packed_stage_teacher_trains_the_same_student(tmp_path, monkeypatch, stsb_teacher, case):
+    """An earlier stage teaches in its packed form (`_teach_packed`: no latent weights in memory): every stage's
+    saved student, stage table and logged losses are the ones the latent stage teacher gives, bit for bit —
+    stage 2 taught by stage 1 (W1A4 → W1A2 with the attention KL on quantized maps, float16 parts), with
+    `train_in_fp_dtype` (the teacher's parts rounded once instead of in each forward), and after stage 2 collapses:
+    stage 3 starts from stage 1 given back in training form from its stashed latent weights (file removed after)."""
+    from hf_binary_bert import recipes
+
+    from hf_binary_bert.distillation import stages
+
+    teacher, data_dir = stsb_teacher
+    if case == "fallback":  # stage 1 healthy (a tiny student after 2 steps is not: the detector is overridden), 2 not
+        diagnostics, seen = stages.stage_diagnostics, []
+
+        def forced(*args, **kwargs):
+            row = diagnostics(*args, **kwargs)
+            seen.append(None)  # calls: the teacher's row, then one per stage
+            if len(seen) in (2, 3):
+                row.update(collapsed=len(seen) == 3, collapse_reason="forced by the test" if len(seen) == 3 else None)
+            return row
+
+        monkeypatch.setattr(stages, "stage_diagnostics", forced)
+    schedule = "W1A4,W1A2,W1A1" if case == "fallback" else "W1A4,W1A2"
+    extra = {"train_in_fp_dtype": True} if case == "train_in_fp_dtype" else {}
+    calls, restored = [], []
+    teach, restore = recipes._teach_packed, recipes._restore_latent
+
+    def recording_teach(model, stash, round_to_saved):
+        calls.append((stash is not None, round_to_saved))
+        plan = teach(model, stash, round_to_saved)
+        assert model.config.packed_weights and model.inference_plan.kernel == "reference"
+        return plan
+
+    def recording_restore(model, stash, plan):
+        restore(model, stash, plan)
+        restored.append(not model.config.packed_weights and not os.path.exists(stash) and model.inference_plan is plan)
+
+    runs = {}
+    for packed in (True, False):
+        if case == "fallback":
+            seen.clear()
+        if packed:
+            monkeypatch.setattr(recipes, "_teach_packed", recording_teach)
+            monkeypatch.setattr(recipes, "_restore_latent", recording_restore)
+        else:  # the latent stage teacher, as before
+            monkeypatch.setattr(recipes, "_teach_packed", lambda model, stash, round_to_saved: model.inference_plan)
+        out = tmp_path / f"student-{packed}"
+        runs[packed] = (out, distill(str(teacher), "stsb", str(out), data_dir=str(data_dir), schedule=schedule,
+                                     evaluate=False, on_collapse="original_teacher" if case == "fallback" else "continue",
+                                     original_teacher_every=1,
+                                     binarization={"activation_quantizer": "elastic", "fp_dtype": "float16"},
+                                     **extra, **{**KW, "max_steps": 6 if case == "fallback" else 4}))
+    (out_p, packed), (out_l, latent) = runs[True], runs[False]
+    if case == "fallback":
+        assert calls == [(True, False)] and restored == [True]  # stage 3: taught by the original teacher
+        assert [r["taught_by"] for r in packed["stages"]] == ["original teacher", "stage 1", "original teacher"]
+    else:
+        assert calls == [(False, case == "train_in_fp_dtype")]
+    assert not list(out_p.glob("*latent*")) and not list(out_p.glob("*/*latent*"))
+    for stage_p, stage_l in zip(packed["stages"], latent["stages"]):
+        losses = [{k: v for k, v in e.items() if k.startswith("loss")} for e in stage_p["log_history"]]
+        assert losses == [{k: v for k, v in e.items() if k.startswith("loss")} for e in stage_l["log_history"]]
+        row_p, row_l = ({k: v for k, v in row.items() if k not in ("log_history", "train_seconds")}
+                        for row in (stage_p, stage_l))
+        assert json.dumps(row_p, sort_keys=True) == json.dumps(row_l, sort_keys=True)  # (a NaN metric: the same)
+    for folder in sorted(p.name for p in out_p.iterdir() if p.is_dir() and p.name.startswith("stage")) + ["."]:
+        a, b = _saved_tensors(out_p / folder), _saved_tensors(out_l / folder)
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), folder
+
