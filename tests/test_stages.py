@@ -382,7 +382,6 @@ def test_packed_stage_teacher_trains_the_same_student(tmp_path, monkeypatch, sts
     `train_in_fp_dtype` (the teacher's parts rounded once instead of in each forward), and after stage 2 collapses:
     stage 3 starts from stage 1 given back in training form from its stashed latent weights (file removed after)."""
     from hf_binary_bert import recipes
-
     from hf_binary_bert.distillation import stages
 
     teacher, data_dir = stsb_teacher
@@ -422,9 +421,9 @@ def test_packed_stage_teacher_trains_the_same_student(tmp_path, monkeypatch, sts
         else:  # the latent stage teacher, as before
             monkeypatch.setattr(recipes, "_teach_packed", lambda model, stash, round_to_saved: model.inference_plan)
         out = tmp_path / f"student-{packed}"
+        on_collapse = "original_teacher" if case == "fallback" else "continue"
         runs[packed] = (out, distill(str(teacher), "stsb", str(out), data_dir=str(data_dir), schedule=schedule,
-                                     evaluate=False, on_collapse="original_teacher" if case == "fallback" else "continue",
-                                     original_teacher_every=1,
+                                     evaluate=False, on_collapse=on_collapse, original_teacher_every=1,
                                      binarization={"activation_quantizer": "elastic", "fp_dtype": "float16"},
                                      **extra, **{**KW, "max_steps": 6 if case == "fallback" else 4}))
     (out_p, packed), (out_l, latent) = runs[True], runs[False]
@@ -444,3 +443,20 @@ def test_packed_stage_teacher_trains_the_same_student(tmp_path, monkeypatch, sts
         a, b = _saved_tensors(out_p / folder), _saved_tensors(out_l / folder)
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), folder
 
+
+def test_stage_loss_plots_are_drawn_after_the_last_stage(tmp_path, monkeypatch, stsb_teacher):
+    """Every stage folder and the output folder get their losses.png, all drawn after the last stage has trained
+    (matplotlib, once imported, would stay resident through the later stages' training)."""
+    from hf_binary_bert import recipes
+
+    teacher, data_dir = stsb_teacher
+    events = []
+    train, plot = recipes._train_and_record, recipes.plot_losses
+    monkeypatch.setattr(recipes, "_train_and_record", lambda *a, **k: (events.append("train"), train(*a, **k))[1])
+    monkeypatch.setattr(recipes, "plot_losses", lambda history, path: (events.append("plot"), plot(history, path))[1])
+    out = tmp_path / "student"
+    distill(str(teacher), "stsb", str(out), data_dir=str(data_dir), schedule="W1A4,W1A2", evaluate=False,
+            on_collapse="continue", **KW)
+    assert events == ["train", "train", "plot", "plot", "plot"]
+    for folder in (out / "stage1-W1A4", out / "stage2-W1A2", out):
+        assert (folder / "losses.png").read_bytes()[:4] == b"\x89PNG"
