@@ -1,0 +1,7 @@
+#!/bin/bash
+# NAME SRC BITS [EXTRA...]: 10 steps on the 320 longest STS-B pairs, RSS traced
+NAME=$1; SRC=$2; BITS=$3; shift 3
+cd $SRC
+export OMP_NUM_THREADS=1 PYTHONPATH=$SRC
+/usr/bin/time -v /work/main/.venv/bin/python /work/runs/s62/mem/rss_trace.py /work/runs/s62/mem/$NAME.jsonl -- hf_binary_bert.cli distill --teacher ${TEACHER:-/work/runs/s62/teacher-quick} --task stsb --data-dir /work/runs/s62/data/STS-B-long --output-dir /work/runs/s62/mem/out-$NAME --seed 42 --no-progress --no-latency --weight-scale learned_offset --scale-granularity head --embedding-bits 1 --activation-quantizer elastic --batch-size 32 --learning-rate 5e-4 --max-seq-length 128 --activation-bits $BITS --max-steps 10 --max-eval-samples 64 "$@" > /work/runs/s62/mem/$NAME.log 2>&1
+grep -E "Maximum resident|Elapsed|Exit status" /work/runs/s62/mem/$NAME.log; tail -1 /work/runs/s62/mem/$NAME.jsonl | cut -c1-300
