@@ -857,8 +857,10 @@ def distill(
             may_fall_back = on_collapse == "original_teacher" and not last and stage_teacher is last_healthy
             if stash is not None:
                 Path(stash[0]).unlink(missing_ok=True)  # the stage it kept is no longer the last healthy one
-            path = os.path.join(output_dir, f"stage{i}-latent.safetensors") if may_fall_back else None
-            os.makedirs(output_dir, exist_ok=True)
+            path = None
+            if may_fall_back:
+                os.makedirs(output_dir, exist_ok=True)
+                path = os.path.join(output_dir, f"stage{i}-latent.safetensors")
             plan = _teach_packed(stage_teacher, path, round_to_saved=args.train_in_fp_dtype)
             stash = (path, plan) if path is not None else None
         prune_kwargs = {}
