@@ -153,3 +153,16 @@ def test_the_w1a8_student_with_the_16_bit_table_runs_on_sst2_and_stsb(script, tm
     assert "--task stsb" in commands[1] and "--teacher /nowhere/stsb-teacher" in commands[1]
     assert ("--activation-bits 8 --embedding-bits 16 --attention-loss-weight 1 --attention-loss kl --fp-dtype float32 "
             "--epochs 3 --max-seq-length 128") in commands[1]
+
+
+def test_the_w1a8_student_without_dropout_runs_on_stsb_only(script, tmp_path):
+    """`W1A8-E16-kl-fp32-nodrop`: the STS-B W1A8 recipe with the student's dropout at 0 (docs/results.md,
+    stsb-w1a8-no-dropout), on STS-B's budget; no SST-2 or RTE command."""
+    script.main(["--out", str(tmp_path / "out"), "--tasks", "sst2", "rte", "stsb", "--students",
+                 "W1A8-E16-kl-fp32-nodrop", "--seeds", "44", "--teacher", "sst2=/nowhere/teacher", "--teacher",
+                 "stsb=/nowhere/stsb-teacher", "--dry-run"])
+    commands = (tmp_path / "out" / "commands.txt").read_text().splitlines()
+    assert len(commands) == 1 and "--task stsb" in commands[0]
+    assert "W1A8-E16-kl-fp32-nodrop-seed44" in commands[0]
+    assert ("--activation-bits 8 --embedding-bits 16 --attention-loss-weight 1 --attention-loss kl --fp-dtype float32 "
+            "--hidden-dropout-prob 0 --attention-probs-dropout-prob 0 --epochs 3 --max-seq-length 128") in commands[0]
