@@ -28,6 +28,7 @@ ACTIVATION_QUANTIZERS = ("sign", "elastic")
 ATTENTION_TYPES = ("softmax", "bi_attention")
 EMBEDDING_BITS = (32, 16, 1)
 BINARIZABLE_EMBEDDINGS = ("word", "position", "token_type")
+CLASSIFIER_POOLINGS = ("cls", "mean")
 
 
 def _check_choice(field: str, value, allowed: tuple) -> None:
@@ -141,6 +142,13 @@ class BinaryBertConfig(BertConfig):
             `save_pretrained` writes exactly those rounded values in this dtype, so a reloaded model computes what
             the trained one did. Half precision halves the shifts' bytes (4 → 2 per channel: 0.042 MB of a pruned
             MiniLM 1-1-1 file, 0.17 MB of BERT-base's). No effect without elastic shifts.
+        classifier_pooling (`str`, *optional*, defaults to `"cls"`):
+            What the pooler of `BinaryBertForSequenceClassification` reads (the name and choices of transformers'
+            `ModernBertConfig.classifier_pooling`): `"cls"`, the last hidden state of the first token (BERT's
+            pooler, `BertForSequenceClassification`), or `"mean"`, the mean of the last hidden states over the real
+            tokens (`attention_mask` nonzero; all tokens without a mask), the pooling all-MiniLM-L6-v2 was trained
+            with (sentence-transformers). The pooler's dense layer and tanh, the dropout and the classifier are the
+            same in both. Other heads ignore it. Measured on STS-B in docs/results.md.
         packed_weights (`bool`, *optional*, defaults to `False`):
             Set by `save_pretrained` in the saved config: the binarized Linears are built in their packed inference
             form (`PackedBinaryLinear`, uint8 bits + scales) instead of the training form with latent weights.
@@ -186,6 +194,7 @@ class BinaryBertConfig(BertConfig):
     embedding_weight_scale: str | None = None
     embedding_scale_dtype: str = "float32"
     activation_shift_dtype: str = "float32"
+    classifier_pooling: str = "cls"
     packed_weights: bool = False
     teacher_name_or_path: str | None = None
     layer_num_attention_heads: list[int] | None = None
@@ -208,6 +217,7 @@ class BinaryBertConfig(BertConfig):
             _check_choice("embedding_weight_scale", self.embedding_weight_scale, WEIGHT_SCALES)
         _check_choice("embedding_scale_dtype", self.embedding_scale_dtype, FP_DTYPES)
         _check_choice("activation_shift_dtype", self.activation_shift_dtype, FP_DTYPES)
+        _check_choice("classifier_pooling", self.classifier_pooling, CLASSIFIER_POOLINGS)
         if self.attention_type == "bi_attention" and self.activation_bits == 32:
             raise ValueError(
                 "BinaryBertConfig.attention_type='bi_attention' binarizes Q, K and V: it needs activation_bits < 32"
@@ -231,8 +241,8 @@ class BinaryBertConfig(BertConfig):
     def to_bert_config(self) -> BertConfig:
         """The plain `BertConfig` of the same architecture (binarization fields and this package's bookkeeping
         dropped): the teacher's shape, used by `to_bert()` and the model card's size comparison."""
-        dropped = (*self.binarization, "packed_weights", "teacher_name_or_path", "model_type", "architectures",
-                   "transformers_version", "_name_or_path", "dtype", "auto_map")
+        dropped = (*self.binarization, "classifier_pooling", "packed_weights", "teacher_name_or_path", "model_type",
+                   "architectures", "transformers_version", "_name_or_path", "dtype", "auto_map")
         return BertConfig(**{k: v for k, v in self.to_dict().items() if k not in dropped})
 
     @property

@@ -26,7 +26,9 @@ from transformers import (
     PreTrainedModel,
 )
 from transformers import initialization as init
-from transformers.modeling_outputs import MaskedLMOutput
+from transformers.loss.loss_utils import ForSequenceClassificationLoss
+from transformers.modeling_outputs import MaskedLMOutput, SequenceClassifierOutput
+from transformers.utils.generic import can_return_tuple
 
 from . import attention as _attention  # noqa: F401  (registers the quantized attention functions)
 from .binarization import (
@@ -375,13 +377,20 @@ class BinaryBertPreTrainedModel(BertPreTrainedModel):
 
         Raises:
             ValueError: when activations are quantized (`activation_bits` < 32) or attention is Bi-Attention: a
-                plain BERT has no place for activation quantizers, so its outputs would differ.
+                plain BERT has no place for activation quantizers, so its outputs would differ; for a sequence
+                classifier with `classifier_pooling="mean"` (a plain BERT's pooler reads the first token).
         """
         if self.config.activation_bits < 32 or self.config.quantized_attention is not None:
             raise ValueError(
                 f"to_bert() needs full-precision activations and softmax attention; this model has activation_bits="
                 f"{self.config.activation_bits}, attention_type={self.config.attention_type!r}, which a plain BERT "
                 "cannot compute"
+            )
+        if isinstance(self, BertForSequenceClassification) and self.config.classifier_pooling != "cls":
+            raise ValueError(
+                f"to_bert() of a sequence classifier needs classifier_pooling='cls'; this model has "
+                f"classifier_pooling={self.config.classifier_pooling!r}, which BertForSequenceClassification (its "
+                "pooler reads the first token) cannot compute"
             )
         binary = self.binary_modules()
         state = {}
@@ -557,7 +566,8 @@ class BinaryBertForMaskedLM(BinaryBertPreTrainedModel, BertForMaskedLM):
 class BinaryBertForSequenceClassification(BinaryBertPreTrainedModel, BertForSequenceClassification):
     """`transformers.BertForSequenceClassification` with a binarized encoder (pooler and classifier binarized only
     when named in `config.binarized_modules`). Inputs and outputs (`SequenceClassifierOutput`, logits
-    [batch, num_labels]) as `BertForSequenceClassification`."""
+    [batch, num_labels]) as `BertForSequenceClassification`. With `config.classifier_pooling="mean"` the pooler
+    reads the mean of the last hidden states over the real tokens instead of the first token's."""
 
     _teacher_class = BertForSequenceClassification
 
@@ -565,6 +575,42 @@ class BinaryBertForSequenceClassification(BinaryBertPreTrainedModel, BertForSequ
         BertForSequenceClassification.__init__(self, config)
         self._binarize()
         self.post_init()
+
+    @can_return_tuple
+    def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, position_ids=None, inputs_embeds=None,
+                labels=None, **kwargs):
+        if self.config.classifier_pooling == "cls":
+            return super().forward(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids,
+                                   position_ids=position_ids, inputs_embeds=inputs_embeds, labels=labels, **kwargs)
+        outputs = self.bert(input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids,
+                            position_ids=position_ids, inputs_embeds=inputs_embeds, return_dict=True, **kwargs)
+        pooled = self.bert.pooler.activation(self.bert.pooler.dense(mean_pool(outputs.last_hidden_state,
+                                                                              attention_mask)))
+        logits = self.classifier(self.dropout(pooled))
+        loss = None if labels is None else ForSequenceClassificationLoss(labels, logits, self.config)
+        return SequenceClassifierOutput(loss=loss, logits=logits, hidden_states=outputs.hidden_states,
+                                        attentions=outputs.attentions)
+
+
+def mean_pool(hidden_states: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
+    """The mean of `hidden_states` [batch, seq, hidden] over the real tokens (`attention_mask` [batch, seq] nonzero;
+    every token when None), [batch, hidden]: sentence-transformers' mean pooling. Padding positions do not enter,
+    so a padded sequence pools to what it pools to alone (up to float rounding).
+
+    Raises:
+        ValueError: when `attention_mask` is not [batch, seq] of `hidden_states`, or a row has no real token.
+    """
+    if attention_mask is None:
+        return hidden_states.mean(dim=1)
+    if attention_mask.shape != hidden_states.shape[:2]:
+        raise ValueError(f"attention_mask must be [batch, seq] = {list(hidden_states.shape[:2])} for mean pooling, "
+                         f"got {list(attention_mask.shape)}")
+    real = (attention_mask != 0).unsqueeze(-1)  # [batch, seq, 1]
+    count = real.sum(dim=1)
+    if bool((count == 0).any()):
+        raise ValueError("attention_mask has a row without a real token: mean pooling has nothing to average")
+    # where, not a product: whatever a padding position holds (even inf or NaN) does not enter the sum
+    return torch.where(real, hidden_states, 0.0).sum(dim=1) / count.to(hidden_states.dtype)
 
 
 class BinaryBertForQuestionAnswering(BinaryBertPreTrainedModel, BertForQuestionAnswering):

@@ -22,6 +22,7 @@ from ..configuration_binary_bert import (
     ATTENTION_TYPES,
     BINARIZABLE_EMBEDDINGS,
     BINARIZABLE_MODULES,
+    CLASSIFIER_POOLINGS,
     EMBEDDING_BITS,
     ENCODER_MODULES,
     FP_DTYPES,
@@ -105,6 +106,13 @@ class BinarizationArguments:
         metadata={"help": "FFN activation of the student (default: the teacher's; BiT uses relu).",
                   "choices": ("gelu", "relu")},
     )
+    classifier_pooling: str | None = field(
+        default=None,
+        metadata={"help": "What a sequence classifier's pooler reads: 'cls' (the first token, BERT's) or 'mean' "
+                          "(the mean over the real tokens). Default: 'cls', or a binarized teacher's (a later "
+                          "multi-step stage keeps the previous stage's). Measured on STS-B in docs/results.md.",
+                  "choices": CLASSIFIER_POOLINGS},
+    )
     hidden_dropout_prob: float | None = field(
         default=None,
         metadata={"help": "Dropout probability of the student's embeddings and hidden states (BertConfig's "
@@ -130,7 +138,7 @@ class BinarizationArguments:
         fields = binarization_kwargs(self)
         if activation_bits is not None:
             fields["activation_bits"] = activation_bits
-        for name in ("hidden_act", *DROPOUT_FIELDS):
+        for name in ("hidden_act", "classifier_pooling", *DROPOUT_FIELDS):
             if getattr(self, name) is not None:
                 fields[name] = getattr(self, name)
         return fields
