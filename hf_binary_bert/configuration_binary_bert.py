@@ -148,7 +148,7 @@ class BinaryBertConfig(BertConfig):
             pooler, `BertForSequenceClassification`), or `"mean"`, the mean of the last hidden states over the real
             tokens (`attention_mask` nonzero; all tokens without a mask), the pooling all-MiniLM-L6-v2 was trained
             with (sentence-transformers). The pooler's dense layer and tanh, the dropout and the classifier are the
-            same in both. Other heads ignore it. Measured on STS-B in docs/results.md.
+            same in both. Other heads ignore it. Measured on STS-B W1A1 in docs/results.md#stsb-w1a1-mean-pooling.
         packed_weights (`bool`, *optional*, defaults to `False`):
             Set by `save_pretrained` in the saved config: the binarized Linears are built in their packed inference
             form (`PackedBinaryLinear`, uint8 bits + scales) instead of the training form with latent weights.

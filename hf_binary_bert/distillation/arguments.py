@@ -110,7 +110,7 @@ class BinarizationArguments:
         default=None,
         metadata={"help": "What a sequence classifier's pooler reads: 'cls' (the first token, BERT's) or 'mean' "
                           "(the mean over the real tokens). Default: 'cls', or a binarized teacher's (a later "
-                          "multi-step stage keeps the previous stage's). Measured on STS-B in docs/results.md.",
+                          "multi-step stage keeps the previous stage's); docs/results.md#stsb-w1a1-mean-pooling.",
                   "choices": CLASSIFIER_POOLINGS},
     )
     hidden_dropout_prob: float | None = field(
