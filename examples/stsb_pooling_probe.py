@@ -18,6 +18,7 @@ from scipy.stats import pearsonr
 from sklearn.linear_model import RidgeCV
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
+from hf_binary_bert.modeling_binary_bert import mean_pool
 from hf_binary_bert.recipes import load_task_data
 
 
@@ -30,16 +31,11 @@ def pooled_features(model, data, split, n: int, batch_size: int = 64):
             rows = [split[i] for i in range(start, min(n, start + batch_size))]
             batch = data.collator([{k: r[k] for k in ("input_ids", "attention_mask", "token_type_ids")} for r in rows])
             hidden = model.bert(**batch).last_hidden_state
-            real = batch["attention_mask"].unsqueeze(-1).bool()
-            second = batch["token_type_ids"].unsqueeze(-1).bool()
-
-            def mean(mask):
-                return torch.where(mask, hidden, 0.0).sum(1) / mask.sum(1)
-
-            u, v = mean(real & ~second), mean(real & second)
+            real, second = batch["attention_mask"] != 0, batch["token_type_ids"] != 0
+            u, v = mean_pool(hidden, real & ~second), mean_pool(hidden, real & second)
             cos = torch.nn.functional.cosine_similarity(u, v).unsqueeze(-1)
             out["cls"].append(hidden[:, 0])
-            out["mean"].append(mean(real))
+            out["mean"].append(mean_pool(hidden, real))
             out["segments"].append(torch.cat([u, v, (u - v).abs(), u * v, cos], -1))
             out["cos"].append(cos)
             scores.append(torch.tensor([float(r["labels"]) for r in rows]))
@@ -49,7 +45,8 @@ def pooled_features(model, data, split, n: int, batch_size: int = 64):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--teacher", required=True, help="the STS-B teacher (its tokenizer is used; probed first)")
-    parser.add_argument("--data-dir", required=True, help="the split (train.tsv, dev.tsv) as results_1_1_1.py writes it")
+    parser.add_argument("--data-dir", required=True,
+                        help="the split (train.tsv, dev.tsv) as results_1_1_1.py writes it")
     parser.add_argument("--pairs", type=int, default=1500, help="training pairs the ridge regressions are fitted on")
     parser.add_argument("models", nargs="*", metavar="NAME=MODEL_DIR", help="saved students to probe")
     args = parser.parse_args()

@@ -71,10 +71,16 @@ def test_mean_pooled_logits_are_the_head_on_the_masked_mean(bits):
     changed = ids.clone()
     changed[0, 5] = (changed[0, 5] + 1) % 99 + 1
     with torch.no_grad():
-        cls_model = BinaryBertForSequenceClassification(BinaryBertConfig(**{**model.config.to_dict(),
-                                                                             "classifier_pooling": "cls"}))
         assert not torch.equal(model(input_ids=changed, attention_mask=mask).logits[0], out.logits[0])
+    # the same weights with "cls": BERT's pooler on the first token, as before the option
+    cls_model = BinaryBertForSequenceClassification(BinaryBertConfig(**{**model.config.to_dict(),
+                                                                         "classifier_pooling": "cls"}))
+    cls_model.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        first = cls_model.eval()(input_ids=ids, attention_mask=mask, output_hidden_states=True)
+        expected_cls = model.classifier(torch.tanh(model.bert.pooler.dense(first.hidden_states[-1][:, 0])))
     assert cls_model.config.classifier_pooling == "cls"
+    torch.testing.assert_close(first.logits, expected_cls, rtol=1e-5, atol=1e-6)
 
 
 def test_padding_does_not_change_a_mean_pooled_score():
