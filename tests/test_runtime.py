@@ -740,7 +740,7 @@ def _fill(model, suffix, name, value):
 def test_bit_attention_with_probabilities_on_both_sides_of_the_threshold_equals_eager(geometry, isa):
     """BiT attention (1-bit Q, K, V and probabilities) where the probability bits decide the output
     (`_attention_that_matters`). The runtime equals the eager path on every instruction set; with head dimension 64
-    (one word: the AVX2 and VPOPCNTDQ paths' per-value softmax, `bit_softmax_row_avx2` / `_avx512`) and 128 (two
+    (one word: the AVX2 and VPOPCNTDQ paths' per-value softmax, `bit_softmax_rows_avx2` / `_avx512`) and 128 (two
     words) and rows of up to 150 keys as well. (The calibrated random models of the other tests set hardly any probability bit, and their
     attention output barely moves the hidden states.)"""
     heads = {"tiny": None, "64-wide heads, long rows": 2, "two-word heads, long rows": 1}[geometry]

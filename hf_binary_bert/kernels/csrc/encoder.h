@@ -624,7 +624,7 @@ inline void transpose64(uint64_t* a) {
 // AVX-512 VPOPCNTDQ versions of the 1-bit attention's bit loops (attention_head_body<…, VPOP = true>); each returns
 // the same integers as the scalar loop it replaces.
 // ones[j] = popcount(q0 XOR kb[j]), j < n: 8 keys per zmm, stored 16 at a time (one 64-byte store per 16 keys, so
-// bit_softmax_row_avx512's 64-byte loads of ones right after are forwarded from one store each: loads spanning two
+// bit_softmax_rows_avx512's 64-byte loads of ones right after are forwarded from one store each: loads spanning two
 // 32-byte stores are not, and waited for them to reach the cache — most of that function's time).
 __attribute__((target("avx512f,avx512vpopcntdq"))) inline void xor_popcounts_avx512(uint64_t q0, const uint64_t* kb,
                                                                                     int64_t n, int32_t* ones) {
@@ -792,7 +792,7 @@ __attribute__((target("avx512f"))) inline __m512 lookup_values_avx512(__m512i u,
   return _mm512_i32gather_ps(u, e, 4);
 }
 
-// The end of scaled_softmax_avx2's sum Σ_j e_j for the per-value rows (bit_softmax_row_avx2 / _avx512): the 8
+// The end of scaled_softmax_avx2's sum Σ_j e_j for the per-value rows (bit_softmax_rows_avx2 / _avx512): the 8
 // lanes of acc (the first T8 keys' partial sums) added in lane order, then the keys T8 … T − 1 with std::exp (their
 // values into tail).
 __attribute__((target("avx2"))) inline float row_sum_end(__m256 acc, const int32_t* ones, int64_t T8, int64_t T,
@@ -808,83 +808,118 @@ __attribute__((target("avx2"))) inline float row_sum_end(__m256 acc, const int32
   return sum;
 }
 
-// One row of BiT's attention probabilities as bits, from the keys' popcounts (1-bit Q and K, one word per head, VPOPCNTDQ
-// path): the same values, bit for bit, as the per-key path (scores (float)(D − 2·ones)·mul, scaled_softmax_avx512,
-// bits_row), computed per distinct score instead of per key. A row's dot products D − 2·ones take at most D + 1
-// values, so exp runs once per value (≤ 5 vectors at D = 64 instead of T/16) and the probability quantizer once per
-// value; for the sum Σ_j e_j each key's e is looked up in registers and added in scaled_softmax's order (the last
-// T mod 8 keys with std::exp, as there). The probability falls as ones grows (mul > 0: the steps are ≥ 1e-5 and the scaling positive), so the
-// keys whose bit is set are those with ones ≤ a threshold: one compare per 16 keys. Returns false, having written
-// nothing, when the set values are not such a prefix (never for mul > 0; the caller then takes the per-key path).
-// ones[0 … T−1] ∈ [0, D], D ≤ 64; arow zeroed by the caller.
-__attribute__((target("avx512f,avx512dq,avx512vl,avx2,fma"))) inline bool bit_softmax_row_avx512(
-    const int32_t* ones, int64_t T, int64_t D, float mul, const QuantSpec& sp, uint64_t* arow) {
-  const int64_t T8 = T - T % 8;  // keys with vector exp in scaled_softmax; the rest take std::exp
-  __m512i vlo = _mm512_set1_epi32(INT32_MAX), vhi = _mm512_set1_epi32(INT32_MIN);
+// R rows of BiT's attention probabilities as bits, from the keys' popcounts (1-bit Q and K, one word per head,
+// VPOPCNTDQ path): the same values, bit for bit, as the per-key path (scores (float)(D − 2·ones)·mul,
+// scaled_softmax_avx512, bits_row), computed per distinct score instead of per key. A row's dot products D − 2·ones
+// take at most D + 1 values, so exp runs once per value (≤ 5 vectors at D = 64 instead of T/16) and the probability
+// quantizer once per value; for the sum Σ_j e_j each key's e is looked up in registers and added in scaled_softmax's
+// order (the last T mod 8 keys with std::exp, as there). The probability falls as ones grows (mul > 0: the steps are
+// ≥ 1e-5 and the scaling positive), so the keys whose bit is set are those with ones ≤ a threshold: one compare per
+// 16 keys. Each row is a chain of dependent steps (the sum alone is 16 dependent adds per lane at T = 128), so R
+// independent rows run interleaved, step by step: with the keys' popcounts, 4 rows took 0.66 × the time of single
+// rows (48 against 74 ns per row of 128 keys; an ad-hoc loop over random rows, one thread, AMD EPYC Zen 4).
+// Row r: ones[r][0 … T−1] ∈ [0, D], D ≤ 64; done[r] = false, and nothing written to arow[r], when its set values
+// are not such a prefix (never for mul > 0; the caller then takes the per-key path), else every word of
+// arow[r][0 … ceil(T/64) − 1] written (no zeroing needed before).
+template <int R>
+__attribute__((target("avx512f,avx512dq,avx512vl,avx2,fma"))) inline void bit_softmax_rows_avx512(
+    const int32_t* const* ones, int64_t T, int64_t D, float mul, const QuantSpec& sp, uint64_t* const* arow,
+    bool* done) {
+  const int64_t T8 = T - T % 8;
+  int32_t lo[R], hi[R];
+  {
+    __m512i vlo[R], vhi[R];
+    for (int r = 0; r < R; ++r) vlo[r] = _mm512_set1_epi32(INT32_MAX), vhi[r] = _mm512_set1_epi32(INT32_MIN);
+    int64_t j = 0;
+    for (; j + 16 <= T; j += 16)
+      for (int r = 0; r < R; ++r) {
+        const __m512i o = _mm512_loadu_si512(ones[r] + j);
+        vlo[r] = _mm512_min_epi32(vlo[r], o);
+        vhi[r] = _mm512_max_epi32(vhi[r], o);
+      }
+    for (int r = 0; r < R; ++r) {
+      lo[r] = _mm512_reduce_min_epi32(vlo[r]), hi[r] = _mm512_reduce_max_epi32(vhi[r]);
+      for (int64_t i = j; i < T; ++i) lo[r] = std::min(lo[r], ones[r][i]), hi[r] = std::max(hi[r], ones[r][i]);
+    }
+  }
+  alignas(64) float e[R][80] = {};
+  int64_t n[R];
+  float mx[R];
+  const __m512 vmul = _mm512_set1_ps(mul);
+  const __m512i iota = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+  for (int r = 0; r < R; ++r) {
+    n[r] = hi[r] - lo[r] + 1;
+    const float s_lo = (float)((int32_t)D - 2 * lo[r]) * mul, s_hi = (float)((int32_t)D - 2 * hi[r]) * mul;
+    mx[r] = std::max(s_lo, s_hi);
+  }
+  int64_t nmax = 0;
+  for (int r = 0; r < R; ++r) nmax = std::max(nmax, n[r]);
+  for (int64_t u = 0; u < nmax; u += 16)
+    for (int r = 0; r < R; ++r) {
+      if (u >= n[r]) continue;
+      const __m512i dots = _mm512_sub_epi32(_mm512_set1_epi32((int32_t)D - 2 * lo[r]),
+                                            _mm512_slli_epi32(_mm512_add_epi32(_mm512_set1_epi32((int32_t)u), iota),
+                                                              1));
+      _mm512_store_ps(e[r] + u, exp_avx512(_mm512_sub_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(dots), vmul),
+                                                         _mm512_set1_ps(mx[r]))));
+    }
+  __m256 acc[R];
+  __m512i vlo16[R];
+  __m512 ev[R][4];
+  for (int r = 0; r < R; ++r) {
+    acc[r] = _mm256_setzero_ps();
+    vlo16[r] = _mm512_set1_epi32(lo[r]);
+    for (int b = 0; b < 4; ++b) ev[r][b] = _mm512_load_ps(e[r] + 16 * b);
+  }
   int64_t j = 0;
-  for (; j + 16 <= T; j += 16) {
-    const __m512i o = _mm512_loadu_si512(ones + j);
-    vlo = _mm512_min_epi32(vlo, o);
-    vhi = _mm512_max_epi32(vhi, o);
+  for (; j + 16 <= T8; j += 16)
+    for (int r = 0; r < R; ++r) {
+      const __m512 g = lookup_values_avx512(_mm512_sub_epi32(_mm512_loadu_si512(ones[r] + j), vlo16[r]), n[r], e[r],
+                                            ev[r][0], ev[r][1], ev[r][2], ev[r][3]);
+      acc[r] = _mm256_add_ps(acc[r], _mm512_castps512_ps256(g));
+      acc[r] = _mm256_add_ps(acc[r], _mm512_extractf32x8_ps(g, 1));
+    }
+  if (j < T8)
+    for (int r = 0; r < R; ++r)
+      acc[r] = _mm256_add_ps(acc[r], _mm512_castps512_ps256(lookup_values_avx512(
+                                         _mm512_sub_epi32(_mm512_castsi256_si512(
+                                                              _mm256_loadu_si256((const __m256i*)(ones[r] + j))),
+                                                          vlo16[r]),
+                                         n[r], e[r], ev[r][0], ev[r][1], ev[r][2], ev[r][3])));
+  float tail[R][8], inv[R];
+  for (int r = 0; r < R; ++r) inv[r] = 1.0f / row_sum_end(acc[r], ones[r], T8, T, D, mul, mx[r], tail[r]);
+  const __m512 vstep = _mm512_set1_ps(sp.step), half = _mm512_set1_ps(0.5f);
+  int64_t count[R];
+  for (int r = 0; r < R; ++r) {
+    const __m512 vinv = _mm512_set1_ps(inv[r]);
+    count[r] = 0;
+    bool prefix = true;
+    for (int64_t u = 0; u < n[r]; u += 16) {
+      const __mmask16 live = n[r] - u >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (n[r] - u)) - 1);
+      const __m512 pr = _mm512_mul_ps(_mm512_load_ps(e[r] + u), vinv);
+      const __mmask16 on = live & (sp.kind == QK_SIGN_UNSIGNED ? _mm512_cmp_ps_mask(pr, half, _CMP_GE_OQ)
+                                                               : _mm512_cmp_ps_mask(_mm512_div_ps(pr, vstep), half,
+                                                                                    _CMP_GT_OQ));
+      const int c = __builtin_popcount(on);
+      if (on != (__mmask16)((1u << c) - 1) || (c && count[r] != u)) prefix = false;
+      count[r] += c;
+    }
+    done[r] = prefix;
   }
-  int32_t lo = _mm512_reduce_min_epi32(vlo), hi = _mm512_reduce_max_epi32(vhi);
-  for (; j < T; ++j) {
-    lo = std::min(lo, ones[j]);
-    hi = std::max(hi, ones[j]);
+  for (int r = 0; r < R; ++r) {
+    if (!done[r]) continue;
+    const __m512i thr = _mm512_set1_epi32(lo[r] + (int32_t)count[r] - 1);
+    for (int64_t w = 0; w * 64 < T; ++w) {
+      uint64_t word = 0;
+      const int64_t end = std::min<int64_t>(T8, 64 * w + 64);
+      for (j = 64 * w; j + 16 <= end; j += 16)
+        word |= (uint64_t)_mm512_cmple_epi32_mask(_mm512_loadu_si512(ones[r] + j), thr) << (j % 64);
+      for (; j < end; ++j) word |= (uint64_t)(ones[r][j] <= lo[r] + (int32_t)count[r] - 1) << (j % 64);
+      arow[r][w] = word;
+    }
+    for (j = T8; j < T; ++j)
+      arow[r][j / 64] |= (uint64_t)(sp.level(tail[r][j - T8] * inv[r], nullptr, 0) > 0.0f) << (j % 64);
   }
-  const int64_t n = hi - lo + 1;
-  // scores per value u = ones − lo and their maximum (the score is linear in u: its max is at lo or hi)
-  alignas(64) float e[80] = {};  // (≤ 65 values; the rest read by the permutes)
-  const float s_lo = (float)((int32_t)D - 2 * lo) * mul, s_hi = (float)((int32_t)D - 2 * hi) * mul;
-  const float mx = std::max(s_lo, s_hi);
-  const __m512 vm = _mm512_set1_ps(mx), vmul = _mm512_set1_ps(mul);
-  for (int64_t u = 0; u < n; u += 16) {
-    const __m512i dots = _mm512_sub_epi32(_mm512_set1_epi32((int32_t)D - 2 * lo),
-                                          _mm512_slli_epi32(_mm512_add_epi32(_mm512_set1_epi32((int32_t)u),
-                                                                             _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8,
-                                                                                               9, 10, 11, 12, 13, 14, 15)),
-                                                            1));
-    _mm512_store_ps(e + u, exp_avx512(_mm512_sub_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(dots), vmul), vm)));
-  }
-  // Σ_j e_j in scaled_softmax's order: 8-lane partial sums (two per 16 keys), lanes 0 … 7, then the tail keys. Each
-  // key's e is looked up in registers (≤ 32 values: one permute; ≤ 64: two and a blend; more: a gather)
-  __m256 acc = _mm256_setzero_ps();
-  const __m512i vlo16 = _mm512_set1_epi32(lo);
-  const __m512 e0 = _mm512_load_ps(e), e1 = _mm512_load_ps(e + 16), e2 = _mm512_load_ps(e + 32),
-               e3 = _mm512_load_ps(e + 48);
-  for (j = 0; j + 16 <= T8; j += 16) {
-    const __m512 g = lookup_values_avx512(_mm512_sub_epi32(_mm512_loadu_si512(ones + j), vlo16), n, e, e0, e1, e2, e3);
-    acc = _mm256_add_ps(acc, _mm512_castps512_ps256(g));
-    acc = _mm256_add_ps(acc, _mm512_extractf32x8_ps(g, 1));
-  }
-  if (j < T8)  // 8 keys left
-    acc = _mm256_add_ps(acc, _mm512_castps512_ps256(lookup_values_avx512(
-                                 _mm512_sub_epi32(_mm512_castsi256_si512(_mm256_loadu_si256((const __m256i*)(ones + j))),
-                                                  vlo16),
-                                 n, e, e0, e1, e2, e3)));
-  float tail[8];
-  const float inv = 1.0f / row_sum_end(acc, ones, T8, T, D, mul, mx, tail);
-  // the 1-bit probability of each value, 16 at a time (bits_row's comparisons); the set ones must be u < count
-  const __m512 vinv = _mm512_set1_ps(inv), vstep = _mm512_set1_ps(sp.step), half = _mm512_set1_ps(0.5f);
-  int64_t count = 0;
-  bool prefix = true;
-  for (int64_t u = 0; u < n; u += 16) {
-    const __mmask16 live = n - u >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (n - u)) - 1);
-    const __m512 pr = _mm512_mul_ps(_mm512_load_ps(e + u), vinv);
-    const __mmask16 on = live & (sp.kind == QK_SIGN_UNSIGNED ? _mm512_cmp_ps_mask(pr, half, _CMP_GE_OQ)
-                                                             : _mm512_cmp_ps_mask(_mm512_div_ps(pr, vstep), half,
-                                                                                  _CMP_GT_OQ));
-    const int c = __builtin_popcount(on);
-    if (on != (__mmask16)((1u << c) - 1) || (c && count != u)) prefix = false;
-    count += c;
-  }
-  if (!prefix) return false;
-  const __m512i thr = _mm512_set1_epi32(lo + (int32_t)count - 1);
-  for (j = 0; j + 16 <= T8; j += 16)
-    arow[j / 64] |= (uint64_t)_mm512_cmple_epi32_mask(_mm512_loadu_si512(ones + j), thr) << (j % 64);
-  for (; j < T8; ++j) arow[j / 64] |= (uint64_t)(ones[j] <= lo + (int32_t)count - 1) << (j % 64);
-  for (; j < T; ++j) arow[j / 64] |= (uint64_t)(sp.level(tail[j - T8] * inv, nullptr, 0) > 0.0f) << (j % 64);
-  return true;
 }
 
 // Σ over the first T8 keys' e[ones − lo] as 8-lane partial sums in key order (scaled_softmax_avx2's): e[u] looked
@@ -918,79 +953,131 @@ __attribute__((target("avx2"))) inline __m256 sum_values_gather_avx2(const int32
   return acc;
 }
 
-// bit_softmax_row_avx512's AVX2 twin: BiT's row of 1-bit probabilities per distinct score, the same bits as the
-// per-key path (scaled_softmax_avx2 + bits_row) — the same exp per value, the sum Σ_j e_j added in
-// scaled_softmax_avx2's order (8-lane partial sums, lanes 0 … 7, then the last T mod 8 keys with std::exp), the same
-// comparisons per value. ones[0 … T−1] ∈ [0, D], D ≤ 64; arow zeroed by the caller; false (nothing written) when the
-// set values are not a prefix of the values (never for mul > 0).
-__attribute__((target("avx2,fma"))) inline bool bit_softmax_row_avx2(const int32_t* ones, int64_t T, int64_t D,
-                                                                     float mul, const QuantSpec& sp, uint64_t* arow) {
-  const int64_t T8 = T - T % 8;
-  __m256i vlo = _mm256_set1_epi32(INT32_MAX), vhi = _mm256_set1_epi32(INT32_MIN);
-  int64_t j = 0;
-  for (; j + 8 <= T; j += 8) {
-    const __m256i o = _mm256_loadu_si256((const __m256i*)(ones + j));
-    vlo = _mm256_min_epi32(vlo, o);
-    vhi = _mm256_max_epi32(vhi, o);
+// sum_values_avx2<NB> for R rows at once, their chains interleaved (each row's own lo and e table: e + 72·r).
+template <int R, int NB>
+__attribute__((target("avx2"))) inline void sum_values_rows_avx2(const int32_t* const* ones, int64_t T8,
+                                                                 const int32_t* lo, const float* e, __m256* acc) {
+  __m256 ev[R][NB];
+  __m256i vlo[R];
+  for (int r = 0; r < R; ++r) {
+    for (int b = 0; b < NB; ++b) ev[r][b] = _mm256_load_ps(e + 72 * r + 8 * b);
+    vlo[r] = _mm256_set1_epi32(lo[r]);
+    acc[r] = _mm256_setzero_ps();
   }
-  alignas(32) int32_t lows[8], highs[8];
-  _mm256_store_si256((__m256i*)lows, vlo);
-  _mm256_store_si256((__m256i*)highs, vhi);
-  int32_t lo = INT32_MAX, hi = INT32_MIN;
-  for (int i = 0; i < 8; ++i) {
-    lo = std::min(lo, lows[i]);
-    hi = std::max(hi, highs[i]);
-  }
-  for (; j < T; ++j) {
-    lo = std::min(lo, ones[j]);
-    hi = std::max(hi, ones[j]);
-  }
-  const int64_t n = hi - lo + 1;
-  alignas(32) float e[72];  // (≤ 65 values; written in whole vectors of 8, read below n)
-  const float s_lo = (float)((int32_t)D - 2 * lo) * mul, s_hi = (float)((int32_t)D - 2 * hi) * mul;
-  const float mx = std::max(s_lo, s_hi);
-  const __m256 vm = _mm256_set1_ps(mx), vmul = _mm256_set1_ps(mul);
-  for (int64_t u = 0; u < n; u += 8) {
-    const __m256i dots = _mm256_sub_epi32(
-        _mm256_set1_epi32((int32_t)D - 2 * lo),
-        _mm256_slli_epi32(
-            _mm256_add_epi32(_mm256_set1_epi32((int32_t)u), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7)), 1));
-    _mm256_store_ps(e + u, exp_avx2(_mm256_sub_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(dots), vmul), vm)));
-  }
-  const __m256 acc = n <= 8    ? sum_values_avx2<1>(ones, T8, lo, e)
-                     : n <= 16 ? sum_values_avx2<2>(ones, T8, lo, e)
-                     : n <= 24 ? sum_values_avx2<3>(ones, T8, lo, e)
-                     : n <= 32 ? sum_values_avx2<4>(ones, T8, lo, e)
-                               : sum_values_gather_avx2(ones, T8, lo, e);
-  float tail[8];
-  const float inv = 1.0f / row_sum_end(acc, ones, T8, T, D, mul, mx, tail);
-  // the 1-bit probability of each value, 8 at a time (bits_row_avx2's comparisons); the set ones must be u < count
-  const __m256 vinv = _mm256_set1_ps(inv), vstep = _mm256_set1_ps(sp.step), half = _mm256_set1_ps(0.5f);
-  int64_t count = 0;
-  bool prefix = true;
-  for (int64_t u = 0; u < n; u += 8) {
-    const unsigned live = n - u >= 8 ? 0xFFu : (1u << (n - u)) - 1;
-    const __m256 pr = _mm256_mul_ps(_mm256_load_ps(e + u), vinv);
-    const __m256 on = sp.kind == QK_SIGN_UNSIGNED ? _mm256_cmp_ps(pr, half, _CMP_GE_OQ)
-                                                  : _mm256_cmp_ps(_mm256_div_ps(pr, vstep), half, _CMP_GT_OQ);
-    const unsigned m = live & (unsigned)_mm256_movemask_ps(on);
-    const int c = __builtin_popcount(m);
-    if (m != (1u << c) - 1 || (c && count != u)) prefix = false;
-    count += c;
-  }
-  if (!prefix) return false;
-  const __m256i above = _mm256_set1_epi32(lo + (int32_t)count);  // set: ones < lo + count
-  for (j = 0; j < T8;) {  // a word of bits in a register, stored once
-    uint64_t word = 0;
-    const int64_t j0 = j;
-    for (; j < std::min(T8, j0 + 64); j += 8) {
-      const __m256i o = _mm256_loadu_si256((const __m256i*)(ones + j));
-      word |= (uint64_t)(unsigned)_mm256_movemask_ps(_mm256_castsi256_ps(_mm256_cmpgt_epi32(above, o))) << (j - j0);
+  for (int64_t j = 0; j < T8; j += 8)
+    for (int r = 0; r < R; ++r) {
+      const __m256i u = _mm256_sub_epi32(_mm256_loadu_si256((const __m256i*)(ones[r] + j)), vlo[r]);
+      __m256 x = _mm256_permutevar8x32_ps(ev[r][0], u);
+      for (int b = 1; b < NB; ++b)
+        x = _mm256_blendv_ps(x, _mm256_permutevar8x32_ps(ev[r][b], u),
+                             _mm256_castsi256_ps(_mm256_cmpgt_epi32(u, _mm256_set1_epi32(8 * b - 1))));
+      acc[r] = _mm256_add_ps(acc[r], x);
     }
-    arow[j0 / 64] |= word;
+}
+
+// bit_softmax_rows_avx512's AVX2 twin: R rows of BiT's 1-bit probabilities per distinct score, the same bits as
+// the per-key path (scaled_softmax_avx2 + bits_row) — the same exp per value, the sum Σ_j e_j added in
+// scaled_softmax_avx2's order (8-lane partial sums, lanes 0 … 7, then the last T mod 8 keys with std::exp), the same
+// comparisons per value — with the rows' chains interleaved. In the same ad-hoc loop (AVX2 code on the Zen 4), 4 rows
+// took 0.78 × the time of single rows and 2 rows 0.84 ×, though 4 rows' tables of 32 values do not fit the 16 ymm
+// registers. Row r: ones[r][0 … T−1] ∈ [0, D], D ≤ 64; done[r] = false, nothing written to arow[r], when its set
+// values are not a prefix of the values (never for mul > 0), else every word of arow[r] written.
+template <int R>
+__attribute__((target("avx2,fma"))) inline void bit_softmax_rows_avx2(const int32_t* const* ones, int64_t T, int64_t D,
+                                                                      float mul, const QuantSpec& sp,
+                                                                      uint64_t* const* arow, bool* done) {
+  const int64_t T8 = T - T % 8;
+  int32_t lo[R], hi[R];
+  {
+    __m256i vlo[R], vhi[R];
+    for (int r = 0; r < R; ++r) vlo[r] = _mm256_set1_epi32(INT32_MAX), vhi[r] = _mm256_set1_epi32(INT32_MIN);
+    int64_t j = 0;
+    for (; j + 8 <= T; j += 8)
+      for (int r = 0; r < R; ++r) {
+        const __m256i o = _mm256_loadu_si256((const __m256i*)(ones[r] + j));
+        vlo[r] = _mm256_min_epi32(vlo[r], o);
+        vhi[r] = _mm256_max_epi32(vhi[r], o);
+      }
+    for (int r = 0; r < R; ++r) {
+      alignas(32) int32_t lows[8], highs[8];
+      _mm256_store_si256((__m256i*)lows, vlo[r]);
+      _mm256_store_si256((__m256i*)highs, vhi[r]);
+      lo[r] = INT32_MAX, hi[r] = INT32_MIN;
+      for (int i = 0; i < 8; ++i) lo[r] = std::min(lo[r], lows[i]), hi[r] = std::max(hi[r], highs[i]);
+      for (int64_t i = j; i < T; ++i) lo[r] = std::min(lo[r], ones[r][i]), hi[r] = std::max(hi[r], ones[r][i]);
+    }
   }
-  for (; j < T; ++j) arow[j / 64] |= (uint64_t)(sp.level(tail[j - T8] * inv, nullptr, 0) > 0.0f) << (j % 64);
-  return true;
+  alignas(32) float e[R * 72] = {};  // row r at e + 72·r (≤ 65 values, written in whole vectors of 8)
+  int64_t n[R], nmax = 0;
+  float mx[R];
+  const __m256 vmul = _mm256_set1_ps(mul);
+  for (int r = 0; r < R; ++r) {
+    n[r] = hi[r] - lo[r] + 1;
+    nmax = std::max(nmax, n[r]);
+    const float s_lo = (float)((int32_t)D - 2 * lo[r]) * mul, s_hi = (float)((int32_t)D - 2 * hi[r]) * mul;
+    mx[r] = std::max(s_lo, s_hi);
+  }
+  for (int64_t u = 0; u < nmax; u += 8)
+    for (int r = 0; r < R; ++r) {
+      if (u >= n[r]) continue;
+      const __m256i dots = _mm256_sub_epi32(
+          _mm256_set1_epi32((int32_t)D - 2 * lo[r]),
+          _mm256_slli_epi32(
+              _mm256_add_epi32(_mm256_set1_epi32((int32_t)u), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7)), 1));
+      _mm256_store_ps(e + 72 * r + u,
+                      exp_avx2(_mm256_sub_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(dots), vmul), _mm256_set1_ps(mx[r]))));
+    }
+  // the sums: every row's table in registers (a permute per 8 values; a row needing fewer reads only its own), or
+  // row by row with a gather when a row has more than 32 values
+  __m256 acc[R];
+  if (nmax <= 8)
+    sum_values_rows_avx2<R, 1>(ones, T8, lo, e, acc);
+  else if (nmax <= 16)
+    sum_values_rows_avx2<R, 2>(ones, T8, lo, e, acc);
+  else if (nmax <= 24)
+    sum_values_rows_avx2<R, 3>(ones, T8, lo, e, acc);
+  else if (nmax <= 32)
+    sum_values_rows_avx2<R, 4>(ones, T8, lo, e, acc);
+  else
+    for (int r = 0; r < R; ++r)
+      acc[r] = n[r] <= 8    ? sum_values_avx2<1>(ones[r], T8, lo[r], e + 72 * r)
+               : n[r] <= 16 ? sum_values_avx2<2>(ones[r], T8, lo[r], e + 72 * r)
+               : n[r] <= 24 ? sum_values_avx2<3>(ones[r], T8, lo[r], e + 72 * r)
+               : n[r] <= 32 ? sum_values_avx2<4>(ones[r], T8, lo[r], e + 72 * r)
+                            : sum_values_gather_avx2(ones[r], T8, lo[r], e + 72 * r);
+  float tail[R][8], inv[R];
+  for (int r = 0; r < R; ++r) inv[r] = 1.0f / row_sum_end(acc[r], ones[r], T8, T, D, mul, mx[r], tail[r]);
+  // the 1-bit probability of each value, 8 at a time (bits_row_avx2's comparisons); the set ones must be u < count
+  const __m256 vstep = _mm256_set1_ps(sp.step), half = _mm256_set1_ps(0.5f);
+  for (int r = 0; r < R; ++r) {
+    const __m256 vinv = _mm256_set1_ps(inv[r]);
+    int64_t count = 0;
+    bool prefix = true;
+    for (int64_t u = 0; u < n[r]; u += 8) {
+      const unsigned live = n[r] - u >= 8 ? 0xFFu : (1u << (n[r] - u)) - 1;
+      const __m256 pr = _mm256_mul_ps(_mm256_load_ps(e + 72 * r + u), vinv);
+      const __m256 on = sp.kind == QK_SIGN_UNSIGNED ? _mm256_cmp_ps(pr, half, _CMP_GE_OQ)
+                                                    : _mm256_cmp_ps(_mm256_div_ps(pr, vstep), half, _CMP_GT_OQ);
+      const unsigned m = live & (unsigned)_mm256_movemask_ps(on);
+      const int c = __builtin_popcount(m);
+      if (m != (1u << c) - 1 || (c && count != u)) prefix = false;
+      count += c;
+    }
+    done[r] = prefix;
+    if (!prefix) continue;
+    const __m256i above = _mm256_set1_epi32(lo[r] + (int32_t)count);  // set: ones < lo + count
+    int64_t j = 0;
+    for (int64_t w = 0; w * 64 < T; ++w) {  // a word of bits in a register, stored once (every word of the row)
+      uint64_t word = 0;
+      for (j = 64 * w; j < std::min<int64_t>(T8, 64 * w + 64); j += 8) {
+        const __m256i o = _mm256_loadu_si256((const __m256i*)(ones[r] + j));
+        word |= (uint64_t)(unsigned)_mm256_movemask_ps(_mm256_castsi256_ps(_mm256_cmpgt_epi32(above, o))) << (j % 64);
+      }
+      arow[r][w] = word;
+    }
+    for (j = T8; j < T; ++j)
+      arow[r][j / 64] |= (uint64_t)(sp.level(tail[r][j - T8] * inv[r], nullptr, 0) > 0.0f) << (j % 64);
+  }
 }
 #endif
 
@@ -1203,7 +1290,7 @@ inline bool levels_fit_byte(const QuantSpec& s, bool is_unsigned, float& mag) {
 // Per-thread work space of one (sequence, head) of attention, in floats: see attention_head_body.
 int64_t attention_work_floats(int64_t T, int64_t D) {
   const int64_t Tp = round_up(T, 16), Dp = round_up(D, 16), dw = (D + 63) / 64, tw = (T + 63) / 64;
-  const int64_t words = 2 * Tp * dw + Dp * tw + tw;  // the bit rows (uint64, two floats each)
+  const int64_t words = 2 * Tp * dw + Dp * tw + 4 * tw;  // the bit rows (uint64, two floats each)
   return round_up(3 * Tp * Dp + 2 * Tp * Tp + 2 * words, 16);
 }
 
@@ -1227,7 +1314,7 @@ __attribute__((always_inline)) inline void attention_head_body(const int64_t* L,
   uint64_t* qb = reinterpret_cast<uint64_t*>(Vf + Tp * Dp);  // Q bits [T × dq], K bits, V⁺ transposed [tw × Dp]
   uint64_t* kb = qb + Tp * dq;      // (Q and K bits in the first 2·Tp·dq of their 2·Tp·dw words)
   uint64_t* vt = qb + 2 * Tp * dw;
-  uint64_t* arow = vt + Dp * tw;  // one row of probability bits [tw]
+  uint64_t* arow = vt + Dp * tw;  // rows of probability bits [4 × tw] (one on most paths)
   const float* shq = sq.shift ? sq.shift + h * Dq : nullptr;
   const float* shk = sk.shift ? sk.shift + h * Dq : nullptr;
   const float* shv = sv.shift ? sv.shift + h * D : nullptr;
@@ -1236,7 +1323,7 @@ __attribute__((always_inline)) inline void attention_head_body(const int64_t* L,
   const bool bit_values = sv.one_bit_signed() && bit_probs;
   // 1-bit attention: each row's bits straight from the keys' popcounts (Bi-Attention: an integer compare on every path,
   // bi_attention_bits; BiT with one word per head on the AVX2 and VPOPCNTDQ paths: per distinct score,
-  // bit_softmax_row_avx2 / _avx512)
+  // bit_softmax_rows_avx2 / _avx512, rows in groups)
   const bool per_value = bit_scores && bit_values && (attn == ATTN_BI || ((VPOP || AVX) && dq == 1));
   const float c = as_float(L[F_BI_SCALE]), qk = sq.scale() * sk.scale() * scaling;
   const float pv = (attn == ATTN_BI ? 1.0f : sp.scale()) * sv.scale();
@@ -1351,26 +1438,62 @@ __attribute__((always_inline)) inline void attention_head_body(const int64_t* L,
 
   // weights per query row: Bi-Attention's 1[dot·c > 0] (c = s_q·s_k·scaling, as attention.py computes it), or the
   // softmax of dot·(s_q·s_k·scaling) and the probability quantizer; then the output row
+  uint64_t* const arows = arow;  // rows of bits [4 × tw] (the groups of BiT rows on the AVX2 / VPOPCNTDQ paths)
+  bool group_done[4] = {false, false, false, false};
   for (int64_t i = 0; i < T; ++i) {
     float* row = S + i * Tp;
     bool bits_done = false;  // arow holds the row's bits (per_value)
+    uint64_t* arow = arows;  // (this row's: one of the group's on the AVX2 and VPOPCNTDQ paths)
     if (per_value) {
       int32_t* ones = reinterpret_cast<int32_t*>(P + i * Tp);  // (P is not used on this path)
+#if defined(__x86_64__) || defined(_M_X64)
+      if constexpr (AVX) {  // BiT: rows in groups of 4, their bits at once
+        if (attn != ATTN_BI) {
+          constexpr int64_t G = 4;
+          const int64_t g = i % G;
+          if (g == 0) {
+            const int64_t rows = std::min<int64_t>(G, T - i);
+            const int32_t* os[4];
+            uint64_t* ar[4];
+            for (int64_t r = 0; r < rows; ++r) {
+              os[r] = reinterpret_cast<const int32_t*>(P + (i + r) * Tp);
+              ar[r] = arows + r * tw;
+              key_popcounts<AVX, VPOP>(qb + (i + r) * dq, kb, dq, T, reinterpret_cast<int32_t*>(P + (i + r) * Tp));
+            }
+            if constexpr (VPOP) {
+              if (rows == G)
+                bit_softmax_rows_avx512<G>(os, T, Dq, qk, sp, ar, group_done);
+              else
+                for (int64_t r = 0; r < rows; ++r)
+                  bit_softmax_rows_avx512<1>(os + r, T, Dq, qk, sp, ar + r, group_done + r);
+            } else {
+              if (rows == G)
+                bit_softmax_rows_avx2<G>(os, T, Dq, qk, sp, ar, group_done);
+              else
+                for (int64_t r = 0; r < rows; ++r)
+                  bit_softmax_rows_avx2<1>(os + r, T, Dq, qk, sp, ar + r, group_done + r);
+            }
+          }
+          arow = arows + g * tw;
+          bits_done = group_done[g];
+          if (!bits_done)
+            for (int64_t j = 0; j < T; ++j) row[j] = (float)((int32_t)Dq - 2 * ones[j]);  // the per-key path below
+        }
+      }
+      if (!(AVX && attn != ATTN_BI)) {
+#endif
       key_popcounts<AVX, VPOP>(qb + i * dq, kb, dq, T, ones);
       std::memset(arow, 0, (size_t)tw * 8);
       if (attn == ATTN_BI) {
         bi_attention_bits<AVX, VPOP>(ones, T, Dq, c, arow);
         bits_done = true;
-      } else {
-#if defined(__x86_64__) || defined(_M_X64)
-        if constexpr (VPOP)
-          bits_done = bit_softmax_row_avx512(ones, T, Dq, qk, sp, arow);
-        else if constexpr (AVX)
-          bits_done = bit_softmax_row_avx2(ones, T, Dq, qk, sp, arow);
-#endif
+      } else {  // (the portable path: no per-value softmax)
         if (!bits_done)
           for (int64_t j = 0; j < T; ++j) row[j] = (float)((int32_t)Dq - 2 * ones[j]);  // the per-key path below
       }
+#if defined(__x86_64__) || defined(_M_X64)
+      }
+#endif
     }
     if (!bits_done) {  // (Bi-Attention always has its bits by now: runtime.py admits it with 1-bit Q, K, V only)
 #if defined(__x86_64__) || defined(_M_X64)
@@ -1465,7 +1588,7 @@ __attribute__((target("avx2,fma,popcnt"))) void attention_head_avx2(const int64_
 }
 
 // The same with the bit loops on AVX-512 VPOPCNTDQ (everything else as attention_head_avx2).
-// (BW and VL as well, which every VPOPCNTDQ path requires, so that bit_softmax_row_avx512 and context_bits_avx512
+// (BW and VL as well, which every VPOPCNTDQ path requires, so that bit_softmax_rows_avx512 and context_bits_avx512
 // are inlined)
 __attribute__((target("avx2,fma,popcnt,avx512f,avx512dq,avx512bw,avx512vl,avx512vpopcntdq"))) void
 attention_head_avx512(const int64_t* L, const float* q, const float* k, const float* v, float* ctx, int64_t T,
