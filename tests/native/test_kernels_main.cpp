@@ -272,13 +272,16 @@ int attention_counts_case() {
 }
 
 
-// BiT's per-distinct-score row of 1-bit probabilities on AVX2 (bit_softmax_row_avx2) against the per-key path it
-// replaces (scores (float)(D − 2·ones), scaled_softmax_avx2, bits_row): the same bits for rows of 1 … 150 keys (the
-// scalar tail), value ranges that take each lookup (≤ 8, 16, 24, 32 values: one to four permutes; more: a gather), both
-// probability quantizers, steps where about half the keys are set and steps on the edge of a probability.
+// BiT's per-distinct-score rows of 1-bit probabilities (bit_softmax_rows_avx2, and bit_softmax_rows_avx512 where the
+// CPU has AVX-512) against the per-key path they replace (scores (float)(D − 2·ones), scaled_softmax_avx2, bits_row):
+// the same bits for rows of 1 … 150 keys (the scalar tail), value ranges that take each lookup (≤ 8, 16, 24, 32
+// values: one to four permutes; more: a gather), both probability quantizers, steps where about half the keys are set
+// and steps on the edge of a probability; each case as four different rows, one at a time (R = 1) and as one group
+// (R = 4: the rows' chains interleaved), whose bits must land in the right row.
 int bit_softmax_case() {
 #if defined(__x86_64__) || defined(_M_X64)
   if (!isa_supported(AVX2)) return 0;
+  const bool avx512 = isa_supported(AVX512);
   std::mt19937_64 rng(5);
   int bad = 0, rows = 0, set = 0, declined = 0;
   for (int64_t D : {64, 37, 8})
@@ -287,35 +290,60 @@ int bit_softmax_case() {
         for (int kind : {(int)QK_SIGN_UNSIGNED, (int)QK_LEVELS, (int)QK_LEVELS + 100})
           for (float mul : {0.125f, 0.02f, 1.3f}) {
             const int64_t width = std::min<int64_t>(spread, D + 1);
-            const int32_t base = (int32_t)(rng() % (uint64_t)(D + 2 - width));
-            std::vector<int32_t> ones(T);
-            for (auto& o : ones) o = base + (int32_t)(rng() % (uint64_t)width);
-            std::vector<float> row(T);
-            for (int64_t j = 0; j < T; ++j) row[j] = (float)((int32_t)D - 2 * ones[j]);
-            scaled_softmax<true>(row.data(), T, mul);
-            // a step that puts the threshold between two of the row's probabilities
-            std::vector<float> sorted(row);
+            std::vector<int32_t> ones[4];
+            std::vector<float> row[4];
+            for (int r = 0; r < 4; ++r) {  // four rows with their own value ranges
+              const int32_t base = (int32_t)(rng() % (uint64_t)(D + 2 - width));
+              ones[r].resize(T);
+              for (auto& o : ones[r]) o = base + (int32_t)(rng() % (uint64_t)width);
+              row[r].resize(T);
+              for (int64_t j = 0; j < T; ++j) row[r][j] = (float)((int32_t)D - 2 * ones[r][j]);
+              scaled_softmax<true>(row[r].data(), T, mul);
+            }
+            // a step that puts the threshold between two of the first row's probabilities
+            std::vector<float> sorted(row[0]);
             std::sort(sorted.begin(), sorted.end());
             const float mid = sorted[T / 2];
             // (kind QK_LEVELS + 100: QK_LEVELS with the step exactly 2 · a probability, on the edge: a sum of
             // another rounding moves a bit)
             const float step = kind == QK_SIGN_UNSIGNED ? 1.0f : kind == QK_LEVELS ? mid * 1.99f : 2.0f * mid;
             const QuantSpec sp{kind == QK_SIGN_UNSIGNED ? kind : QK_LEVELS, nullptr, step, 0.0f, 1.0f};
-            uint64_t want[3] = {0, 0, 0}, got[3] = {0, 0, 0};
-            bits_row<true>(sp, row.data(), nullptr, T, want);
-            if (!bit_softmax_row_avx2(ones.data(), T, D, mul, sp, got)) {
-              ++declined;
-              continue;
+            uint64_t want[4][3] = {}, got[4][3];
+            const int32_t* os[4];
+            uint64_t* gs[4];
+            for (int r = 0; r < 4; ++r) {
+              bits_row<true>(sp, row[r].data(), nullptr, T, want[r]);
+              os[r] = ones[r].data();
+              gs[r] = got[r];
             }
-            ++rows;
-            for (int w = 0; w < 3; ++w) {
-              bad += got[w] != want[w];
-              set += __builtin_popcountll(want[w]);
+            for (int variant = 0; variant < (avx512 ? 4 : 2); ++variant) {  // avx2 R = 1, 4; avx512 R = 1, 4
+              bool done[4];
+              std::memset(got, 0xA5, sizeof got);  // (words past the row's must stay as they were: not compared)
+              if (variant == 0)
+                for (int r = 0; r < 4; ++r) bit_softmax_rows_avx2<1>(os + r, T, D, mul, sp, gs + r, done + r);
+              else if (variant == 1)
+                bit_softmax_rows_avx2<4>(os, T, D, mul, sp, gs, done);
+              else if (variant == 2)
+                for (int r = 0; r < 4; ++r) bit_softmax_rows_avx512<1>(os + r, T, D, mul, sp, gs + r, done + r);
+              else
+                bit_softmax_rows_avx512<4>(os, T, D, mul, sp, gs, done);
+              for (int r = 0; r < 4; ++r) {
+                if (!done[r]) {
+                  ++declined;
+                  continue;
+                }
+                ++rows;
+                for (int64_t w = 0; w * 64 < T; ++w) {
+                  bad += got[r][w] != want[r][w];
+                  set += __builtin_popcountll(want[r][w]);
+                }
+              }
             }
           }
   bad += declined;  // (mul > 0: the set values are always a prefix)
-  std::printf("%s per-value BiT softmax bits (avx2) equal the per-key path: %d rows, %d bits set\n",
-              bad ? "FAIL" : "ok  ", rows, set);
+  std::printf("%s per-value BiT softmax bits (avx2%s, 1 and 4 rows at once) equal the per-key path: %d rows, %d bits "
+              "set\n",
+              bad ? "FAIL" : "ok  ", avx512 ? ", avx512" : "", rows, set);
   return bad || set == 0;
 #else
   return 0;

@@ -1439,7 +1439,7 @@ __attribute__((always_inline)) inline void attention_head_body(const int64_t* L,
   // weights per query row: Bi-Attention's 1[dot·c > 0] (c = s_q·s_k·scaling, as attention.py computes it), or the
   // softmax of dot·(s_q·s_k·scaling) and the probability quantizer; then the output row
   uint64_t* const arows = arow;  // rows of bits [4 × tw] (the groups of BiT rows on the AVX2 / VPOPCNTDQ paths)
-  bool group_done[4] = {false, false, false, false};
+  [[maybe_unused]] bool group_done[4] = {false, false, false, false};  // (read on x86-64 only)
   for (int64_t i = 0; i < T; ++i) {
     float* row = S + i * Tp;
     bool bits_done = false;  // arow holds the row's bits (per_value)
