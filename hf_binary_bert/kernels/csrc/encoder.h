@@ -1082,6 +1082,18 @@ __attribute__((target("avx2,fma"))) inline void bit_softmax_rows_avx2(const int3
 #endif
 
 #if defined(__x86_64__) || defined(_M_X64)
+// bit_softmax_rows_avx512<R> on the VPOPCNTDQ path, bit_softmax_rows_avx2<R> on AVX2 (attention_head_body's groups).
+template <bool VPOP, int R>
+inline void bit_softmax_rows(const int32_t* const* ones, int64_t T, int64_t D, float mul, const QuantSpec& sp,
+                             uint64_t* const* arow, bool* done) {
+  if constexpr (VPOP)
+    bit_softmax_rows_avx512<R>(ones, T, D, mul, sp, arow, done);
+  else
+    bit_softmax_rows_avx2<R>(ones, T, D, mul, sp, arow, done);
+}
+#endif
+
+#if defined(__x86_64__) || defined(_M_X64)
 // Bi-Attention's row bits (bi_attention_bits) 16 keys at a time (AVX-512F) or 8 (AVX2), c ≠ 0; each returns the first
 // key not done.
 __attribute__((target("avx512f"))) inline int64_t bi_attention_bits_avx512(const int32_t* ones, int64_t T, int64_t D,
@@ -1314,7 +1326,7 @@ __attribute__((always_inline)) inline void attention_head_body(const int64_t* L,
   uint64_t* qb = reinterpret_cast<uint64_t*>(Vf + Tp * Dp);  // Q bits [T × dq], K bits, V⁺ transposed [tw × Dp]
   uint64_t* kb = qb + Tp * dq;      // (Q and K bits in the first 2·Tp·dq of their 2·Tp·dw words)
   uint64_t* vt = qb + 2 * Tp * dw;
-  uint64_t* arow = vt + Dp * tw;  // rows of probability bits [4 × tw] (one on most paths)
+  uint64_t* arows = vt + Dp * tw;  // rows of probability bits [4 × tw] (a group of BiT rows; one row on other paths)
   const float* shq = sq.shift ? sq.shift + h * Dq : nullptr;
   const float* shk = sk.shift ? sk.shift + h * Dq : nullptr;
   const float* shv = sv.shift ? sv.shift + h * D : nullptr;
@@ -1438,62 +1450,45 @@ __attribute__((always_inline)) inline void attention_head_body(const int64_t* L,
 
   // weights per query row: Bi-Attention's 1[dot·c > 0] (c = s_q·s_k·scaling, as attention.py computes it), or the
   // softmax of dot·(s_q·s_k·scaling) and the probability quantizer; then the output row
-  uint64_t* const arows = arow;  // rows of bits [4 × tw] (the groups of BiT rows on the AVX2 / VPOPCNTDQ paths)
   [[maybe_unused]] bool group_done[4] = {false, false, false, false};  // (read on x86-64 only)
   for (int64_t i = 0; i < T; ++i) {
     float* row = S + i * Tp;
     bool bits_done = false;  // arow holds the row's bits (per_value)
-    uint64_t* arow = arows;  // (this row's: one of the group's on the AVX2 and VPOPCNTDQ paths)
+    uint64_t* arow = arows;  // this row's bits (one of a group's for BiT's per-value rows)
     if (per_value) {
       int32_t* ones = reinterpret_cast<int32_t*>(P + i * Tp);  // (P is not used on this path)
+      if (attn == ATTN_BI) {
+        key_popcounts<AVX, VPOP>(qb + i * dq, kb, dq, T, ones);
+        std::memset(arow, 0, (size_t)tw * 8);
+        bi_attention_bits<AVX, VPOP>(ones, T, Dq, c, arow);
+        bits_done = true;
+      } else {  // BiT (per_value: the AVX2 and VPOPCNTDQ paths only): rows in groups of 4, their bits at once
 #if defined(__x86_64__) || defined(_M_X64)
-      if constexpr (AVX) {  // BiT: rows in groups of 4, their bits at once
-        if (attn != ATTN_BI) {
+        if constexpr (AVX) {
           constexpr int64_t G = 4;
           const int64_t g = i % G;
           if (g == 0) {
             const int64_t rows = std::min<int64_t>(G, T - i);
-            const int32_t* os[4];
-            uint64_t* ar[4];
+            int32_t* os[G];
+            uint64_t* ar[G];
             for (int64_t r = 0; r < rows; ++r) {
-              os[r] = reinterpret_cast<const int32_t*>(P + (i + r) * Tp);
+              os[r] = reinterpret_cast<int32_t*>(P + (i + r) * Tp);
               ar[r] = arows + r * tw;
-              key_popcounts<AVX, VPOP>(qb + (i + r) * dq, kb, dq, T, reinterpret_cast<int32_t*>(P + (i + r) * Tp));
+              key_popcounts<AVX, VPOP>(qb + (i + r) * dq, kb, dq, T, os[r]);
             }
-            if constexpr (VPOP) {
-              if (rows == G)
-                bit_softmax_rows_avx512<G>(os, T, Dq, qk, sp, ar, group_done);
-              else
-                for (int64_t r = 0; r < rows; ++r)
-                  bit_softmax_rows_avx512<1>(os + r, T, Dq, qk, sp, ar + r, group_done + r);
-            } else {
-              if (rows == G)
-                bit_softmax_rows_avx2<G>(os, T, Dq, qk, sp, ar, group_done);
-              else
-                for (int64_t r = 0; r < rows; ++r)
-                  bit_softmax_rows_avx2<1>(os + r, T, Dq, qk, sp, ar + r, group_done + r);
-            }
+            if (rows == G)
+              bit_softmax_rows<VPOP, G>(os, T, Dq, qk, sp, ar, group_done);
+            else  // the last rows of the sequence, one at a time
+              for (int64_t r = 0; r < rows; ++r)
+                bit_softmax_rows<VPOP, 1>(os + r, T, Dq, qk, sp, ar + r, group_done + r);
           }
           arow = arows + g * tw;
           bits_done = group_done[g];
-          if (!bits_done)
-            for (int64_t j = 0; j < T; ++j) row[j] = (float)((int32_t)Dq - 2 * ones[j]);  // the per-key path below
         }
-      }
-      if (!(AVX && attn != ATTN_BI)) {
 #endif
-      key_popcounts<AVX, VPOP>(qb + i * dq, kb, dq, T, ones);
-      std::memset(arow, 0, (size_t)tw * 8);
-      if (attn == ATTN_BI) {
-        bi_attention_bits<AVX, VPOP>(ones, T, Dq, c, arow);
-        bits_done = true;
-      } else {  // (the portable path: no per-value softmax)
         if (!bits_done)
           for (int64_t j = 0; j < T; ++j) row[j] = (float)((int32_t)Dq - 2 * ones[j]);  // the per-key path below
       }
-#if defined(__x86_64__) || defined(_M_X64)
-      }
-#endif
     }
     if (!bits_done) {  // (Bi-Attention always has its bits by now: runtime.py admits it with 1-bit Q, K, V only)
 #if defined(__x86_64__) || defined(_M_X64)
