@@ -25,6 +25,7 @@ BINARIZABLE_MODULES = (
 ENCODER_MODULES = BINARIZABLE_MODULES[:6]
 ACTIVATION_BITS = (32, 8, 4, 2, 1)
 ACTIVATION_QUANTIZERS = ("sign", "elastic")
+ACTIVATION_STEP_INITS = ("lsq", "least_squares")
 ATTENTION_TYPES = ("softmax", "bi_attention")
 EMBEDDING_BITS = (32, 16, 1)
 BINARIZABLE_EMBEDDINGS = ("word", "position", "token_type")
@@ -50,7 +51,7 @@ def _check_names(field: str, names, allowed: tuple) -> list[str]:
 BINARIZATION_FIELDS = (
     "weight_scale", "scale_granularity", "binarized_modules", "ste", "fp_dtype", "activation_bits",
     "activation_quantizer", "attention_type", "embedding_bits", "binarized_embeddings", "embedding_weight_scale",
-    "embedding_scale_dtype", "activation_shift_dtype",
+    "embedding_scale_dtype", "activation_shift_dtype", "activation_step_init",
 )
 
 
@@ -142,6 +143,16 @@ class BinaryBertConfig(BertConfig):
             `save_pretrained` writes exactly those rounded values in this dtype, so a reloaded model computes what
             the trained one did. Half precision halves the shifts' bytes (4 → 2 per channel: 0.042 MB of a pruned
             MiniLM 1-1-1 file, 0.17 MB of BERT-base's). No effect without elastic shifts.
+        activation_step_init (`str`, *optional*, defaults to `"lsq"`):
+            How the learned step α of a 1-bit signed elastic quantizer (`activation_quantizer="elastic"`,
+            `activation_bits=1`: the inputs of the binarized Linears and Q / K / V) starts from data (the first
+            training batch, or `hf_binary_bert.calibrate`): `"lsq"`, α₀ = 2·mean|x − β| (LSQ's rule 2·mean|x|/√Q_p
+            with Q_p = 1, as BiT initialises it: facebookresearch/bit `AlphaInit`), or `"least_squares"`, α₀ =
+            mean|x − β|, the α that minimises ‖(x − β) − α·sign(x − β)‖² (XNOR-Net's activation scale, Rastegari et
+            al. 2016). The products that attention takes of 1-bit Q and K are its scores, so α_Q·α_K is the softmax's
+            temperature: with `"lsq"` a W1A1 student's attention starts about twice as sharp as its teacher's
+            (docs/distillation.md#the-1-bit-step-rule-and-the-attention-temperature). Other quantizers (2–8 bits,
+            unsigned) keep LSQ's rule. Only the start differs; α is learned from there.
         classifier_pooling (`str`, *optional*, defaults to `"cls"`):
             What the pooler of `BinaryBertForSequenceClassification` reads (the name and choices of transformers'
             `ModernBertConfig.classifier_pooling`): `"cls"`, the last hidden state of the first token (BERT's
@@ -194,6 +205,7 @@ class BinaryBertConfig(BertConfig):
     embedding_weight_scale: str | None = None
     embedding_scale_dtype: str = "float32"
     activation_shift_dtype: str = "float32"
+    activation_step_init: str = "lsq"
     classifier_pooling: str = "cls"
     packed_weights: bool = False
     teacher_name_or_path: str | None = None
@@ -217,6 +229,7 @@ class BinaryBertConfig(BertConfig):
             _check_choice("embedding_weight_scale", self.embedding_weight_scale, WEIGHT_SCALES)
         _check_choice("embedding_scale_dtype", self.embedding_scale_dtype, FP_DTYPES)
         _check_choice("activation_shift_dtype", self.activation_shift_dtype, FP_DTYPES)
+        _check_choice("activation_step_init", self.activation_step_init, ACTIVATION_STEP_INITS)
         _check_choice("classifier_pooling", self.classifier_pooling, CLASSIFIER_POOLINGS)
         if self.attention_type == "bi_attention" and self.activation_bits == 32:
             raise ValueError(

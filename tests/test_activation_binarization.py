@@ -200,6 +200,48 @@ def test_elastic_1bit_signed_calibration_forward_and_gradients():
     assert torch.allclose(q.shift.grad, -(grad_out * window).sum(dim=(0, 1)), atol=1e-5)
 
 
+def test_least_squares_step_init_starts_1bit_signed_elastic_at_mean_abs_and_leaves_the_others_to_lsq():
+    """activation_step_init="least_squares": α₀ = mean|x − β| = argmin_α ‖(x − β) − α·sign(x − β)‖² for a 1-bit
+    signed elastic quantizer; 2-bit signed, 1-bit unsigned and "sign"-scheme quantizers keep LSQ's rule."""
+    C = 6
+    x = torch.randn(3, 4, C, generator=_gen(6))
+    beta = torch.tensor([0.3, -0.2, 0.0, 0.5, -0.6, 0.1])
+    q = ActivationQuantizer(1, scheme="elastic", shift_shape=(C,), step_init="least_squares")
+    with torch.no_grad():
+        q.shift.copy_(beta)
+    q(x)
+    d = x - beta
+    assert torch.allclose(q.step.detach(), d.abs().mean(), rtol=1e-6)
+    # it is the least-squares scale: a step 1 % either side approximates x − β worse
+    def err(a):
+        return ((d - a * sgn(d)) ** 2).sum().item()
+
+    a = q.step.item()
+    assert err(a) < err(1.01 * a) and err(a) < err(0.99 * a)
+    two = ActivationQuantizer(2, scheme="elastic", shift_shape=(C,), step_init="least_squares")
+    two(x)
+    assert torch.allclose(two.step.detach(), 2 * x.abs().mean() / math.sqrt(1), rtol=1e-6)  # Q_p = 1, β = 0
+    p = torch.rand(5, 8, generator=_gen(8))
+    unsigned = ActivationQuantizer(1, signed=False, scheme="elastic", step_init="least_squares")
+    unsigned(p)
+    assert torch.allclose(unsigned.step.detach(), 4 * p.mean(), rtol=1e-6)
+    with pytest.raises(ValueError, match="step_init"):
+        ActivationQuantizer(1, scheme="elastic", step_init="mean")
+
+
+def test_activation_step_init_reaches_every_quantizer_and_is_saved(tmp_path):
+    config = tiny_config(activation_bits=1, activation_quantizer="elastic", activation_step_init="least_squares")
+    model = BinaryBertForSequenceClassification(config)
+    quantizers = [m for m in model.modules() if isinstance(m, ActivationQuantizer)]
+    assert quantizers and all(q.step_init == "least_squares" for q in quantizers)
+    model.save_pretrained(tmp_path)
+    assert json.loads((tmp_path / "config.json").read_text())["activation_step_init"] == "least_squares"
+    assert BinaryBertConfig.from_pretrained(tmp_path).activation_step_init == "least_squares"
+    assert BinaryBertConfig().activation_step_init == "lsq"
+    with pytest.raises(ValueError, match="activation_step_init"):
+        BinaryBertConfig(activation_step_init="xnor")
+
+
 def test_elastic_1bit_unsigned_values_are_zero_or_alpha():
     x = torch.rand(5, 8, generator=_gen(8))
     q = ActivationQuantizer(1, signed=False, scheme="elastic")

@@ -17,7 +17,9 @@ With `BinaryBertConfig.activation_shift_dtype` float16 / bfloat16, every forward
 to that dtype (`ActivationQuantizer.effective_shift`), with a straight-through gradient to the float32 β.
 
 Learned steps start from data (LSQ / BiT initialisation): s₀ = 2·mean|x − β| / √Q_p for signed and
-4·mean|x − β| / √Q_p for unsigned inputs, averaged over processes under `torch.distributed`. When that happens:
+4·mean|x − β| / √Q_p for unsigned inputs, averaged over processes under `torch.distributed`; a 1-bit signed elastic
+quantizer with `step_init="least_squares"` (`BinaryBertConfig.activation_step_init`) starts at α₀ = mean|x − β|
+instead, the least-squares α of x − β ≈ α·sign(x − β). When that happens:
 - in training mode, on the first batch the quantizer sees (as LSQ and BiT do);
 - explicitly, inside `hf_binary_bert.Calibration` / `hf_binary_bert.calibrate(model, batches)` (any mode): s₀ is
   then the mean of the rule over the calibration batches.
@@ -38,6 +40,7 @@ from ..kernels.reference import _shift_grad, lsq_backward, lsq_values
 from .ste import binary_sign, round_ste, sign_ste
 
 ACTIVATION_SCHEMES = ("sign", "elastic")
+STEP_INITS = ("lsq", "least_squares")  # BinaryBertConfig.activation_step_init
 
 
 def _grad_scale(x: torch.Tensor, scale: float) -> torch.Tensor:
@@ -163,17 +166,21 @@ class ActivationQuantizer(nn.Module):
     quantization_mix: float = 1.0
 
     def __init__(self, bits: int, *, signed: bool = True, scheme: str = "sign", shift_shape: tuple[int, ...] | None = None,
-                 ste: str = "clipped_identity", shift_dtype: torch.dtype = torch.float32):
+                 ste: str = "clipped_identity", shift_dtype: torch.dtype = torch.float32, step_init: str = "lsq"):
         super().__init__()
         if bits not in (1, 2, 4, 8):
             raise ValueError(f"activation bits must be one of [1, 2, 4, 8], got {bits!r}")
         if scheme not in ACTIVATION_SCHEMES:
             raise ValueError(f"activation scheme must be one of {list(ACTIVATION_SCHEMES)}, got {scheme!r}")
+        if step_init not in STEP_INITS:
+            raise ValueError(f"activation step_init must be one of {list(STEP_INITS)}, got {step_init!r}")
         self.bits = bits
         self.signed = signed
         self.scheme = scheme
         self.ste = ste
         self.shift_dtype = shift_dtype
+        # a plain attribute (not saved: only the start of training depends on it)
+        self.step_init = step_init
         self.q_n, self.q_p = quantization_range(bits, signed)
         if self.has_step:
             self.step = nn.Parameter(torch.ones(()))
@@ -198,7 +205,7 @@ class ActivationQuantizer(nn.Module):
         """Initialise the step from a batch x (already shifted; LSQ / BiT rule in the module docstring) and mark it
         calibrated. With `previous_batches` = n > 0, the step becomes the mean of the rule over n + 1 batches: (n·s +
         rule(x)) / (n + 1), s the current step."""
-        value = x.detach().float().abs().mean() * (2.0 if self.signed else 4.0) / math.sqrt(max(self.q_p, 1))
+        value = x.detach().float().abs().mean() * self._init_factor()
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             torch.distributed.all_reduce(value)
             value /= torch.distributed.get_world_size()
@@ -207,6 +214,13 @@ class ActivationQuantizer(nn.Module):
         self.step.copy_(value.clamp_min(1e-5))
         self.calibrated.fill_(1)
         self._seen_calibrated = True
+
+    def _init_factor(self) -> float:
+        """c in s₀ = c·mean|x − β|: 2/√Q_p signed, 4/√Q_p unsigned (LSQ, BiT); 1 for a 1-bit signed elastic
+        quantizer with `step_init="least_squares"` (argmin_α E[(x − α·sign x)²] = E|x|)."""
+        if self.step_init == "least_squares" and self.bits == 1 and self.signed and self.scheme == "elastic":
+            return 1.0
+        return (2.0 if self.signed else 4.0) / math.sqrt(max(self.q_p, 1))
 
     def _calibrate_once(self, x: torch.Tensor) -> None:
         """Calibrate on x (already shifted) inside `Calibration`, or in training mode unless this quantizer has seen
@@ -328,13 +342,14 @@ class ActivationQuantizer(nn.Module):
 
 
 def make_activation_quantizer(config, *, signed: bool = True, shift_shape: tuple[int, ...] | None = None) -> nn.Module:
-    """The quantizer `config` asks for (`activation_bits`, `activation_quantizer`, `ste`, `activation_shift_dtype`),
-    or `nn.Identity()` at 32 bits."""
+    """The quantizer `config` asks for (`activation_bits`, `activation_quantizer`, `ste`, `activation_shift_dtype`,
+    `activation_step_init`), or `nn.Identity()` at 32 bits."""
     if config.activation_bits >= 32:
         return nn.Identity()
     shift_dtype = getattr(torch, getattr(config, "activation_shift_dtype", "float32"))
     return ActivationQuantizer(config.activation_bits, signed=signed, scheme=config.activation_quantizer,
-                               shift_shape=shift_shape, ste=config.ste, shift_dtype=shift_dtype)
+                               shift_shape=shift_shape, ste=config.ste, shift_dtype=shift_dtype,
+                               step_init=getattr(config, "activation_step_init", "lsq"))
 
 
 __all__ = ["ACTIVATION_SCHEMES", "ActivationQuantizer", "NotCalibratedError", "make_activation_quantizer", "quantization_range"]

@@ -19,6 +19,7 @@ from transformers import TrainingArguments
 from ..configuration_binary_bert import (
     ACTIVATION_BITS,
     ACTIVATION_QUANTIZERS,
+    ACTIVATION_STEP_INITS,
     ATTENTION_TYPES,
     BINARIZABLE_EMBEDDINGS,
     BINARIZABLE_MODULES,
@@ -100,6 +101,12 @@ class BinarizationArguments:
         default="float32",
         metadata={"help": "dtype the elastic activation shifts are rounded to in every forward and stored in.",
                   "choices": FP_DTYPES},
+    )
+    activation_step_init: str = field(
+        default="lsq",
+        metadata={"help": "How a 1-bit signed elastic quantizer's step starts: 'lsq' (2·mean|x − β|, BiT's) or "
+                          "'least_squares' (mean|x − β|: attention scores of 1-bit Q·K at the teacher's scale).",
+                  "choices": ACTIVATION_STEP_INITS},
     )
     hidden_act: str | None = field(
         default=None,
