@@ -35,12 +35,12 @@ import math
 import torch
 from torch import nn
 
+from ..configuration_binary_bert import ACTIVATION_STEP_INITS
 from ..kernels.ops import training_kernels
 from ..kernels.reference import _shift_grad, lsq_backward, lsq_values
 from .ste import binary_sign, round_ste, sign_ste
 
 ACTIVATION_SCHEMES = ("sign", "elastic")
-STEP_INITS = ("lsq", "least_squares")  # BinaryBertConfig.activation_step_init
 
 
 def _grad_scale(x: torch.Tensor, scale: float) -> torch.Tensor:
@@ -172,8 +172,8 @@ class ActivationQuantizer(nn.Module):
             raise ValueError(f"activation bits must be one of [1, 2, 4, 8], got {bits!r}")
         if scheme not in ACTIVATION_SCHEMES:
             raise ValueError(f"activation scheme must be one of {list(ACTIVATION_SCHEMES)}, got {scheme!r}")
-        if step_init not in STEP_INITS:
-            raise ValueError(f"activation step_init must be one of {list(STEP_INITS)}, got {step_init!r}")
+        if step_init not in ACTIVATION_STEP_INITS:
+            raise ValueError(f"activation step_init must be one of {list(ACTIVATION_STEP_INITS)}, got {step_init!r}")
         self.bits = bits
         self.signed = signed
         self.scheme = scheme
@@ -218,7 +218,7 @@ class ActivationQuantizer(nn.Module):
     def _init_factor(self) -> float:
         """c in s₀ = c·mean|x − β|: 2/√Q_p signed, 4/√Q_p unsigned (LSQ, BiT); 1 for a 1-bit signed elastic
         quantizer with `step_init="least_squares"` (argmin_α E[(x − α·sign x)²] = E|x|)."""
-        if self.step_init == "least_squares" and self.bits == 1 and self.signed and self.scheme == "elastic":
+        if self.step_init == "least_squares" and self.is_scaled_sign:
             return 1.0
         return (2.0 if self.signed else 4.0) / math.sqrt(max(self.q_p, 1))
 
