@@ -235,7 +235,8 @@ int finish_rows_case(int isa) {
 }
 
 // The 1-bit attention's AVX2 popcount loops (xor_popcounts_avx2: Q·K per key; and_popcounts_avx2: A·V per
-// dimension) against scalar popcounts, on counts of keys and dimensions with and without a tail of < 8.
+// dimension) against scalar popcounts, on counts of keys and dimensions with and without a tail of < 8; and
+// xor_popcounts_avx512 where the CPU has VPOPCNTDQ (its last n mod 16 keys stored as one vector of 16).
 int attention_counts_case() {
 #if defined(__x86_64__) || defined(_M_X64)
   if (!isa_supported(AVX2)) return 0;
@@ -250,6 +251,14 @@ int attention_counts_case() {
     xor_popcounts_avx2(q, words.data(), n, got.data());
     for (int64_t j = 0; j < n; ++j) bad += got[j] != __builtin_popcountll(q ^ words[j]);
     bad += got[n] != -1;  // nothing written past n
+    if (isa_supported(AVX512_VPOPCNT)) {  // the last n mod 16 keys in one 16-lane store: up to round_up(n, 16)
+      const int64_t n16 = (n + 15) / 16 * 16;
+      std::vector<int32_t> wide(n16 + 1, -1);
+      xor_popcounts_avx512(q, words.data(), n, wide.data());
+      for (int64_t j = 0; j < n; ++j) bad += wide[j] != __builtin_popcountll(q ^ words[j]);
+      for (int64_t j = n; j < n16; ++j) bad += wide[j] != __builtin_popcountll(q);  // (masked-off keys read as 0)
+      bad += wide[n16] != -1;  // nothing written past round_up(n, 16)
+    }
   }
   for (int64_t D : {1, 8, 13, 64, 70})
     for (int64_t tw : {1, 2, 3}) {
@@ -264,7 +273,8 @@ int attention_counts_case() {
       }
       bad += got[D] != -1;
     }
-  std::printf("%s attention popcounts (avx2) equal scalar popcounts\n", bad ? "FAIL" : "ok  ");
+  std::printf("%s attention popcounts (avx2%s) equal scalar popcounts\n", bad ? "FAIL" : "ok  ",
+              isa_supported(AVX512_VPOPCNT) ? ", avx512_vpopcnt" : "");
   return bad;
 #else
   return 0;

@@ -478,6 +478,20 @@ inline void bits_row(const QuantSpec& s, const float* x, const float* sh, int64_
 
 // row[j] ← softmax(row[j]·mul) over n values: exp(v − max) · (1 / Σ)
 #if defined(__x86_64__) || defined(_M_X64)
+// The last n < 8 values of a softmax row (scaled already): row[j] ← exp_avx2(row[j] − max) in one masked vector —
+// the same exp as the row's other values, so that a value's e does not depend on where it falls in the row (the
+// per-value rows look every key's e up in one table) — each added to `sum` in key order; returns the sum.
+__attribute__((target("avx2,fma"))) inline float softmax_tail_avx2(float* row, int64_t n, __m256 vmx, float sum) {
+  if (n <= 0) return sum;
+  const __m256i live = _mm256_cmpgt_epi32(_mm256_set1_epi32((int32_t)n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+  const __m256 e = exp_avx2(_mm256_sub_ps(_mm256_maskload_ps(row, live), vmx));
+  _mm256_maskstore_ps(row, live, e);
+  alignas(32) float t[8];
+  _mm256_store_ps(t, e);
+  for (int64_t i = 0; i < n; ++i) sum += t[i];
+  return sum;
+}
+
 __attribute__((target("avx2,fma"))) void scaled_softmax_avx2(float* row, int64_t n, float mul) {
   int64_t j = 0;
   float mx = -INFINITY, sum = 0.0f;
@@ -501,10 +515,7 @@ __attribute__((target("avx2,fma"))) void scaled_softmax_avx2(float* row, int64_t
   }
   _mm256_store_ps(lanes, acc);
   for (int i = 0; i < 8; ++i) sum += lanes[i];
-  for (; j < n; ++j) {
-    row[j] = std::exp(row[j] - mx);
-    sum += row[j];
-  }
+  sum = softmax_tail_avx2(row + j, n - j, vmx, sum);
   const __m256 vinv = _mm256_set1_ps(1.0f / sum);
   for (j = 0; j + 8 <= n; j += 8) _mm256_storeu_ps(row + j, _mm256_mul_ps(_mm256_loadu_ps(row + j), vinv));
   for (; j < n; ++j) row[j] *= 1.0f / sum;
@@ -546,10 +557,7 @@ __attribute__((target("avx512f,avx512dq,avx2,fma"))) void scaled_softmax_avx512(
   alignas(32) float lanes[8];
   _mm256_store_ps(lanes, acc);
   for (int i = 0; i < 8; ++i) sum += lanes[i];
-  for (; j < n; ++j) {
-    row[j] = std::exp(row[j] - mx);
-    sum += row[j];
-  }
+  sum = softmax_tail_avx2(row + j, n - j, _mm512_castps512_ps256(vm), sum);
   const __m512 vinv = _mm512_set1_ps(1.0f / sum);
   for (j = 0; j + 16 <= n; j += 16) _mm512_storeu_ps(row + j, _mm512_mul_ps(_mm512_loadu_ps(row + j), vinv));
   for (; j < n; ++j) row[j] *= 1.0f / sum;
@@ -625,7 +633,9 @@ inline void transpose64(uint64_t* a) {
 // the same integers as the scalar loop it replaces.
 // ones[j] = popcount(q0 XOR kb[j]), j < n: 8 keys per zmm, stored 16 at a time (one 64-byte store per 16 keys, so
 // bit_softmax_rows_avx512's 64-byte loads of ones right after are forwarded from one store each: loads spanning two
-// 32-byte stores are not, and waited for them to reach the cache — most of that function's time).
+// 32-byte stores are not, and waited for them to reach the cache — most of that function's time). The last n mod 16
+// keys too: masked loads of kb, one whole 64-byte store, so ones[n … round_up(n, 16) − 1] are written as well
+// (popcount(q0)): the buffer holds round_up(n, 16) values (every caller's does: rows of Tp, or 256).
 __attribute__((target("avx512f,avx512vpopcntdq"))) inline void xor_popcounts_avx512(uint64_t q0, const uint64_t* kb,
                                                                                     int64_t n, int32_t* ones) {
   const __m512i vq = _mm512_set1_epi64((long long)q0);
@@ -636,10 +646,14 @@ __attribute__((target("avx512f,avx512vpopcntdq"))) inline void xor_popcounts_avx
         _mm512_cvtepi64_epi32(_mm512_popcnt_epi64(_mm512_xor_si512(vq, _mm512_loadu_si512(kb + j + 8))));
     _mm512_storeu_si512(ones + j, _mm512_inserti64x4(_mm512_castsi256_si512(a), b, 1));
   }
-  for (; j + 8 <= n; j += 8)
-    _mm256_storeu_si256((__m256i*)(ones + j),
-                        _mm512_cvtepi64_epi32(_mm512_popcnt_epi64(_mm512_xor_si512(vq, _mm512_loadu_si512(kb + j)))));
-  for (; j < n; ++j) ones[j] = (int32_t)__builtin_popcountll(q0 ^ kb[j]);
+  if (j < n) {
+    const unsigned live = (1u << (n - j)) - 1;  // n − j < 16 keys
+    const __m256i a = _mm512_cvtepi64_epi32(
+        _mm512_popcnt_epi64(_mm512_xor_si512(vq, _mm512_maskz_loadu_epi64((__mmask8)live, kb + j))));
+    const __m256i b = _mm512_cvtepi64_epi32(
+        _mm512_popcnt_epi64(_mm512_xor_si512(vq, _mm512_maskz_loadu_epi64((__mmask8)(live >> 8), kb + j + 8))));
+    _mm512_storeu_si512(ones + j, _mm512_inserti64x4(_mm512_castsi256_si512(a), b, 1));
+  }
 }
 
 // agree[d] = Σ_w popcount(arow[w] AND vt[w·Dp + d]), d < D: 8 dimensions per zmm.
@@ -793,18 +807,15 @@ __attribute__((target("avx512f"))) inline __m512 lookup_values_avx512(__m512i u,
 }
 
 // The end of scaled_softmax_avx2's sum Σ_j e_j for the per-value rows (bit_softmax_rows_avx2 / _avx512): the 8
-// lanes of acc (the first T8 keys' partial sums) added in lane order, then the keys T8 … T − 1 with std::exp (their
-// values into tail).
+// lanes of acc (the first T8 keys' partial sums) added in lane order, then the keys T8 … T − 1 one by one, their e
+// looked up in the row's table e[ones − lo] (softmax_tail_avx2 computes them with the same exp).
 __attribute__((target("avx2"))) inline float row_sum_end(__m256 acc, const int32_t* ones, int64_t T8, int64_t T,
-                                                         int64_t D, float mul, float mx, float* tail) {
+                                                         int32_t lo, const float* e) {
   alignas(32) float lanes[8];
   _mm256_store_ps(lanes, acc);
   float sum = 0.0f;
   for (int i = 0; i < 8; ++i) sum += lanes[i];
-  for (int64_t j = T8; j < T; ++j) {
-    tail[j - T8] = std::exp((float)((int32_t)D - 2 * ones[j]) * mul - mx);
-    sum += tail[j - T8];
-  }
+  for (int64_t j = T8; j < T; ++j) sum += e[ones[j] - lo];
   return sum;
 }
 
@@ -813,7 +824,7 @@ __attribute__((target("avx2"))) inline float row_sum_end(__m256 acc, const int32
 // scaled_softmax_avx512, bits_row), computed per distinct score instead of per key. A row's dot products D − 2·ones
 // take at most D + 1 values, so exp runs once per value (≤ 5 vectors at D = 64 instead of T/16) and the probability
 // quantizer once per value; for the sum Σ_j e_j each key's e is looked up in registers and added in scaled_softmax's
-// order (the last T mod 8 keys with std::exp, as there). The probability falls as ones grows (mul > 0: the steps are
+// order (the last T mod 8 keys one by one, as there). The probability falls as ones grows (mul > 0: the steps are
 // ≥ 1e-5 and the scaling positive), so the keys whose bit is set are those with ones ≤ a threshold: one compare per
 // 16 keys. Each row is a chain of dependent steps (the sum alone is 16 dependent adds per lane at T = 128), so R
 // independent rows run interleaved, step by step: with the keys' popcounts, 4 rows took 0.66 × the time of single
@@ -838,8 +849,13 @@ __attribute__((target("avx512f,avx512dq,avx512vl,avx2,fma"))) inline void bit_so
         vhi[r] = _mm512_max_epi32(vhi[r], o);
       }
     for (int r = 0; r < R; ++r) {
+      if (j < T) {  // the last T mod 16 keys, masked
+        const __mmask16 live = (__mmask16)((1u << (T - j)) - 1);
+        const __m512i o = _mm512_maskz_loadu_epi32(live, ones[r] + j);
+        vlo[r] = _mm512_mask_min_epi32(vlo[r], live, vlo[r], o);
+        vhi[r] = _mm512_mask_max_epi32(vhi[r], live, vhi[r], o);
+      }
       lo[r] = _mm512_reduce_min_epi32(vlo[r]), hi[r] = _mm512_reduce_max_epi32(vhi[r]);
-      for (int64_t i = j; i < T; ++i) lo[r] = std::min(lo[r], ones[r][i]), hi[r] = std::max(hi[r], ones[r][i]);
     }
   }
   alignas(64) float e[R][80] = {};
@@ -886,8 +902,8 @@ __attribute__((target("avx512f,avx512dq,avx512vl,avx2,fma"))) inline void bit_so
                                                               _mm256_loadu_si256((const __m256i*)(ones[r] + j))),
                                                           vlo16[r]),
                                          n[r], e[r], ev[r][0], ev[r][1], ev[r][2], ev[r][3])));
-  float tail[R][8], inv[R];
-  for (int r = 0; r < R; ++r) inv[r] = 1.0f / row_sum_end(acc[r], ones[r], T8, T, D, mul, mx[r], tail[r]);
+  float inv[R];
+  for (int r = 0; r < R; ++r) inv[r] = 1.0f / row_sum_end(acc[r], ones[r], T8, T, lo[r], e[r]);
   const __m512 vstep = _mm512_set1_ps(sp.step), half = _mm512_set1_ps(0.5f);
   int64_t count[R];
   for (int r = 0; r < R; ++r) {
@@ -908,17 +924,20 @@ __attribute__((target("avx512f,avx512dq,avx512vl,avx2,fma"))) inline void bit_so
   }
   for (int r = 0; r < R; ++r) {
     if (!done[r]) continue;
+    // every key's bit, the last T mod 8 keys' too: their e are the table's, so the same threshold decides them
     const __m512i thr = _mm512_set1_epi32(lo[r] + (int32_t)count[r] - 1);
     for (int64_t w = 0; w * 64 < T; ++w) {
       uint64_t word = 0;
-      const int64_t end = std::min<int64_t>(T8, 64 * w + 64);
+      const int64_t end = std::min<int64_t>(T, 64 * w + 64);
       for (j = 64 * w; j + 16 <= end; j += 16)
         word |= (uint64_t)_mm512_cmple_epi32_mask(_mm512_loadu_si512(ones[r] + j), thr) << (j % 64);
-      for (; j < end; ++j) word |= (uint64_t)(ones[r][j] <= lo[r] + (int32_t)count[r] - 1) << (j % 64);
+      if (j < end) {
+        const __mmask16 live = (__mmask16)((1u << (end - j)) - 1);
+        word |= (uint64_t)_mm512_mask_cmple_epi32_mask(live, _mm512_maskz_loadu_epi32(live, ones[r] + j), thr)
+                << (j % 64);
+      }
       arow[r][w] = word;
     }
-    for (j = T8; j < T; ++j)
-      arow[r][j / 64] |= (uint64_t)(sp.level(tail[r][j - T8] * inv[r], nullptr, 0) > 0.0f) << (j % 64);
   }
 }
 
@@ -977,7 +996,7 @@ __attribute__((target("avx2"))) inline void sum_values_rows_avx2(const int32_t* 
 
 // bit_softmax_rows_avx512's AVX2 twin: R rows of BiT's 1-bit probabilities per distinct score, the same bits as
 // the per-key path (scaled_softmax_avx2 + bits_row) — the same exp per value, the sum Σ_j e_j added in
-// scaled_softmax_avx2's order (8-lane partial sums, lanes 0 … 7, then the last T mod 8 keys with std::exp), the same
+// scaled_softmax_avx2's order (8-lane partial sums, lanes 0 … 7, then the last T mod 8 keys one by one), the same
 // comparisons per value — with the rows' chains interleaved. In the same ad-hoc loop (AVX2 code on the Zen 4), 4 rows
 // took 0.78 × the time of single rows and 2 rows 0.84 ×, though 4 rows' tables of 32 values do not fit the 16 ymm
 // registers. Row r: ones[r][0 … T−1] ∈ [0, D], D ≤ 64; done[r] = false, nothing written to arow[r], when its set
@@ -1045,8 +1064,8 @@ __attribute__((target("avx2,fma"))) inline void bit_softmax_rows_avx2(const int3
                : n[r] <= 24 ? sum_values_avx2<3>(ones[r], T8, lo[r], e + 72 * r)
                : n[r] <= 32 ? sum_values_avx2<4>(ones[r], T8, lo[r], e + 72 * r)
                             : sum_values_gather_avx2(ones[r], T8, lo[r], e + 72 * r);
-  float tail[R][8], inv[R];
-  for (int r = 0; r < R; ++r) inv[r] = 1.0f / row_sum_end(acc[r], ones[r], T8, T, D, mul, mx[r], tail[r]);
+  float inv[R];
+  for (int r = 0; r < R; ++r) inv[r] = 1.0f / row_sum_end(acc[r], ones[r], T8, T, lo[r], e + 72 * r);
   // the 1-bit probability of each value, 8 at a time (bits_row_avx2's comparisons); the set ones must be u < count
   const __m256 vstep = _mm256_set1_ps(sp.step), half = _mm256_set1_ps(0.5f);
   for (int r = 0; r < R; ++r) {
@@ -1075,8 +1094,8 @@ __attribute__((target("avx2,fma"))) inline void bit_softmax_rows_avx2(const int3
       }
       arow[r][w] = word;
     }
-    for (j = T8; j < T; ++j)
-      arow[r][j / 64] |= (uint64_t)(sp.level(tail[r][j - T8] * inv[r], nullptr, 0) > 0.0f) << (j % 64);
+    for (j = T8; j < T; ++j)  // the last T mod 8 keys: their e are the table's, so the same threshold decides them
+      arow[r][j / 64] |= (uint64_t)(ones[r][j] < lo[r] + (int32_t)count) << (j % 64);
   }
 }
 #endif
