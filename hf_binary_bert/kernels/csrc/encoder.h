@@ -478,12 +478,17 @@ inline void bits_row(const QuantSpec& s, const float* x, const float* sh, int64_
 
 // row[j] ← softmax(row[j]·mul) over n values: exp(v − max) · (1 / Σ)
 #if defined(__x86_64__) || defined(_M_X64)
+// Lanes 0 … n − 1 of 8 set (all bits), the others 0: the mask of maskload / maskstore for the last n < 8 values.
+__attribute__((target("avx2"))) inline __m256i tail_mask_avx2(int64_t n) {
+  return _mm256_cmpgt_epi32(_mm256_set1_epi32((int32_t)n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
+
 // The last n < 8 values of a softmax row (scaled already): row[j] ← exp_avx2(row[j] − max) in one masked vector —
 // the same exp as the row's other values, so that a value's e does not depend on where it falls in the row (the
 // per-value rows look every key's e up in one table) — each added to `sum` in key order; returns the sum.
 __attribute__((target("avx2,fma"))) inline float softmax_tail_avx2(float* row, int64_t n, __m256 vmx, float sum) {
   if (n <= 0) return sum;
-  const __m256i live = _mm256_cmpgt_epi32(_mm256_set1_epi32((int32_t)n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+  const __m256i live = tail_mask_avx2(n);
   const __m256 e = exp_avx2(_mm256_sub_ps(_mm256_maskload_ps(row, live), vmx));
   _mm256_maskstore_ps(row, live, e);
   alignas(32) float t[8];
@@ -1017,13 +1022,20 @@ __attribute__((target("avx2,fma"))) inline void bit_softmax_rows_avx2(const int3
         vlo[r] = _mm256_min_epi32(vlo[r], o);
         vhi[r] = _mm256_max_epi32(vhi[r], o);
       }
+    if (j < T) {  // the last T mod 8 keys, masked: masked-off lanes count as INT32_MAX (min) and 0 ≤ ones (max)
+      const __m256i live = tail_mask_avx2(T - j);
+      for (int r = 0; r < R; ++r) {
+        const __m256i o = _mm256_maskload_epi32(ones[r] + j, live);
+        vlo[r] = _mm256_min_epi32(vlo[r], _mm256_blendv_epi8(_mm256_set1_epi32(INT32_MAX), o, live));
+        vhi[r] = _mm256_max_epi32(vhi[r], o);
+      }
+    }
     for (int r = 0; r < R; ++r) {
       alignas(32) int32_t lows[8], highs[8];
       _mm256_store_si256((__m256i*)lows, vlo[r]);
       _mm256_store_si256((__m256i*)highs, vhi[r]);
       lo[r] = INT32_MAX, hi[r] = INT32_MIN;
       for (int i = 0; i < 8; ++i) lo[r] = std::min(lo[r], lows[i]), hi[r] = std::max(hi[r], highs[i]);
-      for (int64_t i = j; i < T; ++i) lo[r] = std::min(lo[r], ones[r][i]), hi[r] = std::max(hi[r], ones[r][i]);
     }
   }
   alignas(32) float e[R * 72] = {};  // row r at e + 72·r (≤ 65 values, written in whole vectors of 8)
@@ -1094,8 +1106,11 @@ __attribute__((target("avx2,fma"))) inline void bit_softmax_rows_avx2(const int3
       }
       arow[r][w] = word;
     }
-    for (j = T8; j < T; ++j)  // the last T mod 8 keys: their e are the table's, so the same threshold decides them
-      arow[r][j / 64] |= (uint64_t)(ones[r][j] < lo[r] + (int32_t)count) << (j % 64);
+    if (T8 < T) {  // the last T mod 8 keys: their e are the table's, so the same threshold decides them
+      const __m256i o = _mm256_maskload_epi32(ones[r] + T8, tail_mask_avx2(T - T8));
+      const unsigned on = (unsigned)_mm256_movemask_ps(_mm256_castsi256_ps(_mm256_cmpgt_epi32(above, o)));
+      arow[r][T8 / 64] |= (uint64_t)(on & ((1u << (T - T8)) - 1)) << (T8 % 64);
+    }
   }
 }
 #endif
