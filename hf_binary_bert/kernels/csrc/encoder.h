@@ -1128,8 +1128,8 @@ inline void bit_softmax_rows(const int32_t* const* ones, int64_t T, int64_t D, f
 #endif
 
 #if defined(__x86_64__) || defined(_M_X64)
-// Bi-Attention's row bits (bi_attention_bits) 16 keys at a time (AVX-512F) or 8 (AVX2), c ≠ 0; each returns the first
-// key not done.
+// Bi-Attention's row bits (bi_attention_bits) 16 keys at a time (AVX-512F) or 8 (AVX2), c ≠ 0, the last T mod 16
+// (T mod 8) keys by masked loads; each returns T (every key done).
 __attribute__((target("avx512f"))) inline int64_t bi_attention_bits_avx512(const int32_t* ones, int64_t T, int64_t D,
                                                                            float c, uint64_t* arow) {
   const __m512i d = _mm512_set1_epi32((int32_t)D);
@@ -1139,7 +1139,14 @@ __attribute__((target("avx512f"))) inline int64_t bi_attention_bits_avx512(const
     const __mmask16 on = c > 0.0f ? _mm512_cmplt_epi32_mask(twice, d) : _mm512_cmpgt_epi32_mask(twice, d);
     arow[j / 64] |= (uint64_t)on << (j % 64);
   }
-  return j;
+  if (j < T) {
+    const __mmask16 live = (__mmask16)((1u << (T - j)) - 1);
+    const __m512i twice = _mm512_slli_epi32(_mm512_maskz_loadu_epi32(live, ones + j), 1);
+    const __mmask16 on = c > 0.0f ? _mm512_mask_cmplt_epi32_mask(live, twice, d)
+                                  : _mm512_mask_cmpgt_epi32_mask(live, twice, d);
+    arow[j / 64] |= (uint64_t)on << (j % 64);  // (j is a multiple of 16: the tail stays in one word)
+  }
+  return T;
 }
 
 __attribute__((target("avx2"))) inline int64_t bi_attention_bits_avx2(const int32_t* ones, int64_t T, int64_t D, float c,
@@ -1151,7 +1158,13 @@ __attribute__((target("avx2"))) inline int64_t bi_attention_bits_avx2(const int3
     const __m256i on = c > 0.0f ? _mm256_cmpgt_epi32(d, twice) : _mm256_cmpgt_epi32(twice, d);
     arow[j / 64] |= (uint64_t)(unsigned)_mm256_movemask_ps(_mm256_castsi256_ps(on)) << (j % 64);
   }
-  return j;
+  if (j < T) {
+    const __m256i twice = _mm256_slli_epi32(_mm256_maskload_epi32(ones + j, tail_mask_avx2(T - j)), 1);
+    const __m256i on = c > 0.0f ? _mm256_cmpgt_epi32(d, twice) : _mm256_cmpgt_epi32(twice, d);
+    const unsigned live = (1u << (T - j)) - 1;  // (j is a multiple of 8: the tail stays in one word)
+    arow[j / 64] |= (uint64_t)((unsigned)_mm256_movemask_ps(_mm256_castsi256_ps(on)) & live) << (j % 64);
+  }
+  return T;
 }
 #endif
 
