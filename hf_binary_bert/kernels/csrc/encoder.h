@@ -1097,10 +1097,9 @@ __attribute__((target("avx2,fma"))) inline void bit_softmax_rows_avx2(const int3
     done[r] = prefix;
     if (!prefix) continue;
     const __m256i above = _mm256_set1_epi32(lo[r] + (int32_t)count);  // set: ones < lo + count
-    int64_t j = 0;
     for (int64_t w = 0; w * 64 < T; ++w) {  // a word of bits in a register, stored once (every word of the row)
       uint64_t word = 0;
-      for (j = 64 * w; j < std::min<int64_t>(T8, 64 * w + 64); j += 8) {
+      for (int64_t j = 64 * w; j < std::min<int64_t>(T8, 64 * w + 64); j += 8) {
         const __m256i o = _mm256_loadu_si256((const __m256i*)(ones[r] + j));
         word |= (uint64_t)(unsigned)_mm256_movemask_ps(_mm256_castsi256_ps(_mm256_cmpgt_epi32(above, o))) << (j % 64);
       }
