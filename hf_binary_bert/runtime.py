@@ -647,7 +647,19 @@ class BinaryBertEmbeddings(InferencePlanReader, BertEmbeddings):
         if status != 0:
             raise IndexError("index out of range in self: a token, position or token-type id is outside its "
                              "embedding table")
-        return self.dropout(self.LayerNorm(out))
+        if ops._bitgemm.team_awake():
+            return self.dropout(self.LayerNorm(out))
+        # After an idle wait the kernels' wake-ahead helper has not run yet (docs/inference.md, "Threads after an idle
+        # wait"): PyTorch's LayerNorm would wake the sleeping OpenMP worker and wait for it (milliseconds on a small
+        # VM), so it runs on this thread alone. Its rows are independent, so the values are the same on any number of
+        # threads; torch.set_num_threads sets the calling thread's OpenMP and MKL counts only.
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            normed = self.LayerNorm(out)
+        finally:
+            torch.set_num_threads(threads)
+        return self.dropout(normed)
 
 
 class BinaryBertPooler(InferencePlanReader, BertPooler):

@@ -519,6 +519,27 @@ def test_gelu_is_folded_only_for_one_bit_sign_inputs_away_from_its_minimum():
     torch.testing.assert_close(native[mask.bool()], eager[mask.bool()], rtol=0, atol=2e-5)
 
 
+@pytest.mark.skipif(torch.get_num_threads() < 2, reason="the wake-ahead only acts with a team of threads")
+def test_a_forward_after_an_idle_wait_equals_a_back_to_back_one():
+    """The wake-ahead (kernels/csrc/bitgemm.cpp `WakeAhead`, docs/inference.md): a short forward that starts more than
+    5 ms after the last one wakes a helper thread and runs its native regions and the embeddings' LayerNorm on one
+    thread until the helper runs; its outputs are a back-to-back forward's, bit for bit, for every head of the
+    encoder (the sums do not depend on the thread count)."""
+    import time
+
+    model = _model(COMBOS["W1A1-elastic (BiT)"], layers=3)
+    ids, mask = _inputs(lengths=(20, 13))  # 40 token rows: a short forward, which the wake-ahead starts on one thread
+    with torch.inference_mode():
+        model(input_ids=ids, attention_mask=mask)
+        warm = model(input_ids=ids, attention_mask=mask)
+        for _ in range(3):
+            time.sleep(0.05)
+            after_idle = model(input_ids=ids, attention_mask=mask)
+            assert torch.equal(after_idle.last_hidden_state, warm.last_hidden_state)
+            assert torch.equal(after_idle.pooler_output, warm.pooler_output)
+    assert torch.get_num_threads() >= 2  # the one-thread LayerNorm gave the thread count back
+
+
 @pytest.mark.parametrize("isa", kernels.supported_isas())
 @pytest.mark.parametrize("tables", ["float32", "1-bit α·(±1) + γ", "1-bit α·(±1), hidden 44"])
 def test_embeddings_sum_is_native_and_equals_the_eager_sum(tables, isa):

@@ -1,7 +1,9 @@
-"""The kernels' thread placement (bitgemm.cpp `spread_team`): a worker found on the CPU of the thread that opened a
-parallel region is moved to another CPU of its affinity mask, and no thread is left pinned."""
+"""The kernels' thread placement (bitgemm.cpp `spread_team`, `WakeAhead`): a worker found on the CPU of the thread that
+opened a parallel region is moved to another CPU of its affinity mask, and no thread is left pinned (the wake-ahead's
+helper included)."""
 
 import os
+import time
 
 import pytest
 import torch
@@ -48,6 +50,10 @@ def test_runtime_forwards_leave_every_thread_with_the_process_mask():
         with torch.inference_mode():
             for _ in range(20):
                 model(input_ids=torch.randint(1, 99, (2, 40)))
+            for _ in range(3):  # short forwards after an idle wait: the wake-ahead pins its helper, which unpins itself
+                time.sleep(0.05)
+                model(input_ids=torch.randint(1, 99, (1, 20)))
+        time.sleep(0.2)  # the helper has run (it restores its mask first) and gone back to sleep
         assert model.encoder.runtime().plan() is not None  # the native runtime ran
         assert set(_masks().values()) == {expected}
     finally:

@@ -1655,6 +1655,8 @@ int64_t encoder_work_floats(const int64_t* plan, int64_t layers, int64_t M, int6
 }
 
 void layer_forward(const int64_t* L, float* x, int64_t M, const int64_t* cu, int64_t B, float* work, int nthreads) {
+  // the threads of each region: one until the wake-ahead helper runs after an idle wait, then all (WakeAhead)
+  auto team = [nthreads] { return WakeAhead::get().team_now(nthreads); };
   const int64_t H = L[F_HIDDEN], heads = L[F_HEADS], D = L[F_HEAD_DIM], HD = heads * D, I = L[F_INTER];
   const int64_t HDq = heads * L[F_QK_HEAD_DIM];  // the width of Q and K rows (≤ HD; their buffers are HD wide)
   float *q = work, *k = q + M * HD, *v = k + M * HD, *ctx = v + M * HD, *x1 = ctx + M * HD, *inter = x1 + M * H;
@@ -1677,7 +1679,7 @@ void layer_forward(const int64_t* L, float* x, int64_t M, const int64_t* cu, int
       const PackTarget target{bits, qkv_words * 8, reinterpret_cast<int64_t*>(bits + M * qkv_words * 8),
                               spec[i]->shift, spec[i]->step, 0.0f,
                               spec[i]->kind == QK_ELASTIC_SIGN ? (int)SIGNED_SCALED : (int)SIGNED};
-      run_linear(lin + i * kLinWords, x, M, dst[i], nthreads, &target);
+      run_linear(lin + i * kLinWords, x, M, dst[i], team(), &target);
       out[i] = reinterpret_cast<const uint64_t*>(bits);
     }
     qkv = QkvBits{out[0], out[1], out[2], qkv_words};
@@ -1692,11 +1694,11 @@ void layer_forward(const int64_t* L, float* x, int64_t M, const int64_t* cu, int
                            as_ptr<const uint64_t>(Li[L_NIB])};
     }
     run_w1a8_shared(x, M, lin[L_K], lin[L_K], as_ptr<const float>(lin[L_SHIFT]), as_float(lin[L_STEP]), (int)lin[L_QN],
-                    (int)lin[L_QP], lin[L_DYNAMIC] != 0, 3, outs, nthreads, false);
+                    (int)lin[L_QP], lin[L_DYNAMIC] != 0, 3, outs, team(), false);
   } else {
-    run_linear(lin + 0 * kLinWords, x, M, q, nthreads);
-    run_linear(lin + 1 * kLinWords, x, M, k, nthreads);
-    run_linear(lin + 2 * kLinWords, x, M, v, nthreads);
+    run_linear(lin + 0 * kLinWords, x, M, q, team());
+    run_linear(lin + 1 * kLinWords, x, M, k, team());
+    run_linear(lin + 2 * kLinWords, x, M, v, team());
   }
   int64_t max_len = 0;
   for (int64_t b = 0; b < B; ++b) max_len = std::max(max_len, cu[b + 1] - cu[b]);
@@ -1722,9 +1724,10 @@ void layer_forward(const int64_t* L, float* x, int64_t M, const int64_t* cu, int
   const bool avx2 = use_avx2(), vpop = avx2 && vpopcnt_isa(g_isa) && kFeatures.vpopcntdq;
   auto head = vpop ? attention_head_avx512 : attention_head_avx2;
 #endif
-  const bool parallel_heads = nthreads > 1 && B * heads > 1;
+  const int heads_team = team();
+  const bool parallel_heads = heads_team > 1 && B * heads > 1;
   const int cpu0 = parallel_heads ? caller_cpu() : -1;
-#pragma omp parallel num_threads(nthreads) if (parallel_heads)
+#pragma omp parallel num_threads(heads_team) if (parallel_heads)
   {
     spread_team(cpu0);
     float* mine = attn_work + (int64_t)omp_get_thread_num() * per_thread;
@@ -1754,12 +1757,12 @@ void layer_forward(const int64_t* L, float* x, int64_t M, const int64_t* cu, int
     }
     run_w1a1_bits(words, ao_target.pop, M, Lao[L_K], (int)Lao[L_MODE], as_ptr<const uint64_t>(Lao[L_W]), Lao[L_N],
                   as_ptr<const float>(Lao[L_ALPHA]), as_ptr<const float>(Lao[L_GAMMA]), as_float(Lao[L_SCALE]),
-                  as_ptr<const float>(Lao[L_BIAS]), x1, Lao[L_N], nthreads, nullptr, as_ptr<const uint8_t>(Lao[L_NIB]));
+                  as_ptr<const float>(Lao[L_BIAS]), x1, Lao[L_N], team(), nullptr, as_ptr<const uint8_t>(Lao[L_NIB]));
   } else {
-    run_linear(Lao, ctx, M, x1, nthreads);
+    run_linear(Lao, ctx, M, x1, team());
   }
   add_layer_norm(x1, x, M, H, as_ptr<const float>(L[F_LN1_W]), as_ptr<const float>(L[F_LN1_B]), as_float(L[F_LN1_EPS]),
-                 nthreads);
+                 team());
   const int64_t *Li = lin + 4 * kLinWords, *Lo = lin + 5 * kLinWords;
   const int64_t kw_o = bits_words(Lo[L_K]);
   if (L[F_ACT] == ACT_GELU_FOLDED && Li[L_KIND] == 0 && Lo[L_KIND] == 0 && HD >= 2 * kw_o + 2) {
@@ -1769,18 +1772,18 @@ void layer_forward(const int64_t* L, float* x, int64_t M, const int64_t* cu, int
     int64_t* pop = reinterpret_cast<int64_t*>(bits + M * kw_o * 8);
     const PackTarget target{bits, kw_o * 8, pop, as_ptr<const float>(Lo[L_SHIFT]), as_float(Lo[L_STEP]),
                             as_float(Lo[L_THR]), (int)Lo[L_MODE]};
-    run_linear(Li, x1, M, inter, nthreads, &target);
+    run_linear(Li, x1, M, inter, team(), &target);
     run_w1a1_bits(reinterpret_cast<const uint64_t*>(bits), pop, M, Lo[L_K], (int)Lo[L_MODE],
                   as_ptr<const uint64_t>(Lo[L_W]), Lo[L_N], as_ptr<const float>(Lo[L_ALPHA]),
                   as_ptr<const float>(Lo[L_GAMMA]), as_float(Lo[L_SCALE]), as_ptr<const float>(Lo[L_BIAS]), x, Lo[L_N],
-                  nthreads, nullptr, as_ptr<const uint8_t>(Lo[L_NIB]));
+                  team(), nullptr, as_ptr<const uint8_t>(Lo[L_NIB]));
   } else {
-    run_linear(Li, x1, M, inter, nthreads);
-    if (L[F_ACT] != ACT_GELU_FOLDED) activation((int)L[F_ACT], inter, M * I, nthreads);
-    run_linear(Lo, inter, M, x, nthreads);
+    run_linear(Li, x1, M, inter, team());
+    if (L[F_ACT] != ACT_GELU_FOLDED) activation((int)L[F_ACT], inter, M * I, team());
+    run_linear(Lo, inter, M, x, team());
   }
   add_layer_norm(x, x1, M, H, as_ptr<const float>(L[F_LN2_W]), as_ptr<const float>(L[F_LN2_B]), as_float(L[F_LN2_EPS]),
-                 nthreads);
+                 team());
 }
 
 // ------------------------------------------------------------------------------------------------------------------
@@ -1952,6 +1955,7 @@ PyObject* py_dense_rows(PyObject*, PyObject* args) {
   int nthreads;
   if (!PyArg_ParseTuple(args, "KLLLKLKKi", &x, &B, &ldx, &K, &W, &N, &bias, &y, &nthreads)) return nullptr;
   Py_BEGIN_ALLOW_THREADS;
+  nthreads = WakeAhead::get().team_now(nthreads);
   spread_threads(nthreads);
   dense_rows(ptr<const float>(x), B, ldx, K, ptr<const float>(W), N, ptr<const float>(bias), ptr<float>(y), nthreads);
   Py_END_ALLOW_THREADS;
@@ -1971,6 +1975,8 @@ PyObject* py_embeddings_sum(PyObject*, PyObject* args) {
   const int64_t* tb = ptr<const int64_t>(tables);
   int64_t status;
   Py_BEGIN_ALLOW_THREADS;
+  WakeAhead::get().wake(M);  // the forward's first native call (docs/inference.md, "Threads after an idle wait")
+  nthreads = WakeAhead::get().team_now(nthreads);
   spread_threads(nthreads);
   status = embeddings_sum(ptr<float>(out), M, H, T, ptr<const int64_t>(ids), ptr<const int64_t>(positions),
                           ptr<const int64_t>(types), tb, tb + kTableWords, tb + 2 * kTableWords, nthreads);
@@ -2002,12 +2008,19 @@ PyObject* py_encoder_forward(PyObject*, PyObject* args) {
     return nullptr;
   }
   Py_BEGIN_ALLOW_THREADS;
-  spread_threads(nthreads);
-  for (int64_t l = 0; l < layers; ++l)
+  WakeAhead& wake = WakeAhead::get();
+  wake.wake(M);  // a no-op when the embeddings' call asked already (or the team is warm)
+  if (wake.team_now(nthreads) > 1) spread_threads(nthreads);  // (else each region's spread_team, once it has a team)
+  for (int64_t l = 0; l < layers; ++l)  // each region on one thread until the helper runs, then on all (team_now)
     layer_forward(p + l * kLayerWords, ptr<float>(x), M, offsets, B, ptr<float>(work), nthreads);
+  if (wake.team_now(nthreads) > 1) wake.team_ran();
   Py_END_ALLOW_THREADS;
   Py_RETURN_NONE;
 }
+
+// team_awake() → bool: whether the native runtime's next region may use the whole team (WakeAhead::team_now); the
+// embeddings module runs its PyTorch LayerNorm on one thread while not.
+PyObject* py_team_awake(PyObject*, PyObject*) { return PyBool_FromLong(WakeAhead::get().team_now(2) > 1); }
 
 PyObject* py_encoder_work_floats(PyObject*, PyObject* args) {
   unsigned long long plan;
