@@ -108,8 +108,8 @@ inline void spread_team(int cpu) {
 // (build_ab, after 0.1 s idle): 16, 32 and 48 rows 0.57×, 0.70× and 0.79× the time; at 64 rows and more it gained
 // nothing (1 × 64 1.00×, 1 × 96 1.09×, 1 × 128 1.04×), so longer forwards wake the team as before.
 // The results do not depend on the thread count (every kernel gives the same bits on 1 and n threads), only the
-// time. If the helper has not run kGiveUpNs after a request (a forked child until its own helper starts, a busy
-// machine), the regions use the team as before.
+// time. If the helper has not run kGiveUpNs after a request (a busy machine), or no thread could be started, the
+// regions use the team as before; a forked child starts its own helper.
 class WakeAhead {
  public:
   static constexpr int64_t kWarmNs = 5000000, kSpinNs = 20000000, kGiveUpNs = 100000000, kMaxRows = 48;
@@ -125,18 +125,24 @@ class WakeAhead {
 
   void wake(int64_t rows) {
 #if defined(__linux__) && defined(_OPENMP)
-    if (rows > kMaxRows || now_ns() - team_end_.load() < kWarmNs || spinning_.load()) {
-      awake_.store(1);
-      return;
-    }
-    if (requested_at_.load() != 0) return;  // a request is pending
     const int pid = (int)getpid();
     int had = pid_.load();
     if (had != pid && pid_.compare_exchange_strong(had, pid)) {  // first use, or a forked child (no helper thread)
       tid_.store(0);
       bell_.store(0);
-      std::thread([this] { run(); }).detach();
+      requested_at_.store(0);
+      spinning_.store(0);
+      try {
+        std::thread([this] { run(); }).detach();
+      } catch (...) {  // no thread to be had: the team as before
+        disabled_.store(1);
+      }
     }
+    if (disabled_.load() || rows > kMaxRows || now_ns() - team_end_.load() < kWarmNs || spinning_.load()) {
+      awake_.store(1);
+      return;
+    }
+    if (requested_at_.load() != 0) return;  // a request is pending
     const int cpu = sched_getcpu(), tid = tid_.load();
     cpu_set_t mine;
     if (tid > 0 && cpu >= 0 && sched_getaffinity(0, sizeof mine, &mine) == 0) {
@@ -193,7 +199,7 @@ class WakeAhead {
 #endif
   }
   static_assert(sizeof(std::atomic<int>) == sizeof(int), "the futex word is the atomic's int");
-  std::atomic<int> pid_{0}, tid_{0}, bell_{0}, awake_{1}, stop_{0}, spinning_{0}, restore_{0};
+  std::atomic<int> pid_{0}, tid_{0}, bell_{0}, awake_{1}, stop_{0}, spinning_{0}, restore_{0}, disabled_{0};
 #if defined(__linux__) && defined(_OPENMP)
   cpu_set_t mask_;  // written by wake() before it rings, read by the helper after
 #endif
