@@ -652,13 +652,13 @@ class BinaryBertEmbeddings(InferencePlanReader, BertEmbeddings):
         # After an idle wait the kernels' wake-ahead helper has not run yet (docs/inference.md, "Threads after an idle
         # wait"): PyTorch's LayerNorm would wake the sleeping OpenMP worker and wait for it (milliseconds on a small
         # VM), so it runs on this thread alone. Its rows are independent, so the values are the same on any number of
-        # threads; torch.set_num_threads sets the calling thread's OpenMP and MKL counts only.
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)
+        # threads. omp_thread_count sets this thread's OpenMP count only, not torch.set_num_threads' process-wide
+        # default, which a thread starting PyTorch work meanwhile would take for good.
+        threads = ops._bitgemm.omp_thread_count(1)
         try:
             normed = self.LayerNorm(out)
         finally:
-            torch.set_num_threads(threads)
+            ops._bitgemm.omp_thread_count(threads)
         return self.dropout(normed)
 
 

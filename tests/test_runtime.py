@@ -540,6 +540,30 @@ def test_a_forward_after_an_idle_wait_equals_a_back_to_back_one():
     assert torch.get_num_threads() >= 2  # the one-thread LayerNorm gave the thread count back
 
 
+@pytest.mark.skipif(torch.get_num_threads() < 2, reason="needs an OpenMP team of two or more")
+def test_omp_thread_count_sets_the_calling_threads_count_only():
+    """`_bitgemm.omp_thread_count`, which the wake-ahead's one-thread LayerNorm uses instead of torch.set_num_threads:
+    the calling thread's PyTorch count changes and comes back; a thread that starts PyTorch work meanwhile keeps the
+    process default; a count under 1 is a ValueError."""
+    import threading
+
+    from hf_binary_bert.kernels import ops
+
+    previous = ops._bitgemm.omp_thread_count(1)
+    try:
+        assert torch.get_num_threads() == 1
+        seen = []
+        worker = threading.Thread(target=lambda: seen.append(torch.get_num_threads()))
+        worker.start()
+        worker.join()
+        assert seen == [previous]
+    finally:
+        ops._bitgemm.omp_thread_count(previous)
+    assert torch.get_num_threads() == previous
+    with pytest.raises(ValueError, match="at least 1"):
+        ops._bitgemm.omp_thread_count(0)
+
+
 @pytest.mark.parametrize("isa", kernels.supported_isas())
 @pytest.mark.parametrize("tables", ["float32", "1-bit α·(±1) + γ", "1-bit α·(±1), hidden 44"])
 def test_embeddings_sum_is_native_and_equals_the_eager_sum(tables, isa):

@@ -163,21 +163,21 @@ class WakeAhead {
 #endif
   }
 
-  // the threads the next native region may use: nthreads once the helper runs (or the team is warm, or nothing was
-  // requested), 1 while a request waits (at most kGiveUpNs)
-  int team_now(int nthreads) {
+  // whether the next region may take the whole team: once the helper runs (or the team is warm, or nothing was
+  // requested); not while a request waits (at most kGiveUpNs). True also tells the helper to stop spinning.
+  bool ready() {
 #if defined(__linux__) && defined(_OPENMP)
-    if (nthreads <= 1) return nthreads;
     if (!awake_.load()) {
       const int64_t asked = requested_at_.load();
-      if (asked != 0 && now_ns() - asked < kGiveUpNs) return 1;
+      if (asked != 0 && now_ns() - asked < kGiveUpNs) return false;
       awake_.store(1);
     }
     stop_.store(1);
 #endif
-    return nthreads;
+    return true;
   }
-  bool awake() const { return awake_.load() != 0; }
+  // the threads the next native region may use: nthreads when ready(), else 1
+  int team_now(int nthreads) { return nthreads <= 1 || ready() ? nthreads : 1; }
   void team_ran() { team_end_.store(now_ns()); }
 
  private:
@@ -2751,6 +2751,8 @@ PyMethodDef kMethods[] = {
     {"encoder_work_floats", py_encoder_work_floats, METH_VARARGS, "Work space of encoder_forward, in floats."},
     {"team_awake", py_team_awake, METH_NOARGS,
      "Whether the native runtime's next region may use all its threads (its wake-ahead helper runs)."},
+    {"omp_thread_count", py_omp_thread_count, METH_VARARGS,
+     "Set the calling thread's OpenMP thread count; returns the previous one."},
     {"embeddings_sum", py_embeddings_sum, METH_VARARGS, "The embeddings' sum before their LayerNorm (encoder.h)."},
     {"dense_rows", py_dense_rows, METH_VARARGS, "A small float dense layer for a few rows (BertPooler; encoder.h)."},
     {"encoder_layout", py_encoder_layout, METH_NOARGS, "Word counts and offsets of the encoder plan layout."},

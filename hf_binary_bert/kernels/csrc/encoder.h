@@ -2018,9 +2018,28 @@ PyObject* py_encoder_forward(PyObject*, PyObject* args) {
   Py_RETURN_NONE;
 }
 
-// team_awake() → bool: whether the native runtime's next region may use the whole team (WakeAhead::team_now); the
+// team_awake() → bool: whether the native runtime's next region may use the whole team (WakeAhead::ready); the
 // embeddings module runs its PyTorch LayerNorm on one thread while not.
-PyObject* py_team_awake(PyObject*, PyObject*) { return PyBool_FromLong(WakeAhead::get().team_now(2) > 1); }
+PyObject* py_team_awake(PyObject*, PyObject*) { return PyBool_FromLong(WakeAhead::get().ready()); }
+
+// omp_thread_count(n) → the previous count: the OpenMP thread count (nthreads-var) of the calling thread alone, which
+// PyTorch's parallel_for reads (torch.set_num_threads also changes the default that threads starting later take, and
+// the pthreadpool's size); without OpenMP, 1 and nothing set.
+PyObject* py_omp_thread_count(PyObject*, PyObject* args) {
+  int n;
+  if (!PyArg_ParseTuple(args, "i", &n)) return nullptr;
+  if (n < 1) {
+    PyErr_Format(PyExc_ValueError, "omp_thread_count: n must be at least 1, got %d", n);
+    return nullptr;
+  }
+#ifdef _OPENMP
+  const int previous = omp_get_max_threads();
+  omp_set_num_threads(n);
+  return PyLong_FromLong(previous);
+#else
+  return PyLong_FromLong(1);
+#endif
+}
 
 PyObject* py_encoder_work_floats(PyObject*, PyObject* args) {
   unsigned long long plan;
