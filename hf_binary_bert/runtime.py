@@ -649,9 +649,10 @@ class BinaryBertEmbeddings(InferencePlanReader, BertEmbeddings):
                              "embedding table")
         if ops._bitgemm.team_awake():
             return self.dropout(self.LayerNorm(out))
-        # After an idle wait the kernels' wake-ahead helper has not run yet (docs/inference.md, "Threads after an idle
-        # wait"): PyTorch's LayerNorm would wake the sleeping OpenMP worker and wait for it (milliseconds on a small
-        # VM), so it runs on this thread alone. Its rows are independent, so the values are the same on any number of
+        # A cold forward (after an idle wait: the kernels' wake-ahead has asked its helper and no native region has
+        # taken the team yet; docs/inference.md, "The cold forward"): PyTorch's LayerNorm would wake the sleeping
+        # OpenMP worker and wait for it (milliseconds on a small VM; its region has no spread_team, so the worker may
+        # even land on this thread's CPU), so it runs on this thread alone. Its rows are independent, so the values are the same on any number of
         # threads. omp_thread_count sets this thread's OpenMP count only, not torch.set_num_threads' process-wide
         # default, which a thread starting PyTorch work meanwhile would take for good.
         threads = ops._bitgemm.omp_thread_count(1)

@@ -520,15 +520,16 @@ def test_gelu_is_folded_only_for_one_bit_sign_inputs_away_from_its_minimum():
 
 
 @pytest.mark.skipif(torch.get_num_threads() < 2, reason="the wake-ahead only acts with a team of threads")
-def test_a_forward_after_an_idle_wait_equals_a_back_to_back_one():
-    """The wake-ahead (kernels/csrc/bitgemm.cpp `WakeAhead`, docs/inference.md): a short forward that starts more than
-    5 ms after the last one wakes a helper thread and runs its native regions and the embeddings' LayerNorm on one
-    thread until the helper runs; its outputs are a back-to-back forward's, bit for bit, for every head of the
+@pytest.mark.parametrize("lengths", [(20, 13), (64, 64)], ids=["40 rows", "128 rows"])
+def test_a_forward_after_an_idle_wait_equals_a_back_to_back_one(lengths):
+    """The wake-ahead (kernels/csrc/bitgemm.cpp `WakeAhead`, docs/inference.md): a forward that starts more than 5 ms
+    after the last one wakes a helper thread and runs its embeddings (native sum and LayerNorm) and its native regions
+    on one thread until the helper runs; its outputs are a back-to-back forward's, bit for bit, for every head of the
     encoder (the sums do not depend on the thread count)."""
     import time
 
     model = _model(COMBOS["W1A1-elastic (BiT)"], layers=3)
-    ids, mask = _inputs(lengths=(20, 13))  # 40 token rows: a short forward, which the wake-ahead starts on one thread
+    ids, mask = _inputs(lengths=lengths)
     with torch.inference_mode():
         model(input_ids=ids, attention_mask=mask)
         warm = model(input_ids=ids, attention_mask=mask)
@@ -538,6 +539,37 @@ def test_a_forward_after_an_idle_wait_equals_a_back_to_back_one():
             assert torch.equal(after_idle.last_hidden_state, warm.last_hidden_state)
             assert torch.equal(after_idle.pooler_output, warm.pooler_output)
     assert torch.get_num_threads() >= 2  # the one-thread LayerNorm gave the thread count back
+
+
+@pytest.mark.skipif(torch.get_num_threads() < 2, reason="the wake-ahead only acts with a team of threads")
+def test_the_wake_ahead_asks_once_per_forward_after_an_idle_wait():
+    """`WakeAhead`: a forward after an idle wait asks the helper once — at the embeddings, the encoder finding the
+    request open (a first version asked again there whenever the helper had run before the embeddings' LayerNorm,
+    and ran the encoder's first regions on one thread while waiting for it a second time); the embeddings alone
+    leave the forward cold (`team_awake()` false: they never take the team then); a forward right after another asks
+    nothing (the team is warm)."""
+    import time
+
+    from hf_binary_bert.kernels import ops
+
+    if ops._bitgemm.wake_requests() < 0:
+        pytest.skip("the wake-ahead is compiled out (Linux with OpenMP only)")
+    model = _model(COMBOS["W1A1-elastic (BiT)"], layers=3)
+    ids, mask = _inputs(lengths=(64, 64))
+    with torch.inference_mode():
+        model(input_ids=ids, attention_mask=mask)
+        for _ in range(3):
+            time.sleep(0.05)
+            before = ops._bitgemm.wake_requests()
+            model(input_ids=ids, attention_mask=mask)
+            assert ops._bitgemm.wake_requests() - before == 1
+            before = ops._bitgemm.wake_requests()
+            model(input_ids=ids, attention_mask=mask)
+            assert ops._bitgemm.wake_requests() == before
+        time.sleep(0.05)
+        model.embeddings(input_ids=ids)
+        assert not ops._bitgemm.team_awake()
+        model(input_ids=ids, attention_mask=mask)
 
 
 @pytest.mark.skipif(torch.get_num_threads() < 2, reason="needs an OpenMP team of two or more")

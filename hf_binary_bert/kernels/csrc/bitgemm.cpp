@@ -100,19 +100,22 @@ inline void spread_team(int cpu) {
 // Wake-ahead (Linux with OpenMP). After an idle wait the OpenMP worker sleeps, and on a small VM the CPU under it may
 // have been given back to the host: the first parallel region of a forward then waits milliseconds for it (measured
 // on an AMD EPYC Zen 4 VM, 2 vCPUs: the embeddings module of a BiT W1A1 BERT-base forward 0.17 ms back to back, 2.9 ms
-// after 0.1 s idle; a PyTorch LayerNorm of 32 × 768 alone 0.01 against 7.6 ms; docs/inference.md). So a short forward
-// (at most kMaxRows token rows) starts with `wake()`: unless the team ran under kWarmNs ago (its worker still
-// spins), it wakes a helper thread of its own, placed on the CPUs other than the caller's, without waiting for it,
-// and the runtime's native regions run on the calling thread alone (`team_now`) until the helper reports that it
-// runs; the helper spins (yielding) until a region takes the whole team or kSpinNs pass, then sleeps. Measured
-// (build_ab, after 0.1 s idle): 16, 32 and 48 rows 0.57×, 0.70× and 0.79× the time; at 64 rows and more it gained
-// nothing (1 × 64 1.00×, 1 × 96 1.09×, 1 × 128 1.04×), so longer forwards wake the team as before.
+// after 0.1 s idle; a PyTorch LayerNorm of 32 × 768 alone 0.01 against 7.6 ms; docs/inference.md). So a forward
+// starts with `wake()` (the embeddings' native sum, again at the encoder): unless the team ran under kWarmNs ago (its
+// worker still spins), it wakes a helper thread of its own, placed on the CPUs other than the caller's, without
+// waiting for it, and the forward is "cold": the embeddings (the native sum, and PyTorch's LayerNorm: `cold()`) run
+// on the calling thread, and so do the encoder's native regions (`team_now`) until the helper reports that it runs.
+// The helper keeps that CPU busy, spinning (yielding), until a region takes the whole team (`ready()`) or kSpinNs
+// pass, then sleeps again: the worker the region wakes finds its CPU running. The embeddings never take the team in a
+// cold forward: a PyTorch region (which has no spread_team) could have the worker woken onto the caller's CPU while
+// the helper holds the other, and a region there would stop the helper's spinning a millisecond of Python before
+// the encoder needs the CPU (both seen in traces: the LayerNorm 5 ms, the encoder's first layer on one thread).
 // The results do not depend on the thread count (every kernel gives the same bits on 1 and n threads), only the
 // time. If the helper has not run kGiveUpNs after a request (a busy machine), or no thread could be started, the
 // regions use the team as before; a forked child starts its own helper.
 class WakeAhead {
  public:
-  static constexpr int64_t kWarmNs = 5000000, kSpinNs = 20000000, kGiveUpNs = 100000000, kMaxRows = 48;
+  static constexpr int64_t kWarmNs = 5000000, kSpinNs = 20000000, kGiveUpNs = 100000000;
 
   static WakeAhead& get() {
     static WakeAhead* w = new WakeAhead();  // never destroyed: its thread may outlive static destructors
@@ -123,7 +126,9 @@ class WakeAhead {
         .count();
   }
 
-  void wake(int64_t rows) {
+  // Called at the start of a forward's native calls; returns whether the forward is cold (see above): the helper was
+  // asked now, or earlier in this forward and no region has taken the team since.
+  bool wake() {
 #if defined(__linux__) && defined(_OPENMP)
     const int pid = (int)getpid();
     int had = pid_.load();
@@ -132,17 +137,19 @@ class WakeAhead {
       bell_.store(0);
       requested_at_.store(0);
       spinning_.store(0);
+      cold_.store(0);
       try {
         std::thread([this] { run(); }).detach();
       } catch (...) {  // no thread to be had: the team as before
         disabled_.store(1);
       }
     }
-    if (disabled_.load() || rows > kMaxRows || now_ns() - team_end_.load() < kWarmNs || spinning_.load()) {
+    if (disabled_.load() || now_ns() - team_end_.load() < kWarmNs) {
       awake_.store(1);
-      return;
+      cold_.store(0);
+      return false;
     }
-    if (requested_at_.load() != 0) return;  // a request is pending
+    if (cold_.load() && (requested_at_.load() != 0 || spinning_.load())) return true;  // asked already
     const int cpu = sched_getcpu(), tid = tid_.load();
     cpu_set_t mine;
     if (tid > 0 && cpu >= 0 && sched_getaffinity(0, sizeof mine, &mine) == 0) {
@@ -155,16 +162,20 @@ class WakeAhead {
     }
     awake_.store(0);
     stop_.store(0);
+    cold_.store(1);
+    requests_.fetch_add(1);
     requested_at_.store(now_ns());
     bell_.store(1);
     syscall(SYS_futex, reinterpret_cast<int*>(&bell_), FUTEX_WAKE_PRIVATE, 1, nullptr, nullptr, 0);
+    return true;
 #else
-    (void)rows;
+    return false;
 #endif
   }
 
   // whether the next region may take the whole team: once the helper runs (or the team is warm, or nothing was
-  // requested); not while a request waits (at most kGiveUpNs). True also tells the helper to stop spinning.
+  // requested); not while a request waits (at most kGiveUpNs). True means the caller takes the team now: the forward
+  // is no longer cold, the team counts as warm from now on, and the helper stops spinning.
   bool ready() {
 #if defined(__linux__) && defined(_OPENMP)
     if (!awake_.load()) {
@@ -172,13 +183,25 @@ class WakeAhead {
       if (asked != 0 && now_ns() - asked < kGiveUpNs) return false;
       awake_.store(1);
     }
+    cold_.store(0);
+    team_end_.store(now_ns());
     stop_.store(1);
 #endif
     return true;
   }
   // the threads the next native region may use: nthreads when ready(), else 1
   int team_now(int nthreads) { return nthreads <= 1 || ready() ? nthreads : 1; }
-  void team_ran() { team_end_.store(now_ns()); }
+  // whether the current forward is cold (wake() asked the helper and no region has taken the team since)
+  bool cold() const { return cold_.load() != 0; }
+  // how many times wake() has asked the helper in this process (for the tests); −1 where the wake-ahead is compiled
+  // out (not Linux, or no OpenMP)
+  int64_t requests() const {
+#if defined(__linux__) && defined(_OPENMP)
+    return requests_.load();
+#else
+    return -1;
+#endif
+  }
 
  private:
   void run() {
@@ -199,11 +222,11 @@ class WakeAhead {
 #endif
   }
   static_assert(sizeof(std::atomic<int>) == sizeof(int), "the futex word is the atomic's int");
-  std::atomic<int> pid_{0}, tid_{0}, bell_{0}, awake_{1}, stop_{0}, spinning_{0}, restore_{0}, disabled_{0};
+  std::atomic<int> pid_{0}, tid_{0}, bell_{0}, awake_{1}, stop_{0}, spinning_{0}, restore_{0}, disabled_{0}, cold_{0};
 #if defined(__linux__) && defined(_OPENMP)
   cpu_set_t mask_;  // written by wake() before it rings, read by the helper after
 #endif
-  std::atomic<int64_t> requested_at_{0}, team_end_{0};
+  std::atomic<int64_t> requested_at_{0}, team_end_{0}, requests_{0};
 };
 
 // spread_team for a native call's team before its work: one empty region, so that the worker is on a CPU of its own
@@ -2751,6 +2774,8 @@ PyMethodDef kMethods[] = {
     {"encoder_work_floats", py_encoder_work_floats, METH_VARARGS, "Work space of encoder_forward, in floats."},
     {"team_awake", py_team_awake, METH_NOARGS,
      "Whether the native runtime's next region may use all its threads (its wake-ahead helper runs)."},
+    {"wake_requests", py_wake_requests, METH_NOARGS,
+     "How many times the wake-ahead has asked its helper in this process (-1: compiled out); for the tests."},
     {"omp_thread_count", py_omp_thread_count, METH_VARARGS,
      "Set the calling thread's OpenMP thread count; returns the previous one."},
     {"embeddings_sum", py_embeddings_sum, METH_VARARGS, "The embeddings' sum before their LayerNorm (encoder.h)."},

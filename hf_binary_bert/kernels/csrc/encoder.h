@@ -1975,8 +1975,8 @@ PyObject* py_embeddings_sum(PyObject*, PyObject* args) {
   const int64_t* tb = ptr<const int64_t>(tables);
   int64_t status;
   Py_BEGIN_ALLOW_THREADS;
-  WakeAhead::get().wake(M);  // the forward's first native call (docs/inference.md, "Threads after an idle wait")
-  nthreads = WakeAhead::get().team_now(nthreads);
+  // the forward's first native call (docs/inference.md, "Threads after an idle wait"): on this thread when cold
+  if (WakeAhead::get().wake()) nthreads = 1;
   spread_threads(nthreads);
   status = embeddings_sum(ptr<float>(out), M, H, T, ptr<const int64_t>(ids), ptr<const int64_t>(positions),
                           ptr<const int64_t>(types), tb, tb + kTableWords, tb + 2 * kTableWords, nthreads);
@@ -2009,22 +2009,27 @@ PyObject* py_encoder_forward(PyObject*, PyObject* args) {
   }
   Py_BEGIN_ALLOW_THREADS;
   WakeAhead& wake = WakeAhead::get();
-  wake.wake(M);  // a no-op when the embeddings' call asked already (or the team is warm)
+  wake.wake();  // a no-op when the embeddings' call asked already (or the team is warm)
   if (wake.team_now(nthreads) > 1) spread_threads(nthreads);  // (else each region's spread_team, once it has a team)
   for (int64_t l = 0; l < layers; ++l)  // each region on one thread until the helper runs, then on all (team_now)
     layer_forward(p + l * kLayerWords, ptr<float>(x), M, offsets, B, ptr<float>(work), nthreads);
-  if (wake.team_now(nthreads) > 1) wake.team_ran();
+  wake.team_now(nthreads);  // the team counts as warm from the forward's end (when it ran)
   Py_END_ALLOW_THREADS;
   Py_RETURN_NONE;
 }
 
-// team_awake() → bool: whether the native runtime's next region may use the whole team (WakeAhead::ready); the
-// embeddings module runs its PyTorch LayerNorm on one thread while not.
-PyObject* py_team_awake(PyObject*, PyObject*) { return PyBool_FromLong(WakeAhead::get().ready()); }
+// team_awake() → bool: false while the forward is cold (WakeAhead::cold: the wake-ahead asked its helper after an
+// idle wait and no region has taken the team since); the embeddings module runs its PyTorch LayerNorm on one thread
+// while not.
+PyObject* py_team_awake(PyObject*, PyObject*) { return PyBool_FromLong(!WakeAhead::get().cold()); }
 
 // omp_thread_count(n) → the previous count: the OpenMP thread count (nthreads-var) of the calling thread alone, which
 // PyTorch's parallel_for reads (torch.set_num_threads also changes the default that threads starting later take, and
 // the pthreadpool's size); without OpenMP, 1 and nothing set.
+// wake_requests() → int: how many times the wake-ahead has asked its helper in this process (WakeAhead::requests; −1
+// where it is compiled out), for the tests: one per forward after an idle wait.
+PyObject* py_wake_requests(PyObject*, PyObject*) { return PyLong_FromLongLong(WakeAhead::get().requests()); }
+
 PyObject* py_omp_thread_count(PyObject*, PyObject* args) {
   int n;
   if (!PyArg_ParseTuple(args, "i", &n)) return nullptr;
