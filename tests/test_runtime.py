@@ -547,7 +547,7 @@ def test_the_wake_ahead_asks_once_per_forward_after_an_idle_wait():
     request open (a first version asked again there whenever the helper had run before the embeddings' LayerNorm,
     and ran the encoder's first regions on one thread while waiting for it a second time); the embeddings alone
     leave the forward cold (`team_awake()` false: they never take the team then); a forward right after another asks
-    nothing (the team is warm)."""
+    nothing (the team is warm), nor does a forward on one thread."""
     import time
 
     from hf_binary_bert.kernels import ops
@@ -570,6 +570,16 @@ def test_the_wake_ahead_asks_once_per_forward_after_an_idle_wait():
         model.embeddings(input_ids=ids)
         assert not ops._bitgemm.team_awake()
         model(input_ids=ids, attention_mask=mask)
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)  # a forward on one thread asks nothing: no region would stop the helper spinning
+        try:
+            time.sleep(0.05)
+            before = ops._bitgemm.wake_requests()
+            model(input_ids=ids, attention_mask=mask)
+            assert ops._bitgemm.wake_requests() == before
+            assert ops._bitgemm.team_awake()
+        finally:
+            torch.set_num_threads(threads)
 
 
 @pytest.mark.skipif(torch.get_num_threads() < 2, reason="needs an OpenMP team of two or more")

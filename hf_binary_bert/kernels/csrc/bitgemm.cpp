@@ -126,9 +126,10 @@ class WakeAhead {
         .count();
   }
 
-  // Called at the start of a forward's native calls; returns whether the forward is cold (see above): the helper was
-  // asked now, or earlier in this forward and no region has taken the team since.
-  bool wake() {
+  // Called at the start of a forward's native calls with the team size they would use; returns whether the forward
+  // is cold (see above): the helper was asked now, or earlier in this forward and no region has taken the team
+  // since. A forward on one thread asks nothing (no region would stop the helper's spinning).
+  bool wake(int nthreads) {
 #if defined(__linux__) && defined(_OPENMP)
     const int pid = (int)getpid();
     int had = pid_.load();
@@ -144,7 +145,7 @@ class WakeAhead {
         disabled_.store(1);
       }
     }
-    if (disabled_.load() || now_ns() - team_end_.load() < kWarmNs) {
+    if (nthreads <= 1 || disabled_.load() || now_ns() - team_end_.load() < kWarmNs) {
       awake_.store(1);
       cold_.store(0);
       return false;
@@ -169,6 +170,7 @@ class WakeAhead {
     syscall(SYS_futex, reinterpret_cast<int*>(&bell_), FUTEX_WAKE_PRIVATE, 1, nullptr, nullptr, 0);
     return true;
 #else
+    (void)nthreads;
     return false;
 #endif
   }

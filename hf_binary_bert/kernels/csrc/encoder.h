@@ -1976,7 +1976,7 @@ PyObject* py_embeddings_sum(PyObject*, PyObject* args) {
   int64_t status;
   Py_BEGIN_ALLOW_THREADS;
   // the forward's first native call (docs/inference.md, "Threads after an idle wait"): on this thread when cold
-  if (WakeAhead::get().wake()) nthreads = 1;
+  if (WakeAhead::get().wake(nthreads)) nthreads = 1;
   spread_threads(nthreads);
   status = embeddings_sum(ptr<float>(out), M, H, T, ptr<const int64_t>(ids), ptr<const int64_t>(positions),
                           ptr<const int64_t>(types), tb, tb + kTableWords, tb + 2 * kTableWords, nthreads);
@@ -2009,7 +2009,7 @@ PyObject* py_encoder_forward(PyObject*, PyObject* args) {
   }
   Py_BEGIN_ALLOW_THREADS;
   WakeAhead& wake = WakeAhead::get();
-  wake.wake();  // a no-op when the embeddings' call asked already (or the team is warm)
+  wake.wake(nthreads);  // a no-op when the embeddings' call asked already (or the team is warm)
   if (wake.team_now(nthreads) > 1) spread_threads(nthreads);  // (else each region's spread_team, once it has a team)
   for (int64_t l = 0; l < layers; ++l)  // each region on one thread until the helper runs, then on all (team_now)
     layer_forward(p + l * kLayerWords, ptr<float>(x), M, offsets, B, ptr<float>(work), nthreads);
