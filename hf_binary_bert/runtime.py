@@ -630,7 +630,8 @@ class BinaryBertEmbeddings(InferencePlanReader, BertEmbeddings):
             return None
         return torch.tensor([w for table in words for w in table], dtype=torch.int64)
 
-    def forward(self, input_ids=None, token_type_ids=None, position_ids=None, inputs_embeds=None, **kwargs):
+    def forward(self, input_ids=None, token_type_ids=None, position_ids=None, inputs_embeds=None,
+                _native_encoder_follows=False, **kwargs):
         tables = self._native_tables(input_ids, inputs_embeds, kwargs)
         if tables is None:
             return super().forward(input_ids, token_type_ids, position_ids, inputs_embeds, **kwargs)
@@ -660,6 +661,8 @@ class BinaryBertEmbeddings(InferencePlanReader, BertEmbeddings):
             normed = self.LayerNorm(out)
         finally:
             ops._bitgemm.omp_thread_count(threads)
+        if not _native_encoder_follows:  # the eager encoder: its PyTorch regions take the team, the helper may stop
+            ops._bitgemm.team_release()
         return self.dropout(normed)
 
 
@@ -767,13 +770,15 @@ class BinaryBertModelForward:
         batch, seq = input_ids.shape
         index, lengths = _real_tokens(None if attention_mask is None else attention_mask.bool(), batch, seq)
         if index is None:
-            embedded = embeddings.forward(input_ids=input_ids, token_type_ids=token_type_ids)
+            embedded = embeddings.forward(input_ids=input_ids, token_type_ids=token_type_ids,
+                                          _native_encoder_follows=True)
         else:  # the real tokens only, packed (their own positions)
             if not index.numel():
                 return None
             types = None if token_type_ids is None else token_type_ids.expand(batch, seq).reshape(-1)[index][None]
             embedded = embeddings.forward(input_ids=input_ids.reshape(-1)[index][None],
-                                          position_ids=(index % seq)[None], token_type_ids=types)
+                                          position_ids=(index % seq)[None], token_type_ids=types,
+                                          _native_encoder_follows=True)
         if embedded.dtype != torch.float32 or embedded.device.type != "cpu" or runtime.plan() is None:
             return None
         rows = embedded.reshape(-1, embedded.shape[-1])  # a fresh tensor of this call's: run in place

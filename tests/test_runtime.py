@@ -545,9 +545,11 @@ def test_a_forward_after_an_idle_wait_equals_a_back_to_back_one(lengths):
 def test_the_wake_ahead_asks_once_per_forward_after_an_idle_wait():
     """`WakeAhead`: a forward after an idle wait asks the helper once — at the embeddings, the encoder finding the
     request open (a first version asked again there whenever the helper had run before the embeddings' LayerNorm,
-    and ran the encoder's first regions on one thread while waiting for it a second time); the embeddings alone
-    leave the forward cold (`team_awake()` false: they never take the team then); a forward right after another asks
-    nothing (the team is warm), nor does a forward on one thread."""
+    and ran the encoder's first regions on one thread while waiting for it a second time); the embeddings called by
+    the direct native forward leave the forward cold (`team_awake()` false: they never take the team then), called
+    as `BertModel.forward` calls them they end it; a forward right after another asks
+    nothing (the team is warm), nor does a forward on one thread; embeddings followed by the eager encoder end the
+    cold forward (the helper does not spin beside PyTorch's regions)."""
     import time
 
     from hf_binary_bert.kernels import ops
@@ -567,9 +569,14 @@ def test_the_wake_ahead_asks_once_per_forward_after_an_idle_wait():
             model(input_ids=ids, attention_mask=mask)
             assert ops._bitgemm.wake_requests() == before
         time.sleep(0.05)
-        model.embeddings(input_ids=ids)
+        model.embeddings(input_ids=ids, _native_encoder_follows=True)  # as the direct native forward calls them
         assert not ops._bitgemm.team_awake()
+        model.embeddings(input_ids=ids)  # as BertModel.forward calls them: the eager encoder may follow
+        assert ops._bitgemm.team_awake()
         model(input_ids=ids, attention_mask=mask)
+        time.sleep(0.05)  # the eager encoder follows the embeddings (output_hidden_states): they end the cold forward
+        model(input_ids=ids, attention_mask=mask, output_hidden_states=True)
+        assert ops._bitgemm.team_awake()
         threads = torch.get_num_threads()
         torch.set_num_threads(1)  # a forward on one thread asks nothing: no region would stop the helper spinning
         try:

@@ -195,6 +195,11 @@ class WakeAhead {
   int team_now(int nthreads) { return nthreads <= 1 || ready() ? nthreads : 1; }
   // whether the current forward is cold (wake() asked the helper and no region has taken the team since)
   bool cold() const { return cold_.load() != 0; }
+  // ends a cold forward whose next work is not the native encoder (the eager encoder, whose PyTorch regions take the
+  // team as they find it): the helper stops spinning
+  void release() {
+    if (cold_.exchange(0)) stop_.store(1);
+  }
   // how many times wake() has asked the helper in this process (for the tests); −1 where the wake-ahead is compiled
   // out (not Linux, or no OpenMP)
   int64_t requests() const {
@@ -2776,6 +2781,8 @@ PyMethodDef kMethods[] = {
     {"encoder_work_floats", py_encoder_work_floats, METH_VARARGS, "Work space of encoder_forward, in floats."},
     {"team_awake", py_team_awake, METH_NOARGS,
      "Whether the native runtime's next region may use all its threads (its wake-ahead helper runs)."},
+    {"team_release", py_team_release, METH_NOARGS,
+     "Ends a cold forward (the wake-ahead's helper stops spinning): the eager encoder follows the embeddings."},
     {"wake_requests", py_wake_requests, METH_NOARGS,
      "How many times the wake-ahead has asked its helper in this process (-1: compiled out); for the tests."},
     {"omp_thread_count", py_omp_thread_count, METH_VARARGS,

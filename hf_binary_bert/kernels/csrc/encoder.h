@@ -2026,6 +2026,13 @@ PyObject* py_team_awake(PyObject*, PyObject*) { return PyBool_FromLong(!WakeAhea
 // omp_thread_count(n) → the previous count: the OpenMP thread count (nthreads-var) of the calling thread alone, which
 // PyTorch's parallel_for reads (torch.set_num_threads also changes the default that threads starting later take, and
 // the pthreadpool's size); without OpenMP, 1 and nothing set.
+// team_release(): ends a cold forward (WakeAhead::release) when the embeddings are not followed by the native
+// encoder.
+PyObject* py_team_release(PyObject*, PyObject*) {
+  WakeAhead::get().release();
+  Py_RETURN_NONE;
+}
+
 // wake_requests() → int: how many times the wake-ahead has asked its helper in this process (WakeAhead::requests; −1
 // where it is compiled out), for the tests: one per forward after an idle wait.
 PyObject* py_wake_requests(PyObject*, PyObject*) { return PyLong_FromLongLong(WakeAhead::get().requests()); }
