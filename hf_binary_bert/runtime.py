@@ -577,13 +577,19 @@ class BinaryBertEncoder(InferencePlanReader, BertEncoder):
 
     def forward(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None = None, *args, **kwargs):
         if not self.runtime_applies(hidden_states, kwargs):
-            return super().forward(hidden_states, attention_mask, *args, **kwargs)
+            return self._eager_forward(hidden_states, attention_mask, *args, **kwargs)
         valid = _key_padding(attention_mask, *hidden_states.shape[:2])
         if valid is False:
-            return super().forward(hidden_states, attention_mask, *args, **kwargs)
+            return self._eager_forward(hidden_states, attention_mask, *args, **kwargs)
         hidden = self.runtime().forward(hidden_states, valid, checked=True)  # runtime_applies checked the plan
         setattr(hidden, NATIVE_OUTPUT, True)  # the pooler may continue natively (BinaryBertPooler)
         return BaseModelOutputWithPastAndCrossAttentions(last_hidden_state=hidden)
+
+    def _eager_forward(self, hidden_states, attention_mask, *args, **kwargs):
+        # `BertEncoder.forward`. After native embeddings that found the team cold (docs/inference.md, "The cold
+        # forward"), PyTorch's regions take the team now: the kernels' wake-ahead helper stops spinning beside them
+        ops._bitgemm.team_release()
+        return super().forward(hidden_states, attention_mask, *args, **kwargs)
 
 
 def _table_words(table: torch.nn.Module, hidden: int) -> list[int] | None:
@@ -630,8 +636,7 @@ class BinaryBertEmbeddings(InferencePlanReader, BertEmbeddings):
             return None
         return torch.tensor([w for table in words for w in table], dtype=torch.int64)
 
-    def forward(self, input_ids=None, token_type_ids=None, position_ids=None, inputs_embeds=None,
-                _native_encoder_follows=False, **kwargs):
+    def forward(self, input_ids=None, token_type_ids=None, position_ids=None, inputs_embeds=None, **kwargs):
         tables = self._native_tables(input_ids, inputs_embeds, kwargs)
         if tables is None:
             return super().forward(input_ids, token_type_ids, position_ids, inputs_embeds, **kwargs)
@@ -646,6 +651,7 @@ class BinaryBertEmbeddings(InferencePlanReader, BertEmbeddings):
         status = ops._bitgemm.embeddings_sum(out.data_ptr(), batch * seq, hidden, seq, ids.data_ptr(), _ptr(positions),
                                              _ptr(types), tables.data_ptr(), torch.get_num_threads())
         if status != 0:
+            ops._bitgemm.team_release()  # no encoder follows
             raise IndexError("index out of range in self: a token, position or token-type id is outside its "
                              "embedding table")
         if ops._bitgemm.team_awake():
@@ -661,8 +667,6 @@ class BinaryBertEmbeddings(InferencePlanReader, BertEmbeddings):
             normed = self.LayerNorm(out)
         finally:
             ops._bitgemm.omp_thread_count(threads)
-        if not _native_encoder_follows:  # the eager encoder: its PyTorch regions take the team, the helper may stop
-            ops._bitgemm.team_release()
         return self.dropout(normed)
 
 
@@ -770,15 +774,13 @@ class BinaryBertModelForward:
         batch, seq = input_ids.shape
         index, lengths = _real_tokens(None if attention_mask is None else attention_mask.bool(), batch, seq)
         if index is None:
-            embedded = embeddings.forward(input_ids=input_ids, token_type_ids=token_type_ids,
-                                          _native_encoder_follows=True)
+            embedded = embeddings.forward(input_ids=input_ids, token_type_ids=token_type_ids)
         else:  # the real tokens only, packed (their own positions)
             if not index.numel():
                 return None
             types = None if token_type_ids is None else token_type_ids.expand(batch, seq).reshape(-1)[index][None]
             embedded = embeddings.forward(input_ids=input_ids.reshape(-1)[index][None],
-                                          position_ids=(index % seq)[None], token_type_ids=types,
-                                          _native_encoder_follows=True)
+                                          position_ids=(index % seq)[None], token_type_ids=types)
         if embedded.dtype != torch.float32 or embedded.device.type != "cpu" or runtime.plan() is None:
             return None
         rows = embedded.reshape(-1, embedded.shape[-1])  # a fresh tensor of this call's: run in place

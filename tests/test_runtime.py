@@ -523,10 +523,12 @@ def test_gelu_is_folded_only_for_one_bit_sign_inputs_away_from_its_minimum():
 @pytest.mark.parametrize("lengths", [(20, 13), (64, 64)], ids=["40 rows", "128 rows"])
 def test_a_forward_after_an_idle_wait_equals_a_back_to_back_one(lengths):
     """The wake-ahead (kernels/csrc/bitgemm.cpp `WakeAhead`, docs/inference.md): a forward that starts more than 5 ms
-    after the last one wakes a helper thread and runs its embeddings (native sum and LayerNorm) and its native regions
-    on one thread until the helper runs; its outputs are a back-to-back forward's, bit for bit, for every head of the
-    encoder (the sums do not depend on the thread count)."""
+    after the last one is cold — it wakes a helper thread, runs its embeddings (native sum and LayerNorm) on one
+    thread and its native regions on one thread until the helper runs; its outputs are a back-to-back forward's, bit
+    for bit, for every head of the encoder (the sums do not depend on the thread count)."""
     import time
+
+    from hf_binary_bert.kernels import ops
 
     model = _model(COMBOS["W1A1-elastic (BiT)"], layers=3)
     ids, mask = _inputs(lengths=lengths)
@@ -535,21 +537,24 @@ def test_a_forward_after_an_idle_wait_equals_a_back_to_back_one(lengths):
         warm = model(input_ids=ids, attention_mask=mask)
         for _ in range(3):
             time.sleep(0.05)
+            before = ops._bitgemm.wake_requests()
             after_idle = model(input_ids=ids, attention_mask=mask)
+            assert before < 0 or ops._bitgemm.wake_requests() == before + 1  # it was cold (where compiled in)
             assert torch.equal(after_idle.last_hidden_state, warm.last_hidden_state)
             assert torch.equal(after_idle.pooler_output, warm.pooler_output)
     assert torch.get_num_threads() >= 2  # the one-thread LayerNorm gave the thread count back
 
 
 @pytest.mark.skipif(torch.get_num_threads() < 2, reason="the wake-ahead only acts with a team of threads")
-def test_the_wake_ahead_asks_once_per_forward_after_an_idle_wait():
+def test_the_wake_ahead_asks_once_per_cold_forward():
     """`WakeAhead`: a forward after an idle wait asks the helper once — at the embeddings, the encoder finding the
     request open (a first version asked again there whenever the helper had run before the embeddings' LayerNorm,
-    and ran the encoder's first regions on one thread while waiting for it a second time); the embeddings called by
-    the direct native forward leave the forward cold (`team_awake()` false: they never take the team then), called
-    as `BertModel.forward` calls them they end it; a forward right after another asks
-    nothing (the team is warm), nor does a forward on one thread; embeddings followed by the eager encoder end the
-    cold forward (the helper does not spin beside PyTorch's regions)."""
+    and ran the encoder's first regions on one thread while waiting for it a second time) — also when
+    `BertModel.forward` runs and the native encoder follows (a forward hook on the model); the embeddings leave the
+    forward cold (`team_awake()` false: they never take the team then) until the encoder takes the team, or its eager
+    forward releases it (`output_hidden_states`); a forward right after another asks nothing (the team is warm), nor
+    does a forward on one thread or one of more than 1,024 token rows. The counts assume the encoder starts within
+    20 ms of the embeddings and a back-to-back forward within 5 ms of the last (ms here)."""
     import time
 
     from hf_binary_bert.kernels import ops
@@ -558,35 +563,45 @@ def test_the_wake_ahead_asks_once_per_forward_after_an_idle_wait():
         pytest.skip("the wake-ahead is compiled out (Linux with OpenMP only)")
     model = _model(COMBOS["W1A1-elastic (BiT)"], layers=3)
     ids, mask = _inputs(lengths=(64, 64))
+
+    def requests(**kwargs):
+        before = ops._bitgemm.wake_requests()
+        model(input_ids=ids, attention_mask=mask, **kwargs)
+        return ops._bitgemm.wake_requests() - before
+
     with torch.inference_mode():
         model(input_ids=ids, attention_mask=mask)
         for _ in range(3):
             time.sleep(0.05)
-            before = ops._bitgemm.wake_requests()
-            model(input_ids=ids, attention_mask=mask)
-            assert ops._bitgemm.wake_requests() - before == 1
-            before = ops._bitgemm.wake_requests()
-            model(input_ids=ids, attention_mask=mask)
-            assert ops._bitgemm.wake_requests() == before
+            assert requests() == 1
+            assert requests() == 0
+        handle = model.register_forward_hook(lambda *args: None)  # BertModel.forward, the native encoder
+        try:
+            time.sleep(0.05)
+            assert requests() == 1
+        finally:
+            handle.remove()
         time.sleep(0.05)
-        model.embeddings(input_ids=ids, _native_encoder_follows=True)  # as the direct native forward calls them
+        model.embeddings(input_ids=ids)
         assert not ops._bitgemm.team_awake()
-        model.embeddings(input_ids=ids)  # as BertModel.forward calls them: the eager encoder may follow
-        assert ops._bitgemm.team_awake()
         model(input_ids=ids, attention_mask=mask)
-        time.sleep(0.05)  # the eager encoder follows the embeddings (output_hidden_states): they end the cold forward
-        model(input_ids=ids, attention_mask=mask, output_hidden_states=True)
+        assert ops._bitgemm.team_awake()
+        time.sleep(0.05)  # the eager encoder follows the embeddings: it ends the cold forward
+        assert requests(output_hidden_states=True) == 1
         assert ops._bitgemm.team_awake()
         threads = torch.get_num_threads()
         torch.set_num_threads(1)  # a forward on one thread asks nothing: no region would stop the helper spinning
         try:
             time.sleep(0.05)
-            before = ops._bitgemm.wake_requests()
-            model(input_ids=ids, attention_mask=mask)
-            assert ops._bitgemm.wake_requests() == before
+            assert requests() == 0
             assert ops._bitgemm.team_awake()
         finally:
             torch.set_num_threads(threads)
+        long_ids, long_mask = _inputs(lengths=(64,) * 20)  # 1,280 rows
+        time.sleep(0.05)
+        before = ops._bitgemm.wake_requests()
+        model(input_ids=long_ids, attention_mask=long_mask)
+        assert ops._bitgemm.wake_requests() == before
 
 
 @pytest.mark.skipif(torch.get_num_threads() < 2, reason="needs an OpenMP team of two or more")

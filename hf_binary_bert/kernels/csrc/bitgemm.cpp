@@ -105,8 +105,8 @@ inline void spread_team(int cpu) {
 // worker still spins), it wakes a helper thread of its own, placed on the CPUs other than the caller's, without
 // waiting for it, and the forward is "cold": the embeddings (the native sum, and PyTorch's LayerNorm: `cold()`) run
 // on the calling thread, and so do the encoder's native regions (`team_now`) until the helper reports that it runs.
-// The helper keeps that CPU busy, spinning (yielding), until a region takes the whole team (`ready()`) or kSpinNs
-// pass, then sleeps again: the worker the region wakes finds its CPU running. The embeddings never take the team in a
+// The helper keeps that CPU busy, spinning (yielding), until a region takes the whole team (`ready()`), the eager
+// encoder follows instead (`release()`) or kSpinNs pass, then sleeps again: the worker the region wakes finds its CPU running. The embeddings never take the team in a
 // cold forward: a PyTorch region (which has no spread_team) could have the worker woken onto the caller's CPU while
 // the helper holds the other, and a region there would stop the helper's spinning a millisecond of Python before
 // the encoder needs the CPU (both seen in traces: the LayerNorm 5 ms, the encoder's first layer on one thread).
@@ -115,7 +115,7 @@ inline void spread_team(int cpu) {
 // regions use the team as before; a forked child starts its own helper.
 class WakeAhead {
  public:
-  static constexpr int64_t kWarmNs = 5000000, kSpinNs = 20000000, kGiveUpNs = 100000000;
+  static constexpr int64_t kWarmNs = 5000000, kSpinNs = 20000000, kGiveUpNs = 100000000, kMaxRows = 1024;
 
   static WakeAhead& get() {
     static WakeAhead* w = new WakeAhead();  // never destroyed: its thread may outlive static destructors
@@ -126,10 +126,12 @@ class WakeAhead {
         .count();
   }
 
-  // Called at the start of a forward's native calls with the team size they would use; returns whether the forward
-  // is cold (see above): the helper was asked now, or earlier in this forward and no region has taken the team
-  // since. A forward on one thread asks nothing (no region would stop the helper's spinning).
-  bool wake(int nthreads) {
+  // Called at the start of a forward's native calls with its token rows and the team size they would use; returns
+  // whether the forward is cold (see above): the helper was asked now, or earlier in this forward and no region has
+  // taken the team since. A forward on one thread asks nothing (no region would stop the helper's spinning), nor one
+  // of more than kMaxRows rows (measured up to 8 × 128 = 1,024 rows, where it neither gained nor lost; a longer
+  // forward's first region waiting for the worker is a small share of it, and its one-thread embeddings would not be).
+  bool wake(int64_t rows, int nthreads) {
 #if defined(__linux__) && defined(_OPENMP)
     const int pid = (int)getpid();
     int had = pid_.load();
@@ -145,9 +147,9 @@ class WakeAhead {
         disabled_.store(1);
       }
     }
-    if (nthreads <= 1 || disabled_.load() || now_ns() - team_end_.load() < kWarmNs) {
+    if (nthreads <= 1 || rows > kMaxRows || disabled_.load() || now_ns() - team_end_.load() < kWarmNs) {
       awake_.store(1);
-      cold_.store(0);
+      if (cold_.exchange(0)) stop_.store(1);  // an earlier forward's request (another thread's): no spinning on
       return false;
     }
     if (cold_.load() && (requested_at_.load() != 0 || spinning_.load())) return true;  // asked already
@@ -170,6 +172,7 @@ class WakeAhead {
     syscall(SYS_futex, reinterpret_cast<int*>(&bell_), FUTEX_WAKE_PRIVATE, 1, nullptr, nullptr, 0);
     return true;
 #else
+    (void)rows;
     (void)nthreads;
     return false;
 #endif
@@ -196,9 +199,12 @@ class WakeAhead {
   // whether the current forward is cold (wake() asked the helper and no region has taken the team since)
   bool cold() const { return cold_.load() != 0; }
   // ends a cold forward whose next work is not the native encoder (the eager encoder, whose PyTorch regions take the
-  // team as they find it): the helper stops spinning
+  // team as they find it; an error): the helper stops spinning, and the team counts as warm from now on
   void release() {
+#if defined(__linux__) && defined(_OPENMP)
     if (cold_.exchange(0)) stop_.store(1);
+    team_end_.store(now_ns());
+#endif
   }
   // how many times wake() has asked the helper in this process (for the tests); −1 where the wake-ahead is compiled
   // out (not Linux, or no OpenMP)
@@ -223,7 +229,13 @@ class WakeAhead {
       awake_.store(1);
       requested_at_.store(0);
       const int64_t end = now_ns() + kSpinNs;
-      while (!stop_.load(std::memory_order_relaxed) && now_ns() < end) sched_yield();
+      while (!stop_.load(std::memory_order_relaxed) && now_ns() < end) {
+        if (!awake_.load(std::memory_order_relaxed)) {  // asked again while still spinning: it is running
+          requested_at_.store(0);
+          awake_.store(1);
+        }
+        sched_yield();
+      }
       spinning_.store(0);
     }
 #endif
@@ -2780,9 +2792,9 @@ PyMethodDef kMethods[] = {
     {"encoder_forward", py_encoder_forward, METH_VARARGS, "Every layer of a packed binarized encoder (encoder.h)."},
     {"encoder_work_floats", py_encoder_work_floats, METH_VARARGS, "Work space of encoder_forward, in floats."},
     {"team_awake", py_team_awake, METH_NOARGS,
-     "Whether the native runtime's next region may use all its threads (its wake-ahead helper runs)."},
+     "False while the forward is cold (the wake-ahead asked its helper, no native region has taken the team since)."},
     {"team_release", py_team_release, METH_NOARGS,
-     "Ends a cold forward (the wake-ahead's helper stops spinning): the eager encoder follows the embeddings."},
+     "Ends a cold forward (the wake-ahead's helper stops spinning): the native encoder does not follow."},
     {"wake_requests", py_wake_requests, METH_NOARGS,
      "How many times the wake-ahead has asked its helper in this process (-1: compiled out); for the tests."},
     {"omp_thread_count", py_omp_thread_count, METH_VARARGS,

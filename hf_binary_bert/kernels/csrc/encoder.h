@@ -1976,7 +1976,7 @@ PyObject* py_embeddings_sum(PyObject*, PyObject* args) {
   int64_t status;
   Py_BEGIN_ALLOW_THREADS;
   // the forward's first native call (docs/inference.md, "Threads after an idle wait"): on this thread when cold
-  if (WakeAhead::get().wake(nthreads)) nthreads = 1;
+  if (WakeAhead::get().wake(M, nthreads)) nthreads = 1;
   spread_threads(nthreads);
   status = embeddings_sum(ptr<float>(out), M, H, T, ptr<const int64_t>(ids), ptr<const int64_t>(positions),
                           ptr<const int64_t>(types), tb, tb + kTableWords, tb + 2 * kTableWords, nthreads);
@@ -2009,7 +2009,8 @@ PyObject* py_encoder_forward(PyObject*, PyObject* args) {
   }
   Py_BEGIN_ALLOW_THREADS;
   WakeAhead& wake = WakeAhead::get();
-  wake.wake(nthreads);  // a no-op when the embeddings' call asked already (or the team is warm)
+  wake.wake(M, nthreads);  // asks nothing when the embeddings' call asked already and the helper still spins (or
+                          // the team is warm)
   if (wake.team_now(nthreads) > 1) spread_threads(nthreads);  // (else each region's spread_team, once it has a team)
   for (int64_t l = 0; l < layers; ++l)  // each region on one thread until the helper runs, then on all (team_now)
     layer_forward(p + l * kLayerWords, ptr<float>(x), M, offsets, B, ptr<float>(work), nthreads);
@@ -2023,11 +2024,8 @@ PyObject* py_encoder_forward(PyObject*, PyObject* args) {
 // while not.
 PyObject* py_team_awake(PyObject*, PyObject*) { return PyBool_FromLong(!WakeAhead::get().cold()); }
 
-// omp_thread_count(n) → the previous count: the OpenMP thread count (nthreads-var) of the calling thread alone, which
-// PyTorch's parallel_for reads (torch.set_num_threads also changes the default that threads starting later take, and
-// the pthreadpool's size); without OpenMP, 1 and nothing set.
-// team_release(): ends a cold forward (WakeAhead::release) when the embeddings are not followed by the native
-// encoder.
+// team_release(): ends a cold forward (WakeAhead::release) when the native encoder does not follow the embeddings
+// (BinaryBertEncoder's eager forward, an embeddings error).
 PyObject* py_team_release(PyObject*, PyObject*) {
   WakeAhead::get().release();
   Py_RETURN_NONE;
@@ -2037,6 +2035,9 @@ PyObject* py_team_release(PyObject*, PyObject*) {
 // where it is compiled out), for the tests: one per forward after an idle wait.
 PyObject* py_wake_requests(PyObject*, PyObject*) { return PyLong_FromLongLong(WakeAhead::get().requests()); }
 
+// omp_thread_count(n) → the previous count: the OpenMP thread count (nthreads-var) of the calling thread alone, which
+// PyTorch's parallel_for reads (torch.set_num_threads also changes the default that threads starting later take, and
+// the pthreadpool's size); without OpenMP, 1 and nothing set.
 PyObject* py_omp_thread_count(PyObject*, PyObject* args) {
   int n;
   if (!PyArg_ParseTuple(args, "i", &n)) return nullptr;
