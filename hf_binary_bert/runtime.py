@@ -588,7 +588,8 @@ class BinaryBertEncoder(InferencePlanReader, BertEncoder):
     def _eager_forward(self, hidden_states, attention_mask, *args, **kwargs):
         # `BertEncoder.forward`. After native embeddings that found the team cold (docs/inference.md, "The cold
         # forward"), PyTorch's regions take the team now: the kernels' wake-ahead helper stops spinning beside them
-        ops._bitgemm.team_release()
+        if ops._bitgemm is not None:  # (without the compiled kernels there is neither)
+            ops._bitgemm.team_release()
         return super().forward(hidden_states, attention_mask, *args, **kwargs)
 
 
