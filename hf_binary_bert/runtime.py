@@ -588,7 +588,7 @@ class BinaryBertEncoder(InferencePlanReader, BertEncoder):
     def _eager_forward(self, hidden_states, attention_mask, *args, **kwargs):
         # `BertEncoder.forward`. After native embeddings that found the team cold (docs/inference.md, "The cold
         # forward"), PyTorch's regions take the team now: the kernels' wake-ahead helper stops spinning beside them
-        if ops._bitgemm is not None:  # (without the compiled kernels there is neither)
+        if ops.available():  # (without the compiled kernels there is neither)
             ops._bitgemm.team_release()
         return super().forward(hidden_states, attention_mask, *args, **kwargs)
 
@@ -660,8 +660,8 @@ class BinaryBertEmbeddings(InferencePlanReader, BertEmbeddings):
         # A cold forward (after an idle wait: the kernels' wake-ahead has asked its helper and no native region has
         # taken the team yet; docs/inference.md, "The cold forward"): PyTorch's LayerNorm would wake the sleeping
         # OpenMP worker and wait for it (milliseconds on a small VM; its region has no spread_team, so the worker may
-        # even land on this thread's CPU), so it runs on this thread alone. Its rows are independent, so the values are the same on any number of
-        # threads. omp_thread_count sets this thread's OpenMP count only, not torch.set_num_threads' process-wide
+        # even land on this thread's CPU), so it runs on this thread alone. Its rows are independent, so the values
+        # are the same on any number of threads. omp_thread_count sets this thread's OpenMP count only, not torch.set_num_threads' process-wide
         # default, which a thread starting PyTorch work meanwhile would take for good.
         threads = ops._bitgemm.omp_thread_count(1)
         try:

@@ -106,8 +106,8 @@ inline void spread_team(int cpu) {
 // waiting for it, and the forward is "cold": the embeddings (the native sum, and PyTorch's LayerNorm: `cold()`) run
 // on the calling thread, and so do the encoder's native regions (`team_now`) until the helper reports that it runs.
 // The helper keeps that CPU busy, spinning (yielding), until a region takes the whole team (`ready()`), the eager
-// encoder follows instead (`release()`) or kSpinNs pass, then sleeps again: the worker the region wakes finds its CPU running. The embeddings never take the team in a
-// cold forward: a PyTorch region (which has no spread_team) could have the worker woken onto the caller's CPU while
+// encoder follows instead (`release()`) or kSpinNs pass, then sleeps again: the worker the region wakes finds its CPU
+// running. The embeddings never take the team in a cold forward: a PyTorch region (which has no spread_team) could have the worker woken onto the caller's CPU while
 // the helper holds the other, and a region there would stop the helper's spinning a millisecond of Python before
 // the encoder needs the CPU (both seen in traces: the LayerNorm 5 ms, the encoder's first layer on one thread).
 // The results do not depend on the thread count (every kernel gives the same bits on 1 and n threads), only the
@@ -134,9 +134,14 @@ class WakeAhead {
   // region's wait for the worker does not).
   bool wake(int64_t rows, int nthreads) {
 #if defined(__linux__) && defined(_OPENMP)
+    if (nthreads <= 1 || rows > kMaxRows || now_ns() - team_end_.load() < kWarmNs) {
+      awake_.store(1);
+      if (cold_.exchange(0)) stop_.store(1);  // an earlier forward's request (another thread's): no spinning on
+      return false;
+    }
     const int pid = (int)getpid();
     int had = pid_.load();
-    if (had != pid && pid_.compare_exchange_strong(had, pid)) {  // first use, or a forked child (no helper thread)
+    if (had != pid && pid_.compare_exchange_strong(had, pid)) {  // first request, or a forked child (no helper thread)
       tid_.store(0);
       bell_.store(0);
       requested_at_.store(0);
@@ -148,9 +153,8 @@ class WakeAhead {
         disabled_.store(1);
       }
     }
-    if (nthreads <= 1 || rows > kMaxRows || disabled_.load() || now_ns() - team_end_.load() < kWarmNs) {
+    if (disabled_.load()) {
       awake_.store(1);
-      if (cold_.exchange(0)) stop_.store(1);  // an earlier forward's request (another thread's): no spinning on
       return false;
     }
     if (cold_.load() && (requested_at_.load() != 0 || spinning_.load())) return true;  // asked already

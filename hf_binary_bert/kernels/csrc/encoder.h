@@ -2014,7 +2014,6 @@ PyObject* py_encoder_forward(PyObject*, PyObject* args) {
   if (wake.team_now(nthreads) > 1) spread_threads(nthreads);  // (else each region's spread_team, once it has a team)
   for (int64_t l = 0; l < layers; ++l)  // each region on one thread until the helper runs, then on all (team_now)
     layer_forward(p + l * kLayerWords, ptr<float>(x), M, offsets, B, ptr<float>(work), nthreads);
-  wake.team_now(nthreads);  // the team counts as warm from the forward's end (when it ran)
   Py_END_ALLOW_THREADS;
   Py_RETURN_NONE;
 }
