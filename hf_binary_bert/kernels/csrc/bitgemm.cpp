@@ -147,6 +147,7 @@ class WakeAhead {
       requested_at_.store(0);
       spinning_.store(0);
       cold_.store(0);
+      mask_lock_.store(0);  // (a forked child: the parent's helper may have held it)
       try {
         std::thread([this] { run(); }).detach();
       } catch (...) {  // no thread to be had: the team as before
@@ -164,8 +165,10 @@ class WakeAhead {
       cpu_set_t others = mine;
       CPU_CLR(cpu, &others);
       if (CPU_COUNT(&others) > 0 && sched_setaffinity(tid, sizeof others, &others) == 0) {
+        lock_mask();  // the helper may be reading mask_ for an earlier request
         mask_ = mine;  // the helper takes the caller's mask back once it runs: no thread stays pinned
         restore_.store(1);
+        unlock_mask();
       }
     }
     awake_.store(0);
@@ -229,7 +232,12 @@ class WakeAhead {
       while (bell_.load() == 0)
         syscall(SYS_futex, reinterpret_cast<int*>(&bell_), FUTEX_WAIT_PRIVATE, 0, nullptr, nullptr, 0);
       bell_.store(0);
-      if (restore_.exchange(0)) sched_setaffinity(0, sizeof mask_, &mask_);
+      cpu_set_t mask;
+      lock_mask();
+      const bool restore = restore_.exchange(0) != 0;
+      if (restore) mask = mask_;
+      unlock_mask();
+      if (restore) sched_setaffinity(0, sizeof mask, &mask);
       spinning_.store(1);
       awake_.store(1);
       requested_at_.store(0);
@@ -245,10 +253,19 @@ class WakeAhead {
     }
 #endif
   }
+#if defined(__linux__) && defined(_OPENMP)
+  // mask_ is written by wake() and read by the helper: a spin lock (held for a copy of it) rather than a mutex, so
+  // that a forked child can reset it
+  void lock_mask() {
+    while (mask_lock_.exchange(1, std::memory_order_acquire)) std::this_thread::yield();
+  }
+  void unlock_mask() { mask_lock_.store(0, std::memory_order_release); }
+#endif
   static_assert(sizeof(std::atomic<int>) == sizeof(int), "the futex word is the atomic's int");
   std::atomic<int> pid_{0}, tid_{0}, bell_{0}, awake_{1}, stop_{0}, spinning_{0}, restore_{0}, disabled_{0}, cold_{0};
+  std::atomic<int> mask_lock_{0};
 #if defined(__linux__) && defined(_OPENMP)
-  cpu_set_t mask_;  // written by wake() before it rings, read by the helper after
+  cpu_set_t mask_;  // written by wake() before it rings, read by the helper after (both under lock_mask)
 #endif
   std::atomic<int64_t> requested_at_{0}, team_end_{0}, requests_{0};
 };
