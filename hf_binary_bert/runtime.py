@@ -661,8 +661,9 @@ class BinaryBertEmbeddings(InferencePlanReader, BertEmbeddings):
         # taken the team yet; docs/inference.md, "The cold forward"): PyTorch's LayerNorm would wake the sleeping
         # OpenMP worker and wait for it (milliseconds on a small VM; its region has no spread_team, so the worker may
         # even land on this thread's CPU), so it runs on this thread alone. Its rows are independent, so the values
-        # are the same on any number of threads. omp_thread_count sets this thread's OpenMP count only, not torch.set_num_threads' process-wide
-        # default, which a thread starting PyTorch work meanwhile would take for good.
+        # are the same on any number of threads. omp_thread_count sets this thread's OpenMP count only, not
+        # torch.set_num_threads' process-wide default, which a thread starting PyTorch work meanwhile would take for
+        # good.
         threads = ops._bitgemm.omp_thread_count(1)
         try:
             normed = self.LayerNorm(out)

@@ -568,11 +568,11 @@ def test_the_wake_ahead_asks_once_per_cold_forward():
     model = _model(COMBOS["W1A1-elastic (BiT)"], layers=3)
     ids, mask = _inputs(lengths=(64, 64))
 
-    def requests(idle=0.0, **kwargs):
+    def requests(idle=0.0, inputs=(ids, mask), **kwargs):
         if idle:
             time.sleep(idle)
         before = ops._bitgemm.wake_requests()
-        model(input_ids=ids, attention_mask=mask, **kwargs)
+        model(input_ids=inputs[0], attention_mask=inputs[1], **kwargs)
         return ops._bitgemm.wake_requests() - before
 
     def settle(expected, **kwargs):
@@ -611,11 +611,7 @@ def test_the_wake_ahead_asks_once_per_cold_forward():
             assert ops._bitgemm.team_awake()
         finally:
             torch.set_num_threads(threads)
-        long_ids, long_mask = _inputs(lengths=(64, 64, 1))  # 129 rows
-        time.sleep(0.05)
-        before = ops._bitgemm.wake_requests()
-        model(input_ids=long_ids, attention_mask=long_mask)
-        assert ops._bitgemm.wake_requests() == before
+        assert requests(idle=0.05, inputs=_inputs(lengths=(64, 64, 1))) == 0  # 129 rows
 
 
 @pytest.mark.skipif(torch.get_num_threads() < 2, reason="needs an OpenMP team of two or more")

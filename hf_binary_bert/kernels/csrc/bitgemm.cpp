@@ -107,9 +107,10 @@ inline void spread_team(int cpu) {
 // on the calling thread, and so do the encoder's native regions (`team_now`) until the helper reports that it runs.
 // The helper keeps that CPU busy, spinning (yielding), until a region takes the whole team (`ready()`), the eager
 // encoder follows instead (`release()`) or kSpinNs pass, then sleeps again: the worker the region wakes finds its CPU
-// running. The embeddings never take the team in a cold forward: a PyTorch region (which has no spread_team) could have the worker woken onto the caller's CPU while
-// the helper holds the other, and a region there would stop the helper's spinning a millisecond of Python before
-// the encoder needs the CPU (both seen in traces: the LayerNorm 5 ms, the encoder's first layer on one thread).
+// running. The embeddings never take the team in a cold forward: a PyTorch region (which has no spread_team) could
+// have the worker woken onto the caller's CPU while the helper holds the other, and a region there would stop the
+// helper's spinning a millisecond of Python before the encoder needs the CPU (both seen in traces: the LayerNorm
+// 5 ms, the encoder's first layer on one thread).
 // The results do not depend on the thread count (every kernel gives the same bits on 1 and n threads), only the
 // time. If the helper has not run kGiveUpNs after a request (a busy machine), or no thread could be started, the
 // regions use the team as before; a forked child starts its own helper.
