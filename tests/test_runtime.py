@@ -602,8 +602,9 @@ def test_the_wake_ahead_asks_once_per_cold_forward():
             if ops._bitgemm.team_awake():
                 break
         assert ops._bitgemm.team_awake()
-        settle(1, idle=0.05, output_hidden_states=True)  # the eager encoder follows the embeddings: it ends the
-        assert ops._bitgemm.team_awake()  # cold forward
+        # the eager encoder follows the embeddings: it ends the cold forward
+        settle(1, idle=0.05, output_hidden_states=True)
+        assert ops._bitgemm.team_awake()
         threads = torch.get_num_threads()
         torch.set_num_threads(1)  # a forward on one thread asks nothing: no region would stop the helper spinning
         try:
